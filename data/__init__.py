@@ -1,0 +1,1 @@
+"""Datasets, manifests, augmentation presets, importers and the synthetic scene generator."""

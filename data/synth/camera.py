@@ -1,0 +1,183 @@
+"""Camera and light: pose (homography), illuminant, exposure, blur, noise, JPEG.
+
+The scene is reflectance on the scalp plane; the camera turns it into the
+8-bit sRGB photo a clinic would take. Each step is a separate pure function
+so that tests can check them one by one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from data.colour import linear_to_srgb
+from data.synth.settings import CameraSettings
+
+_XYZ_TO_LIN = np.array([[3.2404542, -1.5371385, -0.4985314],
+                        [-0.9692660, 1.8760108, 0.0415560],
+                        [0.0556434, -0.2040259, 1.0572252]])
+
+
+@dataclass(frozen=True)
+class CameraParams:
+    px_per_mm: float
+    rotation_deg: float
+    tilt_deg: float
+    tilt_azimuth_deg: float
+    focal_px: float
+    dof_blur_mm: float
+    illuminant_kelvin: float
+    white_balance_error: float
+    gradient: float
+    gradient_angle_deg: float
+    exposure_ev: float
+    read_noise: float
+    shot_noise: float
+    jpeg_quality: int
+
+
+def draw_camera(rng: np.random.Generator, s: CameraSettings, width: int) -> CameraParams:
+    return CameraParams(
+        px_per_mm=float(rng.uniform(*s.px_per_mm)),
+        rotation_deg=float(rng.uniform(*s.rotation_deg)),
+        tilt_deg=float(rng.uniform(*s.tilt_deg)),
+        tilt_azimuth_deg=float(rng.uniform(0, 360)),
+        focal_px=float(rng.uniform(*s.focal_px_per_width) * width),
+        dof_blur_mm=float(rng.uniform(*s.dof_blur_mm)),
+        illuminant_kelvin=float(rng.uniform(*s.illuminant_kelvin)),
+        white_balance_error=float(rng.uniform(*s.white_balance_error)),
+        gradient=float(rng.uniform(*s.illumination_gradient)),
+        gradient_angle_deg=float(rng.uniform(0, 360)),
+        exposure_ev=float(rng.uniform(*s.exposure_ev)),
+        read_noise=float(rng.uniform(*s.read_noise)),
+        shot_noise=float(rng.uniform(*s.shot_noise)),
+        jpeg_quality=int(round(rng.uniform(*s.jpeg_quality))),
+    )
+
+
+def _rot(axis: int, a: float) -> np.ndarray:
+    c, s = np.cos(a), np.sin(a)
+    i, j = [(1, 2), (0, 2), (0, 1)][axis]
+    m = np.eye(3)
+    m[i, i], m[i, j], m[j, i], m[j, j] = c, -s, s, c
+    return m
+
+
+def plane_to_image(cam: CameraParams, size: tuple[int, int], centre_mm: tuple[float, float],
+                   ) -> np.ndarray:
+    """3x3 homography from scalp-plane mm to image pixels.
+
+    A pinhole camera looks at the plane point ``centre_mm`` along an axis tilted
+    by ``tilt_deg`` (towards ``tilt_azimuth_deg``) and rolled by ``rotation_deg``.
+    Its distance is chosen so that the scale at the image centre, sqrt|det J|,
+    equals ``px_per_mm`` exactly.
+    """
+    w, h = size
+    az = np.deg2rad(cam.tilt_azimuth_deg)
+    r = _rot(2, np.deg2rad(cam.rotation_deg)) @ _rot(2, -az) @ _rot(0, np.deg2rad(cam.tilt_deg)) @ _rot(2, az)
+    k = np.array([[cam.focal_px, 0, w / 2.0], [0, cam.focal_px, h / 2.0], [0, 0, 1]])
+    shift = np.array([[1, 0, -centre_mm[0]], [0, 1, -centre_mm[1]], [0, 0, 1]])
+
+    def homography(dist: float) -> np.ndarray:
+        return k @ np.column_stack([r[:, 0], r[:, 1], [0, 0, dist]]) @ shift
+
+    probe = homography(1000.0)
+    scale = np.sqrt(abs(np.linalg.det(jacobian(probe, np.array(centre_mm)))))
+    hmat = homography(1000.0 * scale / cam.px_per_mm)
+    return hmat / hmat[2, 2]
+
+
+def jacobian(hmat: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """2x2 Jacobian of the projective map ``hmat`` at point ``xy``."""
+    x, y = xy
+    p = hmat @ np.array([x, y, 1.0])
+    u, v, wq = p
+    return np.array([[(hmat[0, 0] * wq - u * hmat[2, 0]) / wq ** 2, (hmat[0, 1] * wq - u * hmat[2, 1]) / wq ** 2],
+                     [(hmat[1, 0] * wq - v * hmat[2, 0]) / wq ** 2, (hmat[1, 1] * wq - v * hmat[2, 1]) / wq ** 2]])
+
+
+def apply_h(hmat: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Apply a homography to (N, 2) points."""
+    p = np.column_stack([xy, np.ones(len(xy))]) @ hmat.T
+    return p[:, :2] / p[:, 2:3]
+
+
+def illuminant_rgb(kelvin: float) -> np.ndarray:
+    """Linear sRGB of a Planckian illuminant, relative to D65 (D65 -> [1, 1, 1]).
+
+    Chromaticity from the cubic-spline fit of the Planckian locus of Kim et al.
+    (2002), valid 1667-25000 K.
+    """
+    t = float(np.clip(kelvin, 1667, 25000))
+    if t <= 4000:
+        x = -0.2661239e9 / t ** 3 - 0.2343589e6 / t ** 2 + 0.8776956e3 / t + 0.179910
+    else:
+        x = -3.0258469e9 / t ** 3 + 2.1070379e6 / t ** 2 + 0.2226347e3 / t + 0.240390
+    if t <= 2222:
+        y = -1.1063814 * x ** 3 - 1.34811020 * x ** 2 + 2.18555832 * x - 0.20219683
+    elif t <= 4000:
+        y = -0.9549476 * x ** 3 - 1.37418593 * x ** 2 + 2.09137015 * x - 0.16748867
+    else:
+        y = 3.0817580 * x ** 3 - 5.87338670 * x ** 2 + 3.75112997 * x - 0.37001483
+    xyz = np.array([x / y, 1.0, (1 - x - y) / y])
+    rgb = _XYZ_TO_LIN @ xyz
+    rgb = np.clip(rgb, 1e-3, None)
+    return rgb / (rgb @ np.array([0.2126, 0.7152, 0.0722]))
+
+
+def light_field(cam: CameraParams, shape: tuple[int, int]) -> np.ndarray:
+    """HxW relative irradiance: a linear fall-off plus mild lens vignetting."""
+    h, w = shape
+    a = np.deg2rad(cam.gradient_angle_deg)
+    ys = np.linspace(-0.5, 0.5, h, dtype=np.float32)[:, None]
+    xs = np.linspace(-0.5, 0.5, w, dtype=np.float32)[None, :]
+    ramp = (xs * np.float32(np.cos(a)) + ys * np.float32(np.sin(a)))  # -0.7..0.7
+    vignette = 1.0 - 0.25 * (xs * xs + ys * ys)
+    return ((1.0 - cam.gradient * (ramp + 0.5)) * vignette).astype(np.float32)
+
+
+def defocus(img: np.ndarray, cam: CameraParams, sigma_max_px: float) -> np.ndarray:
+    """Depth-of-field blur growing across the frame along the tilt direction.
+
+    The sharp and the fully blurred image are blended by a ramp (focus at one
+    side of the frame, most defocus at the other), the usual look of a tilted
+    close-up at short focus distance.
+    """
+    if sigma_max_px < 0.3:
+        return img
+    h, w = img.shape[:2]
+    blurred = cv2.GaussianBlur(img, (0, 0), sigma_max_px)
+    a = np.deg2rad(cam.tilt_azimuth_deg + cam.rotation_deg)
+    ys = np.linspace(0, 1, h, dtype=np.float32)[:, None]
+    xs = np.linspace(0, 1, w, dtype=np.float32)[None, :]
+    t = np.clip(xs * np.float32(abs(np.cos(a))) + ys * np.float32(abs(np.sin(a))), 0, 1)
+    t = (t / max(float(t.max()), 1e-6))[..., None] if img.ndim == 3 else t
+    return img + (blurred - img) * t
+
+
+# 16-bit linear -> 8-bit sRGB lookup, exact to the 8-bit output
+_SRGB_LUT = np.round(255.0 * linear_to_srgb(np.linspace(0.0, 1.0, 65536))).astype(np.uint8)
+
+
+def encode_srgb8(linear: np.ndarray) -> np.ndarray:
+    """Linear RGB (clipped to [0, 1]) -> 8-bit sRGB through a 16-bit lookup table."""
+    q = np.empty(linear.shape, np.uint16)
+    np.copyto(q, np.clip(linear * np.float32(65535.0) + np.float32(0.5), 0, 65535), casting="unsafe")
+    return _SRGB_LUT[q]
+
+
+def expose(radiance: np.ndarray, cam: CameraParams, rng: np.random.Generator) -> np.ndarray:
+    """Radiance -> white-balanced, noisy linear camera RGB (float32, in place)."""
+    gain = np.float32(0.82 * 2.0 ** cam.exposure_ev)
+    illum = illuminant_rgb(cam.illuminant_kelvin)
+    # the camera's white balance corrects only part of the cast
+    wb = illum ** -(1.0 - cam.white_balance_error)
+    wb = (wb / (wb @ np.array([0.2126, 0.7152, 0.0722]))).astype(np.float32)
+    radiance *= gain
+    # sensor noise: shot (signal dependent) + read, drawn once per pixel and channel
+    noise = rng.standard_normal(radiance.shape, dtype=np.float32)
+    sd = np.sqrt(np.float32(cam.shot_noise ** 2) * np.maximum(radiance, 0) + np.float32(cam.read_noise ** 2))
+    radiance += noise * sd
+    radiance *= wb
+    return radiance

@@ -1,0 +1,354 @@
+"""Close-up scenes: a few centimetres of scalp, dots resolvable (8-40 px/mm).
+
+The scene is built on the scalp plane (a raster in plane millimetres) and
+seen by a pinhole camera (a homography), so perspective, scale and the card
+are geometrically exact. The same client scalp (skin texture, follicles,
+dots) can be rendered again at a later visit with a new pose and light.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from data.card import CardSpec, marker_corners_mm, render_card
+from data.colour import blue_index, delta_e00, linear_rgb_to_lab, srgb_to_linear
+from data.flags import FlagSettings
+from data.synth.camera import (CameraParams, apply_h, defocus, encode_srgb8, expose, illuminant_rgb,
+                               light_field, plane_to_image)
+from data.synth.dots import DotSet, dot_sprites, place_dots, render_density, solve_strength
+from data.synth.fields import smooth_field
+from data.synth.hair import (Follicles, HairParams, draw_follicles, draw_hair, render_hair,
+                             thinning_map)
+from data.synth.scene import Scene, dot_flags_table, lstar_of
+from data.synth.settings import SynthSettings
+from data.synth.skin import SkinParams, draw_skin, render_skin
+
+
+@dataclass(frozen=True)
+class Plane:
+    """The rectangle of scalp a client's close-ups look at, and its raster."""
+
+    width_mm: float
+    height_mm: float
+    px_per_mm: float
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(np.ceil(self.height_mm * self.px_per_mm)), int(np.ceil(self.width_mm * self.px_per_mm))
+
+
+@dataclass(frozen=True)
+class ClientScalp:
+    """What stays the same for one client's region between visits."""
+
+    plane: Plane
+    skin: SkinParams
+    hair: HairParams
+    follicles: Follicles
+    dots: DotSet
+    texture_seed: int
+    palette: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class VisitState:
+    """How the region looks at one visit (dot ageing, hair, redness)."""
+
+    dots: DotSet                 # the dots present now, with current strength/blue/radius
+    contrast_dl: np.ndarray      # (N,) wanted core contrast of each present dot
+    hair_length_scale: float
+    extra_redness: float
+
+
+@dataclass(frozen=True)
+class CardPose:
+    present: bool
+    marker_id: int
+    centre_mm: tuple[float, float]   # card-frame origin (marker top-left) on the plane
+    angle_deg: float
+    scale: float
+
+
+def treated_map(rng: np.random.Generator, coverage: float, shape: tuple[int, int] = (64, 64)) -> np.ndarray:
+    """Coarse map of where the artist has worked: all, or one side of a soft edge."""
+    if coverage >= 0.999:
+        return np.ones(shape, bool)
+    if coverage <= 0.0:
+        return np.zeros(shape, bool)
+    field = smooth_field(rng, shape, shape[0] / 2.5)
+    ang = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]] / np.array(shape[0] - 1.0)
+    ramp = np.cos(ang) * xx + np.sin(ang) * yy + 0.08 * field
+    return ramp <= np.quantile(ramp, coverage)
+
+
+def new_client(rng: np.random.Generator, cfg: SynthSettings, plane: Plane, *, n_sessions: int = 1,
+               ) -> ClientScalp:
+    """Draw a client's scalp and the dots of ``n_sessions`` sessions."""
+    skin = draw_skin(rng, cfg.skin)
+    hair = draw_hair(rng, cfg.hair)
+    dens = thinning_map(rng, hair.pattern, hair.thinning_strength, (48, 48))
+    follicles = draw_follicles(rng, hair, plane.width_mm, plane.height_mm, dens)
+    palette = tuple(cfg.dots.palette)
+    coverage = float(rng.uniform(*cfg.dots.coverage))
+    treated = treated_map(rng, coverage)
+    spacing = float(rng.uniform(*cfg.dots.spacing_mm))
+    diameter = float(rng.uniform(*cfg.dots.diameter_mm))
+    dots = None
+    for session in range(1, n_sessions + 1):
+        # later sessions fill in between earlier dots: same spacing, new positions
+        first = 0 if dots is None else int(dots.dot_id.max()) + 1
+        new = place_dots(rng, cfg.dots, plane.width_mm, plane.height_mm, treated, session, list(palette),
+                         first_id=first, spacing_mm=spacing * np.sqrt(n_sessions),
+                         diameter_mm=diameter) if coverage > 0 else None
+        if new is None:
+            continue
+        dots = new if dots is None else DotSet.concat(dots, new)
+    if dots is None:
+        dots = place_dots(rng, cfg.dots, plane.width_mm, plane.height_mm, np.zeros((2, 2), bool), 1,
+                          list(palette))
+    return ClientScalp(plane=plane, skin=skin, hair=hair, follicles=follicles, dots=dots,
+                       texture_seed=int(rng.integers(0, 2 ** 31 - 1)), palette=palette)
+
+
+def aged_single_visit(rng: np.random.Generator, cfg: SynthSettings, client: ClientScalp) -> VisitState:
+    """A single photo: most dots as placed, a fraction aged (faded, blue, spread).
+
+    Aged values are drawn clear of the flag thresholds' neighbourhood on both
+    sides, so that every dot has an unambiguous true state.
+    """
+    dots = client.dots
+    n = len(dots)
+    contrast = rng.uniform(*cfg.dots.contrast_dl, n)
+    aged = rng.random(n) < rng.uniform(*cfg.dots.aged_fraction)
+    kind = rng.integers(0, 3, n)
+    blue = np.zeros(n)
+    radius = dots.radius_mm.copy()
+    soft = dots.softness.copy()
+    fade = aged & (kind == 0)
+    contrast[fade] = rng.uniform(3.0, 6.5, fade.sum())
+    bl = aged & (kind == 1)
+    blue[bl] = rng.uniform(0.25, 0.6, bl.sum())
+    sp = aged & (kind == 2)
+    radius[sp] = rng.uniform(0.28, 0.45, sp.sum())
+    soft[sp] = np.clip(soft[sp] * 2.0, 0.2, 0.6)
+    contrast[sp] *= 0.8
+    return VisitState(dots=dots.with_(blue=blue, radius_mm=radius, softness=soft),
+                      contrast_dl=contrast, hair_length_scale=1.0, extra_redness=0.0)
+
+
+def draw_card_pose(rng: np.random.Generator, cfg: SynthSettings, plane: Plane,
+                   image_footprint_mm: np.ndarray) -> CardPose:
+    """Put the card flat on the scalp inside the camera's footprint (marker fully in view)."""
+    present = bool(rng.random() < cfg.card.probability)
+    marker_id = int(rng.integers(cfg.card.marker_id[0], cfg.card.marker_id[1] + 1))
+    angle = float(rng.uniform(-180, 180))
+    scale = float(rng.uniform(*cfg.card.scale))
+    lo, hi = image_footprint_mm.min(axis=0), image_footprint_mm.max(axis=0)
+    # keep the marker (0-10 mm in card frame) plus a margin inside the footprint's inner box
+    c, s = np.cos(np.deg2rad(angle)), np.sin(np.deg2rad(angle))
+    corners = np.array([[-3, -3], [13, -3], [13, 13], [-3, 13]], float) * scale
+    rot = corners @ np.array([[c, s], [-s, c]])
+    inset = 0.18 * (hi - lo)
+    cmin, cmax = lo + inset - rot.min(axis=0), hi - inset - rot.max(axis=0)
+    cmax = np.maximum(cmax, cmin)
+    centre = rng.uniform(cmin, cmax)
+    return CardPose(present, marker_id, (float(centre[0]), float(centre[1])), angle, scale)
+
+
+def _card_to_plane(pose: CardPose) -> np.ndarray:
+    """2x3 affine from card mm to plane mm."""
+    c, s = np.cos(np.deg2rad(pose.angle_deg)), np.sin(np.deg2rad(pose.angle_deg))
+    return np.array([[c * pose.scale, -s * pose.scale, pose.centre_mm[0]],
+                     [s * pose.scale, c * pose.scale, pose.centre_mm[1]]])
+
+
+def composite_card(albedo: np.ndarray, card_cover: np.ndarray, card: CardSpec, pose: CardPose,
+                   plane: Plane) -> None:
+    """Paste the printed card (as reflectance) onto the plane raster, in place."""
+    raster = render_card(card, plane.px_per_mm * pose.scale, marker_id=pose.marker_id)
+    a = _card_to_plane(pose)
+    # card raster px -> card mm -> plane mm -> plane px
+    to_mm = np.array([[1 / raster.px_per_mm, 0, raster.origin_mm[0]],
+                      [0, 1 / raster.px_per_mm, raster.origin_mm[1]], [0, 0, 1]])
+    m = np.vstack([a, [0, 0, 1]]) @ to_mm
+    m[:2] *= plane.px_per_mm
+    h, w = raster.alpha.shape
+    box = apply_h(m, np.array([[0, 0], [w, 0], [w, h], [0, h]], float))
+    x0, y0 = np.floor(box.min(axis=0)).astype(int) - 1
+    x1, y1 = np.ceil(box.max(axis=0)).astype(int) + 1
+    ph, pw = card_cover.shape
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, pw), min(y1, ph)
+    if x1 <= x0 or y1 <= y0:
+        return
+    shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], float) @ m
+    # pixel-centre convention: OpenCV maps pixel centres, our rasters use corners
+    half = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]]) @ shift @ np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+    size = (x1 - x0, y1 - y0)
+    rgb = cv2.warpAffine(srgb_to_linear(raster.rgb).astype(np.float32), half[:2], size,
+                         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    al = cv2.warpAffine(raster.alpha, half[:2], size, flags=cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    sub = albedo[y0:y1, x0:x1]
+    sub *= (1.0 - al)[..., None]
+    sub += rgb * al[..., None]
+    card_cover[y0:y1, x0:x1] = np.maximum(card_cover[y0:y1, x0:x1], al)
+
+
+def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, image_size: tuple[int, int],
+                   card: CardSpec, card_pose: CardPose, rng: np.random.Generator,
+                   rules: FlagSettings, view_centre_mm: tuple[float, float] | None = None) -> Scene:
+    """Render one close-up photo of ``client`` at ``visit`` seen by ``cam``."""
+    plane = client.plane
+    shape = plane.shape
+    ppm = plane.px_per_mm
+    tex = np.random.default_rng(client.texture_seed)  # identical skin at every visit
+
+    centre = view_centre_mm or (plane.width_mm / 2, plane.height_mm / 2)
+    h_img = plane_to_image(cam, image_size, centre)
+
+    # --- skin (same texture every visit; redness varies) ---
+    fol_px = client.follicles.xy_mm * ppm
+    opening = np.where(client.follicles.has_hair, 0.35, 1.0)
+    skin = render_skin(tex, client.skin, shape, ppm, fol_px, opening, extra_redness=visit.extra_redness)
+    bare = skin.albedo
+
+    # --- dots ---
+    dots = visit.dots
+    sprites = dot_sprites(dots, shape, ppm)
+    n = len(dots)
+    skin_rgb = np.zeros((n, 3))
+    in_scar = np.zeros(n)
+    flat_bare = bare.reshape(-1, 3)
+    flat_scar = skin.scar.ravel()
+    for idx, sp in sprites:
+        ring = sp.annulus
+        safe = np.where(ring, sp.flat_index, 0)
+        cnt = np.maximum(ring.sum(1), 1)[:, None]
+        skin_rgb[idx] = (flat_bare[safe] * ring[..., None]).sum(1) / cnt
+        centre_px = sp.flat_index[:, sp.flat_index.shape[1] // 2]
+        in_scar[idx] = flat_scar[np.maximum(centre_px, 0)]
+    uptake = np.where(in_scar > 0.3,
+                      client.skin.scar_pigment_uptake * np.random.default_rng(client.texture_seed + 1)
+                      .uniform(0.6, 1.2, n), 1.0)[:n] if n else np.zeros(0)
+    strength = solve_strength(np.clip(skin_rgb, 1e-4, 1), dots.od_shape, dots.blue, visit.contrast_dl)
+    dots = dots.with_(strength=strength)
+    od = render_density(dots, sprites, shape, uptake=uptake)
+    albedo = bare * cv2.exp(-od)
+    del od
+
+    # per-dot truth colour: core mean of the dotted skin; skin: ring mean of bare skin
+    core_rgb = np.zeros((n, 3))
+    flat_alb = albedo.reshape(-1, 3)
+    for idx, sp in sprites:
+        core = sp.core
+        safe = np.where(core, sp.flat_index, 0)
+        core_rgb[idx] = (flat_alb[safe] * core[..., None]).sum(1) / np.maximum(core.sum(1), 1)[:, None]
+
+    # --- hair ---
+    hp = client.hair
+    hair_params = HairParams(**{**asdict(hp), "stubble_length_mm": tuple(
+        v * visit.hair_length_scale for v in hp.stubble_length_mm)})
+    hair = render_hair(tex, hair_params, client.follicles, shape, ppm)
+    cov = hair.coverage
+    albedo *= (1.0 - cov)[..., None]
+    albedo += hair.colour * cov[..., None]
+    hair_mask = cov >= 0.5
+    del hair
+
+    # --- card ---
+    card_cover = np.zeros(shape, np.float32)
+    if card_pose.present:
+        composite_card(albedo, card_cover, card, card_pose, plane)
+    mask_plane = np.where(card_cover >= 0.5, 0, np.where(hair_mask, 2, 1)).astype(np.uint8)
+
+    # --- project to the image ---
+    w, h = image_size
+    m = h_img @ np.array([[1 / ppm, 0, -0.5 / ppm], [0, 1 / ppm, -0.5 / ppm], [0, 0, 1]])
+    m = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]]) @ m  # image pixel centres at +0.5
+    warp = dict(dsize=(w, h), borderMode=cv2.BORDER_REPLICATE)
+    img_alb = cv2.warpPerspective(albedo, m, flags=cv2.INTER_LINEAR, **warp)
+    mask = cv2.warpPerspective(mask_plane, m, flags=cv2.INTER_NEAREST, **warp)
+    skin_l = cv2.warpPerspective(lstar_of(bare), m, flags=cv2.INTER_LINEAR, **warp)
+    oil = cv2.warpPerspective(skin.oil, m, flags=cv2.INTER_LINEAR, **warp)
+    card_img = cv2.warpPerspective(card_cover, m, flags=cv2.INTER_LINEAR, **warp)
+    del albedo, bare, skin
+    clean_l = lstar_of(img_alb)
+
+    # --- light and camera ---
+    light = light_field(cam, (h, w))
+    illum = illuminant_rgb(cam.illuminant_kelvin).astype(np.float32)
+    sparkle = np.clip(smooth_field(rng, (h, w), 0.6 * cam.px_per_mm) - 0.5, 0, None)
+    spec = oil * sparkle * (1.0 - card_img) * np.float32(0.12)
+    radiance = img_alb
+    radiance += spec[..., None]
+    radiance *= (light[..., None] * illum[None, None, :])
+    del spec, sparkle, oil
+    radiance = defocus(radiance, cam, cam.dof_blur_mm * cam.px_per_mm)
+    radiance = expose(radiance, cam, rng)
+    photo = encode_srgb8(radiance)
+    del radiance
+
+    # --- dot truth table ---
+    xy_img = apply_h(h_img, dots.xy_mm) if n else np.zeros((0, 2))
+    lab = linear_rgb_to_lab(np.clip(core_rgb, 1e-6, 1))
+    skin_lab = linear_rgb_to_lab(np.clip(skin_rgb, 1e-6, 1))
+    hair_at = np.zeros(n, bool)
+    if n:
+        ij = np.clip(np.round(dots.xy_mm * ppm - 0.5).astype(int), 0, [shape[1] - 1, shape[0] - 1])
+        hair_at = hair_mask[ij[:, 1], ij[:, 0]]
+    table = pd.DataFrame({
+        "dot_id": dots.dot_id, "x": xy_img[:, 0], "y": xy_img[:, 1],
+        "x_mm": dots.xy_mm[:, 0], "y_mm": dots.xy_mm[:, 1], "diameter_mm": dots.diameter_mm,
+        "L": lab[:, 0], "a": lab[:, 1], "b": lab[:, 2],
+        "skin_L": skin_lab[:, 0], "skin_a": skin_lab[:, 1], "skin_b": skin_lab[:, 2],
+        "contrast_dL": skin_lab[:, 0] - lab[:, 0], "dE00": delta_e00(lab, skin_lab),
+        "blue_index": blue_index(lab, skin_lab),
+        "session": dots.session, "shade": np.array(client.palette)[dots.shade] if n else [],
+        "merged_with": dots.merged_with, "hair_covered": hair_at, "in_scar": in_scar > 0.3,
+    })
+    inside = (table.x >= 0) & (table.x < w) & (table.y >= 0) & (table.y < h)
+    table = dot_flags_table(table[inside].reset_index(drop=True), rules)
+
+    card_truth: dict = {"present": card_pose.present}
+    if card_pose.present:
+        corners_plane = np.array([_card_to_plane(card_pose) @ np.r_[p, 1] for p in marker_corners_mm(card)])
+        card_truth.update(marker_id=card_pose.marker_id, scale=card_pose.scale,
+                          marker_corners_px=apply_h(h_img, corners_plane))
+    params = {"skin": asdict(client.skin), "hair": asdict(hair_params), "camera": asdict(cam),
+              "hair_strands": int(client.follicles.has_hair.sum()),
+              "visit": {"hair_length_scale": visit.hair_length_scale, "extra_redness": visit.extra_redness}}
+    return Scene(photo=photo, mask=mask, dots=table, clean_lstar=clean_l, skin_lstar=skin_l,
+                 plane_to_image=h_img, px_per_mm=cam.px_per_mm, view="closeup", params=params,
+                 card=card_truth)
+
+
+def footprint_mm(cam: CameraParams, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Image corners on the plane (camera centred on the origin), and the homography."""
+    w, h = image_size
+    hm = plane_to_image(cam, image_size, (0.0, 0.0))
+    return apply_h(np.linalg.inv(hm), np.array([[0, 0], [w, 0], [w, h], [0, h]], float)), hm
+
+
+def single_closeup(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, rules: FlagSettings,
+                   from_camera) -> Scene:
+    """One independent close-up photo (a new client), as in the training set.
+
+    The plane raster is fitted to the camera's footprint; its axes follow the
+    camera roll (the scene content has random orientation anyway), which keeps
+    the raster no larger than needed.
+    """
+    size = (cfg.image.width, cfg.image.height)
+    cam = from_camera(rng, cfg.camera, cfg.image.width)
+    cam = CameraParams(**{**asdict(cam), "rotation_deg": 0.0})
+    corners, _ = footprint_mm(cam, size)
+    lo, hi = corners.min(axis=0) - 1.0, corners.max(axis=0) + 1.0
+    plane = Plane(float(hi[0] - lo[0]), float(hi[1] - lo[1]), cam.px_per_mm)
+    client = new_client(rng, cfg, plane, n_sessions=int(rng.integers(1, 3)))
+    visit = aged_single_visit(rng, cfg, client)
+    centre = (float(-lo[0]), float(-lo[1]))
+    pose = draw_card_pose(rng, cfg, plane, corners - lo)
+    return render_closeup(client, visit, cam, size, card, pose, rng, rules, view_centre_mm=centre)

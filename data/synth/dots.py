@@ -1,0 +1,237 @@
+"""SMP dots: where an artist places them, their shape, and their pigment.
+
+A dot is a soft, slightly irregular disc of pigment in the upper dermis. Seen
+through the epidermis it attenuates the skin's reflectance; pigment from
+overlapping dots adds up as optical density (Beer-Lambert), so the rendered
+reflectance is ``skin * exp(-sum_i profile_i * od_i)`` per linear RGB channel.
+
+Each dot is described by a row of a :class:`DotSet` (plane millimetres), which
+is both what the renderer draws and the ground truth the benchmark scores.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from data.colour import linear_rgb_to_lab
+from data.synth.fields import blue_noise_points
+from data.synth.settings import DotSettings
+
+N_HARMONICS = 3  # radius modulation by cos(2θ), cos(3θ), cos(4θ)
+# Optical-density direction of a blue (Tyndall) shift: deep black pigment
+# scatters blue back and absorbs more red, so red OD rises and blue OD falls.
+BLUE_SHIFT_DIR = np.array([0.55, 0.05, -0.6])
+
+
+@dataclass(frozen=True)
+class DotSet:
+    """Dots on the scalp plane; every array has one row per dot."""
+
+    dot_id: np.ndarray          # (N,) int64, stable across visits of a client
+    xy_mm: np.ndarray           # (N, 2) centre on the scalp plane
+    radius_mm: np.ndarray       # (N,) mean radius of the half-density contour
+    harmonics: np.ndarray       # (N, N_HARMONICS, 2) relative cos/sin amplitudes
+    softness: np.ndarray        # (N,) edge width / radius
+    od_shape: np.ndarray        # (N, 3) pigment optical density direction (unit luminance)
+    strength: np.ndarray        # (N,) multiplies od_shape; set from the wanted contrast
+    blue: np.ndarray            # (N,) amount of blue shift along BLUE_SHIFT_DIR
+    shade: np.ndarray           # (N,) index into the palette's names
+    session: np.ndarray         # (N,) session number that placed the dot
+    merged_with: np.ndarray     # (N,) dot_id of the dot it touches, or -1
+
+    def __len__(self) -> int:
+        return len(self.dot_id)
+
+    def take(self, idx: np.ndarray) -> "DotSet":
+        return DotSet(**{k: v[idx] for k, v in self.__dict__.items()})
+
+    def with_(self, **changes: np.ndarray) -> "DotSet":
+        return replace(self, **changes)
+
+    @staticmethod
+    def concat(a: "DotSet", b: "DotSet") -> "DotSet":
+        return DotSet(**{k: np.concatenate([v, getattr(b, k)]) for k, v in a.__dict__.items()})
+
+    @property
+    def diameter_mm(self) -> np.ndarray:
+        """Equivalent-circle diameter of the half-density contour."""
+        a2 = (self.harmonics ** 2).sum(axis=(1, 2))
+        return 2.0 * self.radius_mm * np.sqrt(1.0 + 0.5 * a2)
+
+    def od(self) -> np.ndarray:
+        """(N, 3) optical density at the dot centre per linear RGB channel."""
+        return self.strength[:, None] * self.od_shape + self.blue[:, None] * BLUE_SHIFT_DIR[None, :]
+
+
+def place_dots(rng: np.random.Generator, s: DotSettings, width_mm: float, height_mm: float,
+               treated: np.ndarray, session: int, palette_names: list[str], first_id: int = 0,
+               spacing_mm: float | None = None, diameter_mm: float | None = None) -> DotSet:
+    """Place one session's dots over the treated part of a frame.
+
+    ``treated`` is a coarse HxW boolean map over the frame (True where the artist
+    works). Spacing is blue-noise (hexagonal lattice, jittered, thinned), so the
+    pattern is irregular but even, like a practised hand.
+    """
+    spacing = spacing_mm if spacing_mm is not None else rng.uniform(*s.spacing_mm)
+    jitter = rng.uniform(*s.spacing_jitter)
+    pts = blue_noise_points(rng, width_mm, height_mm, spacing, jitter)
+    gh, gw = treated.shape
+    iy = np.minimum((pts[:, 1] / height_mm * gh).astype(int), gh - 1)
+    ix = np.minimum((pts[:, 0] / width_mm * gw).astype(int), gw - 1)
+    pts = pts[treated[iy, ix]]
+    n = len(pts)
+    mean_d = diameter_mm if diameter_mm is not None else rng.uniform(*s.diameter_mm)
+    cv = rng.uniform(*s.diameter_cv)
+    d = np.clip(rng.normal(mean_d, cv * mean_d, n), s.diameter_mm[0] * 0.8, s.diameter_mm[1] * 1.1)
+
+    names = list(s.palette)
+    weights = np.array([s.palette[k].weight for k in names], float)
+    session_shade = int(rng.choice(len(names), p=weights / weights.sum()))  # shade per session
+    shape = np.array(s.palette[names[session_shade]].od_shape, float)
+    shape = shape / (shape @ np.array([0.2126, 0.7152, 0.0722]))
+    jit = rng.uniform(*s.shade_jitter)
+    od_shape = shape[None, :] * (1.0 + rng.normal(0, jit, (n, 3)))
+
+    irr = rng.uniform(*s.irregularity)
+    harm = rng.normal(0, irr / np.sqrt(2), (n, N_HARMONICS, 2))
+    soft = np.clip(rng.normal(rng.uniform(*s.edge_softness), 0.03, n), 0.05, 0.5)
+    dots = DotSet(
+        dot_id=np.arange(first_id, first_id + n, dtype=np.int64),
+        xy_mm=pts,
+        radius_mm=d / 2.0 / np.sqrt(1.0 + 0.5 * (harm ** 2).sum(axis=(1, 2))),
+        harmonics=harm,
+        softness=soft,
+        od_shape=od_shape,
+        strength=np.ones(n),
+        blue=np.zeros(n),
+        shade=np.full(n, palette_names.index(names[session_shade]), np.int64),
+        session=np.full(n, session, np.int64),
+        merged_with=np.full(n, -1, np.int64),
+    )
+    return _add_merged_pairs(rng, dots, rng.uniform(*s.merged_fraction), width_mm, height_mm)
+
+
+def _add_merged_pairs(rng: np.random.Generator, dots: DotSet, fraction: float,
+                      width_mm: float, height_mm: float) -> DotSet:
+    """Give a fraction of dots a partner that touches or overlaps them."""
+    n = len(dots)
+    k = rng.binomial(n, fraction) if n else 0
+    if k == 0:
+        return dots
+    src = rng.choice(n, k, replace=False)
+    partner = dots.take(src)
+    ang = rng.uniform(0, 2 * np.pi, k)
+    gap = rng.uniform(0.75, 1.05, k) * 2 * partner.radius_mm
+    xy = partner.xy_mm + gap[:, None] * np.stack([np.cos(ang), np.sin(ang)], -1)
+    ok = (xy[:, 0] >= 0) & (xy[:, 0] < width_mm) & (xy[:, 1] >= 0) & (xy[:, 1] < height_mm)
+    first = int(dots.dot_id.max()) + 1
+    partner = partner.with_(xy_mm=xy,
+                            harmonics=rng.permutation(partner.harmonics, axis=0),
+                            dot_id=np.arange(first, first + k, dtype=np.int64),
+                            merged_with=dots.dot_id[src]).take(np.flatnonzero(ok))
+    merged = dots.merged_with.copy()
+    merged[src[ok]] = partner.dot_id
+    return DotSet.concat(dots.with_(merged_with=merged), partner)
+
+
+@dataclass(frozen=True)
+class DotSprites:
+    """Each dot's pigment profile sampled on its own window of plane pixels."""
+
+    flat_index: np.ndarray   # (N, P) int64 index into the raveled frame, -1 outside
+    profile: np.ndarray      # (N, P) float32 pigment profile in [0, 1]
+    core: np.ndarray         # (N, P) bool: the dot's core (inner half radius)
+    annulus: np.ndarray      # (N, P) bool: the skin ring around the dot
+
+
+def dot_sprites(dots: DotSet, shape: tuple[int, int], px_per_mm: float,
+                annulus_mm: float = 0.2) -> list[tuple[np.ndarray, DotSprites]]:
+    """Sample the profiles in groups of similar window size (bounded memory).
+
+    Profile: ``1 / (1 + exp((r - R(θ)) / w))`` with ``R(θ) = R (1 + Σ a_k cos kθ
+    + b_k sin kθ)``. The edge width ``w`` is at least half a pixel, which stands in
+    for area sampling of dots smaller than a pixel. cos kθ and sin kθ come from
+    powers of the unit complex number (x + iy)/r, avoiding trigonometry per pixel.
+    """
+    h, w = shape
+    n = len(dots)
+    if n == 0:
+        return []
+    r_px = dots.radius_mm * px_per_mm
+    edge_px = np.maximum(dots.softness * r_px, 0.5)
+    reach = 1.6 * r_px * (1 + 3 * np.abs(dots.harmonics).sum(axis=(1, 2))) + annulus_mm * px_per_mm + 2
+    half = np.ceil(reach).astype(int)
+    cx = dots.xy_mm[:, 0] * px_per_mm - 0.5  # pixel centres are at integer + 0.5 mm*ppm
+    cy = dots.xy_mm[:, 1] * px_per_mm - 0.5
+    out = []
+    for k in np.unique(half):
+        idx = np.flatnonzero(half == k)
+        off = np.arange(-k, k + 1)
+        oy, ox = np.meshgrid(off, off, indexing="ij")
+        ox, oy = ox.ravel()[None, :], oy.ravel()[None, :]
+        px = np.round(cx[idx]).astype(int)[:, None] + ox
+        py = np.round(cy[idx]).astype(int)[:, None] + oy
+        dx = (px - cx[idx, None]).astype(np.float32)
+        dy = (py - cy[idx, None]).astype(np.float32)
+        r = np.sqrt(dx * dx + dy * dy)
+        inv = 1.0 / np.maximum(r, 1e-6)
+        c1, s1 = dx * inv, dy * inv
+        ck, sk = c1 * c1 - s1 * s1, 2 * c1 * s1  # k = 2
+        mod = np.ones_like(r)
+        for j in range(N_HARMONICS):
+            a = dots.harmonics[idx, j, 0].astype(np.float32)[:, None]
+            b = dots.harmonics[idx, j, 1].astype(np.float32)[:, None]
+            mod += a * ck + b * sk
+            ck, sk = ck * c1 - sk * s1, sk * c1 + ck * s1
+        rad = (r_px[idx].astype(np.float32)[:, None]) * mod
+        z = np.clip((r - rad) / edge_px[idx].astype(np.float32)[:, None], -30, 30)
+        profile = 1.0 / (1.0 + np.exp(z))
+        inside = (px >= 0) & (px < w) & (py >= 0) & (py < h)
+        flat = np.where(inside, py * w + px, -1)
+        rr = r_px[idx][:, None]
+        core = (r <= np.maximum(0.5 * rr, 0.75)) & inside
+        ring_in = 1.6 * rr + 1.0
+        annulus = (r >= ring_in) & (r <= ring_in + annulus_mm * px_per_mm) & inside
+        out.append((idx, DotSprites(flat, profile.astype(np.float32), core, annulus)))
+    return out
+
+
+def render_density(dots: DotSet, sprites: list[tuple[np.ndarray, DotSprites]],
+                   shape: tuple[int, int], uptake: np.ndarray | None = None) -> np.ndarray:
+    """HxWx3 float32 optical density of all dots (``uptake`` scales each dot)."""
+    h, w = shape
+    od = dots.od()
+    if uptake is not None:
+        od = od * uptake[:, None]
+    total = np.zeros((3, h * w), np.float64)
+    for idx, sp in sprites:
+        valid = sp.flat_index >= 0
+        flat = sp.flat_index[valid]
+        prof = sp.profile[valid].astype(np.float64)
+        rows = np.broadcast_to(np.arange(len(idx))[:, None], sp.flat_index.shape)[valid]
+        for c in range(3):
+            total[c] += np.bincount(flat, weights=prof * od[idx, c][rows], minlength=h * w)
+    return np.ascontiguousarray(total.reshape(3, h, w).transpose(1, 2, 0)).astype(np.float32)
+
+
+def solve_strength(skin_rgb: np.ndarray, od_shape: np.ndarray, blue: np.ndarray,
+                   contrast_dl: np.ndarray, core_fill: float = 0.92) -> np.ndarray:
+    """Strength per dot so that its core reads ``contrast_dl`` L* darker than its skin.
+
+    Solved by bisection on luminance (monotone in strength), vectorised over dots.
+    ``core_fill`` is the mean profile over the core (the edge softens it a little).
+    """
+    m = np.array([0.2126, 0.7152, 0.0722])
+    skin_l = linear_rgb_to_lab(skin_rgb)[:, 0]
+    target_l = np.clip(skin_l - contrast_dl, 1.0, None)
+    lo, hi = np.zeros(len(skin_l)), np.full(len(skin_l), 8.0)
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        od = (mid[:, None] * od_shape + blue[:, None] * BLUE_SHIFT_DIR) * core_fill
+        y = (skin_rgb * np.exp(-od)) @ m
+        l_now = np.where(y > 0.008856, 116 * np.cbrt(y) - 16, 903.3 * y)
+        darker = l_now < target_l
+        hi = np.where(darker, mid, hi)
+        lo = np.where(darker, lo, mid)
+    return 0.5 * (lo + hi)

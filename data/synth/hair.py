@@ -1,0 +1,200 @@
+"""Hair: thinning patterns, follicles, and strands drawn as tapered curves.
+
+Strands are polylines drawn with OpenCV's anti-aliased line rasteriser, which
+handles tens of thousands of curves per call in C; this module only decides
+where the curves go and how wide and dark they are.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from data.colour import lab_to_linear_rgb
+from data.synth.fields import poisson_points, smooth_field
+from data.synth.settings import HairSettings
+
+# CIELAB of hair shades (fibre colour as seen lying on skin, diffuse)
+HAIR_LAB = {
+    "black": (14.0, 1.0, 1.5),
+    "brown": (27.0, 6.0, 12.0),
+    "blond": (58.0, 5.0, 24.0),
+    "grey": (55.0, 0.0, 3.0),  # a mix of pigmented and white fibres, see _strand_tones
+}
+
+
+@dataclass(frozen=True)
+class HairParams:
+    density_per_cm2: float
+    pattern: str
+    thinning_strength: float
+    colour: str
+    width_mm: float
+    stubble_length_mm: tuple[float, float]
+    long_fraction: float
+    long_length_mm: float
+    curl: float
+    flow_angle: float
+
+
+def draw_hair(rng: np.random.Generator, s: HairSettings) -> HairParams:
+    lo, hi = s.stubble_length_mm
+    a = rng.uniform(lo, hi)
+    return HairParams(
+        density_per_cm2=float(rng.uniform(*s.follicle_density_per_cm2)),
+        pattern=str(rng.choice(s.patterns)),
+        thinning_strength=float(rng.uniform(*s.thinning_strength)),
+        colour=str(rng.choice(s.colours)),
+        width_mm=float(rng.uniform(*s.width_mm)),
+        stubble_length_mm=(float(max(lo, a * 0.6)), float(min(hi, a * 1.4))),
+        long_fraction=float(rng.uniform(*s.long_fraction)),
+        long_length_mm=float(rng.uniform(*s.long_length_mm)),
+        curl=float(rng.uniform(*s.curl)),
+        flow_angle=float(rng.uniform(0, 2 * np.pi)),
+    )
+
+
+def thinning_map(rng: np.random.Generator, pattern: str, strength: float,
+                 shape: tuple[int, int]) -> np.ndarray:
+    """Relative hair density (0-1) over a frame, on a coarse grid of ``shape``.
+
+    A close-up sees a few centimetres of a head-scale pattern: a crown whorl's
+    edge, a receding hairline crossing the frame, round alopecia patches, or
+    diffuse thinning with patchy variation.
+    """
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    u, v = xx / max(w - 1, 1), yy / max(h - 1, 1)
+    noise = smooth_field(rng, shape, max(h, w) / 3.0, octaves=2)
+    if pattern == "none":
+        dens = np.ones(shape, np.float32)
+    elif pattern == "diffuse":
+        dens = np.full(shape, 1.0 - 0.8 * strength, np.float32) + 0.12 * noise
+    elif pattern == "crown":
+        cx, cy = rng.uniform(-0.2, 1.2), rng.uniform(-0.2, 1.2)
+        rad = rng.uniform(0.3, 0.9)
+        d = np.hypot(u - cx, v - cy) / rad
+        dens = 1.0 - strength * np.clip(1.3 - d, 0.0, 1.0) + 0.08 * noise
+    elif pattern == "receding":
+        ang = rng.uniform(0, 2 * np.pi)
+        off = rng.uniform(-0.25, 0.25)
+        t = (u - 0.5) * np.cos(ang) + (v - 0.5) * np.sin(ang) - off + 0.06 * noise
+        dens = 1.0 - strength / (1.0 + np.exp(-t / 0.05))
+    elif pattern == "patches":
+        dens = np.ones(shape, np.float32)
+        for _ in range(int(rng.integers(1, 4))):
+            cx, cy, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.12, 0.35)
+            d = np.hypot(u - cx, v - cy) / r
+            dens *= 1.0 - strength / (1.0 + np.exp((d - 1.0) / 0.08))
+    else:  # pragma: no cover - settings validation restricts the names
+        raise ValueError(f"unknown thinning pattern {pattern!r}")
+    return np.clip(dens, 0.0, 1.0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Follicles:
+    xy_mm: np.ndarray
+    """(N, 2) follicle positions on the scalp plane."""
+    has_hair: np.ndarray
+    """(N,) bool: False for empty (miniaturised or lost) follicles."""
+
+
+def draw_follicles(rng: np.random.Generator, p: HairParams, width_mm: float, height_mm: float,
+                   density: np.ndarray) -> Follicles:
+    """Follicles at the healthy density; each keeps its hair with the local density."""
+    area_cm2 = width_mm * height_mm / 100.0
+    uv = poisson_points(rng, np.ones((2, 2), np.float32), p.density_per_cm2 * area_cm2)
+    gh, gw = density.shape
+    keep_p = density[np.minimum((uv[:, 1] * gh).astype(int), gh - 1),
+                     np.minimum((uv[:, 0] * gw).astype(int), gw - 1)]
+    has_hair = rng.random(len(uv)) < keep_p
+    return Follicles(xy_mm=uv * np.array([width_mm, height_mm]), has_hair=has_hair)
+
+
+def strand_paths(rng: np.random.Generator, roots_mm: np.ndarray, lengths_mm: np.ndarray,
+                 angles: np.ndarray, curl: np.ndarray, n_points: int) -> np.ndarray:
+    """(N, n_points, 2) polylines from each root along a gently curving path."""
+    n = len(roots_mm)
+    s = np.linspace(0.0, 1.0, n_points)[None, :] * lengths_mm[:, None]  # arc length
+    wobble = rng.normal(0.0, 0.15, (n, 1)) * np.sin(s / np.maximum(lengths_mm[:, None], 1e-6)
+                                                      * np.pi * rng.uniform(0.5, 2.0, (n, 1)))
+    theta = angles[:, None] + curl[:, None] * s / 10.0 + wobble
+    step = np.diff(s, axis=1, prepend=0.0)
+    dx = np.cumsum(np.cos(theta) * step, axis=1)
+    dy = np.cumsum(np.sin(theta) * step, axis=1)
+    return np.stack([roots_mm[:, 0:1] + dx, roots_mm[:, 1:2] + dy], axis=-1)
+
+
+@dataclass(frozen=True)
+class HairLayer:
+    coverage: np.ndarray
+    """HxW float32 in [0, 1]: fraction of each pixel covered by hair."""
+    colour: np.ndarray
+    """HxWx3 float32 linear RGB of the hair that covers the pixel."""
+    n_strands: int
+    n_long: int
+
+
+def _strand_tones(rng: np.random.Generator, colour: str, n: int) -> np.ndarray:
+    """(n, 3) linear RGB per strand with natural variation (grey = mixed fibres)."""
+    if colour == "grey":
+        white = rng.random(n) < 0.55
+        lab = np.where(white[:, None], np.array([[78.0, 0.0, 6.0]]), np.array([[18.0, 1.0, 2.0]]))
+    else:
+        lab = np.tile(np.array(HAIR_LAB[colour]), (n, 1))
+    lab = lab + rng.normal(0, 1, (n, 3)) * np.array([4.0, 1.0, 2.0])
+    return np.clip(lab_to_linear_rgb(lab), 0.001, 1.0).astype(np.float32)
+
+
+def render_hair(rng: np.random.Generator, p: HairParams, follicles: Follicles,
+                shape: tuple[int, int], px_per_mm: float, n_tones: int = 12) -> HairLayer:
+    """Draw stubble and long strands over a frame of ``shape`` at ``px_per_mm``."""
+    h, w = shape
+    roots = follicles.xy_mm[follicles.has_hair]
+    n = len(roots)
+    is_long = rng.random(n) < p.long_fraction
+    lengths = np.where(is_long, p.long_length_mm * rng.uniform(0.5, 1.3, n),
+                       rng.uniform(*p.stubble_length_mm, n))
+    # hairs of a region share a flow direction; long hair lies flatter and freer
+    angles = p.flow_angle + rng.normal(0, np.where(is_long, 0.35, 0.25), n)
+    curl = p.curl * rng.normal(1.0, 0.5, n) * np.where(is_long, 1.0, 0.3)
+    widths = p.width_mm * rng.uniform(0.8, 1.2, n)
+    tones = _strand_tones(rng, p.colour, n_tones)
+    tone_of = rng.integers(0, n_tones, n)
+
+    coverage = np.zeros((h, w), np.uint8)
+    tone_map = np.zeros((h, w), np.uint8)
+    layers: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    for long_flag, npts in ((False, 4), (True, 16)):
+        sel = is_long == long_flag
+        if not sel.any():
+            continue
+        paths = strand_paths(rng, roots[sel], lengths[sel], angles[sel], curl[sel], npts)
+        # long hair tapers over its last 30 %: drawn as a body and a thinner tip
+        cut = npts if not long_flag else int(round(0.7 * (npts - 1))) + 1
+        layers.append((paths[:, :cut], widths[sel], tone_of[sel], np.ones(sel.sum())))
+        if long_flag:
+            layers.append((paths[:, cut - 1:], widths[sel] * 0.55, tone_of[sel], np.ones(sel.sum())))
+
+    scale = 16.0 * px_per_mm  # OpenCV fixed point with shift=4
+    for paths, wmm, tone_idx, _ in layers:
+        wpx = wmm * px_per_mm
+        thick = np.maximum(1, np.round(wpx)).astype(int)
+        alpha = np.clip(wpx / thick, 0.0, 1.0)
+        level = np.clip(np.round(alpha * 7), 1, 7).astype(int)
+        pts_all = np.round(paths * scale).astype(np.int32)
+        for t in np.unique(thick):
+            for lv in np.unique(level[thick == t]):
+                idx = np.flatnonzero((thick == t) & (level == lv))
+                canvas = np.zeros((h, w), np.uint8)
+                cv2.polylines(canvas, list(pts_all[idx]), False, int(round(255 * lv / 7)),
+                              int(t), cv2.LINE_AA, shift=4)
+                np.maximum(coverage, canvas, out=coverage)
+            for tone in np.unique(tone_idx[thick == t]):
+                idx = np.flatnonzero((thick == t) & (tone_idx == tone))
+                cv2.polylines(tone_map, list(pts_all[idx]), False, int(tone), int(t) + 1,
+                              cv2.LINE_8, shift=4)
+    cov = coverage.astype(np.float32) * np.float32(1.0 / 255.0)
+    colour = tones[tone_map]
+    return HairLayer(coverage=cov, colour=colour, n_strands=int(n), n_long=int(is_long.sum()))

@@ -1,0 +1,1 @@
+"""Networks, training and evaluation loops, checkpoints and MLflow glue."""

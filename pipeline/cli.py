@@ -1,0 +1,52 @@
+"""The ``smp`` console command.
+
+Each subcommand lives in ``pipeline/commands/<name>.py`` and exposes
+``register(subparsers)``, which adds its parser and sets ``func`` (a callable
+taking the parsed arguments and returning an exit code). Errors a user can fix
+(bad config, missing file, bad input) are printed as one line and give exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from data.config import ConfigError
+
+from . import __version__
+from .errors import UserError
+
+COMMANDS = ("synth", "card")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smp",
+        description=(
+            "smp-assess: score scalp micropigmentation (SMP) from photos. "
+            "Run 'smp COMMAND --help' for the options of each command."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"smp-assess {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"pipeline.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, UserError, FileNotFoundError) as exc:
+        print(f"smp {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"smp {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``smp`` subcommand; each exposes ``register(subparsers)``."""
