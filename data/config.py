@@ -23,6 +23,7 @@ __all__ = [
     "Settings",
     "Range",
     "PositiveRange",
+    "NonNegativeRange",
     "UnitRange",
     "config_dir",
     "parse_overrides",
@@ -57,6 +58,13 @@ def _check_positive_range(value: tuple[float, float]) -> tuple[float, float]:
     return value
 
 
+def _check_nonneg_range(value: tuple[float, float]) -> tuple[float, float]:
+    _check_range(value)
+    if value[0] < 0:
+        raise ValueError(f"range [{value[0]}, {value[1]}] must not be negative")
+    return value
+
+
 def _check_unit_range(value: tuple[float, float]) -> tuple[float, float]:
     _check_range(value)
     if value[0] < 0 or value[1] > 1:
@@ -68,6 +76,8 @@ def _check_unit_range(value: tuple[float, float]) -> tuple[float, float]:
 Range = Annotated[tuple[float, float], AfterValidator(_check_range)]
 #: A range of strictly positive values.
 PositiveRange = Annotated[tuple[float, float], AfterValidator(_check_positive_range)]
+#: A range of values >= 0 (densities, noise levels).
+NonNegativeRange = Annotated[tuple[float, float], AfterValidator(_check_nonneg_range)]
 #: A range inside [0, 1] (fractions, probabilities).
 UnitRange = Annotated[tuple[float, float], AfterValidator(_check_unit_range)]
 

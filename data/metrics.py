@@ -66,7 +66,8 @@ def _json_value(value: Any) -> Any:
         return bool(value)
     if isinstance(value, (int, np.integer)):
         return int(value)
-    return float(value)
+    number = float(value)
+    return number if math.isfinite(number) else None  # JSON has no NaN/inf
 
 
 class _ToDict:
@@ -413,20 +414,18 @@ def dot_pattern_metrics(
     """
     pts = np.asarray(dots_plane_mm, dtype=np.float64).reshape(-1, 2)
     n = len(pts)
-    area = None if roi_area_mm2 is None else float(roi_area_mm2)
-    has_area = area is not None and area > 0
-    density = n / (area / 100.0) if has_area else None  # type: ignore[operator]
+    area = float(roi_area_mm2) if roi_area_mm2 is not None and roi_area_mm2 > 0 else None
+    density = n / (area / 100.0) if area is not None else None
     if n < 2:
         return DotPatternMetrics(n, density, None, None, None)
     nn, _ = cKDTree(pts).query(pts, k=2)
-    nn = nn[:, 1]
+    nn = nn[:, 1]  # column 0 is the point itself
     mean_nn = float(np.mean(nn))
     cv = float(np.std(nn)) / mean_nn if mean_nn > 0 else None
     ce = None
-    if has_area and roi_perimeter_mm is not None:
-        perimeter = float(roi_perimeter_mm)
-        expected = 0.5 * math.sqrt(area / n) + (0.0514 + 0.041 / math.sqrt(n)) * perimeter / n  # type: ignore[operator]
-        ce = mean_nn / expected
+    if area is not None and roi_perimeter_mm is not None:
+        edge_term = (0.0514 + 0.041 / math.sqrt(n)) * float(roi_perimeter_mm) / n
+        ce = mean_nn / (0.5 * math.sqrt(area / n) + edge_term)
     return DotPatternMetrics(n, density, float(np.median(nn)), cv, ce)
 
 
@@ -481,8 +480,9 @@ def photo_metrics(
       is None otherwise: we do not guess a viewing scale.
     * Dot pattern: :func:`dot_pattern_metrics` on the dots mapped to plane mm, with the
       ROI area and perimeter of :func:`roi_geometry`. Without a scale, the quantities with
-      units (``dot_density_per_cm2``, ``nn_distance_mm_median``) are None, while the dimensionless ``spacing_cv`` and ``clark_evans_r`` are computed
-      in pixel units (exact for a fronto-parallel photo).
+      units (``dot_density_per_cm2``, ``nn_distance_mm_median``) are None, while the
+      dimensionless ``spacing_cv`` and ``clark_evans_r`` are computed in pixel units
+      (exact for a fronto-parallel photo).
     * ``dot_diameter_mm_median``: median of the finite diameters of the counted dots (None
       when there are none; pass NaN/None diameters when no scale gave them in mm).
     * ``<flag>_fraction`` = counted dots with the flag / counted dots; None with no dots.

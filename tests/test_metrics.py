@@ -62,7 +62,8 @@ def test_roi_mask_polygon_intersection() -> None:
 def test_empty_roi_gives_none_fractions() -> None:
     labels = np.zeros((8, 8), dtype=np.uint8)
     lstar = np.zeros((8, 8))
-    pm = m.photo_metrics(labels, np.zeros((0, 2)), None, _no_flags(0), lstar, SKIN_L, PlaneScale.uniform(10), 3.0)
+    scale = PlaneScale.uniform(10)
+    pm = m.photo_metrics(labels, np.zeros((0, 2)), None, _no_flags(0), lstar, SKIN_L, scale, 3.0)
     assert pm.scalp_fraction is None and pm.show_through is None and pm.dot_count == 0
 
 

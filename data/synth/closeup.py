@@ -170,12 +170,9 @@ def composite_card(albedo: np.ndarray, card_cover: np.ndarray, card: CardSpec, p
                    plane: Plane) -> None:
     """Paste the printed card (as reflectance) onto the plane raster, in place."""
     raster = render_card(card, plane.px_per_mm * pose.scale, marker_id=pose.marker_id)
-    a = _card_to_plane(pose)
-    # card raster px -> card mm -> plane mm -> plane px
-    to_mm = np.array([[1 / raster.px_per_mm, 0, raster.origin_mm[0]],
-                      [0, 1 / raster.px_per_mm, raster.origin_mm[1]], [0, 0, 1]])
-    m = np.vstack([a, [0, 0, 1]]) @ to_mm
-    m[:2] *= plane.px_per_mm
+    # OpenCV pixel coordinates (pixel centre = integer): card raster px -> card mm -> plane px
+    plane_px = np.array([[plane.px_per_mm, 0, -0.5], [0, plane.px_per_mm, -0.5], [0, 0, 1]])
+    m = plane_px @ np.vstack([_card_to_plane(pose), [0, 0, 1]]) @ np.linalg.inv(raster.mm_to_pixel())
     h, w = raster.alpha.shape
     box = apply_h(m, np.array([[0, 0], [w, 0], [w, h], [0, h]], float))
     x0, y0 = np.floor(box.min(axis=0)).astype(int) - 1
@@ -184,9 +181,7 @@ def composite_card(albedo: np.ndarray, card_cover: np.ndarray, card: CardSpec, p
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, pw), min(y1, ph)
     if x1 <= x0 or y1 <= y0:
         return
-    shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], float) @ m
-    # pixel-centre convention: OpenCV maps pixel centres, our rasters use corners
-    half = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]]) @ shift @ np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+    half = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], float) @ m
     size = (x1 - x0, y1 - y0)
     rgb = cv2.warpAffine(srgb_to_linear(raster.rgb).astype(np.float32), half[:2], size,
                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
@@ -208,7 +203,8 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     tex = np.random.default_rng(client.texture_seed)  # identical skin at every visit
 
     centre = view_centre_mm or (plane.width_mm / 2, plane.height_mm / 2)
-    h_img = plane_to_image(cam, image_size, centre)
+    # plane mm -> image px, OpenCV convention (pixel centres at integer coordinates)
+    h_img = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]]) @ plane_to_image(cam, image_size, centre)
 
     # --- skin (same texture every visit; redness varies) ---
     fol_px = client.follicles.xy_mm * ppm
@@ -267,8 +263,7 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
 
     # --- project to the image ---
     w, h = image_size
-    m = h_img @ np.array([[1 / ppm, 0, -0.5 / ppm], [0, 1 / ppm, -0.5 / ppm], [0, 0, 1]])
-    m = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]]) @ m  # image pixel centres at +0.5
+    m = h_img @ np.array([[1 / ppm, 0, 0.5 / ppm], [0, 1 / ppm, 0.5 / ppm], [0, 0, 1]])  # plane px -> image px
     warp = dict(dsize=(w, h), borderMode=cv2.BORDER_REPLICATE)
     img_alb = cv2.warpPerspective(albedo, m, flags=cv2.INTER_LINEAR, **warp)
     mask = cv2.warpPerspective(mask_plane, m, flags=cv2.INTER_NEAREST, **warp)
@@ -310,8 +305,12 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
         "session": dots.session, "shade": np.array(client.palette)[dots.shade] if n else [],
         "merged_with": dots.merged_with, "hair_covered": hair_at, "in_scar": in_scar > 0.3,
     })
-    inside = (table.x >= 0) & (table.x < w) & (table.y >= 0) & (table.y < h)
-    table = dot_flags_table(table[inside].reset_index(drop=True), rules)
+    inside = (table.x >= -0.5) & (table.x < w - 0.5) & (table.y >= -0.5) & (table.y < h - 0.5)
+    table = table[inside]
+    # a dot under the card is not in the photo: drop it from the truth
+    under_card = mask[np.clip(np.round(table.y).astype(int), 0, h - 1),
+                      np.clip(np.round(table.x).astype(int), 0, w - 1)] == 0
+    table = dot_flags_table(table[~under_card].reset_index(drop=True), rules)
 
     card_truth: dict = {"present": card_pose.present}
     if card_pose.present:

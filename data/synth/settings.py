@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from data.config import PositiveRange, Range, Settings, UnitRange
+from data.config import NonNegativeRange, PositiveRange, Range, Settings, UnitRange
 
 HairColour = Literal["black", "brown", "blond", "grey"]
 ThinningPattern = Literal["diffuse", "crown", "receding", "patches", "none"]
@@ -31,7 +31,7 @@ class CameraSettings(Settings):
     """Angle between the optical axis and the scalp normal (perspective)."""
     focal_px_per_width: PositiveRange = (1.0, 2.0)
     """Focal length in units of image width (about 28-60 mm equivalent)."""
-    dof_blur_mm: Range = (0.0, 0.05)
+    dof_blur_mm: NonNegativeRange = (0.0, 0.05)
     """Gaussian blur sigma (mm on the scalp) reached at the most defocused edge."""
     illuminant_kelvin: PositiveRange = (3000.0, 6500.0)
     white_balance_error: Range = (0.0, 0.25)
@@ -39,16 +39,14 @@ class CameraSettings(Settings):
     illumination_gradient: UnitRange = (0.0, 0.4)
     """Relative fall-off of light across the frame."""
     exposure_ev: Range = (-0.6, 0.4)
-    read_noise: Range = (0.001, 0.006)
-    shot_noise: Range = (0.002, 0.012)
+    read_noise: NonNegativeRange = (0.001, 0.006)
+    shot_noise: NonNegativeRange = (0.002, 0.012)
     jpeg_quality: Range = (78.0, 97.0)
 
     @model_validator(mode="after")
     def _physical(self) -> "CameraSettings":
         if self.tilt_deg[0] < 0 or self.tilt_deg[1] >= 60:
             raise ValueError("tilt_deg must lie within [0, 60)")
-        if self.dof_blur_mm[0] < 0 or self.read_noise[0] < 0 or self.shot_noise[0] < 0:
-            raise ValueError("blur and noise levels must be non-negative")
         if not (1 <= self.jpeg_quality[0] and self.jpeg_quality[1] <= 100):
             raise ValueError("jpeg_quality must lie within [1, 100]")
         return self
@@ -62,7 +60,7 @@ class SkinSettings(Settings):
     tone_jitter_lab: tuple[float, float, float] = (3.0, 1.5, 2.0)
     mottling: Range = (0.02, 0.07)
     """Relative amplitude of low-frequency albedo variation."""
-    pore_density_per_cm2: Range = (150.0, 450.0)
+    pore_density_per_cm2: NonNegativeRange = (150.0, 450.0)
     pore_diameter_mm: PositiveRange = (0.04, 0.09)
     pore_depth: UnitRange = (0.05, 0.2)
     redness: UnitRange = (0.0, 0.3)
@@ -80,13 +78,11 @@ class SkinSettings(Settings):
         missing = [t for t in range(lo, hi + 1) if t not in self.tone_lab]
         if missing:
             raise ValueError(f"tone_lab lacks Fitzpatrick types {missing}")
-        if self.pore_density_per_cm2[0] < 0:
-            raise ValueError("pore_density_per_cm2 must be non-negative")
         return self
 
 
 class HairSettings(Settings):
-    follicle_density_per_cm2: Range = (0.0, 180.0)
+    follicle_density_per_cm2: NonNegativeRange = (0.0, 180.0)
     """Density of hairs where the scalp is not thinning (healthy scalp ~ 150-250)."""
     patterns: list[ThinningPattern] = ["diffuse", "crown", "receding", "patches", "none"]
     thinning_strength: UnitRange = (0.3, 1.0)
@@ -101,8 +97,6 @@ class HairSettings(Settings):
 
     @model_validator(mode="after")
     def _nonneg(self) -> "HairSettings":
-        if self.follicle_density_per_cm2[0] < 0:
-            raise ValueError("follicle_density_per_cm2 must be non-negative")
         if not self.patterns or not self.colours:
             raise ValueError("patterns and colours must not be empty")
         return self

@@ -1,0 +1,33 @@
+# smp-assess: one command each. Every target sets up what it needs.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-stamp
+export NO_ALBUMENTATIONS_UPDATE := 1
+export MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK := true
+
+.PHONY: setup demo test test-all bench clean
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch/torchvision from the package index (see ../shared/ENVIRONMENT.md), pinned by the lock
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py --out demo-out
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 -m ''
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench.py --out bench-out
+
+clean:
+	rm -rf demo-out bench-out .pytest_cache

@@ -1,0 +1,155 @@
+"""Close-up and series generator: truth consistency, determinism, content."""
+import hashlib
+import json
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from data.card import load_card
+from data.config import load_settings
+from data.flags import load_flag_settings
+from data.metrics import PlaneScale, photo_metrics
+from data.synth.closeup import single_closeup
+from data.synth.camera import draw_camera
+from data.synth.generate import generate_images, generate_series, item_rng, write_manifest
+from data.synth.scene import decode_lstar16
+from data.synth.settings import SynthSettings
+
+SMALL = ["image.width=400", "image.height=300", "camera.px_per_mm=[10, 16]"]
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_settings(SynthSettings, None, SMALL, default="synth/closeup.yaml")
+
+
+@pytest.fixture(scope="module")
+def made(cfg, tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    items = list(generate_images(out, 4, cfg, load_card(), load_flag_settings(), seed=11))
+    write_manifest(out, [m.row for m in items])
+    return out, items
+
+
+def _read(folder):
+    truth = json.loads((folder / "truth.json").read_text())
+    mask = cv2.imread(str(folder / "mask.png"), cv2.IMREAD_UNCHANGED)
+    dots = pd.read_csv(folder / "dots.csv")
+    return truth, mask, dots
+
+
+def test_files_and_schema(made):
+    out, items = made
+    for it in items:
+        truth, mask, dots = _read(it.folder)
+        assert truth["schema"] == "smp-synth-truth/1" and truth["view"] == "closeup"
+        assert 10 <= truth["px_per_mm"] <= 16
+        assert mask.shape == (300, 400) and set(np.unique(mask)) <= {0, 1, 2}
+        for col in ("dot_id", "x", "y", "diameter_mm", "L", "a", "b", "blue_shift", "faded", "spread"):
+            assert col in dots.columns
+        assert dots.dot_id.is_unique
+    manifest = pd.read_csv(out / "manifest.csv")
+    assert len(manifest) == 4 and set(manifest.split) <= {"train", "val", "test"}
+
+
+def test_mask_and_dots_agree(made):
+    for it in made[1]:
+        _, mask, dots = _read(it.folder)
+        ix = np.round(dots[["x", "y"]].to_numpy()).astype(int)
+        cls = mask[ix[:, 1], ix[:, 0]]
+        # every listed dot is visible scalp or lies under hair, never on the card/background
+        assert np.all(cls > 0)
+        # a dot listed as hair-covered mostly sits on hair in the mask (strands are 1-2 px wide,
+    # the mask is resampled by nearest neighbour, so the test allows a margin)
+        if dots.hair_covered.sum() >= 5:
+            assert (cls[dots.hair_covered.to_numpy(bool)] == 2).mean() > 0.5
+        # the true dot is darker than its skin and sized as configured (spread dots larger)
+        assert (dots.contrast_dL > 0).mean() > 0.99
+        assert dots.diameter_mm.between(0.07, 1.0).all()
+
+
+def test_metrics_recomputed_from_files(made):
+    rules = load_flag_settings()
+    for it in made[1]:
+        truth, mask, dots = _read(it.folder)
+        lstar = decode_lstar16(cv2.imread(str(it.folder / "clean_lstar.png"), cv2.IMREAD_UNCHANGED))
+        skin = decode_lstar16(cv2.imread(str(it.folder / "skin_lstar.png"), cv2.IMREAD_UNCHANGED))
+        scale = PlaneScale.from_homography(np.linalg.inv(np.array(truth["plane_to_image"])), truth["px_per_mm"])
+        flags = {k: dots[k].to_numpy(bool) for k in ("blue_shift", "faded", "spread")}
+        m = photo_metrics(mask, dots[["x", "y"]].to_numpy(), dots.diameter_mm.to_numpy(), flags, lstar, skin,
+                          scale, rules.show_through_dl, show_through_sigma_mm=rules.viewing_sigma_mm).to_dict()
+        for key, value in truth["metrics"].items():
+            if value is None:
+                assert m[key] is None, key
+            else:
+                assert m[key] == pytest.approx(value, rel=2e-3, abs=2e-3), key
+
+
+def test_density_matches_the_placed_pattern(made):
+    # density from the truth must agree with counting dots per true plane area
+    for it in made[1]:
+        truth, mask, dots = _read(it.folder)
+        if truth["metrics"]["dot_count"] and truth["metrics"]["dot_count"] > 50:
+            d = truth["metrics"]["dot_density_per_cm2"]
+            assert 10 < d < 400
+
+
+def test_same_seed_same_bytes_and_different_seeds_differ(cfg, tmp_path):
+    card, rules = load_card(), load_flag_settings()
+
+    def digest(folder):
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+    a = [digest(m.folder) for m in generate_images(tmp_path / "a", 2, cfg, card, rules, seed=5)]
+    b = [digest(m.folder) for m in generate_images(tmp_path / "b", 2, cfg, card, rules, seed=5)]
+    c = [digest(m.folder) for m in generate_images(tmp_path / "c", 2, cfg, card, rules, seed=6)]
+    assert a == b
+    assert a[0]["photo.jpg"] != c[0]["photo.jpg"] and a[0]["mask.png"] != c[0]["mask.png"]
+    assert a[0]["photo.jpg"] != a[1]["photo.jpg"]
+
+
+def test_card_truth_matches_rendered_marker(cfg):
+    rules, card = load_flag_settings(), load_card()
+    found = 0
+    for i in range(4):
+        scene = single_closeup(item_rng(3, i), cfg, card, rules, draw_camera)
+        if not scene.card["present"]:
+            continue
+        params = cv2.aruco.DetectorParameters()
+        params.cornerRefinementMethod = cv2.aruco.CORNER_REFINE_SUBPIX
+        det = cv2.aruco.ArucoDetector(cv2.aruco.getPredefinedDictionary(cv2.aruco.DICT_4X4_50), params)
+        corners, ids, _ = det.detectMarkers(cv2.cvtColor(scene.photo, cv2.COLOR_RGB2GRAY))
+        if ids is None:
+            continue
+        found += 1
+        assert int(ids.ravel()[0]) == scene.card["marker_id"]
+        err = np.abs(corners[0].reshape(4, 2) - np.asarray(scene.card["marker_corners_px"])).max()
+        assert err < 1.0
+    assert found >= 1
+
+
+def test_series_keeps_dot_ids_and_fades(cfg, tmp_path):
+    card, rules = load_card(), load_flag_settings()
+    scfg = load_settings(SynthSettings, None, SMALL + ["series.followups=[4, 4]", "series.touchup_probability=0",
+                                                      "series.half_life_days=[200, 200]", "card.probability=0",
+                                                      "dots.coverage=[1, 1]"],
+                         default="synth/closeup.yaml")
+    items = list(generate_series(tmp_path, 1, scfg, card, rules, seed=2))
+    doc = json.loads((tmp_path / "client_000" / "series.json").read_text())
+    kinds = [v["kind"] for v in doc["visits"]]
+    assert kinds[0] == "baseline" and "session" in kinds and kinds.count("follow-up") == 4
+    dates = [v["date"] for v in doc["visits"]]
+    assert dates == sorted(dates)
+    base = pd.read_csv(items[0].folder / "dots.csv")
+    assert len(base) == 0
+    # contrast of the same dots falls over follow-ups; ids are stable
+    sess = [i for i, k in enumerate(kinds) if k == "session"][-1]
+    last = len(kinds) - 1
+    a = pd.read_csv(items[sess].folder / "dots.csv").set_index("dot_id")
+    b = pd.read_csv(items[last].folder / "dots.csv").set_index("dot_id")
+    common = a.index.intersection(b.index)
+    assert len(common) > 20
+    assert b.loc[common, "contrast_dL"].median() < 0.8 * a.loc[common, "contrast_dL"].median()
+    assert doc["truth"]["half_life_days"] == pytest.approx(200)
