@@ -127,14 +127,19 @@ def illuminant_rgb(kelvin: float) -> np.ndarray:
 
 
 def light_field(cam: CameraParams, shape: tuple[int, int]) -> np.ndarray:
-    """HxW relative irradiance: a linear fall-off plus mild lens vignetting."""
+    """HxW relative irradiance: a linear fall-off plus mild lens vignetting.
+
+    The field is smooth, so it is computed on a 1/8 grid and upsampled.
+    """
     h, w = shape
+    gh, gw = max(2, h // 8), max(2, w // 8)
     a = np.deg2rad(cam.gradient_angle_deg)
-    ys = np.linspace(-0.5, 0.5, h, dtype=np.float32)[:, None]
-    xs = np.linspace(-0.5, 0.5, w, dtype=np.float32)[None, :]
-    ramp = (xs * np.float32(np.cos(a)) + ys * np.float32(np.sin(a)))  # -0.7..0.7
+    ys = np.linspace(-0.5, 0.5, gh, dtype=np.float32)[:, None]
+    xs = np.linspace(-0.5, 0.5, gw, dtype=np.float32)[None, :]
+    ramp = (xs * np.float32(np.cos(a)) + ys * np.float32(np.sin(a)))
     vignette = 1.0 - 0.25 * (xs * xs + ys * ys)
-    return ((1.0 - cam.gradient * (ramp + 0.5)) * vignette).astype(np.float32)
+    small = ((1.0 - cam.gradient * (ramp + 0.5)) * vignette).astype(np.float32)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def defocus(img: np.ndarray, cam: CameraParams, sigma_max_px: float) -> np.ndarray:

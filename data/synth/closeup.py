@@ -18,7 +18,7 @@ from data.colour import blue_index, delta_e00, linear_rgb_to_lab, srgb_to_linear
 from data.flags import FlagSettings
 from data.synth.camera import (CameraParams, apply_h, defocus, encode_srgb8, expose, illuminant_rgb,
                                light_field, plane_to_image)
-from data.synth.dots import DotSet, dot_sprites, place_dots, render_density, solve_strength
+from data.synth.dots import DotSet, dot_sprites, place_dots, render_density, ring_samples, solve_strength
 from data.synth.fields import smooth_field
 from data.synth.hair import (Follicles, HairParams, draw_follicles, draw_hair, render_hair,
                              thinning_map)
@@ -216,17 +216,13 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     dots = visit.dots
     sprites = dot_sprites(dots, shape, ppm)
     n = len(dots)
-    skin_rgb = np.zeros((n, 3))
-    in_scar = np.zeros(n)
     flat_bare = bare.reshape(-1, 3)
-    flat_scar = skin.scar.ravel()
-    for idx, sp in sprites:
-        ring = sp.annulus
-        safe = np.where(ring, sp.flat_index, 0)
-        cnt = np.maximum(ring.sum(1), 1)[:, None]
-        skin_rgb[idx] = (flat_bare[safe] * ring[..., None]).sum(1) / cnt
-        centre_px = sp.flat_index[:, sp.flat_index.shape[1] // 2]
-        in_scar[idx] = flat_scar[np.maximum(centre_px, 0)]
+    ring = ring_samples(dots, shape, ppm)
+    ring_ok = ring >= 0
+    skin_rgb = (flat_bare[np.maximum(ring, 0)] * ring_ok[..., None]).sum(1) / np.maximum(
+        ring_ok.sum(1), 1)[:, None] if n else np.zeros((0, 3))
+    cix = np.clip(np.round(dots.xy_mm * ppm - 0.5).astype(np.int64), 0, [shape[1] - 1, shape[0] - 1])
+    in_scar = skin.scar[cix[:, 1], cix[:, 0]] if n else np.zeros(0)
     uptake = np.where(in_scar > 0.3,
                       client.skin.scar_pigment_uptake * np.random.default_rng(client.texture_seed + 1)
                       .uniform(0.6, 1.2, n), 1.0)[:n] if n else np.zeros(0)
