@@ -360,6 +360,55 @@ def xs_at(grid: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
     return grid[gy, gx]
 
 
+def smooth_seams(hits: Hits, size: tuple[int, int], sigma_px: float) -> np.ndarray:
+    """Normals with the creases where the face meets the cranium softened.
+
+    Unioned ellipsoids meet in sharp creases that real faces do not have; near a seam
+    between the cranium, face and nose the normal is blended (weight ``4 s (1 - s)``,
+    ``s`` the local share of face pixels) with its Gaussian average over that group.
+    The blur runs on a downsampled box around the face only.
+    """
+    w, h = size
+    normal = hits.normal.copy()
+    part = hits.part
+    face = (part == FACE) | (part == NOSE)
+    if not face.any() or sigma_px < 0.5:
+        return normal
+    ys, xs = np.nonzero(face)
+    pad = int(3 * sigma_px) + 2
+    y0, y1 = max(ys.min() - pad, 0), min(ys.max() + pad + 1, h)
+    x0, x1 = max(xs.min() - pad, 0), min(xs.max() + pad + 1, w)
+    sub_part = part[y0:y1, x0:x1]
+    grp = face[y0:y1, x0:x1] | (sub_part == CRANIUM)
+    box = np.zeros((y1 - y0, x1 - x0, 5), np.float32)
+    iy, ix = np.divmod(hits.flat, w)
+    inb = (iy >= y0) & (iy < y1) & (ix >= x0) & (ix < x1)
+    sel = np.flatnonzero(inb)
+    ly, lx = iy[sel] - y0, ix[sel] - x0
+    keep = grp[ly, lx]
+    sel, ly, lx = sel[keep], ly[keep], lx[keep]
+    box[ly, lx, :3] = normal[sel]
+    box[ly, lx, 3] = 1.0
+    box[..., 4] = face[y0:y1, x0:x1]
+    k = max(1, int(sigma_px / 3))
+    dsize = (max((x1 - x0) // k, 1), max((y1 - y0) // k, 1))
+    parts = []
+    for chans in (box[..., :4], box[..., 4]):  # OpenCV resizes at most 4 channels at once
+        small = cv2.resize(np.ascontiguousarray(chans), dsize, interpolation=cv2.INTER_AREA)
+        small = cv2.GaussianBlur(small, (0, 0), max(sigma_px / k, 0.5))
+        up = cv2.resize(small, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        parts.append(up.reshape(y1 - y0, x1 - x0, -1)[ly, lx])
+    big = np.concatenate(parts, axis=1)
+    wsum = np.maximum(big[:, 3:4], 1e-6)
+    avg = big[:, :3] / wsum
+    avg /= np.maximum(np.linalg.norm(avg, axis=1, keepdims=True), 1e-6)
+    share = np.clip(big[:, 4:5] / wsum, 0, 1)
+    alpha = 4.0 * share * (1.0 - share)
+    out = normal[sel] + alpha * (avg - normal[sel])
+    normal[sel] = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-6)
+    return normal
+
+
 # --------------------------------------------------------------------------- scalp
 
 
@@ -583,17 +632,17 @@ def _splat_strands(pts: np.ndarray, width_mm: np.ndarray, bright: np.ndarray, sh
     x, y, z = (a.reshape(n, k) for a in (x, y, z))
     seg_len = np.hypot(np.diff(x, axis=1), np.diff(y, axis=1))
     inside = (x.max(1) >= -1) & (x.min(1) <= w) & (y.max(1) >= -1) & (y.min(1) <= h)
-    n_sub = np.maximum(1, np.ceil(seg_len)).astype(np.int64)
-    total = int(n_sub[inside].sum())
-    bundle = 1.0
-    keep = inside
-    if total > budget:  # fewer, wider strands (hair clumps into locks anyway)
-        bundle = total / budget
-        keep = inside & (rng.random(n) < 1.0 / bundle)
+    total = float(np.maximum(seg_len[inside], 1.0).sum())
+    # over budget: first sample strands more sparsely (up to every 3 px, each sample
+    # weighing more), then keep fewer, wider strands (hair clumps into locks anyway)
+    stride = float(np.clip(total / budget, 1.0, 3.0))
+    bundle = max(1.0, total / stride / budget)
+    keep = inside & (rng.random(n) < 1.0 / bundle) if bundle > 1.0 else inside
     sel = np.flatnonzero(keep)
     if len(sel) == 0:
         return 0
-    x, y, z, seg_len, n_sub = x[sel], y[sel], z[sel], seg_len[sel], n_sub[sel]
+    x, y, z, seg_len = x[sel], y[sel], z[sel], seg_len[sel]
+    n_sub = np.maximum(1, np.ceil(seg_len / stride)).astype(np.int64)
     pts_s = pts[sel]
     mid = 0.5 * (pts_s[:, 1:] + pts_s[:, :-1]).reshape(-1, 3)
     _, nrm = head.surface(head.to_param(mid))
@@ -615,7 +664,8 @@ def _splat_strands(pts: np.ndarray, width_mm: np.ndarray, bright: np.ndarray, sh
     m = int(ns.sum())
     seg = np.repeat(np.arange(ns.size, dtype=np.int64), ns)
     start = np.cumsum(ns) - ns
-    frac = (np.arange(m, dtype=np.float32) - np.repeat(start, ns).astype(np.float32) + np.float32(0.5)) \
+    phase = rng.random(ns.size, dtype=np.float32)   # random sub-step offset per segment
+    frac = (np.arange(m, dtype=np.float32) - np.repeat(start, ns).astype(np.float32) + phase[seg]) \
         / np.repeat(ns, ns).astype(np.float32)
     xa, ya, za = (a[:, :-1].ravel().astype(np.float32) for a in (x, y, z))
     dx, dy, dz = (np.diff(a, axis=1).ravel().astype(np.float32) for a in (x, y, z))
@@ -852,32 +902,39 @@ def _lab_rgb(lab) -> np.ndarray:
 
 
 def render_backdrop(rng: np.random.Generator, size: tuple[int, int], ppm: float) -> np.ndarray:
-    """A wall or photo backdrop: colour, gradient, blotches, fine texture, maybe an edge."""
+    """A wall or photo backdrop: colour, gradient, blotches, fine texture, maybe an edge.
+
+    The smooth parts are built on a quarter-resolution grid and upsampled once.
+    """
     w, h = size
     kinds = [((86, 93), (-1, 1), (0, 6)), ((62, 80), (-1, 1), (-2, 3)), ((40, 58), (-1, 1), (-3, 2)),
              ((12, 28), (-1, 1), (-2, 2)), ((70, 85), (1, 5), (8, 18)), ((68, 84), (-5, -1), (-14, -5)),
              ((50, 72), (-14, -5), (-2, 6))]
     kl, ka, kb = kinds[int(rng.integers(len(kinds)))]
     base = _lab_rgb([rng.uniform(*kl), rng.uniform(*ka), rng.uniform(*kb)])
+    q = 4
+    gw, gh = max(w // q, 2), max(h // q, 2)
     ang = rng.uniform(0, 2 * np.pi)
-    xs = np.linspace(-0.5, 0.5, w, dtype=np.float32)[None, :]
-    ys = np.linspace(-0.5, 0.5, h, dtype=np.float32)[:, None]
+    xs = np.linspace(-0.5, 0.5, gw, dtype=np.float32)[None, :]
+    ys = np.linspace(-0.5, 0.5, gh, dtype=np.float32)[:, None]
     g = np.float32(rng.uniform(0.0, 0.5))
     gain = 1.0 + g * (xs * np.float32(np.cos(ang)) + ys * np.float32(np.sin(ang)))
     sx, sy = rng.uniform(-0.3, 0.3, 2)
     spot = np.float32(rng.uniform(0.0, 0.35))
     gain = gain * (1.0 - spot * np.minimum(((xs - sx) ** 2 + (ys - sy) ** 2) * 3.0, 1.0))
-    gain = gain * (1.0 + np.float32(rng.uniform(0.01, 0.05)) * smooth_field(rng, (h, w), 60.0 * ppm, octaves=3))
+    gain = gain * (1.0 + np.float32(rng.uniform(0.01, 0.05)) * smooth_field(rng, (gh, gw), 60.0 * ppm / q, octaves=3))
     if rng.random() < 0.35:  # a wall corner or door frame
-        edge_x = rng.uniform(0.05, 0.95) * w
+        edge_x = rng.uniform(0.05, 0.95) * gw
         step = np.float32(rng.uniform(0.75, 1.2))
-        soft = max(1.0, rng.uniform(0.5, 8.0) * ppm)
-        col = np.arange(w, dtype=np.float32)[None, :]
+        soft = max(0.3, rng.uniform(0.5, 8.0) * ppm / q)
+        col = np.arange(gw, dtype=np.float32)[None, :]
         gain = gain * (1.0 + (step - 1.0) / (1.0 + np.exp(np.clip(-(col - edge_x) / soft, -30, 30))))
+    gain = cv2.resize(gain.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     grain = rng.standard_normal((h, w), dtype=np.float32)
-    grain = cv2.GaussianBlur(grain, (0, 0), 0.8) * np.float32(rng.uniform(0.01, 0.04))
-    gain = gain * (1.0 + grain)
-    return np.clip(gain[..., None] * base[None, None, :], 0.0, 1.0).astype(np.float32)
+    grain = cv2.GaussianBlur(grain, (0, 0), 0.8)
+    gain *= 1.0 + np.float32(rng.uniform(0.01, 0.04)) * grain
+    out = gain[..., None] * base[None, None, :]
+    return np.minimum(out, np.float32(1.0), out=out)
 
 
 def _clothes_colour(rng: np.random.Generator) -> np.ndarray:
@@ -996,15 +1053,15 @@ def _paint_face(rng: np.random.Generator, alb: np.ndarray, pos: np.ndarray, part
     brow_z = 0.02 * w + 0.035 * w * (1 - ((xa - 0.19 * w) / (0.13 * w)) ** 2)
     brow = front & (np.abs(xa - 0.19 * w) < 0.12 * w) & (np.abs(z - brow_z) < 0.014 * w * (1.3 - (xa - 0.07 * w) / (0.3 * w)))
     alb[brow] = alb[brow] * 0.35 + hair_rgb * 0.65
-    eye = front & (((xa - 0.17 * w) / (0.07 * w)) ** 2 + ((z + 0.075 * w) / (0.024 * w)) ** 2 < 1)
-    socket = front & (((xa - 0.17 * w) / (0.11 * w)) ** 2 + ((z + 0.06 * w) / (0.06 * w)) ** 2 < 1)
-    alb[socket] *= 0.82
-    alb[eye] = _lab_rgb([72, 0, 4])
-    iris = eye & (((xa - 0.17 * w) ** 2 + (z + 0.075 * w) ** 2) < (0.022 * w) ** 2)
+    ex, ez = (xa - 0.165 * w) / (0.058 * w), (z + 0.07 * w) / (0.019 * w)
+    socket = np.clip(1.0 - ((xa - 0.165 * w) / (0.1 * w)) ** 2 - ((z + 0.06 * w) / (0.055 * w)) ** 2, 0, 1)
+    alb *= (1.0 - 0.22 * socket ** 1.5)[:, None]
+    eye = front & (ex ** 2 + ez ** 2 < 1)
+    alb[eye] = _lab_rgb([70, 0, 4])
+    iris = eye & (((xa - 0.165 * w) ** 2 + (z + 0.07 * w) ** 2) < (0.019 * w) ** 2)
     alb[iris] = _lab_rgb([rng.uniform(20, 45), rng.uniform(-2, 8), rng.uniform(-15, 20)])
-    lash = front & (np.abs(((xa - 0.17 * w) / (0.075 * w)) ** 2 + ((z + 0.068 * w) / (0.027 * w)) ** 2 - 1) < 0.25) \
-        & (z > -0.075 * w)
-    alb[lash] *= 0.25
+    lid = front & (np.abs(np.hypot(ex, (z + 0.064 * w) / (0.022 * w)) - 1.0) < 0.18) & (z > -0.07 * w)
+    alb[lid] *= 0.35
     nostril = front & (part == NOSE) & (((xa - 0.035 * w) / (0.022 * w)) ** 2 + ((z + 0.385 * w) / (0.012 * w)) ** 2 < 1)
     alb[nostril] *= 0.3
     lip_c = -0.59 * w - 0.008 * w * np.cos(np.pi * np.clip(xa / (0.13 * w), 0, 1))
@@ -1041,6 +1098,7 @@ def single_global(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, 
     warp = tuple(cv2.resize(np.float32(amp) * smooth_field(rng, small, cell / 8.0), (w, h),
                             interpolation=cv2.INTER_LINEAR) for _ in range(2))
     hits = cast_rays(head, pose, size, warp)
+    hits = replace(hits, normal=smooth_seams(hits, size, 0.06 * head.width_mm * ppm))
     part_flat = hits.part.ravel()[hits.flat]
 
     _T.append(('light (camera frame:', __import__('time').perf_counter()))
