@@ -71,6 +71,8 @@ from data.synth.settings import SynthSettings
 from data.synth.skin import SkinParams, draw_skin, render_skin
 
 _T = []
+MAX_STRANDS = 40000
+"""Above this many visible hairs, strands are merged (while they stay thinner than half a pixel)."""
 VIEW_KINDS = ("top", "crown", "front", "back", "left", "right")
 
 # parts of the body model (material of a ray-cast pixel)
@@ -120,13 +122,13 @@ class Head:
         """Cranium points and unit normals for parametric unit vectors ``u`` (N, 3)."""
         ax = self.axes_of(u)
         n = u / ax
-        n /= np.linalg.norm(n, axis=1, keepdims=True)
+        n /= _norm(n, axis=1, keepdims=True)
         return u * ax, n
 
     def to_param(self, p: np.ndarray) -> np.ndarray:
         """Parametric unit vector of the cranium point radially below ``p``."""
         q = p / self.axes_of(p)
-        return q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-9)
+        return q / np.maximum(_norm(q, axis=1, keepdims=True), 1e-9)
 
     @property
     def mean_axes(self) -> np.ndarray:
@@ -186,7 +188,7 @@ class Pose:
     def to_camera_head(self) -> np.ndarray:
         """Unit vector from the head origin towards the camera, head frame."""
         v = -self.rot.T @ self.centre_cam
-        return v / np.linalg.norm(v)
+        return v / _norm(v)
 
 
 def _view_direction(rng: np.random.Generator, kind: str) -> tuple[np.ndarray, np.ndarray]:
@@ -233,17 +235,17 @@ def draw_pose(rng: np.random.Generator, kind: str, cam: CameraParams, size: tupl
     """
     w, h = size
     c_dir, up = _view_direction(rng, kind)
-    fwd = -c_dir / np.linalg.norm(c_dir)
+    fwd = -c_dir / _norm(c_dir)
     t, ta = np.deg2rad(cam.tilt_deg), np.deg2rad(cam.tilt_azimuth_deg)
 
     def basis(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         r = np.cross(f, up)
-        r /= np.linalg.norm(r)
+        r /= _norm(r)
         return r, np.cross(f, r)
 
     r, d = basis(fwd)
     fwd = np.cos(t) * fwd + np.sin(t) * (np.cos(ta) * r + np.sin(ta) * d)
-    r, d = basis(fwd / np.linalg.norm(fwd))
+    r, d = basis(fwd / _norm(fwd))
     roll = np.deg2rad(cam.rotation_deg)
     r, d = np.cos(roll) * r + np.sin(roll) * d, -np.sin(roll) * r + np.cos(roll) * d
     rot = np.stack([r, d, np.cross(r, d)])
@@ -349,8 +351,15 @@ def cast_rays(head: Head, pose: Pose, size: tuple[int, int],
     cen = np.array([p.centre for p in head.parts], np.float32)
     ax = np.array([p.axes for p in head.parts], np.float32)
     nrm = (pos - cen[idx]) / (ax[idx] ** 2)
-    nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)
+    nrm /= np.maximum(_norm(nrm, axis=1, keepdims=True), 1e-12)
     return Hits(part=part, depth=depth, pos=pos, normal=nrm.astype(np.float32), flat=flat)
+
+
+def _norm(v: np.ndarray, axis: int = -1, keepdims: bool = False) -> np.ndarray:
+    """Euclidean norm along ``axis`` (cheaper than ``np.linalg.norm`` for many short vectors)."""
+    if v.ndim == 1 and axis in (0, -1) and not keepdims:
+        return float(np.sqrt(v @ v))
+    return np.sqrt((v * v).sum(axis=axis, keepdims=keepdims))
 
 
 def xs_at(grid: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
@@ -401,11 +410,11 @@ def smooth_seams(hits: Hits, size: tuple[int, int], sigma_px: float) -> np.ndarr
     big = np.concatenate(parts, axis=1)
     wsum = np.maximum(big[:, 3:4], 1e-6)
     avg = big[:, :3] / wsum
-    avg /= np.maximum(np.linalg.norm(avg, axis=1, keepdims=True), 1e-6)
+    avg /= np.maximum(_norm(avg, axis=1, keepdims=True), 1e-6)
     share = np.clip(big[:, 4:5] / wsum, 0, 1)
     alpha = 4.0 * share * (1.0 - share)
     out = normal[sel] + alpha * (avg - normal[sel])
-    normal[sel] = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-6)
+    normal[sel] = out / np.maximum(_norm(out, axis=1, keepdims=True), 1e-6)
     return normal
 
 
@@ -415,7 +424,7 @@ def smooth_seams(hits: Hits, size: tuple[int, int], sigma_px: float) -> np.ndarr
 def _sphere_noise(rng: np.random.Generator, n_terms: int, freq: tuple[float, float]):
     """A smooth random function on the unit sphere: a sum of random plane waves in 3-D."""
     k = rng.normal(0, 1, (n_terms, 3))
-    k *= (rng.uniform(*freq, n_terms) / np.linalg.norm(k, axis=1))[:, None]
+    k *= (rng.uniform(*freq, n_terms) / _norm(k, axis=1))[:, None]
     ph = rng.uniform(0, 2 * np.pi, n_terms)
     return k, ph
 
@@ -505,7 +514,7 @@ class ScalpPattern:
         t = v - (v * u).sum(1, keepdims=True) * u
         t = t * head.axes_of(u)                       # sphere tangent -> ellipsoid tangent
         t -= (t * n).sum(1, keepdims=True) * n
-        t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-9)
+        t /= np.maximum(_norm(t, axis=1, keepdims=True), 1e-9)
         d = np.arccos(np.clip(u @ self.whorl, -1, 1))
         ang = self.spiral * np.exp(-d / 0.3)
         b = np.cross(n, t)
@@ -515,7 +524,7 @@ class ScalpPattern:
             + (0.8 * long_weight)[:, None] * down[None, :]
         t = t + extra
         t -= (t * n).sum(1, keepdims=True) * n
-        return t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-9)
+        return t / np.maximum(_norm(t, axis=1, keepdims=True), 1e-9)
 
 
 def draw_scalp(rng: np.random.Generator, hair: HairParams) -> ScalpPattern:
@@ -543,7 +552,7 @@ def draw_scalp(rng: np.random.Generator, hair: HairParams) -> ScalpPattern:
             crown = (whorl, float(rng.uniform(0.2, 0.45)), float(s * rng.uniform(0.5, 1.0)))
     elif pattern == "crown":
         cen = whorl + rng.normal(0, 0.05, 3)
-        crown = (cen / np.linalg.norm(cen), float(rng.uniform(0.28, 0.6)), float(s))
+        crown = (cen / _norm(cen), float(rng.uniform(0.28, 0.6)), float(s))
     elif pattern == "patches":
         k = int(rng.integers(1, 5))
         cen = np.stack([_sph(rng.uniform(-180, 180), rng.uniform(-10, 75)) for _ in range(k)])
@@ -595,10 +604,10 @@ def _strand_points(rng: np.random.Generator, head: Head, p0: np.ndarray, n0: np.
         q = p + step[:, None] * d
         ax = head.axes_of(q)            # q and its radial surface point share the quadrant
         uq = q / ax
-        uq /= np.linalg.norm(uq, axis=1, keepdims=True)
+        uq /= _norm(uq, axis=1, keepdims=True)
         s = uq * ax
         nq = uq / ax
-        nq /= np.linalg.norm(nq, axis=1, keepdims=True)
+        nq /= _norm(nq, axis=1, keepdims=True)
         h = lift * (1.0 - np.exp(-k * step / 4.0))
         p_new = s + h[:, None] * nq
         d = p_new - p
@@ -606,7 +615,7 @@ def _strand_points(rng: np.random.Generator, head: Head, p0: np.ndarray, n0: np.
         ang = curl * step / 10.0
         b = np.cross(nq, d)
         d = np.cos(ang)[:, None] * d + np.sin(ang)[:, None] * b
-        d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-9)
+        d /= np.maximum(_norm(d, axis=1, keepdims=True), 1e-9)
         out[:, k] = p_new
         p = p_new
     return out
@@ -647,7 +656,7 @@ def _splat_strands(pts: np.ndarray, width_mm: np.ndarray, bright: np.ndarray, sh
     mid = 0.5 * (pts_s[:, 1:] + pts_s[:, :-1]).reshape(-1, 3)
     _, nrm = head.surface(head.to_param(mid))
     tang = np.diff(pts_s, axis=1).reshape(-1, 3)
-    tang /= np.maximum(np.linalg.norm(tang, axis=1, keepdims=True), 1e-9)
+    tang /= np.maximum(_norm(tang, axis=1, keepdims=True), 1e-9)
     tl, th = tang @ light["dir"], tang @ light["half"]
     kk = np.sqrt(np.clip(1 - tl * tl, 0, 1))
     diffuse = light["ambient"] + (1 - light["ambient"]) * (0.5 * np.clip(nrm @ light["dir"], 0, None) + 0.5 * kk)
@@ -655,33 +664,40 @@ def _splat_strands(pts: np.ndarray, width_mm: np.ndarray, bright: np.ndarray, sh
     nseg = k - 1
     strand_of = np.repeat(np.arange(len(sel)), nseg)
     seg_bright = bright[sel][strand_of]
-    seg_lit = (seg_bright * diffuse * shadow[sel][strand_of]).astype(np.float32)
-    seg_spec = (spec * shadow[sel][strand_of]).astype(np.float32)
+    seg_lit = seg_bright * diffuse * shadow[sel][strand_of]
+    seg_spec = spec * shadow[sel][strand_of]
     wseg = ((width_mm[sel] * bundle)[:, None] * pose.focal_px
-            / np.maximum(0.5 * (z[:, 1:] + z[:, :-1]), 1.0) * seg_len / n_sub).ravel().astype(np.float32)
+            / np.maximum(0.5 * (z[:, 1:] + z[:, :-1]), 1.0) * seg_len / n_sub).ravel()
 
     ns = n_sub.ravel()
     m = int(ns.sum())
-    seg = np.repeat(np.arange(ns.size, dtype=np.int64), ns)
-    start = np.cumsum(ns) - ns
-    phase = rng.random(ns.size, dtype=np.float32)   # random sub-step offset per segment
-    frac = (np.arange(m, dtype=np.float32) - np.repeat(start, ns).astype(np.float32) + phase[seg]) \
-        / np.repeat(ns, ns).astype(np.float32)
-    xa, ya, za = (a[:, :-1].ravel().astype(np.float32) for a in (x, y, z))
-    dx, dy, dz = (np.diff(a, axis=1).ravel().astype(np.float32) for a in (x, y, z))
-    ix = np.rint(xa[seg] + frac * dx[seg]).astype(np.int64)
-    iy = np.rint(ya[seg] + frac * dy[seg]).astype(np.int64)
-    zz = za[seg] + frac * dz[seg]
-    ok = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
-    flat = np.where(ok, iy * w + ix, 0)
+    seg = np.repeat(np.arange(ns.size, dtype=np.intp), ns)
+    # one table row per segment, gathered once per sample: start, step, depth, and the
+    # sub-step position (random phase per segment, so strides do not line up)
+    tab = np.empty((ns.size, 8), np.float32)
+    for c, a in enumerate((x, y, z)):
+        tab[:, 2 * c] = a[:, :-1].ravel() + (0.5 if c < 2 else 0.0)  # +0.5: floor = nearest pixel
+        tab[:, 2 * c + 1] = np.diff(a, axis=1).ravel()
+    tab[:, 6] = (np.cumsum(ns) - ns) - rng.random(ns.size)
+    tab[:, 7] = 1.0 / ns
+    g = tab[seg]
+    frac = (np.arange(m, dtype=np.float32) - g[:, 6]) * g[:, 7]
+    xs = g[:, 0] + frac * g[:, 1]
+    ys = g[:, 2] + frac * g[:, 3]
+    zz = g[:, 4] + frac * g[:, 5]
+    del g, frac
+    ok = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
+    flat = ys.astype(np.intp) * w + xs.astype(np.intp)
+    flat[~ok] = 0
     vis = ok & (zz <= hits.depth.ravel()[flat] + np.float32(0.6))
     flat, seg = flat[vis], seg[vis]
-    wt = wseg[seg]
+    wtab = np.stack([wseg, wseg * seg_bright, wseg * seg_lit, wseg * seg_spec], axis=1).astype(np.float64)
+    wv = wtab[seg]
     size_ = w * h
-    acc.tau += np.bincount(flat, wt, size_)
-    acc.bright += np.bincount(flat, wt * seg_bright[seg].astype(np.float32), size_)
-    acc.lit += np.bincount(flat, wt * seg_lit[seg], size_)
-    acc.spec += np.bincount(flat, wt * seg_spec[seg], size_)
+    acc.tau += np.bincount(flat, wv[:, 0], size_)
+    acc.bright += np.bincount(flat, wv[:, 1], size_)
+    acc.lit += np.bincount(flat, wv[:, 2], size_)
+    acc.spec += np.bincount(flat, wv[:, 3], size_)
     return len(sel)
 
 
@@ -694,15 +710,21 @@ def render_head_hair(rng: np.random.Generator, hp: HairParams, scalp: ScalpPatte
     ax = head.mean_axes
     pp = 1.6075
     area = 4 * np.pi * (((ax[0] * ax[1]) ** pp + (ax[0] * ax[2]) ** pp + (ax[1] * ax[2]) ** pp) / 3) ** (1 / pp)
-    ratio_max = float(np.prod(ax) / ax.min())
+    quads = [np.array([head.a, b, c]) for b in (head.b_front, head.b_back) for c in (head.c_up, head.c_low)]
+    ratio_max = max(float(np.prod(q) / q.min()) for q in quads)
     mean_ratio = area / (4 * np.pi)
-    n_cand = rng.poisson(hp.density_per_cm2 * area / 100.0 * ratio_max / mean_ratio)
+    # A hair is a fraction of a pixel wide here: merging strands into fewer, wider ones
+    # (still at most half a pixel wide) gives the same coverage and bounds the cost.
+    width_px = hp.width_mm * pose.focal_px / pose.centre_cam[2]
+    n_expect = hp.density_per_cm2 * area / 100.0 * 0.3
+    bundle = float(np.clip(n_expect / MAX_STRANDS, 1.0, max(1.0, 0.5 / width_px)))
+    n_cand = rng.poisson(hp.density_per_cm2 * area / 100.0 * ratio_max / mean_ratio / bundle)
     u = rng.standard_normal((n_cand, 3))
-    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    u /= _norm(u, axis=1, keepdims=True)
     cdir = pose.to_camera_head
-    u = u[(u * (cdir * ax / np.linalg.norm(cdir * ax))).sum(1) > -0.45]
+    u = u[(u * (cdir * ax / _norm(cdir * ax))).sum(1) > -0.45]
     axu = head.axes_of(u)
-    ratio = np.prod(axu, axis=1) * np.linalg.norm(u / axu, axis=1)
+    ratio = np.prod(axu, axis=1) * _norm(u / axu, axis=1)
     u = u[rng.random(len(u)) * ratio_max < ratio]
     _, el, line = scalp.natural_hairline(u)
     u = u[el >= line - 3.0 * scalp.soft_deg]  # no hair below the natural hairline
@@ -719,7 +741,7 @@ def render_head_hair(rng: np.random.Generator, hp: HairParams, scalp: ScalpPatte
     jit = rng.normal(0, np.where(is_long, 0.3, 0.22), n)
     b = np.cross(n0, t0)
     t0 = np.cos(jit)[:, None] * t0 + np.sin(jit)[:, None] * b
-    widths = hp.width_mm * rng.uniform(0.8, 1.2, n)
+    widths = hp.width_mm * bundle * rng.uniform(0.8, 1.2, n)
     # fibre brightness relative to the client's hair colour (grey: white and dark fibres)
     tones = _strand_tones(rng, hp.colour, 16)
     base = _lab_rgb(HAIR_LAB[hp.colour]).astype(np.float64)
@@ -766,7 +788,7 @@ class DotPlane:
 
     def to_sphere(self, xy_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         p = (xy_mm - self.size_mm / 2.0) / self.radius_mm
-        rho = np.linalg.norm(p, axis=1)
+        rho = _norm(p, axis=1)
         valid = rho <= np.sqrt(2.0) * 1.02
         psi = 2.0 * np.arcsin(np.clip(rho / 2.0, 0, 1))
         dirv = p / np.maximum(rho, 1e-12)[:, None]
@@ -778,9 +800,9 @@ class DotPlane:
 def make_dot_plane(head: Head, pose: Pose) -> DotPlane:
     ax = head.mean_axes
     c = pose.to_camera_head * ax
-    c /= np.linalg.norm(c)
+    c /= _norm(c)
     e1 = pose.rot[0] - (pose.rot[0] @ c) * c
-    e1 /= np.linalg.norm(e1)
+    e1 /= _norm(e1)
     e2 = np.cross(c, e1)
     if e2 @ pose.rot[1] < 0:
         e2 = -e2
@@ -994,7 +1016,7 @@ def _card_affine_on_scalp(rng: np.random.Generator, head: Head, pose: Pose, warp
     p, n = head.surface(u[None, :])
     p, n = p[0], n[0]
     t1 = np.cross(n, [0.0, 0.0, 1.0]) if abs(n[2]) < 0.95 else np.cross(n, [1.0, 0.0, 0.0])
-    t1 /= np.linalg.norm(t1)
+    t1 /= _norm(t1)
     t2 = np.cross(n, t1)
     c, s = np.cos(angle), np.sin(angle)
     ex, ey = c * t1 + s * t2, -s * t1 + c * t2
@@ -1025,10 +1047,10 @@ def _region_scar(rng: np.random.Generator, skin: SkinParams, head: Head):
     else:
         nrm = rng.normal(0, 1, 3)
         off = rng.uniform(-0.4, 0.4)
-    nrm = nrm / np.linalg.norm(nrm)
+    nrm = nrm / _norm(nrm)
     half = skin.scar_width_mm / 2.0 / head.radius_mm
     span_c = rng.normal(0, 1, 3)
-    span_c /= np.linalg.norm(span_c)
+    span_c /= _norm(span_c)
     span = rng.uniform(0.5, 1.4)
 
     def scar(u: np.ndarray) -> np.ndarray:
@@ -1090,7 +1112,7 @@ def single_global(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, 
     scalp = draw_scalp(rng, hp)
     scar_fn = _region_scar(rng, skin, head)
 
-    _T.append(('geometry: rays with ', __import__('time').perf_counter()))
+    _T.append(('geometry: rays with ', __import__("time").process_time()))
     # --- geometry: rays with a slightly irregular outline ---
     amp = 0.012 * head.width_mm * ppm
     cell = 0.45 * head.width_mm * ppm
@@ -1101,18 +1123,18 @@ def single_global(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, 
     hits = replace(hits, normal=smooth_seams(hits, size, 0.06 * head.width_mm * ppm))
     part_flat = hits.part.ravel()[hits.flat]
 
-    _T.append(('light (camera frame:', __import__('time').perf_counter()))
+    _T.append(('light (camera frame:', __import__("time").process_time()))
     # --- light (camera frame: x right, y down, z forward) ---
     phi = rng.uniform(-150, -30) if rng.random() < 0.8 else rng.uniform(-180, 180)
     off = rng.uniform(0.1, 0.8)
     light_c = np.array([off * np.cos(np.deg2rad(phi)), off * np.sin(np.deg2rad(phi)), -1.0])
-    light_c /= np.linalg.norm(light_c)
+    light_c /= _norm(light_c)
     light_h = pose.rot.T @ light_c
     view_h = pose.rot.T @ np.array([0.0, 0.0, -1.0])
-    half_h = (light_h + view_h) / np.linalg.norm(light_h + view_h)
+    half_h = (light_h + view_h) / _norm(light_h + view_h)
     ambient = rng.uniform(0.25, 0.5)
 
-    _T.append(('base reflectance: ba', __import__('time').perf_counter()))
+    _T.append(('base reflectance: ba', __import__("time").process_time()))
     # --- base reflectance: backdrop, clothes, skin ---
     albedo = render_backdrop(rng, size, ppm)
     flat_alb = albedo.reshape(-1, 3)
@@ -1170,7 +1192,7 @@ def single_global(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, 
     bare = albedo.copy()  # reflectance before dots and hair (bare skin on the scalp)
     oil = oil.reshape(h, w)
 
-    _T.append(('dots', __import__('time').perf_counter()))
+    _T.append(('dots', __import__("time").process_time()))
     # --- dots ---
     plane = make_dot_plane(head, pose)
     placed, coverage = place_head_dots(rng, cfg, scalp, plane, scar_fn)
@@ -1213,7 +1235,7 @@ def single_global(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, 
     # fill solve_strength assumes (computed, not measured: the dots are below a pixel here)
     core_rgb = skin_rgb * np.exp(-od * 0.92) if n else np.zeros((0, 3))
 
-    _T.append(('hair', __import__('time').perf_counter()))
+    _T.append(('hair', __import__("time").process_time()))
     # --- hair ---
     light = {"dir": light_h, "half": half_h, "ambient": ambient}
     acc, n_strands = render_head_hair(rng, hp, scalp, head, pose, hits, warp, size, light)
@@ -1227,7 +1249,7 @@ def single_global(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, 
     del acc, safe
     hair_mask = cov >= 0.5
 
-    _T.append(('shading of the base ', __import__('time').perf_counter()))
+    _T.append(('shading of the base ', __import__("time").process_time()))
     # --- shading of the base layer ---
     shade = np.ones(h * w, np.float32)
     spec = np.zeros(h * w, np.float32)
@@ -1269,7 +1291,7 @@ def single_global(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, 
         + (hlit * cov)[..., None] * hair_rgb + (hspec * cov)[..., None]
     del hbright, hlit, hspec
 
-    _T.append(('card: on the scalp (', __import__('time').perf_counter()))
+    _T.append(('card: on the scalp (', __import__("time").process_time()))
     # --- card: on the scalp (foreshortened) or held beside the head ---
     card_cover = np.zeros((h, w), np.float32)
     card_truth: dict = {"present": False}
@@ -1295,7 +1317,7 @@ def single_global(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, 
     mask[hair_mask] = 2
     mask[card_cover >= 0.5] = 0
 
-    _T.append(('truth images', __import__('time').perf_counter()))
+    _T.append(('truth images', __import__("time").process_time()))
     # --- truth images ---
     clean_l = lstar_of(clean)
     roi = mask > 0
@@ -1303,7 +1325,7 @@ def single_global(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, 
     skin_l[roi] = lstar_of(bare[roi])
     del bare, clean
 
-    _T.append(('light and camera', __import__('time').perf_counter()))
+    _T.append(('light and camera', __import__("time").process_time()))
     # --- light and camera ---
     light = light_field(cam, (h, w))
     illum = illuminant_rgb(cam.illuminant_kelvin).astype(np.float32)
@@ -1314,7 +1336,7 @@ def single_global(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, 
     photo = encode_srgb8(radiance)
     del radiance
 
-    _T.append(('dot truth table', __import__('time').perf_counter()))
+    _T.append(('dot truth table', __import__("time").process_time()))
     # --- dot truth table ---
     lab = linear_rgb_to_lab(np.clip(core_rgb, 1e-6, 1)) if n else np.zeros((0, 3))
     skin_lab = linear_rgb_to_lab(skin_rgb) if n else np.zeros((0, 3))
@@ -1349,7 +1371,7 @@ def single_global(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, 
         "dots": {"coverage": coverage, "placed": int(len(placed)), "visible": int(n),
                  "dot_plane_mm": plane.size_mm},
     }
-    _T.append(('end', __import__('time').perf_counter()))
+    _T.append(('end', __import__("time").process_time()))
     return Scene(photo=photo, mask=mask, dots=table, clean_lstar=clean_l, skin_lstar=skin_l,
                  plane_to_image=h_img, px_per_mm=ppm, view="global", params=params, card=card_truth)
 
