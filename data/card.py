@@ -29,6 +29,7 @@ import numpy as np
 import yaml
 from pydantic import Field, field_validator, model_validator
 
+from .colour import lab_to_srgb, linear_to_srgb, srgb_to_lab, srgb_to_linear
 from .config import ConfigError, Settings, load_settings, settings_from_mapping
 
 __all__ = [
@@ -59,57 +60,7 @@ _SRGB = tuple[Channel, Channel, Channel]
 _NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-# --------------------------------------------------------------------------- colour
-# Hand-written (not skimage.color) because ``data`` must stay light and these are
-# a dozen lines; the constants are the ones skimage.color.rgb2lab uses (sRGB
-# primaries, D65 2-degree white), so Lab values agree with the rest of the
-# pipeline, which measures photos with skimage.
-
-_SRGB_TO_XYZ = np.array(
-    [
-        [0.412453, 0.357580, 0.180423],
-        [0.212671, 0.715160, 0.072169],
-        [0.019334, 0.119193, 0.950227],
-    ]
-)
-_XYZ_TO_SRGB = np.linalg.inv(_SRGB_TO_XYZ)
-_D65_WHITE = np.array([0.95047, 1.0, 1.08883])
-_LAB_DELTA = 6.0 / 29.0
-
-
-def _srgb_to_linear(encoded: np.ndarray) -> np.ndarray:
-    """Undo the sRGB transfer curve: gamma-encoded [0, 1] -> linear light [0, 1]."""
-    c = np.asarray(encoded)
-    return np.where(c <= 0.04045, c / 12.92, ((np.maximum(c, 0.04045) + 0.055) / 1.055) ** 2.4)
-
-
-def _linear_to_srgb(linear: np.ndarray) -> np.ndarray:
-    """Apply the sRGB transfer curve: linear light [0, 1] -> gamma-encoded [0, 1]."""
-    c = np.asarray(linear)
-    return np.where(c <= 0.0031308, c * 12.92, 1.055 * np.maximum(c, 0.0031308) ** (1.0 / 2.4) - 0.055)
-
-
-def _srgb_to_lab(encoded: np.ndarray) -> np.ndarray:
-    """sRGB in [0, 1] (..., 3) -> CIELAB (D65) via linear RGB and XYZ."""
-    xyz = _srgb_to_linear(encoded) @ _SRGB_TO_XYZ.T / _D65_WHITE
-    f = np.where(
-        xyz > _LAB_DELTA**3,
-        np.cbrt(xyz),
-        xyz / (3 * _LAB_DELTA**2) + 4.0 / 29.0,
-    )
-    return np.stack(
-        [116.0 * f[..., 1] - 16.0, 500.0 * (f[..., 0] - f[..., 1]), 200.0 * (f[..., 1] - f[..., 2])],
-        axis=-1,
-    )
-
-
-def _lab_to_srgb(lab: np.ndarray) -> np.ndarray:
-    """CIELAB (D65) (..., 3) -> sRGB in [0, 1], clipped to the sRGB gamut."""
-    lab = np.asarray(lab, dtype=float)
-    fy = (lab[..., 0] + 16.0) / 116.0
-    f = np.stack([fy + lab[..., 1] / 500.0, fy, fy - lab[..., 2] / 200.0], axis=-1)
-    xyz = np.where(f > _LAB_DELTA, f**3, 3 * _LAB_DELTA**2 * (f - 4.0 / 29.0)) * _D65_WHITE
-    return np.clip(_linear_to_srgb(np.clip(xyz @ _XYZ_TO_SRGB.T, 0.0, 1.0)), 0.0, 1.0)
+# Colour conversions come from data.colour, the one definition the whole project uses.
 
 
 # --------------------------------------------------------------------------- settings
@@ -392,7 +343,7 @@ def _with_references(card: CardSpec, path: Path) -> CardSpec:
                 updates[index] = {"srgb": _parse_srgb(value, where), "lab": None}
             else:
                 lab = _parse_lab(value, where)
-                srgb = np.rint(_lab_to_srgb(np.array(lab)) * 255.0).astype(int)
+                srgb = np.rint(np.clip(lab_to_srgb(np.array(lab, dtype=float)), 0.0, 1.0) * 255.0).astype(int)
                 updates[index] = {"srgb": tuple(int(v) for v in srgb), "lab": lab}
 
     values = card.model_dump()
@@ -440,13 +391,13 @@ def reference_srgb(card: CardSpec) -> np.ndarray:
     out = np.array([r.srgb for r in card.patches.references], dtype=float) / 255.0
     for i, ref in enumerate(card.patches.references):
         if ref.lab is not None:
-            out[i] = _lab_to_srgb(np.array(ref.lab))
+            out[i] = np.clip(lab_to_srgb(np.array(ref.lab, dtype=float)), 0.0, 1.0)
     return out
 
 
 def reference_lab(card: CardSpec) -> np.ndarray:
     """Reference colours as CIELAB (D65, 2-degree observer), shape (n, 3), row by row."""
-    out = _srgb_to_lab(np.array([r.srgb for r in card.patches.references], dtype=float) / 255.0)
+    out = srgb_to_lab(np.array([r.srgb for r in card.patches.references], dtype=float) / 255.0)
     for i, ref in enumerate(card.patches.references):
         if ref.lab is not None:
             out[i] = ref.lab
@@ -588,10 +539,10 @@ def render_card(
     alpha = paper_y @ paper_x.T
     ink_cover = marker_y @ (1.0 - bits) @ marker_x.T
     patch_cover = patch_y @ np.ones((grid.rows, grid.columns)) @ patch_x.T
-    colours = _srgb_to_linear(np.array([r.srgb for r in grid.references], dtype=float) / 255.0)
+    colours = srgb_to_linear(np.array([r.srgb for r in grid.references], dtype=float) / 255.0)
     colours = colours.reshape(grid.rows, grid.columns, 3)
-    paper_lin = _srgb_to_linear(np.array(card.paper_srgb, dtype=float) / 255.0)
-    ink_lin = _srgb_to_linear(np.array(card.ink_srgb, dtype=float) / 255.0)
+    paper_lin = srgb_to_linear(np.array(card.paper_srgb, dtype=float) / 255.0)
+    ink_lin = srgb_to_linear(np.array(card.ink_srgb, dtype=float) / 255.0)
 
     # The features lie inside the paper (validated), so a pixel's straight colour
     # is paper and features mixed by their coverage, whatever its alpha.
@@ -603,7 +554,7 @@ def render_card(
         ],
         axis=-1,
     )
-    small_rgb = np.clip(_linear_to_srgb(linear), 0.0, 1.0).astype(np.float32)
+    small_rgb = np.clip(linear_to_srgb(linear), 0.0, 1.0).astype(np.float32)
     rgb = small_rgb[row_of][:, col_of]
     full_alpha = alpha.astype(np.float32)[row_of][:, col_of]
     rgb.flags.writeable = False
