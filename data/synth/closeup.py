@@ -16,9 +16,10 @@ import pandas as pd
 from data.card import CardSpec, marker_corners_mm, render_card
 from data.colour import blue_index, delta_e00, linear_rgb_to_lab, srgb_to_linear
 from data.flags import FlagSettings
-from data.synth.camera import (CameraParams, apply_h, defocus, encode_srgb8, expose, illuminant_rgb,
-                               light_field, plane_to_image)
-from data.synth.dots import DotSet, dot_sprites, place_dots, render_density, ring_samples, solve_strength
+from data.synth.camera import (CameraParams, apply_h, defocus, encode_srgb8, expose, exposure_gain,
+                               illuminant_rgb, light_field, plane_to_image)
+from data.synth.dots import (DotSet, apply_density, core_means, density_planes, dot_sprites, place_dots,
+                             ring_samples, solve_strength)
 from data.synth.fields import smooth_field
 from data.synth.hair import (Follicles, HairParams, draw_follicles, draw_hair, render_hair,
                              thinning_map)
@@ -228,27 +229,24 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
                       .uniform(0.6, 1.2, n), 1.0)[:n] if n else np.zeros(0)
     strength = solve_strength(np.clip(skin_rgb, 1e-4, 1), dots.od_shape, dots.blue, visit.contrast_dl)
     dots = dots.with_(strength=strength)
-    od = render_density(dots, sprites, shape, uptake=uptake)
-    albedo = bare * cv2.exp(-od)
-    del od
+    skin_l_plane = lstar_of(bare)
+    # dotted skin = bare skin x exp(-optical density), computed in place on the skin raster
+    albedo = bare
+    del bare
+    apply_density(albedo, density_planes(dots, sprites, shape, uptake=uptake))
 
     # per-dot truth colour: core mean of the dotted skin; skin: ring mean of bare skin
-    core_rgb = np.zeros((n, 3))
-    flat_alb = albedo.reshape(-1, 3)
-    for idx, sp in sprites:
-        core = sp.core
-        safe = np.where(core, sp.flat_index, 0)
-        core_rgb[idx] = (flat_alb[safe] * core[..., None]).sum(1) / np.maximum(core.sum(1), 1)[:, None]
+    core_rgb = core_means(albedo, sprites, n)
+    del sprites
 
     # --- hair ---
     hp = client.hair
     hair_params = HairParams(**{**asdict(hp), "stubble_length_mm": tuple(
         v * visit.hair_length_scale for v in hp.stubble_length_mm)})
     hair = render_hair(tex, hair_params, client.follicles, shape, ppm)
-    cov = hair.coverage
-    albedo *= (1.0 - cov)[..., None]
-    albedo += hair.colour * cov[..., None]
+    cov = hair.composite(albedo)
     hair_mask = cov >= 0.5
+    del cov
     del hair
 
     # --- card ---
@@ -261,25 +259,32 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     w, h = image_size
     m = h_img @ np.array([[1 / ppm, 0, 0.5 / ppm], [0, 1 / ppm, 0.5 / ppm], [0, 0, 1]])  # plane px -> image px
     warp = dict(dsize=(w, h), borderMode=cv2.BORDER_REPLICATE)
+    # oily sheen, where there is no card (the card is matte)
+    shine = skin.oil
+    shine *= np.float32(1.0) - card_cover
+    del skin
     img_alb = cv2.warpPerspective(albedo, m, flags=cv2.INTER_LINEAR, **warp)
+    del albedo
     mask = cv2.warpPerspective(mask_plane, m, flags=cv2.INTER_NEAREST, **warp)
-    skin_l = cv2.warpPerspective(lstar_of(bare), m, flags=cv2.INTER_LINEAR, **warp)
-    oil = cv2.warpPerspective(skin.oil, m, flags=cv2.INTER_LINEAR, **warp)
-    card_img = cv2.warpPerspective(card_cover, m, flags=cv2.INTER_LINEAR, **warp)
-    del albedo, bare, skin
+    skin_l = cv2.warpPerspective(skin_l_plane, m, flags=cv2.INTER_LINEAR, **warp)
+    spec = cv2.warpPerspective(shine, m, flags=cv2.INTER_LINEAR, **warp)
+    del skin_l_plane, shine, card_cover, mask_plane
     clean_l = lstar_of(img_alb)
 
     # --- light and camera ---
-    light = light_field(cam, (h, w))
     illum = illuminant_rgb(cam.illuminant_kelvin).astype(np.float32)
-    sparkle = np.clip(smooth_field(rng, (h, w), 0.6 * cam.px_per_mm) - 0.5, 0, None)
-    spec = oil * sparkle * (1.0 - card_img) * np.float32(0.12)
+    sparkle = smooth_field(rng, (h, w), 0.6 * cam.px_per_mm)
+    sparkle -= np.float32(0.5)
+    np.maximum(sparkle, np.float32(0.0), out=sparkle)
+    spec *= sparkle
+    spec *= np.float32(0.12)
+    del sparkle
     radiance = img_alb
     radiance += spec[..., None]
-    radiance *= (light[..., None] * illum[None, None, :])
-    del spec, sparkle, oil
+    del spec
+    radiance *= light_field(cam, (h, w), tint=illum * exposure_gain(cam))
     radiance = defocus(radiance, cam, cam.dof_blur_mm * cam.px_per_mm)
-    radiance = expose(radiance, cam, rng)
+    radiance = expose(radiance, cam, rng, gain_applied=True)
     photo = encode_srgb8(radiance)
     del radiance
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import cv2
 import numpy as np
 
 from data.colour import linear_rgb_to_lab
@@ -215,32 +216,61 @@ def ring_samples(dots: DotSet, shape: tuple[int, int], px_per_mm: float, annulus
     return np.where(inside, y * w + x, -1)
 
 
-def render_density(dots: DotSet, sprites: list[tuple[np.ndarray, DotSprites]],
-                   shape: tuple[int, int], uptake: np.ndarray | None = None) -> np.ndarray:
-    """HxWx3 float32 optical density of all dots (``uptake`` scales each dot).
+def density_planes(dots: DotSet, sprites: list[tuple[np.ndarray, DotSprites]],
+                   shape: tuple[int, int], uptake: np.ndarray | None = None) -> list[np.ndarray]:
+    """Optical density of all dots as three flat float32 planes (R, G, B) of ``H * W``.
 
-    All sprite samples are gathered first, then summed per channel with one
-    ``np.bincount`` each (three passes over the frame whatever the dot count).
+    Sprite samples are accumulated per channel with ``np.add.at`` (overlapping
+    dots add, as optical densities do); samples whose profile is below 1e-3 (the
+    square window's corners and far tail) are skipped.
     """
     h, w = shape
-    out = np.zeros((h, w, 3), np.float32)
+    planes = [np.zeros(h * w, np.float32) for _ in range(3)]
     if not sprites:
-        return out
+        return planes
     od = dots.od()
     if uptake is not None:
         od = od * uptake[:, None]
-    flats, profs, owners = [], [], []
+    od = od.astype(np.float32)
     for idx, sp in sprites:
-        valid = sp.flat_index >= 0
-        flats.append(sp.flat_index[valid])
-        profs.append(sp.profile[valid])
-        owners.append(np.broadcast_to(idx[:, None], sp.flat_index.shape)[valid])
-    flat = np.concatenate(flats)
-    prof = np.concatenate(profs).astype(np.float64)
-    owner = np.concatenate(owners)
-    for c in range(3):
-        out[..., c] = np.bincount(flat, weights=prof * od[owner, c], minlength=h * w).reshape(h, w)
-    return out
+        rows, cols = np.nonzero((sp.flat_index >= 0) & (sp.profile > 1e-3))
+        flat = sp.flat_index[rows, cols]
+        prof = sp.profile[rows, cols]
+        owner = idx[rows]
+        for c in range(3):
+            np.add.at(planes[c], flat, prof * od[owner, c])
+    return planes
+
+
+def render_density(dots: DotSet, sprites: list[tuple[np.ndarray, DotSprites]],
+                   shape: tuple[int, int], uptake: np.ndarray | None = None) -> np.ndarray:
+    """HxWx3 float32 optical density of all dots (``uptake`` scales each dot)."""
+    h, w = shape
+    return cv2.merge([p.reshape(h, w) for p in density_planes(dots, sprites, shape, uptake)])
+
+
+def apply_density(albedo: np.ndarray, planes: list[np.ndarray]) -> None:
+    """``albedo *= exp(-density)`` channel by channel, in place (the planes are consumed)."""
+    h, w = albedo.shape[:2]
+    for c, plane in enumerate(planes):
+        np.negative(plane, out=plane)
+        cv2.exp(plane, dst=plane)
+        albedo[..., c] *= plane.reshape(h, w)
+
+
+def core_means(image: np.ndarray, sprites: list[tuple[np.ndarray, DotSprites]], n: int) -> np.ndarray:
+    """(n, C) mean of ``image`` (HxWxC) over each dot's core pixels (zeros for dots without any)."""
+    flat_img = image.reshape(-1, image.shape[-1])
+    sums = np.zeros((n, flat_img.shape[1]))
+    counts = np.zeros(n)
+    for idx, sp in sprites:
+        rows, cols = np.nonzero(sp.core)
+        vals = flat_img[sp.flat_index[rows, cols]]
+        owner = idx[rows]
+        counts += np.bincount(owner, minlength=n)
+        for c in range(flat_img.shape[1]):
+            sums[:, c] += np.bincount(owner, weights=vals[:, c], minlength=n)
+    return sums / np.maximum(counts, 1)[:, None]
 
 
 def solve_strength(skin_rgb: np.ndarray, od_shape: np.ndarray, blue: np.ndarray,

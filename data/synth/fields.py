@@ -16,11 +16,18 @@ def smooth_field(rng: np.random.Generator, shape: tuple[int, int], cell_px: floa
 
     Each octave halves the feature size and multiplies the amplitude by
     ``persistence``; the result is normalised to unit standard deviation
-    (float32, ``shape``).
+    (float32, ``shape``). A field whose finest features span many pixels is
+    drawn on a coarser raster (finest cell >= 4 raster pixels) and upsampled
+    once at the end, so its cost hardly depends on the output size.
     """
     h, w = shape
+    finest = float(max(cell_px, 1.0)) / 2.0 ** (octaves - 1)
+    q = max(1, int(finest // 4.0))
+    if q > 1:
+        small = smooth_field(rng, (-(-h // q), -(-w // q)), cell_px / q, octaves, persistence)
+        return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
     out = np.zeros((h, w), np.float32)
-    amp, cell, total = 1.0, float(max(cell_px, 1.0)), 0.0
+    amp, cell = 1.0, float(max(cell_px, 1.0))
     for _ in range(octaves):
         gh, gw = int(np.ceil(h / cell)) + 3, int(np.ceil(w / cell)) + 3
         grid = rng.standard_normal((gh, gw)).astype(np.float32)
@@ -29,13 +36,15 @@ def smooth_field(rng: np.random.Generator, shape: tuple[int, int], cell_px: floa
         up = cv2.resize(grid, (big_w, big_h), interpolation=cv2.INTER_CUBIC)
         oy = int(rng.integers(0, max(1, big_h - h - int(cell))))
         ox = int(rng.integers(0, max(1, big_w - w - int(cell))))
-        out += amp * up[oy:oy + h, ox:ox + w]
-        total += amp * amp
+        if amp == 1.0:
+            out += up[oy:oy + h, ox:ox + w]
+        else:
+            cv2.scaleAdd(up[oy:oy + h, ox:ox + w], amp, out, dst=out)
         amp *= persistence
         cell = max(cell / 2.0, 1.0)
     sd = float(out.std())
     if sd > 0:
-        out *= 1.0 / sd
+        out *= np.float32(1.0 / sd)
     return out
 
 

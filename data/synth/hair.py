@@ -128,12 +128,38 @@ def strand_paths(rng: np.random.Generator, roots_mm: np.ndarray, lengths_mm: np.
 
 @dataclass(frozen=True)
 class HairLayer:
-    coverage: np.ndarray
-    """HxW float32 in [0, 1]: fraction of each pixel covered by hair."""
-    colour: np.ndarray
-    """HxWx3 float32 linear RGB of the hair that covers the pixel."""
+    tones: np.ndarray
+    """(K, 3) float32 linear RGB of the K strand tones."""
+    tone_coverage: np.ndarray
+    """(K, H, W) uint8: coverage (0-255) of each pixel by strands of each tone."""
     n_strands: int
     n_long: int
+
+    def coverage(self) -> np.ndarray:
+        """HxW float32 in [0, 1]: fraction of each pixel covered by hair."""
+        total = self.tone_coverage.sum(axis=0, dtype=np.float32)
+        return np.minimum(total, np.float32(255.0)) * np.float32(1.0 / 255.0)
+
+    def composite(self, albedo: np.ndarray) -> np.ndarray:
+        """Lay the hair over ``albedo`` (HxWx3 float32), in place; returns the coverage.
+
+        Where strands of several tones overlap, the colour is their coverage-weighted
+        mean and the coverage saturates at 1.
+        """
+        total = self.tone_coverage.sum(axis=0, dtype=np.float32)
+        inv = np.float32(1.0) / np.maximum(total, np.float32(255.0))
+        cov = total
+        cov *= inv
+        keep = np.float32(1.0) - cov
+        weights = [self.tone_coverage[k] * inv for k in range(len(self.tones))]
+        tmp = inv  # reused as scratch
+        for c in range(3):
+            col = albedo[..., c]
+            col *= keep
+            for k, wk in enumerate(weights):
+                np.multiply(wk, np.float32(self.tones[k, c]), out=tmp)
+                col += tmp
+        return cov
 
 
 def _strand_tones(rng: np.random.Generator, colour: str, n: int) -> np.ndarray:
@@ -148,8 +174,14 @@ def _strand_tones(rng: np.random.Generator, colour: str, n: int) -> np.ndarray:
 
 
 def render_hair(rng: np.random.Generator, p: HairParams, follicles: Follicles,
-                shape: tuple[int, int], px_per_mm: float, n_tones: int = 12) -> HairLayer:
-    """Draw stubble and long strands over a frame of ``shape`` at ``px_per_mm``."""
+                shape: tuple[int, int], px_per_mm: float, n_tones: int = 3) -> HairLayer:
+    """Draw stubble and long strands over a frame of ``shape`` at ``px_per_mm``.
+
+    Each strand gets one of ``n_tones`` tones and is rasterised once, anti-aliased,
+    into the coverage canvas of its tone; a strand narrower than its whole-pixel
+    line width is drawn fainter (its coverage level), which stands in for
+    sub-pixel width.
+    """
     h, w = shape
     roots = follicles.xy_mm[follicles.has_hair]
     n = len(roots)
@@ -163,9 +195,7 @@ def render_hair(rng: np.random.Generator, p: HairParams, follicles: Follicles,
     tones = _strand_tones(rng, p.colour, n_tones)
     tone_of = rng.integers(0, n_tones, n)
 
-    coverage = np.zeros((h, w), np.uint8)
-    tone_map = np.zeros((h, w), np.uint8)
-    layers: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    layers: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for long_flag, npts in ((False, 4), (True, 16)):
         sel = is_long == long_flag
         if not sel.any():
@@ -173,28 +203,23 @@ def render_hair(rng: np.random.Generator, p: HairParams, follicles: Follicles,
         paths = strand_paths(rng, roots[sel], lengths[sel], angles[sel], curl[sel], npts)
         # long hair tapers over its last 30 %: drawn as a body and a thinner tip
         cut = npts if not long_flag else int(round(0.7 * (npts - 1))) + 1
-        layers.append((paths[:, :cut], widths[sel], tone_of[sel], np.ones(sel.sum())))
+        layers.append((paths[:, :cut], widths[sel], tone_of[sel]))
         if long_flag:
-            layers.append((paths[:, cut - 1:], widths[sel] * 0.55, tone_of[sel], np.ones(sel.sum())))
+            layers.append((paths[:, cut - 1:], widths[sel] * 0.55, tone_of[sel]))
 
+    canvases = np.zeros((n_tones, h, w), np.uint8)
     scale = 16.0 * px_per_mm  # OpenCV fixed point with shift=4
-    for paths, wmm, tone_idx, _ in layers:
+    for paths, wmm, tone_idx in layers:
         wpx = wmm * px_per_mm
         thick = np.maximum(1, np.round(wpx)).astype(int)
-        alpha = np.clip(wpx / thick, 0.0, 1.0)
-        level = np.clip(np.round(alpha * 7), 1, 7).astype(int)
+        level = np.clip(np.round(np.clip(wpx / thick, 0.0, 1.0) * 7), 1, 7).astype(int)
         pts_all = np.round(paths * scale).astype(np.int32)
-        for t in np.unique(thick):
-            for lv in np.unique(level[thick == t]):
-                idx = np.flatnonzero((thick == t) & (level == lv))
-                canvas = np.zeros((h, w), np.uint8)
-                cv2.polylines(canvas, list(pts_all[idx]), False, int(round(255 * lv / 7)),
-                              int(t), cv2.LINE_AA, shift=4)
-                np.maximum(coverage, canvas, out=coverage)
-            for tone in np.unique(tone_idx[thick == t]):
-                idx = np.flatnonzero((thick == t) & (tone_idx == tone))
-                cv2.polylines(tone_map, list(pts_all[idx]), False, int(tone), int(t) + 1,
-                              cv2.LINE_8, shift=4)
-    cov = coverage.astype(np.float32) * np.float32(1.0 / 255.0)
-    colour = tones[tone_map]
-    return HairLayer(coverage=cov, colour=colour, n_strands=int(n), n_long=int(is_long.sum()))
+        # fainter levels first: an anti-aliased stroke only raises what is already drawn
+        for lv in np.unique(level):
+            for t in np.unique(thick[level == lv]):
+                for tone in np.unique(tone_idx):
+                    idx = np.flatnonzero((thick == t) & (level == lv) & (tone_idx == tone))
+                    if len(idx):
+                        cv2.polylines(canvases[tone], list(pts_all[idx]), False, int(round(255 * lv / 7)),
+                                      int(t), cv2.LINE_AA, shift=4)
+    return HairLayer(tones=tones, tone_coverage=canvases, n_strands=int(n), n_long=int(is_long.sum()))

@@ -99,12 +99,22 @@ def splat(shape: tuple[int, int], xy_px: np.ndarray, weights: np.ndarray, sigma_
     if len(xy_px):
         ix = np.clip(np.round(xy_px[:, 0]).astype(np.int64), 0, w - 1)
         iy = np.clip(np.round(xy_px[:, 1]).astype(np.int64), 0, h - 1)
-        img += np.bincount(iy * w + ix, weights=weights, minlength=h * w).astype(np.float32)
+        np.add.at(img, iy * w + ix, np.asarray(weights, np.float32))
     img = img.reshape(h, w)
     if sigma_px > 0.3:
         # a unit impulse blurred keeps its sum; rescale so the peak equals the weight
-        img = cv2.GaussianBlur(img, (0, 0), sigma_px) * np.float32(2 * np.pi * sigma_px ** 2)
+        img = cv2.GaussianBlur(img, (0, 0), sigma_px)
+        img *= np.float32(2 * np.pi * sigma_px ** 2)
     return img
+
+
+def _low_res_factor(px_per_mm: float) -> int:
+    """Raster reduction for the smooth parts of the skin (features >= 1 mm).
+
+    At the reduced raster 1 mm still spans at least 2.5 pixels, so bilinear
+    upsampling leaves no visible steps.
+    """
+    return int(np.clip(px_per_mm // 2.5, 1, 8))
 
 
 def render_skin(rng: np.random.Generator, p: SkinParams, shape: tuple[int, int],
@@ -114,38 +124,59 @@ def render_skin(rng: np.random.Generator, p: SkinParams, shape: tuple[int, int],
 
     ``follicles_px`` are hair follicle positions (pixels); ``follicle_open`` (0-1)
     says how visible each opening is (empty, miniaturised follicles show most).
+
+    Tone, mottling, redness, scars and oil vary over millimetres: they are
+    combined on a raster reduced by ``_low_res_factor`` and upsampled once;
+    only pores and follicle openings are drawn at full resolution.
     """
     h, w = shape
+    q = _low_res_factor(px_per_mm)
+    low = (-(-h // q), -(-w // q))
     base = lab_to_linear_rgb(np.array(p.tone_lab, float)).astype(np.float32)
     base = np.clip(base, 0.005, 1.0)
 
     # low-frequency mottling of brightness (melanin) and of redness (vessels)
-    mot = smooth_field(rng, shape, 4.0 * px_per_mm, octaves=3, persistence=0.55)
-    red = smooth_field(rng, shape, 6.0 * px_per_mm, octaves=2, persistence=0.5)
+    mot = smooth_field(rng, low, 4.0 * px_per_mm / q, octaves=3, persistence=0.55)
+    red = smooth_field(rng, low, 6.0 * px_per_mm / q, octaves=2, persistence=0.5)
     red = np.clip(p.redness + extra_redness + 0.15 * red, 0.0, 1.5)
 
-    scar = scar_band(rng, shape, px_per_mm, p.scar_width_mm) if p.scar else np.zeros(shape, np.float32)
+    scar_low = scar_band(rng, low, px_per_mm / q, p.scar_width_mm) if p.scar else np.zeros(low, np.float32)
 
-    gain = 1.0 + p.mottling * mot * (1.0 - 0.8 * scar)
+    gain = 1.0 + p.mottling * mot * (1.0 - 0.8 * scar_low)
     # pores: many small pits; fewer on scars (smooth tissue)
     area_cm2 = h * w / px_per_mm ** 2 / 100.0
-    pores = poisson_points(rng, (1.0 - 0.85 * scar[::16, ::16]), p.pore_density_per_cm2 * area_cm2)
+    step = max(1, 16 // q)
+    pores = poisson_points(rng, (1.0 - 0.85 * scar_low[::step, ::step]), p.pore_density_per_cm2 * area_cm2)
     pores_px = pores * np.array([w, h])
     depth = p.pore_depth * rng.uniform(0.5, 1.2, len(pores_px))
-    pit = splat(shape, pores_px, depth, 0.5 * p.pore_diameter_mm * px_per_mm)
-    fol = splat(shape, follicles_px, 0.35 * follicle_open, 0.05 * px_per_mm)
-    pit += fol
-    gain *= np.clip(1.0 - pit, 0.3, 1.0)
+    # pores and follicle openings are both pits about 0.1 mm across: one impulse
+    # image, one blur (the blur costs the same whatever the number of pits)
+    sigma = 0.5 * (0.5 * p.pore_diameter_mm + 0.05) * px_per_mm
+    pit = splat(shape, np.concatenate([pores_px, np.asarray(follicles_px, float).reshape(-1, 2)]),
+                np.concatenate([depth, 0.35 * np.asarray(follicle_open, float)]), sigma)
+    # pit -> transmitted fraction, clip(1 - pit, 0.3, 1), in place
+    np.subtract(np.float32(1.0), pit, out=pit)
+    np.clip(pit, 0.3, 1.0, out=pit)
 
-    albedo = np.empty((h, w, 3), np.float32)
+    albedo_low = np.empty((*low, 3), np.float32)
     scar_tint = np.array([1.10, 1.02, 1.04], np.float32) if rng.random() < 0.5 else np.array(
         [1.12, 0.93, 0.95], np.float32)  # lighter, or pinker
     for c in range(3):
         ch = base[c] * gain * (1.0 + _REDNESS_DIR[c] * 0.35 * red)
-        ch *= 1.0 + (scar_tint[c] - 1.0) * scar
-        albedo[..., c] = ch
-    np.clip(albedo, 0.0, 1.0, out=albedo)
+        ch *= 1.0 + (scar_tint[c] - 1.0) * scar_low
+        albedo_low[..., c] = ch
+    np.clip(albedo_low, 0.0, 1.0, out=albedo_low)
+    albedo = _upsample(albedo_low, shape)
+    albedo *= pit[..., None]
 
-    oil_low = np.clip(smooth_field(rng, shape, 8.0 * px_per_mm, octaves=2) - 0.3, 0, None)
-    oil = (p.oiliness * oil_low).astype(np.float32)
+    oil_low = np.clip(smooth_field(rng, low, 8.0 * px_per_mm / q, octaves=2) - 0.3, 0, None)
+    oil = _upsample((p.oiliness * oil_low).astype(np.float32), shape)
+    scar = _upsample(scar_low, shape) if p.scar else np.zeros(shape, np.float32)
     return SkinLayer(albedo=albedo, scar=scar, oil=oil)
+
+
+def _upsample(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    h, w = shape
+    if img.shape[:2] == (h, w):
+        return np.ascontiguousarray(img)
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
