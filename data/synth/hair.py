@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from scipy.special import expit
 
 from data.colour import lab_to_linear_rgb
 from data.synth.fields import poisson_points, smooth_field
@@ -86,7 +87,7 @@ def thinning_map(rng: np.random.Generator, pattern: str, strength: float,
         for _ in range(int(rng.integers(1, 4))):
             cx, cy, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.12, 0.35)
             d = np.hypot(u - cx, v - cy) / r
-            dens *= 1.0 - strength / (1.0 + np.exp((d - 1.0) / 0.08))
+            dens *= 1.0 - strength * expit(-(d - 1.0) / 0.08)
     else:  # pragma: no cover - settings validation restricts the names
         raise ValueError(f"unknown thinning pattern {pattern!r}")
     return np.clip(dens, 0.0, 1.0).astype(np.float32)

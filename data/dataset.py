@@ -1,0 +1,342 @@
+"""Torch dataset of labelled SMP photos: crops for training, tiles or whole photos for evaluation.
+
+Item contract (every mode returns the same keys; shapes are fixed in ``train``
+and ``tiles`` mode, so the default collate works; ``full`` mode returns the
+whole photo, so use ``batch_size=1`` there):
+
+================ ============ ==================================================================
+key              dtype        meaning
+================ ============ ==================================================================
+image            float32      3xHxW sRGB in [0, 1], not normalised (the model normalises)
+mask             int64        HxW classes 0 background, 1 scalp, 2 hair; 255 ignore (padding,
+                              warped-in borders, unlabelled pixels of human labels)
+points           float32      ``max_points`` x 2 dot centres (x, y) in item pixels, OpenCV
+                              convention (pixel centres at integers); rows past ``n_points``
+                              are NaN. A dot belongs to the item when it lies in the item's pixel
+                              area ``[-0.5, W - 0.5) x [-0.5, H - 0.5)``
+n_points         int64        number of valid rows of ``points``
+n_points_total   int64        dots inside the item before the ``max_points`` cut; when it is
+                              larger than ``n_points`` the kept dots are the ``max_points``
+                              nearest to the item centre
+has_points       bool         whether the photo has dot labels at all (``dots`` column set);
+                              when False, ``n_points == 0`` means "unknown", not "no dots"
+px_per_mm        float32      scale of the item (photo scale times the augmentation's local
+                              magnification at the item centre); NaN when unknown
+index            int64        row of the manifest
+origin           int64        (x, y) of the item's top-left corner in photo pixels (train: of
+                              the crop before augmentation, i.e. approximate)
+================ ============ ==================================================================
+
+Modes:
+
+* ``train``: ``crops_per_image`` random crops of ``crop_size`` per photo and
+  epoch. The crop centre is, with probability ``focus_p``, a random pixel of a
+  class chosen among those present (background, scalp, hair) or a point near a
+  random dot, the choices weighted by ``focus`` (equal weights balance the
+  classes); otherwise it is uniform over the positions where the crop fits. The
+  crop is clamped to lie inside the photo where it can. A window larger than
+  the crop (``AugmentSettings.context_factor``, plus one pixel) is cut around
+  it, augmented, and its centre ``crop_size`` square is returned, so rotations and zoom-out
+  never show empty corners except at the photo's own border. Parts of the
+  window outside the photo are padded: the image by reflection (or zeros), the
+  mask with 255.
+* ``tiles``: a deterministic grid of ``crop_size`` tiles overlapping by
+  ``tile_overlap`` pixels covering every photo; no augmentation; tiles
+  reaching past the photo are padded like crops.
+* ``full``: each photo whole, no augmentation.
+
+Randomness: item ``i`` of epoch ``e`` draws only from
+``default_rng(SeedSequence(seed, spawn_key=(e, i)))``, so items do not depend on
+the number of DataLoader workers or on the order items are asked for. Call
+:meth:`SmpDataset.set_epoch` before each epoch (with ``persistent_workers=False``,
+or the workers keep the epoch they were started with).
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from pydantic import Field
+from torch.utils.data import Dataset
+
+from data.augment import IGNORE, AugmentSettings, Augmenter
+from data.config import Settings
+from data.manifest import Manifest, ManifestError, ManifestRow
+
+__all__ = ["FocusWeights", "DatasetSettings", "Photo", "SmpDataset", "item_rng", "load_photo"]
+
+CLASSES = (0, 1, 2)
+CLASS_NAMES = ("background", "scalp", "hair")
+
+
+class FocusWeights(Settings):
+    """Relative weights of the focused crop-centre choices (among those present in a photo)."""
+
+    background: float = Field(1.0, ge=0.0)
+    scalp: float = Field(1.0, ge=0.0)
+    hair: float = Field(1.0, ge=0.0)
+    dots: float = Field(1.0, ge=0.0)
+    """A point within ``dot_jitter * crop_size`` of a random dot."""
+
+
+class DatasetSettings(Settings):
+    """How items are cut from the photos of a manifest."""
+
+    mode: Literal["train", "tiles", "full"] = "train"
+    crop_size: int = Field(384, ge=8, le=8192)
+    crops_per_image: int = Field(1, ge=1)
+    """Training items per photo and epoch (``len`` is photos x this)."""
+    max_points: int = Field(2048, ge=1)
+    seed: int = Field(0, ge=0)
+    focus_p: float = Field(0.6, ge=0.0, le=1.0)
+    """Probability that a crop is centred by class/dot-aware sampling rather than uniformly."""
+    focus: FocusWeights = FocusWeights()
+    dot_jitter: float = Field(0.25, ge=0.0, le=0.5)
+    """Offset of a dot-centred crop from its dot, uniform up to this fraction of the crop size."""
+    tile_overlap: int = Field(32, ge=0)
+    pad_image: Literal["reflect", "constant"] = "reflect"
+    """How image pixels outside the photo are filled (the mask gets 255 there)."""
+    cache_images: int = Field(0, ge=0)
+    """Decoded photos kept in a per-process LRU cache (0: decode every time)."""
+
+
+@dataclass(frozen=True)
+class Photo:
+    """One decoded manifest row."""
+
+    image: np.ndarray
+    """HxWx3 uint8 RGB."""
+    mask: np.ndarray
+    """HxW uint8 classes (255 ignore)."""
+    points: np.ndarray
+    """Kx2 float64 dot centres (x, y), OpenCV pixel convention."""
+    has_points: bool
+    px_per_mm: float
+    """NaN when unknown."""
+    class_counts: np.ndarray
+    """Pixels of each class 0, 1, 2."""
+
+
+def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of item ``index`` in ``epoch`` of a dataset seeded with ``seed``."""
+    return np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(epoch, index)))
+
+
+def load_photo(row: ManifestRow, where: str = "") -> Photo:
+    """Decode the photo, mask and dots of ``row`` (EXIF orientation applied to the photo)."""
+    label = where or str(row.image)
+    bgr = cv2.imread(str(row.image), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ManifestError(f"{label}: column 'image': cannot decode {row.image}")
+    image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    mask = cv2.imread(str(row.mask), cv2.IMREAD_UNCHANGED)
+    if mask is None:
+        raise ManifestError(f"{label}: column 'mask': cannot decode {row.mask}")
+    if mask.ndim != 2 or mask.dtype != np.uint8:
+        raise ManifestError(f"{label}: column 'mask': expected a single-channel 8-bit PNG, "
+                            f"got shape {mask.shape} {mask.dtype}")
+    if mask.shape != image.shape[:2]:
+        raise ManifestError(f"{label}: column 'mask': size {mask.shape[::-1]} differs from the photo's "
+                            f"{image.shape[1::-1]}")
+    if row.dots is None:
+        points = np.zeros((0, 2), np.float64)
+    else:
+        dots = pd.read_csv(row.dots)
+        if not {"x", "y"} <= set(dots.columns):
+            raise ManifestError(f"{label}: column 'dots': {row.dots} lacks columns x, y")
+        points = dots[["x", "y"]].to_numpy(np.float64)
+    counts = np.bincount(mask.ravel(), minlength=256)[: len(CLASSES)].astype(np.int64)
+    ppm = float(row.px_per_mm) if row.px_per_mm is not None else math.nan
+    return Photo(image=image, mask=mask, points=points, has_points=row.dots is not None, px_per_mm=ppm,
+                 class_counts=counts)
+
+
+def _window(photo: Photo, x0: int, y0: int, width: int, height: int, pad_image: str
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``width`` x ``height`` window at (x0, y0); outside the photo: reflected/zero image, 255 mask."""
+    h, w = photo.mask.shape
+    ix0, iy0 = max(x0, 0), max(y0, 0)
+    ix1, iy1 = min(x0 + width, w), min(y0 + height, h)
+    if ix0 >= ix1 or iy0 >= iy1:
+        raise ValueError(f"window at ({x0}, {y0}) size {width}x{height} misses the {w}x{h} photo")
+    img = photo.image[iy0:iy1, ix0:ix1]
+    msk = photo.mask[iy0:iy1, ix0:ix1]
+    pads = ((iy0 - y0, y0 + height - iy1), (ix0 - x0, x0 + width - ix1))
+    if any(p for pair in pads for p in pair):
+        mode = "reflect" if pad_image == "reflect" else "constant"
+        img = np.pad(img, pads + ((0, 0),), mode=mode)
+        msk = np.pad(msk, pads, mode="constant", constant_values=IGNORE)
+    return np.ascontiguousarray(img), np.ascontiguousarray(msk)
+
+
+def _origin_range(size: int, crop: int) -> tuple[int, int]:
+    """Allowed crop origins along one axis: inside the photo, or covering it if it is smaller."""
+    return min(0, size - crop), max(0, size - crop)
+
+
+def _tile_origins(size: int, crop: int, overlap: int) -> list[int]:
+    if size <= crop:
+        return [0]
+    step = max(crop - overlap, 1)
+    origins = list(range(0, size - crop + 1, step))
+    if origins[-1] != size - crop:
+        origins.append(size - crop)
+    return origins
+
+
+class SmpDataset(Dataset):
+    """Items (crops, tiles or whole photos) of a :class:`Manifest`; see the module docstring."""
+
+    def __init__(self, manifest: Manifest, settings: DatasetSettings = DatasetSettings(),
+                 augment: AugmentSettings = AugmentSettings()) -> None:
+        if len(manifest) == 0:
+            raise ManifestError("the manifest (after filtering) has no rows")
+        self.manifest = manifest
+        self.settings = settings
+        self.augment = augment if settings.mode == "train" else AugmentSettings.none()
+        crop = settings.crop_size
+        # the window is crop + 2 * margin so that the centre crop offset is an integer
+        # (+1: a pixel beyond the reach of the warp for interpolation, and albumentations drops
+        # keypoints outside [0, S) of the window, which must not touch the crop's pixel area)
+        self._margin = int(math.ceil(crop * (self.augment.context_factor() - 1.0) / 2.0)) + 1
+        self._augmenter = Augmenter.build(self.augment)
+        self._epoch = 0
+        self._cache: OrderedDict[int, Photo] = OrderedDict()
+        self._tiles: list[tuple[int, int, int]] = []
+        if settings.mode == "tiles":
+            for r, row in enumerate(manifest):
+                with Image.open(row.mask) as im:  # reads only the header
+                    w, h = im.size
+                for ty in _tile_origins(h, crop, settings.tile_overlap):
+                    for tx in _tile_origins(w, crop, settings.tile_overlap):
+                        self._tiles.append((r, tx, ty))
+
+    # -- bookkeeping -----------------------------------------------------------------------
+    def __len__(self) -> int:
+        if self.settings.mode == "train":
+            return len(self.manifest) * self.settings.crops_per_image
+        if self.settings.mode == "tiles":
+            return len(self._tiles)
+        return len(self.manifest)
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the random draws of ``epoch`` (train mode); other modes are deterministic anyway."""
+        if epoch < 0:
+            raise ValueError("epoch must be >= 0")
+        self._epoch = int(epoch)
+
+    def photo(self, row: int) -> Photo:
+        """The decoded photo of manifest row ``row`` (through the LRU cache if enabled)."""
+        cached = self._cache.get(row)
+        if cached is not None:
+            self._cache.move_to_end(row)
+            return cached
+        photo = load_photo(self.manifest[row], where=f"manifest row {row}")
+        if self.settings.cache_images:
+            self._cache[row] = photo
+            while len(self._cache) > self.settings.cache_images:
+                self._cache.popitem(last=False)
+        return photo
+
+    # -- items -----------------------------------------------------------------------------
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        index = int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        mode = self.settings.mode
+        if mode == "train":
+            row = index // self.settings.crops_per_image
+            return self._train_item(index, row)
+        if mode == "tiles":
+            row, tx, ty = self._tiles[index]
+            photo = self.photo(row)
+            crop = self.settings.crop_size
+            image, mask = _window(photo, tx, ty, crop, crop, self.settings.pad_image)
+            return self._pack(row, image, mask, photo.points - (tx, ty), photo, 1.0, (tx, ty))
+        photo = self.photo(index)
+        return self._pack(index, photo.image, photo.mask, photo.points, photo, 1.0, (0, 0))
+
+    def crop_centre(self, photo: Photo, rng: np.random.Generator) -> tuple[int, int]:
+        """The pixel (x, y) a training crop is centred on (before clamping into the photo)."""
+        cfg = self.settings
+        h, w = photo.mask.shape
+        if rng.random() < cfg.focus_p:
+            weights = np.array([cfg.focus.background, cfg.focus.scalp, cfg.focus.hair, cfg.focus.dots])
+            present = np.append(photo.class_counts > 0, len(photo.points) > 0)
+            weights = np.where(present, weights, 0.0)
+            if weights.sum() > 0:
+                choice = int(rng.choice(4, p=weights / weights.sum()))
+                if choice < 3:
+                    # exact class pixel: one pass over the mask, cheap next to decoding the photo
+                    flat = np.flatnonzero(photo.mask.ravel() == CLASSES[choice])
+                    k = int(flat[rng.integers(len(flat))])
+                    return k % w, k // w
+                dot = photo.points[rng.integers(len(photo.points))]
+                jitter = rng.uniform(-cfg.dot_jitter, cfg.dot_jitter, size=2) * cfg.crop_size
+                x = int(np.clip(round(dot[0] + jitter[0]), 0, w - 1))
+                y = int(np.clip(round(dot[1] + jitter[1]), 0, h - 1))
+                return x, y
+        half = cfg.crop_size // 2
+        lo_x, hi_x = _origin_range(w, cfg.crop_size)
+        lo_y, hi_y = _origin_range(h, cfg.crop_size)
+        return int(rng.integers(lo_x, hi_x + 1)) + half, int(rng.integers(lo_y, hi_y + 1)) + half
+
+    def _train_item(self, index: int, row: int) -> dict[str, torch.Tensor]:
+        cfg = self.settings
+        rng = item_rng(cfg.seed, self._epoch, index)
+        photo = self.photo(row)
+        h, w = photo.mask.shape
+        crop, margin = cfg.crop_size, self._margin
+        cx, cy = self.crop_centre(photo, rng)
+        lo_x, hi_x = _origin_range(w, crop)
+        lo_y, hi_y = _origin_range(h, crop)
+        ox = int(np.clip(cx - crop // 2, lo_x, hi_x))
+        oy = int(np.clip(cy - crop // 2, lo_y, hi_y))
+        side = crop + 2 * margin
+        x0, y0 = ox - margin, oy - margin
+        image, mask = _window(photo, x0, y0, side, side, cfg.pad_image)
+        out = self._augmenter(image, mask, photo.points - (x0, y0), rng)
+        # the centre crop is cut here rather than by albumentations so that dots are kept by the
+        # same pixel-area rule as in the other modes (see _pack)
+        inner = slice(margin, margin + crop)
+        return self._pack(row, out.image[inner, inner], out.mask[inner, inner], out.points - margin, photo,
+                          out.scale, (ox, oy))
+
+    def _pack(self, row: int, image: np.ndarray, mask: np.ndarray, points: np.ndarray, photo: Photo,
+              scale: float, origin: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Tensors of one item; ``points`` may include dots outside the item (dropped here)."""
+        h, w = mask.shape
+        pts = np.asarray(points, np.float64).reshape(-1, 2)
+        # inside the item's pixel area (pixel 0 spans [-0.5, 0.5))
+        pts = pts[(pts[:, 0] >= -0.5) & (pts[:, 0] < w - 0.5) & (pts[:, 1] >= -0.5) & (pts[:, 1] < h - 0.5)]
+        total = len(pts)
+        limit = self.settings.max_points
+        if total > limit:
+            # documented subset: the dots nearest to the item centre
+            d2 = (pts[:, 0] - (w - 1) / 2) ** 2 + (pts[:, 1] - (h - 1) / 2) ** 2
+            pts = pts[np.sort(np.argsort(d2, kind="stable")[:limit])]
+        padded = np.full((limit, 2), np.nan, np.float32)
+        padded[: len(pts)] = pts
+        tensor_image = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
+        return {
+            "image": tensor_image,
+            "mask": torch.from_numpy(mask.astype(np.int64)),
+            "points": torch.from_numpy(padded),
+            "n_points": torch.tensor(len(pts), dtype=torch.int64),
+            "n_points_total": torch.tensor(total, dtype=torch.int64),
+            "has_points": torch.tensor(photo.has_points, dtype=torch.bool),
+            "px_per_mm": torch.tensor(photo.px_per_mm * scale, dtype=torch.float32),
+            "index": torch.tensor(row, dtype=torch.int64),
+            "origin": torch.tensor(origin, dtype=torch.int64),
+        }

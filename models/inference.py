@@ -1,0 +1,239 @@
+"""Whole-photo inference: overlapping tiles, bounded memory, dot decoding.
+
+:func:`predict_image` cuts the photo into tiles whose origins are multiples of
+the network's total stride, runs them in batches, and keeps from every tile
+only its *core*: the tiles overlap by ``overlap`` pixels and the cores (each
+tile minus half the overlap on every side that borders another tile)
+partition the photo. Every segmentation pixel and every dot heat-map cell is
+therefore produced by exactly one tile, no dot can be reported twice, and the
+max-pool NMS of a core cell only looks at cells inside the same tile.
+
+Because tile origins are stride-aligned and the network pads edge tiles the
+same way it pads the whole photo, a core pixel sees exactly what it would see
+in whole-photo inference when ``overlap // 2`` is at least the network's
+receptive-field reach (:func:`models.network.receptive_field`); the result
+then equals whole-photo inference up to float rounding. With a smaller
+overlap (the defaults, chosen for speed) the far context of a pixel near a
+seam is cut; the effective receptive field of a trained network is much
+smaller than the theoretical one, so differences are small and local.
+
+Memory: the class map (and the optional probabilities) are preallocated for
+the whole photo; only one batch of tiles is converted to float and run at a
+time.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from models.network import SegDotNet
+
+__all__ = ["Prediction", "TileGrid", "decode_dots", "predict_image"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the network says about one photo."""
+
+    labels: np.ndarray
+    """HxW uint8 class map (0 background, 1 scalp, 2 hair)."""
+    dots: np.ndarray
+    """(N, 3) float32 rows ``x, y, score`` (input pixels, OpenCV convention; score in [0, 1]),
+    ordered row-major by heat-map cell."""
+    probs: np.ndarray | None = None
+    """3xHxW float16 class probabilities, when asked for."""
+
+
+@dataclass(frozen=True)
+class _Peaks:
+    cells: np.ndarray  # (N, 2) int64 (row, col) of the heat cell
+    xy: np.ndarray  # (N, 2) float64 decoded position in input pixels
+    score: np.ndarray  # (N,) float64
+
+
+def _find_peaks(heat_logits: Tensor, offset: Tensor, stride: int, threshold: float, nms_kernel: int) -> list[_Peaks]:
+    if heat_logits.dim() != 4 or heat_logits.shape[1] != 1:
+        raise ValueError(f"heat must be Bx1xhxw, got {tuple(heat_logits.shape)}")
+    if offset.shape[0] != heat_logits.shape[0] or offset.shape[1] != 2 or offset.shape[-2:] != heat_logits.shape[-2:]:
+        raise ValueError(f"offset must be Bx2xhxw matching heat, got {tuple(offset.shape)}")
+    if nms_kernel < 1 or nms_kernel % 2 != 1:
+        raise ValueError(f"nms_kernel must be odd and >= 1, got {nms_kernel}")
+    heat = torch.sigmoid(heat_logits.float())
+    pooled = F.max_pool2d(heat, nms_kernel, stride=1, padding=nms_kernel // 2) if nms_kernel > 1 else heat
+    keep = (heat == pooled) & (heat >= threshold)
+    out: list[_Peaks] = []
+    centre = (stride - 1) / 2.0
+    for b in range(heat.shape[0]):
+        rows, cols = keep[b, 0].nonzero(as_tuple=True)
+        off = offset[b][:, rows, cols].double()
+        x = stride * (cols.double() + off[0]) + centre
+        y = stride * (rows.double() + off[1]) + centre
+        out.append(
+            _Peaks(
+                cells=torch.stack([rows, cols], dim=1).cpu().numpy().astype(np.int64),
+                xy=torch.stack([x, y], dim=1).cpu().numpy(),
+                score=heat[b, 0, rows, cols].double().cpu().numpy(),
+            )
+        )
+    return out
+
+
+def decode_dots(
+    heat_logits: Tensor, offset: Tensor, stride: int, threshold: float = 0.3, nms_kernel: int = 3
+) -> list[np.ndarray]:
+    """Dot centres from the dot head: max-pool NMS on the heat, then sub-cell offsets.
+
+    ``heat_logits`` Bx1xhxw (logits), ``offset`` Bx2xhxw (cell units, see
+    :mod:`models.network`). A cell is a dot when its probability is at least
+    ``threshold`` and the largest in its ``nms_kernel`` x ``nms_kernel``
+    neighbourhood. Returns one ``(N, 3)`` float64 array per image with rows
+    ``x, y, score`` in input pixels (``x = stride * (col + dx) + (stride - 1) / 2``),
+    ordered row-major by cell.
+    """
+    return [np.column_stack([p.xy, p.score]) for p in _find_peaks(heat_logits, offset, stride, threshold, nms_kernel)]
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Stride-aligned overlapping tiles along one axis and the core each tile owns."""
+
+    length: int
+    tile: int
+    step: int
+
+    @classmethod
+    def make(cls, length: int, tile: int, overlap: int, align: int) -> "TileGrid":
+        """Tiles of ``tile`` px (rounded down to ``align``) overlapping by at least ``overlap`` px."""
+        if tile < 1 or overlap < 0:
+            raise ValueError(f"tile must be >= 1 and overlap >= 0, got tile={tile}, overlap={overlap}")
+        size = max(align, tile // align * align)
+        step = max(align, (size - overlap) // align * align)
+        if overlap > 0 and step >= size:
+            raise ValueError(f"tile {tile} leaves no room for an overlap of {overlap} px at stride {align}")
+        return cls(length, size, step)
+
+    @property
+    def count(self) -> int:
+        return 1 + max(0, math.ceil((self.length - self.tile) / self.step))
+
+    def spans(self) -> Iterator[tuple[int, int, int, int]]:
+        """``(start, stop, core_start, core_stop)`` of every tile, clipped to the axis."""
+        lead = (self.tile - self.step) // 2
+        n = self.count
+        for k in range(n):
+            start = k * self.step
+            stop = min(start + self.tile, self.length)
+            core_start = 0 if k == 0 else start + lead
+            core_stop = self.length if k == n - 1 else start + self.step + lead
+            yield start, stop, core_start, core_stop
+
+
+@dataclass(frozen=True)
+class _Tile:
+    y: tuple[int, int, int, int]
+    x: tuple[int, int, int, int]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.y[1] - self.y[0], self.x[1] - self.x[0]
+
+
+class _Accumulator:
+    """Preallocated whole-photo outputs that tile cores are written into."""
+
+    def __init__(self, height: int, width: int, dot_stride: int, return_probs: bool) -> None:
+        self.labels = np.zeros((height, width), dtype=np.uint8)
+        self.probs = np.zeros((3, height, width), dtype=np.float16) if return_probs else None
+        self.dot_stride = dot_stride
+        self.cells: list[np.ndarray] = []
+        self.dots: list[np.ndarray] = []
+
+    def add(self, tile: _Tile, seg: Tensor, peaks: _Peaks) -> None:
+        (y0, _, cy0, cy1), (x0, _, cx0, cx1) = tile.y, tile.x
+        core = seg[:, cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+        self.labels[cy0:cy1, cx0:cx1] = core.argmax(dim=0).to(torch.uint8).cpu().numpy()
+        if self.probs is not None:
+            self.probs[:, cy0:cy1, cx0:cx1] = torch.softmax(core, dim=0).half().cpu().numpy()
+        s = self.dot_stride
+        cells = peaks.cells + np.array([y0 // s, x0 // s])
+        centre = s * cells + (s - 1) / 2.0  # (row, col) -> input px, decides which core owns a cell
+        own = (centre[:, 0] >= cy0) & (centre[:, 0] < cy1) & (centre[:, 1] >= cx0) & (centre[:, 1] < cx1)
+        xy = peaks.xy[own] + np.array([x0, y0], dtype=np.float64)
+        self.cells.append(cells[own])
+        self.dots.append(np.column_stack([xy, peaks.score[own]]))
+
+    def result(self) -> Prediction:
+        cells = np.concatenate(self.cells) if self.cells else np.zeros((0, 2), np.int64)
+        dots = np.concatenate(self.dots) if self.dots else np.zeros((0, 3))
+        order = np.lexsort((cells[:, 1], cells[:, 0]))
+        return Prediction(labels=self.labels, dots=dots[order].astype(np.float32), probs=self.probs)
+
+
+def _batches(tiles: list[_Tile], batch_size: int) -> Iterator[list[_Tile]]:
+    """Consecutive groups of up to ``batch_size`` tiles of one shape (edge tiles are smaller)."""
+    pending: dict[tuple[int, int], list[_Tile]] = {}
+    for tile in tiles:
+        group = pending.setdefault(tile.shape, [])
+        group.append(tile)
+        if len(group) == batch_size:
+            yield pending.pop(tile.shape)
+    yield from pending.values()
+
+
+def predict_image(
+    model: SegDotNet,
+    image: np.ndarray,
+    *,
+    tile: int = 1024,
+    overlap: int = 128,
+    batch_size: int = 1,
+    device: str | torch.device | None = None,
+    threshold: float = 0.3,
+    nms_kernel: int = 3,
+    return_probs: bool = False,
+) -> Prediction:
+    """Classes and dot centres of one HxWx3 uint8 RGB photo, tile by tile.
+
+    ``tile`` is rounded down and the step ``tile - overlap`` rounded down to
+    multiples of ``model.total_stride``; a photo smaller than a tile is one
+    tile. ``device`` defaults to the model's; the model is moved there and
+    run in eval mode (its previous mode is restored), under
+    ``torch.inference_mode`` and, on CUDA only, float16 autocast. For speed on
+    CPU pass a model from :func:`models.network.prepare_for_inference`.
+    The same photo gives the same result on the same machine.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    height, width = image.shape[:2]
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    model = model.to(dev)
+    align = model.total_stride
+    grid_y = TileGrid.make(height, tile, overlap, align)
+    grid_x = TileGrid.make(width, tile, overlap, align)
+    tiles = [_Tile(ys, xs) for ys in grid_y.spans() for xs in grid_x.spans()]
+    acc = _Accumulator(height, width, model.dot_stride, return_probs)
+    autocast = torch.autocast("cuda", dtype=torch.float16, enabled=dev.type == "cuda")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), autocast:
+            for group in _batches(tiles, batch_size):
+                crops = [image[t.y[0] : t.y[1], t.x[0] : t.x[1]] for t in group]
+                batch = torch.from_numpy(np.stack(crops)).to(dev).permute(0, 3, 1, 2)
+                batch = (batch.float() / 255.0).contiguous(memory_format=torch.channels_last)
+                out = model(batch)
+                seg = out["seg"].float()
+                peaks = _find_peaks(out["heat"], out["offset"], model.dot_stride, threshold, nms_kernel)
+                for i, t in enumerate(group):
+                    acc.add(t, seg[i], peaks[i])
+    finally:
+        model.train(was_training)
+    return acc.result()

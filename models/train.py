@@ -1,0 +1,351 @@
+"""Training of the segmentation + dot network: ``smp train``.
+
+One function, :func:`train`, runs a whole training from a validated
+:class:`TrainSettings`: seeded data loading with random crops and the
+augmentation preset, AdamW with warm-up and cosine decay, mixed precision on
+GPU, per-epoch validation with the same tiled inference the pipeline uses,
+checkpoints with resume, early stopping, and an MLflow run (params, metrics per
+epoch, the manifest as an input, artifacts, system metrics, the model, its
+registration). Under ``torchrun`` it runs data-parallel (DDP: gloo on CPU, NCCL
+on GPU); only rank 0 validates, writes files and talks to MLflow.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from pydantic import Field
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from data.augment import AugmentSettings
+from data.config import ConfigError, Settings
+from data.dataset import DatasetSettings, SmpDataset
+from data.manifest import Manifest, read_manifest
+from models.checkpoint import (check_resume_compatible, load_training_state, save_model,
+                               save_training_state)
+from models.evaluate import EvalSettings, evaluate, selection_score, write_report
+from models.losses import LossSettings, total_loss
+from models.network import ModelSettings, build_model
+
+
+class OptimSettings(Settings):
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    epochs: int = Field(30, ge=1)
+    steps_per_epoch: int = Field(200, ge=1)
+    warmup_steps: int = Field(100, ge=0)
+    min_lr_ratio: float = Field(0.02, ge=0, le=1)
+    grad_clip: float = Field(5.0, gt=0)
+
+
+class EarlyStopSettings(Settings):
+    patience: int = Field(6, ge=1)
+    """Epochs without a better validation score before training stops."""
+    min_delta: float = Field(1e-3, ge=0)
+
+
+class TrackingSettings(Settings):
+    tracking_uri: str | None = None
+    """None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory."""
+    experiment: str = "smp-segmenter-train"
+    register_version: bool = True
+    """Register the model in the MLflow registry (and move champion if it is better)."""
+    registered_name: str = "smp-segmenter"
+    system_metrics: bool = True
+    overlays: int = Field(3, ge=0)
+
+
+class TrainSettings(Settings):
+    name: str = "train"
+    seed: int = 0
+    train_manifest: Path
+    """Manifest CSV (data/manifest.py); its ``train`` split is used for training."""
+    val_manifest: Path | None = None
+    """Validation manifest; None: the ``val`` split of ``train_manifest``."""
+    out_dir: Path = Path("runs/train")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True
+    """Mixed precision (bfloat16 autocast) on GPU; ignored on CPU."""
+    batch_size: int = Field(8, ge=1)
+    num_workers: int = Field(0, ge=0)
+    threads: int | None = Field(None, ge=1)
+    """CPU threads for torch (None: torch's default)."""
+    model: ModelSettings = ModelSettings()
+    loss: LossSettings = LossSettings()
+    data: DatasetSettings = DatasetSettings()
+    augment: AugmentSettings = AugmentSettings()
+    optim: OptimSettings = OptimSettings()
+    early_stop: EarlyStopSettings = EarlyStopSettings()
+    eval: EvalSettings = EvalSettings(max_images=8)
+    tracking: TrackingSettings = TrackingSettings()
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    best_model: Path
+    best_score: float
+    epochs_run: int
+    stopped_early: bool
+    history: list[dict[str, float]]
+    run_id: str | None
+    registered_version: str | None
+    champion: bool
+    summary: dict[str, float]
+
+
+# ----------------------------------------------------------------------------- set-up
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank); initialises the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _device(choice: str, local_rank: int) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("device: 'cuda' asked for but no GPU is visible")
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # third-party code only; ours takes explicit Generators
+    torch.manual_seed(seed)
+
+
+def _lr_lambda(o: OptimSettings):
+    total = o.epochs * o.steps_per_epoch
+
+    def f(step: int) -> float:
+        if step < o.warmup_steps:
+            return (step + 1) / o.warmup_steps
+        t = (step - o.warmup_steps) / max(1, total - o.warmup_steps)
+        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    return f
+
+
+def _manifests(s: TrainSettings) -> tuple[Manifest, Manifest]:
+    train_m = read_manifest(s.train_manifest, split="train")
+    val_m = read_manifest(s.val_manifest, split="val") if s.val_manifest else read_manifest(
+        s.train_manifest, split="val")
+    if len(train_m) == 0:
+        raise ConfigError(f"train_manifest: {s.train_manifest} has no 'train' rows")
+    if len(val_m) == 0:
+        raise ConfigError(f"val_manifest: no 'val' rows in {s.val_manifest or s.train_manifest}")
+    return train_m, val_m
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train(s: TrainSettings, *, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Run a training described by ``s``; returns where the best model is and its figures."""
+    rank, world, local_rank = _distributed()
+    device = _device(s.device, local_rank)
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    _seed_everything(s.seed + rank)
+    train_m, val_m = _manifests(s)
+    out = Path(s.out_dir)
+    last_path, best_path = out / "last.pt", out / "best.pt"
+
+    data_settings = s.data.model_copy(update={"mode": "train", "seed": s.seed})
+    dataset = SmpDataset(train_m, data_settings, s.augment)
+    if world > 1:
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=s.seed)
+    else:
+        sampler = RandomSampler(dataset, replacement=True, num_samples=s.optim.steps_per_epoch * s.batch_size,
+                                generator=torch.Generator().manual_seed(s.seed))
+    loader = DataLoader(dataset, batch_size=s.batch_size, sampler=sampler, num_workers=s.num_workers,
+                        drop_last=True, pin_memory=device.type == "cuda",
+                        persistent_workers=False)
+
+    model = build_model(s.model).to(device)
+    if device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    net: torch.nn.Module = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": s.optim.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=s.optim.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(s.optim))
+    use_amp = s.amp and device.type == "cuda"
+    scaler = None  # bfloat16 autocast needs no loss scaling
+
+    start_epoch, best, bad, history = 0, -math.inf, 0, []
+    if resume and last_path.exists():
+        state = load_training_state(last_path)
+        check_resume_compatible(state, s.model, last_path)
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch, best, bad = state["epoch"] + 1, state["best_score"], state["bad_epochs"]
+        history = list(state["history"])
+    elif resume:
+        raise ConfigError(f"out_dir: nothing to resume in {out} (no last.pt)")
+
+    run = _start_run(s, train_m, val_m, resume) if rank == 0 else None
+    stopped_early = False
+    epoch = start_epoch - 1
+    try:
+        for epoch in range(start_epoch, s.optim.epochs):
+            if bad >= s.early_stop.patience:
+                stopped_early = True
+                break
+            dataset.set_epoch(epoch)
+            if isinstance(sampler, DistributedSampler):
+                sampler.set_epoch(epoch)
+            net.train()
+            t0 = time.perf_counter()
+            sums: dict[str, float] = {}
+            steps = 0
+            it = loader
+            if progress and rank == 0:
+                from tqdm import tqdm
+                it = tqdm(loader, desc=f"epoch {epoch + 1}/{s.optim.epochs}", leave=False, unit="batch")
+            for batch in it:
+                batch = _to(batch, device)
+                image = batch["image"]
+                if device.type == "cpu":
+                    image = image.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    outputs = net(image)
+                outputs = {k: v.float() for k, v in outputs.items()}
+                loss, parts = total_loss(outputs, batch, s.loss)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"epoch {epoch + 1}: the loss is {loss.item()} (lower optim.lr?)")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), s.optim.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                steps += 1
+                for k, v in {"loss": loss, **parts}.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
+                if progress and rank == 0 and hasattr(it, "set_postfix"):
+                    it.set_postfix(loss=f"{float(loss):.4f}")
+            record = {f"train_{k}": v / max(steps, 1) for k, v in sums.items()}
+            record["lr"] = scheduler.get_last_lr()[0]
+            record["epoch_seconds"] = time.perf_counter() - t0
+            if rank == 0:
+                ev = evaluate(model, val_m, s.eval, device=device)
+                score = selection_score(ev.summary)
+                record.update({f"val_{k}": v for k, v in ev.summary.items() if v == v})
+                record["val_score"] = score
+                improved = score > best + s.early_stop.min_delta
+                if improved:
+                    best, bad = score, 0
+                    save_model(best_path, model, meta=_meta(s, epoch, ev.summary, train_m))
+                else:
+                    bad += 1
+                history.append({"epoch": epoch + 1, **record})
+                if run is not None:
+                    import mlflow
+                    mlflow.log_metrics({k: float(v) for k, v in record.items()}, step=epoch + 1)
+                save_training_state(last_path, model, optimizer, scheduler, scaler, epoch=epoch, best_score=best,
+                                    bad_epochs=bad, history=history, meta=_meta(s, epoch, ev.summary, train_m))
+                if progress:
+                    print(f"[train] epoch {epoch + 1}: loss {record.get('train_loss', float('nan')):.4f} "
+                          f"val mIoU {ev.summary.get('miou_scalp_hair', float('nan')):.4f} "
+                          f"dot F1 {ev.summary.get('dot_f1', float('nan')):.4f} score {score:.4f}"
+                          f"{' (best)' if improved else ''} {record['epoch_seconds']:.0f} s", flush=True)
+            if world > 1:
+                flag = torch.tensor([bad], device=device)
+                dist.broadcast(flag, src=0)
+                bad = int(flag.item())
+        else:
+            epoch = s.optim.epochs - 1
+        if rank != 0:
+            return TrainResult(best_path, best, epoch + 1, stopped_early, history, None, None, False, {})
+        return _finish(s, run, val_m, best_path, best, epoch, stopped_early, history, device)
+    finally:
+        if run is not None:
+            import mlflow
+            if mlflow.active_run() is not None:
+                mlflow.end_run()
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _meta(s: TrainSettings, epoch: int, summary: dict[str, float], train_m: Manifest) -> dict:
+    return {"name": s.name, "epoch": epoch + 1, "seed": s.seed, "trained_on": str(s.train_manifest),
+            "train_images": len(train_m), "sources": sorted({r.source for r in train_m}),
+            "val_summary": {k: float(v) for k, v in summary.items() if v == v},
+            "torch": str(torch.__version__)}
+
+
+def _start_run(s: TrainSettings, train_m: Manifest, val_m: Manifest, resume: bool):
+    import mlflow
+
+    from models.registry import flatten, log_manifest_input, tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri(s.tracking.tracking_uri))
+    mlflow.set_experiment(s.tracking.experiment)
+    run = mlflow.start_run(run_name=s.name, log_system_metrics=s.tracking.system_metrics)
+    params = flatten(s.model_dump(mode="json"))
+    params["resumed"] = str(resume)
+    for i in range(0, len(params), 100):  # MLflow takes at most 100 params per call
+        mlflow.log_params(dict(list(params.items())[i:i + 100]))
+    mlflow.log_text(yaml.safe_dump(s.model_dump(mode="json"), sort_keys=False), "config/resolved.yaml")
+    log_manifest_input(train_m.to_frame(), str(s.train_manifest), "training", "train")
+    log_manifest_input(val_m.to_frame(), str(s.val_manifest or s.train_manifest), "validation", "val")
+    return run
+
+
+def _finish(s: TrainSettings, run, val_m: Manifest, best_path: Path, best: float, epoch: int,
+            stopped_early: bool, history: list, device: torch.device) -> TrainResult:
+    """Final validation of the best model, artifacts, model logging and registration."""
+    from models.checkpoint import load_model
+
+    if not best_path.exists():
+        raise FloatingPointError("no epoch produced a valid model")
+    loaded = load_model(best_path, device=device)
+    ev = evaluate(loaded.model, val_m, s.eval.model_copy(update={"max_images": None}), device=device,
+                  keep_samples=s.tracking.overlays)
+    score = selection_score(ev.summary)
+    report_dir = Path(s.out_dir) / "validation"
+    written = write_report(ev, report_dir)
+    run_id, version, champion = None, None, False
+    if run is not None:
+        import mlflow
+
+        from models.registry import log_and_register
+
+        mlflow.log_metrics({f"final_val_{k}": float(v) for k, v in ev.summary.items() if v == v})
+        mlflow.log_metric("final_val_score", score)
+        for p in written:
+            mlflow.log_artifact(str(p), artifact_path="validation")
+        mlflow.log_artifact(str(best_path), artifact_path="checkpoint")
+        reg = log_and_register(best_path, score=score, register=s.tracking.register_version,
+                               model_name=s.tracking.registered_name,
+                               extra_tags={"arch": loaded.settings.arch, "run_name": s.name})
+        mlflow.set_tags({"model_uri": reg.model_uri, "registered_version": reg.version,
+                         "champion": str(reg.champion)})
+        run_id, version, champion = run.info.run_id, reg.version or None, reg.champion
+    return TrainResult(best_path, score, epoch + 1, stopped_early, history, run_id, version, champion, ev.summary)
