@@ -173,9 +173,10 @@ _SRGB_LUT = np.round(255.0 * linear_to_srgb(np.linspace(0.0, 1.0, 65536))).astyp
 
 def encode_srgb8(linear: np.ndarray) -> np.ndarray:
     """Linear RGB (clipped to [0, 1]) -> 8-bit sRGB through a 16-bit lookup table."""
-    q = np.empty(linear.shape, np.uint16)
-    np.copyto(q, np.clip(linear * np.float32(65535.0) + np.float32(0.5), 0, 65535), casting="unsafe")
-    return np.take(_SRGB_LUT, q)
+    scaled = linear * np.float32(65535.0)
+    scaled += np.float32(0.5)
+    np.clip(scaled, 0, 65535, out=scaled)
+    return np.take(_SRGB_LUT, scaled.astype(np.uint16))
 
 
 def _normal_table(levels: int = 256) -> np.ndarray:

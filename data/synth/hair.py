@@ -136,30 +136,38 @@ class HairLayer:
     n_strands: int
     n_long: int
 
+    def _total(self) -> np.ndarray:
+        """HxW float32 sum of the tone coverages (0-255 per tone)."""
+        total = self.tone_coverage[0].astype(np.float32)
+        for k in range(1, len(self.tones)):
+            cv2.add(total, self.tone_coverage[k], dst=total, dtype=cv2.CV_32F)
+        return total
+
     def coverage(self) -> np.ndarray:
         """HxW float32 in [0, 1]: fraction of each pixel covered by hair."""
-        total = self.tone_coverage.sum(axis=0, dtype=np.float32)
+        total = self._total()
         return np.minimum(total, np.float32(255.0)) * np.float32(1.0 / 255.0)
 
     def composite(self, albedo: np.ndarray) -> np.ndarray:
         """Lay the hair over ``albedo`` (HxWx3 float32), in place; returns the coverage.
 
         Where strands of several tones overlap, the colour is their coverage-weighted
-        mean and the coverage saturates at 1.
+        mean and the coverage saturates at 1. OpenCV's mixed-type arithmetic does the
+        uint8 -> float work in single passes (numpy's casting costs ten times more).
         """
-        total = self.tone_coverage.sum(axis=0, dtype=np.float32)
-        inv = np.float32(1.0) / np.maximum(total, np.float32(255.0))
-        cov = total
-        cov *= inv
-        keep = np.float32(1.0) - cov
-        weights = [self.tone_coverage[k] * inv for k in range(len(self.tones))]
-        tmp = inv  # reused as scratch
-        for c in range(3):
-            col = albedo[..., c]
-            col *= keep
-            for k, wk in enumerate(weights):
-                np.multiply(wk, np.float32(self.tones[k, c]), out=tmp)
-                col += tmp
+        total = self._total()
+        inv = np.maximum(total, np.float32(255.0))
+        np.reciprocal(inv, out=inv)
+        cov = cv2.multiply(total, inv)
+        del total
+        weights = cv2.merge([cv2.multiply(self.tone_coverage[k], inv, dtype=cv2.CV_32F)
+                             for k in range(len(self.tones))])
+        # per pixel: hair RGB = sum_k tone_k * weight_k, a 3xK matrix applied to every pixel
+        hair = cv2.transform(weights.reshape(*weights.shape[:2], -1), self.tones.T.astype(np.float32))
+        del weights
+        keep = np.subtract(np.float32(1.0), cov)
+        cv2.multiply(albedo, cv2.merge([keep, keep, keep]), dst=albedo)
+        cv2.add(albedo, hair, dst=albedo)
         return cov
 
 
