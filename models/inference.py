@@ -5,8 +5,10 @@ the network's total stride, runs them in batches, and keeps from every tile
 only its *core*: the tiles overlap by ``overlap`` pixels and the cores (each
 tile minus half the overlap on every side that borders another tile)
 partition the photo. Every segmentation pixel and every dot heat-map cell is
-therefore produced by exactly one tile, no dot can be reported twice, and the
-max-pool NMS of a core cell only looks at cells inside the same tile.
+therefore produced by exactly one tile and no dot can be reported twice. The
+max-pool NMS runs per tile; a second, cross-tile NMS then removes the weaker
+of two peaks from different tiles that fall within one NMS window across a
+seam (possible only when the overlap is smaller than the receptive field).
 
 Because tile origins are stride-aligned and the network pads edge tiles the
 same way it pads the whole photo, a core pixel sees exactly what it would see
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.spatial import cKDTree
 from torch import Tensor
 
 from models.network import SegDotNet
@@ -64,12 +67,19 @@ def _find_peaks(heat_logits: Tensor, offset: Tensor, stride: int, threshold: flo
         raise ValueError(f"offset must be Bx2xhxw matching heat, got {tuple(offset.shape)}")
     if nms_kernel < 1 or nms_kernel % 2 != 1:
         raise ValueError(f"nms_kernel must be odd and >= 1, got {nms_kernel}")
-    heat = torch.sigmoid(heat_logits.float())
-    pooled = F.max_pool2d(heat, nms_kernel, stride=1, padding=nms_kernel // 2) if nms_kernel > 1 else heat
-    keep = (heat == pooled) & (heat >= threshold)
+    # NMS and the threshold on logits (sigmoid is monotonic); probabilities only at the peaks
+    logits = heat_logits.float().contiguous()
+    pooled = F.max_pool2d(logits, nms_kernel, stride=1, padding=nms_kernel // 2) if nms_kernel > 1 else logits
+    if threshold <= 0.0:
+        limit = -math.inf
+    elif threshold >= 1.0:
+        limit = math.inf
+    else:
+        limit = math.log(threshold / (1.0 - threshold))
+    keep = (logits == pooled) & (logits >= limit)
     out: list[_Peaks] = []
     centre = (stride - 1) / 2.0
-    for b in range(heat.shape[0]):
+    for b in range(logits.shape[0]):
         rows, cols = keep[b, 0].nonzero(as_tuple=True)
         off = offset[b][:, rows, cols].double()
         x = stride * (cols.double() + off[0]) + centre
@@ -78,7 +88,7 @@ def _find_peaks(heat_logits: Tensor, offset: Tensor, stride: int, threshold: flo
             _Peaks(
                 cells=torch.stack([rows, cols], dim=1).cpu().numpy().astype(np.int64),
                 xy=torch.stack([x, y], dim=1).cpu().numpy(),
-                score=heat[b, 0, rows, cols].double().cpu().numpy(),
+                score=torch.sigmoid(logits[b, 0, rows, cols].double()).cpu().numpy(),
             )
         )
     return out
@@ -113,9 +123,9 @@ class TileGrid:
         if tile < 1 or overlap < 0:
             raise ValueError(f"tile must be >= 1 and overlap >= 0, got tile={tile}, overlap={overlap}")
         size = max(align, tile // align * align)
-        step = max(align, (size - overlap) // align * align)
-        if overlap > 0 and step >= size:
-            raise ValueError(f"tile {tile} leaves no room for an overlap of {overlap} px at stride {align}")
+        step = (size - overlap) // align * align
+        if step < align:
+            raise ValueError(f"tile {tile} leaves no room for an overlap of {overlap} px (tiles align to {align} px)")
         return cls(length, size, step)
 
     @property
@@ -144,15 +154,45 @@ class _Tile:
         return self.y[1] - self.y[0], self.x[1] - self.x[0]
 
 
+def _suppress_across_seams(cells: np.ndarray, scores: np.ndarray, tile_ids: np.ndarray, radius: int) -> np.ndarray:
+    """Keep-mask of dots after NMS between dots of *different* tiles.
+
+    Within a tile the max-pool NMS already ran. Two tiles can still both
+    report a peak in neighbouring cells across the seam between their cores
+    when the overlap is smaller than the receptive field (each tile sees the
+    other's cell slightly differently). Greedily, by descending score (ties:
+    row-major cell order), a dot removes the dots of other tiles within the
+    NMS window (Chebyshev distance ``radius`` cells). Dots of the same tile
+    are never compared, so with a large enough overlap nothing changes.
+    """
+    keep = np.ones(len(cells), dtype=bool)
+    if radius < 1 or len(cells) < 2:
+        return keep
+    pairs = cKDTree(cells).query_pairs(radius, p=np.inf, output_type="ndarray")
+    pairs = pairs[tile_ids[pairs[:, 0]] != tile_ids[pairs[:, 1]]]
+    if len(pairs) == 0:
+        return keep
+    rank = np.empty(len(cells), dtype=np.int64)
+    rank[np.lexsort((cells[:, 1], cells[:, 0], -scores))] = np.arange(len(cells))  # 0 = strongest
+    winner = np.where(rank[pairs[:, 0]] < rank[pairs[:, 1]], pairs[:, 0], pairs[:, 1])
+    loser = np.where(winner == pairs[:, 0], pairs[:, 1], pairs[:, 0])
+    for w, l in sorted(zip(winner.tolist(), loser.tolist()), key=lambda pair: rank[pair[0]]):
+        if keep[w]:
+            keep[l] = False
+    return keep
+
+
 class _Accumulator:
     """Preallocated whole-photo outputs that tile cores are written into."""
 
-    def __init__(self, height: int, width: int, dot_stride: int, return_probs: bool) -> None:
+    def __init__(self, height: int, width: int, dot_stride: int, nms_kernel: int, return_probs: bool) -> None:
         self.labels = np.zeros((height, width), dtype=np.uint8)
         self.probs = np.zeros((3, height, width), dtype=np.float16) if return_probs else None
         self.dot_stride = dot_stride
+        self.nms_radius = nms_kernel // 2
         self.cells: list[np.ndarray] = []
         self.dots: list[np.ndarray] = []
+        self.tile_ids: list[np.ndarray] = []
 
     def add(self, tile: _Tile, seg: Tensor, peaks: _Peaks) -> None:
         (y0, _, cy0, cy1), (x0, _, cx0, cx1) = tile.y, tile.x
@@ -167,10 +207,14 @@ class _Accumulator:
         xy = peaks.xy[own] + np.array([x0, y0], dtype=np.float64)
         self.cells.append(cells[own])
         self.dots.append(np.column_stack([xy, peaks.score[own]]))
+        self.tile_ids.append(np.full(int(own.sum()), len(self.tile_ids)))
 
     def result(self) -> Prediction:
         cells = np.concatenate(self.cells) if self.cells else np.zeros((0, 2), np.int64)
         dots = np.concatenate(self.dots) if self.dots else np.zeros((0, 3))
+        tile_ids = np.concatenate(self.tile_ids) if self.tile_ids else np.zeros(0, np.int64)
+        keep = _suppress_across_seams(cells, dots[:, 2], tile_ids, self.nms_radius)
+        cells, dots = cells[keep], dots[keep]
         order = np.lexsort((cells[:, 1], cells[:, 0]))
         return Prediction(labels=self.labels, dots=dots[order].astype(np.float32), probs=self.probs)
 
@@ -219,7 +263,7 @@ def predict_image(
     grid_y = TileGrid.make(height, tile, overlap, align)
     grid_x = TileGrid.make(width, tile, overlap, align)
     tiles = [_Tile(ys, xs) for ys in grid_y.spans() for xs in grid_x.spans()]
-    acc = _Accumulator(height, width, model.dot_stride, return_probs)
+    acc = _Accumulator(height, width, model.dot_stride, nms_kernel, return_probs)
     autocast = torch.autocast("cuda", dtype=torch.float16, enabled=dev.type == "cuda")
     was_training = model.training
     model.eval()

@@ -1,8 +1,10 @@
 """`make demo`: the main job on embedded defaults.
 
 Today: a synthetic client (baseline, sessions, follow-ups) with exact truth,
-and a summary of what was made. Later issues add assessment, tracking, the
-report and MLflow to this same entry point.
+a summary of what was made, and the bundled model's segmentation and dots on
+every visit's photo (overlays in demo-out/segmentation/, scored against the
+truth). Later issues add assessment, tracking, the report and MLflow to this
+same entry point.
 """
 from __future__ import annotations
 
@@ -29,6 +31,31 @@ def run(out: Path) -> int:
     t = series["truth"]
     print(f"  truth: contrast half-life {t['half_life_days']:.0f} days, blue-shift client: {t['blue_client']}, "
           f"touch-up due {t['touchup_due_date']}")
+    return segment(out / "client", out / "segmentation")
+
+
+def segment(data: Path, out: Path) -> int:
+    """The bundled model on every photo of the demo client, with overlays and scores."""
+    import torch
+
+    from data.manifest import read_manifest
+    from models.bundled import default_model_path
+    from models.checkpoint import load_model
+    from models.evaluate import evaluate, write_report
+
+    torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+    loaded = load_model(default_model_path())
+    manifest = read_manifest(data / "manifest.csv")
+    ev = evaluate(loaded.model, manifest, keep_samples=len(manifest))
+    write_report(ev, out)
+    print(f"\nbundled model ({loaded.path.name}, sha256 {loaded.sha256[:12]}) on the demo photos:")
+    for (_, r), s in zip(ev.table.iterrows(), ev.samples):
+        f1 = r.get("dot_f1")
+        print(f"  {Path(r['image']).parent.name:<26} mIoU scalp/hair {r['miou_scalp_hair']:.3f}  "
+              f"dots found {int(r['n_pred_dots']):>5} of {int(r.get('n_true_dots', 0) or 0):>5}  "
+              f"F1 {'-' if f1 != f1 or f1 is None else f'{f1:.3f}'}  {r['seconds']:.2f} s")
+    print(f"  overlays: {out}/overlay_*.png (tint: scalp orange, hair blue; dots: green found, "
+          f"red missed, yellow false)")
     return 0
 
 

@@ -127,3 +127,21 @@ def test_evaluate_missing_model_is_one_line(tiny_data, tmp_path, capsys):
     assert smp(["evaluate", "--model", str(tmp_path / "nope.pt"), "--data", str(tiny_data),
                 "--out", str(tmp_path / "e"), "--no-mlflow"]) == 2
     assert "nope.pt" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(tiny_data, tmp_path):
+    """The same `smp train` entry point under torchrun: DDP with gloo on two CPU processes."""
+    import subprocess
+    import sys
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    cmd = [str(torchrun), "--nproc_per_node", "2", "-m", "pipeline.cli", "train",
+           "--config", str(config_dir() / "train" / "tiny.yaml"), "--set", f"train_manifest={tiny_data}",
+           "--set", f"out_dir={tmp_path / 'ddp'}", "--set", "threads=1", "--quiet"]
+    res = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.count("best model:") == 1  # only rank 0 reports, logs and saves
+    loaded = load_model(tmp_path / "ddp" / "best.pt")
+    assert loaded.meta["epoch"] >= 1
