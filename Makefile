@@ -28,6 +28,7 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py --out bench-out
+	$(BIN)/python scripts/bench_model.py --out bench-out
 
 clean:
 	rm -rf demo-out bench-out .pytest_cache

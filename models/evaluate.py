@@ -22,6 +22,7 @@ from data.config import Settings
 from data.dataset import load_photo
 from data.manifest import Manifest
 from models.inference import predict_image
+from models.network import prepare_for_inference
 from models.scoring import CLASS_NAMES, DotMatch, confusion, dot_scores, match_dots, region_scores
 
 
@@ -78,7 +79,7 @@ def evaluate(model: torch.nn.Module, manifest: Manifest, settings: EvalSettings 
     per_view: dict[str, tuple[np.ndarray, list]] = {}
     matches: list[tuple[DotMatch, float]] = []
     records, samples = [], []
-    model.eval()
+    model = prepare_for_inference(model)  # an eval copy with conv+BN folded; the caller's model is untouched
     for i, row in enumerate(rows):
         photo = load_photo(row)
         t0 = time.perf_counter()
@@ -145,7 +146,8 @@ def overlay(image: np.ndarray, sample: ImagePrediction, alpha: float = 0.35) -> 
     r = max(2, int(round(min(image.shape[:2]) / 300)))
     matched_p = set(sample.match.pred_index.tolist()) if sample.match else set()
     matched_t = set(sample.match.true_index.tolist()) if sample.match else set()
-    for j, (x, y) in enumerate(sample.true_points):
+    # true dots are drawn only where dots were scored (close-ups): elsewhere a miss means nothing
+    for j, (x, y) in enumerate(sample.true_points if sample.match is not None else ()):
         if j not in matched_t:
             cv2.circle(out, (int(round(x)), int(round(y))), r + 1, (255, 40, 40), 1, cv2.LINE_AA)
     for j, d in enumerate(sample.dots):

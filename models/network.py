@@ -454,17 +454,19 @@ def load_backbone_weights(model: SegDotNet, path: str | Path) -> None:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt/unsafe files
+        first_line = (str(exc).splitlines() or [""])[0][:200]
         raise BackboneWeightsError(
-            f"{path}: not a readable torch state_dict ({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})"
+            f"{path}: not a readable torch state_dict ({exc.__class__.__name__}: {first_line})"
         ) from None
     if isinstance(raw, Mapping) and "state_dict" in raw and isinstance(raw["state_dict"], Mapping):
         raw = raw["state_dict"]
     if not isinstance(raw, Mapping) or not all(isinstance(v, Tensor) for v in raw.values()):
-        raise BackboneWeightsError(f"{path}: expected a mapping of parameter names to tensors, got {type(raw).__name__}")
+        raise BackboneWeightsError(
+            f"{path}: expected a mapping of parameter names to tensors, got {type(raw).__name__}"
+        )
 
     n_blocks = len(model.backbone)
     state: dict[str, Tensor] = {}
-    unknown: list[str] = []
     for key, value in raw.items():
         name = key.removeprefix("module.")
         if name.startswith("classifier."):

@@ -76,7 +76,10 @@ with warnings.catch_warnings():
         def load_context(self, context) -> None:  # MLflow hook
             from models.checkpoint import load_model
 
+            from models.network import prepare_for_inference
+
             self._loaded = load_model(context.artifacts["checkpoint"])
+            self._fast = prepare_for_inference(self._loaded.model)
 
         def predict(self, context, model_input, params=None):  # MLflow hook
             import cv2
@@ -92,7 +95,7 @@ with warnings.catch_warnings():
                 if bgr is None:
                     raise ValueError(f"{p}: cannot read this image")
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                pred = predict_image(self._loaded.model, rgb, threshold=float(params.get("threshold", 0.3)))
+                pred = predict_image(self._fast, rgb, threshold=float(params.get("threshold", 0.3)))
                 frac = np.bincount(pred.labels.ravel(), minlength=3)[:3] / pred.labels.size
                 _, png = cv2.imencode(".png", pred.labels)
                 rows.append({"path": str(p), "width": rgb.shape[1], "height": rgb.shape[0],

@@ -45,6 +45,8 @@ class OptimSettings(Settings):
     warmup_steps: int = Field(100, ge=0)
     min_lr_ratio: float = Field(0.02, ge=0, le=1)
     grad_clip: float = Field(5.0, gt=0)
+    max_minutes: float | None = Field(None, gt=0)
+    """Stop after the epoch during which this much wall time has passed (a time-boxed run)."""
 
 
 class EarlyStopSettings(Settings):
@@ -213,9 +215,13 @@ def train(s: TrainSettings, *, resume: bool = False, progress: bool = True) -> T
     run = _start_run(s, train_m, val_m, resume) if rank == 0 else None
     stopped_early = False
     epoch = start_epoch - 1
+    t_start = time.perf_counter()
     try:
         for epoch in range(start_epoch, s.optim.epochs):
             if bad >= s.early_stop.patience:
+                stopped_early = True
+                break
+            if s.optim.max_minutes and time.perf_counter() - t_start > 60 * s.optim.max_minutes:
                 stopped_early = True
                 break
             dataset.set_epoch(epoch)

@@ -42,13 +42,15 @@ cfg = load_settings(SynthSettings, None, [f"image.width={w}", f"image.height={h}
 card, rules = load_card(), load_flag_settings()
 single_closeup(item_rng(0, 0), load_settings(SynthSettings, None, ["image.width=64", "image.height=48"],
                default="synth/closeup.yaml"), card, rules, draw_camera)  # warm imports and caches
-rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+u0 = resource.getrusage(resource.RUSAGE_SELF)
 t = time.perf_counter()
 scene = single_closeup(item_rng(seed, 0), cfg, card, rules, draw_camera)
 secs = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": secs, "peak_rss_mb": peak / 1024, "extra_rss_mb": (peak - rss0) / 1024,
-                  "dots": int(len(scene.dots))}))
+u1 = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"seconds": secs, "peak_rss_mb": u1.ru_maxrss / 1024,
+                  "extra_rss_mb": (u1.ru_maxrss - u0.ru_maxrss) / 1024, "dots": int(len(scene.dots)),
+                  "user_s": u1.ru_utime - u0.ru_utime, "sys_s": u1.ru_stime - u0.ru_stime,
+                  "page_faults": u1.ru_minflt - u0.ru_minflt}))
 """
 
 
@@ -97,7 +99,10 @@ def generator_speed(spec: dict) -> dict:
             "median_s": statistics.median(secs), "min_s": min(secs), "max_s": max(secs),
             "peak_rss_mb_median": statistics.median(r["peak_rss_mb"] for r in runs),
             "extra_rss_mb_median": statistics.median(r["extra_rss_mb"] for r in runs),
-            "dots_median": statistics.median(r["dots"] for r in runs), "threads": 1}
+            "dots_median": statistics.median(r["dots"] for r in runs), "threads": 1,
+            "user_s_median": statistics.median(r["user_s"] for r in runs),
+            "sys_s_median": statistics.median(r["sys_s"] for r in runs),
+            "page_faults_median": statistics.median(r["page_faults"] for r in runs)}
 
 
 def truth_summary(folder: Path) -> dict:
@@ -145,6 +150,8 @@ def generator_tables(res: dict) -> str:
     lines = ["| measure | value | target |", "|---|---|---|",
              f"| 12 MP close-up ({sp['px_per_mm']} px/mm, {sp['dots_median']:.0f} dots), median of 5, 1 core | "
              f"{sp['median_s']:.2f} s (min {sp['min_s']:.2f}, max {sp['max_s']:.2f}) | <= 2 s |",
+             f"| of which CPU in the process / in the kernel (page faults) | {sp['user_s_median']:.2f} s / "
+             f"{sp['sys_s_median']:.2f} s ({sp['page_faults_median'] / 1e3:.0f} k minor faults) | - |",
              f"| peak RSS of the generating process | {sp['peak_rss_mb_median']:.0f} MB "
              f"(+{sp['extra_rss_mb_median']:.0f} MB for the image) | - |",
              "", "| suite | images | px/mm | Fitzpatrick | dots (median) | density /cm2 | scalp frac. | "

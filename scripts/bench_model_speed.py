@@ -80,7 +80,8 @@ def main() -> None:
             continue
         print(
             f"{arch}: params {r['params'] / 1e6:.3f} M, {r['gflop_per_mp']:.2f} GFLOP/MP, "
-            f"receptive reach {r['receptive_reach_px']} px; {args.width}x{args.height}, tile {args.tile}/{args.overlap}, "
+            f"receptive reach {r['receptive_reach_px']} px; {args.width}x{args.height}, "
+            f"tile {args.tile}/{args.overlap}, "
             f"{args.threads} threads: median {r['median_s']:.2f} s (min {r['min_s']:.2f}, CPU {r['cpu_s']:.2f} s), "
             f"peak RSS {r['peak_rss_gib']:.2f} GiB (whole process so far)",
             flush=True,

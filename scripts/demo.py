@@ -52,7 +52,7 @@ def segment(data: Path, out: Path) -> int:
     for (_, r), s in zip(ev.table.iterrows(), ev.samples):
         f1 = r.get("dot_f1")
         print(f"  {Path(r['image']).parent.name:<26} mIoU scalp/hair {r['miou_scalp_hair']:.3f}  "
-              f"dots found {int(r['n_pred_dots']):>5} of {int(r.get('n_true_dots', 0) or 0):>5}  "
+              f"dots predicted {int(r['n_pred_dots']):>5}, true {int(r.get('n_true_dots', 0) or 0):>5}  "
               f"F1 {'-' if f1 != f1 or f1 is None else f'{f1:.3f}'}  {r['seconds']:.2f} s")
     print(f"  overlays: {out}/overlay_*.png (tint: scalp orange, hair blue; dots: green found, "
           f"red missed, yellow false)")

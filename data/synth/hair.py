@@ -148,26 +148,35 @@ class HairLayer:
         total = self._total()
         return np.minimum(total, np.float32(255.0)) * np.float32(1.0 / 255.0)
 
-    def composite(self, albedo: np.ndarray) -> np.ndarray:
+    def composite(self, albedo: np.ndarray, strip_rows: int = 256) -> np.ndarray:
         """Lay the hair over ``albedo`` (HxWx3 float32), in place; returns the coverage.
 
         Where strands of several tones overlap, the colour is their coverage-weighted
-        mean and the coverage saturates at 1. OpenCV's mixed-type arithmetic does the
-        uint8 -> float work in single passes (numpy's casting costs ten times more).
+        mean and the coverage saturates at 1. Done in strips of ``strip_rows`` rows so
+        that the float temporaries stay small (first-touching hundreds of megabytes
+        costs more than the arithmetic); OpenCV's mixed-type arithmetic does the
+        uint8 -> float work in single passes.
         """
-        total = self._total()
-        inv = np.maximum(total, np.float32(255.0))
-        np.reciprocal(inv, out=inv)
-        cov = cv2.multiply(total, inv)
-        del total
-        weights = cv2.merge([cv2.multiply(self.tone_coverage[k], inv, dtype=cv2.CV_32F)
-                             for k in range(len(self.tones))])
-        # per pixel: hair RGB = sum_k tone_k * weight_k, a 3xK matrix applied to every pixel
-        hair = cv2.transform(weights.reshape(*weights.shape[:2], -1), self.tones.T.astype(np.float32))
-        del weights
-        keep = np.subtract(np.float32(1.0), cov)
-        cv2.multiply(albedo, cv2.merge([keep, keep, keep]), dst=albedo)
-        cv2.add(albedo, hair, dst=albedo)
+        h = albedo.shape[0]
+        cov = np.empty(albedo.shape[:2], np.float32)
+        mix = self.tones.T.astype(np.float32)
+        for y0 in range(0, h, strip_rows):
+            rows = slice(y0, min(h, y0 + strip_rows))
+            parts = [self.tone_coverage[k, rows] for k in range(len(self.tones))]
+            total = parts[0].astype(np.float32)
+            for part in parts[1:]:
+                cv2.add(total, part, dst=total, dtype=cv2.CV_32F)
+            inv = np.maximum(total, np.float32(255.0))
+            np.reciprocal(inv, out=inv)
+            weights = cv2.merge([cv2.multiply(part, inv, dtype=cv2.CV_32F) for part in parts])
+            # per pixel: hair RGB = sum_k tone_k * weight_k, a 3xK matrix applied to every pixel
+            hair = cv2.transform(weights.reshape(*weights.shape[:2], -1), mix)
+            c = cov[rows]
+            cv2.multiply(total, inv, dst=c)
+            keep = np.subtract(np.float32(1.0), c)
+            strip = albedo[rows]
+            cv2.multiply(strip, cv2.merge([keep, keep, keep]), dst=strip)
+            cv2.add(strip, hair, dst=strip)
         return cov
 
 
