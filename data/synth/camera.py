@@ -163,8 +163,8 @@ def defocus(img: np.ndarray, cam: CameraParams, sigma_max_px: float) -> np.ndarr
     xs = np.linspace(0, 1, w, dtype=np.float32)[None, :]
     t = np.clip(xs * np.float32(abs(np.cos(a))) + ys * np.float32(abs(np.sin(a))), 0, 1)
     t *= np.float32(1.0 / max(float(t.max()), 1e-6))
-    # one fused pass: (1 - t) * sharp + t * blurred (weights sum to one)
-    return cv2.blendLinear(img, blurred, np.float32(1.0) - t, t)
+    # one fused pass: (1 - t) * sharp + t * blurred (weights sum to one), into the blur's buffer
+    return cv2.blendLinear(img, blurred, np.float32(1.0) - t, t, dst=blurred)
 
 
 # 16-bit linear -> 8-bit sRGB lookup, exact to the 8-bit output
@@ -173,10 +173,19 @@ _SRGB_LUT = np.round(255.0 * linear_to_srgb(np.linspace(0.0, 1.0, 65536))).astyp
 
 def encode_srgb8(linear: np.ndarray) -> np.ndarray:
     """Linear RGB (clipped to [0, 1]) -> 8-bit sRGB through a 16-bit lookup table."""
-    scaled = linear * np.float32(65535.0)
+    return np.take(_SRGB_LUT, _quantise16(linear * np.float32(65535.0)))
+
+
+def _quantise16(scaled: np.ndarray) -> np.ndarray:
     scaled += np.float32(0.5)
     np.clip(scaled, 0, 65535, out=scaled)
-    return np.take(_SRGB_LUT, scaled.astype(np.uint16))
+    return scaled.astype(np.uint16)
+
+
+def encode_srgb8_inplace(linear: np.ndarray) -> np.ndarray:
+    """``encode_srgb8`` that uses ``linear`` as its scratch buffer (its content is lost)."""
+    linear *= np.float32(65535.0)
+    return np.take(_SRGB_LUT, _quantise16(linear))
 
 
 def _normal_table(levels: int = 256) -> np.ndarray:
@@ -196,20 +205,26 @@ def _normal_table(levels: int = 256) -> np.ndarray:
 _NORMAL_LUT = _normal_table()
 
 
-def gaussian_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """float32 array of (256-level quantised) standard-normal draws from ``rng``."""
+def gaussian_noise(rng: np.random.Generator, shape: tuple[int, ...], out: np.ndarray | None = None) -> np.ndarray:
+    """float32 array of (256-level quantised) standard-normal draws from ``rng`` (into ``out``)."""
     codes = np.frombuffer(rng.bytes(int(np.prod(shape))), np.uint8).reshape(shape)
     if len(shape) == 3 and shape[2] <= 4:
-        return cv2.LUT(codes, _NORMAL_LUT)
-    return _NORMAL_LUT[codes, 0]
+        return cv2.LUT(codes, _NORMAL_LUT, dst=out)
+    if out is None:
+        return _NORMAL_LUT[codes, 0]
+    np.take(_NORMAL_LUT[:, 0], codes, out=out)
+    return out
 
 
 def expose(radiance: np.ndarray, cam: CameraParams, rng: np.random.Generator,
-           gain_applied: bool = False) -> np.ndarray:
+           gain_applied: bool = False, scratch: tuple[np.ndarray, ...] = ()) -> np.ndarray:
     """Radiance -> white-balanced, noisy linear camera RGB (float32, in place).
 
     ``gain_applied``: the exposure gain (``exposure_gain``) is already in ``radiance``.
+    ``scratch``: up to two dead float32 arrays of ``radiance``'s shape to reuse for the
+    noise and its standard deviation (fresh memory costs as much as the arithmetic).
     """
+    spare = [a for a in scratch if a.shape == radiance.shape and a.dtype == np.float32 and a is not radiance]
     illum = illuminant_rgb(cam.illuminant_kelvin)
     # the camera's white balance corrects only part of the cast
     wb = illum ** -(1.0 - cam.white_balance_error)
@@ -217,8 +232,8 @@ def expose(radiance: np.ndarray, cam: CameraParams, rng: np.random.Generator,
     if not gain_applied:
         radiance *= exposure_gain(cam)
     # sensor noise: shot (signal dependent) + read, drawn once per pixel and channel
-    noise = gaussian_noise(rng, radiance.shape)
-    sd = np.maximum(radiance, np.float32(0.0))
+    noise = gaussian_noise(rng, radiance.shape, out=spare.pop() if spare else None)
+    sd = np.maximum(radiance, np.float32(0.0), out=spare.pop() if spare else None)
     sd *= np.float32(cam.shot_noise ** 2)
     sd += np.float32(cam.read_noise ** 2)
     cv2.sqrt(sd, dst=sd)

@@ -16,7 +16,7 @@ import pandas as pd
 from data.card import CardSpec, marker_corners_mm, render_card
 from data.colour import blue_index, delta_e00, linear_rgb_to_lab, srgb_to_linear
 from data.flags import FlagSettings
-from data.synth.camera import (CameraParams, apply_h, defocus, encode_srgb8, expose, exposure_gain,
+from data.synth.camera import (CameraParams, apply_h, defocus, encode_srgb8_inplace, expose, exposure_gain,
                                illuminant_rgb, light_field, plane_to_image)
 from data.synth.dots import (DotSet, apply_density, core_means, density_planes, dot_sprites, place_dots,
                              ring_samples, solve_strength)
@@ -253,7 +253,8 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     card_cover = np.zeros(shape, np.float32)
     if card_pose.present:
         composite_card(albedo, card_cover, card, card_pose, plane)
-    mask_plane = np.where(card_cover >= 0.5, 0, np.where(hair_mask, 2, 1)).astype(np.uint8)
+    mask_plane = hair_mask.view(np.uint8) + np.uint8(1)  # 1 scalp, 2 hair (uint8 all along: no int64 temporaries)
+    mask_plane[card_cover >= 0.5] = 0
 
     # --- project to the image ---
     w, h = image_size
@@ -261,7 +262,8 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     warp = dict(dsize=(w, h), borderMode=cv2.BORDER_REPLICATE)
     # oily sheen, where there is no card (the card is matte)
     shine = skin.oil
-    shine *= np.float32(1.0) - card_cover
+    np.subtract(np.float32(1.0), card_cover, out=card_cover)
+    shine *= card_cover
     del skin
     img_alb = cv2.warpPerspective(albedo, m, flags=cv2.INTER_LINEAR, **warp)
     del albedo
@@ -282,10 +284,14 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     radiance = img_alb
     radiance += spec[..., None]
     del spec
-    radiance *= light_field(cam, (h, w), tint=illum * exposure_gain(cam))
+    light = light_field(cam, (h, w), tint=illum * exposure_gain(cam))
+    radiance *= light
+    sharp = radiance
     radiance = defocus(radiance, cam, cam.dof_blur_mm * cam.px_per_mm)
-    radiance = expose(radiance, cam, rng, gain_applied=True)
-    photo = encode_srgb8(radiance)
+    # the light field and (when blurred) the sharp image are dead: scratch for the noise
+    radiance = expose(radiance, cam, rng, gain_applied=True, scratch=(light, sharp))
+    del light, sharp
+    photo = encode_srgb8_inplace(radiance)
     del radiance
 
     # --- dot truth table ---

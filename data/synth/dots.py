@@ -170,8 +170,9 @@ def dot_sprites(dots: DotSet, shape: tuple[int, int], px_per_mm: float,
         off = np.arange(-k, k + 1)
         oy, ox = np.meshgrid(off, off, indexing="ij")
         ox, oy = ox.ravel()[None, :], oy.ravel()[None, :]
-        px = np.round(cx[idx]).astype(int)[:, None] + ox
-        py = np.round(cy[idx]).astype(int)[:, None] + oy
+        # int32 indices: a frame below 2**31 pixels, and half the memory of int64
+        px = np.round(cx[idx]).astype(np.int32)[:, None] + ox.astype(np.int32)
+        py = np.round(cy[idx]).astype(np.int32)[:, None] + oy.astype(np.int32)
         dx = (px - cx[idx, None]).astype(np.float32)
         dy = (py - cy[idx, None]).astype(np.float32)
         r = np.sqrt(dx * dx + dy * dy)
@@ -188,7 +189,7 @@ def dot_sprites(dots: DotSet, shape: tuple[int, int], px_per_mm: float,
         z = np.clip((r - rad) / edge_px[idx].astype(np.float32)[:, None], -30, 30)
         profile = 1.0 / (1.0 + np.exp(z))
         inside = (px >= 0) & (px < w) & (py >= 0) & (py < h)
-        flat = np.where(inside, py * w + px, -1)
+        flat = np.where(inside, py * np.int32(w) + px, np.int32(-1))
         rr = r_px[idx][:, None]
         core = (r <= np.maximum(0.5 * rr, 0.75)) & inside
         out.append((idx, DotSprites(flat, profile.astype(np.float32), core)))

@@ -137,4 +137,4 @@ def write_scene(scene: Scene, out_dir: Path, *, fmt: str, jpeg_quality: int, see
 
 
 def lstar_of(linear: np.ndarray) -> np.ndarray:
-    return luminance_lstar(linear).astype(np.float32)
+    return luminance_lstar(linear).astype(np.float32, copy=False)

@@ -103,7 +103,7 @@ def splat(shape: tuple[int, int], xy_px: np.ndarray, weights: np.ndarray, sigma_
     img = img.reshape(h, w)
     if sigma_px > 0.3:
         # a unit impulse blurred keeps its sum; rescale so the peak equals the weight
-        img = cv2.GaussianBlur(img, (0, 0), sigma_px)
+        cv2.GaussianBlur(img, (0, 0), sigma_px, dst=img)  # in place: no second frame
         img *= np.float32(2 * np.pi * sigma_px ** 2)
     return img
 
