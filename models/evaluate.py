@@ -20,7 +20,7 @@ from pydantic import Field
 
 from data.config import Settings
 from data.dataset import load_photo
-from data.manifest import Manifest
+from data.manifest import Manifest, ManifestError
 from models.inference import predict_image
 from models.network import prepare_for_inference
 from models.scoring import CLASS_NAMES, DotMatch, confusion, dot_scores, match_dots, region_scores
@@ -61,6 +61,8 @@ class Evaluation:
     summary: dict[str, float]
     """Pooled figures: overall and per view (``closeup_``/``global_`` prefixes)."""
     samples: list[ImagePrediction] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    """(image, reason) of each photo that could not be read; the others are scored."""
 
 
 def _pooled(cm: np.ndarray, matches: list[tuple[DotMatch, float]], prefix: str = "") -> dict[str, float]:
@@ -78,10 +80,16 @@ def evaluate(model: torch.nn.Module, manifest: Manifest, settings: EvalSettings 
     cm_all = np.zeros((3, 3), np.int64)
     per_view: dict[str, tuple[np.ndarray, list]] = {}
     matches: list[tuple[DotMatch, float]] = []
-    records, samples = [], []
+    records, samples, failures = [], [], []
     model = prepare_for_inference(model)  # an eval copy with conv+BN folded; the caller's model is untouched
     for i, row in enumerate(rows):
-        photo = load_photo(row)
+        try:
+            photo = load_photo(row)
+        except ManifestError as exc:  # a corrupt or unreadable photo: report it, score the rest
+            failures.append((str(row.image), str(exc)))
+            if progress:
+                progress(i + 1, len(rows))
+            continue
         t0 = time.perf_counter()
         pred = predict_image(model, photo.image, tile=settings.tile, overlap=settings.overlap,
                              batch_size=settings.batch_size, device=device, threshold=settings.threshold)
@@ -113,9 +121,10 @@ def evaluate(model: torch.nn.Module, manifest: Manifest, settings: EvalSettings 
     summary = _pooled(cm_all, matches)
     for view, (cm, m) in per_view.items():
         summary.update(_pooled(cm, m, prefix=f"{view}_"))
-    summary["n_images"] = float(len(rows))
+    summary["n_images"] = float(len(records))
+    summary["n_failed"] = float(len(failures))
     summary["seconds_per_image"] = float(np.mean([r["seconds"] for r in records])) if records else float("nan")
-    return Evaluation(pd.DataFrame.from_records(records), cm_all, summary, samples)
+    return Evaluation(pd.DataFrame.from_records(records), cm_all, summary, samples, failures)
 
 
 def selection_score(summary: dict[str, float]) -> float:

@@ -145,3 +145,25 @@ def test_torchrun_two_cpu_processes(tiny_data, tmp_path):
     assert res.stdout.count("best model:") == 1  # only rank 0 reports, logs and saves
     loaded = load_model(tmp_path / "ddp" / "best.pt")
     assert loaded.meta["epoch"] >= 1
+
+
+def test_evaluate_reports_a_corrupt_photo_and_scores_the_rest(tiny_data, tmp_path, capsys):
+    import shutil
+
+    ds = tmp_path / "ds"
+    shutil.copytree(tiny_data.parent, ds)
+    photo = ds / "img_00001" / "photo.jpg"
+    photo.write_bytes(photo.read_bytes()[:500])  # truncated JPEG
+    model = save_model(tmp_path / "m.pt", build_model(ModelSettings(width_mult=0.5, decoder_channels=(8, 16, 16, 24))))
+    assert smp(["evaluate", "--model", str(model), "--data", str(ds / "manifest.csv"), "--out", str(tmp_path / "e"),
+                "--no-mlflow", "--overlays", "0"]) == 1
+    out = capsys.readouterr().out
+    assert "failed:" in out and "img_00001" in out
+    summary = json.loads((tmp_path / "e" / "summary.json").read_text())
+    assert summary["n_images"] == 5 and summary["n_failed"] == 1
+
+
+def test_evaluate_bad_threshold_is_one_line(tiny_data, capsys):
+    assert smp(["evaluate", "--data", str(tiny_data), "--threshold", "2", "--no-mlflow"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--threshold" in err[0]

@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import torch
+    from pydantic import ValidationError
     from tqdm import tqdm
 
     from data.config import ConfigError
@@ -48,8 +49,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--device cuda: no GPU is visible")
     try:
         settings = EvalSettings(match_radius_mm=args.match_radius_mm, threshold=args.threshold)
-    except Exception as exc:
-        raise ConfigError(f"evaluate: {str(exc).splitlines()[-1].strip()}") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
     try:
         manifest = read_manifest(args.data, split=args.split)
         path = resolve_model(args.model) if args.model else default_model_path()
@@ -81,5 +83,7 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps({k: s.get(k) for k in ("n_images", "miou_scalp_hair", "iou_scalp", "iou_hair",
                                            "dot_precision", "dot_recall", "dot_f1", "dot_loc_error_mm_median",
                                            "seconds_per_image")}, indent=2))
+    for image, reason in ev.failures:
+        print(f"failed: {reason}")
     print(f"wrote {args.out}")
-    return 0
+    return 1 if ev.failures else 0
