@@ -66,6 +66,7 @@ import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from data.manifest import COLUMNS as MANIFEST_COLUMNS
+from data.manifest import pick_split
 from data.manifest import SPLITS, VIEWS
 
 BACKGROUND, SCALP, HAIR, IGNORE = 0, 1, 2, 255
@@ -1456,13 +1457,8 @@ def assign_split(key: str, fractions: Sequence[tuple[str, float]] = SPLIT_FRACTI
     The first 8 bytes of the key's SHA-256 give a number in [0, 1) that falls into the
     cumulative ``fractions``; the same key always lands in the same split, on any machine.
     """
-    u = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / float(1 << 64)
-    total = 0.0
-    for name, fraction in fractions:
-        total += fraction
-        if u < total:
-            return name
-    return fractions[-1][0]
+    return pick_split(int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / float(1 << 64),
+                      fractions)
 
 
 def write_manifest(rows: Iterable[Mapping[str, Any]], out_dir: Path, *, name: str = "manifest.csv",

@@ -222,3 +222,13 @@ def concat_manifests(manifests: Iterable[Manifest]) -> Manifest:
         seen[r.image] = i
     sources = tuple(s for m in manifests for s in m.sources)
     return Manifest(rows=rows, sources=sources)
+
+
+def pick_split(u: float, fractions: Sequence[tuple[str, float]]) -> str:
+    """The split whose cumulative share of [0, 1) holds ``u`` (a uniform number)."""
+    total = 0.0
+    for name, fraction in fractions:
+        total += fraction
+        if u < total:
+            return name
+    return fractions[-1][0]

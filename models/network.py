@@ -297,6 +297,16 @@ def _out_channels(block: nn.Module) -> int:
     return int(getattr(block, "out_channels"))
 
 
+def _run_tapped(body: nn.Sequential, taps: dict[int, int], x: Tensor) -> tuple[dict[int, Tensor], Tensor]:
+    """Run ``body``; keep the output of each block index in ``taps`` under its stride."""
+    out: dict[int, Tensor] = {}
+    for i, block in enumerate(body):
+        x = block(x)
+        if i in taps:
+            out[taps[i]] = x
+    return out, x
+
+
 class _UNetEncoder(nn.Module):
     """mobilenet_v3_small features cut at ``encoder_stride``; returns maps at strides 2..encoder_stride."""
 
@@ -311,12 +321,7 @@ class _UNetEncoder(nn.Module):
         _localise_global_pools(self.body, settings.se_kernel)
 
     def forward(self, x: Tensor) -> dict[int, Tensor]:
-        out: dict[int, Tensor] = {}
-        for i, block in enumerate(self.body):
-            x = block(x)
-            if i in self.taps:
-                out[self.taps[i]] = x
-        return out
+        return _run_tapped(self.body, self.taps, x)[0]
 
 
 class _LRASPPEncoder(nn.Module):
@@ -342,11 +347,7 @@ class _LRASPPEncoder(nn.Module):
         _localise_global_pools(self.body, settings.se_kernel)
 
     def forward(self, x: Tensor) -> dict[int, Tensor]:
-        out: dict[int, Tensor] = {}
-        for i, block in enumerate(self.body):
-            x = block(x)
-            if i in self.taps:
-                out[self.taps[i]] = x
+        out, x = _run_tapped(self.body, self.taps, x)
         out[8] = self.head({"low": out[8], "high": x})
         return out
 

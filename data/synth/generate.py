@@ -16,6 +16,7 @@ import pandas as pd
 
 from data.card import CardSpec
 from data.flags import FlagSettings
+from data.manifest import pick_split
 from data.synth.camera import draw_camera
 from data.synth.scene import Scene, write_scene
 from data.synth.settings import SynthSettings
@@ -38,13 +39,8 @@ def item_rng(seed: int, index: int) -> np.random.Generator:
 
 
 def split_of(seed: int, index: int) -> str:
-    u = np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(index, 7))).random()
-    acc = 0.0
-    for name, frac in SPLITS:
-        acc += frac
-        if u < acc:
-            return name
-    return SPLITS[-1][0]
+    return pick_split(np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(index, 7))).random(),
+                      SPLITS)
 
 
 def render_single(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, rules: FlagSettings) -> Scene:
