@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from data.colour import linear_to_srgb
+from data.colour import linear_to_srgb, luminance_lstar
+from data.synth.fields import smooth_field
 from data.synth.settings import CameraSettings
 
 _XYZ_TO_LIN = np.array([[3.2404542, -1.5371385, -0.4985314],
@@ -126,6 +127,16 @@ def illuminant_rgb(kelvin: float) -> np.ndarray:
     return rgb / (rgb @ np.array([0.2126, 0.7152, 0.0722]))
 
 
+def _light_grid(cam: CameraParams, gh: int, gw: int) -> np.ndarray:
+    """The light field (fall-off times vignetting) on a ``gh`` x ``gw`` grid spanning the frame."""
+    a = np.deg2rad(cam.gradient_angle_deg)
+    ys = np.linspace(-0.5, 0.5, gh, dtype=np.float32)[:, None]
+    xs = np.linspace(-0.5, 0.5, gw, dtype=np.float32)[None, :]
+    ramp = (xs * np.float32(np.cos(a)) + ys * np.float32(np.sin(a)))
+    vignette = 1.0 - 0.25 * (xs * xs + ys * ys)
+    return ((1.0 - cam.gradient * (ramp + 0.5)) * vignette).astype(np.float32)
+
+
 def light_field(cam: CameraParams, shape: tuple[int, int], tint: np.ndarray | None = None) -> np.ndarray:
     """HxW relative irradiance: a linear fall-off plus mild lens vignetting.
 
@@ -134,13 +145,7 @@ def light_field(cam: CameraParams, shape: tuple[int, int], tint: np.ndarray | No
     The field is smooth, so it is computed on a 1/8 grid and upsampled.
     """
     h, w = shape
-    gh, gw = max(2, h // 8), max(2, w // 8)
-    a = np.deg2rad(cam.gradient_angle_deg)
-    ys = np.linspace(-0.5, 0.5, gh, dtype=np.float32)[:, None]
-    xs = np.linspace(-0.5, 0.5, gw, dtype=np.float32)[None, :]
-    ramp = (xs * np.float32(np.cos(a)) + ys * np.float32(np.sin(a)))
-    vignette = 1.0 - 0.25 * (xs * xs + ys * ys)
-    small = ((1.0 - cam.gradient * (ramp + 0.5)) * vignette).astype(np.float32)
+    small = _light_grid(cam, max(2, h // 8), max(2, w // 8))
     if tint is not None:
         small = small[..., None] * np.asarray(tint, np.float32)[None, None, :]
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -180,12 +185,6 @@ def _quantise16(scaled: np.ndarray) -> np.ndarray:
     scaled += np.float32(0.5)
     np.clip(scaled, 0, 65535, out=scaled)
     return scaled.astype(np.uint16)
-
-
-def encode_srgb8_inplace(linear: np.ndarray) -> np.ndarray:
-    """``encode_srgb8`` that uses ``linear`` as its scratch buffer (its content is lost)."""
-    linear *= np.float32(65535.0)
-    return np.take(_SRGB_LUT, _quantise16(linear))
 
 
 def _normal_table(levels: int = 256) -> np.ndarray:
@@ -246,3 +245,89 @@ def expose(radiance: np.ndarray, cam: CameraParams, rng: np.random.Generator,
 
 def exposure_gain(cam: CameraParams) -> np.float32:
     return np.float32(0.82 * 2.0 ** cam.exposure_ev)
+
+
+# --------------------------------------------------------------------------- strip-wise photograph
+
+def _strip_warp(mat: np.ndarray, y0: int) -> np.ndarray:
+    """``mat`` (3x3, source -> full image) followed by a shift of the image rows by ``-y0``."""
+    return np.array([[1.0, 0.0, 0.0], [0.0, 1.0, -float(y0)], [0.0, 0.0, 1.0]]) @ mat
+
+
+def photograph(albedo: np.ndarray, shine: np.ndarray, plane_to_px: np.ndarray, size: tuple[int, int],
+               cam: CameraParams, rng: np.random.Generator, *, clean_lstar: np.ndarray,
+               strip_rows: int = 128) -> np.ndarray:
+    """Warp a plane raster into the camera and expose it, one band of rows at a time.
+
+    Does what ``warpPerspective`` + ``light_field`` + ``defocus`` + ``expose`` +
+    ``encode_srgb8`` do on whole frames, but every float temporary is a strip of
+    ``strip_rows`` rows (plus the blur's margin), so a 12-megapixel photo never
+    allocates a full-frame float image: fresh memory costs as much as arithmetic
+    on these machines, and strips stay in cache. Row bands overlap by the blur
+    radius, so the blur is the same as on the whole frame.
+
+    ``albedo`` (plane HxWx3 float32 linear reflectance) and ``shine`` (plane HxW
+    float32 oily sheen strength) are read only. ``clean_lstar`` (image HxW
+    float32) receives the noiseless, unlit L* of the warped albedo. Returns the
+    HxWx3 uint8 sRGB photo. Random draws: the sparkle field, then the sensor
+    noise strip by strip (row order).
+    """
+    w, h = size
+    warp = dict(flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    # specular sparkle: where the oily sheen catches the light
+    sparkle = smooth_field(rng, (h, w), 0.6 * cam.px_per_mm)
+    sparkle -= np.float32(0.5)
+    np.maximum(sparkle, np.float32(0.0), out=sparkle)
+    sparkle *= np.float32(0.12)
+    # light x illuminant x exposure gain: a smooth field on a 1/8 grid, resampled per strip
+    illum = illuminant_rgb(cam.illuminant_kelvin).astype(np.float32)
+    small = _light_grid(cam, max(2, h // 8), max(2, w // 8))[..., None] * (illum * exposure_gain(cam))
+    gh, gw = small.shape[:2]
+    sx, sy = gw / w, gh / h
+    # defocus: blend of sharp and blurred by a ramp along the tilt direction
+    sigma = cam.dof_blur_mm * cam.px_per_mm
+    blur = sigma >= 0.3
+    margin = int(np.ceil(4.0 * sigma)) + 1 if blur else 0
+    a = np.deg2rad(cam.tilt_azimuth_deg + cam.rotation_deg)
+    ca, sa = np.float32(abs(np.cos(a))), np.float32(abs(np.sin(a)))
+    xs = np.linspace(0, 1, w, dtype=np.float32)[None, :]
+    ys_all = np.linspace(0, 1, h, dtype=np.float32)
+    t_max = max(float(min(1.0, ca + sa)), 1e-6)
+    # white balance corrects only part of the illuminant's cast
+    wb = illuminant_rgb(cam.illuminant_kelvin) ** -(1.0 - cam.white_balance_error)
+    wb = (wb / (wb @ np.array([0.2126, 0.7152, 0.0722]))).astype(np.float32)
+    shot2, read2 = np.float32(cam.shot_noise ** 2), np.float32(cam.read_noise ** 2)
+
+    photo = np.empty((h, w, 3), np.uint8)
+    for y0 in range(0, h, strip_rows):
+        y1 = min(h, y0 + strip_rows)
+        ya, yb = max(0, y0 - margin), min(h, y1 + margin)
+        rows = yb - ya
+        rad = cv2.warpPerspective(albedo, _strip_warp(plane_to_px, ya), (w, rows), **warp)
+        inner = slice(y0 - ya, y1 - ya)
+        clean_lstar[y0:y1] = luminance_lstar(rad[inner])
+        spec = cv2.warpPerspective(shine, _strip_warp(plane_to_px, ya), (w, rows), **warp)
+        spec *= sparkle[ya:yb]
+        rad += spec[..., None]
+        lmat = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, (ya + 0.5) * sy - 0.5]])
+        rad *= cv2.warpAffine(small, lmat, (w, rows), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)
+        if blur:
+            blurred = cv2.GaussianBlur(rad, (0, 0), sigma)[inner]
+            t = np.clip(xs * ca + ys_all[y0:y1, None] * sa, 0, 1)
+            t *= np.float32(1.0 / t_max)
+            rad = cv2.blendLinear(np.ascontiguousarray(rad[inner]), blurred, np.float32(1.0) - t, t)
+        else:
+            rad = np.ascontiguousarray(rad[inner])
+        # sensor noise: shot (signal dependent) + read, one draw per pixel and channel
+        noise = gaussian_noise(rng, rad.shape)
+        sd = np.maximum(rad, np.float32(0.0))
+        sd *= shot2
+        sd += read2
+        cv2.sqrt(sd, dst=sd)
+        noise *= sd
+        rad += noise
+        rad *= wb
+        rad *= np.float32(65535.0)
+        np.take(_SRGB_LUT, _quantise16(rad), out=photo[y0:y1])
+    return photo

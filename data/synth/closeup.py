@@ -16,9 +16,8 @@ import pandas as pd
 from data.card import CardSpec, marker_corners_mm, render_card
 from data.colour import blue_index, delta_e00, linear_rgb_to_lab, srgb_to_linear
 from data.flags import FlagSettings
-from data.synth.camera import (CameraParams, apply_h, defocus, encode_srgb8_inplace, expose, exposure_gain,
-                               illuminant_rgb, light_field, plane_to_image)
-from data.synth.dots import (DotSet, apply_density, core_means, density_planes, dot_sprites, place_dots,
+from data.synth.camera import CameraParams, apply_h, photograph, plane_to_image
+from data.synth.dots import (DotSet, core_means, darken_by_dots, dot_sprites, place_dots,
                              ring_samples, solve_strength)
 from data.synth.fields import smooth_field
 from data.synth.hair import (Follicles, HairParams, draw_follicles, draw_hair, render_hair,
@@ -233,7 +232,7 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     # dotted skin = bare skin x exp(-optical density), computed in place on the skin raster
     albedo = bare
     del bare
-    apply_density(albedo, density_planes(dots, sprites, shape, uptake=uptake))
+    darken_by_dots(albedo, dots, sprites, uptake=uptake)
 
     # per-dot truth colour: core mean of the dotted skin; skin: ring mean of bare skin
     core_rgb = core_means(albedo, sprites, n)
@@ -260,39 +259,19 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     w, h = image_size
     m = h_img @ np.array([[1 / ppm, 0, 0.5 / ppm], [0, 1 / ppm, 0.5 / ppm], [0, 0, 1]])  # plane px -> image px
     warp = dict(dsize=(w, h), borderMode=cv2.BORDER_REPLICATE)
+    mask = cv2.warpPerspective(mask_plane, m, flags=cv2.INTER_NEAREST, **warp)
+    skin_l = cv2.warpPerspective(skin_l_plane, m, flags=cv2.INTER_LINEAR, **warp)
+    del skin_l_plane, mask_plane
     # oily sheen, where there is no card (the card is matte)
     shine = skin.oil
     np.subtract(np.float32(1.0), card_cover, out=card_cover)
     shine *= card_cover
-    del skin
-    img_alb = cv2.warpPerspective(albedo, m, flags=cv2.INTER_LINEAR, **warp)
-    del albedo
-    mask = cv2.warpPerspective(mask_plane, m, flags=cv2.INTER_NEAREST, **warp)
-    skin_l = cv2.warpPerspective(skin_l_plane, m, flags=cv2.INTER_LINEAR, **warp)
-    spec = cv2.warpPerspective(shine, m, flags=cv2.INTER_LINEAR, **warp)
-    del skin_l_plane, shine, card_cover, mask_plane
-    clean_l = lstar_of(img_alb)
+    del skin, card_cover
 
-    # --- light and camera ---
-    illum = illuminant_rgb(cam.illuminant_kelvin).astype(np.float32)
-    sparkle = smooth_field(rng, (h, w), 0.6 * cam.px_per_mm)
-    sparkle -= np.float32(0.5)
-    np.maximum(sparkle, np.float32(0.0), out=sparkle)
-    spec *= sparkle
-    spec *= np.float32(0.12)
-    del sparkle
-    radiance = img_alb
-    radiance += spec[..., None]
-    del spec
-    light = light_field(cam, (h, w), tint=illum * exposure_gain(cam))
-    radiance *= light
-    sharp = radiance
-    radiance = defocus(radiance, cam, cam.dof_blur_mm * cam.px_per_mm)
-    # the light field and (when blurred) the sharp image are dead: scratch for the noise
-    radiance = expose(radiance, cam, rng, gain_applied=True, scratch=(light, sharp))
-    del light, sharp
-    photo = encode_srgb8_inplace(radiance)
-    del radiance
+    # --- light and camera, strip by strip ---
+    clean_l = np.empty((h, w), np.float32)
+    photo = photograph(albedo, shine, m, (w, h), cam, rng, clean_lstar=clean_l)
+    del albedo, shine
 
     # --- dot truth table ---
     xy_img = apply_h(h_img, dots.xy_mm) if n else np.zeros((0, 2))

@@ -250,13 +250,33 @@ def render_density(dots: DotSet, sprites: list[tuple[np.ndarray, DotSprites]],
     return cv2.merge([p.reshape(h, w) for p in density_planes(dots, sprites, shape, uptake)])
 
 
-def apply_density(albedo: np.ndarray, planes: list[np.ndarray]) -> None:
-    """``albedo *= exp(-density)`` channel by channel, in place (the planes are consumed)."""
-    h, w = albedo.shape[:2]
-    for c, plane in enumerate(planes):
-        np.negative(plane, out=plane)
-        cv2.exp(plane, dst=plane)
-        albedo[..., c] *= plane.reshape(h, w)
+def darken_by_dots(albedo: np.ndarray, dots: DotSet, sprites: list[tuple[np.ndarray, DotSprites]],
+                   uptake: np.ndarray | None = None) -> None:
+    """``albedo *= exp(-optical density of all dots)``, in place, touching only sprite pixels.
+
+    Optical densities of overlapping dots add, so their transmittances multiply:
+    each sprite sample multiplies its pixel by ``exp(-profile * od)`` with
+    ``np.multiply.at`` (order-independent). Unlike :func:`render_density` this
+    needs no full-frame density planes, whose fresh memory and full-frame
+    ``exp`` cost more than the sprites themselves on large photos.
+    """
+    if not sprites:
+        return
+    od = dots.od()
+    if uptake is not None:
+        od = od * uptake[:, None]
+    od = od.astype(np.float32)
+    flat_albedo = albedo.reshape(-1, 3)
+    for idx, sp in sprites:
+        rows, cols = np.nonzero((sp.flat_index >= 0) & (sp.profile > 1e-3))
+        flat = sp.flat_index[rows, cols]
+        prof = sp.profile[rows, cols]
+        owner = idx[rows]
+        for c in range(3):
+            trans = prof * od[owner, c]
+            np.negative(trans, out=trans)
+            np.exp(trans, out=trans)
+            np.multiply.at(flat_albedo[:, c], flat, trans)
 
 
 def core_means(image: np.ndarray, sprites: list[tuple[np.ndarray, DotSprites]], n: int) -> np.ndarray:
