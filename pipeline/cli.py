@@ -17,7 +17,7 @@ from data.config import ConfigError
 from . import __version__
 from .errors import UserError
 
-COMMANDS = ("synth", "card", "import_labels", "train", "evaluate")
+COMMANDS = ("synth", "card", "import_labels", "train", "evaluate", "assess")
 
 
 def build_parser() -> argparse.ArgumentParser:

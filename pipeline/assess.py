@@ -1,0 +1,285 @@
+"""Assessing one photo: the only module that knows the order of the stages.
+
+``load -> calibrate -> segment -> dots -> pigment colour -> flags -> quality -> metrics``
+
+Each stage is a plain function in its own module; this one wires them, times
+them (``timings_s``), collects warnings, and writes the DESIGN.md output
+contract (``assessment.json``, ``dots.csv``, ``mask.png``, ``overlay.png``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import cv2
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from data.card import CardSpec, load_card, paper_rect_mm
+from data.colour import luminance_lstar
+from data.config import Settings, load_settings
+from data.flags import FlagSettings, load_flag_settings
+from data.metrics import SCALP, PhotoMetrics, photo_metrics
+
+from .calibration import Calibration, CalibrationSettings, calibrate
+from .dots import DotSettings, footprint_mask, local_px_per_mm, measure_dots, skin_reference
+from .loading import LoadSettings, Photo, load_photo
+from .overlay import render_overlay
+from .pigment import DOT_COLUMNS, dot_table
+from .quality import QualityReport, QualitySettings, check_quality
+from .segment import ModelSegmenter, Segmentation, card_polygon_mask, classical_segmentation
+
+__all__ = ["AssessSettings", "Assessment", "Assessor", "load_assess_settings", "write_assessment", "SCHEMA"]
+
+SCHEMA = "smp-assessment/1"
+
+
+class SegmentSettings(Settings):
+    #: ``model`` (the network; falls back to ``classical`` with a warning if it cannot load) or ``classical``.
+    method: Literal["model", "classical"] = "model"
+    #: Model file or registry URI (``models:/smp-segmenter@champion``); empty = the bundled model.
+    model: str = ""
+    device: str = "cpu"
+    #: Torch threads (0 = torch's default).
+    threads: int = Field(0, ge=0)
+    tile: int = Field(1024, ge=128)
+    overlap: int = Field(128, ge=0)
+    dot_threshold: float = Field(0.3, gt=0, lt=1)
+
+
+class AssessSettings(Settings):
+    """Everything ``smp assess`` can be told (``configs/assess/default.yaml``)."""
+
+    #: ``closeup`` / ``global``, or ``auto``: close-up when the scale is >= ``closeup_min_px_per_mm``.
+    view: Literal["auto", "closeup", "global"] = "auto"
+    closeup_min_px_per_mm: float = Field(7.0, gt=0)
+    #: Without any scale, the close-up scale assumed for search radii only (no mm figures are reported).
+    assumed_closeup_px_per_mm: float = Field(20.0, gt=0)
+    load: LoadSettings = LoadSettings()
+    calibration: CalibrationSettings = CalibrationSettings()
+    segment: SegmentSettings = SegmentSettings()
+    dots: DotSettings = DotSettings()
+    quality: QualitySettings = QualitySettings()
+    #: Write overlay.png (the slowest output on 12 MP photos).
+    overlay: bool = True
+
+
+def load_assess_settings(path=None, overrides=()) -> AssessSettings:
+    return load_settings(AssessSettings, path, overrides, default="assess/default.yaml")
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """One photo's results, ready to be written or stored."""
+
+    photo: Photo
+    view: str
+    calibration: Calibration
+    quality: QualityReport
+    model: dict[str, Any]
+    metrics: PhotoMetrics
+    dots: pd.DataFrame
+    labels: np.ndarray
+    warnings: tuple[str, ...]
+    timings_s: dict[str, float]
+    config_hash: str
+    roi_polygon_px: np.ndarray | None = field(default=None)
+
+    def to_json(self) -> dict[str, Any]:
+        p = self.photo
+        return {
+            "schema": SCHEMA,
+            "photo": {"path": p.path, "sha256": p.sha256, "width": p.width, "height": p.height,
+                      "view": self.view, "capture_time": p.capture_time.isoformat() if p.capture_time else None,
+                      "source_mode": p.source_mode, "bit_depth": p.bit_depth, "notes": list(p.notes)},
+            "calibration": self.calibration.to_json(),
+            "quality": self.quality.to_json(),
+            "model": self.model,
+            "metrics": self.metrics.to_dict(),
+            "roi_polygon_px": None if self.roi_polygon_px is None else np.round(self.roi_polygon_px, 3).tolist(),
+            "warnings": list(self.warnings),
+            "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
+            "config_hash": self.config_hash,
+        }
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        yield
+        self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - t
+
+
+def _config_hash(settings: AssessSettings, rules: FlagSettings, card: CardSpec, model: dict[str, Any]) -> str:
+    blob = json.dumps({"assess": settings.model_dump(mode="json"), "flags": rules.model_dump(mode="json"),
+                       "card": card.model_dump(mode="json"), "model": model.get("sha256")}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class Assessor:
+    """Holds what is loaded once (model, card, rules) and assesses photos one by one."""
+
+    def __init__(self, settings: AssessSettings | None = None, *, rules: FlagSettings | None = None,
+                 card: CardSpec | None = None) -> None:
+        self.settings = settings or load_assess_settings()
+        self.rules = rules or load_flag_settings()
+        self.card = card or load_card()
+        self.segmenter: ModelSegmenter | None = None
+        self.setup_warnings: tuple[str, ...] = ()
+        seg = self.settings.segment
+        if seg.method == "model":
+            try:
+                self.segmenter = ModelSegmenter(seg.model or None, device=seg.device, threads=seg.threads or None,
+                                                tile=seg.tile, overlap=seg.overlap, dot_threshold=seg.dot_threshold)
+            except (FileNotFoundError, ValueError) as exc:
+                if seg.model:  # the user asked for this model: do not quietly use another
+                    raise
+                self.setup_warnings = (f"segmentation model unavailable ({exc}); using the classical segmenter",)
+        self.model_info = (self.segmenter.describe() if self.segmenter else
+                           {"name": "classical", "version": "1", "sha256": None, "kind": "classical"})
+        self.config_hash = _config_hash(self.settings, self.rules, self.card, self.model_info)
+
+    def assess_file(self, path: str | Path, *, px_per_mm: float | None = None,
+                    roi_polygon: np.ndarray | None = None, roi_units: Literal["px", "card_mm"] = "px") -> Assessment:
+        timer = _Timer()
+        with timer("load"):
+            photo = load_photo(path, self.settings.load)
+        return self.assess(photo, px_per_mm=px_per_mm, roi_polygon=roi_polygon, roi_units=roi_units, timer=timer)
+
+    def assess(self, photo: Photo, *, px_per_mm: float | None = None, roi_polygon: np.ndarray | None = None,
+               roi_units: Literal["px", "card_mm"] = "px", timer: _Timer | None = None) -> Assessment:
+        s = self.settings
+        timer = timer or _Timer()
+        t_all = time.perf_counter()
+        rgb = photo.rgb
+        h, w = rgb.shape[:2]
+        warnings: list[str] = list(self.setup_warnings) + [f"photo: {n}" for n in photo.notes]
+
+        with timer("calibrate"):
+            cal = calibrate(rgb, self.card, s.calibration, px_per_mm=px_per_mm)
+        warnings += list(cal.warnings)
+        ppm = cal.px_per_mm
+        if s.view != "auto":
+            view = s.view
+        elif ppm is not None:
+            view = "closeup" if ppm >= s.closeup_min_px_per_mm else "global"
+        else:
+            view = "closeup"
+            warnings.append("view unknown without a scale: assumed closeup (pass --set view=global for a whole-head photo)")
+        work_ppm = ppm if ppm is not None else s.assumed_closeup_px_per_mm
+        card_mask = None
+        if cal.detection is not None:
+            paper = paper_rect_mm(self.card)
+            corners = np.array([[paper[0], paper[1]], [paper[2], paper[1]], [paper[2], paper[3]], [paper[0], paper[3]]])
+            hm = cal.detection.card_to_image
+            pts = np.column_stack([corners, np.ones(4)]) @ hm.T
+            card_mask = card_polygon_mask((h, w), pts[:, :2] / pts[:, 2:3])
+
+        polygon_px = None
+        if roi_polygon is not None:
+            polygon_px = self._roi_to_px(np.asarray(roi_polygon, float), roi_units, cal)
+
+        with timer("segment"):
+            seg = self._segment(rgb, work_ppm, card_mask, warnings)
+        labels = seg.labels
+        if card_mask is not None:
+            labels = labels.copy()
+            labels[card_mask] = 0
+
+        with timer("colour"):
+            corrected = np.asarray(cal.colour.apply(rgb), np.float32)
+            lstar = luminance_lstar(np.maximum(corrected, np.float32(0))).astype(np.float32, copy=False)
+
+        with timer("dots"):
+            dot_view = view == "closeup" and work_ppm >= s.quality.min_px_per_mm_dots
+            cand_xy, cand_s = (seg.dots_xy, seg.dot_scores) if dot_view else (np.zeros((0, 2)), np.zeros(0))
+            scalp = labels == SCALP
+            # bare skin: first without dots, then without the dots found against that reference
+            flat_ref = np.full_like(lstar, float(np.median(lstar[scalp])) if scalp.any() else 50.0)
+            geom = measure_dots(lstar, flat_ref, labels, cand_xy, cand_s, work_ppm, s.dots)
+            bare = scalp & ~footprint_mask((h, w), geom, 1.5)
+            skin_ref = skin_reference(lstar, bare if bare.any() else scalp, work_ppm, s.dots.skin_sigma_mm)
+            geom = measure_dots(lstar, skin_ref, labels, cand_xy, cand_s, work_ppm, s.dots)
+            occupied = footprint_mask((h, w), geom, 1.3)
+        with timer("pigment"):
+            h_img2plane = cal.scale.image_to_plane
+            ppm_local = local_px_per_mm(geom.xy, h_img2plane, ppm) if ppm is not None else None
+            dots = dot_table(corrected, geom, labels, occupied, ppm_local, s.dots.annulus_mm, self.rules,
+                             lambda x: x, work_ppm)
+        del corrected
+
+        with timer("quality"):
+            quality = check_quality(rgb, lstar, labels, ppm, view, s.quality,
+                                    dot_elongation=geom.elongation, dot_orientation=geom.orientation)
+        warnings += [f"quality: {q}" for q in quality.warnings]
+        if not dot_view and view == "closeup":
+            warnings.append("dots not measured: the scale is too low to resolve SMP dots")
+
+        with timer("metrics"):
+            flags = {k: dots[k].to_numpy(bool) for k in ("blue_shift", "faded", "spread")}
+            metrics = photo_metrics(labels, dots[["x", "y"]].to_numpy(), dots["diameter_mm"].to_numpy(), flags,
+                                    lstar, skin_ref, cal.plane_scale(), self.rules.show_through_dl, polygon_px,
+                                    show_through_sigma_mm=self.rules.viewing_sigma_mm)
+        if ppm is None:
+            warnings.append("no scale: dot_density_per_cm2, dot sizes and spacing in mm are null")
+        timer.times["total"] = time.perf_counter() - t_all + timer.times.get("load", 0.0)
+        return Assessment(photo=photo, view=view, calibration=cal, quality=quality, model=self.model_info,
+                          metrics=metrics, dots=dots, labels=labels, warnings=tuple(dict.fromkeys(warnings)),
+                          timings_s=dict(timer.times), config_hash=self.config_hash, roi_polygon_px=polygon_px)
+
+    def _segment(self, rgb: np.ndarray, ppm: float, card_mask: np.ndarray | None, warnings: list[str]) -> Segmentation:
+        if self.segmenter is not None:
+            return self.segmenter(rgb)
+        return classical_segmentation(rgb, ppm, card_mask=card_mask)
+
+    @staticmethod
+    def _roi_to_px(polygon: np.ndarray, units: str, cal: Calibration) -> np.ndarray:
+        if polygon.ndim != 2 or polygon.shape[1] != 2 or len(polygon) < 3:
+            raise ValueError(f"ROI polygon must be K x 2 with K >= 3 vertices, got shape {polygon.shape}")
+        if units == "px":
+            return polygon
+        if cal.detection is None:
+            raise ValueError("ROI given in card millimetres but no card was found in the photo")
+        hm = cal.detection.card_to_image
+        pts = np.column_stack([polygon, np.ones(len(polygon))]) @ hm.T
+        return pts[:, :2] / pts[:, 2:3]
+
+
+def write_assessment(a: Assessment, out_dir: str | Path, *, overlay: bool = True) -> Path:
+    """Write the output contract into ``out_dir`` (created); returns the folder.
+
+    Files are written to temporary names and renamed, so a folder never holds a
+    half-written file; ``assessment.json`` is written last (its presence means done).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+
+    def put(name: str, data: bytes) -> None:
+        tmp = out / f".{name}.tmp"
+        tmp.write_bytes(data)
+        tmp.replace(out / name)
+
+    put("dots.csv", a.dots[DOT_COLUMNS].to_csv(index=False, float_format="%.4f").encode())
+    ok, buf = cv2.imencode(".png", a.labels, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    put("mask.png", buf.tobytes())
+    if overlay:
+        ppm = a.calibration.px_per_mm
+        title = f"{Path(a.photo.path).name}  {len(a.dots)} dots" + ("" if a.quality.ok else "  (quality warnings)")
+        img = render_overlay(a.photo.rgb, a.labels, a.dots, ppm, title=title)
+        ok, buf = cv2.imencode(".png", np.ascontiguousarray(img[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        put("overlay.png", buf.tobytes())
+    doc = a.to_json()
+    doc["timings_s"]["write"] = round(time.perf_counter() - t, 4)
+    put("assessment.json", json.dumps(doc, indent=1).encode())
+    return out

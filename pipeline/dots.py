@@ -1,0 +1,315 @@
+"""Dot stage: from candidate centres to measured SMP dots.
+
+Input: candidate centres (from the model's dot head or the classical detector),
+the photo's L* image, its class map and a local bare-skin reference. Output, per
+dot: a sub-pixel centre, a radius, an elongation, the peak darkness, and the
+sample positions of its core and of its skin annulus, which the colour stage
+(``pipeline.pigment``) reads.
+
+Everything is measured on polar samples around each centre (``cv2.remap``,
+bilinear), vectorised over all dots: a 12-megapixel close-up with ~25 000 dots
+costs a few hundred samples per dot, never a window per dot in Python.
+
+Definitions (the synthetic truth uses the same geometry, see ``data/synth/dots.py``):
+
+* darkness ``d(r) = skin_ref - L*`` at radius ``r`` (mean over angles);
+* radius ``R``: where ``d(r)`` falls to half of the peak darkness (linear
+  interpolation between rings): the half-maximum edge of a soft dot, which for
+  the logistic profile of SMP dots is its nominal radius;
+* centre: darkness-weighted centroid of the samples within ``1.2 R``
+  (area-weighted, polar samples carry weight ``r``);
+* core: the disc of radius ``max(R / 2, 0.75 px)``;
+* skin annulus: two circles at ``1.6 R + 1 px + 0.35 w`` and ``+ 0.9 w`` with
+  ``w`` = ``annulus_mm`` on the scalp, samples on hair, background, or inside
+  another dot's disc left out.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from pydantic import Field
+from scipy.spatial import cKDTree
+
+from data.config import Settings
+from data.metrics import HAIR, SCALP
+
+__all__ = ["DotSettings", "DotGeometry", "skin_reference", "suppress_duplicates", "measure_dots",
+           "sample_points", "footprint_mask"]
+
+
+class DotSettings(Settings):
+    """How dots are measured (lengths in mm on the scalp)."""
+
+    #: Candidates below this detector score are dropped.
+    min_score: float = Field(0.3, ge=0, le=1)
+    #: Two candidates closer than this are one dot (the higher score wins).
+    min_separation_mm: float = Field(0.12, gt=0)
+    #: Largest radius searched for the half-maximum edge (spread dots reach ~0.45 mm).
+    max_radius_mm: float = Field(0.6, gt=0)
+    #: Width of the skin annulus.
+    annulus_mm: float = Field(0.2, gt=0)
+    #: A candidate whose peak darkness is below this (L*) is not a dot.
+    min_peak_dl: float = Field(1.5, ge=0)
+    #: A candidate longer than this ratio of axes is a piece of hair, not a dot (dots are round;
+    #: merged pairs reach ~2).
+    max_elongation: float = Field(2.6, gt=1)
+    #: Bare-skin reference: Gaussian sigma of the normalised convolution.
+    skin_sigma_mm: float = Field(1.0, gt=0)
+    #: Ring step for the radial profile, in pixels.
+    ring_step_px: float = Field(0.5, gt=0)
+    n_angles: int = Field(16, ge=8, le=64)
+
+
+@dataclass(frozen=True)
+class DotGeometry:
+    """Measured dots of one photo (all arrays of length N, pixel units)."""
+
+    xy: np.ndarray          # (N, 2) float64 sub-pixel centres
+    radius_px: np.ndarray   # (N,) half-maximum radius
+    peak_dl: np.ndarray     # (N,) darkness at the centre (L*)
+    elongation: np.ndarray  # (N,) sqrt of the second-moment eigenvalue ratio (1 = round)
+    orientation: np.ndarray  # (N,) angle of the long axis, radians in (-pi/2, pi/2]
+    score: np.ndarray       # (N,) detector score
+
+    def __len__(self) -> int:
+        return len(self.xy)
+
+
+def _downscale_factor(px_per_mm: float, sigma_mm: float) -> int:
+    return max(1, int(sigma_mm * px_per_mm / 3.0))
+
+
+def skin_reference(lstar: np.ndarray, bare: np.ndarray, px_per_mm: float, sigma_mm: float = 1.0) -> np.ndarray:
+    """HxW float32 L* of the bare skin around each pixel (NaN where there is none nearby).
+
+    A normalised convolution (Gaussian, ``sigma_mm``) of L* over the ``bare``
+    pixels only (scalp that is neither dot nor hair), computed on a block-mean
+    copy reduced so that sigma spans ~3 pixels, then resized back. Lighting
+    gradients and mottling wider than ``sigma_mm`` are followed; dots, hair and
+    pores are averaged out or excluded.
+    """
+    h, w = lstar.shape
+    k = _downscale_factor(px_per_mm, sigma_mm)
+    weight = bare.astype(np.float32)
+    num = lstar * weight
+    size = (max(1, w // k), max(1, h // k))
+    num_s = cv2.resize(num, size, interpolation=cv2.INTER_AREA)
+    den_s = cv2.resize(weight, size, interpolation=cv2.INTER_AREA)
+    sig = max(0.5, sigma_mm * px_per_mm / k)
+    num_s = cv2.GaussianBlur(num_s, (0, 0), sig, borderType=cv2.BORDER_REFLECT)
+    den_s = cv2.GaussianBlur(den_s, (0, 0), sig, borderType=cv2.BORDER_REFLECT)
+    ref = np.full(den_s.shape, np.nan, np.float32)
+    ok = den_s > 1e-3
+    ref[ok] = num_s[ok] / den_s[ok]
+    if ok.any() and not ok.all():
+        # fill holes (large hair or card areas) from the nearest valid reference
+        _, (iy, ix) = _nearest(~ok)
+        ref = ref[iy, ix]
+    return cv2.resize(ref, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _nearest(missing: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    from scipy.ndimage import distance_transform_edt
+
+    dist, idx = distance_transform_edt(missing, return_indices=True)
+    return dist, (idx[0], idx[1])
+
+
+def suppress_duplicates(xy: np.ndarray, score: np.ndarray, min_dist_px: float) -> np.ndarray:
+    """Indices of the candidates kept: greedy by score, none closer than ``min_dist_px``."""
+    n = len(xy)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    order = np.argsort(-score, kind="stable")
+    pairs = cKDTree(xy).query_pairs(min_dist_px, output_type="ndarray")
+    if len(pairs) == 0:
+        return np.sort(order)
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n)
+    # each pair: the lower-ranked point loses if the higher-ranked one survives
+    a, b = pairs[:, 0], pairs[:, 1]
+    hi = np.where(rank[a] < rank[b], a, b)
+    lo = np.where(rank[a] < rank[b], b, a)
+    beaten_by: list[list[int]] = [[] for _ in range(n)]
+    for winner, loser in zip(hi.tolist(), lo.tolist()):
+        beaten_by[loser].append(winner)
+    alive = np.ones(n, bool)
+    for i in order.tolist():
+        if any(alive[j] for j in beaten_by[i]):
+            alive[i] = False
+    return np.flatnonzero(alive)
+
+
+def sample_points(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Bilinear samples of ``image`` (HxW or HxWxC float32) at float coordinates of any shape.
+
+    Out-of-image samples replicate the border (callers mask them with :func:`_inside`).
+    """
+    shape = x.shape
+    mx = np.ascontiguousarray(x, np.float32).reshape(1, -1)
+    my = np.ascontiguousarray(y, np.float32).reshape(1, -1)
+    out = []
+    # cv2.remap maps are limited to 32767 columns: go in chunks
+    step = 32000
+    for i in range(0, mx.shape[1], step):
+        out.append(cv2.remap(image, mx[:, i:i + step], my[:, i:i + step], cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REPLICATE))
+    flat = np.concatenate(out, axis=1) if out else np.zeros((1, 0) + image.shape[2:], image.dtype)
+    return flat.reshape(shape + image.shape[2:])
+
+
+def _inside(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    h, w = shape
+    return (x >= -0.5) & (x <= w - 0.5) & (y >= -0.5) & (y <= h - 0.5)
+
+
+def _half_max_radius(profile: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """Radius where each row of ``profile`` (darkness vs ``radii``) first drops to half its start."""
+    peak = np.maximum(profile[:, 0], 1e-6)
+    half = 0.5 * peak[:, None]
+    below = profile <= half
+    below[:, 0] = False
+    first = np.where(below.any(axis=1), below.argmax(axis=1), profile.shape[1] - 1)
+    j0 = np.maximum(first - 1, 0)
+    p0 = profile[np.arange(len(profile)), j0]
+    p1 = profile[np.arange(len(profile)), first]
+    frac = np.clip((p0 - half[:, 0]) / np.maximum(p0 - p1, 1e-6), 0.0, 1.0)
+    return radii[j0] + frac * (radii[first] - radii[j0])
+
+
+def measure_dots(lstar: np.ndarray, skin_ref: np.ndarray, labels: np.ndarray, cand_xy: np.ndarray,
+                 cand_score: np.ndarray, px_per_mm: float, settings: DotSettings) -> DotGeometry:
+    """Centres, radii and shapes of the candidates that are real dots on scalp.
+
+    ``px_per_mm`` is the nominal scale (it sets search radii only; diameters in
+    mm are converted with the local scale by the caller).
+    """
+    h, w = lstar.shape
+    keep = cand_score >= settings.min_score
+    xy, score = cand_xy[keep], cand_score[keep]
+    if len(xy):
+        on = labels[np.clip(np.round(xy[:, 1]).astype(np.int64), 0, h - 1),
+                    np.clip(np.round(xy[:, 0]).astype(np.int64), 0, w - 1)] == SCALP
+        xy, score = xy[on], score[on]
+    if len(xy):
+        sel = suppress_duplicates(xy, score, settings.min_separation_mm * px_per_mm)
+        xy, score = xy[sel], score[sel]
+    if len(xy) == 0:
+        z = np.zeros(0)
+        return DotGeometry(np.zeros((0, 2)), z, z, z, z, z)
+
+    ang = np.linspace(0.0, 2 * np.pi, settings.n_angles, endpoint=False)
+    ca, sa = np.cos(ang), np.sin(ang)
+    r_max = max(2.0, settings.max_radius_mm * px_per_mm)
+    radii = np.arange(0.0, r_max + settings.ring_step_px, settings.ring_step_px)
+    for _ in range(2):  # measure, re-centre, measure again
+        rx = xy[:, 0, None, None] + radii[None, :, None] * ca[None, None, :]
+        ry = xy[:, 1, None, None] + radii[None, :, None] * sa[None, None, :]
+        lum = sample_points(lstar, rx, ry)
+        ref = sample_points(skin_ref, xy[:, 0], xy[:, 1])
+        dark = ref[:, None, None] - lum                        # (N, J, A)
+        prof = dark.mean(axis=2)
+        prof[:, 0] = dark[:, :2].mean(axis=(1, 2))              # centre: average the innermost ring too
+        radius = _half_max_radius(prof, radii)
+        # darkness-weighted, area-weighted centroid within 1.2 R
+        wgt = np.clip(dark, 0.0, None) * radii[None, :, None] * (radii[None, :, None] <= 1.2 * radius[:, None, None])
+        tot = wgt.sum(axis=(1, 2))
+        ok = tot > 0
+        dx = (wgt * (radii[None, :, None] * ca[None, None, :])).sum(axis=(1, 2))
+        dy = (wgt * (radii[None, :, None] * sa[None, None, :])).sum(axis=(1, 2))
+        shift = np.where(ok[:, None], np.column_stack([dx, dy]) / np.maximum(tot, 1e-9)[:, None], 0.0)
+        # never let the centroid wander beyond the dot's own radius
+        norm = np.hypot(shift[:, 0], shift[:, 1])
+        lim = np.maximum(radius, 0.5)
+        shift *= np.minimum(1.0, lim / np.maximum(norm, 1e-9))[:, None]
+        xy = xy + shift
+    peak = prof[:, 0]
+    # second moments of the darkness within 1.2 R -> elongation
+    ox, oy = radii[None, :, None] * ca[None, None, :], radii[None, :, None] * sa[None, None, :]
+    sxx = (wgt * ox * ox).sum(axis=(1, 2))
+    syy = (wgt * oy * oy).sum(axis=(1, 2))
+    sxy = (wgt * ox * oy).sum(axis=(1, 2))
+    tr, det = sxx + syy, sxx * syy - sxy * sxy
+    disc = np.sqrt(np.maximum(tr * tr / 4 - det, 0.0))
+    l1, l2 = tr / 2 + disc, np.maximum(tr / 2 - disc, 1e-9)
+    elong = np.sqrt(np.where(tot > 0, l1 / l2, 1.0))
+    theta = 0.5 * np.arctan2(2 * sxy, sxx - syy)
+    real = (peak >= settings.min_peak_dl) & (elong <= settings.max_elongation) & _inside(xy[:, 0], xy[:, 1], (h, w))
+    return DotGeometry(xy=xy[real], radius_px=radius[real], peak_dl=peak[real],
+                       elongation=np.minimum(elong[real], 99.0), orientation=theta[real], score=score[real])
+
+
+def footprint_mask(shape: tuple[int, int], geom: DotGeometry, scale: float = 1.3) -> np.ndarray:
+    """HxW bool: inside any dot's disc of ``scale`` x its radius (to keep annuli off neighbours)."""
+    mask = np.zeros(shape, np.uint8)
+    centres = np.round(geom.xy * 16).astype(np.int64)
+    radii = np.maximum(np.round(geom.radius_px * scale * 16), 8).astype(np.int64)
+    for (cx, cy), r in zip(centres.tolist(), radii.tolist()):
+        cv2.circle(mask, (cx, cy), r, 1, -1, cv2.LINE_8, 4)
+    return mask.astype(bool)
+
+
+def core_and_annulus_points(geom: DotGeometry, px_per_mm_local: np.ndarray, annulus_mm: float,
+                            n_angles: int = 16) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Sample positions (x, y) of each dot's core (N, 13) and skin annulus (N, 2 * n_angles)."""
+    r = geom.radius_px
+    core_r = np.maximum(0.5 * r, 0.75)
+    ang6 = np.linspace(0, 2 * np.pi, 6, endpoint=False)
+    # centre, 6 points at 0.45 and 6 at 0.9 of the core radius (rotated half a step)
+    cr = np.concatenate([[0.0], np.full(6, 0.45), np.full(6, 0.9)])
+    ca = np.concatenate([[0.0], ang6, ang6 + np.pi / 6])
+    cx = geom.xy[:, 0, None] + core_r[:, None] * cr[None, :] * np.cos(ca)[None, :]
+    cy = geom.xy[:, 1, None] + core_r[:, None] * cr[None, :] * np.sin(ca)[None, :]
+    inner = 1.6 * r + 1.0
+    wpx = annulus_mm * px_per_mm_local
+    ang = np.linspace(0, 2 * np.pi, n_angles, endpoint=False)
+    ang = np.concatenate([ang, ang + np.pi / n_angles])
+    rad = np.concatenate([np.repeat((inner + 0.35 * wpx)[:, None], n_angles, 1),
+                          np.repeat((inner + 0.9 * wpx)[:, None], n_angles, 1)], axis=1)
+    ax = geom.xy[:, 0, None] + rad * np.cos(ang)[None, :]
+    ay = geom.xy[:, 1, None] + rad * np.sin(ang)[None, :]
+    return (cx, cy), (ax, ay)
+
+
+def annulus_valid(ax: np.ndarray, ay: np.ndarray, labels: np.ndarray, occupied: np.ndarray) -> np.ndarray:
+    """Which annulus samples lie on bare scalp (in the image, not hair, not in another dot)."""
+    h, w = labels.shape
+    inside = _inside(ax, ay, (h, w))
+    ix = np.clip(np.floor(ax + 0.5).astype(np.int64), 0, w - 1)
+    iy = np.clip(np.floor(ay + 0.5).astype(np.int64), 0, h - 1)
+    return inside & (labels[iy, ix] == SCALP) & ~occupied[iy, ix]
+
+
+def hair_fraction_near(geom: DotGeometry, labels: np.ndarray) -> np.ndarray:
+    """Fraction of each dot's disc (radius R) covered by hair: how much of it is hidden."""
+    if len(geom) == 0:
+        return np.zeros(0)
+    ang = np.linspace(0, 2 * np.pi, 8, endpoint=False)
+    rr = np.array([0.0, 0.5, 1.0])
+    x = geom.xy[:, 0, None, None] + geom.radius_px[:, None, None] * rr[None, :, None] * np.cos(ang)[None, None, :]
+    y = geom.xy[:, 1, None, None] + geom.radius_px[:, None, None] * rr[None, :, None] * np.sin(ang)[None, None, :]
+    h, w = labels.shape
+    ix = np.clip(np.floor(x + 0.5).astype(np.int64), 0, w - 1)
+    iy = np.clip(np.floor(y + 0.5).astype(np.int64), 0, h - 1)
+    return (labels[iy, ix] == HAIR).mean(axis=(1, 2))
+
+
+def local_px_per_mm(xy: np.ndarray, image_to_plane: np.ndarray | None, nominal: float) -> np.ndarray:
+    """Scale (px per mm) at each point: sqrt|det J| of the plane -> image map there."""
+    if image_to_plane is None or len(xy) == 0:
+        return np.full(len(xy), float(nominal))
+    hm = np.asarray(image_to_plane, np.float64)
+    x, y = xy[:, 0], xy[:, 1]
+    u = hm[0, 0] * x + hm[0, 1] * y + hm[0, 2]
+    v = hm[1, 0] * x + hm[1, 1] * y + hm[1, 2]
+    q = hm[2, 0] * x + hm[2, 1] * y + hm[2, 2]
+    # Jacobian of (u/q, v/q) w.r.t. (x, y): mm per px; its determinant's inverse root is px per mm
+    j00 = (hm[0, 0] * q - u * hm[2, 0]) / q ** 2
+    j01 = (hm[0, 1] * q - u * hm[2, 1]) / q ** 2
+    j10 = (hm[1, 0] * q - v * hm[2, 0]) / q ** 2
+    j11 = (hm[1, 1] * q - v * hm[2, 1]) / q ** 2
+    det = np.abs(j00 * j11 - j01 * j10)
+    return 1.0 / np.sqrt(np.maximum(det, 1e-300))
+

@@ -1,0 +1,83 @@
+"""Pigment stage: each dot's colour against its own skin, and the flags a reviewer checks.
+
+Colours are measured in linear RGB after the card's colour correction and
+reported in CIELAB (D65): the dot's core mean, and its skin annulus (median per
+channel of the annulus samples on bare scalp, robust to a pore or a stray hair
+edge). From those, with the definitions of ``data/colour.py``:
+``contrast_dL`` = skin L* - dot L*, ``dE00``, ``blue_index``; flags with the
+thresholds of ``configs/flags.yaml`` (``data/flags.py``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from data.colour import blue_index, delta_e00, linear_rgb_to_lab
+from data.flags import FlagSettings, flag_dots
+
+from .dots import DotGeometry, annulus_valid, core_and_annulus_points, sample_points
+
+__all__ = ["DOT_COLUMNS", "dot_table"]
+
+#: Columns of ``dots.csv`` (DESIGN.md output contract, then extras).
+DOT_COLUMNS = ["dot_id", "x", "y", "diameter_mm", "diameter_px", "elongation", "L", "a", "b",
+               "skin_L", "skin_a", "skin_b", "contrast_dL", "dE00", "blue_index",
+               "blue_shift", "faded", "spread", "score", "skin_samples"]
+
+
+@dataclass(frozen=True)
+class _Colours:
+    core: np.ndarray   # (N, 3) linear RGB, corrected
+    skin: np.ndarray   # (N, 3) linear RGB, corrected; NaN rows without bare skin around
+    n_skin: np.ndarray  # (N,) annulus samples used
+
+
+def _measure(linear: np.ndarray, geom: DotGeometry, labels: np.ndarray, occupied: np.ndarray,
+             ppm_local: np.ndarray, annulus_mm: float, correct: Callable[[np.ndarray], np.ndarray]) -> _Colours:
+    (cx, cy), (ax, ay) = core_and_annulus_points(geom, ppm_local, annulus_mm)
+    core = correct(sample_points(linear, cx, cy).astype(np.float64)).mean(axis=1)
+    ring = correct(sample_points(linear, ax, ay).astype(np.float64))
+    ok = annulus_valid(ax, ay, labels, occupied)
+    vals = np.where(ok[..., None], ring, np.nan)
+    n_ok = ok.sum(axis=1)
+    skin = np.full((len(geom), 3), np.nan)
+    has = n_ok >= 3
+    if has.any():
+        skin[has] = np.nanmedian(vals[has], axis=1)
+    return _Colours(core=core, skin=skin, n_skin=n_ok)
+
+
+def dot_table(linear: np.ndarray, geom: DotGeometry, labels: np.ndarray, occupied: np.ndarray,
+              ppm_local: np.ndarray | None, annulus_mm: float, rules: FlagSettings,
+              correct: Callable[[np.ndarray], np.ndarray], nominal_ppm: float) -> pd.DataFrame:
+    """One row per dot with the DESIGN.md columns (``DOT_COLUMNS``).
+
+    ``linear``: HxWx3 float32 linear RGB of the photo (uncorrected; ``correct``
+    maps (..., 3) linear RGB to card-corrected linear RGB). ``ppm_local``: px/mm
+    at each dot (None without a scale: ``diameter_mm`` is NaN, the annulus width
+    uses ``nominal_ppm``, the nominal close-up scale the caller assumed).
+    """
+    n = len(geom)
+    scale_known = ppm_local is not None
+    ppm = ppm_local if scale_known else np.full(n, float(nominal_ppm))
+    col = _measure(linear, geom, labels, occupied, ppm, annulus_mm, correct)
+    lab = linear_rgb_to_lab(np.clip(col.core, 1e-6, None)) if n else np.zeros((0, 3))
+    with np.errstate(invalid="ignore"):
+        skin_lab = linear_rgb_to_lab(np.clip(col.skin, 1e-6, None)) if n else np.zeros((0, 3))
+        diameter_mm = 2.0 * geom.radius_px / ppm if scale_known else np.full(n, np.nan)
+        contrast = skin_lab[:, 0] - lab[:, 0]
+        de = delta_e00(lab, skin_lab) if n else np.zeros(0)
+        bi = blue_index(lab, skin_lab) if n else np.zeros(0)
+    flags = flag_dots(bi, contrast, diameter_mm, rules)
+    return pd.DataFrame({
+        "dot_id": np.arange(n), "x": geom.xy[:, 0], "y": geom.xy[:, 1],
+        "diameter_mm": diameter_mm, "diameter_px": 2.0 * geom.radius_px, "elongation": geom.elongation,
+        "L": lab[:, 0], "a": lab[:, 1], "b": lab[:, 2],
+        "skin_L": skin_lab[:, 0], "skin_a": skin_lab[:, 1], "skin_b": skin_lab[:, 2],
+        "contrast_dL": contrast, "dE00": de, "blue_index": bi,
+        "blue_shift": flags.blue_shift, "faded": flags.faded, "spread": flags.spread,
+        "score": geom.score, "skin_samples": col.n_skin,
+    }, columns=DOT_COLUMNS)
