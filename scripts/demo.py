@@ -1,10 +1,10 @@
 """`make demo`: the main job on embedded defaults.
 
 Today: a synthetic client (baseline, sessions, follow-ups) with exact truth,
-a summary of what was made, and the bundled model's segmentation and dots on
+a summary of what was made, the bundled model's segmentation and dots on
 every visit's photo (overlays in demo-out/segmentation/, scored against the
-truth). Later issues add assessment, tracking, the report and MLflow to this
-same entry point.
+truth), and ``smp assess`` on every photo (demo-out/assess/<visit>/). Later
+issues add tracking, the report and MLflow to this same entry point.
 """
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def run(out: Path) -> int:
     t = series["truth"]
     print(f"  truth: contrast half-life {t['half_life_days']:.0f} days, blue-shift client: {t['blue_client']}, "
           f"touch-up due {t['touchup_due_date']}")
-    return segment(out / "client", out / "segmentation")
+    rc = segment(out / "client", out / "segmentation")
+    return rc or assess(out / "client", out / "assess", series)
 
 
 def segment(data: Path, out: Path) -> int:
@@ -56,6 +57,29 @@ def segment(data: Path, out: Path) -> int:
               f"F1 {'-' if f1 != f1 or f1 is None else f'{f1:.3f}'}  {r['seconds']:.2f} s")
     print(f"  overlays: {out}/overlay_*.png (tint: scalp orange, hair blue; dots: green found, "
           f"red missed, yellow false)")
+    return 0
+
+
+def assess(data: Path, out: Path, series: dict) -> int:
+    """``smp assess`` on every visit's photo; the measured figures next to the truth."""
+    photos = sorted(data.glob("client_000/*/photo.*"))
+    rc = smp(["assess", *map(str, photos), "--out", str(out)])
+    if rc:
+        return rc
+    print(f"\nsmp assess on the demo photos ({out}/<visit>_photo/assessment.json, dots.csv, mask.png, overlay.png):")
+    print(f"  {'visit':<26} {'dots':>5} {'true':>5}  {'density/cm2':>11} {'true':>6}  show-through (true)  "
+          f"faded  blue  spread")
+    truth = {v["folder"]: v["metrics"] for v in series["visits"]}
+    for p in photos:
+        doc = json.loads((out / f"{p.parent.name}_{p.stem}" / "assessment.json").read_text())
+        m, t = doc["metrics"], truth.get(p.parent.name, {})
+
+        def f(v, nd=1):
+            return "-" if v is None else f"{v:.{nd}f}"
+        print(f"  {p.parent.name:<26} {m['dot_count']:>5} {t.get('dot_count') or 0:>5}  "
+              f"{f(m['dot_density_per_cm2']):>11} {f(t.get('dot_density_per_cm2')):>6}  "
+              f"{f(m['show_through'], 3):>6} ({f(t.get('show_through'), 3)})        "
+              f"{f(m['faded_fraction'], 2):>5}  {f(m['blue_shift_fraction'], 2):>4}  {f(m['spread_fraction'], 2):>6}")
     return 0
 
 
