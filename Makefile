@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch/torchvision from the package index (see ../shared/ENVIRONMENT.md), pinned by the lock
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,bench]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -29,6 +29,7 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py --out bench-out
 	$(BIN)/python scripts/bench_model.py --out bench-out
+	$(BIN)/python scripts/bench_assess.py --out bench-out
 
 clean:
 	rm -rf demo-out bench-out .pytest_cache
