@@ -88,7 +88,7 @@ def generator_speed(spec: dict) -> dict:
     for i in range(spec["repeats"]):
         cmd = [sys.executable, "-c", SPEED_CHILD, str(spec["width"]), str(spec["height"]),
                str(spec["px_per_mm"]), str(100 + i)]
-        taskset = ["taskset", "-c", "0"] if Path("/usr/bin/taskset").exists() else []
+        taskset = ["taskset", "-c", "1"] if Path("/usr/bin/taskset").exists() else []
         res = subprocess.run(taskset + cmd, capture_output=True, text=True, env=env, cwd=ROOT)
         if res.returncode:
             raise SystemExit(f"speed run failed: {res.stderr.strip().splitlines()[-1]}")
