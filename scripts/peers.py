@@ -41,10 +41,18 @@ Speed is megapixels per second of the ``detect_*`` call alone (``time.perf_count
 around it; loading and scoring excluded), on whatever threads the caller allows: the
 project benchmark sets ``cv2.setNumThreads`` and the BLAS/OMP threads, not this module.
 
-Cost on a 1600x1200 photo, one core (measured, see the report in BENCHMARKS.md):
-simpleblob ~0.2-0.5 s, blob_log ~1-3 s, trackpy (``engine="python"``; numba is not a
-dependency, and ``engine="auto"`` falls back to python without it) ~0.5-3 s depending
-on how many maxima pass the percentile cut.
+Cost per 1600x1200 photo on one core (cv2.setNumThreads(1), OMP_NUM_THREADS=1),
+measured on the closeup suites over the grids below:
+simpleblob 0.07-6 s: OpenCV merges the blobs of successive thresholds pairwise, so the
+time grows with the square of the blob count (dense photos, small minimum area, no or a
+loose circularity filter are slow); blob_log 0.6-1 s at most grid points, up to 4.5 s
+at the grid's lowest threshold and radius, and 5-50 s with min_radius_mm=0.05 or a lower
+threshold (>100 000 candidates: its overlap pruning loops over candidate pairs in
+Python), hence ``MAX_S_PER_MP``; trackpy
+0.2-0.6 s with ``engine="python"`` (numba is not a dependency; ``engine="auto"`` would
+fall back to python without it). The whole ``main`` run (2 suites; per suite 71 grid
+points over the 3 peers on 4 tuning photos, then 3 x 4 test photos) takes about 8
+minutes on one core.
 
     .venv/bin/python scripts/peers.py --data bench-out/data \
         --suites closeup_easy closeup_hard --out bench-out/peers.json
@@ -217,22 +225,25 @@ def _grid(**axes) -> list[dict]:
 
 
 PARAM_GRIDS: dict[str, list[dict]] = {
-    # persistence over the threshold ladder x circularity filter x smallest area: 18 points
+    # persistence over the threshold ladder x circularity filter x smallest blob: 27 points.
+    # (No circularity filter lost to 0.6 at every other setting on the tuning photos of
+    # both suites, so the filter is always on; minRepeatability=4 never won.)
     "simpleblob": _grid(
-        min_repeatability=[2, 3, 4],
-        min_circularity=[None, 0.6, 0.8],
-        min_diameter_mm=[0.06, 0.10],
+        min_repeatability=[1, 2, 3],
+        min_circularity=[0.5, 0.7, 0.85],
+        min_diameter_mm=[0.06, 0.12, 0.2],
     ),
-    # radius range x LoG threshold (high to low: see SLOWER_WHEN_LOWER): 24 points.
-    # Smallest radius 0.08 mm: at 0.05 mm (sigma 0.5-0.85 px at 10-24 px/mm) the LoG
-    # answers to JPEG noise and hair edges, F1 < 0.2 on the tuning photos of
-    # closeup_easy at 5-20 s per photo, so it was dropped from the grid.
+    # smallest LoG radius x threshold (high to low: see SLOWER_WHEN_LOWER): 20 points;
+    # max_radius_mm stays 0.45 (0.3 instead changed the tuning F1 by <= 0.005).
+    # At min_radius_mm=0.05 (sigma 0.5-0.85 px at 10-24 px/mm) the LoG answers to JPEG
+    # noise and hair edges: F1 < 0.2 on the tuning photos of closeup_easy at 5-20 s per
+    # photo, so the grid starts at 0.08.
     "blob_log": _grid(
-        min_radius_mm=[0.08, 0.12, 0.16],
-        max_radius_mm=[0.3, 0.45],
-        threshold=[0.12, 0.08, 0.05, 0.03],
+        min_radius_mm=[0.08, 0.15, 0.22, 0.3],
+        threshold=[0.1, 0.07, 0.05, 0.03, 0.02],
     ),
-    # minmass x feature size x percentile: 24 points
+    # minmass x feature size x percentile: 24 points (min_mass_mm2 0.25 is already
+    # below every real dot's mass: 0.1 finds the same features)
     "trackpy": _grid(
         min_mass_mm2=[0.25, 0.5, 1.0, 2.0],
         diameter_mm=[0.3, 0.45, 0.6],
