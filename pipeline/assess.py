@@ -190,7 +190,7 @@ class Assessor:
             polygon_px = self._roi_to_px(np.asarray(roi_polygon, float), roi_units, cal)
 
         with timer("segment"):
-            seg = self._segment(rgb, work_ppm, card_mask, warnings)
+            seg = self._segment(rgb, work_ppm, card_mask)
         labels = seg.labels
         if card_mask is not None:
             labels = labels.copy()
@@ -214,8 +214,7 @@ class Assessor:
         with timer("pigment"):
             h_img2plane = cal.scale.image_to_plane
             ppm_local = local_px_per_mm(geom.xy, h_img2plane, ppm) if ppm is not None else None
-            dots = dot_table(corrected, geom, labels, occupied, ppm_local, s.dots.annulus_mm, self.rules,
-                             lambda x: x, work_ppm)
+            dots = dot_table(corrected, geom, labels, occupied, ppm_local, s.dots.annulus_mm, self.rules, work_ppm)
         del corrected
 
         with timer("quality"):
@@ -237,7 +236,7 @@ class Assessor:
                           metrics=metrics, dots=dots, labels=labels, warnings=tuple(dict.fromkeys(warnings)),
                           timings_s=dict(timer.times), config_hash=self.config_hash, roi_polygon_px=polygon_px)
 
-    def _segment(self, rgb: np.ndarray, ppm: float, card_mask: np.ndarray | None, warnings: list[str]) -> Segmentation:
+    def _segment(self, rgb: np.ndarray, ppm: float, card_mask: np.ndarray | None) -> Segmentation:
         if self.segmenter is not None:
             return self.segmenter(rgb)
         return classical_segmentation(rgb, ppm, card_mask=card_mask)

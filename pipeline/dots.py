@@ -33,7 +33,7 @@ from pydantic import Field
 from scipy.spatial import cKDTree
 
 from data.config import Settings
-from data.metrics import HAIR, SCALP
+from data.metrics import SCALP
 
 __all__ = ["DotSettings", "DotGeometry", "skin_reference", "suppress_duplicates", "measure_dots",
            "sample_points", "footprint_mask"]
@@ -280,20 +280,6 @@ def annulus_valid(ax: np.ndarray, ay: np.ndarray, labels: np.ndarray, occupied: 
     ix = np.clip(np.floor(ax + 0.5).astype(np.int64), 0, w - 1)
     iy = np.clip(np.floor(ay + 0.5).astype(np.int64), 0, h - 1)
     return inside & (labels[iy, ix] == SCALP) & ~occupied[iy, ix]
-
-
-def hair_fraction_near(geom: DotGeometry, labels: np.ndarray) -> np.ndarray:
-    """Fraction of each dot's disc (radius R) covered by hair: how much of it is hidden."""
-    if len(geom) == 0:
-        return np.zeros(0)
-    ang = np.linspace(0, 2 * np.pi, 8, endpoint=False)
-    rr = np.array([0.0, 0.5, 1.0])
-    x = geom.xy[:, 0, None, None] + geom.radius_px[:, None, None] * rr[None, :, None] * np.cos(ang)[None, None, :]
-    y = geom.xy[:, 1, None, None] + geom.radius_px[:, None, None] * rr[None, :, None] * np.sin(ang)[None, None, :]
-    h, w = labels.shape
-    ix = np.clip(np.floor(x + 0.5).astype(np.int64), 0, w - 1)
-    iy = np.clip(np.floor(y + 0.5).astype(np.int64), 0, h - 1)
-    return (labels[iy, ix] == HAIR).mean(axis=(1, 2))
 
 
 def local_px_per_mm(xy: np.ndarray, image_to_plane: np.ndarray | None, nominal: float) -> np.ndarray:

@@ -10,8 +10,6 @@ thresholds of ``configs/flags.yaml`` (``data/flags.py``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 import pandas as pd
 
@@ -36,10 +34,10 @@ class _Colours:
 
 
 def _measure(linear: np.ndarray, geom: DotGeometry, labels: np.ndarray, occupied: np.ndarray,
-             ppm_local: np.ndarray, annulus_mm: float, correct: Callable[[np.ndarray], np.ndarray]) -> _Colours:
+             ppm_local: np.ndarray, annulus_mm: float) -> _Colours:
     (cx, cy), (ax, ay) = core_and_annulus_points(geom, ppm_local, annulus_mm)
-    core = correct(sample_points(linear, cx, cy).astype(np.float64)).mean(axis=1)
-    ring = correct(sample_points(linear, ax, ay).astype(np.float64))
+    core = sample_points(linear, cx, cy).astype(np.float64).mean(axis=1)
+    ring = sample_points(linear, ax, ay).astype(np.float64)
     ok = annulus_valid(ax, ay, labels, occupied)
     vals = np.where(ok[..., None], ring, np.nan)
     n_ok = ok.sum(axis=1)
@@ -52,18 +50,18 @@ def _measure(linear: np.ndarray, geom: DotGeometry, labels: np.ndarray, occupied
 
 def dot_table(linear: np.ndarray, geom: DotGeometry, labels: np.ndarray, occupied: np.ndarray,
               ppm_local: np.ndarray | None, annulus_mm: float, rules: FlagSettings,
-              correct: Callable[[np.ndarray], np.ndarray], nominal_ppm: float) -> pd.DataFrame:
+              nominal_ppm: float) -> pd.DataFrame:
     """One row per dot with the DESIGN.md columns (``DOT_COLUMNS``).
 
-    ``linear``: HxWx3 float32 linear RGB of the photo (uncorrected; ``correct``
-    maps (..., 3) linear RGB to card-corrected linear RGB). ``ppm_local``: px/mm
+    ``linear``: HxWx3 float32 linear RGB of the photo after the card's colour
+    correction. ``ppm_local``: px/mm
     at each dot (None without a scale: ``diameter_mm`` is NaN, the annulus width
     uses ``nominal_ppm``, the nominal close-up scale the caller assumed).
     """
     n = len(geom)
     scale_known = ppm_local is not None
     ppm = ppm_local if scale_known else np.full(n, float(nominal_ppm))
-    col = _measure(linear, geom, labels, occupied, ppm, annulus_mm, correct)
+    col = _measure(linear, geom, labels, occupied, ppm, annulus_mm)
     lab = linear_rgb_to_lab(np.clip(col.core, 1e-6, None)) if n else np.zeros((0, 3))
     with np.errstate(invalid="ignore"):
         skin_lab = linear_rgb_to_lab(np.clip(col.skin, 1e-6, None)) if n else np.zeros((0, 3))

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench import update_benchmarks_md  # noqa: E402
+from bench import fmt as bench_fmt, update_benchmarks_md  # noqa: E402
 from models.scoring import match_dots  # noqa: E402
 from pipeline.assess import Assessor, load_assess_settings  # noqa: E402
 
@@ -194,11 +194,7 @@ def speed(photo: Path, out: Path, method: str) -> dict:
 
 
 def fmt(v, nd=3):
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{nd}f}"
-    return str(v)
+    return bench_fmt(v, nd)
 
 
 def tables(res: dict) -> str:

@@ -11,6 +11,7 @@ is both what the renderer draws and the ground truth the benchmark scores.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -227,20 +228,27 @@ def density_planes(dots: DotSet, sprites: list[tuple[np.ndarray, DotSprites]],
     """
     h, w = shape
     planes = [np.zeros(h * w, np.float32) for _ in range(3)]
+    for flat, density in _sprite_samples(dots, sprites, uptake):
+        for c in range(3):
+            np.add.at(planes[c], flat, density[c])
+    return planes
+
+
+def _sprite_samples(dots: DotSet, sprites: list[tuple[np.ndarray, DotSprites]], uptake: np.ndarray | None,
+                    ) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+    """Per sprite group: flat pixel indices of the samples that matter (inside the frame,
+    profile above 1e-3) and their optical density per channel (three float32 arrays)."""
     if not sprites:
-        return planes
+        return
     od = dots.od()
     if uptake is not None:
         od = od * uptake[:, None]
     od = od.astype(np.float32)
     for idx, sp in sprites:
         rows, cols = np.nonzero((sp.flat_index >= 0) & (sp.profile > 1e-3))
-        flat = sp.flat_index[rows, cols]
         prof = sp.profile[rows, cols]
         owner = idx[rows]
-        for c in range(3):
-            np.add.at(planes[c], flat, prof * od[owner, c])
-    return planes
+        yield sp.flat_index[rows, cols], [prof * od[owner, c] for c in range(3)]
 
 
 def render_density(dots: DotSet, sprites: list[tuple[np.ndarray, DotSprites]],
@@ -260,20 +268,9 @@ def darken_by_dots(albedo: np.ndarray, dots: DotSet, sprites: list[tuple[np.ndar
     needs no full-frame density planes, whose fresh memory and full-frame
     ``exp`` cost more than the sprites themselves on large photos.
     """
-    if not sprites:
-        return
-    od = dots.od()
-    if uptake is not None:
-        od = od * uptake[:, None]
-    od = od.astype(np.float32)
     flat_albedo = albedo.reshape(-1, 3)
-    for idx, sp in sprites:
-        rows, cols = np.nonzero((sp.flat_index >= 0) & (sp.profile > 1e-3))
-        flat = sp.flat_index[rows, cols]
-        prof = sp.profile[rows, cols]
-        owner = idx[rows]
-        for c in range(3):
-            trans = prof * od[owner, c]
+    for flat, density in _sprite_samples(dots, sprites, uptake):
+        for c, trans in enumerate(density):
             np.negative(trans, out=trans)
             np.exp(trans, out=trans)
             np.multiply.at(flat_albedo[:, c], flat, trans)
