@@ -42,6 +42,7 @@ __all__ = [
     "linear_rgb_to_lab",
     "lab_to_linear_rgb",
     "luminance_lstar",
+    "lstar_from_luminance",
     "lstar_to_y",
     "delta_e00",
     "blue_index",
@@ -238,8 +239,16 @@ def luminance_lstar(linear_rgb: ArrayLike) -> FloatArray:
     weights = RGB_TO_XYZ[1].astype(arr.dtype)
     flat = np.ascontiguousarray(arr).reshape(-1, 3)
     y = np.asarray(flat @ weights, dtype=arr.dtype)  # relative luminance Y, Yn = 1
+    return lstar_from_luminance(y).reshape(arr.shape[:-1])
+
+
+def lstar_from_luminance(y: ArrayLike) -> FloatArray:
+    """CIE 1976 L* of relative luminance ``Y`` (white = 1.0), any shape; float32 stays float32."""
+    y = _as_float(y)
+    shape = y.shape
+    y = np.ascontiguousarray(y).reshape(-1)
     if y.size == 0:
-        return y.reshape(arr.shape[:-1])
+        return y.reshape(shape)
     low = y <= _EPS
     low_values = y[low] * (_KAPPA / 116.0) + (16.0 / 116.0)
     # cv2.pow (SIMD, multi-threaded) instead of np.cbrt, which is ~10x slower on float32;
@@ -248,8 +257,7 @@ def luminance_lstar(linear_rgb: ArrayLike) -> FloatArray:
     fy[low] = low_values
     fy *= 116.0
     fy -= 16.0
-    return fy.reshape(arr.shape[:-1])
-    return y
+    return fy.reshape(shape)
 
 
 # --------------------------------------------------------------------------- differences

@@ -22,7 +22,6 @@ import pandas as pd
 from pydantic import Field
 
 from data.card import CardSpec, load_card, paper_rect_mm
-from data.colour import luminance_lstar
 from data.config import Settings, load_settings
 from data.flags import FlagSettings, load_flag_settings
 from data.metrics import SCALP, PhotoMetrics, photo_metrics
@@ -197,25 +196,25 @@ class Assessor:
             labels[card_mask] = 0
 
         with timer("colour"):
-            corrected = np.asarray(cal.colour.apply(rgb), np.float32)
-            lstar = luminance_lstar(np.maximum(corrected, np.float32(0))).astype(np.float32, copy=False)
+            # L* of the corrected photo, the one full-frame float image; dot colours are
+            # corrected at their sample points only (pipeline.pigment)
+            lstar = cal.colour.lstar(rgb)
 
         with timer("dots"):
             dot_view = view == "closeup" and work_ppm >= s.quality.min_px_per_mm_dots
             cand_xy, cand_s = (seg.dots_xy, seg.dot_scores) if dot_view else (np.zeros((0, 2)), np.zeros(0))
             scalp = labels == SCALP
-            # bare skin: first without dots, then without the dots found against that reference
-            flat_ref = np.full_like(lstar, float(np.median(lstar[scalp])) if scalp.any() else 50.0)
-            geom = measure_dots(lstar, flat_ref, labels, cand_xy, cand_s, work_ppm, s.dots)
-            bare = scalp & ~footprint_mask((h, w), geom, 1.5)
+            # bare skin: scalp away from every candidate dot, then the local reference from it
+            strong = cand_xy[cand_s >= s.dots.min_score]
+            bare = scalp & ~footprint_mask((h, w), strong, s.dots.exclude_radius_mm * work_ppm)
             skin_ref = skin_reference(lstar, bare if bare.any() else scalp, work_ppm, s.dots.skin_sigma_mm)
             geom = measure_dots(lstar, skin_ref, labels, cand_xy, cand_s, work_ppm, s.dots)
-            occupied = footprint_mask((h, w), geom, 1.3)
+            occupied = footprint_mask((h, w), geom.xy, 1.3 * geom.radius_px)
         with timer("pigment"):
             h_img2plane = cal.scale.image_to_plane
             ppm_local = local_px_per_mm(geom.xy, h_img2plane, ppm) if ppm is not None else None
-            dots = dot_table(corrected, geom, labels, occupied, ppm_local, s.dots.annulus_mm, self.rules, work_ppm)
-        del corrected
+            dots = dot_table(rgb, cal.colour, geom, labels, occupied, ppm_local, s.dots.annulus_mm, self.rules,
+                             work_ppm)
 
         with timer("quality"):
             quality = check_quality(rgb, lstar, labels, ppm, view, s.quality,

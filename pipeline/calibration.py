@@ -75,7 +75,8 @@ from data.card import (
     patch_rects_mm,
     reference_lab,
 )
-from data.colour import RGB_TO_XYZ, delta_e00, lab_to_linear_rgb, linear_rgb_to_lab, srgb_to_linear
+from data.colour import (RGB_TO_XYZ, delta_e00, lab_to_linear_rgb, linear_rgb_to_lab, lstar_from_luminance,
+                         luminance_lstar, srgb_to_linear)
 from data.config import Settings
 from data.metrics import PlaneScale
 
@@ -283,6 +284,29 @@ class ColourCorrection:
         else:
             raise TypeError(f"rgb must be uint8 (sRGB) or float (linear RGB), got {arr.dtype}")
         return _apply_model(self.model, self.coefficients, lin)
+
+    def lstar(self, rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """HxW float32 L* of the corrected 8-bit sRGB photo ``rgb`` (HxWx3 uint8).
+
+        For the linear models (identity, diagonal, 3x3 matrix) the corrected
+        luminance is a weighted sum of the three decoded channels, so it is read
+        through one 256-entry table per channel: no full-frame RGB float image
+        (a 12 MP photo: 48 MB instead of 144 MB, about 3x faster). Corrected
+        channels below zero (out of gamut, rare on skin) are not clipped before
+        the sum, unlike ``linear_rgb_to_lab(max(apply(rgb), 0))``. The
+        root-polynomial model takes the full path.
+        """
+        arr = np.asarray(rgb)
+        if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+            raise ValueError(f"rgb must be HxWx3 uint8, got {arr.dtype} {arr.shape}")
+        if self.model == "root_polynomial2":
+            return luminance_lstar(np.maximum(self.apply(arr), np.float32(0))).astype(np.float32, copy=False)
+        weights = RGB_TO_XYZ[1] @ self.coefficients[:, :3] if self.model != "identity" else RGB_TO_XYZ[1]
+        planes = cv2.split(np.ascontiguousarray(arr))
+        y = cv2.LUT(planes[0], (weights[0] * _SRGB8_TO_LINEAR).astype(np.float32))
+        for c in (1, 2):
+            cv2.add(y, cv2.LUT(planes[c], (weights[c] * _SRGB8_TO_LINEAR).astype(np.float32)), dst=y)
+        return lstar_from_luminance(y)
 
     def apply_lab(self, linear_rgb: ArrayLike) -> NDArray[np.floating]:
         """Correct linear RGB (or uint8 sRGB) and return CIELAB (D65); negatives clipped to 0."""

@@ -55,6 +55,8 @@ class DotSettings(Settings):
     #: A candidate longer than this ratio of axes is a piece of hair, not a dot (dots are round;
     #: merged pairs reach ~2).
     max_elongation: float = Field(2.6, gt=1)
+    #: Bare-skin reference: skin within this radius of a candidate dot is left out.
+    exclude_radius_mm: float = Field(0.25, gt=0)
     #: Bare-skin reference: Gaussian sigma of the normalised convolution.
     skin_sigma_mm: float = Field(1.0, gt=0)
     #: Ring step for the radial profile, in pixels.
@@ -204,33 +206,36 @@ def measure_dots(lstar: np.ndarray, skin_ref: np.ndarray, labels: np.ndarray, ca
     ca, sa = np.cos(ang), np.sin(ang)
     r_max = max(2.0, settings.max_radius_mm * px_per_mm)
     radii = np.arange(0.0, r_max + settings.ring_step_px, settings.ring_step_px)
+    n_r, n_a = len(radii), len(ang)
+    ox = (radii[:, None] * ca[None, :]).ravel()  # (J*A,) sample offsets
+    oy = (radii[:, None] * sa[None, :]).ravel()
+    # moments as one matrix product: area weight r times [1, x, y, x^2, y^2, xy]
+    moments = (np.repeat(radii, n_a)[:, None] * np.column_stack([np.ones_like(ox), ox, oy, ox * ox, oy * oy, ox * oy])
+               ).astype(np.float32)
     for _ in range(2):  # measure, re-centre, measure again
-        rx = xy[:, 0, None, None] + radii[None, :, None] * ca[None, None, :]
-        ry = xy[:, 1, None, None] + radii[None, :, None] * sa[None, None, :]
-        lum = sample_points(lstar, rx, ry)
+        lum = sample_points(lstar, xy[:, 0, None] + ox[None, :], xy[:, 1, None] + oy[None, :])  # (N, J*A) float32
         ref = sample_points(skin_ref, xy[:, 0], xy[:, 1])
-        dark = ref[:, None, None] - lum                        # (N, J, A)
-        prof = dark.mean(axis=2)
-        prof[:, 0] = dark[:, :2].mean(axis=(1, 2))              # centre: average the innermost ring too
+        dark = np.subtract(ref[:, None], lum, out=lum)                 # (N, J*A)
+        d3 = dark.reshape(len(xy), n_r, n_a)
+        prof = d3.mean(axis=2)
+        prof[:, 0] = d3[:, :2].mean(axis=(1, 2))                       # centre: average the innermost ring too
         radius = _half_max_radius(prof, radii)
         # darkness-weighted, area-weighted centroid within 1.2 R
-        wgt = np.clip(dark, 0.0, None) * radii[None, :, None] * (radii[None, :, None] <= 1.2 * radius[:, None, None])
-        tot = wgt.sum(axis=(1, 2))
+        within = radii[None, :] <= 1.2 * radius[:, None]               # (N, J)
+        wgt = np.maximum(dark, np.float32(0), out=dark)
+        wgt *= np.repeat(within, n_a, axis=1)
+        m = wgt @ moments                                              # (N, 6)
+        tot = m[:, 0].astype(np.float64)
         ok = tot > 0
-        dx = (wgt * (radii[None, :, None] * ca[None, None, :])).sum(axis=(1, 2))
-        dy = (wgt * (radii[None, :, None] * sa[None, None, :])).sum(axis=(1, 2))
-        shift = np.where(ok[:, None], np.column_stack([dx, dy]) / np.maximum(tot, 1e-9)[:, None], 0.0)
+        shift = np.where(ok[:, None], m[:, 1:3] / np.maximum(tot, 1e-9)[:, None], 0.0)
         # never let the centroid wander beyond the dot's own radius
         norm = np.hypot(shift[:, 0], shift[:, 1])
         lim = np.maximum(radius, 0.5)
         shift *= np.minimum(1.0, lim / np.maximum(norm, 1e-9))[:, None]
         xy = xy + shift
-    peak = prof[:, 0]
-    # second moments of the darkness within 1.2 R -> elongation
-    ox, oy = radii[None, :, None] * ca[None, None, :], radii[None, :, None] * sa[None, None, :]
-    sxx = (wgt * ox * ox).sum(axis=(1, 2))
-    syy = (wgt * oy * oy).sum(axis=(1, 2))
-    sxy = (wgt * ox * oy).sum(axis=(1, 2))
+    peak = prof[:, 0].astype(np.float64)
+    # second moments of the darkness within 1.2 R (about the old centre) -> elongation
+    sxx, syy, sxy = (m[:, 3].astype(np.float64), m[:, 4].astype(np.float64), m[:, 5].astype(np.float64))
     tr, det = sxx + syy, sxx * syy - sxy * sxy
     disc = np.sqrt(np.maximum(tr * tr / 4 - det, 0.0))
     l1, l2 = tr / 2 + disc, np.maximum(tr / 2 - disc, 1e-9)
@@ -241,14 +246,30 @@ def measure_dots(lstar: np.ndarray, skin_ref: np.ndarray, labels: np.ndarray, ca
                        elongation=np.minimum(elong[real], 99.0), orientation=theta[real], score=score[real])
 
 
-def footprint_mask(shape: tuple[int, int], geom: DotGeometry, scale: float = 1.3) -> np.ndarray:
-    """HxW bool: inside any dot's disc of ``scale`` x its radius (to keep annuli off neighbours)."""
-    mask = np.zeros(shape, np.uint8)
-    centres = np.round(geom.xy * 16).astype(np.int64)
-    radii = np.maximum(np.round(geom.radius_px * scale * 16), 8).astype(np.int64)
-    for (cx, cy), r in zip(centres.tolist(), radii.tolist()):
-        cv2.circle(mask, (cx, cy), r, 1, -1, cv2.LINE_8, 4)
-    return mask.astype(bool)
+def footprint_mask(shape: tuple[int, int], xy: np.ndarray, radius_px: np.ndarray | float) -> np.ndarray:
+    """HxW bool: inside any disc of centre ``xy`` (N, 2) and ``radius_px`` (N or scalar, >= 0.5 px).
+
+    Discs are rasterised together, grouped by their integer reach (a window of
+    ``(2k + 1)^2`` offsets per disc): no Python loop over dots, and a pixel is
+    inside when its centre is within the radius.
+    """
+    h, w = shape
+    mask = np.zeros(h * w, bool)
+    xy = np.asarray(xy, np.float64).reshape(-1, 2)
+    r = np.maximum(np.broadcast_to(np.asarray(radius_px, np.float64), (len(xy),)), 0.5)
+    reach = np.ceil(r).astype(np.int64)
+    for k in np.unique(reach):
+        sel = np.flatnonzero(reach == k)
+        off = np.arange(-k, k + 1, dtype=np.int32)
+        oy, ox = (a.ravel()[None, :] for a in np.meshgrid(off, off, indexing="ij"))
+        for part in np.array_split(sel, max(1, len(sel) * ox.size // 4_000_000 + 1)):
+            x0 = np.round(xy[part, 0]).astype(np.int32)[:, None]
+            y0 = np.round(xy[part, 1]).astype(np.int32)[:, None]
+            px, py = x0 + ox, y0 + oy
+            dx, dy = px - xy[part, 0, None], py - xy[part, 1, None]
+            inside = (dx * dx + dy * dy <= (r[part, None] ** 2)) & (px >= 0) & (px < w) & (py >= 0) & (py < h)
+            mask[py[inside].astype(np.int64) * w + px[inside]] = True
+    return mask.reshape(h, w)
 
 
 def core_and_annulus_points(geom: DotGeometry, px_per_mm_local: np.ndarray, annulus_mm: float,

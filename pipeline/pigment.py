@@ -1,6 +1,7 @@
 """Pigment stage: each dot's colour against its own skin, and the flags a reviewer checks.
 
-Colours are measured in linear RGB after the card's colour correction and
+Colours are measured in linear RGB after the card's colour correction (applied
+to the pixels around each sample point only, never to the whole photo) and
 reported in CIELAB (D65): the dot's core mean, and its skin annulus (median per
 channel of the annulus samples on bare scalp, robust to a pore or a stray hair
 edge). From those, with the definitions of ``data/colour.py``:
@@ -16,9 +17,10 @@ import pandas as pd
 from data.colour import blue_index, delta_e00, linear_rgb_to_lab
 from data.flags import FlagSettings, flag_dots
 
-from .dots import DotGeometry, annulus_valid, core_and_annulus_points, sample_points
+from .calibration import ColourCorrection
+from .dots import DotGeometry, annulus_valid, core_and_annulus_points
 
-__all__ = ["DOT_COLUMNS", "dot_table"]
+__all__ = ["DOT_COLUMNS", "dot_table", "sample_corrected"]
 
 #: Columns of ``dots.csv`` (DESIGN.md output contract, then extras).
 DOT_COLUMNS = ["dot_id", "x", "y", "diameter_mm", "diameter_px", "elongation", "L", "a", "b",
@@ -33,11 +35,33 @@ class _Colours:
     n_skin: np.ndarray  # (N,) annulus samples used
 
 
-def _measure(linear: np.ndarray, geom: DotGeometry, labels: np.ndarray, occupied: np.ndarray,
-             ppm_local: np.ndarray, annulus_mm: float) -> _Colours:
+def sample_corrected(rgb: np.ndarray, colour: ColourCorrection, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Colour-corrected linear RGB of the 8-bit sRGB photo at float positions (any shape) -> (..., 3).
+
+    Bilinear interpolation of the corrected pixels: the four pixels around each
+    point are decoded and corrected, then weighted, which equals sampling a fully
+    corrected copy of the photo (for any correction model) at a fraction of its
+    cost. Positions outside the photo take the nearest border pixel.
+    """
+    h, w = rgb.shape[:2]
+    xf = np.clip(np.asarray(x, np.float64), 0.0, w - 1.0)
+    yf = np.clip(np.asarray(y, np.float64), 0.0, h - 1.0)
+    x0 = np.minimum(np.floor(xf).astype(np.int64), max(w - 2, 0))
+    y0 = np.minimum(np.floor(yf).astype(np.int64), max(h - 2, 0))
+    fx = (xf - x0).astype(np.float32)[..., None]
+    fy = (yf - y0).astype(np.float32)[..., None]
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    quad = np.stack([rgb[y0, x0], rgb[y0, x1], rgb[y1, x0], rgb[y1, x1]], axis=-2)  # (..., 4, 3) uint8
+    c = colour.apply(quad)
+    return ((c[..., 0, :] * (1 - fx) + c[..., 1, :] * fx) * (1 - fy)
+            + (c[..., 2, :] * (1 - fx) + c[..., 3, :] * fx) * fy)
+
+
+def _measure(rgb: np.ndarray, colour: ColourCorrection, geom: DotGeometry, labels: np.ndarray,
+             occupied: np.ndarray, ppm_local: np.ndarray, annulus_mm: float) -> _Colours:
     (cx, cy), (ax, ay) = core_and_annulus_points(geom, ppm_local, annulus_mm)
-    core = sample_points(linear, cx, cy).astype(np.float64).mean(axis=1)
-    ring = sample_points(linear, ax, ay).astype(np.float64)
+    core = sample_corrected(rgb, colour, cx, cy).mean(axis=1)
+    ring = sample_corrected(rgb, colour, ax, ay)
     ok = annulus_valid(ax, ay, labels, occupied)
     vals = np.where(ok[..., None], ring, np.nan)
     n_ok = ok.sum(axis=1)
@@ -48,20 +72,20 @@ def _measure(linear: np.ndarray, geom: DotGeometry, labels: np.ndarray, occupied
     return _Colours(core=core, skin=skin, n_skin=n_ok)
 
 
-def dot_table(linear: np.ndarray, geom: DotGeometry, labels: np.ndarray, occupied: np.ndarray,
-              ppm_local: np.ndarray | None, annulus_mm: float, rules: FlagSettings,
+def dot_table(rgb: np.ndarray, colour: ColourCorrection, geom: DotGeometry, labels: np.ndarray,
+              occupied: np.ndarray, ppm_local: np.ndarray | None, annulus_mm: float, rules: FlagSettings,
               nominal_ppm: float) -> pd.DataFrame:
     """One row per dot with the DESIGN.md columns (``DOT_COLUMNS``).
 
-    ``linear``: HxWx3 float32 linear RGB of the photo after the card's colour
-    correction. ``ppm_local``: px/mm
+    ``rgb``: the HxWx3 uint8 sRGB photo; ``colour``: the card's colour correction,
+    applied at the sample points. ``ppm_local``: px/mm
     at each dot (None without a scale: ``diameter_mm`` is NaN, the annulus width
     uses ``nominal_ppm``, the nominal close-up scale the caller assumed).
     """
     n = len(geom)
     scale_known = ppm_local is not None
     ppm = ppm_local if scale_known else np.full(n, float(nominal_ppm))
-    col = _measure(linear, geom, labels, occupied, ppm, annulus_mm)
+    col = _measure(rgb, colour, geom, labels, occupied, ppm, annulus_mm)
     lab = linear_rgb_to_lab(np.clip(col.core, 1e-6, None)) if n else np.zeros((0, 3))
     with np.errstate(invalid="ignore"):
         skin_lab = linear_rgb_to_lab(np.clip(col.skin, 1e-6, None)) if n else np.zeros((0, 3))

@@ -123,19 +123,21 @@ def check_quality(rgb: np.ndarray, lstar: np.ndarray, labels: np.ndarray, px_per
     roi_frac = float(roi.mean()) if roi.size else 0.0
     if roi_frac < settings.min_roi_fraction:
         warnings.append("no_scalp")
-    sub = rgb_s[roi] if roi.any() else rgb_s.reshape(-1, 3)
-    clipped = float((sub.max(axis=1) >= 254).mean()) if len(sub) else 0.0
-    dark = float((sub.max(axis=1) <= 3).mean()) if len(sub) else 0.0
+    # per-pixel brightest and darkest channel, as planes (a reduction over a short last axis is slow)
+    r, g, b = rgb_s[..., 0], rgb_s[..., 1], rgb_s[..., 2]
+    hi, lo = np.maximum(np.maximum(r, g), b), np.minimum(np.minimum(r, g), b)
+    where = roi if roi.any() else np.ones(roi.shape, bool)
+    n_where = max(int(np.count_nonzero(where)), 1)
+    clipped = np.count_nonzero((hi >= 254) & where) / n_where
+    dark = np.count_nonzero((hi <= 3) & where) / n_where
     if clipped > settings.max_clipped_fraction:
         warnings.append("overexposed")
     if dark > settings.max_dark_fraction:
         warnings.append("underexposed")
     glare = 0.0
     if scalp.any():
-        s = rgb_s[scalp].astype(np.int16)
-        bright = s.min(axis=1) >= 235
-        grey = (s.max(axis=1) - s.min(axis=1)) <= 18
-        glare = float((bright & grey).mean())
+        # bright and grey: every channel >= 235 and the channels within 18 levels of each other
+        glare = np.count_nonzero((lo >= 235) & (hi - lo <= 18) & scalp) / np.count_nonzero(scalp)
     if glare > settings.max_glare_fraction:
         warnings.append("glare")
     sharp = None

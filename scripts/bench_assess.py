@@ -39,6 +39,8 @@ FLAGS = ("blue_shift", "faded", "spread")
 
 SPEED_CHILD = r"""
 import json, resource, statistics, sys, time
+from pipeline.runtime import reuse_freed_memory
+reuse_freed_memory()  # as the smp command does
 import torch
 torch.set_num_threads(2)
 import cv2

@@ -1,0 +1,61 @@
+"""Dot-stage building blocks: disc rasterising, colour sampling at points, corrected L*."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from data.colour import luminance_lstar
+from pipeline.calibration import ColourCorrection
+from pipeline.dots import footprint_mask, sample_points
+from pipeline.pigment import sample_corrected
+from pipeline.runtime import reuse_freed_memory
+
+
+def test_footprint_mask_matches_brute_force() -> None:
+    rng = np.random.default_rng(5)
+    shape = (60, 80)
+    xy = np.column_stack([rng.uniform(-3, 83, 40), rng.uniform(-3, 63, 40)])
+    radius = rng.uniform(0.2, 6.5, 40)
+    got = footprint_mask(shape, xy, radius)
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    r = np.maximum(radius, 0.5)
+    want = ((xx[..., None] - xy[:, 0]) ** 2 + (yy[..., None] - xy[:, 1]) ** 2 <= r ** 2).any(axis=2)
+    assert got.dtype == bool and got.shape == shape
+    np.testing.assert_array_equal(got, want)
+    assert not footprint_mask(shape, np.zeros((0, 2)), 3.0).any()
+
+
+@pytest.mark.parametrize("model", ["identity", "matrix3x3", "root_polynomial2"])
+def test_colour_at_points_equals_sampling_the_corrected_photo(model: str) -> None:
+    rng = np.random.default_rng(11)
+    rgb = cv2.GaussianBlur(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8), (0, 0), 1.5)
+    k = {"identity": 3, "matrix3x3": 3, "root_polynomial2": 6}[model]
+    coef = np.eye(3, k) * 1.1 + rng.normal(0, 0.05, (3, k))
+    colour = ColourCorrection(model=model, coefficients=coef, source="card")
+    x, y = rng.uniform(-2, 72, (30, 7)), rng.uniform(-2, 52, (30, 7))
+    got = sample_corrected(rgb, colour, x, y)
+    want = sample_points(colour.apply(rgb).astype(np.float32), x, y)
+    assert got.shape == (30, 7, 3)
+    # cv2.remap weights are 1/32 steps: agree to that rounding
+    np.testing.assert_allclose(got, want, atol=0.01)
+
+
+@pytest.mark.parametrize("model", ["identity", "diagonal", "matrix3x3", "root_polynomial2"])
+def test_corrected_lstar_fast_path(model: str) -> None:
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(20, 236, (40, 60, 3), dtype=np.uint8)
+    k = 6 if model == "root_polynomial2" else 3
+    coef = {"identity": np.eye(3), "diagonal": np.diag([1.2, 0.9, 1.05])}.get(
+        model, np.eye(3, k) * 0.95 + np.abs(rng.normal(0, 0.03, (3, k))))
+    colour = ColourCorrection(model=model, coefficients=coef, source="card")
+    got = colour.lstar(rgb)
+    want = luminance_lstar(np.maximum(colour.apply(rgb), np.float32(0)))
+    assert got.dtype == np.float32 and got.shape == rgb.shape[:2]
+    np.testing.assert_allclose(got, want, atol=2e-3)
+    with pytest.raises(ValueError, match="uint8"):
+        colour.lstar(rgb.astype(np.float32))
+
+
+def test_reuse_freed_memory_is_idempotent() -> None:
+    assert reuse_freed_memory() == reuse_freed_memory()
