@@ -207,7 +207,8 @@ class Assessor:
             # bare skin: scalp away from every candidate dot, then the local reference from it
             strong = cand_xy[cand_s >= s.dots.min_score]
             bare = scalp & ~footprint_mask((h, w), strong, s.dots.exclude_radius_mm * work_ppm)
-            skin_ref = skin_reference(lstar, bare if bare.any() else scalp, work_ppm, s.dots.skin_sigma_mm)
+            skin_ref = skin_reference(lstar, bare if bare.any() else scalp, work_ppm, s.dots.skin_sigma_mm,
+                                      clip_sd=s.dots.skin_clip_sd, iterations=s.dots.skin_iterations)
             geom = measure_dots(lstar, skin_ref, labels, cand_xy, cand_s, work_ppm, s.dots)
             occupied = footprint_mask((h, w), geom.xy, 1.3 * geom.radius_px)
         with timer("pigment"):

@@ -8,7 +8,7 @@ model loaded, median of 5). Writes ``OUT/assess.json`` and the ``assess``
 section of BENCHMARKS.md. Peers (OpenCV SimpleBlobDetector, scikit-image
 blob_log, trackpy) run in the same process on the same test photos.
 
-Usage: python scripts/bench_assess.py --out bench-out [--skip-speed] [--no-peers]
+Usage: python scripts/bench_assess.py --out bench-out [--skip-speed | --speed-only] [--no-peers]
 """
 from __future__ import annotations
 
@@ -255,13 +255,18 @@ def main() -> int:
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--no-md", action="store_true", help="do not touch BENCHMARKS.md")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="rerun only the speed part; accuracy and peers are kept from OUT/assess.json")
     args = ap.parse_args()
     data = args.out / "data"
     if not data.is_dir():
         raise SystemExit(f"{data}: no benchmark data; run scripts/bench.py first")
-    res: dict = {"suites": run_suites(data, args.methods)}
-    if not args.no_peers:
-        res["peers"] = run_peers(data, res)
+    if args.speed_only:
+        res: dict = json.loads((args.out / "assess.json").read_text())
+    else:
+        res = {"suites": run_suites(data, args.methods)}
+        if not args.no_peers:
+            res["peers"] = run_peers(data, res)
     if not args.skip_speed:
         photo = args.out / "speed" / "closeup_4000x3000.jpg"
         if not photo.exists():

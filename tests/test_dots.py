@@ -59,3 +59,25 @@ def test_corrected_lstar_fast_path(model: str) -> None:
 
 def test_reuse_freed_memory_is_idempotent() -> None:
     assert reuse_freed_memory() == reuse_freed_memory()
+
+
+def test_skin_reference_ignores_dark_spots_the_detector_missed() -> None:
+    from pipeline.dots import skin_reference
+
+    rng = np.random.default_rng(8)
+    h, w, ppm = 300, 400, 20.0
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    skin = 55.0 + 6.0 * xx / w                                   # lighting gradient
+    lstar = (skin + rng.normal(0, 1.5, (h, w))).astype(np.float32)
+    centres = np.column_stack([rng.uniform(0, w, 600), rng.uniform(0, h, 600)])
+    spots = footprint_mask((h, w), centres, 2.5)                  # missed dots: ~20 L* darker
+    lstar[spots] -= 20.0
+    bare = np.ones((h, w), bool)
+    inner = (slice(30, -30), slice(30, -30))
+    plain = skin_reference(lstar, bare, ppm, 1.0, iterations=0)
+    robust = skin_reference(lstar, bare, ppm, 1.0)
+    assert np.median(np.abs(plain - skin)[inner]) > 1.5           # pulled down by the spots
+    assert np.median(np.abs(robust - skin)[inner]) < 0.3
+    # pure noise: the one-sided cut barely moves the reference
+    clean = (skin + rng.normal(0, 1.5, (h, w))).astype(np.float32)
+    assert abs(float(np.median((skin_reference(clean, bare, ppm, 1.0) - skin)[inner]))) < 0.15
