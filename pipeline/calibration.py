@@ -148,6 +148,13 @@ class CalibrationSettings(Settings):
     #: singular value of the card -> image Jacobian at the marker (1 = seen square on;
     #: 1.5 = tilted ~48 degrees).
     max_foreshortening: float = Field(1.5, gt=1.0)
+    #: A "marker" smaller than this (px) is not trusted at all: treated as no card. ArUco
+    #: finds marker-like patterns in hair and skin texture now and then, always tiny.
+    reject_marker_px: float = Field(14.0, ge=0)
+    #: A card whose patches still differ from the references by this mean dE00 after the
+    #: colour fit is not the card (a false marker): treated as no card. Real cards under bad
+    #: light stay below ~8 on the benchmark; false markers on skin land at 15-30.
+    reject_residual_de00: float = Field(12.0, gt=0)
     #: With both a card and a manual px/mm, warn when they differ by more than this fraction.
     max_scale_disagreement: float = Field(0.02, gt=0)
     #: Sample the central part of each patch: this fraction of its side (away from edges,
@@ -1204,10 +1211,17 @@ def calibrate(
     manual = _valid_px_per_mm(px_per_mm) if px_per_mm is not None else None
     detection = find_card(img, card, s)
     warnings: list[str] = []
-    if detection is None:
+
+    def without_card(*why: str) -> Calibration:
         scale = manual_scale(manual) if manual is not None else no_scale()
         colour = no_colour_correction()
-        return Calibration(scale, colour, None, scale.warnings + colour.warnings)
+        return Calibration(scale, colour, None, tuple(why) + scale.warnings + colour.warnings)
+
+    if detection is None:
+        return without_card()
+    if detection.marker_side_px < s.reject_marker_px:
+        return without_card(f"a marker-like pattern {detection.marker_side_px:.0f} px across was found and "
+                            f"rejected (< {s.reject_marker_px:g} px): treated as no card")
 
     h, w = img.shape[:2]
     scale = scale_from_card(detection, (w, h), s)
@@ -1238,6 +1252,10 @@ def calibrate(
     except ValueError as exc:
         colour = no_colour_correction(f"card found but its colours could not be used ({exc}): colours are not corrected")
     else:
+        if colour.residual_de00_mean is not None and colour.residual_de00_mean > s.reject_residual_de00:
+            return without_card(f"a card marker was found but its colour patches do not match the card "
+                                f"(residual dE00 mean {colour.residual_de00_mean:.1f} > {s.reject_residual_de00:g}): "
+                                "rejected as a false marker, treated as no card")
         if colour.residual_de00_mean is not None and colour.residual_de00_mean > s.max_residual_de00:
             assert colour.patch_residual_de00 is not None
             worst = int(np.nanargmax(colour.patch_residual_de00))

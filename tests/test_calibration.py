@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
-from data.card import CardSpec, load_card, marker_corners_mm, reference_lab, render_card
+from data.card import CardSpec, load_card, marker_corners_mm, patch_rects_mm, reference_lab, render_card
 from data.colour import (
     RGB_TO_XYZ,
     delta_e00,
@@ -571,3 +571,23 @@ def test_settings_are_validated() -> None:
         settings_from_mapping(CalibrationSettings, {"max_foreshortening": 0.9})
     with pytest.raises(Exception):
         s.min_marker_px = 3  # type: ignore[misc]
+
+
+def test_a_marker_without_the_card_around_it_is_rejected(card) -> None:
+    """A lone marker-like pattern (here: the real marker with its patches painted over) is
+    not a card: the colour check rejects it and the photo is treated as having no card."""
+    hom = similarity(8.0, 10.0, (320.0, 240.0))
+    photo = card_photo(card, (640, 480), hom)
+    det = find_card(photo, card)
+    assert det is not None
+    rng = np.random.default_rng(4)
+    painted = photo.copy()
+    for x0, y0, x1, y1 in patch_rects_mm(card):
+        pts = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float)
+        img_pts = cv2.perspectiveTransform(pts[None], det.card_to_image)[0]
+        cv2.fillConvexPoly(painted, np.round(img_pts).astype(np.int32), rng.integers(0, 256, 3).tolist())
+    cal = calibrate(painted, card, px_per_mm=7.5)
+    assert cal.detection is None and cal.scale.source == "manual" and cal.colour.source == "none"
+    assert any("rejected as a false marker" in w for w in cal.warnings)
+    # the same photo with its patches intact keeps the card
+    assert calibrate(photo, card).detection is not None
