@@ -16,8 +16,9 @@ from data.config import ConfigError
 
 from . import __version__
 from .errors import UserError
+from .runtime import reuse_freed_memory
 
-COMMANDS = ("synth", "card", "import_labels", "train", "evaluate", "assess")
+COMMANDS = ("synth", "card", "import_labels", "train", "evaluate", "assess", "visit")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    reuse_freed_memory()
     try:
         return int(args.func(args) or 0)
     except (ConfigError, UserError, FileNotFoundError) as exc:

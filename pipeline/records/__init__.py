@@ -1,0 +1,32 @@
+"""Records: clients, regions, visits, photos and their assessments over time.
+
+A SQLite file by default (``<SMP_HOME or ./smp-data>/records.db``), PostgreSQL by
+URL (``--db`` / ``SMP_DATABASE_URL``); the schema is migrated with Alembic when
+opened. Photos live once each in a content-addressed store beside the database.
+Assessments are append-only and keyed by (photo sha256, model, config hash), so
+re-running anything is idempotent and history is kept (DESIGN.md "Storage").
+
+Typical use::
+
+    records = open_records()                      # or open_records("postgresql://...")
+    store = PhotoStore(data_home())
+    add_visit(records, store, client="C-17", region="crown", date="2026-03-01",
+              kind="follow-up", photos=["IMG_0001.jpg"])
+"""
+from .db import Records, data_home, default_url, open_records, resolve_url
+from .ingest import (
+    MANIFEST_COLUMNS, AssessmentLike, ClientSummary, ImportResult, IngestError, IngestResult, PhotoEntry, PhotoFile,
+    Problem, StoredAssessment, VisitKey, add_visit, import_manifest, inspect_photo, list_clients, parse_date,
+    parse_kind, parse_region, read_manifest, record_review, store_assessment, store_dot_links, sweep_store,
+)
+from .schema import DEFAULT_CLINIC, VISIT_KINDS, VIEWS
+from .store import PhotoStore, StoreError, StoredFile
+
+__all__ = [
+    "DEFAULT_CLINIC", "MANIFEST_COLUMNS", "VIEWS", "VISIT_KINDS",
+    "AssessmentLike", "ClientSummary", "ImportResult", "IngestError", "IngestResult", "PhotoEntry", "PhotoFile",
+    "PhotoStore", "Problem", "Records", "StoreError", "StoredAssessment", "StoredFile", "VisitKey",
+    "add_visit", "data_home", "default_url", "import_manifest", "inspect_photo", "list_clients", "open_records",
+    "parse_date", "parse_kind", "parse_region", "read_manifest", "record_review", "resolve_url",
+    "store_assessment", "store_dot_links", "sweep_store",
+]
