@@ -1,0 +1,125 @@
+"""``smp compare``: before/after of one region - register, link dots, metric deltas, pictures."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import UserError
+
+#: Fewer dots than this in either photo: the dots are not linked (nothing to pair reliably).
+MIN_DOTS_TO_LINK = 10
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="compare a before and an after photo of one region: registration, dot links, metric deltas",
+        description=(
+            "Assess BEFORE and AFTER (as smp assess does), register AFTER to BEFORE (features, then, for "
+            "close-ups, the dot pattern), link their dots and write into DIR: before/ and after/ (each "
+            "photo's assessment), comparison.json (every metric before, after and its change; headline "
+            "figures: show-through reduction, dots added, density change; registration and linking "
+            "quality; warnings), links.csv (one row per linked, new and lost dot), side_by_side.png and "
+            "difference.png. Exit code 0 on success, 1 when a photo cannot be loaded or the photos "
+            "cannot be registered."
+        ),
+    )
+    parser.add_argument("before", type=Path, metavar="BEFORE", help="the earlier photo (the reference frame)")
+    parser.add_argument("after", type=Path, metavar="AFTER", help="the later photo of the same region")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    parser.add_argument("--px-per-mm", type=float, default=None, metavar="X",
+                        help="scale to use for a photo without a card (a card in the photo wins)")
+    parser.add_argument("--config", type=Path, default=None, metavar="YAML",
+                        help="assessment settings (default configs/assess/default.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one assessment setting, e.g. --set segment.method=classical (repeatable)")
+    parser.add_argument("--register-config", type=Path, default=None, metavar="YAML",
+                        help="registration and linking settings (default configs/compare/default.yaml)")
+    parser.add_argument("--register-set", dest="register_overrides", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="override one registration setting, e.g. --register-set link.gate=0.3")
+    parser.add_argument("--flags", type=Path, default=None, metavar="YAML",
+                        help="dot flag thresholds (default configs/flags.yaml)")
+    parser.add_argument("--card", type=Path, default=None, metavar="YAML",
+                        help="measured reference colours of your printed cards (see CARD.md)")
+    parser.set_defaults(func=run)
+
+
+def _fmt(v: float | None, spec: str, suffix: str = "") -> str:
+    return "-" if v is None else f"{v:{spec}}{suffix}"
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from data.card import load_card
+    from data.flags import load_flag_settings
+    from pipeline.assess import Assessor, load_assess_settings, write_assessment
+    from pipeline.compare import compare_assessments, write_comparison
+    from pipeline.register import RegistrationError, link_dots, load_register_settings, register_photos
+
+    from ..loading import PhotoError
+
+    if args.px_per_mm is not None and not (np.isfinite(args.px_per_mm) and args.px_per_mm > 0):
+        raise UserError(f"--px-per-mm must be a positive number, got {args.px_per_mm}")
+    settings = load_assess_settings(args.config, args.overrides)
+    reg_settings = load_register_settings(args.register_config, args.register_overrides)
+    rules = load_flag_settings(args.flags)
+    card = load_card(references=args.card) if args.card else load_card()
+    try:
+        assessor = Assessor(settings, rules=rules, card=card)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(f"cannot load the segmentation model: {exc}") from None
+    for w in assessor.setup_warnings:
+        print(f"smp compare: warning: {w}", file=sys.stderr)
+
+    def fail(reason: str) -> int:
+        print(f"smp compare: failed: {reason}", file=sys.stderr)
+        return 1
+
+    for path in (args.before, args.after):  # before spending seconds on the first photo
+        if not path.exists():
+            return fail(f"{path}: no such file")
+    assessed = []
+    for path in (args.before, args.after):
+        try:
+            assessed.append(assessor.assess_file(path, px_per_mm=args.px_per_mm))
+        except PhotoError as exc:
+            return fail(str(exc))
+    before, after = assessed
+
+    def dots_xy(a):
+        return a.dots[["x", "y"]].to_numpy(float)
+
+    closeups = before.view == "closeup" and after.view == "closeup"
+    use_dots = closeups and min(len(before.dots), len(after.dots)) >= MIN_DOTS_TO_LINK
+    try:
+        reg = register_photos(before.photo.rgb, after.photo.rgb, reg_settings,
+                              before_dots_xy=dots_xy(before) if use_dots else None,
+                              after_dots_xy=dots_xy(after) if use_dots else None,
+                              px_per_mm=before.calibration.px_per_mm,
+                              before_mask=before.labels > 0, after_mask=after.labels > 0)
+    except RegistrationError as exc:
+        return fail(f"cannot register {args.after} to {args.before}: {exc}")
+    links = None
+    if use_dots:
+        links = link_dots(dots_xy(before), dots_xy(after), reg.after_to_before, reg_settings,
+                          px_per_mm=before.calibration.px_per_mm,
+                          before_valid=before.labels > 0, after_valid=after.labels > 0)
+    comparison = compare_assessments(before, after, reg, links)
+    write_assessment(before, args.out / "before", overlay=settings.overlay)
+    write_assessment(after, args.out / "after", overlay=settings.overlay)
+    out = write_comparison(comparison, args.out)
+
+    h = comparison.headline
+    st = h["show_through_reduction"]
+    print(f"{args.before} -> {args.after}: registered ({reg.method}, {reg.n_inliers} feature inliers"
+          + (f", {links.n_links} dots linked, residual {_fmt(links.residual_mm_median, '.3f', ' mm')}" if links else "")
+          + f"); show-through {_fmt(h['show_through_before'], '.1%')} -> {_fmt(h['show_through_after'], '.1%')}"
+          + ("" if st is None else f" ({abs(st) * 100:.1f} pp {'less' if st >= 0 else 'more'})")
+          + f", dots added {_fmt(h['dots_added'], 'd')}, density change "
+          + f"{_fmt(h['density_change_per_cm2'], '+.1f', '/cm2')} -> {out}")
+    for w in comparison.warnings:
+        print(f"smp compare: warning: {w}", file=sys.stderr)
+    return 0
