@@ -1,0 +1,91 @@
+"""Dots followed across visits: every visit registered to its reference close-up, tracks numbered."""
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data.card import load_card
+from data.config import load_settings
+from data.flags import load_flag_settings
+from data.synth.generate import item_rng
+from data.synth.series import render_series
+from data.synth.settings import SynthSettings
+from pipeline.track import OBS_COLUMNS, VisitInput, link_visits
+
+SERIES = ["image.width=600", "image.height=450", "camera.px_per_mm=[13, 15]", "series.sessions=[2, 2]",
+          "series.followups=[2, 2]", "series.touchup_probability=0", "dots.coverage=[1, 1]",
+          "card.probability=1", "skin.fitzpatrick=[1, 3]", "hair.long_fraction=[0, 0.05]",
+          "hair.follicle_density_per_cm2=[20, 60]", "series.hair_length_scale=[0.3, 0.5]"]
+
+
+@pytest.fixture(scope="module")
+def series():
+    cfg = load_settings(SynthSettings, None, SERIES, default="synth/closeup.yaml")
+    scenes, truth = render_series(item_rng(53, 0), cfg, load_card(), load_flag_settings())
+    return scenes, truth
+
+
+def _inputs(scenes, drop=()) -> list[VisitInput]:
+    out = []
+    for visit, scene in scenes:
+        dots = scene.dots[~scene.dots.index.isin(drop)] if len(drop) else scene.dots
+        out.append(VisitInput(key=f"visit_{visit.index:02d}", date=dt.date.fromisoformat(visit.date), kind=visit.kind,
+                              session=visit.session, dots=dots.reset_index(drop=True),
+                              image=(lambda p=scene.photo: p), px_per_mm=scene.px_per_mm,
+                              roi=(lambda m=scene.mask: m > 0)))
+    return out
+
+
+def test_tracks_follow_the_true_dots(series) -> None:
+    scenes, _ = series
+    tr = link_visits(_inputs(scenes))
+    obs = tr.observations
+    assert list(obs.columns) == OBS_COLUMNS
+    assert [lk.visit for lk in tr.links] == [f"visit_{i:02d}" for i in range(len(scenes))]
+    assert tr.links[0].n_dots == 0 and tr.links[0].reference is None          # baseline: no pigment yet
+    refs = {lk.visit: lk.reference for lk in tr.links}
+    assert refs["visit_02"] == "visit_01"                                      # session 2 -> session 1
+    assert refs["visit_03"] == refs["visit_04"] == "visit_02"                   # follow-ups -> last session
+    assert all(lk.ok for lk in tr.links)
+    # each track is one true dot: join the observations to the true ids
+    true_id = np.concatenate([s.dots["dot_id"].to_numpy() for _, s in scenes if len(s.dots)])
+    obs = obs.assign(dot_id=true_id)
+    per_track = obs.groupby("track_id")["dot_id"].nunique()
+    per_dot = obs.groupby("dot_id")["track_id"].nunique()
+    assert (per_track == 1).mean() >= 0.98 and (per_dot == 1).mean() >= 0.98
+    for lk in tr.links[2:]:
+        assert lk.linked_fraction is not None and lk.linked_fraction > 0.9
+        assert lk.residual_mm_median is not None and lk.residual_mm_median <= 0.05
+    # session 2 adds dots: they start tracks there
+    s2 = next(lk for lk in tr.links if lk.visit == "visit_02")
+    assert s2.new > 0.2 * s2.n_dots
+
+
+def test_an_unregistrable_visit_is_left_out_with_a_warning(series) -> None:
+    scenes, _ = series
+    inputs = _inputs(scenes)
+    blank = np.full_like(scenes[3][1].photo, 128)
+    rng = np.random.default_rng(0)
+    junk = pd.DataFrame({"x": rng.uniform(0, 600, 300), "y": rng.uniform(0, 450, 300), "contrast_dL": 10.0,
+                         "blue_index": 0.0, "diameter_mm": 0.2})
+    inputs[3] = VisitInput(key="visit_03", date=inputs[3].date, kind="follow-up", session=0, dots=junk,
+                           image=lambda: blank, px_per_mm=14.0)
+    tr = link_visits(inputs)
+    bad = next(lk for lk in tr.links if lk.visit == "visit_03")
+    assert not bad.ok and bad.error
+    assert any("visit_03: not registered" in w for w in tr.warnings)
+    assert "visit_03" not in set(tr.observations["visit"])
+    assert next(lk for lk in tr.links if lk.visit == "visit_04").ok
+
+
+def test_no_visits_and_no_dots() -> None:
+    tr = link_visits([])
+    assert tr.n_tracks == 0 and list(tr.observations.columns) == OBS_COLUMNS
+    empty = VisitInput(key="v", date=dt.date(2026, 1, 1), kind="baseline", session=0,
+                       dots=pd.DataFrame(columns=["x", "y"]), image=lambda: np.zeros((10, 10, 3), np.uint8),
+                       px_per_mm=None)
+    tr = link_visits([empty])
+    assert tr.n_tracks == 0 and tr.links[0].n_dots == 0
