@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench.py --out bench-out
 	$(BIN)/python scripts/bench_model.py --out bench-out
 	$(BIN)/python scripts/bench_assess.py --out bench-out
+	$(BIN)/python scripts/bench_compare.py --out bench-out --limit 9
 
 clean:
 	rm -rf demo-out bench-out .pytest_cache

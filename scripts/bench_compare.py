@@ -35,6 +35,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 from models.scoring import match_dots  # noqa: E402
 from pipeline.register import (RegistrationError, apply_homography, link_dots,  # noqa: E402
@@ -153,6 +154,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench-out")
     ap.add_argument("--limit", type=int, default=4, help="pairs scored with assessed dots (slow)")
     ap.add_argument("--no-assessed", action="store_true")
+    ap.add_argument("--no-md", action="store_true", help="do not touch BENCHMARKS.md")
     args = ap.parse_args()
     settings = load_register_settings()
     pairs = _pairs(args.out / "data" / "series")
@@ -189,19 +191,30 @@ def main() -> int:
     result = {k: {"summary": _summary(v), "pairs": v} for k, v in rows.items() if v}
     (args.out / "compare.json").write_text(json.dumps(result, indent=1))
 
+    text = table(result)
+    print(text)
+    if not args.no_md:
+        from bench import update_benchmarks_md
+        update_benchmarks_md(ROOT / "BENCHMARKS.md", "compare", text)
+    return 0
+
+
+def table(result: dict) -> str:
     def f(v, nd=3):
         return "-" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
 
-    print("| dots | pairs | failed | correct links | recall of common dots | residual mm (median; homography only) | "
-          "corner err px (median / max) | register s | link s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    lines = ["| dots | pairs | failed | correct links | recall of common dots | residual mm (median; homography only) | "
+             "corner err px (median / max) | register s | link s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for k, v in result.items():
         s = v["summary"]
-        print(f"| {k} | {s['pairs']} | {s['failed']} | {f(s['correct_fraction'], 4)} | {f(s['recall'], 4)} | "
-              f"{f(s['residual_mm_median'], 4)}; {f(s['homography_residual_mm_median'], 4)} | "
-              f"{f(s['corner_err_px_median'])} / {f(s['corner_err_px_max'])} | "
-              f"{f(s['register_s_median'], 2)} | {f(s['link_s_median'], 2)} |")
-    return 0
+        lines.append(f"| {k} | {s['pairs']} | {s['failed']} | {f(s['correct_fraction'], 4)} | {f(s['recall'], 4)} | "
+                     f"{f(s['residual_mm_median'], 4)}; {f(s['homography_residual_mm_median'], 4)} | "
+                     f"{f(s['corner_err_px_median'])} / {f(s['corner_err_px_max'])} | "
+                     f"{f(s['register_s_median'], 2)} | {f(s['link_s_median'], 2)} |")
+    import platform
+    lines += ["", f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, consecutive visits of the series suite."]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

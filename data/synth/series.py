@@ -18,6 +18,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import pandas as pd
 
 from data.card import CardSpec
 from data.flags import FlagSettings
@@ -131,10 +132,17 @@ def visit_state(rng: np.random.Generator, cfg: SynthSettings, client: ClientScal
 
 
 def median_crossing_day(truth: ClientTruth, last_day: np.ndarray, exists: np.ndarray, threshold: float,
-                        after_day: float, horizon_days: float = 365.25 * 15) -> float | None:
-    """First day after ``after_day`` when the median contrast of the dots falls below ``threshold``."""
+                        after_day: float, horizon_days: float = 365.25 * 15,
+                        rendered_ratio: np.ndarray | None = None) -> float | None:
+    """First day after ``after_day`` when the median contrast of the dots falls below ``threshold``.
+
+    ``rendered_ratio`` (N,): each dot's contrast as rendered over the contrast asked for
+    (dots of a few pixels render lighter than asked, scars take up less pigment); the
+    crossing is of the contrast a photo shows, so the fresh contrasts are scaled by it.
+    """
     days = np.arange(after_day, after_day + horizon_days, 1.0)
-    c = truth.c0[exists][None, :] * np.exp(-truth.rate_per_day[exists][None, :]
+    c0 = truth.c0 if rendered_ratio is None else truth.c0 * rendered_ratio
+    c = c0[exists][None, :] * np.exp(-truth.rate_per_day[exists][None, :]
                                            * np.maximum(days[:, None] - last_day[exists][None, :], 0))
     med = np.median(c, axis=1)
     below = np.flatnonzero(med < threshold)
@@ -160,6 +168,7 @@ def render_series(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, 
     first_day = np.full(len(client.dots), np.nan)
     out: list[tuple[Visit, Scene]] = []
     last_session_day = np.nan
+    ratios: dict[int, list[float]] = {}   # dot_id -> rendered / asked contrast, per visit it shows in
     for v in visits:
         if v.kind == "touch-up":
             # the artist re-pigments the faded dots (contrast under 60 % of fresh) and adds new ones
@@ -181,10 +190,18 @@ def render_series(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, 
         pose = draw_card_pose(rng, cfg, plane, corners + np.array(centre))
         scene = render_closeup(client, state, cam, size, card, pose, rng, rules, view_centre_mm=centre)
         out.append((v, scene))
+        if len(scene.dots):
+            asked = pd.Series(state.contrast_dl, index=client.dots.dot_id[exists])
+            shown = scene.dots.set_index("dot_id")["contrast_dL"]
+            for dot_id, r in (shown / asked.reindex(shown.index)).dropna().items():
+                ratios.setdefault(int(dot_id), []).append(float(r))
 
     exists, last_day = dot_state(client, truth, visits, len(visits) - 1, refreshed)
     last_sess = max(v.day for v in visits if v.kind in ("session", "touch-up"))
-    crossing = median_crossing_day(truth, last_day, exists, s.touchup_contrast_dl, last_sess)
+    seen = {k: float(np.median(v)) for k, v in ratios.items()}
+    typical = float(np.median(list(seen.values()))) if seen else 1.0
+    ratio = np.array([seen.get(int(i), typical) for i in client.dots.dot_id])
+    crossing = median_crossing_day(truth, last_day, exists, s.touchup_contrast_dl, last_sess, rendered_ratio=ratio)
     start = dt.date.fromisoformat(visits[0].date)
     series_truth = {
         "half_life_days": truth.half_life_days,
