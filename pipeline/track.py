@@ -34,7 +34,7 @@ __all__ = ["VisitInput", "VisitLink", "Tracking", "link_visits", "PIGMENTING_KIN
 PIGMENTING_KINDS = ("session", "touch-up")
 #: Columns of the observations table (one row per dot per visit).
 OBS_COLUMNS = ["track_id", "visit", "date", "day", "kind", "session", "dot_index", "x", "y",
-               "contrast_dL", "blue_index", "diameter_mm", "dE00", "blue_shift", "faded", "spread"]
+               "contrast_dL", "L", "blue_index", "diameter_mm", "dE00", "blue_shift", "faded", "spread"]
 
 
 @dataclass(frozen=True)
@@ -148,9 +148,13 @@ def link_visits(visits: Sequence[VisitInput], settings: RegisterSettings | None 
             links.append(VisitLink(visit=v.key, reference=None, ok=True, n_dots=0))
             continue
         ref = _reference(vs, k, usable)
+        if ref is None and v.kind not in PIGMENTING_KINDS:
+            # nothing pigmented yet: what the detector finds here is not SMP of this treatment
+            warnings.append(f"{v.key}: {n} dot(s) found before any session ({v.kind}) ignored")
+            links.append(VisitLink(visit=v.key, reference=None, ok=True, n_dots=0,
+                                   error=f"{n} dots before any session ignored"))
+            continue
         if ref is None:
-            if v.kind not in PIGMENTING_KINDS:
-                warnings.append(f"{v.key}: dots before any session ({v.kind}); they start tracks")
             track_of[k] = np.arange(next_id, next_id + n)
             next_id += n
             usable.add(k)
@@ -181,11 +185,13 @@ def link_visits(visits: Sequence[VisitInput], settings: RegisterSettings | None 
         ids = np.full(n, -1, np.int64)
         ids[dl.after_idx] = track_of[ref][dl.before_idx]
         fresh = np.flatnonzero(ids < 0)
-        to_atlas[k] = to_atlas[ref] @ reg.after_to_before if ref in to_atlas else None
-        if len(fresh) and to_atlas.get(ref) is not None:
-            in_atlas = apply_homography(to_atlas[ref], dl.after_in_before[fresh])
+        ref_atlas = to_atlas.get(ref)
+        if ref_atlas is not None:
+            to_atlas[k] = ref_atlas @ reg.after_to_before
+        if len(fresh) and ref_atlas is not None:
+            in_atlas = apply_homography(ref_atlas, dl.after_in_before[fresh])
             free = np.setdiff1d(np.flatnonzero(np.isfinite(atlas_xy[:, 0])), ids[ids >= 0])
-            gate = (dl.relink_gate_px or dl.gate_px) * _scale_at(to_atlas[ref], dl.after_in_before[fresh])
+            gate = (dl.relink_gate_px or dl.gate_px) * _scale_at(ref_atlas, dl.after_in_before[fresh])
             if len(free):
                 ai, fi, _ = gated_assignment(atlas_xy[free], in_atlas, gate)
                 ids[fresh[fi]] = free[ai]
@@ -195,8 +201,8 @@ def link_visits(visits: Sequence[VisitInput], settings: RegisterSettings | None 
         track_of[k] = ids
         usable.add(k)
         new_xy = np.full((int(fresh.sum()), 2), np.nan)
-        if to_atlas.get(k) is not None:
-            new_xy = apply_homography(to_atlas[ref], dl.after_in_before[fresh])
+        if ref_atlas is not None:
+            new_xy = apply_homography(ref_atlas, dl.after_in_before[fresh])
         atlas_xy = np.concatenate([atlas_xy, new_xy])
         res_mm = dl.residual_px / r.px_per_mm if r.px_per_mm else np.full(len(dl.residual_px), np.nan)
         visible = int(dl.before_in_view.sum())
@@ -222,7 +228,8 @@ def link_visits(visits: Sequence[VisitInput], settings: RegisterSettings | None 
             "track_id": ids, "visit": v.key, "date": v.date.isoformat(), "day": float((v.date - day0).days),
             "kind": v.kind, "session": v.session, "dot_index": np.arange(len(d)),
             "x": d["x"].to_numpy(float), "y": d["y"].to_numpy(float),
-            "contrast_dL": col("contrast_dL"), "blue_index": col("blue_index"), "diameter_mm": col("diameter_mm"),
+            "contrast_dL": col("contrast_dL"), "L": col("L"), "blue_index": col("blue_index"),
+            "diameter_mm": col("diameter_mm"),
             "dE00": col("dE00"), "blue_shift": col("blue_shift", False), "faded": col("faded", False),
             "spread": col("spread", False)}))
     obs = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=OBS_COLUMNS)

@@ -89,3 +89,55 @@ def test_no_visits_and_no_dots() -> None:
                        px_per_mm=None)
     tr = link_visits([empty])
     assert tr.n_tracks == 0 and tr.links[0].n_dots == 0
+
+
+def test_smp_track_from_the_records(series, tmp_path, capsys) -> None:
+    """Visits ingested with `smp visit add --assess`, then `smp track`: tracks, links in the
+    records, forecast and plots written."""
+    import json
+
+    import cv2
+
+    from pipeline.cli import main as smp
+
+    scenes, _ = series
+    db = f"sqlite:///{tmp_path / 'records.db'}"
+    for visit, scene in scenes:
+        photo = tmp_path / f"visit_{visit.index:02d}.png"
+        photo.write_bytes(cv2.imencode(".png", np.ascontiguousarray(scene.photo[..., ::-1]))[1].tobytes())
+        args = ["visit", "add", str(photo), "--client", "C-1", "--region", "crown", "--date", visit.date,
+                "--kind", visit.kind, "--db", db, "--store", str(tmp_path / "store"), "--create-client",
+                "--assess", "--set", "segment.method=classical"]
+        if visit.session:
+            args += ["--session", str(visit.session)]
+        assert smp(args) == 0
+    out = tmp_path / "track"
+    assert smp(["track", "C-1", "--out", str(out), "--db", db, "--store", str(tmp_path / "store")]) == 0
+    doc = json.loads((out / "crown" / "track.json").read_text())
+    assert doc["schema"] == "smp-track/1" and doc["client"] == "C-1" and len(doc["visits"]) == len(scenes)
+    assert doc["tracks"]["n_tracks"] > 100
+    linked = [lk for lk in doc["links"] if lk["reference"]]
+    assert linked and all(lk["ok"] for lk in linked)
+    assert {"half_life_days", "forecast", "blue_trend"} <= set(doc["fading"])
+    for name in ("tracks.csv", "dots_fading.csv", "contrast.png", "blue_index.png", "density.png",
+                 "show_through.png"):
+        assert (out / "crown" / name).stat().st_size > 0
+    printed = capsys.readouterr().out
+    assert "C-1/crown" in printed and "half-life" in printed
+    # the links are in the records, and running again adds none
+    from sqlalchemy import func, select
+
+    from pipeline.records import open_records
+    from pipeline.records.schema import DotLink
+
+    records = open_records(db)
+    with records.session(read_only=True) as s:
+        n_links = s.scalar(select(func.count()).select_from(DotLink))
+    assert n_links > 100
+    assert smp(["track", "C-1", "--out", str(out), "--db", db, "--store", str(tmp_path / "store")]) == 0
+    with records.session(read_only=True) as s:
+        assert s.scalar(select(func.count()).select_from(DotLink)) == n_links
+    # unknown client or region: one clear line, exit 2
+    assert smp(["track", "nobody", "--out", str(out), "--db", db]) == 2
+    assert smp(["track", "C-1", "--region", "nape", "--out", str(out), "--db", db]) == 2
+    assert "no region 'nape'" in capsys.readouterr().err

@@ -1,0 +1,152 @@
+"""``smp track``: follow a client's dots over the visits in the records; fading and touch-up forecast."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "track",
+        help="follow a client's dots across visits: fading, blue and spread trends, touch-up forecast",
+        description=(
+            "For each region of CLIENT in the records (or --region), the close-up of every visit is "
+            "registered to the last session's close-up and its dots are linked into tracks; the "
+            "fading model gives the half-life with its interval, blue-index and spread trends, the dots "
+            "fading at least twice as fast as their region, and the date the region's median contrast "
+            "crosses the touch-up threshold, with an interval. Photos not yet assessed are assessed and "
+            "stored first. Writes DIR/<region>/: track.json, tracks.csv (one row per dot per visit), "
+            "dots_fading.csv (one row per dot) and plots (contrast, blue_index, density, show_through)."
+        ),
+    )
+    parser.add_argument("client", metavar="CLIENT", help="the clinic's id of the client")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    parser.add_argument("--region", default=None, metavar="NAME", help="only this region (default: all)")
+    parser.add_argument("--clinic", default=None, metavar="C", help="the client's clinic (default: 'default')")
+    parser.add_argument("--db", default=None, metavar="URL", help="records database URL (default: $SMP_DATABASE_URL "
+                        "or sqlite under $SMP_HOME or ./smp-data)")
+    parser.add_argument("--store", type=Path, default=None, metavar="DIR", help="photo store folder")
+    parser.add_argument("--config", type=Path, default=None, metavar="YAML",
+                        help="fading settings (default configs/fading/default.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one fading setting, e.g. --set touchup_contrast_dl=10 (repeatable)")
+    parser.add_argument("--assess-config", type=Path, default=None, metavar="YAML",
+                        help="assessment settings for photos not yet assessed")
+    parser.add_argument("--assess-set", dest="assess_overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one assessment setting for photos not yet assessed (repeatable)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    parser.set_defaults(func=run)
+
+
+def _visit_key(p: Any) -> str:
+    return f"{p.visit_date.isoformat()}_{p.kind}" + (f"-{p.session}" if p.session else "")
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..fading import load_fading_settings
+    from ..history import build_history, write_history
+    from ..loading import load_photo
+    from ..records import DEFAULT_CLINIC, store_dot_links
+    from ..records.read import assessment_dots, client_photos, client_regions
+    from ..track import VisitInput
+    from .visit import _open
+
+    fading = load_fading_settings(args.config, args.overrides)
+    clinic = args.clinic or DEFAULT_CLINIC
+    records, store = _open(args)
+    with records.session(read_only=True) as session:
+        regions = client_regions(session, args.client, clinic)
+    if not regions:
+        raise UserError(f"no client {args.client!r} with photos in clinic {clinic!r}")
+    if args.region is not None:
+        if args.region not in regions:
+            raise UserError(f"client {args.client!r} has no region {args.region!r} (has: {', '.join(regions)})")
+        regions = [args.region]
+
+    _assess_missing(args, records, store, clinic, regions)
+    failures = 0
+    for region in regions:
+        with records.session(read_only=True) as session:
+            photos = client_photos(session, args.client, clinic=clinic, region=region)
+            chosen: dict[str, Any] = {}
+            for p in photos:  # one close-up per visit: the first assessed one
+                if p.assessment is not None and p.view == "closeup":
+                    chosen.setdefault(_visit_key(p), p)
+            dots = {k: assessment_dots(session, p.assessment_id) for k, p in chosen.items()}
+        if len(chosen) < 2:
+            print(f"smp track: {args.client}/{region}: {len(chosen)} assessed close-up visit(s); "
+                  "tracking needs at least 2", file=sys.stderr)
+            failures += 1
+            continue
+        inputs = [VisitInput(key=k, date=p.visit_date, kind=p.kind, session=p.session, dots=dots[k],
+                             image=(lambda path=store.path(p.stored_path): load_photo(path).rgb),
+                             px_per_mm=(p.assessment.get("calibration") or {}).get("px_per_mm"),
+                             metrics=p.assessment.get("metrics") or {})
+                  for k, p in chosen.items()]
+        history = build_history(args.client, region, inputs, fading=fading, rng=np.random.default_rng(args.seed))
+        with records.transaction() as session:
+            for ref, key, bi, ai, res in history.tracking.pairs:
+                store_dot_links(session, chosen[ref].assessment_id, chosen[key].assessment_id,
+                                [(int(i), int(j), None if not np.isfinite(r) else float(r))
+                                 for i, j, r in zip(bi, ai, res)], method="track")
+        out = write_history(history, args.out / region)
+        _print_summary(history, out)
+    return 1 if failures else 0
+
+
+def _assess_missing(args: argparse.Namespace, records: Any, store: Any, clinic: str, regions: list[str]) -> None:
+    """Assess and store every photo of the regions that has no assessment yet."""
+    from ..loading import PhotoError
+    from ..records import store_assessment
+    from ..records.read import client_photos
+
+    with records.session(read_only=True) as session:
+        todo = [p for r in regions for p in client_photos(session, args.client, clinic=clinic, region=r)
+                if p.assessment is None]
+    if not todo:
+        return
+    from ..assess import Assessor, load_assess_settings
+
+    assessor = Assessor(load_assess_settings(args.assess_config, args.assess_overrides))
+    for p in todo:
+        try:
+            a = assessor.assess_file(store.path(p.stored_path))
+        except (PhotoError, ValueError) as exc:
+            print(f"smp track: warning: {p.original_name}: not assessed: {exc}", file=sys.stderr)
+            continue
+        with records.transaction() as session:
+            store_assessment(session, p.photo_sha256, a.to_json(), a.dots)
+
+
+def _print_summary(h: Any, out: Path) -> None:
+    f = h.fading
+    fc = f.forecast
+    hl = f.half_life_days
+
+    def num(v: float | None, fmt: str = ".0f") -> str:
+        return "-" if v is None else format(v, fmt)
+
+    linked = [lk for lk in h.tracking.links if lk.reference is not None]
+    print(f"{h.client}/{h.region}: {len(h.visits)} visits, {h.tracking.n_tracks} dot tracks -> {out}")
+    for lk in linked:
+        state = (f"{lk.n_links} links ({num(lk.linked_fraction and 100 * lk.linked_fraction)}% of the reference's "
+                 f"visible dots), {lk.new} new, {lk.lost} lost, residual {num(lk.residual_mm_median, '.3f')} mm"
+                 if lk.ok else f"not registered: {lk.error}")
+        print(f"  {lk.visit} -> {lk.reference}: {state}")
+    print(f"  half-life {num(hl.value)} days (90% {num(hl.low)}-{num(hl.high)}); "
+          f"blue trend {num(f.blue_trend.per_year.value, '+.2f')}/year ({'found' if f.blue_trend.detected else 'none'}); "
+          f"{int(f.dots['fast_fading'].sum()) if len(f.dots) else 0} dots fading >= 2x faster")
+    if fc.status == "due":
+        print(f"  touch-up due {fc.date} (90% {fc.date_low or 'before'} to {fc.date_high or 'beyond the horizon'}): "
+              f"median contrast reaches {fc.threshold_dl:g} dL*")
+    else:
+        print(f"  touch-up forecast: {fc.status.replace('_', ' ')}")
+    for w in h.warnings:
+        print(f"  warning: {w}")
