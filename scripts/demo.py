@@ -3,8 +3,11 @@
 Today: a synthetic client (baseline, sessions, follow-ups) with exact truth,
 a summary of what was made, the bundled model's segmentation and dots on
 every visit's photo (overlays in demo-out/segmentation/, scored against the
-truth), and ``smp assess`` on every photo (demo-out/assess/<visit>/). Later
-issues add tracking, the report and MLflow to this same entry point.
+truth), ``smp assess`` on every photo (demo-out/assess/<visit>/), the visits
+ingested into the records (``smp visit add --assess``: demo-out/records.db and
+its photo store) and ``smp track`` on the client (demo-out/track/<region>/:
+tracks, fading, touch-up forecast, plots), printed next to the truth. Later
+issues add the report and MLflow to this same entry point.
 """
 from __future__ import annotations
 
@@ -32,7 +35,8 @@ def run(out: Path) -> int:
     print(f"  truth: contrast half-life {t['half_life_days']:.0f} days, blue-shift client: {t['blue_client']}, "
           f"touch-up due {t['touchup_due_date']}")
     rc = segment(out / "client", out / "segmentation")
-    return rc or assess(out / "client", out / "assess", series)
+    rc = rc or assess(out / "client", out / "assess", series)
+    return rc or track(out / "client", out, series)
 
 
 def segment(data: Path, out: Path) -> int:
@@ -81,6 +85,29 @@ def assess(data: Path, out: Path, series: dict) -> int:
               f"{f(m['show_through'], 3):>6} ({f(t.get('show_through'), 3)})        "
               f"{f(m['faded_fraction'], 2):>5}  {f(m['blue_shift_fraction'], 2):>4}  {f(m['spread_fraction'], 2):>6}")
     return 0
+
+
+def track(data: Path, out: Path, series: dict) -> int:
+    """Ingest every visit into the records (assessing its photo), then ``smp track`` the client."""
+    db = f"sqlite:///{(out / 'records.db').resolve()}"
+    common = ["--db", db, "--store", str(out / "store")]
+    client, region = series["client"], series["region"]
+    print(f"\ningesting the visits into the records ({out / 'records.db'}):")
+    for v in series["visits"]:
+        photo = next((data / "client_000" / v["folder"]).glob("photo.*"))
+        args = ["visit", "add", str(photo), "--client", client, "--region", region, "--date", v["date"],
+                "--kind", v["kind"], "--create-client", "--assess", *common]
+        if v["session"]:
+            args += ["--session", str(v["session"])]
+        rc = smp(args)
+        if rc:
+            return rc
+    print(f"\nsmp track {client} ({out / 'track'}/{region}/track.json, tracks.csv, dots_fading.csv, plots):")
+    rc = smp(["track", client, "--out", str(out / "track"), *common])
+    t = series["truth"]
+    print(f"  truth: half-life {t['half_life_days']:.0f} days, touch-up due {t['touchup_due_date']}, "
+          f"blue-shift client: {t['blue_client']}")
+    return rc
 
 
 if __name__ == "__main__":
