@@ -31,6 +31,9 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_model.py --out bench-out
 	$(BIN)/python scripts/bench_assess.py --out bench-out
 	$(BIN)/python scripts/bench_compare.py --out bench-out --limit 9
+	$(BIN)/python scripts/bench_fading.py --out bench-out
+	$(BIN)/python scripts/bench_track.py --out bench-out --suite series
+	$(BIN)/python scripts/bench_track.py --out bench-out --suite series_fading --limit 20
 
 clean:
 	rm -rf demo-out bench-out .pytest_cache

@@ -240,7 +240,7 @@ def tables(res: dict) -> str:
                   "median of 5 in one process:", "",
                   "| segmenter | median s | min | max | peak RSS MB | dots | " +
                   " | ".join(f"{k} s" for k in sp[next(iter(sp))]["stages"] if k != "total") + " | write s |",
-                  "|" + "|".join(["---"] * (7 + len(sp[next(iter(sp))]["stages"]))) + "|"]
+                  "|" + "|".join(["---"] * (6 + len(sp[next(iter(sp))]["stages"]))) + "|"]
         for method, r in sp.items():
             st = " | ".join(f"{v:.3f}" for k, v in r["stages"].items() if k != "total")
             lines.append(f"| {method} | {r['median_s']:.2f} | {r['min_s']:.2f} | {r['max_s']:.2f} | "

@@ -15,14 +15,11 @@
    fast-fader precision/recall against ``fast_fading_dot_ids`` (dots with a rate), and
    spreading-dot precision/recall against ``spread_dot_ids``.
 
-The truth's crossing date is computed from the *requested* fresh contrast of every dot
-(``c0`` of ``data/synth/series.py``), but the renderer does not deliver it for dots under
-~2.5 px across on its plane (``solve_strength`` assumes a core fill of 0.92; a 1.5-2.3 px
-dot's core reads 11-26 % lighter, larger dots 2-6 % darker), nor does it scale ``c0`` by
-the pigment uptake of scar tissue (scar dots read about half as dark). ``dots.csv`` and
-any measurement see the rendered contrast, so the forecast is also scored separately for
-clients with dots of at least and below 2.5 px (``dot_px``: median true diameter times
-the nominal scale), and for those of at least 2.5 px with under 5 % of dots in a scar.
+The truth's crossing date (``series.json``) uses each dot's fresh contrast as rendered
+(dots of a few pixels render lighter than asked, scar tissue takes up less pigment), which
+is what ``dots.csv`` and any measurement see. The forecast is still scored separately for
+clients with dots of at least and below 2.5 px (``dot_px``: median true diameter times the
+nominal scale), and for those of at least 2.5 px with under 5 % of dots in a scar.
 
 Prints a markdown table and writes ``OUT/fading.json`` (per-client rows included).
 
@@ -90,11 +87,19 @@ def score_client(cdir: Path, settings_overrides: list[str], n_boot: int, seed: i
     res = fit_fading(obs, visits, settings, np.random.default_rng([seed, int(cdir.name.split("_")[-1])]),
                      baseline_date=base)
     secs = time.perf_counter() - t
+    return {"client": cdir.name, "fit_s": secs, **score_result(res, truth, visits, obs)}
+
+
+def score_result(res, truth: dict, visits: pd.DataFrame, true_obs: pd.DataFrame) -> dict:
+    """Score one fitted client against its truth (``true_obs``: the true dots, for the dot size
+    and scar breakdowns)."""
+    obs = true_obs
+    base = dt.date.fromisoformat(visits["date"].iloc[0])
     last_session = visits.loc[visits["kind"] == "session", "day"].max()
     n_after = int((visits["day"] > last_session).sum())
     hl = res.half_life_days
     true_hl = float(truth["half_life_days"])
-    row = {"client": cdir.name, "fit_s": secs, "n_dots": res.n_dots, "n_visits": res.n_visits,
+    row = {"n_dots": res.n_dots, "n_visits": res.n_visits,
            "visits_after_sessions": n_after, "true_half_life": true_hl, "half_life": hl.value,
            "half_life_low": hl.low, "half_life_high": hl.high,
            "half_life_rel_err": (hl.value - true_hl) / true_hl if hl.value else None,
@@ -194,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bootstrap", type=int, default=200)
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a fading setting (repeatable)")
+    ap.add_argument("--no-md", action="store_true", help="do not touch BENCHMARKS.md")
     args = ap.parse_args(argv)
     folder = args.out / "data" / "series_fading"
     build_suite(folder, args.n, args.seed)
@@ -203,10 +209,17 @@ def main(argv: list[str] | None = None) -> int:
     targets = {"half_life_within_15pct": ">= 0.9 (acceptance: within 15 %)",
                "forecast_interval_coverage": ">= 0.9", "blue_detection_rate": ">= 0.9",
                "blue_false_positive_rate": "<= 0.1"}
-    print(f"## Fading model on true dots ({summary['clients']} synthetic clients, seed {args.seed})\n")
-    print("| figure | value | target |\n|---|---|---|")
-    for k, v in summary.items():
-        print(f"| {k} | {_fmt(v)} | {targets.get(k, '')} |")
+    lines = [f"Fading model on the true dots of {summary['clients']} synthetic clients (seed {args.seed}, "
+             f"{SIZE[0]}x{SIZE[1]} px, {args.bootstrap} bootstrap resamples):", "",
+             "| figure | value | target |", "|---|---|---|"]
+    lines += [f"| {k} | {_fmt(v)} | {targets.get(k, '')} |" for k, v in summary.items()]
+    lines += ["", f"Measured {time.strftime('%Y-%m-%d')}."]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_md:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from bench import update_benchmarks_md
+        update_benchmarks_md(ROOT / "BENCHMARKS.md", "fading", text)
     doc = {"suite": {"folder": str(folder), "n": args.n, "seed": args.seed, "size": list(SIZE)},
            "settings_overrides": args.overrides, "bootstrap": args.bootstrap, "summary": summary, "clients": rows}
     (args.out / "fading.json").write_text(json.dumps(doc, indent=1, default=float))
