@@ -18,7 +18,7 @@ from . import __version__
 from .errors import UserError
 from .runtime import reuse_freed_memory
 
-COMMANDS = ("synth", "card", "import_labels", "train", "evaluate", "assess", "compare", "visit", "track")
+COMMANDS = ("synth", "card", "import_labels", "train", "evaluate", "assess", "compare", "visit", "track", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,52 @@
+"""Reports a clinic can hand to a client: self-contained HTML (pictures embedded, no external
+files or scripts, a print stylesheet for A4 / PDF).
+
+* :func:`render_assessment`: one ``smp assess`` folder (overlay, figures, flagged dots);
+* :func:`render_comparison`: one ``smp compare`` folder (before / after, changes);
+* :func:`render_timeline`: one region folder of ``smp track`` (visits, fading, forecast).
+
+Each returns the HTML document as text and raises :class:`ReportError` (a ``ValueError``
+with a one-line reason) when the folder is not what it should be. :func:`detect_kind` and
+:func:`render_report` pick the kind from the folder's contents (``smp report``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .folders import ReportError, detect_kind
+
+__all__ = ["ReportError", "render_assessment", "render_comparison", "render_timeline", "render_report",
+           "detect_kind"]
+
+
+def render_assessment(folder: str | Path, *, title: str | None = None) -> str:
+    """HTML report of one assessment folder (``assessment.json``, ``dots.csv``, ``overlay.png``)."""
+    from .assessment import build_assessment_context
+    from .render import render
+
+    return render("assessment.html.j2", build_assessment_context(folder, title=title))
+
+
+def render_comparison(folder: str | Path, *, title: str | None = None) -> str:
+    """HTML report of an ``smp compare`` folder (``comparison.json``, pictures, ``before/``, ``after/``)."""
+    from .comparison import build_comparison_context
+    from .render import render
+
+    return render("comparison.html.j2", build_comparison_context(folder, title=title))
+
+
+def render_timeline(folder: str | Path, *, title: str | None = None) -> str:
+    """HTML report of one region folder of ``smp track`` (``track.json`` and its plots)."""
+    from .render import render
+    from .timeline import build_timeline_context
+
+    return render("timeline.html.j2", build_timeline_context(folder, title=title))
+
+
+_RENDERERS = {"assessment": render_assessment, "comparison": render_comparison, "timeline": render_timeline}
+
+
+def render_report(folder: str | Path, *, title: str | None = None) -> tuple[str, str, Path]:
+    """(kind, HTML, folder rendered) of any output folder (see :func:`detect_kind`)."""
+    kind, path = detect_kind(folder)
+    return kind, _RENDERERS[kind](path, title=title), path

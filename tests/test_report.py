@@ -1,0 +1,398 @@
+"""HTML reports: the three kinds render, are self-contained and printable, escape what they read,
+survive missing pieces, write numbers for people, and ``smp report`` picks the kind."""
+import base64
+import datetime as dt
+import json
+import re
+import shutil
+from html import unescape
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from data.card import load_card
+from data.config import load_settings
+from data.flags import load_flag_settings
+from data.synth.generate import generate_images
+from data.synth.settings import SynthSettings
+from pipeline.assess import Assessor, load_assess_settings, write_assessment
+from pipeline.cli import main
+from pipeline.report import ReportError, detect_kind, render_assessment, render_comparison, render_timeline
+from pipeline.report.timeline import forecast_sentence
+from pipeline.report.wording import (fmt_date, fmt_int, fmt_month, fmt_num, fmt_pct, fmt_points, fmt_signed)
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENE = ["image.width=480", "image.height=360", "camera.px_per_mm=[14, 18]", "card.probability=1.0"]
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """A synthetic close-up (saved under a hostile name), its classical assessment, and an
+    ``smp compare`` of the photo with itself."""
+    root = tmp_path_factory.mktemp("report")
+    cfg = load_settings(SynthSettings, None, SCENE, default="synth/closeup.yaml")
+    item = next(iter(generate_images(root / "synth", 1, cfg, load_card(), load_flag_settings(), seed=21)))
+    src = item.folder / json.loads((item.folder / "truth.json").read_text())["photo"]
+    photo = root / "photos" / f"{HOSTILE}{src.suffix}"
+    photo.parent.mkdir()
+    shutil.copyfile(src, photo)
+    assessor = Assessor(load_assess_settings(None, ["segment.method=classical"]))
+    folder = write_assessment(assessor.assess_file(photo), root / "assess" / "one")
+    assert main(["compare", str(photo), str(photo), "--out", str(root / "cmp"),
+                 "--set", "segment.method=classical"]) == 0
+    return {"root": root, "photo": photo, "assessment": folder, "comparison": root / "cmp"}
+
+
+def _copy(folder: Path, dest: Path) -> Path:
+    shutil.copytree(folder, dest)
+    return dest
+
+
+def _edit_json(path: Path, fn) -> None:
+    doc = json.loads(path.read_text())
+    fn(doc)
+    path.write_text(json.dumps(doc))
+
+
+def _plot(path: Path, w: int = 320, h: int = 160) -> None:
+    img = np.full((h, w, 3), 255, np.uint8)
+    cv2.line(img, (10, h - 10), (w - 10, 10), (180, 90, 40), 2)
+    cv2.imwrite(str(path), img)
+
+
+def _track_doc(forecast: dict | None = None, **fading) -> dict:
+    visits = [
+        {"key": "2026-01-10_session-1", "date": "2026-01-10", "day": 0.0, "kind": "session", "session": 1,
+         "metrics": {"dot_count": 1204, "dot_density_per_cm2": 61.24, "show_through": 0.18, "faded_fraction": 0.02},
+         "median_contrast_dL": 24.5, "median_blue_index": -2.1},
+        {"key": "2026-02-10_session-2", "date": "2026-02-10", "day": 31.0, "kind": "session", "session": 2,
+         "metrics": {"dot_count": 1500, "dot_density_per_cm2": None, "show_through": None, "faded_fraction": None},
+         "median_contrast_dL": 25.0, "median_blue_index": None},
+        {"key": "2026-08-10_follow-up", "date": "2026-08-10", "day": 212.0, "kind": "follow-up", "session": 0,
+         "metrics": {"dot_count": 1450, "dot_density_per_cm2": 58.0, "show_through": 0.21, "faded_fraction": 0.05},
+         "median_contrast_dL": 21.0, "median_blue_index": -1.9},
+    ]
+    links = [
+        {"visit": "2026-01-10_session-1", "reference": None, "ok": True, "n_dots": 1204, "new": 1204, "lost": 0,
+         "n_links": 0, "linked_fraction": None, "residual_mm_median": None, "error": None},
+        {"visit": "2026-02-10_session-2", "reference": "2026-01-10_session-1", "ok": True, "n_links": 1000,
+         "linked_fraction": 0.83, "new": 500, "lost": 204, "residual_mm_median": 0.012, "error": None},
+        {"visit": "2026-08-10_follow-up", "reference": "2026-02-10_session-2", "ok": False, "n_links": 0,
+         "linked_fraction": None, "new": 0, "lost": 0, "residual_mm_median": None, "error": "too few features"},
+    ]
+    fc = {"status": "due", "threshold_dl": 12.0, "day": 430.0, "day_low": 340.0, "day_high": 560.0,
+          "horizon_day": 31.0 + 15 * 365.25, "date": "2027-03-16", "date_low": "2026-12-16",
+          "date_high": "2027-07-24"}
+    fc.update(forecast or {})
+    fad = {"n_dots": 1700, "half_life_days": {"value": 900.0, "low": 700.0, "high": 1200.0},
+           "fresh_contrast_dl": 25.0, "last_median_contrast_dl": 21.0,
+           "blue_trend": {"per_year": {"value": 0.02, "low": -0.05, "high": 0.09}, "detected": False, "n_dots": 300},
+           "spread": {"per_year": {"value": 0.01, "low": 0.0, "high": 0.02}, "detected": False, "n_dots": 300},
+           "forecast": fc, "n_fast_fading": 12, "n_spreading": 0, "warnings": []}
+    fad.update(fading)
+    return {"schema": "smp-track/1", "client": "C-17", "region": "crown", "visits": visits, "links": links,
+            "tracks": {"n_tracks": 1700, "n_observations": 4154}, "fading": fad,
+            "plots": {"contrast": "contrast.png", "blue_index": "blue_index.png", "density": "density.png",
+                      "show_through": "show_through.png"},
+            "warnings": []}
+
+
+def _track_folder(folder: Path, doc: dict) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "track.json").write_text(json.dumps(doc))
+    for name in doc["plots"].values():
+        _plot(folder / name)
+    return folder
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _self_contained(html: str) -> list[np.ndarray]:
+    """Every check of "one file, works offline, prints"; returns the decoded pictures."""
+    assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+    assert '<meta charset="utf-8">' in html
+    low = html.lower()
+    assert "http://" not in low and "https://" not in low
+    assert 'src="/' not in html and "src='/" not in html and 'href=' not in low
+    assert "<script" not in low and "<link" not in low and "@import" not in low and "url(" not in low
+    assert "@media print" in html and "size: A4" in html and "break-before: page" in html
+    images = []
+    for src in re.findall(r'src="([^"]*)"', html):
+        m = re.fullmatch(r"data:image/(png|jpeg);base64,([A-Za-z0-9+/=]+)", src)
+        assert m, src[:60]
+        img = cv2.imdecode(np.frombuffer(base64.b64decode(m[2]), np.uint8), cv2.IMREAD_COLOR)
+        assert img is not None and img.shape[1] <= 1600
+        images.append(img)
+    return images
+
+
+def _text(html: str) -> str:
+    html = re.sub(r"<style>.*?</style>", " ", html, flags=re.S)
+    return unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)))
+
+
+def _no_raw_values(html: str) -> None:
+    assert not re.search(r"\b(None|nan|NaN|inf|null|True|False)\b", _text(html))
+
+
+# --------------------------------------------------------------------------- assessment
+
+
+def test_assessment_report(made):
+    html = render_assessment(made["assessment"])
+    images = _self_contained(html)
+    _no_raw_values(html)
+    doc = json.loads((made["assessment"] / "assessment.json").read_text())
+    m = doc["metrics"]
+    assert len(images) >= 2  # the overlay and crops of flagged dots
+    text = _text(html)
+    assert f"{m['dot_count']:,} dots found" in text
+    assert fmt_pct(m["show_through"]) in text and "Show-through" in text
+    assert "bare skin shows at normal viewing distance" in text
+    assert "px per mm (from the calibration card)" in text
+    assert "Methods and limits" in text and "What these numbers cannot say" in text
+    assert doc["model"]["name"] in text or "classical" in text
+    assert doc["photo"]["sha256"] in text
+    n_flagged = sum(1 for f in ("blue_shift", "faded", "spread") if m[f"{f}_fraction"])
+    assert n_flagged and html.count('class="crop"') == min(24, len(images) - 1)
+
+
+def test_assessment_escapes_hostile_text(made, tmp_path):
+    folder = _copy(made["assessment"], tmp_path / "a")
+    _edit_json(folder / "assessment.json",
+               lambda d: d["warnings"].append("<script>alert('w')</script> & more"))
+    html = render_assessment(folder, title="<script>alert('t')</script>")
+    _self_contained(html)
+    assert "<script" not in html and HOSTILE not in html
+    assert "&lt;script&gt;alert(" in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "&amp; more" in html
+
+
+def test_assessment_without_photo_uses_overlay(made, tmp_path):
+    folder = _copy(made["assessment"], tmp_path / "moved")
+    _edit_json(folder / "assessment.json", lambda d: d["photo"].update(path="/nowhere/gone.jpg"))
+    html = render_assessment(folder)
+    images = _self_contained(html)
+    assert "no longer at the path" in html and "overlay saved with the assessment" in html
+    assert "cut from the overlay" in html and len(images) >= 2
+
+
+def test_assessment_with_changed_photo_does_not_use_it(made, tmp_path):
+    folder = _copy(made["assessment"], tmp_path / "changed")
+    other = tmp_path / "other.png"
+    cv2.imwrite(str(other), np.zeros((360, 480, 3), np.uint8))
+    _edit_json(folder / "assessment.json", lambda d: d["photo"].update(path=str(other)))
+    html = render_assessment(folder)
+    assert "not the photo that was assessed" in html
+
+
+def test_assessment_without_pictures_or_scale(made, tmp_path):
+    folder = _copy(made["assessment"], tmp_path / "bare")
+    (folder / "overlay.png").unlink()
+    (folder / "dots.csv").unlink()
+
+    def no_scale(d):
+        d["photo"]["path"] = "gone.jpg"
+        d["calibration"].update(px_per_mm=None, scale_source="none", colour_source="none")
+        d["metrics"].update(dot_density_per_cm2=None, dot_diameter_mm_median=float("nan"))
+        d["quality"]["ok"] = False
+
+    _edit_json(folder / "assessment.json", no_scale)
+    html = render_assessment(folder)
+    assert _self_contained(html) == []
+    _no_raw_values(html)
+    text = _text(html)
+    assert "Neither the overlay nor the photo is available" in text
+    assert "No scale" in text and "No colour correction" in text and "quality check" in text
+    assert "dots.csv is missing" in text
+    assert "\u2014" in text
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def test_comparison_report(made):
+    html = render_comparison(made["comparison"])
+    images = _self_contained(html)
+    _no_raw_values(html)
+    assert len(images) == 4  # side by side, difference, the two overlays
+    text = _text(html)
+    assert "Scalp show-through stayed at about" in text  # the photo against itself
+    for word in ("Before", "After", "Change", "What it means", "How well the photos line up", "Dots paired"):
+        assert word in text
+    assert "verdict-same" in html
+
+
+def test_comparison_wording_and_verdicts(made, tmp_path):
+    folder = _copy(made["comparison"], tmp_path / "cmp")
+    shutil.rmtree(folder / "before")
+    (folder / "difference.png").unlink()
+
+    def changed(d):
+        d["headline"].update(show_through_before=0.42, show_through_after=0.18, show_through_reduction=0.24,
+                             dots_added=1204, contrast_dL_change_median=-2.0)
+        d["metrics"]["show_through"] = {"before": 0.42, "after": 0.18, "delta": -0.24}
+        d["metrics"]["faded_fraction"] = {"before": 0.01, "after": 0.05, "delta": 0.04}
+        d["metrics"]["dot_density_per_cm2"] = {"before": 20.0, "after": None, "delta": None}
+        d["warnings"].append("poor registration: linked dots are 0.30 mm apart (median)")
+
+    _edit_json(folder / "comparison.json", changed)
+    html = render_comparison(folder)
+    _self_contained(html)
+    _no_raw_values(html)
+    text = _text(html)
+    assert ("Scalp show-through went from 42% to 18% (24 points less); 1,204 dots were added" in text)
+    assert "lost 2.0 L* of contrast" in text
+    assert "before photo's assessment folder cannot be read" in text
+    assert "difference.png is missing" in text
+    assert "alignment of the two photos is uncertain" in text
+    rows = {m[1]: m[0] for m in re.findall(r'verdict-(\w+)">.*?</td>\s*<td class="caption">([^<]*)', html, re.S)}
+    assert any(v == "better" and "bare skin" in k for k, v in rows.items())
+    assert any(v == "worse" and "too light" in k for k, v in rows.items())
+
+
+# --------------------------------------------------------------------------- timeline
+
+
+def test_timeline_report(tmp_path):
+    folder = _track_folder(tmp_path / "track" / "crown", _track_doc())
+    html = render_timeline(folder)
+    images = _self_contained(html)
+    _no_raw_values(html)
+    assert len(images) == 4
+    text = _text(html)
+    assert "A touch-up is expected around March 2027 (90% range: Dec 2026 \u2013 Jul 2027)." in text
+    assert "900 days" in text and "No blue shift found" in text and "12" in text
+    assert "1,204" in text and "61.2" in text and "18%" in text and "10 Jan 2026" in text
+    assert "session 2" in text and "too few features" in text
+    assert "At least one visit was poorly aligned" in text
+
+
+@pytest.mark.parametrize("forecast, fading, expected", [
+    ({"date": "2027-03-16", "date_low": "2026-12-16", "date_high": None}, {},
+     "A touch-up is expected around March 2027 (90% range: from Dec 2026 to beyond Feb 2041)."),
+    ({"date": "2020-03-16", "date_low": "2020-01-01", "date_high": "2020-06-01"}, {},
+     "A touch-up is due now: the dots were expected to fade to the touch-up level around March 2020"),
+    ({"status": "already_below", "day": None, "date": None, "date_low": None, "date_high": None},
+     {"last_median_contrast_dl": 10.4},
+     "A touch-up is due now: the dots' median contrast (10.4 L*) is already below the touch-up level (12 L*)."),
+    ({"status": "not_within_horizon", "day": None, "date": None, "date_low": None, "date_high": None}, {},
+     "No touch-up is expected within 15 years of the last session (before February 2041)"),
+    ({"status": "not_within_horizon", "day": None, "date": None, "date_low": None, "date_high": None},
+     {"half_life_days": {"value": None, "low": None, "high": None}},
+     "No touch-up is foreseen: the dots' contrast has not fallen measurably so far"),
+    ({"status": "unknown", "day": None, "date": None, "date_low": None, "date_high": None, "horizon_day": None},
+     {"half_life_days": {"value": None, "low": None, "high": None},
+      "warnings": ["dots were measured at 1 visit; a fading rate needs at least 2"]},
+     "The touch-up date cannot be forecast yet (dots were measured at 1 visit; a fading rate needs at least 2)."),
+])
+def test_forecast_wording(tmp_path, forecast, fading, expected):
+    doc = _track_doc(forecast, **fading)
+    assert forecast_sentence(doc["fading"], doc["visits"], today=dt.date(2026, 9, 1)).startswith(expected)
+    html = render_timeline(_track_folder(tmp_path / "r", doc))
+    _no_raw_values(html)
+    assert expected.split(" (")[0] in _text(html)
+
+
+def test_timeline_blue_trend_and_missing_plot(tmp_path):
+    doc = _track_doc(blue_trend={"per_year": {"value": 0.35, "low": 0.2, "high": 0.5}, "detected": True,
+                                 "n_dots": 300})
+    folder = _track_folder(tmp_path / "r", doc)
+    (folder / "density.png").unlink()
+    html = render_timeline(folder)
+    text = _text(html)
+    assert "turning bluer" in text and "+0.35 per year" in text
+    assert "density plot (density.png) is missing" in text
+    assert len(_self_contained(html)) == 3
+
+
+# --------------------------------------------------------------------------- errors and the command
+
+
+def test_bad_folders_raise_one_line(made, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad_json = _copy(made["assessment"], tmp_path / "badjson")
+    (bad_json / "assessment.json").write_text("{not json")
+    wrong = _copy(made["assessment"], tmp_path / "wrong")
+    _edit_json(wrong / "assessment.json", lambda d: d.update(schema="smp-other/9"))
+    cases = [(render_assessment, tmp_path / "missing", "no such folder"),
+             (render_assessment, empty, "no assessment.json"),
+             (render_assessment, bad_json, "not valid JSON"),
+             (render_assessment, wrong, "schema is 'smp-other/9'"),
+             (render_comparison, made["assessment"], "no comparison.json"),
+             (render_timeline, empty, "no track.json")]
+    for fn, folder, reason in cases:
+        with pytest.raises(ReportError) as info:
+            fn(folder)
+        assert reason in str(info.value) and "\n" not in str(info.value)
+    assert issubclass(ReportError, ValueError)
+
+
+def test_detect_kind(made, tmp_path):
+    assert detect_kind(made["assessment"]) == ("assessment", made["assessment"])
+    assert detect_kind(made["comparison"] / "comparison.json") == ("comparison", made["comparison"])
+    one = _track_folder(tmp_path / "track" / "crown", _track_doc())
+    assert detect_kind(tmp_path / "track") == ("timeline", one)
+
+
+def test_cli_report(made, tmp_path, capsys):
+    out = tmp_path / "out" / "assessment.html"
+    assert main(["report", str(made["assessment"]), "--out", str(out), "--title", "Client A"]) == 0
+    html = out.read_text(encoding="utf-8")
+    assert "<title>Client A</title>" in html
+    _self_contained(html)
+    track = tmp_path / "track"
+    _track_folder(track / "crown", _track_doc())
+    assert main(["report", str(track), "--out", str(tmp_path / "t.html")]) == 0
+    assert "SMP timeline: C-17 / crown" in (tmp_path / "t.html").read_text(encoding="utf-8")
+    capsys.readouterr()
+
+    _track_folder(track / "front", _track_doc())
+    for args in ([str(track), "--out", str(tmp_path / "x.html")],
+                 [str(tmp_path / "nope"), "--out", str(tmp_path / "x.html")],
+                 [str(made["assessment"]), "--out", str(tmp_path)]):
+        assert main(["report", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("smp report: error: ") and err.count("\n") == 1
+    assert not (tmp_path / "x.html").exists()
+
+
+def test_cli_several_regions_are_listed(tmp_path, capsys):
+    track = tmp_path / "track"
+    for region in ("crown", "front"):
+        _track_folder(track / region, _track_doc())
+    assert main(["report", str(track), "--out", str(tmp_path / "x.html")]) == 2
+    assert "several regions (crown, front)" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- small parts
+
+
+def test_numbers_for_people():
+    assert fmt_int(1204) == "1,204" and fmt_int(None) == "\u2014" and fmt_int(float("nan")) == "\u2014"
+    assert fmt_pct(0.42) == "42%" and fmt_pct(0.042) == "4.2%" and fmt_pct(0) == "0%" and fmt_pct(-0.0001) == "0%"
+    assert fmt_pct(0.0002) == "<0.1%" and fmt_pct(0.5, 1) == "50.0%"
+    assert fmt_points(-0.24) == "\u221224 points" and fmt_points(0.05) == "+5.0 points" and fmt_points(0) == "0 points"
+    assert fmt_num(61.24, 1, "per cm\u00b2") == "61.2 per cm\u00b2" and fmt_num(float("inf")) == "\u2014"
+    assert fmt_num(-0.04, 1) == "0.0" and fmt_signed(-0.88, 1) == "\u22120.9" and fmt_signed(True) == "\u2014"
+    assert fmt_date("2026-03-01") == "1 Mar 2026" and fmt_month("2027-03-14") == "March 2027"
+    assert fmt_date("not a date") == "\u2014"
+
+
+def test_templates_and_css_are_package_data():
+    import tomllib
+
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = cfg["tool"]["setuptools"]["package-data"]["pipeline"]
+    shipped = {p.relative_to(ROOT / "pipeline").as_posix() for p in (ROOT / "pipeline" / "report").rglob("*")
+               if p.suffix in (".j2", ".css")}
+    assert {"report/templates/assessment.html.j2", "report/report.css"} <= shipped
+    assert all(any(Path(f).match(p) for p in patterns) for f in shipped)
