@@ -6,8 +6,9 @@ every visit's photo (overlays in demo-out/segmentation/, scored against the
 truth), ``smp assess`` on every photo (demo-out/assess/<visit>/), the visits
 ingested into the records (``smp visit add --assess``: demo-out/records.db and
 its photo store) and ``smp track`` on the client (demo-out/track/<region>/:
-tracks, fading, touch-up forecast, plots), printed next to the truth. Later
-issues add the report and MLflow to this same entry point.
+tracks, fading, touch-up forecast, plots), printed next to the truth; then the
+client's reports (demo-out/reports/: timeline, the latest close-up, first session
+vs last follow-up), self-contained HTML.
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def run(out: Path) -> int:
           f"touch-up due {t['touchup_due_date']}")
     rc = segment(out / "client", out / "segmentation")
     rc = rc or assess(out / "client", out / "assess", series)
-    return rc or track(out / "client", out, series)
+    rc = rc or track(out / "client", out, series)
+    return rc or reports(out, series)
 
 
 def segment(data: Path, out: Path) -> int:
@@ -107,6 +109,29 @@ def track(data: Path, out: Path, series: dict) -> int:
     t = series["truth"]
     print(f"  truth: half-life {t['half_life_days']:.0f} days, touch-up due {t['touchup_due_date']}, "
           f"blue-shift client: {t['blue_client']}")
+    return rc
+
+
+def reports(out: Path, series: dict) -> int:
+    """The clinic's reports: the client's timeline, the latest photo, and before/after."""
+    rep = out / "reports"
+    visits = series["visits"]
+    region = series["region"]
+    latest = visits[-1]["folder"]
+    first_session = next(v["folder"] for v in visits if v["kind"] == "session")
+    last_follow = [v["folder"] for v in visits if v["kind"] == "follow-up"][-1]
+    photo = (lambda folder: str(next((out / "client" / "client_000" / folder).glob("photo.*"))))
+    rc = smp(["report", str(out / "track" / region), "--out", str(rep / "timeline.html")])
+    rc = rc or smp(["report", str(out / "assess" / f"{latest}_photo"), "--out", str(rep / "latest.html")])
+    if rc:
+        return rc
+    made = ["timeline.html", "latest.html"]
+    if smp(["compare", photo(first_session), photo(last_follow), "--out", str(out / "compare")]) == 0:
+        rc = smp(["report", str(out / "compare"), "--out", str(rep / "before_after.html")])
+        made.append("before_after.html")
+    print(f"\nreports (self-contained HTML, print to PDF from a browser):")
+    for name in made:
+        print(f"  {(rep / name).resolve()}")
     return rc
 
 
