@@ -18,7 +18,8 @@ from . import __version__
 from .errors import UserError
 from .runtime import reuse_freed_memory
 
-COMMANDS = ("synth", "card", "import_labels", "train", "evaluate", "assess", "compare", "visit", "track", "report")
+COMMANDS = ("synth", "card", "import_labels", "train", "evaluate", "assess", "compare", "visit", "track", "report",
+            "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,6 +22,8 @@ never wait for a writer (WAL).
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -81,6 +83,24 @@ def resolve_url(url: str | None = None, env: Mapping[str, str] = os.environ) -> 
     return parsed
 
 
+def _use_wal(cursor, attempts: int = 50) -> None:  # type: ignore[no-untyped-def]
+    """Put the database file in WAL mode (persistent in the file, so usually already done).
+
+    Switching needs a moment of exclusive access and SQLite does not wait for it through
+    the busy timeout: when two processes open a new file at once, one gets "database is
+    locked". Retried with a growing pause (~10 s in all) before giving up.
+    """
+    for i in range(attempts):
+        try:
+            mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() == "wal" or cursor.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal":
+                return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or i == attempts - 1:
+                raise
+        time.sleep(min(0.01 * (i + 1), 0.4))
+
+
 def make_engine(url: sa.URL | str | None = None) -> Engine:
     """A new engine for ``url`` (uncached), with the SQLite settings described above."""
     if not isinstance(url, sa.URL):
@@ -97,7 +117,7 @@ def make_engine(url: sa.URL | str | None = None) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _use_wal(cursor)
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()

@@ -35,9 +35,9 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
 __all__ = [
-    "DECISIONS", "DEFAULT_CLINIC", "DOT_FIELDS", "VIEWS", "VISIT_KINDS",
-    "Assessment", "Base", "Client", "Clinic", "Dot", "DotLink", "Photo", "Region", "ReviewDecision",
-    "UtcDateTime", "Visit", "VisitPhoto", "is_slug", "utc_now",
+    "DECISIONS", "DEFAULT_CLINIC", "DOT_FIELDS", "JOB_STATUSES", "ROLES", "VIEWS", "VISIT_KINDS",
+    "ApiToken", "Assessment", "Base", "Client", "Clinic", "Dot", "DotLink", "Job", "LoginThrottle", "Photo", "Region",
+    "ReviewDecision", "User", "UtcDateTime", "Visit", "VisitPhoto", "WebSession", "is_slug", "utc_now",
 ]
 
 #: Kinds of visit (DESIGN.md). ``session`` visits carry their number (1, 2, ...); a
@@ -47,6 +47,11 @@ VISIT_KINDS = ("baseline", "session", "follow-up", "touch-up")
 VIEWS = ("closeup", "global")
 #: What a reviewer can say about a flagged dot.
 DECISIONS = ("accept", "reject", "relabel")
+#: Roles of web app users: ``staff`` (their clinic's clients, visits, uploads, reports),
+#: ``reviewer`` (their clinic's review queue and reports), ``admin`` (everything, every clinic).
+ROLES = ("staff", "reviewer", "admin")
+#: States of a background assessment job.
+JOB_STATUSES = ("queued", "running", "done", "failed")
 #: The clinic of clients created without one (single-clinic installations).
 DEFAULT_CLINIC = "default"
 
@@ -327,7 +332,8 @@ class DotLink(Base):
 class ReviewDecision(Base):
     """A reviewer's verdict on a (flagged) dot; appended, the latest one counts.
 
-    ``reviewer`` is a name for now; the web app's users will add a user column.
+    ``reviewer`` is the name shown; ``reviewer_user_id`` the web app user who decided
+    (None for decisions recorded outside the web app, or once that user is deleted).
     """
 
     __tablename__ = "review_decisions"
@@ -343,3 +349,95 @@ class ReviewDecision(Base):
     reviewer: Mapped[str] = mapped_column(sa.String(200))
     note: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    reviewer_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
+
+
+# --------------------------------------------------------------------------- the web app (migration 0002)
+
+class User(Base):
+    """A person (or a clinic system, through its API tokens) using the web app.
+
+    ``password_hash`` is a self-describing KDF string (``scrypt$n$r$p$salt$hash``,
+    :mod:`pipeline.web.auth`); the password itself is never stored. Every user belongs
+    to one clinic (the tenant whose data they see); admins see every clinic.
+    """
+
+    __tablename__ = "users"
+    __table_args__ = (sa.CheckConstraint(_in("role", ROLES), name="role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    clinic_id: Mapped[int] = mapped_column(sa.ForeignKey("clinics.id"), index=True)
+    username: Mapped[str] = mapped_column(sa.String(100), unique=True)
+    password_hash: Mapped[str] = mapped_column(sa.String(255))
+    role: Mapped[str] = mapped_column(sa.String(16))
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    last_login_at: Mapped[datetime | None]
+
+    clinic: Mapped[Clinic] = relationship()
+
+
+class ApiToken(Base):
+    """A bearer token of a user for machine access. Only the token's sha256 is kept (the
+    token is 256 random bits, so a fast hash suffices); ``prefix`` identifies it to people."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(sa.String(100))
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(sa.String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+    user: Mapped[User] = relationship()
+
+
+class WebSession(Base):
+    """A logged-in browser: the sha256 of the cookie's random token, whose user, until when."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class LoginThrottle(Base):
+    """Failed logins per key (username and client address): the delay and lockout state."""
+
+    __tablename__ = "login_throttle"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(400), unique=True)
+    failures: Mapped[int] = mapped_column(default=0)
+    last_failure_at: Mapped[datetime]
+    locked_until: Mapped[datetime | None]
+
+
+class Job(Base):
+    """The background assessment of one photo (one row per photo; re-running resets it).
+
+    ``progress`` goes from 0 to 1 through the ``stage`` names; ``error`` says why a
+    ``failed`` job failed, in one line.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (sa.CheckConstraint(_in("status", JOB_STATUSES), name="status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    photo_id: Mapped[int] = mapped_column(sa.ForeignKey("photos.id"), unique=True)
+    visit_id: Mapped[int] = mapped_column(sa.ForeignKey("visits.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(sa.String(16), default="queued", index=True)
+    progress: Mapped[float] = mapped_column(default=0.0)
+    stage: Mapped[str] = mapped_column(sa.String(64), default="queued")
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    assessment_id: Mapped[int | None] = mapped_column(sa.ForeignKey("assessments.id", ondelete="SET NULL"))
+    attempts: Mapped[int] = mapped_column(default=0)
+    created_by: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(default=utc_now)

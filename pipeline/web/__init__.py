@@ -1,0 +1,8 @@
+"""The web app: clinics' pages, the reviewers' queue and the JSON API (``smp serve``).
+
+See :mod:`pipeline.web.app` (``create_app``) and :mod:`pipeline.web.settings`.
+"""
+from .app import create_app
+from .settings import ThrottleSettings, WebSettings
+
+__all__ = ["ThrottleSettings", "WebSettings", "create_app"]
