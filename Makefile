@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_fading.py --out bench-out
 	$(BIN)/python scripts/bench_track.py --out bench-out --suite series
 	$(BIN)/python scripts/bench_track.py --out bench-out --suite series_fading --limit 20
+	$(BIN)/python scripts/bench_web.py --out bench-out
 
 clean:
 	rm -rf demo-out bench-out .pytest_cache
