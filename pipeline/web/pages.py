@@ -173,9 +173,13 @@ def pages_router(settings: WebSettings) -> APIRouter:
             visits = _client_visits(s, client.id)
             regions = s.execute(sa.select(Region.id, Region.name).where(Region.client_id == client.id)
                                 .order_by(Region.name)).all()
+        # photos with an assessment, oldest first: the choices of the before/after form
+        comparable = [(ph["photo"].id,
+                       f'{v["visit"].visit_date} · {v["region"]} · {ph["photo"].original_name}')
+                      for v in reversed(visits) for ph in v["photos"] if ph["assessments"]]
         return render(request, "client.html.j2", client=client, clinic=clinic, visits=visits, regions=regions,
-                      kinds=VISIT_KINDS, staff=p.role in STAFF, today=ctx.now().date().isoformat(),
-                      max_mb=settings.max_upload_bytes // 2**20)
+                      comparable=comparable, kinds=VISIT_KINDS, staff=p.role in STAFF,
+                      today=ctx.now().date().isoformat(), max_mb=settings.max_upload_bytes // 2**20)
 
     @router.get("/clients/{client_id}/upload", response_class=HTMLResponse)
     def upload_page(request: Request, client_id: int, p: Principal = require_roles(*STAFF)) -> Response:
@@ -253,6 +257,52 @@ def pages_router(settings: WebSettings) -> APIRouter:
         if result.folder is None:
             return _error(request, 409, f"No timeline for {region.name} yet: {result.problem}.")
         return _report(request, "render_timeline", result.folder)
+
+    @router.get("/reports/compare", response_class=HTMLResponse)
+    def compare_form(request: Request, p: Principal = require_roles(*READERS), before: str = Query(""),
+                     after: str = Query("")) -> Response:
+        """The client page's form (GET, two photo ids): to the comparison's own address."""
+        if not (before.isdigit() and after.isdigit()):
+            return _error(request, 422, "Choose a before photo and an after photo to compare.")
+        return RedirectResponse(f"/reports/compare/{int(before)}/{int(after)}", status_code=303)
+
+    @router.get("/reports/compare/{before_photo_id}/{after_photo_id}", response_class=HTMLResponse)
+    def comparison_report(request: Request, before_photo_id: int, after_photo_id: int,
+                          p: Principal = require_roles(*READERS)) -> Response:
+        from ..register import RegistrationError
+        from .comparisons import ComparisonProblem, build_comparison
+
+        ctx = context(request)
+        with ctx.records.session(read_only=True) as s:
+            rows = [get_photo(s, p, before_photo_id), get_photo(s, p, after_photo_id)]
+            if rows[0].client.id != rows[1].client.id:
+                return _error(request, 422, "The two photos belong to different clients: a before/after "
+                                            "comparison needs two photos of the same client.")
+            if rows[0].photo.id == rows[1].photo.id:
+                return _error(request, 422, "Choose two different photos to compare.")
+            assessed = []
+            for side, row in zip(("before", "after"), rows):
+                found = _latest_assessment(s, ctx.home, row.photo.id)
+                if found is None:
+                    job = s.scalars(sa.select(Job).where(Job.photo_id == row.photo.id)).first()
+                    name = row.photo.original_name
+                    if job is not None and job.status == "failed":
+                        return _error(request, 422, f"The {side} photo ({name}) could not be assessed: "
+                                                    f"{job.error or 'unknown reason'}. Assess it again, or "
+                                                    "choose another photo.")
+                    return _error(request, 409, f"The {side} photo ({name}) has no finished assessment yet: "
+                                                "wait for its assessment to finish, then try again.")
+                assessed.append((found, row.photo.stored_path))
+        try:
+            calibration = _calibration_settings(settings)
+            folder = build_comparison(ctx.home, ctx.store, assessed[0][0], assessed[1][0], assessed[0][1],
+                                      assessed[1][1], calibration=calibration)
+        except RegistrationError as exc:
+            return _error(request, 422, f"The two photos cannot be lined up, so they cannot be compared: {exc}. "
+                                        "Compare photos of the same area, taken from a similar distance.")
+        except ComparisonProblem as exc:
+            return _error(request, 422, f"The photos cannot be compared: {exc}.")
+        return _report(request, "render_comparison", folder)
 
     # ------------------------------------------------------------------ review queue
 
@@ -439,6 +489,25 @@ def _report(request: Request, function: str, folder: Path) -> Response:
     csp = ("default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
            "font-src data:; connect-src 'none'; form-action 'none'; base-uri 'none'; frame-ancestors 'self'")
     return HTMLResponse(html, headers={"Content-Security-Policy": csp})
+
+
+def _latest_assessment(s: Any, home: Path, photo_id: int) -> int | None:
+    """Id of the photo's newest assessment that has its output folder, or None."""
+    for assessment_id in s.scalars(sa.select(Assessment.id).where(Assessment.photo_id == photo_id)
+                                   .order_by(Assessment.created_at.desc(), Assessment.id.desc())):
+        if (assessment_folder(home, assessment_id) / "assessment.json").is_file():
+            return int(assessment_id)
+    return None
+
+
+def _calibration_settings(settings: WebSettings) -> Any:
+    """The calibration settings the worker's assessor uses (for refitting colour corrections)."""
+    from ..assess import load_assess_settings
+
+    try:
+        return load_assess_settings(settings.assess_config, list(settings.assess_overrides)).calibration
+    except Exception:  # noqa: BLE001 - the defaults then
+        return None
 
 
 def _wants_json(request: Request) -> bool:

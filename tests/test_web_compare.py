@@ -1,0 +1,130 @@
+"""The web app's before/after comparison page (pipeline/web/comparisons.py, /reports/compare/...)."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from data.card import load_card
+from data.config import load_settings
+from data.flags import load_flag_settings
+from data.synth.generate import item_rng
+from data.synth.series import render_series
+from data.synth.settings import SynthSettings
+from pipeline.records.schema import Assessment
+from pipeline.web.comparisons import StoredAssessment, comparison_folder
+from pipeline.web.jobs import assessment_folder
+from test_compare import SERIES
+from web_support import dispose, make_world, noise_png, upload
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Sessions 1 and 2 of one synthetic client (C-1, crown) uploaded by clinic A and assessed; a third
+    photo of C-1 not assessed yet; a photo of another client (C-2)."""
+    cfg = load_settings(SynthSettings, None, SERIES, default="synth/closeup.yaml")
+    scenes, _ = render_series(item_rng(47, 0), cfg, load_card(), load_flag_settings())
+    pngs = [cv2.imencode(".png", np.ascontiguousarray(scene.photo[..., ::-1]))[1].tobytes()
+            for _, scene in scenes[1:3]]
+    w = make_world(tmp_path_factory.mktemp("home"))
+    api = w.api("a-staff")
+    ids = {}
+    for name, data, date, session in (("before", pngs[0], "2026-01-10", "1"), ("after", pngs[1], "2026-02-10", "2")):
+        r = upload(api, data, name=f"{name}.png", date=date, session=session)
+        assert r.status_code == 201, r.text
+        ids[name] = r.json()["photo_id"]
+    assert w.drain() == 2
+    for key, client, seed in (("pending", "C-1", 5), ("other_client", "C-2", 6)):
+        r = upload(api, noise_png(seed, (200, 150)), name=f"{key}.png", client_id=client, date="2026-03-01")
+        assert r.status_code == 201, r.text
+        ids[key] = r.json()["photo_id"]
+    with w.ctx.records.session() as s:
+        ids["assessments"] = [s.scalar(sa.select(Assessment.id).where(Assessment.photo_id == ids[k]))
+                              for k in ("before", "after")]
+    w.ids = ids
+    yield w
+    dispose()
+
+
+def test_comparison_page_is_built_once_and_cached(world):
+    ids = world.ids
+    page = world.login("a-staff")
+    url = f"/reports/compare/{ids['before']}/{ids['after']}"
+    r = page.get(url)
+    assert r.status_code == 200, r.text[:500]
+    assert "show-through" in r.text.lower() and "data:image" in r.text
+    folder = comparison_folder(world.home, *ids["assessments"])
+    assert folder.parent == world.home / "comparisons"
+    doc = json.loads((folder / "comparison.json").read_text())
+    assert doc["links"] is not None and doc["headline"]["dots_added"] > 0  # session 2 added dots
+    for side in ("before", "after"):
+        assert {"assessment.json", "dots.csv", "mask.png", "overlay.png"} <= {p.name for p in (folder / side).iterdir()}
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temporary folder left
+    # served from the cache the second time
+    stamp = (folder / "comparison.json").stat().st_mtime_ns
+    assert page.get(url).status_code == 200
+    assert (folder / "comparison.json").stat().st_mtime_ns == stamp
+
+
+def test_client_page_form_leads_to_the_comparison(world):
+    ids = world.ids
+    page = world.login("a-staff")
+    with world.ctx.records.session() as s:
+        client_id = s.scalar(sa.text("select client_id from visits limit 1"))
+    html = page.get(f"/clients/{client_id}").text
+    assert 'action="/reports/compare"' in html
+    assert f'<option value="{ids["before"]}"' in html and f'<option value="{ids["after"]}"' in html
+    assert f'<option value="{ids["pending"]}"' not in html  # not assessed: not offered
+    r = page.get("/reports/compare", params={"before": ids["before"], "after": ids["after"]}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"/reports/compare/{ids['before']}/{ids['after']}"
+    assert page.get("/reports/compare", params={"before": "x"}).status_code == 422
+
+
+def test_other_clinic_and_anonymous_get_nothing(world):
+    ids = world.ids
+    url = f"/reports/compare/{ids['before']}/{ids['after']}"
+    r = world.login("b-staff").get(url)
+    assert r.status_code == 404 and "C-1" not in r.text and "data:image" not in r.text
+    r = world.client().get(url, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/login?next=")
+
+
+def test_unassessed_photo_and_other_client_are_told(world):
+    ids = world.ids
+    page = world.login("a-staff")
+    r = page.get(f"/reports/compare/{ids['before']}/{ids['pending']}")
+    assert r.status_code == 409 and "wait" in r.text.lower()
+    r = page.get(f"/reports/compare/{ids['before']}/{ids['other_client']}")
+    assert r.status_code == 422 and "different clients" in r.text
+    assert page.get(f"/reports/compare/{ids['before']}/{ids['before']}").status_code == 422
+
+
+def test_registration_failure_is_told_and_not_cached(world, monkeypatch):
+    import pipeline.register as register
+
+    def fail(*args, **kwargs):
+        raise register.RegistrationError("the photos barely overlap (3% of the before photo)")
+
+    monkeypatch.setattr(register, "register_photos", fail)
+    ids = world.ids
+    r = world.login("a-staff").get(f"/reports/compare/{ids['after']}/{ids['before']}")
+    assert r.status_code == 422 and "barely overlap" in r.text
+    assert not comparison_folder(world.home, *reversed(ids["assessments"])).exists()
+    assert all(p.name == comparison_folder(world.home, *ids["assessments"]).name
+               for p in (world.home / "comparisons").iterdir())
+
+
+def test_stored_assessment_reads_back_what_the_worker_wrote(world):
+    from pipeline.loading import load_photo
+
+    aid = world.ids["assessments"][0]
+    folder = assessment_folder(world.home, aid)
+    with world.ctx.records.session() as s:
+        rel = s.scalar(sa.text("select stored_path from photos where id = :i"), {"i": world.ids["before"]})
+    a = StoredAssessment.from_folder(folder, load_photo(world.ctx.store.path(rel)))
+    doc = json.loads((folder / "assessment.json").read_text())
+    assert a.view == "closeup" and a.metrics.to_dict() == doc["metrics"]
+    assert a.calibration.px_per_mm == pytest.approx(doc["calibration"]["px_per_mm"])
+    assert a.calibration.colour.source == doc["calibration"]["colour_source"] == "card"
+    assert a.labels.shape == a.photo.rgb.shape[:2] and len(a.dots) == doc["metrics"]["dot_count"]
