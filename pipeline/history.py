@@ -86,13 +86,15 @@ def build_history(client: str, region: str, visits: Sequence[VisitInput], *, fad
     visit_rows = [{"day": float((v.date - base).days), "kind": v.kind} for v in ordered]
     result = fit_fading(obs, visit_rows, fading, rng, baseline_date=base)
     summaries = []
+    tracked = tracking.observations.groupby("visit")
     for v in ordered:
-        d = v.dots
+        # medians of the dots that were tracked (not of dots ignored before any session)
+        d = tracked.get_group(v.key) if v.key in tracked.groups else tracking.observations.iloc[:0]
         summaries.append(VisitSummary(
             key=v.key, date=v.date.isoformat(), day=float((v.date - base).days), kind=v.kind, session=v.session,
             metrics={k: v.metrics.get(k) for k in TIMELINE_METRICS},
-            median_contrast_dL=_median(d["contrast_dL"]) if "contrast_dL" in d and len(d) else None,
-            median_blue_index=_median(d["blue_index"]) if "blue_index" in d and len(d) else None))
+            median_contrast_dL=_median(d["contrast_dL"]) if len(d) else None,
+            median_blue_index=_median(d["blue_index"]) if len(d) else None))
     return History(client=client, region=region, visits=tuple(summaries), tracking=tracking, fading=result,
                    warnings=tuple(tracking.warnings) + tuple(result.warnings))
 
