@@ -19,7 +19,7 @@ from .errors import UserError
 from .runtime import reuse_freed_memory
 
 COMMANDS = ("synth", "card", "import_labels", "train", "evaluate", "assess", "compare", "visit", "track", "report",
-            "serve")
+            "serve", "batch")
 
 
 def build_parser() -> argparse.ArgumentParser:
