@@ -75,10 +75,11 @@ def main() -> int:
         print(f"{engine} x{workers}: {seconds:.1f} s, {args.n / seconds:.3f} photos/s", flush=True)
     cols = ["row", "sha256", "status"] + list(METRIC_COLUMNS)
     ref = frames[("local", 1)][cols]
-    # exact for the same thread count; 1 vs 2 torch threads differ in float rounding only (~1e-7)
+    # 1 vs 2 torch threads per worker differ in float rounding only: a pixel of the scalp mask (~1e-6
+    # of scalp_fraction), ~1e-10 in spacing statistics; dot counts are equal
     same = {f"{e}-{k}": {"exact": bool(f[cols].equals(ref)),
                          "close": bool(np.allclose(f[list(METRIC_COLUMNS)].astype(float), ref[list(METRIC_COLUMNS)]
-                                                   .astype(float), rtol=1e-6, atol=1e-9, equal_nan=True)
+                                                   .astype(float), rtol=1e-5, atol=1e-9, equal_nan=True)
                                        and f[cols[:3]].equals(ref[cols[:3]]))}
             for (e, k), f in frames.items()}
     same["ray-2 vs local-2 exact"] = bool(frames[("ray", 2)][cols].equals(frames[("local", 2)][cols]))
