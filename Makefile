@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_track.py --out bench-out --suite series
 	$(BIN)/python scripts/bench_track.py --out bench-out --suite series_fading --limit 20
 	$(BIN)/python scripts/bench_web.py --out bench-out
+	$(BIN)/python scripts/bench_batch.py --out bench-out --n 32
 
 clean:
 	rm -rf demo-out bench-out .pytest_cache

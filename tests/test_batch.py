@@ -182,3 +182,39 @@ def test_ray_two_workers_same_results_as_local(photos, tmp_path):
     for d in a["result_dir"].dropna():
         rel = Path(d).relative_to(tmp_path / "local")
         assert (Path(d) / "dots.csv").read_bytes() == (tmp_path / "ray" / rel / "dots.csv").read_bytes()
+
+
+def test_a_batch_killed_with_sigkill_resumes_without_redoing_or_losing(photos, tmp_path):
+    """The real thing: `smp batch` in its own process, SIGKILLed once two photos are done."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root, paths, _ = photos
+    m = _manifest(root, paths, name="killed.csv")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "pipeline.cli", "batch", str(m), "--out", str(out), "--no-mlflow", *CLASSICAL]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list((out / "results").glob("*/assessment.json"))) < 2:
+        assert proc.poll() is None, "the batch ended before it could be killed"
+        assert time.monotonic() < deadline, "no photo finished within 2 minutes"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    done = {p.parent.name: p.stat().st_mtime_ns for p in (out / "results").glob("*/assessment.json")}
+    assert 2 <= len(done) < N_GOOD and not (out / "results.parquet").exists()
+    # no half-written result: every folder with an assessment.json is complete
+    for name in done:
+        assert (out / "results" / name / "dots.csv").exists()
+
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"{N_GOOD - len(done)} assessed, {len(done)} already done, 0 failed" in rerun.stderr
+    after = {p.parent.name: p.stat().st_mtime_ns for p in (out / "results").glob("*/assessment.json")}
+    assert len(after) == N_GOOD and all(after[k] == v for k, v in done.items())  # nothing redone, nothing lost
+    frame = pd.read_parquet(out / "results.parquet")
+    assert len(frame) == N_GOOD and set(frame["status"]) <= {"ok", "skipped"}
