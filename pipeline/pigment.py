@@ -44,14 +44,17 @@ def sample_corrected(rgb: np.ndarray, colour: ColourCorrection, x: np.ndarray, y
     cost. Positions outside the photo take the nearest border pixel.
     """
     h, w = rgb.shape[:2]
-    xf = np.clip(np.asarray(x, np.float64), 0.0, w - 1.0)
-    yf = np.clip(np.asarray(y, np.float64), 0.0, h - 1.0)
-    x0 = np.minimum(np.floor(xf).astype(np.int64), max(w - 2, 0))
-    y0 = np.minimum(np.floor(yf).astype(np.int64), max(h - 2, 0))
-    fx = (xf - x0).astype(np.float32)[..., None]
-    fy = (yf - y0).astype(np.float32)[..., None]
-    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
-    quad = np.stack([rgb[y0, x0], rgb[y0, x1], rgb[y1, x0], rgb[y1, x1]], axis=-2)  # (..., 4, 3) uint8
+    xf = np.clip(np.asarray(x, np.float32), np.float32(0), np.float32(w - 1))
+    yf = np.clip(np.asarray(y, np.float32), np.float32(0), np.float32(h - 1))
+    x0 = np.minimum(xf.astype(np.int64), max(w - 2, 0))   # floor: the values are >= 0
+    y0 = np.minimum(yf.astype(np.int64), max(h - 2, 0))
+    fx = (xf - x0)[..., None]
+    fy = (yf - y0)[..., None]
+    # the four neighbours as one gather from the flat photo
+    i00 = y0 * w + x0
+    step_x, step_y = int(w > 1), w * int(h > 1)
+    idx = np.stack([i00, i00 + step_x, i00 + step_y, i00 + step_y + step_x], axis=-1)
+    quad = np.ascontiguousarray(rgb).reshape(-1, 3)[idx]                      # (..., 4, 3) uint8
     c = colour.apply(quad)
     return ((c[..., 0, :] * (1 - fx) + c[..., 1, :] * fx) * (1 - fy)
             + (c[..., 2, :] * (1 - fx) + c[..., 3, :] * fx) * fy)
