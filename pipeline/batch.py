@@ -16,7 +16,6 @@ once per worker, so they write the same folders and the same rows.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -69,18 +68,10 @@ def read_batch_manifest(csv_path: str | Path) -> tuple[list[BatchItem], bool]:
     """Parse a batch manifest CSV: ``(items, has_visit_columns)``. Raises :class:`UserError`
     listing every problem with its row number (nothing is assessed then)."""
     from .records import parse_date, parse_kind, parse_region
+    from .records.ingest import read_csv_rows
 
     csv_path = Path(csv_path)
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            header = [h.strip().lower() for h in (reader.fieldnames or [])]
-            reader.fieldnames = header
-            raw_rows = [(reader.line_num, raw) for raw in reader]
-    except FileNotFoundError:
-        raise UserError(f"{csv_path}: no such manifest file") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise UserError(f"{csv_path}: not a readable CSV manifest ({exc})") from None
+    header, raw_rows = read_csv_rows(csv_path)
     problems: list[str] = []
     if "photo" not in header:
         raise UserError(f"{csv_path}: row 1: no 'photo' column (columns: {', '.join(BATCH_COLUMNS)})")

@@ -7,9 +7,8 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
+from . import DB_HELP as _DB_HELP
 
-_DB_HELP = ("records database URL (default: $SMP_DATABASE_URL, else sqlite:///<$SMP_HOME or ./smp-data>/records.db; "
-            "PostgreSQL: postgresql://user@host/db)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

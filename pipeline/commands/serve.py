@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
+from . import DB_HELP as _DB_HELP
 
-_DB_HELP = ("records database URL (default: $SMP_DATABASE_URL, else sqlite:///<data home>/records.db; "
-            "PostgreSQL: postgresql://user@host/db)")
 _STORE_HELP = "data home: photo store, assessment folders, exports, the secret key (default: $SMP_HOME or ./smp-data)"
 
 

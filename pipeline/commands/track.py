@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from . import DB_HELP
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,8 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     parser.add_argument("--region", default=None, metavar="NAME", help="only this region (default: all)")
     parser.add_argument("--clinic", default=None, metavar="C", help="the client's clinic (default: 'default')")
-    parser.add_argument("--db", default=None, metavar="URL", help="records database URL (default: $SMP_DATABASE_URL "
-                        "or sqlite under $SMP_HOME or ./smp-data)")
+    parser.add_argument("--db", default=None, metavar="URL", help=DB_HELP)
     parser.add_argument("--store", type=Path, default=None, metavar="DIR", help="photo store folder")
     parser.add_argument("--config", type=Path, default=None, metavar="YAML",
                         help="fading settings (default configs/fading/default.yaml)")

@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
+from . import DB_HELP as _DB_HELP
 
 if TYPE_CHECKING:
     from ..records import IngestResult, PhotoStore, Records
 
 _KINDS_HELP = "baseline, session (with --session N), follow-up or touch-up"
-_DB_HELP = ("records database URL (default: $SMP_DATABASE_URL, else sqlite:///<$SMP_HOME or ./smp-data>/records.db; "
-            "PostgreSQL: postgresql://user@host/db)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

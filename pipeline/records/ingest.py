@@ -310,20 +310,26 @@ def _photo_entry(path: Path, name: str, key: VisitKey | None, view: str | None, 
     return PhotoEntry(row, name, key, photo, view, notes), []
 
 
-def read_manifest(csv_path: str | Path, *, clinic: str = DEFAULT_CLINIC) -> tuple[list[PhotoEntry], list[Problem]]:
-    """Parse and check a manifest CSV on its own (no database): one entry per valid row, and
-    every problem with its row number. Photo paths are relative to the manifest's folder."""
-    csv_path = Path(csv_path)
+def read_csv_rows(csv_path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    """A manifest CSV's lower-cased header and its rows with their line numbers; one clear
+    :class:`UserError` when the file is missing or not readable CSV."""
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             header = [h.strip().lower() for h in (reader.fieldnames or [])]
             reader.fieldnames = header
-            rows = [(reader.line_num, raw) for raw in reader]
+            return header, [(reader.line_num, raw) for raw in reader]
     except FileNotFoundError:
         raise UserError(f"{csv_path}: no such manifest file") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise UserError(f"{csv_path}: not a readable CSV manifest ({exc})") from None
+
+
+def read_manifest(csv_path: str | Path, *, clinic: str = DEFAULT_CLINIC) -> tuple[list[PhotoEntry], list[Problem]]:
+    """Parse and check a manifest CSV on its own (no database): one entry per valid row, and
+    every problem with its row number. Photo paths are relative to the manifest's folder."""
+    csv_path = Path(csv_path)
+    header, rows = read_csv_rows(csv_path)
     missing = [c for c in _REQUIRED_COLUMNS if c not in header]
     if missing:
         return [], [Problem(f"missing column(s) {', '.join(missing)} (columns: {', '.join(MANIFEST_COLUMNS)})", 1)]
