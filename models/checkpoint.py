@@ -131,3 +131,29 @@ def check_resume_compatible(state: dict[str, Any], settings: ModelSettings, path
     if saved != settings.model_copy(update={"backbone_weights": None}):
         raise ConfigError(f"model: the run in {path.parent} was started with other model settings; "
                           "use a new out_dir or the same config to resume")
+
+
+def resolve_model(ref: str | Path) -> Path:
+    """A model reference -> a local model file.
+
+    ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` and ``runs:/...`` are
+    downloaded from the tracking server; anything else is a path. MLflow is
+    imported only for those (it costs ~200 MB of memory in every process).
+    """
+    ref = str(ref)
+    if not ref.startswith(("models:/", "runs:/")):
+        p = Path(ref)
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: no such model file")
+        return p
+    import mlflow
+
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref))
+    except Exception as exc:
+        raise FileNotFoundError(f"{ref}: cannot fetch this model from {mlflow.get_tracking_uri()} "
+                                f"({str(exc).splitlines()[0][:160]})") from None
+    found = sorted(local.rglob("*.pt"))
+    if not found:
+        raise FileNotFoundError(f"{ref}: the model holds no checkpoint file")
+    return found[0]

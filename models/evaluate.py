@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,9 @@ class EvalSettings(Settings):
     tile: int = Field(512, ge=64)
     overlap: int = Field(64, ge=0)
     batch_size: int = Field(4, ge=1)
+    precision: Literal["auto", "float32", "bfloat16", "float16"] | None = None
+    """Arithmetic of inference (models.inference.resolve_precision); None: float32 on CPU (the reference),
+    float16 autocast on CUDA."""
     dot_min_px_per_mm: float = Field(8.0, gt=0)
     """Dots are scored on photos at least this sharp (close-ups are 8-40 px/mm)."""
     max_images: int | None = Field(None, ge=1)
@@ -92,7 +95,8 @@ def evaluate(model: torch.nn.Module, manifest: Manifest, settings: EvalSettings 
             continue
         t0 = time.perf_counter()
         pred = predict_image(model, photo.image, tile=settings.tile, overlap=settings.overlap,
-                             batch_size=settings.batch_size, device=device, threshold=settings.threshold)
+                             batch_size=settings.batch_size, device=device, threshold=settings.threshold,
+                             precision=settings.precision)
         secs = time.perf_counter() - t0
         cm = confusion(pred.labels, photo.mask)
         cm_all += cm

@@ -24,6 +24,8 @@ os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
 import mlflow.pyfunc  # noqa: E402
 import numpy as np  # noqa: E402
 
+from models.checkpoint import resolve_model  # noqa: E402  (models:/ and runs:/ references, or a path)
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 MODEL_NAME = "smp-segmenter"
 CHAMPION = "champion"
@@ -155,31 +157,6 @@ def champion_version(model_name: str = MODEL_NAME) -> tuple[str, float] | None:
         return None
     raw = (mv.tags or {}).get(SCORE_TAG)
     return str(mv.version), float(raw) if raw is not None else float("-inf")
-
-
-def resolve_model(ref: str | Path) -> Path:
-    """A model reference -> a local model file.
-
-    ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` and ``runs:/...`` are
-    downloaded from the tracking server; anything else is a path.
-    """
-    ref = str(ref)
-    if not ref.startswith(("models:/", "runs:/")):
-        p = Path(ref)
-        if not p.exists():
-            raise FileNotFoundError(f"{p}: no such model file")
-        return p
-    import mlflow
-
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref))
-    except Exception as exc:
-        raise FileNotFoundError(f"{ref}: cannot fetch this model from {mlflow.get_tracking_uri()} "
-                                f"({str(exc).splitlines()[0][:160]})") from None
-    found = sorted(local.rglob("*.pt"))
-    if not found:
-        raise FileNotFoundError(f"{ref}: the model holds no checkpoint file")
-    return found[0]
 
 
 def log_manifest_input(manifest_frame, source: str, context: str, name: str) -> None:

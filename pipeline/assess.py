@@ -47,9 +47,13 @@ class SegmentSettings(Settings):
     device: str = "cpu"
     #: Torch threads (0 = torch's default).
     threads: int = Field(0, ge=0)
-    tile: int = Field(1024, ge=128)
+    #: Largest tile edge in px; the photo is split into equal tiles no larger than this (models.inference).
+    tile: int = Field(1536, ge=128)
     overlap: int = Field(128, ge=0)
     dot_threshold: float = Field(0.3, gt=0, lt=1)
+    #: Network arithmetic: ``auto`` (bfloat16 on CPUs that multiply it in hardware, float16 on CUDA, else
+    #: float32), ``float32``, ``bfloat16``, ``float16`` (CUDA only). The one used is recorded in the model block.
+    precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
 
 class AssessSettings(Settings):
@@ -121,7 +125,8 @@ class _Timer:
 
 def _config_hash(settings: AssessSettings, rules: FlagSettings, card: CardSpec, model: dict[str, Any]) -> str:
     blob = json.dumps({"assess": settings.model_dump(mode="json"), "flags": rules.model_dump(mode="json"),
-                       "card": card.model_dump(mode="json"), "model": model.get("sha256")}, sort_keys=True)
+                       "card": card.model_dump(mode="json"), "model": model.get("sha256"),
+                       "precision": model.get("precision")}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -137,9 +142,13 @@ class Assessor:
         self.setup_warnings: tuple[str, ...] = ()
         seg = self.settings.segment
         if seg.method == "model":
+            from models.inference import resolve_precision
+
+            resolve_precision(seg.precision, seg.device)  # a precision this device cannot run is the user's error
             try:
                 self.segmenter = ModelSegmenter(seg.model or None, device=seg.device, threads=seg.threads or None,
-                                                tile=seg.tile, overlap=seg.overlap, dot_threshold=seg.dot_threshold)
+                                                tile=seg.tile, overlap=seg.overlap, dot_threshold=seg.dot_threshold,
+                                                precision=seg.precision)
             except (FileNotFoundError, ValueError) as exc:
                 if seg.model:  # the user asked for this model: do not quietly use another
                     raise

@@ -43,13 +43,16 @@ class ModelSegmenter:
     """The trained network, loaded once, run on any photo size by overlapping tiles."""
 
     def __init__(self, ref: str | Path | None = None, *, device: str = "cpu", threads: int | None = None,
-                 tile: int = 1024, overlap: int = 128, dot_threshold: float = 0.3) -> None:
+                 tile: int = 1536, overlap: int = 128, dot_threshold: float = 0.3, precision: str = "auto") -> None:
         import torch
 
         from models.bundled import default_model_path
-        from models.checkpoint import load_model
+        from models.checkpoint import load_model, resolve_model
+        from models.inference import resolve_precision
         from models.network import prepare_for_inference
-        from models.registry import resolve_model
+
+        #: the arithmetic actually used (``auto`` resolved for this machine); part of the assessment's model record
+        self.precision = resolve_precision(precision, device)
 
         if threads:
             torch.set_num_threads(int(threads))
@@ -65,13 +68,13 @@ class ModelSegmenter:
 
     def describe(self) -> dict[str, str]:
         return {"name": self.name, "version": self.version, "sha256": self.sha256, "path": self.path,
-                "kind": "model"}
+                "kind": "model", "precision": self.precision}
 
     def __call__(self, rgb: np.ndarray) -> Segmentation:
         from models.inference import predict_image
 
         pred = predict_image(self.model, rgb, tile=self.tile, overlap=self.overlap, device=self.device,
-                             threshold=self.dot_threshold)
+                             threshold=self.dot_threshold, precision=self.precision)
         return Segmentation(labels=pred.labels, dots_xy=pred.dots[:, :2].astype(np.float64),
                             dot_scores=pred.dots[:, 2].astype(np.float64), source="model")
 

@@ -46,8 +46,8 @@ torch.set_num_threads(2)
 import cv2
 cv2.setNumThreads(2)
 from pipeline.assess import Assessor, load_assess_settings, write_assessment
-path, out, method = sys.argv[1], sys.argv[2], sys.argv[3]
-a = Assessor(load_assess_settings(None, [f"segment.method={method}", "segment.threads=2"]))
+path, out, method, extra = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+a = Assessor(load_assess_settings(None, [f"segment.method={method}", "segment.threads=2", *extra]))
 a.assess_file(path)  # warm: first-call allocations, oneDNN kernels
 runs, stages = [], []
 for i in range(5):
@@ -163,10 +163,10 @@ def summarise(rows: list[dict], counts: list[dict]) -> dict:
     return out
 
 
-def run_suites(data: Path, methods: list[str]) -> dict:
+def run_suites(data: Path, methods: list[str], overrides: list[str]) -> dict:
     res: dict = {}
     for method in methods:
-        assessor = Assessor(load_assess_settings(None, [f"segment.method={method}"]))
+        assessor = Assessor(load_assess_settings(None, [f"segment.method={method}", *overrides]))
         res[method] = {}
         for suite in SUITES:
             folder = data / suite
@@ -185,10 +185,11 @@ def run_suites(data: Path, methods: list[str]) -> dict:
     return res
 
 
-def speed(photo: Path, out: Path, method: str) -> dict:
+def speed(photo: Path, out: Path, method: str, overrides: list[str]) -> dict:
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "2",
            "NO_ALBUMENTATIONS_UPDATE": "1", "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true"}
-    res = subprocess.run([sys.executable, "-c", SPEED_CHILD, str(photo), str(out), method], capture_output=True,
+    res = subprocess.run([sys.executable, "-c", SPEED_CHILD, str(photo), str(out), method, json.dumps(overrides)],
+                         capture_output=True,
                          text=True, env=env, cwd=ROOT)
     if res.returncode:
         raise SystemExit(f"assess speed run failed: {res.stderr.strip().splitlines()[-1]}")
@@ -255,6 +256,8 @@ def main() -> int:
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--no-md", action="store_true", help="do not touch BENCHMARKS.md")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="assessment setting for every run (e.g. segment.precision=float32)")
     ap.add_argument("--speed-only", action="store_true",
                     help="rerun only the speed part; accuracy and peers are kept from OUT/assess.json")
     args = ap.parse_args()
@@ -264,14 +267,15 @@ def main() -> int:
     if args.speed_only:
         res: dict = json.loads((args.out / "assess.json").read_text())
     else:
-        res = {"suites": run_suites(data, args.methods)}
+        res = {"suites": run_suites(data, args.methods, args.overrides)}
         if not args.no_peers:
-            res["peers"] = run_peers(data, res)
+            res["peers"] = run_peers(data, res, args.overrides)
     if not args.skip_speed:
         photo = args.out / "speed" / "closeup_4000x3000.jpg"
         if not photo.exists():
             raise SystemExit(f"{photo}: missing; run scripts/bench_model.py first (it writes the 12 MP photo)")
-        res["speed"] = {m: speed(photo, args.out / "assess-speed" / m, m) for m in args.methods}
+        res["speed"] = {m: speed(photo, args.out / "assess-speed" / m, m, args.overrides) for m in args.methods}
+        res["speed_settings"] = args.overrides
         for m, r in res["speed"].items():
             print(f"[bench] assess 12 MP {m}: {r['median_s']:.2f} s median, {r['peak_rss_mb']:.0f} MB")
     (args.out / "assess.json").write_text(json.dumps(res, indent=1, default=float))
@@ -280,7 +284,7 @@ def main() -> int:
     return 0
 
 
-def run_peers(data: Path, res: dict) -> dict:
+def run_peers(data: Path, res: dict, overrides: list[str]) -> dict:
     """Peers tuned on the first 4 photos of each close-up suite, all scored on the last 4."""
     import peers
 
@@ -299,7 +303,7 @@ def run_peers(data: Path, res: dict) -> dict:
             r = peers.evaluate(name, params, [i[:3] for i in test])
             rows[name] = {**r, "params": params}
         for method in res["suites"]:
-            assessor = Assessor(load_assess_settings(None, [f"segment.method={method}"]))
+            assessor = Assessor(load_assess_settings(None, [f"segment.method={method}", *overrides]))
             tp = fp = fn = 0
             secs = mp = 0.0
             for rgb, ppm, true_xy, path in test:

@@ -40,11 +40,11 @@ from models.inference import predict_image
 from models.network import prepare_for_inference
 model = prepare_for_inference(load_model(sys.argv[1]).model)
 rgb = cv2.cvtColor(cv2.imread(sys.argv[2]), cv2.COLOR_BGR2RGB)
-predict_image(model, rgb[:512, :512])  # warm-up
-rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+precision = sys.argv[4] if len(sys.argv) > 4 else None
+predict_image(model, rgb[:512, :512], precision=precision)  # warm-up
 times = []
 for _ in range(int(sys.argv[3])):
-    t = time.perf_counter(); pred = predict_image(model, rgb); times.append(time.perf_counter() - t)
+    t = time.perf_counter(); pred = predict_image(model, rgb, precision=precision); times.append(time.perf_counter() - t)
 print(json.dumps({"times": times, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "dots": int(len(pred.dots))}))
 """
@@ -65,10 +65,11 @@ def speed_photo(out: Path) -> Path:
     return path
 
 
-def model_speed(model: Path, photo: Path, repeats: int) -> dict:
+def model_speed(model: Path, photo: Path, repeats: int, precision: str | None = None) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(ROOT)}
     taskset = ["taskset", "-c", "0,1"] if Path("/usr/bin/taskset").exists() else []
-    res = subprocess.run(taskset + [sys.executable, "-c", SPEED_CHILD, str(model), str(photo), str(repeats)],
+    res = subprocess.run(taskset + [sys.executable, "-c", SPEED_CHILD, str(model), str(photo), str(repeats),
+                                          *([precision] if precision else [])],
                          capture_output=True, text=True, env=env, cwd=ROOT)
     if res.returncode:
         raise SystemExit(f"speed run failed: {res.stderr.strip().splitlines()[-1]}")
@@ -77,7 +78,7 @@ def model_speed(model: Path, photo: Path, repeats: int) -> dict:
             "peak_rss_mb": r["peak_rss_mb"], "repeats": repeats}
 
 
-def accuracy(model: Path, suites: dict[str, Path]) -> dict:
+def accuracy(model: Path, suites: dict[str, Path], precision: str | None = None) -> dict:
     from data.manifest import read_manifest
     from models.checkpoint import load_model
     from models.evaluate import EvalSettings, evaluate
@@ -87,7 +88,8 @@ def accuracy(model: Path, suites: dict[str, Path]) -> dict:
            "sha256": loaded.sha256, "suites": {}}
     for name in SUITES:
         t = time.perf_counter()
-        ev = evaluate(loaded.model, read_manifest(suites[name] / "manifest.csv"), EvalSettings(tile=1024, overlap=128))
+        settings = EvalSettings(tile=1024, overlap=128, precision=precision)
+        ev = evaluate(loaded.model, read_manifest(suites[name] / "manifest.csv"), settings)
         out["suites"][name] = {**{k: v for k, v in ev.summary.items() if v == v}, "eval_s": time.perf_counter() - t}
         print(f"[bench-model] {model.name} {name}: mIoU {ev.summary.get('miou_scalp_hair', float('nan')):.4f} "
               f"dot F1 {ev.summary.get('dot_f1', float('nan')):.4f}", flush=True)
@@ -126,6 +128,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench-out")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--precision", action="append", default=[], choices=["float32", "bfloat16", "auto"],
+                    help="inference arithmetic, repeatable (default float32; rows are labelled when several)")
     ap.add_argument("--benchmarks-md", type=Path, default=ROOT / "BENCHMARKS.md")
     args = ap.parse_args()
     models = dict(m.split("=", 1) for m in args.model) or {"bundled": str(ROOT / "models/weights/smp-segmenter.pt")}
@@ -133,12 +137,16 @@ def main() -> int:
     suites = build_suites(args.out, {k: spec["suites"][k] for k in SUITES})
     photo = None if args.skip_speed else speed_photo(args.out)
     results = {}
+    precisions = args.precision or ["float32"]
     for name, path in models.items():
-        r = accuracy(Path(path), suites)
-        if photo is not None:
-            r["speed"] = model_speed(Path(path), photo, args.repeats)
-            print(f"[bench-model] {name}: 12 MP {r['speed']['median_s']:.2f} s, peak {r['speed']['peak_rss_mb']:.0f} MB")
-        results[name] = r
+        for precision in precisions:
+            label = name if len(precisions) == 1 and precision == "float32" else f"{name} ({precision})"
+            r = accuracy(Path(path), suites, precision)
+            if photo is not None:
+                r["speed"] = model_speed(Path(path), photo, args.repeats, precision)
+                print(f"[bench-model] {label}: 12 MP {r['speed']['median_s']:.2f} s, "
+                      f"peak {r['speed']['peak_rss_mb']:.0f} MB")
+            results[label] = {**r, "precision": precision}
     (args.out / f"model-{args.section}.json").write_text(json.dumps(results, indent=1))
     update_benchmarks_md(args.benchmarks_md, args.section, table(results))
     return 0

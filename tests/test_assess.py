@@ -96,6 +96,9 @@ def test_model_segmenter_runs(scenes):
     a = Assessor(load_assess_settings(None, ["segment.method=model", "segment.threads=1"]))
     r = a.assess_file(_photo(scenes[0][1]))
     assert r.model["kind"] == "model" and len(r.model["sha256"]) == 64
+    assert r.model["precision"] in ("float32", "bfloat16")  # "auto" resolved for this machine and recorded
+    with pytest.raises(ValueError, match="needs a GPU"):  # the user's error, not a quiet classical fallback
+        Assessor(load_assess_settings(None, ["segment.method=model", "segment.precision=float16"]))
     assert r.metrics.dot_count > 0 and r.metrics.scalp_fraction > 0.3
 
 

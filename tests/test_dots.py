@@ -81,3 +81,20 @@ def test_skin_reference_ignores_dark_spots_the_detector_missed() -> None:
     # pure noise: the one-sided cut barely moves the reference
     clean = (skin + rng.normal(0, 1.5, (h, w))).astype(np.float32)
     assert abs(float(np.median((skin_reference(clean, bare, ppm, 1.0) - skin)[inner]))) < 0.15
+
+
+def test_valid_median_equals_nanmedian_of_the_valid_samples():
+    from pipeline.pigment import _valid_median
+
+    rng = np.random.default_rng(1)
+    for trial in range(10):
+        values = rng.normal(size=(300, 32, 3)).astype(np.float32)
+        if trial % 2:
+            values = np.round(values, 1)  # ties
+        valid = rng.random((300, 32)) < rng.random((300, 1))
+        count = valid.sum(axis=1)
+        expected = np.full((300, 3), np.nan)
+        has = count >= 3
+        expected[has] = np.nanmedian(np.where(valid[..., None], values, np.nan)[has], axis=1)
+        np.testing.assert_allclose(_valid_median(values, valid, count, 3), expected, rtol=1e-6, atol=1e-7)
+    assert _valid_median(np.zeros((0, 32, 3)), np.zeros((0, 32), bool), np.zeros(0, int), 3).shape == (0, 3)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy.spatial import cKDTree
 
 from models.inference import Prediction, TileGrid, decode_dots, predict_image
 from models.network import ModelSettings, SegDotNet, build_model, prepare_for_inference, receptive_field
@@ -260,3 +261,45 @@ def test_12_megapixel_photo_in_3_s_and_3_gb():
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["median_s"] <= 3.0, result
     assert result["peak_rss_gib"] <= 3.0, result
+
+
+def test_candidate_nms_equals_max_pool_nms_with_ties():
+    from models.inference import _local_maxima
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(30):
+        x = torch.randn(2, 1, 37, 53, generator=g)
+        if trial % 2:
+            x = (x * 2).round() / 2  # plateaus: equal neighbours are both kept, as max-pool NMS keeps them
+        reach, limit = (1, 1.2) if trial % 3 else (2, -0.5)  # sparse candidates / most cells (pooling path)
+        candidates = x >= limit
+        pooled = candidates & (x == torch.nn.functional.max_pool2d(x, 2 * reach + 1, 1, reach))
+        assert torch.equal(_local_maxima(x, candidates, reach), pooled)
+
+
+def test_precision_resolution_and_refusals(monkeypatch):
+    from models import inference
+
+    monkeypatch.setattr(inference, "native_bfloat16", lambda: True)
+    assert inference.resolve_precision("auto", "cpu") == "bfloat16"
+    monkeypatch.setattr(inference, "native_bfloat16", lambda: False)
+    assert inference.resolve_precision("auto", "cpu") == "float32"
+    assert inference.resolve_precision("auto", "cuda") == "float16"
+    assert inference.resolve_precision("bfloat16", "cpu") == "bfloat16"
+    with pytest.raises(ValueError, match="needs a GPU"):
+        inference.resolve_precision("float16", "cpu")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        inference.resolve_precision("int8", "cpu")
+
+
+def test_bfloat16_inference_agrees_with_float32():
+    """bfloat16 autocast (the default where the CPU has it) changes labels and dots only at ties."""
+    model = prepare_for_inference(tiling_model())
+    image = textured_image(200, 230, seed=7)
+    ref = predict_image(model, image, tile=128, overlap=64, threshold=0.4, precision="float32")
+    low = predict_image(model, image, tile=128, overlap=64, threshold=0.4, precision="bfloat16")
+    assert np.mean(ref.labels == low.labels) >= 0.99
+    tree = cKDTree(ref.dots[:, :2])
+    dist, _ = tree.query(low.dots[:, :2])
+    assert abs(len(low.dots) - len(ref.dots)) <= 0.05 * len(ref.dots) + 1
+    assert np.mean(dist <= 0.5) >= 0.95  # the same dots, to a fraction of a pixel
