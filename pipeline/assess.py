@@ -32,6 +32,7 @@ from .loading import LoadSettings, Photo, load_photo
 from .overlay import render_overlay
 from .pigment import DOT_COLUMNS, dot_table
 from .quality import QualityReport, QualitySettings, check_quality
+from .runtime import blas_threads
 from .segment import ModelSegmenter, Segmentation, card_polygon_mask, classical_segmentation
 
 __all__ = ["AssessSettings", "Assessment", "Assessor", "load_assess_settings", "write_assessment", "SCHEMA"]
@@ -166,6 +167,13 @@ class Assessor:
 
     def assess(self, photo: Photo, *, px_per_mm: float | None = None, roi_polygon: np.ndarray | None = None,
                roi_units: Literal["px", "card_mm"] = "px", timer: _Timer | None = None) -> Assessment:
+        """One photo's assessment. NumPy's matrix products run on one thread, so the result does not
+        depend on how many cores the process has (the local and Ray engines agree bit for bit)."""
+        with blas_threads(1):
+            return self._assess(photo, px_per_mm, roi_polygon, roi_units, timer)
+
+    def _assess(self, photo: Photo, px_per_mm: float | None, roi_polygon: np.ndarray | None,
+                roi_units: Literal["px", "card_mm"], timer: _Timer | None) -> Assessment:
         s = self.settings
         timer = timer or _Timer()
         t_all = time.perf_counter()

@@ -262,24 +262,43 @@ def _pool_assess(item: WorkItem) -> dict[str, Any]:
     return assess_one(_WORKER, item)
 
 
+def worker_threads(workers: int, cpus_per_worker: int | None = None) -> int:
+    """Threads (and Ray CPUs) of each worker: ``cpus_per_worker``, or this machine's cores shared out."""
+    if cpus_per_worker:
+        return int(cpus_per_worker)
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
 def run_local(items: Sequence[WorkItem], settings: AssessSettings, workers: int = 1, *,
-              assessor: Assessor | None = None, progress: Progress | None = None) -> list[dict[str, Any]]:
+              assessor: Assessor | None = None, progress: Progress | None = None,
+              cpus_per_worker: int | None = None) -> list[dict[str, Any]]:
     """Assess ``items``: in this process (``workers`` 1; ``assessor`` reused if given) or in a
-    pool of ``workers`` spawned processes, each loading the model once. Rows in completion order."""
+    pool of ``workers`` spawned processes, each loading the model once and using
+    :func:`worker_threads` threads. Rows in completion order."""
     rows: list[dict[str, Any]] = []
     if not items:
         return rows
+    threads = worker_threads(workers, cpus_per_worker)
     if workers <= 1:
+        import cv2
+        import torch
+
         own = assessor or _make_assessor(settings)
-        for it in items:
-            rows.append(assess_one(own, it))
-            if progress:
-                progress(rows[-1])
+        before = torch.get_num_threads(), cv2.getNumThreads()
+        if cpus_per_worker:
+            _limit_threads(threads)
+        try:
+            for it in items:
+                rows.append(assess_one(own, it))
+                if progress:
+                    progress(rows[-1])
+        finally:  # this process's thread counts are the caller's again
+            torch.set_num_threads(before[0])
+            cv2.setNumThreads(before[1])
         return rows
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    threads = max(1, (os.cpu_count() or 1) // workers)
     with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=mp.get_context("spawn"),
                              initializer=_pool_init, initargs=(settings, threads)) as pool:
         futures = [pool.submit(_pool_assess, it) for it in items]
@@ -317,12 +336,14 @@ class RayAssessor:
 
 
 def run_ray(items: Sequence[WorkItem], settings: AssessSettings, workers: int = 1, *, address: str | None = None,
-            progress: Progress | None = None) -> list[dict[str, Any]]:
+            progress: Progress | None = None, cpus_per_worker: int | None = None) -> list[dict[str, Any]]:
     """Assess ``items`` with Ray Data: ``workers`` actors (:class:`RayAssessor`), one photo per batch.
 
     Connects to ``address`` (an existing cluster, e.g. ``ray://head:10001`` or ``auto``) or starts
-    Ray on this machine with its cores; shuts down only a Ray it started. On a cluster, the
-    package must be installed on every node and the photo and output paths shared by all.
+    Ray on this machine with its cores; shuts down only a Ray it started. Each actor reserves
+    ``cpus_per_worker`` CPUs and runs that many threads (default: this machine's cores shared
+    out, or 1 on a cluster, where Ray places the actors). On a cluster, the package must be
+    installed on every node and the photo and output paths shared by all.
     """
     if not items:
         return []
@@ -342,7 +363,8 @@ def run_ray(items: Sequence[WorkItem], settings: AssessSettings, workers: int = 
     try:
         # On this machine each worker gets its share of the cores (threads and Ray's CPU reservation);
         # on a cluster of unknown node sizes, one CPU each (Ray places the actors).
-        per_worker = 1 if address else max(1, int(ray.cluster_resources().get("CPU", 1)) // workers)
+        per_worker = int(cpus_per_worker) if cpus_per_worker else (
+            1 if address else max(1, int(ray.cluster_resources().get("CPU", 1)) // workers))
         import ray.data
 
         ctx = ray.data.DataContext.get_current()
@@ -376,6 +398,10 @@ class BatchResult:
     failed: int
     seconds: float
     failures: tuple[tuple[int, str, str], ...] = field(default=())  # (row, path, error)
+    #: seconds from the start to the first result (engine start, model loading, the first photo)
+    first_result_s: float | None = None
+    #: photos per second between the first and the last result: the rate once the workers run
+    steady_throughput: float | None = None
 
     @property
     def throughput(self) -> float:
@@ -385,6 +411,8 @@ class BatchResult:
         return {"total": self.total, "done_before": self.done_before, "assessed": self.assessed,
                 "failed": self.failed, "seconds": round(self.seconds, 3),
                 "photos_per_second": round(self.throughput, 4),
+                "first_result_s": None if self.first_result_s is None else round(self.first_result_s, 3),
+                "steady_photos_per_second": None if self.steady_throughput is None else round(self.steady_throughput, 4),
                 "failures": [{"row": r, "path": p, "error": e} for r, p, e in self.failures]}
 
 
@@ -417,10 +445,15 @@ def write_tables(frame: pd.DataFrame, out: Path) -> tuple[Path, Path]:
     return parquet, failures
 
 
-def summarise(frame: pd.DataFrame, done_before: int, seconds: float) -> BatchResult:
+def summarise(frame: pd.DataFrame, done_before: int, seconds: float,
+              result_times: Sequence[float] = ()) -> BatchResult:
+    """Counts and rates; ``result_times``: seconds from the start at which each new result arrived."""
     failed = frame[frame["status"] == "failed"]
+    times = sorted(result_times)
+    steady = (len(times) - 1) / (times[-1] - times[0]) if len(times) >= 2 and times[-1] > times[0] else None
     return BatchResult(total=len(frame), done_before=done_before, assessed=int((frame["status"] == "ok").sum()),
-                       failed=len(failed), seconds=seconds,
+                       failed=len(failed), seconds=seconds, first_result_s=times[0] if times else None,
+                       steady_throughput=steady,
                        failures=tuple((int(r), str(p), str(e)) for r, p, e in
                                       zip(failed["row"], failed["path"], failed["error"])))
 
@@ -465,7 +498,7 @@ def store_in_records(frame: pd.DataFrame, items: Sequence[BatchItem], records: A
 
 
 def log_mlflow(frame: pd.DataFrame, result: BatchResult, *, engine: str, workers: int, model: str,
-               config_hash: str, manifest: Path, out: Path) -> str:
+               config_hash: str, manifest: Path, out: Path, cpus_per_worker: int | None = None) -> str:
     """One MLflow run (experiment ``smp-batch``): params, counts, throughput, medians, artifacts."""
     os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
     import mlflow
@@ -478,12 +511,17 @@ def log_mlflow(frame: pd.DataFrame, result: BatchResult, *, engine: str, workers
     metrics: dict[str, float] = {
         "photos_total": result.total, "photos_assessed": result.assessed, "photos_skipped": result.done_before,
         "photos_failed": result.failed, "photos_per_second": result.throughput, "seconds": result.seconds}
+    if result.steady_throughput is not None:
+        metrics["steady_photos_per_second"] = result.steady_throughput
+    if result.first_result_s is not None:
+        metrics["first_result_seconds"] = result.first_result_s
     for c in ("dot_density_per_cm2", "show_through", "dot_count"):
         med = ok[c].astype("float64").median()
         if med == med:
             metrics[f"median_{c}"] = float(med)
     with mlflow.start_run(run_name=f"batch {manifest.name}") as run:
-        mlflow.log_params({"engine": engine, "workers": workers, "model": model, "config_hash": config_hash,
+        mlflow.log_params({"engine": engine, "workers": workers, "cpus_per_worker": cpus_per_worker or "auto",
+                           "model": model, "config_hash": config_hash,
                            "manifest": str(manifest), "manifest_sha256": photo_sha256(manifest)[:16],
                            "out": str(out)})
         mlflow.log_metrics(metrics)

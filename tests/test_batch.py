@@ -84,6 +84,9 @@ def test_local_batch_tables_failures_and_exit_code(photos, tmp_path, capsys):
     assert frame.loc[0, "model"] == "classical@1" and frame.loc[1, "error"].startswith(str(bad))
     fails = pd.read_csv(tmp_path / "out" / "failures.csv")
     assert list(fails["row"]) == [3]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["assessed"] == 2 and summary["failed"] == 1 and summary["cpus_per_worker"] >= 1
+    assert summary["first_result_s"] > 0 and summary["steady_photos_per_second"] > 0
     for folder in frame.loc[frame.status == "ok", "result_dir"]:
         assert (Path(folder) / "assessment.json").is_file() and (Path(folder) / "dots.csv").is_file()
         assert Path(folder).parent == tmp_path / "out" / "results"
@@ -166,6 +169,24 @@ def test_records_once_and_mlflow_run(photos, tmp_path, monkeypatch, capsys):
     assert r["metrics.photos_total"] == 3 and r["metrics.photos_assessed"] == 3 and r["metrics.photos_failed"] == 0
     assert r["metrics.photos_per_second"] > 0 and "metrics.median_dot_density_per_cm2" in runs.columns
     assert r["params.engine"] == "local" and r["params.model"] == "classical@1"
+
+
+def test_summary_rates_and_worker_threads(monkeypatch):
+    frame = B.results_frame([{"row": r, "path": f"{r}.jpg", "status": "ok"} for r in range(2, 7)])
+    res = B.summarise(frame, 0, 10.0, [4.0, 5.0, 6.5, 7.0, 8.0])
+    assert res.throughput == 0.5 and res.first_result_s == 4.0 and res.steady_throughput == 1.0  # 4 photos in 4 s
+    assert B.summarise(frame, 0, 10.0, [3.0]).steady_throughput is None
+    monkeypatch.setattr(B.os, "cpu_count", lambda: 8)
+    assert B.worker_threads(3) == 2 and B.worker_threads(16) == 1 and B.worker_threads(2, 1) == 1
+
+
+def test_cpus_per_worker_is_checked(photos, tmp_path, capsys):
+    root, paths, _ = photos
+    m = _manifest(root, paths[:1], name="one.csv")
+    assert main(["batch", str(m), "--out", str(tmp_path / "o"), "--cpus-per-worker", "-1", "--no-mlflow"]) == 2
+    assert "--cpus-per-worker must be at least 1" in capsys.readouterr().err
+    assert _run(m, tmp_path / "o", "--cpus-per-worker", "1") == 0
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["cpus_per_worker"] == 1
 
 
 @pytest.mark.slow

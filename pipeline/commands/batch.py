@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="local: this process (1 worker) or a process pool; ray: Ray Data (default local)")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="parallel workers, each loading the model once and using cores/N threads (default 1)")
+    parser.add_argument("--cpus-per-worker", type=int, default=0, metavar="N",
+                        help="threads of each worker (and CPUs it reserves on Ray); default: this machine's cores "
+                             "shared out among the workers, 1 per worker on a Ray cluster")
     parser.add_argument("--ray-address", default=None, metavar="ADDR",
                         help="with --engine ray: an existing Ray cluster (e.g. auto, ray://head:10001); "
                              "default: start Ray on this machine")
@@ -57,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
+    if args.cpus_per_worker < 0:
+        raise UserError(f"--cpus-per-worker must be at least 1 (or 0 for automatic), got {args.cpus_per_worker}")
+    cpus = args.cpus_per_worker or None
     if args.ray_address and args.engine != "ray":
         raise UserError("--ray-address needs --engine ray")
     items, has_visits = B.read_batch_manifest(args.manifest)
@@ -75,20 +82,26 @@ def run(args: argparse.Namespace) -> int:
     todo, done, failed = B.work_list(items, out, assessor.config_hash)
     t0 = time.perf_counter()
     bar = tqdm(total=len(todo), desc="batch", unit="photo", file=sys.stderr, disable=len(todo) < 2)
+    stamps: list[float] = []
+
+    def progress(_row: dict) -> None:
+        stamps.append(time.perf_counter() - t0)
+        bar.update(1)
+
     try:
         if args.engine == "local":
             rows = B.run_local(todo, settings, args.workers, assessor=assessor if args.workers == 1 else None,
-                               progress=lambda _row: bar.update(1))
+                               progress=progress, cpus_per_worker=cpus)
         else:
             del assessor  # the Ray workers load their own
-            rows = B.run_ray(todo, settings, args.workers, address=args.ray_address,
-                             progress=lambda _row: bar.update(1))
+            rows = B.run_ray(todo, settings, args.workers, address=args.ray_address, progress=progress,
+                             cpus_per_worker=cpus)
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
     frame = B.results_frame(rows + done + failed)
     B.write_tables(frame, out)
-    result = B.summarise(frame, sum(r["status"] == "skipped" for r in done), seconds)
+    result = B.summarise(frame, sum(r["status"] == "skipped" for r in done), seconds, stamps)
     config_hash = frame["config_hash"].dropna().iloc[0] if frame["config_hash"].notna().any() else ""
     model = frame["model"].dropna().iloc[0] if frame["model"].notna().any() else ""
 
@@ -99,11 +112,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"smp batch: records: {added} new assessment(s) stored", file=sys.stderr)
     if not args.no_mlflow:
         run_id = B.log_mlflow(frame, result, engine=args.engine, workers=args.workers, model=str(model),
-                              config_hash=str(config_hash), manifest=args.manifest, out=out)
+                              config_hash=str(config_hash), manifest=args.manifest, out=out,
+                              cpus_per_worker=cpus)
         print(f"smp batch: MLflow run {run_id} (experiment smp-batch)", file=sys.stderr)
     print(f"smp batch: {result.total} photo(s): {result.assessed} assessed, {result.done_before} already done, "
-          f"{result.failed} failed in {seconds:.1f} s ({result.throughput:.2f} photos/s) -> {out / 'results.parquet'}",
-          file=sys.stderr)
+          f"{result.failed} failed in {seconds:.1f} s ({result.throughput:.2f} photos/s"
+          + (f"; {result.steady_throughput:.2f}/s after the first result at {result.first_result_s:.1f} s"
+             if result.steady_throughput is not None else "")
+          + f") -> {out / 'results.parquet'}", file=sys.stderr)
+    summary = {**result.to_json(), "engine": args.engine, "workers": args.workers,
+               "cpus_per_worker": cpus or (1 if args.ray_address else B.worker_threads(args.workers))}
+    tmp = out / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1))
+    tmp.replace(out / "summary.json")
     for line in problems:
         print(f"smp batch: failed: {line}", file=sys.stderr)
     return 1 if problems else 0
