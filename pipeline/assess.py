@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,15 +287,21 @@ def write_assessment(a: Assessment, out_dir: str | Path, *, overlay: bool = True
         tmp.write_bytes(data)
         tmp.replace(out / name)
 
-    put("dots.csv", a.dots[DOT_COLUMNS].to_csv(index=False, float_format="%.4f").encode())
-    ok, buf = cv2.imencode(".png", a.labels, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    put("mask.png", buf.tobytes())
-    if overlay:
+    def write_overlay() -> None:
         ppm = a.calibration.px_per_mm
         title = f"{Path(a.photo.path).name}  {len(a.dots)} dots" + ("" if a.quality.ok else "  (quality warnings)")
         img = render_overlay(a.photo.rgb, a.labels, a.dots, ppm, title=title)
         ok, buf = cv2.imencode(".png", np.ascontiguousarray(img[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 1])
         put("overlay.png", buf.tobytes())
+
+    # the overlay (OpenCV, which releases the GIL) is drawn and encoded while the tables are written
+    with ThreadPoolExecutor(1) as pool:
+        drawing = pool.submit(write_overlay) if overlay else None
+        put("dots.csv", a.dots[DOT_COLUMNS].to_csv(index=False, float_format="%.4f").encode())
+        ok, buf = cv2.imencode(".png", a.labels, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        put("mask.png", buf.tobytes())
+        if drawing is not None:
+            drawing.result()
     doc = a.to_json()
     doc["timings_s"]["write"] = round(time.perf_counter() - t, 4)
     put("assessment.json", json.dumps(doc, indent=1).encode())

@@ -23,6 +23,7 @@ FLAG_COLOURS: dict[str, tuple[int, int, int]] = {
     "spread": (255, 0, 200),
 }
 _TINT = {SCALP: (0, 160, 80), HAIR: (150, 60, 255)}
+_SEAM = 32  # rows of margin around the seam of the two drawing threads (see _draw_rings)
 
 
 def _scale_bar_mm(px_per_mm: float, width: int) -> float:
@@ -37,14 +38,7 @@ def render_overlay(rgb: np.ndarray, labels: np.ndarray, dots: pd.DataFrame, px_p
                    *, title: str = "", tint_alpha: float = 0.25) -> np.ndarray:
     """HxWx3 uint8 RGB overlay of one assessment (the photo is not modified)."""
     h, w = labels.shape
-    out = rgb.copy()
-    for cls, colour in _TINT.items():
-        sel = labels == cls
-        if sel.any():
-            out[sel] = (out[sel] * (1 - tint_alpha) + np.array(colour) * tint_alpha).astype(np.uint8)
-    # background (card, face, wall): dimmed, so the region measured stands out
-    bg = labels == 0
-    out[bg] = (out[bg] * 0.6).astype(np.uint8)
+    out = _tinted(rgb, labels, tint_alpha)
     unit = max(1.0, min(h, w) / 1000.0)  # line widths and text grow with the photo
     thin, thick = max(1, int(round(unit))), max(2, int(round(2 * unit)))
     if len(dots):
@@ -53,18 +47,71 @@ def render_overlay(rgb: np.ndarray, labels: np.ndarray, dots: pd.DataFrame, px_p
         state = np.full(len(dots), "ok", dtype=object)
         for flag in ("faded", "spread", "blue_shift"):  # the last wins: blue shift is the worst defect
             state[dots[flag].to_numpy(bool)] = flag
+        rings: list[tuple[int, int, int, tuple[int, int, int], int]] = []  # x, y, radius (1/16 px), colour, width
         for name, colour in FLAG_COLOURS.items():
-            idx = np.flatnonzero(state == name)
             width = thin if name == "ok" else thick
-            for i in idx.tolist():
-                c = (int(xy[i, 0]), int(xy[i, 1]))
+            for i in np.flatnonzero(state == name).tolist():
                 if name != "ok":  # dark outline keeps the ring visible on light skin
-                    cv2.circle(out, c, int(r[i] + 16 * width), (0, 0, 0), width, cv2.LINE_AA, 4)
-                cv2.circle(out, c, int(r[i]), colour, width, cv2.LINE_AA, 4)
+                    rings.append((int(xy[i, 0]), int(xy[i, 1]), int(r[i] + 16 * width), (0, 0, 0), width))
+                rings.append((int(xy[i, 0]), int(xy[i, 1]), int(r[i]), colour, width))
+        _draw_rings(out, rings)
     _legend(out, dots, unit, title)
     if px_per_mm:
         _scale_bar(out, px_per_mm, unit)
     return out
+
+
+def _tinted(rgb: np.ndarray, labels: np.ndarray, alpha: float) -> np.ndarray:
+    """The photo with scalp and hair tinted and the background dimmed (card, face, wall).
+
+    Each class is an affine map of every 8-bit channel value, so it is applied as a
+    256-entry table (``cv2.LUT``) and copied in under the class mask.
+    """
+    values = np.arange(256, dtype=np.float64)[:, None]
+    tables = {cls: (values * (1 - alpha) + np.array(colour, np.float64)[None, :] * alpha).astype(np.uint8)
+              for cls, colour in _TINT.items()}
+    tables[0] = np.repeat((values * 0.6).astype(np.uint8), 3, axis=1)
+    out = np.ascontiguousarray(rgb).copy()
+    for cls, table in tables.items():
+        mask = (labels == cls).view(np.uint8)
+        if mask.any():
+            cv2.copyTo(cv2.LUT(rgb, table.reshape(256, 1, 3)), mask, out)
+    return out
+
+
+def _draw_rings(img: np.ndarray, rings: list[tuple[int, int, int, tuple[int, int, int], int]],
+                min_parallel: int = 2000) -> None:
+    """Anti-aliased circles (centres and radii in 1/16 px), drawn in order.
+
+    Many rings are drawn by two threads, each into a copy of its half of ``img`` plus a
+    margin of ``_SEAM`` rows, with the rings shifted into it; a ring crossing the seam
+    is drawn in both. Only each half (not the margin, where OpenCV's clipping at the
+    copy's edge shows) is copied back. Coordinates are whole pixels apart and each
+    half keeps the order, so the pixels equal drawing everything into ``img`` at once.
+    """
+    def draw(band: np.ndarray, top: int, items) -> None:  # type: ignore[no-untyped-def]
+        shift = 16 * top
+        for x, y, r, colour, width in items:
+            cv2.circle(band, (x, y - shift), r, colour, width, cv2.LINE_AA, 4)
+
+    h = img.shape[0]
+    if len(rings) < min_parallel or h < 64:
+        draw(img, 0, rings)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    mid = h // 2
+    lo, hi = max(0, mid - _SEAM), min(h, mid + _SEAM)
+    reach = 16 * 4  # AA and line width spill a few pixels beyond radius + width / 2
+    top = [g for g in rings if g[1] - g[2] - 16 * g[4] - reach < 16 * hi]
+    bottom = [g for g in rings if g[1] + g[2] + 16 * g[4] + reach >= 16 * lo]
+    upper, lower = img[:hi].copy(), img[lo:].copy()
+    with ThreadPoolExecutor(2) as pool:
+        jobs = [pool.submit(draw, upper, 0, top), pool.submit(draw, lower, lo, bottom)]
+        for job in jobs:
+            job.result()
+    img[:mid] = upper[:mid]
+    img[mid:] = lower[mid - lo:]
 
 
 def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, colour=(255, 255, 255)) -> None:

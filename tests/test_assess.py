@@ -225,3 +225,25 @@ def test_cli_help_lists_assess():
     res = subprocess.run([sys.executable, "-m", "pipeline.cli", "assess", "--help"], capture_output=True, text=True,
                          cwd=ROOT)
     assert res.returncode == 0 and "--px-per-mm" in res.stdout and "dots.csv" in res.stdout
+
+
+def test_overlay_drawn_in_two_bands_equals_one_pass(monkeypatch):
+    """Rings drawn by two threads into halves of the photo give the same pixels as drawing them in one pass."""
+    from pipeline import overlay as O
+
+    rng = np.random.default_rng(3)
+    h, w, n = 400, 500, 3000
+    rgb = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    labels = rng.integers(0, 3, (h, w)).astype(np.uint8)
+    dots = pd.DataFrame({"x": rng.random(n) * w, "y": rng.random(n) * h, "diameter_px": rng.random(n) * 10 + 2,
+                         "blue_shift": rng.random(n) < 0.1, "faded": rng.random(n) < 0.1, "spread": rng.random(n) < 0.1})
+    dots.loc[:50, "y"] = h / 2 + rng.normal(0, 3, 51)  # rings across the seam
+    banded = O.render_overlay(rgb, labels, dots, 10.0, title="t")
+    one_pass = O._draw_rings
+    monkeypatch.setattr(O, "_draw_rings", lambda img, rings: one_pass(img, rings, min_parallel=10**9))
+    np.testing.assert_array_equal(banded, O.render_overlay(rgb, labels, dots, 10.0, title="t"))
+    tinted = O._tinted(rgb, labels, 0.25)  # the tint tables equal the per-pixel formula
+    scalp = labels == 1
+    expected = (rgb[scalp] * 0.75 + np.array(O._TINT[1]) * 0.25).astype(np.uint8)
+    np.testing.assert_array_equal(tinted[scalp], expected)
+    np.testing.assert_array_equal(tinted[labels == 0], (rgb[labels == 0] * 0.6).astype(np.uint8))
