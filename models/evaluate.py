@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -21,7 +21,7 @@ from pydantic import Field
 from data.config import Settings
 from data.dataset import load_photo
 from data.manifest import Manifest, ManifestError
-from models.inference import predict_image
+from models.inference import Precision, predict_image
 from models.network import prepare_for_inference
 from models.scoring import CLASS_NAMES, DotMatch, confusion, dot_scores, match_dots, region_scores
 
@@ -34,7 +34,7 @@ class EvalSettings(Settings):
     tile: int = Field(512, ge=64)
     overlap: int = Field(64, ge=0)
     batch_size: int = Field(4, ge=1)
-    precision: Literal["auto", "float32", "bfloat16", "float16"] | None = None
+    precision: Precision | None = None
     """Arithmetic of inference (models.inference.resolve_precision); None: float32 on CPU (the reference),
     float16 autocast on CUDA."""
     dot_min_px_per_mm: float = Field(8.0, gt=0)

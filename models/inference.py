@@ -29,6 +29,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -38,11 +39,12 @@ from torch import Tensor
 
 from models.network import SegDotNet
 
-__all__ = ["PRECISIONS", "Prediction", "TileGrid", "decode_dots", "native_bfloat16", "predict_image",
+__all__ = ["PRECISIONS", "Precision", "Prediction", "TileGrid", "decode_dots", "native_bfloat16", "predict_image",
            "resolve_precision"]
 
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+Precision = Literal["auto", "float32", "bfloat16", "float16"]
 """What :func:`predict_image` can compute in (``auto``: see :func:`resolve_precision`)."""
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 def native_bfloat16() -> bool:
@@ -143,7 +145,7 @@ def _local_maxima(logits: Tensor, candidates: Tensor, reach: int) -> Tensor:
     cells, but only candidates are compared with their neighbours: above a threshold they
     are a few per cent of the heat map, so this is several times cheaper than pooling it.
     """
-    if candidates.float().mean() > 0.25:  # most cells compete: pooling the whole map is cheaper
+    if 4 * int(candidates.count_nonzero()) > candidates.numel():  # most cells compete: pooling the whole map is cheaper
         return candidates & (logits == F.max_pool2d(logits, 2 * reach + 1, stride=1, padding=reach))
     b, _, r, c = candidates.nonzero(as_tuple=True)
     padded = F.pad(logits, (reach, reach, reach, reach), value=-math.inf)

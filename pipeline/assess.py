@@ -55,6 +55,7 @@ class SegmentSettings(Settings):
     dot_threshold: float = Field(0.3, gt=0, lt=1)
     #: Network arithmetic: ``auto`` (bfloat16 on CPUs that multiply it in hardware, float16 on CUDA, else
     #: float32), ``float32``, ``bfloat16``, ``float16`` (CUDA only). The one used is recorded in the model block.
+    #: The values of ``models.inference.Precision``, spelled here so the settings do not import torch.
     precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
 

@@ -262,10 +262,13 @@ def _pool_assess(item: WorkItem) -> dict[str, Any]:
     return assess_one(_WORKER, item)
 
 
-def worker_threads(workers: int, cpus_per_worker: int | None = None) -> int:
-    """Threads (and Ray CPUs) of each worker: ``cpus_per_worker``, or this machine's cores shared out."""
+def worker_threads(workers: int, cpus_per_worker: int | None = None, *, cluster: bool = False) -> int:
+    """Threads (and Ray CPUs) of each worker: ``cpus_per_worker``; else 1 on a Ray cluster of unknown
+    node sizes (Ray places the actors), or this machine's cores shared out among the workers."""
     if cpus_per_worker:
         return int(cpus_per_worker)
+    if cluster:
+        return 1
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
@@ -361,10 +364,7 @@ def run_ray(items: Sequence[WorkItem], settings: AssessSettings, workers: int = 
         ray.init(**kwargs)
         started = True
     try:
-        # On this machine each worker gets its share of the cores (threads and Ray's CPU reservation);
-        # on a cluster of unknown node sizes, one CPU each (Ray places the actors).
-        per_worker = int(cpus_per_worker) if cpus_per_worker else (
-            1 if address else max(1, int(ray.cluster_resources().get("CPU", 1)) // workers))
+        per_worker = worker_threads(workers, cpus_per_worker, cluster=bool(address))
         import ray.data
 
         ctx = ray.data.DataContext.get_current()

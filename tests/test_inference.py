@@ -290,6 +290,11 @@ def test_precision_resolution_and_refusals(monkeypatch):
         inference.resolve_precision("float16", "cpu")
     with pytest.raises(ValueError, match="precision must be one of"):
         inference.resolve_precision("int8", "cpu")
+    from typing import get_args
+
+    from pipeline.assess import SegmentSettings  # spells the values without importing torch: keep them equal
+
+    assert get_args(SegmentSettings.model_fields["precision"].annotation) == inference.PRECISIONS
 
 
 def test_bfloat16_inference_agrees_with_float32():

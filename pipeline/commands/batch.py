@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
              if result.steady_throughput is not None else "")
           + f") -> {out / 'results.parquet'}", file=sys.stderr)
     summary = {**result.to_json(), "engine": args.engine, "workers": args.workers,
-               "cpus_per_worker": cpus or (1 if args.ray_address else B.worker_threads(args.workers))}
+               "cpus_per_worker": B.worker_threads(args.workers, cpus, cluster=bool(args.ray_address))}
     tmp = out / ".summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1))
     tmp.replace(out / "summary.json")
