@@ -22,6 +22,12 @@ class FlagSettings(Settings):
     spread_diameter_mm_min: float = Field(gt=0)
     show_through_dl: float = Field(gt=0)
     viewing_sigma_mm: float = Field(gt=0)
+    #: Truth and measurement alike: a dot is visible only with less hair over its disc than this ...
+    visible_max_hair_cover: float = Field(0.5, gt=0, le=1)
+    #: ... and a centre darkness (skin L* - dot L*, as the optics render it) of at least this.
+    visible_min_contrast_dl: float = Field(3.0, gt=0)
+    #: A dot's colour (and so a flag) is measured only when its half-maximum diameter spans this many px.
+    measurable_min_diameter_px: float = Field(3.0, gt=0)
 
 
 def load_flag_settings(path=None, overrides=()) -> FlagSettings:

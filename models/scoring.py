@@ -12,7 +12,7 @@ to the same physical tolerance.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -72,16 +72,26 @@ def region_scores(cm: np.ndarray) -> RegionScores:
 
 @dataclass(frozen=True)
 class DotMatch:
-    """The one-to-one matching of predicted and true dot centres in one photo."""
+    """The one-to-one matching of predicted and true dot centres in one photo.
+
+    True dots the photo does not show (``visible`` False: under hair, or below
+    the contrast floor) take part in the matching but count neither way: a
+    prediction on one is neither a hit nor a false dot, and missing one is not
+    a miss. Only pairs on visible dots are listed in ``pred_index`` /
+    ``true_index``.
+    """
 
     pred_index: np.ndarray
-    """(M,) indices into the predictions of matched pairs."""
+    """(M,) indices into the predictions of matched pairs (visible true dots)."""
     true_index: np.ndarray
-    """(M,) indices into the truth of matched pairs."""
+    """(M,) indices into the truth of matched pairs (visible true dots)."""
     distance_px: np.ndarray
     """(M,) distance of each matched pair, pixels."""
     n_pred: int
     n_true: int
+    """Visible true dots."""
+    ignored_pred_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    """Predictions matched to a dot the photo does not show (neither hit nor false)."""
 
     @property
     def tp(self) -> int:
@@ -89,37 +99,53 @@ class DotMatch:
 
     @property
     def fp(self) -> int:
-        return self.n_pred - self.tp
+        return self.n_pred - self.tp - int(len(self.ignored_pred_index))
 
     @property
     def fn(self) -> int:
         return self.n_true - self.tp
 
 
-def match_dots(pred_xy: np.ndarray, true_xy: np.ndarray, radius_px: float) -> DotMatch:
+def match_radius_px(diameter_mm: np.ndarray, px_per_mm: float, *, radius_mm: float = 0.1,
+                    diameter_fraction: float = 0.15) -> np.ndarray:
+    """(N,) match radius of each true dot: ``radius_mm`` or ``diameter_fraction`` x its diameter, the larger."""
+    d = np.nan_to_num(np.asarray(diameter_mm, np.float64), nan=0.0)
+    return np.maximum(radius_mm, diameter_fraction * d) * float(px_per_mm)
+
+
+def match_dots(pred_xy: np.ndarray, true_xy: np.ndarray, radius_px: float | np.ndarray, *,
+               visible: np.ndarray | None = None) -> DotMatch:
     """Optimal one-to-one matching of centres closer than ``radius_px``.
 
-    Candidate pairs come from a KD-tree; the assignment minimises the total
-    distance among pairs within the radius (a sparse bipartite matching, so it
-    stays fast with tens of thousands of dots).
+    ``radius_px``: one radius, or one per true dot (:func:`match_radius_px`).
+    ``visible``: (N_true,) bool; invisible true dots are matched but not scored
+    (see :class:`DotMatch`). Candidate pairs come from a KD-tree; the assignment
+    minimises the total distance among pairs within the radius (a sparse
+    bipartite matching, so it stays fast with tens of thousands of dots).
     """
     pred_xy = np.asarray(pred_xy, np.float64).reshape(-1, 2)
     true_xy = np.asarray(true_xy, np.float64).reshape(-1, 2)
     n_p, n_t = len(pred_xy), len(true_xy)
+    vis = np.ones(n_t, bool) if visible is None else np.asarray(visible, bool).reshape(-1)
+    if len(vis) != n_t:
+        raise ValueError(f"visible has {len(vis)} entries for {n_t} true dots")
+    radii = np.broadcast_to(np.asarray(radius_px, np.float64), (n_t,))
+    n_vis = int(vis.sum())
     empty = np.zeros(0, np.int64)
-    if n_p == 0 or n_t == 0 or radius_px <= 0:
-        return DotMatch(empty, empty, np.zeros(0), n_p, n_t)
-    pairs = cKDTree(pred_xy).sparse_distance_matrix(cKDTree(true_xy), radius_px, output_type="coo_matrix")
-    if pairs.nnz == 0:
-        return DotMatch(empty, empty, np.zeros(0), n_p, n_t)
-    rows, cols, dist = pairs.row, pairs.col, pairs.data
-    # split into connected groups is unnecessary: the sparse matcher handles it, but it
-    # needs a full matching to exist, so match within the rows/columns that have edges
-    # and add a dummy edge per row to a private column of large cost (unmatched = allowed).
+    r_max = float(radii.max()) if n_t else 0.0
+    if n_p == 0 or n_t == 0 or r_max <= 0:
+        return DotMatch(empty, empty, np.zeros(0), n_p, n_vis)
+    pairs = cKDTree(pred_xy).sparse_distance_matrix(cKDTree(true_xy), r_max, output_type="coo_matrix")
+    keep = pairs.data <= radii[pairs.col]
+    rows, cols, dist = pairs.row[keep], pairs.col[keep], pairs.data[keep]
+    if len(rows) == 0:
+        return DotMatch(empty, empty, np.zeros(0), n_p, n_vis)
+    # match within the rows/columns that have edges, with a dummy edge per row to a private
+    # column of large cost (unmatched = allowed), so that a full matching always exists
     ur, ri = np.unique(rows, return_inverse=True)
     uc, ci = np.unique(cols, return_inverse=True)
     n_r, n_c = len(ur), len(uc)
-    big = 2.0 * radius_px + 1.0
+    big = 2.0 * r_max + 1.0
     # weights must be > 0 for the sparse matcher: shift distances by a constant
     w = np.concatenate([dist + 1e-9, np.full(n_r, big)])
     r = np.concatenate([ri, np.arange(n_r)])
@@ -132,12 +158,14 @@ def match_dots(pred_xy: np.ndarray, true_xy: np.ndarray, radius_px: float) -> Do
         d[ri, ci] = dist
         a, b = linear_sum_assignment(d)
         match = np.full(n_r, n_c + 1)
-        match[a] = np.where(d[a, b] <= radius_px, b, n_c + 1)
+        match[a] = np.where(d[a, b] < big, b, n_c + 1)
     real = match < n_c
     pr = ur[np.flatnonzero(real)]
     tr = uc[match[real]]
-    dd = np.hypot(*(pred_xy[pr] - true_xy[tr]).T)
-    return DotMatch(pr.astype(np.int64), tr.astype(np.int64), dd, n_p, n_t)
+    seen = vis[tr]
+    dd = np.hypot(*(pred_xy[pr[seen]] - true_xy[tr[seen]]).T)
+    return DotMatch(pr[seen].astype(np.int64), tr[seen].astype(np.int64), dd, n_p, n_vis,
+                    pr[~seen].astype(np.int64))
 
 
 @dataclass(frozen=True)
@@ -174,3 +202,66 @@ def dot_scores(matches: list[tuple[DotMatch, float]]) -> DotScores:
     fn = sum(m.fn for m, _ in matches)
     loc = np.concatenate([m.distance_px / ppm for m, ppm in matches]) if matches else np.zeros(0)
     return DotScores(tp, fp, fn, loc)
+
+
+@dataclass(frozen=True)
+class BoundaryScores:
+    """Agreement of two binary masks with a tolerance in pixels (thin structures: hair).
+
+    ``precision``: share of predicted pixels within ``tolerance_px`` of a true
+    pixel; ``recall``: share of true pixels within ``tolerance_px`` of a
+    predicted one; ``f1`` their harmonic mean. A 1-px strand drawn one pixel to
+    the side scores 0 in pixel IoU and 1 here; the pixel counts are kept so that
+    photos can be pooled (:func:`pool_boundary`).
+    """
+
+    pred_near: int
+    pred_total: int
+    true_near: int
+    true_total: int
+    tolerance_px: int
+
+    @property
+    def precision(self) -> float:
+        return self.pred_near / self.pred_total if self.pred_total else float("nan")
+
+    @property
+    def recall(self) -> float:
+        return self.true_near / self.true_total if self.true_total else float("nan")
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        if not (p == p and r == r) or p + r == 0:
+            return float("nan") if not (p == p and r == r) else 0.0
+        return 2 * p * r / (p + r)
+
+
+def boundary_scores(pred: np.ndarray, truth: np.ndarray, tolerance_px: int = 1,
+                    valid: np.ndarray | None = None) -> BoundaryScores:
+    """Tolerant agreement of bool masks ``pred`` and ``truth`` (see :class:`BoundaryScores`).
+
+    ``valid``: pixels that count (e.g. truth != 255); the tolerance is a square
+    of side ``2 tolerance_px + 1`` (8-connected neighbours for 1 px).
+    """
+    import cv2
+
+    p = np.asarray(pred, bool)
+    t = np.asarray(truth, bool)
+    if p.shape != t.shape:
+        raise ValueError(f"prediction {p.shape} and label {t.shape} differ in size")
+    if valid is not None:
+        p = p & valid
+        t = t & valid
+    k = np.ones((2 * tolerance_px + 1, 2 * tolerance_px + 1), np.uint8)
+    t_near = cv2.dilate(t.view(np.uint8), k).view(bool)
+    p_near = cv2.dilate(p.view(np.uint8), k).view(bool)
+    return BoundaryScores(int((p & t_near).sum()), int(p.sum()), int((t & p_near).sum()), int(t.sum()),
+                          tolerance_px)
+
+
+def pool_boundary(scores: list[BoundaryScores]) -> BoundaryScores:
+    """Pixel counts of many photos added up (same tolerance)."""
+    tol = scores[0].tolerance_px if scores else 1
+    return BoundaryScores(sum(s.pred_near for s in scores), sum(s.pred_total for s in scores),
+                          sum(s.true_near for s in scores), sum(s.true_total for s in scores), tol)

@@ -60,3 +60,51 @@ def test_empty_inputs_and_pooled_scores():
     s = dot_scores([(match_dots(pred, true, 2.0), 20.0)])
     assert s.f1 == 1.0
     assert s.to_dict()["dot_loc_error_mm_median"] == pytest.approx(np.median(np.hypot(*(pred - true).T)) / 20, rel=1e-9)
+
+
+def test_invisible_true_dots_are_neither_hits_nor_misses():
+    true = np.array([[10.0, 10.0], [30.0, 10.0], [50.0, 10.0]])
+    visible = np.array([True, False, False])
+    pred = np.array([[10.2, 10.0], [30.1, 10.0], [90.0, 90.0]])
+    m = match_dots(pred, true, 2.0, visible=visible)
+    # pred 1 sits on an invisible dot: ignored; the invisible dot at x=50 is not a miss
+    assert (m.tp, m.fp, m.fn) == (1, 1, 0)
+    assert m.ignored_pred_index.tolist() == [1]
+    assert m.true_index.tolist() == [0]
+    # a perfect detector of the visible dots scores 1
+    perfect = match_dots(true[visible], true, 2.0, visible=visible)
+    assert dot_scores([(perfect, 20.0)]).f1 == 1.0
+    with pytest.raises(ValueError, match="visible"):
+        match_dots(pred, true, 2.0, visible=np.array([True]))
+
+
+def test_match_radius_grows_with_the_true_dot():
+    from models.scoring import match_radius_px
+
+    r = match_radius_px(np.array([0.2, 1.0, np.nan]), 20.0)
+    assert r.tolist() == pytest.approx([2.0, 3.0, 2.0])
+    true = np.array([[0.0, 0.0], [100.0, 0.0]])
+    pred = np.array([[1.9, 0.0], [101.9, 0.0]])
+    m = match_dots(pred, true, np.array([1.5, 2.0]))
+    assert m.tp == 1 and m.true_index.tolist() == [1]
+
+
+def test_boundary_scores_tolerate_a_one_pixel_shift_of_a_strand():
+    from models.scoring import boundary_scores, pool_boundary
+
+    truth = np.zeros((20, 20), bool)
+    truth[:, 10] = True                 # a 1-px strand
+    shifted = np.roll(truth, 1, axis=1)
+    iou = (truth & shifted).sum() / (truth | shifted).sum()
+    assert iou == 0.0
+    b = boundary_scores(shifted, truth, 1)
+    assert b.f1 == 1.0 and b.precision == 1.0 and b.recall == 1.0
+    far = np.roll(truth, 3, axis=1)
+    assert boundary_scores(far, truth, 1).f1 == 0.0
+    half = truth.copy()
+    half[10:] = False                   # half of the strand found
+    hb = boundary_scores(half, truth, 1)
+    assert hb.precision == 1.0 and hb.recall == pytest.approx(0.55)  # the row next to the cut is within 1 px
+    pooled = pool_boundary([b, hb])
+    assert pooled.true_total == 40 and pooled.pred_total == 30
+    assert np.isnan(boundary_scores(np.zeros((4, 4), bool), np.zeros((4, 4), bool)).f1)

@@ -25,6 +25,7 @@ from data.synth.hair import (Follicles, HairParams, draw_follicles, draw_hair, r
 from data.synth.scene import Scene, dot_flags_table, lstar_of
 from data.synth.settings import SynthSettings
 from data.synth.skin import SkinParams, draw_skin, render_skin
+from data.synth.visibility import defocus_sigma_px, disc_mean, image_px_per_mm, seen_contrast, visible
 
 
 @dataclass(frozen=True)
@@ -245,23 +246,29 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     hair = render_hair(tex, hair_params, client.follicles, shape, ppm)
     cov = hair.composite(albedo)
     hair_mask = cov >= 0.5
-    del cov
+    # how much of each dot's disc the hair hides (the `visible` truth)
+    hair_cover = disc_mean(cov, dots.xy_mm * ppm - 0.5, dots.radius_mm * ppm) if n else np.zeros(0)
     del hair
 
     # --- card ---
     card_cover = np.zeros(shape, np.float32)
     if card_pose.present:
         composite_card(albedo, card_cover, card, card_pose, plane)
-    mask_plane = hair_mask.view(np.uint8) + np.uint8(1)  # 1 scalp, 2 hair (uint8 all along: no int64 temporaries)
-    mask_plane[card_cover >= 0.5] = 0
 
     # --- project to the image ---
     w, h = image_size
     m = h_img @ np.array([[1 / ppm, 0, 0.5 / ppm], [0, 1 / ppm, 0.5 / ppm], [0, 0, 1]])  # plane px -> image px
     warp = dict(dsize=(w, h), borderMode=cv2.BORDER_REPLICATE)
-    mask = cv2.warpPerspective(mask_plane, m, flags=cv2.INTER_NEAREST, **warp)
+    # the class truth follows the photo: hair and card coverage are warped with the photo's own
+    # (bilinear) interpolation and cut at one half in the image, so a 1-px strand is labelled
+    # where the photo shows it, not where nearest-neighbour sampling of the plane happens to land
+    mask = cv2.warpPerspective(cov, m, flags=cv2.INTER_LINEAR, **warp) >= np.float32(0.5)
+    mask = mask.view(np.uint8) + np.uint8(1)  # 1 scalp, 2 hair (uint8 all along: no int64 temporaries)
+    del cov
+    if card_pose.present:
+        mask[cv2.warpPerspective(card_cover, m, flags=cv2.INTER_LINEAR, **warp) >= np.float32(0.5)] = 0
     skin_l = cv2.warpPerspective(skin_l_plane, m, flags=cv2.INTER_LINEAR, **warp)
-    del skin_l_plane, mask_plane
+    del skin_l_plane
     # oily sheen, where there is no card (the card is matte)
     shine = skin.oil
     np.subtract(np.float32(1.0), card_cover, out=card_cover)
@@ -290,7 +297,16 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
         "blue_index": blue_index(lab, skin_lab),
         "session": dots.session, "shade": np.array(client.palette)[dots.shade] if n else [],
         "merged_with": dots.merged_with, "hair_covered": hair_at, "in_scar": in_scar > 0.3,
+        "hair_cover": hair_cover,
     })
+    # contrast as the optics render it, and whether the photo shows the dot at all
+    r_img = dots.radius_mm * image_px_per_mm(h_img, dots.xy_mm)
+    blur = defocus_sigma_px(xy_img, (w, h), cam.dof_blur_mm * cam.px_per_mm,
+                            np.deg2rad(cam.tilt_azimuth_deg + cam.rotation_deg))
+    table["contrast_seen"] = seen_contrast(table["contrast_dL"].to_numpy(), r_img, blur)
+    table["visible"] = visible(table["hair_cover"].to_numpy(), table["contrast_seen"].to_numpy(),
+                               max_hair_cover=rules.visible_max_hair_cover,
+                               min_contrast_dl=rules.visible_min_contrast_dl)
     inside = (table.x >= -0.5) & (table.x < w - 0.5) & (table.y >= -0.5) & (table.y < h - 0.5)
     table = table[inside]
     # a dot under the card is not in the photo: drop it from the truth

@@ -73,6 +73,7 @@ from data.synth.hair import HAIR_LAB, Follicles, HairParams, _strand_tones, draw
 from data.synth.scene import Scene, dot_flags_table, lstar_of
 from data.synth.settings import SynthSettings
 from data.synth.skin import SkinParams, draw_skin, render_skin
+from data.synth.visibility import seen_contrast, visible as dot_visible
 
 MAX_STRANDS = 25000
 """Above this many visible hairs, strands are merged (while they stay thinner than half a pixel)."""
@@ -1427,6 +1428,13 @@ def single_global(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, 
     # a dot under the card is not in the photo: drop it from the truth
     under_card = card_cover.ravel()[fl] >= 0.5 if n else np.zeros(0, bool)
     table = dot_flags_table(table[~under_card].reset_index(drop=True), rules)
+    # what the photo shows: a whole-head view renders a dot over a pixel or two (a 0.5-px-sigma footprint)
+    table["hair_cover"] = table["hair_covered"].to_numpy(float)
+    table["contrast_seen"] = seen_contrast(table["contrast_dL"].to_numpy(float),
+                                           0.5 * table["diameter_mm"].to_numpy(float) * ppm, 0.0, 0.5)
+    table["visible"] = dot_visible(table["hair_cover"].to_numpy(), table["contrast_seen"].to_numpy(),
+                               max_hair_cover=rules.visible_max_hair_cover,
+                               min_contrast_dl=rules.visible_min_contrast_dl)
 
     # nominal similarity: dot plane mm -> image px, exact at the plane's centre direction
     c_p, _ = head.surface(plane.centre[None, :])

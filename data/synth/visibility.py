@@ -1,0 +1,108 @@
+"""Which true dots a photo actually shows: the ``visible`` column of the truth.
+
+A dot that exists in the skin is not always in the photo: hair lies over it, or
+it has faded (or been blurred by the lens) below what any method can tell from
+skin. Counting such dots as misses scores a perfect detector below 1, so the
+truth marks them ``visible: false`` and the scoring (``models.scoring``) counts
+them neither as hits nor as misses.
+
+A dot is visible when both hold (thresholds in ``configs/flags.yaml``):
+
+* ``hair_cover`` < ``visible_max_hair_cover``: the mean hair coverage over the
+  dot's disc (the renderer's alpha of hair over skin, 19 samples within the
+  half-density radius);
+* ``contrast_seen`` >= ``visible_min_contrast_dl``: the dot's core contrast
+  on the skin (``contrast_dL``) as the camera's optics render it, before light,
+  noise and JPEG: attenuated by the lens blur at that point of the frame (the
+  same depth-of-field ramp as ``data.synth.camera.photograph``) and the
+  resampling into the image. A small dot under a wide blur loses most of its
+  contrast; a large one keeps it. Hair is not part of it: that is ``hair_cover``.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+__all__ = ["disc_mean", "defocus_sigma_px", "image_px_per_mm", "seen_contrast", "visible"]
+
+# 1 + 6 + 12 sample points within the unit disc (centre, two rings)
+_R = np.concatenate([[0.0], np.full(6, 0.5), np.full(12, 0.9)])
+_A = np.concatenate([[0.0], np.linspace(0, 2 * np.pi, 6, endpoint=False),
+                     np.linspace(0, 2 * np.pi, 12, endpoint=False) + np.pi / 12])
+
+
+def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    mx = np.ascontiguousarray(x, np.float32).reshape(1, -1)
+    my = np.ascontiguousarray(y, np.float32).reshape(1, -1)
+    out = [cv2.remap(image, mx[:, i:i + 32000], my[:, i:i + 32000], cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE) for i in range(0, mx.shape[1], 32000)]
+    flat = np.concatenate(out, axis=1) if out else np.zeros((1, 0), np.float32)
+    return flat.reshape(np.shape(x))
+
+
+def disc_mean(image: np.ndarray, centres_px: np.ndarray, radius_px: np.ndarray) -> np.ndarray:
+    """(N,) mean of ``image`` (HxW float32) over discs, from 19 bilinear samples each."""
+    c = np.asarray(centres_px, np.float64).reshape(-1, 2)
+    if len(c) == 0:
+        return np.zeros(0)
+    r = np.asarray(radius_px, np.float64).reshape(-1, 1)
+    x = c[:, :1] + r * _R[None, :] * np.cos(_A)[None, :]
+    y = c[:, 1:] + r * _R[None, :] * np.sin(_A)[None, :]
+    return _bilinear(np.ascontiguousarray(image, np.float32), x, y).astype(np.float64).mean(axis=1)
+
+
+def image_px_per_mm(plane_to_image: np.ndarray, xy_mm: np.ndarray, step_mm: float = 0.05) -> np.ndarray:
+    """(N,) local scale sqrt|det J| of the plane -> image homography at plane points (finite differences)."""
+    xy = np.asarray(xy_mm, np.float64).reshape(-1, 2)
+    if len(xy) == 0:
+        return np.zeros(0)
+    hm = np.asarray(plane_to_image, np.float64)
+
+    def project(p: np.ndarray) -> np.ndarray:
+        q = np.column_stack([p, np.ones(len(p))]) @ hm.T
+        return q[:, :2] / q[:, 2:3]
+
+    o = project(xy)
+    dx = (project(xy + [step_mm, 0.0]) - o) / step_mm
+    dy = (project(xy + [0.0, step_mm]) - o) / step_mm
+    return np.sqrt(np.abs(dx[:, 0] * dy[:, 1] - dx[:, 1] * dy[:, 0]))
+
+
+def defocus_sigma_px(xy_px: np.ndarray, size: tuple[int, int], sigma_max_px: float, azimuth_rad: float) -> np.ndarray:
+    """(N,) Gaussian blur sigma at image points under the camera's depth-of-field ramp.
+
+    The camera blends the sharp and the blurred frame by ``t`` (0 at the sharp
+    side, 1 at the far side); for a compact dot the blend's peak loss is close
+    to a Gaussian blur of ``t * sigma_max`` and this is what is returned.
+    """
+    w, h = size
+    xy = np.asarray(xy_px, np.float64).reshape(-1, 2)
+    if sigma_max_px < 0.3 or len(xy) == 0:
+        return np.zeros(len(xy))
+    ca, sa = abs(np.cos(azimuth_rad)), abs(np.sin(azimuth_rad))
+    t = np.clip(xy[:, 0] / max(w - 1, 1) * ca + xy[:, 1] / max(h - 1, 1) * sa, 0, 1)
+    t /= max(min(1.0, ca + sa), 1e-6)
+    return np.clip(t, 0, 1) * sigma_max_px
+
+
+def seen_contrast(contrast_dl: np.ndarray, radius_px: np.ndarray, blur_sigma_px: np.ndarray,
+                  resample_sigma_px: float = 0.29) -> np.ndarray:
+    """(N,) the dot's centre darkness as the optics render it.
+
+    A compact spot of Gaussian sigma ``s`` blurred by ``b`` keeps
+    ``s^2 / (s^2 + b^2)`` of its peak; ``s`` is the half-density radius / 1.18
+    (the half-maximum radius of a Gaussian), ``b^2`` the lens blur at that
+    point plus the bilinear resampling of the plane raster into the image
+    (``resample_sigma_px``: the sd of a uniform pixel offset, 1/sqrt(12)).
+    ``contrast_dl`` is the dot's core contrast on the skin (the ``contrast_dL``
+    truth, measured before hair, light and camera).
+    """
+    s2 = (np.maximum(np.asarray(radius_px, np.float64), 0.05) / 1.18) ** 2
+    b2 = np.asarray(blur_sigma_px, np.float64) ** 2 + resample_sigma_px ** 2
+    return np.asarray(contrast_dl, np.float64) * s2 / (s2 + b2)
+
+
+def visible(hair_cover: np.ndarray, contrast_seen: np.ndarray, *, max_hair_cover: float,
+            min_contrast_dl: float) -> np.ndarray:
+    """(N,) bool: the photo shows the dot (see the module docstring)."""
+    return (np.asarray(hair_cover) < max_hair_cover) & (np.asarray(contrast_seen) >= min_contrast_dl)
