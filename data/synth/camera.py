@@ -1,4 +1,5 @@
-"""Camera and light: pose (homography), illuminant, exposure, blur, noise, JPEG.
+"""Camera and light: pose (homography), illuminant, exposure, blur, noise, colour
+cast, in-camera noise reduction and sharpening, JPEG.
 
 The scene is reflectance on the scalp plane; the camera turns it into the
 8-bit sRGB photo a clinic would take. Each step is a separate pure function
@@ -6,7 +7,7 @@ so that tests can check them one by one.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
@@ -36,9 +37,39 @@ class CameraParams:
     read_noise: float
     shot_noise: float
     jpeg_quality: int
+    colour_cast: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """Gains on linear R, G, B left after white balance (unit luminance)."""
+    sharpen_amount: float = 0.0
+    detail_radius_px: float = 1.0
+    denoise_threshold: float = 0.0
+    macro: bool = False
+    """A phone macro: strong tilt and shallow depth of field (``tilt_deg``, ``dof_blur_mm``)."""
 
 
 def draw_camera(rng: np.random.Generator, s: CameraSettings, width: int) -> CameraParams:
+    cam = _draw_basic(rng, s, width)
+    # camera looks, drawn after the basic pose and light (same order for every image)
+    mag = rng.uniform(*s.colour_cast)
+    hue = rng.uniform(0.0, 2 * np.pi)
+    cast = np.exp(mag * np.cos(hue + np.array([0.0, -2 * np.pi / 3, 2 * np.pi / 3])))
+    cast /= cast @ np.array([0.2126, 0.7152, 0.0722])
+    sharpen = rng.random() < s.sharpen_probability
+    amount = rng.uniform(*s.sharpen_amount)
+    radius = rng.uniform(*s.detail_radius_px)
+    denoise = rng.random() < s.denoise_probability
+    threshold = rng.uniform(*s.denoise_threshold)
+    macro = rng.random() < s.macro_probability
+    tilt = rng.uniform(*s.macro_tilt_deg)
+    dof = rng.uniform(*s.macro_dof_blur_mm)
+    extra = dict(colour_cast=tuple(float(v) for v in cast), sharpen_amount=float(amount) if sharpen else 0.0,
+                 detail_radius_px=float(radius), denoise_threshold=float(threshold) if denoise else 0.0,
+                 macro=bool(macro))
+    if macro:
+        extra.update(tilt_deg=float(tilt), dof_blur_mm=float(dof))
+    return CameraParams(**{**asdict(cam), **extra})
+
+
+def _draw_basic(rng: np.random.Generator, s: CameraSettings, width: int) -> CameraParams:
     return CameraParams(
         px_per_mm=float(rng.uniform(*s.px_per_mm)),
         rotation_deg=float(rng.uniform(*s.rotation_deg)),
@@ -296,6 +327,7 @@ def photograph(albedo: np.ndarray, shine: np.ndarray, plane_to_px: np.ndarray, s
     # white balance corrects only part of the illuminant's cast
     wb = illuminant_rgb(cam.illuminant_kelvin) ** -(1.0 - cam.white_balance_error)
     wb = (wb / (wb @ np.array([0.2126, 0.7152, 0.0722]))).astype(np.float32)
+    wb *= np.asarray(cam.colour_cast, np.float32)  # off-locus cast (mixed or fluorescent light)
     shot2, read2 = np.float32(cam.shot_noise ** 2), np.float32(cam.read_noise ** 2)
 
     photo = np.empty((h, w, 3), np.uint8)
@@ -330,4 +362,46 @@ def photograph(albedo: np.ndarray, shine: np.ndarray, plane_to_px: np.ndarray, s
         rad *= wb
         rad *= np.float32(65535.0)
         np.take(_SRGB_LUT, _quantise16(rad), out=photo[y0:y1])
+    isp_detail(photo, cam.sharpen_amount, cam.detail_radius_px, cam.denoise_threshold)
     return photo
+
+
+def isp_detail(photo: np.ndarray, amount: float, radius_px: float, threshold: float,
+               strip_rows: int = 256) -> None:
+    """In-camera noise reduction and sharpening on the 8-bit luma, in place.
+
+    The luma is split into a base (Gaussian, sigma ``radius_px``) and a detail band
+    ``d`` (clamped to +-127 levels). Noise reduction cores the detail,
+    ``d * d^2 / (d^2 + threshold^2)``: what is below ``threshold`` levels (noise,
+    fine low-contrast texture) is flattened, the smeared look of a phone, while
+    edges stay. Sharpening multiplies the detail by ``1 + amount`` (the unsharp
+    mask, whose overshoot is the halo at edges). Both are one 256-entry table from
+    detail to luma change, which is added to all three channels as an ISP does in
+    YCbCr; the last step runs in strips of rows to stay in cache.
+    """
+    if amount <= 0 and threshold <= 0:
+        return
+    luma = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+    base = cv2.GaussianBlur(luma, (0, 0), radius_px)
+    detail = cv2.addWeighted(luma, 1.0, base, -1.0, 128.0)   # d + 128, saturated to 0..255
+    del base
+    d = np.arange(256, dtype=np.float64) - 128.0
+    cored = d * d * d / (d * d + threshold ** 2) if threshold > 0 else d
+    table = np.round(cored * (1.0 + amount) - d).astype(np.int16).reshape(1, 256)
+    delta = cv2.LUT(detail, table)
+    for y0 in range(0, photo.shape[0], strip_rows):
+        dl = delta[y0:y0 + strip_rows]
+        strip = photo[y0:y0 + strip_rows]
+        cv2.add(strip, cv2.merge([dl, dl, dl]), dst=strip, dtype=cv2.CV_8U)
+
+
+def count_in_frame(points_mm: dict[str, np.ndarray], plane_to_px: np.ndarray, size: tuple[int, int],
+                   ) -> dict[str, int]:
+    """How many of each kind of plane point (mm) a photo of ``size`` shows."""
+    w, h = size
+    out = {}
+    for kind, xy in points_mm.items():
+        xy = np.asarray(xy, float).reshape(-1, 2)
+        p = apply_h(plane_to_px, xy) if len(xy) else np.zeros((0, 2))
+        out[kind] = int(((p[:, 0] >= -0.5) & (p[:, 0] < w - 0.5) & (p[:, 1] >= -0.5) & (p[:, 1] < h - 0.5)).sum())
+    return out

@@ -16,9 +16,9 @@ import pandas as pd
 from data.card import CardSpec, marker_corners_mm, render_card
 from data.colour import blue_index, delta_e00, linear_rgb_to_lab, srgb_to_linear
 from data.flags import FlagSettings
-from data.synth.camera import CameraParams, apply_h, photograph, plane_to_image
-from data.synth.dots import (DotSet, core_means, darken_by_dots, dot_sprites, place_dots,
-                             ring_samples, solve_strength)
+from data.synth.camera import CameraParams, apply_h, count_in_frame, photograph, plane_to_image
+from data.synth.dots import (DotSet, core_means, darken_by_dots, dot_sprites, pick_fresh, place_dots,
+                             restyle_fresh, ring_samples, scab_dots, solve_strength)
 from data.synth.fields import smooth_field
 from data.synth.hair import (Follicles, HairParams, draw_follicles, draw_hair, render_hair,
                              thinning_map)
@@ -125,6 +125,8 @@ def aged_single_visit(rng: np.random.Generator, cfg: SynthSettings, client: Clie
     n = len(dots)
     contrast = rng.uniform(*cfg.dots.contrast_dl, n)
     aged = rng.random(n) < rng.uniform(*cfg.dots.aged_fraction)
+    fresh = pick_fresh(rng, dots, float(rng.uniform(*cfg.dots.fresh_fraction)))  # days-old dots: not aged
+    aged &= ~fresh
     kind = rng.integers(0, 3, n)
     blue = np.zeros(n)
     radius = dots.radius_mm.copy()
@@ -137,8 +139,9 @@ def aged_single_visit(rng: np.random.Generator, cfg: SynthSettings, client: Clie
     radius[sp] = rng.uniform(0.28, 0.45, sp.sum())
     soft[sp] = np.clip(soft[sp] * 2.0, 0.2, 0.6)
     contrast[sp] *= 0.8
-    return VisitState(dots=dots.with_(blue=blue, radius_mm=radius, softness=soft),
-                      contrast_dl=contrast, hair_length_scale=1.0, extra_redness=0.0)
+    contrast[fresh] = rng.uniform(*cfg.dots.fresh_contrast_dl, int(fresh.sum()))
+    dots = restyle_fresh(rng, cfg.dots, dots.with_(blue=blue, radius_mm=radius, softness=soft), fresh)
+    return VisitState(dots=dots, contrast_dl=contrast, hair_length_scale=1.0, extra_redness=0.0)
 
 
 def draw_card_pose(rng: np.random.Generator, cfg: SynthSettings, plane: Plane,
@@ -210,7 +213,11 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     # --- skin (same texture every visit; redness varies) ---
     fol_px = client.follicles.xy_mm * ppm
     opening = np.where(client.follicles.has_hair, 0.35, 1.0)
-    skin = render_skin(tex, client.skin, shape, ppm, fol_px, opening, extra_redness=visit.extra_redness)
+    fresh = visit.dots.take(np.flatnonzero(visit.dots.fresh))  # reddened skin around fresh dots
+    halos = (fresh.xy_mm * ppm - 0.5, (fresh.radius_mm * np.sqrt(fresh.elongation) + fresh.halo_mm) * ppm,
+             fresh.halo_redness)
+    skin = render_skin(tex, client.skin, shape, ppm, fol_px, opening, extra_redness=visit.extra_redness,
+                       redness_spots=halos)
     bare = skin.albedo
 
     # --- dots ---
@@ -238,13 +245,20 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     # per-dot truth colour: core mean of the dotted skin; skin: ring mean of bare skin
     core_rgb = core_means(albedo, sprites, n)
     del sprites
+    scabs = scab_dots(rng, dots)  # crusts over some fresh dots: not dots, drawn after their truth colour
+    darken_by_dots(albedo, scabs, dot_sprites(scabs, shape, ppm))
 
     # --- hair ---
     hp = client.hair
     hair_params = HairParams(**{**asdict(hp), "stubble_length_mm": tuple(
         v * visit.hair_length_scale for v in hp.stubble_length_mm)})
-    hair = render_hair(tex, hair_params, client.follicles, shape, ppm)
+    hair = render_hair(tex, hair_params, client.follicles, shape, ppm, loose_rng=rng)
     cov = hair.composite(albedo)
+    # look-alikes the photo shows, counted into the skin's params (truth.json params.skin.lookalikes)
+    marks = {k: v / ppm for k, v in skin.marks.items()} | hair.marks | {
+        "follicle_openings": client.follicles.xy_mm[~client.follicles.has_hair], "scabs": scabs.xy_mm}
+    from dataclasses import replace
+    client = replace(client, skin=replace(client.skin, lookalikes=count_in_frame(marks, h_img, image_size)))
     hair_mask = cov >= 0.5
     # how much of each dot's disc the hair hides (the `visible` truth)
     hair_cover = disc_mean(cov, dots.xy_mm * ppm - 0.5, dots.radius_mm * ppm) if n else np.zeros(0)

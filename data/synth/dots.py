@@ -41,6 +41,12 @@ class DotSet:
     shade: np.ndarray           # (N,) index into the palette's names
     session: np.ndarray         # (N,) session number that placed the dot
     merged_with: np.ndarray     # (N,) dot_id of the dot it touches, or -1
+    elongation: np.ndarray      # (N,) long / short axis of the (area-preserving) ellipse, >= 1
+    angle: np.ndarray           # (N,) direction of the long axis, radians on the plane
+    fresh: np.ndarray           # (N,) bool: days old (sharp, dark, reddened skin around it)
+    halo_mm: np.ndarray         # (N,) reach of the redness beyond the dot's edge (0 = none)
+    halo_redness: np.ndarray    # (N,) redness of that halo (skin redness scale, 0 = none)
+    scab: np.ndarray            # (N,) optical density of a scab over the dot (0 = none)
 
     def __len__(self) -> int:
         return len(self.dot_id)
@@ -57,7 +63,7 @@ class DotSet:
 
     @property
     def diameter_mm(self) -> np.ndarray:
-        """Equivalent-circle diameter of the half-density contour."""
+        """Equivalent-circle diameter of the half-density contour (elongation keeps the area)."""
         a2 = (self.harmonics ** 2).sum(axis=(1, 2))
         return 2.0 * self.radius_mm * np.sqrt(1.0 + 0.5 * a2)
 
@@ -110,6 +116,12 @@ def place_dots(rng: np.random.Generator, s: DotSettings, width_mm: float, height
         shade=np.full(n, palette_names.index(names[session_shade]), np.int64),
         session=np.full(n, session, np.int64),
         merged_with=np.full(n, -1, np.int64),
+        elongation=rng.uniform(*s.elongation, n),
+        angle=rng.uniform(0.0, np.pi, n),
+        fresh=np.zeros(n, bool),
+        halo_mm=np.zeros(n),
+        halo_redness=np.zeros(n),
+        scab=np.zeros(n),
     )
     return _add_merged_pairs(rng, dots, rng.uniform(*s.merged_fraction), width_mm, height_mm)
 
@@ -130,6 +142,7 @@ def _add_merged_pairs(rng: np.random.Generator, dots: DotSet, fraction: float,
     first = int(dots.dot_id.max()) + 1
     partner = partner.with_(xy_mm=xy,
                             harmonics=rng.permutation(partner.harmonics, axis=0),
+                            angle=rng.uniform(0.0, np.pi, k),
                             dot_id=np.arange(first, first + k, dtype=np.int64),
                             merged_with=dots.dot_id[src]).take(np.flatnonzero(ok))
     merged = dots.merged_with.copy()
@@ -154,6 +167,8 @@ def dot_sprites(dots: DotSet, shape: tuple[int, int], px_per_mm: float,
     + b_k sin kθ)``. The edge width ``w`` is at least half a pixel, which stands in
     for area sampling of dots smaller than a pixel. cos kθ and sin kθ come from
     powers of the unit complex number (x + iy)/r, avoiding trigonometry per pixel.
+    An elongated dot measures ``r`` and ``θ`` in its own frame, the long axis
+    stretched by sqrt(e) and the short one shrunk by it (the area stays pi R^2).
     """
     h, w = shape
     n = len(dots)
@@ -161,39 +176,69 @@ def dot_sprites(dots: DotSet, shape: tuple[int, int], px_per_mm: float,
         return []
     r_px = dots.radius_mm * px_per_mm
     edge_px = np.maximum(dots.softness * r_px, 0.5)
-    reach = r_px * (1 + 2 * np.abs(dots.harmonics).sum(axis=(1, 2))) + 5 * edge_px + 1
-    half = np.ceil(reach).astype(int)
+    root_e = np.sqrt(np.maximum(dots.elongation, 1.0))
+    reach = r_px * (1 + 2 * np.abs(dots.harmonics).sum(axis=(1, 2))) + 5 * edge_px
+    # rotation into each dot's frame, folded with the stretch: (u, v) = M (dx, dy)
+    ca, sa = np.cos(dots.angle), np.sin(dots.angle)
+    frame = np.stack([ca / root_e, sa / root_e, -sa * root_e, ca * root_e], -1).astype(np.float32)
+    # window: the bounding box of the rotated ellipse of semi-axes reach x sqrt(e), reach / sqrt(e)
+    major, minor = reach * root_e, reach / root_e
+    half_x = np.ceil(np.hypot(major * ca, minor * sa) + 1).astype(np.int64)
+    half_y = np.ceil(np.hypot(major * sa, minor * ca) + 1).astype(np.int64)
+    half = half_x * 100000 + half_y
     cx = dots.xy_mm[:, 0] * px_per_mm - 0.5  # pixel centres are at integer + 0.5 mm*ppm
     cy = dots.xy_mm[:, 1] * px_per_mm - 0.5
     out = []
-    for k in np.unique(half):
-        idx = np.flatnonzero(half == k)
-        off = np.arange(-k, k + 1)
-        oy, ox = np.meshgrid(off, off, indexing="ij")
+    cx32, cy32 = np.round(cx).astype(np.int32), np.round(cy).astype(np.int32)
+    fx, fy = (cx32 - cx).astype(np.float32), (cy32 - cy).astype(np.float32)  # pixel - centre, sub-pixel part
+    harm = dots.harmonics.astype(np.float32)
+    r32, e32 = r_px.astype(np.float32), edge_px.astype(np.float32)
+    core_r = np.maximum(0.5 * r_px, 0.75).astype(np.float32)
+    for key in np.unique(half):
+        group = np.flatnonzero(half == key)
+        kx, ky = divmod(int(key), 100000)
+        oy, ox = np.meshgrid(np.arange(-ky, ky + 1, dtype=np.int32), np.arange(-kx, kx + 1, dtype=np.int32),
+                             indexing="ij")
         ox, oy = ox.ravel()[None, :], oy.ravel()[None, :]
-        # int32 indices: a frame below 2**31 pixels, and half the memory of int64
-        px = np.round(cx[idx]).astype(np.int32)[:, None] + ox.astype(np.int32)
-        py = np.round(cy[idx]).astype(np.int32)[:, None] + oy.astype(np.int32)
-        dx = (px - cx[idx, None]).astype(np.float32)
-        dy = (py - cy[idx, None]).astype(np.float32)
-        r = np.sqrt(dx * dx + dy * dy)
-        inv = 1.0 / np.maximum(r, 1e-6)
-        c1, s1 = dx * inv, dy * inv
-        ck, sk = c1 * c1 - s1 * s1, 2 * c1 * s1  # k = 2
-        mod = np.ones_like(r)
-        for j in range(N_HARMONICS):
-            a = dots.harmonics[idx, j, 0].astype(np.float32)[:, None]
-            b = dots.harmonics[idx, j, 1].astype(np.float32)[:, None]
-            mod += a * ck + b * sk
-            ck, sk = ck * c1 - sk * s1, sk * c1 + ck * s1
-        rad = (r_px[idx].astype(np.float32)[:, None]) * mod
-        z = np.clip((r - rad) / edge_px[idx].astype(np.float32)[:, None], -30, 30)
-        profile = 1.0 / (1.0 + np.exp(z))
-        inside = (px >= 0) & (px < w) & (py >= 0) & (py < h)
-        flat = np.where(inside, py * np.int32(w) + px, np.int32(-1))
-        rr = r_px[idx][:, None]
-        core = (r <= np.maximum(0.5 * rr, 0.75)) & inside
-        out.append((idx, DotSprites(flat, profile.astype(np.float32), core)))
+        oxf, oyf = ox.astype(np.float32), oy.astype(np.float32)
+        n_px = ox.shape[1]
+        flat_all = np.empty((len(group), n_px), np.int32)
+        prof_all = np.empty((len(group), n_px), np.float32)
+        core_all = np.empty((len(group), n_px), bool)
+        # chunks of ~256k samples: the float temporaries stay in cache
+        step = max(1, 262144 // n_px)
+        for c0 in range(0, len(group), step):
+            idx = group[c0:c0 + step]
+            rows = slice(c0, c0 + len(idx))
+            # int32 indices: a frame below 2**31 pixels, and half the memory of int64
+            px = cx32[idx, None] + ox
+            py = cy32[idx, None] + oy
+            ex = oxf + fx[idx, None]
+            ey = oyf + fy[idx, None]
+            f = frame[idx]
+            dx = f[:, 0:1] * ex
+            dx += f[:, 1:2] * ey
+            dy = f[:, 2:3] * ex
+            dy += f[:, 3:4] * ey
+            r = np.hypot(dx, dy)
+            inv = np.float32(1.0) / np.maximum(r, np.float32(1e-6))
+            c1, s1 = dx * inv, dy * inv
+            ck, sk = c1 * c1 - s1 * s1, 2 * c1 * s1  # k = 2
+            mod = np.ones_like(r)
+            for j in range(N_HARMONICS):
+                mod += harm[idx, j, 0][:, None] * ck + harm[idx, j, 1][:, None] * sk
+                ck, sk = ck * c1 - sk * s1, sk * c1 + ck * s1
+            mod *= r32[idx, None]                 # R(θ)
+            z = r - mod
+            z /= e32[idx, None]
+            np.clip(z, -30, 30, out=z)
+            np.exp(z, out=z)
+            z += np.float32(1.0)
+            np.reciprocal(z, out=prof_all[rows])  # 1 / (1 + exp((r - R(θ)) / w))
+            inside = (px >= 0) & (px < w) & (py >= 0) & (py < h)
+            flat_all[rows] = np.where(inside, py * np.int32(w) + px, np.int32(-1))
+            np.logical_and(r <= core_r[idx, None], inside, out=core_all[rows])
+        out.append((group, DotSprites(flat_all, prof_all, core_all)))
     return out
 
 
@@ -201,13 +246,13 @@ def ring_samples(dots: DotSet, shape: tuple[int, int], px_per_mm: float, annulus
                  n_angles: int = 16) -> np.ndarray:
     """(N, 2 * n_angles) flat pixel indices on the skin ring around each dot, -1 outside.
 
-    The ring starts 1.6 radii + 1 px from the centre (clear of the soft edge) and is
+    The ring starts 1.6 radii (of the long axis) + 1 px from the centre (clear of the soft edge) and is
     ``annulus_mm`` wide; it is sampled on two circles rather than filled, which is
     enough for a mean colour and keeps the cost independent of the ring's area.
     """
     h, w = shape
     r_px = dots.radius_mm * px_per_mm
-    inner = 1.6 * r_px + 1.0
+    inner = 1.6 * r_px * np.sqrt(np.maximum(dots.elongation, 1.0)) + 1.0
     radii = np.stack([inner + 0.35 * annulus_mm * px_per_mm, inner + 0.9 * annulus_mm * px_per_mm], -1)
     ang = np.linspace(0, 2 * np.pi, n_angles, endpoint=False)
     ang = np.concatenate([ang, ang + np.pi / n_angles])
@@ -311,3 +356,66 @@ def solve_strength(skin_rgb: np.ndarray, od_shape: np.ndarray, blue: np.ndarray,
         hi = np.where(darker, mid, hi)
         lo = np.where(darker, lo, mid)
     return 0.5 * (lo + hi)
+
+
+# Scab (dried blood and serum over a fresh puncture): optical density per linear R, G, B,
+# haemoglobin-like (green and blue absorbed most), normalised to unit luminance density.
+SCAB_OD_SHAPE = np.array([0.45, 1.05, 1.15]) / (np.array([0.45, 1.05, 1.15]) @ np.array([0.2126, 0.7152, 0.0722]))
+
+
+def pick_fresh(rng: np.random.Generator, dots: DotSet, fraction: float) -> np.ndarray:
+    """(N,) bool: ``fraction`` of the dots, the latest session's first (a photo days after it)."""
+    n = len(dots)
+    k = int(round(fraction * n))
+    fresh = np.zeros(n, bool)
+    if k:
+        rank = np.argsort(-(dots.session + rng.random(n)), kind="stable")
+        fresh[rank[:k]] = True
+    return fresh
+
+
+def restyle_fresh(rng: np.random.Generator, s: DotSettings, dots: DotSet, fresh: np.ndarray,
+                  ) -> DotSet:
+    """Dots days after the session: larger, sharp, elongated 1.5-2 : 1 at random angles,
+    with reddened skin around them and, on some, a scab. Other dots are left as they are."""
+    k = int(fresh.sum())
+    if k == 0:
+        return dots
+    lo, hi = s.fresh_diameter_mm
+    mean_d = rng.uniform(lo, hi)
+    d = np.clip(rng.normal(mean_d, 0.15 * mean_d, k), lo, hi)
+    harm = dots.harmonics[fresh] * 0.5          # needle punctures: smooth outlines
+    radius = d / 2.0 / np.sqrt(1.0 + 0.5 * (harm ** 2).sum(axis=(1, 2)))
+    soft = np.clip(rng.normal(rng.uniform(*s.fresh_edge_softness), 0.01, k), 0.02, 0.2)
+    red = rng.uniform(*s.fresh_redness)
+    scab = rng.random(k) < rng.uniform(*s.scab_fraction)
+
+    def put(field: np.ndarray, values) -> np.ndarray:
+        out = field.astype(np.result_type(field, np.asarray(values)), copy=True)
+        out[fresh] = values
+        return out
+
+    return dots.with_(
+        radius_mm=put(dots.radius_mm, radius), harmonics=put(dots.harmonics, harm),
+        softness=put(dots.softness, soft), elongation=put(dots.elongation, rng.uniform(*s.fresh_elongation, k)),
+        angle=put(dots.angle, rng.uniform(0.0, np.pi, k)), fresh=put(dots.fresh, True),
+        halo_mm=put(dots.halo_mm, rng.uniform(*s.fresh_redness_mm, k)),
+        halo_redness=put(dots.halo_redness, red * rng.uniform(0.7, 1.3, k)),
+        scab=put(dots.scab, np.where(scab, rng.uniform(0.8, 1.6, k), 0.0)))
+
+
+def scab_dots(rng: np.random.Generator, dots: DotSet) -> DotSet:
+    """The scabs of ``dots`` as pigment blobs to darken the skin with: a crust a little
+    larger than its dot, off-centre and rough-edged, dark red-brown."""
+    crust = dots.take(np.flatnonzero(dots.scab > 0))
+    k = len(crust)
+    if k == 0:
+        return crust
+    shift = rng.uniform(0.0, 0.4, k) * crust.radius_mm
+    a = rng.uniform(0, 2 * np.pi, k)
+    return crust.with_(
+        xy_mm=crust.xy_mm + shift[:, None] * np.stack([np.cos(a), np.sin(a)], -1),
+        radius_mm=crust.radius_mm * rng.uniform(0.9, 1.4, k),
+        harmonics=rng.normal(0, 0.12, crust.harmonics.shape), softness=rng.uniform(0.1, 0.25, k),
+        elongation=np.sqrt(crust.elongation), od_shape=np.tile(SCAB_OD_SHAPE, (k, 1)),
+        strength=crust.scab, blue=np.zeros(k))

@@ -37,11 +37,26 @@ class HairParams:
     long_length_mm: float
     curl: float
     flow_angle: float
+    # look-alikes: per-client fractions and densities, per-item ranges drawn while rendering
+    cut_end_fraction: float = 0.0
+    cut_end_length_mm: tuple[float, float] = (0.03, 0.15)
+    cut_end_width_mm: tuple[float, float] = (0.06, 0.12)
+    fragments_per_cm2: float = 0.0
+    fragment_length_mm: tuple[float, float] = (0.1, 0.35)
+    vellus_fraction: float = 0.0
+    vellus_length_mm: tuple[float, float] = (0.3, 2.0)
+    vellus_width_mm: tuple[float, float] = (0.015, 0.04)
 
 
 def draw_hair(rng: np.random.Generator, s: HairSettings) -> HairParams:
     lo, hi = s.stubble_length_mm
     a = rng.uniform(lo, hi)
+    looks = dict(cut_end_fraction=float(rng.uniform(*s.cut_end_fraction)),
+                 cut_end_length_mm=tuple(s.cut_end_length_mm), cut_end_width_mm=tuple(s.cut_end_width_mm),
+                 fragments_per_cm2=float(rng.uniform(*s.fragments_per_cm2)),
+                 fragment_length_mm=tuple(s.fragment_length_mm),
+                 vellus_fraction=float(rng.uniform(*s.vellus_fraction)),
+                 vellus_length_mm=tuple(s.vellus_length_mm), vellus_width_mm=tuple(s.vellus_width_mm))
     return HairParams(
         density_per_cm2=float(rng.uniform(*s.follicle_density_per_cm2)),
         pattern=str(rng.choice(s.patterns)),
@@ -53,6 +68,7 @@ def draw_hair(rng: np.random.Generator, s: HairSettings) -> HairParams:
         long_length_mm=float(rng.uniform(*s.long_length_mm)),
         curl=float(rng.uniform(*s.curl)),
         flow_angle=float(rng.uniform(0, 2 * np.pi)),
+        **looks,
     )
 
 
@@ -135,6 +151,8 @@ class HairLayer:
     """(K, H, W) uint8: coverage (0-255) of each pixel by strands of each tone."""
     n_strands: int
     n_long: int
+    marks: dict[str, np.ndarray] | None = None
+    """Plane mm positions (K, 2) of the hair look-alikes drawn: cut_ends, fragments, vellus_hairs."""
 
     def _total(self) -> np.ndarray:
         """HxW float32 sum of the tone coverages (0-255 per tone)."""
@@ -192,13 +210,19 @@ def _strand_tones(rng: np.random.Generator, colour: str, n: int) -> np.ndarray:
 
 
 def render_hair(rng: np.random.Generator, p: HairParams, follicles: Follicles,
-                shape: tuple[int, int], px_per_mm: float, n_tones: int = 3) -> HairLayer:
+                shape: tuple[int, int], px_per_mm: float, n_tones: int = 3,
+                loose_rng: np.random.Generator | None = None) -> HairLayer:
     """Draw stubble and long strands over a frame of ``shape`` at ``px_per_mm``.
 
     Each strand gets one of ``n_tones`` tones and is rasterised once, anti-aliased,
     into the coverage canvas of its tone; a strand narrower than its whole-pixel
     line width is drawn fainter (its coverage level), which stands in for
     sub-pixel width.
+
+    Look-alikes drawn as hair: stubble shaved at the skin shows only its cut end
+    (a short, dark, elongated point at the follicle); empty follicles may grow a
+    fine pale vellus hair; loose cut fragments lie anywhere at any angle. Fragments
+    come from ``loose_rng`` (they move between visits; default ``rng``).
     """
     h, w = shape
     roots = follicles.xy_mm[follicles.has_hair]
@@ -212,25 +236,49 @@ def render_hair(rng: np.random.Generator, p: HairParams, follicles: Follicles,
     widths = p.width_mm * rng.uniform(0.8, 1.2, n)
     tones = _strand_tones(rng, p.colour, n_tones)
     tone_of = rng.integers(0, n_tones, n)
+    # stubble shaved at the skin: the cut end, a little longer than wide (cut obliquely)
+    cut = ~is_long & (rng.random(n) < p.cut_end_fraction)
+    lengths[cut] = rng.uniform(*p.cut_end_length_mm, int(cut.sum()))
+    widths[cut] = rng.uniform(*p.cut_end_width_mm, int(cut.sum()))
 
-    layers: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    layers: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     for long_flag, npts in ((False, 4), (True, 16)):
         sel = is_long == long_flag
         if not sel.any():
             continue
         paths = strand_paths(rng, roots[sel], lengths[sel], angles[sel], curl[sel], npts)
         # long hair tapers over its last 30 %: drawn as a body and a thinner tip
-        cut = npts if not long_flag else int(round(0.7 * (npts - 1))) + 1
-        layers.append((paths[:, :cut], widths[sel], tone_of[sel]))
+        cut_at = npts if not long_flag else int(round(0.7 * (npts - 1))) + 1
+        ones = np.ones(int(sel.sum()))
+        layers.append((paths[:, :cut_at], widths[sel], tone_of[sel], ones))
         if long_flag:
-            layers.append((paths[:, cut - 1:], widths[sel] * 0.55, tone_of[sel]))
+            layers.append((paths[:, cut_at - 1:], widths[sel] * 0.55, tone_of[sel], ones))
+
+    # vellus hairs on empty follicles: fine, short and pale (drawn at a third of the opacity)
+    empty = follicles.xy_mm[~follicles.has_hair]
+    vel = empty[rng.random(len(empty)) < p.vellus_fraction]
+    k = len(vel)
+    if k:
+        ang = p.flow_angle + rng.normal(0, 0.5, k)
+        layers.append((_straight(vel, rng.uniform(*p.vellus_length_mm, k), ang),
+                       rng.uniform(*p.vellus_width_mm, k), rng.integers(0, n_tones, k), np.full(k, 0.35)))
+    # loose fragments of cut hair
+    lr = loose_rng if loose_rng is not None else rng
+    area_cm2 = h * w / px_per_mm ** 2 / 100.0
+    m = int(lr.poisson(p.fragments_per_cm2 * area_cm2))
+    frag = lr.uniform(0.0, 1.0, (m, 2)) * np.array([w, h]) / px_per_mm
+    if m:
+        flen = lr.uniform(*p.fragment_length_mm, m)
+        ang = lr.uniform(0.0, 2 * np.pi, m)
+        layers.append((_straight(frag - 0.5 * flen[:, None] * np.stack([np.cos(ang), np.sin(ang)], -1), flen, ang),
+                       p.width_mm * lr.uniform(0.8, 1.2, m), lr.integers(0, n_tones, m), np.ones(m)))
 
     canvases = np.zeros((n_tones, h, w), np.uint8)
     scale = 16.0 * px_per_mm  # OpenCV fixed point with shift=4
-    for paths, wmm, tone_idx in layers:
+    for paths, wmm, tone_idx, opacity in layers:
         wpx = wmm * px_per_mm
         thick = np.maximum(1, np.round(wpx)).astype(int)
-        level = np.clip(np.round(np.clip(wpx / thick, 0.0, 1.0) * 7), 1, 7).astype(int)
+        level = np.clip(np.round(np.clip(wpx / thick, 0.0, 1.0) * opacity * 7), 1, 7).astype(int)
         pts_all = np.round(paths * scale).astype(np.int32)
         # fainter levels first: an anti-aliased stroke only raises what is already drawn
         for lv in np.unique(level):
@@ -240,4 +288,12 @@ def render_hair(rng: np.random.Generator, p: HairParams, follicles: Follicles,
                     if len(idx):
                         cv2.polylines(canvases[tone], list(pts_all[idx]), False, int(round(255 * lv / 7)),
                                       int(t), cv2.LINE_AA, shift=4)
-    return HairLayer(tones=tones, tone_coverage=canvases, n_strands=int(n), n_long=int(is_long.sum()))
+    marks = {"cut_ends": roots[cut], "fragments": frag, "vellus_hairs": vel}
+    return HairLayer(tones=tones, tone_coverage=canvases, n_strands=int(n), n_long=int(is_long.sum()),
+                     marks=marks)
+
+
+def _straight(start_mm: np.ndarray, length_mm: np.ndarray, angle: np.ndarray, n_points: int = 2) -> np.ndarray:
+    """(N, n_points, 2) straight polylines from ``start_mm`` along ``angle``."""
+    s = np.linspace(0.0, 1.0, n_points)[None, :] * length_mm[:, None]
+    return np.stack([start_mm[:, :1] + np.cos(angle)[:, None] * s, start_mm[:, 1:] + np.sin(angle)[:, None] * s], -1)
