@@ -15,6 +15,11 @@ points           float32      ``max_points`` x 2 dot centres (x, y) in item pixe
                               are NaN. A dot belongs to the item when it lies in the item's pixel
                               area ``[-0.5, W - 0.5) x [-0.5, H - 0.5)``
 n_points         int64        number of valid rows of ``points``
+visible          bool         ``max_points``: whether each row of ``points`` is a visible dot (the
+                              ``visible`` column of dots.csv; True for every dot when the column
+                              is absent); False on padding rows. Invisible dots (under hair, below
+                              the contrast floor) are no positives: the loss ignores their
+                              neighbourhood
 n_points_total   int64        dots inside the item before the ``max_points`` cut; when it is
                               larger than ``n_points`` the kept dots are the ``max_points``
                               nearest to the item centre
@@ -47,14 +52,20 @@ Modes:
 
 Randomness: item ``i`` of epoch ``e`` draws only from
 ``default_rng(SeedSequence(seed, spawn_key=(e, i)))``, so items do not depend on
-the number of DataLoader workers or on the order items are asked for. Call
-:meth:`SmpDataset.set_epoch` before each epoch (with ``persistent_workers=False``,
-or the workers keep the epoch they were started with).
+the number of DataLoader workers or on the order items are asked for. The key
+of an item is its index (of the epoch set by :meth:`SmpDataset.set_epoch`) or an
+``(epoch, index)`` pair; :class:`EpochKeys` turns a sampler's indices into such
+pairs, so persistent DataLoader workers (which never see ``set_epoch`` calls
+made in the main process) draw the right epoch. :class:`WorkerInit` starts a
+DataLoader worker: one torch thread, and its own generator seeded
+from the run seed and the worker id.
 """
 from __future__ import annotations
 
 import math
+import random
 from collections import OrderedDict
+from collections.abc import Iterator, Sized
 from dataclasses import dataclass
 from typing import Literal
 
@@ -64,13 +75,14 @@ import pandas as pd
 import torch
 from PIL import Image
 from pydantic import Field
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler, get_worker_info
 
 from data.augment import IGNORE, AugmentSettings, Augmenter
 from data.config import Settings
 from data.manifest import Manifest, ManifestError, ManifestRow
 
-__all__ = ["FocusWeights", "DatasetSettings", "Photo", "SmpDataset", "item_rng", "load_photo"]
+__all__ = ["FocusWeights", "DatasetSettings", "EpochKeys", "Photo", "SeededSampler", "SmpDataset", "WorkerInit",
+           "item_rng", "load_photo", "read_visible", "worker_rng"]
 
 CLASSES = (0, 1, 2)
 CLASS_NAMES = ("background", "scalp", "hair")
@@ -117,6 +129,8 @@ class Photo:
     """HxW uint8 classes (255 ignore)."""
     points: np.ndarray
     """Kx2 float64 dot centres (x, y), OpenCV pixel convention."""
+    visible: np.ndarray
+    """K bool: the dot is visible (a perfect detector can find it); all True without a ``visible`` column."""
     has_points: bool
     px_per_mm: float
     """NaN when unknown."""
@@ -127,6 +141,103 @@ class Photo:
 def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     """The generator of item ``index`` in ``epoch`` of a dataset seeded with ``seed``."""
     return np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(epoch, index)))
+
+
+_TRUE = {"true", "1", "yes", "t", "y", "1.0"}
+_FALSE = {"false", "0", "no", "f", "n", "0.0"}
+
+
+def read_visible(dots: pd.DataFrame) -> np.ndarray:
+    """The ``visible`` column of a dots table as bool (True/False, 1/0, yes/no).
+
+    Missing column (old synthetic sets, imported labels) or empty cells: visible.
+    Any other value is a ``ValueError`` naming it.
+    """
+    if "visible" not in dots.columns:
+        return np.ones(len(dots), bool)
+    col = dots["visible"]
+    if col.dtype == bool:
+        return col.to_numpy(bool)
+    text = col.astype(str).str.strip().str.lower()
+    blank = col.isna() | (text == "")
+    bad = ~(text.isin(_TRUE | _FALSE) | blank)
+    if bad.any():
+        raise ValueError(f"column 'visible': {col[bad].iloc[0]!r} is not a boolean (row {int(np.flatnonzero(bad)[0])})")
+    return (text.isin(_TRUE) | blank).to_numpy(bool)
+
+
+def worker_rng(seed: int, worker_id: int) -> np.random.Generator:
+    """The generator of DataLoader worker ``worker_id`` of a run seeded with ``seed``."""
+    return np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(0x574B, worker_id)))
+
+
+@dataclass(frozen=True)
+class WorkerInit:
+    """``worker_init_fn`` of the training DataLoader (picklable, so it also works with spawn).
+
+    Limits torch in the worker to ``threads`` threads (the main process
+    computes the network on the others) and gives the worker's copy of
+    the dataset its own generator, :func:`worker_rng` of the run seed and the
+    worker id (``dataset.worker_rng``); Python's and NumPy's global generators,
+    which only third-party code may touch, are seeded from it too. Items
+    themselves draw from :func:`item_rng`, so they do not depend on the workers.
+    OpenCV's thread count is left alone: ``cv2.setNumThreads`` in a forked
+    worker deadlocks once the parent has used OpenCV's thread pool.
+    """
+
+    seed: int
+    threads: int = 1
+
+    def __call__(self, worker_id: int) -> None:
+        torch.set_num_threads(self.threads)
+        rng = worker_rng(self.seed, worker_id)
+        random.seed(int(rng.integers(2**63)))
+        np.random.seed(int(rng.integers(2**32)))
+        info = get_worker_info()
+        if info is not None and hasattr(info.dataset, "worker_rng"):
+            info.dataset.worker_rng = rng
+
+
+class SeededSampler(Sampler[int]):
+    """``num_samples`` indices drawn with replacement from ``range(n)``, a fixed draw per epoch.
+
+    Epoch ``e`` draws from ``default_rng(SeedSequence(seed, spawn_key=(0x5341, e)))``,
+    so a resumed run draws what an uninterrupted one would have.
+    """
+
+    def __init__(self, n: int, num_samples: int, seed: int) -> None:
+        if n < 1 or num_samples < 1:
+            raise ValueError("n and num_samples must be >= 1")
+        self.n, self.num_samples, self.seed, self.epoch = n, num_samples, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng(np.random.SeedSequence(entropy=self.seed, spawn_key=(0x5341, self.epoch)))
+        return iter(rng.integers(0, self.n, size=self.num_samples).tolist())
+
+
+class EpochKeys(Sampler[tuple[int, int]]):
+    """Yields ``(epoch, index)`` for each index of ``sampler``; :meth:`set_epoch` sets both."""
+
+    def __init__(self, sampler: Sampler[int]) -> None:
+        self.sampler, self.epoch = sampler, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler) if isinstance(self.sampler, Sized) else 0
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return ((epoch, int(i)) for i in self.sampler)
 
 
 def load_photo(row: ManifestRow, where: str = "") -> Photo:
@@ -147,15 +258,20 @@ def load_photo(row: ManifestRow, where: str = "") -> Photo:
                             f"{image.shape[1::-1]}")
     if row.dots is None:
         points = np.zeros((0, 2), np.float64)
+        visible = np.zeros(0, bool)
     else:
         dots = pd.read_csv(row.dots)
         if not {"x", "y"} <= set(dots.columns):
             raise ManifestError(f"{label}: column 'dots': {row.dots} lacks columns x, y")
         points = dots[["x", "y"]].to_numpy(np.float64)
+        try:
+            visible = read_visible(dots)
+        except ValueError as exc:
+            raise ManifestError(f"{label}: column 'dots': {row.dots}: {exc}") from None
     counts = np.bincount(mask.ravel(), minlength=256)[: len(CLASSES)].astype(np.int64)
     ppm = float(row.px_per_mm) if row.px_per_mm is not None else math.nan
-    return Photo(image=image, mask=mask, points=points, has_points=row.dots is not None, px_per_mm=ppm,
-                 class_counts=counts)
+    return Photo(image=image, mask=mask, points=points, visible=visible, has_points=row.dots is not None,
+                 px_per_mm=ppm, class_counts=counts)
 
 
 def _window(photo: Photo, x0: int, y0: int, width: int, height: int, pad_image: str
@@ -208,6 +324,8 @@ class SmpDataset(Dataset):
         self._margin = int(math.ceil(crop * (self.augment.context_factor() - 1.0) / 2.0)) + 1
         self._augmenter = Augmenter.build(self.augment)
         self._epoch = 0
+        self.worker_rng: np.random.Generator | None = None
+        """Set in a DataLoader worker by :class:`WorkerInit`; None in the main process."""
         self._cache: OrderedDict[int, Photo] = OrderedDict()
         self._tiles: list[tuple[int, int, int]] = []
         if settings.mode == "tiles":
@@ -250,22 +368,28 @@ class SmpDataset(Dataset):
         return photo
 
     # -- items -----------------------------------------------------------------------------
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        index = int(index)
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Item ``key``: an index (of the current epoch) or an ``(epoch, index)`` pair."""
+        if isinstance(key, tuple):
+            epoch, index = int(key[0]), int(key[1])
+            if epoch < 0:
+                raise ValueError("epoch must be >= 0")
+        else:
+            epoch, index = self._epoch, int(key)
         if not 0 <= index < len(self):
             raise IndexError(index)
         mode = self.settings.mode
         if mode == "train":
             row = index // self.settings.crops_per_image
-            return self._train_item(index, row)
+            return self._train_item(index, row, epoch)
         if mode == "tiles":
             row, tx, ty = self._tiles[index]
             photo = self.photo(row)
             crop = self.settings.crop_size
             image, mask = _window(photo, tx, ty, crop, crop, self.settings.pad_image)
-            return self._pack(row, image, mask, photo.points - (tx, ty), photo, 1.0, (tx, ty))
+            return self._pack(row, image, mask, photo.points - (tx, ty), photo.visible, photo, 1.0, (tx, ty))
         photo = self.photo(index)
-        return self._pack(index, photo.image, photo.mask, photo.points, photo, 1.0, (0, 0))
+        return self._pack(index, photo.image, photo.mask, photo.points, photo.visible, photo, 1.0, (0, 0))
 
     def crop_centre(self, photo: Photo, rng: np.random.Generator) -> tuple[int, int]:
         """The pixel (x, y) a training crop is centred on (before clamping into the photo)."""
@@ -273,7 +397,8 @@ class SmpDataset(Dataset):
         h, w = photo.mask.shape
         if rng.random() < cfg.focus_p:
             weights = np.array([cfg.focus.background, cfg.focus.scalp, cfg.focus.hair, cfg.focus.dots])
-            present = np.append(photo.class_counts > 0, len(photo.points) > 0)
+            targets = photo.points[photo.visible]  # crops are focused on dots the network must find
+            present = np.append(photo.class_counts > 0, len(targets) > 0)
             weights = np.where(present, weights, 0.0)
             if weights.sum() > 0:
                 choice = int(rng.choice(4, p=weights / weights.sum()))
@@ -282,7 +407,7 @@ class SmpDataset(Dataset):
                     flat = np.flatnonzero(photo.mask.ravel() == CLASSES[choice])
                     k = int(flat[rng.integers(len(flat))])
                     return k % w, k // w
-                dot = photo.points[rng.integers(len(photo.points))]
+                dot = targets[rng.integers(len(targets))]
                 jitter = rng.uniform(-cfg.dot_jitter, cfg.dot_jitter, size=2) * cfg.crop_size
                 x = int(np.clip(round(dot[0] + jitter[0]), 0, w - 1))
                 y = int(np.clip(round(dot[1] + jitter[1]), 0, h - 1))
@@ -292,9 +417,9 @@ class SmpDataset(Dataset):
         lo_y, hi_y = _origin_range(h, cfg.crop_size)
         return int(rng.integers(lo_x, hi_x + 1)) + half, int(rng.integers(lo_y, hi_y + 1)) + half
 
-    def _train_item(self, index: int, row: int) -> dict[str, torch.Tensor]:
+    def _train_item(self, index: int, row: int, epoch: int) -> dict[str, torch.Tensor]:
         cfg = self.settings
-        rng = item_rng(cfg.seed, self._epoch, index)
+        rng = item_rng(cfg.seed, epoch, index)
         photo = self.photo(row)
         h, w = photo.mask.shape
         crop, margin = cfg.crop_size, self._margin
@@ -310,30 +435,37 @@ class SmpDataset(Dataset):
         # the centre crop is cut here rather than by albumentations so that dots are kept by the
         # same pixel-area rule as in the other modes (see _pack)
         inner = slice(margin, margin + crop)
-        return self._pack(row, out.image[inner, inner], out.mask[inner, inner], out.points - margin, photo,
-                          out.scale, (ox, oy))
+        return self._pack(row, out.image[inner, inner], out.mask[inner, inner], out.points - margin,
+                          photo.visible[out.kept], photo, out.scale, (ox, oy))
 
-    def _pack(self, row: int, image: np.ndarray, mask: np.ndarray, points: np.ndarray, photo: Photo,
-              scale: float, origin: tuple[int, int]) -> dict[str, torch.Tensor]:
-        """Tensors of one item; ``points`` may include dots outside the item (dropped here)."""
+    def _pack(self, row: int, image: np.ndarray, mask: np.ndarray, points: np.ndarray, visible: np.ndarray,
+              photo: Photo, scale: float, origin: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Tensors of one item; ``points`` (and their ``visible`` flags) may include dots outside
+        the item (dropped here)."""
         h, w = mask.shape
         pts = np.asarray(points, np.float64).reshape(-1, 2)
+        vis = np.asarray(visible, bool).reshape(-1)
         # inside the item's pixel area (pixel 0 spans [-0.5, 0.5))
-        pts = pts[(pts[:, 0] >= -0.5) & (pts[:, 0] < w - 0.5) & (pts[:, 1] >= -0.5) & (pts[:, 1] < h - 0.5)]
+        inside = (pts[:, 0] >= -0.5) & (pts[:, 0] < w - 0.5) & (pts[:, 1] >= -0.5) & (pts[:, 1] < h - 0.5)
+        pts, vis = pts[inside], vis[inside]
         total = len(pts)
         limit = self.settings.max_points
         if total > limit:
             # documented subset: the dots nearest to the item centre
             d2 = (pts[:, 0] - (w - 1) / 2) ** 2 + (pts[:, 1] - (h - 1) / 2) ** 2
-            pts = pts[np.sort(np.argsort(d2, kind="stable")[:limit])]
+            keep = np.sort(np.argsort(d2, kind="stable")[:limit])
+            pts, vis = pts[keep], vis[keep]
         padded = np.full((limit, 2), np.nan, np.float32)
         padded[: len(pts)] = pts
+        flags = np.zeros(limit, bool)
+        flags[: len(vis)] = vis
         tensor_image = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
         return {
             "image": tensor_image,
             "mask": torch.from_numpy(mask.astype(np.int64)),
             "points": torch.from_numpy(padded),
             "n_points": torch.tensor(len(pts), dtype=torch.int64),
+            "visible": torch.from_numpy(flags),
             "n_points_total": torch.tensor(total, dtype=torch.int64),
             "has_points": torch.tensor(photo.has_points, dtype=torch.bool),
             "px_per_mm": torch.tensor(photo.px_per_mm * scale, dtype=torch.float32),

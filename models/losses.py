@@ -4,7 +4,9 @@
   weights) plus an optional soft Dice over the three classes;
 * dot heat map: CenterNet's penalty-reduced focal loss (Law & Deng 2018,
   Zhou et al. 2019) with ``alpha`` 2 and ``beta`` 4, normalised by the number
-  of dot cells and finite when there are none;
+  of dot cells and finite when there are none; only visible dots are
+  positives and the neighbourhood of an invisible dot (under hair, below the
+  contrast floor) is ignored, neither positive nor negative;
 * dot offsets: L1 at the dots' cells only.
 
 :func:`total_loss` builds the dot targets from the batch's points
@@ -20,7 +22,7 @@ from pydantic import Field
 from torch import Tensor
 
 from data.config import Settings
-from models.targets import dot_targets
+from models.targets import dot_ignore, dot_targets
 
 __all__ = [
     "IGNORE_INDEX",
@@ -80,25 +82,31 @@ def soft_dice_loss(logits: Tensor, mask: Tensor, smooth: float = 1.0) -> Tensor:
 
 
 def heat_focal_loss(
-    heat_logits: Tensor, target: Tensor, alpha: float = 2.0, beta: float = 4.0, item_mask: Tensor | None = None
+    heat_logits: Tensor, target: Tensor, alpha: float = 2.0, beta: float = 4.0, item_mask: Tensor | None = None,
+    ignore: Tensor | None = None,
 ) -> Tensor:
     """CenterNet penalty-reduced focal loss on heat logits, divided by the number of dot cells (at least 1).
 
     Positives are cells with ``target == 1``; negatives near a dot are
     down-weighted by ``(1 - target) ** beta``. ``item_mask`` (B,) bool drops
-    images whose dots are unknown. Computed from log-sigmoids, so finite for
-    any logits, and 0-dot batches give the (finite) negative term only.
+    images whose dots are unknown; ``ignore`` (like ``target``, bool) drops
+    cells from the negatives (the neighbourhood of invisible dots,
+    :func:`models.targets.dot_ignore`). Computed from log-sigmoids, so finite
+    for any logits, and 0-dot batches give the (finite) negative term only.
     """
     z = heat_logits.float()
     if item_mask is not None:
         keep = item_mask.to(torch.bool)
         z, target = z[keep], target[keep]
+        if ignore is not None:
+            ignore = ignore[keep]
     pos = target >= 1.0 - 1e-6
+    neg = ~pos if ignore is None else ~pos & ~ignore.to(torch.bool)
     p = torch.sigmoid(z)
     log_p = F.logsigmoid(z)
     log_not_p = F.logsigmoid(-z)
     pos_term = ((1.0 - p) ** alpha * log_p)[pos].sum()
-    neg_term = ((1.0 - target) ** beta * p**alpha * log_not_p)[~pos].sum()
+    neg_term = ((1.0 - target) ** beta * p**alpha * log_not_p)[neg].sum()
     n_pos = pos.sum().clamp(min=1).float()
     return -(pos_term + neg_term) / n_pos
 
@@ -131,8 +139,9 @@ def total_loss(
     ``outputs``: the model's ``seg``, ``heat``, ``offset``. ``batch``: ``mask``
     (BxHxW int64, 255 ignored), ``points`` (BxKx2, NaN padded), ``n_points``
     (B,) and optionally ``has_points`` (B,) bool: images without dot labels
-    contribute no dot loss. ``dot_stride`` defaults to the one implied by the
-    heat map's shape. Returns the loss and its detached parts (``seg_ce``,
+    contribute no dot loss, and ``visible`` (BxK bool, absent: all visible):
+    invisible dots are no positives and their neighbourhood is ignored.
+    ``dot_stride`` defaults to the one implied by the heat map's shape. Returns the loss and its detached parts (``seg_ce``,
     ``seg_dice``, ``heat``, ``offset``, ``total``).
     """
     seg, heat, offset = outputs["seg"], outputs["heat"], outputs["offset"]
@@ -144,7 +153,11 @@ def total_loss(
     n_points = batch["n_points"].to(heat.device).long()
     rows = torch.arange(points.shape[1], device=heat.device)
     points = torch.where((rows[None, :] < n_points[:, None])[..., None], points, torch.nan)
-    targets = dot_targets(points, shape, stride, settings.sigma_px)
+    visible = batch.get("visible")
+    if visible is not None:
+        visible = visible.to(heat.device).bool()
+    targets = dot_targets(points, shape, stride, settings.sigma_px, visible)
+    ignore = None if visible is None else dot_ignore(points, visible, shape, stride, settings.sigma_px)
     has_points = batch.get("has_points")
     item_mask = None if has_points is None else has_points.to(heat.device).bool()
 
@@ -154,7 +167,7 @@ def total_loss(
     zero = seg.sum() * 0.0
     ce = cross_entropy_loss(seg, mask, weights) if settings.ce_weight > 0 else zero
     dice = soft_dice_loss(seg, mask) if settings.dice_weight > 0 else zero
-    focal = heat_focal_loss(heat, targets.heat, settings.focal_alpha, settings.focal_beta, item_mask)
+    focal = heat_focal_loss(heat, targets.heat, settings.focal_alpha, settings.focal_beta, item_mask, ignore)
     off = offset_l1_loss(offset, targets.offset, targets.offset_mask, item_mask)
     loss = (
         settings.ce_weight * ce

@@ -12,7 +12,8 @@ from data.augment import AugmentSettings
 from data.dataset import DatasetSettings, SmpDataset, load_photo
 from data.manifest import COLUMNS, ManifestError, concat_manifests, read_manifest
 
-KEYS = {"image", "mask", "points", "n_points", "n_points_total", "has_points", "px_per_mm", "index", "origin"}
+KEYS = {"image", "mask", "points", "n_points", "visible", "n_points_total", "has_points", "px_per_mm", "index",
+        "origin"}
 
 
 @pytest.fixture(scope="session")
@@ -184,7 +185,7 @@ def test_tiles_cover_the_photo_and_full_mode(synth_manifest):
     photo = load_photo(manifest[0])
     h, w = photo.mask.shape
     rebuilt = np.full((h, w), -1, np.int64)
-    points = set()
+    points = []
     for i in range(len(ds)):
         item = ds[i]
         if int(item["index"]) != 0:
@@ -193,9 +194,12 @@ def test_tiles_cover_the_photo_and_full_mode(synth_manifest):
         m = item["mask"].numpy()
         rebuilt[y0:y0 + 128, x0:x0 + 128] = m[: h - y0, : w - x0]
         n = int(item["n_points"])
-        points |= {(round(x + x0, 3), round(y + y0, 3)) for x, y in item["points"][:n].tolist()}
+        points += [(x + x0, y + y0) for x, y in item["points"][:n].tolist()]
     assert np.array_equal(rebuilt, photo.mask)
-    assert points == {(round(x, 3), round(y, 3)) for x, y in photo.points.astype(np.float32).tolist()}
+    # every tile dot is a photo dot and every photo dot is in some tile (float32 tolerance: the
+    # coordinates are written with 4 decimals, so rounding both sides would split ties)
+    d = np.hypot(*(np.asarray(points)[:, None, :] - photo.points[None, :, :]).transpose(2, 0, 1))
+    assert d.min(axis=1).max() < 1e-3 and d.min(axis=0).max() < 1e-3
     full = SmpDataset(manifest, DatasetSettings(mode="full", max_points=4096))[0]
     assert full["image"].shape == (3, h, w) and np.array_equal(full["mask"].numpy(), photo.mask)
     assert int(full["n_points"]) == len(photo.points)
@@ -310,3 +314,79 @@ def test_augmented_crops_keep_dots_on_the_scalp_and_scale(synth_manifest):
                                          "perspective": {"p": 0.0}})
     item = SmpDataset(manifest, DatasetSettings(crop_size=64), zoom)[0]
     assert float(item["px_per_mm"]) == pytest.approx(1.1 * manifest[0].px_per_mm, rel=1e-5)
+
+
+# --- visibility -------------------------------------------------------------------------------
+
+def _visible_photo(tmp_path, visible_column):
+    """A 64x64 photo with dots at (10, 10), (40, 40), (50, 20); ``visible_column`` None: no column."""
+    rng = np.random.default_rng(8)
+    pts = np.array([[10.0, 10.0], [40.0, 40.0], [50.0, 20.0]])
+    row = _write_photo(tmp_path, "vis", _noise_photo(rng, 64, 64), np.ones((64, 64), np.uint8), pts)
+    if visible_column is not None:
+        dots = pd.read_csv(tmp_path / "vis" / "dots.csv")
+        dots["visible"] = visible_column
+        dots.to_csv(tmp_path / "vis" / "dots.csv", index=False)
+    return read_manifest(_write_manifest(tmp_path, [row]))
+
+
+def test_visible_column_is_carried_to_items(tmp_path):
+    manifest = _visible_photo(tmp_path, [True, False, True])
+    assert load_photo(manifest[0]).visible.tolist() == [True, False, True]
+    item = SmpDataset(manifest, DatasetSettings(mode="full", max_points=8))[0]
+    assert item["visible"].dtype == torch.bool and item["visible"].tolist() == [True, False, True] + [False] * 5
+    # crops: each kept dot keeps its own flag (no augmentation: positions are the photo's minus the origin)
+    ds = SmpDataset(manifest, DatasetSettings(crop_size=40, crops_per_image=12, max_points=8, focus_p=0.0),
+                    AugmentSettings.none())
+    truth = {(10.0, 10.0): True, (40.0, 40.0): False, (50.0, 20.0): True}
+    seen = set()
+    for i in range(len(ds)):
+        it = ds[i]
+        ox, oy = it["origin"].tolist()
+        for (x, y), vis in zip(it["points"][: int(it["n_points"])].tolist(), it["visible"].tolist()):
+            key = (round(x + ox, 3), round(y + oy, 3))
+            assert truth[key] == vis
+            seen.add(key)
+        assert not it["visible"][int(it["n_points"]):].any()
+    assert (40.0, 40.0) in seen
+    # augmented crops: flags follow their dots through the geometry (3 dots, 1 invisible at most)
+    aug = SmpDataset(manifest, DatasetSettings(crop_size=64, crops_per_image=6, max_points=8),
+                     AugmentSettings.model_validate({"affine": {"p": 1.0}}))
+    for i in range(len(aug)):
+        it = aug[i]
+        n = int(it["n_points"])
+        assert int((~it["visible"][:n]).sum()) <= 1 and int(it["visible"][:n].sum()) <= 2
+
+
+def test_visible_column_missing_or_in_other_spellings(tmp_path):
+    assert load_photo(_visible_photo(tmp_path / "a", None)[0]).visible.tolist() == [True, True, True]
+    assert load_photo(_visible_photo(tmp_path / "b", ["1", "0", ""])[0]).visible.tolist() == [True, False, True]
+    assert load_photo(_visible_photo(tmp_path / "c", ["yes", "no", "False"])[0]).visible.tolist() == [True, False,
+                                                                                                        False]
+    with pytest.raises(ManifestError, match="column 'visible': 'maybe'"):
+        load_photo(_visible_photo(tmp_path / "d", ["true", "maybe", "false"])[0])
+
+
+def test_dot_focused_crops_aim_at_visible_dots(tmp_path):
+    manifest = _visible_photo(tmp_path, [False, False, True])
+    only_dots = {"background": 0.0, "scalp": 0.0, "hair": 0.0, "dots": 1.0}
+    ds = SmpDataset(manifest, DatasetSettings(crop_size=16, crops_per_image=20, focus_p=1.0, focus=only_dots,
+                                              dot_jitter=0.1, max_points=8), AugmentSettings.none())
+    assert all(bool(ds[i]["visible"][: int(ds[i]["n_points"])].any()) for i in range(len(ds)))
+
+
+def test_epoch_keys_reach_persistent_workers(synth_manifest):
+    from data.dataset import EpochKeys, SeededSampler, WorkerInit
+
+    ds = SmpDataset(read_manifest(synth_manifest), DatasetSettings(crop_size=48, seed=3))
+    keys = EpochKeys(SeededSampler(len(ds), 4, seed=3))
+    loader = DataLoader(ds, batch_size=2, sampler=keys, num_workers=1, persistent_workers=True,
+                        worker_init_fn=WorkerInit(3))
+    firsts = []
+    for epoch in (0, 1):
+        keys.set_epoch(epoch)
+        firsts.append(next(iter(loader))["image"])
+    keys.set_epoch(1)
+    want = torch.stack([ds[k]["image"] for k in list(keys)[:2]])
+    assert torch.equal(firsts[1], want) and not torch.equal(firsts[0], firsts[1])
+    assert list(keys)[0][0] == 1 and len(keys) == 4
