@@ -10,6 +10,9 @@ checkpoint from an untrusted source cannot run code:
 * a *training state* (``format: smp-training-state/1``): a model file's content
   plus optimiser, schedule, gradient scaler, epoch, best score, history and RNG
   states, so that ``smp train --resume`` continues where a run stopped.
+
+Either kind can also start a new training (``init_weights``,
+:func:`init_from_checkpoint`): its weights only, some heads re-initialised.
 """
 from __future__ import annotations
 
@@ -104,6 +107,87 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
                               f"unexpected {len(unexpected)}, e.g. {(list(missing) + list(unexpected))[:2]})")
     model.to(device).eval()
     return LoadedModel(model, settings, dict(obj.get("meta", {})), path, file_sha256(path))
+
+
+@dataclass(frozen=True)
+class InitWeights:
+    """What :func:`init_from_checkpoint` did (recorded in the run and the new checkpoint's meta)."""
+
+    path: Path
+    sha256: str
+    reinit_heads: tuple[str, ...]
+    loaded: int
+    """Tensors of the state_dict taken from the checkpoint."""
+    reinitialised: int
+    """Tensors kept from the network's own initialisation (those under ``reinit_heads``)."""
+    settings_changed: tuple[str, ...]
+    """Model settings that differ from the checkpoint's (shapes permitting)."""
+    source_meta: dict[str, Any]
+    ref: str = ""
+    """What was asked for (a path or a registry URI); ``path`` is the local file it resolved to."""
+
+    def as_meta(self) -> dict[str, Any]:
+        return {"weights": self.ref or str(self.path), "path": str(self.path), "sha256": self.sha256, "reinit_heads": list(self.reinit_heads),
+                "loaded": self.loaded, "reinitialised": self.reinitialised,
+                "settings_changed": list(self.settings_changed),
+                "source_name": str(self.source_meta.get("name", "")),
+                "source_epoch": self.source_meta.get("epoch")}
+
+
+def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+    """``key`` is ``prefix`` itself or inside it (on a dot boundary: ``dot_head`` is not ``dot_head2``)."""
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def init_from_checkpoint(model: torch.nn.Module, path: str | Path,
+                         reinit_heads: tuple[str, ...] | list[str] = (), ref: str = "") -> InitWeights:
+    """Copy a checkpoint's weights into ``model`` except those under ``reinit_heads``.
+
+    ``reinit_heads`` are state_dict name prefixes (``dot_head``, ``seg_head.out``);
+    tensors under them keep the values ``model`` was built with (its fresh,
+    seeded initialisation), whatever their shape in the checkpoint. Every other
+    tensor of the model must be in the checkpoint with the same shape, and the
+    checkpoint must hold nothing else; otherwise a :class:`CheckpointError`
+    names the first offending tensor. A prefix that matches no tensor of the
+    model is an error too (a misspelt head would silently be loaded).
+    """
+    path = Path(path)
+    obj = _read(path)
+    heads = tuple(reinit_heads)
+    module = model.module if hasattr(model, "module") else model
+    target = module.state_dict()
+    for head in heads:
+        if not any(_under(k, (head,)) for k in target):
+            tops = sorted({k.split(".", 1)[0] for k in target})
+            raise CheckpointError(f"reinit_heads: {head!r} names no parameter of the network "
+                                  f"(its parts: {', '.join(tops)})")
+    source = obj["state_dict"]
+    state: dict[str, torch.Tensor] = {}
+    kept = 0
+    for key, tensor in target.items():
+        if _under(key, heads):
+            state[key] = tensor
+            kept += 1
+            continue
+        if key not in source:
+            raise CheckpointError(f"init_weights: {path} has no tensor {key} (another network? "
+                                  "re-initialise its head with reinit_heads)")
+        if tuple(source[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(f"init_weights: {key} has shape {tuple(source[key].shape)} in {path}, "
+                                  f"{tuple(tensor.shape)} in the network (add its head to reinit_heads "
+                                  "or use the checkpoint's model settings)")
+        state[key] = source[key]
+    extra = sorted(k for k in source if k not in target and not _under(k, heads))
+    if extra:
+        raise CheckpointError(f"init_weights: {path} holds {len(extra)} tensors the network lacks "
+                              f"(e.g. {extra[0]}): another architecture?")
+    module.load_state_dict(state, strict=True)
+    saved = dict(obj.get("model_settings") or {})
+    mine = module.settings.model_copy(update={"backbone_weights": None}).model_dump(mode="json") \
+        if hasattr(module, "settings") else {}
+    changed = tuple(sorted(k for k in mine if k in saved and saved[k] != mine[k]))
+    return InitWeights(path, file_sha256(path), heads, len(state) - kept, kept, changed,
+                       dict(obj.get("meta") or {}), ref)
 
 
 def save_training_state(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

@@ -4,10 +4,17 @@ One function, :func:`train`, runs a whole training from a validated
 :class:`TrainSettings`: seeded data loading with random crops and the
 augmentation preset, AdamW with warm-up and cosine decay, mixed precision on
 GPU, per-epoch validation with the same tiled inference the pipeline uses,
-checkpoints with resume, early stopping, and an MLflow run (params, metrics per
+checkpoints with resume or a start from another checkpoint's weights
+(``init_weights``, some heads re-initialised), early stopping, and an MLflow run (params, metrics per
 epoch, the manifest as an input, artifacts, system metrics, the model, its
 registration). Under ``torchrun`` it runs data-parallel (DDP: gloo on CPU, NCCL
 on GPU); only rank 0 validates, writes files and talks to MLflow.
+
+Data loading runs in ``num_workers`` worker processes (one by default on CPU:
+the next batch is decoded and augmented while the network computes), each
+with one torch thread and its own seeded generator
+(:class:`data.dataset.WorkerInit`); the batches do not depend on the number
+of workers (each item draws from its own generator of seed, epoch and index).
 """
 from __future__ import annotations
 
@@ -23,15 +30,16 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
-from pydantic import Field
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from pydantic import Field, field_validator, model_validator
+from torch.utils.data import DataLoader, DistributedSampler
 
 from data.augment import AugmentSettings
 from data.config import ConfigError, Settings
-from data.dataset import DatasetSettings, SmpDataset
+from data.dataset import DatasetSettings, EpochKeys, SeededSampler, SmpDataset, WorkerInit
 from data.manifest import Manifest, read_manifest
-from models.checkpoint import (check_resume_compatible, load_training_state, save_model,
-                               save_training_state)
+from models.bundled import DEFAULT_WEIGHTS
+from models.checkpoint import (InitWeights, check_resume_compatible, init_from_checkpoint, load_training_state,
+                               resolve_model, save_model, save_training_state)
 from models.evaluate import EvalSettings, evaluate, selection_score, write_report
 from models.losses import LossSettings, total_loss
 from models.network import ModelSettings, build_model
@@ -78,9 +86,19 @@ class TrainSettings(Settings):
     amp: bool = True
     """Mixed precision (bfloat16 autocast) on GPU; ignored on CPU."""
     batch_size: int = Field(8, ge=1)
-    num_workers: int = Field(0, ge=0)
+    num_workers: int | None = Field(None, ge=0)
+    """Data-loading worker processes (None: 1 on CPU, 4 on GPU; 0: load in the training process).
+    Each worker runs torch on one thread; workers persist across epochs."""
     threads: int | None = Field(None, ge=1)
-    """CPU threads for torch (None: torch's default)."""
+    """CPU threads for torch in the training process (None: torch's default)."""
+    init_weights: str | None = None
+    """Start from this checkpoint's weights (a model file or training state: a path, ``bundled`` for
+    the bundled model of models/weights, or a registry URI ``models:/NAME@ALIAS``,
+    ``models:/NAME/VERSION``, ``runs:/...``). Not a resume: optimiser,
+    schedule and epochs start afresh. Ignored by ``--resume`` (last.pt holds the weights)."""
+    reinit_heads: tuple[str, ...] = ()
+    """Parameter-name prefixes (e.g. ``dot_head``) that keep their fresh initialisation instead of
+    the ``init_weights`` values; their shapes may differ from the checkpoint's."""
     model: ModelSettings = ModelSettings()
     loss: LossSettings = LossSettings()
     data: DatasetSettings = DatasetSettings()
@@ -89,6 +107,47 @@ class TrainSettings(Settings):
     early_stop: EarlyStopSettings = EarlyStopSettings()
     eval: EvalSettings = EvalSettings(max_images=8)
     tracking: TrackingSettings = TrackingSettings()
+
+    @field_validator("init_weights")
+    @classmethod
+    def _init_weights(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if value == "bundled":
+            if not DEFAULT_WEIGHTS.is_file():
+                raise ValueError(f"the bundled model is missing ({DEFAULT_WEIGHTS})")
+            return value
+        if value.startswith(("models:/", "runs:/")):
+            if len(value.split(":/", 1)[1].strip("/")) == 0:
+                raise ValueError("a registry URI needs a model name, e.g. models:/smp-segmenter@champion")
+            return value
+        if not value or not Path(value).is_file():
+            raise ValueError("no such checkpoint file")
+        return value
+
+    @field_validator("reinit_heads")
+    @classmethod
+    def _heads(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for head in value:
+            parts = head.split(".")
+            if not head or not all(p.isidentifier() or p.isdigit() for p in parts):
+                raise ValueError(f"{head!r} is not a parameter-name prefix like dot_head or seg_head.out")
+        if len(set(value)) != len(value):
+            raise ValueError("names a head twice")
+        return value
+
+    @model_validator(mode="after")
+    def _heads_need_weights(self) -> "TrainSettings":
+        if self.reinit_heads and self.init_weights is None:
+            raise ValueError("reinit_heads: needs init_weights (without it every parameter is fresh)")
+        return self
+
+    def workers(self, device: torch.device) -> int:
+        """Data-loading workers for ``device`` (``num_workers``, or its default)."""
+        if self.num_workers is not None:
+            return self.num_workers
+        return 1 if device.type == "cpu" else 4
 
 
 @dataclass(frozen=True)
@@ -155,6 +214,39 @@ def _manifests(s: TrainSettings) -> tuple[Manifest, Manifest]:
     return train_m, val_m
 
 
+def _sampler(s: TrainSettings, n: int, rank: int, world: int) -> EpochKeys:
+    """The items of each epoch as ``(epoch, index)`` keys (persistent workers see the epoch)."""
+    if world > 1:
+        inner = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=s.seed)
+    else:
+        inner = SeededSampler(n, s.optim.steps_per_epoch * s.batch_size, s.seed)
+    return EpochKeys(inner)
+
+
+def _loader(s: TrainSettings, dataset: SmpDataset, sampler: EpochKeys, device: torch.device) -> DataLoader:
+    workers = s.workers(device)
+    extra = {}
+    if workers > 0:
+        # persistent: no restart per epoch, and each worker keeps its decoded-photo cache
+        extra = {"worker_init_fn": WorkerInit(s.seed), "persistent_workers": True, "prefetch_factor": 2}
+    return DataLoader(dataset, batch_size=s.batch_size, sampler=sampler, num_workers=workers, drop_last=True,
+                      pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(s.seed), **extra)
+
+
+def _init_weights(s: TrainSettings, model: torch.nn.Module) -> InitWeights:
+    """Load ``s.init_weights`` into the freshly built ``model`` (``reinit_heads`` kept fresh)."""
+    ref = str(s.init_weights)
+    if ref == "bundled":
+        return init_from_checkpoint(model, DEFAULT_WEIGHTS, s.reinit_heads, ref=ref)
+    if ref.startswith(("models:/", "runs:/")):
+        import mlflow
+
+        from models.registry import tracking_uri
+
+        mlflow.set_tracking_uri(tracking_uri(s.tracking.tracking_uri))
+    return init_from_checkpoint(model, resolve_model(ref), s.reinit_heads, ref=ref)
+
+
 def _to(batch: dict, device: torch.device) -> dict:
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
@@ -173,18 +265,16 @@ def train(s: TrainSettings, *, resume: bool = False, progress: bool = True) -> T
     out = Path(s.out_dir)
     last_path, best_path = out / "last.pt", out / "best.pt"
 
-    data_settings = s.data.model_copy(update={"mode": "train", "seed": s.seed})
-    dataset = SmpDataset(train_m, data_settings, s.augment)
-    if world > 1:
-        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=s.seed)
-    else:
-        sampler = RandomSampler(dataset, replacement=True, num_samples=s.optim.steps_per_epoch * s.batch_size,
-                                generator=torch.Generator().manual_seed(s.seed))
-    loader = DataLoader(dataset, batch_size=s.batch_size, sampler=sampler, num_workers=s.num_workers,
-                        drop_last=True, pin_memory=device.type == "cuda",
-                        persistent_workers=False)
+    dataset = SmpDataset(train_m, s.data.model_copy(update={"mode": "train", "seed": s.seed}), s.augment)
+    sampler = _sampler(s, len(dataset), rank, world)
+    loader = _loader(s, dataset, sampler, device)
 
-    model = build_model(s.model).to(device)
+    model = build_model(s.model)
+    init = _init_weights(s, model) if s.init_weights and not resume else None
+    if init is not None and progress and rank == 0:
+        print(f"[train] weights from {s.init_weights} ({init.loaded} tensors; "
+              f"{init.reinitialised} re-initialised under {', '.join(init.reinit_heads) or '-'})", flush=True)
+    model = model.to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     net: torch.nn.Module = model
@@ -200,6 +290,7 @@ def train(s: TrainSettings, *, resume: bool = False, progress: bool = True) -> T
     scaler = None  # bfloat16 autocast needs no loss scaling
 
     start_epoch, best, bad, history = 0, -math.inf, 0, []
+    init_meta = init.as_meta() if init is not None else None
     if resume and last_path.exists():
         state = load_training_state(last_path)
         check_resume_compatible(state, s.model, last_path)
@@ -209,10 +300,11 @@ def train(s: TrainSettings, *, resume: bool = False, progress: bool = True) -> T
         torch.set_rng_state(state["torch_rng"])
         start_epoch, best, bad = state["epoch"] + 1, state["best_score"], state["bad_epochs"]
         history = list(state["history"])
+        init_meta = state.get("meta", {}).get("init")  # the run's start, kept in all its checkpoints
     elif resume:
         raise ConfigError(f"out_dir: nothing to resume in {out} (no last.pt)")
 
-    run = _start_run(s, train_m, val_m, resume) if rank == 0 else None
+    run = _start_run(s, train_m, val_m, resume, init_meta) if rank == 0 else None
     stopped_early = False
     epoch = start_epoch - 1
     t_start = time.perf_counter()
@@ -225,8 +317,7 @@ def train(s: TrainSettings, *, resume: bool = False, progress: bool = True) -> T
                 stopped_early = True
                 break
             dataset.set_epoch(epoch)
-            if isinstance(sampler, DistributedSampler):
-                sampler.set_epoch(epoch)
+            sampler.set_epoch(epoch)  # the items' epoch travels with their keys to the workers
             net.train()
             t0 = time.perf_counter()
             sums: dict[str, float] = {}
@@ -267,7 +358,7 @@ def train(s: TrainSettings, *, resume: bool = False, progress: bool = True) -> T
                 improved = score > best + s.early_stop.min_delta
                 if improved:
                     best, bad = score, 0
-                    save_model(best_path, model, meta=_meta(s, epoch, ev.summary, train_m))
+                    save_model(best_path, model, meta=_meta(s, epoch, ev.summary, train_m, init_meta))
                 else:
                     bad += 1
                 history.append({"epoch": epoch + 1, **record})
@@ -275,7 +366,8 @@ def train(s: TrainSettings, *, resume: bool = False, progress: bool = True) -> T
                     import mlflow
                     mlflow.log_metrics({k: float(v) for k, v in record.items()}, step=epoch + 1)
                 save_training_state(last_path, model, optimizer, scheduler, scaler, epoch=epoch, best_score=best,
-                                    bad_epochs=bad, history=history, meta=_meta(s, epoch, ev.summary, train_m))
+                                    bad_epochs=bad, history=history,
+                                    meta=_meta(s, epoch, ev.summary, train_m, init_meta))
                 if progress:
                     print(f"[train] epoch {epoch + 1}: loss {record.get('train_loss', float('nan')):.4f} "
                           f"val mIoU {ev.summary.get('miou_scalp_hair', float('nan')):.4f} "
@@ -299,14 +391,18 @@ def train(s: TrainSettings, *, resume: bool = False, progress: bool = True) -> T
             dist.destroy_process_group()
 
 
-def _meta(s: TrainSettings, epoch: int, summary: dict[str, float], train_m: Manifest) -> dict:
-    return {"name": s.name, "epoch": epoch + 1, "seed": s.seed, "trained_on": str(s.train_manifest),
+def _meta(s: TrainSettings, epoch: int, summary: dict[str, float], train_m: Manifest,
+          init_meta: dict | None = None) -> dict:
+    meta = {"name": s.name, "epoch": epoch + 1, "seed": s.seed, "trained_on": str(s.train_manifest),
             "train_images": len(train_m), "sources": sorted({r.source for r in train_m}),
             "val_summary": {k: float(v) for k, v in summary.items() if v == v},
             "torch": str(torch.__version__)}
+    if init_meta is not None:
+        meta["init"] = dict(init_meta)
+    return meta
 
 
-def _start_run(s: TrainSettings, train_m: Manifest, val_m: Manifest, resume: bool):
+def _start_run(s: TrainSettings, train_m: Manifest, val_m: Manifest, resume: bool, init_meta: dict | None = None):
     import mlflow
 
     from models.registry import flatten, log_manifest_input, tracking_uri
@@ -316,6 +412,11 @@ def _start_run(s: TrainSettings, train_m: Manifest, val_m: Manifest, resume: boo
     run = mlflow.start_run(run_name=s.name, log_system_metrics=s.tracking.system_metrics)
     params = flatten(s.model_dump(mode="json"))
     params["resumed"] = str(resume)
+    if init_meta is not None:
+        params["init_weights_sha256"] = str(init_meta["sha256"])
+        params["init_weights_file"] = str(init_meta["path"])
+        params["init_tensors_loaded"] = str(init_meta["loaded"])
+        params["init_tensors_reinitialised"] = str(init_meta["reinitialised"])
     for i in range(0, len(params), 100):  # MLflow takes at most 100 params per call
         mlflow.log_params(dict(list(params.items())[i:i + 100]))
     mlflow.log_text(yaml.safe_dump(s.model_dump(mode="json"), sort_keys=False), "config/resolved.yaml")

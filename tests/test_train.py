@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -167,3 +168,201 @@ def test_evaluate_bad_threshold_is_one_line(tiny_data, capsys):
     assert smp(["evaluate", "--data", str(tiny_data), "--threshold", "2", "--no-mlflow"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--threshold" in err[0]
+
+
+# --- init_weights -------------------------------------------------------------------------------
+
+_SMALL = {"width_mult": 0.5, "decoder_channels": (8, 16, 16, 24), "head_channels": 8, "refine_channels": 4}
+
+
+def _small(seed: int, **changes):
+    torch.manual_seed(seed)
+    return build_model(ModelSettings(**{**_SMALL, **changes}))
+
+
+def test_init_weights_loads_the_checkpoint_and_reinitialises_named_heads(tmp_path):
+    from models.checkpoint import init_from_checkpoint
+
+    source = _small(0)
+    path = save_model(tmp_path / "src.pt", source, meta={"name": "source"})
+    fresh = _small(1)
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    info = init_from_checkpoint(fresh, path, ["dot_head"])
+    got, src = fresh.state_dict(), source.state_dict()
+    heads = [k for k in got if k.startswith("dot_head.")]
+    assert heads and info.reinitialised == len(heads) and info.loaded == len(got) - len(heads)
+    for k in got:
+        if k.startswith("dot_head."):
+            assert torch.equal(got[k], before[k])  # the network's own (seeded) initialisation
+        else:
+            assert torch.equal(got[k], src[k]), k
+    assert not torch.equal(got["dot_head.body.0.weight"], src["dot_head.body.0.weight"])
+    meta = info.as_meta()
+    assert meta["reinit_heads"] == ["dot_head"] and meta["source_name"] == "source" and len(meta["sha256"]) == 64
+    # no heads: everything loaded
+    whole = _small(2)
+    init_from_checkpoint(whole, path)
+    assert all(torch.equal(v, src[k]) for k, v in whole.state_dict().items())
+
+
+def test_init_weights_shape_mismatch_is_an_error_unless_the_head_is_reinitialised(tmp_path):
+    from models.checkpoint import CheckpointError, init_from_checkpoint
+
+    path = save_model(tmp_path / "src.pt", _small(0))
+    wider_head = _small(1, head_channels=16)
+    with pytest.raises(CheckpointError, match=r"dot_head\.body\.0\.weight has shape") as err:
+        init_from_checkpoint(wider_head, path)
+    assert "\n" not in str(err.value)
+    init_from_checkpoint(wider_head, path, ["dot_head"])  # the head is fresh: its shapes may differ
+    with pytest.raises(CheckpointError, match=r"decoder\.") as err:
+        init_from_checkpoint(_small(1, decoder_channels=(8, 16, 16, 32)), path, ["dot_head"])
+    with pytest.raises(CheckpointError, match="'dot_haed' names no parameter"):
+        init_from_checkpoint(_small(1), path, ["dot_haed"])
+    with pytest.raises(CheckpointError, match="no such model file"):
+        init_from_checkpoint(_small(1), tmp_path / "gone.pt")
+
+
+def test_init_weights_settings_are_validated_once(tiny_data, tmp_path, capsys):
+    path = save_model(tmp_path / "src.pt", _small(0))
+    s = _tiny_settings(tiny_data, tmp_path / "r", f"init_weights={path}", "reinit_heads=[dot_head]")
+    assert s.init_weights == str(path) and s.reinit_heads == ("dot_head",)
+    assert _tiny_settings(tiny_data, tmp_path / "r", "init_weights=models:/smp-segmenter@champion").init_weights
+    assert _tiny_settings(tiny_data, tmp_path / "r", "init_weights=bundled").init_weights == "bundled"
+    with pytest.raises(ConfigError, match="init_weights: no such checkpoint file") as err:
+        _tiny_settings(tiny_data, tmp_path / "r", f"init_weights={tmp_path / 'nope.pt'}")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="reinit_heads: needs init_weights"):
+        _tiny_settings(tiny_data, tmp_path / "r", "reinit_heads=[dot_head]")
+    with pytest.raises(ConfigError, match="reinit_heads"):
+        _tiny_settings(tiny_data, tmp_path / "r", f"init_weights={path}", "reinit_heads=['dot head']")
+    # the CLI: one line naming the key and the file
+    assert smp(["train", "--config", str(config_dir() / "train" / "tiny.yaml"), "--set", f"train_manifest={tiny_data}",
+                "--set", f"init_weights={tmp_path / 'nope.pt'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "init_weights" in err[0] and "nope.pt" in err[0]
+
+
+def test_training_from_init_weights_records_them(tiny_data, tmp_path, monkeypatch):
+    """One short epoch from a checkpoint: the run's params and the new checkpoint's meta name it."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from models.train import train
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    source = _small(0)
+    path = save_model(tmp_path / "src.pt", source)
+    s = _tiny_settings(tiny_data, tmp_path / "run", f"init_weights={path}", "reinit_heads=[dot_head]",
+                       "optim.epochs=1", "optim.steps_per_epoch=1", "optim.lr=1e-9", "eval.max_images=1",
+                       "tracking.register_version=false", "tracking.overlays=0", "num_workers=0")
+    res = train(s, progress=False)
+    loaded = load_model(res.best_model)
+    init = loaded.meta["init"]
+    assert init["weights"] == str(path) and init["reinit_heads"] == ["dot_head"] and init["sha256"]
+    got = loaded.model.state_dict()
+    # a 1e-9 learning rate barely moves the weights: the encoder is the checkpoint's
+    w = "encoder.body.0.0.weight"
+    assert torch.allclose(got[w], source.state_dict()[w], atol=1e-6)
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    params = MlflowClient().get_run(res.run_id).data.params
+    assert params["init_weights"] == str(path) and params["init_weights_sha256"] == init["sha256"]
+    assert "dot_head" in params["reinit_heads"]
+
+
+# --- visible dots only --------------------------------------------------------------------------
+
+def test_targets_use_visible_dots_and_ignore_the_neighbourhood_of_invisible_ones():
+    from models.losses import LossSettings, heat_focal_loss, total_loss
+    from models.targets import dot_ignore, dot_targets
+
+    # a hand-built sample: 32x32 input, stride 2; a visible dot at (9, 9), an invisible one at (23, 23),
+    # a visible one at (21, 25) that lies inside the invisible dot's window
+    points = torch.tensor([[[9.0, 9.0], [23.0, 23.0], [21.0, 25.0], [math.nan, math.nan]]])
+    visible = torch.tensor([[True, False, True, False]])
+    heat, offset, mask = dot_targets(points, (32, 32), 2, 2.0, visible)
+    ignore = dot_ignore(points, visible, (32, 32), 2, 2.0)
+    assert heat[0, 0, 4, 4] == 1 and heat[0, 0, 12, 10] == 1 and int((heat == 1).sum()) == 2
+    assert mask.sum() == 2 and heat[0, 0, 11, 11] < 1 and mask[0, 0, 11, 11] == 0  # the invisible dot's cell
+    assert ignore[0, 0, 11, 11] and ignore[0, 0, 9, 13] and not ignore[0, 0, 4, 4]
+    assert not ignore[0, 0, 12, 10]  # a visible dot's own cell stays a positive
+    assert not ignore[0, 0, :6, :6].any() and int(ignore.sum()) > 9
+    # all visible (or no column): the old targets, nothing ignored
+    old = dot_targets(points, (32, 32), 2, 2.0)
+    assert int((old.heat == 1).sum()) == 3 and not dot_ignore(points, None, (32, 32), 2, 2.0).any()
+
+    # the loss does not see the ignored cells: changing the logits there changes nothing
+    torch.manual_seed(0)
+    logits = torch.randn(1, 1, 16, 16)
+    moved = logits.clone()
+    moved[ignore & (heat < 1)] += 5.0
+    base = heat_focal_loss(logits, heat, ignore=ignore)
+    assert torch.isclose(base, heat_focal_loss(moved, heat, ignore=ignore))
+    assert not torch.isclose(heat_focal_loss(logits, heat), heat_focal_loss(moved, heat))
+    # total_loss reads the batch's `visible` key; without it every dot counts
+    outputs = {"seg": torch.randn(1, 3, 32, 32), "heat": logits, "offset": torch.zeros(1, 2, 16, 16)}
+    batch = {"mask": torch.ones(1, 32, 32, dtype=torch.int64), "points": points, "n_points": torch.tensor([3])}
+    _, with_vis = total_loss(outputs, {**batch, "visible": visible}, LossSettings())
+    _, without = total_loss(outputs, batch, LossSettings())
+    assert torch.isclose(with_vis["heat"], base) and not torch.isclose(without["heat"], base)
+    outputs_moved = {**outputs, "heat": moved}
+    _, with_vis_moved = total_loss(outputs_moved, {**batch, "visible": visible}, LossSettings())
+    assert torch.isclose(with_vis["heat"], with_vis_moved["heat"])
+
+
+# --- data-loading workers -----------------------------------------------------------------------
+
+def _first_batches(settings, n=2):
+    from data.dataset import SmpDataset
+    from data.manifest import read_manifest
+    from models.train import _loader, _sampler
+
+    ds = SmpDataset(read_manifest(settings.train_manifest, split="train"),
+                    settings.data.model_copy(update={"mode": "train", "seed": settings.seed}), settings.augment)
+    sampler = _sampler(settings, len(ds), 0, 1)
+    sampler.set_epoch(0)
+    loader = _loader(settings, ds, sampler, torch.device("cpu"))
+    it = iter(loader)
+    return [next(it) for _ in range(n)]
+
+
+def test_worker_loading_is_reproducible_and_equals_in_process_loading(tiny_data, tmp_path):
+    from models.train import TrainSettings
+
+    s = _tiny_settings(tiny_data, tmp_path / "r", "optim.steps_per_epoch=2")
+    assert s.num_workers is None and s.workers(torch.device("cpu")) == 1
+    a = _first_batches(s)
+    b = _first_batches(s)
+    serial = _first_batches(s.model_copy(update={"num_workers": 0}))
+    for x, y, z in zip(a, b, serial):
+        for k in ("image", "mask", "index", "origin", "visible"):
+            assert torch.equal(x[k], y[k]) and torch.equal(x[k], z[k]), k
+    other = _first_batches(s.model_copy(update={"seed": 1}))
+    assert not torch.equal(a[0]["image"], other[0]["image"])
+    assert isinstance(s, TrainSettings)
+
+
+class _Probe(torch.utils.data.Dataset):
+    """What a worker sees: its torch threads and a draw from its generator."""
+
+    worker_rng = None
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return torch.tensor([float(torch.get_num_threads()), float(self.worker_rng.random())])
+
+
+def test_worker_init_limits_threads_and_seeds_from_run_seed_and_worker_id():
+    from torch.utils.data import DataLoader
+
+    from data.dataset import WorkerInit
+
+    def run(seed, workers=2):
+        return torch.cat(list(DataLoader(_Probe(), batch_size=1, num_workers=workers, worker_init_fn=WorkerInit(seed))))
+
+    a, b, c = run(7), run(7), run(8)
+    assert (a[:, 0] == 1).all()
+    assert torch.equal(a, b) and not torch.equal(a[:, 1], c[:, 1])
+    assert a[0, 1] != a[1, 1]  # two workers, two streams
