@@ -44,13 +44,16 @@ def smp(*args: str) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
-def build_data(work: Path, jobs: int) -> Path:
-    """The training sets (generated in parallel processes) and one combined manifest."""
+def build_data(work: Path, jobs: int, limit: int | None = None) -> Path:
+    """The training sets (generated in parallel processes) and one combined manifest.
+
+    ``limit`` caps the photos of each set (a quick check of a recipe, not a training set)."""
     procs = []
     for name, view, n, seed, sets in TRAIN_SETS:
         out = work / "data" / name
         if (out / "manifest.csv").exists():
             continue
+        n = n if limit is None else min(n, limit)
         args = ["synth", "--out", str(out), "--n", str(n), "--seed", str(seed), "--view", view]
         for s in sets:
             args += ["--set", s]
@@ -73,6 +76,23 @@ def build_data(work: Path, jobs: int) -> Path:
     return manifest
 
 
+def test_on_suites(model: Path, out: Path, suites_root: Path, names=SUITES, limit: int | None = None) -> dict:
+    """`smp evaluate` of ``model`` on the benchmark suites (held out: other seeds), built under
+    ``suites_root`` if missing; ``limit`` caps each suite's photos (in a folder of its own)."""
+    from scripts.bench import build_suites  # the benchmark's own suites, held out
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "configs" / "bench" / "suites.yaml").read_text())["suites"]
+    chosen = {k: spec[k] if limit is None else {**spec[k], "n": min(spec[k]["n"], limit)} for k in names}
+    suites = build_suites(suites_root if limit is None else suites_root / f"limit{limit}", chosen)
+    results = {}
+    for name in names:
+        smp("evaluate", "--model", str(model), "--data", str(suites[name] / "manifest.csv"), "--out",
+            str(out / name), "--no-mlflow")
+        results[name] = json.loads((out / name / "summary.json").read_text())
+    return results
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "default-model")
@@ -93,18 +113,7 @@ def main() -> int:
         smp("train", "--config", str(args.config), "--resume",
             *sum((["--set", s] for s in sets + PHASE2), []))
     best = work / "train" / "best.pt"
-
-    from scripts.bench import build_suites  # the benchmark's own suites, held out
-    import yaml
-
-    spec = yaml.safe_load((ROOT / "configs" / "bench" / "suites.yaml").read_text())
-    suites = build_suites(ROOT / "bench-out", {k: spec["suites"][k] for k in SUITES})
-    results = {}
-    for name in SUITES:
-        out = work / "test" / name
-        smp("evaluate", "--model", str(best), "--data", str(suites[name] / "manifest.csv"), "--out", str(out),
-            "--no-mlflow")
-        results[name] = json.loads((out / "summary.json").read_text())
+    results = test_on_suites(best, work / "test", ROOT / "bench-out")
     weights = ROOT / "models" / "weights"
     weights.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(best, weights / "smp-segmenter.pt")
