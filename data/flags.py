@@ -56,3 +56,9 @@ def flag_dots(blue_index: np.ndarray, contrast_dl: np.ndarray, diameter_mm: np.n
             faded=np.nan_to_num(dl, nan=np.inf) < rules.faded_contrast_dl_max,
             spread=np.nan_to_num(d, nan=-np.inf) >= rules.spread_diameter_mm_min,
         )
+
+
+def measurable_dots(diameter_px: np.ndarray, rules: FlagSettings) -> np.ndarray:
+    """(N,) bool: dots whose half-maximum diameter in the photo is large enough to measure a colour."""
+    d = np.nan_to_num(np.asarray(diameter_px, dtype=float), nan=0.0)
+    return d >= rules.measurable_min_diameter_px

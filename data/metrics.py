@@ -438,7 +438,7 @@ class PhotoMetrics(_ToDict):
 
     scalp_fraction: float | None
     show_through: float | None
-    dot_count: int
+    dot_count: int | None
     dot_density_per_cm2: float | None
     dot_diameter_mm_median: float | None
     nn_distance_mm_median: float | None
@@ -447,6 +447,8 @@ class PhotoMetrics(_ToDict):
     blue_shift_fraction: float | None
     faded_fraction: float | None
     spread_fraction: float | None
+    #: counted dots too small to measure their colour (never flagged; the flag fractions leave them out)
+    dots_not_measurable: int | None = None
 
 
 def photo_metrics(
@@ -462,6 +464,7 @@ def photo_metrics(
     *,
     show_through_sigma_mm: float = 0.5,
     unscaled_sigma_px: float | None = None,
+    measurable: ArrayLike | None = None,
 ) -> PhotoMetrics:
     """All per-photo metrics from a label map, the detected dots and the L* image.
 
@@ -485,7 +488,9 @@ def photo_metrics(
       (exact for a fronto-parallel photo).
     * ``dot_diameter_mm_median``: median of the finite diameters of the counted dots (None
       when there are none; pass NaN/None diameters when no scale gave them in mm).
-    * ``<flag>_fraction`` = counted dots with the flag / counted dots; None with no dots.
+    * ``<flag>_fraction`` = counted measurable dots with the flag / counted measurable dots
+      (``measurable``: ``(N,)`` bool, dots large enough to measure their colour; all when
+      None); None with no measurable dots. ``dots_not_measurable`` counts the others.
     """
     labels = np.asarray(label_map)
     roi = roi_mask(labels, polygon)
@@ -531,8 +536,13 @@ def photo_metrics(
     finite_d = finite_d[np.isfinite(finite_d)]
     diameter_median = float(np.median(finite_d)) if len(finite_d) else None
 
+    meas = np.ones(n_all, bool) if measurable is None else np.asarray(measurable, bool).reshape(-1)
+    if len(meas) != n_all:
+        raise ValueError(f"measurable has {len(meas)} entries for {n_all} dots")
+    judged = counted & meas
+    n_judged = int(np.count_nonzero(judged))
     fractions = {
-        name: (float(np.count_nonzero(arr[counted])) / n_dots if n_dots else None)
+        name: (float(np.count_nonzero(arr[judged])) / n_judged if n_judged else None)
         for name, arr in flag_arrays.items()
     }
     return PhotoMetrics(
@@ -547,4 +557,5 @@ def photo_metrics(
         blue_shift_fraction=fractions["blue_shift"],
         faded_fraction=fractions["faded"],
         spread_fraction=fractions["spread"],
+        dots_not_measurable=n_dots - n_judged,
     )

@@ -9,13 +9,14 @@ import pytest
 
 from data.card import load_card
 from data.config import load_settings
-from data.flags import load_flag_settings
+from data.flags import load_flag_settings, measurable_dots
 from data.metrics import PlaneScale, photo_metrics
 from data.synth.closeup import single_closeup
 from data.synth.camera import draw_camera
 from data.synth.generate import generate_images, generate_series, item_rng, write_manifest
 from data.synth.scene import decode_lstar16
 from data.synth.settings import SynthSettings
+from data.synth.visibility import image_px_per_mm
 
 SMALL = ["image.width=400", "image.height=300", "camera.px_per_mm=[10, 16]"]
 
@@ -80,9 +81,14 @@ def test_metrics_recomputed_from_files(made):
         lstar = decode_lstar16(cv2.imread(str(it.folder / "clean_lstar.png"), cv2.IMREAD_UNCHANGED))
         skin = decode_lstar16(cv2.imread(str(it.folder / "skin_lstar.png"), cv2.IMREAD_UNCHANGED))
         scale = PlaneScale.from_homography(np.linalg.inv(np.array(truth["plane_to_image"])), truth["px_per_mm"])
+        # the truth counts what the photo shows: visible dots, flags on those large enough to measure
+        dots = dots[dots.visible.astype(bool)]
         flags = {k: dots[k].to_numpy(bool) for k in ("blue_shift", "faded", "spread")}
+        hm = np.array(truth["plane_to_image"])
+        ppm_at = image_px_per_mm(hm, dots[["x_mm", "y_mm"]].to_numpy())
         m = photo_metrics(mask, dots[["x", "y"]].to_numpy(), dots.diameter_mm.to_numpy(), flags, lstar, skin,
-                          scale, rules.show_through_dl, show_through_sigma_mm=rules.viewing_sigma_mm).to_dict()
+                          scale, rules.show_through_dl, show_through_sigma_mm=rules.viewing_sigma_mm,
+                          measurable=measurable_dots(dots.diameter_mm.to_numpy() * ppm_at, rules)).to_dict()
         for key, value in truth["metrics"].items():
             if value is None:
                 assert m[key] is None, key

@@ -311,10 +311,12 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
         "blue_index": blue_index(lab, skin_lab),
         "session": dots.session, "shade": np.array(client.palette)[dots.shade] if n else [],
         "merged_with": dots.merged_with, "hair_covered": hair_at, "in_scar": in_scar > 0.3,
-        "hair_cover": hair_cover,
+        "hair_cover": hair_cover, "fresh": dots.fresh.astype(bool), "elongation": dots.elongation,
+        "angle_deg": np.rad2deg(dots.angle), "scab": dots.scab > 0,
     })
     # contrast as the optics render it, and whether the photo shows the dot at all
-    r_img = dots.radius_mm * image_px_per_mm(h_img, dots.xy_mm)
+    # the short half-axis: blur takes an elongated dot's contrast across its narrow side
+    r_img = dots.radius_mm / np.sqrt(np.maximum(dots.elongation, 1.0)) * image_px_per_mm(h_img, dots.xy_mm)
     blur = defocus_sigma_px(xy_img, (w, h), cam.dof_blur_mm * cam.px_per_mm,
                             np.deg2rad(cam.tilt_azimuth_deg + cam.rotation_deg))
     table["contrast_seen"] = seen_contrast(table["contrast_dL"].to_numpy(), r_img, blur)

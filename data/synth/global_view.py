@@ -1423,7 +1423,8 @@ def single_global(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, 
         "blue_index": blue_index(lab, skin_lab) if n else np.zeros(0),
         "session": dots.session, "shade": palette[dots.shade] if n else np.array([], str),
         "merged_with": dots.merged_with, "hair_covered": hair_mask.ravel()[fl] if n else np.zeros(0, bool),
-        "in_scar": in_scar,
+        "in_scar": in_scar, "fresh": dots.fresh.astype(bool), "elongation": dots.elongation,
+        "angle_deg": np.rad2deg(dots.angle), "scab": dots.scab > 0,
     })
     # a dot under the card is not in the photo: drop it from the truth
     under_card = card_cover.ravel()[fl] >= 0.5 if n else np.zeros(0, bool)

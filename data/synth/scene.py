@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from data.colour import luminance_lstar
-from data.flags import FlagSettings, flag_dots
+from data.flags import FlagSettings, flag_dots, measurable_dots
 from data.metrics import PlaneScale, photo_metrics
 
 SCHEMA = "smp-synth-truth/1"
@@ -25,6 +25,7 @@ DOT_COLUMNS = [
     "dot_id", "x", "y", "x_mm", "y_mm", "diameter_mm", "L", "a", "b", "skin_L", "skin_a", "skin_b",
     "contrast_dL", "dE00", "blue_index", "blue_shift", "faded", "spread", "session", "shade",
     "merged_with", "hair_covered", "in_scar", "hair_cover", "contrast_seen", "visible",
+    "fresh", "elongation", "angle_deg", "scab",
 ]
 
 
@@ -54,12 +55,24 @@ def scene_metrics(scene: Scene, rules: FlagSettings) -> dict[str, Any]:
     """Every photo metric of DESIGN.md, computed from the truth."""
     scale = PlaneScale.from_homography(np.linalg.inv(scene.plane_to_image), scene.px_per_mm)
     d = scene.dots
+    if "visible" in d:  # what the photo shows: a dot under hair or below the contrast floor is not counted
+        d = d[d["visible"].to_numpy(bool)]
     flags = {k: d[k].to_numpy(bool) for k in ("blue_shift", "faded", "spread")}
     m = photo_metrics(
         scene.mask, d[["x", "y"]].to_numpy(float), d["diameter_mm"].to_numpy(float), flags,
         scene.clean_lstar, scene.skin_lstar, scale, show_through_dl=rules.show_through_dl,
-        show_through_sigma_mm=rules.viewing_sigma_mm)
+        show_through_sigma_mm=rules.viewing_sigma_mm,
+        measurable=measurable_dots(d["diameter_mm"].to_numpy(float) * scale_at(scene, d), rules))
     return m.to_dict()
+
+
+def scale_at(scene: Scene, dots: pd.DataFrame) -> np.ndarray:
+    """(N,) px per mm of the photo at each true dot (the plane -> image homography's local scale)."""
+    from data.synth.visibility import image_px_per_mm
+
+    if not len(dots):
+        return np.zeros(0)
+    return image_px_per_mm(scene.plane_to_image, dots[["x_mm", "y_mm"]].to_numpy(float))
 
 
 def dot_flags_table(dots: pd.DataFrame, rules: FlagSettings) -> pd.DataFrame:
