@@ -13,7 +13,7 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
@@ -28,7 +28,8 @@ from data.flags import FlagSettings, load_flag_settings
 from data.metrics import SCALP, PhotoMetrics, photo_metrics
 
 from .calibration import Calibration, CalibrationSettings, calibrate
-from .dots import DotSettings, footprint_mask, local_px_per_mm, measure_dots, skin_reference
+from .detect import DetectSettings, ScaleOutOfRange, detect_dots
+from .dots import DotSettings, empty_geometry, footprint_mask, local_px_per_mm, skin_reference
 from .loading import LoadSettings, Photo, load_photo
 from .overlay import render_overlay
 from .pigment import DOT_COLUMNS, dot_table
@@ -53,6 +54,8 @@ class SegmentSettings(Settings):
     tile: int = Field(1536, ge=128)
     overlap: int = Field(128, ge=0)
     dot_threshold: float = Field(0.3, gt=0, lt=1)
+    #: Photos finer than this are segmented at ``detect.canonical_px_per_mm`` (the network saw 8-40 px/mm).
+    max_px_per_mm: float = Field(32.0, gt=0)
     #: Network arithmetic: ``auto`` (bfloat16 on CPUs that multiply it in hardware, float16 on CUDA, else
     #: float32), ``float32``, ``bfloat16``, ``float16`` (CUDA only). The one used is recorded in the model block.
     #: The values of ``models.inference.Precision``, spelled here so the settings do not import torch.
@@ -70,6 +73,7 @@ class AssessSettings(Settings):
     load: LoadSettings = LoadSettings()
     calibration: CalibrationSettings = CalibrationSettings()
     segment: SegmentSettings = SegmentSettings()
+    detect: DetectSettings = DetectSettings()
     dots: DotSettings = DotSettings()
     quality: QualitySettings = QualitySettings()
     #: Write overlay.png (the slowest output on 12 MP photos).
@@ -220,34 +224,47 @@ class Assessor:
             lstar = cal.colour.lstar(rgb)
 
         with timer("dots"):
-            dot_view = view == "closeup" and work_ppm >= s.quality.min_px_per_mm_dots
-            cand_xy, cand_s = (seg.dots_xy, seg.dot_scores) if dot_view else (np.zeros((0, 2)), np.zeros(0))
+            geom, evidence, dots_measured = empty_geometry(), None, False
+            if view == "closeup":
+                try:
+                    det = detect_dots(lstar, labels, work_ppm, s.detect, s.dots, self.rules.visible_min_contrast_dl,
+                                      self.rules.visible_max_hair_cover,
+                                      model_xy=seg.dots_xy if seg.source == "model" else None,
+                                      model_score=seg.dot_scores if seg.source == "model" else None)
+                    geom, evidence, dots_measured = det.geometry, det.evidence, True
+                except ScaleOutOfRange as exc:
+                    warnings.append(f"dots not measured: {exc}; dot metrics are null")
+            else:
+                warnings.append("dots not measured in a whole-head view: dot metrics are null")
             scalp = labels == SCALP
-            # bare skin: scalp away from every candidate dot, then the local reference from it
-            strong = cand_xy[cand_s >= s.dots.min_score]
-            bare = scalp & ~footprint_mask((h, w), strong, s.dots.exclude_radius_mm * work_ppm)
+            # bare skin for show-through: scalp away from every dot found, then the local reference from it
+            bare = scalp & ~footprint_mask((h, w), geom.xy, np.maximum(s.dots.exclude_radius_mm * work_ppm,
+                                                                       1.6 * geom.radius_px))
             skin_ref = skin_reference(lstar, bare if bare.any() else scalp, work_ppm, s.dots.skin_sigma_mm,
                                       clip_sd=s.dots.skin_clip_sd, iterations=s.dots.skin_iterations)
-            geom = measure_dots(lstar, skin_ref, labels, cand_xy, cand_s, work_ppm, s.dots)
             occupied = footprint_mask((h, w), geom.xy, 1.3 * geom.radius_px)
         with timer("pigment"):
             h_img2plane = cal.scale.image_to_plane
             ppm_local = local_px_per_mm(geom.xy, h_img2plane, ppm) if ppm is not None else None
             dots = dot_table(rgb, cal.colour, geom, labels, occupied, ppm_local, s.dots.annulus_mm, self.rules,
-                             work_ppm)
+                             work_ppm, evidence)
 
         with timer("quality"):
             quality = check_quality(rgb, lstar, labels, ppm, view, s.quality,
                                     dot_elongation=geom.elongation, dot_orientation=geom.orientation)
         warnings += [f"quality: {q}" for q in quality.warnings]
-        if not dot_view and view == "closeup":
-            warnings.append("dots not measured: the scale is too low to resolve SMP dots")
 
         with timer("metrics"):
             flags = {k: dots[k].to_numpy(bool) for k in ("blue_shift", "faded", "spread")}
             metrics = photo_metrics(labels, dots[["x", "y"]].to_numpy(), dots["diameter_mm"].to_numpy(), flags,
                                     lstar, skin_ref, cal.plane_scale(), self.rules.show_through_dl, polygon_px,
-                                    show_through_sigma_mm=self.rules.viewing_sigma_mm)
+                                    show_through_sigma_mm=self.rules.viewing_sigma_mm,
+                                    measurable=dots["measurable"].to_numpy(bool))
+            if not dots_measured:  # a count that was never made is null, not 0
+                metrics = replace(metrics, dot_count=None, dot_density_per_cm2=None, dot_diameter_mm_median=None,
+                                  nn_distance_mm_median=None, spacing_cv=None, clark_evans_r=None,
+                                  blue_shift_fraction=None, faded_fraction=None, spread_fraction=None,
+                                  dots_not_measurable=None)
         if ppm is None:
             warnings.append("no scale: dot_density_per_cm2, dot sizes and spacing in mm are null")
         timer.times["total"] = time.perf_counter() - t_all + timer.times.get("load", 0.0)
@@ -256,6 +273,24 @@ class Assessor:
                           timings_s=dict(timer.times), config_hash=self.config_hash, roi_polygon_px=polygon_px)
 
     def _segment(self, rgb: np.ndarray, ppm: float, card_mask: np.ndarray | None) -> Segmentation:
+        """Classes and dot proposals. A photo finer than ``segment.max_px_per_mm`` (beyond what the
+        network was trained on, and costly) is segmented at the canonical scale and the results
+        mapped back, so a photo enlarged 4x gives the mask and proposals of the original."""
+        s = self.settings
+        f = s.detect.canonical_px_per_mm / ppm if ppm > s.segment.max_px_per_mm else 1.0
+        if f < 1.0:
+            h, w = rgb.shape[:2]
+            small = cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+            cm = None if card_mask is None else cv2.resize(card_mask.view(np.uint8), small.shape[1::-1],
+                                                           interpolation=cv2.INTER_NEAREST).view(bool)
+            seg = self._segment_native(small, ppm * f, cm)
+            fx, fy = w / small.shape[1], h / small.shape[0]
+            labels = cv2.resize(seg.labels, (w, h), interpolation=cv2.INTER_NEAREST)
+            xy = np.column_stack([(seg.dots_xy[:, 0] + 0.5) * fx - 0.5, (seg.dots_xy[:, 1] + 0.5) * fy - 0.5])
+            return Segmentation(labels, xy.reshape(-1, 2), seg.dot_scores, seg.source)
+        return self._segment_native(rgb, ppm, card_mask)
+
+    def _segment_native(self, rgb: np.ndarray, ppm: float, card_mask: np.ndarray | None) -> Segmentation:
         if self.segmenter is not None:
             return self.segmenter(rgb)
         return classical_segmentation(rgb, ppm, card_mask=card_mask)

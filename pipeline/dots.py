@@ -35,26 +35,19 @@ from scipy.spatial import cKDTree
 from data.config import Settings
 from data.metrics import SCALP
 
-__all__ = ["DotSettings", "DotGeometry", "skin_reference", "suppress_duplicates", "measure_dots",
-           "sample_points", "footprint_mask"]
+__all__ = ["DotSettings", "DotGeometry", "RadialProfile", "skin_reference", "suppress_duplicates", "radial_profile",
+           "sample_points", "footprint_mask", "empty_geometry"]
 
 
 class DotSettings(Settings):
     """How dots are measured (lengths in mm on the scalp)."""
 
-    #: Candidates below this detector score are dropped.
-    min_score: float = Field(0.3, ge=0, le=1)
     #: Two candidates closer than this are one dot (the higher score wins).
     min_separation_mm: float = Field(0.12, gt=0)
     #: Largest radius searched for the half-maximum edge (spread dots reach ~0.45 mm).
     max_radius_mm: float = Field(0.6, gt=0)
     #: Width of the skin annulus.
     annulus_mm: float = Field(0.2, gt=0)
-    #: A candidate whose peak darkness is below this (L*) is not a dot.
-    min_peak_dl: float = Field(1.5, ge=0)
-    #: A candidate longer than this ratio of axes is a piece of hair, not a dot (dots are round;
-    #: merged pairs reach ~2).
-    max_elongation: float = Field(2.6, gt=1)
     #: Bare-skin reference: skin within this radius of a candidate dot is left out.
     exclude_radius_mm: float = Field(0.25, gt=0)
     #: Bare-skin reference: Gaussian sigma of the normalised convolution.
@@ -81,6 +74,12 @@ class DotGeometry:
 
     def __len__(self) -> int:
         return len(self.xy)
+
+
+def empty_geometry() -> DotGeometry:
+    """No dots."""
+    z = np.zeros(0)
+    return DotGeometry(np.zeros((0, 2)), z, z, z, z, z)
 
 
 def _downscale_factor(px_per_mm: float, sigma_mm: float) -> int:
@@ -209,27 +208,24 @@ def _half_max_radius(profile: np.ndarray, radii: np.ndarray) -> np.ndarray:
     return radii[j0] + frac * (radii[first] - radii[j0])
 
 
-def measure_dots(lstar: np.ndarray, skin_ref: np.ndarray, labels: np.ndarray, cand_xy: np.ndarray,
-                 cand_score: np.ndarray, px_per_mm: float, settings: DotSettings) -> DotGeometry:
-    """Centres, radii and shapes of the candidates that are real dots on scalp.
+@dataclass(frozen=True)
+class RadialProfile:
+    """What the polar samples around each centre say (all N candidates, nothing dropped)."""
 
-    ``px_per_mm`` is the nominal scale (it sets search radii only; diameters in
-    mm are converted with the local scale by the caller).
-    """
-    h, w = lstar.shape
-    keep = cand_score >= settings.min_score
-    xy, score = cand_xy[keep], cand_score[keep]
-    if len(xy):
-        on = labels[np.clip(np.round(xy[:, 1]).astype(np.int64), 0, h - 1),
-                    np.clip(np.round(xy[:, 0]).astype(np.int64), 0, w - 1)] == SCALP
-        xy, score = xy[on], score[on]
-    if len(xy):
-        sel = suppress_duplicates(xy, score, settings.min_separation_mm * px_per_mm)
-        xy, score = xy[sel], score[sel]
+    xy: np.ndarray           # (N, 2) re-centred sub-pixel centres
+    radius_px: np.ndarray    # (N,) half-maximum radius
+    peak_dl: np.ndarray      # (N,) darkness at the centre (L*)
+    elongation: np.ndarray   # (N,) sqrt of the second-moment eigenvalue ratio (1 = round)
+    orientation: np.ndarray  # (N,) long-axis angle, radians
+
+
+def radial_profile(lstar: np.ndarray, skin_ref: np.ndarray, xy: np.ndarray, px_per_mm: float,
+                   settings: DotSettings) -> RadialProfile:
+    """Measure (and twice re-centre) every candidate on polar samples; see the module docstring."""
+    xy = np.asarray(xy, np.float64).reshape(-1, 2)
     if len(xy) == 0:
         z = np.zeros(0)
-        return DotGeometry(np.zeros((0, 2)), z, z, z, z, z)
-
+        return RadialProfile(np.zeros((0, 2)), z, z, z, z)
     ang = np.linspace(0.0, 2 * np.pi, settings.n_angles, endpoint=False)
     ca, sa = np.cos(ang), np.sin(ang)
     r_max = max(2.0, settings.max_radius_mm * px_per_mm)
@@ -267,11 +263,9 @@ def measure_dots(lstar: np.ndarray, skin_ref: np.ndarray, labels: np.ndarray, ca
     tr, det = sxx + syy, sxx * syy - sxy * sxy
     disc = np.sqrt(np.maximum(tr * tr / 4 - det, 0.0))
     l1, l2 = tr / 2 + disc, np.maximum(tr / 2 - disc, 1e-9)
-    elong = np.sqrt(np.where(tot > 0, l1 / l2, 1.0))
+    elong = np.minimum(np.sqrt(np.where(tot > 0, l1 / l2, 1.0)), 99.0)
     theta = 0.5 * np.arctan2(2 * sxy, sxx - syy)
-    real = (peak >= settings.min_peak_dl) & (elong <= settings.max_elongation) & _inside(xy[:, 0], xy[:, 1], (h, w))
-    return DotGeometry(xy=xy[real], radius_px=radius[real], peak_dl=peak[real],
-                       elongation=np.minimum(elong[real], 99.0), orientation=theta[real], score=score[real])
+    return RadialProfile(xy, radius, peak, elong, theta)
 
 
 def footprint_mask(shape: tuple[int, int], xy: np.ndarray, radius_px: np.ndarray | float) -> np.ndarray:

@@ -3,7 +3,9 @@
 Colours are chosen to stay distinguishable on light and dark skin and for the
 common colour-vision deficiencies (blue / orange / magenta / white rings with a
 dark outline), and a flagged dot is drawn thicker than an unflagged one so the
-eye finds it first.
+eye finds it first. Rings sit just outside each dot's half-maximum edge, so the
+dot itself is never covered; dots too small to measure a colour (never flagged)
+are ringed in grey.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ __all__ = ["FLAG_COLOURS", "render_overlay"]
 #: RGB ring colour per state (unflagged first).
 FLAG_COLOURS: dict[str, tuple[int, int, int]] = {
     "ok": (80, 220, 120),
+    "not_measurable": (200, 200, 200),
     "blue_shift": (40, 120, 255),
     "faded": (255, 170, 0),
     "spread": (255, 0, 200),
@@ -45,13 +48,15 @@ def render_overlay(rgb: np.ndarray, labels: np.ndarray, dots: pd.DataFrame, px_p
         xy = np.round(dots[["x", "y"]].to_numpy() * 16).astype(np.int64)
         r = np.maximum(np.round(dots["diameter_px"].to_numpy() * 0.5 + 2 * unit) * 16, 3 * 16).astype(np.int64)
         state = np.full(len(dots), "ok", dtype=object)
+        if "measurable" in dots:  # too small to measure a colour: never flagged, drawn apart
+            state[~dots["measurable"].to_numpy(bool)] = "not_measurable"
         for flag in ("faded", "spread", "blue_shift"):  # the last wins: blue shift is the worst defect
             state[dots[flag].to_numpy(bool)] = flag
         rings: list[tuple[int, int, int, tuple[int, int, int], int]] = []  # x, y, radius (1/16 px), colour, width
         for name, colour in FLAG_COLOURS.items():
-            width = thin if name == "ok" else thick
+            width = thin if name in ("ok", "not_measurable") else thick
             for i in np.flatnonzero(state == name).tolist():
-                if name != "ok":  # dark outline keeps the ring visible on light skin
+                if name not in ("ok", "not_measurable"):  # dark outline keeps the ring visible on light skin
                     rings.append((int(xy[i, 0]), int(xy[i, 1]), int(r[i] + 16 * width), (0, 0, 0), width))
                 rings.append((int(xy[i, 0]), int(xy[i, 1]), int(r[i]), colour, width))
         _draw_rings(out, rings)
@@ -123,10 +128,13 @@ def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, colour
 def _legend(img: np.ndarray, dots: pd.DataFrame, unit: float, title: str) -> None:
     scale = 0.6 * unit
     line = int(28 * unit)
-    counts = {"ok": int(len(dots) - dots[["blue_shift", "faded", "spread"]].any(axis=1).sum()) if len(dots) else 0}
+    flagged = dots[["blue_shift", "faded", "spread"]].any(axis=1).to_numpy() if len(dots) else np.zeros(0, bool)
+    small = (~dots["measurable"].to_numpy(bool) if "measurable" in dots else np.zeros(len(dots), bool))
+    counts = {"ok": int((~flagged & ~small).sum()), "not_measurable": int(small.sum())}
     for flag in ("blue_shift", "faded", "spread"):
         counts[flag] = int(dots[flag].sum()) if len(dots) else 0
-    labels = {"ok": "dot", "blue_shift": "blue shift", "faded": "faded", "spread": "spread"}
+    labels = {"ok": "dot", "not_measurable": "too small to judge", "blue_shift": "blue shift", "faded": "faded",
+              "spread": "spread"}
     rows = ([title] if title else []) + [f"{labels[k]}: {counts[k]}" for k in FLAG_COLOURS]
     box_w = int(max(len(r) for r in rows) * 12 * unit + 50 * unit)
     box_h = int(line * len(rows) + 12 * unit)

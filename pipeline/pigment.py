@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 
 from data.colour import blue_index, delta_e00, linear_rgb_to_lab
-from data.flags import FlagSettings, flag_dots
+from data.flags import FlagSettings, flag_dots, measurable_dots
 
 from .calibration import ColourCorrection
+from .detect import DotEvidence
 from .dots import DotGeometry, annulus_valid, core_and_annulus_points
 
 __all__ = ["DOT_COLUMNS", "dot_table", "sample_corrected"]
@@ -25,7 +26,8 @@ __all__ = ["DOT_COLUMNS", "dot_table", "sample_corrected"]
 #: Columns of ``dots.csv`` (DESIGN.md output contract, then extras).
 DOT_COLUMNS = ["dot_id", "x", "y", "diameter_mm", "diameter_px", "elongation", "L", "a", "b",
                "skin_L", "skin_a", "skin_b", "contrast_dL", "dE00", "blue_index",
-               "blue_shift", "faded", "spread", "score", "skin_samples"]
+               "blue_shift", "faded", "spread", "score", "skin_samples",
+               "confidence", "significance", "noise_dL", "continuation", "model_score", "measurable"]
 
 
 @dataclass(frozen=True)
@@ -93,13 +95,17 @@ def _valid_median(values: np.ndarray, valid: np.ndarray, count: np.ndarray, min_
 
 def dot_table(rgb: np.ndarray, colour: ColourCorrection, geom: DotGeometry, labels: np.ndarray,
               occupied: np.ndarray, ppm_local: np.ndarray | None, annulus_mm: float, rules: FlagSettings,
-              nominal_ppm: float) -> pd.DataFrame:
+              nominal_ppm: float, evidence: DotEvidence | None = None) -> pd.DataFrame:
     """One row per dot with the DESIGN.md columns (``DOT_COLUMNS``).
 
     ``rgb``: the HxWx3 uint8 sRGB photo; ``colour``: the card's colour correction,
     applied at the sample points. ``ppm_local``: px/mm
     at each dot (None without a scale: ``diameter_mm`` is NaN, the annulus width
     uses ``nominal_ppm``, the nominal close-up scale the caller assumed).
+    ``evidence``: why each dot was reported (``pipeline.detect``); its columns are
+    NaN without it. ``measurable``: the half-maximum diameter spans at least
+    ``rules.measurable_min_diameter_px`` photo pixels and bare skin was found
+    around the dot; only measurable dots can carry a flag.
     """
     n = len(geom)
     scale_known = ppm_local is not None
@@ -112,7 +118,13 @@ def dot_table(rgb: np.ndarray, colour: ColourCorrection, geom: DotGeometry, labe
         contrast = skin_lab[:, 0] - lab[:, 0]
         de = delta_e00(lab, skin_lab) if n else np.zeros(0)
         bi = blue_index(lab, skin_lab) if n else np.zeros(0)
-    flags = flag_dots(bi, contrast, diameter_mm, rules)
+    measurable = measurable_dots(2.0 * geom.radius_px, rules) & np.isfinite(contrast)
+    flags = flag_dots(np.where(measurable, bi, np.nan), np.where(measurable, contrast, np.nan),
+                      np.where(measurable, diameter_mm, np.nan), rules)
+    ev = {k: np.full(n, np.nan) for k in ("confidence", "significance", "noise_dL", "continuation", "model_score")}
+    if evidence is not None:
+        ev.update(confidence=evidence.confidence, significance=evidence.significance, noise_dL=evidence.noise_dl,
+                  continuation=evidence.continuation, model_score=evidence.model_score)
     return pd.DataFrame({
         "dot_id": np.arange(n), "x": geom.xy[:, 0], "y": geom.xy[:, 1],
         "diameter_mm": diameter_mm, "diameter_px": 2.0 * geom.radius_px, "elongation": geom.elongation,
@@ -120,5 +132,5 @@ def dot_table(rgb: np.ndarray, colour: ColourCorrection, geom: DotGeometry, labe
         "skin_L": skin_lab[:, 0], "skin_a": skin_lab[:, 1], "skin_b": skin_lab[:, 2],
         "contrast_dL": contrast, "dE00": de, "blue_index": bi,
         "blue_shift": flags.blue_shift, "faded": flags.faded, "spread": flags.spread,
-        "score": geom.score, "skin_samples": col.n_skin,
+        "score": geom.score, "skin_samples": col.n_skin, **ev, "measurable": measurable,
     }, columns=DOT_COLUMNS)

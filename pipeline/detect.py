@@ -1,0 +1,498 @@
+"""Dot detection: candidates at a canonical scale, and a decision with physical meaning.
+
+A reported dot is a pigment deposit measured against its own skin (DESIGN.md,
+"What a dot is"). The stage works on the colour-corrected L* of the photo,
+resampled to ``canonical_px_per_mm`` (from the card or ``--px-per-mm``), so that
+the same scalp photographed with more or fewer pixels gives the same dots; the
+results are mapped back to the photo's pixels.
+
+1. **Skin reference** (``pipeline.dots.skin_reference``): the local bare-skin L*
+   around every point; darkness ``D = reference - L*``.
+2. **Candidates**: maxima over space and scale of the scale-normalised
+   Laplacian of Gaussian of ``D`` (``-sigma^2 Lap G_sigma * D``, sigmas for dot
+   radii ``radius_mm``), plus any centres a learned model proposes. A
+   candidate is only a place to look.
+3. **Evidence**, measured on each candidate:
+
+   * ``contrast_dL``: centre darkness against the local bare skin (L*), from
+     the radial profile (``pipeline.dots.radial_profile``);
+   * ``noise_dL`` and ``significance``: the skin's own texture at the dot's
+     scale is the local robust RMS of the same filter over bare skin (pores,
+     mottling, sensor noise and JPEG all count), and ``significance`` is the
+     dot's filter response over it: a speck of the skin's texture has ~1-3,
+     a pigment deposit many times that;
+   * ``diameter`` (half-maximum, mm) and ``elongation``;
+   * ``continuation``: darkness beyond the dot's end along its long axis, as
+     a share of its centre darkness. A hair shaft or its cut end continues
+     along a ridge; a dot, round or elongated 2 : 1, returns to skin.
+4. **Decision**: contrast at least the visibility floor of
+   ``configs/flags.yaml`` (the truth uses the same), significance at least
+   ``min_significance``, size within ``diameter_mm``, elongation at most
+   ``max_elongation``, continuation at most ``max_continuation``, centre on
+   scalp. A model's score never admits a candidate; it only ranks the admitted
+   ones (``confidence``).
+
+Outside ``[min_px_per_mm, max_px_per_mm]`` dots are not detected at all (the
+caller reports dot metrics as null with a warning): below, a settled dot
+spans less than a pixel; above, the photo is a trichoscope field of a few
+millimetres, not an SMP close-up.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+from pydantic import Field, model_validator
+
+from data.config import PositiveRange, Settings
+from data.metrics import HAIR, SCALP
+
+from .dots import DotGeometry, DotSettings, radial_profile, sample_points, skin_reference, suppress_duplicates
+
+__all__ = ["DetectSettings", "DotEvidence", "CandidateTable", "Detection", "REJECT", "ScaleOutOfRange", "detect_dots", "resample_factor"]
+
+
+class DetectSettings(Settings):
+    """How dots are detected and decided (lengths in mm on the scalp)."""
+
+    #: The scale every photo is resampled to before detection.
+    canonical_px_per_mm: float = Field(16.0, gt=0)
+    #: Supported scales of the photo; outside them dot metrics are null with a warning.
+    min_px_per_mm: float = Field(8.0, gt=0)
+    max_px_per_mm: float = Field(128.0, gt=0)
+    #: Radii searched by the scale space (settled 0.10 mm to spread 0.7 mm diameters).
+    radius_mm: PositiveRange = (0.04, 0.35)
+    n_scales: int = Field(5, ge=2, le=9)
+    #: Where candidates come from: the scale space, the model's proposals (when a model runs), or both.
+    candidates: Literal["scale_space", "model", "both"] = "both"
+    #: A candidate needs a filter response of this many local noise sd (it is only a place to look).
+    candidate_significance: float = Field(2.5, gt=0)
+    #: The decision: response over the skin's texture noise at the dot's scale ...
+    min_significance: float = Field(10.0, gt=0)
+    #: ... or this much where the learned model scores the place at least ``model_support``
+    #: (a second opinion; it never lowers the contrast floor, the size or the hair rule).
+    min_significance_supported: float = Field(3.0, gt=0)
+    model_support: float = Field(0.3, gt=0, le=1)
+    #: Half-maximum diameter of a dot (SMP needles make 0.1-0.6 mm dots; spread ones reach ~0.9 mm).
+    diameter_mm: PositiveRange = (0.07, 1.0)
+    #: Longer than this ratio of axes is a strand, not a dot (fresh dots reach 2 : 1).
+    max_elongation: float = Field(2.6, gt=1)
+    #: Darkness beyond the dot's end along its long axis, share of its centre darkness.
+    max_continuation: float = Field(0.45, gt=0)
+    #: Ratio of the Hessian's eigenvalues at the dot's scale (1 a round blob, 0 a straight ridge);
+    #: a 2 : 1 dot reads ~0.4 at its own width, a strand < 0.2.
+    min_curvature_ratio: float = Field(0.3, ge=0, lt=1)
+    #: Above this ratio a candidate is a blob whatever lies beyond it (a round dot among neighbours).
+    blob_curvature_ratio: float = Field(0.6, ge=0, le=1)
+    #: The skin's texture is measured again without the neighbourhoods of structures this many times
+    #: above it (clear dots, which would otherwise count as texture in a dense field), this many
+    #: times. Pores, creases and specks stay in: they are the texture a dot must stand out of.
+    noise_exclude: float = Field(5.0, gt=1)
+    #: ``blobs``: the texture is the typical response of the skin's own blobs at the dot's scale
+    #: (pores, specks: the local mean of the maxima of the filter, capped at 3x their median so the
+    #: dots among them do not count), never below the RMS of the filter; ``rms``: the RMS alone.
+    texture: Literal["blobs", "rms"] = "blobs"
+    noise_passes: int = Field(1, ge=0, le=3)
+    #: Width of the neighbourhood over which the skin's texture noise is measured.
+    noise_sigma_mm: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> "DetectSettings":
+        if not self.min_px_per_mm < self.canonical_px_per_mm < self.max_px_per_mm:
+            raise ValueError("need min_px_per_mm < canonical_px_per_mm < max_px_per_mm")
+        return self
+
+
+class ScaleOutOfRange(ValueError):
+    """The photo's scale is outside the range where dots can be measured."""
+
+
+@dataclass(frozen=True)
+class DotEvidence:
+    """Why each dot was reported (arrays parallel to the geometry)."""
+
+    contrast_dl: np.ndarray    # centre darkness vs local bare skin, L* (canonical scale)
+    noise_dl: np.ndarray       # the skin's texture at the dot's scale (filter units ~ L*)
+    significance: np.ndarray   # filter response / noise_dl
+    continuation: np.ndarray   # darkness beyond the ends along the long axis / centre darkness
+    curvature_ratio: np.ndarray  # |smaller| / |larger| Hessian eigenvalue at the dot's scale (1 blob, 0 ridge)
+    model_score: np.ndarray    # the learned model's score near the dot (NaN: no model)
+    confidence: np.ndarray     # 0-1, from the margins of the evidence over the decision thresholds
+
+    def take(self, idx: np.ndarray) -> "DotEvidence":
+        return DotEvidence(*(getattr(self, k)[idx] for k in self.__dataclass_fields__))
+
+
+#: Why a candidate was not reported (bits of ``CandidateTable.reason``).
+REJECT = {"not_scalp": 1, "contrast": 2, "significance": 4, "size": 8, "elongation": 16, "continuation": 32,
+          "duplicate": 64, "ridge": 128}
+
+
+@dataclass(frozen=True)
+class CandidateTable:
+    """Candidates that were looked at and not reported, with their evidence and the reasons."""
+
+    xy: np.ndarray            # (M, 2) photo px
+    diameter_mm: np.ndarray   # (M,) at the nominal scale
+    elongation: np.ndarray
+    evidence: DotEvidence
+    reason: np.ndarray        # (M,) int, OR of REJECT bits
+
+    def reasons(self) -> dict[str, int]:
+        """How many candidates failed each test (a candidate can fail several)."""
+        return {k: int(np.count_nonzero(self.reason & b)) for k, b in REJECT.items()}
+
+
+@dataclass(frozen=True)
+class Detection:
+    geometry: DotGeometry        # in the photo's pixels
+    evidence: DotEvidence
+    factor: float                # canonical px per photo px
+    n_candidates: int
+    rejected: CandidateTable
+
+
+def resample_factor(px_per_mm: float, settings: DetectSettings) -> float:
+    """Canonical px per photo px; :class:`ScaleOutOfRange` outside the supported scales."""
+    if not (settings.min_px_per_mm <= px_per_mm <= settings.max_px_per_mm):
+        raise ScaleOutOfRange(
+            f"{px_per_mm:.1f} px/mm is outside the supported range for dots "
+            f"({settings.min_px_per_mm:g}-{settings.max_px_per_mm:g} px/mm)")
+    return settings.canonical_px_per_mm / px_per_mm
+
+
+def _resize(img: np.ndarray, f: float, interp: int | None = None) -> np.ndarray:
+    h, w = img.shape[:2]
+    size = (max(1, int(round(w * f))), max(1, int(round(h * f))))
+    if interp is None:
+        interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
+    return cv2.resize(img, size, interpolation=interp)
+
+
+def _classes_at(labels: np.ndarray, f: float) -> tuple[np.ndarray, np.ndarray]:
+    """Scalp and hair masks at the canonical scale. Downscaling keeps hair where it covers a
+    quarter of a canonical pixel (thin strands stay hair), scalp where it covers half."""
+    if abs(f - 1.0) < 1e-9:
+        return labels == SCALP, labels == HAIR
+    if f > 1:
+        small = _resize(labels, f, cv2.INTER_NEAREST)
+        return small == SCALP, small == HAIR
+    scalp = _resize((labels == SCALP).astype(np.float32), f) >= 0.5
+    hair = _resize((labels == HAIR).astype(np.float32), f) >= 0.25
+    return scalp & ~hair, hair
+
+
+def _local_rms(resp: np.ndarray, weight: np.ndarray, px_per_mm: float, sigma_mm: float) -> np.ndarray:
+    """Robust local RMS of ``resp`` over ``weight`` pixels: values clipped at 2.5 robust sd of the
+    whole frame (dots are far above it and barely count), then a normalised Gaussian mean of the
+    squares, corrected for the clipping (x 1.07 keeps pure Gaussian noise unbiased)."""
+    sub = resp[::3, ::3][weight[::3, ::3]]
+    if sub.size < 50:
+        sub = resp[::3, ::3].ravel()
+    med = float(np.median(sub))
+    sd = max(1.4826 * float(np.median(np.abs(sub - med))), 1e-3)
+    clipped = np.clip(resp - np.float32(med), np.float32(-2.5 * sd), np.float32(2.5 * sd))
+    sq = np.square(clipped)
+    k = max(1, int(sigma_mm * px_per_mm / 3.0))
+    h, w = resp.shape
+    size = (max(1, w // k), max(1, h // k))
+    wt = weight.astype(np.float32)
+    num = cv2.resize(sq * wt, size, interpolation=cv2.INTER_AREA)
+    den = cv2.resize(wt, size, interpolation=cv2.INTER_AREA)
+    sig = max(0.5, sigma_mm * px_per_mm / k)
+    num = cv2.GaussianBlur(num, (0, 0), sig)
+    den = cv2.GaussianBlur(den, (0, 0), sig)
+    ms = np.where(den > 1e-3, num / np.maximum(den, 1e-6), np.float32(sd * sd))
+    rms = np.sqrt(ms).astype(np.float32) * np.float32(1.07)
+    return np.maximum(cv2.resize(rms, (w, h), interpolation=cv2.INTER_LINEAR), np.float32(0.25 * sd))
+
+
+def _ridge_axis(blurred: list[np.ndarray], ks: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Axis of least curvature of the darkness at each point's own scale (Hessian of the blurred
+    darkness ``blurred[k]``), and the curvature ratio |small| / |large| (1 = blob, 0 = ridge)."""
+    n = len(xy)
+    theta, ratio = np.zeros(n), np.ones(n)
+    for k in np.unique(ks):
+        i = np.flatnonzero(ks == k)
+        x, y = xy[i, 0], xy[i, 1]
+        g = blurred[k]
+        o = sample_points(g, x, y)
+        dxx = sample_points(g, x + 1, y) + sample_points(g, x - 1, y) - 2 * o
+        dyy = sample_points(g, x, y + 1) + sample_points(g, x, y - 1) - 2 * o
+        dxy = 0.25 * (sample_points(g, x + 1, y + 1) + sample_points(g, x - 1, y - 1)
+                      - sample_points(g, x + 1, y - 1) - sample_points(g, x - 1, y + 1))
+        tr, det = dxx + dyy, dxx * dyy - dxy * dxy
+        disc = np.sqrt(np.maximum(tr * tr / 4 - det, 0.0))
+        l1, l2 = tr / 2 + disc, tr / 2 - disc              # l2 <= l1; a dark line has l2 << 0
+        big, small = np.where(np.abs(l2) >= np.abs(l1), l2, l1), np.where(np.abs(l2) >= np.abs(l1), l1, l2)
+        ratio[i] = np.abs(small) / np.maximum(np.abs(big), 1e-6)
+        # eigenvector of the larger eigenvalue l1: along a bright ridge of the darkness (a dark strand)
+        theta[i] = 0.5 * np.arctan2(2 * dxy, dxx - dyy)
+    return theta, ratio
+
+
+def _blob_texture(resp: np.ndarray, spatial_max: np.ndarray, weight: np.ndarray, px_per_mm: float,
+                  sigma_mm: float) -> np.ndarray:
+    """Local typical response of the skin's blobs: a normalised Gaussian mean of the filter's
+    local maxima on ``weight`` pixels, each capped at 3x the median maximum (dots are a minority
+    of the maxima at every scale, and the cap keeps them from raising the texture)."""
+    peaks = (resp >= spatial_max) & (resp > 0) & weight
+    vals = resp[peaks]
+    h, w = resp.shape
+    if vals.size < 20:
+        return np.zeros((h, w), np.float32)
+    cap = np.float32(3.0 * float(np.median(vals)))
+    pts = np.where(peaks, np.minimum(resp, cap), np.float32(0))
+    k = max(1, int(sigma_mm * px_per_mm / 3.0))
+    size = (max(1, w // k), max(1, h // k))
+    num = cv2.resize(pts, size, interpolation=cv2.INTER_AREA)
+    den = cv2.resize(peaks.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+    sig = max(0.5, sigma_mm * px_per_mm / k)
+    num = cv2.GaussianBlur(num, (0, 0), sig)
+    den = cv2.GaussianBlur(den, (0, 0), sig)
+    typical = np.where(den > 1e-4, num / np.maximum(den, 1e-9), np.float32(np.median(vals))).astype(np.float32)
+    return cv2.resize(typical, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _continuation(dark: np.ndarray, xy: np.ndarray, axis: np.ndarray, dist: np.ndarray, width: np.ndarray,
+                  peak: np.ndarray) -> np.ndarray:
+    """Ridge test: darkness at ``dist`` beyond the centre along ``axis`` (the larger end) minus the
+    darkness at the same distance across it, over the centre darkness ``peak``. A strand (or a cut
+    end with its shaft) is dark along its axis and not across: high. A dot returns to skin in
+    every direction, and in a dense field its neighbours lie in any direction, along as often as
+    across: about 0."""
+    if len(xy) == 0:
+        return np.zeros(0)
+    c, s = np.cos(axis), np.sin(axis)
+    # three lateral offsets x three distances (a rendered or photographed strand is often dashed)
+    lat = np.tile(np.array([-0.5, 0.0, 0.5]), 3)[None, :] * width[:, None]
+    far = np.repeat(np.array([0.7, 1.0, 1.4]), 3)[None, :] * dist[:, None]
+
+    def probe(ux: np.ndarray, uy: np.ndarray) -> np.ndarray:
+        xs = xy[:, 0, None] + far * ux[:, None] - lat * uy[:, None]
+        ys = xy[:, 1, None] + far * uy[:, None] + lat * ux[:, None]
+        return sample_points(dark, xs, ys).max(axis=1)
+
+    along = np.maximum(probe(c, s), probe(-c, -s))
+    across = np.maximum(probe(-s, c), probe(s, -c))
+    return (along - np.maximum(across, 0.0)) / np.maximum(peak, 1e-3)
+
+
+def _fill(lum: np.ndarray, holes: np.ndarray, sigma_px: float) -> np.ndarray:
+    """``lum`` with the ``holes`` pixels replaced by a normalised Gaussian mean of the others
+    (widening the kernel where a hole is wider than it)."""
+    keep = (~holes).astype(np.float32)
+    out = lum.copy()
+    todo = holes.copy()
+    sg = max(0.7, sigma_px)
+    for _ in range(4):
+        num = cv2.GaussianBlur(lum * keep, (0, 0), sg)
+        den = cv2.GaussianBlur(keep, (0, 0), sg)
+        ok = todo & (den > 0.05)
+        out[ok] = num[ok] / den[ok]
+        todo &= ~ok
+        if not todo.any():
+            break
+        sg *= 2.5
+    return out
+
+
+def _disc_share(mask: np.ndarray, xy: np.ndarray, radius: np.ndarray) -> np.ndarray:
+    """(N,) share of 13 points within each disc that fall on ``mask``."""
+    if len(xy) == 0:
+        return np.zeros(0)
+    rr = np.concatenate([[0.0], np.full(6, 0.5), np.full(6, 0.9)])
+    aa = np.concatenate([[0.0], np.linspace(0, 2 * np.pi, 6, endpoint=False),
+                         np.linspace(0, 2 * np.pi, 6, endpoint=False) + np.pi / 6])
+    x = np.clip(np.round(xy[:, :1] + radius[:, None] * rr * np.cos(aa)), 0, mask.shape[1] - 1).astype(np.int64)
+    y = np.clip(np.round(xy[:, 1:] + radius[:, None] * rr * np.sin(aa)), 0, mask.shape[0] - 1).astype(np.int64)
+    return mask[y, x].mean(axis=1)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, settings: DetectSettings,
+                dot_settings: DotSettings, min_contrast_dl: float, max_hair_cover: float = 0.5, *,
+                model_xy: np.ndarray | None = None, model_score: np.ndarray | None = None) -> Detection:
+    """Dots of one close-up (see the module docstring).
+
+    ``lstar``: HxW float32 colour-corrected L*; ``labels``: HxW classes;
+    ``px_per_mm``: the photo's scale; ``min_contrast_dl``, ``max_hair_cover``: the
+    visibility rule (``FlagSettings.visible_min_contrast_dl``, ``visible_max_hair_cover``). ``model_xy``/``model_score``:
+    centres a learned model proposes (photo pixels), optional.
+    Raises :class:`ScaleOutOfRange` outside the supported scales.
+    """
+    f = resample_factor(px_per_mm, settings)
+    c = settings.canonical_px_per_mm
+    lum = lstar if abs(f - 1) < 1e-9 else _resize(lstar, f)
+    scalp, hair = _classes_at(labels, f)
+    h, w = lum.shape
+    # hair is not skin: its pixels (and a 1-px rim of soft edges) are filled from the skin and dots
+    # around them, so a strand leaves no ridge in the darkness and a dot it crosses stays a dot
+    hair_rim = cv2.dilate(hair.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool) if hair.any() else hair
+    raw = lum
+    if hair_rim.any():
+        lum = _fill(lum, hair_rim, 0.06 * c)
+    skin_like = scalp | hair
+    # the scale space needs no skin level (a Laplacian ignores an offset and a smooth reference):
+    # it runs on the negated lightness, and the skin level is taken later, from the quiet skin
+    dark = np.negative(lum, dtype=np.float32)
+
+    # --- scale space: scale-normalised LoG of the darkness ---
+    r_lo, r_hi = (r * c for r in settings.radius_mm)
+    sigmas = np.geomspace(max(0.6, r_lo / np.sqrt(2)), max(0.9, r_hi / np.sqrt(2)), settings.n_scales)
+    bare = scalp & ~hair_rim
+    resp, blurred = [], []
+    for sg in sigmas:
+        g = cv2.GaussianBlur(dark, (0, 0), float(sg))
+        blurred.append(g)
+        r = cv2.Laplacian(g, cv2.CV_32F, ksize=1)
+        r *= np.float32(-sg * sg)
+        resp.append(r)
+    stack = np.stack(resp)                                                    # (S, H, W)
+    # the skin's texture at each scale: first over all bare skin, then again without the
+    # neighbourhoods of the strong structures that first pass finds (in a dense dot field the
+    # dots themselves would otherwise be counted as texture and hide each other)
+    kernel = np.ones((3, 3), np.uint8)
+    spatial = [cv2.dilate(r, kernel) for r in resp]
+    quiet = bare
+    noise = [_local_rms(r, quiet, c, settings.noise_sigma_mm) for r in resp]
+    still = quiet
+    for _ in range(settings.noise_passes):
+        busy = np.zeros((h, w), np.uint8)
+        for k, sg in enumerate(sigmas):
+            peaks = ((resp[k] >= spatial[k]) & (resp[k] >= settings.noise_exclude * noise[k])).view(np.uint8)
+            rad = int(np.ceil(3.0 * sg))
+            disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rad + 1, 2 * rad + 1))
+            busy |= cv2.dilate(peaks, disc)
+        still = quiet & (busy == 0)
+        if np.count_nonzero(still[::4, ::4]) < 200:   # no quiet skin left: keep the estimate
+            break
+        noise = [_local_rms(r, still, c, 2.0 * settings.noise_sigma_mm) for r in resp]
+    if settings.texture == "blobs":
+        noise = [np.maximum(n, _blob_texture(r, sp, quiet, c, 2.0 * settings.noise_sigma_mm))
+                 for r, sp, n in zip(resp, spatial, noise)]
+    noise_stack = np.stack(noise)
+    # the bare-skin reference from the quiet skin (away from every dot-like structure and hair)
+    base = still if np.count_nonzero(still[::4, ::4]) >= 200 else (bare if bare.any() else skin_like)
+    ref = skin_reference(lum, base, c, dot_settings.skin_sigma_mm,
+                         clip_sd=dot_settings.skin_clip_sd, iterations=dot_settings.skin_iterations)
+    dark = np.subtract(ref, lum, dtype=np.float32)
+    # candidates: maxima over 3x3 in space at each scale (a dot among dots is a maximum at its own
+    # scale, not at the larger scales where its neighbours merge with it)
+    is_max = (stack >= np.stack(spatial)) & (stack >= settings.candidate_significance * noise_stack) & skin_like[None]
+    if settings.candidates == "model" and model_xy is not None:
+        is_max[:] = False
+    ks, ys, xs = np.nonzero(is_max)
+    sig = stack[ks, ys, xs] / noise_stack[ks, ys, xs]
+    # one candidate per place: the scale with the highest significance
+    cand = np.column_stack([xs, ys]).astype(np.float64)
+    from_model = np.zeros(len(cand), bool)
+    if model_xy is not None and len(model_xy) and settings.candidates != "scale_space":
+        mxy = (np.asarray(model_xy, np.float64).reshape(-1, 2) + 0.5) * f - 0.5
+        inside = (mxy[:, 0] >= 0) & (mxy[:, 0] <= w - 1) & (mxy[:, 1] >= 0) & (mxy[:, 1] <= h - 1)
+        mxy = mxy[inside]
+        mi = np.clip(np.round(mxy).astype(np.int64), 0, [w - 1, h - 1])
+        mk = np.argmax(stack[:, mi[:, 1], mi[:, 0]] / noise_stack[:, mi[:, 1], mi[:, 0]], axis=0)
+        cand = np.vstack([cand, mxy])
+        ks = np.concatenate([ks, mk])
+        sig = np.concatenate([sig, stack[mk, mi[:, 1], mi[:, 0]] / noise_stack[mk, mi[:, 1], mi[:, 0]]])
+        from_model = np.concatenate([from_model, np.ones(len(mxy), bool)])
+    n_cand = len(cand)
+    if n_cand:
+        keep = suppress_duplicates(cand, sig + 1e-6 * from_model, dot_settings.min_separation_mm * c)
+        cand, ks, sig = cand[keep], ks[keep], sig[keep]
+
+    # --- evidence ---
+    prof = radial_profile(lum, ref, cand, c, dot_settings)
+    xi = np.clip(np.round(prof.xy[:, 0]).astype(np.int64), 0, w - 1)
+    yi = np.clip(np.round(prof.xy[:, 1]).astype(np.int64), 0, h - 1)
+    resp_at = stack[ks, yi, xi] if len(cand) else np.zeros(0)
+    noise_at = noise_stack[ks, yi, xi] if len(cand) else np.zeros(0)
+    # significance at the refined centre (the maximum may sit half a pixel off)
+    sig = np.maximum(sig, resp_at / np.maximum(noise_at, 1e-6))
+    # the axis is read at no less than ~0.1 mm of blur: a thin strand, aliased into dashes, reads as a
+    # row of specks at the finest scale and as a ridge from there on
+    k_axis = np.maximum(ks, int(np.searchsorted(sigmas, 0.07 * c)))
+    k_axis = np.minimum(k_axis, len(sigmas) - 1)
+    # the strand test (curvature ratio, axis, continuation) reads the photo as it is (hair not
+    # filled): at the tip of a strand the hair mask covers, the filled darkness is a round blob,
+    # the photo a ridge
+    raw_dark = np.subtract(ref, raw, dtype=np.float32)
+    if raw is lum:
+        raw_blurred = blurred
+    else:
+        raw_blurred = [cv2.GaussianBlur(raw_dark, (0, 0), float(sg)) if k in set(k_axis.tolist()) else None
+                       for k, sg in enumerate(sigmas)]
+    axis, ridge_ratio = _ridge_axis(raw_blurred, k_axis, prof.xy)
+    r_half = np.maximum(prof.radius_px, 0.5)
+    reach = np.maximum(r_half * np.sqrt(np.maximum(prof.elongation, 1.0)), sigmas[ks] * np.sqrt(2))
+    # continuation on the photo as it is (hair not filled): a piece of a strand the hair mask missed
+    # continues into the masked part
+    cont = _continuation(cv2.GaussianBlur(raw_dark, (0, 0), float(sigmas[0])), prof.xy, axis, reach + np.maximum(0.1 * c, 0.8 * reach), r_half, prof.peak_dl)
+    diameter_mm = 2.0 * prof.radius_px / c
+    # on scalp: not background, and less than half of the dot's disc under hair (the `visible` rule)
+    hair_cover = _disc_share(hair, prof.xy, np.maximum(prof.radius_px, 0.5))
+    on_scalp = (skin_like[yi, xi] & (hair_cover < max_hair_cover)) if len(cand) else np.zeros(0, bool)
+    inside = (prof.xy[:, 0] >= -0.5) & (prof.xy[:, 0] <= w - 0.5) & (prof.xy[:, 1] >= -0.5) & (prof.xy[:, 1] <= h - 0.5)
+    # the model's view of each dot: its best score within the separation radius (NaN without a model)
+    if model_xy is not None and model_score is not None:
+        mscore = np.zeros(len(cand))
+        if len(model_xy) and len(cand):
+            from scipy.spatial import cKDTree
+
+            mxy = (np.asarray(model_xy, np.float64).reshape(-1, 2) + 0.5) * f - 0.5
+            tree = cKDTree(mxy)
+            near = tree.query_ball_point(prof.xy, dot_settings.min_separation_mm * c)
+            ms = np.asarray(model_score, np.float64)
+            mscore = np.array([ms[n].max() if n else 0.0 for n in near])
+    else:
+        mscore = np.full(len(cand), np.nan)
+    d_lo, d_hi = settings.diameter_mm
+    reason = np.zeros(len(cand), np.int64)
+    # a second opinion lowers the bar, never below the physical floor: where the learned model also
+    # sees a dot, significance must reach min_significance_supported and only a candidate that is both
+    # a ridge and continues along it is a strand; alone, the scale space needs min_significance and
+    # either sign of a strand rejects
+    supported = np.nan_to_num(mscore) >= settings.model_support
+    ridge = ridge_ratio < settings.min_curvature_ratio
+    runs_on = cont > settings.max_continuation
+    # (continuing darkness alone is no proof: in a dense field a neighbour often lies along the axis)
+    strand = np.where(supported, ridge & runs_on, ridge | (runs_on & (ridge_ratio < settings.blob_curvature_ratio)))
+    need = np.where(supported, settings.min_significance_supported, settings.min_significance)
+    for bit, failed in ((REJECT["not_scalp"], ~(on_scalp & inside)),
+                        (REJECT["contrast"], ~(prof.peak_dl >= min_contrast_dl)),
+                        (REJECT["significance"], ~(sig >= need)),
+                        (REJECT["size"], ~((diameter_mm >= d_lo) & (diameter_mm <= d_hi))),
+                        (REJECT["elongation"], ~(prof.elongation <= settings.max_elongation)),
+                        (REJECT["continuation"], strand & runs_on),
+                        (REJECT["ridge"], strand & ridge)):
+        reason |= np.where(failed, bit, 0)
+    real = reason == 0
+    if len(cand):
+        # two admitted candidates closer than the separation are one dot (re-centring can bring them together)
+        idx = np.flatnonzero(real)
+        if len(idx):
+            keep = idx[suppress_duplicates(prof.xy[idx], sig[idx], dot_settings.min_separation_mm * c)]
+            real = np.zeros(len(cand), bool)
+            real[keep] = True
+            reason[idx[~real[idx]]] |= REJECT["duplicate"]
+
+    conf = (_sigmoid((sig - settings.min_significance) / 1.5) * _sigmoid((prof.peak_dl - min_contrast_dl) / 1.5)
+            * np.clip(1.0 - 0.5 * cont / settings.max_continuation, 0.0, 1.0))
+    conf = np.where(np.isnan(mscore), conf, conf * (0.6 + 0.4 * np.nan_to_num(mscore)))
+    ev = DotEvidence(contrast_dl=prof.peak_dl, noise_dl=noise_at.astype(np.float64), significance=sig,
+                     continuation=cont, curvature_ratio=ridge_ratio, model_score=mscore, confidence=conf)
+
+    sel = np.flatnonzero(real)
+    xy_all = (prof.xy + 0.5) / f - 0.5
+    geom = DotGeometry(xy=xy_all[sel], radius_px=prof.radius_px[sel] / f, peak_dl=prof.peak_dl[sel],
+                       elongation=prof.elongation[sel], orientation=prof.orientation[sel], score=conf[sel])
+    rejected = CandidateTable(xy=xy_all[~real], diameter_mm=diameter_mm[~real],
+                              elongation=prof.elongation[~real], evidence=ev.take(np.flatnonzero(~real)),
+                              reason=reason[~real])
+    return Detection(geometry=geom, evidence=ev.take(sel), factor=f, n_candidates=n_cand, rejected=rejected)

@@ -1,0 +1,179 @@
+"""Dot detection at a canonical scale and the physical decision (pipeline/detect.py)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from data.card import load_card
+from data.config import ConfigError, load_settings
+from data.flags import load_flag_settings
+from data.metrics import HAIR, SCALP
+from data.synth.generate import generate_images
+from data.synth.settings import SynthSettings
+from pipeline.assess import Assessor, load_assess_settings
+from pipeline.detect import REJECT, DetectSettings, ScaleOutOfRange, detect_dots, resample_factor
+from pipeline.dots import DotSettings
+
+# large, clear dots without hair or card: what must not depend on the photo's pixel count
+SCENE = ["image.width=400", "image.height=300", "camera.px_per_mm=[24, 24]", "camera.tilt_deg=[0, 0]",
+         "camera.dof_blur_mm=[0, 0]", "card.probability=0.0", "skin.fitzpatrick=[1, 2]",
+         "hair.follicle_density_per_cm2=[0, 0]", "dots.aged_fraction=[0, 0]", "dots.contrast_dl=[24, 30]",
+         "dots.diameter_mm=[0.3, 0.36]", "dots.coverage=[1, 1]", "dots.merged_fraction=[0, 0]",
+         "dots.fresh_fraction=[0, 0]", "dots.scab_fraction=[0, 0]", "skin.crease_coverage=[0, 0]",
+         "skin.freckles_per_cm2=[0, 0]", "skin.naevi_per_cm2=[0, 0]", "skin.pore_depth=[0.05, 0.1]"]
+
+
+def _skin(shape, rng, level=62.0, noise=0.8):
+    return (level + rng.normal(0, noise, shape)).astype(np.float32)
+
+
+def _stamp(lstar, xy, radius_px, depth, elong=1.0, angle=0.0):
+    """Soft dark ellipses (Gaussian darkness with half-maximum radius ``radius_px``)."""
+    h, w = lstar.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    s = radius_px / 1.18
+    c, si = np.cos(angle), np.sin(angle)
+    for x, y in xy:
+        u = (xx - x) * c + (yy - y) * si
+        v = -(xx - x) * si + (yy - y) * c
+        lstar -= depth * np.exp(-0.5 * ((u / (s * elong)) ** 2 + (v / s) ** 2))
+    return lstar
+
+
+def _grid(h, w, step):
+    ys, xs = np.mgrid[step:h - step:step, step:w - step:step]
+    return np.column_stack([xs.ravel(), ys.ravel()]).astype(np.float64) + 0.3
+
+
+def _detect(lstar, labels, ppm, **kw):
+    return detect_dots(lstar, labels, ppm, DetectSettings(**kw), DotSettings(), 3.0)
+
+
+def test_clear_dots_are_found_with_their_evidence():
+    rng = np.random.default_rng(0)
+    ppm = 16.0
+    lstar = _skin((160, 200), rng)
+    xy = _grid(160, 200, 20)
+    _stamp(lstar, xy, 0.12 * ppm, 20.0)
+    labels = np.full(lstar.shape, SCALP, np.uint8)
+    det = _detect(lstar, labels, ppm)
+    assert len(det.geometry) == len(xy)
+    d = np.hypot(*(det.geometry.xy[:, None] - xy[None]).transpose(2, 0, 1)).min(axis=1)
+    assert np.median(d) < 0.3
+    ev = det.evidence
+    assert np.all(ev.contrast_dl > 12) and np.all(ev.significance > 6)
+    assert np.all((ev.confidence > 0.5) & (ev.confidence <= 1))
+    assert np.all(np.isnan(ev.model_score))                       # no model ran
+
+
+def test_texture_and_faint_specks_are_not_dots():
+    rng = np.random.default_rng(1)
+    ppm = 16.0
+    lstar = _skin((200, 200), rng, noise=2.0)
+    # skin texture: many faint specks, as deep as the noise
+    specks = rng.uniform(10, 190, (60, 2))
+    _stamp(lstar, specks, 0.06 * ppm, 2.5)
+    labels = np.full(lstar.shape, SCALP, np.uint8)
+    det = _detect(lstar, labels, ppm)
+    assert len(det.geometry) == 0
+    assert det.rejected.reasons()["contrast"] + det.rejected.reasons()["significance"] > 0
+
+
+def test_a_strand_is_not_a_dot_but_an_elongated_fresh_dot_is():
+    rng = np.random.default_rng(2)
+    ppm = 16.0
+    lstar = _skin((160, 240), rng)
+    cv2.line(lstar, (20, 40), (220, 60), 40.0, 2, cv2.LINE_AA)       # a long dark strand, not labelled hair
+    _stamp(lstar, [(120.0, 120.0)], 0.12 * ppm, 22.0, elong=1.8, angle=0.6)   # a fresh 1.8 : 1 dot
+    labels = np.full(lstar.shape, SCALP, np.uint8)
+    det = _detect(lstar, labels, ppm)
+    xy = det.geometry.xy
+    assert len(xy) == 1 and np.hypot(*(xy[0] - (120, 120))) < 1.0
+    assert det.geometry.elongation[0] > 1.15     # moments within 1.2 R read a 1.8 : 1 dot as ~1.2 : 1
+    on_strand = det.rejected.xy[(det.rejected.xy[:, 1] < 70)]
+    assert len(on_strand) and np.all(det.rejected.reason[det.rejected.xy[:, 1] < 70] != 0)
+
+
+def test_a_dot_mostly_under_hair_is_not_reported():
+    rng = np.random.default_rng(3)
+    ppm = 16.0
+    lstar = _skin((100, 100), rng)
+    _stamp(lstar, [(30.0, 50.0), (70.0, 50.0)], 0.12 * ppm, 20.0)
+    labels = np.full(lstar.shape, SCALP, np.uint8)
+    labels[40:60, 60:80] = HAIR                                      # the second dot's disc is hair
+    det = _detect(lstar, labels, ppm)
+    assert len(det.geometry) == 1 and det.geometry.xy[0, 0] < 50
+    assert det.rejected.reasons()["not_scalp"] >= 1
+
+
+def test_the_supported_scale_range_is_enforced():
+    s = DetectSettings()
+    assert resample_factor(16.0, s) == 1.0 and resample_factor(32.0, s) == 0.5
+    for ppm in (2.0, 7.9, 358.0):
+        with pytest.raises(ScaleOutOfRange, match="supported range"):
+            resample_factor(ppm, s)
+    with pytest.raises(ValueError):
+        DetectSettings(canonical_px_per_mm=200.0)
+    with pytest.raises(ConfigError, match="detect"):
+        load_assess_settings(None, ["detect.min_px_per_mm=40"])
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    out = tmp_path_factory.mktemp("scale")
+    cfg = load_settings(SynthSettings, None, SCENE, default="synth/closeup.yaml")
+    item = next(iter(generate_images(out, 1, cfg, load_card(), load_flag_settings(), seed=5)))
+    truth = json.loads((item.folder / "truth.json").read_text())
+    return item.folder / truth["photo"], truth["px_per_mm"]
+
+
+@pytest.fixture(scope="module")
+def assessor():
+    return Assessor(load_assess_settings(None, ["segment.method=classical", "overlay=false"]))
+
+
+def test_the_same_photo_at_half_to_four_times_the_pixels_gives_the_same_count(scene, assessor, tmp_path):
+    path, ppm = scene
+    img = cv2.imread(str(path))
+    counts = {}
+    for f in (0.5, 1.0, 2.0, 4.0):
+        scaled = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC)
+        p = tmp_path / f"x{f}.png"
+        cv2.imwrite(str(p), scaled)
+        a = assessor.assess_file(p, px_per_mm=ppm * f)
+        counts[f] = a.metrics.dot_count
+    ref = counts[1.0]
+    assert ref > 50
+    for f, n in counts.items():
+        assert abs(n - ref) <= 0.02 * ref, counts
+
+
+def test_outside_the_supported_scales_dot_metrics_are_null_with_a_warning(scene, assessor):
+    path, ppm = scene
+    a = assessor.assess_file(path, px_per_mm=358.0)
+    m = a.metrics
+    assert m.dot_count is None and m.dot_density_per_cm2 is None and m.blue_shift_fraction is None
+    assert len(a.dots) == 0
+    assert any("supported range" in w for w in a.warnings)
+    assert m.scalp_fraction is not None                       # what can be measured still is
+
+
+def test_assessed_dots_carry_their_evidence(scene, assessor):
+    path, ppm = scene
+    a = assessor.assess_file(path, px_per_mm=ppm)
+    d = a.dots
+    for col in ("confidence", "significance", "noise_dL", "continuation", "measurable"):
+        assert col in d.columns
+    assert d.confidence.between(0, 1).all() and (d.significance > 0).all()
+    # flags only on measurable dots
+    small = ~d.measurable.astype(bool)
+    assert not d.loc[small, ["blue_shift", "faded", "spread"]].to_numpy(bool).any()
+
+
+def test_reasons_are_named_bits():
+    assert len(set(REJECT.values())) == len(REJECT)
+    assert all(v & (v - 1) == 0 for v in REJECT.values())
