@@ -127,7 +127,8 @@ class InitWeights:
     """What was asked for (a path or a registry URI); ``path`` is the local file it resolved to."""
 
     def as_meta(self) -> dict[str, Any]:
-        return {"weights": self.ref or str(self.path), "path": str(self.path), "sha256": self.sha256, "reinit_heads": list(self.reinit_heads),
+        return {"weights": self.ref or str(self.path), "path": str(self.path), "sha256": self.sha256,
+                "reinit_heads": list(self.reinit_heads),
                 "loaded": self.loaded, "reinitialised": self.reinitialised,
                 "settings_changed": list(self.settings_changed),
                 "source_name": str(self.source_meta.get("name", "")),

@@ -141,8 +141,8 @@ def total_loss(
     (B,) and optionally ``has_points`` (B,) bool: images without dot labels
     contribute no dot loss, and ``visible`` (BxK bool, absent: all visible):
     invisible dots are no positives and their neighbourhood is ignored.
-    ``dot_stride`` defaults to the one implied by the heat map's shape. Returns the loss and its detached parts (``seg_ce``,
-    ``seg_dice``, ``heat``, ``offset``, ``total``).
+    ``dot_stride`` defaults to the one implied by the heat map's shape. Returns the loss and its
+    detached parts (``seg_ce``, ``seg_dice``, ``heat``, ``offset``, ``total``).
     """
     seg, heat, offset = outputs["seg"], outputs["heat"], outputs["offset"]
     mask = batch["mask"].to(seg.device).long()
