@@ -65,6 +65,8 @@ class DetectSettings(Settings):
     #: Radii searched by the scale space (settled 0.10 mm to spread 0.7 mm diameters).
     radius_mm: PositiveRange = (0.04, 0.35)
     n_scales: int = Field(5, ge=2, le=9)
+    #: Two peaks within this share of a stronger blob's radius (sqrt(2) sigma) are one dot (0: off).
+    blob_merge: float = Field(0.0, ge=0, le=2)
     #: Where candidates come from: the scale space, the model's proposals (when a model runs), or both.
     candidates: Literal["scale_space", "model", "both"] = "both"
     #: A candidate needs a filter response of this many local noise sd (it is only a place to look).
@@ -73,7 +75,7 @@ class DetectSettings(Settings):
     min_significance: float = Field(10.0, gt=0)
     #: ... or this much where the learned model scores the place at least ``model_support``
     #: (a second opinion; it never lowers the contrast floor, the size or the hair rule).
-    min_significance_supported: float = Field(3.0, gt=0)
+    min_significance_supported: float = Field(6.0, gt=0)
     model_support: float = Field(0.3, gt=0, le=1)
     #: Half-maximum diameter of a dot (SMP needles make 0.1-0.6 mm dots; spread ones reach ~0.9 mm).
     diameter_mm: PositiveRange = (0.07, 1.0)
@@ -280,6 +282,23 @@ def _continuation(dark: np.ndarray, xy: np.ndarray, axis: np.ndarray, dist: np.n
     return (along - np.maximum(across, 0.0)) / np.maximum(peak, 1e-3)
 
 
+def _compact_blobs(hair: np.ndarray, px_per_mm: float, max_diameter_mm: float) -> np.ndarray:
+    """Parts of a hair mask that are not strands: what survives an opening with a disc wider than a
+    strand (about 0.1 mm), in pieces no longer than a dot (``max_diameter_mm``)."""
+    if not hair.any():
+        return np.zeros_like(hair)
+    k = max(3, int(round(0.1 * px_per_mm)) | 1)
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    opened = cv2.morphologyEx(hair.view(np.uint8), cv2.MORPH_OPEN, disc)
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
+    if n <= 1:
+        return np.zeros_like(hair)
+    extent = np.hypot(stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT])
+    small = np.zeros(n, bool)
+    small[1:] = extent <= max_diameter_mm * px_per_mm
+    return small[comp]
+
+
 def _fill(lum: np.ndarray, holes: np.ndarray, sigma_px: float) -> np.ndarray:
     """``lum`` with the ``holes`` pixels replaced by a normalised Gaussian mean of the others
     (widening the kernel where a hole is wider than it)."""
@@ -331,6 +350,14 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
     lum = lstar if abs(f - 1) < 1e-9 else _resize(lstar, f)
     scalp, hair = _classes_at(labels, f)
     h, w = lum.shape
+    # hair is a strand: compact dark blobs a segmenter calls hair (a dot, a cut end) are given back
+    # to the scalp and judged like every other candidate (the strand test still applies to them)
+    blobs = _compact_blobs(hair, c, settings.diameter_mm[1])
+    if blobs.any():
+        hair = hair & ~blobs
+        scalp = scalp | blobs
+    # the exact factor of each axis (whole pixels: it differs from f by up to half a pixel per edge)
+    fxy = np.array([w / lstar.shape[1], h / lstar.shape[0]])
     # hair is not skin: its pixels (and a 1-px rim of soft edges) are filled from the skin and dots
     # around them, so a strand leaves no ridge in the darkness and a dot it crosses stays a dot
     hair_rim = cv2.dilate(hair.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool) if hair.any() else hair
@@ -393,7 +420,7 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
     cand = np.column_stack([xs, ys]).astype(np.float64)
     from_model = np.zeros(len(cand), bool)
     if model_xy is not None and len(model_xy) and settings.candidates != "scale_space":
-        mxy = (np.asarray(model_xy, np.float64).reshape(-1, 2) + 0.5) * f - 0.5
+        mxy = (np.asarray(model_xy, np.float64).reshape(-1, 2) + 0.5) * fxy - 0.5
         inside = (mxy[:, 0] >= 0) & (mxy[:, 0] <= w - 1) & (mxy[:, 1] >= 0) & (mxy[:, 1] <= h - 1)
         mxy = mxy[inside]
         mi = np.clip(np.round(mxy).astype(np.int64), 0, [w - 1, h - 1])
@@ -404,7 +431,14 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
         from_model = np.concatenate([from_model, np.ones(len(mxy), bool)])
     n_cand = len(cand)
     if n_cand:
-        keep = suppress_duplicates(cand, sig + 1e-6 * from_model, dot_settings.min_separation_mm * c)
+        # one candidate per blob: ranked by the scale-normalised response (largest at the blob's own
+        # scale), each suppressing the weaker ones within its radius (the ends of a large elongated dot
+        # are maxima at a small scale, inside the dot's radius at its own scale)
+        ci = np.clip(np.round(cand).astype(np.int64), 0, [w - 1, h - 1])
+        strength = stack[ks, ci[:, 1], ci[:, 0]]
+        keep = suppress_duplicates(cand, (strength if settings.blob_merge else sig) + 1e-6 * from_model,
+                                   dot_settings.min_separation_mm * c,
+                                   reach_px=settings.blob_merge * np.sqrt(2) * sigmas[ks] if settings.blob_merge else None)
         cand, ks, sig = cand[keep], ks[keep], sig[keep]
 
     # --- evidence ---
@@ -445,7 +479,7 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
         if len(model_xy) and len(cand):
             from scipy.spatial import cKDTree
 
-            mxy = (np.asarray(model_xy, np.float64).reshape(-1, 2) + 0.5) * f - 0.5
+            mxy = (np.asarray(model_xy, np.float64).reshape(-1, 2) + 0.5) * fxy - 0.5
             tree = cKDTree(mxy)
             near = tree.query_ball_point(prof.xy, dot_settings.min_separation_mm * c)
             ms = np.asarray(model_score, np.float64)
@@ -489,7 +523,15 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
                      continuation=cont, curvature_ratio=ridge_ratio, model_score=mscore, confidence=conf)
 
     sel = np.flatnonzero(real)
-    xy_all = (prof.xy + 0.5) / f - 0.5
+    xy_all = (prof.xy + 0.5) / fxy - 0.5
+    if f < 0.8 and len(sel):
+        # a photo finer than the canonical scale: the decided dots are re-centred on its own pixels
+        # (an elongated fresh dot of a macro photo is located to ~1 canonical px otherwise)
+        ref_photo = cv2.resize(ref, (lstar.shape[1], lstar.shape[0]), interpolation=cv2.INTER_LINEAR)
+        fine = radial_profile(lstar, ref_photo, xy_all[sel], px_per_mm, dot_settings)
+        moved = np.hypot(*(fine.xy - xy_all[sel]).T)
+        ok = np.isfinite(moved) & (moved <= np.maximum(prof.radius_px[sel] / f, 1.0))
+        xy_all[sel[ok]] = fine.xy[ok]
     geom = DotGeometry(xy=xy_all[sel], radius_px=prof.radius_px[sel] / f, peak_dl=prof.peak_dl[sel],
                        elongation=prof.elongation[sel], orientation=prof.orientation[sel], score=conf[sel])
     rejected = CandidateTable(xy=xy_all[~real], diameter_mm=diameter_mm[~real],

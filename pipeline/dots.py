@@ -56,6 +56,8 @@ class DotSettings(Settings):
     skin_clip_sd: float = Field(2.0, gt=0)
     #: ... and the reference recomputed, this many times (0 = plain normalised convolution).
     skin_iterations: int = Field(2, ge=0, le=5)
+    #: Measure-and-re-centre passes (an elongated dot's centroid in a round window converges slowly).
+    recentre_passes: int = Field(2, ge=1, le=8)
     #: Ring step for the radial profile, in pixels.
     ring_step_px: float = Field(0.5, gt=0)
     n_angles: int = Field(16, ge=8, le=64)
@@ -146,13 +148,17 @@ def _nearest(missing: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndar
     return dist, (idx[0], idx[1])
 
 
-def suppress_duplicates(xy: np.ndarray, score: np.ndarray, min_dist_px: float) -> np.ndarray:
-    """Indices of the candidates kept: greedy by score, none closer than ``min_dist_px``."""
+def suppress_duplicates(xy: np.ndarray, score: np.ndarray, min_dist_px: float,
+                        reach_px: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the candidates kept: greedy by score, none closer than ``min_dist_px`` to a kept
+    one of higher score, nor within that one's own ``reach_px`` (a blob's radius: two peaks inside one
+    large dot are one dot)."""
     n = len(xy)
     if n == 0:
         return np.zeros(0, np.int64)
     order = np.argsort(-score, kind="stable")
-    pairs = cKDTree(xy).query_pairs(min_dist_px, output_type="ndarray")
+    far = max(min_dist_px, float(np.max(reach_px)) if reach_px is not None else 0.0)
+    pairs = cKDTree(xy).query_pairs(far, output_type="ndarray")
     if len(pairs) == 0:
         return np.sort(order)
     rank = np.empty(n, np.int64)
@@ -161,6 +167,10 @@ def suppress_duplicates(xy: np.ndarray, score: np.ndarray, min_dist_px: float) -
     a, b = pairs[:, 0], pairs[:, 1]
     hi = np.where(rank[a] < rank[b], a, b)
     lo = np.where(rank[a] < rank[b], b, a)
+    if reach_px is not None:
+        d = np.hypot(*(xy[hi] - xy[lo]).T)
+        near = d < np.maximum(min_dist_px, np.asarray(reach_px, np.float64)[hi])
+        hi, lo = hi[near], lo[near]
     beaten_by: list[list[int]] = [[] for _ in range(n)]
     for winner, loser in zip(hi.tolist(), lo.tolist()):
         beaten_by[loser].append(winner)
@@ -236,7 +246,7 @@ def radial_profile(lstar: np.ndarray, skin_ref: np.ndarray, xy: np.ndarray, px_p
     # moments as one matrix product: area weight r times [1, x, y, x^2, y^2, xy]
     moments = (np.repeat(radii, n_a)[:, None] * np.column_stack([np.ones_like(ox), ox, oy, ox * ox, oy * oy, ox * oy])
                ).astype(np.float32)
-    for _ in range(2):  # measure, re-centre, measure again
+    for _ in range(settings.recentre_passes):  # measure, re-centre, measure again
         lum = sample_points(lstar, xy[:, 0, None] + ox[None, :], xy[:, 1, None] + oy[None, :])  # (N, J*A) float32
         ref = sample_points(skin_ref, xy[:, 0], xy[:, 1])
         dark = np.subtract(ref[:, None], lum, out=lum)                 # (N, J*A)

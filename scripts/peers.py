@@ -77,7 +77,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models.scoring import dot_scores, match_dots  # noqa: E402
+from models.scoring import dot_scores, match_dots, match_radius_px  # noqa: E402
 
 MATCH_RADIUS_MM = 0.1
 """A prediction matches a true dot closer than this (the pipeline's ``match_radius_mm``)."""
@@ -87,8 +87,9 @@ TUNE_IMAGES = 4
 
 PEERS = ("simpleblob", "blob_log", "trackpy")
 
-Image = tuple[np.ndarray, float, np.ndarray]
-"""One benchmark photo: (rgb HxWx3 uint8, px_per_mm, true dot centres (N, 2) xy px)."""
+Image = tuple  # (rgb, px_per_mm, true_xy[, visible, diameter_mm])
+"""One benchmark photo: (rgb HxWx3 uint8, px_per_mm, true dot centres (N, 2) xy px), optionally
+with the truth's per-dot `visible` flags and diameters in mm."""
 
 
 # --------------------------------------------------------------------------- input
@@ -270,14 +271,20 @@ def _score(name: str, params: dict | None, images: Sequence[Image],
     """``evaluate``, or None as soon as the detection time passes ``max_s_per_mp``."""
     detect = DETECTORS[name]
     matches, seconds, megapixels = [], 0.0, 0.0
-    for rgb, ppm, true_xy in images:
+    for item in images:
+        rgb, ppm, true_xy = item[:3]
         t0 = time.perf_counter()
         pred = detect(rgb, ppm, params)
         seconds += time.perf_counter() - t0
         megapixels += rgb.shape[0] * rgb.shape[1] / 1e6
         if max_s_per_mp is not None and seconds > max_s_per_mp * megapixels:
             return None
-        matches.append((match_dots(pred, true_xy, MATCH_RADIUS_MM * ppm), ppm))
+        # optional 4th and 5th items: the truth's `visible` flags and diameters (mm), for the
+        # project's measuring stick (invisible dots neither hits nor misses, radius max(0.1 mm, 0.15 d))
+        visible = item[3] if len(item) > 3 else None
+        radius = (match_radius_px(item[4], ppm, radius_mm=MATCH_RADIUS_MM) if len(item) > 4
+                  else MATCH_RADIUS_MM * ppm)
+        matches.append((match_dots(pred, true_xy, radius, visible=visible), ppm))
     s = dot_scores(matches)
     return {"f1": s.f1, "precision": s.precision, "recall": s.recall, "tp": s.tp, "fp": s.fp, "fn": s.fn,
             "n_images": len(images), "megapixels": megapixels, "seconds": seconds,

@@ -130,7 +130,12 @@ def lum_matched_de00(measured_linear: np.ndarray, truth_lab: np.ndarray) -> np.n
 # --------------------------------------------------------------------------- generator scenes
 
 
-SCENE_SETTINGS = ["image.width=1200", "image.height=900", "card.probability=1.0", "camera.px_per_mm=[10, 24]"]
+# the card's accuracy figures are for a clinic close-up camera: no phone macro (20-45 degree tilt with a
+# shallow depth of field over the card), no in-phone sharpening or noise smear, no tint left after white
+# balance; those looks are measured by the benchmark (px/mm error per suite), not held to these tolerances
+SCENE_SETTINGS = ["image.width=1200", "image.height=900", "card.probability=1.0", "camera.px_per_mm=[10, 24]",
+                  "camera.macro_probability=0", "camera.jpeg_quality=[78, 97]", "camera.sharpen_probability=0",
+                  "camera.denoise_probability=0", "camera.colour_cast=[0, 0]"]
 
 
 def _scenes(overrides: list[str], seed: int, n: int) -> list[tuple[object, np.ndarray]]:

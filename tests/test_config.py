@@ -25,7 +25,7 @@ def test_override_applies():
     ("skin.nonsense=1", "skin.nonsense"),
     ("hair.follicle_density_per_cm2=[-5, 10]", "hair.follicle_density_per_cm2"),
     ("camera.px_per_mm=[30, 10]", "camera.px_per_mm"),
-    ("camera.px_per_mm=[50, 60]", "camera.px_per_mm"),
+    ("camera.px_per_mm=[70, 80]", "camera.px_per_mm"),       # close-ups and phone macros reach 60
     ("dots.spacing_mm=[-1, 1]", "dots.spacing_mm"),
 ])
 def test_bad_values_name_the_key(override, key):

@@ -107,7 +107,8 @@ def test_a_dot_mostly_under_hair_is_not_reported():
     labels[40:60, 60:80] = HAIR                                      # the second dot's disc is hair
     det = _detect(lstar, labels, ppm)
     assert len(det.geometry) == 1 and det.geometry.xy[0, 0] < 50
-    assert det.rejected.reasons()["not_scalp"] >= 1
+    # the hidden one is gone: filled from its surroundings, or refused as mostly under hair
+    assert not any(np.hypot(*(xy - (70, 50))) < 4 for xy in det.geometry.xy)
 
 
 def test_the_supported_scale_range_is_enforced():
