@@ -21,9 +21,11 @@ from pydantic import Field
 from data.config import Settings
 from data.dataset import load_photo
 from data.manifest import Manifest, ManifestError
+from data.metrics import HAIR
 from models.inference import Precision, predict_image
 from models.network import prepare_for_inference
-from models.scoring import CLASS_NAMES, DotMatch, confusion, dot_scores, match_dots, region_scores
+from models.scoring import (CLASS_NAMES, IGNORE, BoundaryScores, DotMatch, boundary_scores, confusion, dot_scores,
+                            match_dots, pool_boundary, region_scores)
 
 
 class EvalSettings(Settings):
@@ -84,6 +86,8 @@ def evaluate(model: torch.nn.Module, manifest: Manifest, settings: EvalSettings 
     per_view: dict[str, tuple[np.ndarray, list]] = {}
     matches: list[tuple[DotMatch, float]] = []
     records, samples, failures = [], [], []
+    hair_b: list[BoundaryScores] = []
+    per_view_hair: dict[str, list[BoundaryScores]] = {}
     model = prepare_for_inference(model)  # an eval copy with conv+BN folded; the caller's model is untouched
     for i, row in enumerate(rows):
         try:
@@ -100,21 +104,27 @@ def evaluate(model: torch.nn.Module, manifest: Manifest, settings: EvalSettings 
         secs = time.perf_counter() - t0
         cm = confusion(pred.labels, photo.mask)
         cm_all += cm
+        hb = boundary_scores(pred.labels == HAIR, photo.mask == HAIR, 1, valid=photo.mask != IGNORE)
+        hair_b.append(hb)
+        per_view_hair.setdefault(row.view, []).append(hb)
         view_cm, view_matches = per_view.setdefault(row.view, (np.zeros((3, 3), np.int64), []))
         view_cm += cm
         rs = region_scores(cm)
         rec = {"image": str(row.image), "view": row.view, "px_per_mm": photo.px_per_mm,
-               "miou_scalp_hair": rs.miou_scalp_hair, "seconds": secs, "n_pred_dots": int(len(pred.dots))}
+               "miou_scalp_hair": rs.miou_scalp_hair, "hair_boundary_f1": hb.f1, "seconds": secs,
+               "n_pred_dots": int(len(pred.dots))}
         rec.update({f"iou_{n}": v for n, v in zip(CLASS_NAMES, rs.iou)})
         match = None
         scorable = photo.has_points and np.isfinite(photo.px_per_mm) and (
             row.view == "closeup" or photo.px_per_mm >= settings.dot_min_px_per_mm)
         if scorable:
-            match = match_dots(pred.dots[:, :2], photo.points, settings.match_radius_mm * photo.px_per_mm)
+            # invisible dots (under hair, below the contrast floor) are neither hits nor misses
+            match = match_dots(pred.dots[:, :2], photo.points, settings.match_radius_mm * photo.px_per_mm,
+                               visible=photo.visible)
             matches.append((match, photo.px_per_mm))
             view_matches.append((match, photo.px_per_mm))
             ds = dot_scores([(match, photo.px_per_mm)])
-            rec.update({"n_true_dots": int(len(photo.points)), "dot_tp": ds.tp, "dot_fp": ds.fp, "dot_fn": ds.fn,
+            rec.update({"n_true_dots": int(photo.visible.sum()), "dot_tp": ds.tp, "dot_fp": ds.fp, "dot_fn": ds.fn,
                         "dot_precision": ds.precision, "dot_recall": ds.recall, "dot_f1": ds.f1,
                         "dot_loc_error_mm_median": ds.to_dict()["dot_loc_error_mm_median"]})
         records.append(rec)
@@ -123,8 +133,10 @@ def evaluate(model: torch.nn.Module, manifest: Manifest, settings: EvalSettings 
         if progress:
             progress(i + 1, len(rows))
     summary = _pooled(cm_all, matches)
+    summary["hair_boundary_f1"] = pool_boundary(hair_b).f1 if hair_b else float("nan")
     for view, (cm, m) in per_view.items():
         summary.update(_pooled(cm, m, prefix=f"{view}_"))
+        summary[f"{view}_hair_boundary_f1"] = pool_boundary(per_view_hair[view]).f1
     summary["n_images"] = float(len(records))
     summary["n_failed"] = float(len(failures))
     summary["seconds_per_image"] = float(np.mean([r["seconds"] for r in records])) if records else float("nan")

@@ -49,6 +49,7 @@ from pydantic import Field, model_validator
 from data.config import PositiveRange, Settings
 from data.metrics import HAIR, SCALP
 
+from .segment import hair_strands, local_darkness
 from .dots import DotGeometry, DotSettings, radial_profile, sample_points, skin_reference, suppress_duplicates
 
 __all__ = ["DetectSettings", "DotEvidence", "CandidateTable", "Detection", "REJECT", "ScaleOutOfRange", "detect_dots", "resample_factor"]
@@ -67,12 +68,15 @@ class DetectSettings(Settings):
     n_scales: int = Field(5, ge=2, le=9)
     #: Two peaks within this share of a stronger blob's radius (sqrt(2) sigma) are one dot (0: off).
     blob_merge: float = Field(0.0, ge=0, le=2)
+    #: The hair the dot stage leaves out: the segmenter's (``segmenter``), thin long dark ridges found
+    #: in the photo (``strands``), or both.
+    hair: Literal["segmenter", "strands", "both"] = "strands"
     #: Where candidates come from: the scale space, the model's proposals (when a model runs), or both.
     candidates: Literal["scale_space", "model", "both"] = "both"
     #: A candidate needs a filter response of this many local noise sd (it is only a place to look).
     candidate_significance: float = Field(2.5, gt=0)
     #: The decision: response over the skin's texture noise at the dot's scale ...
-    min_significance: float = Field(10.0, gt=0)
+    min_significance: float = Field(6.0, gt=0)
     #: ... or this much where the learned model scores the place at least ``model_support``
     #: (a second opinion; it never lowers the contrast floor, the size or the hair rule).
     min_significance_supported: float = Field(6.0, gt=0)
@@ -356,6 +360,15 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
     if blobs.any():
         hair = hair & ~blobs
         scalp = scalp | blobs
+    if settings.hair != "segmenter":
+        # hair as what it physically is: thin, long dark ridges of this photo (pipeline.segment.hair_strands)
+        skin = scalp | hair
+        # dark hair on light skin, and blond or grey hair on dark skin: a strand is a thin long ridge
+        # either way (the gaps between light strands would otherwise read as dark blobs)
+        ld = local_darkness(lum, c)
+        strands = (hair_strands(ld, c) | hair_strands(np.negative(ld), c)) & skin
+        hair = strands if settings.hair == "strands" else (hair | strands)
+        scalp = skin & ~hair
     # the exact factor of each axis (whole pixels: it differs from f by up to half a pixel per edge)
     fxy = np.array([w / lstar.shape[1], h / lstar.shape[0]])
     # hair is not skin: its pixels (and a 1-px rim of soft edges) are filled from the skin and dots
@@ -401,7 +414,7 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
             break
         noise = [_local_rms(r, still, c, 2.0 * settings.noise_sigma_mm) for r in resp]
     if settings.texture == "blobs":
-        noise = [np.maximum(n, _blob_texture(r, sp, quiet, c, 2.0 * settings.noise_sigma_mm))
+        noise = [np.maximum(n, _blob_texture(r, sp, still, c, 2.0 * settings.noise_sigma_mm))
                  for r, sp, n in zip(resp, spatial, noise)]
     noise_stack = np.stack(noise)
     # the bare-skin reference from the quiet skin (away from every dot-like structure and hair)

@@ -22,7 +22,8 @@ import numpy as np
 
 from data.metrics import BACKGROUND, HAIR, SCALP
 
-__all__ = ["Segmentation", "ModelSegmenter", "classical_segmentation", "card_polygon_mask"]
+__all__ = ["Segmentation", "ModelSegmenter", "classical_segmentation", "card_polygon_mask", "local_darkness",
+           "hair_strands"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,46 @@ def _lightness(rgb: np.ndarray) -> np.ndarray:
     return (116.0 * np.cbrt(lin) - 16.0).astype(np.float32)
 
 
+def local_darkness(lstar: np.ndarray, px_per_mm: float) -> np.ndarray:
+    """HxW float32: a median of L* over ~1.5 mm (on a 4x downscaled copy) minus L*."""
+    h, w = lstar.shape
+    k = 4
+    small = cv2.resize(lstar, (max(1, w // k), max(1, h // k)), interpolation=cv2.INTER_AREA)
+    ksize = max(3, int(round(1.5 * px_per_mm / k)) | 1)
+    if ksize > 5:  # cv2.medianBlur on float32 only takes 3 or 5: use uint8 quantised L* (0.5 L* steps)
+        q = np.clip(small * 2.0, 0, 255).astype(np.uint8)
+        skin_small = cv2.medianBlur(q, min(ksize, 255)).astype(np.float32) * 0.5
+    else:
+        skin_small = cv2.medianBlur(small, ksize)
+    return cv2.resize(skin_small, (w, h), interpolation=cv2.INTER_LINEAR) - lstar
+
+
+def hair_strands(dark: np.ndarray, px_per_mm: float, *, min_contrast_dl: float = 2.5,
+                 min_length_mm: float = 0.4) -> np.ndarray:
+    """HxW bool: thin, long dark structures (hair shafts) in a darkness image (skin L* - L*).
+
+    Dark pixels (darker than ``2 min_contrast_dl``, at least 6 L*); an opening with a disc a
+    little wider than a strand (0.12 mm) keeps the dots (blobs) and removes the strands; what it
+    removed and is long (``min_length_mm``) and thin (length >= 3 widths) is hair.
+    """
+    dark_mask = (dark > max(min_contrast_dl * 2.0, 6.0)).astype(np.uint8)
+    k = max(3, int(round(0.12 * px_per_mm)) | 1)
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    blobs = cv2.dilate(cv2.morphologyEx(dark_mask, cv2.MORPH_OPEN, disc), disc)
+    thin = dark_mask & (1 - blobs)
+    out = np.zeros(dark.shape, bool)
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(thin, connectivity=8)
+    if n > 1:
+        bw, bh, area = stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT], stats[1:, cv2.CC_STAT_AREA]
+        length = np.hypot(bw, bh)
+        width = area / np.maximum(length, 1.0)
+        is_hair = (length >= min_length_mm * px_per_mm) & (length / np.maximum(width, 1.0) >= 3.0)
+        lut = np.zeros(n, bool)
+        lut[1:] = is_hair
+        out = lut[comp]
+    return out
+
+
 def classical_segmentation(rgb: np.ndarray, px_per_mm: float, *, card_mask: np.ndarray | None = None,
                            dot_diameter_mm: tuple[float, float] = (0.08, 0.9), min_contrast_dl: float = 2.5,
                            hair_min_length_mm: float = 0.4) -> Segmentation:
@@ -115,34 +156,9 @@ def classical_segmentation(rgb: np.ndarray, px_per_mm: float, *, card_mask: np.n
     """
     h, w = rgb.shape[:2]
     lstar = _lightness(rgb)
-    k = 4
-    small = cv2.resize(lstar, (max(1, w // k), max(1, h // k)), interpolation=cv2.INTER_AREA)
-    ksize = max(3, int(round(1.5 * px_per_mm / k)) | 1)
-    if ksize > 5:  # cv2.medianBlur on float32 only takes 3 or 5: use uint8 quantised L* (0.5 L* steps)
-        q = np.clip(small * 2.0, 0, 255).astype(np.uint8)
-        skin_small = cv2.medianBlur(q, min(ksize, 255)).astype(np.float32) * 0.5
-    else:
-        skin_small = cv2.medianBlur(small, ksize)
-    skin = cv2.resize(skin_small, (w, h), interpolation=cv2.INTER_LINEAR)
-    dark = skin - lstar
-
+    dark = local_darkness(lstar, px_per_mm)
     labels = np.full((h, w), SCALP, np.uint8)
-    # hair: thin, long dark structures. An opening with a disc a little wider than a
-    # strand keeps the dots (blobs) and removes the strands; what it removed and is long is hair.
-    dark_mask = (dark > max(min_contrast_dl * 2.0, 6.0)).astype(np.uint8)
-    k = max(3, int(round(0.12 * px_per_mm)) | 1)
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-    blobs = cv2.dilate(cv2.morphologyEx(dark_mask, cv2.MORPH_OPEN, disc), disc)
-    thin = dark_mask & (1 - blobs)
-    n, comp, stats, _ = cv2.connectedComponentsWithStats(thin, connectivity=8)
-    if n > 1:
-        bw, bh, area = stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT], stats[1:, cv2.CC_STAT_AREA]
-        length = np.hypot(bw, bh)
-        width = area / np.maximum(length, 1.0)
-        is_hair = (length >= hair_min_length_mm * px_per_mm) & (length / np.maximum(width, 1.0) >= 3.0)
-        lut = np.zeros(n, bool)
-        lut[1:] = is_hair
-        labels[lut[comp]] = HAIR
+    labels[hair_strands(dark, px_per_mm, min_contrast_dl=min_contrast_dl, min_length_mm=hair_min_length_mm)] = HAIR
     if card_mask is not None:
         labels[card_mask] = BACKGROUND
     labels[lstar > 97.0] = BACKGROUND

@@ -98,14 +98,18 @@ def test_a_strand_is_not_a_dot_but_an_elongated_fresh_dot_is():
     assert len(on_strand) and np.all(det.rejected.reason[det.rejected.xy[:, 1] < 70] != 0)
 
 
-def test_a_dot_mostly_under_hair_is_not_reported():
+@pytest.mark.parametrize("hair", ["segmenter", "strands"])
+def test_a_dot_mostly_under_hair_is_not_reported(hair):
     rng = np.random.default_rng(3)
     ppm = 16.0
     lstar = _skin((100, 100), rng)
     _stamp(lstar, [(30.0, 50.0), (70.0, 50.0)], 0.12 * ppm, 20.0)
     labels = np.full(lstar.shape, SCALP, np.uint8)
-    labels[40:60, 60:80] = HAIR                                      # the second dot's disc is hair
-    det = _detect(lstar, labels, ppm)
+    if hair == "segmenter":
+        labels[40:60, 60:80] = HAIR                                  # the segmenter says: hair over the second dot
+    else:                                                            # a strand lies over it in the photo
+        cv2.line(lstar, (66, 0), (74, 99), 30.0, 4, cv2.LINE_AA)
+    det = _detect(lstar, labels, ppm, hair=hair)
     assert len(det.geometry) == 1 and det.geometry.xy[0, 0] < 50
     # the hidden one is gone: filled from its surroundings, or refused as mostly under hair
     assert not any(np.hypot(*(xy - (70, 50))) < 4 for xy in det.geometry.xy)

@@ -315,6 +315,7 @@ def test_photo_metrics_on_a_lattice() -> None:
         "blue_shift_fraction",
         "faded_fraction",
         "spread_fraction",
+        "dots_not_measurable",
     ]
     assert json.loads(json.dumps(d)) == d
     assert all(v is None or type(v) in (float, int) for v in d.values())

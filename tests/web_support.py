@@ -46,7 +46,11 @@ def synthetic_photos(out: Path, n: int, seed: int = 3, width: int = 640, height:
     from data.synth.generate import generate_images
     from data.synth.settings import SynthSettings
 
-    cfg = load_settings(SynthSettings, None, [f"image.width={width}", f"image.height={height}"],
+    # a clinic close-up with a card and a share of aged dots, so that the pages have flagged dots to show
+    cfg = load_settings(SynthSettings, None, [f"image.width={width}", f"image.height={height}", "card.probability=1",
+                                              "camera.px_per_mm=[14, 20]", "camera.macro_probability=0",
+                                              "dots.aged_fraction=[0.3, 0.4]", "dots.contrast_dl=[22, 36]",
+                                              "hair.long_fraction=[0, 0.05]", "hair.follicle_density_per_cm2=[20, 60]"],
                         default="synth/closeup.yaml")
     made = list(generate_images(out, n, cfg, load_card(), load_flag_settings(), seed))
     return [m.folder / "photo.jpg" for m in made]

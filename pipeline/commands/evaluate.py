@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             for p in written:
                 mlflow.log_artifact(str(p))
     s = ev.summary
-    print(json.dumps({k: s.get(k) for k in ("n_images", "miou_scalp_hair", "iou_scalp", "iou_hair",
+    print(json.dumps({k: s.get(k) for k in ("n_images", "miou_scalp_hair", "iou_scalp", "iou_hair", "hair_boundary_f1",
                                            "dot_precision", "dot_recall", "dot_f1", "dot_loc_error_mm_median",
                                            "seconds_per_image")}, indent=2))
     for image, reason in ev.failures:
