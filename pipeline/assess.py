@@ -224,24 +224,28 @@ class Assessor:
             lstar = cal.colour.lstar(rgb)
 
         with timer("dots"):
-            geom, evidence, dots_measured = empty_geometry(), None, False
+            geom, evidence, dots_measured, det_skin = empty_geometry(), None, False, None
             if view == "closeup":
                 try:
                     det = detect_dots(lstar, labels, work_ppm, s.detect, s.dots, self.rules.visible_min_contrast_dl,
                                       self.rules.visible_max_hair_cover,
                                       model_xy=seg.dots_xy if seg.source == "model" else None,
                                       model_score=seg.dot_scores if seg.source == "model" else None)
-                    geom, evidence, dots_measured = det.geometry, det.evidence, True
+                    geom, evidence, dots_measured, det_skin = det.geometry, det.evidence, True, det.skin_lstar
                 except ScaleOutOfRange as exc:
                     warnings.append(f"dots not measured: {exc}; dot metrics are null")
             else:
                 warnings.append("dots not measured in a whole-head view: dot metrics are null")
             scalp = labels == SCALP
-            # bare skin for show-through: scalp away from every dot found, then the local reference from it
-            bare = scalp & ~footprint_mask((h, w), geom.xy, np.maximum(s.dots.exclude_radius_mm * work_ppm,
-                                                                       1.6 * geom.radius_px))
-            skin_ref = skin_reference(lstar, bare if bare.any() else scalp, work_ppm, s.dots.skin_sigma_mm,
-                                      clip_sd=s.dots.skin_clip_sd, iterations=s.dots.skin_iterations)
+            if det_skin is not None:
+                # the bare-skin reference the detector measured dots against: from the quiet skin, away
+                # from every dot-like structure and hair (also the show-through reference)
+                skin_ref = det_skin
+            else:
+                bare = scalp & ~footprint_mask((h, w), geom.xy, np.maximum(s.dots.exclude_radius_mm * work_ppm,
+                                                                           1.6 * geom.radius_px))
+                skin_ref = skin_reference(lstar, bare if bare.any() else scalp, work_ppm, s.dots.skin_sigma_mm,
+                                          clip_sd=s.dots.skin_clip_sd, iterations=s.dots.skin_iterations)
             occupied = footprint_mask((h, w), geom.xy, 1.3 * geom.radius_px)
         with timer("pigment"):
             h_img2plane = cal.scale.image_to_plane

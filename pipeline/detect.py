@@ -75,6 +75,9 @@ class DetectSettings(Settings):
     candidates: Literal["scale_space", "model", "both"] = "both"
     #: A candidate needs a filter response of this many local noise sd (it is only a place to look).
     candidate_significance: float = Field(2.5, gt=0)
+    #: A reported dot is at least this much darker than its skin (L*), and never less than the
+    #: visibility floor of configs/flags.yaml: pores and follicle openings reach 2-10 L*.
+    min_contrast_dl: float = Field(6.0, ge=0)
     #: The decision: response over the skin's texture noise at the dot's scale ...
     min_significance: float = Field(6.0, gt=0)
     #: ... or this much where the learned model scores the place at least ``model_support``
@@ -97,8 +100,8 @@ class DetectSettings(Settings):
     #: times. Pores, creases and specks stay in: they are the texture a dot must stand out of.
     noise_exclude: float = Field(5.0, gt=1)
     #: ``blobs``: the texture is the typical response of the skin's own blobs at the dot's scale
-    #: (pores, specks: the local mean of the maxima of the filter, capped at 3x their median so the
-    #: dots among them do not count), never below the RMS of the filter; ``rms``: the RMS alone.
+    #: (pores, specks: the median of the filter's local maxima in ~2 mm blocks, so the dots among
+    #: them do not count), never below the RMS of the filter; ``rms``: the RMS alone.
     texture: Literal["blobs", "rms"] = "blobs"
     noise_passes: int = Field(1, ge=0, le=3)
     #: Width of the neighbourhood over which the skin's texture noise is measured.
@@ -158,6 +161,7 @@ class Detection:
     factor: float                # canonical px per photo px
     n_candidates: int
     rejected: CandidateTable
+    skin_lstar: np.ndarray       # HxW float32 bare-skin L* reference, resampled to the photo's pixels
 
 
 def resample_factor(px_per_mm: float, settings: DetectSettings) -> float:
@@ -240,26 +244,39 @@ def _ridge_axis(blurred: list[np.ndarray], ks: np.ndarray, xy: np.ndarray) -> tu
 
 
 def _blob_texture(resp: np.ndarray, spatial_max: np.ndarray, weight: np.ndarray, px_per_mm: float,
-                  sigma_mm: float) -> np.ndarray:
-    """Local typical response of the skin's blobs: a normalised Gaussian mean of the filter's
-    local maxima on ``weight`` pixels, each capped at 3x the median maximum (dots are a minority
-    of the maxima at every scale, and the cap keeps them from raising the texture)."""
-    peaks = (resp >= spatial_max) & (resp > 0) & weight
-    vals = resp[peaks]
+                  block_mm: float) -> np.ndarray:
+    """Local typical response of the skin's blobs: the median of the filter's local maxima on
+    ``weight`` pixels in blocks of ``block_mm``, smoothed over the neighbouring blocks. A median, so
+    that dots, even when nearly half of the maxima in a dense field, do not raise it."""
     h, w = resp.shape
-    if vals.size < 20:
+    ys, xs = np.nonzero((resp >= spatial_max) & (resp > 0) & weight)
+    if len(xs) < 20:
         return np.zeros((h, w), np.float32)
-    cap = np.float32(3.0 * float(np.median(vals)))
-    pts = np.where(peaks, np.minimum(resp, cap), np.float32(0))
-    k = max(1, int(sigma_mm * px_per_mm / 3.0))
-    size = (max(1, w // k), max(1, h // k))
-    num = cv2.resize(pts, size, interpolation=cv2.INTER_AREA)
-    den = cv2.resize(peaks.astype(np.float32), size, interpolation=cv2.INTER_AREA)
-    sig = max(0.5, sigma_mm * px_per_mm / k)
-    num = cv2.GaussianBlur(num, (0, 0), sig)
-    den = cv2.GaussianBlur(den, (0, 0), sig)
-    typical = np.where(den > 1e-4, num / np.maximum(den, 1e-9), np.float32(np.median(vals))).astype(np.float32)
-    return cv2.resize(typical, (w, h), interpolation=cv2.INTER_LINEAR)
+    vals = resp[ys, xs]
+    b = max(4, int(round(block_mm * px_per_mm)))
+    nby, nbx = -(-h // b), -(-w // b)
+    bid = (ys // b) * nbx + xs // b
+    order = np.lexsort((vals, bid))
+    counts = np.bincount(bid, minlength=nby * nbx)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    grid = np.full(nby * nbx, np.nan, np.float32)
+    enough = counts >= 5
+    grid[enough] = vals[order][starts[enough] + counts[enough] // 2]
+    grid = grid.reshape(nby, nbx)
+    if np.isnan(grid).all():
+        grid[:] = float(np.median(vals))
+    elif np.isnan(grid).any():                       # blocks without skin: the nearest block's value
+        _, (iy, ix) = _nearest_block(np.isnan(grid))
+        grid = grid[iy, ix]
+    grid = cv2.GaussianBlur(grid, (0, 0), 0.7) if min(grid.shape) > 1 else grid
+    return cv2.resize(grid, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _nearest_block(missing: np.ndarray):
+    from scipy.ndimage import distance_transform_edt
+
+    dist, idx = distance_transform_edt(missing, return_indices=True)
+    return dist, (idx[0], idx[1])
 
 
 def _continuation(dark: np.ndarray, xy: np.ndarray, axis: np.ndarray, dist: np.ndarray, width: np.ndarray,
@@ -512,7 +529,7 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
     strand = np.where(supported, ridge & runs_on, ridge | (runs_on & (ridge_ratio < settings.blob_curvature_ratio)))
     need = np.where(supported, settings.min_significance_supported, settings.min_significance)
     for bit, failed in ((REJECT["not_scalp"], ~(on_scalp & inside)),
-                        (REJECT["contrast"], ~(prof.peak_dl >= min_contrast_dl)),
+                        (REJECT["contrast"], ~(prof.peak_dl >= max(min_contrast_dl, settings.min_contrast_dl))),
                         (REJECT["significance"], ~(sig >= need)),
                         (REJECT["size"], ~((diameter_mm >= d_lo) & (diameter_mm <= d_hi))),
                         (REJECT["elongation"], ~(prof.elongation <= settings.max_elongation)),
@@ -550,4 +567,6 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
     rejected = CandidateTable(xy=xy_all[~real], diameter_mm=diameter_mm[~real],
                               elongation=prof.elongation[~real], evidence=ev.take(np.flatnonzero(~real)),
                               reason=reason[~real])
-    return Detection(geometry=geom, evidence=ev.take(sel), factor=f, n_candidates=n_cand, rejected=rejected)
+    skin = ref if abs(f - 1) < 1e-9 else cv2.resize(ref, (lstar.shape[1], lstar.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return Detection(geometry=geom, evidence=ev.take(sel), factor=f, n_candidates=n_cand, rejected=rejected,
+                     skin_lstar=skin)
