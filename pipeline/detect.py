@@ -380,10 +380,11 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
     if settings.hair != "segmenter":
         # hair as what it physically is: thin, long dark ridges of this photo (pipeline.segment.hair_strands)
         skin = scalp | hair
-        # dark hair on light skin, and blond or grey hair on dark skin: a strand is a thin long ridge
-        # either way (the gaps between light strands would otherwise read as dark blobs)
+        # dark hair: thin long dark ridges. Light (blond, grey) hair: anything clearly lighter than the
+        # skin around it, since pigment only darkens skin (the gaps between light strands would
+        # otherwise read as dark blobs)
         ld = local_darkness(lum, c)
-        strands = (hair_strands(ld, c) | hair_strands(np.negative(ld), c)) & skin
+        strands = (hair_strands(ld, c) | (ld < -6.0)) & skin
         hair = strands if settings.hair == "strands" else (hair | strands)
         scalp = skin & ~hair
     # the exact factor of each axis (whole pixels: it differs from f by up to half a pixel per edge)

@@ -82,7 +82,7 @@ def assess(data: Path, out: Path, series: dict) -> int:
 
         def f(v, nd=1):
             return "-" if v is None else f"{v:.{nd}f}"
-        print(f"  {p.parent.name:<26} {m['dot_count']:>5} {t.get('dot_count') or 0:>5}  "
+        print(f"  {p.parent.name:<26} {f(m['dot_count'], 0):>5} {t.get('dot_count') or 0:>5}  "
               f"{f(m['dot_density_per_cm2']):>11} {f(t.get('dot_density_per_cm2')):>6}  "
               f"{f(m['show_through'], 3):>6} ({f(t.get('show_through'), 3)})        "
               f"{f(m['faded_fraction'], 2):>5}  {f(m['blue_shift_fraction'], 2):>4}  {f(m['spread_fraction'], 2):>6}")
