@@ -27,7 +27,7 @@ class FlagSettings(Settings):
     #: ... and a centre darkness (skin L* - dot L*, as the optics render it) of at least this.
     visible_min_contrast_dl: float = Field(3.0, gt=0)
     #: A dot's colour (and so a flag) is measured only when its half-maximum diameter spans this many px.
-    measurable_min_diameter_px: float = Field(3.0, gt=0)
+    measurable_min_diameter_px: float = Field(8.0, gt=0)
 
 
 def load_flag_settings(path=None, overrides=()) -> FlagSettings:
