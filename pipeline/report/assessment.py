@@ -172,7 +172,12 @@ def _summary(af: AssessmentFolder) -> str:
         parts.append(f"bare skin shows through on {fmt_pct(st)} of the treated area")
     first = "; ".join(parts)
     sentences = [first[:1].upper() + first[1:] + "."] if first else []
-    if n:
+    small = as_number(m.get("dots_not_measurable"))
+    judged = None if n is None else (n - small if small is not None else n)
+    if small:
+        sentences.append(f"{plural(small, 'dot')} {'is' if small == 1 else 'are'} too small in this photo to judge "
+                         "their colour and {} not flagged.".format("is" if small == 1 else "are"))
+    if judged:
         pos, zero = [], []
         for f in FLAG_ORDER:
             v = as_number(m.get(f"{f}_fraction"))
@@ -180,7 +185,8 @@ def _summary(af: AssessmentFolder) -> str:
                 continue
             (pos if v > 0 else zero).append((FLAG_LABELS[f], v))
         if pos:
-            s = "Of the dots, " + join_words([f"{fmt_pct(v)} look {lab}" for lab, v in pos])
+            whom = "the dots" if judged == n else f"the {plural(judged, 'dot')} large enough to judge"
+            s = f"Of {whom}, " + join_words([f"{fmt_pct(v)} look {lab}" for lab, v in pos])
             if zero:
                 s += "; none look " + join_words([lab for lab, _ in zero]).replace(" and ", " or ")
             sentences.append(s + ".")
