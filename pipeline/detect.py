@@ -48,9 +48,11 @@ from pydantic import Field, model_validator
 
 from data.config import PositiveRange, Settings
 from data.metrics import HAIR, SCALP
+from data.synth.visibility import disc_mean  # the truth's own hair-over-disc measure: one rule for both
 
+from .dots import (DotGeometry, DotSettings, nearest_index, radial_profile, sample_points, skin_reference,
+                   suppress_duplicates)
 from .segment import hair_strands, local_darkness
-from .dots import DotGeometry, DotSettings, radial_profile, sample_points, skin_reference, suppress_duplicates
 
 __all__ = ["DetectSettings", "DotEvidence", "CandidateTable", "Detection", "REJECT", "ScaleOutOfRange", "detect_dots", "resample_factor"]
 
@@ -266,17 +268,10 @@ def _blob_texture(resp: np.ndarray, spatial_max: np.ndarray, weight: np.ndarray,
     if np.isnan(grid).all():
         grid[:] = float(np.median(vals))
     elif np.isnan(grid).any():                       # blocks without skin: the nearest block's value
-        _, (iy, ix) = _nearest_block(np.isnan(grid))
+        _, (iy, ix) = nearest_index(np.isnan(grid))
         grid = grid[iy, ix]
     grid = cv2.GaussianBlur(grid, (0, 0), 0.7) if min(grid.shape) > 1 else grid
     return cv2.resize(grid, (w, h), interpolation=cv2.INTER_LINEAR)
-
-
-def _nearest_block(missing: np.ndarray):
-    from scipy.ndimage import distance_transform_edt
-
-    dist, idx = distance_transform_edt(missing, return_indices=True)
-    return dist, (idx[0], idx[1])
 
 
 def _continuation(dark: np.ndarray, xy: np.ndarray, axis: np.ndarray, dist: np.ndarray, width: np.ndarray,
@@ -337,18 +332,6 @@ def _fill(lum: np.ndarray, holes: np.ndarray, sigma_px: float) -> np.ndarray:
             break
         sg *= 2.5
     return out
-
-
-def _disc_share(mask: np.ndarray, xy: np.ndarray, radius: np.ndarray) -> np.ndarray:
-    """(N,) share of 13 points within each disc that fall on ``mask``."""
-    if len(xy) == 0:
-        return np.zeros(0)
-    rr = np.concatenate([[0.0], np.full(6, 0.5), np.full(6, 0.9)])
-    aa = np.concatenate([[0.0], np.linspace(0, 2 * np.pi, 6, endpoint=False),
-                         np.linspace(0, 2 * np.pi, 6, endpoint=False) + np.pi / 6])
-    x = np.clip(np.round(xy[:, :1] + radius[:, None] * rr * np.cos(aa)), 0, mask.shape[1] - 1).astype(np.int64)
-    y = np.clip(np.round(xy[:, 1:] + radius[:, None] * rr * np.sin(aa)), 0, mask.shape[0] - 1).astype(np.int64)
-    return mask[y, x].mean(axis=1)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -501,7 +484,7 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
     cont = _continuation(cv2.GaussianBlur(raw_dark, (0, 0), float(sigmas[0])), prof.xy, axis, reach + np.maximum(0.1 * c, 0.8 * reach), r_half, prof.peak_dl)
     diameter_mm = 2.0 * prof.radius_px / c
     # on scalp: not background, and less than half of the dot's disc under hair (the `visible` rule)
-    hair_cover = _disc_share(hair, prof.xy, np.maximum(prof.radius_px, 0.5))
+    hair_cover = disc_mean(hair.astype(np.float32), prof.xy, np.maximum(prof.radius_px, 0.5))
     on_scalp = (skin_like[yi, xi] & (hair_cover < max_hair_cover)) if len(cand) else np.zeros(0, bool)
     inside = (prof.xy[:, 0] >= -0.5) & (prof.xy[:, 0] <= w - 0.5) & (prof.xy[:, 1] >= -0.5) & (prof.xy[:, 1] <= h - 0.5)
     # the model's view of each dot: its best score within the separation radius (NaN without a model)
@@ -511,10 +494,10 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
             from scipy.spatial import cKDTree
 
             mxy = (np.asarray(model_xy, np.float64).reshape(-1, 2) + 0.5) * fxy - 0.5
-            tree = cKDTree(mxy)
-            near = tree.query_ball_point(prof.xy, dot_settings.min_separation_mm * c)
+            pairs = cKDTree(prof.xy).sparse_distance_matrix(cKDTree(mxy), dot_settings.min_separation_mm * c,
+                                                            output_type="ndarray")
             ms = np.asarray(model_score, np.float64)
-            mscore = np.array([ms[n].max() if n else 0.0 for n in near])
+            np.maximum.at(mscore, pairs["i"], ms[pairs["j"]])
     else:
         mscore = np.full(len(cand), np.nan)
     d_lo, d_hi = settings.diameter_mm

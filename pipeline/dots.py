@@ -36,7 +36,7 @@ from data.config import Settings
 from data.metrics import SCALP
 
 __all__ = ["DotSettings", "DotGeometry", "RadialProfile", "skin_reference", "suppress_duplicates", "radial_profile",
-           "sample_points", "footprint_mask", "empty_geometry"]
+           "sample_points", "footprint_mask", "empty_geometry", "nearest_index"]
 
 
 class DotSettings(Settings):
@@ -136,12 +136,12 @@ def _normalised_mean(lstar: np.ndarray, bare: np.ndarray, px_per_mm: float, sigm
     ref[ok] = num_s[ok] / den_s[ok]
     if ok.any() and not ok.all():
         # fill holes (large hair or card areas) from the nearest valid reference
-        _, (iy, ix) = _nearest(~ok)
+        _, (iy, ix) = nearest_index(~ok)
         ref = ref[iy, ix]
     return cv2.resize(ref, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def _nearest(missing: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+def nearest_index(missing: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     from scipy.ndimage import distance_transform_edt
 
     dist, idx = distance_transform_edt(missing, return_indices=True)
