@@ -70,9 +70,16 @@ class DetectSettings(Settings):
     n_scales: int = Field(5, ge=2, le=9)
     #: Two peaks within this share of a stronger blob's radius (sqrt(2) sigma) are one dot (0: off).
     blob_merge: float = Field(0.0, ge=0, le=2)
+    #: Of two admitted dots, the weaker is the same dot when its centre lies within this share of the
+    #: stronger one's half-maximum semi-major axis (0: only ``dots.min_separation_mm`` applies).
+    footprint_merge: float = Field(0.9, ge=0, le=2)
     #: The hair the dot stage leaves out: the segmenter's (``segmenter``), thin long dark ridges found
     #: in the photo (``strands``), or both.
     hair: Literal["segmenter", "strands", "both"] = "strands"
+    #: A dark run this long and straight, narrower than ``strand_width_mm``, is a strand too
+    #: (0: only long thin components)
+    strand_line_mm: float = Field(0.7, ge=0)
+    strand_width_mm: float = Field(0.25, gt=0)
     #: Where candidates come from: the scale space, the model's proposals (when a model runs), or both.
     candidates: Literal["scale_space", "model", "both"] = "both"
     #: A candidate needs a filter response of this many local noise sd (it is only a place to look).
@@ -106,8 +113,14 @@ class DetectSettings(Settings):
     #: them do not count), never below the RMS of the filter; ``rms``: the RMS alone.
     texture: Literal["blobs", "rms"] = "blobs"
     noise_passes: int = Field(1, ge=0, le=3)
+    #: Maxima darker than their surroundings (a ~1.5 mm median) by this much are left out of the
+    #: texture whatever their response: the skin's own blobs (pores 2-10 L*) stay in, pigment goes
+    #: (a dense field of dots would otherwise be its own texture). None: by response only.
+    texture_max_dl: float | None = Field(8.0, gt=0)
     #: Width of the neighbourhood over which the skin's texture noise is measured.
     noise_sigma_mm: float = Field(1.0, gt=0)
+    #: A structure left out of the texture takes this many of its scale's sigmas around it along
+    exclude_reach: float = Field(3.0, gt=0)
 
     @model_validator(mode="after")
     def _order(self) -> "DetectSettings":
@@ -196,7 +209,8 @@ def _classes_at(labels: np.ndarray, f: float) -> tuple[np.ndarray, np.ndarray]:
     return scalp & ~hair, hair
 
 
-def _local_rms(resp: np.ndarray, weight: np.ndarray, px_per_mm: float, sigma_mm: float) -> np.ndarray:
+def _local_rms(resp: np.ndarray, weight: np.ndarray, px_per_mm: float, sigma_mm: float,
+               dark_side: bool = False) -> np.ndarray:
     """Robust local RMS of ``resp`` over ``weight`` pixels: values clipped at 2.5 robust sd of the
     whole frame (dots are far above it and barely count), then a normalised Gaussian mean of the
     squares, corrected for the clipping (x 1.07 keeps pure Gaussian noise unbiased)."""
@@ -206,7 +220,12 @@ def _local_rms(resp: np.ndarray, weight: np.ndarray, px_per_mm: float, sigma_mm:
     med = float(np.median(sub))
     sd = max(1.4826 * float(np.median(np.abs(sub - med))), 1e-3)
     clipped = np.clip(resp - np.float32(med), np.float32(-2.5 * sd), np.float32(2.5 * sd))
-    sq = np.square(clipped)
+    if dark_side:   # the RMS of the dark (positive) side, as if the texture were symmetric
+        np.maximum(clipped, np.float32(0), out=clipped)
+        sq = np.square(clipped)
+        sq *= np.float32(2.0)
+    else:
+        sq = np.square(clipped)
     k = max(1, int(sigma_mm * px_per_mm / 3.0))
     h, w = resp.shape
     size = (max(1, w // k), max(1, h // k))
@@ -360,14 +379,15 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
     if blobs.any():
         hair = hair & ~blobs
         scalp = scalp | blobs
+    ld = local_darkness(lum, c)
     if settings.hair != "segmenter":
         # hair as what it physically is: thin, long dark ridges of this photo (pipeline.segment.hair_strands)
         skin = scalp | hair
         # dark hair: thin long dark ridges. Light (blond, grey) hair: anything clearly lighter than the
         # skin around it, since pigment only darkens skin (the gaps between light strands would
         # otherwise read as dark blobs)
-        ld = local_darkness(lum, c)
-        strands = (hair_strands(ld, c) | (ld < -6.0)) & skin
+        strands = (hair_strands(ld, c, line_mm=settings.strand_line_mm, max_width_mm=settings.strand_width_mm)
+                   | (ld < -6.0)) & skin
         hair = strands if settings.hair == "strands" else (hair | strands)
         scalp = skin & ~hair
     # the exact factor of each axis (whole pixels: it differs from f by up to half a pixel per edge)
@@ -402,21 +422,31 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
     spatial = [cv2.dilate(r, kernel) for r in resp]
     quiet = bare
     noise = [_local_rms(r, quiet, c, settings.noise_sigma_mm) for r in resp]
-    still = quiet
+    # pigment (and the darkest look-alikes): clearly darker than the skin around it. Left out of the
+    # texture with the reach of each scale, so that between the dots of a dense field the skin
+    # itself is measured; only its dark side (pigment only darkens: the bright side between dense
+    # dots is their surround, not texture)
+    pigment = (ld >= settings.texture_max_dl).view(np.uint8) if settings.texture_max_dl is not None else None
+    stills = [quiet] * len(sigmas)
     for _ in range(settings.noise_passes):
-        busy = np.zeros((h, w), np.uint8)
+        stills = []
         for k, sg in enumerate(sigmas):
-            peaks = ((resp[k] >= spatial[k]) & (resp[k] >= settings.noise_exclude * noise[k])).view(np.uint8)
-            rad = int(np.ceil(3.0 * sg))
+            rad = int(np.ceil(settings.exclude_reach * sg))
             disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rad + 1, 2 * rad + 1))
-            busy |= cv2.dilate(peaks, disc)
-        still = quiet & (busy == 0)
-        if np.count_nonzero(still[::4, ::4]) < 200:   # no quiet skin left: keep the estimate
-            break
-        noise = [_local_rms(r, still, c, 2.0 * settings.noise_sigma_mm) for r in resp]
+            peaks = ((resp[k] >= spatial[k]) & (resp[k] >= settings.noise_exclude * noise[k])).view(np.uint8)
+            busy = cv2.dilate(peaks, disc)
+            if pigment is not None:
+                busy |= cv2.dilate(pigment, cv2.getStructuringElement(
+                    cv2.MORPH_ELLIPSE, (2 * int(np.ceil(sg)) + 1, 2 * int(np.ceil(sg)) + 1)))
+            st = quiet & (busy == 0)
+            stills.append(st if np.count_nonzero(st[::4, ::4]) >= 200 else quiet)
+        noise = [_local_rms(r, st, c, 2.0 * settings.noise_sigma_mm, dark_side=pigment is not None)
+                 for r, st in zip(resp, stills)]
+    # the skin away from every structure at any scale: where the bare-skin reference is taken
+    still = np.logical_and.reduce(stills) if len(stills) > 1 else stills[0]
     if settings.texture == "blobs":
-        noise = [np.maximum(n, _blob_texture(r, sp, still, c, 2.0 * settings.noise_sigma_mm))
-                 for r, sp, n in zip(resp, spatial, noise)]
+        noise = [np.maximum(n, _blob_texture(r, sp, st, c, 2.0 * settings.noise_sigma_mm))
+                 for r, sp, n, st in zip(resp, spatial, noise, stills)]
     noise_stack = np.stack(noise)
     # the bare-skin reference from the quiet skin (away from every dot-like structure and hair)
     base = still if np.count_nonzero(still[::4, ::4]) >= 200 else (bare if bare.any() else skin_like)
@@ -525,7 +555,11 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
         # two admitted candidates closer than the separation are one dot (re-centring can bring them together)
         idx = np.flatnonzero(real)
         if len(idx):
-            keep = idx[suppress_duplicates(prof.xy[idx], sig[idx], dot_settings.min_separation_mm * c)]
+            # ... and so are two whose centres lie within the stronger one's half-maximum footprint (the
+            # ends of a large or elongated dot are maxima of their own at a small scale)
+            foot = settings.footprint_merge * prof.radius_px[idx] * np.sqrt(np.clip(prof.elongation[idx], 1.0, 4.0))
+            keep = idx[suppress_duplicates(prof.xy[idx], sig[idx], dot_settings.min_separation_mm * c,
+                                           reach_px=foot if settings.footprint_merge else None)]
             real = np.zeros(len(cand), bool)
             real[keep] = True
             reason[idx[~real[idx]]] |= REJECT["duplicate"]

@@ -111,7 +111,7 @@ def local_darkness(lstar: np.ndarray, px_per_mm: float) -> np.ndarray:
 
 
 def hair_strands(dark: np.ndarray, px_per_mm: float, *, min_contrast_dl: float = 2.5,
-                 min_length_mm: float = 0.4) -> np.ndarray:
+                 min_length_mm: float = 0.4, line_mm: float = 0.0, max_width_mm: float = 0.25) -> np.ndarray:
     """HxW bool: thin, long dark structures (hair shafts) in a darkness image (skin L* - L*).
 
     Dark pixels (darker than ``2 min_contrast_dl``, at least 6 L*); an opening with a disc a
@@ -133,7 +133,31 @@ def hair_strands(dark: np.ndarray, px_per_mm: float, *, min_contrast_dl: float =
         lut = np.zeros(n, bool)
         lut[1:] = is_hair
         out = lut[comp]
+    if line_mm:
+        out |= _line_strands(dark_mask, px_per_mm, line_mm, max_width_mm)
     return out
+
+
+def _line_strands(dark_mask: np.ndarray, px_per_mm: float, line_mm: float, max_width_mm: float) -> np.ndarray:
+    """Dark pixels on a straight run of ``line_mm`` in some direction (12 directions) within the
+    structures narrower than ``max_width_mm``: shafts that a blur or a sharpening halo made as wide
+    as a small dot, and strands that cross or touch a dot (the dot, wider, stays out)."""
+    kb = max(3, int(round(max_width_mm * px_per_mm)) | 1)
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kb, kb))
+    wide = cv2.dilate(cv2.morphologyEx(dark_mask, cv2.MORPH_OPEN, disc), disc)
+    thin = dark_mask & (1 - wide)
+    if not thin.any():
+        return np.zeros(dark_mask.shape, bool)
+    n = max(5, int(round(line_mm * px_per_mm)) | 1)
+    out = np.zeros_like(thin)
+    for ang in np.arange(12) * np.pi / 12:
+        line = np.zeros((n, n), np.uint8)
+        c, d = (n - 1) / 2, (n - 1) / 2
+        p0 = (int(round(c - d * np.cos(ang))), int(round(c - d * np.sin(ang))))
+        p1 = (int(round(c + d * np.cos(ang))), int(round(c + d * np.sin(ang))))
+        cv2.line(line, p0, p1, 1, 1)
+        out |= cv2.morphologyEx(thin, cv2.MORPH_OPEN, line)
+    return out.view(bool)
 
 
 def classical_segmentation(rgb: np.ndarray, px_per_mm: float, *, card_mask: np.ndarray | None = None,

@@ -98,6 +98,51 @@ def test_a_strand_is_not_a_dot_but_an_elongated_fresh_dot_is():
     assert len(on_strand) and np.all(det.rejected.reason[det.rejected.xy[:, 1] < 70] != 0)
 
 
+def test_a_dense_field_of_dots_is_not_its_own_texture():
+    """Dots touching their neighbours over the whole photo: the skin between them is the texture,
+    not the dots (with the texture measured by response alone most of them are lost)."""
+    rng = np.random.default_rng(5)
+    ppm = 16.0
+    lstar = _skin((200, 240), rng, noise=1.2)
+    xy = _grid(200, 240, 8)
+    xy = xy + rng.uniform(-1.5, 1.5, xy.shape)                      # ~0.5 mm apart, 0.26 mm wide: no bare skin
+    _stamp(lstar, xy, 0.13 * ppm, 16.0)
+    labels = np.full(lstar.shape, SCALP, np.uint8)
+    det = _detect(lstar, labels, ppm)
+    d = np.hypot(*(det.geometry.xy[:, None] - xy[None]).transpose(2, 0, 1)).min(axis=1)
+    assert np.mean(d < 1.5) > 0.95                                   # the reported dots are these dots
+    assert len(det.geometry) >= 0.6 * len(xy)
+    assert len(_detect(lstar, labels, ppm, texture_max_dl=None).geometry) < 0.05 * len(xy)
+
+
+def test_a_shaft_as_wide_as_a_small_dot_is_a_strand_and_the_dot_beside_it_is_not():
+    """A stubble shaft blurred to ~0.2 mm is as wide as a small dot: what a disc opening a little
+    wider than a strand keeps is no proof of a blob; a straight dark run of 0.7 mm is a strand."""
+    from pipeline.segment import hair_strands
+
+    dark = np.zeros((160, 200), np.float32)
+    shaft = np.zeros_like(dark)
+    cv2.line(shaft, (30, 30), (170, 90), 1.0, 2, cv2.LINE_AA)
+    dark += 16.0 * cv2.GaussianBlur(shaft, (0, 0), 0.7)
+    yy, xx = np.mgrid[0:160, 0:200]
+    dark += 22.0 * np.exp(-0.5 * ((xx - 100) ** 2 + (yy - 130) ** 2) / 1.7 ** 2)     # a 0.25 mm dot
+    on_shaft = (dark > 6) & (yy < 100)
+    strands = hair_strands(dark, 16.0, line_mm=0.7, max_width_mm=0.25)
+    assert strands[on_shaft].mean() > 0.6
+    assert not strands[120:141, 90:111].any()
+    assert not hair_strands(dark, 16.0)[on_shaft].any()          # the thin-component rule alone misses it
+
+
+def test_a_large_elongated_dot_is_one_dot():
+    rng = np.random.default_rng(7)
+    ppm = 16.0
+    lstar = _skin((120, 120), rng)
+    _stamp(lstar, [(60.0, 60.0)], 0.25 * ppm, 28.0, elong=2.0, angle=0.4)   # a fresh 0.5 x 1.0 mm dot
+    labels = np.full(lstar.shape, SCALP, np.uint8)
+    det = _detect(lstar, labels, ppm)
+    assert len(det.geometry) == 1 and np.hypot(*(det.geometry.xy[0] - (60, 60))) < 1.5
+
+
 @pytest.mark.parametrize("hair", ["segmenter", "strands"])
 def test_a_dot_mostly_under_hair_is_not_reported(hair):
     rng = np.random.default_rng(3)
