@@ -199,12 +199,17 @@ def roi_mask(label_map: ArrayLike, polygon: ArrayLike | None = None) -> NDArray[
     return roi & inside.astype(bool)
 
 
-def _boundary_length(contour_px: NDArray[np.float64], scale: PlaneScale) -> float:
-    if len(contour_px) < 2:
+def _boundary_length(polygons: list[NDArray], scale: PlaneScale) -> float:
+    """Summed length in plane mm of closed polylines (vertices in px); all mapped at once."""
+    polygons = [p for p in polygons if len(p) >= 2]
+    if not polygons:
         return 0.0
-    pts = scale.to_plane_mm(contour_px)
-    closed = np.vstack([pts, pts[:1]])
-    return float(np.sum(np.hypot(*np.diff(closed, axis=0).T)))
+    sizes = np.array([len(p) for p in polygons])
+    pts = scale.to_plane_mm(np.concatenate(polygons).astype(np.float64))
+    nxt = np.arange(1, len(pts) + 1)
+    ends = np.cumsum(sizes)
+    nxt[ends - 1] = ends - sizes              # each polygon closes on its first vertex
+    return float(np.sum(np.hypot(*(pts[nxt] - pts).T)))
 
 
 def roi_geometry(roi: ArrayLike, scale: PlaneScale) -> tuple[float, float]:
@@ -230,11 +235,8 @@ def roi_geometry(roi: ArrayLike, scale: PlaneScale) -> tuple[float, float]:
     else:
         area = float(np.sum(pixel_area, where=mask, dtype=np.float64))
     contours, _ = cv2.findContours(mask.view(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
-    perimeter = 0.0
-    for contour in contours:
-        simplified = cv2.approxPolyDP(contour, 1.0, True) if len(contour) > 2 else contour
-        perimeter += _boundary_length(simplified.reshape(-1, 2).astype(np.float64), scale)
-    return area, perimeter
+    polys = [(cv2.approxPolyDP(c, 1.0, True) if len(c) > 2 else c).reshape(-1, 2) for c in contours]
+    return area, _boundary_length(polys, scale)
 
 
 def dots_in_roi(dots_xy_px: ArrayLike, roi: ArrayLike) -> NDArray[np.bool_]:

@@ -103,12 +103,14 @@ def score_photo(assessor: Assessor, folder: Path) -> tuple[dict, dict]:
     rules = assessor.rules
     truth = json.loads((folder / "truth.json").read_text())
     photo = folder / truth["photo"]
+    ppm_true = truth["px_per_mm"]
     t = time.perf_counter()
-    a = assessor.assess_file(photo)
+    # a photo without a card is assessed at its known scale, as a clinic with a fixed camera rig
+    # passes --px-per-mm: dots are found at a canonical px/mm, which needs a scale
+    a = assessor.assess_file(photo, px_per_mm=None if truth["card"]["present"] else ppm_true)
     secs = time.perf_counter() - t
     tm, m = truth["metrics"], a.metrics.to_dict()
     cal = a.calibration.to_json()
-    ppm_true = truth["px_per_mm"]
     true_dots = pd.read_csv(folder / "dots.csv")
     vis = true_dots["visible"].to_numpy(bool) if "visible" in true_dots else np.ones(len(true_dots), bool)
     true_px = _true_px(truth, true_dots)
