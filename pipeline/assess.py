@@ -68,7 +68,8 @@ class AssessSettings(Settings):
     #: ``closeup`` / ``global``, or ``auto``: close-up when the scale is >= ``closeup_min_px_per_mm``.
     view: Literal["auto", "closeup", "global"] = "auto"
     closeup_min_px_per_mm: float = Field(7.0, gt=0)
-    #: Without any scale, the close-up scale assumed for search radii only (no mm figures are reported).
+    #: Without any scale, the close-up scale assumed for the skin and show-through neighbourhoods
+    #: only (no dots are detected and no mm figures are reported).
     assumed_closeup_px_per_mm: float = Field(20.0, gt=0)
     load: LoadSettings = LoadSettings()
     calibration: CalibrationSettings = CalibrationSettings()
@@ -225,7 +226,12 @@ class Assessor:
 
         with timer("dots"):
             geom, evidence, dots_measured, det_skin = empty_geometry(), None, False, None
-            if view == "closeup":
+            if view == "closeup" and ppm is None:
+                # dots are found at a canonical px/mm: at a guessed scale a 10 px/mm photo taken
+                # for 20 px/mm loses more than half of its dots (measured), so no count is given
+                warnings.append("dots not measured: no scale (no card found and no --px-per-mm); dot metrics "
+                                "are null: pass --px-per-mm for a photo without a card")
+            elif view == "closeup":
                 try:
                     det = detect_dots(lstar, labels, work_ppm, s.detect, s.dots, self.rules.visible_min_contrast_dl,
                                       self.rules.visible_max_hair_cover,

@@ -212,6 +212,18 @@ def test_outside_the_supported_scales_dot_metrics_are_null_with_a_warning(scene,
     assert m.scalp_fraction is not None                       # what can be measured still is
 
 
+def test_without_any_scale_dot_metrics_are_null_with_a_warning(scene, assessor):
+    """A photo without a card and without --px-per-mm: dots are found at a fixed px/mm, so a
+    count at a guessed scale would be a guess."""
+    path, ppm = scene
+    a = assessor.assess_file(path)
+    assert a.calibration.px_per_mm is None
+    assert a.metrics.dot_count is None and a.metrics.dots_not_measurable is None and len(a.dots) == 0
+    assert any("no scale" in w and "--px-per-mm" in w for w in a.warnings)
+    assert a.metrics.scalp_fraction is not None
+    assert assessor.assess_file(path, px_per_mm=ppm).metrics.dot_count > 50
+
+
 def test_assessed_dots_carry_their_evidence(scene, assessor):
     path, ppm = scene
     a = assessor.assess_file(path, px_per_mm=ppm)
