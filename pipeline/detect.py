@@ -80,6 +80,8 @@ class DetectSettings(Settings):
     #: (0: only long thin components)
     strand_line_mm: float = Field(0.7, ge=0)
     strand_width_mm: float = Field(0.25, gt=0)
+    #: Light (blond, grey) strands narrower than this are found by a white top-hat (0: off)
+    light_hair_mm: float = Field(0.45, ge=0)
     #: Where candidates come from: the scale space, the model's proposals (when a model runs), or both.
     candidates: Literal["scale_space", "model", "both"] = "both"
     #: A candidate needs a filter response of this many local noise sd (it is only a place to look).
@@ -116,7 +118,7 @@ class DetectSettings(Settings):
     #: Maxima darker than their surroundings (a ~1.5 mm median) by this much are left out of the
     #: texture whatever their response: the skin's own blobs (pores 2-10 L*) stay in, pigment goes
     #: (a dense field of dots would otherwise be its own texture). None: by response only.
-    texture_max_dl: float | None = Field(8.0, gt=0)
+    texture_max_dl: float | None = Field(10.0, gt=0)
     #: Width of the neighbourhood over which the skin's texture noise is measured.
     noise_sigma_mm: float = Field(1.0, gt=0)
     #: A structure left out of the texture takes this many of its scale's sigmas around it along
@@ -399,8 +401,16 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
         # dark hair: thin long dark ridges. Light (blond, grey) hair: anything clearly lighter than the
         # skin around it, since pigment only darkens skin (the gaps between light strands would
         # otherwise read as dark blobs)
+        light = ld < -6.0
+        if settings.light_hair_mm:
+            # light strands narrower than light_hair_mm: what an opening (a minimum, then a maximum)
+            # removes, lighter than what it leaves by 6 L*. In dense light hair the median above is
+            # the hair's level, the skin between strands reads as dark blobs; this is not fooled
+            k_lh = max(3, int(round(settings.light_hair_mm * c)) | 1)
+            disc_lh = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k_lh, k_lh))
+            light |= cv2.morphologyEx(lum, cv2.MORPH_TOPHAT, disc_lh) > 6.0
         strands = (hair_strands(ld, c, line_mm=settings.strand_line_mm, max_width_mm=settings.strand_width_mm)
-                   | (ld < -6.0)) & skin
+                   | light) & skin
         hair = strands if settings.hair == "strands" else (hair | strands)
         scalp = skin & ~hair
     # the exact factor of each axis (whole pixels: it differs from f by up to half a pixel per edge)

@@ -504,7 +504,7 @@ def run_peers(data: Path, res: dict, overrides: list[str]) -> dict:
             per_cm2 = []
             for rgb, ppm, true_xy, vis, diam, path, truth in test:
                 t = time.perf_counter()
-                a = assessor.assess_file(path / truth["photo"])
+                a = assessor.assess_file(path / truth["photo"], px_per_mm=None if truth["card"]["present"] else ppm)
                 secs += time.perf_counter() - t
                 mp += rgb.shape[0] * rgb.shape[1] / 1e6
                 m = match_dots(a.dots[["x", "y"]].to_numpy(), true_xy, match_radius_px(diam, ppm), visible=vis)

@@ -108,7 +108,9 @@ def test_a_dense_field_of_dots_is_not_its_own_texture():
     xy = xy + rng.uniform(-1.5, 1.5, xy.shape)                      # ~0.5 mm apart, 0.26 mm wide: no bare skin
     _stamp(lstar, xy, 0.13 * ppm, 16.0)
     labels = np.full(lstar.shape, SCALP, np.uint8)
-    det = _detect(lstar, labels, ppm)
+    # these dots read ~11 L* against the 1.5 mm median: pigment at 8 L*. (The default, 10, trades
+    # such faint dense fields for fewer false dots between light strands: docs/dots.md)
+    det = _detect(lstar, labels, ppm, texture_max_dl=8.0)
     d = np.hypot(*(det.geometry.xy[:, None] - xy[None]).transpose(2, 0, 1)).min(axis=1)
     assert np.mean(d < 1.5) > 0.9                                    # the reported dots are these dots
     assert len(det.geometry) >= 0.6 * len(xy)
@@ -131,6 +133,25 @@ def test_a_shaft_as_wide_as_a_small_dot_is_a_strand_and_the_dot_beside_it_is_not
     assert strands[on_shaft].mean() > 0.6
     assert not strands[120:141, 90:111].any()
     assert not hair_strands(dark, 16.0)[on_shaft].any()          # the thin-component rule alone misses it
+
+
+def test_the_skin_between_dense_light_strands_is_not_a_dot():
+    """Blond or grey hair covering half the skin: the 1.5 mm median is the hair's level and the
+    bare skin between strands reads as dark blobs. No pigment: no dot (the white top-hat finds
+    the strands; without it these gaps are reported)."""
+    rng = np.random.default_rng(8)
+    ppm = 16.0
+    lstar = _skin((200, 240), rng, level=45.0)
+    hair = np.zeros_like(lstar)
+    for _ in range(700):
+        x0, y0 = rng.uniform(-40, 280), rng.uniform(-40, 240)
+        a, length = rng.normal(0.6, 0.5), rng.uniform(40, 160)
+        cv2.line(hair, (int(x0), int(y0)), (int(x0 + length * np.cos(a)), int(y0 + length * np.sin(a))), 1.0, 1,
+                 cv2.LINE_AA)
+    lstar += 30.0 * np.clip(cv2.GaussianBlur(hair, (0, 0), 0.5) * 1.6, 0, 1)
+    labels = np.full(lstar.shape, SCALP, np.uint8)
+    assert len(_detect(lstar, labels, ppm).geometry) == 0
+    assert len(_detect(lstar, labels, ppm, light_hair_mm=0.0).geometry) > 5
 
 
 def test_a_large_elongated_dot_is_one_dot():
