@@ -115,13 +115,15 @@ class DetectSettings(Settings):
     #: them do not count), never below the RMS of the filter; ``rms``: the RMS alone.
     texture: Literal["blobs", "rms"] = "blobs"
     noise_passes: int = Field(1, ge=0, le=3)
-    #: Maxima darker than their surroundings (a ~1.5 mm median) by this much are left out of the
-    #: texture whatever their response: the skin's own blobs (pores 2-10 L*) stay in, pigment goes
-    #: (a dense field of dots would otherwise be its own texture). None: by response only.
+    #: Pixels darker than their surroundings (a ~1.5 mm median) by this much are pigment: left out of
+    #: the texture (with each scale's sigma around them) whatever their response, and the texture is
+    #: then the dark side of the skin between them (a dense field of dots would otherwise be its own
+    #: texture). None: structures are left out by their response only.
     texture_max_dl: float | None = Field(10.0, gt=0)
     #: Width of the neighbourhood over which the skin's texture noise is measured.
     noise_sigma_mm: float = Field(1.0, gt=0)
-    #: A structure left out of the texture takes this many of its scale's sigmas around it along
+    #: A structure left out of the texture by its response takes this many of its scale's sigmas
+    #: around it along
     exclude_reach: float = Field(3.0, gt=0)
 
     @model_validator(mode="after")
@@ -449,17 +451,21 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
     # itself is measured; only its dark side (pigment only darkens: the bright side between dense
     # dots is their surround, not texture)
     pigment = (ld >= settings.texture_max_dl).view(np.uint8) if settings.texture_max_dl is not None else None
+
+    def _disc(radius: float) -> np.ndarray:
+        r = int(np.ceil(radius))
+        return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+
+    # what the pigment takes out of each scale does not change from pass to pass
+    near_pigment = [None if pigment is None else cv2.dilate(pigment, _disc(sg)) for sg in sigmas]
     stills = [quiet] * len(sigmas)
     for _ in range(settings.noise_passes):
         stills = []
         for k, sg in enumerate(sigmas):
-            rad = int(np.ceil(settings.exclude_reach * sg))
-            disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rad + 1, 2 * rad + 1))
             peaks = ((resp[k] >= spatial[k]) & (resp[k] >= settings.noise_exclude * noise[k])).view(np.uint8)
-            busy = cv2.dilate(peaks, disc)
-            if pigment is not None:
-                busy |= cv2.dilate(pigment, cv2.getStructuringElement(
-                    cv2.MORPH_ELLIPSE, (2 * int(np.ceil(sg)) + 1, 2 * int(np.ceil(sg)) + 1)))
+            busy = cv2.dilate(peaks, _disc(settings.exclude_reach * sg))
+            if near_pigment[k] is not None:
+                busy |= near_pigment[k]
             st = quiet & (busy == 0)
             stills.append(st if np.count_nonzero(st[::4, ::4]) >= 200 else quiet)
         noise = [_local_rms(r, st, c, 2.0 * settings.noise_sigma_mm, dark_side=pigment is not None)
