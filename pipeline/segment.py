@@ -116,7 +116,9 @@ def hair_strands(dark: np.ndarray, px_per_mm: float, *, min_contrast_dl: float =
 
     Dark pixels (darker than ``2 min_contrast_dl``, at least 6 L*); an opening with a disc a
     little wider than a strand (0.12 mm) keeps the dots (blobs) and removes the strands; what it
-    removed and is long (``min_length_mm``) and thin (length >= 3 widths) is hair.
+    removed and is long (``min_length_mm``) and thin (length >= 3 widths) is hair. With
+    ``line_mm``, dark straight runs that long within structures narrower than ``max_width_mm``
+    are hair too (a shaft blurred to the width of a small dot survives the disc opening).
     """
     dark_mask = (dark > max(min_contrast_dl * 2.0, 6.0)).astype(np.uint8)
     k = max(3, int(round(0.12 * px_per_mm)) | 1)
@@ -152,9 +154,9 @@ def _line_strands(dark_mask: np.ndarray, px_per_mm: float, line_mm: float, max_w
     out = np.zeros_like(thin)
     for ang in np.arange(12) * np.pi / 12:
         line = np.zeros((n, n), np.uint8)
-        c, d = (n - 1) / 2, (n - 1) / 2
-        p0 = (int(round(c - d * np.cos(ang))), int(round(c - d * np.sin(ang))))
-        p1 = (int(round(c + d * np.cos(ang))), int(round(c + d * np.sin(ang))))
+        r = (n - 1) / 2                      # a centred line across the whole kernel
+        p0 = (int(round(r - r * np.cos(ang))), int(round(r - r * np.sin(ang))))
+        p1 = (int(round(r + r * np.cos(ang))), int(round(r + r * np.sin(ang))))
         cv2.line(line, p0, p1, 1, 1)
         out |= cv2.morphologyEx(thin, cv2.MORPH_OPEN, line)
     return out.view(bool)

@@ -98,6 +98,12 @@ def _band(values: np.ndarray, edges: tuple) -> np.ndarray:
     return np.clip(np.searchsorted(np.asarray(edges), values, side="right") - 1, 0, len(edges) - 2)
 
 
+def _given_scale(truth: dict) -> float | None:
+    """The scale a clinic would pass: none where the card is in the photo (it gives the scale), the
+    known one where it is not (a fixed camera rig's --px-per-mm; without a scale no dots are found)."""
+    return None if truth["card"]["present"] else float(truth["px_per_mm"])
+
+
 def score_photo(assessor: Assessor, folder: Path) -> tuple[dict, dict]:
     """One photo: (row of scalar errors, pooled counts for flags, dots, size bands and hair)."""
     rules = assessor.rules
@@ -105,9 +111,7 @@ def score_photo(assessor: Assessor, folder: Path) -> tuple[dict, dict]:
     photo = folder / truth["photo"]
     ppm_true = truth["px_per_mm"]
     t = time.perf_counter()
-    # a photo without a card is assessed at its known scale, as a clinic with a fixed camera rig
-    # passes --px-per-mm: dots are found at a canonical px/mm, which needs a scale
-    a = assessor.assess_file(photo, px_per_mm=None if truth["card"]["present"] else ppm_true)
+    a = assessor.assess_file(photo, px_per_mm=_given_scale(truth))
     secs = time.perf_counter() - t
     tm, m = truth["metrics"], a.metrics.to_dict()
     cal = a.calibration.to_json()
@@ -504,7 +508,7 @@ def run_peers(data: Path, res: dict, overrides: list[str]) -> dict:
             per_cm2 = []
             for rgb, ppm, true_xy, vis, diam, path, truth in test:
                 t = time.perf_counter()
-                a = assessor.assess_file(path / truth["photo"], px_per_mm=None if truth["card"]["present"] else ppm)
+                a = assessor.assess_file(path / truth["photo"], px_per_mm=_given_scale(truth))
                 secs += time.perf_counter() - t
                 mp += rgb.shape[0] * rgb.shape[1] / 1e6
                 m = match_dots(a.dots[["x", "y"]].to_numpy(), true_xy, match_radius_px(diam, ppm), visible=vis)
