@@ -109,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             m = a.metrics
             dens = "-" if m.dot_density_per_cm2 is None else f"{m.dot_density_per_cm2:.1f}/cm2"
-            bar.write(f"{path}: {m.dot_count} dots ({dens}), show-through "
+            dots = "dots not measured" if m.dot_count is None else f"{m.dot_count} dots ({dens})"
+            bar.write(f"{path}: {dots}, show-through "
                       f"{'-' if m.show_through is None else f'{m.show_through:.1%}'}, "
                       f"{len(a.warnings)} warning(s) -> {out}")
     for line in failures:
