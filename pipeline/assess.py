@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import cv2
 import numpy as np
@@ -26,9 +26,10 @@ from data.card import CardSpec, load_card, paper_rect_mm
 from data.config import Settings, load_settings
 from data.flags import FlagSettings, load_flag_settings
 from data.metrics import SCALP, PhotoMetrics, photo_metrics
+from models.dot_ranker import DotRanker, default_ranker_path
 
 from .calibration import Calibration, CalibrationSettings, calibrate
-from .detect import DetectSettings, ScaleOutOfRange, detect_dots
+from .detect import DetectSettings, Detection, ScaleOutOfRange, detect_dots
 from .dots import DotSettings, empty_geometry, footprint_mask, local_px_per_mm, skin_reference
 from .loading import LoadSettings, Photo, load_photo
 from .overlay import render_overlay
@@ -138,12 +139,29 @@ def _config_hash(settings: AssessSettings, rules: FlagSettings, card: CardSpec, 
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _load_ranker(settings: DetectSettings) -> DotRanker | None:
+    """The dot ranker the settings ask for (None under the rules, or for ``floors`` without a file)."""
+    if settings.decision == "rules" or (settings.decision == "floors" and settings.ranker is None
+                                         and not default_ranker_path().is_file()):
+        return None
+    path = Path(settings.ranker) if settings.ranker else default_ranker_path()
+    ranker = DotRanker.load(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    ranker = replace(ranker, info={**ranker.info, "sha256": digest})
+    if settings.ranker_threshold is not None:
+        ranker = replace(ranker, threshold=settings.ranker_threshold)
+    return ranker
+
+
 class Assessor:
     """Holds what is loaded once (model, card, rules) and assesses photos one by one."""
 
     def __init__(self, settings: AssessSettings | None = None, *, rules: FlagSettings | None = None,
-                 card: CardSpec | None = None) -> None:
+                 card: CardSpec | None = None, detection_sink: Callable[[Detection], None] | None = None) -> None:
+        """``detection_sink``: called with the dot stage's full result (every candidate, its evidence and
+        why it was or was not reported) for each photo; for training the ranker and for diagnostics."""
         self.settings = settings or load_assess_settings()
+        self.detection_sink = detection_sink
         self.rules = rules or load_flag_settings()
         self.card = card or load_card()
         self.segmenter: ModelSegmenter | None = None
@@ -163,6 +181,11 @@ class Assessor:
                 self.setup_warnings = (f"segmentation model unavailable ({exc}); using the classical segmenter",)
         self.model_info = (self.segmenter.describe() if self.segmenter else
                            {"name": "classical", "version": "1", "sha256": None, "kind": "classical"})
+        self.ranker = _load_ranker(self.settings.detect)
+        if self.ranker is not None:
+            # the dots depend on the ranker's weights: they are part of what produced the result
+            self.model_info = {**self.model_info, "dot_ranker": {
+                "sha256": self.ranker.info.get("sha256"), "threshold": self.ranker.threshold}}
         self.config_hash = _config_hash(self.settings, self.rules, self.card, self.model_info)
 
     def assess_file(self, path: str | Path, *, px_per_mm: float | None = None,
@@ -236,8 +259,11 @@ class Assessor:
                     det = detect_dots(lstar, labels, work_ppm, s.detect, s.dots, self.rules.visible_min_contrast_dl,
                                       self.rules.visible_max_hair_cover,
                                       model_xy=seg.dots_xy if seg.source == "model" else None,
-                                      model_score=seg.dot_scores if seg.source == "model" else None)
+                                      model_score=seg.dot_scores if seg.source == "model" else None,
+                                      ranker=self.ranker)
                     geom, evidence, dots_measured, det_skin = det.geometry, det.evidence, True, det.skin_lstar
+                    if self.detection_sink is not None:
+                        self.detection_sink(det)
                 except ScaleOutOfRange as exc:
                     warnings.append(f"dots not measured: {exc}; dot metrics are null")
             else:

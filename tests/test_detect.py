@@ -14,6 +14,7 @@ from data.flags import load_flag_settings
 from data.metrics import HAIR, SCALP
 from data.synth.generate import generate_images
 from data.synth.settings import SynthSettings
+from models.dot_ranker import FEATURES, DotRanker, candidate_features, default_ranker_path, fit_ranker
 from pipeline.assess import Assessor, load_assess_settings
 from pipeline.detect import REJECT, DetectSettings, ScaleOutOfRange, detect_dots, resample_factor
 from pipeline.dots import DotSettings
@@ -49,17 +50,32 @@ def _grid(h, w, step):
     return np.column_stack([xs.ravel(), ys.ravel()]).astype(np.float64) + 0.3
 
 
-def _detect(lstar, labels, ppm, **kw):
-    return detect_dots(lstar, labels, ppm, DetectSettings(**kw), DotSettings(), 3.0)
+_RANKER = DotRanker.load(default_ranker_path())
 
 
-def test_clear_dots_are_found_with_their_evidence():
+def _detect(lstar, labels, ppm, ranker=_RANKER, **kw):
+    return detect_dots(lstar, labels, ppm, DetectSettings(**kw), DotSettings(), 3.0, ranker=ranker)
+
+
+def _constant_ranker(logit: float) -> DotRanker:
+    """A ranker that gives every candidate the same probability (what a ranker gone wrong could do)."""
+    n = len(FEATURES)
+    return DotRanker(mean=np.zeros(n), scale=np.ones(n), lo=np.full(n, -1e9), hi=np.full(n, 1e9),
+                     weights=(np.zeros((n, 1)),), biases=(np.array([logit]),), threshold=0.5)
+
+
+def _clear_dots():
+    """Clear 0.24 mm dots of 20 L* on a 1.25 mm grid, on quiet skin: (L*, labels, px/mm, centres)."""
     rng = np.random.default_rng(0)
     ppm = 16.0
     lstar = _skin((160, 200), rng)
     xy = _grid(160, 200, 20)
     _stamp(lstar, xy, 0.12 * ppm, 20.0)
-    labels = np.full(lstar.shape, SCALP, np.uint8)
+    return lstar, np.full(lstar.shape, SCALP, np.uint8), ppm, xy
+
+
+def test_clear_dots_are_found_with_their_evidence():
+    lstar, labels, ppm, xy = _clear_dots()
     det = _detect(lstar, labels, ppm)
     assert len(det.geometry) == len(xy)
     d = np.hypot(*(det.geometry.xy[:, None] - xy[None]).transpose(2, 0, 1)).min(axis=1)
@@ -260,3 +276,81 @@ def test_assessed_dots_carry_their_evidence(scene, assessor):
 def test_reasons_are_named_bits():
     assert len(set(REJECT.values())) == len(REJECT)
     assert all(v & (v - 1) == 0 for v in REJECT.values())
+
+
+def test_a_ranker_that_says_yes_to_everything_still_cannot_report_a_speck():
+    """The ranker only decides among what the physical floors admit: skin texture and faint specks
+    are refused before it is asked, whatever it would say."""
+    rng = np.random.default_rng(1)
+    ppm = 16.0
+    lstar = _skin((200, 200), rng, noise=2.0)
+    _stamp(lstar, rng.uniform(10, 190, (60, 2)), 0.06 * ppm, 2.5)
+    labels = np.full(lstar.shape, SCALP, np.uint8)
+    det = _detect(lstar, labels, ppm, ranker=_constant_ranker(40.0), decision="ranker")
+    assert len(det.geometry) == 0
+    # and one that says no to everything reports nothing, with the reason named
+    _stamp(lstar, _grid(200, 200, 25), 0.12 * ppm, 20.0)
+    det = _detect(lstar, labels, ppm, ranker=_constant_ranker(-40.0), decision="ranker", ranker_veto=None)
+    assert len(det.geometry) == 0 and det.rejected.reasons()["ranker"] > 0
+
+
+def test_floors_report_every_admitted_candidate_with_what_the_ranker_reads():
+    lstar, labels, ppm, xy = _clear_dots()
+    det = _detect(lstar, labels, ppm, ranker=None, decision="floors")
+    f = det.evidence.features
+    assert f.shape == (len(det.geometry), len(FEATURES)) and len(det.geometry) >= len(xy)
+    assert np.isnan(det.evidence.confidence).all()                          # no ranker: no probability
+    col = {k: i for i, k in enumerate(FEATURES)}
+    assert np.allclose(np.exp(f[:, col["log_significance"]]), det.evidence.significance)
+    assert np.allclose(f[:, col["contrast_dl"]], det.evidence.contrast_dl)
+    with pytest.raises(ValueError, match="no ranker"):
+        _detect(lstar, labels, ppm, ranker=None, decision="ranker")         # the ranker's decision needs one
+    rules = _detect(lstar, labels, ppm, ranker=None, decision="rules")
+    assert rules.evidence.features.shape == (len(rules.geometry), 0)
+
+
+def test_the_ranker_learns_saves_and_loads(tmp_path):
+    rng = np.random.default_rng(3)
+    n = 4000
+    sig = rng.uniform(4, 20, n)
+    x = candidate_features(significance=sig, contrast_dl=rng.uniform(6, 30, n), noise_dl=rng.uniform(0.5, 3, n),
+                           diameter_mm=rng.uniform(0.1, 0.6, n),
+                           curvature_ratio=rng.uniform(0, 1, n), continuation=rng.uniform(0, 1, n),
+                           skin_lstar=rng.uniform(30, 70, n))
+    y = (x[:, FEATURES.index("curvature_ratio")] + 0.05 * sig > 1.0).astype(int)   # round and significant
+    r = fit_ranker(x, y, np.random.default_rng(0), epochs=20, batch=128, info={"what": "test"})
+    p = r.probability(x)
+    assert ((p >= 0.5) == y).mean() > 0.95
+    r.save(tmp_path / "r.npz")
+    back = DotRanker.load(tmp_path / "r.npz")
+    assert np.allclose(back.probability(x), p) and back.info == {"what": "test"} and back.threshold == 0.5
+    again = fit_ranker(x, y, np.random.default_rng(0), epochs=20, batch=128)
+    assert np.allclose(again.probability(x), p)                              # reproducible from the seed
+    # more significance or contrast never makes a candidate less likely (built in, for any weights)
+    for f in ("log_significance", "contrast_dl"):
+        j = FEATURES.index(f)
+        up = x.copy()
+        up[:, j] += np.abs(rng.normal(0, 1, n))
+        assert np.all(r.probability(up) >= p - 1e-12)
+    with pytest.raises(FileNotFoundError, match="train_dot_ranker"):
+        DotRanker.load(tmp_path / "missing.npz")
+    with pytest.raises(ValueError, match="threshold"):
+        DotRanker(mean=r.mean, scale=r.scale, lo=r.lo, hi=r.hi, weights=r.weights, biases=r.biases, threshold=1.5)
+
+
+def test_the_bundled_ranker_is_recorded_with_each_assessment(scene):
+    caught = []
+    a = Assessor(load_assess_settings(None, ["segment.method=classical", "overlay=false", "detect.decision=ranker"]),
+                 detection_sink=caught.append)
+    path, ppm = scene
+    res = a.assess_file(path, px_per_mm=ppm)
+    assert len(caught) == 1 and len(caught[0].geometry) == len(res.dots)
+    info = a.model_info["dot_ranker"]
+    assert len(info["sha256"]) == 64 and 0 < info["threshold"] < 1
+    other = Assessor(load_assess_settings(None, ["segment.method=classical", "overlay=false", "detect.decision=ranker",
+                                                 "detect.ranker_threshold=0.9"]))
+    assert other.config_hash != a.config_hash                               # a different decision, a different hash
+    with pytest.raises(FileNotFoundError):
+        Assessor(load_assess_settings(None, ["segment.method=classical", "detect.decision=ranker",
+                                             "detect.ranker=/nonexistent.npz"]))
+    assert "dot_ranker" not in Assessor(load_assess_settings(None, ["segment.method=classical"])).model_info
