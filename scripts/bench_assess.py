@@ -394,7 +394,10 @@ def tables(res: dict) -> str:
                              f"{fmt(s[f + '_recall'], 2)} | {fmt(s[f + '_precision_matched'], 2)} | "
                              f"{fmt(s[f + '_recall_matched'], 2)} |")
     if res.get("peers"):
-        lines += ["", "Dot detectors side by side (same run, same stick, test photos = the last 4 of each suite; peers "
+        run = ("same photos and stick; the peers' figures carried over from an earlier run on them (--reuse-peers: "
+               "their tuning depends only on the photos), smp-assess run again" if res.get("peers_reused")
+               else "same run, same stick")
+        lines += ["", f"Dot detectors side by side ({run}, test photos = the last 4 of each suite; peers "
                   "tuned on the first 4 by a small grid search, scripts/peers.py; on untreated scalps with the "
                   "easy suite's parameters):", "",
                   "| detector | suite | F1 | precision | recall | false dots/cm2 (untreated) | megapixels/s | parameters |",
@@ -430,6 +433,8 @@ def main() -> int:
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--no-md", action="store_true", help="do not touch BENCHMARKS.md")
+    ap.add_argument("--reuse-peers", action="store_true",
+                    help="take the peers' figures from OUT/assess.json (same photos) and run only smp-assess again")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="assessment setting for every run (e.g. segment.precision=float32)")
     ap.add_argument("--speed-only", action="store_true",
@@ -443,7 +448,11 @@ def main() -> int:
     else:
         res = {"suites": run_suites(data, args.methods, args.overrides)}
         if not args.no_peers:
-            res["peers"] = run_peers(data, res, args.overrides)
+            earlier = None
+            if args.reuse_peers and (args.out / "assess.json").exists():
+                earlier = json.loads((args.out / "assess.json").read_text()).get("peers")
+            res["peers"] = run_peers(data, res, args.overrides, earlier)
+            res["peers_reused"] = earlier is not None
     if not args.skip_speed:
         photo = args.out / "speed" / "closeup_4000x3000.jpg"
         if not photo.exists():
@@ -471,9 +480,11 @@ def main() -> int:
     return 0
 
 
-def run_peers(data: Path, res: dict, overrides: list[str]) -> dict:
+def run_peers(data: Path, res: dict, overrides: list[str], reuse: dict | None = None) -> dict:
     """Peers tuned on the first 4 photos of each dot suite (the untreated suite, which has no dots to
-    tune on, takes the easy suite's parameters), all scored on the last 4 with the same stick as ours."""
+    tune on, takes the easy suite's parameters), all scored on the last 4 with the same stick as ours.
+    ``reuse``: the peers' rows of an earlier run on the same photos (their tuning takes about an hour
+    and depends only on the photos): only smp-assess is run again."""
     import peers
 
     out: dict = {}
@@ -492,6 +503,9 @@ def run_peers(data: Path, res: dict, overrides: list[str]) -> dict:
         tune, test = imgs[:4], imgs[4:]
         rows = {}
         for name in peers.PARAM_GRIDS:
+            if reuse is not None and name in reuse.get(suite, {}):
+                rows[name] = reuse[suite][name]
+                continue
             if suite == "untreated":
                 params = tuned_easy[name]
             else:
