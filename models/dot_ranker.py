@@ -41,7 +41,6 @@ FEATURES: tuple[str, ...] = (
 )
 
 
-
 def default_ranker_path() -> Path:
     """The ranker that ships with smp-assess."""
     return Path(__file__).resolve().parent / "weights" / "dot-ranker.npz"
@@ -56,7 +55,6 @@ def candidate_features(*, significance: np.ndarray, contrast_dl: np.ndarray, noi
     dot on bare skin is a dot; a ranker told how many dots lie around learns that a first
     session's sparse dots are unlikely), and not the segmentation network's score (the ranker
     must not change its mind when the network is retrained, or run without one)."""
-    ms = np.asarray(contrast_dl, np.float64)
     cols = [np.log(np.maximum(np.asarray(significance, np.float64), 1e-3)),
             np.asarray(contrast_dl, np.float64),
             np.log(np.maximum(np.asarray(noise_dl, np.float64), 1e-3)),
@@ -64,7 +62,7 @@ def candidate_features(*, significance: np.ndarray, contrast_dl: np.ndarray, noi
             np.asarray(curvature_ratio, np.float64),
             np.clip(np.asarray(continuation, np.float64), -1.0, 3.0),
             np.asarray(skin_lstar, np.float64)]
-    x = np.column_stack(cols) if len(ms) else np.zeros((0, len(FEATURES)))
+    x = np.column_stack(cols).reshape(-1, len(FEATURES))
     return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
 
 
@@ -111,14 +109,19 @@ class DotRanker:
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"{p}: no dot ranker there (train one with scripts/train_dot_ranker.py)")
-        with np.load(p, allow_pickle=False) as z:
-            feats = tuple(str(f) for f in z["features"])
-            if feats != FEATURES:
-                raise ValueError(f"{p}: trained on features {feats}, this version reads {FEATURES}")
-            n = sum(1 for k in z.files if k.startswith("w"))
-            return cls(mean=z["mean"], scale=z["scale"], lo=z["lo"], hi=z["hi"], weights=tuple(z[f"w{i}"] for i in range(n)),
-                       biases=tuple(z[f"b{i}"] for i in range(n)), threshold=float(z["threshold"]),
-                       info=json.loads(str(z["info"])))
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                feats = tuple(str(f) for f in z["features"])
+                n = sum(1 for k in z.files if k.startswith("w"))
+                arrays = {k: z[k] for k in ("mean", "scale", "lo", "hi", "threshold", "info")}
+                weights = tuple(z[f"w{i}"] for i in range(n))
+                biases = tuple(z[f"b{i}"] for i in range(n))
+        except (OSError, ValueError, KeyError, EOFError) as exc:
+            raise ValueError(f"{p}: not a dot ranker file ({type(exc).__name__})") from None
+        if feats != FEATURES:
+            raise ValueError(f"{p}: trained on features {feats}, this version reads {FEATURES}")
+        return cls(mean=arrays["mean"], scale=arrays["scale"], lo=arrays["lo"], hi=arrays["hi"], weights=weights,
+                   biases=biases, threshold=float(arrays["threshold"]), info=json.loads(str(arrays["info"])))
 
 
 #: More of these never makes a candidate less likely to be a dot (the perceptron is built so).

@@ -418,7 +418,6 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
         hair = hair & ~blobs
         scalp = scalp | blobs
     ld = local_darkness(lum, c)
-    light = None
     if settings.hair != "segmenter":
         # hair as what it physically is: thin, long dark ridges of this photo (pipeline.segment.hair_strands)
         skin = scalp | hair
@@ -433,15 +432,12 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
             k_lh = max(3, int(round(settings.light_hair_mm * c)) | 1)
             disc_lh = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k_lh, k_lh))
             light |= cv2.morphologyEx(lum, cv2.MORPH_TOPHAT, disc_lh) > 6.0
-        light &= skin
-        dark_strands = hair_strands(ld, c, line_mm=settings.strand_line_mm,
-                                    max_width_mm=settings.strand_width_mm) & skin
-        hair = (dark_strands | light) if settings.hair == "strands" else (hair | dark_strands | light)
+        strands = (hair_strands(ld, c, line_mm=settings.strand_line_mm, max_width_mm=settings.strand_width_mm)
+                   | light) & skin
+        hair = strands if settings.hair == "strands" else (hair | strands)
         scalp = skin & ~hair
     # the exact factor of each axis (whole pixels: it differs from f by up to half a pixel per edge)
     fxy = np.array([w / lstar.shape[1], h / lstar.shape[0]])
-    # hair is not skin: its pixels (and a 1-px rim of soft edges) are filled from the skin and dots
-    # around them, so a strand leaves no ridge in the darkness and a dot it crosses stays a dot
     # hair is not skin: its pixels (and a 1-px rim of soft edges) are filled from the skin and dots
     # around them, so a strand leaves no ridge in the darkness and a dot it crosses stays a dot.
     # (A light strand's rim too: left as skin, the skin beside dense light strands reads as dark
@@ -601,8 +597,8 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
     rules = settings.decision == "rules"
     # the physical floors hold in every mode; the rules add their thresholds on significance and the
     # strand tests, the ranker weighs all the evidence instead
-    need = (np.where(supported, settings.min_significance_supported, settings.min_significance) if rules
-            else np.full(len(cand), settings.candidate_significance))
+    rules_need = np.where(supported, settings.min_significance_supported, settings.min_significance)
+    need = rules_need if rules else np.full(len(cand), settings.candidate_significance)
     tests = [(REJECT["not_scalp"], ~(on_scalp & inside)),
              (REJECT["contrast"], ~(prof.peak_dl >= max(min_contrast_dl, settings.min_contrast_dl))),
              (REJECT["significance"], ~(sig >= need)),
@@ -648,8 +644,7 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
             if settings.decision == "ranker":
                 # what the rules admit stays unless the ranker is sure it is a look-alike (under
                 # ranker_veto); what they refuse needs the ranker's threshold
-                by_rules = ~(strand & (ridge | runs_on)) & (sig >= np.where(supported, settings.min_significance_supported,
-                                                                           settings.min_significance))
+                by_rules = ~(strand & (ridge | runs_on)) & (sig >= rules_need)
                 veto = ranker.threshold if settings.ranker_veto is None else min(settings.ranker_veto, ranker.threshold)
                 need_p = np.where(by_rules[idx], veto, ranker.threshold)
                 low = idx[~(conf[idx] >= need_p)]

@@ -334,6 +334,9 @@ def test_the_ranker_learns_saves_and_loads(tmp_path):
         assert np.all(r.probability(up) >= p - 1e-12)
     with pytest.raises(FileNotFoundError, match="train_dot_ranker"):
         DotRanker.load(tmp_path / "missing.npz")
+    (tmp_path / "junk.npz").write_bytes(np.random.default_rng(0).bytes(300))
+    with pytest.raises(ValueError, match="not a dot ranker file"):
+        DotRanker.load(tmp_path / "junk.npz")
     with pytest.raises(ValueError, match="threshold"):
         DotRanker(mean=r.mean, scale=r.scale, lo=r.lo, hi=r.hi, weights=r.weights, biases=r.biases, threshold=1.5)
 

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         assessor = Assessor(settings, rules=rules, card=card)
     except (FileNotFoundError, ValueError) as exc:
-        raise UserError(f"cannot load the segmentation model: {exc}") from None
+        raise UserError(f"cannot load a model: {exc}") from None
     for w in assessor.setup_warnings:
         print(f"smp assess: warning: {w}", file=sys.stderr)
 

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     try:  # the key of a result (model + config hash) needs the model; workers load their own
         assessor = Assessor(settings)
     except (FileNotFoundError, ValueError) as exc:
-        raise UserError(f"cannot load the segmentation model: {exc}") from None
+        raise UserError(f"cannot load a model: {exc}") from None
     for w in assessor.setup_warnings:
         print(f"smp batch: warning: {w}", file=sys.stderr)
     if not has_visits:

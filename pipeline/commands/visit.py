@@ -121,7 +121,7 @@ def _assessor(args: argparse.Namespace, failures: list[str]):  # type: ignore[no
             try:
                 loaded.append(Assessor(load_assess_settings(args.config, args.overrides)))
             except (FileNotFoundError, ValueError) as exc:
-                raise UserError(f"cannot load the segmentation model: {exc}") from None
+                raise UserError(f"cannot load a model: {exc}") from None
             for w in loaded[0].setup_warnings:
                 print(f"smp visit: warning: {w}", file=sys.stderr)
         return loaded[0]
