@@ -26,6 +26,9 @@ class FlagSettings(Settings):
     visible_max_hair_cover: float = Field(0.5, gt=0, le=1)
     #: ... and a centre darkness (skin L* - dot L*, as the optics render it) of at least this.
     visible_min_contrast_dl: float = Field(3.0, gt=0)
+    #: ... and, in the finished photo, a darkness beyond what this percentile of the photo's bare-skin
+    #: places shows at the same size (its own specks; data.synth.visibility). None: no photo test.
+    visible_min_speck_quantile: float | None = Field(99.9, gt=50, lt=100)
     #: A dot's colour (and so a flag) is measured only when its half-maximum diameter spans this many px.
     measurable_min_diameter_px: float = Field(8.0, gt=0)
 

@@ -204,6 +204,31 @@ def dot_scores(matches: list[tuple[DotMatch, float]]) -> DotScores:
     return DotScores(tp, fp, fn, loc)
 
 
+def false_dot_causes(false_xy: np.ndarray, lookalike_xy: np.ndarray, lookalike_kind: np.ndarray,
+                     labels: np.ndarray, radius_px: float) -> np.ndarray:
+    """(N,) what each false dot sits on: the kind of the nearest look-alike within ``radius_px``
+    (``pores``, ``cut_ends``, ``crease_junctions``, ... from the synthetic truth), else ``hair``
+    where the true class under it is hair, else ``background`` outside the scalp, else ``skin``
+    (the skin's own texture: mottling, noise, JPEG).
+    """
+    xy = np.asarray(false_xy, np.float64).reshape(-1, 2)
+    out = np.full(len(xy), "skin", dtype=object)
+    if len(xy) == 0:
+        return out
+    h, w = labels.shape
+    xi = np.clip(np.round(xy[:, 0]).astype(np.int64), 0, w - 1)
+    yi = np.clip(np.round(xy[:, 1]).astype(np.int64), 0, h - 1)
+    cls = labels[yi, xi]
+    out[cls == 2] = "hair"
+    out[cls == 0] = "background"
+    la = np.asarray(lookalike_xy, np.float64).reshape(-1, 2)
+    if len(la):
+        dist, j = cKDTree(la).query(xy)
+        near = dist <= radius_px
+        out[near] = np.asarray(lookalike_kind, dtype=object)[j[near]]
+    return out
+
+
 @dataclass(frozen=True)
 class BoundaryScores:
     """Agreement of two binary masks with a tolerance in pixels (thin structures: hair).

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench import fmt as bench_fmt, update_benchmarks_md  # noqa: E402
-from models.scoring import boundary_scores, match_dots, match_radius_px  # noqa: E402
+from models.scoring import boundary_scores, false_dot_causes, match_dots, match_radius_px  # noqa: E402
 from pipeline.assess import Assessor, load_assess_settings  # noqa: E402
 
 from data.colour import delta_e00  # noqa: E402
@@ -42,6 +42,8 @@ FLAGS = ("blue_shift", "faded", "spread")
 #: dot-size bands of the per-band table: true half-maximum diameter in mm and in photo px
 MM_BANDS = (0.0, 0.15, 0.25, 0.4, np.inf)
 PX_BANDS = (0.0, 2.0, 3.0, 5.0, 8.0, np.inf)
+#: A false dot within this of a look-alike the generator drew is put down to it.
+CAUSE_RADIUS_MM = 0.15
 
 SPEED_CHILD = r"""
 import json, resource, statistics, sys, time
@@ -154,6 +156,15 @@ def score_photo(assessor: Assessor, folder: Path) -> tuple[dict, dict]:
         # what a perfect detector of the visible dots scores on the old stick (every true dot counted)
         counts["oracle_old_stick"] = (int(vis.sum()), int(len(true_dots)))
         pi, ti = match.pred_index, match.true_index
+        false = np.setdiff1d(np.arange(len(pred)), np.concatenate([pi, match.ignored_pred_index]))
+        # what the false dots sit on (the look-alikes the generator drew, hair, the skin's own texture)
+        la_path = folder / "lookalikes.csv"
+        la = pd.read_csv(la_path) if la_path.exists() else pd.DataFrame(columns=["kind", "x", "y"])
+        causes = false_dot_causes(pred[["x", "y"]].to_numpy()[false], la[["x", "y"]].to_numpy(float),
+                                  la["kind"].to_numpy(), mask, max(1.5, CAUSE_RADIUS_MM * ppm_true))
+        kinds, n_kind = np.unique(causes.astype(str), return_counts=True)
+        roi = float((mask > 0).sum()) / (ppm_true * ppm_true) / 100.0
+        row["false_by_cause_per_cm2"] = {k: int(n) / roi for k, n in zip(kinds, n_kind)} if roi > 0 else {}
         counts["loc_mm"] = (match.distance_px / ppm_true).tolist()
         # size bands: recall by the true dot's size, false dots by the reported size
         for key, edges, tsize, psize in (("mm", MM_BANDS, true_dots["diameter_mm"].to_numpy(float),
@@ -162,7 +173,6 @@ def score_photo(assessor: Assessor, folder: Path) -> tuple[dict, dict]:
             tb, pb = _band(tsize, edges), _band(np.nan_to_num(psize), edges)
             counts[f"band_{key}_true"] = np.bincount(tb[vis], minlength=len(edges) - 1)
             counts[f"band_{key}_tp"] = np.bincount(tb[ti], minlength=len(edges) - 1)
-            false = np.setdiff1d(np.arange(len(pred)), np.concatenate([pi, match.ignored_pred_index]))
             counts[f"band_{key}_fp"] = np.bincount(pb[false], minlength=len(edges) - 1)
         mp, mt = pred.iloc[pi], true_dots.iloc[ti]
         both = mp["measurable"].to_numpy(bool) & true_meas[ti]
@@ -250,6 +260,9 @@ def summarise(rows: list[dict], counts: list[dict]) -> dict:
     v, n = sum(o[0] for o in orc), sum(o[1] for o in orc)
     out["visible_share"] = v / n if n else None
     out["oracle_f1_old_stick"] = 2 * v / (v + n) if n else None
+    if "false_by_cause_per_cm2" in df:
+        per = pd.DataFrame([r for r in df["false_by_cause_per_cm2"] if isinstance(r, dict)]).fillna(0.0)
+        out["false_by_cause_per_cm2_median"] = {k: float(per[k].median()) for k in sorted(per.columns)}
     fd = df["false_dots_per_cm2"].dropna() if "false_dots_per_cm2" in df else pd.Series(dtype=float)
     out["false_dots_per_cm2_median"] = float(fd.median()) if len(fd) else None
     out["false_dots_per_cm2_max"] = float(fd.max()) if len(fd) else None
@@ -351,6 +364,20 @@ def tables(res: dict) -> str:
         if s:
             lines.append(f"| {method} | {s['photos']} | {fmt(s['false_dots_per_cm2_median'], 2)} | "
                          f"{fmt(s['false_dots_per_cm2_max'], 2)} |")
+    causes = sorted({k for suites in res["suites"].values() for r in suites.values()
+                     for k in (r["summary"].get("false_by_cause_per_cm2_median") or {})})
+    if causes:
+        lines += ["", "What the false dots sit on, per cm2 of scalp + hair (median over the suite's photos, so the "
+                  "columns need not add up to the total): the nearest look-alike the generator drew within "
+                  f"{CAUSE_RADIUS_MM:g} mm (lookalikes.csv of each photo), else hair or background by the true "
+                  "class, else the skin's own texture.", "",
+                  "| segmenter | suite | " + " | ".join(c.replace("_", " ") for c in causes) + " |",
+                  "|" + "|".join(["---"] * (2 + len(causes))) + "|"]
+        for method, suites in res["suites"].items():
+            for suite, r in suites.items():
+                fc = r["summary"].get("false_by_cause_per_cm2_median")
+                if fc is not None:
+                    lines.append(f"| {method} | {suite} | " + " | ".join(fmt(fc.get(c, 0.0), 2) for c in causes) + " |")
     lines += ["", "By dot size (true half-maximum diameter; false dots by their reported size): recall and precision "
               "per band, pooled over the suite.", "",
               "| segmenter | suite | unit | band | visible true | recall | false | precision |",

@@ -108,3 +108,18 @@ def test_boundary_scores_tolerate_a_one_pixel_shift_of_a_strand():
     pooled = pool_boundary([b, hb])
     assert pooled.true_total == 40 and pooled.pred_total == 30
     assert np.isnan(boundary_scores(np.zeros((4, 4), bool), np.zeros((4, 4), bool)).f1)
+
+
+def test_false_dots_are_put_down_to_the_nearest_lookalike_then_hair_then_skin():
+    from models.scoring import false_dot_causes
+
+    labels = np.ones((50, 80), np.uint8)
+    labels[:, 60:] = 2
+    labels[:5, :5] = 0
+    false_xy = np.array([[10.0, 10.0], [30.0, 30.0], [70.0, 20.0], [2.0, 2.0], [40.0, 10.0]])
+    la_xy = np.array([[11.0, 10.5], [39.0, 10.0], [70.0, 40.0]])
+    kinds = np.array(["pores", "cut_ends", "crease_junctions"])
+    got = false_dot_causes(false_xy, la_xy, kinds, labels, radius_px=2.0)
+    assert got.tolist() == ["pores", "skin", "hair", "background", "cut_ends"]
+    assert false_dot_causes(np.zeros((0, 2)), la_xy, kinds, labels, 2.0).tolist() == []
+    assert false_dot_causes(false_xy[:2], np.zeros((0, 2)), np.zeros(0, str), labels, 2.0).tolist() == ["skin", "skin"]

@@ -68,7 +68,11 @@ def test_mask_and_dots_agree(made):
         if under.sum() >= 5:
             assert (cls[under] == 2).mean() > 0.9
         assert not dots.visible[dots.hair_cover >= 0.5].any()
-        assert dots.visible[(dots.hair_cover < 0.5) & (dots.contrast_seen >= 3.0)].all()
+        shown = (dots.hair_cover < 0.5) & (dots.contrast_seen >= 3.0)
+        # ... and of the others, exactly those the finished photo shows beyond its own skin's specks
+        beyond = ~(dots.speck_dL.notna() & ~(dots.contrast_photo.fillna(-np.inf) >= dots.speck_dL))
+        assert (dots.visible == (shown & beyond)).all()
+        assert dots.speck_dL.notna().any()
         # the true dot is darker than its skin and sized as configured (spread dots larger)
         assert (dots.contrast_dL > 0).mean() > 0.99
         assert dots.diameter_mm.between(0.07, 1.0).all()
@@ -162,3 +166,28 @@ def test_series_keeps_dot_ids_and_fades(cfg, tmp_path):
     assert len(common) > 20
     assert b.loc[common, "contrast_dL"].median() < 0.8 * a.loc[common, "contrast_dL"].median()
     assert doc["truth"]["half_life_days"] == pytest.approx(200)
+
+
+def test_photo_visibility_compares_a_dot_with_the_photos_own_specks():
+    from data.synth.visibility import photo_contrast, photo_lstar, speck_levels
+
+    rng = np.random.default_rng(5)
+    # grey skin with noise of sd 2 levels and three dark discs of radius 3 px: 40, 12 and 2 levels
+    img = np.clip(150 + rng.normal(0, 2.0, (200, 300)), 0, 255)
+    centres = np.array([[50.0, 100.0], [150.0, 100.0], [250.0, 100.0]])
+    yy, xx = np.mgrid[:200, :300]
+    for (x, y), depth in zip(centres, (40, 12, 2)):
+        img[(xx - x) ** 2 + (yy - y) ** 2 <= 9] -= depth
+    photo = np.repeat(img.astype(np.uint8)[..., None], 3, axis=2)
+    lstar = photo_lstar(photo)
+    exclude = np.zeros((200, 300), bool)
+    for x, y in centres:
+        exclude |= (xx - x) ** 2 + (yy - y) ** 2 <= 25
+    c = photo_contrast(lstar, centres, np.full(3, 3.0), exclude)
+    assert c[0] > c[1] > c[2] > -1.0
+    bare = ~exclude
+    speck = speck_levels(lstar, np.full(3, 3.0), bare, exclude, 99.9)
+    assert np.allclose(speck, speck[0]) and 0 < speck[0] < c[1]
+    assert c[2] < speck[0]          # 2 levels under noise of 2: no better than the skin's own specks
+    # a photo with almost no bare skin cannot say: no photo test (NaN), not a guess
+    assert np.isnan(speck_levels(lstar, np.full(3, 3.0), np.zeros_like(bare), exclude, 99.9)).all()

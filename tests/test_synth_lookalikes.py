@@ -52,6 +52,21 @@ def test_every_lookalike_kind_is_drawn_and_counted():
         assert off.params["skin"]["lookalikes"][kind] == 0, kind
 
 
+def test_the_lookalike_table_lists_what_the_counts_count(tmp_path):
+    from data.synth.scene import write_scene
+
+    scene = _scene(_cfg(*ALL_ON))
+    table = scene.lookalikes
+    assert table.groupby("kind").size().to_dict() == {k: v for k, v in scene.params["skin"]["lookalikes"].items() if v}
+    h, w = scene.mask.shape
+    assert table.x.between(-0.5, w - 0.5).all() and table.y.between(-0.5, h - 0.5).all()
+    write_scene(scene, tmp_path, fmt="png", jpeg_quality=90, seed=3, rules=load_flag_settings())
+    import pandas as pd
+
+    back = pd.read_csv(tmp_path / "lookalikes.csv")
+    assert list(back.columns) == ["kind", "x", "y", "x_mm", "y_mm"] and len(back) == len(table)
+
+
 def test_lookalikes_never_add_truth_dots():
     untreated = _scene(_cfg(*ALL_ON, "dots.coverage=[0, 0]"))
     assert len(untreated.dots) == 0 and untreated.params["skin"]["lookalikes"]["crease_junctions"] > 0

@@ -395,13 +395,15 @@ def isp_detail(photo: np.ndarray, amount: float, radius_px: float, threshold: fl
         cv2.add(strip, cv2.merge([dl, dl, dl]), dst=strip, dtype=cv2.CV_8U)
 
 
-def count_in_frame(points_mm: dict[str, np.ndarray], plane_to_px: np.ndarray, size: tuple[int, int],
-                   ) -> dict[str, int]:
-    """How many of each kind of plane point (mm) a photo of ``size`` shows."""
+def points_in_frame(points_mm: dict[str, np.ndarray], plane_to_px: np.ndarray, size: tuple[int, int],
+                    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Of each kind of plane point (mm), those a photo of ``size`` shows: (mm, image px) pairs."""
     w, h = size
     out = {}
     for kind, xy in points_mm.items():
         xy = np.asarray(xy, float).reshape(-1, 2)
         p = apply_h(plane_to_px, xy) if len(xy) else np.zeros((0, 2))
-        out[kind] = int(((p[:, 0] >= -0.5) & (p[:, 0] < w - 0.5) & (p[:, 1] >= -0.5) & (p[:, 1] < h - 0.5)).sum())
+        keep = (p[:, 0] >= -0.5) & (p[:, 0] < w - 0.5) & (p[:, 1] >= -0.5) & (p[:, 1] < h - 0.5)
+        out[kind] = (xy[keep], p[keep])
     return out
+

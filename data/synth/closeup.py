@@ -16,16 +16,17 @@ import pandas as pd
 from data.card import CardSpec, marker_corners_mm, render_card
 from data.colour import blue_index, delta_e00, linear_rgb_to_lab, srgb_to_linear
 from data.flags import FlagSettings
-from data.synth.camera import CameraParams, apply_h, count_in_frame, photograph, plane_to_image
+from data.synth.camera import CameraParams, apply_h, photograph, plane_to_image, points_in_frame
 from data.synth.dots import (DotSet, core_means, darken_by_dots, dot_sprites, pick_fresh, place_dots,
                              restyle_fresh, ring_samples, scab_dots, solve_strength)
 from data.synth.fields import smooth_field
 from data.synth.hair import (Follicles, HairParams, draw_follicles, draw_hair, render_hair,
                              thinning_map)
-from data.synth.scene import Scene, dot_flags_table, lstar_of
+from data.synth.scene import LOOKALIKE_COLUMNS, Scene, dot_flags_table, lstar_of
 from data.synth.settings import SynthSettings
 from data.synth.skin import SkinParams, draw_skin, render_skin
-from data.synth.visibility import defocus_sigma_px, disc_mean, image_px_per_mm, seen_contrast, visible
+from data.synth.visibility import (defocus_sigma_px, disc_mean, image_px_per_mm, photo_contrast, photo_lstar,
+                                   seen_contrast, speck_levels, visible)
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,26 @@ def composite_card(albedo: np.ndarray, card_cover: np.ndarray, card: CardSpec, p
     card_cover[y0:y1, x0:x1] = np.maximum(card_cover[y0:y1, x0:x1], al)
 
 
+def _photo_evidence(photo: np.ndarray, mask: np.ndarray, xy_img: np.ndarray, radius_px: np.ndarray,
+                    rules: FlagSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Each dot's darkness in the finished photo and the darkness the photo's bare skin shows at that
+    size at ``rules.visible_min_speck_quantile`` percent of places (NaN, NaN without the photo test)."""
+    n = len(xy_img)
+    if rules.visible_min_speck_quantile is None or n == 0:
+        return np.full(n, np.nan), np.full(n, np.nan)
+    # not skin: hair, the card, and every dot's disc widened by half
+    dots_u8 = np.zeros(mask.shape, np.uint8)
+    for (x, y), r in zip(np.round(xy_img).astype(np.int64), np.ceil(1.5 * np.maximum(radius_px, 0.7)).astype(np.int64)):
+        cv2.circle(dots_u8, (int(x), int(y)), int(r), 1, -1)
+    exclude = (mask != 1) | (dots_u8 > 0)
+    # sites whose core (0.6 radius) lies on bare skin
+    reach = int(np.ceil(0.6 * np.percentile(np.maximum(radius_px, 0.7), 90)))
+    bare = cv2.erode((~exclude).view(np.uint8), np.ones((3, 3), np.uint8), iterations=max(1, reach)) > 0
+    lstar = photo_lstar(photo)
+    contrast = photo_contrast(lstar, xy_img, radius_px, exclude)
+    return contrast, speck_levels(lstar, radius_px, bare, exclude, rules.visible_min_speck_quantile)
+
+
 def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, image_size: tuple[int, int],
                    card: CardSpec, card_pose: CardPose, rng: np.random.Generator,
                    rules: FlagSettings, view_centre_mm: tuple[float, float] | None = None) -> Scene:
@@ -258,7 +279,11 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     marks = {k: v / ppm for k, v in skin.marks.items()} | hair.marks | {
         "follicle_openings": client.follicles.xy_mm[~client.follicles.has_hair], "scabs": scabs.xy_mm}
     from dataclasses import replace
-    client = replace(client, skin=replace(client.skin, lookalikes=count_in_frame(marks, h_img, image_size)))
+    shown = points_in_frame(marks, h_img, image_size)
+    client = replace(client, skin=replace(client.skin, lookalikes={k: len(mm) for k, (mm, _) in shown.items()}))
+    lookalikes = pd.DataFrame(
+        [(k, x, y, xm, ym) for k, (mm, px) in shown.items() for (xm, ym), (x, y) in zip(mm, px)],
+        columns=LOOKALIKE_COLUMNS)
     hair_mask = cov >= 0.5
     # how much of each dot's disc the hair hides (the `visible` truth)
     hair_cover = disc_mean(cov, dots.xy_mm * ppm - 0.5, dots.radius_mm * ppm) if n else np.zeros(0)
@@ -320,9 +345,13 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     blur = defocus_sigma_px(xy_img, (w, h), cam.dof_blur_mm * cam.px_per_mm,
                             np.deg2rad(cam.tilt_azimuth_deg + cam.rotation_deg))
     table["contrast_seen"] = seen_contrast(table["contrast_dL"].to_numpy(), r_img, blur)
+    # ... and what the finished photo shows of it, against the photo's own bare-skin specks
+    r_full = dots.radius_mm * image_px_per_mm(h_img, dots.xy_mm) if n else np.zeros(0)
+    table["contrast_photo"], table["speck_dL"] = _photo_evidence(photo, mask, xy_img, r_full, rules)
     table["visible"] = visible(table["hair_cover"].to_numpy(), table["contrast_seen"].to_numpy(),
                                max_hair_cover=rules.visible_max_hair_cover,
-                               min_contrast_dl=rules.visible_min_contrast_dl)
+                               min_contrast_dl=rules.visible_min_contrast_dl,
+                               contrast_photo=table["contrast_photo"].to_numpy(), speck_dl=table["speck_dL"].to_numpy())
     inside = (table.x >= -0.5) & (table.x < w - 0.5) & (table.y >= -0.5) & (table.y < h - 0.5)
     table = table[inside]
     # a dot under the card is not in the photo: drop it from the truth
@@ -340,7 +369,7 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
               "visit": {"hair_length_scale": visit.hair_length_scale, "extra_redness": visit.extra_redness}}
     return Scene(photo=photo, mask=mask, dots=table, clean_lstar=clean_l, skin_lstar=skin_l,
                  plane_to_image=h_img, px_per_mm=cam.px_per_mm, view="closeup", params=params,
-                 card=card_truth)
+                 card=card_truth, lookalikes=lookalikes)
 
 
 def footprint_mm(cam: CameraParams, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -24,9 +24,12 @@ SCHEMA = "smp-synth-truth/1"
 DOT_COLUMNS = [
     "dot_id", "x", "y", "x_mm", "y_mm", "diameter_mm", "L", "a", "b", "skin_L", "skin_a", "skin_b",
     "contrast_dL", "dE00", "blue_index", "blue_shift", "faded", "spread", "session", "shade",
-    "merged_with", "hair_covered", "in_scar", "hair_cover", "contrast_seen", "visible",
+    "merged_with", "hair_covered", "in_scar", "hair_cover", "contrast_seen", "contrast_photo", "speck_dL", "visible",
     "fresh", "elongation", "angle_deg", "scab",
 ]
+#: One row per look-alike the photo shows (pores, follicle openings, cut ends, crease junctions, ...):
+#: its kind and centre (image px and plane mm). Lines (creases, wrinkles) by their mid-points.
+LOOKALIKE_COLUMNS = ["kind", "x", "y", "x_mm", "y_mm"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class Scene:
     view: str
     params: dict[str, Any]
     card: dict[str, Any] = field(default_factory=dict)
+    lookalikes: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=LOOKALIKE_COLUMNS))
+    """What SMP must be told apart from, where the photo shows it (``LOOKALIKE_COLUMNS``)."""
 
 
 def scene_metrics(scene: Scene, rules: FlagSettings) -> dict[str, Any]:
@@ -109,7 +114,8 @@ def decode_lstar16(img: np.ndarray) -> np.ndarray:
 def write_scene(scene: Scene, out_dir: Path, *, fmt: str, jpeg_quality: int, seed: int,
                 rules: FlagSettings, extra: dict[str, Any] | None = None,
                 write_lstar: bool = True) -> dict[str, Any]:
-    """Write photo, mask.png, dots.csv and truth.json into ``out_dir``; return the truth."""
+    """Write photo, mask.png, dots.csv, lookalikes.csv (when the scene has any) and truth.json into
+    ``out_dir``; return the truth."""
     out_dir.mkdir(parents=True, exist_ok=True)
     bgr = np.ascontiguousarray(scene.photo[..., ::-1])
     if fmt == "jpg":
@@ -128,6 +134,8 @@ def write_scene(scene: Scene, out_dir: Path, *, fmt: str, jpeg_quality: int, see
             _, lbuf = cv2.imencode(".png", encode_lstar16(arr), [cv2.IMWRITE_PNG_COMPRESSION, 1])
             (out_dir / f"{key}.png").write_bytes(lbuf.tobytes())
     scene.dots[DOT_COLUMNS].to_csv(out_dir / "dots.csv", index=False, float_format="%.4f")
+    if len(scene.lookalikes):
+        scene.lookalikes[LOOKALIKE_COLUMNS].to_csv(out_dir / "lookalikes.csv", index=False, float_format="%.3f")
     h, w = scene.mask.shape
     truth = {
         "schema": SCHEMA,

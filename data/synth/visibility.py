@@ -11,6 +11,15 @@ A dot is visible when both hold (thresholds in ``configs/flags.yaml``):
 * ``hair_cover`` < ``visible_max_hair_cover``: the mean hair coverage over the
   dot's disc (the renderer's alpha of hair over skin, 19 samples within the
   half-density radius);
+* ``contrast_photo`` >= ``speck_dl``: in the finished photo (light, noise, the
+  camera's sharpening and noise reduction, JPEG), the dot's darkness against
+  the skin around it (median L* of three rings at 2-3 radii, hair and other dots
+  left out, minus the mean L* of its core) is beyond what
+  ``visible_min_speck_quantile`` percent of bare-skin places of the same photo
+  show by the same measure at the same size. Below it the photo shows the dot
+  no more clearly than its own pores, specks and noise: even a method told
+  where to look could not say it is there without also finding the skin's own
+  specks everywhere else.
 * ``contrast_seen`` >= ``visible_min_contrast_dl``: the dot's core contrast
   on the skin (``contrast_dL``) as the camera's optics render it, before light,
   noise and JPEG: attenuated by the lens blur at that point of the frame (the
@@ -23,7 +32,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["disc_mean", "defocus_sigma_px", "image_px_per_mm", "seen_contrast", "visible"]
+__all__ = ["disc_mean", "defocus_sigma_px", "image_px_per_mm", "photo_contrast", "photo_lstar", "seen_contrast",
+           "speck_levels", "visible"]
 
 # 1 + 6 + 12 sample points within the unit disc (centre, two rings)
 _R = np.concatenate([[0.0], np.full(6, 0.5), np.full(12, 0.9)])
@@ -102,7 +112,91 @@ def seen_contrast(contrast_dl: np.ndarray, radius_px: np.ndarray, blur_sigma_px:
     return np.asarray(contrast_dl, np.float64) * s2 / (s2 + b2)
 
 
+_RING_K = np.repeat([2.0, 2.5, 3.0], 24)
+_RING_A = np.tile(np.linspace(0, 2 * np.pi, 24, endpoint=False), 3)
+
+
+def photo_lstar(photo: np.ndarray) -> np.ndarray:
+    """HxW float32 L* (D65) of an sRGB8 photo (HxWx3, RGB order), through a 256-entry table."""
+    from data.colour import lstar_from_luminance, srgb_to_linear
+
+    lin = srgb_to_linear(np.arange(256) / 255.0).astype(np.float32)
+    y = np.take(lin * np.float32(0.2126), photo[..., 0])
+    y += np.take(lin * np.float32(0.7152), photo[..., 1])
+    y += np.take(lin * np.float32(0.0722), photo[..., 2])
+    return lstar_from_luminance(y).astype(np.float32)
+
+
+def _row_median(values: np.ndarray) -> np.ndarray:
+    """Median of each row over its finite entries (NaN where none): one sort, no masked arrays."""
+    v = np.sort(values, axis=1)                       # NaNs last
+    k = np.isfinite(v).sum(axis=1)
+    rows = np.arange(len(v))
+    lo, hi = np.maximum((k - 1) // 2, 0), np.maximum(k // 2, 0)
+    out = 0.5 * (v[rows, np.minimum(lo, v.shape[1] - 1)] + v[rows, np.minimum(hi, v.shape[1] - 1)])
+    return np.where(k > 0, out, np.nan)
+
+
+def photo_contrast(lstar: np.ndarray, centres_px: np.ndarray, radius_px: np.ndarray,
+                   exclude: np.ndarray) -> np.ndarray:
+    """(N,) darkness in the finished photo (``lstar``: its HxW L*, :func:`photo_lstar`): the median
+    L* of three rings at 2, 2.5 and 3 radii (24 nearest-pixel samples each; samples on ``exclude``
+    pixels, HxW bool, left out) minus the mean L* of the core (19 samples within 0.6 radius). NaN
+    where every ring sample is excluded."""
+    c = np.asarray(centres_px, np.float64).reshape(-1, 2)
+    if len(c) == 0:
+        return np.zeros(0)
+    h, w = lstar.shape
+    r = np.maximum(np.asarray(radius_px, np.float64).reshape(-1, 1), 0.7)
+
+    def at(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (np.clip(np.floor(y + 0.5).astype(np.int64), 0, h - 1),
+                np.clip(np.floor(x + 0.5).astype(np.int64), 0, w - 1))
+
+    core_r = np.maximum(0.6 * r, 0.5)
+    core = lstar[at(c[:, :1] + core_r * _R * np.cos(_A), c[:, 1:] + core_r * _R * np.sin(_A))].mean(axis=1)
+    ij = at(c[:, :1] + r * _RING_K * np.cos(_RING_A), c[:, 1:] + r * _RING_K * np.sin(_RING_A))
+    ring = lstar[ij].astype(np.float64)
+    ring[exclude[ij]] = np.nan
+    return _row_median(ring) - core
+
+
+def speck_levels(lstar: np.ndarray, radius_px: np.ndarray, bare: np.ndarray, exclude: np.ndarray,
+                 quantile: float, max_sites: int = 20000) -> np.ndarray:
+    """(N,) for each radius, the ``quantile`` percentile of :func:`photo_contrast` over bare-skin
+    places of the photo (``lstar``: its L*) at that radius: what the skin's own specks reach at the
+    dot's size.
+
+    Places: a regular grid over ``bare`` (HxW bool: scalp away from dots and hair), at most
+    ``max_sites``; radii are grouped in steps of 40%. NaN where the photo has too few bare places
+    (under 200) to say.
+    """
+    r = np.maximum(np.asarray(radius_px, np.float64).reshape(-1), 0.7)
+    out = np.full(len(r), np.nan)
+    if len(r) == 0:
+        return out
+    ys, xs = np.nonzero(bare)
+    if len(xs) < 200:
+        return out
+    step = max(1, len(xs) // max_sites)
+    sites = np.column_stack([xs[::step], ys[::step]]).astype(np.float64)
+    groups = np.round(np.log(r) / np.log(1.4)).astype(np.int64)
+    for g in np.unique(groups):
+        rg = 1.4 ** g
+        c = photo_contrast(lstar, sites, np.full(len(sites), rg), exclude)
+        c = c[np.isfinite(c)]
+        if len(c) >= 200:
+            out[groups == g] = np.percentile(c, quantile)
+    return out
+
+
 def visible(hair_cover: np.ndarray, contrast_seen: np.ndarray, *, max_hair_cover: float,
-            min_contrast_dl: float) -> np.ndarray:
-    """(N,) bool: the photo shows the dot (see the module docstring)."""
-    return (np.asarray(hair_cover) < max_hair_cover) & (np.asarray(contrast_seen) >= min_contrast_dl)
+            min_contrast_dl: float, contrast_photo: np.ndarray | None = None,
+            speck_dl: np.ndarray | None = None) -> np.ndarray:
+    """(N,) bool: the photo shows the dot (see the module docstring). The photo test applies where
+    ``contrast_photo`` and ``speck_dl`` are given and finite."""
+    out = (np.asarray(hair_cover) < max_hair_cover) & (np.asarray(contrast_seen) >= min_contrast_dl)
+    if contrast_photo is not None and speck_dl is not None:
+        cp, sp = np.asarray(contrast_photo, np.float64), np.asarray(speck_dl, np.float64)
+        out &= ~(np.isfinite(sp) & ~(np.nan_to_num(cp, nan=-np.inf) >= sp))
+    return out
