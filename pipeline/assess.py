@@ -26,6 +26,7 @@ from data.card import CardSpec, load_card, paper_rect_mm
 from data.config import Settings, load_settings
 from data.flags import FlagSettings, load_flag_settings
 from data.metrics import SCALP, PhotoMetrics, photo_metrics
+from models.dot_patch import PatchRanker, default_patch_path
 from models.dot_ranker import DotRanker, default_ranker_path
 
 from .calibration import Calibration, CalibrationSettings, calibrate
@@ -139,6 +140,16 @@ def _config_hash(settings: AssessSettings, rules: FlagSettings, card: CardSpec, 
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _load_patch_ranker(settings: DetectSettings) -> PatchRanker | None:
+    """The second look at the pixels (None when ``detect.patch_look`` is off, or for training)."""
+    if not settings.patch_look or settings.decision == "floors":
+        return None
+    ranker = PatchRanker.load(Path(settings.patch_model) if settings.patch_model else default_patch_path())
+    if settings.patch_veto is not None:
+        ranker = replace(ranker, veto=settings.patch_veto)
+    return ranker
+
+
 def _load_ranker(settings: DetectSettings) -> DotRanker | None:
     """The dot ranker the settings ask for (None under the rules, or for ``floors`` without a file)."""
     if settings.decision == "rules" or (settings.decision == "floors" and settings.ranker is None
@@ -181,6 +192,10 @@ class Assessor:
                 self.setup_warnings = (f"segmentation model unavailable ({exc}); using the classical segmenter",)
         self.model_info = (self.segmenter.describe() if self.segmenter else
                            {"name": "classical", "version": "1", "sha256": None, "kind": "classical"})
+        self.patch_ranker = _load_patch_ranker(self.settings.detect)
+        if self.patch_ranker is not None:
+            self.model_info = {**self.model_info, "dot_patch": {
+                "sha256": self.patch_ranker.info.get("sha256"), "veto": self.patch_ranker.veto}}
         self.ranker = _load_ranker(self.settings.detect)
         if self.ranker is not None:
             # the dots depend on the ranker's weights: they are part of what produced the result
@@ -260,7 +275,7 @@ class Assessor:
                                       self.rules.visible_max_hair_cover,
                                       model_xy=seg.dots_xy if seg.source == "model" else None,
                                       model_score=seg.dot_scores if seg.source == "model" else None,
-                                      ranker=self.ranker)
+                                      ranker=self.ranker, patch_ranker=self.patch_ranker)
                     geom, evidence, dots_measured, det_skin = det.geometry, det.evidence, True, det.skin_lstar
                     if self.detection_sink is not None:
                         self.detection_sink(det)

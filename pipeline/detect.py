@@ -50,6 +50,7 @@ from data.config import PositiveRange, Settings
 from data.metrics import HAIR, SCALP
 from data.synth.visibility import disc_mean  # the truth's own hair-over-disc measure: one rule for both
 
+from models.dot_patch import PATCH_RADIUS, PatchRanker, normalise_patches
 from models.dot_ranker import FEATURES, DotRanker, candidate_features
 
 from .dots import (DotGeometry, DotSettings, nearest_index, radial_profile, sample_points, skin_reference,
@@ -98,6 +99,13 @@ class DetectSettings(Settings):
     #: A candidate the rules (``min_significance``, the strand tests) admit is reported unless the
     #: ranker's probability is under this (None: the ranker's threshold, i.e. the ranker alone decides).
     ranker_veto: float | None = Field(0.05, ge=0, lt=1)
+    #: The learned second look at the pixels around each candidate (models/dot_patch.py): a candidate
+    #: the rules admit is refused when the network's probability is under ``patch_veto`` (None: the
+    #: veto chosen when it was trained). It only ever refuses. ``patch_model``: its weights (None: the
+    #: bundled ones); ``patch_look: false`` turns it off.
+    patch_look: bool = True
+    patch_veto: float | None = Field(None, gt=0, lt=1)
+    patch_model: str | None = None
     #: Where candidates come from: the scale space, the model's proposals (when a model runs), or both.
     candidates: Literal["scale_space", "model", "both"] = "both"
     #: A candidate needs a filter response of this many local noise sd (it is only a place to look).
@@ -172,7 +180,7 @@ class DotEvidence:
 
 #: Why a candidate was not reported (bits of ``CandidateTable.reason``).
 REJECT = {"not_scalp": 1, "contrast": 2, "significance": 4, "size": 8, "elongation": 16, "continuation": 32,
-          "duplicate": 64, "ridge": 128, "ranker": 256}
+          "duplicate": 64, "ridge": 128, "ranker": 256, "patch": 512}
 
 
 @dataclass(frozen=True)
@@ -198,6 +206,9 @@ class Detection:
     n_candidates: int
     rejected: CandidateTable
     skin_lstar: np.ndarray       # HxW float32 bare-skin L* reference, resampled to the photo's pixels
+    #: (N, S, S) the normalised canonical-scale patches of the reported dots (models.dot_patch), kept
+    #: under ``decision=floors`` for training; None otherwise
+    patches: np.ndarray | None = None
 
 
 def resample_factor(px_per_mm: float, settings: DetectSettings) -> float:
@@ -387,6 +398,19 @@ def _fill(lum: np.ndarray, holes: np.ndarray, sigma_px: float) -> np.ndarray:
     return out
 
 
+def dot_patches(lum: np.ndarray, xy: np.ndarray, radius: int = PATCH_RADIUS) -> np.ndarray:
+    """(N, 2r+1, 2r+1) normalised patches (``models.dot_patch.normalise_patches``) of ``lum``
+    centred on the sub-pixel points ``xy`` (bilinear; the border replicated outside the image)."""
+    xy = np.asarray(xy, np.float64).reshape(-1, 2)
+    off = np.arange(-radius, radius + 1, dtype=np.float64)
+    oy, ox = (a.ravel() for a in np.meshgrid(off, off, indexing="ij"))
+    size = 2 * radius + 1
+    if len(xy) == 0:
+        return np.zeros((0, size, size), np.float32)
+    raw = sample_points(lum, xy[:, :1] + ox[None, :], xy[:, 1:] + oy[None, :])
+    return normalise_patches(raw.reshape(len(xy), size, size))
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -394,7 +418,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, settings: DetectSettings,
                 dot_settings: DotSettings, min_contrast_dl: float, max_hair_cover: float = 0.5, *,
                 model_xy: np.ndarray | None = None, model_score: np.ndarray | None = None,
-                ranker: DotRanker | None = None) -> Detection:
+                ranker: DotRanker | None = None, patch_ranker: PatchRanker | None = None) -> Detection:
     """Dots of one close-up (see the module docstring).
 
     ``lstar``: HxW float32 colour-corrected L*; ``labels``: HxW classes;
@@ -402,6 +426,8 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
     visibility rule (``FlagSettings.visible_min_contrast_dl``, ``visible_max_hair_cover``). ``model_xy``/``model_score``:
     centres a learned model proposes (photo pixels), optional. ``ranker``: the learned ranking of
     the admitted candidates (``models.dot_ranker``), needed when ``settings.decision`` is ``ranker``.
+    ``patch_ranker``: the second look at the pixels (``models.dot_patch``; without one, or with
+    ``settings.patch_look`` off, none is taken).
     Raises :class:`ScaleOutOfRange` outside the supported scales.
     """
     if settings.decision == "ranker" and ranker is None:
@@ -650,6 +676,19 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
                 low = idx[~(conf[idx] >= need_p)]
                 real[low] = False
                 reason[low] |= REJECT["ranker"]
+    # the second look at the pixels (the photo as it is, hair not filled): it can only refuse
+    patches = None
+    look = patch_ranker is not None and settings.patch_look and settings.decision != "floors"
+    if look or settings.decision == "floors":
+        idx = np.flatnonzero(real)
+        pt = dot_patches(raw, prof.xy[idx])
+        if settings.decision == "floors":
+            patches = pt
+        if look and len(idx):
+            veto = patch_ranker.veto if settings.patch_veto is None else settings.patch_veto
+            low = idx[~(patch_ranker.probability(pt) >= veto)]
+            real[low] = False
+            reason[low] |= REJECT["patch"]
     ev = DotEvidence(contrast_dl=prof.peak_dl, noise_dl=noise_at.astype(np.float64), significance=sig,
                      continuation=cont, curvature_ratio=ridge_ratio, model_score=mscore, confidence=conf,
                      features=features)
@@ -671,4 +710,4 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
                               reason=reason[~real])
     skin = ref if abs(f - 1) < 1e-9 else cv2.resize(ref, (lstar.shape[1], lstar.shape[0]), interpolation=cv2.INTER_LINEAR)
     return Detection(geometry=geom, evidence=ev.take(sel), factor=f, n_candidates=n_cand, rejected=rejected,
-                     skin_lstar=skin)
+                     skin_lstar=skin, patches=patches)

@@ -421,8 +421,8 @@ def tables(res: dict) -> str:
                              f"{fmt(s[f + '_recall'], 2)} | {fmt(s[f + '_precision_matched'], 2)} | "
                              f"{fmt(s[f + '_recall_matched'], 2)} |")
     if res.get("peers"):
-        run = ("same photos and stick; the peers' figures carried over from an earlier run on them (--reuse-peers: "
-               "their tuning depends only on the photos), smp-assess run again" if res.get("peers_reused")
+        run = ("same photos and stick, every figure measured in this run; the peers' parameters carried over from "
+               "an earlier tuning on the same photos (--reuse-peers)" if res.get("peers_reused")
                else "same run, same stick")
         lines += ["", f"Dot detectors side by side ({run}, test photos = the last 4 of each suite; peers "
                   "tuned on the first 4 by a small grid search, scripts/peers.py; on untreated scalps with the "
@@ -461,7 +461,8 @@ def main() -> int:
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--no-md", action="store_true", help="do not touch BENCHMARKS.md")
     ap.add_argument("--reuse-peers", action="store_true",
-                    help="take the peers' figures from OUT/assess.json (same photos) and run only smp-assess again")
+                    help="take the peers' tuned parameters from OUT/assess.json (same photos) instead of tuning them "
+                         "again (about an hour); every figure is still measured")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="assessment setting for every run (e.g. segment.precision=float32)")
     ap.add_argument("--speed-only", action="store_true",
@@ -510,8 +511,8 @@ def main() -> int:
 def run_peers(data: Path, res: dict, overrides: list[str], reuse: dict | None = None) -> dict:
     """Peers tuned on the first 4 photos of each dot suite (the untreated suite, which has no dots to
     tune on, takes the easy suite's parameters), all scored on the last 4 with the same stick as ours.
-    ``reuse``: the peers' rows of an earlier run on the same photos (their tuning takes about an hour
-    and depends only on the photos): only smp-assess is run again."""
+    ``reuse``: the peers' rows of an earlier run on the same photos: their tuned parameters are taken
+    over (the tuning takes about an hour) and every figure is measured again on today's truth."""
     import peers
 
     out: dict = {}
@@ -531,14 +532,13 @@ def run_peers(data: Path, res: dict, overrides: list[str], reuse: dict | None = 
         rows = {}
         for name in peers.PARAM_GRIDS:
             if reuse is not None and name in reuse.get(suite, {}):
-                rows[name] = reuse[suite][name]
-                continue
-            if suite == "untreated":
+                params = reuse[suite][name]["params"]          # the slow part, the tuning, is carried over
+            elif suite == "untreated":
                 params = tuned_easy[name]
             else:
                 params, _ = peers.tune(name, [i[:5] for i in tune])
-                if suite == "closeup_easy":
-                    tuned_easy[name] = params
+            if suite == "closeup_easy":
+                tuned_easy[name] = params
             r = peers.evaluate(name, params, [i[:5] for i in test])
             r["false_dots_per_cm2"] = _false_per_cm2(name, params, test, peers) if suite == "untreated" else None
             rows[name] = {**r, "params": params}

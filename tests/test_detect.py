@@ -53,8 +53,9 @@ def _grid(h, w, step):
 _RANKER = DotRanker.load(default_ranker_path())
 
 
-def _detect(lstar, labels, ppm, ranker=_RANKER, **kw):
-    return detect_dots(lstar, labels, ppm, DetectSettings(**kw), DotSettings(), 3.0, ranker=ranker)
+def _detect(lstar, labels, ppm, ranker=_RANKER, patch_ranker=None, **kw):
+    return detect_dots(lstar, labels, ppm, DetectSettings(**kw), DotSettings(), 3.0, ranker=ranker,
+                       patch_ranker=patch_ranker)
 
 
 def _constant_ranker(logit: float) -> DotRanker:
@@ -357,3 +358,91 @@ def test_the_bundled_ranker_is_recorded_with_each_assessment(scene):
         Assessor(load_assess_settings(None, ["segment.method=classical", "detect.decision=ranker",
                                              "detect.ranker=/nonexistent.npz"]))
     assert "dot_ranker" not in Assessor(load_assess_settings(None, ["segment.method=classical"])).model_info
+
+
+def _constant_patch(logit: float):
+    """A patch network that gives every candidate the same probability."""
+    import torch
+
+    from models.dot_patch import PatchRanker, _net
+
+    state = {k: torch.zeros_like(v) for k, v in _net().state_dict().items()}
+    state["10.bias"] = torch.tensor([logit])
+    return PatchRanker(state=state, veto=0.5)
+
+
+def test_patches_are_darkness_against_their_border():
+    from pipeline.detect import dot_patches
+
+    lstar, labels, ppm, xy = _clear_dots()
+    p = dot_patches(lstar, xy)
+    assert p.shape == (len(xy), 19, 19) and p.dtype == np.float32
+    assert np.all(p[:, 9, 9] > 1.2)                                   # the 20 L* dot, in units of 10 L*
+    border = np.concatenate([p[:, 0, :], p[:, -1, :]], axis=1)
+    assert np.abs(np.median(border, axis=1)).max() < 0.05
+    assert dot_patches(lstar, np.zeros((0, 2))).shape == (0, 19, 19)
+
+
+def test_the_patch_network_can_only_refuse():
+    rng = np.random.default_rng(1)
+    ppm = 16.0
+    lstar = _skin((200, 200), rng, noise=2.0)
+    _stamp(lstar, rng.uniform(10, 190, (60, 2)), 0.06 * ppm, 2.5)
+    labels = np.full(lstar.shape, SCALP, np.uint8)
+    # sure that everything is a dot: the specks are still refused before it is asked
+    det = _detect(lstar, labels, ppm, patch_ranker=_constant_patch(40.0), patch_veto=0.5)
+    assert len(det.geometry) == 0
+    # clear dots: a network that says yes keeps what the rules admit, one that says no drops it with the reason named
+    clear, labels, ppm, xy = _clear_dots()
+    rules = _detect(clear, labels, ppm)
+    yes = _detect(clear, labels, ppm, patch_ranker=_constant_patch(40.0), patch_veto=0.5)
+    assert np.array_equal(rules.geometry.xy, yes.geometry.xy)
+    no = _detect(clear, labels, ppm, patch_ranker=_constant_patch(-40.0), patch_veto=0.5)
+    assert len(no.geometry) == 0 and no.rejected.reasons()["patch"] == len(rules.geometry)
+    # without a network (or with the look turned off) no second look is taken
+    assert np.array_equal(_detect(clear, labels, ppm, patch_veto=0.5).geometry.xy, rules.geometry.xy)
+    off = _detect(clear, labels, ppm, patch_ranker=_constant_patch(-40.0), patch_look=False)
+    assert np.array_equal(off.geometry.xy, rules.geometry.xy)
+    # the training harvest (floors) keeps each reported dot's patch
+    floors = _detect(clear, labels, ppm, ranker=None, decision="floors")
+    assert floors.patches.shape == (len(floors.geometry), 19, 19)
+    assert rules.patches is None
+
+
+def test_the_patch_network_learns_saves_and_loads(tmp_path):
+    from models.dot_patch import PatchRanker, fit_patch_ranker
+    from pipeline.detect import dot_patches
+
+    rng = np.random.default_rng(0)
+    lstar, labels, ppm, xy = _clear_dots()
+    dots = dot_patches(lstar, xy + rng.normal(0, 0.3, xy.shape))
+    skin = dot_patches(lstar, xy + 10.0)                              # between the dots
+    x = np.concatenate([dots, skin] * 4)
+    y = np.tile(np.r_[np.ones(len(dots)), np.zeros(len(skin))], 4)
+    a = fit_patch_ranker(x, y, seed=3, epochs=15, veto=0.3, info={"what": "test"})
+    assert a.probability(dots).mean() > 0.8 and a.probability(skin).mean() < 0.2
+    b = fit_patch_ranker(x, y, seed=3, epochs=15, veto=0.3)
+    assert all(np.array_equal(a.state[k].numpy(), b.state[k].numpy()) for k in a.state)   # reproducible
+    a.save(tmp_path / "p.pt")
+    back = PatchRanker.load(tmp_path / "p.pt")
+    assert back.veto == 0.3 and back.info["what"] == "test" and len(back.info["sha256"]) == 64
+    assert np.allclose(back.probability(dots), a.probability(dots))
+    with pytest.raises(FileNotFoundError, match="no such dot patch model"):
+        PatchRanker.load(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(rng.bytes(300))
+    with pytest.raises(ValueError, match="not a dot patch model"):
+        PatchRanker.load(tmp_path / "junk.pt")
+
+
+def test_the_bundled_patch_network_is_recorded_with_each_assessment(tmp_path):
+    from models.dot_patch import PatchRanker, default_patch_path
+
+    a = Assessor(load_assess_settings(None, ["segment.method=classical", "overlay=false"]))
+    bundled = PatchRanker.load(default_patch_path())
+    assert a.model_info["dot_patch"] == {"sha256": bundled.info["sha256"], "veto": bundled.veto}
+    other = Assessor(load_assess_settings(None, ["segment.method=classical", "detect.patch_veto=0.4"]))
+    assert other.model_info["dot_patch"]["veto"] == 0.4
+    assert "dot_patch" not in Assessor(load_assess_settings(None, ["segment.method=classical",
+                                                                  "detect.patch_look=false"])).model_info
+    with pytest.raises(FileNotFoundError, match="no such dot patch model"):
+        Assessor(load_assess_settings(None, ["segment.method=classical", f"detect.patch_model={tmp_path / 'x.pt'}"]))
