@@ -31,6 +31,10 @@ results are mapped back to the photo's pixels.
    ``max_elongation``, continuation at most ``max_continuation``, centre on
    scalp. A model's score never admits a candidate; it only ranks the admitted
    ones (``confidence``).
+5. **A second look** (``patch_look``, ``models.dot_patch``): a small network on the
+   1.2 mm of pixels around each admitted candidate refuses look-alikes the
+   measured figures cannot tell from a dot (pores, crease junctions, cut ends).
+   It only refuses.
 
 Outside ``[min_px_per_mm, max_px_per_mm]`` dots are not detected at all (the
 caller reports dot metrics as null with a warning): below, a settled dot
