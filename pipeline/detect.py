@@ -175,6 +175,7 @@ class DotEvidence:
     continuation: np.ndarray   # darkness beyond the ends along the long axis / centre darkness
     curvature_ratio: np.ndarray  # |smaller| / |larger| Hessian eigenvalue at the dot's scale (1 blob, 0 ridge)
     model_score: np.ndarray    # the learned model's score near the dot (NaN: no model)
+    patch_score: np.ndarray    # the second look's probability (models.dot_patch; NaN: not looked at)
     confidence: np.ndarray     # 0-1: the ranker's probability, or the margins over the rules' thresholds
     features: np.ndarray       # (N, F) what the ranker read (models.dot_ranker.FEATURES; F = 0 under the rules)
 
@@ -682,6 +683,7 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
                 reason[low] |= REJECT["ranker"]
     # the second look at the pixels (the photo as it is, hair not filled): it can only refuse
     patches = None
+    pscore = np.full(len(cand), np.nan)
     look = patch_ranker is not None and settings.patch_look and settings.decision != "floors"
     if look or settings.decision == "floors":
         idx = np.flatnonzero(real)
@@ -690,11 +692,13 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
             patches = pt
         if look and len(idx):
             veto = patch_ranker.veto if settings.patch_veto is None else settings.patch_veto
-            low = idx[~(patch_ranker.probability(pt) >= veto)]
+            pscore[idx] = patch_ranker.probability(pt)
+            low = idx[~(pscore[idx] >= veto)]
             real[low] = False
             reason[low] |= REJECT["patch"]
     ev = DotEvidence(contrast_dl=prof.peak_dl, noise_dl=noise_at.astype(np.float64), significance=sig,
-                     continuation=cont, curvature_ratio=ridge_ratio, model_score=mscore, confidence=conf,
+                     continuation=cont, curvature_ratio=ridge_ratio, model_score=mscore, patch_score=pscore,
+                     confidence=conf,
                      features=features)
 
     sel = np.flatnonzero(real)

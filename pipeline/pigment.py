@@ -28,7 +28,7 @@ DOT_COLUMNS = ["dot_id", "x", "y", "diameter_mm", "diameter_px", "elongation", "
                "skin_L", "skin_a", "skin_b", "contrast_dL", "dE00", "blue_index",
                "blue_shift", "faded", "spread", "score", "skin_samples",
                "confidence", "significance", "noise_dL", "continuation", "curvature_ratio", "model_score",
-               "measurable"]
+               "patch_score", "measurable"]
 
 
 @dataclass(frozen=True)
@@ -123,11 +123,11 @@ def dot_table(rgb: np.ndarray, colour: ColourCorrection, geom: DotGeometry, labe
     flags = flag_dots(np.where(measurable, bi, np.nan), np.where(measurable, contrast, np.nan),
                       np.where(measurable, diameter_mm, np.nan), rules)
     ev = {k: np.full(n, np.nan) for k in ("confidence", "significance", "noise_dL", "continuation", "curvature_ratio",
-                                          "model_score")}
+                                          "model_score", "patch_score")}
     if evidence is not None:
         ev.update(confidence=evidence.confidence, significance=evidence.significance, noise_dL=evidence.noise_dl,
                   continuation=evidence.continuation, curvature_ratio=evidence.curvature_ratio,
-                  model_score=evidence.model_score)
+                  model_score=evidence.model_score, patch_score=evidence.patch_score)
     return pd.DataFrame({
         "dot_id": np.arange(n), "x": geom.xy[:, 0], "y": geom.xy[:, 1],
         "diameter_mm": diameter_mm, "diameter_px": 2.0 * geom.radius_px, "elongation": geom.elongation,

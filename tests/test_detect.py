@@ -397,6 +397,7 @@ def test_the_patch_network_can_only_refuse():
     rules = _detect(clear, labels, ppm)
     yes = _detect(clear, labels, ppm, patch_ranker=_constant_patch(40.0), patch_veto=0.5)
     assert np.array_equal(rules.geometry.xy, yes.geometry.xy)
+    assert np.allclose(yes.evidence.patch_score, 1.0) and np.isnan(rules.evidence.patch_score).all()
     no = _detect(clear, labels, ppm, patch_ranker=_constant_patch(-40.0), patch_veto=0.5)
     assert len(no.geometry) == 0 and no.rejected.reasons()["patch"] == len(rules.geometry)
     # without a network (or with the look turned off) no second look is taken
