@@ -53,6 +53,29 @@ def _net():
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 1))
 
 
+def _max_pool2(x):
+    """``nn.MaxPool2d(2)`` (an odd last row and column dropped) as the maximum of four strided views:
+    the same values, and on maps this small about 4x faster on a CPU than torch's pooling kernel."""
+    import torch
+
+    n, m = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    return torch.maximum(torch.maximum(x[..., 0:n:2, 0:m:2], x[..., 0:n:2, 1:m:2]),
+                         torch.maximum(x[..., 1:n:2, 0:m:2], x[..., 1:n:2, 1:m:2]))
+
+
+def _infer(net, x):
+    """The forward pass of :func:`_net` for inference, with the same results: each ReLU after its
+    pooling instead of before (a maximum and a ReLU commute exactly; the ReLU then sees a quarter
+    of the values) and the pooling by :func:`_max_pool2`. Training uses the network as built."""
+    import torch
+
+    conv1, _, _, conv2, _, _, conv3, _, avg, flat, linear = net
+    h = torch.relu_(_max_pool2(conv1(x)))
+    h = torch.relu_(_max_pool2(conv2(h)))
+    h = torch.relu_(conv3(h))
+    return linear(flat(avg(h)))
+
+
 @dataclass(frozen=True)
 class PatchRanker:
     """The network and the veto it was chosen with."""
@@ -67,8 +90,11 @@ class PatchRanker:
         net.eval()
         object.__setattr__(self, "_net", net)
 
-    def probability(self, patches: np.ndarray, batch: int = 4096) -> np.ndarray:
-        """(N,) probability that each (N, S, S) normalised patch is a visible pigment deposit."""
+    def probability(self, patches: np.ndarray, batch: int = 512) -> np.ndarray:
+        """(N,) probability that each (N, S, S) normalised patch is a visible pigment deposit.
+
+        Batches of 512 patches: their activations (~12 kB a patch) stay in the CPU's cache (measured on
+        2 cores, 17 000 patches: 0.25 s; 4096 a batch 0.37 s, 64 a batch 0.42 s)."""
         import torch
 
         x = np.asarray(patches, np.float32)
@@ -76,7 +102,7 @@ class PatchRanker:
         with torch.inference_mode():
             for i in range(0, len(x), batch):
                 t = torch.from_numpy(np.ascontiguousarray(x[i:i + batch, None]))
-                out[i:i + batch] = torch.sigmoid(self._net(t).squeeze(1)).double().numpy()
+                out[i:i + batch] = torch.sigmoid(_infer(self._net, t).squeeze(1)).double().numpy()
         return out
 
     def save(self, path: Path) -> None:
