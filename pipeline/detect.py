@@ -309,25 +309,30 @@ def _ridge_axis(blurred: list[np.ndarray], ks: np.ndarray, xy: np.ndarray) -> tu
     return theta, ratio
 
 
-def _blob_texture(resp: np.ndarray, spatial_max: np.ndarray, weight: np.ndarray, px_per_mm: float,
+def _blob_texture(maxima: tuple[np.ndarray, np.ndarray, np.ndarray], weight: np.ndarray, px_per_mm: float,
                   block_mm: float) -> np.ndarray:
-    """Local typical response of the skin's blobs: the median of the filter's local maxima on
-    ``weight`` pixels in blocks of ``block_mm``, smoothed over the neighbouring blocks. A median, so
-    that dots, even when nearly half of the maxima in a dense field, do not raise it."""
-    h, w = resp.shape
-    ys, xs = np.nonzero((resp >= spatial_max) & (resp > 0) & weight)
+    """Local typical response of the skin's blobs: the median of the filter's positive local maxima
+    ``maxima`` (rows, columns, responses) on ``weight`` pixels in blocks of ``block_mm``, smoothed
+    over the neighbouring blocks. A median, so that dots, even when nearly half of the maxima in a
+    dense field, do not raise it."""
+    h, w = weight.shape
+    ys, xs, vals = maxima
+    on = weight[ys, xs]
+    ys, xs, vals = ys[on], xs[on], vals[on]
     if len(xs) < 20:
         return np.zeros((h, w), np.float32)
-    vals = resp[ys, xs]
     b = max(4, int(round(block_mm * px_per_mm)))
     nby, nbx = -(-h // b), -(-w // b)
     bid = (ys // b) * nbx + xs // b
-    order = np.lexsort((vals, bid))
+    # sorted by block, then by value, in one sort of integers: the bits of a positive float32 read
+    # as an integer keep its order
+    key = np.sort((bid.astype(np.int64) << 32) | vals.view(np.int32).astype(np.int64))
+    sorted_vals = (key & 0xFFFFFFFF).astype(np.int32).view(np.float32)
     counts = np.bincount(bid, minlength=nby * nbx)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     grid = np.full(nby * nbx, np.nan, np.float32)
     enough = counts >= 5
-    grid[enough] = vals[order][starts[enough] + counts[enough] // 2]
+    grid[enough] = sorted_vals[starts[enough] + counts[enough] // 2]
     grid = grid.reshape(nby, nbx)
     if np.isnan(grid).all():
         grid[:] = float(np.median(vals))
@@ -491,18 +496,28 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
     r_lo, r_hi = (r * c for r in settings.radius_mm)
     sigmas = np.geomspace(max(0.6, r_lo / np.sqrt(2)), max(0.9, r_hi / np.sqrt(2)), settings.n_scales)
     bare = scalp & ~hair_rim
+    # the blurred darkness is read again only by the strand test, and only when no hair was filled
+    # (otherwise it blurs the photo as it is): not kept when it is not needed (a 12 MP photo's
+    # planes are ~30 MB each)
     resp, blurred = [], []
+    kernel = np.ones((3, 3), np.uint8)
+    maxima = []
     for sg in sigmas:
         g = cv2.GaussianBlur(dark, (0, 0), float(sg))
-        blurred.append(g)
+        blurred.append(g if raw is lum else None)
         r = cv2.Laplacian(g, cv2.CV_32F, ksize=1)
+        del g
         r *= np.float32(-sg * sg)
         resp.append(r)
+        # the local maxima over 3x3 (plateaus included) with a positive response, as points: the
+        # structures left out of the texture, the skin's blobs and the candidates are all among
+        # them (every noise level is positive, so each threshold on it implies a positive
+        # response), and testing a list of points is cheaper than testing whole frames again
+        ys_k, xs_k = np.nonzero((r >= cv2.dilate(r, kernel)) & (r > 0))
+        maxima.append((ys_k, xs_k, r[ys_k, xs_k]))
     # the skin's texture at each scale: first over all bare skin, then again without the
     # neighbourhoods of the strong structures that first pass finds (in a dense dot field the
     # dots themselves would otherwise be counted as texture and hide each other)
-    kernel = np.ones((3, 3), np.uint8)
-    spatial = [cv2.dilate(r, kernel) for r in resp]
     quiet = bare
     noise = [_local_rms(r, quiet, c, settings.noise_sigma_mm) for r in resp]
     # pigment (and the darkest look-alikes): clearly darker than the skin around it. Left out of the
@@ -521,7 +536,10 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
     for _ in range(settings.noise_passes):
         stills = []
         for k, sg in enumerate(sigmas):
-            peaks = ((resp[k] >= spatial[k]) & (resp[k] >= settings.noise_exclude * noise[k])).view(np.uint8)
+            ys_k, xs_k, v = maxima[k]
+            strong = v >= settings.noise_exclude * noise[k][ys_k, xs_k]
+            peaks = np.zeros((h, w), np.uint8)
+            peaks[ys_k[strong], xs_k[strong]] = 1
             busy = cv2.dilate(peaks, _disc(settings.exclude_reach * sg))
             if near_pigment[k] is not None:
                 busy |= near_pigment[k]
@@ -532,21 +550,19 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
     # the skin away from every structure at any scale: where the bare-skin reference is taken
     still = np.logical_and.reduce(stills) if len(stills) > 1 else stills[0]
     if settings.texture == "blobs":
-        noise = [np.maximum(n, _blob_texture(r, sp, st, c, 2.0 * settings.noise_sigma_mm))
-                 for r, sp, n, st in zip(resp, spatial, noise, stills)]
+        noise = [np.maximum(n, _blob_texture(mx, st, c, 2.0 * settings.noise_sigma_mm))
+                 for mx, n, st in zip(maxima, noise, stills)]
     # the bare-skin reference from the quiet skin (away from every dot-like structure and hair)
     base = still if np.count_nonzero(still[::4, ::4]) >= 200 else (bare if bare.any() else skin_like)
     ref = skin_reference(lum, base, c, dot_settings.skin_sigma_mm,
                          clip_sd=dot_settings.skin_clip_sd, iterations=dot_settings.skin_iterations)
-    dark = np.subtract(ref, lum, dtype=np.float32)
     # candidates: maxima over 3x3 in space at each scale (a dot among dots is a maximum at its own
     # scale, not at the larger scales where its neighbours merge with it)
     found = []
     if not (settings.candidates == "model" and model_xy is not None):
-        for k in range(len(sigmas)):
-            ys_k, xs_k = np.nonzero((resp[k] >= spatial[k]) & (resp[k] >= settings.candidate_significance * noise[k])
-                                    & skin_like)
-            found.append((np.full(len(xs_k), k), ys_k, xs_k))
+        for k, (ys_k, xs_k, v) in enumerate(maxima):
+            is_cand = (v >= settings.candidate_significance * noise[k][ys_k, xs_k]) & skin_like[ys_k, xs_k]
+            found.append((np.full(np.count_nonzero(is_cand), k), ys_k[is_cand], xs_k[is_cand]))
     ks, ys, xs = (np.concatenate(a) for a in zip(*found)) if found else (np.zeros(0, np.int64),) * 3
     sig = _at(resp, ks, ys, xs) / _at(noise, ks, ys, xs)
     # one candidate per place: the scale with the highest significance
