@@ -194,16 +194,23 @@ def sample_points(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray
     Out-of-image samples replicate the border (callers mask them with :func:`_inside`).
     """
     shape = x.shape
-    mx = np.ascontiguousarray(x, np.float32).reshape(1, -1)
-    my = np.ascontiguousarray(y, np.float32).reshape(1, -1)
-    out = []
-    # cv2.remap maps are limited to 32767 columns: go in chunks
+    mx = np.ascontiguousarray(x, np.float32).reshape(-1)
+    my = np.ascontiguousarray(y, np.float32).reshape(-1)
+    n = len(mx)
+    out = np.empty((n,) + image.shape[2:], image.dtype)
+    # cv2.remap maps are limited to 32767 columns (and rows): the samples go as a frame of rows of
+    # 32000 (in one call, which OpenCV shares between its threads), the rest as one short row, each
+    # remapped straight into its place in ``out``
     step = 32000
-    for i in range(0, mx.shape[1], step):
-        out.append(cv2.remap(image, mx[:, i:i + step], my[:, i:i + step], cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_REPLICATE))
-    flat = np.concatenate(out, axis=1) if out else np.zeros((1, 0) + image.shape[2:], image.dtype)
-    return flat.reshape(shape + image.shape[2:])
+    full = n - n % step
+    spans = [(i, min(full, i + step * step), step) for i in range(0, full, step * step)]
+    if full < n:
+        spans.append((full, n, n - full))
+    for lo, hi, cols in spans:
+        frame = ((hi - lo) // cols, cols)
+        cv2.remap(image, mx[lo:hi].reshape(frame), my[lo:hi].reshape(frame), cv2.INTER_LINEAR,
+                  dst=out[lo:hi].reshape(frame + image.shape[2:]), borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(shape + image.shape[2:])
 
 
 def _inside(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -247,14 +254,44 @@ def radial_profile(lstar: np.ndarray, skin_ref: np.ndarray, xy: np.ndarray, px_p
     ca, sa = np.cos(ang), np.sin(ang)
     r_max = max(2.0, settings.max_radius_mm * px_per_mm)
     radii = np.arange(0.0, r_max + settings.ring_step_px, settings.ring_step_px)
-    n_r, n_a = len(radii), len(ang)
+    n_a = len(ang)
     ox = (radii[:, None] * ca[None, :]).ravel()  # (J*A,) sample offsets
     oy = (radii[:, None] * sa[None, :]).ravel()
     # moments as one matrix product: area weight r times [1, x, y, x^2, y^2, xy]
     moments = (np.repeat(radii, n_a)[:, None] * np.column_stack([np.ones_like(ox), ox, oy, ox * ox, oy * oy, ox * oy])
                ).astype(np.float32)
-    for _ in range(settings.recentre_passes):  # measure, re-centre, measure again
-        lum = sample_points(lstar, xy[:, 0, None] + ox[None, :], xy[:, 1, None] + oy[None, :])  # (N, J*A) float32
+    # each candidate is measured on its own: in chunks of ~2000 (at least 1000) the samples of a chunk
+    # stay in the cache, and a 12 MP close-up's ~46 000 candidates never hold their ~15 M samples
+    # (and their float64 coordinates, ~0.5 GB) at once
+    parts = [_measure(lstar, skin_ref, part, radii, ox, oy, moments, settings.recentre_passes)
+             for part in np.array_split(xy, max(1, len(xy) // 2048))]
+    xy, radius, peak, m = (np.concatenate(a) for a in zip(*parts))
+    tot = m[:, 0].astype(np.float64)
+    # second moments of the darkness within 1.2 R (about the old centre) -> elongation
+    sxx, syy, sxy = (m[:, 3].astype(np.float64), m[:, 4].astype(np.float64), m[:, 5].astype(np.float64))
+    tr, det = sxx + syy, sxx * syy - sxy * sxy
+    disc = np.sqrt(np.maximum(tr * tr / 4 - det, 0.0))
+    l1, l2 = tr / 2 + disc, np.maximum(tr / 2 - disc, 1e-9)
+    elong = np.minimum(np.sqrt(np.where(tot > 0, l1 / l2, 1.0)), 99.0)
+    theta = 0.5 * np.arctan2(2 * sxy, sxx - syy)
+    return RadialProfile(xy, radius, peak, elong, theta)
+
+
+def _grid32(centre: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """(N, K) float32 ``centre[:, None] + offset[None, :]``, added in float64 and rounded once (what
+    the float32 sample maps of :func:`sample_points` always were), without a float64 temporary."""
+    out = np.empty((len(centre), len(offset)), np.float32)
+    return np.add(centre[:, None], offset[None, :], out=out, casting="same_kind")
+
+
+def _measure(lstar: np.ndarray, skin_ref: np.ndarray, xy: np.ndarray, radii: np.ndarray, ox: np.ndarray,
+             oy: np.ndarray, moments: np.ndarray, passes: int
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`radial_profile` of some candidates: their re-centred centres, half-maximum radii, centre
+    darkness and the (N, 6) darkness moments of the last pass (about the centre it measured)."""
+    n_r, n_a = len(radii), len(ox) // len(radii)
+    for _ in range(passes):  # measure, re-centre, measure again
+        lum = sample_points(lstar, _grid32(xy[:, 0], ox), _grid32(xy[:, 1], oy))  # (N, J*A) float32
         ref = sample_points(skin_ref, xy[:, 0], xy[:, 1])
         dark = np.subtract(ref[:, None], lum, out=lum)                 # (N, J*A)
         d3 = dark.reshape(len(xy), n_r, n_a)
@@ -274,15 +311,7 @@ def radial_profile(lstar: np.ndarray, skin_ref: np.ndarray, xy: np.ndarray, px_p
         lim = np.maximum(radius, 0.5)
         shift *= np.minimum(1.0, lim / np.maximum(norm, 1e-9))[:, None]
         xy = xy + shift
-    peak = prof[:, 0].astype(np.float64)
-    # second moments of the darkness within 1.2 R (about the old centre) -> elongation
-    sxx, syy, sxy = (m[:, 3].astype(np.float64), m[:, 4].astype(np.float64), m[:, 5].astype(np.float64))
-    tr, det = sxx + syy, sxx * syy - sxy * sxy
-    disc = np.sqrt(np.maximum(tr * tr / 4 - det, 0.0))
-    l1, l2 = tr / 2 + disc, np.maximum(tr / 2 - disc, 1e-9)
-    elong = np.minimum(np.sqrt(np.where(tot > 0, l1 / l2, 1.0)), 99.0)
-    theta = 0.5 * np.arctan2(2 * sxy, sxx - syy)
-    return RadialProfile(xy, radius, peak, elong, theta)
+    return xy, radius, prof[:, 0].astype(np.float64), m
 
 
 def footprint_mask(shape: tuple[int, int], xy: np.ndarray, radius_px: np.ndarray | float) -> np.ndarray:
