@@ -282,30 +282,26 @@ def _local_rms(resp: np.ndarray, weight: np.ndarray, px_per_mm: float, sigma_mm:
     den = cv2.GaussianBlur(den, (0, 0), sig)
     ms = np.where(den > 1e-3, num / np.maximum(den, 1e-6), np.float32(sd * sd))
     rms = np.sqrt(ms).astype(np.float32) * np.float32(1.07)
-    return np.maximum(cv2.resize(rms, (w, h), interpolation=cv2.INTER_LINEAR), np.float32(0.25 * sd))
+    out = cv2.resize(rms, (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.maximum(out, np.float32(0.25 * sd), out=out)
 
 
-def _ridge_axis(blurred: list[np.ndarray], ks: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Axis of least curvature of the darkness at each point's own scale (Hessian of the blurred
-    darkness ``blurred[k]``), and the curvature ratio |small| / |large| (1 = blob, 0 = ridge)."""
-    n = len(xy)
-    theta, ratio = np.zeros(n), np.ones(n)
-    for k in np.unique(ks):
-        i = np.flatnonzero(ks == k)
-        x, y = xy[i, 0], xy[i, 1]
-        g = blurred[k]
-        o = sample_points(g, x, y)
-        dxx = sample_points(g, x + 1, y) + sample_points(g, x - 1, y) - 2 * o
-        dyy = sample_points(g, x, y + 1) + sample_points(g, x, y - 1) - 2 * o
-        dxy = 0.25 * (sample_points(g, x + 1, y + 1) + sample_points(g, x - 1, y - 1)
-                      - sample_points(g, x + 1, y - 1) - sample_points(g, x - 1, y + 1))
-        tr, det = dxx + dyy, dxx * dyy - dxy * dxy
-        disc = np.sqrt(np.maximum(tr * tr / 4 - det, 0.0))
-        l1, l2 = tr / 2 + disc, tr / 2 - disc              # l2 <= l1; a dark line has l2 << 0
-        big, small = np.where(np.abs(l2) >= np.abs(l1), l2, l1), np.where(np.abs(l2) >= np.abs(l1), l1, l2)
-        ratio[i] = np.abs(small) / np.maximum(np.abs(big), 1e-6)
-        # eigenvector of the larger eigenvalue l1: along a bright ridge of the darkness (a dark strand)
-        theta[i] = 0.5 * np.arctan2(2 * dxy, dxx - dyy)
+def _ridge_axis(g: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Axis of least curvature of the blurred darkness ``g`` at each point (its Hessian; ``g`` is
+    blurred at the points' own scale), and the curvature ratio |small| / |large| (1 = blob, 0 = ridge)."""
+    x, y = xy[:, 0], xy[:, 1]
+    o = sample_points(g, x, y)
+    dxx = sample_points(g, x + 1, y) + sample_points(g, x - 1, y) - 2 * o
+    dyy = sample_points(g, x, y + 1) + sample_points(g, x, y - 1) - 2 * o
+    dxy = 0.25 * (sample_points(g, x + 1, y + 1) + sample_points(g, x - 1, y - 1)
+                  - sample_points(g, x + 1, y - 1) - sample_points(g, x - 1, y + 1))
+    tr, det = dxx + dyy, dxx * dyy - dxy * dxy
+    disc = np.sqrt(np.maximum(tr * tr / 4 - det, 0.0))
+    l1, l2 = tr / 2 + disc, tr / 2 - disc              # l2 <= l1; a dark line has l2 << 0
+    big, small = np.where(np.abs(l2) >= np.abs(l1), l2, l1), np.where(np.abs(l2) >= np.abs(l1), l1, l2)
+    ratio = np.abs(small) / np.maximum(np.abs(big), 1e-6)
+    # eigenvector of the larger eigenvalue l1: along a bright ridge of the darkness (a dark strand)
+    theta = 0.5 * np.arctan2(2 * dxy, dxx - dyy)
     return theta, ratio
 
 
@@ -515,6 +511,7 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
         # response), and testing a list of points is cheaper than testing whole frames again
         ys_k, xs_k = np.nonzero((r >= cv2.dilate(r, kernel)) & (r > 0))
         maxima.append((ys_k, xs_k, r[ys_k, xs_k]))
+    del dark
     # the skin's texture at each scale: first over all bare skin, then again without the
     # neighbourhoods of the strong structures that first pass finds (in a dense dot field the
     # dots themselves would otherwise be counted as texture and hide each other)
@@ -545,13 +542,14 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
                 busy |= near_pigment[k]
             st = quiet & (busy == 0)
             stills.append(st if np.count_nonzero(st[::4, ::4]) >= 200 else quiet)
+        del noise                               # (not held beside its successor)
         noise = [_local_rms(r, st, c, 2.0 * settings.noise_sigma_mm, dark_side=pigment is not None)
                  for r, st in zip(resp, stills)]
     # the skin away from every structure at any scale: where the bare-skin reference is taken
     still = np.logical_and.reduce(stills) if len(stills) > 1 else stills[0]
     if settings.texture == "blobs":
-        noise = [np.maximum(n, _blob_texture(mx, st, c, 2.0 * settings.noise_sigma_mm))
-                 for mx, n, st in zip(maxima, noise, stills)]
+        for mx, n, st in zip(maxima, noise, stills):
+            np.maximum(n, _blob_texture(mx, st, c, 2.0 * settings.noise_sigma_mm), out=n)
     # the bare-skin reference from the quiet skin (away from every dot-like structure and hair)
     base = still if np.count_nonzero(still[::4, ::4]) >= 200 else (bare if bare.any() else skin_like)
     ref = skin_reference(lum, base, c, dot_settings.skin_sigma_mm,
@@ -596,6 +594,10 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
     yi = np.clip(np.round(prof.xy[:, 1]).astype(np.int64), 0, h - 1)
     resp_at = _at(resp, ks, yi, xi)
     noise_at = _at(noise, ks, yi, xi)
+    # the scale space and the skin's texture are read no further: their planes (~30 MB each at the
+    # canonical scale of a 12 MP photo) are let go before the strand test and the re-centring on
+    # the photo's own pixels allocate theirs
+    del resp, noise, maxima, stills, still, base, quiet, bare, near_pigment, pigment, ld
     # significance at the refined centre (the maximum may sit half a pixel off)
     sig = np.maximum(sig, resp_at / np.maximum(noise_at, 1e-6))
     # the axis is read at no less than ~0.1 mm of blur: a thin strand, aliased into dashes, reads as a
@@ -606,12 +608,13 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
     # filled): at the tip of a strand the hair mask covers, the filled darkness is a round blob,
     # the photo a ridge
     raw_dark = np.subtract(ref, raw, dtype=np.float32)
-    if raw is lum:
-        raw_blurred = blurred
-    else:
-        raw_blurred = [cv2.GaussianBlur(raw_dark, (0, 0), float(sg)) if k in set(k_axis.tolist()) else None
-                       for k, sg in enumerate(sigmas)]
-    axis, ridge_ratio = _ridge_axis(raw_blurred, k_axis, prof.xy)
+    axis, ridge_ratio = np.zeros(len(cand)), np.ones(len(cand))
+    for k in np.unique(k_axis):                 # one blurred plane at a time
+        i = np.flatnonzero(k_axis == k)
+        g = blurred[k] if raw is lum else cv2.GaussianBlur(raw_dark, (0, 0), float(sigmas[k]))
+        axis[i], ridge_ratio[i] = _ridge_axis(g, prof.xy[i])
+        del g
+    del blurred
     r_half = np.maximum(prof.radius_px, 0.5)
     reach = np.maximum(r_half * np.sqrt(np.maximum(prof.elongation, 1.0)), sigmas[ks] * np.sqrt(2))
     # continuation on the photo as it is (hair not filled): a piece of a strand the hair mask missed
@@ -724,11 +727,12 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
 
     sel = np.flatnonzero(real)
     xy_all = (prof.xy + 0.5) / fxy - 0.5
+    # the bare-skin reference at the photo's pixels (reported, and read by the re-centring below)
+    skin = ref if abs(f - 1) < 1e-9 else cv2.resize(ref, (lstar.shape[1], lstar.shape[0]), interpolation=cv2.INTER_LINEAR)
     if f < 0.8 and len(sel):
         # a photo finer than the canonical scale: the decided dots are re-centred on its own pixels
         # (an elongated fresh dot of a macro photo is located to ~1 canonical px otherwise)
-        ref_photo = cv2.resize(ref, (lstar.shape[1], lstar.shape[0]), interpolation=cv2.INTER_LINEAR)
-        fine = radial_profile(lstar, ref_photo, xy_all[sel], px_per_mm,
+        fine = radial_profile(lstar, skin, xy_all[sel], px_per_mm,
                               dot_settings.model_copy(update={"recentre_passes": settings.fine_recentre_passes}))
         moved = np.hypot(*(fine.xy - xy_all[sel]).T)
         ok = np.isfinite(moved) & (moved <= np.maximum(prof.radius_px[sel] / f, 1.0))
@@ -738,6 +742,5 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
     rejected = CandidateTable(xy=xy_all[~real], diameter_mm=diameter_mm[~real],
                               elongation=prof.elongation[~real], evidence=ev.take(np.flatnonzero(~real)),
                               reason=reason[~real])
-    skin = ref if abs(f - 1) < 1e-9 else cv2.resize(ref, (lstar.shape[1], lstar.shape[0]), interpolation=cv2.INTER_LINEAR)
     return Detection(geometry=geom, evidence=ev.take(sel), factor=f, n_candidates=n_cand, rejected=rejected,
                      skin_lstar=skin, patches=patches)
