@@ -283,7 +283,7 @@ def _local_rms(resp: np.ndarray, weight: np.ndarray, px_per_mm: float, sigma_mm:
     ms = np.where(den > 1e-3, num / np.maximum(den, 1e-6), np.float32(sd * sd))
     rms = np.sqrt(ms).astype(np.float32) * np.float32(1.07)
     out = cv2.resize(rms, (w, h), interpolation=cv2.INTER_LINEAR)
-    return np.maximum(out, np.float32(0.25 * sd), out=out)
+    return cv2.max(out, float(np.float32(0.25 * sd)), dst=out)   # (np.maximum's values, ~2x faster)
 
 
 def _ridge_axis(g: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
