@@ -447,3 +447,18 @@ def test_the_bundled_patch_network_is_recorded_with_each_assessment(tmp_path):
                                                                   "detect.patch_look=false"])).model_info
     with pytest.raises(FileNotFoundError, match="no such dot patch model"):
         Assessor(load_assess_settings(None, ["segment.method=classical", f"detect.patch_model={tmp_path / 'x.pt'}"]))
+
+
+def test_patch_inference_path_equals_the_network_as_built() -> None:
+    """The inference forward pass (pooling by strided maxima, ReLU after pooling) gives what the
+    network as trained gives, on any weights and odd patch sizes."""
+    import torch
+
+    from models.dot_patch import _infer, _net
+
+    torch.manual_seed(3)
+    net = _net().eval()
+    for size in (19, 20, 23):
+        x = torch.randn(64, 1, size, size)
+        with torch.inference_mode():
+            assert torch.allclose(_infer(net, x), net(x), atol=1e-6, rtol=0)
