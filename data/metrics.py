@@ -317,23 +317,31 @@ def viewing_lstar(
         return np.full(lum.shape, np.nan, dtype=np.float32)
     if sigma_px <= 0:
         return np.where(mask, lum, np.float32(np.nan))
+    # Full frames are let go as soon as they are read and the quotient is formed in place: a 48 MP
+    # photo's frame is 192 MB of float32, and this was the assessment's memory peak.
     weight = mask.astype(np.float32)
     num = np.where(mask, lum, np.float32(0))
     if sigma_px <= direct_max_sigma_px:
         num_b = _gaussian(num, sigma_px)
+        del num
         den_b = _gaussian(weight, sigma_px)
+        del weight
     else:
         k = max(2, int(sigma_px // 3))
         sigma_lo = math.sqrt(sigma_px**2 - (k * k - 1) / 12.0) / k
         num_lo = _gaussian(_block_mean(num, k), sigma_lo)
+        del num
         den_lo = _gaussian(_block_mean(weight, k), sigma_lo)
+        del weight
         size = (num_lo.shape[1] * k, num_lo.shape[0] * k)  # cv2 wants (width, height)
         rows, cols = lum.shape
         num_b = cv2.resize(num_lo, size, interpolation=cv2.INTER_LINEAR)[:rows, :cols]
         den_b = cv2.resize(den_lo, size, interpolation=cv2.INTER_LINEAR)[:rows, :cols]
     # A ROI pixel always has positive weight (its own tap); guard against float underflow.
     # Whole-frame arithmetic, then NaN outside the ROI: boolean gathers of a 12 MP frame cost more.
-    out = np.divide(num_b, np.maximum(den_b, np.float32(1e-12)))
+    np.maximum(den_b, np.float32(1e-12), out=den_b)
+    out = np.divide(num_b, den_b, out=num_b)
+    del den_b
     np.copyto(out, np.float32(np.nan), where=~mask)
     return out
 
