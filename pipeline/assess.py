@@ -378,7 +378,8 @@ def write_assessment(a: Assessment, out_dir: str | Path, *, overlay: bool = True
         ppm = a.calibration.px_per_mm
         title = f"{Path(a.photo.path).name}  {len(a.dots)} dots" + ("" if a.quality.ok else "  (quality warnings)")
         img = render_overlay(a.photo.rgb, a.labels, a.dots, ppm, title=title)
-        ok, buf = cv2.imencode(".png", np.ascontiguousarray(img[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        cv2.cvtColor(img, cv2.COLOR_RGB2BGR, dst=img)   # in place: no second copy of a large photo
+        ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 1])
         put("overlay.png", buf.tobytes())
 
     # the overlay (OpenCV, which releases the GIL) is drawn and encoded while the tables are written

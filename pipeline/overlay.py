@@ -66,6 +66,9 @@ def render_overlay(rgb: np.ndarray, labels: np.ndarray, dots: pd.DataFrame, px_p
     return out
 
 
+_TINT_BAND = 512  # rows tinted at a time
+
+
 def _tinted(rgb: np.ndarray, labels: np.ndarray, alpha: float) -> np.ndarray:
     """The photo with scalp and hair tinted and the background dimmed (card, face, wall).
 
@@ -77,10 +80,14 @@ def _tinted(rgb: np.ndarray, labels: np.ndarray, alpha: float) -> np.ndarray:
               for cls, colour in _TINT.items()}
     tables[0] = np.repeat((values * 0.6).astype(np.uint8), 3, axis=1)
     out = np.ascontiguousarray(rgb).copy()
-    for cls, table in tables.items():
-        mask = (labels == cls).view(np.uint8)
-        if mask.any():
-            cv2.copyTo(cv2.LUT(rgb, table.reshape(256, 1, 3)), mask, out)
+    # in bands of rows: the same pixels, without a full-frame table lookup and mask per class (a 48 MP
+    # photo's frame is 144 MB, and drawing the overlay was the command's memory peak)
+    for top in range(0, out.shape[0], _TINT_BAND):
+        rows = slice(top, top + _TINT_BAND)
+        for cls, table in tables.items():
+            mask = (labels[rows] == cls).view(np.uint8)
+            if mask.any():
+                cv2.copyTo(cv2.LUT(rgb[rows], table.reshape(256, 1, 3)), mask, out[rows])
     return out
 
 
