@@ -72,6 +72,12 @@ def test_mask_and_dots_agree(made):
         # ... and of the others, exactly those the finished photo shows beyond its own skin's specks
         beyond = ~(dots.speck_dL.notna() & ~(dots.contrast_photo.fillna(-np.inf) >= dots.speck_dL))
         assert (dots.visible == (shown & beyond)).all()
+        # what a dot takes from the photo: its optical contrast on bare skin, nothing under dense hair
+        bare, covered = dots[dots.hair_cover < 0.01], dots[dots.hair_cover > 0.9]
+        if len(bare) >= 5:
+            assert np.median(bare.contrast_own / bare.contrast_seen) == pytest.approx(1.0, abs=0.1)
+        if len(covered) >= 5:
+            assert np.median(covered.contrast_own / covered.contrast_seen) < 0.1
         assert dots.speck_dL.notna().any()
         # the true dot is darker than its skin and sized as configured (spread dots larger)
         assert (dots.contrast_dL > 0).mean() > 0.99

@@ -17,7 +17,7 @@ from data.card import CardSpec, marker_corners_mm, render_card
 from data.colour import blue_index, delta_e00, linear_rgb_to_lab, srgb_to_linear
 from data.flags import FlagSettings
 from data.synth.camera import CameraParams, apply_h, photograph, plane_to_image, points_in_frame
-from data.synth.dots import (DotSet, core_means, darken_by_dots, dot_sprites, pick_fresh, place_dots,
+from data.synth.dots import (DotSet, core_means, core_pixels, darken_by_dots, dot_sprites, pick_fresh, place_dots,
                              restyle_fresh, ring_samples, scab_dots, solve_strength)
 from data.synth.fields import smooth_field
 from data.synth.hair import (Follicles, HairParams, draw_follicles, draw_hair, render_hair,
@@ -198,6 +198,27 @@ def composite_card(albedo: np.ndarray, card_cover: np.ndarray, card: CardSpec, p
     card_cover[y0:y1, x0:x1] = np.maximum(card_cover[y0:y1, x0:x1], al)
 
 
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    """Relative luminance Y of linear RGB rows (..., 3)."""
+    return rgb @ np.array([0.2126, 0.7152, 0.0722], rgb.dtype)
+
+
+def _own_contrast(albedo: np.ndarray, cov: np.ndarray, core_px: np.ndarray, owner: np.ndarray,
+                  taken: np.ndarray, n: int) -> np.ndarray:
+    """(n,) the L* the dots take from the scene at each dot's core, hair laid over: on each core pixel,
+    the L* of the composite (``albedo``, hair over skin) with what the dots took from the skin's
+    luminance (``taken``) given back where the hair (coverage ``cov``) does not hide it, minus the L*
+    as it is; the mean over the dot's core pixels (``core_px`` flat indices, ``owner`` their dot). A dot
+    on bare skin takes its ``contrast_dL``; one under hair, only what shows between the strands."""
+    from data.colour import lstar_from_luminance
+    if n == 0:
+        return np.zeros(0)
+    y_now = _luminance(albedo.reshape(-1, 3)[core_px]).astype(np.float64)
+    shown = taken * (1.0 - cov.reshape(-1)[core_px])
+    gain = lstar_from_luminance(y_now + shown) - lstar_from_luminance(y_now)
+    return np.bincount(owner, gain, minlength=n) / np.maximum(np.bincount(owner, minlength=n), 1)
+
+
 def _photo_evidence(photo: np.ndarray, mask: np.ndarray, xy_img: np.ndarray, radius_px: np.ndarray,
                     rules: FlagSettings) -> tuple[np.ndarray, np.ndarray]:
     """Each dot's darkness in the finished photo and the darkness the photo's bare skin shows at that
@@ -261,7 +282,12 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     # dotted skin = bare skin x exp(-optical density), computed in place on the skin raster
     albedo = bare
     del bare
+    # each dot's core pixels: the skin's luminance there without and with the dots (its own signal)
+    core_px, core_owner = core_pixels(sprites)
+    y_bare = _luminance(albedo.reshape(-1, 3)[core_px])
     darken_by_dots(albedo, dots, sprites, uptake=uptake)
+    taken = y_bare - _luminance(albedo.reshape(-1, 3)[core_px])
+    del y_bare
 
     # per-dot truth colour: core mean of the dotted skin; skin: ring mean of bare skin
     core_rgb = core_means(albedo, sprites, n)
@@ -275,6 +301,8 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
         v * visit.hair_length_scale for v in hp.stubble_length_mm)})
     hair = render_hair(tex, hair_params, client.follicles, shape, ppm, loose_rng=rng)
     cov = hair.composite(albedo)
+    own_core = _own_contrast(albedo, cov, core_px, core_owner, taken, n)
+    del core_px, core_owner, taken
     # look-alikes the photo shows, counted into the skin's params (truth.json params.skin.lookalikes)
     marks = {k: v / ppm for k, v in skin.marks.items()} | hair.marks | {
         "follicle_openings": client.follicles.xy_mm[~client.follicles.has_hair], "scabs": scabs.xy_mm}
@@ -345,6 +373,7 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     blur = defocus_sigma_px(xy_img, (w, h), cam.dof_blur_mm * cam.px_per_mm,
                             np.deg2rad(cam.tilt_azimuth_deg + cam.rotation_deg))
     table["contrast_seen"] = seen_contrast(table["contrast_dL"].to_numpy(), r_img, blur)
+    table["contrast_own"] = seen_contrast(own_core, r_img, blur)
     # ... and what the finished photo shows of it, against the photo's own bare-skin specks
     r_full = dots.radius_mm * image_px_per_mm(h_img, dots.xy_mm) if n else np.zeros(0)
     table["contrast_photo"], table["speck_dL"] = _photo_evidence(photo, mask, xy_img, r_full, rules)

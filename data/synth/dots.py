@@ -321,6 +321,16 @@ def darken_by_dots(albedo: np.ndarray, dots: DotSet, sprites: list[tuple[np.ndar
             np.multiply.at(flat_albedo[:, c], flat, trans)
 
 
+def core_pixels(sprites: list[tuple[np.ndarray, DotSprites]]) -> tuple[np.ndarray, np.ndarray]:
+    """Each dot's core pixels: (flat index into the raveled frame, the dot's index), one row per pixel."""
+    flat, owner = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for idx, sp in sprites:
+        rows, cols = np.nonzero(sp.core)
+        flat.append(sp.flat_index[rows, cols])
+        owner.append(idx[rows])
+    return np.concatenate(flat), np.concatenate(owner)
+
+
 def core_means(image: np.ndarray, sprites: list[tuple[np.ndarray, DotSprites]], n: int) -> np.ndarray:
     """(n, C) mean of ``image`` (HxWxC) over each dot's core pixels (zeros for dots without any)."""
     flat_img = image.reshape(-1, image.shape[-1])

@@ -1434,7 +1434,7 @@ def single_global(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, 
     table["contrast_seen"] = seen_contrast(table["contrast_dL"].to_numpy(float),
                                            0.5 * table["diameter_mm"].to_numpy(float) * ppm, 0.0, 0.5)
     # (the photo test of close-ups is not made on whole-head views: their dots span a pixel or two)
-    table["contrast_photo"], table["speck_dL"] = np.nan, np.nan
+    table["contrast_own"], table["contrast_photo"], table["speck_dL"] = np.nan, np.nan, np.nan
     table["visible"] = dot_visible(table["hair_cover"].to_numpy(), table["contrast_seen"].to_numpy(),
                                max_hair_cover=rules.visible_max_hair_cover,
                                min_contrast_dl=rules.visible_min_contrast_dl)
