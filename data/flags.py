@@ -31,6 +31,11 @@ class FlagSettings(Settings):
     visible_min_speck_quantile: float | None = Field(99.9, gt=50, lt=100)
     #: A dot's colour (and so a flag) is measured only when its half-maximum diameter spans this many px.
     measurable_min_diameter_px: float = Field(8.0, gt=0)
+    #: Scoring: a flag is scored only on dots whose true value lies at least this far from the flag's
+    #: threshold (blue index in b*, contrast in L*, diameter in mm); closer, the truth itself is undecided.
+    flag_margin_blue_index: float = Field(2.0, ge=0)
+    flag_margin_contrast_dl: float = Field(2.0, ge=0)
+    flag_margin_diameter_mm: float = Field(0.05, ge=0)
 
 
 def load_flag_settings(path=None, overrides=()) -> FlagSettings:
@@ -59,6 +64,22 @@ def flag_dots(blue_index: np.ndarray, contrast_dl: np.ndarray, diameter_mm: np.n
             faded=np.nan_to_num(dl, nan=np.inf) < rules.faded_contrast_dl_max,
             spread=np.nan_to_num(d, nan=-np.inf) >= rules.spread_diameter_mm_min,
         )
+
+
+def decided_flags(blue_index: np.ndarray, contrast_dl: np.ndarray, diameter_mm: np.ndarray,
+                  rules: FlagSettings) -> DotFlags:
+    """Where each flag's truth is decided: the value at least ``flag_margin_*`` from the flag's threshold
+    (NaN: undecided). A flag on a continuous value (a dot's blueness, contrast, size) has dots on both
+    sides of its threshold by any small amount; a measurement through a camera, however good, cannot
+    put those on the right side, so the scoring counts them neither way (as it does invisible dots)."""
+    def far(v: np.ndarray, threshold: float, margin: float) -> np.ndarray:
+        v = np.asarray(v, dtype=float)
+        with np.errstate(invalid="ignore"):
+            return np.isfinite(v) & (np.abs(v - threshold) >= margin)
+
+    return DotFlags(blue_shift=far(blue_index, rules.blue_index_min, rules.flag_margin_blue_index),
+                    faded=far(contrast_dl, rules.faded_contrast_dl_max, rules.flag_margin_contrast_dl),
+                    spread=far(diameter_mm, rules.spread_diameter_mm_min, rules.flag_margin_diameter_mm))
 
 
 def measurable_dots(diameter_px: np.ndarray, rules: FlagSettings) -> np.ndarray:

@@ -119,8 +119,11 @@ def new_client(rng: np.random.Generator, cfg: SynthSettings, plane: Plane, *, n_
 def aged_single_visit(rng: np.random.Generator, cfg: SynthSettings, client: ClientScalp) -> VisitState:
     """A single photo: most dots as placed, a fraction aged (faded, blue, spread).
 
-    Aged values are drawn clear of the flag thresholds' neighbourhood on both
-    sides, so that every dot has an unambiguous true state.
+    Aged values are drawn to read clearly beyond the flag thresholds (faded: contrast
+    3-6.5 L*, the flag under 9; blue: ``dots.aged_blue_od``, a blue index of 8-25, the
+    flag from 5; spread: 0.56-0.9 mm, the flag from 0.45). The other dots are a
+    continuum (the ink's per-dot colour jitter, the contrast range): the scoring leaves
+    the dots within ``flag_margin_*`` of a threshold out (configs/flags.yaml).
     """
     dots = client.dots
     n = len(dots)
@@ -135,7 +138,7 @@ def aged_single_visit(rng: np.random.Generator, cfg: SynthSettings, client: Clie
     fade = aged & (kind == 0)
     contrast[fade] = rng.uniform(3.0, 6.5, fade.sum())
     bl = aged & (kind == 1)
-    blue[bl] = rng.uniform(0.25, 0.6, bl.sum())
+    blue[bl] = rng.uniform(*cfg.dots.aged_blue_od, bl.sum())
     sp = aged & (kind == 2)
     radius[sp] = rng.uniform(0.28, 0.45, sp.sum())
     soft[sp] = np.clip(soft[sp] * 2.0, 0.2, 0.6)

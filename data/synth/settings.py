@@ -207,6 +207,10 @@ class DotSettings(Settings):
     palette: dict[str, PigmentShade]
     aged_fraction: UnitRange = (0.0, 0.3)
     """Single images: fraction of dots drawn as aged (faded, blue-shifted or spread)."""
+    aged_blue_od: PositiveRange = (1.2, 2.5)
+    """Single images: blue-shift optical density of the aged dots drawn blue (data.synth.dots.BLUE_SHIFT_DIR).
+    Measured on macro close-ups: these read at a blue index of 8-25 (a grey-blue dot; the flag is at 5),
+    where 0.25-0.6 left 93% of them under the flag's threshold, so "aged blue" was no flag."""
     elongation: Range = (1.0, 1.3)
     """Healed dots: ratio of the long to the short axis (random orientation)."""
     fresh_fraction: UnitRange = (0.0, 0.0)
