@@ -31,6 +31,8 @@ class FlagSettings(Settings):
     visible_min_speck_quantile: float | None = Field(99.9, gt=50, lt=100)
     #: A dot's colour (and so a flag) is measured only when its half-maximum diameter spans this many px.
     measurable_min_diameter_px: float = Field(8.0, gt=0)
+    #: A core darker than this L* carries no hue the camera can read: no blue flag there.
+    blue_min_lstar: float = Field(12.0, ge=0, lt=100)
     #: Scoring: a flag is scored only on dots whose true value lies at least this far from the flag's
     #: threshold (blue index in b*, contrast in L*, diameter in mm); closer, the truth itself is undecided.
     flag_margin_blue_index: float = Field(2.0, ge=0)
@@ -53,9 +55,12 @@ class DotFlags:
 
 
 def flag_dots(blue_index: np.ndarray, contrast_dl: np.ndarray, diameter_mm: np.ndarray,
-              rules: FlagSettings) -> DotFlags:
-    """Apply the thresholds; NaN values never raise a flag."""
+              rules: FlagSettings, lstar: np.ndarray | None = None) -> DotFlags:
+    """Apply the thresholds; NaN values never raise a flag. ``lstar``: the dots' core L*; a core darker
+    than ``blue_min_lstar`` carries no hue (``blue_shift`` is never raised there)."""
     bi = np.asarray(blue_index, dtype=float)
+    if lstar is not None:
+        bi = np.where(np.nan_to_num(np.asarray(lstar, dtype=float), nan=-np.inf) >= rules.blue_min_lstar, bi, np.nan)
     dl = np.asarray(contrast_dl, dtype=float)
     d = np.asarray(diameter_mm, dtype=float)
     with np.errstate(invalid="ignore"):
@@ -67,7 +72,7 @@ def flag_dots(blue_index: np.ndarray, contrast_dl: np.ndarray, diameter_mm: np.n
 
 
 def decided_flags(blue_index: np.ndarray, contrast_dl: np.ndarray, diameter_mm: np.ndarray,
-                  rules: FlagSettings) -> DotFlags:
+                  rules: FlagSettings, lstar: np.ndarray | None = None) -> DotFlags:
     """Where each flag's truth is decided: the value at least ``flag_margin_*`` from the flag's threshold
     (NaN: undecided). A flag on a continuous value (a dot's blueness, contrast, size) has dots on both
     sides of its threshold by any small amount; a measurement through a camera, however good, cannot
@@ -77,7 +82,10 @@ def decided_flags(blue_index: np.ndarray, contrast_dl: np.ndarray, diameter_mm: 
         with np.errstate(invalid="ignore"):
             return np.isfinite(v) & (np.abs(v - threshold) >= margin)
 
-    return DotFlags(blue_shift=far(blue_index, rules.blue_index_min, rules.flag_margin_blue_index),
+    bi = np.asarray(blue_index, dtype=float)
+    if lstar is not None:   # a core too dark to carry a hue: its blue flag is undecided
+        bi = np.where(np.nan_to_num(np.asarray(lstar, dtype=float), nan=-np.inf) >= rules.blue_min_lstar, bi, np.nan)
+    return DotFlags(blue_shift=far(bi, rules.blue_index_min, rules.flag_margin_blue_index),
                     faded=far(contrast_dl, rules.faded_contrast_dl_max, rules.flag_margin_contrast_dl),
                     spread=far(diameter_mm, rules.spread_diameter_mm_min, rules.flag_margin_diameter_mm))
 

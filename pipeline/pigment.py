@@ -121,7 +121,7 @@ def dot_table(rgb: np.ndarray, colour: ColourCorrection, geom: DotGeometry, labe
         bi = blue_index(lab, skin_lab) if n else np.zeros(0)
     measurable = measurable_dots(2.0 * geom.radius_px, rules) & np.isfinite(contrast)
     flags = flag_dots(np.where(measurable, bi, np.nan), np.where(measurable, contrast, np.nan),
-                      np.where(measurable, diameter_mm, np.nan), rules)
+                      np.where(measurable, diameter_mm, np.nan), rules, lstar=lab[:, 0])
     ev = {k: np.full(n, np.nan) for k in ("confidence", "significance", "noise_dL", "continuation", "curvature_ratio",
                                           "model_score", "patch_score")}
     if evidence is not None:

@@ -187,11 +187,13 @@ def score_photo(assessor: Assessor, folder: Path) -> tuple[dict, dict]:
         ignored[match.ignored_pred_index] = True
         # a flag's truth is decided only clear of its threshold (configs/flags.yaml flag_margin_*)
         decided = decided_flags(true_dots["blue_index"].to_numpy(float), true_dots["contrast_dL"].to_numpy(float),
-                                true_dots["diameter_mm"].to_numpy(float), rules).as_dict()
+                                true_dots["diameter_mm"].to_numpy(float), rules,
+                                lstar=true_dots["L"].to_numpy(float)).as_dict()
         shown = vis & true_meas
         counts["flag_truth"] = np.column_stack([true_dots["blue_index"].to_numpy(float)[shown],
                                                 true_dots["contrast_dL"].to_numpy(float)[shown],
-                                                true_dots["diameter_mm"].to_numpy(float)[shown]]).tolist()
+                                                true_dots["diameter_mm"].to_numpy(float)[shown],
+                                                true_dots["L"].to_numpy(float)[shown]]).tolist()
         unmatched = np.ones(len(pred), bool)
         unmatched[pi] = False
         missed = np.ones(len(true_dots), bool)
@@ -224,14 +226,16 @@ ORACLE_NOISE = (1.0, 1.0, 0.02)
 
 def _oracle_flags(values: np.ndarray, rules) -> dict:
     """Flag precision and recall of a perfect detector (every measurable visible dot found) whose blue
-    index, contrast and diameter carry Gaussian errors of ORACLE_NOISE, on the decided dots (seeded)."""
+    index, contrast and diameter carry Gaussian errors of ORACLE_NOISE, on the decided dots (seeded).
+    ``values``: (N, 4) true blue index, contrast, diameter and core L* of the measurable visible dots."""
     rng = np.random.default_rng(0)
     if len(values) == 0:
         return {f: (None, None) for f in FLAGS}
-    meas = values + rng.normal(0.0, 1.0, values.shape) * np.asarray(ORACLE_NOISE)
-    truth = flag_dots(values[:, 0], values[:, 1], values[:, 2], rules).as_dict()
-    read = flag_dots(meas[:, 0], meas[:, 1], meas[:, 2], rules).as_dict()
-    dec = decided_flags(values[:, 0], values[:, 1], values[:, 2], rules).as_dict()
+    meas = values[:, :3] + rng.normal(0.0, 1.0, (len(values), 3)) * np.asarray(ORACLE_NOISE)
+    lstar = values[:, 3]
+    truth = flag_dots(values[:, 0], values[:, 1], values[:, 2], rules, lstar=lstar).as_dict()
+    read = flag_dots(meas[:, 0], meas[:, 1], meas[:, 2], rules, lstar=lstar).as_dict()
+    dec = decided_flags(values[:, 0], values[:, 1], values[:, 2], rules, lstar=lstar).as_dict()
     out = {}
     for f in FLAGS:
         t, r, d = truth[f] & dec[f], read[f] & dec[f], dec[f]
@@ -268,8 +272,8 @@ def summarise(rows: list[dict], counts: list[dict]) -> dict:
     dd = dd[np.isfinite(dd)]
     out["diameter_err_mm_median"] = float(np.median(dd)) if len(dd) else None
     # what a perfect detector reaches on the flags' stick when it reads each dot's colour to ORACLE_NOISE
-    truth_rows = [np.asarray(c.get("flag_truth", []), float).reshape(-1, 3) for c in counts]
-    oracle = _oracle_flags(np.concatenate(truth_rows) if truth_rows else np.zeros((0, 3)), load_flag_settings())
+    truth_rows = [np.asarray(c.get("flag_truth", []), float).reshape(-1, 4) for c in counts]
+    oracle = _oracle_flags(np.concatenate(truth_rows) if truth_rows else np.zeros((0, 4)), load_flag_settings())
     for f in FLAGS:
         out[f"{f}_oracle_precision"], out[f"{f}_oracle_recall"] = oracle[f]
         agg = {k: sum(c[f][k] for c in counts) for k in ("tp", "fp", "fn", "tp_m", "fp_m", "fn_m")}

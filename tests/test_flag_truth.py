@@ -54,3 +54,14 @@ def test_flag_margins_are_configured(flag):
     margin = {"blue_shift": rules.flag_margin_blue_index, "faded": rules.flag_margin_contrast_dl,
               "spread": rules.flag_margin_diameter_mm}[flag]
     assert margin > 0
+
+
+def test_a_core_too_dark_for_a_hue_is_never_flagged_blue():
+    rules = load_flag_settings()
+    bi, dl, d = np.array([9.0, 9.0, 9.0]), np.array([20.0, 20.0, 20.0]), np.array([0.2, 0.2, 0.2])
+    lstar = np.array([rules.blue_min_lstar - 1, rules.blue_min_lstar + 1, np.nan])
+    assert flag_dots(bi, dl, d, rules, lstar=lstar).blue_shift.tolist() == [False, True, False]
+    assert decided_flags(bi, dl, d, rules, lstar=lstar).blue_shift.tolist() == [False, True, False]
+    # without a lightness the blue index alone decides; the other flags never look at it
+    assert flag_dots(bi, dl, d, rules).blue_shift.all()
+    assert flag_dots(bi, np.full(3, 5.0), np.full(3, 0.6), rules, lstar=lstar).faded.all()

@@ -82,7 +82,7 @@ def scale_at(scene: Scene, dots: pd.DataFrame) -> np.ndarray:
 
 def dot_flags_table(dots: pd.DataFrame, rules: FlagSettings) -> pd.DataFrame:
     f = flag_dots(dots["blue_index"].to_numpy(), dots["contrast_dL"].to_numpy(),
-                  dots["diameter_mm"].to_numpy(), rules)
+                  dots["diameter_mm"].to_numpy(), rules, lstar=dots["L"].to_numpy())
     return dots.assign(blue_shift=f.blue_shift, faded=f.faded, spread=f.spread)
 
 
