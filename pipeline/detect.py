@@ -32,7 +32,7 @@ results are mapped back to the photo's pixels.
    scalp. A model's score never admits a candidate; it only ranks the admitted
    ones (``confidence``).
 5. **A second look** (``patch_look``, ``models.dot_patch``): a small network on the
-   1.7 mm of pixels around each admitted candidate refuses look-alikes the
+   1.2 mm of pixels around each admitted candidate refuses look-alikes the
    measured figures cannot tell from a dot (pores, crease junctions, cut ends).
    It only refuses.
 

@@ -367,7 +367,7 @@ def _constant_patch(logit: float):
     from models.dot_patch import PatchRanker, _net
 
     state = {k: torch.zeros_like(v) for k, v in _net().state_dict().items()}
-    state["14.bias"] = torch.tensor([logit])
+    state["10.bias"] = torch.tensor([logit])
     return PatchRanker(state=state, veto=0.5)
 
 
@@ -376,11 +376,11 @@ def test_patches_are_darkness_against_their_border():
 
     lstar, labels, ppm, xy = _clear_dots()
     p = dot_patches(lstar, xy)
-    assert p.shape == (len(xy), 27, 27) and p.dtype == np.float32
-    assert np.all(p[:, 13, 13] > 1.2)                                   # the 20 L* dot, in units of 10 L*
+    assert p.shape == (len(xy), 19, 19) and p.dtype == np.float32
+    assert np.all(p[:, 9, 9] > 1.2)                                   # the 20 L* dot, in units of 10 L*
     border = np.concatenate([p[:, 0, :], p[:, -1, :]], axis=1)
     assert np.abs(np.median(border, axis=1)).max() < 0.05
-    assert dot_patches(lstar, np.zeros((0, 2))).shape == (0, 27, 27)
+    assert dot_patches(lstar, np.zeros((0, 2))).shape == (0, 19, 19)
 
 
 def test_the_patch_network_can_only_refuse():
@@ -406,7 +406,7 @@ def test_the_patch_network_can_only_refuse():
     assert np.array_equal(off.geometry.xy, rules.geometry.xy)
     # the training harvest (floors) keeps each reported dot's patch
     floors = _detect(clear, labels, ppm, ranker=None, decision="floors")
-    assert floors.patches.shape == (len(floors.geometry), 27, 27)
+    assert floors.patches.shape == (len(floors.geometry), 19, 19)
     assert rules.patches is None
 
 
@@ -458,7 +458,7 @@ def test_patch_inference_path_equals_the_network_as_built() -> None:
 
     torch.manual_seed(3)
     net = _net().eval()
-    for size in (19, 20, 27):
+    for size in (19, 20, 23):
         x = torch.randn(64, 1, size, size)
         with torch.inference_mode():
             assert torch.allclose(_infer(net, x), net(x), atol=1e-6, rtol=0)
