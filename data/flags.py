@@ -54,13 +54,19 @@ class DotFlags:
         return {"blue_shift": self.blue_shift, "faded": self.faded, "spread": self.spread}
 
 
+def _hued(blue_index: np.ndarray, lstar: np.ndarray | None, rules: FlagSettings) -> np.ndarray:
+    """The blue index where the core is light enough to carry a hue (``blue_min_lstar``), NaN elsewhere."""
+    bi = np.asarray(blue_index, dtype=float)
+    if lstar is None:
+        return bi
+    return np.where(np.nan_to_num(np.asarray(lstar, dtype=float), nan=-np.inf) >= rules.blue_min_lstar, bi, np.nan)
+
+
 def flag_dots(blue_index: np.ndarray, contrast_dl: np.ndarray, diameter_mm: np.ndarray,
               rules: FlagSettings, lstar: np.ndarray | None = None) -> DotFlags:
     """Apply the thresholds; NaN values never raise a flag. ``lstar``: the dots' core L*; a core darker
     than ``blue_min_lstar`` carries no hue (``blue_shift`` is never raised there)."""
-    bi = np.asarray(blue_index, dtype=float)
-    if lstar is not None:
-        bi = np.where(np.nan_to_num(np.asarray(lstar, dtype=float), nan=-np.inf) >= rules.blue_min_lstar, bi, np.nan)
+    bi = _hued(blue_index, lstar, rules)
     dl = np.asarray(contrast_dl, dtype=float)
     d = np.asarray(diameter_mm, dtype=float)
     with np.errstate(invalid="ignore"):
@@ -82,10 +88,7 @@ def decided_flags(blue_index: np.ndarray, contrast_dl: np.ndarray, diameter_mm: 
         with np.errstate(invalid="ignore"):
             return np.isfinite(v) & (np.abs(v - threshold) >= margin)
 
-    bi = np.asarray(blue_index, dtype=float)
-    if lstar is not None:   # a core too dark to carry a hue: its blue flag is undecided
-        bi = np.where(np.nan_to_num(np.asarray(lstar, dtype=float), nan=-np.inf) >= rules.blue_min_lstar, bi, np.nan)
-    return DotFlags(blue_shift=far(bi, rules.blue_index_min, rules.flag_margin_blue_index),
+    return DotFlags(blue_shift=far(_hued(blue_index, lstar, rules), rules.blue_index_min, rules.flag_margin_blue_index),
                     faded=far(contrast_dl, rules.faded_contrast_dl_max, rules.flag_margin_contrast_dl),
                     spread=far(diameter_mm, rules.spread_diameter_mm_min, rules.flag_margin_diameter_mm))
 

@@ -238,7 +238,7 @@ def _oracle_flags(values: np.ndarray, rules) -> dict:
     dec = decided_flags(values[:, 0], values[:, 1], values[:, 2], rules, lstar=lstar).as_dict()
     out = {}
     for f in FLAGS:
-        t, r, d = truth[f] & dec[f], read[f] & dec[f], dec[f]
+        t, r = truth[f] & dec[f], read[f] & dec[f]
         out[f] = _pr(int((t & r).sum()), int((r & ~t).sum()), int((t & ~r).sum()))
     return out
 
@@ -446,10 +446,13 @@ def tables(res: dict) -> str:
             bi = sum(b["blue_index_err_median"] * b["n"] for b in bs) / n
             top = "" if hi == float("inf") else f"{hi:g}"
             lines.append(f"| {lo:g}-{top} | {n} | {de:.2f} | {bi:.2f} |")
+    rules = load_flag_settings()
     lines += ["", "Flags are scored on the dots whose true value is clear of the flag's threshold by the margin of "
-              "configs/flags.yaml (blue index 2 b*, contrast 2 L*, diameter 0.05 mm); within it a flag counts neither "
-              "way. Perfect detector: every measurable visible dot found, its blue index and contrast read to 1 unit "
-              "and its diameter to 0.02 mm (1 sd).", "",
+              f"configs/flags.yaml (blue index {rules.flag_margin_blue_index:g} b*, contrast "
+              f"{rules.flag_margin_contrast_dl:g} L*, diameter {rules.flag_margin_diameter_mm:g} mm); within it a flag "
+              "counts neither way. Perfect detector: every measurable visible dot found, its blue index and contrast "
+              f"read to {ORACLE_NOISE[0]:g} and {ORACLE_NOISE[1]:g} units and its diameter to {ORACLE_NOISE[2]:g} mm "
+              "(1 sd).", "",
               "| segmenter | suite | flag | true flagged (measurable, decided) | precision | recall | precision (matched) | "
               "recall (matched) | perfect detector P / R |", "|---|---|---|---|---|---|---|---|---|"]
     for method, suites in res["suites"].items():

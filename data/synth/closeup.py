@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from data.card import CardSpec, marker_corners_mm, render_card
-from data.colour import blue_index, delta_e00, linear_rgb_to_lab, srgb_to_linear
+from data.colour import RGB_TO_XYZ, blue_index, delta_e00, linear_rgb_to_lab, lstar_from_luminance, srgb_to_linear
 from data.flags import FlagSettings
 from data.synth.camera import CameraParams, apply_h, photograph, plane_to_image, points_in_frame
 from data.synth.dots import (DotSet, core_means, core_pixels, darken_by_dots, dot_sprites, pick_fresh, place_dots,
@@ -203,7 +203,7 @@ def composite_card(albedo: np.ndarray, card_cover: np.ndarray, card: CardSpec, p
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:
     """Relative luminance Y of linear RGB rows (..., 3)."""
-    return rgb @ np.array([0.2126, 0.7152, 0.0722], rgb.dtype)
+    return rgb @ RGB_TO_XYZ[1].astype(rgb.dtype)
 
 
 def _own_contrast(albedo: np.ndarray, cov: np.ndarray, core_px: np.ndarray, owner: np.ndarray,
@@ -213,7 +213,6 @@ def _own_contrast(albedo: np.ndarray, cov: np.ndarray, core_px: np.ndarray, owne
     luminance (``taken``) given back where the hair (coverage ``cov``) does not hide it, minus the L*
     as it is; the mean over the dot's core pixels (``core_px`` flat indices, ``owner`` their dot). A dot
     on bare skin takes its ``contrast_dL``; one under hair, only what shows between the strands."""
-    from data.colour import lstar_from_luminance
     if n == 0:
         return np.zeros(0)
     y_now = _luminance(albedo.reshape(-1, 3)[core_px]).astype(np.float64)

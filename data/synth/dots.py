@@ -334,15 +334,10 @@ def core_pixels(sprites: list[tuple[np.ndarray, DotSprites]]) -> tuple[np.ndarra
 def core_means(image: np.ndarray, sprites: list[tuple[np.ndarray, DotSprites]], n: int) -> np.ndarray:
     """(n, C) mean of ``image`` (HxWxC) over each dot's core pixels (zeros for dots without any)."""
     flat_img = image.reshape(-1, image.shape[-1])
-    sums = np.zeros((n, flat_img.shape[1]))
-    counts = np.zeros(n)
-    for idx, sp in sprites:
-        rows, cols = np.nonzero(sp.core)
-        vals = flat_img[sp.flat_index[rows, cols]]
-        owner = idx[rows]
-        counts += np.bincount(owner, minlength=n)
-        for c in range(flat_img.shape[1]):
-            sums[:, c] += np.bincount(owner, weights=vals[:, c], minlength=n)
+    flat, owner = core_pixels(sprites)
+    vals = flat_img[flat]
+    counts = np.bincount(owner, minlength=n)
+    sums = np.stack([np.bincount(owner, weights=vals[:, c], minlength=n) for c in range(flat_img.shape[1])], axis=1)
     return sums / np.maximum(counts, 1)[:, None]
 
 
