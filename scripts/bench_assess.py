@@ -213,6 +213,8 @@ def score_photo(assessor: Assessor, folder: Path) -> tuple[dict, dict]:
             c["fn"] = c["fn_m"] + int((t_all & missed & vis & decided[f]).sum())
     row["dot_f1"] = (2 * counts["tp"] / max(1, 2 * counts["tp"] + counts["fp"] + counts["fn"])
                      if truth["view"] == "closeup" and counts["tp"] + counts["fn"] else None)
+    row["dot_recall"] = (counts["tp"] / (counts["tp"] + counts["fn"])
+                         if truth["view"] == "closeup" and counts["tp"] + counts["fn"] else None)
     # untreated scalps: every reported dot is false; per cm2 of the true scalp + hair (no card needed)
     roi_cm2 = float((mask > 0).sum()) / (ppm_true * ppm_true) / 100.0
     row["false_dots_per_cm2"] = (len(a.dots) / roi_cm2 if truth["view"] == "closeup" and not vis.any()
@@ -264,6 +266,10 @@ def summarise(rows: list[dict], counts: list[dict]) -> dict:
     tp, fp, fn = (sum(c[k] for c in counts) for k in ("tp", "fp", "fn"))
     p, r = _pr(tp, fp, fn)
     out.update(dot_precision=p, dot_recall=r, dot_f1=(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn else None)
+    # the pooled figures hide a photo whose dots collapse (one camera look, one dot size): the worst photo
+    for k in ("dot_f1", "dot_recall"):
+        v = df[k].dropna() if k in df else pd.Series(dtype=float)
+        out[f"{k}_worst_photo"] = float(v.min()) if len(v) else None
     de = np.concatenate([np.asarray(c["colour_de"], float) for c in counts]) if counts else np.zeros(0)
     out["colour_de00_median"] = float(np.median(de)) if len(de) else None
     loc = np.concatenate([np.asarray(c["loc_mm"], float) for c in counts]) if counts else np.zeros(0)
@@ -372,16 +378,18 @@ def tables(res: dict) -> str:
              f"{res.get('measurable_min_diameter_px', 3):g} px), end to end: a flagged true dot that was not "
              "found is a missed flag.", ""]
     head = ("| segmenter | suite | photos | card found | px/mm err (median) | card residual dE00 | dot F1 | P / R | "
-            "loc. err mm | density err (median) | scalp_fraction err pp | show_through err pp | dot colour dE00 | "
-            "hair IoU | hair F1 (1 px) |")
-    lines += [head, "|" + "|".join(["---"] * 15) + "|"]
+            "worst photo: F1 / R | loc. err mm | density err (median) | scalp_fraction err pp | show_through err pp | "
+            "dot colour dE00 | hair IoU | hair F1 (1 px) |")
+    lines += [head, "|" + "|".join(["---"] * 16) + "|"]
     for method, suites in res["suites"].items():
         for suite, r in suites.items():
             s = r["summary"]
             pct = (lambda v: "-" if v is None else f"{100 * v:.2f}%")
             lines.append(f"| {method} | {suite} | {s['photos']} | {s['cards_found']}/{s['cards_present']} | "
                          f"{pct(s['px_per_mm_err_median'])} | {fmt(s['residual_de00_mean'], 2)} | {fmt(s['dot_f1'])} | "
-                         f"{fmt(s['dot_precision'], 2)} / {fmt(s['dot_recall'], 2)} | {fmt(s['loc_mm_median'], 4)} | "
+                         f"{fmt(s['dot_precision'], 2)} / {fmt(s['dot_recall'], 2)} | "
+                         f"{fmt(s.get('dot_f1_worst_photo'))} / {fmt(s.get('dot_recall_worst_photo'), 2)} | "
+                         f"{fmt(s['loc_mm_median'], 4)} | "
                          f"{pct(s['density_err_median'])} | {fmt(s['scalp_fraction_err_pp_median'], 2)} | "
                          f"{fmt(s['show_through_err_pp_median'], 2)} | {fmt(s['colour_de00_median'], 2)} | "
                          f"{fmt(s.get('hair_iou'))} | {fmt(s.get('hair_boundary_f1'))} |")
