@@ -211,10 +211,9 @@ def score_photo(assessor: Assessor, folder: Path) -> tuple[dict, dict]:
             c["tp"] = c["tp_m"]
             c["fp"] = int((pm & ~tmf & (dm | ~true_meas[ti])).sum()) + int((p_all & unmatched & ~ignored).sum())
             c["fn"] = c["fn_m"] + int((t_all & missed & vis & decided[f]).sum())
-    row["dot_f1"] = (2 * counts["tp"] / max(1, 2 * counts["tp"] + counts["fp"] + counts["fn"])
-                     if truth["view"] == "closeup" and counts["tp"] + counts["fn"] else None)
-    row["dot_recall"] = (counts["tp"] / (counts["tp"] + counts["fn"])
-                         if truth["view"] == "closeup" and counts["tp"] + counts["fn"] else None)
+    scored = truth["view"] == "closeup" and counts["tp"] + counts["fn"] > 0
+    row["dot_f1"] = 2 * counts["tp"] / (2 * counts["tp"] + counts["fp"] + counts["fn"]) if scored else None
+    row["dot_recall"] = counts["tp"] / (counts["tp"] + counts["fn"]) if scored else None
     # untreated scalps: every reported dot is false; per cm2 of the true scalp + hair (no card needed)
     roi_cm2 = float((mask > 0).sum()) / (ppm_true * ppm_true) / 100.0
     row["false_dots_per_cm2"] = (len(a.dots) / roi_cm2 if truth["view"] == "closeup" and not vis.any()
