@@ -317,31 +317,60 @@ def viewing_lstar(
         return np.full(lum.shape, np.nan, dtype=np.float32)
     if sigma_px <= 0:
         return np.where(mask, lum, np.float32(np.nan))
-    # Full frames are let go as soon as they are read and the quotient is formed in place: a 48 MP
-    # photo's frame is 192 MB of float32, and this was the assessment's memory peak.
-    weight = mask.astype(np.float32)
-    num = np.where(mask, lum, np.float32(0))
+    bands = list(_viewing_bands(lum, mask, sigma_px, direct_max_sigma_px))
+    if len(bands) == 1:
+        return bands[0][1]
+    out = np.empty(lum.shape, np.float32)
+    for r0, band in bands:
+        out[r0:r0 + len(band)] = band
+    return out
+
+
+#: Rows of the full-resolution viewing L* formed at a time on the block-mean path: a 48 MP photo's
+#: frame is 192 MB of float32 and the blurred numerator and denominator were the assessment's
+#: memory peak; bands of this many rows cost a few MB and give the same values bit for bit.
+VIEW_BAND_ROWS = 512
+
+
+def _viewing_bands(lum: NDArray[np.float32], mask: NDArray[np.bool_], sigma_px: float,
+                   direct_max_sigma_px: float, band_rows: int = VIEW_BAND_ROWS):
+    """:func:`viewing_lstar` of a non-empty ROI and ``sigma_px > 0`` as ``(first row, rows)`` bands
+    (one band on the direct path)."""
+    rows, cols = lum.shape
     if sigma_px <= direct_max_sigma_px:
-        num_b = _gaussian(num, sigma_px)
-        del num
-        den_b = _gaussian(weight, sigma_px)
-        del weight
-    else:
-        k = max(2, int(sigma_px // 3))
-        sigma_lo = math.sqrt(sigma_px**2 - (k * k - 1) / 12.0) / k
-        num_lo = _gaussian(_block_mean(num, k), sigma_lo)
-        del num
-        den_lo = _gaussian(_block_mean(weight, k), sigma_lo)
-        del weight
-        size = (num_lo.shape[1] * k, num_lo.shape[0] * k)  # cv2 wants (width, height)
-        rows, cols = lum.shape
-        num_b = cv2.resize(num_lo, size, interpolation=cv2.INTER_LINEAR)[:rows, :cols]
-        den_b = cv2.resize(den_lo, size, interpolation=cv2.INTER_LINEAR)[:rows, :cols]
+        num_b = _gaussian(np.where(mask, lum, np.float32(0)), sigma_px)
+        den_b = _gaussian(mask.astype(np.float32), sigma_px)
+        yield 0, _quotient(num_b, den_b, mask)
+        return
+    k = max(2, int(sigma_px // 3))
+    sigma_lo = math.sqrt(sigma_px**2 - (k * k - 1) / 12.0) / k
+    # the block means, formed a band of whole blocks at a time (never a full-frame float copy)
+    step = max(k, band_rows // k * k)
+    num_lo = _gaussian(np.vstack([_block_mean(np.where(mask[r:r + step], lum[r:r + step], np.float32(0)), k)
+                                  for r in range(0, rows, step)]), sigma_lo)
+    den_lo = _gaussian(np.vstack([_block_mean(mask[r:r + step].astype(np.float32), k)
+                                  for r in range(0, rows, step)]), sigma_lo)
+    n_lo = num_lo.shape[0]
+    width = num_lo.shape[1] * k  # cv2 wants (width, height)
+    for r0 in range(0, rows, band_rows):
+        r1 = min(rows, r0 + band_rows)
+        # bilinear upsampling by k reads, for output row r, the block rows around (r + 0.5) / k - 0.5:
+        # resizing only the block rows a band needs (whole blocks, so the interpolation weights are
+        # the same) gives exactly the rows of the full-frame resize
+        a = max(0, math.floor((r0 + 0.5) / k - 0.5))
+        b = min(n_lo, math.floor((r1 - 0.5) / k - 0.5) + 2)
+        size = (width, (b - a) * k)
+        num_b = cv2.resize(num_lo[a:b], size, interpolation=cv2.INTER_LINEAR)[r0 - a * k:r1 - a * k, :cols]
+        den_b = cv2.resize(den_lo[a:b], size, interpolation=cv2.INTER_LINEAR)[r0 - a * k:r1 - a * k, :cols]
+        yield r0, _quotient(np.ascontiguousarray(num_b), np.ascontiguousarray(den_b), mask[r0:r1])
+
+
+def _quotient(num_b: NDArray[np.float32], den_b: NDArray[np.float32], mask: NDArray[np.bool_]) -> NDArray[np.float32]:
+    """``num_b / den_b`` in place, NaN outside ``mask``."""
     # A ROI pixel always has positive weight (its own tap); guard against float underflow.
-    # Whole-frame arithmetic, then NaN outside the ROI: boolean gathers of a 12 MP frame cost more.
+    # Whole-band arithmetic, then NaN outside the ROI: boolean gathers of a 12 MP frame cost more.
     np.maximum(den_b, np.float32(1e-12), out=den_b)
     out = np.divide(num_b, den_b, out=num_b)
-    del den_b
     np.copyto(out, np.float32(np.nan), where=~mask)
     return out
 
@@ -376,10 +405,17 @@ def show_through(
     n_roi = int(np.count_nonzero(mask))
     if n_roi == 0:
         return None
-    view = viewing_lstar(lum, mask, float(sigma_mm) * float(px_per_mm))
-    with np.errstate(invalid="ignore"):  # NaN outside the ROI compares False
-        shows = (view >= ref - np.float32(dl_threshold)) & mask
-    return float(np.count_nonzero(shows)) / n_roi
+    sigma_px = float(sigma_mm) * float(px_per_mm)
+    if sigma_px <= 0:
+        bands = iter([(0, np.where(mask, lum, np.float32(np.nan)))])
+    else:
+        bands = _viewing_bands(lum, mask, sigma_px, DIRECT_MAX_SIGMA_PX)
+    n_shows = 0
+    for r0, view in bands:   # (band by band: no full-frame float temporaries on a large photo)
+        r1 = r0 + len(view)
+        with np.errstate(invalid="ignore"):  # NaN outside the ROI compares False
+            n_shows += int(np.count_nonzero((view >= ref[r0:r1] - np.float32(dl_threshold)) & mask[r0:r1]))
+    return float(n_shows) / n_roi
 
 
 # --------------------------------------------------------------------------- dot pattern

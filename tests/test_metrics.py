@@ -382,3 +382,20 @@ def test_photo_metrics_rejects_bad_flags() -> None:
     bad["faded"] = np.zeros(3, dtype=bool)
     with pytest.raises(ValueError, match="faded"):
         m.photo_metrics(labels, dots, None, bad, lstar, SKIN_L, None, 3.0)
+
+
+@pytest.mark.parametrize("sigma_px", [7.5, 20.0, 33.0])
+def test_viewing_lstar_in_row_bands_is_the_whole_frame_bit_for_bit(sigma_px: float) -> None:
+    # a large photo's viewing L* is formed a band of rows at a time (memory); the bands, with a block
+    # size that does not divide the band, must be exactly the rows of the one-band computation
+    rng = np.random.default_rng(3)
+    lstar = rng.normal(50.0, 8.0, (301, 257)).astype(np.float32)
+    roi = rng.random(lstar.shape) > 0.2
+    roi[:90, :60] = False
+    one = dict(m._viewing_bands(lstar, roi, sigma_px, m.DIRECT_MAX_SIGMA_PX, band_rows=10_000))
+    banded = list(m._viewing_bands(lstar, roi, sigma_px, m.DIRECT_MAX_SIGMA_PX, band_rows=37))
+    assert len(banded) == -(-301 // 37)
+    np.testing.assert_array_equal(np.vstack([b for _, b in banded]), one[0])
+    ref = lstar + rng.normal(0.0, 3.0, lstar.shape).astype(np.float32)
+    direct = np.count_nonzero((one[0] >= ref - np.float32(2.0)) & roi) / np.count_nonzero(roi)
+    assert m.show_through(lstar, ref, roi, 1.0, dl_threshold=2.0, sigma_mm=sigma_px) == direct
