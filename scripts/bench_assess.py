@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from bench import fmt as bench_fmt, update_benchmarks_md  # noqa: E402
 from models.scoring import boundary_scores, false_dot_causes, match_dots, match_radius_px  # noqa: E402
 from pipeline.assess import Assessor, load_assess_settings  # noqa: E402
+from pipeline.detect import REJECT  # noqa: E402
 
 from data.colour import delta_e00  # noqa: E402
 from data.flags import decided_flags, flag_dots, load_flag_settings, measurable_dots  # noqa: E402
@@ -106,15 +107,61 @@ def _given_scale(truth: dict) -> float | None:
     return None if truth["card"]["present"] else float(truth["px_per_mm"])
 
 
+def _candidate_labels(det, true_dots: pd.DataFrame, vis: np.ndarray, ppm_true: float) -> dict:
+    """Every candidate the detector looked at (reported or refused), with what the decision ceiling
+    needs: their positions and significance, whether each passed every test but significance
+    (``others_pass``; one refused for significance was never tested as a duplicate), and the truth."""
+    xy = np.vstack([det.geometry.xy, det.rejected.xy])
+    sig = np.concatenate([det.evidence.significance, det.rejected.evidence.significance])
+    reason = np.concatenate([np.zeros(len(det.geometry.xy), np.int64), det.rejected.reason])
+    return {"xy": xy, "significance": sig, "others_pass": (reason & ~REJECT["significance"]) == 0,
+            "true_xy": true_dots[["x", "y"]].to_numpy(float),
+            "radius": match_radius_px(true_dots["diameter_mm"].to_numpy(float), ppm_true), "visible": vis}
+
+
+def decision_ceiling(cands: list[dict], n_thresholds: int = 40) -> dict:
+    """What the decision could reach on a suite's candidates: the share of visible true dots any
+    candidate reaches (``candidate_recall``), the share reached by candidates that pass every test
+    but significance, and the best pooled F1 of one significance threshold over those (each threshold
+    matched afresh; chosen with the truth: a ceiling, not a figure a method gets)."""
+    cands = [c for c in cands if c]
+    nvis = sum(int(c["visible"].sum()) for c in cands)
+    if not nvis:
+        return {"candidate_recall": None, "candidate_recall_other_tests": None, "best_threshold_f1": None,
+                "best_threshold": None}
+
+    def counts(sel: list[np.ndarray]) -> tuple[int, int]:
+        tp = fp = 0
+        for c, k in zip(cands, sel):
+            m = match_dots(c["xy"][k], c["true_xy"], c["radius"], visible=c["visible"])
+            tp, fp = tp + m.tp, fp + m.fp
+        return tp, fp
+
+    reach, _ = counts([np.ones(len(c["xy"]), bool) for c in cands])
+    ok_reach, _ = counts([c["others_pass"] for c in cands])
+    sig = np.concatenate([c["significance"][c["others_pass"]] for c in cands])
+    best = (0.0, None)
+    for t in np.unique(np.quantile(sig, np.linspace(0.0, 0.99, n_thresholds), method="higher")) if len(sig) else []:
+        tp, fp = counts([c["others_pass"] & (c["significance"] >= t) for c in cands])
+        best = max(best, (2 * tp / (nvis + tp + fp), float(t)), key=lambda b: b[0])
+    return {"candidate_recall": reach / nvis, "candidate_recall_other_tests": ok_reach / nvis,
+            "best_threshold_f1": best[0], "best_threshold": best[1]}
+
+
 def score_photo(assessor: Assessor, folder: Path) -> tuple[dict, dict]:
     """One photo: (row of scalar errors, pooled counts for flags, dots, size bands and hair)."""
     rules = assessor.rules
     truth = json.loads((folder / "truth.json").read_text())
     photo = folder / truth["photo"]
     ppm_true = truth["px_per_mm"]
-    t = time.perf_counter()
-    a = assessor.assess_file(photo, px_per_mm=_given_scale(truth))
-    secs = time.perf_counter() - t
+    seen: list = []
+    sink, assessor.detection_sink = assessor.detection_sink, seen.append
+    try:
+        t = time.perf_counter()
+        a = assessor.assess_file(photo, px_per_mm=_given_scale(truth))
+        secs = time.perf_counter() - t
+    finally:
+        assessor.detection_sink = sink
     tm, m = truth["metrics"], a.metrics.to_dict()
     cal = a.calibration.to_json()
     true_dots = pd.read_csv(folder / "dots.csv")
@@ -145,7 +192,7 @@ def score_photo(assessor: Assessor, folder: Path) -> tuple[dict, dict]:
                     "band_mm_true": np.zeros(len(MM_BANDS) - 1), "band_mm_tp": np.zeros(len(MM_BANDS) - 1),
                     "band_mm_fp": np.zeros(len(MM_BANDS) - 1), "band_px_true": np.zeros(len(PX_BANDS) - 1),
                     "band_px_tp": np.zeros(len(PX_BANDS) - 1), "band_px_fp": np.zeros(len(PX_BANDS) - 1),
-                    "oracle_old_stick": None, "colour_by_px": []}
+                    "oracle_old_stick": None, "colour_by_px": [], "candidates": None}
     for f in FLAGS:
         counts[f] = {"tp": 0, "fp": 0, "fn": 0, "tp_m": 0, "fp_m": 0, "fn_m": 0}
     if truth["view"] == "closeup":
@@ -155,6 +202,8 @@ def score_photo(assessor: Assessor, folder: Path) -> tuple[dict, dict]:
         counts.update(tp=match.tp, fp=match.fp, fn=match.fn)
         # what a perfect detector of the visible dots scores on the old stick (every true dot counted)
         counts["oracle_old_stick"] = (int(vis.sum()), int(len(true_dots)))
+        if seen:
+            counts["candidates"] = _candidate_labels(seen[0], true_dots, vis, ppm_true)
         pi, ti = match.pred_index, match.true_index
         false = np.setdiff1d(np.arange(len(pred)), np.concatenate([pi, match.ignored_pred_index]))
         # what the false dots sit on (the look-alikes the generator drew, hair, the skin's own texture)
@@ -309,6 +358,7 @@ def summarise(rows: list[dict], counts: list[dict]) -> dict:
     out["false_dots_per_cm2_median"] = float(fd.median()) if len(fd) else None
     out["false_dots_per_cm2_max"] = float(fd.max()) if len(fd) else None
     out["photo_f1"] = [r.get("dot_f1") for r in rows]
+    out["decision_ceiling"] = decision_ceiling([c.get("candidates") for c in counts])
     cb = np.array([x for c in counts for x in c["colour_by_px"]], float).reshape(-1, 3)
     out["colour_by_px"] = []
     for lo, hi in zip(PX_BANDS[:-1], PX_BANDS[1:]):
@@ -401,6 +451,19 @@ def tables(res: dict) -> str:
         s = r["summary"]
         if s.get("visible_share") is not None and suite != "untreated":
             lines.append(f"| {suite} | {100 * s['visible_share']:.1f}% | {fmt(s['oracle_f1_old_stick'])} |")
+    lines += ["", "What the decision could reach with the candidates and evidence it has (the truth chooses the "
+              "threshold: a ceiling, not a method): the share of visible true dots that any candidate reaches, the "
+              "share among candidates passing every test but significance, and the best F1 of one significance "
+              "threshold over those:", "",
+              "| segmenter | suite | candidates reach | pass the other tests | best one-threshold F1 (at) | F1 now |",
+              "|---|---|---|---|---|---|"]
+    for method, suites in res["suites"].items():
+        for suite, r in suites.items():
+            c, s = r["summary"].get("decision_ceiling") or {}, r["summary"]
+            if c.get("candidate_recall") is not None:
+                lines.append(f"| {method} | {suite} | {fmt(c['candidate_recall'])} | "
+                             f"{fmt(c['candidate_recall_other_tests'])} | {fmt(c['best_threshold_f1'])} "
+                             f"({fmt(c['best_threshold'], 1)}) | {fmt(s['dot_f1'])} |")
     lines += ["", "Untreated scalps (no pigment at all, rich in look-alikes): every reported dot is false.", "",
               "| segmenter | photos | false dots per cm2 (median) | max |", "|---|---|---|---|"]
     for method, suites in res["suites"].items():
