@@ -21,7 +21,7 @@ from pydantic import Field
 from data.config import Settings
 from data.dataset import load_photo
 from data.manifest import Manifest, ManifestError
-from data.metrics import HAIR
+from data.metrics import HAIR, SCALP
 from models.inference import Precision, predict_image
 from models.network import prepare_for_inference
 from models.scoring import (CLASS_NAMES, IGNORE, BoundaryScores, DotMatch, boundary_scores, confusion, dot_scores,
@@ -87,7 +87,9 @@ def evaluate(model: torch.nn.Module, manifest: Manifest, settings: EvalSettings 
     matches: list[tuple[DotMatch, float]] = []
     records, samples, failures = [], [], []
     hair_b: list[BoundaryScores] = []
+    scalp_b: list[BoundaryScores] = []
     per_view_hair: dict[str, list[BoundaryScores]] = {}
+    per_view_scalp: dict[str, list[BoundaryScores]] = {}
     model = prepare_for_inference(model)  # an eval copy with conv+BN folded; the caller's model is untouched
     for i, row in enumerate(rows):
         try:
@@ -107,13 +109,24 @@ def evaluate(model: torch.nn.Module, manifest: Manifest, settings: EvalSettings 
         hb = boundary_scores(pred.labels == HAIR, photo.mask == HAIR, 1, valid=photo.mask != IGNORE)
         hair_b.append(hb)
         per_view_hair.setdefault(row.view, []).append(hb)
+        # scalp with the same 1-px tolerance: between dense 1-2 px strands a mask one pixel off
+        # scores a pixel IoU of ~0.7 against the truth itself (BENCHMARKS.md)
+        sb = boundary_scores(pred.labels == SCALP, photo.mask == SCALP, 1, valid=photo.mask != IGNORE)
+        scalp_b.append(sb)
+        per_view_scalp.setdefault(row.view, []).append(sb)
         view_cm, view_matches = per_view.setdefault(row.view, (np.zeros((3, 3), np.int64), []))
         view_cm += cm
         rs = region_scores(cm)
         rec = {"image": str(row.image), "view": row.view, "px_per_mm": photo.px_per_mm,
-               "miou_scalp_hair": rs.miou_scalp_hair, "hair_boundary_f1": hb.f1, "seconds": secs,
+               "miou_scalp_hair": rs.miou_scalp_hair, "hair_boundary_f1": hb.f1, "scalp_boundary_f1": sb.f1,
+               "seconds": secs,
                "n_pred_dots": int(len(pred.dots))}
         rec.update({f"iou_{n}": v for n, v in zip(CLASS_NAMES, rs.iou)})
+        # the pixel counts behind the figures, so that any group of photos can be pooled
+        for name, k, b in (("scalp", SCALP, sb), ("hair", HAIR, hb)):
+            rec.update({f"{name}_inter": int(cm[k, k]), f"{name}_union": int(cm[k, :].sum() + cm[:, k].sum() - cm[k, k]),
+                        f"{name}_pred_near": b.pred_near, f"{name}_pred_total": b.pred_total,
+                        f"{name}_true_near": b.true_near, f"{name}_true_total": b.true_total})
         match = None
         scorable = photo.has_points and np.isfinite(photo.px_per_mm) and (
             row.view == "closeup" or photo.px_per_mm >= settings.dot_min_px_per_mm)
@@ -134,9 +147,11 @@ def evaluate(model: torch.nn.Module, manifest: Manifest, settings: EvalSettings 
             progress(i + 1, len(rows))
     summary = _pooled(cm_all, matches)
     summary["hair_boundary_f1"] = pool_boundary(hair_b).f1 if hair_b else float("nan")
+    summary["scalp_boundary_f1"] = pool_boundary(scalp_b).f1 if scalp_b else float("nan")
     for view, (cm, m) in per_view.items():
         summary.update(_pooled(cm, m, prefix=f"{view}_"))
         summary[f"{view}_hair_boundary_f1"] = pool_boundary(per_view_hair[view]).f1
+        summary[f"{view}_scalp_boundary_f1"] = pool_boundary(per_view_scalp[view]).f1
     summary["n_images"] = float(len(records))
     summary["n_failed"] = float(len(failures))
     summary["seconds_per_image"] = float(np.mean([r["seconds"] for r in records])) if records else float("nan")

@@ -197,3 +197,21 @@ def test_photo_visibility_compares_a_dot_with_the_photos_own_specks():
     assert c[2] < speck[0]          # 2 levels under noise of 2: no better than the skin's own specks
     # a photo with almost no bare skin cannot say: no photo test (NaN), not a guess
     assert np.isnan(speck_levels(lstar, np.full(3, 3.0), np.zeros_like(bare), exclude, 99.9)).all()
+
+
+def test_red_hair_is_drawn_red(tmp_path):
+    # red (copper, auburn) hair is asked for with hair.colours: its strands are redder and yellower
+    # than the skin under them, black hair's are not
+    chroma = {}
+    for colour in ("red", "black"):
+        cfg = load_settings(SynthSettings, None, SMALL + [f"hair.colours=[{colour}]", "hair.long_fraction=[0.3, 0.3]",
+                                                          "hair.follicle_density_per_cm2=[150, 150]"],
+                            default="synth/closeup.yaml")
+        (m,) = generate_images(tmp_path / colour, 1, cfg, load_card(), load_flag_settings(), seed=3)
+        truth, mask, _ = _read(m.folder)
+        assert truth["params"]["hair"]["colour"] == colour
+        lab = cv2.cvtColor(cv2.imread(str(m.folder / "photo.jpg")).astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
+        hair, skin = lab[mask == 2], lab[mask == 1]
+        assert len(hair) > 200
+        chroma[colour] = np.median(hair[:, 1]) - np.median(skin[:, 1]), np.median(hair[:, 2]) - np.median(skin[:, 2])
+    assert chroma["red"][0] > chroma["black"][0] + 3 and chroma["red"][1] > chroma["black"][1] + 3

@@ -22,6 +22,7 @@ HAIR_LAB = {
     "brown": (27.0, 6.0, 12.0),
     "blond": (58.0, 5.0, 24.0),
     "grey": (55.0, 0.0, 3.0),  # a mix of pigmented and white fibres, see _strand_tones
+    "red": (38.0, 20.0, 28.0),  # copper to auburn (not among the defaults: asked for with hair.colours)
 }
 
 

@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 
 from data.config import NonNegativeRange, PositiveRange, Range, Settings, UnitRange
 
-HairColour = Literal["black", "brown", "blond", "grey"]
+HairColour = Literal["black", "brown", "blond", "grey", "red"]
 ThinningPattern = Literal["diffuse", "crown", "receding", "patches", "none"]
 View = Literal["closeup", "global"]
 
