@@ -182,6 +182,64 @@ def scalp_hair_table(results: dict, oracle: list[dict]) -> str:
     return "\n".join(lines)
 
 
+#: The same photo taken differently: exposure one stop up and down, a white-balance error (a warm
+#: cast: red gain 1.15, blue 0.85, in linear light), and twice the pixels (the mask taken back to
+#: the photo's pixels by nearest neighbour).
+INVARIANCE = ("exposure +1 stop", "exposure -1 stop", "white balance", "2x pixels")
+
+
+def _taken_differently(rgb: np.ndarray, how: str) -> np.ndarray:
+    import cv2
+
+    from data.colour import linear_to_srgb, srgb_to_linear
+
+    if how == "2x pixels":
+        return cv2.resize(rgb, (rgb.shape[1] * 2, rgb.shape[0] * 2), interpolation=cv2.INTER_CUBIC)
+    gain = {"exposure +1 stop": (2.0, 2.0, 2.0), "exposure -1 stop": (0.5, 0.5, 0.5),
+            "white balance": (1.15, 1.0, 0.85)}[how]
+    lin = srgb_to_linear(rgb.astype(np.float64) / 255.0) * np.array(gain)
+    return np.clip(np.round(linear_to_srgb(np.clip(lin, 0.0, 1.0)) * 255.0), 0, 255).astype(np.uint8)
+
+
+def invariance(model: Path, suites: dict[str, Path], names=("closeup_easy", "closeup_hard")) -> dict:
+    """Scalp IoU of the model's mask of each perturbed photo against its mask of the photo as it is,
+    pooled over the close-up suites (target 0.97: the mask agrees with itself)."""
+    import cv2
+
+    from data.manifest import read_manifest
+    from data.metrics import SCALP
+    from models.checkpoint import load_model
+    from models.inference import predict_image
+    from models.network import prepare_for_inference
+
+    net = prepare_for_inference(load_model(model).model)
+    inter = {h: 0 for h in INVARIANCE}
+    union = dict(inter)
+    for name in names:
+        for row in read_manifest(suites[name] / "manifest.csv"):
+            rgb = cv2.cvtColor(cv2.imread(str(row.image), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            base = predict_image(net, rgb).labels == SCALP
+            for how in INVARIANCE:
+                lab = predict_image(net, _taken_differently(rgb, how)).labels
+                if lab.shape != base.shape:
+                    lab = cv2.resize(lab, (base.shape[1], base.shape[0]), interpolation=cv2.INTER_NEAREST)
+                other = lab == SCALP
+                inter[how] += int((base & other).sum())
+                union[how] += int((base | other).sum())
+    return {h: inter[h] / union[h] if union[h] else None for h in INVARIANCE}
+
+
+def invariance_table(results: dict) -> str:
+    head = "| model | " + " | ".join(INVARIANCE) + " |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name, r in results.items():
+        if r.get("invariance"):
+            lines.append(f"| {name} | " + " | ".join(fmt(r["invariance"][h]) for h in INVARIANCE) + " |")
+    lines += ["", "Scalp IoU of the mask of the photo taken differently against the mask of the photo as it is, "
+              "pooled over the easy and hard close-ups (target 0.97 each)."]
+    return "\n".join(lines)
+
+
 def fmt(v, nd=3) -> str:
     return "-" if v is None or v != v else f"{v:.{nd}f}"
 
@@ -228,6 +286,9 @@ def main() -> int:
         for precision in precisions:
             label = name if len(precisions) == 1 and precision == "float32" else f"{name} ({precision})"
             r = accuracy(Path(path), suites, precision)
+            if precision == precisions[0]:
+                r["invariance"] = invariance(Path(path), suites)
+                print(f"[bench-model] {label} invariance: {r['invariance']}", flush=True)
             if photo is not None:
                 r["speed"] = model_speed(Path(path), photo, args.repeats, precision)
                 print(f"[bench-model] {label}: 12 MP {r['speed']['median_s']:.2f} s, "
@@ -236,6 +297,7 @@ def main() -> int:
     (args.out / f"model-{args.section}.json").write_text(json.dumps(results, indent=1))
     update_benchmarks_md(args.benchmarks_md, args.section, table(results))
     update_benchmarks_md(args.benchmarks_md, f"{args.section}-scalp-hair", scalp_hair_table(results, oracle_counts(suites)))
+    update_benchmarks_md(args.benchmarks_md, f"{args.section}-invariance", invariance_table(results))
     return 0
 
 
