@@ -7,7 +7,9 @@ The preset is an albumentations 2.0.8 ``Compose`` built from an
   rotations, an affine warp (isotropic scale, rotation, shear) and a mild
   perspective warp;
 * photometric (image only): brightness/contrast, hue/saturation, RGB shift,
-  colour temperature (Planckian jitter), gamma;
+  colour temperature (Planckian jitter), gamma; and, when asked for, exposure and
+  white balance in linear light (:class:`ExposureSettings`, drawn from the caller's
+  generator before the rest);
 * degradations (image only): one of Gaussian/motion/defocus blur, Gaussian noise,
   JPEG re-compression.
 
@@ -53,6 +55,7 @@ __all__ = [
     "AffineSettings",
     "PerspectiveSettings",
     "ColourSettings",
+    "ExposureSettings",
     "BlurSettings",
     "NoiseSettings",
     "JpegSettings",
@@ -60,6 +63,7 @@ __all__ = [
     "Augmented",
     "Augmenter",
     "build_compose",
+    "exposure_lut",
 ]
 
 #: Mask value meaning "no label here"; used for pixels brought in by warps.
@@ -130,6 +134,32 @@ class ColourSettings(Settings):
         return self
 
 
+class ExposureSettings(Settings):
+    """The same scene taken differently, in linear light (image only): exposure ``2**stops`` and a
+    white-balance error (red and blue gains against green). Off by default (``p`` 0): the
+    segmenter's recipe turns it on so that a photo one stop over or under, or warm or cold, gives
+    the same mask (issue: a segmenter that generalises)."""
+
+    p: float = Field(0.0, ge=0.0, le=1.0)
+    stops: Range = (-1.0, 1.0)
+    wb_gain: PositiveRange = (0.85, 1.15)
+
+    def gains(self, rng: np.random.Generator) -> np.ndarray:
+        """(3,) linear RGB gains of one draw."""
+        e = 2.0 ** rng.uniform(*self.stops)
+        return e * np.array([rng.uniform(*self.wb_gain), 1.0, rng.uniform(*self.wb_gain)])
+
+
+def exposure_lut(gains: np.ndarray) -> np.ndarray:
+    """(256, 1, 3) uint8 table: each sRGB level to linear light, times the channel's gain, clipped,
+    back to sRGB (for ``cv2.LUT`` on an RGB image)."""
+    v = np.arange(256) / 255.0
+    lin = np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)[:, None] * np.asarray(gains)[None, :]
+    lin = np.clip(lin, 0.0, 1.0)
+    srgb = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)
+    return np.clip(np.round(srgb * 255.0), 0, 255).astype(np.uint8).reshape(256, 1, 3)
+
+
 class BlurSettings(Settings):
     """One of Gaussian, motion or defocus blur, kept small (dots are 2-15 px wide)."""
 
@@ -191,6 +221,7 @@ class AugmentSettings(Settings):
     affine: AffineSettings = AffineSettings()
     perspective: PerspectiveSettings = PerspectiveSettings()
     colour: ColourSettings = ColourSettings()
+    exposure: ExposureSettings = ExposureSettings()
     blur: BlurSettings = BlurSettings()
     noise: NoiseSettings = NoiseSettings()
     jpeg: JpegSettings = JpegSettings()
@@ -385,6 +416,9 @@ class Augmenter:
                                 & (pts[:, 1] >= 0) & (pts[:, 1] < h))
         seed = int(rng.integers(0, 2**63 - 1))
         self.compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
+        ex = self.settings.exposure
+        if self.settings.mode == "train" and ex.p > 0 and rng.random() < ex.p:
+            image = cv2.LUT(np.ascontiguousarray(image), exposure_lut(ex.gains(rng)))
         data: dict = {"image": image, "mask": mask, "keypoints": pts[inside], LABEL_FIELD: inside}
         if masks:
             data["masks"] = list(masks)

@@ -44,12 +44,14 @@ def smp(*args: str) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
-def build_data(work: Path, jobs: int, limit: int | None = None) -> Path:
-    """The training sets (generated in parallel processes) and one combined manifest.
+def build_data(work: Path, jobs: int, limit: int | None = None, train_sets: list | None = None) -> Path:
+    """The training sets (``train_sets``, default :data:`TRAIN_SETS`; generated in parallel
+    processes) and one combined manifest.
 
     ``limit`` caps the photos of each set (a quick check of a recipe, not a training set)."""
+    train_sets = TRAIN_SETS if train_sets is None else train_sets
     procs = []
-    for name, view, n, seed, sets in TRAIN_SETS:
+    for name, view, n, seed, sets in train_sets:
         out = work / "data" / name
         if (out / "manifest.csv").exists():
             continue
@@ -66,7 +68,7 @@ def build_data(work: Path, jobs: int, limit: int | None = None) -> Path:
         if p.wait():
             raise SystemExit("smp synth failed")
     frames = []
-    for name, *_ in TRAIN_SETS:
+    for name, *_ in train_sets:
         df = pd.read_csv(work / "data" / name / "manifest.csv", dtype=str, keep_default_na=False)
         for col in ("image", "mask", "dots", "truth"):
             df[col] = [f"{name}/{v}" if v else "" for v in df[col]]

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.augment import IGNORE, AugmentSettings, Augmenter
+from data.augment import IGNORE, AugmentSettings, Augmenter, exposure_lut
 from data.config import ConfigError, settings_from_mapping
 
 FULL = {
@@ -226,3 +226,29 @@ def test_invalid_settings_are_one_line_config_errors():
     assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="unknown key"):
         settings_from_mapping(AugmentSettings, {"affine": {"var_limit": 3}})
+
+
+def test_exposure_table_is_linear_light():
+    assert np.array_equal(exposure_lut(np.ones(3))[:, 0, 0], np.arange(256))
+    lut = exposure_lut(np.array([2.0, 1.0, 0.5]))[:, 0]
+    # mid grey (sRGB 118, ~0.18 linear) one stop up is ~0.36 linear, sRGB ~161; one down ~0.09, ~84
+    assert abs(int(lut[118, 0]) - 161) <= 1 and lut[118, 1] == 118 and abs(int(lut[118, 2]) - 84) <= 1
+    assert lut[255, 0] == 255 and lut[0, 2] == 0          # clipped at white, black stays black
+
+
+def test_exposure_is_drawn_only_when_asked_for(synth_photo):
+    photo, mask, pts, _ = synth_photo
+    # off (the default): one draw from the caller's generator (the pipeline's seed) and no more
+    rng, ref = np.random.default_rng(7), np.random.default_rng(7)
+    out = Augmenter.build(AugmentSettings(mode="none"))(photo, mask, pts, rng)
+    ref.integers(0, 2**63 - 1)
+    assert np.array_equal(out.image, photo) and rng.random() == ref.random()
+    # on, and alone: the photo one stop brighter as a whole, the mask untouched, the same for the same draws
+    only = _settings(exposure={"p": 1.0, "stops": [1.0, 1.0], "wb_gain": [1.0, 1.0]},
+                     flip={"horizontal_p": 0, "vertical_p": 0, "rot90_p": 0}, affine={"p": 0}, perspective={"p": 0},
+                     colour={"brightness_contrast_p": 0, "hue_saturation_p": 0, "rgb_shift_p": 0, "temperature_p": 0,
+                             "gamma_p": 0}, blur={"p": 0}, noise={"p": 0}, jpeg={"p": 0})
+    a = Augmenter.build(only)(photo, mask, pts, np.random.default_rng(3))
+    b = Augmenter.build(only)(photo, mask, pts, np.random.default_rng(3))
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, mask)
+    assert np.array_equal(a.image, cv2.LUT(photo, exposure_lut(np.full(3, 2.0))))
