@@ -24,8 +24,8 @@ from data.manifest import Manifest, ManifestError
 from data.metrics import HAIR, SCALP
 from models.inference import Precision, predict_image
 from models.network import prepare_for_inference
-from models.scoring import (CLASS_NAMES, IGNORE, BoundaryScores, DotMatch, boundary_scores, confusion, dot_scores,
-                            match_dots, pool_boundary, region_scores)
+from models.scoring import (CLASS_NAMES, IGNORE, BoundaryScores, DotMatch, boundary_scores, class_counts, confusion,
+                            dot_scores, match_dots, pool_boundary, region_scores)
 
 
 class EvalSettings(Settings):
@@ -123,10 +123,7 @@ def evaluate(model: torch.nn.Module, manifest: Manifest, settings: EvalSettings 
                "n_pred_dots": int(len(pred.dots))}
         rec.update({f"iou_{n}": v for n, v in zip(CLASS_NAMES, rs.iou)})
         # the pixel counts behind the figures, so that any group of photos can be pooled
-        for name, k, b in (("scalp", SCALP, sb), ("hair", HAIR, hb)):
-            rec.update({f"{name}_inter": int(cm[k, k]), f"{name}_union": int(cm[k, :].sum() + cm[:, k].sum() - cm[k, k]),
-                        f"{name}_pred_near": b.pred_near, f"{name}_pred_total": b.pred_total,
-                        f"{name}_true_near": b.true_near, f"{name}_true_total": b.true_total})
+        rec.update(class_counts("scalp", SCALP, cm, sb) | class_counts("hair", HAIR, cm, hb))
         match = None
         scorable = photo.has_points and np.isfinite(photo.px_per_mm) and (
             row.view == "closeup" or photo.px_per_mm >= settings.dot_min_px_per_mm)

@@ -285,6 +285,15 @@ def boundary_scores(pred: np.ndarray, truth: np.ndarray, tolerance_px: int = 1,
                           tolerance_px)
 
 
+def class_counts(name: str, k: int, cm: np.ndarray, tolerant: BoundaryScores) -> dict[str, int]:
+    """The pixel counts behind class ``k``'s IoU (from the confusion matrix ``cm``) and its tolerant
+    scores, keyed ``{name}_inter``, ``{name}_union``, ``{name}_pred_near`` ...: photos can be pooled
+    by adding them up."""
+    return {f"{name}_inter": int(cm[k, k]), f"{name}_union": int(cm[k, :].sum() + cm[:, k].sum() - cm[k, k]),
+            f"{name}_pred_near": tolerant.pred_near, f"{name}_pred_total": tolerant.pred_total,
+            f"{name}_true_near": tolerant.true_near, f"{name}_true_total": tolerant.true_total}
+
+
 def pool_boundary(scores: list[BoundaryScores]) -> BoundaryScores:
     """Pixel counts of many photos added up (same tolerance)."""
     tol = scores[0].tolerance_px if scores else 1

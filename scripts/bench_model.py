@@ -127,7 +127,8 @@ def oracle_counts(suites: dict[str, Path], shift_px: int = 1) -> list[dict]:
     import cv2
 
     from data.manifest import read_manifest
-    from models.scoring import IGNORE, boundary_scores, confusion
+    from data.metrics import HAIR, SCALP
+    from models.scoring import IGNORE, boundary_scores, class_counts, confusion
 
     rows = []
     for name in [k for k in SUITES + EXTRA_SUITES if k in suites]:
@@ -138,11 +139,8 @@ def oracle_counts(suites: dict[str, Path], shift_px: int = 1) -> list[dict]:
             moved = np.where(moved == IGNORE, 0, moved).astype(np.uint8)
             cm = confusion(moved, truth)
             rec = {"suite": name, "hair_colour": _hair_colour(Path(row.image).parent / "truth.json")}
-            for c, k in (("scalp", 1), ("hair", 2)):
-                b = boundary_scores(moved == k, truth == k, 1, valid=truth != IGNORE)
-                rec.update({f"{c}_inter": int(cm[k, k]), f"{c}_union": int(cm[k, :].sum() + cm[:, k].sum() - cm[k, k]),
-                            f"{c}_pred_near": b.pred_near, f"{c}_pred_total": b.pred_total,
-                            f"{c}_true_near": b.true_near, f"{c}_true_total": b.true_total})
+            for c, k in (("scalp", SCALP), ("hair", HAIR)):
+                rec.update(class_counts(c, k, cm, boundary_scores(moved == k, truth == k, 1, valid=truth != IGNORE)))
             rows.append(rec)
     return rows
 

@@ -123,3 +123,16 @@ def test_false_dots_are_put_down_to_the_nearest_lookalike_then_hair_then_skin():
     assert got.tolist() == ["pores", "skin", "hair", "background", "cut_ends"]
     assert false_dot_causes(np.zeros((0, 2)), la_xy, kinds, labels, 2.0).tolist() == []
     assert false_dot_causes(false_xy[:2], np.zeros((0, 2)), np.zeros(0, str), labels, 2.0).tolist() == ["skin", "skin"]
+
+
+def test_class_counts_pool_to_the_iou_and_the_tolerant_score():
+    from models.scoring import boundary_scores, class_counts, confusion
+
+    truth = np.zeros((6, 6), np.uint8)
+    truth[:, 3:] = 2
+    pred = np.roll(truth, 1, axis=1)              # hair one pixel too far right
+    b = boundary_scores(pred == 2, truth == 2, 1)
+    c = class_counts("hair", 2, confusion(pred, truth), b)
+    assert c["hair_inter"] == 12 and c["hair_union"] == 24    # columns 4-5 shared; 0 (wrapped) and 3 on one side only
+    assert (c["hair_pred_near"], c["hair_pred_total"], c["hair_true_near"], c["hair_true_total"]) == (
+        b.pred_near, b.pred_total, b.true_near, b.true_total)
