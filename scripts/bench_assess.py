@@ -107,7 +107,7 @@ def _given_scale(truth: dict) -> float | None:
     return None if truth["card"]["present"] else float(truth["px_per_mm"])
 
 
-def _candidate_labels(det, true_dots: pd.DataFrame, vis: np.ndarray, ppm_true: float) -> dict:
+def _candidate_evidence(det, true_dots: pd.DataFrame, vis: np.ndarray, ppm_true: float) -> dict:
     """Every candidate the detector looked at (reported or refused), with what the decision ceiling
     needs: their positions and significance, whether each passed every test but significance
     (``others_pass``; one refused for significance was never tested as a duplicate), and the truth."""
@@ -203,7 +203,7 @@ def score_photo(assessor: Assessor, folder: Path) -> tuple[dict, dict]:
         # what a perfect detector of the visible dots scores on the old stick (every true dot counted)
         counts["oracle_old_stick"] = (int(vis.sum()), int(len(true_dots)))
         if seen:
-            counts["candidates"] = _candidate_labels(seen[0], true_dots, vis, ppm_true)
+            counts["candidates"] = _candidate_evidence(seen[0], true_dots, vis, ppm_true)
         pi, ti = match.pred_index, match.true_index
         false = np.setdiff1d(np.arange(len(pred)), np.concatenate([pi, match.ignored_pred_index]))
         # what the false dots sit on (the look-alikes the generator drew, hair, the skin's own texture)
