@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench import fmt as bench_fmt, update_benchmarks_md  # noqa: E402
-from models.scoring import boundary_scores, false_dot_causes, match_dots, match_radius_px  # noqa: E402
+from models.scoring import IGNORE, boundary_scores, false_dot_causes, match_dots, match_radius_px  # noqa: E402
 from pipeline.assess import Assessor, load_assess_settings  # noqa: E402
 from pipeline.detect import REJECT  # noqa: E402
 
@@ -169,9 +169,10 @@ def score_photo(assessor: Assessor, folder: Path) -> tuple[dict, dict]:
     true_px = _true_px(truth, true_dots)
     true_meas = vis & measurable_dots(true_px, rules)
     mask = cv2.imread(str(folder / "mask.png"), cv2.IMREAD_UNCHANGED)
-    hair = boundary_scores(a.labels == HAIR, mask == HAIR, 1)
+    labelled = mask != IGNORE  # hair the photo does not show is neither hair nor scalp
+    hair = boundary_scores(a.labels == HAIR, mask == HAIR, 1, valid=labelled)
     hair_inter = int(((a.labels == HAIR) & (mask == HAIR)).sum())
-    hair_union = int(((a.labels == HAIR) | (mask == HAIR)).sum())
+    hair_union = int((((a.labels == HAIR) & labelled) | (mask == HAIR)).sum())
     row = {"photo": f"{folder.parent.name}/{folder.name}", "view": truth["view"], "seconds": secs,
            "px_per_mm": ppm_true,
            "card": bool(truth["card"]["present"]), "found_card": cal["scale_source"] == "card",

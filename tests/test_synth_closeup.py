@@ -47,7 +47,7 @@ def test_files_and_schema(made):
         truth, mask, dots = _read(it.folder)
         assert truth["schema"] == "smp-synth-truth/1" and truth["view"] == "closeup"
         assert 10 <= truth["px_per_mm"] <= 16
-        assert mask.shape == (300, 400) and set(np.unique(mask)) <= {0, 1, 2}
+        assert mask.shape == (300, 400) and set(np.unique(mask)) <= {0, 1, 2, 255}
         for col in ("dot_id", "x", "y", "diameter_mm", "L", "a", "b", "blue_shift", "faded", "spread"):
             assert col in dots.columns
         assert dots.dot_id.is_unique
@@ -96,7 +96,8 @@ def test_metrics_recomputed_from_files(made):
         flags = {k: dots[k].to_numpy(bool) for k in ("blue_shift", "faded", "spread")}
         hm = np.array(truth["plane_to_image"])
         ppm_at = image_px_per_mm(hm, dots[["x_mm", "y_mm"]].to_numpy())
-        m = photo_metrics(mask, dots[["x", "y"]].to_numpy(), dots.diameter_mm.to_numpy(), flags, lstar, skin,
+        # hair the photo does not show (255) is the scalp it lies on in the photo's metrics
+        m = photo_metrics(np.where(mask == 255, 1, mask).astype(np.uint8), dots[["x", "y"]].to_numpy(), dots.diameter_mm.to_numpy(), flags, lstar, skin,
                           scale, rules.show_through_dl, show_through_sigma_mm=rules.viewing_sigma_mm,
                           measurable=measurable_dots(dots.diameter_mm.to_numpy() * ppm_at, rules)).to_dict()
         for key, value in truth["metrics"].items():
@@ -215,3 +216,34 @@ def test_red_hair_is_drawn_red(tmp_path):
         assert len(hair) > 200
         chroma[colour] = np.median(hair[:, 1]) - np.median(skin[:, 1]), np.median(hair[:, 2]) - np.median(skin[:, 2])
     assert chroma["red"][0] > chroma["black"][0] + 3 and chroma["red"][1] > chroma["black"][1] + 3
+
+
+def test_hair_the_photo_does_not_show_is_left_out_of_the_truth():
+    from data.synth.visibility import hair_contrast, unseen_hair
+
+    # a strand of the skin's own colour changes nothing; a dark one changes a lot
+    skin = np.array([[0.35, 0.25, 0.18]] * 3)
+    shown = np.array([[0.35, 0.25, 0.18], [0.36, 0.255, 0.18], [0.02, 0.015, 0.01]])
+    de = hair_contrast(skin, shown)
+    assert de[0] == pytest.approx(0.0, abs=1e-4) and 0 < de[1] < 3.0 and de[2] > 30
+    hair = np.array([[True, True, False]])
+    assert unseen_hair(hair, np.array([[1.0, 5.0, 0.0]]), 3.0).tolist() == [[True, False, False]]
+
+
+@pytest.mark.parametrize("min_de, expect_seen", [(1e-3, True), (1e3, False)])
+def test_hair_visibility_threshold_decides_the_hair_label(min_de, expect_seen):
+    # wiring: every hair pixel is labelled hair under a negligible threshold and 255 (not labelled,
+    # counted as scalp by the metrics) under an impossible one; the rest of the truth is unchanged
+    cfg = load_settings(SynthSettings, None, SMALL + ["hair.follicle_density_per_cm2=[150, 150]"],
+                        default="synth/closeup.yaml")
+    rules = load_flag_settings(overrides=[f"hair_visible_min_de={min_de}"])
+    from data.synth.scene import scene_metrics
+
+    scene = single_closeup(item_rng(4, 0), cfg, load_card(), rules, draw_camera)
+    hair, unseen = int((scene.mask == 2).sum()), int((scene.mask == 255).sum())
+    assert hair + unseen > 500
+    assert (unseen == 0) if expect_seen else (hair == 0)
+    m = scene_metrics(scene, rules)
+    scalp, roi = int((scene.mask == 1).sum()), int((scene.mask > 0).sum())
+    expected = (scalp if expect_seen else scalp + unseen) / roi
+    assert m["scalp_fraction"] == pytest.approx(expected, abs=1e-6)

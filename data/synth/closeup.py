@@ -16,17 +16,17 @@ import pandas as pd
 from data.card import CardSpec, marker_corners_mm, render_card
 from data.colour import RGB_TO_XYZ, blue_index, delta_e00, linear_rgb_to_lab, lstar_from_luminance, srgb_to_linear
 from data.flags import FlagSettings
-from data.synth.camera import CameraParams, apply_h, photograph, plane_to_image, points_in_frame
+from data.synth.camera import CameraParams, apply_h, defocus, photograph, plane_to_image, points_in_frame
 from data.synth.dots import (DotSet, core_means, core_pixels, darken_by_dots, dot_sprites, pick_fresh, place_dots,
                              restyle_fresh, ring_samples, scab_dots, solve_strength)
 from data.synth.fields import smooth_field
 from data.synth.hair import (Follicles, HairParams, draw_follicles, draw_hair, render_hair,
                              thinning_map)
-from data.synth.scene import LOOKALIKE_COLUMNS, Scene, dot_flags_table, lstar_of
+from data.synth.scene import LOOKALIKE_COLUMNS, UNSEEN, Scene, dot_flags_table, lstar_of
 from data.synth.settings import SynthSettings
 from data.synth.skin import SkinParams, draw_skin, render_skin
-from data.synth.visibility import (defocus_sigma_px, disc_mean, image_px_per_mm, photo_contrast, photo_lstar,
-                                   seen_contrast, speck_levels, visible)
+from data.synth.visibility import (defocus_sigma_px, disc_mean, hair_contrast, image_px_per_mm, photo_contrast,
+                                   photo_lstar, seen_contrast, speck_levels, unseen_hair, visible)
 
 
 @dataclass(frozen=True)
@@ -302,7 +302,13 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     hair_params = HairParams(**{**asdict(hp), "stubble_length_mm": tuple(
         v * visit.hair_length_scale for v in hp.stubble_length_mm)})
     hair = render_hair(tex, hair_params, client.follicles, shape, ppm, loose_rng=rng)
+    # what the hair changes of the skin's colour, pixel by pixel (the truth's hair visibility)
+    touched = np.flatnonzero(hair.coverage() > 0)
+    bare_at_hair = albedo.reshape(-1, 3)[touched]
     cov = hair.composite(albedo)
+    hair_de = np.zeros(shape, np.float32)
+    hair_de.reshape(-1)[touched] = hair_contrast(bare_at_hair, albedo.reshape(-1, 3)[touched])
+    del touched, bare_at_hair
     own_core = _own_contrast(albedo, cov, core_px, core_owner, taken, n)
     del core_px, core_owner, taken
     # look-alikes the photo shows, counted into the skin's params (truth.json params.skin.lookalikes)
@@ -336,6 +342,11 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     del cov
     if card_pose.present:
         mask[cv2.warpPerspective(card_cover, m, flags=cv2.INTER_LINEAR, **warp) >= np.float32(0.5)] = 0
+    # hair the photo does not show: its colour difference from the skin, through the same optics
+    hair_de = defocus(cv2.warpPerspective(hair_de, m, flags=cv2.INTER_LINEAR, **warp), cam,
+                      cam.dof_blur_mm * cam.px_per_mm)
+    unseen = unseen_hair(mask == 2, hair_de, rules.hair_visible_min_de)
+    del hair_de
     skin_l = cv2.warpPerspective(skin_l_plane, m, flags=cv2.INTER_LINEAR, **warp)
     del skin_l_plane
     # oily sheen, where there is no card (the card is matte)
@@ -389,6 +400,7 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     under_card = mask[np.clip(np.round(table.y).astype(int), 0, h - 1),
                       np.clip(np.round(table.x).astype(int), 0, w - 1)] == 0
     table = dot_flags_table(table[~under_card].reset_index(drop=True), rules)
+    mask[unseen] = UNSEEN
 
     card_truth: dict = {"present": card_pose.present}
     if card_pose.present:

@@ -30,6 +30,8 @@ DOT_COLUMNS = [
 #: One row per look-alike the photo shows (pores, follicle openings, cut ends, crease junctions, ...):
 #: its kind and centre (image px and plane mm). Lines (creases, wrinkles) by their mid-points.
 LOOKALIKE_COLUMNS = ["kind", "x", "y", "x_mm", "y_mm"]
+#: Truth mask value of hair the photo does not show (the masks' "not labelled" value).
+UNSEEN = 255
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,8 @@ class Scene:
     photo: np.ndarray
     """HxWx3 uint8 sRGB (RGB order)."""
     mask: np.ndarray
-    """HxW uint8 classes: 0 background, 1 scalp, 2 hair."""
+    """HxW uint8 classes: 0 background, 1 scalp, 2 hair; ``UNSEEN`` (255) hair the photo does not show
+    (data.synth.visibility.unseen_hair): no pixel score counts it, the photo's metrics count it as scalp."""
     dots: pd.DataFrame
     """One row per true dot, columns ``DOT_COLUMNS`` (x, y in image pixels)."""
     clean_lstar: np.ndarray
@@ -63,8 +66,10 @@ def scene_metrics(scene: Scene, rules: FlagSettings) -> dict[str, Any]:
     if "visible" in d:  # what the photo shows: a dot under hair or below the contrast floor is not counted
         d = d[d["visible"].to_numpy(bool)]
     flags = {k: d[k].to_numpy(bool) for k in ("blue_shift", "faded", "spread")}
+    # hair the photo does not show is, in the photo, the scalp it lies on
+    labels = np.where(scene.mask == UNSEEN, np.uint8(1), scene.mask) if (scene.mask == UNSEEN).any() else scene.mask
     m = photo_metrics(
-        scene.mask, d[["x", "y"]].to_numpy(float), d["diameter_mm"].to_numpy(float), flags,
+        labels, d[["x", "y"]].to_numpy(float), d["diameter_mm"].to_numpy(float), flags,
         scene.clean_lstar, scene.skin_lstar, scale, show_through_dl=rules.show_through_dl,
         show_through_sigma_mm=rules.viewing_sigma_mm,
         measurable=measurable_dots(d["diameter_mm"].to_numpy(float) * scale_at(scene, d), rules))

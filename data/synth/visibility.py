@@ -26,6 +26,17 @@ A dot is visible when both hold (thresholds in ``configs/flags.yaml``):
   same depth-of-field ramp as ``data.synth.camera.photograph``) and the
   resampling into the image. A small dot under a wide blur loses most of its
   contrast; a large one keeps it. Hair is not part of it: that is ``hair_cover``.
+
+Hair has the same question. A light strand lying on skin of its own lightness and
+hue (blond or grey hair on light skin, red hair on ruddy skin) is in the skin but
+not in the photo: no method and no reviewer can say from the pixels whether it is
+hair or scalp. :func:`hair_contrast` gives each hair pixel of the scalp plane the
+colour difference (CIE76 dE*ab) between the skin with the hair laid over it and
+the same skin bare; :func:`unseen_hair` carries it through the optics (the
+resampling into the image and the depth-of-field blur) and names the hair pixels
+of the truth mask whose difference stays below ``hair_visible_min_de``. The truth
+labels them 255 (not labelled: neither hair nor scalp in any pixel score) and
+counts them as scalp in the photo's metrics, which say what the photo shows.
 """
 from __future__ import annotations
 
@@ -33,7 +44,7 @@ import cv2
 import numpy as np
 
 __all__ = ["disc_mean", "defocus_sigma_px", "image_px_per_mm", "photo_contrast", "photo_lstar", "seen_contrast",
-           "speck_levels", "visible"]
+           "speck_levels", "hair_contrast", "unseen_hair", "visible"]
 
 # 1 + 6 + 12 sample points within the unit disc (centre, two rings)
 _R = np.concatenate([[0.0], np.full(6, 0.5), np.full(12, 0.9)])
@@ -200,3 +211,22 @@ def visible(hair_cover: np.ndarray, contrast_seen: np.ndarray, *, max_hair_cover
         cp, sp = np.asarray(contrast_photo, np.float64), np.asarray(speck_dl, np.float64)
         out &= ~(np.isfinite(sp) & ~(np.nan_to_num(cp, nan=-np.inf) >= sp))
     return out
+
+
+def hair_contrast(bare_rgb: np.ndarray, shown_rgb: np.ndarray) -> np.ndarray:
+    """(N,) float32 CIE76 colour difference between linear-RGB pixels of bare skin and the
+    same pixels with hair laid over them (both (N, 3))."""
+    from data.colour import linear_rgb_to_lab
+
+    if len(bare_rgb) == 0:
+        return np.zeros(0, np.float32)
+    a = linear_rgb_to_lab(np.clip(np.asarray(bare_rgb, np.float64), 1e-6, 1))
+    b = linear_rgb_to_lab(np.clip(np.asarray(shown_rgb, np.float64), 1e-6, 1))
+    return np.linalg.norm(a - b, axis=1).astype(np.float32)
+
+
+def unseen_hair(hair: np.ndarray, contrast_image: np.ndarray, min_de: float) -> np.ndarray:
+    """HxW bool: hair pixels of the truth (``hair``) whose colour difference from the bare skin,
+    as the optics render it (``contrast_image``: the plane's :func:`hair_contrast` map warped
+    into the image and blurred like the photo), is below ``min_de``."""
+    return np.asarray(hair, bool) & (np.asarray(contrast_image) < np.float32(min_de))
