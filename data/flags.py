@@ -29,9 +29,10 @@ class FlagSettings(Settings):
     #: ... and, in the finished photo, a darkness beyond what this percentile of the photo's bare-skin
     #: places shows at the same size (its own specks; data.synth.visibility). None: no photo test.
     visible_min_speck_quantile: float | None = Field(99.9, gt=50, lt=100)
-    #: Truth: a hair pixel is in the photo only when the hair changes the skin's colour there by at
-    #: least this dE*ab, as the optics render it (data.synth.visibility.unseen_hair).
-    hair_visible_min_de: float = Field(3.0, gt=0)
+    #: Truth: a hair pixel is in the photo only when its colour offset from the skin around it, along the
+    #: strand, is beyond this percentile of the same measure on the photo's bare skin
+    #: (data.synth.visibility.unseen_hair). None: no such test.
+    hair_visible_quantile: float | None = Field(99.0, gt=50, lt=100)
     #: A dot's colour (and so a flag) is measured only when its half-maximum diameter spans this many px.
     measurable_min_diameter_px: float = Field(8.0, gt=0)
     #: A core darker than this L* carries no hue the camera can read: no blue flag there.

@@ -16,7 +16,7 @@ import pandas as pd
 from data.card import CardSpec, marker_corners_mm, render_card
 from data.colour import RGB_TO_XYZ, blue_index, delta_e00, linear_rgb_to_lab, lstar_from_luminance, srgb_to_linear
 from data.flags import FlagSettings
-from data.synth.camera import CameraParams, apply_h, defocus, photograph, plane_to_image, points_in_frame
+from data.synth.camera import CameraParams, apply_h, photograph, plane_to_image, points_in_frame
 from data.synth.dots import (DotSet, core_means, core_pixels, darken_by_dots, dot_sprites, pick_fresh, place_dots,
                              restyle_fresh, ring_samples, scab_dots, solve_strength)
 from data.synth.fields import smooth_field
@@ -25,8 +25,8 @@ from data.synth.hair import (Follicles, HairParams, draw_follicles, draw_hair, r
 from data.synth.scene import LOOKALIKE_COLUMNS, UNSEEN, Scene, dot_flags_table, lstar_of
 from data.synth.settings import SynthSettings
 from data.synth.skin import SkinParams, draw_skin, render_skin
-from data.synth.visibility import (defocus_sigma_px, disc_mean, hair_contrast, image_px_per_mm, photo_contrast,
-                                   photo_lstar, seen_contrast, speck_levels, unseen_hair, visible)
+from data.synth.visibility import (defocus_sigma_px, disc_mean, image_px_per_mm, photo_contrast, photo_lstar,
+                                   seen_contrast, speck_levels, unseen_hair, visible)
 
 
 @dataclass(frozen=True)
@@ -221,18 +221,22 @@ def _own_contrast(albedo: np.ndarray, cov: np.ndarray, core_px: np.ndarray, owne
     return np.bincount(owner, gain, minlength=n) / np.maximum(np.bincount(owner, minlength=n), 1)
 
 
-def _photo_evidence(photo: np.ndarray, mask: np.ndarray, xy_img: np.ndarray, radius_px: np.ndarray,
+def _bare_skin(mask: np.ndarray, xy_img: np.ndarray, radius_px: np.ndarray) -> np.ndarray:
+    """HxW bool: the truth's scalp outside every dot's disc widened by half."""
+    dots_u8 = np.zeros(mask.shape, np.uint8)
+    for (x, y), r in zip(np.round(xy_img).astype(np.int64), np.ceil(1.5 * np.maximum(radius_px, 0.7)).astype(np.int64)):
+        cv2.circle(dots_u8, (int(x), int(y)), int(r), 1, -1)
+    return (mask == 1) & (dots_u8 == 0)
+
+
+def _photo_evidence(photo: np.ndarray, bare_skin: np.ndarray, xy_img: np.ndarray, radius_px: np.ndarray,
                     rules: FlagSettings) -> tuple[np.ndarray, np.ndarray]:
     """Each dot's darkness in the finished photo and the darkness the photo's bare skin shows at that
     size at ``rules.visible_min_speck_quantile`` percent of places (NaN, NaN without the photo test)."""
     n = len(xy_img)
     if rules.visible_min_speck_quantile is None or n == 0:
         return np.full(n, np.nan), np.full(n, np.nan)
-    # not skin: hair, the card, and every dot's disc widened by half
-    dots_u8 = np.zeros(mask.shape, np.uint8)
-    for (x, y), r in zip(np.round(xy_img).astype(np.int64), np.ceil(1.5 * np.maximum(radius_px, 0.7)).astype(np.int64)):
-        cv2.circle(dots_u8, (int(x), int(y)), int(r), 1, -1)
-    exclude = (mask != 1) | (dots_u8 > 0)
+    exclude = ~bare_skin  # hair, the card, and every dot's disc widened by half
     # sites whose core (0.6 radius) lies on bare skin
     reach = int(np.ceil(0.6 * np.percentile(np.maximum(radius_px, 0.7), 90)))
     bare = cv2.erode((~exclude).view(np.uint8), np.ones((3, 3), np.uint8), iterations=max(1, reach)) > 0
@@ -302,13 +306,7 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     hair_params = HairParams(**{**asdict(hp), "stubble_length_mm": tuple(
         v * visit.hair_length_scale for v in hp.stubble_length_mm)})
     hair = render_hair(tex, hair_params, client.follicles, shape, ppm, loose_rng=rng)
-    # what the hair changes of the skin's colour, pixel by pixel (the truth's hair visibility)
-    touched = np.flatnonzero(hair.coverage() > 0)
-    bare_at_hair = albedo.reshape(-1, 3)[touched]
     cov = hair.composite(albedo)
-    hair_de = np.zeros(shape, np.float32)
-    hair_de.reshape(-1)[touched] = hair_contrast(bare_at_hair, albedo.reshape(-1, 3)[touched])
-    del touched, bare_at_hair
     own_core = _own_contrast(albedo, cov, core_px, core_owner, taken, n)
     del core_px, core_owner, taken
     # look-alikes the photo shows, counted into the skin's params (truth.json params.skin.lookalikes)
@@ -342,11 +340,6 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     del cov
     if card_pose.present:
         mask[cv2.warpPerspective(card_cover, m, flags=cv2.INTER_LINEAR, **warp) >= np.float32(0.5)] = 0
-    # hair the photo does not show: its colour difference from the skin, through the same optics
-    hair_de = defocus(cv2.warpPerspective(hair_de, m, flags=cv2.INTER_LINEAR, **warp), cam,
-                      cam.dof_blur_mm * cam.px_per_mm)
-    unseen = unseen_hair(mask == 2, hair_de, rules.hair_visible_min_de)
-    del hair_de
     skin_l = cv2.warpPerspective(skin_l_plane, m, flags=cv2.INTER_LINEAR, **warp)
     del skin_l_plane
     # oily sheen, where there is no card (the card is matte)
@@ -389,7 +382,12 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     table["contrast_own"] = seen_contrast(own_core, r_img, blur)
     # ... and what the finished photo shows of it, against the photo's own bare-skin specks
     r_full = dots.radius_mm * image_px_per_mm(h_img, dots.xy_mm) if n else np.zeros(0)
-    table["contrast_photo"], table["speck_dL"] = _photo_evidence(photo, mask, xy_img, r_full, rules)
+    bare = _bare_skin(mask, xy_img, r_full)
+    table["contrast_photo"], table["speck_dL"] = _photo_evidence(photo, bare, xy_img, r_full, rules)
+    # hair the finished photo shows no more clearly than its own bare skin
+    unseen = (unseen_hair(photo, mask == 2, bare, rules.hair_visible_quantile)
+              if rules.hair_visible_quantile is not None else None)
+    del bare
     table["visible"] = visible(table["hair_cover"].to_numpy(), table["contrast_seen"].to_numpy(),
                                max_hair_cover=rules.visible_max_hair_cover,
                                min_contrast_dl=rules.visible_min_contrast_dl,
@@ -400,7 +398,8 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     under_card = mask[np.clip(np.round(table.y).astype(int), 0, h - 1),
                       np.clip(np.round(table.x).astype(int), 0, w - 1)] == 0
     table = dot_flags_table(table[~under_card].reset_index(drop=True), rules)
-    mask[unseen] = UNSEEN
+    if unseen is not None:
+        mask[unseen] = UNSEEN
 
     card_truth: dict = {"present": card_pose.present}
     if card_pose.present:

@@ -28,15 +28,16 @@ A dot is visible when both hold (thresholds in ``configs/flags.yaml``):
   contrast; a large one keeps it. Hair is not part of it: that is ``hair_cover``.
 
 Hair has the same question. A light strand lying on skin of its own lightness and
-hue (blond or grey hair on light skin, red hair on ruddy skin) is in the skin but
-not in the photo: no method and no reviewer can say from the pixels whether it is
-hair or scalp. :func:`hair_contrast` gives each hair pixel of the scalp plane the
-colour difference (CIE76 dE*ab) between the skin with the hair laid over it and
-the same skin bare; :func:`unseen_hair` carries it through the optics (the
-resampling into the image and the depth-of-field blur) and names the hair pixels
-of the truth mask whose difference stays below ``hair_visible_min_de``. The truth
-labels them 255 (not labelled: neither hair nor scalp in any pixel score) and
-counts them as scalp in the photo's metrics, which say what the photo shows.
+hue (blond or grey hair on light skin, red hair on ruddy skin), and a fine strand
+that the camera's noise reduction, blur and JPEG wash out, is in the skin but not
+in the photo: no method and no reviewer can say from the pixels whether it is hair
+or scalp. :func:`unseen_hair` compares, in the finished photo, each hair pixel's
+colour offset from the bare skin around it (averaged along the strand) with the
+same measure for the same strand shapes laid over the photo's own bare skin, the
+way the dots' photo test does. Hair below ``hair_visible_quantile`` percent of
+those is labelled 255 by the truth (not labelled: neither hair nor scalp in any
+pixel score) and counted as scalp by the photo's metrics, which say what the photo
+shows.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ import cv2
 import numpy as np
 
 __all__ = ["disc_mean", "defocus_sigma_px", "image_px_per_mm", "photo_contrast", "photo_lstar", "seen_contrast",
-           "speck_levels", "hair_contrast", "unseen_hair", "visible"]
+           "speck_levels", "unseen_hair", "visible"]
 
 # 1 + 6 + 12 sample points within the unit disc (centre, two rings)
 _R = np.concatenate([[0.0], np.full(6, 0.5), np.full(12, 0.9)])
@@ -213,20 +214,50 @@ def visible(hair_cover: np.ndarray, contrast_seen: np.ndarray, *, max_hair_cover
     return out
 
 
-def hair_contrast(bare_rgb: np.ndarray, shown_rgb: np.ndarray) -> np.ndarray:
-    """(N,) float32 CIE76 colour difference between linear-RGB pixels of bare skin and the
-    same pixels with hair laid over them (both (N, 3))."""
-    from data.colour import linear_rgb_to_lab
-
-    if len(bare_rgb) == 0:
-        return np.zeros(0, np.float32)
-    a = linear_rgb_to_lab(np.clip(np.asarray(bare_rgb, np.float64), 1e-6, 1))
-    b = linear_rgb_to_lab(np.clip(np.asarray(shown_rgb, np.float64), 1e-6, 1))
-    return np.linalg.norm(a - b, axis=1).astype(np.float32)
+def _box_mean(values: np.ndarray, weight: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of ``values`` over the ``weight``-ed pixels of each size x size window, and the weight there."""
+    k = (int(size), int(size))
+    den = cv2.boxFilter(weight, cv2.CV_32F, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
+    num = cv2.boxFilter(values * weight, cv2.CV_32F, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
+    return num / np.maximum(den, np.float32(1e-6)), den
 
 
-def unseen_hair(hair: np.ndarray, contrast_image: np.ndarray, min_de: float) -> np.ndarray:
-    """HxW bool: hair pixels of the truth (``hair``) whose colour difference from the bare skin,
-    as the optics render it (``contrast_image``: the plane's :func:`hair_contrast` map warped
-    into the image and blurred like the photo), is below ``min_de``."""
-    return np.asarray(hair, bool) & (np.asarray(contrast_image) < np.float32(min_de))
+def unseen_hair(photo: np.ndarray, hair: np.ndarray, bare: np.ndarray, quantile: float, *,
+                reference_px: int = 31, strand_px: int = 5, min_places: int = 500) -> np.ndarray:
+    """HxW bool: the truth's hair pixels that the finished photo shows no more clearly than its own bare skin.
+
+    ``photo`` HxWx3 sRGB8 (RGB order), ``hair`` the truth's hair pixels, ``bare`` its bare skin (scalp
+    outside every dot). Each pixel's colour offset from the bare skin around it (CIELAB, the mean of
+    the bare pixels of a ``reference_px`` window) is averaged over the hair pixels of a ``strand_px``
+    window: along a strand the offset adds up and the noise averages out. The same measure is taken
+    for the same strand shapes laid over bare skin elsewhere in the photo (the hair mask moved by
+    about a reference window); a hair pixel whose offset is below the ``quantile`` percentile of
+    these is unseen. Without enough bare skin around a pixel, or enough places to compare with,
+    nothing is called unseen.
+    """
+    hair = np.asarray(hair, bool)
+    if not hair.any():
+        return np.zeros_like(hair)
+    lab = cv2.cvtColor(np.asarray(photo, np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2Lab)
+    w_bare = np.asarray(bare, bool).astype(np.float32)
+    w_hair = hair.astype(np.float32)
+    # stand-in strands: the hair mask shifted onto bare skin away from any real hair
+    far = w_bare * (cv2.dilate(w_hair, np.ones((5, 5), np.uint8)) == 0)
+    shift = reference_px // 2 + strand_px
+    w_place = np.zeros_like(w_hair)
+    for dy, dx in ((0, shift), (shift, 0), (shift, shift), (0, 3 * shift)):
+        w_place = np.roll(w_hair, (dy, dx), axis=(0, 1)) * far
+        if np.count_nonzero(w_place) >= min_places:
+            break
+    else:
+        return np.zeros_like(hair)
+    e_hair = np.zeros(hair.shape, np.float32)
+    e_place = np.zeros(hair.shape, np.float32)
+    for c in range(3):
+        ref, n_ref = _box_mean(lab[..., c], w_bare, reference_px)
+        d = lab[..., c] - ref
+        e_hair += np.square(_box_mean(d, w_hair, strand_px)[0])
+        e_place += np.square(_box_mean(d, w_place, strand_px)[0])
+    judged = n_ref >= reference_px  # at least a reference window's width of bare pixels around
+    floor = np.percentile(np.sqrt(e_place[(w_place > 0) & judged]), quantile) if (judged & (w_place > 0)).any() else np.inf
+    return hair & judged & (np.sqrt(e_hair) < floor)
