@@ -66,7 +66,7 @@ import math
 import random
 from collections import OrderedDict
 from collections.abc import Iterator, Sized
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import cv2
@@ -80,6 +80,7 @@ from torch.utils.data import Dataset, Sampler, get_worker_info
 from data.augment import IGNORE, AugmentSettings, Augmenter
 from data.config import Settings
 from data.manifest import Manifest, ManifestError, ManifestRow
+from data.photometry import InputNorm, normalise_input
 
 __all__ = ["FocusWeights", "DatasetSettings", "EpochKeys", "Photo", "SeededSampler", "SmpDataset", "WorkerInit",
            "item_rng", "load_photo", "read_visible", "worker_rng"]
@@ -117,6 +118,9 @@ class DatasetSettings(Settings):
     """How image pixels outside the photo are filled (the mask gets 255 there)."""
     cache_images: int = Field(0, ge=0)
     """Decoded photos kept in a per-process LRU cache (0: decode every time)."""
+    input_norm: InputNorm = "none"
+    """Photometric normalisation of each whole photo before cropping (data.photometry; the model's own
+    ``input_norm``, set by training)."""
 
 
 @dataclass(frozen=True)
@@ -361,6 +365,8 @@ class SmpDataset(Dataset):
             self._cache.move_to_end(row)
             return cached
         photo = load_photo(self.manifest[row], where=f"manifest row {row}")
+        if self.settings.input_norm != "none":
+            photo = replace(photo, image=normalise_input(photo.image, self.settings.input_norm))
         if self.settings.cache_images:
             self._cache[row] = photo
             while len(self._cache) > self.settings.cache_images:

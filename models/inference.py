@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from scipy.spatial import cKDTree
 from torch import Tensor
 
+from data.photometry import normalise_input
 from models.network import SegDotNet
 
 __all__ = ["PRECISIONS", "Precision", "Prediction", "TileGrid", "decode_dots", "native_bfloat16", "predict_image",
@@ -335,6 +336,8 @@ def predict_image(
         raise ValueError(f"expected an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    # the whole photo as the model was trained to see it (exposure and white balance out, if it asks)
+    image = normalise_input(image, getattr(getattr(model, "settings", None), "input_norm", "none"))
     height, width = image.shape[:2]
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     model = model.to(dev)

@@ -86,6 +86,7 @@ from torchvision.models.segmentation.lraspp import LRASPPHead
 from torchvision.ops.misc import Conv2dNormActivation, SqueezeExcitation
 
 from data.config import Settings
+from data.photometry import InputNorm
 
 __all__ = [
     "NUM_CLASSES",
@@ -141,6 +142,9 @@ class ModelSettings(Settings):
     """``lraspp`` only: window (cells at stride 16, odd) of the LR-ASPP attention pooling."""
     backbone_weights: Path | None = None
     """Optional local state_dict of the torchvision backbone (nothing is ever downloaded)."""
+    input_norm: InputNorm = "none"
+    """How the photo is given to the network (data.photometry): ``none`` as it is, ``white_point`` with
+    its exposure and white balance taken out; applied to the whole photo, in training and inference."""
 
     @field_validator("se_kernel", "lraspp_pool_kernel")
     @classmethod

@@ -265,7 +265,8 @@ def train(s: TrainSettings, *, resume: bool = False, progress: bool = True) -> T
     out = Path(s.out_dir)
     last_path, best_path = out / "last.pt", out / "best.pt"
 
-    dataset = SmpDataset(train_m, s.data.model_copy(update={"mode": "train", "seed": s.seed}), s.augment)
+    dataset = SmpDataset(train_m, s.data.model_copy(update={"mode": "train", "seed": s.seed,
+                                                            "input_norm": s.model.input_norm}), s.augment)
     sampler = _sampler(s, len(dataset), rank, world)
     loader = _loader(s, dataset, sampler, device)
 

@@ -205,6 +205,19 @@ def test_tiles_cover_the_photo_and_full_mode(synth_manifest):
     assert int(full["n_points"]) == len(photo.points)
 
 
+def test_input_normalisation_is_applied_to_the_whole_photo(synth_manifest):
+    from data.photometry import white_point_normalise
+
+    manifest = read_manifest(synth_manifest)
+    raw = load_photo(manifest[0])
+    plain = SmpDataset(manifest, DatasetSettings(mode="full"))
+    norm = SmpDataset(manifest, DatasetSettings(mode="full", input_norm="white_point"))
+    assert np.array_equal(plain.photo(0).image, raw.image)
+    assert np.array_equal(norm.photo(0).image, white_point_normalise(raw.image))
+    assert np.array_equal(norm.photo(0).mask, raw.mask)
+    assert not torch.equal(plain[0]["image"], norm[0]["image"])
+
+
 def test_max_points_keeps_dots_nearest_the_centre(tmp_path):
     rng = np.random.default_rng(3)
     pts = np.array([[x, y] for x in range(4, 60, 8) for y in range(4, 60, 8)], float)

@@ -1,0 +1,76 @@
+"""The photo's exposure and white balance taken out before the network sees it.
+
+Two photos of the same scalp taken one stop apart, or under a warmer light, differ
+in linear light by one gain per channel (until a channel clips). A network that
+sees the photo as it is must learn to ignore those gains, and measurably does not
+quite (the model benchmark's invariance table). :func:`white_point_normalise`
+removes them instead: in linear light, each channel is divided by its own
+``percentile`` (the photo's bright skin, or the card's paper where the card fills
+more of the frame) and multiplied by ``target``. A gain per channel moves that
+percentile by the same gain, so it cancels exactly; what stays is what the gain
+clipped. The same function runs on every training photo (before cropping and
+augmentation) and on every photo a model assesses (before tiling), chosen by
+the model's own ``input_norm`` setting, so that both see the same kind of input.
+
+It works on the 8-bit sRGB photo through 256-entry tables: one histogram per
+channel, one lookup per pixel.
+"""
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import numpy as np
+
+from data.colour import linear_to_srgb, srgb_to_linear
+
+__all__ = ["INPUT_NORMS", "InputNorm", "normalise_input", "white_point_gains", "white_point_normalise"]
+
+InputNorm = Literal["none", "white_point"]
+"""How a model wants its input photos: as they are, or by :func:`white_point_normalise`."""
+INPUT_NORMS: tuple[str, ...] = get_args(InputNorm)
+
+_LINEAR = srgb_to_linear(np.arange(256) / 255.0)
+_EDGES = srgb_to_linear(np.clip((np.arange(257) - 0.5) / 255.0, 0.0, 1.0))
+#: Each channel's ``percentile`` is mapped to this linear value (sRGB ~0.80: bright skin stays bright).
+TARGET = 0.6
+PERCENTILE = 90.0
+MAX_GAIN = 32.0  # a type VI scalp one stop under: its blue channel needs ~20
+
+
+def white_point_gains(rgb: np.ndarray, percentile: float = PERCENTILE, target: float = TARGET) -> np.ndarray:
+    """(3,) linear-light gain per channel that brings the channel's ``percentile`` to ``target``
+    (limited to 1/``MAX_GAIN``..``MAX_GAIN``; 1 for a channel that is black all over)."""
+    gains = np.ones(3)
+    for c in range(3):
+        hist = np.bincount(np.asarray(rgb[..., c]).ravel(), minlength=256)
+        cum = np.cumsum(hist)
+        q = percentile / 100.0 * cum[-1]
+        level = min(int(np.searchsorted(cum, q)), 255)
+        # within the level's bin, linearly: an 8-bit level spans [level - 0.5, level + 0.5] of the signal
+        below = cum[level - 1] if level else 0
+        frac = (q - below) / max(hist[level], 1)
+        white = _EDGES[level] + frac * (_EDGES[level + 1] - _EDGES[level])
+        if level > 0:  # a channel black at its percentile carries no white point
+            gains[c] = float(np.clip(target / white, 1.0 / MAX_GAIN, MAX_GAIN))
+    return gains
+
+
+def white_point_normalise(rgb: np.ndarray, percentile: float = PERCENTILE, target: float = TARGET) -> np.ndarray:
+    """HxWx3 uint8 sRGB: ``rgb`` (HxWx3 uint8 sRGB) with each channel's gain in linear light taken out."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected an HxWx3 uint8 RGB image, got shape {rgb.shape} dtype {rgb.dtype}")
+    gains = white_point_gains(rgb, percentile, target)
+    out = np.empty_like(rgb)
+    for c in range(3):
+        lut = np.round(255.0 * linear_to_srgb(np.clip(_LINEAR * gains[c], 0.0, 1.0))).astype(np.uint8)
+        np.take(lut, rgb[..., c], out=out[..., c])
+    return out
+
+
+def normalise_input(rgb: np.ndarray, how: str) -> np.ndarray:
+    """The photo as a model with ``input_norm = how`` wants it (``rgb`` itself for ``none``)."""
+    if how == "none":
+        return rgb
+    if how == "white_point":
+        return white_point_normalise(rgb)
+    raise ValueError(f"unknown input normalisation {how!r}; expected one of {INPUT_NORMS}")

@@ -1,0 +1,64 @@
+"""data.photometry: the photo's exposure and white balance taken out before the network."""
+import numpy as np
+import pytest
+
+from data.colour import linear_to_srgb, srgb_to_linear
+from data.photometry import normalise_input, white_point_gains, white_point_normalise
+
+
+def _scene(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    # skin-like tones with texture and a few dark dots; nothing clipped
+    base = np.array([140.0, 110.0, 90.0])
+    img = base + rng.normal(0, 10, (120, 160, 3))
+    img[rng.random((120, 160)) < 0.05] *= 0.3
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _taken(rgb: np.ndarray, gains) -> np.ndarray:
+    lin = srgb_to_linear(rgb / 255.0) * np.asarray(gains)
+    return np.clip(np.round(linear_to_srgb(np.clip(lin, 0, 1)) * 255), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("gains", [(2.0, 2.0, 2.0), (0.5, 0.5, 0.5), (1.15, 1.0, 0.85)])
+def test_a_gain_per_channel_cancels(gains):
+    rgb = _scene()
+    a = white_point_normalise(rgb).astype(int)
+    b = white_point_normalise(_taken(rgb, gains)).astype(int)
+    assert np.abs(a - b).max() <= 3 and np.abs(a - b).mean() < 1.0
+    # ... while the photo as it is differs by far more
+    assert np.abs(rgb.astype(int) - _taken(rgb, gains).astype(int)).mean() > 5
+
+
+def test_gains_are_bounded_and_none_is_the_photo_itself():
+    black = np.zeros((10, 10, 3), np.uint8)
+    assert np.allclose(white_point_gains(black), 1.0)
+    dim = np.full((10, 10, 3), 3, np.uint8)
+    assert white_point_gains(dim).max() == pytest.approx(32.0)
+    rgb = _scene(1)
+    assert normalise_input(rgb, "none") is rgb
+    with pytest.raises(ValueError, match="unknown input normalisation"):
+        normalise_input(rgb, "gray_world")
+    with pytest.raises(ValueError, match="uint8"):
+        white_point_normalise(rgb.astype(np.float32))
+
+
+def test_a_model_that_asks_for_it_sees_the_same_photo_under_another_light():
+    import torch
+
+    from models.inference import predict_image
+    from models.network import ModelSettings, build_model
+
+    torch.manual_seed(0)
+    settings = dict(width_mult=0.5, encoder_stride=8, se_kernel=3, decoder_channels=(8, 8, 16, 16), head_channels=8,
+                    refine_channels=8)
+    rgb, darker = _scene(2), _taken(_scene(2), (0.5, 0.45, 0.4))
+    agree = {}
+    for how in ("none", "white_point"):
+        torch.manual_seed(0)
+        model = build_model(ModelSettings(**settings, input_norm=how)).eval()
+        with torch.no_grad():
+            model.seg_head.out.weight.normal_(0.0, 1.0)
+        a, b = predict_image(model, rgb).labels, predict_image(model, darker).labels
+        agree[how] = float((a == b).mean())
+    assert agree["white_point"] > 0.97 and agree["white_point"] > agree["none"]
