@@ -83,7 +83,7 @@ from data.manifest import Manifest, ManifestError, ManifestRow
 from data.photometry import InputNorm, normalise_input
 
 __all__ = ["FocusWeights", "DatasetSettings", "EpochKeys", "Photo", "SeededSampler", "SmpDataset", "WorkerInit",
-           "item_rng", "load_photo", "read_visible", "worker_rng"]
+           "item_rng", "load_photo", "read_visible", "shrink_mask", "shrink_photo", "worker_rng"]
 
 CLASSES = (0, 1, 2)
 CLASS_NAMES = ("background", "scalp", "hair")
@@ -118,6 +118,9 @@ class DatasetSettings(Settings):
     """How image pixels outside the photo are filled (the mask gets 255 there)."""
     cache_images: int = Field(0, ge=0)
     """Decoded photos kept in a per-process LRU cache (0: decode every time)."""
+    global_long_side: int | None = Field(None, ge=64)
+    """Whole-head views (rows of view ``global``) shrunk to this long side before cropping (the model's own
+    ``global_long_side``, set by training; :func:`shrink_photo`)."""
     input_norm: InputNorm = "none"
     """Photometric normalisation of each whole photo before cropping (data.photometry; the model's own
     ``input_norm``, set by training)."""
@@ -244,6 +247,32 @@ class EpochKeys(Sampler[tuple[int, int]]):
         return ((epoch, int(i)) for i in self.sampler)
 
 
+def shrink_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``mask`` (HxW uint8 classes 0-2, 255 not labelled) resized to ``size`` (w, h) by area: each new pixel
+    takes the class that covers most of its footprint among the labelled ones (255 where none is)."""
+    shares = [cv2.resize((mask == k).astype(np.float32), size, interpolation=cv2.INTER_AREA) for k in range(3)]
+    stack = np.stack(shares)
+    out = np.argmax(stack, axis=0).astype(np.uint8)
+    out[stack.sum(axis=0) < 0.5] = IGNORE
+    return out
+
+
+def shrink_photo(photo: Photo, factor: float) -> Photo:
+    """``photo`` resized by ``factor`` (< 1): the image by area, the mask by :func:`shrink_mask`, the dots
+    and the scale with it."""
+    h, w = photo.mask.shape
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    fx, fy = size[0] / w, size[1] / h
+    points = photo.points.copy()
+    if len(points):
+        points[:, 0] = (points[:, 0] + 0.5) * fx - 0.5
+        points[:, 1] = (points[:, 1] + 0.5) * fy - 0.5
+    mask = shrink_mask(photo.mask, size)
+    return replace(photo, image=cv2.resize(photo.image, size, interpolation=cv2.INTER_AREA), mask=mask,
+                   points=points, px_per_mm=photo.px_per_mm * fx,
+                   class_counts=np.bincount(mask.ravel(), minlength=256)[: len(CLASSES)].astype(np.int64))
+
+
 def load_photo(row: ManifestRow, where: str = "") -> Photo:
     """Decode the photo, mask and dots of ``row`` (EXIF orientation applied to the photo)."""
     label = where or str(row.image)
@@ -365,6 +394,9 @@ class SmpDataset(Dataset):
             self._cache.move_to_end(row)
             return cached
         photo = load_photo(self.manifest[row], where=f"manifest row {row}")
+        side = self.settings.global_long_side
+        if side and self.manifest[row].view == "global" and max(photo.mask.shape) > side:
+            photo = shrink_photo(photo, side / max(photo.mask.shape))
         if self.settings.input_norm != "none":
             photo = replace(photo, image=normalise_input(photo.image, self.settings.input_norm))
         if self.settings.cache_images:

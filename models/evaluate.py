@@ -22,7 +22,7 @@ from data.config import Settings
 from data.dataset import load_photo
 from data.manifest import Manifest, ManifestError
 from data.metrics import HAIR, SCALP
-from models.inference import Precision, predict_image
+from models.inference import Precision, predict_view
 from models.network import prepare_for_inference
 from models.scoring import (CLASS_NAMES, IGNORE, BoundaryScores, DotMatch, boundary_scores, class_counts, confusion,
                             dot_scores, match_dots, pool_boundary, region_scores)
@@ -100,7 +100,7 @@ def evaluate(model: torch.nn.Module, manifest: Manifest, settings: EvalSettings 
                 progress(i + 1, len(rows))
             continue
         t0 = time.perf_counter()
-        pred = predict_image(model, photo.image, tile=settings.tile, overlap=settings.overlap,
+        pred = predict_view(model, photo.image, row.view, tile=settings.tile, overlap=settings.overlap,
                              batch_size=settings.batch_size, device=device, threshold=settings.threshold,
                              precision=settings.precision)
         secs = time.perf_counter() - t0

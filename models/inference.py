@@ -41,7 +41,7 @@ from data.photometry import normalise_input
 from models.network import SegDotNet
 
 __all__ = ["PRECISIONS", "Precision", "Prediction", "TileGrid", "decode_dots", "native_bfloat16", "predict_image",
-           "resolve_precision"]
+           "predict_view", "resolve_precision"]
 
 Precision = Literal["auto", "float32", "bfloat16", "float16"]
 """What :func:`predict_image` can compute in (``auto``: see :func:`resolve_precision`)."""
@@ -364,3 +364,32 @@ def predict_image(
     finally:
         model.train(was_training)
     return acc.result()
+
+
+def predict_view(model: SegDotNet, image: np.ndarray, view: str, **kwargs) -> Prediction:
+    """:func:`predict_image` of a photo of ``view`` (``closeup``/``global``) as the model was trained to see it.
+
+    A model with ``global_long_side`` sees a whole-head view shrunk to that long side (its whole head
+    in one field of view); the labels are brought back to the photo's size (nearest), dot centres
+    and probabilities with them. Close-ups, and models without the setting, go to
+    :func:`predict_image` as they are.
+    """
+    import cv2
+
+    side = getattr(getattr(model, "settings", None), "global_long_side", None)
+    h, w = image.shape[:2]
+    if view != "global" or not side or max(h, w) <= side:
+        return predict_image(model, image, **kwargs)
+    f = side / max(h, w)
+    small = cv2.resize(image, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    pred = predict_image(model, small, **kwargs)
+    fx, fy = w / small.shape[1], h / small.shape[0]
+    labels = cv2.resize(pred.labels, (w, h), interpolation=cv2.INTER_NEAREST)
+    dots = pred.dots.copy()
+    dots[:, 0] = (dots[:, 0] + 0.5) * fx - 0.5
+    dots[:, 1] = (dots[:, 1] + 0.5) * fy - 0.5
+    probs = None
+    if pred.probs is not None:
+        probs = np.stack([cv2.resize(p.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+                          for p in pred.probs]).astype(pred.probs.dtype)
+    return Prediction(labels=labels, dots=dots, probs=probs)

@@ -142,6 +142,10 @@ class ModelSettings(Settings):
     """``lraspp`` only: window (cells at stride 16, odd) of the LR-ASPP attention pooling."""
     backbone_weights: Path | None = None
     """Optional local state_dict of the torchvision backbone (nothing is ever downloaded)."""
+    global_long_side: int | None = Field(None, ge=64)
+    """Whole-head views are shrunk so that their long side is this many px before the network sees them
+    (the whole head in its field of view, as in training); the labels come back at full size. None: as
+    they are (models.inference.predict_view, data.dataset.shrink_photo)."""
     input_norm: InputNorm = "none"
     """How the photo is given to the network (data.photometry): ``none`` as it is, ``white_point`` with
     its exposure and white balance taken out; applied to the whole photo, in training and inference."""

@@ -266,7 +266,9 @@ def train(s: TrainSettings, *, resume: bool = False, progress: bool = True) -> T
     last_path, best_path = out / "last.pt", out / "best.pt"
 
     dataset = SmpDataset(train_m, s.data.model_copy(update={"mode": "train", "seed": s.seed,
-                                                            "input_norm": s.model.input_norm}), s.augment)
+                                                            "input_norm": s.model.input_norm,
+                                                            "global_long_side": s.model.global_long_side}),
+                         s.augment)
     sampler = _sampler(s, len(dataset), rank, world)
     loader = _loader(s, dataset, sampler, device)
 

@@ -251,7 +251,7 @@ class Assessor:
             polygon_px = self._roi_to_px(np.asarray(roi_polygon, float), roi_units, cal)
 
         with timer("segment"):
-            seg = self._segment(rgb, work_ppm, card_mask)
+            seg = self.segment(rgb, work_ppm, card_mask, view)
         labels = seg.labels
         if card_mask is not None:
             labels = labels.copy()
@@ -323,10 +323,13 @@ class Assessor:
                           metrics=metrics, dots=dots, labels=labels, warnings=tuple(dict.fromkeys(warnings)),
                           timings_s=dict(timer.times), config_hash=self.config_hash, roi_polygon_px=polygon_px)
 
-    def _segment(self, rgb: np.ndarray, ppm: float, card_mask: np.ndarray | None) -> Segmentation:
-        """Classes and dot proposals. A photo finer than ``segment.max_px_per_mm`` (beyond what the
-        network was trained on, and costly) is segmented at the canonical scale and the results
-        mapped back, so a photo enlarged 4x gives the mask and proposals of the original."""
+    def segment(self, rgb: np.ndarray, ppm: float, card_mask: np.ndarray | None = None,
+                view: str = "closeup") -> Segmentation:
+        """Classes and dot proposals of an RGB photo of ``view`` at ``ppm`` px/mm, as the assessment forms
+        them (a whole-head view as the model asks: models.inference.predict_view). A photo finer than
+        ``segment.max_px_per_mm`` (beyond what the network was trained on, and costly) is segmented at
+        the canonical scale and the results mapped back, so a photo enlarged 4x gives the mask and
+        proposals of the original."""
         s = self.settings
         f = s.detect.canonical_px_per_mm / ppm if ppm > s.segment.max_px_per_mm else 1.0
         if f < 1.0:
@@ -334,16 +337,17 @@ class Assessor:
             small = cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
             cm = None if card_mask is None else cv2.resize(card_mask.view(np.uint8), small.shape[1::-1],
                                                            interpolation=cv2.INTER_NEAREST).view(bool)
-            seg = self._segment_native(small, ppm * f, cm)
+            seg = self._segment_native(small, ppm * f, cm, view)
             fx, fy = w / small.shape[1], h / small.shape[0]
             labels = cv2.resize(seg.labels, (w, h), interpolation=cv2.INTER_NEAREST)
             xy = np.column_stack([(seg.dots_xy[:, 0] + 0.5) * fx - 0.5, (seg.dots_xy[:, 1] + 0.5) * fy - 0.5])
             return Segmentation(labels, xy.reshape(-1, 2), seg.dot_scores, seg.source)
-        return self._segment_native(rgb, ppm, card_mask)
+        return self._segment_native(rgb, ppm, card_mask, view)
 
-    def _segment_native(self, rgb: np.ndarray, ppm: float, card_mask: np.ndarray | None) -> Segmentation:
+    def _segment_native(self, rgb: np.ndarray, ppm: float, card_mask: np.ndarray | None,
+                        view: str = "closeup") -> Segmentation:
         if self.segmenter is not None:
-            return self.segmenter(rgb)
+            return self.segmenter(rgb, view)
         return classical_segmentation(rgb, ppm, card_mask=card_mask)
 
     @staticmethod

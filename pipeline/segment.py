@@ -71,10 +71,10 @@ class ModelSegmenter:
         return {"name": self.name, "version": self.version, "sha256": self.sha256, "path": self.path,
                 "kind": "model", "precision": self.precision}
 
-    def __call__(self, rgb: np.ndarray) -> Segmentation:
-        from models.inference import predict_image
+    def __call__(self, rgb: np.ndarray, view: str = "closeup") -> Segmentation:
+        from models.inference import predict_view
 
-        pred = predict_image(self.model, rgb, tile=self.tile, overlap=self.overlap, device=self.device,
+        pred = predict_view(self.model, rgb, view, tile=self.tile, overlap=self.overlap, device=self.device,
                              threshold=self.dot_threshold, precision=self.precision)
         return Segmentation(labels=pred.labels, dots_xy=pred.dots[:, :2].astype(np.float64),
                             dot_scores=pred.dots[:, 2].astype(np.float64), source="model")

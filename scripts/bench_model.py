@@ -200,25 +200,26 @@ def _taken_differently(rgb: np.ndarray, how: str) -> np.ndarray:
 
 
 def invariance(model: Path, suites: dict[str, Path], names=("closeup_easy", "closeup_hard")) -> dict:
-    """Scalp IoU of the model's mask of each perturbed photo against its mask of the photo as it is,
-    pooled over the close-up suites (target 0.97: the mask agrees with itself)."""
+    """Scalp IoU of the product's mask of each perturbed photo against its mask of the photo as it is,
+    pooled over the close-up suites (target 0.97: the mask agrees with itself). The mask is the one
+    ``smp assess`` forms (``Assessor.segment``) at the photo's true scale (twice it for the 2x photo)."""
     import cv2
 
     from data.manifest import read_manifest
     from data.metrics import SCALP
-    from models.checkpoint import load_model
-    from models.inference import predict_image
-    from models.network import prepare_for_inference
+    from pipeline.assess import Assessor, load_assess_settings
 
-    net = prepare_for_inference(load_model(model).model)
+    assessor = Assessor(load_assess_settings(None, ["segment.method=model", f"segment.model={model}",
+                                                    "segment.precision=float32"]))
     inter = {h: 0 for h in INVARIANCE}
     union = dict(inter)
     for name in names:
         for row in read_manifest(suites[name] / "manifest.csv"):
             rgb = cv2.cvtColor(cv2.imread(str(row.image), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-            base = predict_image(net, rgb).labels == SCALP
+            base = assessor.segment(rgb, row.px_per_mm).labels == SCALP
             for how in INVARIANCE:
-                lab = predict_image(net, _taken_differently(rgb, how)).labels
+                ppm = row.px_per_mm * (2.0 if how == "2x pixels" else 1.0)
+                lab = assessor.segment(_taken_differently(rgb, how), ppm).labels
                 if lab.shape != base.shape:
                     lab = cv2.resize(lab, (base.shape[1], base.shape[0]), interpolation=cv2.INTER_NEAREST)
                 other = lab == SCALP
@@ -234,7 +235,8 @@ def invariance_table(results: dict) -> str:
         if r.get("invariance"):
             lines.append(f"| {name} | " + " | ".join(fmt(r["invariance"][h]) for h in INVARIANCE) + " |")
     lines += ["", "Scalp IoU of the mask of the photo taken differently against the mask of the photo as it is, "
-              "pooled over the easy and hard close-ups (target 0.97 each)."]
+              "pooled over the easy and hard close-ups (target 0.97 each). The mask is the product's (smp assess's "
+              "segmentation at the photo's true scale, twice it for the 2x photo)."]
     return "\n".join(lines)
 
 

@@ -403,3 +403,43 @@ def test_epoch_keys_reach_persistent_workers(synth_manifest):
     want = torch.stack([ds[k]["image"] for k in list(keys)[:2]])
     assert torch.equal(firsts[1], want) and not torch.equal(firsts[0], firsts[1])
     assert list(keys)[0][0] == 1 and len(keys) == 4
+
+
+def test_whole_head_views_are_shrunk_before_cropping():
+    from data.dataset import Photo, shrink_mask, shrink_photo
+
+    mask = np.zeros((40, 60), np.uint8)
+    mask[:, 30:] = 1
+    mask[10:20, 40:44] = 2   # a 10 x 4 block of hair: hair in its 5 x 2 footprint
+    mask[:4, :4] = 255
+    small = shrink_mask(mask, (30, 20))
+    assert small.shape == (20, 30)
+    assert (small[:, :15] == 0)[2:].all() and (small[:, 15:] > 0).all()
+    assert (small[5:10, 20:22] == 2).all() and (small == 2).sum() == 10
+    assert (small[:2, :2] == 255).all()
+    photo = Photo(image=np.zeros((40, 60, 3), np.uint8), mask=mask, points=np.array([[59.0, 39.0], [0.0, 0.0]]),
+                  visible=np.ones(2, bool), has_points=True, px_per_mm=4.0,
+                  class_counts=np.zeros(3, np.int64))
+    half = shrink_photo(photo, 0.5)
+    assert half.image.shape == (20, 30, 3) and half.px_per_mm == pytest.approx(2.0)
+    assert np.allclose(half.points, [[29.25, 19.25], [-0.25, -0.25]])
+    assert half.class_counts.tolist() == [int((half.mask == k).sum()) for k in range(3)]
+
+
+def test_predict_view_shrinks_only_whole_head_views_for_a_model_that_asks():
+    from models.inference import predict_view
+    from models.network import ModelSettings, build_model
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    settings = dict(width_mult=0.5, encoder_stride=8, se_kernel=3, decoder_channels=(8, 8, 16, 16), head_channels=8,
+                    refine_channels=8)
+    torch.manual_seed(0)
+    plain = build_model(ModelSettings(**settings)).eval()
+    torch.manual_seed(0)
+    wide = build_model(ModelSettings(**settings, global_long_side=128)).eval()
+    a, b = predict_view(plain, image, "global"), predict_view(wide, image, "global")
+    assert a.labels.shape == b.labels.shape == (300, 400)
+    # the shrunk prediction is blocky: constant over the ~3 x 3 px each network pixel stands for
+    assert (np.diff(b.labels.astype(int), axis=1) != 0).mean() < 0.5 * (np.diff(a.labels.astype(int), axis=1) != 0).mean()
+    assert np.array_equal(predict_view(wide, image, "closeup").labels, predict_view(plain, image, "closeup").labels)
