@@ -228,15 +228,56 @@ def invariance(model: Path, suites: dict[str, Path], names=("closeup_easy", "clo
     return {h: inter[h] / union[h] if union[h] else None for h in INVARIANCE}
 
 
+def no_scalp_windows(suite: Path, size: int = 256, stride: int = 128, min_share: float = 0.99) -> list[np.ndarray]:
+    """Windows of the whole-head views whose truth is (almost) all background: walls, clothes, the
+    face, neck and ears. Shown to the product as photos of their own, none has any scalp."""
+    import cv2
+
+    from data.manifest import read_manifest
+
+    out = []
+    for row in read_manifest(suite / "manifest.csv"):
+        rgb = cv2.cvtColor(cv2.imread(str(row.image), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        truth = cv2.imread(str(row.mask), cv2.IMREAD_UNCHANGED)
+        h, w = truth.shape
+        for y in range(0, h - size + 1, stride):
+            for x in range(0, w - size + 1, stride):
+                if (truth[y:y + size, x:x + size] == 0).mean() >= min_share:
+                    out.append(rgb[y:y + size, x:x + size].copy())
+    return out
+
+
+def no_scalp(model: Path, windows: list[np.ndarray]) -> dict:
+    """How many scalp-free windows the product refuses (``no_scalp``: scalp and hair under
+    ``quality.min_roi_fraction`` of the photo), assessed as photos without a scale."""
+    from data.metrics import HAIR, SCALP
+    from pipeline.assess import Assessor, load_assess_settings
+
+    assessor = Assessor(load_assess_settings(None, ["segment.method=model", f"segment.model={model}",
+                                                    "segment.precision=float32"]))
+    limit = assessor.settings.quality.min_roi_fraction
+    roi = [float(np.isin(assessor.segment(w, assessor.settings.assumed_closeup_px_per_mm).labels, (SCALP, HAIR)).mean())
+           for w in windows]
+    return {"windows": len(roi), "refused": int(sum(r < limit for r in roi)),
+            "roi_share_median": float(np.median(roi)) if roi else None}
+
+
 def invariance_table(results: dict) -> str:
     head = "| model | " + " | ".join(INVARIANCE) + " |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, r in results.items():
         if r.get("invariance"):
             lines.append(f"| {name} | " + " | ".join(fmt(r["invariance"][h]) for h in INVARIANCE) + " |")
+    lines += ["", "| model | scalp-free windows | refused (no_scalp) | median share called scalp or hair |", "|---|---|---|---|"]
+    for name, r in results.items():
+        if r.get("no_scalp"):
+            q = r["no_scalp"]
+            lines.append(f"| {name} | {q['windows']} | {q['refused']} | {fmt(q['roi_share_median'])} |")
     lines += ["", "Scalp IoU of the mask of the photo taken differently against the mask of the photo as it is, "
               "pooled over the easy and hard close-ups (target 0.97 each). The mask is the product's (smp assess's "
-              "segmentation at the photo's true scale, twice it for the 2x photo)."]
+              "segmentation at the photo's true scale, twice it for the 2x photo).",
+              "Scalp-free windows: 256 px windows of the whole-head views whose truth is all background (walls, "
+              "clothes, face, neck, ears), each assessed as a photo without a scale; every one should be refused."]
     return "\n".join(lines)
 
 
@@ -280,6 +321,7 @@ def main() -> int:
     spec = yaml.safe_load((ROOT / "configs" / "bench" / "suites.yaml").read_text())
     suites = build_suites(args.out, {k: spec["suites"][k] for k in SUITES + EXTRA_SUITES})
     photo = None if args.skip_speed else speed_photo(args.out)
+    windows = no_scalp_windows(suites["global"])
     results = {}
     precisions = args.precision or ["float32"]
     for name, path in models.items():
@@ -289,6 +331,8 @@ def main() -> int:
             if precision == precisions[0]:
                 r["invariance"] = invariance(Path(path), suites)
                 print(f"[bench-model] {label} invariance: {r['invariance']}", flush=True)
+                r["no_scalp"] = no_scalp(Path(path), windows)
+                print(f"[bench-model] {label} scalp-free windows: {r['no_scalp']}", flush=True)
             if photo is not None:
                 r["speed"] = model_speed(Path(path), photo, args.repeats, precision)
                 print(f"[bench-model] {label}: 12 MP {r['speed']['median_s']:.2f} s, "
