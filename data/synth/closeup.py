@@ -321,6 +321,7 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     hair_mask = cov >= 0.5
     # how much of each dot's disc the hair hides (the `visible` truth)
     hair_cover = disc_mean(cov, dots.xy_mm * ppm - 0.5, dots.radius_mm * ppm) if n else np.zeros(0)
+    label_cov = hair.label_coverage(cov)
     del hair
 
     # --- card ---
@@ -335,9 +336,10 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     # the class truth follows the photo: hair and card coverage are warped with the photo's own
     # (bilinear) interpolation and cut at one half in the image, so a 1-px strand is labelled
     # where the photo shows it, not where nearest-neighbour sampling of the plane happens to land
-    mask = cv2.warpPerspective(cov, m, flags=cv2.INTER_LINEAR, **warp) >= np.float32(0.5)
+    # (faint strands, drawn at a third of their opacity, are labelled by what they cover)
+    mask = cv2.warpPerspective(label_cov, m, flags=cv2.INTER_LINEAR, **warp) >= np.float32(0.5)
     mask = mask.view(np.uint8) + np.uint8(1)  # 1 scalp, 2 hair (uint8 all along: no int64 temporaries)
-    del cov
+    del cov, label_cov
     if card_pose.present:
         mask[cv2.warpPerspective(card_cover, m, flags=cv2.INTER_LINEAR, **warp) >= np.float32(0.5)] = 0
     skin_l = cv2.warpPerspective(skin_l_plane, m, flags=cv2.INTER_LINEAR, **warp)

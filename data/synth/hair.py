@@ -154,6 +154,17 @@ class HairLayer:
     n_long: int
     marks: dict[str, np.ndarray] | None = None
     """Plane mm positions (K, 2) of the hair look-alikes drawn: cut_ends, fragments, vellus_hairs."""
+    faint_footprint: np.ndarray | None = None
+    """HxW uint8: coverage (0-255) the faint strands (vellus hairs, drawn at a third of their opacity)
+    would have at full opacity, or None without any. The truth labels a strand by what it covers,
+    not by how dark it is (:meth:`label_coverage`)."""
+
+    def label_coverage(self, coverage: np.ndarray) -> np.ndarray:
+        """HxW float32 for the class truth: ``coverage`` (from :meth:`composite`) with the faint strands
+        counted at full opacity (``coverage`` itself when there are none)."""
+        if self.faint_footprint is None:
+            return coverage
+        return np.maximum(coverage, self.faint_footprint.astype(np.float32) * np.float32(1 / 255))
 
     def _total(self) -> np.ndarray:
         """HxW float32 sum of the tone coverages (0-255 per tone)."""
@@ -276,6 +287,7 @@ def render_hair(rng: np.random.Generator, p: HairParams, follicles: Follicles,
 
     canvases = np.zeros((n_tones, h, w), np.uint8)
     scale = 16.0 * px_per_mm  # OpenCV fixed point with shift=4
+    faint = np.zeros((h, w), np.uint8) if k else None
     for paths, wmm, tone_idx, opacity in layers:
         wpx = wmm * px_per_mm
         thick = np.maximum(1, np.round(wpx)).astype(int)
@@ -289,9 +301,16 @@ def render_hair(rng: np.random.Generator, p: HairParams, follicles: Follicles,
                     if len(idx):
                         cv2.polylines(canvases[tone], list(pts_all[idx]), False, int(round(255 * lv / 7)),
                                       int(t), cv2.LINE_AA, shift=4)
+        if faint is not None and (opacity < 1).all():  # a faint layer (vellus), its footprint at full opacity
+            full = np.clip(np.round(np.clip(wpx / thick, 0.0, 1.0) * 7), 1, 7).astype(int)
+            for lv in np.unique(full):
+                for t in np.unique(thick[full == lv]):
+                    idx = np.flatnonzero((thick == t) & (full == lv))
+                    cv2.polylines(faint, list(pts_all[idx]), False, int(round(255 * lv / 7)), int(t), cv2.LINE_AA,
+                                  shift=4)
     marks = {"cut_ends": roots[cut], "fragments": frag, "vellus_hairs": vel}
     return HairLayer(tones=tones, tone_coverage=canvases, n_strands=int(n), n_long=int(is_long.sum()),
-                     marks=marks)
+                     marks=marks, faint_footprint=faint)
 
 
 def _straight(start_mm: np.ndarray, length_mm: np.ndarray, angle: np.ndarray, n_points: int = 2) -> np.ndarray:
