@@ -256,26 +256,24 @@ def test_hair_visibility_threshold_decides_the_hair_label(quantile, expect_seen)
     assert m["scalp_fraction"] == pytest.approx((scalp + unseen) / roi, abs=1e-6)
 
 
-def test_faint_vellus_strands_are_labelled_by_what_they_cover():
-    # a vellus hair is drawn at a third of its opacity (pale), but where it covers half a pixel
-    # or more it is hair in the truth, like any strand; the dark look of the photo is untouched
+def test_thin_and_faint_strands_are_labelled_along_their_line():
+    # a strand narrower than a pixel, or a vellus hair (a third of the opacity), is drawn fainter in
+    # the photo, but the truth labels the pixels its line passes through, like any strand
+    from dataclasses import replace
+
     from data.synth.hair import Follicles, draw_hair, render_hair
 
     cfg = load_settings(SynthSettings, None, SMALL, default="synth/closeup.yaml")
-    rng = np.random.default_rng(0)
-    p = draw_hair(rng, cfg.hair)
-    from dataclasses import replace
-
-    p = replace(p, vellus_fraction=1.0, vellus_width_mm=(0.1, 0.1), vellus_length_mm=(1.0, 1.0))
+    p = draw_hair(np.random.default_rng(0), cfg.hair)
     follicles = Follicles(xy_mm=np.array([[5.0, 5.0], [12.0, 8.0]]), has_hair=np.array([False, False]))
-    layer = render_hair(rng, p, follicles, (200, 300), 20.0)
-    albedo = np.full((200, 300, 3), 0.3, np.float32)
-    cov = layer.composite(albedo)
-    assert cov.max() < 0.5                      # as drawn: too faint to be hair by coverage
-    label = layer.label_coverage(cov)
-    assert (label >= 0.5).sum() > 2 * 20        # two 1 mm strands of 2 px at 20 px/mm
-    assert ((label >= 0.5) <= (layer.faint_footprint >= 128)).all()   # only where the strands lie
-    # no faint strands: the label is the coverage itself
-    p0 = replace(p, vellus_fraction=0.0)
-    plain = render_hair(np.random.default_rng(0), p0, follicles, (200, 300), 20.0)
-    assert plain.faint_footprint is None and plain.label_coverage(cov) is cov
+    for name, q in (("vellus", replace(p, vellus_fraction=1.0, vellus_width_mm=(0.05, 0.05),
+                                       vellus_length_mm=(1.0, 1.0))),
+                    ("thin strand", replace(p, vellus_fraction=0.0, width_mm=0.02, stubble_length_mm=(1.0, 1.0),
+                                            long_fraction=0.0, cut_end_fraction=0.0))):
+        fol = follicles if name == "vellus" else Follicles(follicles.xy_mm, np.array([True, True]))
+        layer = render_hair(np.random.default_rng(0), q, fol, (200, 300), 20.0)
+        cov = layer.composite(np.full((200, 300, 3), 0.3, np.float32))
+        assert cov.max() < 0.5, name                       # as drawn: too faint to be hair by coverage
+        label = layer.label_coverage() >= 0.5
+        assert label.sum() > 2 * 15, name                 # two ~1 mm strands at 20 px/mm, one pixel wide
+        assert (label <= (cov > 0)).all(), name            # only where the strands lie

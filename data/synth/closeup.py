@@ -321,7 +321,7 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     hair_mask = cov >= 0.5
     # how much of each dot's disc the hair hides (the `visible` truth)
     hair_cover = disc_mean(cov, dots.xy_mm * ppm - 0.5, dots.radius_mm * ppm) if n else np.zeros(0)
-    label_cov = hair.label_coverage(cov)
+    label_cov = hair.label_coverage()
     del hair
 
     # --- card ---
@@ -336,7 +336,7 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     # the class truth follows the photo: hair and card coverage are warped with the photo's own
     # (bilinear) interpolation and cut at one half in the image, so a 1-px strand is labelled
     # where the photo shows it, not where nearest-neighbour sampling of the plane happens to land
-    # (faint strands, drawn at a third of their opacity, are labelled by what they cover)
+    # (by the strands' footprint: a strand narrower than a pixel, or faint, is labelled along its line)
     mask = cv2.warpPerspective(label_cov, m, flags=cv2.INTER_LINEAR, **warp) >= np.float32(0.5)
     mask = mask.view(np.uint8) + np.uint8(1)  # 1 scalp, 2 hair (uint8 all along: no int64 temporaries)
     del cov, label_cov

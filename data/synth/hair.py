@@ -154,17 +154,18 @@ class HairLayer:
     n_long: int
     marks: dict[str, np.ndarray] | None = None
     """Plane mm positions (K, 2) of the hair look-alikes drawn: cut_ends, fragments, vellus_hairs."""
-    faint_footprint: np.ndarray | None = None
-    """HxW uint8: coverage (0-255) the faint strands (vellus hairs, drawn at a third of their opacity)
-    would have at full opacity, or None without any. The truth labels a strand by what it covers,
-    not by how dark it is (:meth:`label_coverage`)."""
+    footprint: np.ndarray | None = None
+    """HxW uint8 (0-255): every strand drawn at full level, its line at least one pixel wide. A strand
+    narrower than a pixel, or faint (vellus hairs, at a third of their opacity), is drawn fainter in
+    the photo (:attr:`tone_coverage`) but still passes through the pixels of its line: the truth
+    labels it there (:meth:`label_coverage`), and the photo test decides whether it is seen
+    (data.synth.visibility.unseen_hair)."""
 
-    def label_coverage(self, coverage: np.ndarray) -> np.ndarray:
-        """HxW float32 for the class truth: ``coverage`` (from :meth:`composite`) with the faint strands
-        counted at full opacity (``coverage`` itself when there are none)."""
-        if self.faint_footprint is None:
-            return coverage
-        return np.maximum(coverage, self.faint_footprint.astype(np.float32) * np.float32(1 / 255))
+    def label_coverage(self) -> np.ndarray:
+        """HxW float32 in [0, 1]: the strands' footprint, for the class truth (cut at one half)."""
+        if self.footprint is None:
+            return self.coverage()
+        return self.footprint.astype(np.float32) * np.float32(1 / 255)
 
     def _total(self) -> np.ndarray:
         """HxW float32 sum of the tone coverages (0-255 per tone)."""
@@ -287,7 +288,7 @@ def render_hair(rng: np.random.Generator, p: HairParams, follicles: Follicles,
 
     canvases = np.zeros((n_tones, h, w), np.uint8)
     scale = 16.0 * px_per_mm  # OpenCV fixed point with shift=4
-    faint = np.zeros((h, w), np.uint8) if k else None
+    footprint = np.zeros((h, w), np.uint8)
     for paths, wmm, tone_idx, opacity in layers:
         wpx = wmm * px_per_mm
         thick = np.maximum(1, np.round(wpx)).astype(int)
@@ -301,16 +302,11 @@ def render_hair(rng: np.random.Generator, p: HairParams, follicles: Follicles,
                     if len(idx):
                         cv2.polylines(canvases[tone], list(pts_all[idx]), False, int(round(255 * lv / 7)),
                                       int(t), cv2.LINE_AA, shift=4)
-        if faint is not None and (opacity < 1).all():  # a faint layer (vellus), its footprint at full opacity
-            full = np.clip(np.round(np.clip(wpx / thick, 0.0, 1.0) * 7), 1, 7).astype(int)
-            for lv in np.unique(full):
-                for t in np.unique(thick[full == lv]):
-                    idx = np.flatnonzero((thick == t) & (full == lv))
-                    cv2.polylines(faint, list(pts_all[idx]), False, int(round(255 * lv / 7)), int(t), cv2.LINE_AA,
-                                  shift=4)
+        for t in np.unique(thick):  # the footprint: every line at full level
+            cv2.polylines(footprint, list(pts_all[thick == t]), False, 255, int(t), cv2.LINE_AA, shift=4)
     marks = {"cut_ends": roots[cut], "fragments": frag, "vellus_hairs": vel}
     return HairLayer(tones=tones, tone_coverage=canvases, n_strands=int(n), n_long=int(is_long.sum()),
-                     marks=marks, faint_footprint=faint)
+                     marks=marks, footprint=footprint)
 
 
 def _straight(start_mm: np.ndarray, length_mm: np.ndarray, angle: np.ndarray, n_points: int = 2) -> np.ndarray:
