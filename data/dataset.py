@@ -79,6 +79,7 @@ from torch.utils.data import Dataset, Sampler, get_worker_info
 
 from data.augment import IGNORE, AugmentSettings, Augmenter
 from data.config import Settings
+from data.geometry import resize_points
 from data.manifest import Manifest, ManifestError, ManifestRow
 from data.photometry import InputNorm, normalise_input
 
@@ -263,13 +264,9 @@ def shrink_photo(photo: Photo, factor: float) -> Photo:
     h, w = photo.mask.shape
     size = (max(1, round(w * factor)), max(1, round(h * factor)))
     fx, fy = size[0] / w, size[1] / h
-    points = photo.points.copy()
-    if len(points):
-        points[:, 0] = (points[:, 0] + 0.5) * fx - 0.5
-        points[:, 1] = (points[:, 1] + 0.5) * fy - 0.5
     mask = shrink_mask(photo.mask, size)
     return replace(photo, image=cv2.resize(photo.image, size, interpolation=cv2.INTER_AREA), mask=mask,
-                   points=points, px_per_mm=photo.px_per_mm * fx,
+                   points=resize_points(photo.points, fx, fy), px_per_mm=photo.px_per_mm * fx,
                    class_counts=np.bincount(mask.ravel(), minlength=256)[: len(CLASSES)].astype(np.int64))
 
 

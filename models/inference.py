@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from scipy.spatial import cKDTree
 from torch import Tensor
 
+from data.geometry import resize_points
 from data.photometry import normalise_input
 from models.network import SegDotNet
 
@@ -385,9 +386,7 @@ def predict_view(model: SegDotNet, image: np.ndarray, view: str, **kwargs) -> Pr
     pred = predict_image(model, small, **kwargs)
     fx, fy = w / small.shape[1], h / small.shape[0]
     labels = cv2.resize(pred.labels, (w, h), interpolation=cv2.INTER_NEAREST)
-    dots = pred.dots.copy()
-    dots[:, 0] = (dots[:, 0] + 0.5) * fx - 0.5
-    dots[:, 1] = (dots[:, 1] + 0.5) * fy - 0.5
+    dots = resize_points(pred.dots, fx, fy)
     probs = None
     if pred.probs is not None:
         probs = np.stack([cv2.resize(p.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)

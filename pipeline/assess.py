@@ -24,6 +24,7 @@ from pydantic import Field
 
 from data.card import CardSpec, load_card, paper_rect_mm
 from data.config import Settings, load_settings
+from data.geometry import resize_points
 from data.flags import FlagSettings, load_flag_settings
 from data.metrics import SCALP, PhotoMetrics, photo_metrics
 from models.dot_patch import PatchRanker, default_patch_path
@@ -340,8 +341,7 @@ class Assessor:
             seg = self._segment_native(small, ppm * f, cm, view)
             fx, fy = w / small.shape[1], h / small.shape[0]
             labels = cv2.resize(seg.labels, (w, h), interpolation=cv2.INTER_NEAREST)
-            xy = np.column_stack([(seg.dots_xy[:, 0] + 0.5) * fx - 0.5, (seg.dots_xy[:, 1] + 0.5) * fy - 0.5])
-            return Segmentation(labels, xy.reshape(-1, 2), seg.dot_scores, seg.source)
+            return Segmentation(labels, resize_points(seg.dots_xy.reshape(-1, 2), fx, fy), seg.dot_scores, seg.source)
         return self._segment_native(rgb, ppm, card_mask, view)
 
     def _segment_native(self, rgb: np.ndarray, ppm: float, card_mask: np.ndarray | None,

@@ -443,3 +443,13 @@ def test_predict_view_shrinks_only_whole_head_views_for_a_model_that_asks():
     # the shrunk prediction is blocky: constant over the ~3 x 3 px each network pixel stands for
     assert (np.diff(b.labels.astype(int), axis=1) != 0).mean() < 0.5 * (np.diff(a.labels.astype(int), axis=1) != 0).mean()
     assert np.array_equal(predict_view(wide, image, "closeup").labels, predict_view(plain, image, "closeup").labels)
+
+
+def test_resize_points_keeps_pixel_centres_and_other_columns():
+    from data.geometry import resize_points
+
+    xy = np.array([[0.0, 0.0, 0.7], [9.0, 4.0, 0.2]], np.float32)
+    out = resize_points(xy, 2.0, 0.5)
+    assert out.dtype == np.float32 and np.allclose(out, [[0.5, -0.25, 0.7], [18.5, 1.75, 0.2]])
+    assert xy[1, 0] == 9.0                                          # the input is left as it is
+    assert resize_points(np.zeros((0, 2)), 2.0, 2.0).shape == (0, 2)
