@@ -234,16 +234,13 @@ def no_scalp_windows(suite: Path, size: int = 256, stride: int = 128, min_share:
     import cv2
 
     from data.manifest import read_manifest
+    from data.negatives import background_windows
 
     out = []
     for row in read_manifest(suite / "manifest.csv"):
         rgb = cv2.cvtColor(cv2.imread(str(row.image), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         truth = cv2.imread(str(row.mask), cv2.IMREAD_UNCHANGED)
-        h, w = truth.shape
-        for y in range(0, h - size + 1, stride):
-            for x in range(0, w - size + 1, stride):
-                if (truth[y:y + size, x:x + size] == 0).mean() >= min_share:
-                    out.append(rgb[y:y + size, x:x + size].copy())
+        out += [rgb[y:y + size, x:x + size].copy() for x, y in background_windows(truth, size, stride, min_share)]
     return out
 
 

@@ -66,6 +66,9 @@ VARIETY_SETS = TRAIN_SETS + [
     ("global_more", "global", 40, 2006, []),
 ]
 DATA = {"visible-dots": TRAIN_SETS, "variety": VARIETY_SETS}
+#: ``--data variety`` also cuts scalp-free photos (walls, clothes, the face and neck, at their own scale)
+#: from the whole-head training views: (folder, the sets cut from, photos per view at most, seed, size in px)
+SCALP_FREE = ("scalp_free", ("global", "global_more"), 1, 2007, 256)
 BEGIN, END = "<!-- train_recipe: begin -->", "<!-- train_recipe: end -->"
 
 
@@ -115,6 +118,48 @@ def card_section(meta: dict, results: dict, times: dict, command: str, data: str
     ])
 
 
+def add_scalp_free(work: Path, manifest: Path, spec: tuple = SCALP_FREE) -> Path:
+    """Cut the scalp-free set (:data:`SCALP_FREE`, data.negatives) from its whole-head sets under
+    ``work``/data, once, and append it to the combined ``manifest``; each photo keeps its source's split."""
+    import cv2
+    import numpy as np
+    import pandas as pd
+
+    from data.negatives import scalp_free_photos
+
+    name, sources, per_photo, seed, size = spec
+    root = work / "data"
+    out = root / name
+    if not (out / "manifest.csv").exists():
+        rng = np.random.default_rng(seed)
+        rows = []
+        for source in sources:
+            df = pd.read_csv(root / source / "manifest.csv", dtype=str, keep_default_na=False)
+            for rec in df.to_dict("records"):
+                rgb = cv2.cvtColor(cv2.imread(str(root / source / rec["image"])), cv2.COLOR_BGR2RGB)
+                mask = cv2.imread(str(root / source / rec["mask"]), cv2.IMREAD_UNCHANGED)
+                for cut in scalp_free_photos(rgb, mask, float(rec["px_per_mm"]), rng, size=size, max_n=per_photo):
+                    folder = out / f"img_{len(rows):05d}"
+                    folder.mkdir(parents=True, exist_ok=True)
+                    cv2.imwrite(str(folder / "photo.jpg"), cv2.cvtColor(cut.image, cv2.COLOR_RGB2BGR),
+                                [cv2.IMWRITE_JPEG_QUALITY, 92])
+                    cv2.imwrite(str(folder / "mask.png"), cut.mask)
+                    (folder / "dots.csv").write_text("x,y,visible\n")  # no dot: a negative for the dot head too
+                    rows.append({**{k: "" for k in df.columns}, "image": f"{folder.name}/photo.jpg",
+                                 "mask": f"{folder.name}/mask.png", "dots": f"{folder.name}/dots.csv",
+                                 "px_per_mm": f"{cut.px_per_mm:.6f}",
+                                 "view": "closeup", "split": rec["split"], "source": "synthetic"})
+        out.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows, columns=list(df.columns)).to_csv(out / "manifest.csv", index=False)
+    combined = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    combined = combined[~combined["image"].str.startswith(f"{name}/")]
+    extra = pd.read_csv(out / "manifest.csv", dtype=str, keep_default_na=False)
+    for col in ("image", "mask", "dots"):
+        extra[col] = [f"{name}/{v}" for v in extra[col]]
+    pd.concat([combined, extra]).to_csv(manifest, index=False)
+    return manifest
+
+
 def install(best: Path, section: str) -> None:
     """Copy the weights into models/weights and put the section into its model card."""
     weights = ROOT / "models" / "weights"
@@ -145,6 +190,8 @@ def main() -> int:
 
     t = time.perf_counter()
     manifest = build_data(work, args.jobs, args.limit, DATA[args.data])
+    if args.data == "variety":
+        manifest = add_scalp_free(work, manifest)
     times["data_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
