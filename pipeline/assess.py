@@ -36,7 +36,7 @@ from .dots import DotSettings, empty_geometry, footprint_mask, local_px_per_mm, 
 from .loading import LoadSettings, Photo, load_photo
 from .overlay import render_overlay
 from .pigment import DOT_COLUMNS, dot_table
-from .quality import QualityReport, QualitySettings, check_quality
+from .quality import MaskWobble, QualityReport, QualitySettings, check_quality, mask_wobble, second_look, second_look_window
 from .runtime import blas_threads
 from .segment import ModelSegmenter, Segmentation, card_polygon_mask, classical_segmentation
 
@@ -257,6 +257,10 @@ class Assessor:
         if card_mask is not None:
             labels = labels.copy()
             labels[card_mask] = 0
+        wobble = None
+        if s.quality.second_look:
+            with timer("second_look"):
+                wobble = self._second_look(rgb, labels, work_ppm, card_mask, view)
 
         with timer("colour"):
             # L* of the corrected photo, the one full-frame float image; dot colours are
@@ -303,7 +307,7 @@ class Assessor:
 
         with timer("quality"):
             quality = check_quality(rgb, lstar, labels, ppm, view, s.quality,
-                                    dot_elongation=geom.elongation, dot_orientation=geom.orientation)
+                                    dot_elongation=geom.elongation, dot_orientation=geom.orientation, wobble=wobble)
         warnings += [f"quality: {q}" for q in quality.warnings]
 
         with timer("metrics"):
@@ -343,6 +347,20 @@ class Assessor:
             labels = cv2.resize(seg.labels, (w, h), interpolation=cv2.INTER_NEAREST)
             return Segmentation(labels, resize_points(seg.dots_xy.reshape(-1, 2), fx, fy), seg.dot_scores, seg.source)
         return self._segment_native(rgb, ppm, card_mask, view)
+
+    def _second_look(self, rgb: np.ndarray, labels: np.ndarray, ppm: float, card_mask: np.ndarray | None,
+                     view: str) -> MaskWobble | None:
+        """The segmenter's second look at the photo's centre (pipeline.quality.second_look), against
+        its first (``labels``, the card already taken out)."""
+        rows, cols = second_look_window(labels.shape)
+        cm = None if card_mask is None else np.ascontiguousarray(card_mask[rows, cols])
+        again = second_look(rgb[rows, cols], lambda im: self.segment(im, ppm, None if cm is None else cm[:, ::-1],
+                                                                     view).labels,
+                            self.settings.quality.second_look_stops)
+        if cm is not None:
+            again = again.copy()
+            again[cm] = 0
+        return mask_wobble(labels[rows, cols], again)
 
     def _segment_native(self, rgb: np.ndarray, ppm: float, card_mask: np.ndarray | None,
                         view: str = "closeup") -> Segmentation:

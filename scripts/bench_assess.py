@@ -187,7 +187,8 @@ def score_photo(assessor: Assessor, folder: Path) -> tuple[dict, dict]:
            "show_through_err_pp": None if _abs(m["show_through"], tm["show_through"]) is None
            else 100 * _abs(m["show_through"], tm["show_through"]),
            "hair_iou": hair_inter / hair_union if hair_union else None, "hair_boundary_f1": hair.f1,
-           "warnings": len(a.warnings), "quality_ok": a.quality.ok}
+           "warnings": len(a.warnings), "quality_ok": a.quality.ok,
+           "mask_unsure": "mask_unsure" in a.quality.warnings, "wobble_pp": a.quality.scalp_fraction_wobble_pp}
     counts: dict = {"tp": 0, "fp": 0, "fn": 0, "colour_de": [], "loc_mm": [], "diam_err": [], "hair": hair,
                     "hair_inter": hair_inter, "hair_union": hair_union,
                     "band_mm_true": np.zeros(len(MM_BANDS) - 1), "band_mm_tp": np.zeros(len(MM_BANDS) - 1),
@@ -312,6 +313,13 @@ def summarise(rows: list[dict], counts: list[dict]) -> dict:
            "density_err_median": med("density_err"), "scalp_fraction_err_pp_median": med("scalp_fraction_err_pp"),
            "show_through_err_pp_median": med("show_through_err_pp"), "seconds_median": med("seconds"),
            "quality_ok": int(df.quality_ok.sum())}
+    # the second look's warning against the truth: are the scalp fractions it refuses the wrong ones?
+    unsure = df["mask_unsure"].astype(bool) if "mask_unsure" in df else pd.Series(False, index=df.index)
+    err = df["scalp_fraction_err_pp"] if "scalp_fraction_err_pp" in df else pd.Series(np.nan, index=df.index)
+    out.update(mask_unsure=int(unsure.sum()),
+               scalp_fraction_err_pp_unsure=float(err[unsure].median()) if err[unsure].notna().any() else None,
+               scalp_fraction_err_pp_kept=float(err[~unsure].median()) if err[~unsure].notna().any() else None,
+               wobble_pp_median=med("wobble_pp") if "wobble_pp" in df else None)
     tp, fp, fn = (sum(c[k] for c in counts) for k in ("tp", "fp", "fn"))
     p, r = _pr(tp, fp, fn)
     out.update(dot_precision=p, dot_recall=r, dot_f1=(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn else None)
@@ -465,6 +473,18 @@ def tables(res: dict) -> str:
                 lines.append(f"| {method} | {suite} | {fmt(c['candidate_recall'])} | "
                              f"{fmt(c['candidate_recall_other_tests'])} | {fmt(c['best_threshold_f1'])} "
                              f"({fmt(c['best_threshold'], 1)}) | {fmt(s['dot_f1'])} |")
+    lines += ["", "The segmenter's second look (quality warning `mask_unsure`: the photo's centre segmented again, "
+              "mirrored and half a stop darker, and its scalp fraction moved by more than "
+              "`quality.max_scalp_fraction_wobble_pp`): how many photos it refuses, and the scalp-fraction error "
+              "of those refused and of those kept:", "",
+              "| segmenter | suite | photos | mask_unsure | two looks differ (median pp) | "
+              "scalp_fraction err pp: refused (median) | kept (median) |", "|---|---|---|---|---|---|---|"]
+    for method, suites in res["suites"].items():
+        for suite, r in suites.items():
+            s = r["summary"]
+            lines.append(f"| {method} | {suite} | {s['photos']} | {s.get('mask_unsure', '-')} | "
+                         f"{fmt(s.get('wobble_pp_median'), 1)} | {fmt(s.get('scalp_fraction_err_pp_unsure'), 1)} | "
+                         f"{fmt(s.get('scalp_fraction_err_pp_kept'), 1)} |")
     lines += ["", "Untreated scalps (no pigment at all, rich in look-alikes): every reported dot is false.", "",
               "| segmenter | photos | false dots per cm2 (median) | max |", "|---|---|---|---|"]
     for method, suites in res["suites"].items():

@@ -112,6 +112,11 @@ def limits(af: AssessmentFolder) -> list[str]:
     if af.photo.get("view") == "global":
         out.append("Whole-head view: dots are measured only where the photo resolves them; show-through is "
                    "the main figure, dot figures are indicative.")
+    wobble = as_number(q.get("scalp_fraction_wobble_pp"))
+    if "mask_unsure" in (q.get("warnings") or []) and wobble is not None:
+        out.append(f"The segmenter did not agree with itself: shown the centre of this photo mirrored and half a "
+                   f"stop darker, it called {wobble:.0f} percentage points more or less of it visible scalp. The "
+                   f"visible scalp and show-through of this photo cannot be relied on; check the mask overlay.")
     if q.get("ok") is False:
         out.append("The photo did not pass the quality check (see the warnings): treat its figures with caution.")
     if af.doc.get("roi_polygon_px"):
