@@ -26,13 +26,13 @@ from data.card import CardSpec, load_card, paper_rect_mm
 from data.config import Settings, load_settings
 from data.geometry import resize_points
 from data.flags import FlagSettings, load_flag_settings
-from data.metrics import SCALP, PhotoMetrics, photo_metrics
+from data.metrics import HAIR, SCALP, PhotoMetrics, photo_metrics
 from models.dot_patch import PatchRanker, default_patch_path
 from models.dot_ranker import DotRanker, default_ranker_path
 
 from .calibration import Calibration, CalibrationSettings, calibrate
 from .detect import DetectSettings, Detection, ScaleOutOfRange, detect_dots
-from .dots import DotSettings, empty_geometry, footprint_mask, local_px_per_mm, skin_reference
+from .dots import DotSettings, empty_geometry, footprint_mask, local_px_per_mm, open_skin, skin_reference
 from .loading import LoadSettings, Photo, load_photo
 from .overlay import render_overlay
 from .pigment import DOT_COLUMNS, dot_table
@@ -289,15 +289,23 @@ class Assessor:
             else:
                 warnings.append("dots not measured in a whole-head view: dot metrics are null")
             scalp = labels == SCALP
-            if det_skin is not None:
-                # the bare-skin reference the detector measured dots against: from the quiet skin, away
-                # from every dot-like structure and hair (also the show-through reference)
+            # show-through's bare-skin reference: the open skin, away from every dot-like structure
+            # and from hair (skin between dense strands is shaded by them: pipeline.dots.open_skin)
+            excluded = footprint_mask((h, w), geom.xy, np.maximum(s.dots.exclude_radius_mm * work_ppm,
+                                                                  1.6 * geom.radius_px))
+            bare = open_skin(scalp, labels == HAIR, excluded, s.dots.skin_hair_margin_mm * work_ppm)
+            if np.count_nonzero(bare[::4, ::4]) >= 200:
+                skin_ref = skin_reference(lstar, bare, work_ppm, s.dots.skin_sigma_mm, clip_sd=s.dots.skin_clip_sd,
+                                          iterations=s.dots.skin_iterations)
+            elif det_skin is not None:
+                # too little open skin (dense hair everywhere): the detector's reference, from the
+                # quiet skin beside hair
                 skin_ref = det_skin
             else:
-                bare = scalp & ~footprint_mask((h, w), geom.xy, np.maximum(s.dots.exclude_radius_mm * work_ppm,
-                                                                           1.6 * geom.radius_px))
+                bare = scalp & ~excluded
                 skin_ref = skin_reference(lstar, bare if bare.any() else scalp, work_ppm, s.dots.skin_sigma_mm,
                                           clip_sd=s.dots.skin_clip_sd, iterations=s.dots.skin_iterations)
+            del excluded, bare
             occupied = footprint_mask((h, w), geom.xy, 1.3 * geom.radius_px)
         with timer("pigment"):
             h_img2plane = cal.scale.image_to_plane

@@ -56,6 +56,11 @@ class DotSettings(Settings):
     skin_clip_sd: float = Field(2.0, gt=0)
     #: ... and the reference recomputed, this many times (0 = plain normalised convolution).
     skin_iterations: int = Field(2, ge=0, le=5)
+    #: Show-through's bare-skin reference: skin closer than this to hair is left out (at least one
+    #: pixel). Skin between dense strands is shaded by them and mixed with their edges: taken as
+    #: the reference, everything around it "shows through" (hard close-ups, with the truth's own
+    #: mask: 52 pp off; with this margin 1.8 pp).
+    skin_hair_margin_mm: float = Field(0.15, ge=0)
     #: Measure-and-re-centre passes (an elongated dot's centroid in a round window converges slowly).
     recentre_passes: int = Field(2, ge=1, le=8)
     #: Ring step for the radial profile, in pixels.
@@ -118,6 +123,17 @@ def skin_reference(lstar: np.ndarray, bare: np.ndarray, px_per_mm: float, sigma_
             break
         ref = _normalised_mean(lstar, keep, px_per_mm, sigma_mm)
     return ref
+
+
+def open_skin(scalp: np.ndarray, hair: np.ndarray, occupied: np.ndarray, margin_px: float) -> np.ndarray:
+    """HxW bool: scalp that is not ``occupied`` (dots and their surround) and farther than ``margin_px``
+    (at least 1) from any ``hair`` pixel: skin as it looks where nothing lies on or beside it."""
+    r = max(1, int(np.ceil(margin_px)))
+    if not hair.any():
+        return scalp & ~occupied
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    near = cv2.dilate(hair.view(np.uint8) if hair.dtype == bool else hair.astype(np.uint8), disc).view(bool)
+    return scalp & ~occupied & ~near
 
 
 def _normalised_mean(lstar: np.ndarray, bare: np.ndarray, px_per_mm: float, sigma_mm: float) -> np.ndarray:

@@ -399,3 +399,21 @@ def test_viewing_lstar_in_row_bands_is_the_whole_frame_bit_for_bit(sigma_px: flo
     ref = lstar + rng.normal(0.0, 3.0, lstar.shape).astype(np.float32)
     direct = np.count_nonzero((one[0] >= ref - np.float32(2.0)) & roi) / np.count_nonzero(roi)
     assert m.show_through(lstar, ref, roi, 1.0, dl_threshold=2.0, sigma_mm=sigma_px) == direct
+
+
+def test_open_skin_leaves_out_skin_beside_hair_and_dots():
+    from pipeline.dots import open_skin
+
+    scalp = np.ones((20, 20), bool)
+    hair = np.zeros((20, 20), bool)
+    hair[:, 10] = True
+    scalp[:, 10] = False
+    occupied = np.zeros((20, 20), bool)
+    occupied[2:4, 2:4] = True
+    got = open_skin(scalp, hair, occupied, 2.0)
+    assert not got[:, 8:13].any()          # two pixels either side of the strand
+    assert got[:, :8].sum() == 20 * 8 - 4 and got[:, 13:].all()
+    assert not got[2:4, 2:4].any()
+    # a margin under a pixel still leaves out the pixels touching the strand
+    assert not open_skin(scalp, hair, occupied, 0.2)[:, 9].any()
+    assert (open_skin(scalp, np.zeros_like(hair), occupied, 2.0) == (scalp & ~occupied)).all()
