@@ -123,6 +123,7 @@ class DatasetSettings(Settings):
     """Whole-head views (rows of view ``global``) shrunk to this long side before cropping (the model's own
     ``global_long_side``, set by training; :func:`shrink_photo`)."""
     input_norm: InputNorm = "none"
+    input_norm_percentile: float = Field(90.0, ge=50.0, le=100.0)
     """Photometric normalisation of each whole photo before cropping (data.photometry; the model's own
     ``input_norm``, set by training)."""
 
@@ -395,7 +396,8 @@ class SmpDataset(Dataset):
         if side and self.manifest[row].view == "global" and max(photo.mask.shape) > side:
             photo = shrink_photo(photo, side / max(photo.mask.shape))
         if self.settings.input_norm != "none":
-            photo = replace(photo, image=normalise_input(photo.image, self.settings.input_norm))
+            photo = replace(photo, image=normalise_input(photo.image, self.settings.input_norm,
+                                                                 self.settings.input_norm_percentile))
         if self.settings.cache_images:
             self._cache[row] = photo
             while len(self._cache) > self.settings.cache_images:

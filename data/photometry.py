@@ -23,7 +23,7 @@ import numpy as np
 
 from data.colour import linear_to_srgb, srgb_to_linear
 
-__all__ = ["INPUT_NORMS", "InputNorm", "normalise_input", "white_point_gains", "white_point_normalise"]
+__all__ = ["INPUT_NORMS", "PERCENTILE", "InputNorm", "normalise_input", "white_point_gains", "white_point_normalise"]
 
 InputNorm = Literal["none", "white_point"]
 """How a model wants its input photos: as they are, or by :func:`white_point_normalise`."""
@@ -67,10 +67,11 @@ def white_point_normalise(rgb: np.ndarray, percentile: float = PERCENTILE, targe
     return out
 
 
-def normalise_input(rgb: np.ndarray, how: str) -> np.ndarray:
-    """The photo as a model with ``input_norm = how`` wants it (``rgb`` itself for ``none``)."""
+def normalise_input(rgb: np.ndarray, how: str, percentile: float = PERCENTILE) -> np.ndarray:
+    """The photo as a model with ``input_norm = how`` (and ``input_norm_percentile``) wants it (``rgb``
+    itself for ``none``)."""
     if how == "none":
         return rgb
     if how == "white_point":
-        return white_point_normalise(rgb)
+        return white_point_normalise(rgb, percentile)
     raise ValueError(f"unknown input normalisation {how!r}; expected one of {INPUT_NORMS}")

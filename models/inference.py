@@ -38,7 +38,7 @@ from scipy.spatial import cKDTree
 from torch import Tensor
 
 from data.geometry import resize_points
-from data.photometry import normalise_input
+from data.photometry import PERCENTILE, normalise_input
 from models.network import SegDotNet
 
 __all__ = ["PRECISIONS", "Precision", "Prediction", "TileGrid", "decode_dots", "native_bfloat16", "predict_image",
@@ -338,7 +338,9 @@ def predict_image(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     # the whole photo as the model was trained to see it (exposure and white balance out, if it asks)
-    image = normalise_input(image, getattr(getattr(model, "settings", None), "input_norm", "none"))
+    settings = getattr(model, "settings", None)
+    image = normalise_input(image, getattr(settings, "input_norm", "none"),
+                            getattr(settings, "input_norm_percentile", PERCENTILE))
     height, width = image.shape[:2]
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     model = model.to(dev)

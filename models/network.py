@@ -149,6 +149,10 @@ class ModelSettings(Settings):
     input_norm: InputNorm = "none"
     """How the photo is given to the network (data.photometry): ``none`` as it is, ``white_point`` with
     its exposure and white balance taken out; applied to the whole photo, in training and inference."""
+    input_norm_percentile: float = Field(90.0, ge=50.0, le=100.0)
+    """``white_point``: the percentile of each channel taken as the photo's white. 90 reads the hair of a
+    dense-hair close-up as its white (gains of 17-20 on the hard suite); 99 reads the brightest skin or
+    the card's paper (data.photometry)."""
 
     @field_validator("se_kernel", "lraspp_pool_kernel")
     @classmethod

@@ -267,6 +267,7 @@ def train(s: TrainSettings, *, resume: bool = False, progress: bool = True) -> T
 
     dataset = SmpDataset(train_m, s.data.model_copy(update={"mode": "train", "seed": s.seed,
                                                             "input_norm": s.model.input_norm,
+                                                            "input_norm_percentile": s.model.input_norm_percentile,
                                                             "global_long_side": s.model.global_long_side}),
                          s.augment)
     sampler = _sampler(s, len(dataset), rank, world)

@@ -62,3 +62,18 @@ def test_a_model_that_asks_for_it_sees_the_same_photo_under_another_light():
         a, b = predict_image(model, rgb).labels, predict_image(model, darker).labels
         agree[how] = float((a == b).mean())
     assert agree["white_point"] > 0.97 and agree["white_point"] > agree["none"]
+
+
+def test_percentile_chooses_the_white_point():
+    from data.photometry import normalise_input, white_point_normalise
+
+    rng = np.random.default_rng(5)
+    # a dense-hair close-up in miniature: 95% dark hair, 5% bright skin
+    rgb = np.where(rng.random((60, 60, 1)) < 0.95, np.array([40, 30, 25]), np.array([200, 160, 140])).astype(np.uint8)
+    p90 = normalise_input(rgb, "white_point", 90.0)
+    p99 = normalise_input(rgb, "white_point", 99.0)
+    assert np.array_equal(p99, white_point_normalise(rgb, 99.0))
+    assert np.array_equal(normalise_input(rgb, "white_point"), white_point_normalise(rgb))  # 90 by default
+    # at 90 the hair is taken for the white and brightened to it; at 99 the skin is, and the hair stays dark
+    hair = rgb[..., 0] == 40
+    assert p90[hair].mean() > 150 and p99[hair].mean() < 80
