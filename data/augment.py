@@ -47,6 +47,7 @@ import albumentations as A  # noqa: E402  (the environment variable must be set 
 import cv2  # noqa: E402
 
 from data.config import NonNegativeRange, PositiveRange, Range, Settings  # noqa: E402
+from data.photometry import exposure_lut  # noqa: E402  (re-exported: the augmentation's exposure table)
 
 __all__ = [
     "IGNORE",
@@ -148,16 +149,6 @@ class ExposureSettings(Settings):
         """(3,) linear RGB gains of one draw."""
         e = 2.0 ** rng.uniform(*self.stops)
         return e * np.array([rng.uniform(*self.wb_gain), 1.0, rng.uniform(*self.wb_gain)])
-
-
-def exposure_lut(gains: np.ndarray) -> np.ndarray:
-    """(256, 1, 3) uint8 table: each sRGB level to linear light, times the channel's gain, clipped,
-    back to sRGB (for ``cv2.LUT`` on an RGB image)."""
-    v = np.arange(256) / 255.0
-    lin = np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)[:, None] * np.asarray(gains)[None, :]
-    lin = np.clip(lin, 0.0, 1.0)
-    srgb = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)
-    return np.clip(np.round(srgb * 255.0), 0, 255).astype(np.uint8).reshape(256, 1, 3)
 
 
 class BlurSettings(Settings):

@@ -23,7 +23,7 @@ import numpy as np
 
 from data.colour import linear_to_srgb, srgb_to_linear
 
-__all__ = ["INPUT_NORMS", "PERCENTILE", "InputNorm", "normalise_input", "white_point_gains", "white_point_normalise"]
+__all__ = ["INPUT_NORMS", "PERCENTILE", "InputNorm", "exposure_lut", "normalise_input", "white_point_gains", "white_point_normalise"]
 
 InputNorm = Literal["none", "white_point"]
 """How a model wants its input photos: as they are, or by :func:`white_point_normalise`."""
@@ -75,3 +75,13 @@ def normalise_input(rgb: np.ndarray, how: str, percentile: float = PERCENTILE) -
     if how == "white_point":
         return white_point_normalise(rgb, percentile)
     raise ValueError(f"unknown input normalisation {how!r}; expected one of {INPUT_NORMS}")
+
+
+def exposure_lut(gains: np.ndarray) -> np.ndarray:
+    """(256, 1, 3) uint8 table: each sRGB level to linear light, times the channel's gain, clipped,
+    back to sRGB (for ``cv2.LUT`` on an RGB image)."""
+    v = np.arange(256) / 255.0
+    lin = np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)[:, None] * np.asarray(gains)[None, :]
+    lin = np.clip(lin, 0.0, 1.0)
+    srgb = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)
+    return np.clip(np.round(srgb * 255.0), 0, 255).astype(np.uint8).reshape(256, 1, 3)

@@ -155,7 +155,7 @@ def second_look_window(shape: tuple[int, int]) -> tuple[slice, slice]:
 def second_look(rgb: np.ndarray, segment, stops: float) -> np.ndarray:
     """Labels of ``rgb`` seen again: mirrored left to right and ``stops`` brighter (negative: darker) in
     linear light, segmented by ``segment(rgb) -> labels`` and mirrored back into place."""
-    from data.augment import exposure_lut
+    from data.photometry import exposure_lut
 
     lut = exposure_lut(np.full(3, 2.0 ** stops))
     alt = np.ascontiguousarray(cv2.LUT(np.ascontiguousarray(rgb[:, ::-1]), lut))
