@@ -188,7 +188,8 @@ def score_photo(assessor: Assessor, folder: Path) -> tuple[dict, dict]:
            else 100 * _abs(m["show_through"], tm["show_through"]),
            "hair_iou": hair_inter / hair_union if hair_union else None, "hair_boundary_f1": hair.f1,
            "warnings": len(a.warnings), "quality_ok": a.quality.ok,
-           "mask_unsure": "mask_unsure" in a.quality.warnings, "wobble_pp": a.quality.scalp_fraction_wobble_pp}
+           "mask_unsure": "mask_unsure" in a.quality.warnings, "wobble_pp": a.quality.scalp_fraction_wobble_pp,
+           "mask_agreement": a.quality.mask_agreement}
     counts: dict = {"tp": 0, "fp": 0, "fn": 0, "colour_de": [], "loc_mm": [], "diam_err": [], "hair": hair,
                     "hair_inter": hair_inter, "hair_union": hair_union,
                     "band_mm_true": np.zeros(len(MM_BANDS) - 1), "band_mm_tp": np.zeros(len(MM_BANDS) - 1),
@@ -319,7 +320,9 @@ def summarise(rows: list[dict], counts: list[dict]) -> dict:
     out.update(mask_unsure=int(unsure.sum()),
                scalp_fraction_err_pp_unsure=float(err[unsure].median()) if err[unsure].notna().any() else None,
                scalp_fraction_err_pp_kept=float(err[~unsure].median()) if err[~unsure].notna().any() else None,
-               wobble_pp_median=med("wobble_pp") if "wobble_pp" in df else None)
+               wobble_pp_median=med("wobble_pp") if "wobble_pp" in df else None,
+               mask_agreement_min=float(df["mask_agreement"].min()) if "mask_agreement" in df
+               and df["mask_agreement"].notna().any() else None)
     tp, fp, fn = (sum(c[k] for c in counts) for k in ("tp", "fp", "fn"))
     p, r = _pr(tp, fp, fn)
     out.update(dot_precision=p, dot_recall=r, dot_f1=(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn else None)
@@ -474,16 +477,18 @@ def tables(res: dict) -> str:
                              f"{fmt(c['candidate_recall_other_tests'])} | {fmt(c['best_threshold_f1'])} "
                              f"({fmt(c['best_threshold'], 1)}) | {fmt(s['dot_f1'])} |")
     lines += ["", "The segmenter's second look (quality warning `mask_unsure`: the photo's centre segmented again, "
-              "mirrored and half a stop darker, and its scalp fraction moved by more than "
-              "`quality.max_scalp_fraction_wobble_pp`): how many photos it refuses, and the scalp-fraction error "
-              "of those refused and of those kept:", "",
-              "| segmenter | suite | photos | mask_unsure | two looks differ (median pp) | "
-              "scalp_fraction err pp: refused (median) | kept (median) |", "|---|---|---|---|---|---|---|"]
+              "mirrored and half a stop darker; its scalp fraction moved by more than "
+              "`quality.max_scalp_fraction_wobble_pp` or less than `quality.min_mask_agreement` of it was labelled "
+              "alike): how many photos it refuses, and the scalp-fraction error of those refused and of those "
+              "kept:", "",
+              "| segmenter | suite | photos | mask_unsure | two looks differ (median pp) | lowest agreement | "
+              "scalp_fraction err pp: refused (median) | kept (median) |", "|---|---|---|---|---|---|---|---|"]
     for method, suites in res["suites"].items():
         for suite, r in suites.items():
             s = r["summary"]
             lines.append(f"| {method} | {suite} | {s['photos']} | {s.get('mask_unsure', '-')} | "
-                         f"{fmt(s.get('wobble_pp_median'), 1)} | {fmt(s.get('scalp_fraction_err_pp_unsure'), 1)} | "
+                         f"{fmt(s.get('wobble_pp_median'), 1)} | {fmt(s.get('mask_agreement_min'), 2)} | "
+                         f"{fmt(s.get('scalp_fraction_err_pp_unsure'), 1)} | "
                          f"{fmt(s.get('scalp_fraction_err_pp_kept'), 1)} |")
     lines += ["", "Untreated scalps (no pigment at all, rich in look-alikes): every reported dot is false.", "",
               "| segmenter | photos | false dots per cm2 (median) | max |", "|---|---|---|---|"]

@@ -124,3 +124,15 @@ def test_report_says_why_the_mask_is_not_trusted(tmp_path):
     assert "did not agree with itself" in said and "23 percentage points" in said
     doc["quality"] = {"ok": True, "warnings": [], "scalp_fraction_wobble_pp": 1.0}
     assert "did not agree" not in " ".join(limits(AssessmentFolder(tmp_path, doc, None)))
+
+
+def test_looks_that_keep_the_fraction_but_not_the_pixels_are_unsure():
+    rgb = np.full((40, 40, 3), 150, np.uint8)
+    labels = np.full((40, 40), HAIR, np.uint8)
+    lstar = np.full((40, 40), 60.0, np.float32)
+    # specks of "hair" in a room, somewhere else each time: the fraction (no scalp) stays put
+    specks = MaskWobble(agreement=0.2, scalp_fraction_first=0.0, scalp_fraction_second=0.0)
+    q = check_quality(rgb, lstar, labels, None, "global", QualitySettings(), wobble=specks)
+    assert "mask_unsure" in q.warnings and q.scalp_fraction_wobble_pp == 0.0
+    relaxed = QualitySettings(min_mask_agreement=0.1)
+    assert "mask_unsure" not in check_quality(rgb, lstar, labels, None, "global", relaxed, wobble=specks).warnings
