@@ -295,8 +295,7 @@ class Assessor:
                                                                   1.6 * geom.radius_px))
             bare = open_skin(scalp, labels == HAIR, excluded, s.dots.skin_hair_margin_mm * work_ppm)
             if np.count_nonzero(bare[::4, ::4]) >= 200:
-                skin_ref = skin_reference(lstar, bare, work_ppm, s.dots.skin_sigma_mm, clip_sd=s.dots.skin_clip_sd,
-                                          iterations=s.dots.skin_iterations)
+                skin_ref = self._open_skin_reference(lstar, bare, work_ppm)
             elif det_skin is not None:
                 # too little open skin (dense hair everywhere): the detector's reference, from the
                 # quiet skin beside hair
@@ -355,6 +354,27 @@ class Assessor:
             labels = cv2.resize(seg.labels, (w, h), interpolation=cv2.INTER_NEAREST)
             return Segmentation(labels, resize_points(seg.dots_xy.reshape(-1, 2), fx, fy), seg.dot_scores, seg.source)
         return self._segment_native(rgb, ppm, card_mask, view)
+
+    def _open_skin_reference(self, lstar: np.ndarray, bare: np.ndarray, ppm: float) -> np.ndarray:
+        """Show-through's bare-skin reference (pipeline.dots.skin_reference over ``bare``), formed at the
+        canonical scale when the photo is finer (the reference is smooth over ``dots.skin_sigma_mm``;
+        a 48 MP photo's full-resolution temporaries would cost ~0.6 GB) and brought back to its pixels.
+        A reduced pixel counts as open skin only when all of it was."""
+        s = self.settings
+        f = s.detect.canonical_px_per_mm / ppm
+        if f >= 0.75:
+            return skin_reference(lstar, bare, ppm, s.dots.skin_sigma_mm, clip_sd=s.dots.skin_clip_sd,
+                                  iterations=s.dots.skin_iterations)
+        h, w = lstar.shape
+        size = (max(1, round(w * f)), max(1, round(h * f)))
+        small = cv2.resize(lstar, size, interpolation=cv2.INTER_AREA)
+        area = cv2.resize(bare.view(np.uint8) * np.uint8(255), size, interpolation=cv2.INTER_AREA)
+        open_small = area == 255
+        if np.count_nonzero(open_small) < 200:  # open skin only in slivers narrower than a reduced pixel
+            open_small = area >= 128
+        ref = skin_reference(small, open_small, ppm * size[0] / w, s.dots.skin_sigma_mm, clip_sd=s.dots.skin_clip_sd,
+                             iterations=s.dots.skin_iterations)
+        return cv2.resize(ref, (w, h), interpolation=cv2.INTER_LINEAR)
 
     def _second_look(self, rgb: np.ndarray, labels: np.ndarray, ppm: float, card_mask: np.ndarray | None,
                      view: str) -> MaskWobble | None:
