@@ -62,7 +62,8 @@ def scalp_free_photos(image: np.ndarray, mask: np.ndarray, px_per_mm: float, rng
     """Up to ``max_n`` scalp-free photos of ``size`` px from one photo and its mask.
 
     Each is a window of ``size / z`` px (``z`` drawn uniformly from ``zoom``) that is at least
-    ``min_share`` background, enlarged to ``size``; its mask is background where the source's was and 255 (unlabelled) elsewhere;
+    ``min_share`` background, enlarged to ``size``; its mask is background where the source's was and
+    255 (unlabelled) elsewhere;
     its scale is the source's times ``z``. Fewer (or none) when the photo has fewer such windows.
     """
     if image.shape[:2] != mask.shape:

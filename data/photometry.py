@@ -23,7 +23,8 @@ import numpy as np
 
 from data.colour import linear_to_srgb, srgb_to_linear
 
-__all__ = ["INPUT_NORMS", "PERCENTILE", "InputNorm", "exposure_lut", "normalise_input", "white_point_gains", "white_point_normalise"]
+__all__ = ["INPUT_NORMS", "PERCENTILE", "InputNorm", "exposure_lut", "normalise_input", "white_point_gains",
+           "white_point_normalise"]
 
 InputNorm = Literal["none", "white_point"]
 """How a model wants its input photos: as they are, or by :func:`white_point_normalise`."""

@@ -36,7 +36,8 @@ from .dots import DotSettings, empty_geometry, footprint_mask, local_px_per_mm, 
 from .loading import LoadSettings, Photo, load_photo
 from .overlay import render_overlay
 from .pigment import DOT_COLUMNS, dot_table
-from .quality import MaskWobble, QualityReport, QualitySettings, check_quality, mask_wobble, second_look, second_look_window
+from .quality import (MaskWobble, QualityReport, QualitySettings, check_quality, mask_wobble, second_look,
+                      second_look_window)
 from .runtime import blas_threads
 from .segment import ModelSegmenter, Segmentation, card_polygon_mask, classical_segmentation
 
@@ -382,9 +383,12 @@ class Assessor:
         its first (``labels``, the card already taken out)."""
         rows, cols = second_look_window(labels.shape)
         cm = None if card_mask is None else np.ascontiguousarray(card_mask[rows, cols])
-        again = second_look(rgb[rows, cols], lambda im: self.segment(im, ppm, None if cm is None else cm[:, ::-1],
-                                                                     view).labels,
-                            self.settings.quality.second_look_stops)
+        cm_seen = None if cm is None else np.ascontiguousarray(cm[:, ::-1])  # the card where the mirror puts it
+
+        def segment(im: np.ndarray) -> np.ndarray:
+            return self.segment(im, ppm, cm_seen, view).labels
+
+        again = second_look(rgb[rows, cols], segment, self.settings.quality.second_look_stops)
         if cm is not None:
             again = again.copy()
             again[cm] = 0

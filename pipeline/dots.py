@@ -59,7 +59,7 @@ class DotSettings(Settings):
     #: Show-through's bare-skin reference: skin closer than this to hair is left out (at least one
     #: pixel). Skin between dense strands is shaded by them and mixed with their edges: taken as
     #: the reference, everything around it "shows through" (hard close-ups, with the truth's own
-    #: mask: 52 pp off; with this margin 1.8 pp).
+    #: mask: 52 pp off; with this margin 2.8 pp).
     skin_hair_margin_mm: float = Field(0.15, ge=0)
     #: Measure-and-re-centre passes (an elongated dot's centroid in a round window converges slowly).
     recentre_passes: int = Field(2, ge=1, le=8)

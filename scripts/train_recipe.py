@@ -79,7 +79,8 @@ PURPOSE = {
                      "a dot under hair or below the contrast floor is ignored by the loss."),
     "variety": ("Retrained for photos the segmenter failed on",
                 "one training set for each measured failure (bare scalps without pigment, light and red hair, "
-                "whole-head views, scalp-free photos cut from them), exposure and white balance drawn in linear light, a wider zoom."),
+                "whole-head views, scalp-free photos cut from them), exposure and white balance drawn in linear "
+                "light, a wider zoom."),
 }
 
 

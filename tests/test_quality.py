@@ -99,7 +99,8 @@ def test_assessment_refuses_a_mask_that_moves(tmp_path, scene, unsure):
         img[:, 160:] = img[:, :160][:, ::-1]  # left-right symmetric
     path = tmp_path / f"{scene}.png"
     Image.fromarray(img).save(path)
-    assessor = Assessor(load_assess_settings(None, ["segment.method=classical", "view=global", "segment.max_px_per_mm=100"]))
+    base = ["segment.method=classical", "view=global", "segment.max_px_per_mm=100"]  # segmented at its own scale
+    assessor = Assessor(load_assess_settings(None, base))
     assessor.segmenter = _Stub()
     a = assessor.assess_file(path)
     q = a.quality.to_json()
@@ -108,7 +109,7 @@ def test_assessment_refuses_a_mask_that_moves(tmp_path, scene, unsure):
         assert q["scalp_fraction_wobble_pp"] > 10 and not a.quality.ok
     else:
         assert q["scalp_fraction_wobble_pp"] == pytest.approx(0.0) and q["mask_agreement"] == pytest.approx(1.0)
-    off = Assessor(load_assess_settings(None, ["segment.method=classical", "view=global", "segment.max_px_per_mm=100", "quality.second_look=false"]))
+    off = Assessor(load_assess_settings(None, base + ["quality.second_look=false"]))
     off.segmenter = _Stub()
     assert off.assess_file(path).quality.scalp_fraction_wobble_pp is None
 
