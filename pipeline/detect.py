@@ -51,7 +51,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from data.config import PositiveRange, Settings
-from data.metrics import HAIR, SCALP
+from data.metrics import BACKGROUND, HAIR, SCALP, dots_in_roi
 from data.synth.visibility import disc_mean  # the truth's own hair-over-disc measure: one rule for both
 
 from models.dot_patch import PATCH_RADIUS, PatchRanker, normalise_patches
@@ -750,6 +750,16 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
         moved = np.hypot(*(fine.xy - xy_all[sel]).T)
         ok = np.isfinite(moved) & (moved <= np.maximum(prof.radius_px[sel] / f, 1.0))
         xy_all[sel[ok]] = fine.xy[ok]
+    if len(sel):
+        # where it is reported: a dot whose final centre pixel is background in the photo's own label
+        # map (the classes were read at the canonical scale; re-centring moves a dot by up to its
+        # radius) is refused here, so every reported dot is one the metrics count (data.metrics.dots_in_roi)
+        off = ~dots_in_roi(xy_all[sel], labels != BACKGROUND)
+        real[sel[off]] = False
+        reason[sel[off]] |= REJECT["not_scalp"]
+        sel = sel[~off]
+        if patches is not None:    # one per decided dot (decision "floors": nothing refused since)
+            patches = patches[~off]
     geom = DotGeometry(xy=xy_all[sel], radius_px=prof.radius_px[sel] / f, peak_dl=prof.peak_dl[sel],
                        elongation=prof.elongation[sel], orientation=prof.orientation[sel], score=conf[sel])
     rejected = CandidateTable(xy=xy_all[~real], diameter_mm=diameter_mm[~real],

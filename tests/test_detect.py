@@ -11,7 +11,7 @@ import pytest
 from data.card import load_card
 from data.config import ConfigError, load_settings
 from data.flags import load_flag_settings
-from data.metrics import HAIR, SCALP
+from data.metrics import HAIR, SCALP, dots_in_roi
 from data.synth.generate import generate_images
 from data.synth.settings import SynthSettings
 from models.dot_ranker import FEATURES, DotRanker, candidate_features, default_ranker_path, fit_ranker
@@ -462,3 +462,22 @@ def test_patch_inference_path_equals_the_network_as_built() -> None:
         x = torch.randn(64, 1, size, size)
         with torch.inference_mode():
             assert torch.allclose(_infer(net, x), net(x), atol=1e-6, rtol=0)
+
+
+def test_every_reported_dot_lies_where_the_metrics_count_it():
+    """The classes are read at the canonical scale and a macro photo's dots re-centred on its own
+    pixels: a dot whose final centre is background in the photo's label map is refused, so the dots
+    table and ``dot_count`` always agree (data.metrics.dots_in_roi)."""
+    rng = np.random.default_rng(5)
+    ppm = 40.0
+    lstar = _skin((400, 400), rng)
+    xy = _grid(400, 400, 50)
+    _stamp(lstar, xy, 0.14 * ppm, 20.0)
+    labels = np.full(lstar.shape, SCALP, np.uint8)
+    x0, y0 = np.round(xy[7]).astype(int)
+    labels[y0, x0] = 0           # one pixel of background under a dot's centre: scalp at the canonical scale
+    det = _detect(lstar, labels, ppm)
+    assert dots_in_roi(det.geometry.xy, labels != 0).all()
+    assert len(det.geometry) == len(xy) - 1
+    gone = np.hypot(*(det.rejected.xy - xy[7]).T) < 2
+    assert gone.any() and (det.rejected.reason[gone] & REJECT["not_scalp"]).all()
