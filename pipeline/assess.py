@@ -59,7 +59,7 @@ class SegmentSettings(Settings):
     overlap: int = Field(128, ge=0)
     dot_threshold: float = Field(0.3, gt=0, lt=1)
     #: Photos finer than this are segmented at ``detect.canonical_px_per_mm`` (the network saw 8-40 px/mm).
-    max_px_per_mm: float = Field(24.0, gt=0)
+    max_px_per_mm: float = Field(16.0, gt=0)
     #: Network arithmetic: ``auto`` (bfloat16 on CPUs that multiply it in hardware, float16 on CUDA, else
     #: float32), ``float32``, ``bfloat16``, ``float16`` (CUDA only). The one used is recorded in the model block.
     #: The values of ``models.inference.Precision``, spelled here so the settings do not import torch.
