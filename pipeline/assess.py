@@ -329,6 +329,14 @@ class Assessor:
                                   nn_distance_mm_median=None, spacing_cv=None, clark_evans_r=None,
                                   blue_shift_fraction=None, faded_fraction=None, spread_fraction=None,
                                   dots_not_measurable=None)
+            if view == "global" and metrics.show_through is not None:
+                # at 2-6 px/mm a dot is a fraction of a pixel and a strand too: no pixel of the photo is
+                # bare skin, so the reference is pigmented or hair-shaded skin, and the head's own shading
+                # exceeds the threshold; with the truth's mask and the truth's bare skin it is still tens
+                # of pp off (docs/quality.md): not measured rather than guessed
+                metrics = replace(metrics, show_through=None)
+                warnings.append("show_through not measured in a whole-head view: no pixel of it is bare skin "
+                                "(dots and strands are finer than a pixel); take it from a close-up of the region")
         if ppm is None:
             warnings.append("no scale: dot_density_per_cm2, dot sizes and spacing in mm are null")
         timer.times["total"] = time.perf_counter() - t_all + timer.times.get("load", 0.0)

@@ -247,3 +247,15 @@ def test_overlay_drawn_in_two_bands_equals_one_pass(monkeypatch):
     expected = (rgb[scalp] * 0.75 + np.array(O._TINT[1]) * 0.25).astype(np.uint8)
     np.testing.assert_array_equal(tinted[scalp], expected)
     np.testing.assert_array_equal(tinted[labels == 0], (rgb[labels == 0] * 0.6).astype(np.uint8))
+
+
+def test_a_whole_head_view_has_no_show_through_but_its_scalp_fraction(scenes, classical):
+    """In a whole-head view no pixel is bare skin (dots and strands are finer than a pixel): its
+    show-through is null with a warning, never a guess; the scalp fraction is still measured."""
+    photo = _photo(scenes[0][0])
+    closeup = classical.assess_file(photo)
+    assert closeup.metrics.show_through is not None
+    whole = Assessor(load_assess_settings(None, ["segment.method=classical", "view=global"])).assess_file(photo)
+    assert whole.view == "global" and whole.metrics.show_through is None
+    assert any(w.startswith("show_through not measured in a whole-head view") for w in whole.warnings)
+    assert whole.metrics.scalp_fraction is not None and whole.metrics.dot_count is None
