@@ -317,6 +317,11 @@ class Assessor:
             quality = check_quality(rgb, lstar, labels, ppm, view, s.quality,
                                     dot_elongation=geom.elongation, dot_orientation=geom.orientation, wobble=wobble)
         warnings += [f"quality: {q}" for q in quality.warnings]
+        if (view == "closeup" and "no_scalp" in quality.warnings
+                and quality.roi_fraction >= s.quality.min_roi_fraction):
+            warnings.append(f"scalp and hair cover {quality.roi_fraction:.0%} of the photo, too little for a close-up "
+                            "(quality.min_roi_fraction_closeup): if it is a whole-head photo, pass --set view=global "
+                            "or its scale")
 
         with timer("metrics"):
             flags = {k: dots[k].to_numpy(bool) for k in ("blue_shift", "faded", "spread")}

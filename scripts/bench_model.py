@@ -245,17 +245,31 @@ def no_scalp_windows(suite: Path, size: int = 256, stride: int = 128, min_share:
 
 
 def no_scalp(model: Path, windows: list[np.ndarray]) -> dict:
-    """How many scalp-free windows the product refuses (``no_scalp``: scalp and hair under
-    ``quality.min_roi_fraction`` of the photo), assessed as photos without a scale."""
+    """How many scalp-free windows the product refuses: each is written as a photo of its own and
+    assessed as ``smp assess`` would (no scale, so as a close-up; the second look included); refused
+    means ``quality.ok`` false. ``by_warning`` counts the blocking warnings that refused them
+    (``no_scalp``: too little scalp and hair for the view; ``mask_unsure``: the second look)."""
+    import tempfile
+    from collections import Counter
+
+    import cv2
+
     from data.metrics import HAIR, SCALP
     from pipeline.assess import Assessor, load_assess_settings
 
     assessor = Assessor(load_assess_settings(None, ["segment.method=model", f"segment.model={model}",
                                                     "segment.precision=float32"]))
-    limit = assessor.settings.quality.min_roi_fraction
-    roi = [float(np.isin(assessor.segment(w, assessor.settings.assumed_closeup_px_per_mm).labels, (SCALP, HAIR)).mean())
-           for w in windows]
-    return {"windows": len(roi), "refused": int(sum(r < limit for r in roi)),
+    blocking = assessor.settings.quality.blocking
+    roi, refused, by = [], 0, Counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, w in enumerate(windows):
+            path = Path(tmp) / f"window_{i:03d}.png"
+            cv2.imwrite(str(path), cv2.cvtColor(w, cv2.COLOR_RGB2BGR))
+            a = assessor.assess_file(path)
+            roi.append(float(np.isin(a.labels, (SCALP, HAIR)).mean()))
+            refused += not a.quality.ok
+            by.update(q for q in a.quality.warnings if q in blocking)
+    return {"windows": len(roi), "refused": refused, "by_warning": dict(by),
             "roi_share_median": float(np.median(roi)) if roi else None}
 
 
@@ -265,11 +279,13 @@ def invariance_table(results: dict) -> str:
     for name, r in results.items():
         if r.get("invariance"):
             lines.append(f"| {name} | " + " | ".join(fmt(r["invariance"][h]) for h in INVARIANCE) + " |")
-    lines += ["", "| model | scalp-free windows | refused (no_scalp) | median share called scalp or hair |", "|---|---|---|---|"]
+    lines += ["", "| model | scalp-free windows | refused (quality.ok false) | by warning | median share called scalp or hair |",
+              "|---|---|---|---|---|"]
     for name, r in results.items():
         if r.get("no_scalp"):
             q = r["no_scalp"]
-            lines.append(f"| {name} | {q['windows']} | {q['refused']} | {fmt(q['roi_share_median'])} |")
+            by = ", ".join(f"{k} {v}" for k, v in sorted(q.get("by_warning", {}).items())) or "-"
+            lines.append(f"| {name} | {q['windows']} | {q['refused']} | {by} | {fmt(q['roi_share_median'])} |")
     lines += ["", "Scalp IoU of the mask of the photo taken differently against the mask of the photo as it is, "
               "pooled over the easy and hard close-ups (target 0.97 each). The mask is the product's (smp assess's "
               "segmentation at the photo's true scale, twice it for the 2x photo).",

@@ -137,3 +137,48 @@ def test_looks_that_keep_the_fraction_but_not_the_pixels_are_unsure():
     assert "mask_unsure" in q.warnings and q.scalp_fraction_wobble_pp == 0.0
     relaxed = QualitySettings(min_mask_agreement=0.1)
     assert "mask_unsure" not in check_quality(rgb, lstar, labels, None, "global", relaxed, wobble=specks).warnings
+
+
+def test_a_close_up_needs_a_fifth_of_its_frame_to_be_scalp_or_hair():
+    """A close-up frames the scalp: a sliver called scalp (a wall and an ear) is refused as no_scalp;
+    the same sliver in a whole-head view is a head far away and is kept."""
+    rgb = np.full((100, 100, 3), 150, np.uint8)
+    lstar = np.full((100, 100), 60.0, np.float32)
+    labels = np.full((100, 100), BACKGROUND, np.uint8)
+    labels[:, :10] = SCALP                                            # 10% of the frame
+    s = QualitySettings()
+    closeup = check_quality(rgb, lstar, labels, None, "closeup", s)
+    assert "no_scalp" in closeup.warnings and not closeup.ok
+    assert "no_scalp" not in check_quality(rgb, lstar, labels, None, "global", s).warnings
+    labels[:, :30] = SCALP                                            # 30%: a close-up with the card beside it
+    assert "no_scalp" not in check_quality(rgb, lstar, labels, None, "closeup", s).warnings
+    relaxed = QualitySettings(min_roi_fraction_closeup=0.05)
+    labels[:, 10:30] = BACKGROUND
+    assert "no_scalp" not in check_quality(rgb, lstar, labels, None, "closeup", relaxed).warnings
+
+
+class _Sliver(_Stub):
+    """A segmenter that calls scalp whatever is brighter than mid-grey in red, background the rest."""
+
+    def __call__(self, rgb, view="closeup"):
+        labels = np.where(rgb[..., 0] > 128, SCALP, BACKGROUND).astype(np.uint8)
+        return Segmentation(labels, np.zeros((0, 2)), np.zeros(0), "model")
+
+
+def test_a_photo_assumed_a_close_up_with_a_sliver_of_scalp_says_how_to_assess_it(tmp_path):
+    """No card and no scale: the photo is assumed a close-up; a tenth of it scalp is refused, and the
+    warning says how to assess a whole-head photo instead; given as one, it is kept."""
+    img = np.full((240, 320, 3), 60, np.uint8)
+    img[:, :32] = 200                                                # the stub calls this scalp: 10%
+    path = tmp_path / "sliver.png"
+    Image.fromarray(img).save(path)
+    base = ["segment.method=classical", "segment.max_px_per_mm=100", "quality.second_look=false"]
+    results = {}
+    for view in ("auto", "global"):
+        assessor = Assessor(load_assess_settings(None, base + [f"view={view}"]))
+        assessor.segmenter = _Sliver()
+        results[view] = assessor.assess_file(path)
+    assumed = results["auto"]
+    assert assumed.view == "closeup" and "no_scalp" in assumed.quality.warnings and not assumed.quality.ok
+    assert any("pass --set view=global" in w for w in assumed.warnings)
+    assert "no_scalp" not in results["global"].quality.warnings
