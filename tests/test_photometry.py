@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from data.colour import linear_to_srgb, srgb_to_linear
-from data.photometry import normalise_input, white_point_gains, white_point_normalise
+from data.photometry import normalise_input, skin_point_gains, white_point_gains, white_point_normalise
 
 
 def _scene(seed: int = 0) -> np.ndarray:
@@ -20,11 +20,12 @@ def _taken(rgb: np.ndarray, gains) -> np.ndarray:
     return np.clip(np.round(linear_to_srgb(np.clip(lin, 0, 1)) * 255), 0, 255).astype(np.uint8)
 
 
+@pytest.mark.parametrize("how", ["white_point", "skin_point"])
 @pytest.mark.parametrize("gains", [(2.0, 2.0, 2.0), (0.5, 0.5, 0.5), (1.15, 1.0, 0.85)])
-def test_a_gain_per_channel_cancels(gains):
+def test_a_gain_per_channel_cancels(gains, how):
     rgb = _scene()
-    a = white_point_normalise(rgb).astype(int)
-    b = white_point_normalise(_taken(rgb, gains)).astype(int)
+    a = normalise_input(rgb, how).astype(int)
+    b = normalise_input(_taken(rgb, gains), how).astype(int)
     assert np.abs(a - b).max() <= 3 and np.abs(a - b).mean() < 1.0
     # ... while the photo as it is differs by far more
     assert np.abs(rgb.astype(int) - _taken(rgb, gains).astype(int)).mean() > 5
@@ -77,3 +78,17 @@ def test_percentile_chooses_the_white_point():
     # at 90 the hair is taken for the white and brightened to it; at 99 the skin is, and the hair stays dark
     hair = rgb[..., 0] == 40
     assert p90[hair].mean() > 150 and p99[hair].mean() < 80
+
+
+def test_the_skin_point_is_read_on_the_skin_between_dense_strands():
+    """Dark strands over three quarters of the frame: the median lands on hair, the median of the photo
+    with its hair closed on the skin between the strands."""
+    rng = np.random.default_rng(3)
+    skin = np.array([190.0, 150.0, 130.0])
+    img = np.tile(skin, (200, 200, 1)) + rng.normal(0, 3, (200, 200, 3))
+    for x in range(0, 200, 8):                        # strands 6 px wide, 2 px of skin between
+        img[:, x:x + 6] = (40.0, 30.0, 25.0)
+    rgb = np.clip(img, 0, 255).astype(np.uint8)
+    on_skin = white_point_gains(np.tile(skin, (20, 20, 1)).astype(np.uint8), 50)
+    assert np.allclose(skin_point_gains(rgb, 50), on_skin, rtol=0.1)
+    assert (white_point_gains(rgb, 50) > 3 * on_skin).all()
