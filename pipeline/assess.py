@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Literal
 import cv2
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from data.card import CardSpec, load_card, paper_rect_mm
 from data.config import Settings, load_settings
@@ -60,10 +60,18 @@ class SegmentSettings(Settings):
     dot_threshold: float = Field(0.3, gt=0, lt=1)
     #: Photos finer than this are segmented at ``detect.canonical_px_per_mm`` (the network saw 8-40 px/mm).
     max_px_per_mm: float = Field(16.0, gt=0)
+    #: Close-ups coarser than this are enlarged to ``detect.canonical_px_per_mm`` before segmenting (0: never).
+    min_px_per_mm: float = Field(16.0, ge=0)
     #: Network arithmetic: ``auto`` (bfloat16 on CPUs that multiply it in hardware, float16 on CUDA, else
     #: float32), ``float32``, ``bfloat16``, ``float16`` (CUDA only). The one used is recorded in the model block.
     #: The values of ``models.inference.Precision``, spelled here so the settings do not import torch.
     precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+    @model_validator(mode="after")
+    def _scales(self) -> SegmentSettings:
+        if self.min_px_per_mm > self.max_px_per_mm:
+            raise ValueError("need min_px_per_mm <= max_px_per_mm")
+        return self
 
 
 class AssessSettings(Settings):
@@ -353,14 +361,16 @@ class Assessor:
                 view: str = "closeup") -> Segmentation:
         """Classes and dot proposals of an RGB photo of ``view`` at ``ppm`` px/mm, as the assessment forms
         them (a whole-head view as the model asks: models.inference.predict_view). A photo finer than
-        ``segment.max_px_per_mm`` (beyond what the network was trained on, and costly) is segmented at
-        the canonical scale and the results mapped back, so a photo enlarged 4x gives the mask and
-        proposals of the original."""
+        ``segment.max_px_per_mm`` (beyond what the network was trained on, and costly), or a close-up
+        coarser than ``segment.min_px_per_mm``, is segmented at the canonical scale and the results
+        mapped back, so a photo enlarged 2x or 4x gives the mask and proposals of the original."""
         s = self.settings
-        f = s.detect.canonical_px_per_mm / ppm if ppm > s.segment.max_px_per_mm else 1.0
-        if f < 1.0:
+        resample = ppm > s.segment.max_px_per_mm or (view == "closeup" and ppm < s.segment.min_px_per_mm)
+        f = s.detect.canonical_px_per_mm / ppm if resample else 1.0
+        if f != 1.0:
             h, w = rgb.shape[:2]
-            small = cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+            small = cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))),
+                               interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
             cm = None if card_mask is None else cv2.resize(card_mask.view(np.uint8), small.shape[1::-1],
                                                            interpolation=cv2.INTER_NEAREST).view(bool)
             seg = self._segment_native(small, ppm * f, cm, view)

@@ -259,3 +259,29 @@ def test_a_whole_head_view_has_no_show_through_but_its_scalp_fraction(scenes, cl
     assert whole.view == "global" and whole.metrics.show_through is None
     assert any(w.startswith("show_through not measured in a whole-head view") for w in whole.warnings)
     assert whole.metrics.scalp_fraction is not None and whole.metrics.dot_count is None
+
+
+def test_every_close_up_is_segmented_at_one_scale():
+    """Close-ups coarser than segment.min_px_per_mm are enlarged, finer than max_px_per_mm shrunk, to
+    the canonical scale before the segmenter sees them; the labels come back at the photo's size. A
+    whole-head view is segmented as it is."""
+    from pipeline.segment import Segmentation
+
+    seen = []
+
+    class Recorder:
+        def describe(self):
+            return {"name": "recorder", "version": "0", "sha256": "-", "path": "-", "kind": "model"}
+
+        def __call__(self, rgb, view="closeup"):
+            seen.append(rgb.shape[:2])
+            return Segmentation(np.ones(rgb.shape[:2], np.uint8), np.zeros((0, 2)), np.zeros(0), "model")
+
+    a = Assessor(load_assess_settings(None, ["segment.method=classical"]))
+    a.segmenter = Recorder()
+    c = a.settings.detect.canonical_px_per_mm
+    rgb = np.full((100, 120, 3), 128, np.uint8)
+    for ppm, view, expect in ((c / 2, "closeup", (200, 240)), (c * 2, "closeup", (50, 60)), (c, "closeup", (100, 120)),
+                              (c / 2, "global", (100, 120))):
+        assert a.segment(rgb, ppm, view=view).labels.shape == (100, 120)
+        assert seen[-1] == expect
