@@ -288,7 +288,8 @@ def invariance_table(results: dict) -> str:
             lines.append(f"| {name} | {q['windows']} | {q['refused']} | {by} | {fmt(q['roi_share_median'])} |")
     lines += ["", "Scalp IoU of the mask of the photo taken differently against the mask of the photo as it is, "
               "pooled over the easy and hard close-ups (target 0.97 each). The mask is the product's (smp assess's "
-              "segmentation at the photo's true scale, twice it for the 2x photo).",
+              "segmentation given the photo's true scale, twice it for the 2x photo; close-ups are segmented at "
+              "16 px/mm, segment.min_px_per_mm and max_px_per_mm).",
               "Scalp-free windows: 256 px windows of the whole-head views whose truth is all background (walls, "
               "clothes, face, neck, ears), each assessed as a photo without a scale; every one should be refused."]
     return "\n".join(lines)
