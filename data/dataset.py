@@ -84,7 +84,8 @@ from data.manifest import Manifest, ManifestError, ManifestRow
 from data.photometry import InputNorm, normalise_input
 
 __all__ = ["FocusWeights", "DatasetSettings", "EpochKeys", "Photo", "SeededSampler", "SmpDataset", "WorkerInit",
-           "item_rng", "load_photo", "read_visible", "shrink_mask", "shrink_photo", "worker_rng"]
+           "item_rng", "load_photo", "read_visible", "rescale_photo", "shrink_mask", "shrink_photo",
+           "worker_rng"]
 
 CLASSES = (0, 1, 2)
 CLASS_NAMES = ("background", "scalp", "hair")
@@ -126,6 +127,9 @@ class DatasetSettings(Settings):
     input_norm_percentile: float = Field(90.0, ge=50.0, le=100.0)
     """Photometric normalisation of each whole photo before cropping (data.photometry; the model's own
     ``input_norm``, set by training)."""
+    closeup_px_per_mm: float | None = Field(None, gt=0)
+    """Close-ups of known scale resampled to this many px/mm before cropping (the model's own
+    ``closeup_px_per_mm``, set by training; :func:`rescale_photo`)."""
 
 
 @dataclass(frozen=True)
@@ -249,13 +253,19 @@ class EpochKeys(Sampler[tuple[int, int]]):
         return ((epoch, int(i)) for i in self.sampler)
 
 
-def shrink_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def shrink_mask(mask: np.ndarray, size: tuple[int, int], hair_share: float | None = None) -> np.ndarray:
     """``mask`` (HxW uint8 classes 0-2, 255 not labelled) resized to ``size`` (w, h) by area: each new pixel
-    takes the class that covers most of its footprint among the labelled ones (255 where none is)."""
+    takes the class that covers most of its footprint among the labelled ones (255 where none is). With
+    ``hair_share``, hair wherever it covers at least that share of the labelled footprint: a strand one
+    pixel wide stays a line of pixels (the truth labels strands along their drawn line, at least a pixel
+    wide) instead of falling under the argmax when the mask shrinks by less than half."""
     shares = [cv2.resize((mask == k).astype(np.float32), size, interpolation=cv2.INTER_AREA) for k in range(3)]
     stack = np.stack(shares)
     out = np.argmax(stack, axis=0).astype(np.uint8)
-    out[stack.sum(axis=0) < 0.5] = IGNORE
+    labelled = stack.sum(axis=0)
+    if hair_share is not None:
+        out[stack[2] >= hair_share * np.maximum(labelled, 1e-6)] = 2
+    out[labelled < 0.5] = IGNORE
     return out
 
 
@@ -268,6 +278,26 @@ def shrink_photo(photo: Photo, factor: float) -> Photo:
     mask = shrink_mask(photo.mask, size)
     return replace(photo, image=cv2.resize(photo.image, size, interpolation=cv2.INTER_AREA), mask=mask,
                    points=resize_points(photo.points, fx, fy), px_per_mm=photo.px_per_mm * fx,
+                   class_counts=np.bincount(mask.ravel(), minlength=256)[: len(CLASSES)].astype(np.int64))
+
+
+def rescale_photo(photo: Photo, factor: float, hair_share: float = 1.0 / 3.0) -> Photo:
+    """``photo`` resized by ``factor`` either way: smaller by area (the mask by :func:`shrink_mask`, keeping
+    strands with ``hair_share``), larger by linear interpolation (the mask by nearest); the dots and
+    the scale with it."""
+    if factor <= 1.0:
+        h, w = photo.mask.shape
+        size = (max(1, round(w * factor)), max(1, round(h * factor)))
+        mask = shrink_mask(photo.mask, size, hair_share)
+        image = cv2.resize(photo.image, size, interpolation=cv2.INTER_AREA)
+    else:
+        h, w = photo.mask.shape
+        size = (round(w * factor), round(h * factor))
+        mask = cv2.resize(photo.mask, size, interpolation=cv2.INTER_NEAREST)
+        image = cv2.resize(photo.image, size, interpolation=cv2.INTER_LINEAR)
+    fx, fy = size[0] / w, size[1] / h
+    return replace(photo, image=image, mask=mask, points=resize_points(photo.points, fx, fy),
+                   px_per_mm=photo.px_per_mm * fx,
                    class_counts=np.bincount(mask.ravel(), minlength=256)[: len(CLASSES)].astype(np.int64))
 
 
@@ -395,6 +425,10 @@ class SmpDataset(Dataset):
         side = self.settings.global_long_side
         if side and self.manifest[row].view == "global" and max(photo.mask.shape) > side:
             photo = shrink_photo(photo, side / max(photo.mask.shape))
+        target = self.settings.closeup_px_per_mm
+        if target and self.manifest[row].view == "closeup" and math.isfinite(photo.px_per_mm) \
+                and abs(target / photo.px_per_mm - 1.0) > 0.01:
+            photo = rescale_photo(photo, target / photo.px_per_mm)
         if self.settings.input_norm != "none":
             photo = replace(photo, image=normalise_input(photo.image, self.settings.input_norm,
                                                                  self.settings.input_norm_percentile))

@@ -100,9 +100,9 @@ def evaluate(model: torch.nn.Module, manifest: Manifest, settings: EvalSettings 
                 progress(i + 1, len(rows))
             continue
         t0 = time.perf_counter()
-        pred = predict_view(model, photo.image, row.view, tile=settings.tile, overlap=settings.overlap,
-                             batch_size=settings.batch_size, device=device, threshold=settings.threshold,
-                             precision=settings.precision)
+        pred = predict_view(model, photo.image, row.view, px_per_mm=row.px_per_mm, tile=settings.tile,
+                            overlap=settings.overlap, batch_size=settings.batch_size, device=device,
+                            threshold=settings.threshold, precision=settings.precision)
         secs = time.perf_counter() - t0
         cm = confusion(pred.labels, photo.mask)
         cm_all += cm

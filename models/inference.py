@@ -369,22 +369,30 @@ def predict_image(
     return acc.result()
 
 
-def predict_view(model: SegDotNet, image: np.ndarray, view: str, **kwargs) -> Prediction:
+def predict_view(model: SegDotNet, image: np.ndarray, view: str, px_per_mm: float | None = None,
+                 **kwargs) -> Prediction:
     """:func:`predict_image` of a photo of ``view`` (``closeup``/``global``) as the model was trained to see it.
 
     A model with ``global_long_side`` sees a whole-head view shrunk to that long side (its whole head
-    in one field of view); the labels are brought back to the photo's size (nearest), dot centres
-    and probabilities with them. Close-ups, and models without the setting, go to
-    :func:`predict_image` as they are.
+    in one field of view); a model with ``closeup_px_per_mm`` sees a close-up of known scale
+    (``px_per_mm``) resampled to that scale. The labels are brought back to the photo's size
+    (nearest), dot centres and probabilities with them. Other photos go to :func:`predict_image` as
+    they are.
     """
     import cv2
 
-    side = getattr(getattr(model, "settings", None), "global_long_side", None)
+    settings = getattr(model, "settings", None)
+    side = getattr(settings, "global_long_side", None)
+    target = getattr(settings, "closeup_px_per_mm", None)
     h, w = image.shape[:2]
-    if view != "global" or not side or max(h, w) <= side:
+    if view == "global" and side and max(h, w) > side:
+        f = side / max(h, w)
+    elif view != "global" and target and px_per_mm and abs(target / px_per_mm - 1.0) > 0.01:
+        f = target / px_per_mm
+    else:
         return predict_image(model, image, **kwargs)
-    f = side / max(h, w)
-    small = cv2.resize(image, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(image, (max(1, round(w * f)), max(1, round(h * f))),
+                       interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
     pred = predict_image(model, small, **kwargs)
     fx, fy = w / small.shape[1], h / small.shape[0]
     labels = cv2.resize(pred.labels, (w, h), interpolation=cv2.INTER_NEAREST)

@@ -146,6 +146,11 @@ class ModelSettings(Settings):
     """Whole-head views are shrunk so that their long side is this many px before the network sees them
     (the whole head in its field of view, as in training); the labels come back at full size. None: as
     they are (models.inference.predict_view, data.dataset.shrink_photo)."""
+    closeup_px_per_mm: float | None = Field(None, gt=0)
+    """Close-ups are seen at this scale: training photos of known scale are resampled to it
+    (data.dataset.rescale_photo) and so is a close-up whose scale is given to
+    models.inference.predict_view (the assessment segments every close-up at the canonical scale
+    already). None: at their own scale."""
     input_norm: InputNorm = "none"
     """How the photo is given to the network (data.photometry): ``none`` as it is, ``white_point`` with
     its exposure and white balance taken out; applied to the whole photo, in training and inference."""

@@ -268,7 +268,8 @@ def train(s: TrainSettings, *, resume: bool = False, progress: bool = True) -> T
     dataset = SmpDataset(train_m, s.data.model_copy(update={"mode": "train", "seed": s.seed,
                                                             "input_norm": s.model.input_norm,
                                                             "input_norm_percentile": s.model.input_norm_percentile,
-                                                            "global_long_side": s.model.global_long_side}),
+                                                            "global_long_side": s.model.global_long_side,
+                                                            "closeup_px_per_mm": s.model.closeup_px_per_mm}),
                          s.augment)
     sampler = _sampler(s, len(dataset), rank, world)
     loader = _loader(s, dataset, sampler, device)

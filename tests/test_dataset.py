@@ -445,6 +445,52 @@ def test_predict_view_shrinks_only_whole_head_views_for_a_model_that_asks():
     assert np.array_equal(predict_view(wide, image, "closeup").labels, predict_view(plain, image, "closeup").labels)
 
 
+def test_a_dataset_sees_close_ups_at_one_scale(synth_manifest):
+    manifest = read_manifest(synth_manifest)
+    raw = load_photo(manifest[0])
+    assert manifest[0].view == "closeup" and raw.px_per_mm > 0
+    one = SmpDataset(manifest, DatasetSettings(mode="full", closeup_px_per_mm=raw.px_per_mm / 2)).photo(0)
+    assert one.px_per_mm == pytest.approx(raw.px_per_mm / 2, rel=0.02)
+    assert one.mask.shape == tuple(round(n / 2) for n in raw.mask.shape)
+
+
+def test_close_ups_are_resampled_to_the_scale_a_model_asks_for():
+    """rescale_photo both ways (a one-pixel strand survives a 2/3 shrink as a line), and predict_view
+    resamples a close-up of known scale for a model with closeup_px_per_mm."""
+    import torch
+
+    from data.dataset import Photo, rescale_photo
+    from models.inference import predict_view
+    from models.network import ModelSettings, build_model
+
+    mask = np.ones((60, 90), np.uint8)
+    mask[:, 40] = 2                                                  # a strand one pixel wide
+    photo = Photo(image=np.zeros((60, 90, 3), np.uint8), mask=mask, points=np.array([[45.0, 30.0]]),
+                  visible=np.ones(1, bool), has_points=True, px_per_mm=24.0, class_counts=np.zeros(3, np.int64))
+    small = rescale_photo(photo, 16 / 24)
+    assert small.mask.shape == (40, 60) and small.px_per_mm == pytest.approx(16.0)
+    assert ((small.mask == 2).sum(axis=1) >= 1).all()               # still a line, row by row
+    assert ((small.mask == 2).sum(axis=1) <= 2).all()
+    assert np.allclose(small.points, [[29.83333, 19.83333]], atol=1e-4)
+    big = rescale_photo(photo, 2.0)
+    assert big.mask.shape == (120, 180) and big.px_per_mm == pytest.approx(48.0)
+    assert set(np.unique(big.mask)) == {1, 2} and (big.mask == 2).sum() == 2 * 120
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    settings = dict(width_mult=0.5, encoder_stride=8, se_kernel=3, decoder_channels=(8, 8, 16, 16), head_channels=8,
+                    refine_channels=8)
+    torch.manual_seed(0)
+    plain = build_model(ModelSettings(**settings)).eval()
+    torch.manual_seed(0)
+    one_scale = build_model(ModelSettings(**settings, closeup_px_per_mm=16.0)).eval()
+    direct = predict_view(plain, image, "closeup").labels
+    assert np.array_equal(predict_view(one_scale, image, "closeup", px_per_mm=16.0).labels, direct)
+    assert np.array_equal(predict_view(one_scale, image, "closeup").labels, direct)     # scale unknown
+    coarse = predict_view(one_scale, image, "closeup", px_per_mm=32.0)
+    assert coarse.labels.shape == (96, 128) and not np.array_equal(coarse.labels, direct)
+
+
 def test_resize_points_keeps_pixel_centres_and_other_columns():
     from data.geometry import resize_points
 
