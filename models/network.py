@@ -153,11 +153,13 @@ class ModelSettings(Settings):
     already). None: at their own scale."""
     input_norm: InputNorm = "none"
     """How the photo is given to the network (data.photometry): ``none`` as it is, ``white_point`` with
-    its exposure and white balance taken out; applied to the whole photo, in training and inference."""
+    its exposure and white balance taken out, ``skin_point`` the same with the level read on the photo
+    with its hair closed; applied to the whole photo, in training and inference."""
     input_norm_percentile: float = Field(90.0, ge=50.0, le=100.0)
-    """``white_point``: the percentile of each channel taken as the photo's white. 90 reads the hair of a
-    dense-hair close-up as its white (gains of 17-20 on the hard suite); 99 reads the brightest skin or
-    the card's paper (data.photometry)."""
+    """The percentile of each channel taken as the photo's white. ``white_point`` at 90 reads the hair of
+    a dense-hair close-up as its white (gains of 17-20 on the hard suite), at 99 the brightest skin or
+    the card's paper; ``skin_point`` at 50 lands every suite's bare skin within 0.43 stops (sd) of one
+    level (data.photometry)."""
 
     @field_validator("se_kernel", "lraspp_pool_kernel")
     @classmethod
