@@ -269,33 +269,30 @@ def shrink_mask(mask: np.ndarray, size: tuple[int, int], hair_share: float | Non
     return out
 
 
-def shrink_photo(photo: Photo, factor: float) -> Photo:
-    """``photo`` resized by ``factor`` (< 1): the image by area, the mask by :func:`shrink_mask`, the dots
-    and the scale with it."""
+def shrink_photo(photo: Photo, factor: float, hair_share: float | None = None) -> Photo:
+    """``photo`` resized by ``factor`` (< 1): the image by area, the mask by :func:`shrink_mask` (with
+    ``hair_share``), the dots and the scale with it."""
     h, w = photo.mask.shape
     size = (max(1, round(w * factor)), max(1, round(h * factor)))
-    fx, fy = size[0] / w, size[1] / h
-    mask = shrink_mask(photo.mask, size)
-    return replace(photo, image=cv2.resize(photo.image, size, interpolation=cv2.INTER_AREA), mask=mask,
-                   points=resize_points(photo.points, fx, fy), px_per_mm=photo.px_per_mm * fx,
-                   class_counts=np.bincount(mask.ravel(), minlength=256)[: len(CLASSES)].astype(np.int64))
+    return _resized(photo, cv2.resize(photo.image, size, interpolation=cv2.INTER_AREA),
+                    shrink_mask(photo.mask, size, hair_share))
 
 
 def rescale_photo(photo: Photo, factor: float, hair_share: float = 1.0 / 3.0) -> Photo:
-    """``photo`` resized by ``factor`` either way: smaller by area (the mask by :func:`shrink_mask`, keeping
-    strands with ``hair_share``), larger by linear interpolation (the mask by nearest); the dots and
-    the scale with it."""
+    """``photo`` resized by ``factor`` either way: smaller by :func:`shrink_photo` (strands kept with
+    ``hair_share``), larger by linear interpolation (the mask by nearest); the dots and the scale with it."""
     if factor <= 1.0:
-        h, w = photo.mask.shape
-        size = (max(1, round(w * factor)), max(1, round(h * factor)))
-        mask = shrink_mask(photo.mask, size, hair_share)
-        image = cv2.resize(photo.image, size, interpolation=cv2.INTER_AREA)
-    else:
-        h, w = photo.mask.shape
-        size = (round(w * factor), round(h * factor))
-        mask = cv2.resize(photo.mask, size, interpolation=cv2.INTER_NEAREST)
-        image = cv2.resize(photo.image, size, interpolation=cv2.INTER_LINEAR)
-    fx, fy = size[0] / w, size[1] / h
+        return shrink_photo(photo, factor, hair_share)
+    h, w = photo.mask.shape
+    size = (round(w * factor), round(h * factor))
+    return _resized(photo, cv2.resize(photo.image, size, interpolation=cv2.INTER_LINEAR),
+                    cv2.resize(photo.mask, size, interpolation=cv2.INTER_NEAREST))
+
+
+def _resized(photo: Photo, image: np.ndarray, mask: np.ndarray) -> Photo:
+    """``photo`` with its image and mask replaced by resized ones, its dots and scale carried along."""
+    h, w = photo.mask.shape
+    fx, fy = mask.shape[1] / w, mask.shape[0] / h
     return replace(photo, image=image, mask=mask, points=resize_points(photo.points, fx, fy),
                    px_per_mm=photo.px_per_mm * fx,
                    class_counts=np.bincount(mask.ravel(), minlength=256)[: len(CLASSES)].astype(np.int64))
