@@ -32,7 +32,7 @@ from models.dot_ranker import DotRanker, default_ranker_path
 
 from .calibration import Calibration, CalibrationSettings, calibrate
 from .detect import DetectSettings, Detection, ScaleOutOfRange, detect_dots
-from .dots import DotSettings, empty_geometry, footprint_mask, local_px_per_mm, open_skin, skin_reference
+from .dots import DotGeometry, DotSettings, empty_geometry, footprint_mask, local_px_per_mm, open_skin, skin_reference
 from .loading import LoadSettings, Photo, load_photo
 from .overlay import render_overlay
 from .pigment import DOT_COLUMNS, dot_table
@@ -297,23 +297,16 @@ class Assessor:
                     warnings.append(f"dots not measured: {exc}; dot metrics are null")
             else:
                 warnings.append("dots not measured in a whole-head view: dot metrics are null")
-            scalp = labels == SCALP
-            # show-through's bare-skin reference: the open skin, away from every dot-like structure
-            # and from hair (skin between dense strands is shaded by them: pipeline.dots.open_skin)
-            excluded = footprint_mask((h, w), geom.xy, np.maximum(s.dots.exclude_radius_mm * work_ppm,
-                                                                  1.6 * geom.radius_px))
-            bare = open_skin(scalp, labels == HAIR, excluded, s.dots.skin_hair_margin_mm * work_ppm)
-            if np.count_nonzero(bare[::4, ::4]) >= 200:
-                skin_ref = self._open_skin_reference(lstar, bare, work_ppm)
-            elif det_skin is not None:
-                # too little open skin (dense hair everywhere): the detector's reference, from the
-                # quiet skin beside hair
-                skin_ref = det_skin
+            if view == "global":
+                # at 2-6 px/mm a dot is a fraction of a pixel and a strand too: no pixel of the photo is
+                # bare skin, so any reference is pigmented or hair-shaded skin, and the head's own shading
+                # exceeds the threshold; with the truth's mask and the truth's bare skin it is still tens
+                # of pp off (docs/quality.md). No reference: show-through is null, not guessed
+                skin_ref = np.float32(np.nan)
+                warnings.append("show_through not measured in a whole-head view: no pixel of it is bare skin "
+                                "(dots and strands are finer than a pixel); take it from a close-up of the region")
             else:
-                bare = scalp & ~excluded
-                skin_ref = skin_reference(lstar, bare if bare.any() else scalp, work_ppm, s.dots.skin_sigma_mm,
-                                          clip_sd=s.dots.skin_clip_sd, iterations=s.dots.skin_iterations)
-            del excluded, bare
+                skin_ref = self._show_through_reference(lstar, labels, geom, det_skin, work_ppm)
             occupied = footprint_mask((h, w), geom.xy, 1.3 * geom.radius_px)
         with timer("pigment"):
             h_img2plane = cal.scale.image_to_plane
@@ -342,14 +335,6 @@ class Assessor:
                                   nn_distance_mm_median=None, spacing_cv=None, clark_evans_r=None,
                                   blue_shift_fraction=None, faded_fraction=None, spread_fraction=None,
                                   dots_not_measurable=None)
-            if view == "global" and metrics.show_through is not None:
-                # at 2-6 px/mm a dot is a fraction of a pixel and a strand too: no pixel of the photo is
-                # bare skin, so the reference is pigmented or hair-shaded skin, and the head's own shading
-                # exceeds the threshold; with the truth's mask and the truth's bare skin it is still tens
-                # of pp off (docs/quality.md): not measured rather than guessed
-                metrics = replace(metrics, show_through=None)
-                warnings.append("show_through not measured in a whole-head view: no pixel of it is bare skin "
-                                "(dots and strands are finer than a pixel); take it from a close-up of the region")
         if ppm is None:
             warnings.append("no scale: dot_density_per_cm2, dot sizes and spacing in mm are null")
         timer.times["total"] = time.perf_counter() - t_all + timer.times.get("load", 0.0)
@@ -378,6 +363,25 @@ class Assessor:
             labels = cv2.resize(seg.labels, (w, h), interpolation=cv2.INTER_NEAREST)
             return Segmentation(labels, resize_points(seg.dots_xy.reshape(-1, 2), fx, fy), seg.dot_scores, seg.source)
         return self._segment_native(rgb, ppm, card_mask, view)
+
+    def _show_through_reference(self, lstar: np.ndarray, labels: np.ndarray, geom: DotGeometry,
+                                det_skin: np.ndarray | None, ppm: float) -> np.ndarray:
+        """Show-through's bare-skin reference of a close-up: the open skin, away from every dot-like
+        structure and from hair (skin between dense strands is shaded by them: pipeline.dots.open_skin)."""
+        s = self.settings
+        scalp = labels == SCALP
+        excluded = footprint_mask(labels.shape, geom.xy, np.maximum(s.dots.exclude_radius_mm * ppm,
+                                                                    1.6 * geom.radius_px))
+        bare = open_skin(scalp, labels == HAIR, excluded, s.dots.skin_hair_margin_mm * ppm)
+        if np.count_nonzero(bare[::4, ::4]) >= 200:
+            return self._open_skin_reference(lstar, bare, ppm)
+        if det_skin is not None:
+            # too little open skin (dense hair everywhere): the detector's reference, from the quiet
+            # skin beside hair
+            return det_skin
+        bare = scalp & ~excluded
+        return skin_reference(lstar, bare if bare.any() else scalp, ppm, s.dots.skin_sigma_mm,
+                              clip_sd=s.dots.skin_clip_sd, iterations=s.dots.skin_iterations)
 
     def _open_skin_reference(self, lstar: np.ndarray, bare: np.ndarray, ppm: float) -> np.ndarray:
         """Show-through's bare-skin reference (pipeline.dots.skin_reference over ``bare``), formed at the
