@@ -426,14 +426,18 @@ def test_whole_head_views_are_shrunk_before_cropping():
     assert half.class_counts.tolist() == [int((half.mask == k).sum()) for k in range(3)]
 
 
+#: A network small enough to run in a test (its outputs are compared, not judged).
+_TINY_NET = dict(width_mult=0.5, encoder_stride=8, se_kernel=3, decoder_channels=(8, 8, 16, 16), head_channels=8,
+                 refine_channels=8)
+
+
 def test_predict_view_shrinks_only_whole_head_views_for_a_model_that_asks():
     from models.inference import predict_view
     from models.network import ModelSettings, build_model
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)
-    settings = dict(width_mult=0.5, encoder_stride=8, se_kernel=3, decoder_channels=(8, 8, 16, 16), head_channels=8,
-                    refine_channels=8)
+    settings = _TINY_NET
     torch.manual_seed(0)
     plain = build_model(ModelSettings(**settings)).eval()
     torch.manual_seed(0)
@@ -478,8 +482,7 @@ def test_close_ups_are_resampled_to_the_scale_a_model_asks_for():
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
-    settings = dict(width_mult=0.5, encoder_stride=8, se_kernel=3, decoder_channels=(8, 8, 16, 16), head_channels=8,
-                    refine_channels=8)
+    settings = _TINY_NET
     torch.manual_seed(0)
     plain = build_model(ModelSettings(**settings)).eval()
     torch.manual_seed(0)
