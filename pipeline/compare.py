@@ -1,11 +1,21 @@
 """Comparing two assessed photos of one region: metric deltas, pictures, files.
 
 Input: the two :class:`~pipeline.assess.Assessment` objects, the AFTER -> BEFORE
-:class:`~pipeline.register.Registration` and, for close-ups, the
-:class:`~pipeline.register.DotLinks`. Output: a :class:`Comparison` (every numeric
-metric of both photos with its change, named headline figures, warnings) and the
-files of ``smp compare`` (:func:`write_comparison`): ``comparison.json``,
-``links.csv``, ``side_by_side.png`` and ``difference.png``.
+:class:`~pipeline.register.Registration` (None when the photos could not be registered)
+and, for close-ups, the :class:`~pipeline.register.DotLinks`. Output: a
+:class:`Comparison` (every numeric metric of both photos with its change, named
+headline figures, warnings) and the files of ``smp compare`` (:func:`write_comparison`):
+``comparison.json``, ``links.csv``, ``side_by_side.png`` and ``difference.png`` (the
+two pictures only when the photos were registered). :func:`compare_photos` is the one
+place that knows the order register -> link -> compare (``smp compare`` and the web app
+call it).
+
+One definition of added, lost and linked dots, used by every figure and sentence:
+in the area both photos show (:class:`~pipeline.register.DotLinks`), a linked dot is in
+both, an added dot is in AFTER only, a lost dot in BEFORE only; so the dots of that
+area are ``linked + lost`` before and ``linked + added`` after, and their change is
+``added - lost``. Each photo's own dot count covers the area that photo frames, which
+differs between visits: density per cm2 is the figure that compares them.
 
 The pictures are drawn in the BEFORE photo's frame: AFTER is warped into it with the
 registration's homography, so the same scalp sits at the same place in both panels.
@@ -26,10 +36,11 @@ from data.colour import luminance_lstar
 from data.metrics import SCALP, viewing_lstar
 
 from .assess import Assessment
-from .register import DotLinks, Registration, dot_spacing
+from .register import (RETAKE_ADVICE, DotLinks, Registration, RegistrationError, RegisterSettings, dot_spacing,
+                       link_dots, register_photos)
 
-__all__ = ["SCHEMA", "Comparison", "compare_assessments", "darkening_map", "render_side_by_side",
-           "render_difference_overlay", "write_comparison", "LINK_COLUMNS"]
+__all__ = ["SCHEMA", "Comparison", "compare_assessments", "compare_photos", "darkening_map", "render_side_by_side",
+           "render_difference_overlay", "write_comparison", "LINK_COLUMNS", "MIN_DOTS_TO_LINK"]
 
 SCHEMA = "smp-comparison/1"
 
@@ -46,6 +57,8 @@ LOST_COLOUR = (230, 40, 40)
 DARKER_COLOUR = np.array([40, 120, 255], np.float32)   # after darker: more pigment
 LIGHTER_COLOUR = np.array([255, 160, 0], np.float32)   # after lighter: faded or less pigment
 
+#: Fewer dots than this in either photo: the dots are not linked (nothing to pair reliably).
+MIN_DOTS_TO_LINK = 10
 # Thresholds of the "poor registration" warnings (a comparison is still written).
 _MIN_OVERLAP_WARN = 0.6
 _MIN_LINKED_WARN = 0.5
@@ -76,16 +89,19 @@ class Comparison:
     ``metrics``: every numeric metric of both assessments, ``{name: {before, after,
     delta}}`` with ``delta = after - before`` (each photo's metrics cover its own region
     of interest). ``headline``: the figures a clinic reads first (see
-    :func:`compare_assessments`). ``warnings``: one line each.
+    :func:`compare_assessments`). ``warnings``: one line each. ``registration`` is None
+    when the photos could not be registered (``registration_error`` says why): then only
+    the metrics that need no alignment are compared.
     """
 
     before: Assessment
     after: Assessment
-    registration: Registration
+    registration: Registration | None
     links: DotLinks | None
     metrics: dict[str, dict[str, Any]]
     headline: dict[str, Any]
     warnings: tuple[str, ...]
+    registration_error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         def photo(a: Assessment) -> dict[str, Any]:
@@ -98,7 +114,9 @@ class Comparison:
             "schema": SCHEMA,
             "before": photo(self.before),
             "after": photo(self.after),
-            "registration": self.registration.to_json(),
+            "registered": self.registration is not None,
+            "registration": None if self.registration is None else self.registration.to_json(),
+            "registration_error": self.registration_error,
             "links": None if self.links is None else self.links.to_json(),
             "headline": {k: _num(v) for k, v in self.headline.items()},
             "metrics": {k: {kk: _num(vv) for kk, vv in v.items()} for k, v in self.metrics.items()},
@@ -153,17 +171,20 @@ def links_table(before_dots: pd.DataFrame, after_dots: pd.DataFrame, links: DotL
     return table[LINK_COLUMNS]
 
 
-def compare_assessments(before: Assessment, after: Assessment, registration: Registration,
-                        links: DotLinks | None = None) -> Comparison:
+def compare_assessments(before: Assessment, after: Assessment, registration: Registration | None,
+                        links: DotLinks | None = None, *, registration_error: str | None = None) -> Comparison:
     """Metric deltas and headline figures of AFTER against BEFORE.
 
     Headline figures (None where undefined):
 
     * ``show_through_before`` / ``_after`` and ``show_through_reduction`` = before - after
       (a fraction: 0.12 means 12 percentage points less skin showing through);
-    * ``dots_added``: AFTER dots with no BEFORE partner in the area both photos see (from
-      the links; None without links), ``dots_lost`` likewise, ``dots_linked``;
-      ``dot_count_change``: AFTER count - BEFORE count over each photo's whole ROI;
+    * in the area both photos show (from the links; None without links; module doc):
+      ``dots_linked``, ``dots_added`` (AFTER only), ``dots_lost`` (BEFORE only),
+      ``common_dots_before`` = linked + lost, ``common_dots_after`` = linked + added and
+      ``common_dot_change`` = added - lost;
+      ``dot_count_change``: AFTER count - BEFORE count over each photo's whole ROI (each
+      photo frames its own area: not a change of the client's dots);
     * ``density_change_per_cm2``, ``scalp_fraction_change``;
     * ``linked_fraction``, ``residual_mm_median``: how well the dots were paired;
     * ``contrast_dL_change_median``: median change of the linked dots' contrast
@@ -173,12 +194,15 @@ def compare_assessments(before: Assessment, after: Assessment, registration: Reg
     mb, ma = before.metrics.to_dict(), after.metrics.to_dict()
     metrics = {k: {"before": mb[k], "after": ma.get(k), "delta": _delta(mb[k], ma.get(k))}
                for k in mb if (isinstance(mb[k], (int, float)) or mb[k] is None) and not isinstance(mb[k], bool)}
+    if registration is None:
+        links = None
     st_b, st_a = mb.get("show_through"), ma.get("show_through")
-    overlap = registration.overlap_fraction()
+    overlap = None if registration is None else registration.overlap_fraction()
     headline: dict[str, Any] = {
         "show_through_before": st_b, "show_through_after": st_a,
         "show_through_reduction": None if st_b is None or st_a is None else st_b - st_a,
         "dots_added": None, "dots_lost": None, "dots_linked": None,
+        "common_dots_before": None, "common_dots_after": None, "common_dot_change": None,
         "dot_count_before": mb.get("dot_count"), "dot_count_after": ma.get("dot_count"),
         "dot_count_change": _delta(mb.get("dot_count"), ma.get("dot_count")),
         "density_change_per_cm2": _delta(mb.get("dot_density_per_cm2"), ma.get("dot_density_per_cm2")),
@@ -194,12 +218,20 @@ def compare_assessments(before: Assessment, after: Assessment, registration: Reg
     if before.view != after.view:
         warnings.append(f"the photos are of different views ({before.view} before, {after.view} after): "
                         "their metrics are not comparable")
-    warnings += [f"registration: {w}" for w in registration.warnings]
-    if overlap < _MIN_OVERLAP_WARN:
+    if registration is None:
+        warnings.append(f"the photos could not be registered ({registration_error or 'no reason given'}): "
+                        "only figures that need no alignment are compared (show-through, density, dot size and "
+                        f"spacing, flagged shares); dots were not paired; to compare dots, {RETAKE_ADVICE}")
+    else:
+        warnings += [f"registration: {w}" for w in registration.warnings]
+    if overlap is not None and overlap < _MIN_OVERLAP_WARN:
         warnings.append(f"the photos share only {overlap:.0%} of the before photo: each photo's metrics "
                         "cover a different area")
     if links is not None:
-        headline.update(dots_added=len(links.new_idx), dots_lost=len(links.lost_idx), dots_linked=links.n_links,
+        added, lost, linked = len(links.new_idx), len(links.lost_idx), links.n_links
+        headline.update(dots_added=added, dots_lost=lost, dots_linked=linked,
+                        common_dots_before=linked + lost, common_dots_after=linked + added,
+                        common_dot_change=added - lost,
                         linked_fraction=links.linked_fraction, residual_mm_median=links.residual_mm_median)
         if links.n_links:
             cb = _take(before.dots, "contrast_dL", links.before_idx)
@@ -213,10 +245,39 @@ def compare_assessments(before: Assessment, after: Assessment, registration: Reg
         res = links.residual_mm_median
         if res is not None and res > _MAX_RESIDUAL_MM_WARN:
             warnings.append(f"poor registration: linked dots are {res:.2f} mm apart (median)")
-    elif before.view == "closeup" and after.view == "closeup":
+    elif registration is not None and before.view == "closeup" and after.view == "closeup":
         warnings.append("dots not linked: one of the photos has too few dots")
     return Comparison(before=before, after=after, registration=registration, links=links, metrics=metrics,
-                      headline=headline, warnings=tuple(dict.fromkeys(warnings)))
+                      headline=headline, warnings=tuple(dict.fromkeys(warnings)),
+                      registration_error=registration_error if registration is None else None)
+
+
+def compare_photos(before: Assessment, after: Assessment, settings: RegisterSettings) -> Comparison:
+    """Register AFTER to BEFORE, link their dots and compare: the one place that knows the order.
+
+    The photos' features are matched first; for two close-ups with at least
+    :data:`MIN_DOTS_TO_LINK` dots each, the dot pattern refines the registration and the dots
+    are linked. When the photos cannot be registered the comparison is still made, without
+    registration: the metrics that need no alignment, a warning that says why and how to retake.
+    """
+    def dots_xy(a: Assessment) -> np.ndarray:
+        return a.dots[["x", "y"]].to_numpy(float)
+
+    use_dots = (before.view == "closeup" and after.view == "closeup"
+                and min(len(before.dots), len(after.dots)) >= MIN_DOTS_TO_LINK)
+    ppm = before.calibration.px_per_mm
+    try:
+        reg = register_photos(before.photo.rgb, after.photo.rgb, settings,
+                              before_dots_xy=dots_xy(before) if use_dots else None,
+                              after_dots_xy=dots_xy(after) if use_dots else None,
+                              px_per_mm=ppm, before_mask=before.labels > 0, after_mask=after.labels > 0)
+    except RegistrationError as exc:
+        return compare_assessments(before, after, None, registration_error=str(exc))
+    links = None
+    if use_dots:
+        links = link_dots(dots_xy(before), dots_xy(after), reg.after_to_before, settings, px_per_mm=ppm,
+                          before_valid=before.labels > 0, after_valid=after.labels > 0)
+    return compare_assessments(before, after, reg, links)
 
 
 # --------------------------------------------------------------------------- luminance change
@@ -420,9 +481,10 @@ def render_difference_overlay(before_rgb: np.ndarray, *, darkening: np.ndarray |
 
 
 def write_comparison(comparison: Comparison, out_dir: str | Path) -> Path:
-    """Write ``links.csv``, ``side_by_side.png``, ``difference.png`` and (last, so its presence
-    means done) ``comparison.json`` into ``out_dir``; each file goes to a temporary name first
-    and is renamed, so the folder never holds a half-written file."""
+    """Write ``links.csv``, ``side_by_side.png``, ``difference.png`` (the pictures only when the
+    photos were registered) and (last, so its presence means done) ``comparison.json`` into
+    ``out_dir``; each file goes to a temporary name first and is renamed, so the folder never
+    holds a half-written file."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     c = comparison
@@ -440,6 +502,9 @@ def write_comparison(comparison: Comparison, out_dir: str | Path) -> Path:
 
     put("links.csv", c.links_table().to_csv(index=False, float_format="%.4f").encode())
     reg = c.registration
+    if reg is None:
+        put("comparison.json", json.dumps(c.to_json(), indent=1).encode())
+        return out
     ppm = c.before.calibration.px_per_mm
     warped = reg.warp_after(c.after.photo.rgb)
     put("side_by_side.png", png(render_side_by_side(c.before.photo.rgb, warped, after_valid=reg.after_footprint(),

@@ -57,6 +57,7 @@ __all__ = [
     "RegisterSettings",
     "LinkSettings",
     "RegistrationError",
+    "RETAKE_ADVICE",
     "Registration",
     "DotLinks",
     "load_register_settings",
@@ -160,6 +161,11 @@ class RegisterSettings(Settings):
 def load_register_settings(path=None, overrides=()) -> RegisterSettings:
     """Settings from ``path`` (default ``configs/compare/default.yaml``) plus ``--set`` overrides."""
     return load_settings(RegisterSettings, path, overrides, default="compare/default.yaml")
+
+
+#: What a clinic can do when two photos cannot be registered (the comparison's warning and report say it).
+RETAKE_ADVICE = ("retake the after photo of the same region from the same distance and angle, with the card in "
+                 "frame and at least half of the before photo's scalp in view")
 
 
 class RegistrationError(ValueError):

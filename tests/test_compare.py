@@ -72,6 +72,10 @@ def test_metric_deltas_and_headline(compared):
     h = c.headline
     assert h["show_through_reduction"] == pytest.approx(mb["show_through"] - ma["show_through"])
     assert h["dots_added"] == len(links.new_idx) and h["dots_lost"] == len(links.lost_idx)
+    # one definition of the dots in the area both photos show: their counts and change follow from it
+    assert h["common_dots_before"] == h["dots_linked"] + h["dots_lost"]
+    assert h["common_dots_after"] == h["dots_linked"] + h["dots_added"]
+    assert h["common_dot_change"] == h["common_dots_after"] - h["common_dots_before"] > 0
     assert h["dot_count_change"] == ma["dot_count"] - mb["dot_count"]
     assert h["density_change_per_cm2"] == pytest.approx(ma["dot_density_per_cm2"] - mb["dot_density_per_cm2"])
     # session 2 added dots: more dots, denser, less skin showing through
@@ -199,16 +203,30 @@ def test_cli_missing_file_fails_in_one_line(photos, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_cli_unregistrable_photos_fail_in_one_line(photos, tmp_path, capsys):
+def test_cli_unregistrable_photos_keep_both_assessments_and_compare_what_needs_no_alignment(photos, tmp_path,
+                                                                                           capsys):
     paths, _ = photos
     blank = tmp_path / "blank.png"
     blank.write_bytes(cv2.imencode(".png", np.full((450, 600, 3), 150, np.uint8))[1].tobytes())
-    code = main(["compare", str(paths[0]), str(blank), "--out", str(tmp_path / "o"),
-                 "--set", "segment.method=classical"])
-    err = [line for line in capsys.readouterr().err.strip().splitlines() if "failed" in line]
-    assert code == 1
-    assert len(err) == 1 and err[0].startswith("smp compare: failed: cannot register")
-    assert "too few features in the after photo" in err[0]
+    out = tmp_path / "o"
+    code = main(["compare", str(paths[0]), str(blank), "--out", str(out), "--set", "segment.method=classical"])
+    cap = capsys.readouterr()
+    assert code == 0 and "NOT registered" in cap.out
+    warn = [line for line in cap.err.splitlines() if "could not be registered" in line]
+    assert len(warn) == 1 and "too few features in the after photo" in warn[0] and "retake" in warn[0]
+    for side in ("before", "after"):
+        assert (out / side / "assessment.json").is_file() and (out / side / "dots.csv").is_file()
+    doc = json.loads((out / "comparison.json").read_text())
+    assert doc["registered"] is False and doc["registration"] is None and doc["links"] is None
+    assert "too few features in the after photo" in doc["registration_error"]
+    # the figures that need no alignment are compared; nothing at the level of single dots is claimed
+    before = json.loads((out / "before" / "assessment.json").read_text())["metrics"]
+    assert doc["metrics"]["dot_count"]["before"] == before["dot_count"]
+    assert doc["metrics"]["show_through"]["before"] == pytest.approx(before["show_through"], abs=1e-6)
+    h = doc["headline"]
+    assert h["dots_added"] is None and h["dots_lost"] is None and h["common_dots_after"] is None
+    assert not (out / "side_by_side.png").exists() and not (out / "difference.png").exists()
+    assert (out / "links.csv").read_text().startswith("status,")
 
 
 def test_cli_bad_register_setting_is_a_user_error(photos, tmp_path, capsys):

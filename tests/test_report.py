@@ -237,7 +237,8 @@ def test_comparison_wording_and_verdicts(made, tmp_path):
 
     def changed(d):
         d["headline"].update(show_through_before=0.42, show_through_after=0.18, show_through_reduction=0.24,
-                             dots_added=1204, contrast_dL_change_median=-2.0)
+                             dots_added=1204, dots_lost=20, dots_linked=276, common_dots_before=296,
+                             common_dots_after=1480, common_dot_change=1184, contrast_dL_change_median=-2.0)
         d["metrics"]["show_through"] = {"before": 0.42, "after": 0.18, "delta": -0.24}
         d["metrics"]["faded_fraction"] = {"before": 0.01, "after": 0.05, "delta": 0.04}
         d["metrics"]["dot_density_per_cm2"] = {"before": 20.0, "after": None, "delta": None}
@@ -248,7 +249,9 @@ def test_comparison_wording_and_verdicts(made, tmp_path):
     _self_contained(html)
     _no_raw_values(html)
     text = _text(html)
-    assert ("Scalp show-through went from 42% to 18% (24 points less); 1,204 dots were added" in text)
+    assert ("Scalp show-through went from 42% to 18% (24 points less); in the area both photos show, the dots "
+            "went from 296 to 1,480 (1,204 added, 20 not found again)" in text)
+    assert "296 \u2192 1,480" in text and "1,204 added, 20 not found again, 276 in both" in text
     assert "lost 2.0 L* of contrast" in text
     assert "before photo's assessment folder cannot be read" in text
     assert "difference.png is missing" in text
@@ -256,6 +259,29 @@ def test_comparison_wording_and_verdicts(made, tmp_path):
     rows = {m[1]: m[0] for m in re.findall(r'verdict-(\w+)">.*?</td>\s*<td class="caption">([^<]*)', html, re.S)}
     assert any(v == "better" and "bare skin" in k for k, v in rows.items())
     assert any(v == "worse" and "too light" in k for k, v in rows.items())
+
+
+def test_comparison_of_photos_that_could_not_be_lined_up(made, tmp_path):
+    folder = _copy(made["comparison"], tmp_path / "cmp")
+    for name in ("side_by_side.png", "difference.png"):
+        (folder / name).unlink()
+
+    def unregistered(d):
+        d.update(registered=False, registration=None, links=None,
+                 registration_error="too few matching features (3 < 12)")
+        for k in ("dots_added", "dots_lost", "dots_linked", "common_dots_before", "common_dots_after",
+                  "common_dot_change", "contrast_dL_change_median", "overlap_fraction", "linked_fraction"):
+            d["headline"][k] = None
+
+    _edit_json(folder / "comparison.json", unregistered)
+    html = render_comparison(folder)
+    assert len(_self_contained(html)) == 2  # the two photos' own overlays, no picture of what changed
+    _no_raw_values(html)
+    text = _text(html)
+    assert "could not be lined up (too few matching features (3 < 12))" in text and "retake the after photo" in text
+    assert "is missing" not in text and "Dots where both photos overlap" not in text
+    assert "not found again" not in text and "in both" not in text
+    assert "Dot density" in text and "Show-through" in text
 
 
 # --------------------------------------------------------------------------- timeline

@@ -100,22 +100,23 @@ def test_unassessed_photo_and_other_client_are_told(world):
     assert page.get(f"/reports/compare/{ids['before']}/{ids['before']}").status_code == 422
 
 
-def test_registration_failure_is_told_and_not_cached(world, monkeypatch):
-    import pipeline.register as register
+def test_registration_failure_still_compares_what_needs_no_alignment(world, monkeypatch):
+    import pipeline.compare as compare
+    from pipeline.register import RegistrationError
 
     def fail(*args, **kwargs):
-        raise register.RegistrationError("the photos barely overlap (3% of the before photo)")
+        raise RegistrationError("the photos barely overlap (3% of the before photo)")
 
-    monkeypatch.setattr(register, "register_photos", fail)
+    monkeypatch.setattr(compare, "register_photos", fail)
     ids = world.ids
     r = world.login("a-staff").get(f"/reports/compare/{ids['after']}/{ids['before']}")
-    assert r.status_code == 422 and "barely overlap" in r.text
-    assert not comparison_folder(world.home, *reversed(ids["assessments"])).exists()
-    # nothing else was cached (the folder exists only if another test of this module built a comparison
-    # in this process first: test order is not fixed under pytest-xdist)
-    cached = (world.home / "comparisons")
-    assert all(p.name == comparison_folder(world.home, *ids["assessments"]).name
-               for p in (cached.iterdir() if cached.exists() else ()))
+    assert r.status_code == 200
+    text = " ".join(r.text.split())
+    assert "could not be lined up (the photos barely overlap" in text and "retake the after photo" in text
+    assert "Dot density" in text and "Dots where both photos overlap" not in text
+    folder = comparison_folder(world.home, *reversed(ids["assessments"]))
+    doc = json.loads((folder / "comparison.json").read_text())
+    assert doc["registered"] is False and (folder / "before" / "assessment.json").is_file()
 
 
 def test_stored_assessment_reads_back_what_the_worker_wrote(world):

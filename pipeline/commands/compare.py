@@ -7,9 +7,6 @@ from pathlib import Path
 
 from ..errors import UserError
 
-#: Fewer dots than this in either photo: the dots are not linked (nothing to pair reliably).
-MIN_DOTS_TO_LINK = 10
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -21,8 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "photo's assessment), comparison.json (every metric before, after and its change; headline "
             "figures: show-through reduction, dots added, density change; registration and linking "
             "quality; warnings), links.csv (one row per linked, new and lost dot), side_by_side.png and "
-            "difference.png. Exit code 0 on success, 1 when a photo cannot be loaded or the photos "
-            "cannot be registered."
+            "difference.png. When the photos cannot be registered, both assessments and comparison.json are "
+            "still written: the figures that need no alignment are compared, dots are not paired, and a "
+            "warning says why and how to retake (exit code 0). Exit code 1 when a photo cannot be loaded."
         ),
     )
     parser.add_argument("before", type=Path, metavar="BEFORE", help="the earlier photo (the reference frame)")
@@ -56,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from data.card import load_card
     from data.flags import load_flag_settings
     from pipeline.assess import Assessor, load_assess_settings, write_assessment
-    from pipeline.compare import compare_assessments, write_comparison
-    from pipeline.register import RegistrationError, link_dots, load_register_settings, register_photos
+    from pipeline.compare import compare_photos, write_comparison
+    from pipeline.register import load_register_settings
 
     from ..loading import PhotoError
 
@@ -88,38 +86,28 @@ def run(args: argparse.Namespace) -> int:
         except PhotoError as exc:
             return fail(str(exc))
     before, after = assessed
-
-    def dots_xy(a):
-        return a.dots[["x", "y"]].to_numpy(float)
-
-    closeups = before.view == "closeup" and after.view == "closeup"
-    use_dots = closeups and min(len(before.dots), len(after.dots)) >= MIN_DOTS_TO_LINK
-    try:
-        reg = register_photos(before.photo.rgb, after.photo.rgb, reg_settings,
-                              before_dots_xy=dots_xy(before) if use_dots else None,
-                              after_dots_xy=dots_xy(after) if use_dots else None,
-                              px_per_mm=before.calibration.px_per_mm,
-                              before_mask=before.labels > 0, after_mask=after.labels > 0)
-    except RegistrationError as exc:
-        return fail(f"cannot register {args.after} to {args.before}: {exc}")
-    links = None
-    if use_dots:
-        links = link_dots(dots_xy(before), dots_xy(after), reg.after_to_before, reg_settings,
-                          px_per_mm=before.calibration.px_per_mm,
-                          before_valid=before.labels > 0, after_valid=after.labels > 0)
-    comparison = compare_assessments(before, after, reg, links)
+    # each photo's own assessment is kept whatever happens next
     write_assessment(before, args.out / "before", overlay=settings.overlay)
     write_assessment(after, args.out / "after", overlay=settings.overlay)
+    comparison = compare_photos(before, after, reg_settings)
     out = write_comparison(comparison, args.out)
 
     h = comparison.headline
     st = h["show_through_reduction"]
-    print(f"{args.before} -> {args.after}: registered ({reg.method}, {reg.n_inliers} feature inliers"
-          + (f", {links.n_links} dots linked, residual {_fmt(links.residual_mm_median, '.3f', ' mm')}" if links else "")
-          + f"); show-through {_fmt(h['show_through_before'], '.1%')} -> {_fmt(h['show_through_after'], '.1%')}"
+    reg, links = comparison.registration, comparison.links
+    if reg is None:
+        how = "NOT registered (figures that need no alignment only)"
+    else:
+        how = (f"registered ({reg.method}, {reg.n_inliers} feature inliers"
+               + (f", {links.n_links} dots linked, residual {_fmt(links.residual_mm_median, '.3f', ' mm')}"
+                  if links else "") + ")")
+    dots = ("" if h["dots_added"] is None else
+            f", in the area both show {_fmt(h['common_dots_before'], 'd')} -> {_fmt(h['common_dots_after'], 'd')} "
+            f"dots ({_fmt(h['dots_added'], 'd')} added, {_fmt(h['dots_lost'], 'd')} lost)")
+    print(f"{args.before} -> {args.after}: {how}; show-through {_fmt(h['show_through_before'], '.1%')} -> "
+          f"{_fmt(h['show_through_after'], '.1%')}"
           + ("" if st is None else f" ({abs(st) * 100:.1f} pp {'less' if st >= 0 else 'more'})")
-          + f", dots added {_fmt(h['dots_added'], 'd')}, density change "
-          + f"{_fmt(h['density_change_per_cm2'], '+.1f', '/cm2')} -> {out}")
+          + dots + f", density change {_fmt(h['density_change_per_cm2'], '+.1f', '/cm2')} -> {out}")
     for w in comparison.warnings:
         print(f"smp compare: warning: {w}", file=sys.stderr)
     return 0

@@ -9,6 +9,7 @@ from .assessment import (colour_text, limits, methods_rows, model_text, photo_na
 from .folders import AssessmentFolder, ReportError, read_assessment_folder, read_doc
 from .glossary import metric_row, ordered_names
 from .images import encode_rgb, picture_from_file, read_rgb
+from ..register import RETAKE_ADVICE
 from .wording import (MISSING, as_number, fmt_date, fmt_int, fmt_num, fmt_pct, fmt_points, fmt_signed, plural)
 
 __all__ = ["build_comparison_context"]
@@ -36,15 +37,16 @@ def _summary(h: dict[str, Any], after_metrics: dict[str, Any]) -> str:
         else:
             parts.append(f"Scalp show-through went from {fmt_pct(sb)} to {fmt_pct(sa)} "
                          f"({fmt_points(abs(red)).lstrip('+')} {'less' if red > 0 else 'more'})")
-    added = as_number(h.get("dots_added"))
-    if added is not None:
-        parts.append(f"{plural(added, 'dot')} {'was' if round(added) == 1 else 'were'} added")
-    else:
-        cb, ca = as_number(h.get("dot_count_before")), as_number(h.get("dot_count_after"))
-        if cb is not None and ca is not None:
-            parts.append(f"the dot count went from {fmt_int(cb)} to {fmt_int(ca)}")
+    added, lost = as_number(h.get("dots_added")), as_number(h.get("dots_lost"))
+    cb, ca = as_number(h.get("common_dots_before")), as_number(h.get("common_dots_after"))
+    if added is not None and lost is not None and cb is not None and ca is not None:
+        parts.append(f"in the area both photos show, {_dots_went(cb, ca)} ({fmt_int(added)} added, "
+                     f"{fmt_int(lost)} not found again)")
     dens = as_number(after_metrics.get("dot_density_per_cm2"))
-    if dens is not None:
+    dc = as_number(h.get("density_change_per_cm2"))
+    if dens is not None and dc is not None:
+        parts.append(f"density {_density_went(dens - dc, dens)}")
+    elif dens is not None:
         parts.append(f"density is now {fmt_num(dens, 1)} dots per cm\u00b2")
     if not parts:
         return "The two photos were compared: see the table for what changed."
@@ -60,6 +62,19 @@ def _summary(h: dict[str, Any], after_metrics: dict[str, Any]) -> str:
     return " ".join(sentences)
 
 
+def _dots_went(before: float, after: float) -> str:
+    if round(before) == round(after):
+        return f"the dots stayed at {fmt_int(after)}"
+    return f"the dots went from {fmt_int(before)} to {fmt_int(after)}"
+
+
+def _density_went(before: float, after: float) -> str:
+    if abs(after - before) < 0.05:
+        return f"stayed at {fmt_num(after, 1)} dots per cm\u00b2"
+    return (f"went from {fmt_num(before, 1)} to {fmt_num(after, 1)} dots per cm\u00b2 "
+            f"({'more' if after > before else 'fewer'})")
+
+
 def _headline_cards(h: dict[str, Any], metrics: dict[str, Any]) -> list[dict[str, str]]:
     cards = []
     sb, sa = h.get("show_through_before"), h.get("show_through_after")
@@ -68,9 +83,11 @@ def _headline_cards(h: dict[str, Any], metrics: dict[str, Any]) -> list[dict[str
         cards.append({"label": "Show-through", "value": f"{fmt_pct(sb)} \u2192 {fmt_pct(sa)}",
                       "sub": MISSING if red is None else fmt_points(-red),
                       "verdict": "same" if red is None or abs(red) < 0.005 else ("better" if red > 0 else "worse")})
-    if as_number(h.get("dots_added")) is not None:
-        cards.append({"label": "Dots added", "value": fmt_int(h.get("dots_added")),
-                      "sub": f"{fmt_int(h.get('dots_lost'))} not found again, {fmt_int(h.get('dots_linked'))} in both",
+    if as_number(h.get("common_dots_after")) is not None:
+        cards.append({"label": "Dots where both photos overlap",
+                      "value": f"{fmt_int(h.get('common_dots_before'))} \u2192 {fmt_int(h.get('common_dots_after'))}",
+                      "sub": f"{fmt_int(h.get('dots_added'))} added, {fmt_int(h.get('dots_lost'))} not found again, "
+                             f"{fmt_int(h.get('dots_linked'))} in both",
                       "verdict": "neutral"})
     else:
         cards.append({"label": "Dot count", "value": f"{fmt_int(h.get('dot_count_before'))} \u2192 "
@@ -92,6 +109,13 @@ def _headline_cards(h: dict[str, Any], metrics: dict[str, Any]) -> list[dict[str
 
 def _registration(doc: dict[str, Any]) -> tuple[list[tuple[str, str]], str, bool]:
     reg, links, h = _dict(doc, "registration"), _dict(doc, "links"), _dict(doc, "headline")
+    if doc.get("registered") is False:
+        why = str(doc.get("registration_error") or "no reason recorded")
+        return ([("Method", "not registered"), ("Why", why), ("Dots paired", "not paired")],
+                f"The two photos could not be lined up ({why}). Only the figures that need no alignment are "
+                f"compared: each photo's show-through, density, dot size and spacing and flagged shares. Dots "
+                f"were not paired, so nothing is said about dots added, lost or faded. To compare dots, "
+                f"{RETAKE_ADVICE}.", True)
     rows = [("Method", str(reg.get("method") or MISSING)),
             ("Matching features", f"{fmt_int(reg.get('inliers'))} agreeing of {fmt_int(reg.get('matches'))} matched"),
             ("Area both photos show", fmt_pct(h.get("overlap_fraction", reg.get("overlap_fraction")))
@@ -154,8 +178,9 @@ def build_comparison_context(folder: str | Path, *, title: str | None = None) ->
     metrics = doc["metrics"]
     after_metrics = after.metrics if after is not None else {k: _dict(metrics, k).get("after") for k in metrics}
 
+    registered = doc.get("registered") is not False
     pictures = []
-    for file, alt, caption in (
+    for file, alt, caption in () if not registered else (
             ("side_by_side.png", "Before and after side by side",
              "Before (left) and after (right). The after photo is turned and scaled to line up with the before "
              "photo, so the same scalp sits in the same place; dark grey is outside the after photo."),
@@ -176,14 +201,20 @@ def build_comparison_context(folder: str | Path, *, title: str | None = None) ->
     views = {view_label(info_b.get("view")), view_label(info_a.get("view"))}
     lims = ["The two photos are compared as taken: differences in lighting, angle, hair length or healing "
             "show up as changes too."]
-    if reg_poor:
+    if not registered:
+        lims.append("The photos could not be lined up: no dot-level change is reported, and the pictures of "
+                    "what changed are not drawn.")
+    elif reg_poor:
         lims.append("The photos did not line up well: dot-level changes (added, lost, contrast) are uncertain.")
     for side, af in (("before", before), ("after", after)):
         if af is not None and as_number(af.calibration.get("px_per_mm")) is None:
             lims.append(f"The {side} photo has no scale: its mm and per-cm\u00b2 figures are missing, and so are "
                         "their changes.")
-    lims.append("Each photo's figures cover the area that photo shows; only the pairing of dots is restricted to "
-                "the area both photos show.")
+    lims.append("Each photo's figures cover the area that photo shows, so its dot count depends on the framing: "
+                "density per cm\u00b2 compares the two.")
+    if registered:
+        lims.append("Dots added, not found again and in both are counted in the area both photos show, the same "
+                    "figures in every sentence and table.")
     if panels[0]["name"] == panels[1]["name"]:  # visit_01/photo.jpg vs visit_04/photo.jpg
         for p, info, af in zip(panels, (info_b, info_a), (before, after)):
             raw = (af.photo.get("path") if af is not None else None) or info.get("path")

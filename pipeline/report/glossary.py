@@ -53,8 +53,9 @@ METRICS: dict[str, MetricSpec] = {m.name: m for m in (
                "Lower means the scalp looks more covered.",
                kind="fraction", better="down", tolerance=0.005),
     MetricSpec("dot_count", "Dots found",
-               "Number of pigment dots found in the measured area of the photo.",
-               kind="count", better="up"),
+               "Number of pigment dots found in the measured area of the photo. It depends on how much "
+               "scalp the photo frames: dot density compares two photos.",
+               kind="count"),
     MetricSpec("dot_density_per_cm2", "Dot density",
                "Dots per square centimetre of scalp. Needs a scale (the calibration card).",
                unit="per cm\u00b2", digits=1, better="up", tolerance=0.05),
@@ -86,6 +87,10 @@ METRICS: dict[str, MetricSpec] = {m.name: m for m in (
                "Share of dots that have blurred into blotches (\u201cblow-outs\u201d) instead of "
                "reading as follicles.",
                kind="fraction", better="down", tolerance=0.0005),
+    MetricSpec("dots_not_measurable", "Dots too small to judge",
+               "Dots found but too small in this photo to judge their colour, fading or spread; they are not "
+               "flagged and not in the shares above.",
+               kind="count"),
 )}
 
 #: Order of the rows in every table: the figures a clinic reads first come first.

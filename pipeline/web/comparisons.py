@@ -30,7 +30,6 @@ import numpy as np
 import pandas as pd
 
 from ..calibration import CalibrationSettings, ColourCorrection, calibrate, no_colour_correction
-from ..commands.compare import MIN_DOTS_TO_LINK
 from ..loading import Photo, load_photo
 from ..records import PhotoStore
 from .jobs import assessment_folder
@@ -165,12 +164,12 @@ def build_comparison(home: str | Path, store: PhotoStore, before_assessment_id: 
     """The comparison folder of two assessments (BEFORE is the reference frame), built once.
 
     ``*_photo_path``: each photo's path in ``store`` (``Photo.stored_path``). Raises
-    :class:`ComparisonProblem` when an assessment folder is missing or unreadable, and
-    :class:`pipeline.register.RegistrationError` when the photos cannot be registered
-    (nothing is cached then).
+    :class:`ComparisonProblem` when an assessment folder is missing or unreadable. Photos that
+    cannot be registered still give a comparison (:func:`pipeline.compare.compare_photos`):
+    the figures that need no alignment, with a warning saying why and how to retake.
     """
-    from ..compare import compare_assessments, write_comparison
-    from ..register import link_dots, load_register_settings, register_photos
+    from ..compare import compare_photos, write_comparison
+    from ..register import load_register_settings
 
     home = Path(home)
     final = comparison_folder(home, before_assessment_id, after_assessment_id)
@@ -184,23 +183,7 @@ def build_comparison(home: str | Path, store: PhotoStore, before_assessment_id: 
     before = StoredAssessment.from_folder(sources[0], _load(store, before_photo_path), calibration=calibration)
     after = StoredAssessment.from_folder(sources[1], _load(store, after_photo_path), calibration=calibration)
     reg_settings = load_register_settings(register_config, list(register_overrides))
-
-    def dots_xy(a: StoredAssessment) -> np.ndarray:
-        return a.dots[["x", "y"]].to_numpy(float)
-
-    # the rule of ``smp compare``: dots are used only when both are close-ups with enough dots
-    closeups = before.view == "closeup" and after.view == "closeup"
-    use_dots = closeups and min(len(before.dots), len(after.dots)) >= MIN_DOTS_TO_LINK
-    ppm = before.calibration.px_per_mm
-    reg = register_photos(before.photo.rgb, after.photo.rgb, reg_settings,
-                          before_dots_xy=dots_xy(before) if use_dots else None,
-                          after_dots_xy=dots_xy(after) if use_dots else None,
-                          px_per_mm=ppm, before_mask=before.labels > 0, after_mask=after.labels > 0)
-    links = None
-    if use_dots:
-        links = link_dots(dots_xy(before), dots_xy(after), reg.after_to_before, reg_settings, px_per_mm=ppm,
-                          before_valid=before.labels > 0, after_valid=after.labels > 0)
-    comparison = compare_assessments(before, after, reg, links)  # type: ignore[arg-type]
+    comparison = compare_photos(before, after, reg_settings)  # type: ignore[arg-type]
 
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))

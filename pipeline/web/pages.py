@@ -269,7 +269,6 @@ def pages_router(settings: WebSettings) -> APIRouter:
     @router.get("/reports/compare/{before_photo_id}/{after_photo_id}", response_class=HTMLResponse)
     def comparison_report(request: Request, before_photo_id: int, after_photo_id: int,
                           p: Principal = require_roles(*READERS)) -> Response:
-        from ..register import RegistrationError
         from .comparisons import ComparisonProblem, build_comparison
 
         ctx = context(request)
@@ -297,9 +296,6 @@ def pages_router(settings: WebSettings) -> APIRouter:
             calibration = _calibration_settings(settings)
             folder = build_comparison(ctx.home, ctx.store, assessed[0][0], assessed[1][0], assessed[0][1],
                                       assessed[1][1], calibration=calibration)
-        except RegistrationError as exc:
-            return _error(request, 422, f"The two photos cannot be lined up, so they cannot be compared: {exc}. "
-                                        "Compare photos of the same area, taken from a similar distance.")
         except ComparisonProblem as exc:
             return _error(request, 422, f"The photos cannot be compared: {exc}.")
         return _report(request, "render_comparison", folder)
