@@ -11,7 +11,7 @@ export MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK := true
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch/torchvision from the package index (see ../shared/ENVIRONMENT.md), pinned by the lock
+	# torch/torchvision from the package index, pinned by the lock
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,bench,ray]'
 	touch $(STAMP)
 

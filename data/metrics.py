@@ -1,4 +1,4 @@
-"""Reference definitions of the per-photo metrics of DESIGN.md ("Metric definitions").
+"""Reference definitions of the per-photo metrics (docs/metrics.md).
 
 The synthetic generator computes its ground truth with these functions and the pipeline
 computes its measurements with the same ones, so a benchmark compares like with like.
@@ -480,7 +480,7 @@ def dot_pattern_metrics(
 
 @dataclass(frozen=True)
 class PhotoMetrics(_ToDict):
-    """The per-photo metrics of DESIGN.md; None where undefined."""
+    """The per-photo metrics (docs/metrics.md); None where undefined."""
 
     scalp_fraction: float | None
     show_through: float | None

@@ -3,7 +3,7 @@
 ``evaluate`` runs the same tiled inference the pipeline uses on every photo of
 a manifest and scores it against the labels (``models.scoring``). Dot scores
 are computed only where dots are resolvable: close-ups, or any photo whose
-scale is at least ``dot_min_px_per_mm`` (DESIGN.md: global views measure dots
+scale is at least ``dot_min_px_per_mm`` (docs/design.md: global views measure dots
 only where resolvable). A photo without a known scale gets region scores only.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Scores of a segmenter against labels: region overlap and dot matching.
 
 Pure functions on arrays, shared by ``smp evaluate``, the validation pass of
-``smp train`` and the benchmark. Classes follow DESIGN.md (0 background,
+``smp train`` and the benchmark. Classes follow docs/design.md (0 background,
 1 scalp, 2 hair); label 255 is "not labelled" and never counts.
 
 Dot matching is a one-to-one assignment (minimum total distance, SciPy's

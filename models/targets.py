@@ -14,7 +14,7 @@ cell (so it is exactly 1 there), ``exp(-d^2 / (2 (sigma_px / s)^2))`` with
 ``d`` the distance between cell centres in cells, cut at 3 sigma; overlapping
 points take the maximum. Points outside the image (or NaN rows) are ignored.
 
-Visibility (the truth a perfect detector can reach, DESIGN.md "What a dot is"):
+Visibility (the truth a perfect detector can reach, docs/dots.md, "What a dot is"):
 only *visible* points are positives. An invisible point (under hair, below the
 contrast floor) writes no heat and no offset; instead the cells its Gaussian
 would cover (the same 3-sigma window) are marked by :func:`dot_ignore`; the heat

@@ -3,7 +3,7 @@
 ``load -> calibrate -> segment -> dots -> pigment colour -> flags -> quality -> metrics``
 
 Each stage is a plain function in its own module; this one wires them, times
-them (``timings_s``), collects warnings, and writes the DESIGN.md output
+them (``timings_s``), collects warnings, and writes the docs/design.md output
 contract (``assessment.json``, ``dots.csv``, ``mask.png``, ``overlay.png``).
 """
 from __future__ import annotations

@@ -43,7 +43,7 @@ __all__ = [
 VISIT_COLUMNS = ("client", "region", "date", "kind", "session", "view", "clinic", "notes")
 _VISIT_REQUIRED = VISIT_COLUMNS[:4]
 BATCH_COLUMNS = ("photo",) + VISIT_COLUMNS
-#: The per-photo metrics of DESIGN.md (``data.metrics.PhotoMetrics``), one Parquet column each.
+#: The per-photo metrics of docs/metrics.md (``data.metrics.PhotoMetrics``), one Parquet column each.
 METRIC_COLUMNS = ("scalp_fraction", "show_through", "dot_count", "dot_density_per_cm2", "dot_diameter_mm_median",
                   "nn_distance_mm_median", "spacing_cv", "clark_evans_r", "blue_shift_fraction", "faded_fraction",
                   "spread_fraction")

@@ -1,6 +1,6 @@
 """Dot detection: candidates at a canonical scale, and a decision with physical meaning.
 
-A reported dot is a pigment deposit measured against its own skin (DESIGN.md,
+A reported dot is a pigment deposit measured against its own skin (docs/dots.md,
 "What a dot is"). The stage works on the colour-corrected L* of the photo,
 resampled to ``canonical_px_per_mm`` (from the card or ``--px-per-mm``), so that
 the same scalp photographed with more or fewer pixels gives the same dots; the

@@ -26,7 +26,7 @@ from .track import Tracking, VisitInput, link_visits
 __all__ = ["SCHEMA", "VisitSummary", "History", "build_history", "write_history", "plot_history"]
 
 SCHEMA = "smp-track/1"
-#: Photo metrics followed over the visits (DESIGN.md names).
+#: Photo metrics followed over the visits (docs/metrics.md names).
 TIMELINE_METRICS = ("dot_count", "dot_density_per_cm2", "show_through", "scalp_fraction", "dot_diameter_mm_median",
                     "nn_distance_mm_median", "blue_shift_fraction", "faded_fraction", "spread_fraction")
 

@@ -23,7 +23,7 @@ from .dots import DotGeometry, annulus_valid, core_and_annulus_points
 
 __all__ = ["DOT_COLUMNS", "dot_table", "sample_corrected"]
 
-#: Columns of ``dots.csv`` (DESIGN.md output contract, then extras).
+#: Columns of ``dots.csv`` (docs/design.md, then extras).
 DOT_COLUMNS = ["dot_id", "x", "y", "diameter_mm", "diameter_px", "elongation", "L", "a", "b",
                "skin_L", "skin_a", "skin_b", "contrast_dL", "dE00", "blue_index",
                "blue_shift", "faded", "spread", "score", "skin_samples",
@@ -97,7 +97,7 @@ def _valid_median(values: np.ndarray, valid: np.ndarray, count: np.ndarray, min_
 def dot_table(rgb: np.ndarray, colour: ColourCorrection, geom: DotGeometry, labels: np.ndarray,
               occupied: np.ndarray, ppm_local: np.ndarray | None, annulus_mm: float, rules: FlagSettings,
               nominal_ppm: float, evidence: DotEvidence | None = None) -> pd.DataFrame:
-    """One row per dot with the DESIGN.md columns (``DOT_COLUMNS``).
+    """One row per dot with the docs/metrics.md columns (``DOT_COLUMNS``).
 
     ``rgb``: the HxWx3 uint8 sRGB photo; ``colour``: the card's colour correction,
     applied at the sample points. ``ppm_local``: px/mm

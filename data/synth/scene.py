@@ -60,7 +60,7 @@ class Scene:
 
 
 def scene_metrics(scene: Scene, rules: FlagSettings) -> dict[str, Any]:
-    """Every photo metric of DESIGN.md, computed from the truth."""
+    """Every photo metric (docs/metrics.md), computed from the truth."""
     scale = PlaneScale.from_homography(np.linalg.inv(scene.plane_to_image), scene.px_per_mm)
     d = scene.dots
     if "visible" in d:  # what the photo shows: a dot under hair or below the contrast floor is not counted

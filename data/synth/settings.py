@@ -309,7 +309,7 @@ class SynthSettings(Settings):
     @model_validator(mode="after")
     def _view_scale(self) -> "SynthSettings":
         lo, hi = self.camera.px_per_mm
-        # close-ups: 8-40 px/mm (DESIGN.md), phone macros reach 60 px/mm
+        # close-ups: 8-40 px/mm (docs/design.md), phone macros reach 60 px/mm
         allowed = (8.0, 60.0) if self.view == "closeup" else (1.0, 6.0)
         if lo < allowed[0] or hi > allowed[1]:
             raise ValueError(

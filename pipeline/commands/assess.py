@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--flags", type=Path, default=None, metavar="YAML",
                         help="dot flag thresholds (default configs/flags.yaml)")
     parser.add_argument("--card", type=Path, default=None, metavar="YAML",
-                        help="measured reference colours of your printed cards (see CARD.md)")
+                        help="measured reference colours of your printed cards (see docs/card.md)")
     parser.set_defaults(func=run)
 
 

@@ -4,7 +4,7 @@ A SQLite file by default (``<SMP_HOME or ./smp-data>/records.db``), PostgreSQL b
 URL (``--db`` / ``SMP_DATABASE_URL``); the schema is migrated with Alembic when
 opened. Photos live once each in a content-addressed store beside the database.
 Assessments are append-only and keyed by (photo sha256, model, config hash), so
-re-running anything is idempotent and history is kept (DESIGN.md "Storage").
+re-running anything is idempotent and history is kept (docs/design.md, "Storage").
 
 Typical use::
 

@@ -40,10 +40,10 @@ __all__ = [
     "ReviewDecision", "User", "UtcDateTime", "Visit", "VisitPhoto", "WebSession", "is_slug", "utc_now",
 ]
 
-#: Kinds of visit (DESIGN.md). ``session`` visits carry their number (1, 2, ...); a
+#: Kinds of visit (docs/design.md). ``session`` visits carry their number (1, 2, ...); a
 #: ``touch-up`` may; ``baseline`` and ``follow-up`` do not (their number is stored as 0).
 VISIT_KINDS = ("baseline", "session", "follow-up", "touch-up")
-#: Photo views (DESIGN.md "Two kinds of photo").
+#: Photo views (docs/design.md, "Two kinds of photo").
 VIEWS = ("closeup", "global")
 #: What a reviewer can say about a flagged dot.
 DECISIONS = ("accept", "reject", "relabel")
@@ -252,7 +252,7 @@ class Assessment(Base):
     ``model_key`` is the model's sha256, or ``name@version`` for a model without
     one (the classical segmenter); with ``config_hash`` it makes re-running the
     same assessment a no-op. The JSON columns hold the ``assessment.json`` parts
-    of the same names (DESIGN.md output contract).
+    of the same names (docs/design.md).
     """
 
     __tablename__ = "assessments"

@@ -1,6 +1,6 @@
 """What each photo metric means in plain language, how it is written, and which way is better.
 
-The metric names are DESIGN.md's; a metric this table does not know is still shown, under
+The metric names are those of docs/metrics.md; a metric this table does not know is still shown, under
 its own name, without a caption or a judgement.
 """
 from __future__ import annotations

@@ -37,7 +37,7 @@ from ..records.schema import Assessment, Client, Clinic, Dot, Photo, ReviewDecis
 
 __all__ = ["FLAGS", "RELABELS", "ExportResult", "export_reviews", "zip_folder", "latest_decisions"]
 
-#: Dot flags (DESIGN.md).
+#: Dot flags (docs/design.md).
 FLAGS = ("blue_shift", "faded", "spread")
 #: What a flagged dot can be relabelled as: one flag, or ``none`` (a dot without any flag).
 RELABELS = (*FLAGS, "none")
