@@ -52,6 +52,18 @@ Steps (:func:`fit_fading`):
      lower bound is above 0 and the estimate is at least ``blue_min_per_year``.
    * ``spread``: diameter in mm/year; a dot is ``spreading`` when its slope is at least
      ``spread_min_mm_per_year`` and significant (``fast_z``).
+   * **A minority that turns.** A blue shift or spreading that affects 10 % of the dots
+     barely moves a mean over all of them. So each dot's own slope is tested too (a dot
+     is ``blue_turning`` when its fade-adjusted blue slope is at least
+     ``blue_turning_min_per_year``, a change a reviewer would come to see, and significant at
+     ``fast_z``, both on the visits where the dot has a colour to judge: at least
+     ``blue_min_contrast_dl`` darker than its skin and not saturated; ``spreading`` as above), and a
+     trend is also found when the turning dots are at least ``turning_min_fraction`` of
+     the dots with a slope and more than noise alone makes: under no trend each dot passes
+     with probability ``alpha = P(z > fast_z)``, and the count must be beyond what a
+     binomial(n, alpha) reaches with probability ``turning_p``. The trend then reports
+     how many dots turn (``n_turning``, listed in the per-dot table) and their median
+     slope, not the region's mean.
 6. **Forecast.** Each dot track is carried forward from the fitted level of its latest
    segment at its rate shrunk towards the region's (empirical Bayes, ``k_region + (k_i -
    k_region) * tau^2 / (tau^2 + se_i^2)``; the region rate without a rate of its own).
@@ -95,7 +107,7 @@ from data.config import Settings, load_settings
 
 __all__ = ["FadingSettings", "FadingError", "Estimate", "Trend", "Forecast", "FadingResult",
            "load_fading_settings", "prepare", "segment_tracks", "within_slopes", "weighted_median",
-           "impute_refreshes", "fit_fading", "PIGMENTING_KINDS", "OBSERVATION_COLUMNS", "OPTIONAL_COLUMNS",
+           "impute_refreshes", "minority_turns", "fit_fading", "PIGMENTING_KINDS", "OBSERVATION_COLUMNS", "OPTIONAL_COLUMNS",
            "DOT_COLUMNS"]
 
 #: Visit kinds at which pigment is placed (the clock of the dots they place or refresh restarts).
@@ -131,6 +143,9 @@ class FadingSettings(Settings):
     blue_min_contrast_dl: float = Field(4.0, gt=0)
     blue_min_per_year: float = Field(0.1, ge=0)
     spread_min_mm_per_year: float = Field(0.04, ge=0)
+    blue_turning_min_per_year: float = Field(1.0, ge=0)
+    turning_min_fraction: float = Field(0.05, ge=0, lt=1)
+    turning_p: float = Field(0.001, gt=0, lt=0.5)
 
     @model_validator(mode="after")
     def _consistent(self) -> "FadingSettings":
@@ -172,14 +187,29 @@ class Estimate:
 
 @dataclass(frozen=True)
 class Trend:
-    """A per-year trend of the region and whether it counts as found."""
+    """A per-year trend of the region and whether it counts as found.
+
+    ``per_year``: the trimmed mean over the dots with a slope (``n_dots``) and its
+    interval. ``n_turning``: dots whose own slope is significant (module doc, step 5);
+    ``turning_per_year``: their median slope. ``found_by``: ``region`` (the interval of
+    the mean is above zero), ``minority`` (more dots turn than noise makes) or None.
+    """
 
     per_year: Estimate
     detected: bool
     n_dots: int
+    n_turning: int = 0
+    turning_per_year: float | None = None
+    found_by: str | None = None
+
+    @property
+    def turning_fraction(self) -> float | None:
+        return self.n_turning / self.n_dots if self.n_dots else None
 
     def as_dict(self) -> dict:
-        return {"per_year": self.per_year.as_dict(), "detected": self.detected, "n_dots": self.n_dots}
+        return {"per_year": self.per_year.as_dict(), "detected": self.detected, "n_dots": self.n_dots,
+                "n_turning": self.n_turning, "turning_fraction": self.turning_fraction,
+                "turning_per_year": self.turning_per_year, "found_by": self.found_by}
 
 
 @dataclass(frozen=True)
@@ -210,8 +240,8 @@ class Forecast:
 
 #: Columns of :attr:`FadingResult.dots`.
 DOT_COLUMNS = ("dot_key", "n_obs", "n_segments", "span_days", "rate_per_day", "rate_se", "half_life_days",
-               "rate_ratio", "fast_fading", "blue_per_year", "blue_adjusted_per_year", "spread_mm_per_year",
-               "spreading", "last_day", "last_contrast_dL", "refresh_imputed_day", "refresh_probability",
+               "rate_ratio", "fast_fading", "blue_per_year", "blue_adjusted_per_year", "blue_turning",
+               "spread_mm_per_year", "spreading", "last_day", "last_contrast_dL", "refresh_imputed_day", "refresh_probability",
                "crossing_day")
 
 
@@ -261,6 +291,7 @@ class FadingResult:
             "spread": self.spread.as_dict(), "forecast": self.forecast.as_dict(),
             "n_fast_fading": int(self.dots["fast_fading"].sum()) if len(self.dots) else 0,
             "n_spreading": int(self.dots["spreading"].sum()) if len(self.dots) else 0,
+            "n_blue_turning": int(self.dots["blue_turning"].sum()) if len(self.dots) else 0,
             "n_refreshed": self.n_refreshed, "n_refresh_imputed": self.n_refresh_imputed,
             "visit_sd": self.visit_sd, "warnings": list(self.warnings),
         }
@@ -727,7 +758,7 @@ def _date(baseline: dt.date | None, day: float | None) -> str | None:
 def _empty_dots() -> pd.DataFrame:
     out = pd.DataFrame({c: pd.Series(dtype=float) for c in DOT_COLUMNS})
     out["dot_key"] = pd.Series(dtype=object)
-    for c in ("fast_fading", "spreading"):
+    for c in ("fast_fading", "spreading", "blue_turning"):
         out[c] = pd.Series(dtype=bool)
     return out
 
@@ -772,11 +803,49 @@ def _trends(o: pd.DataFrame, v: pd.DataFrame, s: FadingSettings, n_dots: int) ->
         adj = bi * s.blue_reference_dl / np.maximum(c, s.blue_min_contrast_dl)
     blue_raw, _ = _trend_slopes(o, settled, bi, n_dots, s.min_span_days)
     blue_adj, _ = _trend_slopes(o, settled, adj, n_dots, s.min_span_days)
+    # the adjustment multiplies the measurement noise of the blue index by gain = 20 / max(c, 4):
+    # a faded dot's adjusted index is several times noisier than a fresh one's, so each dot's
+    # slope gets the error of its own gains (weighted by where its visits lie in time)
+    with np.errstate(invalid="ignore"):
+        gain = s.blue_reference_dl / np.maximum(c, s.blue_min_contrast_dl)
+    # a dot's own colour is judged only where it has one: visits where it is at least
+    # blue_min_contrast_dl darker than its skin and not saturated (a dot fading to nothing has a
+    # blue index going to 0, which the adjustment's floor turns into a "trend")
+    coloured = settled & (c >= s.blue_min_contrast_dl) & ~(o["L"].to_numpy(float) < s.saturation_lstar)
+    y_turn = np.where(coloured, adj, np.nan)
+    blue_turn, _ = _trend_slopes(o, coloured, adj, n_dots, s.min_span_days)
+    blue_se = _scaled_slope_se(o, y_turn, gain, n_dots, s.min_span_days)
     spread, spread_se = _trend_slopes(o, settled, o["diameter_mm"].to_numpy(float), n_dots, s.min_span_days)
     with np.errstate(invalid="ignore", divide="ignore"):
         spreading = np.isfinite(spread) & (spread >= s.spread_min_mm_per_year) & (spread / spread_se > s.fast_z)
+        turning = np.isfinite(blue_turn) & (blue_turn >= s.blue_turning_min_per_year) & (blue_turn / blue_se > s.fast_z)
     return {"blue_raw": blue_raw, "blue_adj": blue_adj, "spread": spread, "spreading": spreading,
-            "any_settled": np.array(bool(settled.any()))}
+            "blue_turning": turning, "blue_turn_slope": blue_turn, "any_settled": np.array(bool(settled.any()))}
+
+
+def _scaled_slope_se(o: pd.DataFrame, y: np.ndarray, gain: np.ndarray, n_dots: int, min_span: float
+                     ) -> np.ndarray:
+    """Per-dot se (per year) of the within-segment slope of ``y`` whose noise is ``gain`` times a
+    common sd: the common sd from the residuals divided by their gains (pooled, robust), each
+    slope's variance ``sd^2 * sum(dt^2 gain^2) / stt^2``."""
+    sl = within_slopes(o["dot"].to_numpy(), o["segment"].to_numpy(), o["day"].to_numpy(float), y, n_dots)
+    dot = o["dot"].to_numpy()
+    ok = np.isfinite(sl["dt"]) & np.isfinite(gain) & (gain > 0)
+    scaled = np.bincount(dot[ok], (sl["resid"][ok] / gain[ok]) ** 2, n_dots)
+    has = np.isfinite(sl["slope"]) & (sl["span"] >= max(min_span, 1e-9))
+    sigma = _robust_scale(scaled[has], sl["dof"][has])
+    spread = np.bincount(dot[ok], (sl["dt"][ok] * gain[ok]) ** 2, n_dots)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        se = sigma * np.sqrt(spread) / sl["stt"] * _YEAR
+    return np.where(has, se, np.nan)
+
+
+def minority_turns(n_turning: int, n_dots: int, s: FadingSettings) -> bool:
+    """More dots turn than noise alone makes, and enough of them to matter (module doc, step 5)."""
+    if n_dots <= 0 or n_turning < 3 or n_turning < s.turning_min_fraction * n_dots:
+        return False
+    alpha = float(stats.norm.sf(s.fast_z))
+    return bool(stats.binom.sf(n_turning - 1, n_dots, alpha) < s.turning_p)
 
 
 def _bootstrap(rng: np.random.Generator, s: FadingSettings, r: _Rates, fast: np.ndarray, lv: _Levels,
@@ -903,11 +972,16 @@ def fit_fading(observations: pd.DataFrame, visits: pd.DataFrame | Iterable[Mappi
     last_visit_day = float(day[usable].max())
     last_median = float(np.median(c[usable & (day == last_visit_day)]))
 
-    def trend(point: np.ndarray, boot_values: np.ndarray, minimum: float) -> Trend:
+    def trend(point: np.ndarray, boot_values: np.ndarray, minimum: float, turning: np.ndarray,
+              own: np.ndarray | None = None) -> Trend:
         n = int(np.isfinite(point).sum())
         est = float(_trimmed_mean_rows(point[None, :], s.trend_trim)[0])
         lo, hi = _percentiles(boot_values, s.interval)
-        return Trend(Estimate.of(est, lo, hi), bool(n > 0 and lo > 0 and est >= minimum), n)
+        k = int(turning.sum())
+        by = ("region" if n > 0 and lo > 0 and est >= minimum else
+              "minority" if minority_turns(k, n, s) else None)
+        return Trend(Estimate.of(est, lo, hi), by is not None, n, k,
+                     float(np.median((point if own is None else own)[turning])) if k else None, by)
 
     dot = o["dot"].to_numpy()
     keys = o.groupby("dot", sort=True)["dot_key"].first().reindex(range(n_dots)).to_numpy()
@@ -924,6 +998,7 @@ def fit_fading(observations: pd.DataFrame, visits: pd.DataFrame | Iterable[Mappi
             "half_life_days": np.where(r.has & (r.k > 0), _LN2 / r.k, np.nan),
             "rate_ratio": np.where(r.has, r.k / region, np.nan) if region > 0 else np.nan,
             "fast_fading": fast, "blue_per_year": tr["blue_raw"], "blue_adjusted_per_year": tr["blue_adj"],
+            "blue_turning": tr["blue_turning"],
             "spread_mm_per_year": tr["spread"], "spreading": tr["spreading"],
             "last_day": np.where(lv.tracked, lv.last_day, np.nan), "last_contrast_dL": last_c,
             "refresh_imputed_day": lv.imputed_day,
@@ -936,8 +1011,9 @@ def fit_fading(observations: pd.DataFrame, visits: pd.DataFrame | Iterable[Mappi
         fresh_contrast_dl=fresh, last_median_contrast_dl=last_median,
         blue_index_per_year=Estimate.of(float(_trimmed_mean_rows(tr["blue_raw"][None, :], s.trend_trim)[0]),
                                         *_percentiles(boot["blue_raw"], s.interval)),
-        blue_trend=trend(tr["blue_adj"], boot["blue_adj"], s.blue_min_per_year),
-        spread=trend(tr["spread"], boot["spread"], s.spread_min_mm_per_year),
+        blue_trend=trend(tr["blue_adj"], boot["blue_adj"], s.blue_min_per_year, tr["blue_turning"],
+                         tr["blue_turn_slope"]),
+        spread=trend(tr["spread"], boot["spread"], s.spread_min_mm_per_year, tr["spreading"]),
         forecast=_forecast(s, v, region, crossing, boot["cross"], last_visit_day, last_median, base),
         n_refreshed=int(o["refreshed"].sum()),
         n_refresh_imputed=int(round(float(np.sum(np.where(np.isfinite(lv.imputed_day) & (lv.branch_p == 0), 1.0,

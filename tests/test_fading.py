@@ -38,7 +38,8 @@ class Client:
 def simulate(rng: np.random.Generator, *, n_dots: int = 300, half_life: float = 800.0, follow_days=(170, 340, 520, 700),
              touchup_day: float | None = None, after_touchup=(), fast_fraction: float = 0.03, blue: bool = False,
              spread_fraction: float = 0.0, noise: float = 0.02, visit_noise: float = 0.01, seen: float = 0.85,
-             rate_sigma: float = 0.15, skin_l: float = 55.0, shade_sd: float = 1.0) -> Client:
+             rate_sigma: float = 0.15, skin_l: float = 55.0, shade_sd: float = 1.0, blue_fraction: float = 0.4
+             ) -> Client:
     sessions = [1.0, 15.0]
     visits = [("baseline", 0, 0.0)] + [("session", i + 1, d) for i, d in enumerate(sessions)]
     visits += [("follow-up", 0, float(d)) for d in follow_days]
@@ -52,7 +53,7 @@ def simulate(rng: np.random.Generator, *, n_dots: int = 300, half_life: float = 
     fast = rng.random(n_dots) < fast_fraction
     factor[fast] = rng.uniform(2.5, 4.0, fast.sum())
     k = math.log(2) / half_life * factor
-    blue_dots = (rng.random(n_dots) < 0.4) if blue else np.zeros(n_dots, bool)
+    blue_dots = (rng.random(n_dots) < blue_fraction) if blue else np.zeros(n_dots, bool)
     blue_rate = np.where(blue_dots, rng.uniform(0.8, 2.5, n_dots), 0.0)          # blue index per year
     shade = rng.normal(0, shade_sd, n_dots)                                         # hue offset at 20 L*
     spread_dots = rng.random(n_dots) < spread_fraction
@@ -227,6 +228,24 @@ def test_blue_trend_found_only_where_there_is_one() -> None:
         false += res.blue_trend.detected
         assert abs(res.blue_trend.per_year.value) < 0.1
     assert found == 5 and false == 0
+
+
+def test_a_minority_of_dots_turning_is_found_with_its_count_and_noise_alone_is_not() -> None:
+    for seed in range(4):
+        few = simulate(np.random.default_rng(300 + seed), n_dots=300, blue=True, blue_fraction=0.1, shade_sd=3.0,
+                       spread_fraction=0.1)
+        res = fit_fading(few.obs, few.visits, settings(n_bootstrap=100), np.random.default_rng(seed))
+        for trend, column in ((res.blue_trend, "blue_turning"), (res.spread, "spreading")):
+            assert trend.detected and trend.n_turning == int(res.dots[column].sum())
+            assert 0.05 <= trend.turning_fraction <= 0.15 and trend.turning_per_year > 0
+        # the dots it lists are the ones that turn
+        listed = set(res.dots.loc[res.dots["blue_turning"], "dot_key"])
+        assert len(listed - few.blue) <= 0.2 * len(listed) and len(listed & few.blue) >= 0.8 * len(few.blue)
+        # the same client without either: no dot list long enough to claim a trend
+        plain = simulate(np.random.default_rng(300 + seed), n_dots=300, blue=False, shade_sd=3.0)
+        res = fit_fading(plain.obs, plain.visits, settings(n_bootstrap=100), np.random.default_rng(seed))
+        assert not res.blue_trend.detected and not res.spread.detected
+        assert res.blue_trend.n_turning <= 6 and res.spread.n_turning <= 6
 
 
 def test_spreading_dots_and_spread_trend() -> None:

@@ -130,6 +130,46 @@ def test_same_seed_same_bytes_and_different_seeds_differ(cfg, tmp_path):
     assert a[0]["photo.jpg"] != a[1]["photo.jpg"]
 
 
+def test_whole_card_keeps_every_colour_patch_in_frame():
+    """``card.whole``: the paper's four corners in frame, as the product's card detection finds
+    them (by default only the marker is kept in view and patches are cut off)."""
+    from pipeline.calibration import calibrate
+
+    rules, card = load_flag_settings(), load_card()
+    paper = np.array([[-3, -3, 1], [45, -3, 1], [45, 13, 1], [-3, 13, 1]], float)
+    inside, used = {}, {}
+    for whole in (False, True):
+        cfg = load_settings(SynthSettings, None, ["image.width=1280", "image.height=960", "camera.px_per_mm=[17, 17]",
+                                                 "card.probability=1", f"card.whole={str(whole).lower()}"],
+                            default="synth/closeup.yaml")
+        inside[whole], used[whole] = [], []
+        for i in range(4):
+            cal = calibrate(single_closeup(item_rng(21, i), cfg, card, rules, draw_camera).photo, card)
+            p = paper @ np.asarray(cal.detection.card_to_image, float).T
+            xy = p[:, :2] / p[:, 2:]
+            inside[whole].append(bool(((xy >= 0) & (xy <= [1279, 959])).all()))
+            used[whole].append(len(cal.colour.patches_used))
+    assert all(inside[True]) and min(used[True]) >= 11   # a patch may still clip in a bright exposure
+    assert not all(inside[False]) and min(used[False]) < min(used[True])
+
+
+def test_whole_card_lies_inside_a_turned_frame():
+    """In a client series the camera turns against the scalp: the card must lie inside the turned
+    frame, not only inside its bounding box."""
+    from data.synth.closeup import _inside_convex, draw_card_pose
+
+    cfg = load_settings(SynthSettings, None, ["card.whole=true", "card.probability=1"], default="synth/closeup.yaml")
+    a = np.deg2rad(35.0)
+    frame = np.array([[-37.5, -28], [37.5, -28], [37.5, 28], [-37.5, 28]]) @ np.array(
+        [[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]]) + [60.0, 50.0]
+    paper = np.array([[-3, -3], [45, -3], [45, 13], [-3, 13]], float)
+    for seed in range(30):
+        pose = draw_card_pose(np.random.default_rng(seed), cfg, None, frame)
+        c, s = np.cos(np.deg2rad(pose.angle_deg)), np.sin(np.deg2rad(pose.angle_deg))
+        corners = paper @ np.array([[c, s], [-s, c]]) + pose.centre_mm
+        assert _inside_convex(corners, frame, 0.5), seed
+
+
 def test_card_truth_matches_rendered_marker(cfg):
     rules, card = load_flag_settings(), load_card()
     found = 0

@@ -150,7 +150,8 @@ def aged_single_visit(rng: np.random.Generator, cfg: SynthSettings, client: Clie
 
 def draw_card_pose(rng: np.random.Generator, cfg: SynthSettings, plane: Plane,
                    image_footprint_mm: np.ndarray) -> CardPose:
-    """Put the card flat on the scalp inside the camera's footprint (marker fully in view)."""
+    """Put the card flat on the scalp inside the camera's footprint: the marker fully in view, or
+    (``card.whole``) the whole card when the footprint holds it."""
     present = bool(rng.random() < cfg.card.probability)
     marker_id = int(rng.integers(cfg.card.marker_id[0], cfg.card.marker_id[1] + 1))
     angle = float(rng.uniform(-180, 180))
@@ -158,13 +159,39 @@ def draw_card_pose(rng: np.random.Generator, cfg: SynthSettings, plane: Plane,
     lo, hi = image_footprint_mm.min(axis=0), image_footprint_mm.max(axis=0)
     # keep the marker (0-10 mm in card frame) plus a margin inside the footprint's inner box
     c, s = np.cos(np.deg2rad(angle)), np.sin(np.deg2rad(angle))
-    corners = np.array([[-3, -3], [13, -3], [13, 13], [-3, 13]], float) * scale
+    right = 45.0 if cfg.card.whole else 13.0           # the paper's right edge, or the marker's margin
+    corners = np.array([[-3, -3], [right, -3], [right, 13], [-3, 13]], float) * scale
     rot = corners @ np.array([[c, s], [-s, c]])
-    inset = 0.18 * (hi - lo)
+    inset = (0.03 if cfg.card.whole else 0.18) * (hi - lo)
     cmin, cmax = lo + inset - rot.min(axis=0), hi - inset - rot.max(axis=0)
     cmax = np.maximum(cmax, cmin)
     centre = rng.uniform(cmin, cmax)
+    if cfg.card.whole:
+        centre = _pull_inside(centre, rot, image_footprint_mm)
     return CardPose(present, marker_id, (float(centre[0]), float(centre[1])), angle, scale)
+
+
+def _inside_convex(points: np.ndarray, polygon: np.ndarray, margin: float) -> bool:
+    """Every point inside the convex ``polygon`` (either winding) by at least ``margin``."""
+    edges = np.roll(polygon, -1, axis=0) - polygon
+    rel = points[:, None, :] - polygon[None, :, :]
+    cross = edges[None, :, 0] * rel[..., 1] - edges[None, :, 1] * rel[..., 0]
+    dist = cross / np.linalg.norm(edges, axis=1)[None, :]
+    return bool((dist >= margin).all() or (dist <= -margin).all())
+
+
+def _pull_inside(centre: np.ndarray, card_corners: np.ndarray, footprint: np.ndarray,
+                 margin_mm: float = 1.0) -> np.ndarray:
+    """The drawn card origin moved towards where the card's middle is the footprint's middle, just
+    far enough for every corner of the card (``card_corners``: relative to its origin) to lie
+    inside the (possibly turned) frame; no random draw, so the rest of the scene is drawn as
+    before. The middle itself when the card cannot fit."""
+    middle = footprint.mean(axis=0) - card_corners.mean(axis=0)   # the card's own middle on the frame's
+    for t in np.linspace(0.0, 1.0, 41):
+        c = centre + t * (middle - centre)
+        if _inside_convex(card_corners + c, footprint, margin_mm):
+            return c
+    return middle
 
 
 def _card_to_plane(pose: CardPose) -> np.ndarray:

@@ -85,8 +85,10 @@ def draw_client_truth(rng: np.random.Generator, cfg: SynthSettings, dots: DotSet
         aff = rng.random(n) < rng.uniform(*s.blue_dot_fraction)
         blue_rate[aff] = rng.uniform(*s.blue_od_per_year) * rng.uniform(0.7, 1.3, aff.sum())
     spread_rate = np.zeros(n)
-    spr = rng.random(n) < rng.uniform(*s.spread_dot_fraction)
-    spread_rate[spr] = rng.uniform(*s.spread_rate_mm_per_year, spr.sum())
+    # no draw at probability 1, so the default series keep their bytes
+    if s.spread_client_probability >= 1 or rng.random() < s.spread_client_probability:
+        spr = rng.random(n) < rng.uniform(*s.spread_dot_fraction)
+        spread_rate[spr] = rng.uniform(*s.spread_rate_mm_per_year, spr.sum())
     return ClientTruth(half_life_days=half_life, rate_per_day=np.log(2) / half_life * factor,
                        c0=rng.uniform(*cfg.dots.contrast_dl, n), blue_rate=blue_rate,
                        spread_rate=spread_rate, fast=fast, blue_client=blue_client)
@@ -208,6 +210,7 @@ def render_series(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, 
         "blue_client": truth.blue_client,
         "blue_dot_ids": client.dots.dot_id[truth.blue_rate > 0],
         "spread_dot_ids": client.dots.dot_id[truth.spread_rate > 0],
+        "spread_client": bool((truth.spread_rate > 0).any()),
         "fast_fading_dot_ids": client.dots.dot_id[truth.fast],
         "touchup_contrast_dl": s.touchup_contrast_dl,
         "touchup_due_date": (start + dt.timedelta(days=crossing)).isoformat() if crossing is not None else None,

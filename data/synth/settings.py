@@ -248,6 +248,9 @@ class CardSettings(Settings):
     marker_id: tuple[int, int] = (0, 49)
     scale: PositiveRange = (1.0, 1.0)
     """Rendered size relative to the printed card (1.0 = SMP-CARD-1)."""
+    whole: bool = False
+    """Keep the whole card, every colour patch included, in frame (by default only the marker is
+    kept in view, as clinics' photos often cut patches off). Needs a frame of at least ~60 mm."""
 
 
 class GlobalSettings(Settings):
@@ -271,6 +274,8 @@ class SeriesSettings(Settings):
     blue_dot_fraction: UnitRange = (0.2, 0.6)
     blue_od_per_year: Range = (0.06, 0.2)
     """Growth of the blue-shift optical density of affected dots, per year."""
+    spread_client_probability: float = Field(1.0, ge=0, le=1)
+    """Clients with spreading dots at all (1: every client, as in the default series)."""
     spread_dot_fraction: UnitRange = (0.02, 0.1)
     spread_rate_mm_per_year: Range = (0.08, 0.25)
     touchup_probability: float = Field(0.4, ge=0, le=1)

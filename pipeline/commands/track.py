@@ -47,6 +47,13 @@ def _visit_key(p: Any) -> str:
     return f"{p.visit_date.isoformat()}_{p.kind}" + (f"-{p.session}" if p.session else "")
 
 
+def _found(trend) -> str:
+    """'found', 'found in 46 of 310 dots' (a minority) or 'none'."""
+    if not trend.detected:
+        return "none"
+    return f"found in {trend.n_turning} of {trend.n_dots} dots" if trend.found_by == "minority" else "found"
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -141,7 +148,8 @@ def _print_summary(h: Any, out: Path) -> None:
                  if lk.ok else f"not registered: {lk.error}")
         print(f"  {lk.visit} -> {lk.reference}: {state}")
     print(f"  half-life {num(hl.value)} days (90% {num(hl.low)}-{num(hl.high)}); "
-          f"blue trend {num(f.blue_trend.per_year.value, '+.2f')}/year ({'found' if f.blue_trend.detected else 'none'}); "
+          f"blue trend {num(f.blue_trend.per_year.value, '+.2f')}/year ({_found(f.blue_trend)}); "
+          f"spread {num(f.spread.per_year.value, '+.3f')} mm/year ({_found(f.spread)}); "
           f"{int(f.dots['fast_fading'].sum()) if len(f.dots) else 0} dots fading >= 2x faster")
     if fc.status == "due":
         print(f"  touch-up due {fc.date} (90% {fc.date_low or 'before'} to {fc.date_high or 'beyond the horizon'}): "

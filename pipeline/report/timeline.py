@@ -77,8 +77,13 @@ def forecast_sentence(fading: dict[str, Any], visits: list[dict[str, Any]], toda
             rng = ""
         today = today or dt.date.today()
         if parse_date(date) <= today:
-            return f"A touch-up is due now: the dots were expected to fade to the touch-up level around " \
-                   f"{fmt_month(date)}{rng}."
+            # a forecast date already past: overdue by the forecast, not "due now" (only the dots measured
+            # at a visit can say that: status already_below)
+            last_date = parse_date(visits[-1].get("date")) if visits else None
+            upto = f" up to the last visit ({fmt_date(last_date)})" if last_date else ""
+            return (f"A touch-up is probably overdue: by the fading measured{upto}, the dots were to reach the "
+                    f"touch-up level around {fmt_month(date)}{rng}. This is a forecast, not a measurement: a new "
+                    "photo will show where the dots stand.")
         return f"A touch-up is expected around {fmt_month(date)}{rng}."
     if status == "already_below":
         last = as_number(fading.get("last_median_contrast_dl"))
@@ -115,6 +120,16 @@ def _range(est: Any, digits: int, unit: str = "", signed: bool = False) -> str:
     return f"{text} {unit}".rstrip()
 
 
+def _share(trend: Any) -> str:
+    """'46 of 310 dots (15%)' of a trend's turning dots."""
+    return (f"{fmt_int(_get(trend, 'n_turning'))} of {fmt_int(_get(trend, 'n_dots'))} dots "
+            f"({fmt_pct(_get(trend, 'turning_fraction'))})")
+
+
+def _turning(trend: Any, verb: str) -> str:
+    return f"{_share(trend)[:1].upper()}{_share(trend)[1:]} {verb}"
+
+
 def _facts(fading: dict[str, Any]) -> list[dict[str, str]]:
     interval = _interval(fading)
     out = []
@@ -141,18 +156,35 @@ def _facts(fading: dict[str, Any]) -> list[dict[str, str]]:
     if bv is None:
         out.append({"label": "Blue shift", "value": "not measured",
                     "text": "Not enough settled visits to follow the pigment's colour."})
+    elif _get(bt, "detected") and _get(bt, "found_by") == "minority":
+        out.append({"label": "Blue shift", "value": f"found in {_share(bt)}",
+                    "text": f"{_turning(bt, 'are turning bluer')}: their blue index rises by "
+                            f"{fmt_signed(_get(bt, 'turning_per_year'), 2)} per year (median), while the region as "
+                            f"a whole changes by {fmt_signed(bv, 2)}" + (f" ({interval} range {rng})" if rng else "")
+                            + ". The dots are listed in dots_fading.csv (blue_turning). Consider the pigment and "
+                              "its depth at their next touch-up."})
     elif _get(bt, "detected"):
         out.append({"label": "Blue shift", "value": "found",
                     "text": f"The pigment is turning bluer: the blue index rises by {fmt_signed(bv, 2)} per year"
                             + (f" ({interval} range {rng})" if rng else "")
+                            + (f"; {_turning(bt, 'turn bluer on their own')}" if as_number(_get(bt, "n_turning"))
+                               else "")
                             + ". Consider the pigment and its dilution at the next touch-up."})
     else:
         out.append({"label": "Blue shift", "value": "not found",
                     "text": f"No blue shift found: the blue index changes by {fmt_signed(bv, 2)} per year"
-                            + (f" ({interval} range {rng})" if rng else "") + ", within what is normal."})
+                            + (f" ({interval} range {rng})" if rng else "") + ", within what is normal, and no "
+                              "more single dots turn bluer than measurement noise makes."})
     sp = _get(fading, "spread")
     sv = as_number(_get(sp, "per_year", "value"))
-    if sv is not None:
+    if sv is not None and _get(sp, "detected") and _get(sp, "found_by") == "minority":
+        srng = _range(_get(sp, "per_year"), 3, "mm", signed=True)
+        out.append({"label": "Dot spreading", "value": f"found in {_share(sp)}",
+                    "text": f"{_turning(sp, 'are growing')}: by {fmt_signed(_get(sp, 'turning_per_year'), 3, 'mm')} "
+                            f"per year (median), while the region's dots as a whole change by "
+                            f"{fmt_signed(sv, 3, 'mm')}" + (f" ({interval} range {srng})" if srng else "")
+                            + ". They are listed in dots_fading.csv (spreading)."})
+    elif sv is not None:
         srng = _range(_get(sp, "per_year"), 3, "mm", signed=True)
         found = bool(_get(sp, "detected"))
         out.append({"label": "Dot spreading", "value": "found" if found else "not found",
@@ -237,8 +269,15 @@ def build_timeline_context(folder: str | Path, *, title: str | None = None,
     if hl is not None:
         summary += f" The dots lose half their contrast in about {fmt_num(hl, 0)} days" + \
                    (f" ({fmt_num(hl / 365.25, 1)} years)." if hl >= 365 else ".")
-    if _get(fading, "blue_trend", "detected"):
+    bt = _get(fading, "blue_trend")
+    if _get(bt, "detected") and _get(bt, "found_by") == "minority":
+        summary += f" {_turning(bt, 'are turning bluer')}."
+    elif _get(bt, "detected"):
         summary += " The pigment is slowly turning bluer."
+    sp = _get(fading, "spread")
+    if _get(sp, "detected"):
+        summary += (f" {_turning(sp, 'are growing')}." if _get(sp, "found_by") == "minority"
+                    else " The dots are slowly growing.")
     links = [lk for lk in doc.get("links") or [] if isinstance(lk, dict)]
     link_rows = _link_rows(links, visits)
     warnings = [str(w) for w in list(doc.get("warnings") or []) + list(fading.get("warnings") or []) if w]
