@@ -107,8 +107,8 @@ from data.config import Settings, load_settings
 
 __all__ = ["FadingSettings", "FadingError", "Estimate", "Trend", "Forecast", "FadingResult",
            "load_fading_settings", "prepare", "segment_tracks", "within_slopes", "weighted_median",
-           "impute_refreshes", "minority_turns", "fit_fading", "PIGMENTING_KINDS", "OBSERVATION_COLUMNS", "OPTIONAL_COLUMNS",
-           "DOT_COLUMNS"]
+           "impute_refreshes", "minority_turns", "fit_fading", "PIGMENTING_KINDS", "OBSERVATION_COLUMNS",
+           "OPTIONAL_COLUMNS", "DOT_COLUMNS"]
 
 #: Visit kinds at which pigment is placed (the clock of the dots they place or refresh restarts).
 PIGMENTING_KINDS = ("session", "touch-up")
@@ -799,22 +799,18 @@ def _trends(o: pd.DataFrame, v: pd.DataFrame, s: FadingSettings, n_dots: int) ->
     settled = ~(day - _last_pigmenting(day, _pigmenting_days(v)) < s.settle_days)   # NaN: settled
     c = o["contrast_dL"].to_numpy(float)
     bi = o["blue_index"].to_numpy(float)
-    with np.errstate(invalid="ignore"):
-        adj = bi * s.blue_reference_dl / np.maximum(c, s.blue_min_contrast_dl)
-    blue_raw, _ = _trend_slopes(o, settled, bi, n_dots, s.min_span_days)
-    blue_adj, _ = _trend_slopes(o, settled, adj, n_dots, s.min_span_days)
     # the adjustment multiplies the measurement noise of the blue index by gain = 20 / max(c, 4):
-    # a faded dot's adjusted index is several times noisier than a fresh one's, so each dot's
-    # slope gets the error of its own gains (weighted by where its visits lie in time)
+    # a faded dot's adjusted index is several times noisier than a fresh one's
     with np.errstate(invalid="ignore"):
         gain = s.blue_reference_dl / np.maximum(c, s.blue_min_contrast_dl)
+    adj = bi * gain
+    blue_raw, _ = _trend_slopes(o, settled, bi, n_dots, s.min_span_days)
+    blue_adj, _ = _trend_slopes(o, settled, adj, n_dots, s.min_span_days)
     # a dot's own colour is judged only where it has one: visits where it is at least
     # blue_min_contrast_dl darker than its skin and not saturated (a dot fading to nothing has a
     # blue index going to 0, which the adjustment's floor turns into a "trend")
     coloured = settled & (c >= s.blue_min_contrast_dl) & ~(o["L"].to_numpy(float) < s.saturation_lstar)
-    y_turn = np.where(coloured, adj, np.nan)
-    blue_turn, _ = _trend_slopes(o, coloured, adj, n_dots, s.min_span_days)
-    blue_se = _scaled_slope_se(o, y_turn, gain, n_dots, s.min_span_days)
+    blue_turn, blue_se = _scaled_slopes(o, np.where(coloured, adj, np.nan), gain, n_dots, s.min_span_days)
     spread, spread_se = _trend_slopes(o, settled, o["diameter_mm"].to_numpy(float), n_dots, s.min_span_days)
     with np.errstate(invalid="ignore", divide="ignore"):
         spreading = np.isfinite(spread) & (spread >= s.spread_min_mm_per_year) & (spread / spread_se > s.fast_z)
@@ -823,11 +819,12 @@ def _trends(o: pd.DataFrame, v: pd.DataFrame, s: FadingSettings, n_dots: int) ->
             "blue_turning": turning, "blue_turn_slope": blue_turn, "any_settled": np.array(bool(settled.any()))}
 
 
-def _scaled_slope_se(o: pd.DataFrame, y: np.ndarray, gain: np.ndarray, n_dots: int, min_span: float
-                     ) -> np.ndarray:
-    """Per-dot se (per year) of the within-segment slope of ``y`` whose noise is ``gain`` times a
-    common sd: the common sd from the residuals divided by their gains (pooled, robust), each
-    slope's variance ``sd^2 * sum(dt^2 gain^2) / stt^2``."""
+def _scaled_slopes(o: pd.DataFrame, y: np.ndarray, gain: np.ndarray, n_dots: int, min_span: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dot within-segment slope per year of ``y`` whose noise is ``gain`` times a common sd,
+    and its se: the common sd from the residuals divided by their gains (pooled, robust), each
+    slope's variance ``sd^2 * sum(dt^2 gain^2) / stt^2`` (so each dot's slope gets the error of
+    its own gains, weighted by where its visits lie in time)."""
     sl = within_slopes(o["dot"].to_numpy(), o["segment"].to_numpy(), o["day"].to_numpy(float), y, n_dots)
     dot = o["dot"].to_numpy()
     ok = np.isfinite(sl["dt"]) & np.isfinite(gain) & (gain > 0)
@@ -837,7 +834,7 @@ def _scaled_slope_se(o: pd.DataFrame, y: np.ndarray, gain: np.ndarray, n_dots: i
     spread = np.bincount(dot[ok], (sl["dt"][ok] * gain[ok]) ** 2, n_dots)
     with np.errstate(divide="ignore", invalid="ignore"):
         se = sigma * np.sqrt(spread) / sl["stt"] * _YEAR
-    return np.where(has, se, np.nan)
+    return np.where(has, sl["slope"] * _YEAR, np.nan), np.where(has, se, np.nan)
 
 
 def minority_turns(n_turning: int, n_dots: int, s: FadingSettings) -> bool:

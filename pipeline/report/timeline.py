@@ -127,7 +127,9 @@ def _share(trend: Any) -> str:
 
 
 def _turning(trend: Any, verb: str) -> str:
-    return f"{_share(trend)[:1].upper()}{_share(trend)[1:]} {verb}"
+    """'46 of 310 dots (15%) are turning bluer' (``verb``: 'are turning bluer')."""
+    share = _share(trend)
+    return f"{share[:1].upper()}{share[1:]} {verb}"
 
 
 def _facts(fading: dict[str, Any]) -> list[dict[str, str]]:
