@@ -203,6 +203,17 @@ def test_cli_missing_file_fails_in_one_line(photos, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_cli_unreadable_after_photo_keeps_the_before_assessment(photos, tmp_path, capsys):
+    paths, _ = photos
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a photo")
+    out = tmp_path / "o"
+    code = main(["compare", str(paths[0]), str(bad), "--out", str(out), "--set", "segment.method=classical"])
+    assert code == 1 and "not an image file" in capsys.readouterr().err
+    assert (out / "before" / "assessment.json").is_file() and not (out / "after").exists()
+    assert not (out / "comparison.json").exists()
+
+
 def test_cli_unregistrable_photos_keep_both_assessments_and_compare_what_needs_no_alignment(photos, tmp_path,
                                                                                            capsys):
     paths, _ = photos

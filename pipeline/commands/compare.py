@@ -80,15 +80,15 @@ def run(args: argparse.Namespace) -> int:
         if not path.exists():
             return fail(f"{path}: no such file")
     assessed = []
-    for path in (args.before, args.after):
+    for side, path in (("before", args.before), ("after", args.after)):
         try:
             assessed.append(assessor.assess_file(path, px_per_mm=args.px_per_mm))
         except PhotoError as exc:
             return fail(str(exc))
+        # each photo's own assessment is kept whatever happens next (the other photo unreadable,
+        # the two not lining up)
+        write_assessment(assessed[-1], args.out / side, overlay=settings.overlay)
     before, after = assessed
-    # each photo's own assessment is kept whatever happens next
-    write_assessment(before, args.out / "before", overlay=settings.overlay)
-    write_assessment(after, args.out / "after", overlay=settings.overlay)
     comparison = compare_photos(before, after, reg_settings)
     out = write_comparison(comparison, args.out)
 
