@@ -281,6 +281,14 @@ def test_comparison_of_photos_that_could_not_be_lined_up(made, tmp_path):
     assert "could not be lined up (too few matching features (3 < 12))" in text and "retake the after photo" in text
     assert "is missing" not in text and "Dots where both photos overlap" not in text
     assert "not found again" not in text and "in both" not in text
+    assert "Dot count" in text  # both photos' own counts are known: the card shows them
+    nothing = _copy(folder, tmp_path / "nothing")
+
+    def no_dots(d):
+        d["headline"].update(dot_count_before=None, dot_count_after=None, dot_count_change=None)
+
+    _edit_json(nothing / "comparison.json", no_dots)
+    assert "Dot count" not in _text(render_comparison(nothing)).split("What changed")[0]  # no empty card
     assert "Dot density" in text and "Show-through" in text
 
 

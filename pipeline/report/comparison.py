@@ -89,7 +89,7 @@ def _headline_cards(h: dict[str, Any], metrics: dict[str, Any]) -> list[dict[str
                       "sub": f"{fmt_int(h.get('dots_added'))} added, {fmt_int(h.get('dots_lost'))} not found again, "
                              f"{fmt_int(h.get('dots_linked'))} in both",
                       "verdict": "neutral"})
-    else:
+    elif as_number(h.get("dot_count_before")) is not None or as_number(h.get("dot_count_after")) is not None:
         cards.append({"label": "Dot count", "value": f"{fmt_int(h.get('dot_count_before'))} \u2192 "
                                                       f"{fmt_int(h.get('dot_count_after'))}",
                       "sub": fmt_signed(h.get("dot_count_change"), 0), "verdict": "neutral"})
