@@ -40,6 +40,7 @@ from .quality import (MaskWobble, QualityReport, QualitySettings, check_quality,
                       second_look_window)
 from .runtime import blas_threads
 from .segment import ModelSegmenter, Segmentation, card_polygon_mask, classical_segmentation
+from .subject import Subject
 
 __all__ = ["AssessSettings", "Assessment", "Assessor", "load_assess_settings", "write_assessment", "SCHEMA"]
 
@@ -440,8 +441,9 @@ class Assessor:
         return pts[:, :2] / pts[:, 2:3]
 
 
-def write_assessment(a: Assessment, out_dir: str | Path, *, overlay: bool = True) -> Path:
-    """Write the output contract into ``out_dir`` (created); returns the folder.
+def write_assessment(a: Assessment, out_dir: str | Path, *, overlay: bool = True, subject: Subject | None = None) -> Path:
+    """Write the output contract into ``out_dir`` (created); returns the folder. ``subject``: whose
+    photo it is and from which visit (``assessment.json``'s ``subject``; null when not given).
 
     Files are written to temporary names and renamed, so a folder never holds a
     half-written file; ``assessment.json`` is written last (its presence means done).
@@ -472,6 +474,7 @@ def write_assessment(a: Assessment, out_dir: str | Path, *, overlay: bool = True
         if drawing is not None:
             drawing.result()
     doc = a.to_json()
+    doc["subject"] = subject.to_json() if subject else None
     doc["timings_s"]["write"] = round(time.perf_counter() - t, 4)
     put("assessment.json", json.dumps(doc, indent=1).encode())
     return out

@@ -87,9 +87,13 @@ def build_history(client: str, region: str, visits: Sequence[VisitInput], *, fad
     result = fit_fading(obs, visit_rows, fading, rng, baseline_date=base)
     summaries = []
     tracked = tracking.observations.groupby("visit")
+    unregistered = {lk.visit for lk in tracking.links if not lk.ok}
     for v in ordered:
-        # medians of the dots that were tracked (not of dots ignored before any session)
-        d = tracked.get_group(v.key) if v.key in tracked.groups else tracking.observations.iloc[:0]
+        # medians of the dots that were tracked (not of dots ignored before any session); a visit that
+        # could not be registered keeps the medians of its own dots (they need no alignment)
+        d = (tracked.get_group(v.key) if v.key in tracked.groups
+             else v.dots if v.key in unregistered and {"contrast_dL", "blue_index"} <= set(v.dots.columns)
+             else tracking.observations.iloc[:0])
         summaries.append(VisitSummary(
             key=v.key, date=v.date.isoformat(), day=float((v.date - base).days), kind=v.kind, session=v.session,
             metrics={k: v.metrics.get(k) for k in TIMELINE_METRICS},

@@ -58,6 +58,7 @@ __all__ = [
     "LinkSettings",
     "RegistrationError",
     "RETAKE_ADVICE",
+    "retake_advice",
     "Registration",
     "DotLinks",
     "load_register_settings",
@@ -163,9 +164,15 @@ def load_register_settings(path=None, overrides=()) -> RegisterSettings:
     return load_settings(RegisterSettings, path, overrides, default="compare/default.yaml")
 
 
-#: What a clinic can do when two photos cannot be registered (the comparison's warning and report say it).
-RETAKE_ADVICE = ("retake the after photo of the same region from the same distance and angle, with the card in "
-                 "frame and at least half of the before photo's scalp in view")
+def retake_advice(photo: str = "the after photo", reference: str = "the before photo") -> str:
+    """What a clinic can do when ``photo`` cannot be registered to ``reference`` (the warnings and
+    reports of comparisons and timelines say it)."""
+    return (f"retake {photo} of the same region from the same distance and angle, with the card in frame and "
+            f"at least half of {reference}'s scalp in view")
+
+
+#: The advice for a before/after comparison.
+RETAKE_ADVICE = retake_advice()
 
 
 class RegistrationError(ValueError):

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .register import (RegisterSettings, RegistrationError, apply_homography, gated_assignment, link_dots,
-                       register_photos)
+                       register_photos, retake_advice)
 
 __all__ = ["VisitInput", "VisitLink", "Tracking", "link_visits", "PIGMENTING_KINDS", "OBS_COLUMNS"]
 
@@ -178,7 +178,9 @@ def link_visits(visits: Sequence[VisitInput], settings: RegisterSettings | None 
                            after_size=(image(k).shape[1], image(k).shape[0]),
                            before_valid=roi_b, after_valid=roi_a)
         except RegistrationError as exc:
-            warnings.append(f"{v.key}: not registered to {r.key} ({exc}); left out of the tracks")
+            advice = retake_advice("this visit's photo", f"the {r.key} photo")
+            warnings.append(f"{v.key}: not registered to {r.key} ({exc}); its photo's own figures are kept, its "
+                            f"dots are left out of the tracks; to follow them, {advice}")
             links.append(VisitLink(visit=v.key, reference=r.key, ok=False, n_dots=n, error=str(exc),
                                    seconds=(dt.datetime.now() - t0).total_seconds()))
             continue

@@ -3,12 +3,12 @@
 Today: a synthetic client (baseline, sessions, follow-ups) with exact truth,
 a summary of what was made, the bundled model's segmentation and dots on
 every visit's photo (overlays in demo-out/segmentation/, scored against the
-truth), ``smp assess`` on every photo (demo-out/assess/<visit>/), the visits
+truth), ``smp assess`` on every photo, named by its visit (demo-out/assess/<visit>/), the visits
 ingested into the records (``smp visit add --assess``: demo-out/records.db and
 its photo store) and ``smp track`` on the client (demo-out/track/<region>/:
 tracks, fading, touch-up forecast, plots), printed next to the truth; then the
-client's reports (demo-out/reports/: timeline, the latest close-up, first session
-vs last follow-up), self-contained HTML.
+client's reports (demo-out/reports/: timeline, the latest close-up, before treatment vs the
+healed result), self-contained HTML.
 """
 from __future__ import annotations
 
@@ -66,23 +66,30 @@ def segment(data: Path, out: Path) -> int:
     return 0
 
 
+def _visit_options(v: dict, prefix: str = "") -> list[str]:
+    """``--date``, ``--kind`` (and ``--session``) of a visit of series.json, as smp assess/compare take them."""
+    opts = [f"--{prefix}date", v["date"], f"--{prefix}kind", v["kind"]]
+    return opts + [f"--{prefix}session", str(v["session"])] if v["session"] else opts
+
+
 def assess(data: Path, out: Path, series: dict) -> int:
-    """``smp assess`` on every visit's photo; the measured figures next to the truth."""
-    photos = sorted(data.glob("client_000/*/photo.*"))
-    rc = smp(["assess", *map(str, photos), "--out", str(out)])
-    if rc:
-        return rc
-    print(f"\nsmp assess on the demo photos ({out}/<visit>_photo/assessment.json, dots.csv, mask.png, overlay.png):")
+    """``smp assess`` on every visit's photo, named by its client, region and visit; the measured
+    figures next to the truth."""
+    print(f"\nsmp assess on the demo photos ({out}/<visit>/photo/assessment.json, dots.csv, mask.png, overlay.png):")
     print(f"  {'visit':<26} {'dots':>5} {'true':>5}  {'density/cm2':>11} {'true':>6}  show-through (true)  "
           f"faded  blue  spread")
-    truth = {v["folder"]: v["metrics"] for v in series["visits"]}
-    for p in photos:
-        doc = json.loads((out / f"{p.parent.name}_{p.stem}" / "assessment.json").read_text())
-        m, t = doc["metrics"], truth.get(p.parent.name, {})
+    for v in series["visits"]:
+        p = next((data / "client_000" / v["folder"]).glob("photo.*"))
+        rc = smp(["assess", str(p), "--out", str(out / v["folder"]), "--client", series["client"],
+                  "--region", series["region"], *_visit_options(v)])
+        if rc:
+            return rc
+        doc = json.loads((out / v["folder"] / p.stem / "assessment.json").read_text())
+        m, t = doc["metrics"], v["metrics"]
 
-        def f(v, nd=1):
-            return "-" if v is None else f"{v:.{nd}f}"
-        print(f"  {p.parent.name:<26} {f(m['dot_count'], 0):>5} {t.get('dot_count') or 0:>5}  "
+        def f(x, nd=1):
+            return "-" if x is None else f"{x:.{nd}f}"
+        print(f"  {v['folder']:<26} {f(m['dot_count'], 0):>5} {t.get('dot_count') or 0:>5}  "
               f"{f(m['dot_density_per_cm2']):>11} {f(t.get('dot_density_per_cm2')):>6}  "
               f"{f(m['show_through'], 3):>6} ({f(t.get('show_through'), 3)})        "
               f"{f(m['faded_fraction'], 2):>5}  {f(m['blue_shift_fraction'], 2):>4}  {f(m['spread_fraction'], 2):>6}")
@@ -118,15 +125,20 @@ def reports(out: Path, series: dict) -> int:
     visits = series["visits"]
     region = series["region"]
     latest = visits[-1]["folder"]
-    first_session = next(v["folder"] for v in visits if v["kind"] == "session")
-    last_follow = [v["folder"] for v in visits if v["kind"] == "follow-up"][-1]
-    photo = (lambda folder: str(next((out / "client" / "client_000" / folder).glob("photo.*"))))
+    # a clinic's before/after: before treatment (the baseline) against the healed result (the first
+    # follow-up after the last session); the timeline follows every visit
+    before = next((v for v in visits if v["kind"] == "baseline"), visits[0])
+    last_session = max(i for i, v in enumerate(visits) if v["kind"] in ("session", "touch-up"))
+    healed = next((v for v in visits[last_session + 1:] if v["kind"] == "follow-up"), visits[-1])
+    photo = (lambda v: str(next((out / "client" / "client_000" / v["folder"]).glob("photo.*"))))
     rc = smp(["report", str(out / "track" / region), "--out", str(rep / "timeline.html")])
-    rc = rc or smp(["report", str(out / "assess" / f"{latest}_photo"), "--out", str(rep / "latest.html")])
+    rc = rc or smp(["report", str(out / "assess" / latest), "--out", str(rep / "latest.html")])
     if rc:
         return rc
     made = ["timeline.html", "latest.html"]
-    if smp(["compare", photo(first_session), photo(last_follow), "--out", str(out / "compare")]) == 0:
+    if smp(["compare", photo(before), photo(healed), "--out", str(out / "compare"),
+            "--client", series["client"], "--region", region, *_visit_options(before, "before-"),
+            *_visit_options(healed, "after-")]) == 0:
         rc = smp(["report", str(out / "compare"), "--out", str(rep / "before_after.html")])
         made.append("before_after.html")
     print(f"\nreports (self-contained HTML, print to PDF from a browser):")

@@ -417,6 +417,74 @@ def test_cli_report(made, tmp_path, capsys):
     assert not (tmp_path / "x.html").exists()
 
 
+def _title(html: str) -> str:
+    return unescape(html.split("<title>")[1].split("</title>")[0])
+
+
+def test_reports_are_named_by_client_region_and_visit(made, tmp_path, capsys):
+    """What `smp assess/compare --client --region --date --kind` record names the reports; without it
+    the photo's name does; a link back into the app is shown on screen, never a script address."""
+    assert _title(render_assessment(made["assessment"])) == f"SMP assessment: {made['photo'].name}"
+    photo = made["photo"]
+    out = tmp_path / "assess"
+    assert main(["assess", str(photo), "--out", str(out), "--set", "segment.method=classical", "--client", "C-17",
+                 "--region", "Left temple", "--date", "2026-03-01", "--kind", "touch-up", "--session", "2"]) == 0
+    folder = next(out.iterdir())
+    subject = json.loads((folder / "assessment.json").read_text())["subject"]
+    assert subject == {"client": "C-17", "region": "left-temple", "date": "2026-03-01", "kind": "touch-up",
+                       "session": 2}
+    html = render_assessment(folder, link="/clients/7", link_label="Back to C-17")
+    assert _title(html) == "SMP assessment: C-17 / left-temple, 1 Mar 2026, touch-up 2"
+    text = _text(html)
+    for label, value in (("Client", "C-17"), ("Region", "left-temple"), ("Visit", "1 Mar 2026, touch-up 2")):
+        assert re.search(rf"{label}\s+{re.escape(value)}", text), label
+    assert '<nav class="back"><a href="/clients/7">&larr; Back to C-17</a></nav>' in html
+    assert ".back { display: none; }" in html  # on screen only: not printed
+    # given by the caller (the web app, from its records), the subject wins over the folder's
+    from pipeline.subject import Subject
+
+    html = render_assessment(folder, subject=Subject(client="C-9", region="crown", date=dt.date(2027, 1, 2),
+                                                     kind="follow-up"))
+    assert _title(html) == "SMP assessment: C-9 / crown, 2 Jan 2027, follow-up"
+    assert "nav class=\"back\"" not in html
+    for bad in ("javascript:alert(1)", "//evil.example/x", "data:text/html,x", "/clients/7 onclick=x"):
+        with pytest.raises(ReportError, match="link"):
+            render_assessment(folder, link=bad)
+    assert main(["report", str(folder), "--out", str(tmp_path / "x.html"), "--link", "javascript:alert(1)"]) == 2
+    assert "link" in capsys.readouterr().err
+
+    # a comparison: both visits in the title, each photo named by its visit
+    cmp = tmp_path / "cmp"
+    assert main(["compare", str(photo), str(photo), "--out", str(cmp), "--set", "segment.method=classical",
+                 "--client", "C-17", "--region", "crown", "--before-date", "2025-01-05", "--before-kind", "session",
+                 "--before-session", "1", "--after-date", "2026-01-05", "--after-kind", "follow-up"]) == 0
+    html = render_comparison(cmp)
+    assert _title(html) == "SMP before / after: C-17 / crown, 5 Jan 2025, session 1 \u2192 5 Jan 2026, follow-up"
+    assert "5 Jan 2025, session 1 (photos/" in unescape(html)
+    assert "date not recorded" not in _text(html)
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--date", "2026-02-30"], "no such day"),
+    (["--kind", "session"], "session number"),
+    (["--kind", "checkup"], "unknown kind"),
+    (["--session", "2"], "needs its kind"),
+    (["--region", "crown/../x"], "bad region"),
+])
+def test_bad_subject_options_are_one_line_errors(made, tmp_path, capsys, args, says):
+    assert main(["assess", str(made["photo"]), "--out", str(tmp_path / "o"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("smp assess: error: ") and says in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_visit_date_names_one_photo_only(made, tmp_path, capsys):
+    p = str(made["photo"])
+    assert main(["assess", p, p, "--out", str(tmp_path / "o"), "--date", "2026-01-01"]) == 2
+    assert "single photo" in capsys.readouterr().err
+
+
 def test_cli_several_regions_are_listed(tmp_path, capsys):
     track = tmp_path / "track"
     for region in ("crown", "front"):

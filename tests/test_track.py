@@ -76,9 +76,39 @@ def test_an_unregistrable_visit_is_left_out_with_a_warning(series) -> None:
     tr = link_visits(inputs)
     bad = next(lk for lk in tr.links if lk.visit == "visit_03")
     assert not bad.ok and bad.error
-    assert any("visit_03: not registered" in w for w in tr.warnings)
+    said = [w for w in tr.warnings if "visit_03: not registered" in w]
+    assert said and "own figures are kept" in said[0] and "retake this visit's photo" in said[0]
     assert "visit_03" not in set(tr.observations["visit"])
     assert next(lk for lk in tr.links if lk.visit == "visit_04").ok
+
+
+def test_an_unregistrable_visit_is_reported_as_measured_on_its_own(series, tmp_path) -> None:
+    """The timeline keeps what needs no alignment (the visit's own figures and its dots' medians),
+    says which visit could not be lined up and how to retake it; nothing else is lost."""
+    from pipeline.fading import load_fading_settings
+    from pipeline.history import build_history, write_history
+    from pipeline.report import render_timeline
+
+    scenes, _ = series
+    inputs = _inputs(scenes)
+    rng = np.random.default_rng(0)
+    junk = pd.DataFrame({"x": rng.uniform(0, 600, 300), "y": rng.uniform(0, 450, 300), "contrast_dL": 10.0,
+                         "blue_index": 0.5, "diameter_mm": 0.2})
+    blank = np.full_like(scenes[3][1].photo, 128)
+    inputs[3] = VisitInput(key="visit_03", date=inputs[3].date, kind="follow-up", session=0, dots=junk,
+                           image=lambda: blank, px_per_mm=14.0, metrics={"dot_density_per_cm2": 31.5})
+    h = build_history("C-3", "crown", inputs, fading=load_fading_settings(), rng=np.random.default_rng(1))
+    v3 = next(v for v in h.visits if v.key == "visit_03")
+    assert v3.metrics["dot_density_per_cm2"] == 31.5
+    assert v3.median_contrast_dL == 10.0 and v3.median_blue_index == 0.5
+    assert all(v.median_contrast_dL is not None for v in h.visits if v.kind != "baseline")
+    html = render_timeline(write_history(h, tmp_path / "crown"))
+    date = inputs[3].date
+    text = " ".join(html.split())
+    assert (f"The follow-up of {date.day} {date.strftime('%b')} {date.year} could not be lined up with the photo "
+            "before it: its own figures are in the table, its dots are not followed over time.") in text
+    assert "retake its photo of the same region" in text
+    assert "not aligned: " in text
 
 
 def test_no_visits_and_no_dots() -> None:

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from pipeline.records.schema import ApiToken, Assessment, Dot, Job, Photo, ReviewDecision, Visit, VisitPhoto
+from pipeline.records.schema import (ApiToken, Assessment, Client, Dot, Job, Photo, Region, ReviewDecision, Visit,
+                                     VisitPhoto)
 from web_support import dispose, make_world, noise_png, synthetic_photos, synthetic_series, upload
 
 
@@ -209,6 +210,18 @@ def test_report_pages(world, photos):
     report = page.get(job["report_url"])
     assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
     assert "<html" in report.text.lower()
+    # named by client, region and visit from the records (never the stored file's hash), linked back
+    title = report.text.split("<title>")[1].split("</title>")[0]
+    with world.ctx.records.session() as s:
+        photo = s.get(Photo, r.json()["photo_id"])
+        visit = s.scalars(sa.select(Visit).join(VisitPhoto, VisitPhoto.visit_id == Visit.id)
+                          .where(VisitPhoto.photo_id == photo.id)).one()
+        client = s.get(Client, visit.client_id)
+        region = s.get(Region, visit.region_id)
+        stored = Path(photo.stored_path).name
+    assert title.startswith(f"SMP assessment: {client.external_id} / {region.name}, "), title
+    assert stored not in title and photo.sha256[:12] not in title
+    assert f'href="/clients/{client.id}"' in report.text
     # an assessment without report files (assessed by the CLI, say) says so
     with world.ctx.records.session() as s:
         a_id = s.scalar(sa.select(Assessment.id))

@@ -12,7 +12,7 @@ from data.flags import load_flag_settings
 from data.synth.generate import item_rng
 from data.synth.series import render_series
 from data.synth.settings import SynthSettings
-from pipeline.records.schema import Assessment
+from pipeline.records.schema import Assessment, Client
 from pipeline.web.comparisons import StoredAssessment, comparison_folder
 from pipeline.web.jobs import assessment_folder
 from test_compare import SERIES
@@ -54,6 +54,12 @@ def test_comparison_page_is_built_once_and_cached(world):
     r = page.get(url)
     assert r.status_code == 200, r.text[:500]
     assert "show-through" in r.text.lower() and "data:image" in r.text
+    # named by the client, the region and both visits from the records, with a way back into the app
+    title = r.text.split("<title>")[1].split("</title>")[0]
+    assert title == "SMP before / after: C-1 / crown, 10 Jan 2026, session 1 \u2192 10 Feb 2026, session 2", title
+    with world.ctx.records.session() as s:
+        client_id = s.scalar(sa.select(Client.id).where(Client.external_id == "C-1"))
+    assert f'<a href="/clients/{client_id}">&larr; Back to C-1 in smp-assess</a>' in r.text
     folder = comparison_folder(world.home, *ids["assessments"])
     assert folder.parent == world.home / "comparisons"
     doc = json.loads((folder / "comparison.json").read_text())

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
+from . import add_subject_options, subject_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="dot flag thresholds (default configs/flags.yaml)")
     parser.add_argument("--card", type=Path, default=None, metavar="YAML",
                         help="measured reference colours of your printed cards (see docs/card.md)")
+    add_subject_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -82,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.px_per_mm is not None and not (np.isfinite(args.px_per_mm) and args.px_per_mm > 0):
         raise UserError(f"--px-per-mm must be a positive number, got {args.px_per_mm}")
+    subject = subject_from_args(args)
+    if len(args.photos) > 1 and (subject.date or subject.kind):
+        raise UserError("--date and --kind name one visit: give them with a single photo "
+                        "(--client and --region may name several)")
     settings = load_assess_settings(args.config, args.overrides)
     rules = load_flag_settings(args.flags)
     card = load_card(references=args.card) if args.card else load_card()
@@ -101,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             a = assessor.assess_file(path, px_per_mm=args.px_per_mm,
                                      roi_polygon=None if roi is None else np.array(roi[0]),
                                      roi_units=roi[1] if roi else "px")
-            out = write_assessment(a, args.out / name, overlay=settings.overlay)
+            out = write_assessment(a, args.out / name, overlay=settings.overlay, subject=subject)
         except PhotoError as exc:
             failures.append(str(exc))
         except ValueError as exc:  # e.g. an ROI in card mm on a photo without a card

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
+from . import add_subject_options, subject_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="dot flag thresholds (default configs/flags.yaml)")
     parser.add_argument("--card", type=Path, default=None, metavar="YAML",
                         help="measured reference colours of your printed cards (see docs/card.md)")
+    add_subject_options(parser, ("before-", "after-"))
     parser.set_defaults(func=run)
 
 
@@ -61,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.px_per_mm is not None and not (np.isfinite(args.px_per_mm) and args.px_per_mm > 0):
         raise UserError(f"--px-per-mm must be a positive number, got {args.px_per_mm}")
+    subjects = {side: subject_from_args(args, f"{side}-") for side in ("before", "after")}
     settings = load_assess_settings(args.config, args.overrides)
     reg_settings = load_register_settings(args.register_config, args.register_overrides)
     rules = load_flag_settings(args.flags)
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             return fail(str(exc))
         # each photo's own assessment is kept whatever happens next (the other photo unreadable,
         # the two not lining up)
-        write_assessment(assessed[-1], args.out / side, overlay=settings.overlay)
+        write_assessment(assessed[-1], args.out / side, overlay=settings.overlay, subject=subjects[side])
     before, after = assessed
     comparison = compare_photos(before, after, reg_settings)
     out = write_comparison(comparison, args.out)

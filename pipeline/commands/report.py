@@ -24,7 +24,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("folder", type=Path, metavar="FOLDER", help="an assess, compare or track output folder")
     parser.add_argument("--out", required=True, type=Path, metavar="FILE.html", help="the HTML file to write")
-    parser.add_argument("--title", default=None, metavar="T", help="title of the report (default: from the folder)")
+    parser.add_argument("--title", default=None, metavar="T",
+                        help="title of the report (default: the client, region and visit the folder recorded "
+                             "(smp assess/compare --client, --region, --date, --kind), else the photo's name)")
+    parser.add_argument("--link", default=None, metavar="URL",
+                        help="an address the report links back to, e.g. the client's page in the web app "
+                             "(shown on screen, not printed)")
+    parser.add_argument("--link-label", default=None, metavar="TEXT", help="the text of that link")
     parser.set_defaults(func=run)
 
 
@@ -35,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give the HTML file to write, e.g. {out / 'report.html'}")
     try:
-        kind, html, folder = render_report(args.folder, title=args.title)
+        kind, html, folder = render_report(args.folder, title=args.title, link=args.link,
+                                           link_label=args.link_label)
     except ReportError as exc:
         raise UserError(str(exc)) from None
     try:

@@ -13,40 +13,55 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..subject import Subject
 from .folders import ReportError, detect_kind
 
 __all__ = ["ReportError", "render_assessment", "render_comparison", "render_timeline", "render_report",
            "detect_kind"]
 
 
-def render_assessment(folder: str | Path, *, title: str | None = None) -> str:
-    """HTML report of one assessment folder (``assessment.json``, ``dots.csv``, ``overlay.png``)."""
+def render_assessment(folder: str | Path, *, title: str | None = None, subject: Subject | None = None,
+                      link: str | None = None, link_label: str | None = None) -> str:
+    """HTML report of one assessment folder (``assessment.json``, ``dots.csv``, ``overlay.png``).
+
+    ``subject``: client, region and visit (default: what the assessment recorded); ``link``: an
+    address the report links back to (the app's page of the client), ``link_label`` its text."""
     from .assessment import build_assessment_context
-    from .render import render
+    from .render import back_link, render
 
-    return render("assessment.html.j2", build_assessment_context(folder, title=title))
+    back = back_link(link, link_label)
+    return render("assessment.html.j2", {**build_assessment_context(folder, title=title, subject=subject),
+                                         "back": back})
 
 
-def render_comparison(folder: str | Path, *, title: str | None = None) -> str:
-    """HTML report of an ``smp compare`` folder (``comparison.json``, pictures, ``before/``, ``after/``)."""
+def render_comparison(folder: str | Path, *, title: str | None = None,
+                      subjects: tuple[Subject | None, Subject | None] | None = None,
+                      link: str | None = None, link_label: str | None = None) -> str:
+    """HTML report of an ``smp compare`` folder (``comparison.json``, pictures, ``before/``, ``after/``);
+    ``subjects``: before and after (default: what the two assessments recorded)."""
     from .comparison import build_comparison_context
-    from .render import render
+    from .render import back_link, render
 
-    return render("comparison.html.j2", build_comparison_context(folder, title=title))
+    back = back_link(link, link_label)
+    return render("comparison.html.j2", {**build_comparison_context(folder, title=title, subjects=subjects),
+                                         "back": back})
 
 
-def render_timeline(folder: str | Path, *, title: str | None = None) -> str:
+def render_timeline(folder: str | Path, *, title: str | None = None, link: str | None = None,
+                    link_label: str | None = None) -> str:
     """HTML report of one region folder of ``smp track`` (``track.json`` and its plots)."""
-    from .render import render
+    from .render import back_link, render
     from .timeline import build_timeline_context
 
-    return render("timeline.html.j2", build_timeline_context(folder, title=title))
+    back = back_link(link, link_label)
+    return render("timeline.html.j2", {**build_timeline_context(folder, title=title), "back": back})
 
 
 _RENDERERS = {"assessment": render_assessment, "comparison": render_comparison, "timeline": render_timeline}
 
 
-def render_report(folder: str | Path, *, title: str | None = None) -> tuple[str, str, Path]:
+def render_report(folder: str | Path, *, title: str | None = None, link: str | None = None,
+                  link_label: str | None = None) -> tuple[str, str, Path]:
     """(kind, HTML, folder rendered) of any output folder (see :func:`detect_kind`)."""
     kind, path = detect_kind(folder)
-    return kind, _RENDERERS[kind](path, title=title), path
+    return kind, _RENDERERS[kind](path, title=title, link=link, link_label=link_label), path

@@ -10,10 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from ..subject import Subject
 from .folders import AssessmentFolder, read_assessment_folder
 from .glossary import metric_row, ordered_names
 from .images import (FLAG_ORDER, Picture, as_float, dot_crops, encode_rgb, flag_table, flags_of, pick_flagged,
                      read_rgb)
+from .render import subject_heading, subject_rows
 from .wording import (MISSING, as_number, fmt_date, fmt_int, fmt_num, fmt_pct, join_words, plural, short_hash)
 
 __all__ = ["build_assessment_context", "find_photo", "photo_name", "view_label", "scale_text", "colour_text",
@@ -293,9 +295,13 @@ def methods_rows(af: AssessmentFolder) -> list[tuple[str, str]]:
     return rows
 
 
-def build_assessment_context(folder: str | Path, *, title: str | None = None) -> dict[str, Any]:
+def build_assessment_context(folder: str | Path, *, title: str | None = None,
+                             subject: Subject | None = None) -> dict[str, Any]:
+    """``subject``: whose photo and which visit (default: what the assessment recorded)."""
     af = read_assessment_folder(folder)
     name = photo_name(af)
+    subject = subject or af.subject
+    heading = subject_heading(subject)
     photo, missing_note = find_photo(af)
     picture, source, picture_note = _picture(af, photo)
     flagged = _crops(af, source, from_photo=photo is not None and source is photo)
@@ -307,8 +313,8 @@ def build_assessment_context(folder: str | Path, *, title: str | None = None) ->
     return {
         "kind": "assessment",
         "kicker": "SMP assessment",
-        "title": title or f"SMP assessment: {name}",
-        "meta": [("Photo", name), ("Taken", fmt_date(af.photo.get("capture_time")) if af.photo.get("capture_time")
+        "title": title or f"SMP assessment: {heading or name}",
+        "meta": [*subject_rows(subject), ("Photo", name), ("Taken", fmt_date(af.photo.get("capture_time")) if af.photo.get("capture_time")
                                    else "date not recorded in the photo"),
                  ("View", view_label(af.photo.get("view"))), ("Scale", scale_text(af.calibration))],
         "summary": _summary(af),

@@ -8,8 +8,10 @@ from .assessment import (colour_text, limits, methods_rows, model_text, photo_na
                          all_warnings)
 from .folders import AssessmentFolder, ReportError, read_assessment_folder, read_doc
 from .glossary import metric_row, ordered_names
-from .images import encode_rgb, picture_from_file, read_rgb
 from ..register import RETAKE_ADVICE
+from ..subject import Subject
+from .images import encode_rgb, picture_from_file, read_rgb
+from .render import subject_rows
 from .wording import (MISSING, as_number, fmt_date, fmt_int, fmt_num, fmt_pct, fmt_points, fmt_signed, plural)
 
 __all__ = ["build_comparison_context"]
@@ -163,7 +165,10 @@ def _photo_panel(side: str, info: dict[str, Any], af: AssessmentFolder | None) -
             "methods": rows, "limits": limits(af) if af is not None else []}
 
 
-def build_comparison_context(folder: str | Path, *, title: str | None = None) -> dict[str, Any]:
+def build_comparison_context(folder: str | Path, *, title: str | None = None,
+                             subjects: tuple[Subject | None, Subject | None] | None = None) -> dict[str, Any]:
+    """``subjects``: whose photos and which visits, before and after (default: what the two
+    assessments recorded)."""
     doc = read_doc(folder, "comparison")
     path = Path(folder)
     if not isinstance(doc.get("metrics"), dict) or not isinstance(doc.get("headline"), dict):
@@ -221,11 +226,24 @@ def build_comparison_context(folder: str | Path, *, title: str | None = None) ->
             if isinstance(raw, str) and Path(raw).parent.name:
                 p["name"] = f"{Path(raw).parent.name}/{Path(raw).name}"
     name_b, name_a = panels[0]["name"], panels[1]["name"]
+    sb, sa = subjects or (None, None)
+    sb, sa = sb or (before.subject if before is not None else None), sa or (after.subject if after is not None else None)
+    both = Subject(client=next((s.client for s in (sb, sa) if s and s.client), None),
+                   region=next((s.region for s in (sb, sa) if s and s.region), None))
+    who = both.who
+    visit_b, visit_a = (s.visit if s else None for s in (sb, sa))
+    # a visit names its photo (the file name follows in brackets); without one, the photo's name and date
+    side_b = f"{visit_b} ({name_b})" if visit_b else f"{name_b} ({panels[0]['taken']})"
+    side_a = f"{visit_a} ({name_a})" if visit_a else f"{name_a} ({panels[1]['taken']})"
+    if visit_b and visit_a:
+        heading = f"{who + ', ' if who else ''}{visit_b} \u2192 {visit_a}"
+    else:
+        heading = f"{who + ': ' if who else ''}{name_b} \u2192 {name_a}"
     return {
         "kind": "comparison",
         "kicker": "SMP before / after",
-        "title": title or f"SMP before / after: {name_b} \u2192 {name_a}",
-        "meta": [("Before", f"{name_b} ({panels[0]['taken']})"), ("After", f"{name_a} ({panels[1]['taken']})"),
+        "title": title or f"SMP before / after: {heading}",
+        "meta": [*subject_rows(both), ("Before", side_b), ("After", side_a),
                  ("View", " / ".join(sorted(views))),
                  ("Scale", f"before {scale_text(info_b)}; after {scale_text(info_a)}")],
         "summary": _summary(h, after_metrics),

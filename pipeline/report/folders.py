@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from ..subject import Subject
+
 __all__ = ["ReportError", "Kind", "MARKERS", "read_doc", "AssessmentFolder", "read_assessment_folder",
            "detect_kind"]
 
@@ -92,6 +94,11 @@ class AssessmentFolder:
     @property
     def metrics(self) -> dict[str, Any]:
         return _dict(self.doc, "metrics")
+
+    @property
+    def subject(self) -> Subject | None:
+        """Whose photo and which visit, as the assessment recorded it (None: not recorded)."""
+        return Subject.from_json(self.doc.get("subject"))
 
     @property
     def overlay_path(self) -> Path:

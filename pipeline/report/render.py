@@ -15,9 +15,11 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from .. import __version__
+from ..subject import Subject
+from .folders import ReportError
 from .wording import fmt_date
 
-__all__ = ["render", "css"]
+__all__ = ["render", "css", "back_link", "subject_rows", "subject_heading"]
 
 _HERE = Path(__file__).resolve().parent
 
@@ -37,9 +39,38 @@ def css() -> str:
     return text
 
 
+def back_link(url: str | None, label: str | None = None) -> dict[str, str] | None:
+    """The link back into the app a report carries (None without ``url``): an address on the same
+    site (``/clients/7``) or an http(s) address; anything else (``javascript:``, ``//host``) is a
+    :class:`ReportError`."""
+    if url is None:
+        return None
+    u = str(url).strip()
+    ok = (u.startswith("/") and not u.startswith("//")) or u.lower().startswith(("https://", "http://"))
+    if not ok or any(ch.isspace() or ord(ch) < 32 for ch in u) or len(u) > 2000:
+        raise ReportError(f"link {url!r}: give an address on the app's site (/clients/7) or an http(s) address")
+    return {"url": u, "label": (label or "").strip() or "Back to smp-assess"}
+
+
+def subject_heading(subject: Subject | None) -> str | None:
+    """``client_000 / crown, 16 Jun 2027, follow-up`` (what is known of it); None when nothing is."""
+    if not subject:
+        return None
+    return ", ".join(p for p in (subject.who, subject.visit) if p) or None
+
+
+def subject_rows(subject: Subject | None) -> list[tuple[str, str]]:
+    """The header rows of what is known: client, region, visit."""
+    if not subject:
+        return []
+    rows = [("Client", subject.client), ("Region", subject.region), ("Visit", subject.visit)]
+    return [(k, v) for k, v in rows if v]
+
+
 def render(template: str, context: dict[str, Any]) -> str:
     """The complete HTML document of ``template`` (``<kind>.html.j2``) with ``context``."""
     ctx = dict(context)
+    ctx.setdefault("back", None)
     ctx.setdefault("made", fmt_date(dt.date.today()))
     ctx["version"] = __version__
     ctx["css"] = Markup(css())

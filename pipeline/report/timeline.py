@@ -5,10 +5,11 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from ..register import retake_advice
 from .folders import ReportError, read_doc
 from .images import picture_from_file
 from .wording import (MISSING, as_number, fmt_date, fmt_int, fmt_month, fmt_month_short, fmt_num, fmt_pct,
-                      fmt_signed, parse_date, plural)
+                      fmt_signed, join_words, parse_date, plural)
 
 __all__ = ["build_timeline_context", "forecast_sentence", "kind_label"]
 
@@ -244,6 +245,19 @@ def _link_rows(links: list[dict[str, Any]], visits: list[dict[str, Any]]) -> lis
     return rows
 
 
+def _unaligned(links: list[dict[str, Any]], visits: list[dict[str, Any]]) -> str | None:
+    """The sentence naming the visits whose photo could not be lined up (None when every one was)."""
+    names = {v.get("key"): f"the {kind_label(v.get('kind'), v.get('session'))} of {fmt_date(v.get('date'))}"
+             for v in visits}
+    bad = [names.get(lk.get("visit"), str(lk.get("visit"))) for lk in links if not lk.get("ok")]
+    if not bad:
+        return None
+    one = len(bad) == 1
+    return (f"{join_words(bad)[0].upper()}{join_words(bad)[1:]} could not be lined up with the photo before "
+            f"{'it' if one else 'them'}: {'its' if one else 'their'} own figures are in the table, "
+            f"{'its' if one else 'their'} dots are not followed over time.")
+
+
 def build_timeline_context(folder: str | Path, *, title: str | None = None,
                            today: dt.date | None = None) -> dict[str, Any]:
     doc = read_doc(folder, "timeline")
@@ -282,6 +296,9 @@ def build_timeline_context(folder: str | Path, *, title: str | None = None,
                     else " The dots are slowly growing.")
     links = [lk for lk in doc.get("links") or [] if isinstance(lk, dict)]
     link_rows = _link_rows(links, visits)
+    unaligned = _unaligned(links, visits)
+    if unaligned:
+        summary += f" {unaligned}"
     warnings = [str(w) for w in list(doc.get("warnings") or []) + list(fading.get("warnings") or []) if w]
     lims = [
         "The forecast extends the fading measured so far; sun exposure, skin care, healing or a change of "
@@ -293,6 +310,10 @@ def build_timeline_context(folder: str | Path, *, title: str | None = None,
     ]
     if any(r["quality"] == "poor" for r in link_rows):
         lims.append("At least one visit was poorly aligned (see the table below).")
+    if unaligned:
+        lims.append(f"A visit that could not be lined up is measured on its own (density, show-through, its dots' "
+                    f"contrast), not followed dot by dot; to follow its dots, "
+                    f"{retake_advice('its photo', 'the photo it is aligned to')}.")
     dates = [parse_date(v.get("date")) for v in visits]
     span = f"{fmt_date(dates[0])} \u2013 {fmt_date(dates[-1])}" if dates[0] and dates[-1] else MISSING
     tracks = doc.get("tracks") if isinstance(doc.get("tracks"), dict) else {}

@@ -23,6 +23,7 @@ from ..records.schema import (
     ROLES, VISIT_KINDS, ApiToken, Assessment, Client, Clinic, Dot, Job, Photo, Region, ReviewDecision, User, Visit,
     VisitPhoto,
 )
+from ..subject import Subject
 from .auth import (
     AuthError, Principal, authenticate_password, close_session, create_user, csrf_matches, issue_token,
     login_csrf_token, open_session, revoke_token, throttle_failure, throttle_key, throttle_success, throttle_wait,
@@ -237,12 +238,13 @@ def pages_router(settings: WebSettings) -> APIRouter:
     def assessment_report(request: Request, assessment_id: int, p: Principal = require_roles(*READERS)) -> Response:
         ctx = context(request)
         with ctx.records.session(read_only=True) as s:
-            get_assessment(s, p, assessment_id)
+            _, row = get_assessment(s, p, assessment_id)
+            subject = _subject(s, row)
         folder = assessment_folder(ctx.home, assessment_id)
         if not (folder / "assessment.json").is_file():
             return _error(request, 404, "This assessment has no report files (it was made outside the web app). "
                                         "Assess the photo again from the client's page.")
-        return _report(request, "render_assessment", folder)
+        return _report(request, "render_assessment", folder, row.client, subject=subject)
 
     @router.get("/reports/timeline/{region_id}", response_class=HTMLResponse)
     def timeline_report(request: Request, region_id: int, p: Principal = require_roles(*READERS)) -> Response:
@@ -256,7 +258,7 @@ def pages_router(settings: WebSettings) -> APIRouter:
                                  client=client.external_id, region_id=region.id)
         if result.folder is None:
             return _error(request, 409, f"No timeline for {region.name} yet: {result.problem}.")
-        return _report(request, "render_timeline", result.folder)
+        return _report(request, "render_timeline", result.folder, client)
 
     @router.get("/reports/compare", response_class=HTMLResponse)
     def compare_form(request: Request, p: Principal = require_roles(*READERS), before: str = Query(""),
@@ -292,13 +294,14 @@ def pages_router(settings: WebSettings) -> APIRouter:
                     return _error(request, 409, f"The {side} photo ({name}) has no finished assessment yet: "
                                                 "wait for its assessment to finish, then try again.")
                 assessed.append((found, row.photo.stored_path))
+            subjects = tuple(_subject(s, row) for row in rows)
         try:
             calibration = _calibration_settings(settings)
             folder = build_comparison(ctx.home, ctx.store, assessed[0][0], assessed[1][0], assessed[0][1],
                                       assessed[1][1], calibration=calibration)
         except ComparisonProblem as exc:
             return _error(request, 422, f"The photos cannot be compared: {exc}.")
-        return _report(request, "render_comparison", folder)
+        return _report(request, "render_comparison", folder, rows[0].client, subjects=subjects)
 
     # ------------------------------------------------------------------ review queue
 
@@ -472,13 +475,23 @@ def _upload_sync(ctx: Any, p: Principal, client_id: int, files: list[Any], field
                          now=ctx.now())
 
 
-def _report(request: Request, function: str, folder: Path) -> Response:
+def _subject(s: Any, row: Any) -> Subject:
+    """Client, region and visit of a photo, from the records (what its report is named by)."""
+    region = s.scalar(sa.select(Region.name).where(Region.id == row.visit.region_id))
+    return Subject(client=row.client.external_id, region=region, date=row.visit.visit_date, kind=row.visit.kind,
+                   session=row.visit.session_number or 0)
+
+
+def _report(request: Request, function: str, folder: Path, client: Any, **names: Any) -> Response:
+    """The report of ``folder`` (``function`` of pipeline.report), named by ``names`` (subject or
+    subjects), with a link back to the client's page."""
     try:
         import pipeline.report as report
     except ImportError:
         return _error(request, 503, "Reports are not available in this installation (pipeline.report is missing).")
     try:
-        html = getattr(report, function)(folder)
+        html = getattr(report, function)(folder, link=f"/clients/{int(client.id)}",
+                                         link_label=f"Back to {client.external_id} in smp-assess", **names)
     except report.ReportError as exc:
         return _error(request, 500, f"The report could not be made: {exc}")
     # the report is a self-contained document (inline styles, embedded images): its own policy
