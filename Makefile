@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_assess.py --out bench-out
 	$(BIN)/python scripts/bench_compare.py --out bench-out --limit 9
 	$(BIN)/python scripts/bench_fading.py --out bench-out
+	$(BIN)/python scripts/bench_change.py --out bench-out
 	$(BIN)/python scripts/bench_track.py --out bench-out --suite series
 	$(BIN)/python scripts/bench_track.py --out bench-out --suite series_fading --limit 20
 	$(BIN)/python scripts/bench_web.py --out bench-out

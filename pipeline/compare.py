@@ -36,10 +36,11 @@ from data.colour import luminance_lstar
 from data.metrics import SCALP, viewing_lstar
 
 from .assess import Assessment
-from .register import (RETAKE_ADVICE, DotLinks, Registration, RegistrationError, RegisterSettings, dot_spacing,
-                       link_dots, register_photos)
+from .register import (RETAKE_ADVICE, ChangeSettings, DotLinks, Registration, RegistrationError, RegisterSettings,
+                       dot_spacing, link_dots, register_photos)
 
-__all__ = ["SCHEMA", "Comparison", "compare_assessments", "compare_photos", "darkening_map", "render_side_by_side",
+__all__ = ["SCHEMA", "Comparison", "change_noise", "compare_assessments", "compare_photos", "darkening_map",
+           "render_side_by_side",
            "render_difference_overlay", "write_comparison", "LINK_COLUMNS", "MIN_DOTS_TO_LINK"]
 
 SCHEMA = "smp-comparison/1"
@@ -171,9 +172,24 @@ def links_table(before_dots: pd.DataFrame, after_dots: pd.DataFrame, links: DotL
     return table[LINK_COLUMNS]
 
 
+def change_noise(metrics: dict[str, dict[str, Any]], change: ChangeSettings) -> dict[str, float]:
+    """The change each metric must exceed to be called better or worse, in its own units (show-through
+    as a fraction, density per cm2 from the larger of the two photos' densities)."""
+    out = {"show_through": change.show_through}
+    dens = metrics.get("dot_density_per_cm2") or {}
+    both = [v for v in (dens.get("before"), dens.get("after")) if v is not None]
+    if both:
+        out["dot_density_per_cm2"] = change.dot_density_relative * max(both)
+    return out
+
+
 def compare_assessments(before: Assessment, after: Assessment, registration: Registration | None,
-                        links: DotLinks | None = None, *, registration_error: str | None = None) -> Comparison:
+                        links: DotLinks | None = None, *, registration_error: str | None = None,
+                        change: ChangeSettings | None = None) -> Comparison:
     """Metric deltas and headline figures of AFTER against BEFORE.
+
+    ``metrics[name]["noise"]``: the change the metric must exceed to be called better or worse
+    (:func:`change_noise` from ``change``; None without it or for metrics it does not cover).
 
     Headline figures (None where undefined):
 
@@ -194,6 +210,9 @@ def compare_assessments(before: Assessment, after: Assessment, registration: Reg
     mb, ma = before.metrics.to_dict(), after.metrics.to_dict()
     metrics = {k: {"before": mb[k], "after": ma.get(k), "delta": _delta(mb[k], ma.get(k))}
                for k in mb if (isinstance(mb[k], (int, float)) or mb[k] is None) and not isinstance(mb[k], bool)}
+    noise = change_noise(metrics, change) if change is not None else {}
+    for k, v in metrics.items():
+        v["noise"] = noise.get(k)
     if registration is None:
         links = None
     st_b, st_a = mb.get("show_through"), ma.get("show_through")
@@ -272,12 +291,12 @@ def compare_photos(before: Assessment, after: Assessment, settings: RegisterSett
                               after_dots_xy=dots_xy(after) if use_dots else None,
                               px_per_mm=ppm, before_mask=before.labels > 0, after_mask=after.labels > 0)
     except RegistrationError as exc:
-        return compare_assessments(before, after, None, registration_error=str(exc))
+        return compare_assessments(before, after, None, registration_error=str(exc), change=settings.change)
     links = None
     if use_dots:
         links = link_dots(dots_xy(before), dots_xy(after), reg.after_to_before, settings, px_per_mm=ppm,
                           before_valid=before.labels > 0, after_valid=after.labels > 0)
-    return compare_assessments(before, after, reg, links)
+    return compare_assessments(before, after, reg, links, change=settings.change)
 
 
 # --------------------------------------------------------------------------- luminance change

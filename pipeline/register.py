@@ -58,6 +58,7 @@ __all__ = [
     "LinkSettings",
     "RegistrationError",
     "RETAKE_ADVICE",
+    "ChangeSettings",
     "retake_advice",
     "Registration",
     "DotLinks",
@@ -100,6 +101,18 @@ class LinkSettings(Settings):
     #: Dots closer than this (x s) to the edge of the other photo are neither "new" nor "lost"
     #: (a dot cut by the frame is not reliably detected).
     edge_margin: float = Field(0.5, ge=0)
+
+
+class ChangeSettings(Settings):
+    """What a change between two photos must exceed before a report calls it better or worse:
+    the 90th percentile of how far a measured change is from the true one between two photos of
+    one client (scripts/bench_change.py; the same 90% as every range the product reports).
+    Smaller changes read "within what two photos of one scalp differ by"."""
+
+    #: Show-through, as a fraction (0.25: 25 percentage points).
+    show_through: float = Field(0.25, ge=0, le=1)
+    #: Dot density, as a share of the larger of the two photos' densities.
+    dot_density_relative: float = Field(0.86, ge=0)
 
 
 class RegisterSettings(Settings):
@@ -157,6 +170,9 @@ class RegisterSettings(Settings):
     #: Best vote cells checked by pairing dots.
     pattern_candidates: int = Field(8, ge=1)
     link: LinkSettings = LinkSettings()
+    #: What a before/after must exceed to be called a change (not registration: kept here so that one
+    #: file, configs/compare/default.yaml, holds what ``smp compare`` decides).
+    change: ChangeSettings = ChangeSettings()
 
 
 def load_register_settings(path=None, overrides=()) -> RegisterSettings:

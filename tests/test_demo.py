@@ -96,6 +96,13 @@ def test_before_after_headline_agrees_with_the_truth(demo):
     assert (f"the dots went from {h['common_dots_before']:,} to {h['common_dots_after']:,} "
             f"({h['dots_added']:,} added, {h['dots_lost']:,} not found again)") in headline, headline
     assert h["common_dots_after"] - h["common_dots_before"] == h["dots_added"] - h["dots_lost"]
+    # show-through: judged only beyond what two photos of one scalp differ by, and then the truth's way
+    st = m["show_through"]
+    st_true = ta["show_through"] - tb["show_through"]
+    if abs(st["delta"]) > st["noise"]:
+        assert np.sign(st["delta"]) == np.sign(st_true), (st, st_true)
+    else:
+        assert "Scalp show-through read" in headline and "within what two photos of one scalp differ by" in headline
     # the photos' own density within 20% of the truth's (the detector's measured error on the demo)
     for side, t in (("before", tb), ("after", ta)):
         if t["dot_density_per_cm2"] >= 5:

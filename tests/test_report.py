@@ -261,6 +261,40 @@ def test_comparison_wording_and_verdicts(made, tmp_path):
     assert any(v == "worse" and "too light" in k for k, v in rows.items())
 
 
+def test_a_change_within_what_two_photos_differ_by_is_not_called_better_or_worse(made, tmp_path):
+    """smp compare records how large a change two photos of one unchanged scalp can show
+    (``metrics[name].noise``); the sentence, the cards and the table do not judge a smaller one."""
+    doc = json.loads((made["comparison"] / "comparison.json").read_text())
+    assert doc["metrics"]["show_through"]["noise"] == pytest.approx(0.25)
+    density = doc["metrics"]["dot_density_per_cm2"]
+    assert density["noise"] == pytest.approx(0.86 * max(density["before"], density["after"]))
+    folder = _copy(made["comparison"], tmp_path / "cmp")
+
+    def small(d):
+        d["headline"].update(show_through_before=0.92, show_through_after=0.89, show_through_reduction=0.03,
+                             density_change_per_cm2=-3.0)
+        d["metrics"]["show_through"] = {"before": 0.92, "after": 0.89, "delta": -0.03, "noise": 0.25}
+        d["metrics"]["dot_density_per_cm2"] = {"before": 23.0, "after": 20.0, "delta": -3.0, "noise": 19.8}
+
+    _edit_json(folder / "comparison.json", small)
+    text = _text(render_comparison(folder))
+    html = render_comparison(folder)
+    assert ("Scalp show-through read 92% before and 89% after, within what two photos of one scalp differ by"
+            in text), text[:600]
+    assert re.search(r"density read [0-9.]+ and [0-9.]+ dots per cm\u00b2, within what two photos of one scalp "
+                     r"differ by", text)
+    assert not re.search(r"class=\"[^\"]*verdict-(better|worse)", html)
+    assert html.count('class="card verdict-unsure"') == 2
+
+    def large(d):
+        d["metrics"]["show_through"]["noise"] = 0.02
+        d["metrics"]["dot_density_per_cm2"]["noise"] = 2.0
+
+    _edit_json(folder / "comparison.json", large)
+    text = _text(render_comparison(folder))
+    assert "went from 92% to 89% (3.0 points less)" in text and "(fewer)" in text, text[:700]
+
+
 def test_comparison_of_photos_that_could_not_be_lined_up(made, tmp_path):
     folder = _copy(made["comparison"], tmp_path / "cmp")
     for name in ("side_by_side.png", "difference.png"):

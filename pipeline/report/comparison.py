@@ -7,7 +7,7 @@ from typing import Any
 from .assessment import (colour_text, limits, methods_rows, model_text, photo_name, scale_text, view_label,
                          all_warnings)
 from .folders import AssessmentFolder, ReportError, read_assessment_folder, read_doc
-from .glossary import metric_row, ordered_names
+from .glossary import WITHIN_NOISE, metric_row, ordered_names
 from ..register import RETAKE_ADVICE
 from ..subject import Subject
 from .images import encode_rgb, picture_from_file, read_rgb
@@ -29,13 +29,23 @@ def _side(folder: Path, name: str) -> tuple[AssessmentFolder | None, str | None]
         return None, f"The {name} photo's assessment folder cannot be read ({exc})."
 
 
-def _summary(h: dict[str, Any], after_metrics: dict[str, Any]) -> str:
+def _noise(metrics: dict[str, Any], name: str) -> float | None:
+    return as_number(_dict(metrics, name).get("noise"))
+
+
+def _within(change: float | None, noise: float | None) -> bool:
+    return change is not None and noise is not None and abs(change) <= noise
+
+
+def _summary(h: dict[str, Any], after_metrics: dict[str, Any], metrics: dict[str, Any]) -> str:
     parts = []
     sb, sa = as_number(h.get("show_through_before")), as_number(h.get("show_through_after"))
     if sb is not None and sa is not None:
         red = sb - sa
         if abs(red) < 0.005:
             parts.append(f"Scalp show-through stayed at about {fmt_pct(sa)}")
+        elif _within(red, _noise(metrics, "show_through")):
+            parts.append(f"Scalp show-through read {fmt_pct(sb)} before and {fmt_pct(sa)} after, {WITHIN_NOISE}")
         else:
             parts.append(f"Scalp show-through went from {fmt_pct(sb)} to {fmt_pct(sa)} "
                          f"({fmt_points(abs(red)).lstrip('+')} {'less' if red > 0 else 'more'})")
@@ -47,7 +57,7 @@ def _summary(h: dict[str, Any], after_metrics: dict[str, Any]) -> str:
     dens = as_number(after_metrics.get("dot_density_per_cm2"))
     dc = as_number(h.get("density_change_per_cm2"))
     if dens is not None and dc is not None:
-        parts.append(f"density {_density_went(dens - dc, dens)}")
+        parts.append(f"density {_density_went(dens - dc, dens, _noise(metrics, 'dot_density_per_cm2'))}")
     elif dens is not None:
         parts.append(f"density is now {fmt_num(dens, 1)} dots per cm\u00b2")
     if not parts:
@@ -70,9 +80,11 @@ def _dots_went(before: float, after: float) -> str:
     return f"the dots went from {fmt_int(before)} to {fmt_int(after)}"
 
 
-def _density_went(before: float, after: float) -> str:
+def _density_went(before: float, after: float, noise: float | None = None) -> str:
     if abs(after - before) < 0.05:
         return f"stayed at {fmt_num(after, 1)} dots per cm\u00b2"
+    if _within(after - before, noise):
+        return f"read {fmt_num(before, 1)} and {fmt_num(after, 1)} dots per cm\u00b2, {WITHIN_NOISE}"
     return (f"went from {fmt_num(before, 1)} to {fmt_num(after, 1)} dots per cm\u00b2 "
             f"({'more' if after > before else 'fewer'})")
 
@@ -84,7 +96,9 @@ def _headline_cards(h: dict[str, Any], metrics: dict[str, Any]) -> list[dict[str
     if as_number(sb) is not None or as_number(sa) is not None:
         cards.append({"label": "Show-through", "value": f"{fmt_pct(sb)} \u2192 {fmt_pct(sa)}",
                       "sub": MISSING if red is None else fmt_points(-red),
-                      "verdict": "same" if red is None or abs(red) < 0.005 else ("better" if red > 0 else "worse")})
+                      "verdict": "same" if red is None or abs(red) < 0.005
+                      else "unsure" if _within(red, _noise(metrics, "show_through"))
+                      else ("better" if red > 0 else "worse")})
     if as_number(h.get("common_dots_after")) is not None:
         cards.append({"label": "Dots where both photos overlap",
                       "value": f"{fmt_int(h.get('common_dots_before'))} \u2192 {fmt_int(h.get('common_dots_after'))}",
@@ -100,7 +114,9 @@ def _headline_cards(h: dict[str, Any], metrics: dict[str, Any]) -> list[dict[str
     if as_number(dens.get("after")) is not None or dc is not None:
         cards.append({"label": "Density", "value": fmt_num(dens.get("after"), 1, "per cm\u00b2"),
                       "sub": "change " + fmt_signed(dc, 1),
-                      "verdict": "same" if dc is None or abs(dc) < 0.05 else ("better" if dc > 0 else "worse")})
+                      "verdict": "same" if dc is None or abs(dc) < 0.05
+                      else "unsure" if _within(dc, _noise(metrics, "dot_density_per_cm2"))
+                      else ("better" if dc > 0 else "worse")})
     c = as_number(h.get("contrast_dL_change_median"))
     if c is not None:
         cards.append({"label": "Contrast of dots in both", "value": fmt_signed(c, 1, "L*"),
@@ -246,12 +262,13 @@ def build_comparison_context(folder: str | Path, *, title: str | None = None,
         "meta": [*subject_rows(both), ("Before", side_b), ("After", side_a),
                  ("View", " / ".join(sorted(views))),
                  ("Scale", f"before {scale_text(info_b)}; after {scale_text(info_a)}")],
-        "summary": _summary(h, after_metrics),
+        "summary": _summary(h, after_metrics, metrics),
         "cards": _headline_cards(h, metrics),
         "pictures": pictures,
         "picture_notes": notes,
         "metrics": [metric_row(k, before=_dict(metrics, k).get("before"), after=_dict(metrics, k).get("after"),
-                               delta=_dict(metrics, k).get("delta")) for k in ordered_names(metrics)],
+                               delta=_dict(metrics, k).get("delta"), noise=_dict(metrics, k).get("noise"))
+                    for k in ordered_names(metrics)],
         "registration": reg_rows,
         "registration_verdict": reg_verdict,
         "registration_poor": reg_poor,

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from .wording import MISSING, as_number, fmt_int, fmt_num, fmt_pct, fmt_points, fmt_signed
 
-__all__ = ["MetricSpec", "METRICS", "ORDER", "spec_for", "metric_row", "judge", "ordered_names"]
+__all__ = ["MetricSpec", "METRICS", "ORDER", "WITHIN_NOISE", "spec_for", "metric_row", "judge", "ordered_names"]
 
 Kind = Literal["fraction", "count", "number"]
 Better = Literal["up", "down"] | None
@@ -101,27 +101,37 @@ def spec_for(name: str) -> MetricSpec:
     return METRICS.get(name) or MetricSpec(name, name.replace("_", " "), "", digits=3)
 
 
-def judge(spec: MetricSpec, delta: Any) -> str:
-    """``better``, ``worse``, ``same`` (within tolerance), ``changed`` (no better direction)
-    or ``unknown`` (no delta)."""
+#: What a change within the measurement's noise is called (comparison.json ``metrics[name].noise``).
+WITHIN_NOISE = "within what two photos of one scalp differ by"
+
+
+def judge(spec: MetricSpec, delta: Any, noise: Any = None) -> str:
+    """``better``, ``worse``, ``same`` (within tolerance), ``unsure`` (within ``noise``: the change two
+    photos of one scalp can show with nothing changed), ``changed`` (no better direction) or
+    ``unknown`` (no delta)."""
     d = as_number(delta)
     if d is None:
         return "unknown"
     if abs(d) <= spec.tolerance:
         return "same"
+    n = as_number(noise)
+    if n is not None and abs(d) <= n:
+        return "unsure"
     if spec.better is None:
         return "changed"
     return "better" if (d > 0) == (spec.better == "up") else "worse"
 
 
-def metric_row(name: str, value: Any = None, before: Any = None, after: Any = None, delta: Any = None
-               ) -> dict[str, Any]:
-    """Display strings of one table row (a single value, or before / after / change)."""
+def metric_row(name: str, value: Any = None, before: Any = None, after: Any = None, delta: Any = None,
+               noise: Any = None) -> dict[str, Any]:
+    """Display strings of one table row (a single value, or before / after / change); ``noise``: the
+    change the metric must exceed to be judged (:func:`judge`)."""
     spec = spec_for(name)
-    verdict = judge(spec, delta)
+    verdict = judge(spec, delta, noise)
     d = as_number(delta)
     arrow = "" if d is None else ("=" if verdict == "same" else ("\u25b2" if d > 0 else "\u25bc"))
-    words = {"better": "better", "worse": "worse", "same": "about the same", "changed": "", "unknown": ""}[verdict]
+    words = {"better": "better", "worse": "worse", "same": "about the same", "unsure": WITHIN_NOISE, "changed": "",
+             "unknown": ""}[verdict]
     return {"name": name, "label": spec.label, "caption": spec.caption, "value": spec.value(value),
             "before": spec.value(before), "after": spec.value(after), "change": spec.change(delta),
             "verdict": verdict, "arrow": arrow, "verdict_words": words}
