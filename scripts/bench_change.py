@@ -70,7 +70,7 @@ def summarise(rows: list[dict]) -> dict:
 
 def table(result: dict) -> str:
     lines = ["How far a measured change between two photos of one client is from the true change "
-             f"(`scripts/bench_change.py`; every pair of visits of the first {result['clients']} clients of each "
+             f"(`scripts/bench_change.py`; every pair of visits of up to {result['clients']} clients of each "
              "series suite, each photo assessed with the default settings). Show-through in percentage points; "
              "density as a share of the larger true density of the two photos (pairs where it is at least "
              "5 per cm²). A before/after report calls a change better or worse only beyond the 90th percentile "
