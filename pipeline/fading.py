@@ -146,6 +146,8 @@ class FadingSettings(Settings):
     blue_turning_min_per_year: float = Field(1.0, ge=0)
     turning_min_fraction: float = Field(0.05, ge=0, lt=1)
     turning_p: float = Field(0.001, gt=0, lt=0.5)
+    turning_relative: bool = True
+    region_visits: bool = True
 
     @model_validator(mode="after")
     def _consistent(self) -> "FadingSettings":
@@ -810,13 +812,66 @@ def _trends(o: pd.DataFrame, v: pd.DataFrame, s: FadingSettings, n_dots: int) ->
     # blue_min_contrast_dl darker than its skin and not saturated (a dot fading to nothing has a
     # blue index going to 0, which the adjustment's floor turns into a "trend")
     coloured = settled & (c >= s.blue_min_contrast_dl) & ~(o["L"].to_numpy(float) < s.saturation_lstar)
-    blue_turn, blue_se = _scaled_slopes(o, np.where(coloured, adj, np.nan), gain, n_dots, s.min_span_days)
-    spread, spread_se = _trend_slopes(o, settled, o["diameter_mm"].to_numpy(float), n_dots, s.min_span_days)
+    diameter = o["diameter_mm"].to_numpy(float)
+    turn_adj, turn_diameter = adj, diameter
+    if s.turning_relative:
+        # a dot turns when it turns against the other dots of the same photos: a visit's camera, lamp
+        # and card fit shift every dot's colour (and its scale every dot's size) together, which
+        # would otherwise make many dots "turn" at once; a shift of the whole region is the region
+        # trend's to find
+        turn_adj = adj - _visit_median(day, np.where(coloured, adj, np.nan))
+        turn_diameter = diameter - _visit_median(day, np.where(settled, diameter, np.nan))
+    blue_turn, blue_se = _scaled_slopes(o, np.where(coloured, turn_adj, np.nan), gain, n_dots, s.min_span_days)
+    spread, _ = _trend_slopes(o, settled, diameter, n_dots, s.min_span_days)
+    spread_turn, spread_se = _trend_slopes(o, settled, turn_diameter, n_dots, s.min_span_days)
     with np.errstate(invalid="ignore", divide="ignore"):
-        spreading = np.isfinite(spread) & (spread >= s.spread_min_mm_per_year) & (spread / spread_se > s.fast_z)
+        spreading = (np.isfinite(spread_turn) & (spread_turn >= s.spread_min_mm_per_year)
+                     & (spread_turn / spread_se > s.fast_z))
         turning = np.isfinite(blue_turn) & (blue_turn >= s.blue_turning_min_per_year) & (blue_turn / blue_se > s.fast_z)
-    return {"blue_raw": blue_raw, "blue_adj": blue_adj, "spread": spread, "spreading": spreading,
+    visits = {"blue_adj": visit_trend(day, np.where(settled, adj, np.nan), s.trend_trim, s.interval),
+              "spread": visit_trend(day, np.where(settled, diameter, np.nan), s.trend_trim, s.interval)}
+    return {"visit_trends": visits, "blue_raw": blue_raw, "blue_adj": blue_adj, "spread": spread,
+            "spreading": spreading,
             "blue_turning": turning, "blue_turn_slope": blue_turn, "any_settled": np.array(bool(settled.any()))}
+
+
+def visit_trend(day: np.ndarray, y: np.ndarray, trim: float, level: float) -> tuple[float, float, float] | None:
+    """(slope per year, low, high) of the visits' trimmed means of ``y`` against their day: an
+    ordinary least-squares line with its ``level`` interval from the scatter of the visits about it
+    (Student t, n - 2 degrees of freedom). What a whole region's trend must also clear: every dot of
+    one photo shares its camera, lamp and card fit, so the visits, not the dots, are the independent
+    measurements of a shift common to the region. None with fewer than 3 visits."""
+    days, means = [], []
+    for d in np.unique(day):
+        vals = y[(day == d) & np.isfinite(y)]
+        if len(vals):
+            days.append(float(d))
+            means.append(float(_trimmed_mean_rows(vals[None, :], trim)[0]))
+    n = len(days)
+    if n < 3:
+        return None
+    t, m = np.asarray(days), np.asarray(means)
+    stt = float(np.sum((t - t.mean()) ** 2))
+    if stt <= 0:
+        return None
+    slope = float(np.sum((t - t.mean()) * (m - m.mean())) / stt)
+    resid = m - (m.mean() + slope * (t - t.mean()))
+    se = math.sqrt(float(np.sum(resid ** 2)) / (n - 2) / stt)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 2)) * se
+    return slope * _YEAR, (slope - half) * _YEAR, (slope + half) * _YEAR
+
+
+def _visit_median(day: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each row's visit median of ``y`` (rows of one visit share a day; NaN ignored; 0 where a
+    visit has no value)."""
+    out = np.zeros(len(day))
+    for d in np.unique(day):
+        rows = day == d
+        vals = y[rows]
+        vals = vals[np.isfinite(vals)]
+        if len(vals):
+            out[rows] = np.median(vals)
+    return out
 
 
 def _scaled_slopes(o: pd.DataFrame, y: np.ndarray, gain: np.ndarray, n_dots: int, min_span: float
@@ -970,10 +1025,15 @@ def fit_fading(observations: pd.DataFrame, visits: pd.DataFrame | Iterable[Mappi
     last_median = float(np.median(c[usable & (day == last_visit_day)]))
 
     def trend(point: np.ndarray, boot_values: np.ndarray, minimum: float, turning: np.ndarray,
-              own: np.ndarray | None = None) -> Trend:
+              own: np.ndarray | None = None, visits: tuple[float, float, float] | None = None) -> Trend:
         n = int(np.isfinite(point).sum())
         est = float(_trimmed_mean_rows(point[None, :], s.trend_trim)[0])
         lo, hi = _percentiles(boot_values, s.interval)
+        if s.region_visits:
+            # the range holds both the dots' spread and the visits' scatter (the wider of the two);
+            # without three settled visits a shift common to the region cannot be told from the
+            # cameras, so no range is given and no region trend claimed
+            lo, hi = (float("nan"), float("nan")) if visits is None else (min(lo, visits[1]), max(hi, visits[2]))
         k = int(turning.sum())
         by = ("region" if n > 0 and lo > 0 and est >= minimum else
               "minority" if minority_turns(k, n, s) else None)
@@ -1009,8 +1069,9 @@ def fit_fading(observations: pd.DataFrame, visits: pd.DataFrame | Iterable[Mappi
         blue_index_per_year=Estimate.of(float(_trimmed_mean_rows(tr["blue_raw"][None, :], s.trend_trim)[0]),
                                         *_percentiles(boot["blue_raw"], s.interval)),
         blue_trend=trend(tr["blue_adj"], boot["blue_adj"], s.blue_min_per_year, tr["blue_turning"],
-                         tr["blue_turn_slope"]),
-        spread=trend(tr["spread"], boot["spread"], s.spread_min_mm_per_year, tr["spreading"]),
+                         tr["blue_turn_slope"], tr["visit_trends"]["blue_adj"]),
+        spread=trend(tr["spread"], boot["spread"], s.spread_min_mm_per_year, tr["spreading"],
+                     visits=tr["visit_trends"]["spread"]),
         forecast=_forecast(s, v, region, crossing, boot["cross"], last_visit_day, last_median, base),
         n_refreshed=int(o["refreshed"].sum()),
         n_refresh_imputed=int(round(float(np.sum(np.where(np.isfinite(lv.imputed_day) & (lv.branch_p == 0), 1.0,

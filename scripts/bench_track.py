@@ -11,7 +11,7 @@ within 0.1 mm; a link is right when both ends are the same ``dot_id``), residual
 registration (mm), then half-life, forecast coverage and blue trend as in
 scripts/bench_fading.py (same scoring), and the same model on the true dots beside it.
 
-Usage: python scripts/bench_track.py --out bench-out [--suite series] [--limit N]
+Usage: python scripts/bench_track.py --out bench-out [--suite series] [--limit N] [--set KEY=VALUE]
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from pipeline.fading import fit_fading, load_fading_settings  # noqa: E402
 from pipeline.track import VisitInput, link_visits  # noqa: E402
 
 
-def track_client(assessor: Assessor, cdir: Path, seed: int) -> dict:
+def track_client(assessor: Assessor, cdir: Path, seed: int, overrides: list[str] = ()) -> dict:
     doc, true_obs, visits = load_client(cdir)
     truth = doc["truth"]
     inputs, true_ids, t_assess = [], {}, 0.0
@@ -69,7 +69,7 @@ def track_client(assessor: Assessor, cdir: Path, seed: int) -> dict:
         judged += int(both.sum())
         right += int((a_ids[both] == b_ids[both]).sum())
         residuals += [r for r in res.tolist() if np.isfinite(r)]
-    settings = load_fading_settings(overrides=[f"touchup_contrast_dl={truth['touchup_contrast_dl']}"])
+    settings = load_fading_settings(overrides=[f"touchup_contrast_dl={truth['touchup_contrast_dl']}", *overrides])
     base = dt.date.fromisoformat(doc["visits"][0]["date"])
     obs = tr.observations.rename(columns={"track_id": "dot_key"})
     rng = np.random.default_rng([seed, int(cdir.name.split("_")[-1])])
@@ -95,13 +95,19 @@ def summarise(rows: list[dict]) -> dict:
         errs = [abs(r[which]["half_life_rel_err"]) for r in rows if r[which]["half_life_rel_err"] is not None]
         blue = [r for r in rows if r[which]["blue_client"]]
         plain = [r for r in rows if not r[which]["blue_client"]]
+        spreading = [r for r in rows if r[which]["spread_client"]]
+        still = [r for r in rows if not r[which]["spread_client"]]
         out[which] = {
             "half_life_within_15pct": (sum(e <= 0.15 for e in errs) / len(rows)) if rows else None,
             "half_life_err_median": float(np.median(errs)) if errs else None,
             "forecast_covered": frac("forecast_covered", which),
             "blue_found_on_blue": (sum(r[which]["blue_detected"] for r in blue) / len(blue)) if blue else None,
             "blue_found_on_others": (sum(r[which]["blue_detected"] for r in plain) / len(plain)) if plain else None,
-            "blue_clients": len(blue)}
+            "blue_clients": len(blue),
+            "spread_found_on_spread": (sum(r[which]["spread_detected"] for r in spreading) / len(spreading))
+            if spreading else None,
+            "spread_found_on_others": (sum(r[which]["spread_detected"] for r in still) / len(still)) if still else None,
+            "spread_clients": len(spreading)}
     return out
 
 
@@ -125,7 +131,11 @@ def table(s: dict, suite: str) -> str:
              f"| blue trend found, blue clients ({m['blue_clients']}) | {f(m['blue_found_on_blue'], 2)} | "
              f"{f(t['blue_found_on_blue'], 2)} | >= 0.90 |",
              f"| blue trend found, other clients | {f(m['blue_found_on_others'], 2)} | {f(t['blue_found_on_others'], 2)} "
-             "| <= 0.10 |", "",
+             "| <= 0.10 |",
+             f"| spread found, spreading clients ({m['spread_clients']}) | {f(m['spread_found_on_spread'], 2)} | "
+             f"{f(t['spread_found_on_spread'], 2)} | >= 0.90 |",
+             f"| spread found, other clients | {f(m['spread_found_on_others'], 2)} | "
+             f"{f(t['spread_found_on_others'], 2)} | <= 0.05 |", "",
              f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}."]
     return "\n".join(lines)
 
@@ -137,6 +147,8 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=0, help="at most this many clients (0: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-md", action="store_true")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a fading setting (repeatable)")
     args = ap.parse_args()
     folder = args.out / "data" / args.suite
     clients = sorted(p for p in folder.glob("client_*") if (p / "series.json").exists())
@@ -147,7 +159,7 @@ def main() -> int:
     assessor = Assessor(load_assess_settings())
     rows = []
     for cdir in clients:
-        r = track_client(assessor, cdir, args.seed)
+        r = track_client(assessor, cdir, args.seed, args.overrides)
         rows.append(r)
         print(f"[bench] track {cdir.name}: links {r['links_right']}/{r['links_judged']} right, "
               f"half-life err {r['measured']['half_life_rel_err']}, forecast covered {r['measured']['forecast_covered']}",
