@@ -49,7 +49,11 @@ Steps (:func:`fit_fading`):
      brown dot's raw blue index creeps towards 0: a "trend" that is no blue shift.
      Dividing by the contrast removes it, while pigment migrating deeper (Tyndall blue)
      raises the adjusted index ever faster as the dot fades. Found when the interval's
-     lower bound is above 0 and the estimate is at least ``blue_min_per_year``.
+     lower bound is above 0 and the estimate is at least ``blue_min_per_year``. With
+     ``region_visits`` the interval is the wider of the dots' bootstrap and the visits' own
+     (:func:`visit_trend`: every dot of one photo shares its camera, lamp and card fit, so a
+     shift of the whole region is measured once per visit, not once per dot); under 3 settled
+     visits there is no interval and no region trend.
    * ``spread``: diameter in mm/year; a dot is ``spreading`` when its slope is at least
      ``spread_min_mm_per_year`` and significant (``fast_z``).
    * **A minority that turns.** A blue shift or spreading that affects 10 % of the dots
@@ -63,7 +67,8 @@ Steps (:func:`fit_fading`):
      with probability ``alpha = P(z > fast_z)``, and the count must be beyond what a
      binomial(n, alpha) reaches with probability ``turning_p``. The trend then reports
      how many dots turn (``n_turning``, listed in the per-dot table) and their median
-     slope, not the region's mean.
+     slope, not the region's mean. With ``turning_relative`` a dot's values are taken relative to
+     its visit's median first: a dot turns against the other dots of the same photos.
 6. **Forecast.** Each dot track is carried forward from the fitted level of its latest
    segment at its rate shrunk towards the region's (empirical Bayes, ``k_region + (k_i -
    k_region) * tau^2 / (tau^2 + se_i^2)``; the region rate without a rate of its own).
