@@ -315,6 +315,10 @@ def test_comparison_of_photos_that_could_not_be_lined_up(made, tmp_path):
     assert "could not be lined up (too few matching features (3 < 12))" in text and "retake the after photo" in text
     assert "is missing" not in text and "Dots where both photos overlap" not in text
     assert "not found again" not in text and "in both" not in text
+    # the headline says it first, then the figures it could compare
+    summary = re.search(r'<p class="summary">(.*?)</p>', html, re.S).group(1)
+    assert summary.startswith("The two photos could not be lined up, so no dot is paired between them. Scalp "
+                              "show-through"), summary
     assert "Dot count" in text  # both photos' own counts are known: the card shows them
     nothing = _copy(folder, tmp_path / "nothing")
 
@@ -323,6 +327,17 @@ def test_comparison_of_photos_that_could_not_be_lined_up(made, tmp_path):
 
     _edit_json(nothing / "comparison.json", no_dots)
     assert "Dot count" not in _text(render_comparison(nothing)).split("What changed")[0]  # no empty card
+
+    def no_figures(d):
+        d["headline"].update(show_through_before=None, show_through_after=None, show_through_reduction=None,
+                             density_change_per_cm2=None)
+        d["metrics"]["dot_density_per_cm2"].update(after=None, delta=None)
+
+    _edit_json(nothing / "comparison.json", no_figures)
+    shutil.rmtree(nothing / "after")
+    summary = re.search(r'<p class="summary">(.*?)</p>', render_comparison(nothing), re.S).group(1)
+    assert summary.startswith("The two photos could not be lined up, so no dot is paired between them: the table "
+                              "compares the figures that need no alignment. To compare dots, retake"), summary
     assert "Dot density" in text and "Show-through" in text
 
 

@@ -17,6 +17,10 @@ from .wording import (MISSING, as_number, fmt_date, fmt_int, fmt_num, fmt_pct, f
 __all__ = ["build_comparison_context"]
 
 
+#: The headline when no figure of the headline could be compared.
+GENERIC_SUMMARY = "The two photos were compared: see the table for what changed."
+
+
 def _dict(d: Any, key: str) -> dict:
     v = d.get(key) if isinstance(d, dict) else None
     return v if isinstance(v, dict) else {}
@@ -61,7 +65,7 @@ def _summary(h: dict[str, Any], after_metrics: dict[str, Any], metrics: dict[str
     elif dens is not None:
         parts.append(f"density is now {fmt_num(dens, 1)} dots per cm\u00b2")
     if not parts:
-        return "The two photos were compared: see the table for what changed."
+        return GENERIC_SUMMARY
     text = "; ".join(parts)
     sentences = [text[:1].upper() + text[1:] + "."]
     c = as_number(h.get("contrast_dL_change_median"))
@@ -72,6 +76,14 @@ def _summary(h: dict[str, Any], after_metrics: dict[str, Any], metrics: dict[str
             sentences.append(f"Dots seen in both photos {'gained' if c > 0 else 'lost'} {fmt_num(abs(c), 1)} L* of "
                              f"contrast against the skin (median){': they have faded a little' if c < 0 else ''}.")
     return " ".join(sentences)
+
+
+def _unregistered_summary(figures: str) -> str:
+    """The headline of photos that could not be lined up: that first, then what was compared."""
+    lead = "The two photos could not be lined up, so no dot is paired between them"
+    if figures == GENERIC_SUMMARY:
+        return f"{lead}: the table compares the figures that need no alignment. To compare dots, {RETAKE_ADVICE}."
+    return f"{lead}. {figures}"
 
 
 def _dots_went(before: float, after: float) -> str:
@@ -262,7 +274,8 @@ def build_comparison_context(folder: str | Path, *, title: str | None = None,
         "meta": [*subject_rows(both), ("Before", side_b), ("After", side_a),
                  ("View", " / ".join(sorted(views))),
                  ("Scale", f"before {scale_text(info_b)}; after {scale_text(info_a)}")],
-        "summary": _summary(h, after_metrics, metrics),
+        "summary": _summary(h, after_metrics, metrics) if registered else _unregistered_summary(
+            _summary(h, after_metrics, metrics)),
         "cards": _headline_cards(h, metrics),
         "pictures": pictures,
         "picture_notes": notes,
