@@ -153,6 +153,7 @@ class FadingSettings(Settings):
     turning_p: float = Field(0.001, gt=0, lt=0.5)
     turning_relative: bool = True
     region_visits: bool = True
+    turning_size_groups: int = Field(4, ge=1, le=10)
 
     @model_validator(mode="after")
     def _consistent(self) -> "FadingSettings":
@@ -482,6 +483,35 @@ def _robust_scale(sse: np.ndarray, dof: np.ndarray) -> float:
     return float(np.sqrt(np.median(s2 / (stats.chi2.ppf(0.5, dof[ok]) / dof[ok]))))
 
 
+def _grouped_scale(sse: np.ndarray, dof: np.ndarray, has: np.ndarray, groups: np.ndarray | None,
+                   min_dots: int = 20) -> np.ndarray | float:
+    """:func:`_robust_scale` over the dots with a slope (``has``), per group of dots when ``groups``
+    is given (each group with at least ``min_dots`` dots; the others take the pooled value):
+    one (n_dots,) sd per dot, or one pooled sd."""
+    pooled = _robust_scale(sse[has], dof[has])
+    if groups is None:
+        return pooled
+    out = np.full(len(sse), pooled)
+    for g in np.unique(groups[has]):
+        members = has & (groups == g)
+        if np.count_nonzero(members & (dof > 0)) >= min_dots:
+            out[groups == g] = _robust_scale(sse[members], dof[members])
+    return out
+
+
+def _size_groups(o: pd.DataFrame, n_dots: int, n_groups: int) -> np.ndarray | None:
+    """Each dot's size class: the quantile group of its median diameter (small dots' colour is read
+    from fewer pixels, so its measurement noise is larger); None without sizes."""
+    if n_groups <= 1 or "diameter_mm" not in o:
+        return None
+    med = o.groupby("dot")["diameter_mm"].median().reindex(range(n_dots)).to_numpy(float)
+    ok = np.isfinite(med)
+    if ok.sum() < 2 * n_groups:
+        return None
+    edges = np.quantile(med[ok], np.linspace(0, 1, n_groups + 1)[1:-1])
+    return np.where(ok, np.searchsorted(edges, np.nan_to_num(med, nan=0.0)), -1)
+
+
 def _mad(x: np.ndarray) -> float:
     x = x[np.isfinite(x)]
     return float(1.4826 * np.median(np.abs(x - np.median(x)))) if len(x) else float("nan")
@@ -554,13 +584,14 @@ def _fast(r: _Rates, region: float, s: FadingSettings) -> np.ndarray:
         return r.has & (r.k >= s.fast_ratio * region) & ((r.k - s.fast_ratio * region) / r.se > s.fast_z)
 
 
-def _trend_slopes(o: pd.DataFrame, settled: np.ndarray, values: np.ndarray, n_dots: int, min_span: float
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dot within-segment slope per year of ``values`` on settled visits, and its se."""
+def _trend_slopes(o: pd.DataFrame, settled: np.ndarray, values: np.ndarray, n_dots: int, min_span: float,
+                  groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dot within-segment slope per year of ``values`` on settled visits, and its se (the noise
+    pooled over all dots, or over each of ``groups``)."""
     y = np.where(settled, values, np.nan)
     sl = within_slopes(o["dot"].to_numpy(), o["segment"].to_numpy(), o["day"].to_numpy(float), y, n_dots)
     has = np.isfinite(sl["slope"]) & (sl["span"] >= max(min_span, 1e-9))
-    sigma = _robust_scale(sl["sse"][has], sl["dof"][has])
+    sigma = _grouped_scale(sl["sse"], sl["dof"], has, groups)
     with np.errstate(divide="ignore", invalid="ignore"):
         se = sigma / np.sqrt(sl["stt"]) * _YEAR
     return np.where(has, sl["slope"] * _YEAR, np.nan), np.where(has, se, np.nan)
@@ -826,7 +857,10 @@ def _trends(o: pd.DataFrame, v: pd.DataFrame, s: FadingSettings, n_dots: int) ->
         # trend's to find
         turn_adj = adj - _visit_median(day, np.where(coloured, adj, np.nan))
         turn_diameter = diameter - _visit_median(day, np.where(settled, diameter, np.nan))
-    blue_turn, blue_se = _scaled_slopes(o, np.where(coloured, turn_adj, np.nan), gain, n_dots, s.min_span_days)
+    # each dot's colour noise from the dots of its size (a small dot's colour is read from few pixels)
+    sizes = _size_groups(o, n_dots, s.turning_size_groups)
+    blue_turn, blue_se = _scaled_slopes(o, np.where(coloured, turn_adj, np.nan), gain, n_dots, s.min_span_days,
+                                        sizes)
     spread, _ = _trend_slopes(o, settled, diameter, n_dots, s.min_span_days)
     spread_turn, spread_se = _trend_slopes(o, settled, turn_diameter, n_dots, s.min_span_days)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -879,8 +913,8 @@ def _visit_median(day: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
-def _scaled_slopes(o: pd.DataFrame, y: np.ndarray, gain: np.ndarray, n_dots: int, min_span: float
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def _scaled_slopes(o: pd.DataFrame, y: np.ndarray, gain: np.ndarray, n_dots: int, min_span: float,
+                   groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-dot within-segment slope per year of ``y`` whose noise is ``gain`` times a common sd,
     and its se: the common sd from the residuals divided by their gains (pooled, robust), each
     slope's variance ``sd^2 * sum(dt^2 gain^2) / stt^2`` (so each dot's slope gets the error of
@@ -890,7 +924,7 @@ def _scaled_slopes(o: pd.DataFrame, y: np.ndarray, gain: np.ndarray, n_dots: int
     ok = np.isfinite(sl["dt"]) & np.isfinite(gain) & (gain > 0)
     scaled = np.bincount(dot[ok], (sl["resid"][ok] / gain[ok]) ** 2, n_dots)
     has = np.isfinite(sl["slope"]) & (sl["span"] >= max(min_span, 1e-9))
-    sigma = _robust_scale(scaled[has], sl["dof"][has])
+    sigma = _grouped_scale(scaled, sl["dof"], has, groups)
     spread = np.bincount(dot[ok], (sl["dt"][ok] * gain[ok]) ** 2, n_dots)
     with np.errstate(divide="ignore", invalid="ignore"):
         se = sigma * np.sqrt(spread) / sl["stt"] * _YEAR
