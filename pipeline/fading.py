@@ -112,7 +112,7 @@ from data.config import Settings, load_settings
 
 __all__ = ["FadingSettings", "FadingError", "Estimate", "Trend", "Forecast", "FadingResult",
            "load_fading_settings", "prepare", "segment_tracks", "within_slopes", "weighted_median",
-           "impute_refreshes", "minority_turns", "fit_fading", "PIGMENTING_KINDS", "OBSERVATION_COLUMNS",
+           "impute_refreshes", "minority_turns", "visit_trend", "fit_fading", "PIGMENTING_KINDS", "OBSERVATION_COLUMNS",
            "OPTIONAL_COLUMNS", "DOT_COLUMNS"]
 
 #: Visit kinds at which pigment is placed (the clock of the dots they place or refresh restarts).

@@ -27,26 +27,6 @@ class Subject:
     def __bool__(self) -> bool:
         return any((self.client, self.region, self.date, self.kind))
 
-    @property
-    def visit(self) -> str | None:
-        """``16 Jun 2027, follow-up``, ``13 Dec 2024, session 1``; None when neither is known."""
-        from .report.wording import fmt_date
-
-        kind = self.kind_label
-        parts = [fmt_date(self.date) if self.date else None, kind]
-        return ", ".join(p for p in parts if p) or None
-
-    @property
-    def kind_label(self) -> str | None:
-        if not self.kind:
-            return None
-        return f"{self.kind} {self.session}" if self.kind in ("session", "touch-up") and self.session else self.kind
-
-    @property
-    def who(self) -> str | None:
-        """``client_000 / crown``; None when neither is known."""
-        return " / ".join(p for p in (self.client, self.region) if p) or None
-
     def to_json(self) -> dict[str, Any]:
         return {"client": self.client, "region": self.region,
                 "date": self.date.isoformat() if self.date else None, "kind": self.kind, "session": self.session}

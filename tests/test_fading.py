@@ -379,3 +379,27 @@ def test_settings_yaml_matches_the_class_and_validates() -> None:
         load_fading_settings(overrides=["nope=1"])
     with pytest.raises(ConfigError, match="blue_min_contrast_dl"):
         load_fading_settings(overrides=["blue_min_contrast_dl=30"])
+
+
+def test_a_shift_every_dot_of_a_visit_shares_is_no_trend() -> None:
+    """Each photo's camera, lamp and card fit move every dot's colour together: a drift of the
+    visits' calibration is neither a region trend (the visits' scatter is in its range) nor a minority
+    of dots turning (each dot is judged against its own photo's other dots)."""
+    from pipeline.fading import visit_trend
+
+    cl = simulate(np.random.default_rng(21), n_dots=300, blue=False, shade_sd=3.0)
+    obs = cl.obs.copy()
+    offsets = {d: o for d, o in zip(sorted(obs["day"].unique()), (0.0, 0.3, -0.4, 1.2, 0.2, 1.6, 0.4))}
+    obs["blue_index"] += obs["day"].map(offsets) * obs["contrast_dL"] / 20   # every dot of a visit, together
+    plain = fit_fading(obs, cl.visits, settings(), np.random.default_rng(0))
+    assert not plain.blue_trend.detected and plain.blue_trend.n_turning <= 6
+    assert plain.blue_trend.per_year.low < 0 < plain.blue_trend.per_year.high
+    # what the dots' bootstrap alone says about the same photos
+    naive = fit_fading(obs, cl.visits, settings(region_visits=False, turning_relative=False),
+                       np.random.default_rng(0))
+    assert naive.blue_trend.detected
+    # the visits' own line: a steady rise is found, scatter about it widens the range, two visits give none
+    day = np.repeat(np.arange(5) * 100.0, 50)
+    rise = visit_trend(day, day / 365.25 + np.random.default_rng(0).normal(0, 0.01, len(day)), 0.05, 0.9)
+    assert rise is not None and rise[1] > 0.9 and rise[2] < 1.1
+    assert visit_trend(day[day < 200], day[day < 200], 0.05, 0.9) is None

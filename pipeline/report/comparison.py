@@ -11,7 +11,7 @@ from .glossary import WITHIN_NOISE, metric_row, ordered_names
 from ..register import RETAKE_ADVICE
 from ..subject import Subject
 from .images import encode_rgb, picture_from_file, read_rgb
-from .render import subject_rows
+from .render import subject_rows, subject_visit, subject_who
 from .wording import (MISSING, as_number, fmt_date, fmt_int, fmt_num, fmt_pct, fmt_points, fmt_signed, plural)
 
 __all__ = ["build_comparison_context"]
@@ -258,8 +258,8 @@ def build_comparison_context(folder: str | Path, *, title: str | None = None,
     sb, sa = sb or (before.subject if before is not None else None), sa or (after.subject if after is not None else None)
     both = Subject(client=next((s.client for s in (sb, sa) if s and s.client), None),
                    region=next((s.region for s in (sb, sa) if s and s.region), None))
-    who = both.who
-    visit_b, visit_a = (s.visit if s else None for s in (sb, sa))
+    who = subject_who(both)
+    visit_b, visit_a = subject_visit(sb), subject_visit(sa)
     # a visit names its photo (the file name follows in brackets); without one, the photo's name and date
     side_b = f"{visit_b} ({name_b})" if visit_b else f"{name_b} ({panels[0]['taken']})"
     side_a = f"{visit_a} ({name_a})" if visit_a else f"{name_a} ({panels[1]['taken']})"

@@ -17,9 +17,9 @@ from markupsafe import Markup
 from .. import __version__
 from ..subject import Subject
 from .folders import ReportError
-from .wording import fmt_date
+from .wording import fmt_date, kind_label
 
-__all__ = ["render", "css", "back_link", "subject_rows", "subject_heading"]
+__all__ = ["render", "css", "back_link", "subject_rows", "subject_heading", "subject_who", "subject_visit"]
 
 _HERE = Path(__file__).resolve().parent
 
@@ -52,18 +52,32 @@ def back_link(url: str | None, label: str | None = None) -> dict[str, str] | Non
     return {"url": u, "label": (label or "").strip() or "Back to smp-assess"}
 
 
-def subject_heading(subject: Subject | None) -> str | None:
-    """``client_000 / crown, 16 Jun 2027, follow-up`` (what is known of it); None when nothing is."""
+def subject_who(subject: Subject | None) -> str | None:
+    """``client_000 / crown``; None when neither is known."""
     if not subject:
         return None
-    return ", ".join(p for p in (subject.who, subject.visit) if p) or None
+    return " / ".join(p for p in (subject.client, subject.region) if p) or None
+
+
+def subject_visit(subject: Subject | None) -> str | None:
+    """``16 Jun 2027, follow-up``, ``13 Dec 2024, session 1``; None when neither is known."""
+    if not subject:
+        return None
+    parts = [fmt_date(subject.date) if subject.date else None,
+             kind_label(subject.kind, subject.session) if subject.kind else None]
+    return ", ".join(p for p in parts if p) or None
+
+
+def subject_heading(subject: Subject | None) -> str | None:
+    """``client_000 / crown, 16 Jun 2027, follow-up`` (what is known of it); None when nothing is."""
+    return ", ".join(p for p in (subject_who(subject), subject_visit(subject)) if p) or None
 
 
 def subject_rows(subject: Subject | None) -> list[tuple[str, str]]:
     """The header rows of what is known: client, region, visit."""
     if not subject:
         return []
-    rows = [("Client", subject.client), ("Region", subject.region), ("Visit", subject.visit)]
+    rows = [("Client", subject.client), ("Region", subject.region), ("Visit", subject_visit(subject))]
     return [(k, v) for k, v in rows if v]
 
 

@@ -9,7 +9,7 @@ from ..register import retake_advice
 from .folders import ReportError, read_doc
 from .images import picture_from_file
 from .wording import (MISSING, as_number, fmt_date, fmt_int, fmt_month, fmt_month_short, fmt_num, fmt_pct,
-                      fmt_signed, join_words, parse_date, plural)
+                      fmt_signed, join_words, kind_label, parse_date, plural)
 
 __all__ = ["build_timeline_context", "forecast_sentence", "kind_label"]
 
@@ -26,14 +26,6 @@ PLOTS = (
     ("show_through", "Show-through", "Share of the treated area where bare skin shows, at each visit. "
                                      "Lower is better."),
 )
-
-
-def kind_label(kind: Any, session: Any) -> str:
-    s = as_number(session)
-    kind = str(kind) if kind else MISSING
-    if kind in ("session", "touch-up") and s:
-        return f"{kind} {int(s)}"
-    return kind
 
 
 def _interval(fading: dict[str, Any]) -> str:

@@ -154,3 +154,12 @@ def join_words(items: list[str]) -> str:
     if len(items) <= 1:
         return "".join(items)
     return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def kind_label(kind: Any, session: Any) -> str:
+    """``session 2``, ``touch-up 1``, ``follow-up``: a visit's kind with its number where it has one."""
+    s = as_number(session)
+    kind = str(kind) if kind else MISSING
+    if kind in ("session", "touch-up") and s:
+        return f"{kind} {int(s)}"
+    return kind
