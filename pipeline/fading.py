@@ -112,8 +112,8 @@ from data.config import Settings, load_settings
 
 __all__ = ["FadingSettings", "FadingError", "Estimate", "Trend", "Forecast", "FadingResult",
            "load_fading_settings", "prepare", "segment_tracks", "within_slopes", "weighted_median",
-           "impute_refreshes", "minority_turns", "visit_trend", "fit_fading", "PIGMENTING_KINDS", "OBSERVATION_COLUMNS",
-           "OPTIONAL_COLUMNS", "DOT_COLUMNS"]
+           "impute_refreshes", "minority_turns", "visit_trend", "fit_fading", "PIGMENTING_KINDS",
+           "OBSERVATION_COLUMNS", "OPTIONAL_COLUMNS", "DOT_COLUMNS"]
 
 #: Visit kinds at which pigment is placed (the clock of the dots they place or refresh restarts).
 PIGMENTING_KINDS = ("session", "touch-up")
@@ -249,8 +249,8 @@ class Forecast:
 #: Columns of :attr:`FadingResult.dots`.
 DOT_COLUMNS = ("dot_key", "n_obs", "n_segments", "span_days", "rate_per_day", "rate_se", "half_life_days",
                "rate_ratio", "fast_fading", "blue_per_year", "blue_adjusted_per_year", "blue_turning",
-               "spread_mm_per_year", "spreading", "last_day", "last_contrast_dL", "refresh_imputed_day", "refresh_probability",
-               "crossing_day")
+               "spread_mm_per_year", "spreading", "last_day", "last_contrast_dL", "refresh_imputed_day",
+               "refresh_probability", "crossing_day")
 
 
 @dataclass(frozen=True, eq=False)
@@ -866,12 +866,13 @@ def _trends(o: pd.DataFrame, v: pd.DataFrame, s: FadingSettings, n_dots: int) ->
     with np.errstate(invalid="ignore", divide="ignore"):
         spreading = (np.isfinite(spread_turn) & (spread_turn >= s.spread_min_mm_per_year)
                      & (spread_turn / spread_se > s.fast_z))
-        turning = np.isfinite(blue_turn) & (blue_turn >= s.blue_turning_min_per_year) & (blue_turn / blue_se > s.fast_z)
+        turning = (np.isfinite(blue_turn) & (blue_turn >= s.blue_turning_min_per_year)
+                   & (blue_turn / blue_se > s.fast_z))
     visits = {"blue_adj": visit_trend(day, np.where(settled, adj, np.nan), s.trend_trim, s.interval),
               "spread": visit_trend(day, np.where(settled, diameter, np.nan), s.trend_trim, s.interval)}
     return {"visit_trends": visits, "blue_raw": blue_raw, "blue_adj": blue_adj, "spread": spread,
-            "spreading": spreading,
-            "blue_turning": turning, "blue_turn_slope": blue_turn, "any_settled": np.array(bool(settled.any()))}
+            "spreading": spreading, "blue_turning": turning, "blue_turn_slope": blue_turn,
+            "any_settled": np.array(bool(settled.any()))}
 
 
 def visit_trend(day: np.ndarray, y: np.ndarray, trim: float, level: float) -> tuple[float, float, float] | None:
@@ -903,14 +904,7 @@ def visit_trend(day: np.ndarray, y: np.ndarray, trim: float, level: float) -> tu
 def _visit_median(day: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Each row's visit median of ``y`` (rows of one visit share a day; NaN ignored; 0 where a
     visit has no value)."""
-    out = np.zeros(len(day))
-    for d in np.unique(day):
-        rows = day == d
-        vals = y[rows]
-        vals = vals[np.isfinite(vals)]
-        if len(vals):
-            out[rows] = np.median(vals)
-    return out
+    return pd.Series(y).groupby(day).transform("median").fillna(0.0).to_numpy(float)
 
 
 def _scaled_slopes(o: pd.DataFrame, y: np.ndarray, gain: np.ndarray, n_dots: int, min_span: float,

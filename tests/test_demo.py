@@ -45,7 +45,8 @@ def _true_blue_per_year(demo) -> float:
     for v in demo["series"]["visits"]:
         t = pd.read_csv(demo["out"] / "client" / "client_000" / v["folder"] / "dots.csv")
         t = t[t["dot_id"].isin(blue) & t["visible"]]
-        rows.append(t.assign(year=dt.date.fromisoformat(v["date"]).toordinal() / 365.25)[["dot_id", "year", "blue_index"]])
+        year = dt.date.fromisoformat(v["date"]).toordinal() / 365.25
+        rows.append(t.assign(year=year)[["dot_id", "year", "blue_index"]])
     d = pd.concat(rows)
     d["blue_index"] = pd.to_numeric(d["blue_index"], errors="coerce")
     d = d.dropna()
@@ -82,8 +83,9 @@ def test_before_after_headline_agrees_with_the_truth(demo):
     is the truth's, and the sentence, the cards and the table use the same counts."""
     out, visits = demo["out"], demo["visits"]
     doc = json.loads((out / "compare" / "comparison.json").read_text())
-    names = {side: Path(json.loads((out / "compare" / side / "assessment.json").read_text())["photo"]["path"]).parent.name
-             for side in ("before", "after")}
+    photos = {side: json.loads((out / "compare" / side / "assessment.json").read_text())["photo"]["path"]
+              for side in ("before", "after")}
+    names = {side: Path(path).parent.name for side, path in photos.items()}
     tb, ta = (visits[names[s]]["metrics"] for s in ("before", "after"))
     m = doc["metrics"]
     d_true = ta["dot_density_per_cm2"] - tb["dot_density_per_cm2"]

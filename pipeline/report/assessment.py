@@ -314,8 +314,9 @@ def build_assessment_context(folder: str | Path, *, title: str | None = None,
         "kind": "assessment",
         "kicker": "SMP assessment",
         "title": title or f"SMP assessment: {heading or name}",
-        "meta": [*subject_rows(subject), ("Photo", name), ("Taken", fmt_date(af.photo.get("capture_time")) if af.photo.get("capture_time")
-                                   else "date not recorded in the photo"),
+        "meta": [*subject_rows(subject), ("Photo", name),
+                 ("Taken", fmt_date(af.photo.get("capture_time")) if af.photo.get("capture_time")
+                  else "date not recorded in the photo"),
                  ("View", view_label(af.photo.get("view"))), ("Scale", scale_text(af.calibration))],
         "summary": _summary(af),
         "picture": picture,

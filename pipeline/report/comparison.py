@@ -7,7 +7,7 @@ from typing import Any
 from .assessment import (colour_text, limits, methods_rows, model_text, photo_name, scale_text, view_label,
                          all_warnings)
 from .folders import AssessmentFolder, ReportError, read_assessment_folder, read_doc
-from .glossary import WITHIN_NOISE, metric_row, ordered_names
+from .glossary import WITHIN_NOISE, judge, metric_row, ordered_names, spec_for
 from ..register import RETAKE_ADVICE
 from ..subject import Subject
 from .images import encode_rgb, picture_from_file, read_rgb
@@ -33,12 +33,11 @@ def _side(folder: Path, name: str) -> tuple[AssessmentFolder | None, str | None]
         return None, f"The {name} photo's assessment folder cannot be read ({exc})."
 
 
-def _noise(metrics: dict[str, Any], name: str) -> float | None:
-    return as_number(_dict(metrics, name).get("noise"))
-
-
-def _within(change: float | None, noise: float | None) -> bool:
-    return change is not None and noise is not None and abs(change) <= noise
+def _verdict(metrics: dict[str, Any], name: str, delta: Any) -> str:
+    """The glossary's judgement of ``delta`` (after - before) of metric ``name``, within the change two
+    photos of one scalp can show (``metrics[name].noise``); ``same`` when unknown."""
+    v = judge(spec_for(name), delta, _dict(metrics, name).get("noise"))
+    return "same" if v == "unknown" else v
 
 
 def _summary(h: dict[str, Any], after_metrics: dict[str, Any], metrics: dict[str, Any]) -> str:
@@ -46,9 +45,10 @@ def _summary(h: dict[str, Any], after_metrics: dict[str, Any], metrics: dict[str
     sb, sa = as_number(h.get("show_through_before")), as_number(h.get("show_through_after"))
     if sb is not None and sa is not None:
         red = sb - sa
-        if abs(red) < 0.005:
+        verdict = _verdict(metrics, "show_through", -red)
+        if verdict == "same":
             parts.append(f"Scalp show-through stayed at about {fmt_pct(sa)}")
-        elif _within(red, _noise(metrics, "show_through")):
+        elif verdict == "unsure":
             parts.append(f"Scalp show-through read {fmt_pct(sb)} before and {fmt_pct(sa)} after, {WITHIN_NOISE}")
         else:
             parts.append(f"Scalp show-through went from {fmt_pct(sb)} to {fmt_pct(sa)} "
@@ -61,7 +61,7 @@ def _summary(h: dict[str, Any], after_metrics: dict[str, Any], metrics: dict[str
     dens = as_number(after_metrics.get("dot_density_per_cm2"))
     dc = as_number(h.get("density_change_per_cm2"))
     if dens is not None and dc is not None:
-        parts.append(f"density {_density_went(dens - dc, dens, _noise(metrics, 'dot_density_per_cm2'))}")
+        parts.append(f"density {_density_went(dens - dc, dens, _verdict(metrics, 'dot_density_per_cm2', dc))}")
     elif dens is not None:
         parts.append(f"density is now {fmt_num(dens, 1)} dots per cm\u00b2")
     if not parts:
@@ -92,10 +92,10 @@ def _dots_went(before: float, after: float) -> str:
     return f"the dots went from {fmt_int(before)} to {fmt_int(after)}"
 
 
-def _density_went(before: float, after: float, noise: float | None = None) -> str:
-    if abs(after - before) < 0.05:
+def _density_went(before: float, after: float, verdict: str) -> str:
+    if verdict == "same":
         return f"stayed at {fmt_num(after, 1)} dots per cm\u00b2"
-    if _within(after - before, noise):
+    if verdict == "unsure":
         return f"read {fmt_num(before, 1)} and {fmt_num(after, 1)} dots per cm\u00b2, {WITHIN_NOISE}"
     return (f"went from {fmt_num(before, 1)} to {fmt_num(after, 1)} dots per cm\u00b2 "
             f"({'more' if after > before else 'fewer'})")
@@ -108,9 +108,7 @@ def _headline_cards(h: dict[str, Any], metrics: dict[str, Any]) -> list[dict[str
     if as_number(sb) is not None or as_number(sa) is not None:
         cards.append({"label": "Show-through", "value": f"{fmt_pct(sb)} \u2192 {fmt_pct(sa)}",
                       "sub": MISSING if red is None else fmt_points(-red),
-                      "verdict": "same" if red is None or abs(red) < 0.005
-                      else "unsure" if _within(red, _noise(metrics, "show_through"))
-                      else ("better" if red > 0 else "worse")})
+                      "verdict": _verdict(metrics, "show_through", None if red is None else -red)})
     if as_number(h.get("common_dots_after")) is not None:
         cards.append({"label": "Dots where both photos overlap",
                       "value": f"{fmt_int(h.get('common_dots_before'))} \u2192 {fmt_int(h.get('common_dots_after'))}",
@@ -126,9 +124,7 @@ def _headline_cards(h: dict[str, Any], metrics: dict[str, Any]) -> list[dict[str
     if as_number(dens.get("after")) is not None or dc is not None:
         cards.append({"label": "Density", "value": fmt_num(dens.get("after"), 1, "per cm\u00b2"),
                       "sub": "change " + fmt_signed(dc, 1),
-                      "verdict": "same" if dc is None or abs(dc) < 0.05
-                      else "unsure" if _within(dc, _noise(metrics, "dot_density_per_cm2"))
-                      else ("better" if dc > 0 else "worse")})
+                      "verdict": _verdict(metrics, "dot_density_per_cm2", dc)})
     c = as_number(h.get("contrast_dL_change_median"))
     if c is not None:
         cards.append({"label": "Contrast of dots in both", "value": fmt_signed(c, 1, "L*"),
@@ -254,8 +250,8 @@ def build_comparison_context(folder: str | Path, *, title: str | None = None,
             if isinstance(raw, str) and Path(raw).parent.name:
                 p["name"] = f"{Path(raw).parent.name}/{Path(raw).name}"
     name_b, name_a = panels[0]["name"], panels[1]["name"]
-    sb, sa = subjects or (None, None)
-    sb, sa = sb or (before.subject if before is not None else None), sa or (after.subject if after is not None else None)
+    given = subjects or (None, None)
+    sb, sa = (g or (af.subject if af is not None else None) for g, af in zip(given, (before, after)))
     both = Subject(client=next((s.client for s in (sb, sa) if s and s.client), None),
                    region=next((s.region for s in (sb, sa) if s and s.region), None))
     who = subject_who(both)
