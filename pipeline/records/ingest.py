@@ -712,13 +712,17 @@ def store_dot_links(session: Session, from_assessment_id: int, to_assessment_id:
 
 
 def record_review(session: Session, dot_id: int, decision: str, reviewer: str, *, new_label: str | None = None,
-                  note: str | None = None) -> int:
-    """Append a reviewer's decision on a dot (``accept``, ``reject`` or ``relabel`` with ``new_label``)."""
+                  note: str | None = None, reviewer_user_id: int | None = None, at: datetime | None = None) -> int:
+    """Append a reviewer's decision on a dot (``accept``, ``reject`` or ``relabel`` with ``new_label``);
+    ``reviewer_user_id``: the web app user who decided; ``at``: when (default: now)."""
     if decision not in DECISIONS:
         raise ValueError(f"unknown decision {decision!r}: use {', '.join(DECISIONS)}")
     if (decision == "relabel") != bool(new_label):
         raise ValueError("a 'relabel' decision needs new_label, and only it")
-    row = ReviewDecision(dot_id=dot_id, decision=decision, new_label=new_label or None, reviewer=reviewer, note=note)
+    row = ReviewDecision(dot_id=dot_id, decision=decision, new_label=new_label or None, reviewer=reviewer, note=note,
+                         reviewer_user_id=reviewer_user_id)
+    if at is not None:
+        row.created_at = at
     session.add(row)
     session.flush()
     return row.id

@@ -14,7 +14,12 @@ What is kept, and why it is shaped this way:
   so re-running is idempotent, and a new model or new settings add history
   instead of replacing it. ``dots`` are an assessment's per-dot table.
 * ``dot_links`` pair dots of two assessments (visits over time), ``review_decisions``
-  are reviewers' verdicts on flagged dots, appended (the latest one counts).
+  are reviewers' verdicts on dots, appended (the latest one not undone counts).
+* A reviewer's other acts on one photo (migration 0003; the photo review page):
+  ``review_added_dots`` (dots the model missed), ``review_shapes`` (scalp, hair and
+  background painted with a brush or a polygon) and ``review_done_marks`` ("every
+  dot of this photo has been judged or added"). Like decisions they are appended and
+  never deleted; an undo stamps ``undone_at``, which takes the act out of every count.
 
 Constraints that SQL can state portably are in the tables (uniqueness, kinds,
 session numbers); the slug format of region names is checked in Python because
@@ -35,9 +40,10 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
 __all__ = [
-    "DECISIONS", "DEFAULT_CLINIC", "DOT_FIELDS", "JOB_STATUSES", "ROLES", "VIEWS", "VISIT_KINDS",
-    "ApiToken", "Assessment", "Base", "Client", "Clinic", "Dot", "DotLink", "Job", "LoginThrottle", "Photo", "Region",
-    "ReviewDecision", "User", "UtcDateTime", "Visit", "VisitPhoto", "WebSession", "is_slug", "utc_now",
+    "DECISIONS", "DEFAULT_CLINIC", "DOT_FIELDS", "JOB_STATUSES", "MASK_LABELS", "ROLES", "SHAPE_KINDS", "VIEWS",
+    "VISIT_KINDS", "AddedDot", "ApiToken", "Assessment", "Base", "Client", "Clinic", "Dot", "DotLink", "DoneMark", "Job",
+    "LoginThrottle", "Photo", "Region", "ReviewDecision", "ReviewShape", "User", "UtcDateTime", "Visit", "VisitPhoto",
+    "WebSession", "is_slug", "utc_now",
 ]
 
 #: Kinds of visit (docs/design.md). ``session`` visits carry their number (1, 2, ...); a
@@ -45,8 +51,12 @@ __all__ = [
 VISIT_KINDS = ("baseline", "session", "follow-up", "touch-up")
 #: Photo views (docs/design.md, "Two kinds of photo").
 VIEWS = ("closeup", "global")
-#: What a reviewer can say about a flagged dot.
+#: What a reviewer can say about a dot (``accept``: it is a dot, ``reject``: it is not).
 DECISIONS = ("accept", "reject", "relabel")
+#: Classes a reviewer paints on a photo, in the order of their mask values (0, 1, 2: docs/design.md).
+MASK_LABELS = ("background", "scalp", "hair")
+#: How a painted shape was drawn: a brush stroke (a thick line) or a filled polygon.
+SHAPE_KINDS = ("brush", "polygon")
 #: Roles of web app users: ``staff`` (their clinic's clients, visits, uploads, reports),
 #: ``reviewer`` (their clinic's review queue and reports), ``admin`` (everything, every clinic).
 ROLES = ("staff", "reviewer", "admin")
@@ -330,10 +340,11 @@ class DotLink(Base):
 
 
 class ReviewDecision(Base):
-    """A reviewer's verdict on a (flagged) dot; appended, the latest one counts.
+    """A reviewer's verdict on a dot; appended, the latest one not undone counts.
 
     ``reviewer`` is the name shown; ``reviewer_user_id`` the web app user who decided
     (None for decisions recorded outside the web app, or once that user is deleted).
+    ``undone_at``: when the reviewer took the decision back (it then counts nowhere).
     """
 
     __tablename__ = "review_decisions"
@@ -350,6 +361,66 @@ class ReviewDecision(Base):
     note: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     reviewer_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
+    undone_at: Mapped[datetime | None]
+
+
+# --------------------------------------------------------------------------- a reviewer's acts on a photo (0003)
+
+class AddedDot(Base):
+    """A dot the model missed, added by a reviewer at (x, y) in photo pixels (OpenCV convention:
+    pixel centres at integers, in the upright photo the assessment's dots are in)."""
+
+    __tablename__ = "review_added_dots"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assessment_id: Mapped[int] = mapped_column(sa.ForeignKey("assessments.id", ondelete="CASCADE"), index=True)
+    x: Mapped[float]
+    y: Mapped[float]
+    reviewer: Mapped[str] = mapped_column(sa.String(200))
+    reviewer_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    undone_at: Mapped[datetime | None]
+
+
+class ReviewShape(Base):
+    """An area a reviewer painted as background, scalp or hair.
+
+    ``points``: [[x, y], ...] in photo pixels; a ``brush`` stroke is the line through them,
+    ``radius_px`` thick on each side with round ends; a ``polygon`` is filled. Later shapes
+    paint over earlier ones.
+    """
+
+    __tablename__ = "review_shapes"
+    __table_args__ = (
+        sa.CheckConstraint(_in("label", MASK_LABELS), name="label"),
+        sa.CheckConstraint(_in("kind", SHAPE_KINDS), name="kind"),
+        sa.CheckConstraint("(kind = 'brush') = (radius_px IS NOT NULL)", name="radius"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assessment_id: Mapped[int] = mapped_column(sa.ForeignKey("assessments.id", ondelete="CASCADE"), index=True)
+    label: Mapped[str] = mapped_column(sa.String(16))
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    points: Mapped[list[list[float]]] = mapped_column(JsonDoc)
+    radius_px: Mapped[float | None]
+    reviewer: Mapped[str] = mapped_column(sa.String(200))
+    reviewer_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    undone_at: Mapped[datetime | None]
+
+
+class DoneMark(Base):
+    """A reviewer's word that every dot of the photo has been judged or added: the photo's dots
+    may then teach the dot detector (its unreviewed detections stay unknown, not dots)."""
+
+    __tablename__ = "review_done_marks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assessment_id: Mapped[int] = mapped_column(sa.ForeignKey("assessments.id", ondelete="CASCADE"), index=True)
+    reviewer: Mapped[str] = mapped_column(sa.String(200))
+    reviewer_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    undone_at: Mapped[datetime | None]
 
 
 # --------------------------------------------------------------------------- the web app (migration 0002)
