@@ -6,8 +6,13 @@
   :mod:`models.checkpoint` (state_dict + settings); the pyfunc takes image
   paths and returns class fractions, the dots and the label map.
 * Registered as ``smp-segmenter``; the ``champion`` alias moves to a new
-  version only when its validation score beats the current champion's (the
-  score is stored on each version as the tag ``val_score``).
+  version only when it beats the current champion on the fixed gate suite by the
+  gate's margin (:mod:`models.gate`); the decision is a sentence on the training run
+  and on the version (tag ``gate_decision``). Each version also keeps its own
+  validation score (tag ``val_score``), which is not compared across runs.
+* A store without a champion gets the bundled model as its first version, scored on
+  the gate suite, and champion (:func:`ensure_champion`): ``models:/smp-segmenter@champion``
+  works on a fresh clone.
 """
 from __future__ import annotations
 
@@ -20,16 +25,21 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small checkpoint: no bar
 
 import mlflow.pyfunc  # noqa: E402
 import numpy as np  # noqa: E402
 
-from models.checkpoint import resolve_model  # noqa: E402  (models:/ and runs:/ references, or a path)
+from models.checkpoint import resolve_model as _resolve_file  # noqa: E402
+from models.gate import GateDecision, GateSettings, decide, score_on_gate  # noqa: E402
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 MODEL_NAME = "smp-segmenter"
 CHAMPION = "champion"
 SCORE_TAG = "val_score"
+GATE_SCORE_TAG = "gate_score"
+GATE_SUITE_TAG = "gate_suite"
+BUNDLED_EXPERIMENT = "smp-segmenter-registry"
 
 
 def tracking_uri(explicit: str | None = None) -> str:
@@ -115,34 +125,117 @@ class Registered:
     score: float
     champion: bool
     previous_champion: str | None
+    decision: GateDecision | None = None
 
 
-def log_and_register(checkpoint: Path, *, score: float, register: bool = True,
-                     model_name: str = MODEL_NAME, extra_tags: dict[str, str] | None = None) -> Registered:
-    """Log the pyfunc model in the active run, register it, move ``champion`` if it is better."""
-    import mlflow
-    from mlflow import MlflowClient
+def resolve_model(ref: str | Path) -> Path:
+    """A model reference -> a local model file (:func:`models.checkpoint.resolve_model`), and for
+    ``models:/smp-segmenter...`` in a store that has none yet, the bundled model registered first
+    (:func:`ensure_champion`), so the README's ``models:/smp-segmenter@champion`` works on a fresh clone."""
+    text = str(ref)
+    if text.startswith((f"models:/{MODEL_NAME}@", f"models:/{MODEL_NAME}/")):
+        ensure_champion(MODEL_NAME)  # in MLflow's current store (MLFLOW_TRACKING_URI, else ./mlflow.db)
+    return _resolve_file(ref)
 
+
+def _log_model(checkpoint: Path):
     import warnings
 
     with warnings.catch_warnings():
         # the pyfunc takes a list of paths or a one-column frame; no type-hint validation wanted
         warnings.filterwarnings("ignore", message=".*type hints.*")
-        info = mlflow.pyfunc.log_model(name="model", python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
+        return mlflow.pyfunc.log_model(name="model", python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
                                        artifacts={"checkpoint": str(checkpoint)},
                                        pip_requirements=_pip_requirements())
+
+
+def ensure_champion(model_name: str = MODEL_NAME, gate: GateSettings = GateSettings(), *,
+                    quiet: bool = False) -> str | None:
+    """Register the bundled model (scored on the gate suite) as champion when ``model_name`` has no
+    champion in the current tracking store. Returns the version it registered, or None when a champion
+    was already there."""
+    import sys
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from models.bundled import default_model_path
+
+    if champion_version(model_name) is not None:
+        return None
+    weights = default_model_path()
+    scored = score_on_gate(weights, gate)
+    outer = mlflow.active_run()
+    experiment = mlflow.get_experiment_by_name(BUNDLED_EXPERIMENT) or \
+        mlflow.get_experiment(mlflow.create_experiment(BUNDLED_EXPERIMENT))
+    with mlflow.start_run(run_name="bundled model", experiment_id=experiment.experiment_id,
+                          nested=outer is not None):
+        mlflow.log_params({"weights": weights.name, "gate_suite": scored.suite, "gate_photos": gate.n_photos})
+        mlflow.log_metrics({f"gate_{k}": v for k, v in scored.summary.items() if v == v})
+        mlflow.log_metric("gate_score", scored.score)
+        info = _log_model(weights)
+        mv = mlflow.register_model(info.model_uri, model_name)
+        decision = decide(str(mv.version), scored.score, None, margin=gate.margin, suite=scored.suite)
+        client = MlflowClient()
+        for k, v in {GATE_SCORE_TAG: f"{scored.score:.6f}", "source": "bundled", **decision.as_tags()}.items():
+            client.set_model_version_tag(model_name, mv.version, k, v)
+        client.set_registered_model_alias(model_name, CHAMPION, mv.version)
+        mlflow.set_tags({"registered_version": str(mv.version), "champion": "True",
+                         "champion_decision": "the bundled model, first in this store: " + decision.sentence})
+    if not quiet:
+        print(f"registered the bundled model as {model_name} version {mv.version}, champion "
+              f"(gate score {scored.score:.4f} on {scored.suite}) in {mlflow.get_tracking_uri()}", file=sys.stderr)
+    return str(mv.version)
+
+
+def champion_gate_score(model_name: str, gate: GateSettings) -> tuple[str, float] | None:
+    """(version, gate score) of the current champion on ``gate``'s suite: its stored score when it was
+    measured on the same suite, else measured now (and stored)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        mv = client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        return None
+    tags = mv.tags or {}
+    suite = gate.suite_id()
+    if tags.get(GATE_SUITE_TAG) == suite and tags.get(GATE_SCORE_TAG) is not None:
+        return str(mv.version), float(tags[GATE_SCORE_TAG])
+    scored = score_on_gate(_resolve_file(f"models:/{model_name}/{mv.version}"), gate)
+    client.set_model_version_tag(model_name, mv.version, GATE_SCORE_TAG, f"{scored.score:.6f}")
+    client.set_model_version_tag(model_name, mv.version, GATE_SUITE_TAG, suite)
+    return str(mv.version), scored.score
+
+
+def log_and_register(checkpoint: Path, *, score: float, register: bool = True,
+                     model_name: str = MODEL_NAME, extra_tags: dict[str, str] | None = None,
+                     gate: GateSettings = GateSettings()) -> Registered:
+    """Log the pyfunc model in the active run and register it; it takes ``champion`` only through the
+    gate (:mod:`models.gate`). ``score`` is the run's own validation score (tag ``val_score``)."""
+    from mlflow import MlflowClient
+
+    info = _log_model(checkpoint)
     if not register:
         return Registered(info.model_uri, "", score, False, None)
-    previous = champion_version(model_name)
+    ensure_champion(model_name, gate)  # a store's first champion is the bundled model, never a first run
+    previous = champion_gate_score(model_name, gate)
     mv = mlflow.register_model(info.model_uri, model_name)
+    scored = score_on_gate(checkpoint, gate)
+    decision = decide(str(mv.version), scored.score, previous, margin=gate.margin, suite=scored.suite)
     client = MlflowClient()
-    client.set_model_version_tag(model_name, mv.version, SCORE_TAG, f"{score:.6f}")
-    for k, v in (extra_tags or {}).items():
-        client.set_model_version_tag(model_name, mv.version, k, str(v))
-    best = previous is None or score > previous[1]
-    if best:
+    tags = {SCORE_TAG: f"{score:.6f}", GATE_SCORE_TAG: f"{scored.score:.6f}", **decision.as_tags(),
+            **{k: str(v) for k, v in (extra_tags or {}).items()}}
+    for k, v in tags.items():
+        client.set_model_version_tag(model_name, mv.version, k, v)
+    if decision.promoted:
         client.set_registered_model_alias(model_name, CHAMPION, mv.version)
-    return Registered(info.model_uri, str(mv.version), score, best, previous[0] if previous else None)
+    mlflow.log_metrics({f"gate_{k}": v for k, v in scored.summary.items() if v == v})
+    mlflow.log_metric("gate_score", scored.score)
+    mlflow.set_tag("champion_decision", decision.sentence)
+    return Registered(info.model_uri, str(mv.version), score, decision.promoted,
+                      previous[0] if previous else None, decision)
 
 
 def champion_version(model_name: str = MODEL_NAME) -> tuple[str, float] | None:

@@ -41,6 +41,7 @@ from models.bundled import DEFAULT_WEIGHTS
 from models.checkpoint import (InitWeights, check_resume_compatible, init_from_checkpoint, load_training_state,
                                resolve_model, save_model, save_training_state)
 from models.evaluate import EvalSettings, evaluate, selection_score, write_report
+from models.gate import GateSettings
 from models.losses import LossSettings, total_loss
 from models.network import ModelSettings, build_model
 
@@ -72,6 +73,8 @@ class TrackingSettings(Settings):
     registered_name: str = "smp-segmenter"
     system_metrics: bool = True
     overlays: int = Field(3, ge=0)
+    gate: GateSettings = GateSettings()
+    """The fixed suite and margin a new version must beat the champion on to take the alias."""
 
 
 class TrainSettings(Settings):
@@ -161,6 +164,8 @@ class TrainResult:
     registered_version: str | None
     champion: bool
     summary: dict[str, float]
+    champion_decision: str = ""
+    """The gate's sentence: why this version is or is not champion (empty when nothing was registered)."""
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -241,9 +246,10 @@ def _init_weights(s: TrainSettings, model: torch.nn.Module) -> InitWeights:
     if ref.startswith(("models:/", "runs:/")):
         import mlflow
 
-        from models.registry import tracking_uri
+        from models.registry import resolve_model as resolve_registered, tracking_uri
 
         mlflow.set_tracking_uri(tracking_uri(s.tracking.tracking_uri))
+        return init_from_checkpoint(model, resolve_registered(ref), s.reinit_heads, ref=ref)
     return init_from_checkpoint(model, resolve_model(ref), s.reinit_heads, ref=ref)
 
 
@@ -443,7 +449,7 @@ def _finish(s: TrainSettings, run, val_m: Manifest, best_path: Path, best: float
     score = selection_score(ev.summary)
     report_dir = Path(s.out_dir) / "validation"
     written = write_report(ev, report_dir)
-    run_id, version, champion = None, None, False
+    run_id, version, champion, decision = None, None, False, ""
     if run is not None:
         import mlflow
 
@@ -456,8 +462,11 @@ def _finish(s: TrainSettings, run, val_m: Manifest, best_path: Path, best: float
         mlflow.log_artifact(str(best_path), artifact_path="checkpoint")
         reg = log_and_register(best_path, score=score, register=s.tracking.register_version,
                                model_name=s.tracking.registered_name,
-                               extra_tags={"arch": loaded.settings.arch, "run_name": s.name})
+                               extra_tags={"arch": loaded.settings.arch, "run_name": s.name},
+                               gate=s.tracking.gate)
         mlflow.set_tags({"model_uri": reg.model_uri, "registered_version": reg.version,
                          "champion": str(reg.champion)})
         run_id, version, champion = run.info.run_id, reg.version or None, reg.champion
-    return TrainResult(best_path, score, epoch + 1, stopped_early, history, run_id, version, champion, ev.summary)
+        decision = reg.decision.sentence if reg.decision is not None else ""
+    return TrainResult(best_path, score, epoch + 1, stopped_early, history, run_id, version, champion, ev.summary,
+                       decision)

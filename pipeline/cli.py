@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Sequence
 
@@ -41,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     reuse_freed_memory()
+    # MLflow's own progress lines (creating tables, experiments) are not the user's news (it reads this
+    # when it is first imported, which is later and only by the commands that track)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     try:
         return int(args.func(args) or 0)
     except (ConfigError, UserError, FileNotFoundError) as exc:

@@ -57,7 +57,12 @@ class ModelSegmenter:
 
         if threads:
             torch.set_num_threads(int(threads))
-        path = resolve_model(ref) if ref else default_model_path()
+        if ref and str(ref).startswith("models:/"):
+            from models.registry import resolve_model as resolve_registered  # the bundled model registered first
+
+            path = resolve_registered(ref)
+        else:
+            path = resolve_model(ref) if ref else default_model_path()
         loaded = load_model(path, device=device)
         self.model = prepare_for_inference(loaded.model) if device == "cpu" else loaded.model
         self.name = str(loaded.meta.get("name", "smp-segmenter"))

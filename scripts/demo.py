@@ -8,18 +8,40 @@ ingested into the records (``smp visit add --assess``: demo-out/records.db and
 its photo store) and ``smp track`` on the client (demo-out/track/<region>/:
 tracks, fading, touch-up forecast, plots), printed next to the truth; then the
 client's reports (demo-out/reports/: timeline, the latest close-up, before treatment vs the
-healed result), self-contained HTML.
+healed result), self-contained HTML. MLflow (demo-out/mlflow.db) keeps the evaluation of the
+registry's champion on the demo photos (the bundled model, registered on first use) and a run
+of the assessments with their truth; the last lines say how to open them.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from pipeline.cli import main as smp
 
 
 def run(out: Path) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{(out / 'mlflow.db').resolve()}"
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri  # the demo's runs stay in its own folder
+    try:
+        rc = _run(out)
+        rc = rc or record_assessments(out)
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
+    if not rc:
+        print(f"\nMLflow runs (the champion's evaluation, the assessments against their truth): {uri}")
+        print(f"  open them with: .venv/bin/mlflow ui --backend-store-uri {uri}")
+    return rc
+
+
+def _run(out: Path) -> int:
     rc = smp(["synth", "--out", str(out / "client"), "--n", "1", "--series", "--seed", "7",
               "--set", "image.width=1024", "--set", "image.height=768"])
     if rc:
@@ -42,27 +64,52 @@ def run(out: Path) -> int:
 
 
 def segment(data: Path, out: Path) -> int:
-    """The bundled model on every photo of the demo client, with overlays and scores."""
-    import torch
+    """The registry's champion (on a fresh store: the bundled model, registered first) on every photo of
+    the demo client: ``smp evaluate``, recorded in MLflow, with overlays and scores."""
+    import pandas as pd
 
-    from data.manifest import read_manifest
-    from models.bundled import default_model_path
-    from models.checkpoint import load_model
-    from models.evaluate import evaluate, write_report
-
-    torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
-    loaded = load_model(default_model_path())
-    manifest = read_manifest(data / "manifest.csv")
-    ev = evaluate(loaded.model, manifest, keep_samples=len(manifest))
-    write_report(ev, out)
-    print(f"\nbundled model ({loaded.path.name}, sha256 {loaded.sha256[:12]}) on the demo photos:")
-    for (_, r), s in zip(ev.table.iterrows(), ev.samples):
+    rc = smp(["evaluate", "--model", "models:/smp-segmenter@champion", "--data", str(data / "manifest.csv"),
+              "--out", str(out), "--overlays", "99"])
+    if rc:
+        return rc
+    table = pd.read_csv(out / "evaluation.csv")
+    print("\nthe champion model (models:/smp-segmenter@champion) on the demo photos:")
+    for _, r in table.iterrows():
         f1 = r.get("dot_f1")
         print(f"  {Path(r['image']).parent.name:<26} mIoU scalp/hair {r['miou_scalp_hair']:.3f}  "
               f"dots predicted {int(r['n_pred_dots']):>5}, true {int(r.get('n_true_dots', 0) or 0):>5}  "
               f"F1 {'-' if f1 != f1 or f1 is None else f'{f1:.3f}'}  {r['seconds']:.2f} s")
     print(f"  overlays: {out}/overlay_*.png (tint: scalp orange, hair blue; dots: green found, "
           f"red missed, yellow false)")
+    return 0
+
+
+def record_assessments(out: Path) -> int:
+    """One MLflow run (experiment smp-demo) for the demo's assessments: each visit's measured figures
+    beside its truth (``<visit>.<metric>`` and ``<visit>.true_<metric>``), and the files."""
+    import mlflow
+
+    series = json.loads((out / "client" / "client_000" / "series.json").read_text())
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    mlflow.set_experiment("smp-demo")
+    names = ("dot_count", "dot_density_per_cm2", "show_through", "dot_diameter_mm_median")
+    with mlflow.start_run(run_name=f"assessments {series['client']} / {series['region']}") as run:
+        first = json.loads(next((out / "assess" / series["visits"][0]["folder"]).glob("*/assessment.json")).read_text())
+        mlflow.log_params({"client": series["client"], "region": series["region"], "visits": len(series["visits"]),
+                           "model_sha256": str((first.get("model") or {}).get("sha256")),
+                           "config_hash": str(first.get("config_hash"))})
+        for i, v in enumerate(series["visits"]):
+            path = next((out / "assess" / v["folder"]).glob("*/assessment.json"))
+            m, t = json.loads(path.read_text())["metrics"], v["metrics"]
+            for name in names:
+                if m.get(name) is not None:
+                    mlflow.log_metric(name, float(m[name]), step=i)
+                if t.get(name) is not None:
+                    mlflow.log_metric(f"true_{name}", float(t[name]), step=i)
+            mlflow.log_artifact(str(path), artifact_path=f"assessments/{v['folder']}")
+        for report in sorted((out / "reports").glob("*.html")):
+            mlflow.log_artifact(str(report), artifact_path="reports")
+        print(f"\nMLflow run {run.info.run_id} (experiment smp-demo): each visit's figures and truth by step")
     return 0
 
 

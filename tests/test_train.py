@@ -23,6 +23,10 @@ def tiny_data(tmp_path_factory) -> Path:
     return out / "manifest.csv"
 
 
+#: a small gate suite (the default is 12 photos of 640 x 480)
+GATE = ("tracking.gate.n_photos=2", "tracking.gate.width=256", "tracking.gate.height=192")
+
+
 def _tiny_settings(data: Path, out: Path, *extra: str):
     from models.train import TrainSettings
 
@@ -41,10 +45,12 @@ def test_tiny_training_logs_registers_and_resumes(tiny_data, tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     t0 = time.perf_counter()
-    res = train(_tiny_settings(tiny_data, tmp_path / "run"), progress=False)
+    res = train(_tiny_settings(tiny_data, tmp_path / "run", *GATE), progress=False)
     assert time.perf_counter() - t0 < 180
     assert res.best_model.exists() and (tmp_path / "run" / "last.pt").exists()
-    assert len(res.history) == 2 and res.registered_version == "1" and res.champion
+    # the store's first champion is the bundled model (version 1); a tiny run does not beat it
+    assert len(res.history) == 2 and res.registered_version == "2" and not res.champion
+    assert "version 1 stays champion" in res.champion_decision, res.champion_decision
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     client = MlflowClient()
     run = client.get_run(res.run_id)
@@ -53,10 +59,15 @@ def test_tiny_training_logs_registers_and_resumes(tiny_data, tmp_path, monkeypat
     assert len(run.inputs.dataset_inputs) == 2
     arts = {a.path for a in client.list_artifacts(res.run_id, "validation")}
     assert "validation/confusion.png" in arts and "validation/evaluation.csv" in arts
-    assert str(client.get_model_version_by_alias("smp-segmenter", "champion").version) == "1"
+    champion = client.get_model_version_by_alias("smp-segmenter", "champion")
+    assert str(champion.version) == "1" and champion.tags["source"] == "bundled"
+    mine = client.get_model_version("smp-segmenter", "2")
+    assert mine.tags["gate_promoted"] == "False" and mine.tags["gate_suite"] == champion.tags["gate_suite"]
+    assert float(mine.tags["gate_score"]) <= float(champion.tags["gate_score"]) + 0.01
+    assert run.data.tags["champion_decision"] == res.champion_decision
 
     # resume: two more epochs continue from epoch 2 (history keeps growing)
-    res2 = train(_tiny_settings(tiny_data, tmp_path / "run", "optim.epochs=3"), resume=True, progress=False)
+    res2 = train(_tiny_settings(tiny_data, tmp_path / "run", "optim.epochs=3", *GATE), resume=True, progress=False)
     assert [h["epoch"] for h in res2.history] == [1, 2, 3]
     # a worse (untrained) model must not take the champion alias
     if not res2.champion:
@@ -366,3 +377,32 @@ def test_worker_init_limits_threads_and_seeds_from_run_seed_and_worker_id():
     assert (a[:, 0] == 1).all()
     assert torch.equal(a, b) and not torch.equal(a[:, 1], c[:, 1])
     assert a[0, 1] != a[1, 1]  # two workers, two streams
+
+
+def test_evaluate_compares_models_on_datasets_in_one_mlflow_run(tiny_data, tmp_path, monkeypatch):
+    """Several --model and --data: every pair scored, OUT/comparison.csv, child runs of one MLflow run."""
+    import mlflow
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from models.bundled import DEFAULT_WEIGHTS
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    other = tmp_path / "copy.pt"
+    other.write_bytes(DEFAULT_WEIGHTS.read_bytes())
+    out = tmp_path / "cmp"
+    assert smp(["evaluate", "--model", str(DEFAULT_WEIGHTS), "--model", str(other), "--data", str(tiny_data),
+                "--data", str(tiny_data), "--split", "train", "--out", str(out), "--overlays", "0"]) == 0
+    table = pd.read_csv(out / "comparison.csv")
+    assert len(table) == 4 and set(table["model"]) == {str(DEFAULT_WEIGHTS), str(other)}
+    assert table["score"].nunique() == 1  # the same weights on the same photos score the same
+    assert len(list(out.glob("*/*/summary.json"))) == 4
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("smp-segmenter-evaluate")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and len(children) == 4
+    assert "comparison.csv" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}

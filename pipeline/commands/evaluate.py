@@ -15,14 +15,24 @@ median localisation error in mm, a per-image table (evaluation.csv), summary.jso
 confusion matrix image and overlays. The run is recorded in MLflow (experiment
 smp-segmenter-evaluate). --model takes a file or a registry URI such as
 models:/smp-segmenter@champion; without it the bundled default model is used.
+
+--model and --data may each be given several times: every model is scored on every
+dataset (e.g. the champion and a fine-tuned version, on the clinic's held-out reviewer
+labels beside a synthetic suite), each pair in OUT/<model>/<data>/, side by side in
+OUT/comparison.csv and as child runs of one MLflow run, so the MLflow UI compares them.
 """
+
+SUMMARY_KEYS = ("n_images", "miou_scalp_hair", "iou_scalp", "iou_hair", "hair_boundary_f1", "dot_precision",
+                "dot_recall", "dot_f1", "dot_loc_error_mm_median", "seconds_per_image")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score a model on a labelled manifest", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="model file or models:/NAME@ALIAS (default: the bundled model)")
-    p.add_argument("--data", required=True, type=Path, help="manifest.csv of labelled photos")
+    p.add_argument("--model", action="append", default=[],
+                   help="model file or models:/NAME@ALIAS (default: the bundled model); repeatable")
+    p.add_argument("--data", required=True, type=Path, action="append",
+                   help="manifest.csv of labelled photos; repeatable")
     p.add_argument("--split", default=None, help="only rows of this split (train, val, test)")
     p.add_argument("--out", type=Path, default=Path("evaluation"), help="output folder (default ./evaluation)")
     p.add_argument("--match-radius-mm", type=float, default=0.1, help="dot match radius in mm (default 0.1)")
@@ -33,17 +43,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _label(text: str, taken: set[str]) -> str:
+    """A short folder-safe name for a model reference or a manifest, unique among ``taken``."""
+    base = "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-.") or "x"
+    name, i = base[-60:], 2
+    while name in taken:
+        name, i = f"{base[-56:]}-{i}", i + 1
+    taken.add(name)
+    return name
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
     from pydantic import ValidationError
-    from tqdm import tqdm
 
     from data.config import ConfigError
     from data.manifest import ManifestError, read_manifest
-    from models.bundled import default_model_path
-    from models.checkpoint import CheckpointError, load_model
-    from models.evaluate import EvalSettings, evaluate, selection_score, write_report
-    from models.registry import resolve_model, tracking_uri
+    from models.checkpoint import CheckpointError
+    from models.evaluate import EvalSettings
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda: no GPU is visible")
@@ -52,38 +69,106 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         err = exc.errors()[0]
         raise ConfigError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+    refs = list(args.model) or [None]
     try:
-        manifest = read_manifest(args.data, split=args.split)
-        path = resolve_model(args.model) if args.model else default_model_path()
-        loaded = load_model(path, device=args.device)
+        manifests = [read_manifest(d, split=args.split) for d in args.data]
+        models = [_load(ref, args.device) for ref in refs]
     except (ManifestError, CheckpointError) as exc:
         raise UserError(str(exc)) from None
-    if len(manifest) == 0:
-        raise UserError(f"{args.data}: no rows{f' in split {args.split!r}' if args.split else ''}")
+    for d, m in zip(args.data, manifests):
+        if len(m) == 0:
+            raise UserError(f"{d}: no rows{f' in split {args.split!r}' if args.split else ''}")
+    if len(models) == 1 and len(manifests) == 1:  # one pair: the report directly in OUT (as ever)
+        return _one(args, refs[0], models[0], args.data[0], manifests[0], settings, args.out, parent=False)[0]
+    return _many(args, refs, models, manifests, settings)
+
+
+def _load(ref: str | None, device: str):
+    from models.bundled import default_model_path
+    from models.checkpoint import load_model
+    from models.registry import resolve_model
+
+    return load_model(resolve_model(ref) if ref else default_model_path(), device=device)
+
+
+def _one(args, ref, loaded, data: Path, manifest, settings, out: Path, *,
+         parent: bool) -> tuple[int, dict, float]:
+    """Score one model on one manifest into ``out``; (exit code, summary, selection score)."""
+    from tqdm import tqdm
+
+    from models.evaluate import evaluate, selection_score, write_report
+    from models.registry import tracking_uri
+
     bar = tqdm(total=len(manifest), desc="evaluate", unit="photo", file=sys.stderr)
     ev = evaluate(loaded.model, manifest, settings, device=args.device, keep_samples=args.overlays,
                   progress=lambda i, n: bar.update(1))
     bar.close()
-    written = write_report(ev, args.out)
+    written = write_report(ev, out)
     score = selection_score(ev.summary)
     if not args.no_mlflow:
         import mlflow
 
-        mlflow.set_tracking_uri(tracking_uri())
-        mlflow.set_experiment("smp-segmenter-evaluate")
-        with mlflow.start_run(run_name=f"evaluate {Path(args.data).parent.name}"):
-            mlflow.log_params({"model": str(args.model or path), "model_sha256": loaded.sha256,
-                               "data": str(args.data), "split": str(args.split),
+        if not parent:
+            mlflow.set_tracking_uri(tracking_uri())
+            mlflow.set_experiment("smp-segmenter-evaluate")
+        with mlflow.start_run(run_name=f"evaluate {Path(data).parent.name}", nested=parent):
+            mlflow.log_params({"model": str(ref or loaded.path), "model_sha256": loaded.sha256,
+                               "data": str(data), "split": str(args.split),
                                "match_radius_mm": args.match_radius_mm, "threshold": args.threshold})
             mlflow.log_metrics({k: float(v) for k, v in ev.summary.items() if v == v})
             mlflow.log_metric("score", score)
             for p in written:
                 mlflow.log_artifact(str(p))
-    s = ev.summary
-    print(json.dumps({k: s.get(k) for k in ("n_images", "miou_scalp_hair", "iou_scalp", "iou_hair", "hair_boundary_f1",
-                                           "dot_precision", "dot_recall", "dot_f1", "dot_loc_error_mm_median",
-                                           "seconds_per_image")}, indent=2))
+    if not parent:
+        s = ev.summary
+        print(json.dumps({k: s.get(k) for k in SUMMARY_KEYS}, indent=2))
     for image, reason in ev.failures:
         print(f"failed: {reason}")
-    print(f"wrote {args.out}")
-    return 1 if ev.failures else 0
+    if not parent:
+        print(f"wrote {out}")
+    return 1 if ev.failures else 0, ev.summary, score
+
+
+def _many(args, refs, models, manifests, settings) -> int:
+    import pandas as pd
+
+    from models.registry import tracking_uri
+
+    model_names: set[str] = set()
+    data_names: set[str] = set()
+    m_labels = [_label(str(r or "bundled").replace("models:/", ""), model_names) for r in refs]
+    d_labels = [_label(Path(d).parent.name or Path(d).stem, data_names) for d in args.data]
+    rows, rc = [], 0
+    ctx = None
+    if not args.no_mlflow:
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri())
+        mlflow.set_experiment("smp-segmenter-evaluate")
+        ctx = mlflow.start_run(run_name=f"compare {len(refs)} model(s) on {len(manifests)} dataset(s)")
+    try:
+        for ref, loaded, ml in zip(refs, models, m_labels):
+            for data, manifest, dl in zip(args.data, manifests, d_labels):
+                one_rc, summary, score = _one(args, ref, loaded, data, manifest, settings, args.out / ml / dl,
+                                              parent=ctx is not None)
+                rc = rc or one_rc
+                rows.append({"model": str(ref or loaded.path), "model_sha256": loaded.sha256[:12], "data": str(data),
+                             "score": score, **{k: summary.get(k) for k in SUMMARY_KEYS}})
+        table = pd.DataFrame(rows)
+        args.out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.out / "comparison.csv", index=False, float_format="%.4f")
+        if ctx is not None:
+            import mlflow
+
+            mlflow.log_artifact(str(args.out / "comparison.csv"))
+            mlflow.log_params({"models": json.dumps([str(r or "bundled") for r in refs])[:500],
+                               "data": json.dumps([str(d) for d in args.data])[:500]})
+    finally:
+        if ctx is not None:
+            import mlflow
+
+            mlflow.end_run()
+    shown = table[["model", "data", "n_images", "miou_scalp_hair", "dot_f1", "score"]]
+    print(shown.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    print(f"wrote {args.out / 'comparison.csv'} and one folder per model and dataset")
+    return rc
