@@ -329,18 +329,22 @@ def test_review_decisions_are_stored_and_exported_for_training(world, photos):
     manifest = read_manifest(out / root / "manifest.csv")  # smp train's reader: files exist, columns valid
     assert len(manifest) == 1, "only the reviewed photo of this clinic"
     row = manifest[0]
-    assert row.source == "review" and row.view == "closeup" and row.dots is not None
-    table = pd.read_csv(row.dots)
+    # the photo's dots are not marked done: no dot supervision from it (tests/test_web_review.py marks them done)
+    assert row.source == "review" and row.view == "closeup" and row.dots is None
+    table = pd.read_csv(row.image.parent / "dots.csv")
     assert len(table) == n_dots - 1, "the rejected dot is gone"
     assert dots[1].dot_index not in set(table["dot_id"])
+    assert pd.read_csv(row.image.parent / "rejected.csv")["dot_id"].tolist() == [dots[1].dot_index]
     accepted = table.set_index("dot_id").loc[dots[0].dot_index]
     relabelled = table.set_index("dot_id").loc[dots[2].dot_index]
-    assert accepted["review"] == "accept" and any(bool(accepted[f]) == bool(getattr(dots[0], f))
-                                                  for f in ("blue_shift", "faded", "spread"))
-    assert relabelled["review"] == "relabel" and not relabelled[["blue_shift", "faded", "spread"]].any()
+    assert accepted["review"] == "confirmed" and accepted["visible"] and any(
+        bool(accepted[f]) == bool(getattr(dots[0], f)) for f in ("blue_shift", "faded", "spread"))
+    assert relabelled["review"] == "relabelled" and relabelled["visible"]
+    assert not relabelled[["blue_shift", "faded", "spread"]].any()
     assert Counter(table["review"])["unreviewed"] == n_dots - 3
+    assert not table.loc[table["review"] == "unreviewed", "visible"].any(), "the model's guesses are no truth"
     photo = load_training_photo(row)  # the training loader reads it
-    assert photo.points.shape == (n_dots - 1, 2) and (photo.mask == 255).all()
+    assert photo.points.shape == (0, 2) and not photo.has_points and (photo.mask == 255).all()
     # the other clinic's reviewer exports only theirs (none reviewed there)
     other = world.login("b-reviewer")
     empty = zipfile.ZipFile(io.BytesIO(other.post("/review/export", data={"csrf_token": other.csrf}).content))

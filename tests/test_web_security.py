@@ -119,7 +119,16 @@ def _tenant_requests(ids):
         ("GET", f"/api/v1/photos/{ids['photo']}", None),
         ("GET", f"/api/v1/jobs/{ids['job']}", None),
         ("GET", f"/api/v1/assessments/{ids['assessment']}", None),
+        ("GET", f"/review/photo/{ids['assessment']}", None),
+        ("GET", f"/review/photo/{ids['assessment']}/image", None),
+        ("GET", f"/api/v1/review/photos/{ids['assessment']}", None),
+        ("POST", f"/api/v1/review/photos/{ids['assessment']}/done", {}),
+        ("POST", f"/api/v1/review/photos/{ids['assessment']}/dots", {"x": "1", "y": "1"}),
     ]
+
+
+def _reviewers_only(url: str) -> bool:
+    return url.startswith(("/review", "/api/v1/review/"))
 
 
 def _as(world, username):
@@ -136,7 +145,7 @@ def test_another_clinics_ids_are_404(world, other):
     for (method, url, data), (_, url_missing, _) in pairs:
         if other == "reviewer" and (url.endswith("/upload") or "/assess" in url):
             continue  # reviewers cannot upload at all (403 by role, tested below)
-        if other == "staff" and url.startswith(("/review/", "/review")):
+        if other == "staff" and _reviewers_only(url):
             continue  # staff have no review queue (403 by role)
         kw = {"data": {**data, "csrf_token": b.csrf}} if data is not None else {}
         if url.endswith("/upload") and method == "POST":
@@ -152,7 +161,7 @@ def test_another_clinics_ids_are_404(world, other):
     # the same with an API token
     api = world.api(f"b-{other}")
     for method, url, _ in _tenant_requests(world.ids["a"]):
-        if url.startswith("/api/"):
+        if url.startswith("/api/") and not (other == "staff" and _reviewers_only(url)):
             assert api.request(method, url).status_code == 404, url
     assert counts(world) == before
 
@@ -160,8 +169,12 @@ def test_another_clinics_ids_are_404(world, other):
 def test_own_clinic_and_admin_see_the_same_ids(world):
     a = world.login("a-staff")
     for method, url, _ in _tenant_requests(world.ids["a"]):
-        if method == "GET" and not url.startswith("/review") and "timeline" not in url:
+        if method == "GET" and not _reviewers_only(url) and "timeline" not in url:
             assert a.get(url).status_code == 200, url
+    reviewer = world.login("a-reviewer")
+    for method, url, _ in _tenant_requests(world.ids["a"]):
+        if method == "GET" and _reviewers_only(url):
+            assert reviewer.get(url).status_code == 200, url
     admin = world.api("root")
     for clinic in ("a", "b"):
         assert admin.get(f"/api/v1/assessments/{world.ids[clinic]['assessment']}").status_code == 200
@@ -306,7 +319,7 @@ def test_csrf_is_enforced_on_every_state_changing_route(world):
     before = counts(world)
     routes = _post_routes(world.app)
     assert {"/logout", "/clients", "/review/{dot_id}", "/review/export", "/admin/users",
-            "/api/v1/photos"} <= {p for _, p in routes}
+            "/api/v1/photos", "/api/v1/review/photos/{assessment_id}/undo"} <= {p for _, p in routes}
     for method, path in routes:
         url = _fill(path, world.ids["a"]["dot"] if "dot_id" in path else 1)
         for token in (None, "wrong", admin.csrf[:-2] + "xx"):

@@ -174,7 +174,8 @@ def _latest_time(session: Session, assessment_id: int) -> datetime | None:
     times = [session.scalar(sa.select(sa.func.max(ReviewDecision.created_at)).join(Dot, Dot.id == ReviewDecision.dot_id)
                             .where(Dot.assessment_id == assessment_id))]
     for table in (AddedDot, ReviewShape, DoneMark):
-        times.append(session.scalar(sa.select(sa.func.max(table.created_at)).where(table.assessment_id == assessment_id)))
+        times.append(session.scalar(sa.select(sa.func.max(table.created_at))
+                                    .where(table.assessment_id == assessment_id)))
     known = [t for t in times if t is not None]
     return max(known) if known else None
 
@@ -254,8 +255,8 @@ def photo_acts(session: Session, assessment_id: int) -> PhotoActs:
                                                            table.undone_at.is_(None))
                                     .order_by(table.created_at, table.id)))
 
-    def act(kind: str, row: Any, **detail: Any) -> Act:
-        return Act(kind=kind, id=row.id, reviewer=row.reviewer, reviewer_user_id=row.reviewer_user_id,
+    def act(act_kind: str, row: Any, **detail: Any) -> Act:
+        return Act(kind=act_kind, id=row.id, reviewer=row.reviewer, reviewer_user_id=row.reviewer_user_id,
                    at=row.created_at, detail=detail)
 
     return PhotoActs(

@@ -41,9 +41,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship,
 
 __all__ = [
     "DECISIONS", "DEFAULT_CLINIC", "DOT_FIELDS", "JOB_STATUSES", "MASK_LABELS", "ROLES", "SHAPE_KINDS", "VIEWS",
-    "VISIT_KINDS", "AddedDot", "ApiToken", "Assessment", "Base", "Client", "Clinic", "Dot", "DotLink", "DoneMark", "Job",
-    "LoginThrottle", "Photo", "Region", "ReviewDecision", "ReviewShape", "User", "UtcDateTime", "Visit", "VisitPhoto",
-    "WebSession", "is_slug", "utc_now",
+    "VISIT_KINDS", "AddedDot", "ApiToken", "Assessment", "Base", "Client", "Clinic", "Dot", "DotLink", "DoneMark",
+    "Job", "LoginThrottle", "Photo", "Region", "ReviewDecision", "ReviewShape", "User", "UtcDateTime", "Visit",
+    "VisitPhoto", "WebSession", "is_slug", "utc_now",
 ]
 
 #: Kinds of visit (docs/design.md). ``session`` visits carry their number (1, 2, ...); a

@@ -39,6 +39,7 @@ from .crops import CropMaker
 from .deps import AppContext, Forbidden, NotAuthenticated, render
 from .jobs import JobRunner, PipelineAssessor
 from .pages import pages_router, public_router
+from .photo_review import photo_review_api, photo_review_pages
 from .settings import WebSettings, load_or_create_secret
 from .tenancy import NotFound
 from .uploads import UploadProblem
@@ -229,6 +230,8 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     app.include_router(public_router(settings))
     app.include_router(docs_router())
     app.include_router(api_router(settings))
+    app.include_router(photo_review_api())
+    app.include_router(photo_review_pages())
     app.include_router(pages_router(settings))
     _install_error_handlers(app)
     per_file = settings.max_upload_bytes + 64 * 1024  # a photo and the form fields around it

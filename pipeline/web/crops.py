@@ -6,6 +6,10 @@ nearest-neighbour pixels (a reviewer judges pixels, not a smoothed guess) and ma
 a thin ring outside the dot. Crops are cached on disk (``<home>/crops/<assessment>/<dot>.png``,
 integer names only) and the last decoded photos in memory, since a queue page shows many
 dots of the same photo.
+
+The photo review page shows the whole upright photo the same way: :meth:`CropMaker.upright`
+re-encodes it as a JPEG (``<home>/crops/<assessment>/upright.jpg``), so the browser draws
+exactly the pixels the dot coordinates refer to, whatever orientation tag the file carries.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import numpy as np
 __all__ = ["CROP_PX", "CropMaker"]
 
 CROP_PX = 160
+UPRIGHT_QUALITY = 92
 _MIN_HALF = 10
 
 
@@ -43,6 +48,25 @@ class CropMaker:
                 self._photos.popitem(last=False)
         return rgb
 
+    def upright(self, photo_path: Path, assessment_id: int) -> bytes:
+        """The upright photo of an assessment as a JPEG (cached)."""
+        cached = self.home / "crops" / str(int(assessment_id)) / "upright.jpg"
+        if cached.is_file():
+            return cached.read_bytes()
+        rgb = self._rgb(photo_path)
+        bgr = np.ascontiguousarray(rgb[..., ::-1])
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, UPRIGHT_QUALITY])
+        if not ok:
+            raise RuntimeError(f"assessment {assessment_id}: the photo could not be encoded")
+        self._keep(cached, buf.tobytes())
+        return buf.tobytes()
+
+    def _keep(self, cached: Path, data: bytes) -> None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{cached.name}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(cached)
+
     def crop(self, photo_path: Path, assessment_id: int, dot_index: int, x: float, y: float,
              diameter_px: float | None) -> bytes:
         cached = self.home / "crops" / str(int(assessment_id)) / f"{int(dot_index)}.png"
@@ -65,8 +89,5 @@ class CropMaker:
         cv2.circle(big, centre, radius, (255, 220, 0), 1, cv2.LINE_AA)
         ok, buf = cv2.imencode(".png", np.ascontiguousarray(big[..., ::-1]))
         data = buf.tobytes()
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".{cached.name}.{threading.get_ident()}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(cached)
+        self._keep(cached, data)
         return data

@@ -23,6 +23,7 @@ from ..records.schema import (
     ROLES, VISIT_KINDS, ApiToken, Assessment, Client, Clinic, Dot, Job, Photo, Region, ReviewDecision, User, Visit,
     VisitPhoto,
 )
+from ..records.review import act_time
 from ..subject import Subject
 from .auth import (
     AuthError, Principal, authenticate_password, close_session, create_user, csrf_matches, issue_token,
@@ -32,7 +33,7 @@ from .deps import (
     PRELOGIN_COOKIE, SESSION_COOKIE, context, current_principal, render, require_roles, require_user,
     safe_next,
 )
-from .export import FLAGS, RELABELS, export_reviews, latest_decisions, zip_folder
+from .export import FLAGS, RELABELS, export_reviews, latest_decisions, reviewed_assessment_ids, zip_folder
 from .jobs import assessment_folder, enqueue_job, insert_ignore
 from .settings import WebSettings
 from .tenancy import (
@@ -179,7 +180,7 @@ def pages_router(settings: WebSettings) -> APIRouter:
                        f'{v["visit"].visit_date} · {v["region"]} · {ph["photo"].original_name}')
                       for v in reversed(visits) for ph in v["photos"] if ph["assessments"]]
         return render(request, "client.html.j2", client=client, clinic=clinic, visits=visits, regions=regions,
-                      comparable=comparable, kinds=VISIT_KINDS, staff=p.role in STAFF,
+                      comparable=comparable, kinds=VISIT_KINDS, staff=p.role in STAFF, reviewer=p.role in REVIEWERS,
                       today=ctx.now().date().isoformat(), max_mb=settings.max_upload_bytes // 2**20)
 
     @router.get("/clients/{client_id}/upload", response_class=HTMLResponse)
@@ -342,13 +343,13 @@ def pages_router(settings: WebSettings) -> APIRouter:
     def export_page(request: Request, p: Principal = require_roles(*REVIEWERS)) -> Response:
         ctx = context(request)
         with ctx.records.session(read_only=True) as s:
-            stmt = scoped(sa.select(sa.func.count(ReviewDecision.id)).join(Dot, Dot.id == ReviewDecision.dot_id)
-                          .join(Assessment, Assessment.id == Dot.assessment_id)
+            stmt = scoped(sa.select(sa.func.count(sa.distinct(Assessment.photo_id)))
                           .join(VisitPhoto, VisitPhoto.photo_id == Assessment.photo_id)
-                          .join(Visit, Visit.id == VisitPhoto.visit_id).join(Client, Client.id == Visit.client_id), p)
+                          .join(Visit, Visit.id == VisitPhoto.visit_id).join(Client, Client.id == Visit.client_id)
+                          .where(Assessment.id.in_(reviewed_assessment_ids())), p)
             n = s.scalar(stmt)
             clinics = s.execute(sa.select(Clinic.id, Clinic.slug).order_by(Clinic.slug)).all() if p.is_admin else []
-        return render(request, "review_export.html.j2", decisions=n, clinics=clinics)
+        return render(request, "review_export.html.j2", photos=n, clinics=clinics)
 
     @router.post("/review/export")
     def export(request: Request, p: Principal = require_roles(*REVIEWERS), clinic: int | None = Form(None)) -> Response:
@@ -381,10 +382,9 @@ def pages_router(settings: WebSettings) -> APIRouter:
         if decision != "relabel":
             label = None
         with ctx.records.transaction() as s:
-            dot, _, _ = get_dot(s, p, dot_id)
-            decision_id = record_review(s, dot.id, decision, p.username, new_label=label, note=note.strip() or None)
-            s.execute(sa.update(ReviewDecision).where(ReviewDecision.id == decision_id)
-                      .values(reviewer_user_id=p.user_id))
+            dot, assessment, _ = get_dot(s, p, dot_id)
+            decision_id = record_review(s, dot.id, decision, p.username, new_label=label, note=note.strip() or None,
+                                        reviewer_user_id=p.user_id, at=act_time(s, assessment.id, ctx.now()))
         if _wants_json(request):
             return _json({"dot_id": dot_id, "decision": decision, "new_label": label, "id": decision_id})
         return RedirectResponse(safe_next(next, "/review"), status_code=303)
@@ -594,7 +594,7 @@ def _review_rows(s: Any, p: Principal, *, flag: str, status: str, date_from: dt.
         stmt = stmt.where(Visit.visit_date >= date_from)
     if date_to is not None:
         stmt = stmt.where(Visit.visit_date <= date_to)
-    reviewed = sa.exists().where(ReviewDecision.dot_id == Dot.id)
+    reviewed = sa.exists().where(ReviewDecision.dot_id == Dot.id, ReviewDecision.undone_at.is_(None))
     if status == "unreviewed":
         stmt = stmt.where(~reviewed)
     elif status == "reviewed":
