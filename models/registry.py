@@ -128,13 +128,17 @@ class Registered:
     decision: GateDecision | None = None
 
 
-def resolve_model(ref: str | Path) -> Path:
+def resolve_model(ref: str | Path, uri: str | None = None) -> Path:
     """A model reference -> a local model file (:func:`models.checkpoint.resolve_model`), and for
     ``models:/smp-segmenter...`` in a store that has none yet, the bundled model registered first
-    (:func:`ensure_champion`), so the README's ``models:/smp-segmenter@champion`` works on a fresh clone."""
+    (:func:`ensure_champion`), so the README's ``models:/smp-segmenter@champion`` works on a fresh clone.
+    Registry and run references are read from :func:`tracking_uri` (``uri``, else $MLFLOW_TRACKING_URI,
+    else ./mlflow.db), whatever store an earlier caller in the process used."""
     text = str(ref)
+    if text.startswith(("models:/", "runs:/")):
+        mlflow.set_tracking_uri(tracking_uri(uri))
     if text.startswith((f"models:/{MODEL_NAME}@", f"models:/{MODEL_NAME}/")):
-        ensure_champion(MODEL_NAME)  # in MLflow's current store (MLFLOW_TRACKING_URI, else ./mlflow.db)
+        ensure_champion(MODEL_NAME)
     return _resolve_file(ref)
 
 

@@ -244,12 +244,9 @@ def _init_weights(s: TrainSettings, model: torch.nn.Module) -> InitWeights:
     if ref == "bundled":
         return init_from_checkpoint(model, DEFAULT_WEIGHTS, s.reinit_heads, ref=ref)
     if ref.startswith(("models:/", "runs:/")):
-        import mlflow
+        from models.registry import resolve_model as resolve_registered
 
-        from models.registry import resolve_model as resolve_registered, tracking_uri
-
-        mlflow.set_tracking_uri(tracking_uri(s.tracking.tracking_uri))
-        return init_from_checkpoint(model, resolve_registered(ref), s.reinit_heads, ref=ref)
+        return init_from_checkpoint(model, resolve_registered(ref, s.tracking.tracking_uri), s.reinit_heads, ref=ref)
     return init_from_checkpoint(model, resolve_model(ref), s.reinit_heads, ref=ref)
 
 
