@@ -184,3 +184,133 @@ def test_clinic_and_reviewer_workflow(server, browser, tmp_path):
     assert any(n.endswith("/dots.csv") for n in archive.namelist())
     context.close()
     assert not problems, problems
+
+
+def _settled(page) -> None:
+    """Wait until the photo review page has no request in flight."""
+    page.wait_for_function("() => document.getElementById('review').dataset.pending === '0'")
+
+
+def test_photo_review_by_keyboard_and_mouse(server, browser, tmp_path):
+    """A reviewer judges a photo's dots on the photo review page and the export holds exactly those acts."""
+    import cv2
+    import numpy as np
+    import pandas as pd
+
+    from web_support import upload
+
+    base, world = server
+    photo = synthetic_photos(tmp_path / "synth", 1, seed=8)[0]
+    api = world.api("a-staff")
+    sent = upload(api, photo, client_id="C-200", view="closeup")
+    assert sent.status_code == 201, sent.text
+    deadline = time.monotonic() + 120
+    while (job := api.get(f"/api/v1/jobs/{sent.json()['job']['id']}").json())["status"] != "done":
+        assert job["status"] != "failed" and time.monotonic() < deadline, job
+        time.sleep(0.3)
+    aid = job["assessment_id"]
+    state = world.api("a-reviewer").get(f"/api/v1/review/photos/{aid}").json()
+    W, H = state["width"], state["height"]
+    assert len(state["dots"]) >= 3
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"{page.url}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"{page.url}: {e}"))
+    _log_in(page, base, "a-reviewer")
+    page.goto(f"{base}/clients/{sent.json()['client_id']}")
+    page.click(f'a[href="/review/photo/{aid}"]')
+    page.wait_for_selector("#review[data-ready='1']")
+    review = page.locator("#review")
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        """Screen position of photo pixel (x, y) (pixel centres at integers)."""
+        box = page.locator("#photo").bounding_box()
+        return box["x"] + (x + 0.5) * box["width"] / W, box["y"] + (y + 0.5) * box["height"] / H
+
+    # keyboard: Tab and Shift+Tab move, c confirms, x rejects (each moves on to the next unreviewed dot)
+    first = review.get_attribute("data-selected")
+    page.keyboard.press("Tab")
+    assert review.get_attribute("data-selected") != first
+    page.keyboard.press("Shift+Tab")
+    assert review.get_attribute("data-selected") == first
+    page.keyboard.press("c")
+    _settled(page)
+    second = review.get_attribute("data-selected")
+    assert second != first
+    page.keyboard.press("x")
+    _settled(page)
+    # a missed dot: a, then a click where it is (zoomed in: clicks still land on photo pixels)
+    page.keyboard.press("+")
+    page.evaluate("document.getElementById('stage').scrollTo(0, 0)")
+    assert page.locator("#photo").bounding_box()["width"] > page.locator("#stage").bounding_box()["width"]
+    page.keyboard.press("a")
+    page.mouse.click(*at(100, 80))
+    _settled(page)
+    page.keyboard.press("Escape")
+    page.keyboard.press("0")
+    # hair painted with the brush by a mouse drag; a scalp stroke painted by mistake, taken back with Ctrl+Z
+    page.keyboard.press("h")
+    page.mouse.move(*at(200, 150))
+    page.mouse.down()
+    page.mouse.move(*at(300, 150), steps=12)
+    page.mouse.up()
+    _settled(page)
+    # background: a polygon (g, three corners, Enter)
+    page.keyboard.press("b")
+    page.keyboard.press("g")
+    for x, y in ((400, 350), (600, 350), (600, 450)):
+        page.mouse.click(*at(x, y))
+    page.keyboard.press("Enter")
+    _settled(page)
+    assert "background polygon" in page.inner_text("#undo")
+    page.keyboard.press("s")
+    page.mouse.move(*at(200, 300))
+    page.mouse.down()
+    page.mouse.move(*at(320, 300), steps=8)
+    page.mouse.up()
+    _settled(page)
+    assert "scalp brush stroke" in page.inner_text("#undo")
+    page.keyboard.press("Control+z")
+    _settled(page)
+    assert "background polygon" in page.inner_text("#undo")
+    page.keyboard.press("Escape")
+    page.keyboard.press("d")
+    _settled(page)
+    assert "marked done by a-reviewer" in page.inner_text("#done-state")
+    assert page.inner_text("#message").startswith("Marked done")
+    page.evaluate("window.scrollTo(0, 0)")
+    _shot(page, "09-photo-review")
+
+    # the export holds exactly those acts
+    page.goto(f"{base}/review/export")
+    with page.expect_download() as info:
+        page.click("#export-button")
+    target = tmp_path / info.value.suggested_filename
+    info.value.save_as(str(target))
+    archive = zipfile.ZipFile(io.BytesIO(target.read_bytes()))
+    archive.extractall(tmp_path / "export")
+    folder = next((tmp_path / "export").glob(f"*/{sent.json()['sha256'][:16]}"))
+    manifest = pd.read_csv(folder.parent / "manifest.csv", keep_default_na=False)
+    row = manifest[manifest["image"].str.startswith(folder.name)].iloc[0]
+    assert row["dots"] == f"{folder.name}/dots.csv", "marked done: the dots teach"
+    by_id = {d["id"]: d for d in state["dots"]}
+    dots = pd.read_csv(folder / "dots.csv")
+    human = dots[dots["visible"]]
+    assert sorted(human["review"]) == ["added", "confirmed"]
+    assert human.loc[human["review"] == "confirmed", "dot_id"].tolist() == [by_id[int(first)]["index"]]
+    added = human[human["review"] == "added"].iloc[0]
+    assert abs(added["x"] - 100) < 1 and abs(added["y"] - 80) < 1
+    assert set(dots.loc[~dots["visible"], "review"]) == {"unreviewed"}
+    assert len(dots) == len(state["dots"]), "every detection but the rejected one, and the added dot"
+    assert pd.read_csv(folder / "rejected.csv")["dot_id"].tolist() == [by_id[int(second)]["index"]]
+    mask = cv2.imread(str(folder / "mask.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (H, W)
+    assert mask[150, 200] == 2 and mask[150, 250] == 2 and mask[150, 300] == 2, "the hair stroke"
+    assert mask[300, 250] == 255, "the undone scalp stroke"
+    painted = np.argwhere(mask != 255)
+    assert mask[420, 580] == 0 and mask[360, 410] == 255, "the background triangle"
+    assert set(np.unique(mask)) == {0, 2, 255} and painted[:, 0].min() > 130 and painted[:, 0].max() < 452
+    context.close()
+    assert not problems, problems
