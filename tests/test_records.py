@@ -119,6 +119,37 @@ def test_migration_head_matches_the_models(env):
     assert _migration_diff(records.engine) == []
 
 
+def test_review_decisions_of_an_older_database_survive_the_photo_review_migration(tmp_path):
+    """0002 -> 0003 (the photo review page's acts) keeps the decisions made before, none undone; and back."""
+    from alembic import command
+
+    engine = records_db.make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    with engine.begin() as conn:
+        command.upgrade(records_db._alembic_config(conn), "0002")
+        conn.exec_driver_sql("INSERT INTO clients (clinic_id, external_id, created_at) VALUES (1, 'C', '2026-01-01')")
+        conn.exec_driver_sql("INSERT INTO photos (sha256, stored_path, original_name, width, height, bytes, created_at)"
+                             " VALUES ('ab', 'photos/ab.jpg', 'a.jpg', 10, 10, 1, '2026-01-01')")
+        conn.exec_driver_sql("INSERT INTO assessments (photo_id, model_name, model_version, model_key, config_hash,"
+                             " schema, dot_count, metrics, calibration, quality, warnings, timings, created_at)"
+                             " VALUES (1, 'm', '1', 'm@1', 'h', 's', 1, '{}', '{}', '{}', '[]', '{}', '2026-01-01')")
+        conn.exec_driver_sql("INSERT INTO dots (assessment_id, dot_index, x, y, blue_shift, faded, spread)"
+                             " VALUES (1, 0, 1.0, 2.0, 0, 0, 0)")
+        conn.exec_driver_sql("INSERT INTO review_decisions (dot_id, decision, reviewer, created_at)"
+                             " VALUES (1, 'reject', 'ann', '2026-01-02')")
+    with engine.begin() as conn:
+        command.upgrade(records_db._alembic_config(conn), "0003")
+        assert conn.exec_driver_sql("SELECT decision, reviewer, undone_at FROM review_decisions").all() == [
+            ("reject", "ann", None)]
+        conn.exec_driver_sql("INSERT INTO review_done_marks (assessment_id, reviewer, created_at)"
+                             " VALUES (1, 'ann', '2026-01-03')")
+    assert _migration_diff(engine) == []
+    with engine.begin() as conn:
+        command.downgrade(records_db._alembic_config(conn), "0002")
+        assert conn.exec_driver_sql("SELECT count(*) FROM review_decisions").scalar() == 1
+        assert "review_done_marks" not in sa.inspect(conn).get_table_names()
+    engine.dispose()
+
+
 def test_default_url_and_postgres_driver(monkeypatch, tmp_path):
     assert records_db.default_url({}) == f"sqlite:///{Path('smp-data') / 'records.db'}"
     assert records_db.default_url({"SMP_HOME": "/data/smp"}) == "sqlite:////data/smp/records.db"
