@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from pipeline.records.review import MAX_SHAPE_POINTS, Act
-from pipeline.records.schema import AddedDot, Assessment, DoneMark, Dot, ReviewDecision, ReviewShape, User
+from pipeline.records.schema import AddedDot, Assessment, DoneMark, Dot, Job, ReviewDecision, ReviewShape, User
 from pipeline.web.export import paint_mask
 from web_support import dispose, make_world, synthetic_photos, upload
 
@@ -101,6 +101,9 @@ def test_the_page_shows_the_photo_and_every_dot(clean):
     assert f'href="/review/photo/{aid}#dot-' in reviewer.get("/review?date_from=2026-03-01&date_to=2026-03-01").text
     assert f'href="/review/photo/{aid}"' in reviewer.get(f"/clients/{world.clients[0]}").text
     assert f'href="/review/photo/{aid}"' not in world.login("a-staff").get(f"/clients/{world.clients[0]}").text
+    with world.ctx.records.session() as s:
+        job_id = s.scalar(sa.select(Job.id).where(Job.assessment_id == aid))
+    assert f'href="/review/photo/{aid}"' in reviewer.get(f"/jobs/{job_id}").text
     assert world.login("root").get(f"/review/photo/{aid}").status_code == 200
 
 
@@ -249,6 +252,7 @@ def test_undo_takes_back_only_the_callers_own_act_and_hides_a_decision_everywher
      "point 1 (1e+06, 1) is outside"),
     ("shapes", {"label": "hair", "kind": "brush", "points": [[1, 1, 1]], "radius_px": 2}, 422, "[x, y] pair"),
     ("decisions", {"dot_id": "first", "decision": "accept"}, 422, "dot_id"),
+    ("decisions", {"dot_id": 10**30, "decision": "accept"}, 422, "dot_id"),
     ("decisions", {"dot_id": 999_999, "decision": "accept"}, 404, "no dot"),
     ("decisions", {"decision": "relabel", "dot_id": 0}, 422, "decision must be one of accept, reject"),
 ])

@@ -193,7 +193,7 @@ def photo_review_api() -> APIRouter:
         """Confirm (``accept``) or reject (``reject``) a detected dot: ``{"dot_id": 12, "decision": "accept"}``."""
         def make(body: dict[str, Any]) -> Any:
             dot_id = body.get("dot_id")
-            if isinstance(dot_id, bool) or not isinstance(dot_id, int):
+            if isinstance(dot_id, bool) or not isinstance(dot_id, int) or not 0 < dot_id < 2**63:
                 raise BadRequest(422, "dot_id must be the id of a dot of this photo")
             return lambda s, a, photo, who, now: decide_dot(s, a.id, dot_id, body.get("decision"), who, now)
 
