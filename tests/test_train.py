@@ -394,6 +394,8 @@ def test_evaluate_compares_models_on_datasets_in_one_mlflow_run(tiny_data, tmp_p
     out = tmp_path / "cmp"
     assert smp(["evaluate", "--model", str(DEFAULT_WEIGHTS), "--model", str(other), "--data", str(tiny_data),
                 "--data", str(tiny_data), "--split", "train", "--out", str(out), "--overlays", "0"]) == 0
+    assert smp(["evaluate", "--data", str(tiny_data), "--data", str(tiny_data), "--split", "train", "--split", "val",
+                "--split", "test", "--no-mlflow"]) == 2  # three splits for two datasets
     table = pd.read_csv(out / "comparison.csv")
     assert len(table) == 4 and set(table["model"]) == {str(DEFAULT_WEIGHTS), str(other)}
     assert table["score"].nunique() == 1  # the same weights on the same photos score the same

@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="model file or models:/NAME@ALIAS (default: the bundled model); repeatable")
     p.add_argument("--data", required=True, type=Path, action="append",
                    help="manifest.csv of labelled photos; repeatable")
-    p.add_argument("--split", default=None, help="only rows of this split (train, val, test)")
+    p.add_argument("--split", action="append", default=[], choices=("train", "val", "test"),
+                   help="only rows of this split; once for every --data, or once per --data in their order")
     p.add_argument("--out", type=Path, default=Path("evaluation"), help="output folder (default ./evaluation)")
     p.add_argument("--match-radius-mm", type=float, default=0.1, help="dot match radius in mm (default 0.1)")
     p.add_argument("--threshold", type=float, default=0.3, help="dot score threshold (default 0.3)")
@@ -70,17 +71,22 @@ def run(args: argparse.Namespace) -> int:
         err = exc.errors()[0]
         raise ConfigError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
     refs = list(args.model) or [None]
+    if len(args.split) > 1 and len(args.split) != len(args.data):
+        raise UserError(f"--split given {len(args.split)} times for {len(args.data)} --data: give it once "
+                        "(every dataset) or once per --data")
+    splits = args.split if len(args.split) > 1 else [args.split[0] if args.split else None] * len(args.data)
     try:
-        manifests = [read_manifest(d, split=args.split) for d in args.data]
+        manifests = [read_manifest(d, split=sp) for d, sp in zip(args.data, splits)]
         models = [_load(ref, args.device) for ref in refs]
     except (ManifestError, CheckpointError) as exc:
         raise UserError(str(exc)) from None
-    for d, m in zip(args.data, manifests):
+    for d, m, sp in zip(args.data, manifests, splits):
         if len(m) == 0:
-            raise UserError(f"{d}: no rows{f' in split {args.split!r}' if args.split else ''}")
+            raise UserError(f"{d}: no rows{f' in split {sp!r}' if sp else ''}")
     if len(models) == 1 and len(manifests) == 1:  # one pair: the report directly in OUT (as ever)
-        return _one(args, refs[0], models[0], args.data[0], manifests[0], settings, args.out, parent=False)[0]
-    return _many(args, refs, models, manifests, settings)
+        return _one(args, refs[0], models[0], args.data[0], splits[0], manifests[0], settings, args.out,
+                    parent=False)[0]
+    return _many(args, refs, models, splits, manifests, settings)
 
 
 def _load(ref: str | None, device: str):
@@ -91,7 +97,7 @@ def _load(ref: str | None, device: str):
     return load_model(resolve_model(ref) if ref else default_model_path(), device=device)
 
 
-def _one(args, ref, loaded, data: Path, manifest, settings, out: Path, *,
+def _one(args, ref, loaded, data: Path, split: str | None, manifest, settings, out: Path, *,
          parent: bool) -> tuple[int, dict, float]:
     """Score one model on one manifest into ``out``; (exit code, summary, selection score)."""
     from tqdm import tqdm
@@ -113,7 +119,7 @@ def _one(args, ref, loaded, data: Path, manifest, settings, out: Path, *,
             mlflow.set_experiment("smp-segmenter-evaluate")
         with mlflow.start_run(run_name=f"evaluate {Path(data).parent.name}", nested=parent):
             mlflow.log_params({"model": str(ref or loaded.path), "model_sha256": loaded.sha256,
-                               "data": str(data), "split": str(args.split),
+                               "data": str(data), "split": str(split),
                                "match_radius_mm": args.match_radius_mm, "threshold": args.threshold})
             mlflow.log_metrics({k: float(v) for k, v in ev.summary.items() if v == v})
             mlflow.log_metric("score", score)
@@ -129,7 +135,7 @@ def _one(args, ref, loaded, data: Path, manifest, settings, out: Path, *,
     return 1 if ev.failures else 0, ev.summary, score
 
 
-def _many(args, refs, models, manifests, settings) -> int:
+def _many(args, refs, models, splits, manifests, settings) -> int:
     import pandas as pd
 
     from models.registry import tracking_uri
@@ -137,7 +143,8 @@ def _many(args, refs, models, manifests, settings) -> int:
     model_names: set[str] = set()
     data_names: set[str] = set()
     m_labels = [_label(str(r or "bundled").replace("models:/", ""), model_names) for r in refs]
-    d_labels = [_label(Path(d).parent.name or Path(d).stem, data_names) for d in args.data]
+    d_labels = [_label((Path(d).parent.name or Path(d).stem) + (f"-{sp}" if sp else ""), data_names)
+                for d, sp in zip(args.data, splits)]
     rows, rc = [], 0
     ctx = None
     if not args.no_mlflow:
@@ -148,12 +155,12 @@ def _many(args, refs, models, manifests, settings) -> int:
         ctx = mlflow.start_run(run_name=f"compare {len(refs)} model(s) on {len(manifests)} dataset(s)")
     try:
         for ref, loaded, ml in zip(refs, models, m_labels):
-            for data, manifest, dl in zip(args.data, manifests, d_labels):
-                one_rc, summary, score = _one(args, ref, loaded, data, manifest, settings, args.out / ml / dl,
-                                              parent=ctx is not None)
+            for data, split, manifest, dl in zip(args.data, splits, manifests, d_labels):
+                one_rc, summary, score = _one(args, ref, loaded, data, split, manifest, settings,
+                                              args.out / ml / dl, parent=ctx is not None)
                 rc = rc or one_rc
                 rows.append({"model": str(ref or loaded.path), "model_sha256": loaded.sha256[:12], "data": str(data),
-                             "score": score, **{k: summary.get(k) for k in SUMMARY_KEYS}})
+                             "split": split or "all", "score": score, **{k: summary.get(k) for k in SUMMARY_KEYS}})
         table = pd.DataFrame(rows)
         args.out.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.out / "comparison.csv", index=False, float_format="%.4f")
@@ -168,7 +175,7 @@ def _many(args, refs, models, manifests, settings) -> int:
             import mlflow
 
             mlflow.end_run()
-    shown = table[["model", "data", "n_images", "miou_scalp_hair", "dot_f1", "score"]]
+    shown = table[["model", "data", "split", "n_images", "miou_scalp_hair", "dot_f1", "score"]]
     print(shown.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     print(f"wrote {args.out / 'comparison.csv'} and one folder per model and dataset")
     return rc
