@@ -133,3 +133,19 @@ def test_latest_photo_report_names_its_visit_and_agrees_on_show_through(demo):
                      f"{day.day} {day.strftime('%b')} {day.year}, {last['kind']}")
     doc = json.loads(next((demo["out"] / "assess" / last["folder"]).glob("*/assessment.json")).read_text())
     assert doc["metrics"]["show_through"] == pytest.approx(last["metrics"]["show_through"], abs=0.05)
+
+
+def test_the_demo_leaves_its_mlflow_runs(demo):
+    """`make demo` records the champion's evaluation (the bundled model, registered first in the demo's own
+    store) and the assessments beside their truth, in demo-out/mlflow.db."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{(demo['out'] / 'mlflow.db').resolve()}")
+    champion = client.get_model_version_by_alias("smp-segmenter", "champion")
+    assert str(champion.version) == "1" and champion.tags["source"] == "bundled"
+    (evaluation,) = client.search_runs([client.get_experiment_by_name("smp-segmenter-evaluate").experiment_id])
+    assert evaluation.data.metrics["n_images"] == len(demo["visits"])
+    (assessments,) = client.search_runs([client.get_experiment_by_name("smp-demo").experiment_id])
+    history = client.get_metric_history(assessments.info.run_id, "true_dot_count")
+    assert [m.value for m in sorted(history, key=lambda m: m.step)] == \
+        [float(v["metrics"]["dot_count"]) for v in demo["series"]["visits"]]
