@@ -35,7 +35,8 @@ from .settings import ThrottleSettings
 __all__ = [
     "AuthError", "Principal", "check_password_strength", "create_user", "csrf_matches", "csrf_token",
     "hash_password", "issue_token", "login_csrf_token", "normalise_username", "open_session", "close_session",
-    "revoke_token", "session_principal", "set_password", "throttle_failure", "throttle_success", "throttle_wait",
+    "revoke_token", "session_principal", "set_password", "throttle_attempt", "throttle_failure", "throttle_success",
+    "throttle_wait", "account_key",
     "token_principal", "touch_token", "verify_password", "authenticate_password",
 ]
 
@@ -117,14 +118,37 @@ def _dummy_hash() -> str:
     return _DUMMY_HASH[0]
 
 
+#: A password needs at least this many different characters ("aaaaaaaaaa" and "abababab12" are refused).
+MIN_DISTINCT = 5
+
+
+#: Sequences a password must not be a piece of (forwards or backwards): digits round the clock, the
+#: alphabet, the keyboard's rows.
+_RUNS = ("01234567890123456789", "abcdefghijklmnopqrstuvwxyz", "qwertyuiopasdfghjklzxcvbnm")
+
+
+def _is_run(text: str) -> bool:
+    """One character repeated, or a straight run ("aaaa", "1234567890", "zyxwv", "qwertyuiop")."""
+    if len(set(text)) <= 1:
+        return True
+    return any(text in run or text in run[::-1] for run in _RUNS)
+
+
 def check_password_strength(password: str, username: str = "") -> None:
-    """Refuse passwords that are too short or too long, or that are the username."""
+    """The password policy of every role: long enough (and not too long), not one character or a straight
+    run, at least :data:`MIN_DISTINCT` different characters, and not containing the user name."""
     if len(password) < MIN_PASSWORD:
         raise AuthError(f"password too short: use at least {MIN_PASSWORD} characters")
     if len(password) > MAX_PASSWORD:
         raise AuthError(f"password too long: at most {MAX_PASSWORD} characters")
-    if username and password.strip().lower() == username.strip().lower():
-        raise AuthError("password must not be the username")
+    folded = password.strip().lower()
+    if _is_run(folded):
+        raise AuthError("password is one character repeated or a straight run (like 1234567890): choose another")
+    if len(set(folded)) < MIN_DISTINCT:
+        raise AuthError(f"password has too few different characters: use at least {MIN_DISTINCT}")
+    name = username.strip().lower()
+    if name and (folded == name or (len(name) >= 3 and name in folded)):
+        raise AuthError("password must not contain the user name")
 
 
 def normalise_username(text: str) -> str:
@@ -294,29 +318,53 @@ def authenticate_password(session: Session, username: str, password: str) -> Use
 
 # --------------------------------------------------------------------------- login throttling
 
+ACCOUNT_PREFIX = "account|"
+
+
 def throttle_key(username: str, address: str) -> str:
     return f"{username.strip().lower()[:200]}|{address[:100]}"
 
 
-def throttle_wait(session: Session, key: str, now: datetime, cfg: ThrottleSettings) -> float:
-    """Seconds before ``key`` may try to log in again (0: now)."""
-    row = session.scalar(sa.select(LoginThrottle).where(LoginThrottle.key == key))
+def account_key(username: str) -> str:
+    """The key of an account's failures from every address."""
+    return f"{ACCOUNT_PREFIX}{username.strip().lower()[:200]}"
+
+
+def _limits(key: str, cfg: ThrottleSettings) -> tuple[int, int]:
+    """(free failures, lockout failures) of ``key``."""
+    if key.startswith(ACCOUNT_PREFIX):
+        return cfg.account_free_failures, cfg.account_lockout_failures
+    return cfg.free_failures, cfg.lockout_failures
+
+
+def _row_wait(row: LoginThrottle | None, now: datetime, cfg: ThrottleSettings) -> float:
     if row is None:
         return 0.0
     if row.locked_until is not None and row.locked_until > now:
         return (row.locked_until - now).total_seconds()
     if (now - row.last_failure_at).total_seconds() >= cfg.forget_after_s:
         return 0.0
-    if row.failures < cfg.free_failures:
+    free, _ = _limits(row.key, cfg)
+    if row.failures < free:
         return 0.0
-    delay = min(cfg.max_delay_s, cfg.base_delay_s * 2 ** (row.failures - cfg.free_failures))
+    delay = min(cfg.max_delay_s, cfg.base_delay_s * 2 ** (row.failures - free))
     ready = row.last_failure_at + timedelta(seconds=delay)
     return max(0.0, (ready - now).total_seconds())
 
 
-def throttle_failure(session: Session, key: str, now: datetime, cfg: ThrottleSettings) -> int:
-    """Count a failed login of ``key``; returns its failures so far. Locks it at ``lockout_failures``."""
-    row = session.scalar(sa.select(LoginThrottle).where(LoginThrottle.key == key))
+def _rows(session: Session, keys: list[str], *, lock: bool) -> dict[str, LoginThrottle]:
+    stmt = sa.select(LoginThrottle).where(LoginThrottle.key.in_(keys))
+    if lock:  # PostgreSQL: the rows stay locked until the transaction ends (SQLite: BEGIN IMMEDIATE already)
+        stmt = stmt.with_for_update()
+    return {r.key: r for r in session.scalars(stmt)}
+
+
+def throttle_wait(session: Session, key: str, now: datetime, cfg: ThrottleSettings) -> float:
+    """Seconds before ``key`` may try to log in again (0: now)."""
+    return _row_wait(_rows(session, [key], lock=False).get(key), now, cfg)
+
+
+def _count(session: Session, key: str, row: LoginThrottle | None, now: datetime, cfg: ThrottleSettings) -> int:
     if row is None:
         row = LoginThrottle(key=key, failures=0, last_failure_at=now)
         session.add(row)
@@ -324,11 +372,45 @@ def throttle_failure(session: Session, key: str, now: datetime, cfg: ThrottleSet
         row.failures, row.locked_until = 0, None
     row.failures += 1
     row.last_failure_at = now
-    if row.failures >= cfg.lockout_failures:
+    if row.failures >= _limits(key, cfg)[1]:
         row.locked_until = now + timedelta(seconds=cfg.lockout_s)
-    session.flush()
     return row.failures
 
 
-def throttle_success(session: Session, key: str) -> None:
-    session.execute(sa.delete(LoginThrottle).where(LoginThrottle.key == key))
+def throttle_attempt(session: Session, username: str, address: str, now: datetime, cfg: ThrottleSettings) -> float:
+    """Admit one login attempt, or say how long to wait. Call in a write transaction, before the password
+    is checked: an admitted attempt is already counted as a failure of its keys (the username from this
+    address, and the account from every address when it exists), so concurrent attempts cannot all pass one
+    reading of the counts; :func:`throttle_success` clears the keys when the password was right.
+    Rows quiet for ``forget_after_s`` (and not locked) are deleted on the way."""
+    forget = now - timedelta(seconds=cfg.forget_after_s)
+    session.execute(sa.delete(LoginThrottle).where(
+        LoginThrottle.last_failure_at < forget,
+        sa.or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until < now)))
+    keys = [throttle_key(username, address)]
+    try:
+        name = normalise_username(username)
+    except AuthError:
+        name = None
+    if name is not None and session.scalar(sa.select(User.id).where(User.username == name)) is not None:
+        keys.append(account_key(name))
+    rows = _rows(session, keys, lock=True)
+    wait = max(_row_wait(rows.get(k), now, cfg) for k in keys)
+    if wait > 0:
+        return wait
+    for k in keys:
+        _count(session, k, rows.get(k), now, cfg)
+    session.flush()
+    return 0.0
+
+
+def throttle_failure(session: Session, key: str, now: datetime, cfg: ThrottleSettings) -> int:
+    """Count a failed login of ``key``; returns its failures so far. Locks it at its lockout count."""
+    row = _rows(session, [key], lock=True).get(key)
+    failures = _count(session, key, row, now, cfg)
+    session.flush()
+    return failures
+
+
+def throttle_success(session: Session, *keys: str) -> None:
+    session.execute(sa.delete(LoginThrottle).where(LoginThrottle.key.in_(keys)))

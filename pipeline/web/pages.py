@@ -26,8 +26,8 @@ from ..records.schema import (
 from ..records.review import act_time
 from ..subject import Subject
 from .auth import (
-    AuthError, Principal, authenticate_password, close_session, create_user, csrf_matches, issue_token,
-    login_csrf_token, open_session, revoke_token, throttle_failure, throttle_key, throttle_success, throttle_wait,
+    AuthError, Principal, account_key, authenticate_password, close_session, create_user, csrf_matches, issue_token,
+    login_csrf_token, open_session, revoke_token, throttle_attempt, throttle_key, throttle_success,
 )
 from .deps import (
     PRELOGIN_COOKIE, SESSION_COOKIE, context, current_principal, render, require_roles, require_user,
@@ -80,19 +80,22 @@ def public_router(settings: WebSettings) -> APIRouter:
             return _login_form(request, next, "The login form expired: please try again.", 403)
         now = ctx.now()
         address = request.client.host if request.client else "unknown"
-        key = throttle_key(username, address)
-        with ctx.records.session(read_only=True) as s:
-            wait = throttle_wait(s, key, now, ctx.settings.throttle)
+        # the attempt is counted (as a failure until the password proves right) in the transaction that
+        # read the counts: 40 posts at once cannot all pass one reading of them
+        with ctx.records.transaction() as s:
+            wait = throttle_attempt(s, username, address, now, ctx.settings.throttle)
         if wait > 0:
             seconds = int(wait) + 1
             return _login_form(request, next, f"Too many failed logins. Try again in {seconds} s.", 429,
                                {"Retry-After": str(seconds)})
-        with ctx.records.transaction() as s:
-            user = authenticate_password(s, username, password)
-            if user is None:
-                throttle_failure(s, key, now, ctx.settings.throttle)
-            else:
-                throttle_success(s, key)
+        with ctx.records.session(read_only=True) as s:
+            found = authenticate_password(s, username, password)
+            user_id = found.id if found is not None else None
+        user = None
+        if user_id is not None:
+            with ctx.records.transaction() as s:
+                user = s.get(User, user_id)
+                throttle_success(s, throttle_key(username, address), account_key(user.username))
                 user.last_login_at = now
                 token = open_session(s, user.id, now, ctx.settings.session_lifetime_s)
         if user is None:

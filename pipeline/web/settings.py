@@ -26,13 +26,18 @@ _SECRET_BYTES = 32
 
 @dataclass(frozen=True)
 class ThrottleSettings:
-    """Failed logins per username and client address.
+    """Failed logins per username and client address, and per account from any address.
 
     The first ``free_failures`` cost nothing; after that each attempt must wait
     ``base_delay_s * 2 ** (failures - free_failures)`` (at most ``max_delay_s``) after
     the last failure; ``lockout_failures`` failures lock the key for ``lockout_s``
-    (another failure after that locks it again). A success clears the key; a key
-    quiet for ``forget_after_s`` starts again from zero.
+    (another failure after that locks it again). An existing account counts every
+    address's failures too, under ``account_free_failures`` and
+    ``account_lockout_failures`` (larger: a user is not locked out by one attacker's
+    address alone, but a spread attack still meets a limit). A success clears the keys;
+    a key quiet for ``forget_after_s`` starts again from zero and its row is deleted.
+    An attempt is counted before its password is checked, in the transaction that read
+    the count, so concurrent attempts never check more passwords than the limits allow.
     """
 
     free_failures: int = 3
@@ -41,6 +46,16 @@ class ThrottleSettings:
     lockout_failures: int = 10
     lockout_s: float = 900.0
     forget_after_s: float = 86_400.0
+    account_free_failures: int = 10
+    account_lockout_failures: int = 30
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.free_failures < self.lockout_failures:
+            raise ValueError("throttle: free_failures must be below lockout_failures")
+        if not 0 <= self.account_free_failures < self.account_lockout_failures:
+            raise ValueError("throttle: account_free_failures must be below account_lockout_failures")
+        if min(self.base_delay_s, self.max_delay_s, self.lockout_s, self.forget_after_s) <= 0:
+            raise ValueError("throttle: delays, the lockout and forget_after_s must be positive")
 
 
 @dataclass(frozen=True)
