@@ -36,7 +36,7 @@ from .. import __version__
 from ..records import PhotoStore, open_records
 from .api import api_router, docs_router
 from .crops import CropMaker
-from .deps import AppContext, Forbidden, NotAuthenticated, render
+from .deps import AppContext, Forbidden, NotAuthenticated, StoredFileMissing, render
 from .jobs import JobRunner, PipelineAssessor
 from .pages import pages_router, public_router
 from .photo_review import photo_review_api, photo_review_pages
@@ -105,6 +105,40 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+def security_headers(nonce: str | None = None) -> dict[str, str]:
+    """The headers every response carries (scripts only with the page's ``nonce``; none without one)."""
+    scripts = f"'nonce-{nonce}'" if nonce else "'none'"
+    return {"Content-Security-Policy": (
+                f"default-src 'none'; script-src {scripts}; style-src 'self' 'unsafe-inline'; "
+                "img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; "
+                "frame-ancestors 'none'"),
+            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
+            "Cross-Origin-Opener-Policy": "same-origin", "Cache-Control": "no-store", "X-Frame-Options": "DENY"}
+
+
+#: The largest id the records can hold (a signed 64-bit integer); a path segment of digits beyond it names
+#: nothing, whatever the route.
+MAX_ID = 2 ** 63 - 1
+_DIGITS = re.compile(r"[0-9]+")
+
+
+class IdsInRange:
+    """A path with a number beyond any record id (``/clients/99999999999999999999``) is a 404 page before it
+    reaches a route: the database would refuse the number with an overflow, not a "not found"."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and any(
+                _DIGITS.fullmatch(part) and (len(part) > 19 or int(part) > MAX_ID)
+                for part in scope.get("path", "").split("/")):
+            request = Request(scope, receive)
+            await _error(request, 404, "not found")(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 class SecurityHeaders:
     """Adds the security headers; makes the page's CSP nonce (``request.state.csp_nonce``)."""
 
@@ -121,17 +155,10 @@ class SecurityHeaders:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                if "content-security-policy" not in headers:
-                    headers["Content-Security-Policy"] = (
-                        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'self' 'unsafe-inline'; "
-                        "img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; "
-                        "frame-ancestors 'none'")
-                headers.setdefault("X-Content-Type-Options", "nosniff")
-                headers.setdefault("Referrer-Policy", "same-origin")
-                headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-                headers.setdefault("Cache-Control", "no-store")
-                if "frame-ancestors 'self'" not in headers.get("content-security-policy", ""):
-                    headers.setdefault("X-Frame-Options", "DENY")
+                framed = "frame-ancestors 'self'" in headers.get("content-security-policy", "")
+                for name, value in security_headers(nonce).items():
+                    if not (name == "X-Frame-Options" and framed):
+                        headers.setdefault(name, value)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -174,6 +201,22 @@ def _install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             message = "not found"
         return _error(request, exc.status_code, message, dict(exc.headers or {}))
+
+    @app.exception_handler(StoredFileMissing)
+    async def missing_file(request: Request, exc: StoredFileMissing) -> Response:
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return _error(request, 404, f"The stored {exc.what} of this record is missing from the photo store. "
+                                    "Nothing else was changed; an administrator can restore it from a backup.")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # outside the security-headers middleware (Starlette answers 500s from its outermost layer): the
+        # headers are added here, and the page says no more than that it failed
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        response = _error(request, 500, "The server could not complete this request; it was logged.")
+        for name, value in security_headers().items():
+            response.headers.setdefault(name, value)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -238,5 +281,6 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, default=settings.max_form_bytes, limits=[  # type: ignore[arg-type]
         (re.compile(r"/api/v1/photos"), per_file),
         (re.compile(r"/clients/[^/]+/upload"), settings.max_files_per_upload * per_file)])
+    app.add_middleware(IdsInRange)  # type: ignore[arg-type]
     app.add_middleware(SecurityHeaders)  # type: ignore[arg-type]
     return app

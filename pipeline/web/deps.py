@@ -24,8 +24,9 @@ from .jobs import JobRunner
 from .settings import WebSettings
 
 __all__ = [
-    "AppContext", "Forbidden", "NotAuthenticated", "PRELOGIN_COOKIE", "SAFE_METHODS", "SESSION_COOKIE", "context",
-    "current_principal", "render", "require_roles", "require_user", "safe_next",
+    "AppContext", "Forbidden", "NotAuthenticated", "PRELOGIN_COOKIE", "SAFE_METHODS", "SESSION_COOKIE",
+    "StoredFileMissing", "context", "current_principal", "render", "require_roles", "require_user", "safe_next",
+    "stored_path",
 ]
 
 SESSION_COOKIE = "smp_session"
@@ -36,6 +37,23 @@ CSRF_HEADER = "x-csrf-token"
 
 class NotAuthenticated(Exception):
     """No valid session or token: pages redirect to the login, the API answers 401."""
+
+
+class StoredFileMissing(Exception):
+    """A record names a file the photo store no longer has (deleted or lost on disk): a clear 404 page,
+    never a traceback."""
+
+    def __init__(self, relpath: str, what: str = "photo") -> None:
+        super().__init__(f"{what} {relpath} is missing from the photo store")
+        self.relpath, self.what = relpath, what
+
+
+def stored_path(ctx: "AppContext", relpath: str, what: str = "photo") -> Path:
+    """The store's file of a record, or :class:`StoredFileMissing` when it is not on disk."""
+    path = ctx.store.path(relpath)
+    if not path.is_file():
+        raise StoredFileMissing(relpath, what)
+    return path
 
 
 class Forbidden(Exception):

@@ -30,7 +30,7 @@ from .auth import (
     login_csrf_token, open_session, revoke_token, throttle_attempt, throttle_key, throttle_success,
 )
 from .deps import (
-    PRELOGIN_COOKIE, SESSION_COOKIE, context, current_principal, render, require_roles, require_user,
+    PRELOGIN_COOKIE, SESSION_COOKIE, context, stored_path, current_principal, render, require_roles, require_user,
     safe_next,
 )
 from .export import FLAGS, RELABELS, export_reviews, latest_decisions, reviewed_assessment_ids, zip_folder
@@ -337,7 +337,7 @@ def pages_router(settings: WebSettings) -> APIRouter:
         ctx = context(request)
         with ctx.records.session(read_only=True) as s:
             dot, assessment, row = get_dot(s, p, dot_id)
-        data = ctx.crops.crop(ctx.store.path(row.photo.stored_path), assessment.id, dot.dot_index, dot.x, dot.y,
+        data = ctx.crops.crop(stored_path(ctx, row.photo.stored_path), assessment.id, dot.dot_index, dot.x, dot.y,
                               dot.diameter_px)
         return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 

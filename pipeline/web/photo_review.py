@@ -35,7 +35,7 @@ from ..records.review import (
 )
 from ..records.schema import MASK_LABELS, Dot, Region
 from .auth import Principal
-from .deps import context, render, require_roles, require_user
+from .deps import context, render, require_roles, require_user, stored_path
 from .export import FLAGS
 from .tenancy import get_assessment
 
@@ -139,7 +139,7 @@ def photo_review_pages() -> APIRouter:
         ctx = context(request)
         with ctx.records.session(read_only=True) as s:
             assessment, row = get_assessment(s, p, assessment_id)
-        data = ctx.crops.upright(ctx.store.path(row.photo.stored_path), assessment.id)
+        data = ctx.crops.upright(stored_path(ctx, row.photo.stored_path), assessment.id)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
     return router
