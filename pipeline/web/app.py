@@ -15,6 +15,7 @@ pages, the JSON API and its docs. Cross-cutting rules live here:
 from __future__ import annotations
 
 import logging
+import os
 import re
 import secrets
 from collections.abc import AsyncIterator
@@ -239,11 +240,20 @@ def _templates() -> Jinja2Templates:
     return Jinja2Templates(env=env)
 
 
+def keep_private(home: Path) -> None:
+    """Clinic data is for this server's user only: the data home is 0700 (so nothing under it is readable by
+    another user, whatever older files' modes are) and everything the server writes from now on is created
+    0600 / 0700 (the process's umask: records, photos, assessments, crops, exports)."""
+    os.umask(0o077)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    home.chmod(0o700)
+
+
 def create_app(settings: WebSettings | None = None) -> FastAPI:
     """The web app on the records and store of ``settings`` (defaults: the data home's)."""
     settings = settings or WebSettings()
     home = Path(settings.home)
-    home.mkdir(parents=True, exist_ok=True)
+    keep_private(home)
     records = open_records(settings.database_url())
     store = PhotoStore(settings.store_root())
     secret = settings.secret_key or load_or_create_secret(home)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from ..clean_copy import clean_photo_bytes
 from ..records import PhotoStore, Records
 from ..records.review import Act, PhotoActs, photo_acts
 from ..records.schema import (
@@ -53,7 +53,7 @@ from ..records.schema import (
 )
 
 __all__ = ["DOT_COLUMNS", "FLAGS", "RELABELS", "REJECTED_COLUMNS", "ExportResult", "dot_tables", "export_reviews",
-           "latest_decisions", "paint_mask", "provenance", "reviewed_assessment_ids", "zip_folder"]
+           "latest_decisions", "paint_mask", "provenance", "remove_old_exports", "reviewed_assessment_ids", "zip_folder"]
 
 #: Dot flags (docs/design.md).
 FLAGS = ("blue_shift", "faded", "spread")
@@ -81,6 +81,8 @@ class ExportResult:
     added: int = 0
     shapes: int = 0
     done: int = 0
+    missing: tuple[str, ...] = ()
+    """Photos left out because their stored file is gone from the photo store (sha256 prefixes)."""
 
 
 def latest_decisions(session: Any, dot_ids: list[int] | None = None) -> dict[int, ReviewDecision]:
@@ -231,15 +233,21 @@ def export_reviews(records: Records, store: PhotoStore, out: Path, *, clinic_id:
     out.mkdir(parents=True, exist_ok=False)
     rows: list[dict[str, Any]] = []
     totals = {"dots": 0, "decisions": 0, "added": 0, "shapes": 0, "done": 0}
+    missing: list[str] = []
     with records.session(read_only=True) as s:
         for assessment, photo, visit, client_id in _reviewed_assessments(s, clinic_id):
             dots = list(s.scalars(sa.select(Dot).where(Dot.assessment_id == assessment.id).order_by(Dot.dot_index)))
             acts = photo_acts(s, assessment.id)
+            src = store.path(photo.stored_path)
+            if not src.is_file():  # lost from the store: said in the result, the rest exported
+                missing.append(photo.sha256[:16])
+                continue
             item = out / photo.sha256[:16]
             item.mkdir()
-            src = store.path(photo.stored_path)
-            image = item / f"photo{src.suffix.lower()}"
-            shutil.copyfile(src, image)
+            # the photo without its metadata (camera serial, GPS, maker notes): lossless, orientation kept
+            data, ext = clean_photo_bytes(src.read_bytes())
+            image = item / f"photo{ext}"
+            image.write_bytes(data)
             table, rejected = dot_tables(dots, acts)
             table.to_csv(item / "dots.csv", index=False, float_format="%.4f")
             rejected.to_csv(item / "rejected.csv", index=False, float_format="%.4f")
@@ -260,7 +268,7 @@ def export_reviews(records: Records, store: PhotoStore, out: Path, *, clinic_id:
                          "visit": f"{visit.visit_date.isoformat()}_{visit.kind}"
                                   + (f"-{visit.session_number}" if visit.session_number else "")})
     manifest = write_manifest(rows, out)
-    return ExportResult(folder=out, manifest=manifest, photos=len(rows), **totals)
+    return ExportResult(folder=out, manifest=manifest, photos=len(rows), missing=tuple(missing), **totals)
 
 
 def zip_folder(folder: Path, dest: Path) -> Path:
@@ -272,3 +280,22 @@ def zip_folder(folder: Path, dest: Path) -> Path:
                 zf.write(path, f"{folder.name}/{path.relative_to(folder).as_posix()}")
     tmp.replace(dest)
     return dest
+
+
+def remove_old_exports(folder: Path, now: float, retention_s: float) -> list[Path]:
+    """Delete the exports in ``folder`` (zips and folders) older than ``retention_s`` seconds at ``now``
+    (seconds since the epoch): an export is removed once downloaded, and one whose download never finished
+    stays no longer than this. Returns what was removed."""
+    import shutil
+
+    removed = []
+    for path in sorted(folder.glob("review-*")) if folder.is_dir() else []:
+        try:
+            if now - path.stat().st_mtime <= retention_s:
+                continue
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            removed.append(path)
+        except FileNotFoundError:  # another request removed it first
+            continue
+    return removed
+

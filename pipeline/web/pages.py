@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -17,6 +19,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from sqlalchemy.exc import IntegrityError
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from ..records.schema import (
@@ -33,7 +36,9 @@ from .deps import (
     PRELOGIN_COOKIE, SESSION_COOKIE, context, stored_path, current_principal, render, require_roles, require_user,
     safe_next,
 )
-from .export import FLAGS, RELABELS, export_reviews, latest_decisions, reviewed_assessment_ids, zip_folder
+from .export import (
+    FLAGS, RELABELS, export_reviews, latest_decisions, remove_old_exports, reviewed_assessment_ids, zip_folder,
+)
 from .jobs import assessment_folder, enqueue_job, insert_ignore
 from .settings import WebSettings
 from .tenancy import (
@@ -365,11 +370,17 @@ def pages_router(settings: WebSettings) -> APIRouter:
         stamp = ctx.now().strftime("%Y%m%dT%H%M%SZ")
         name = f"review-{slug}-{stamp}-{secrets.token_hex(3)}"
         folder = ctx.home / "exports" / name
-        folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        remove_old_exports(folder.parent, time.time(), ctx.settings.export_retention_s)  # file times are real
         result = export_reviews(ctx.records, ctx.store, folder, clinic_id=clinic_id)
         archive = zip_folder(result.folder, folder.with_suffix(".zip"))
-        return FileResponse(archive, media_type="application/zip", filename=f"{name}.zip",
-                            headers={"X-Export-Photos": str(result.photos), "X-Export-Dots": str(result.dots)})
+        shutil.rmtree(result.folder, ignore_errors=True)  # the zip holds it
+        headers = {"X-Export-Photos": str(result.photos), "X-Export-Dots": str(result.dots)}
+        if result.missing:
+            headers["X-Export-Missing"] = ",".join(result.missing)
+        # the labels (clinic photos) stay on the server only until they are downloaded
+        return FileResponse(archive, media_type="application/zip", filename=f"{name}.zip", headers=headers,
+                            background=BackgroundTask(archive.unlink, missing_ok=True))
 
     @router.post("/review/{dot_id}")
     def review_dot(request: Request, dot_id: int, p: Principal = require_roles(*REVIEWERS),

@@ -81,6 +81,8 @@ class WebSettings:
     #: Bodies of requests that are not uploads (forms, JSON).
     max_form_bytes: int = 256 * 2**10
     session_lifetime_s: int = 12 * 3600
+    #: A label export is deleted once downloaded; one whose download never finished is deleted after this.
+    export_retention_s: float = 3600.0
     secure_cookies: bool = False
     throttle: ThrottleSettings = ThrottleSettings()
     assess_config: Path | None = None
