@@ -2,7 +2,9 @@
 
 Each subcommand lives in ``pipeline/commands/<name>.py`` and exposes
 ``register(subparsers)``, which adds its parser and sets ``func`` (a callable
-taking the parsed arguments and returning an exit code). Errors a user can fix
+taking the parsed arguments and returning an exit code). A subcommand that must
+not keep freed memory for reuse (``smp serve``) sets ``keep_freed_memory=False``
+among its defaults (:mod:`pipeline.runtime`). Errors a user can fix
 (bad config, missing file, bad input) are printed as one line and give exit 2.
 """
 from __future__ import annotations
@@ -41,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    reuse_freed_memory()
+    if getattr(args, "keep_freed_memory", True):
+        reuse_freed_memory()
     # MLflow's own progress lines (creating tables, experiments) are not the user's news (it reads this
     # when it is first imported, which is later and only by the commands that track)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")

@@ -11,6 +11,9 @@ its peak memory after a photo instead of returning it between photos.
 
 Called once by the ``smp`` command and by long-running workers; a library user
 may call it too. Elsewhere than glibc (macOS, musl, Windows) it does nothing.
+The clinic server (``smp serve``) is the exception: it lives for weeks between
+uploads of every size, so it calls :func:`return_freed_memory` instead, and only
+the short-lived child process that assesses one photo keeps freed memory.
 
 :func:`blas_threads` pins NumPy's BLAS to a number of threads for a block of
 work: how a matrix product is split between threads changes its rounding, so
@@ -25,30 +28,65 @@ import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["blas_threads", "reuse_freed_memory"]
+__all__ = ["blas_threads", "return_freed_memory", "reuse_freed_memory"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+#: glibc's own starting thresholds (128 KiB), here fixed rather than left to grow.
+_SMALL_THRESHOLD = 128 * 1024
 
 
-@functools.cache
 def reuse_freed_memory(mmap_threshold: int = 1 << 30, trim_threshold: int = (1 << 31) - 1) -> bool:
     """Keep freed blocks (up to ``mmap_threshold`` bytes each) in the heap for reuse.
 
     Returns True when the allocator accepted the settings, False where there is
     no glibc ``mallopt``. Idempotent.
     """
+    return _set_thresholds(mmap_threshold, trim_threshold)
+
+
+def return_freed_memory() -> bool:
+    """Give freed memory back to the system at once: every block of 128 KiB or more gets its own
+    mapping (unmapped when freed) and the heap is trimmed above 128 KiB of free space.
+
+    Undoes :func:`reuse_freed_memory`, and also switches off glibc's habit of raising
+    its thresholds after large blocks are freed (by default it keeps blocks up to 32 MiB
+    in the heap after the first such free), so a server's memory after a large photo
+    falls back to what it holds. Returns True when the allocator accepted the settings.
+    """
+    return _set_thresholds(_SMALL_THRESHOLD, _SMALL_THRESHOLD) and _trim()
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")
     if not name:
-        return False
+        return None
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
+
+
+def _set_thresholds(mmap_threshold: int, trim_threshold: int) -> bool:
+    libc = _libc()
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+
+
+def _trim() -> bool:
+    """Hand the heap's free memory back now (``malloc_trim``); True where glibc has it."""
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is None:
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    trim(0)
+    return True
 
 
 @functools.cache
