@@ -369,6 +369,28 @@ def _png_header(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+_PNG_METADATA_CHUNKS = frozenset({b"eXIf", b"tEXt", b"zTXt", b"iTXt"})
+
+
+def _png_metadata_after_pixels(data: bytes) -> bool:
+    """Whether a PNG may hold EXIF (an ``eXIf`` or text chunk) after its image data.
+
+    Walks the chunk list (lengths and names only, nothing inflated); a list that cannot be
+    walked to its end answers True, so that the full decode finds out what is wrong.
+    """
+    pos, seen_pixels = 8, False
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        if kind == b"IEND":
+            return False
+        seen_pixels = seen_pixels or kind == b"IDAT"
+        if seen_pixels and kind in _PNG_METADATA_CHUNKS:
+            return True
+        pos += 12 + length
+    return True
+
+
 # Pillow modes a photo may arrive in; 32-bit integer ("I") and float ("F")
 # scientific images and exotic colour spaces are refused before decoding.
 _ACCEPTED_MODES = frozenset(
@@ -413,10 +435,13 @@ def _decoder_errors(name: str, fmt: str) -> Iterator[None]:
 # Metadata
 
 
-def _read_exif(im: Image.Image) -> tuple[int, datetime | None]:
-    """(orientation 1-8, capture time) from the EXIF; broken EXIF means neither."""
+def _read_exif(im: Image.Image, load: bool = True) -> tuple[int, datetime | None]:
+    """(orientation 1-8, capture time) from the EXIF; broken EXIF means neither.
+
+    ``load=False``: only the EXIF already read with the header (a plugin that would decode
+    the image to find more is not asked to)."""
     try:
-        exif = im.getexif()
+        exif = im.getexif() if load else Image.Image.getexif(im)
         orientation = exif.get(_TAG_ORIENTATION, 1)
         sub = exif.get_ifd(_TAG_EXIF_IFD)
     except Exception:  # Corrupt EXIF must not cost the photo itself.
@@ -517,6 +542,10 @@ def _cv2_orients(fmt: str) -> bool:
     return decoded is not None and decoded.shape[:2] == (2, 1)
 
 
+#: Samples converted from 16 to 8 bits at a time (4 MiB of 8-bit output).
+_BAND_SAMPLES = 1 << 22
+
+
 def _decode_16bit(
     data: bytes, size: tuple[int, int], grayscale: bool, orientation: int, name: str, fmt: str
 ) -> Image.Image:
@@ -530,19 +559,26 @@ def _decode_16bit(
         raise PhotoError(name, f"corrupt {fmt} data (decoders disagree about the image size)")
     if orientation != 1 and _cv2_orients(fmt):
         orientation = 1  # OpenCV already turned it upright
-    if decoded.dtype == np.uint16:
-        decoded = _U16_TO_U8[decoded]  # fancy indexing with uint16: exact rounding, new array
-    elif decoded.dtype != np.uint8:
+    if decoded.dtype not in (np.uint16, np.uint8):
         raise PhotoError(name, f"{decoded.dtype} samples are not supported")
     channels = 1 if decoded.ndim == 2 else decoded.shape[2]
     if channels == 3:
-        decoded = decoded[..., ::-1]  # BGR -> RGB
+        decoded = decoded[..., ::-1]  # BGR -> RGB (a view)
     elif channels == 4:
         decoded = decoded[..., [0, 3]] if grayscale else decoded[..., [2, 1, 0, 3]]
     elif channels not in (1, 2):
         raise PhotoError(name, f"{channels}-channel images are not supported")
-    # Image.fromarray makes the one contiguous copy the orientation view needs.
-    return Image.fromarray(np.ascontiguousarray(_orient_array(decoded, orientation)))
+    view = _orient_array(decoded, orientation)
+    # One 8-bit upright array, written in place: the channel order, the orientation and
+    # the exact rounding (a table lookup) in one pass, then the 16-bit samples are let go
+    # before Pillow copies the result, so the peak is that of an 8-bit decode.
+    eight = np.empty(view.shape, np.uint8)
+    band = max(1, _BAND_SAMPLES // max(1, view[0].size))  # rows at a time: small temporaries
+    for top in range(0, view.shape[0], band):
+        rows = view[top:top + band]
+        eight[top:top + band] = _U16_TO_U8[rows] if rows.dtype == np.uint16 else rows
+    del decoded, view, rows
+    return Image.fromarray(eight)
 
 
 def _decode(
@@ -556,10 +592,13 @@ def _decode(
             notes.append(f"file holds {n_frames} images; the first was used")
         if bit_depth == 16 and im.mode in _CV2_16BIT_MODES:
             # Pillow reduces 16-bit RGB(A) to 8 bits by truncation, so OpenCV
-            # decodes the samples and Pillow supplies only the metadata. For
-            # PNG, reading EXIF may make Pillow decode the file as well, which
-            # doubles as an integrity check; 16-bit photos are rare.
-            orientation, capture_time = _read_exif(im)
+            # decodes the samples and Pillow supplies only the metadata. Pillow
+            # decodes a whole PNG to look for EXIF after the pixels; when the
+            # chunk list shows there is none, that second decode (as large as
+            # the 8-bit photo, and most of the time) is skipped. OpenCV's own
+            # decode refuses truncated or corrupt data.
+            late = im.format == "PNG" and _png_metadata_after_pixels(data)
+            orientation, capture_time = _read_exif(im, load=im.format != "PNG" or late)
             return _decode_16bit(data, im.size, grayscale, orientation, name, im.format or "image"), capture_time
         im.load()
         # Read after load: some Pillow plugins (TIFF) turn the image upright
