@@ -321,6 +321,32 @@ def test_16bit_orientation_matches_pillow_for_8bit(tmp_path: Path, orientation: 
     assert (eight.width, eight.height) == ((3, 4) if orientation >= 5 else (4, 3))
 
 
+def _png_chunks(data: bytes) -> list[bytes]:
+    """A PNG's chunks, each whole (length, name, body, CRC)."""
+    out, pos = [], 8
+    while pos < len(data):
+        length = struct.unpack(">I", data[pos:pos + 4])[0]
+        out.append(data[pos:pos + 12 + length])
+        pos += 12 + length
+    return out
+
+
+@pytest.mark.parametrize("exif_after_pixels", [False, True])
+def test_16bit_png_exif_is_read_before_or_after_the_pixels(tmp_path: Path, exif_after_pixels: bool) -> None:
+    # without EXIF after the pixels, the header's is used and Pillow is not asked to decode the PNG as well
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000).save(buf, "PNG", exif=exif)
+    chunks = _png_chunks(buf.getvalue())
+    if exif_after_pixels:
+        moved = next(c for c in chunks if c[4:8] == b"eXIf")
+        chunks.remove(moved)
+        chunks.insert(len(chunks) - 1, moved)  # just before IEND
+    photo = read_photo_bytes(b"\x89PNG\r\n\x1a\n" + b"".join(chunks), "late.png")
+    assert photo.bit_depth == 16 and (photo.width, photo.height) == (3, 4)
+
+
 def test_16bit_tiff_orientation(tmp_path: Path) -> None:
     gray16 = np.zeros((3, 4), np.uint16)
     gray16[0, 0] = 65535  # top-left of the stored image
