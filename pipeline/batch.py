@@ -493,7 +493,8 @@ def store_in_records(frame: pd.DataFrame, items: Sequence[BatchItem], records: A
             for it, folder in members:
                 doc = json.loads((Path(folder) / "assessment.json").read_text())
                 dots = pd.read_csv(Path(folder) / "dots.csv")
-                added += store_assessment(session, doc["photo"]["sha256"], doc, dots).created
+                added += store_assessment(session, doc["photo"]["sha256"], doc, dots,
+                                          clinic=v["clinic"] or DEFAULT_CLINIC).created
     return added, problems
 
 

@@ -142,12 +142,78 @@ def test_review_decisions_of_an_older_database_survive_the_photo_review_migratio
             ("reject", "ann", None)]
         conn.exec_driver_sql("INSERT INTO review_done_marks (assessment_id, reviewer, created_at)"
                              " VALUES (1, 'ann', '2026-01-03')")
+    with records_db.migration_transaction(engine) as conn:
+        command.upgrade(records_db._alembic_config(conn), "head")
     assert _migration_diff(engine) == []
-    with engine.begin() as conn:
+    with records_db.migration_transaction(engine) as conn:
         command.downgrade(records_db._alembic_config(conn), "0002")
         assert conn.exec_driver_sql("SELECT count(*) FROM review_decisions").scalar() == 1
         assert "review_done_marks" not in sa.inspect(conn).get_table_names()
     engine.dispose()
+
+
+def test_photos_become_their_clinics_and_two_clinics_may_hold_the_same_bytes(tmp_path):
+    """0003 -> 0004: each photo gets its visit's clinic (one in no visit, the default clinic); afterwards
+    the same sha256 may be recorded once per clinic; going back is refused while two clinics share one."""
+    from alembic import command
+
+    engine = records_db.make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    with engine.begin() as conn:
+        command.upgrade(records_db._alembic_config(conn), "0003")
+        run = conn.exec_driver_sql
+        run("INSERT INTO clinics (id, slug, name, created_at) VALUES (7, 'north', 'North', '2026-01-01')")
+        run("INSERT INTO clients (id, clinic_id, external_id, created_at) VALUES (1, 7, 'C', '2026-01-01')")
+        run("INSERT INTO regions (id, client_id, name, created_at) VALUES (1, 1, 'crown', '2026-01-01')")
+        run("INSERT INTO visits (id, client_id, region_id, visit_date, kind, session_number, created_at)"
+            " VALUES (1, 1, 1, '2026-01-01', 'baseline', 0, '2026-01-01')")
+        for photo_id, sha in ((1, "a" * 64), (2, "b" * 64)):
+            run("INSERT INTO photos (id, sha256, stored_path, original_name, width, height, bytes, created_at)"
+                f" VALUES ({photo_id}, '{sha}', 'photos/{sha}.jpg', 'p.jpg', 10, 10, 1, '2026-01-01')")
+        run("INSERT INTO visit_photos (visit_id, photo_id, added_at) VALUES (1, 1, '2026-01-01')")
+    with records_db.migration_transaction(engine) as conn:
+        command.upgrade(records_db._alembic_config(conn), "0004")
+        default = conn.exec_driver_sql("SELECT id FROM clinics WHERE slug = 'default'").scalar()
+        assert conn.exec_driver_sql("SELECT id, clinic_id FROM photos ORDER BY id").all() == [(1, 7), (2, default)]
+    assert _migration_diff(engine) == []
+    with engine.begin() as conn:  # the same bytes in another clinic: allowed; twice in one clinic: not
+        conn.exec_driver_sql("INSERT INTO photos (clinic_id, sha256, stored_path, original_name, width, height,"
+                             f" bytes, created_at) VALUES (7, '{'b' * 64}', 'photos/b.jpg', 'p.jpg', 10, 10, 1,"
+                             " '2026-01-01')")
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO photos (clinic_id, sha256, stored_path, original_name, width, height,"
+                             f" bytes, created_at) VALUES (7, '{'a' * 64}', 'photos/a.jpg', 'p.jpg', 10, 10, 1,"
+                             " '2026-01-01')")
+    with pytest.raises(RuntimeError, match="1 photo.*more than one clinic"), \
+            records_db.migration_transaction(engine) as conn:
+        command.downgrade(records_db._alembic_config(conn), "0003")
+    with records_db.migration_transaction(engine) as conn:
+        conn.exec_driver_sql("DELETE FROM photos WHERE id = 3")
+        command.downgrade(records_db._alembic_config(conn), "0003")
+        assert "clinic_id" not in {c["name"] for c in sa.inspect(conn).get_columns("photos")}
+    engine.dispose()
+
+
+def test_the_same_bytes_are_a_new_photo_of_another_clinic(env):
+    """add_visit by two clinics with one file: two photos, one store file; within a clinic the old rule
+    stays (a photo already in another visit of the clinic is refused); assessments are stored per clinic."""
+    records, store, tmp = env
+    photos = make_photos(tmp / "in", 1)
+    kw = dict(region="crown", date="2026-01-01", kind="baseline", create_client=True)
+    first = add_visit(records, store, client="C", clinic="north", photos=[photos[0]], **kw)
+    second = add_visit(records, store, client="C", clinic="south", photos=[photos[0]], **kw)
+    assert first.added and second.added
+    with pytest.raises(IngestError, match="already in visit"):
+        add_visit(records, store, client="D", clinic="south", photos=[photos[0]], **kw)
+    with records.transaction() as s:
+        rows = s.execute(sa.select(Photo.id, Photo.sha256, Photo.stored_path)).all()
+        assert len(rows) == 2 and len({sha for _, sha, _ in rows}) == 1 and len({p for _, _, p in rows}) == 1
+        sha = rows[0][1]
+        stored = store_assessment(s, sha, fake_doc(sha), fake_dots(), clinic="south")
+        a = s.get(Assessment, stored.id)
+        assert a.photo_id == max(i for i, _, _ in rows)
+        with pytest.raises(LookupError, match="clinic 'west'"):
+            store_assessment(s, sha, fake_doc(sha), None, clinic="west")
+    assert len(store_files(store.root)) == 1
 
 
 def test_default_url_and_postgres_driver(monkeypatch, tmp_path):
@@ -286,15 +352,15 @@ def test_crash_mid_ingest_leaves_no_half_visit(env, monkeypatch, where):
 
         monkeypatch.setattr(PhotoStore, "put", put)
     else:  # the database fails after the photos were stored (while storing the last assessment)
-        real = ingest_module.store_assessment
+        real = ingest_module._store_assessment
 
-        def store_assessment(session, sha, doc, dots):
+        def store_assessment(session, photo_id, sha, doc, dots):
             calls.append(sha)
             if len(calls) == 3:
                 raise sa.exc.OperationalError("INSERT", {}, Exception("connection lost"))
-            return real(session, sha, doc, dots)
+            return real(session, photo_id, sha, doc, dots)
 
-        monkeypatch.setattr(ingest_module, "store_assessment", store_assessment)
+        monkeypatch.setattr(ingest_module, "_store_assessment", store_assessment)
     with pytest.raises((OSError, sa.exc.OperationalError)):
         add_visit(records, store, photos=photos, assess=fake_assessor(), **visit_args())
     assert counts(records) == before  # no visit, no photos, no assessments

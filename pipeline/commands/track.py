@@ -129,7 +129,7 @@ def _assess_missing(args: argparse.Namespace, records: Any, store: Any, clinic: 
             print(f"smp track: warning: {p.original_name}: not assessed: {exc}", file=sys.stderr)
             continue
         with records.transaction() as session:
-            store_assessment(session, p.photo_sha256, a.to_json(), a.dots)
+            store_assessment(session, p.photo_sha256, a.to_json(), a.dots, clinic=clinic)
 
 
 def _print_summary(h: Any, out: Path) -> None:

@@ -2,8 +2,9 @@
 
 A SQLite file by default (``<SMP_HOME or ./smp-data>/records.db``), PostgreSQL by
 URL (``--db`` / ``SMP_DATABASE_URL``); the schema is migrated with Alembic when
-opened. Photos live once each in a content-addressed store beside the database.
-Assessments are append-only and keyed by (photo sha256, model, config hash), so
+opened. A photo is a clinic's (identified by its sha256 within the clinic); its file
+lives once in a content-addressed store beside the database, whichever clinics hold it.
+Assessments are append-only and keyed by (photo, model, config hash), so
 re-running anything is idempotent and history is kept (docs/design.md, "Storage").
 
 Typical use::
@@ -17,7 +18,8 @@ from .db import Records, data_home, default_url, open_records, resolve_url
 from .ingest import (
     MANIFEST_COLUMNS, AssessmentLike, ClientSummary, ImportResult, IngestError, IngestResult, PhotoEntry, PhotoFile,
     Problem, StoredAssessment, VisitKey, add_visit, import_manifest, inspect_photo, list_clients, parse_date,
-    parse_kind, parse_region, read_manifest, record_review, store_assessment, store_dot_links, sweep_store,
+    parse_kind, parse_region, read_manifest, record_review, store_assessment, store_dot_links, store_photo_assessment,
+    sweep_store,
 )
 from .schema import DEFAULT_CLINIC, VISIT_KINDS, VIEWS
 from .store import PhotoStore, StoreError, StoredFile
@@ -28,5 +30,5 @@ __all__ = [
     "PhotoStore", "Problem", "Records", "StoreError", "StoredAssessment", "StoredFile", "VisitKey",
     "add_visit", "data_home", "default_url", "import_manifest", "inspect_photo", "list_clients", "open_records",
     "parse_date", "parse_kind", "parse_region", "read_manifest", "record_review", "resolve_url",
-    "store_assessment", "store_dot_links", "sweep_store",
+    "store_assessment", "store_dot_links", "store_photo_assessment", "sweep_store",
 ]

@@ -18,6 +18,12 @@ locked" when another process wrote in between, whatever the busy timeout; taking
 the write lock up front makes concurrent writers queue instead, which is what an
 ingest needs. Read-only sessions start a plain deferred ``BEGIN``, so readers
 never wait for a writer (WAL).
+
+Migrations run in one transaction (:func:`migration_transaction`). On SQLite a
+migration that changes a table other tables refer to rebuilds it (copy, drop,
+rename), which foreign keys would forbid; so foreign keys are switched off for
+that transaction only, and it commits only if ``PRAGMA foreign_key_check`` then
+finds every reference intact (SQLite's documented way to alter such a table).
 """
 from __future__ import annotations
 
@@ -38,7 +44,7 @@ from ..errors import UserError
 
 __all__ = [
     "DATABASE_URL_ENV", "HOME_ENV", "MIGRATIONS_DIR", "Records", "close_all", "current_revision", "data_home",
-    "default_url", "head_revision", "make_engine", "open_records", "resolve_url", "upgrade",
+    "default_url", "head_revision", "make_engine", "migration_transaction", "open_records", "resolve_url", "upgrade",
 ]
 
 DATABASE_URL_ENV = "SMP_DATABASE_URL"
@@ -154,6 +160,27 @@ def current_revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
+@contextmanager
+def migration_transaction(engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction to change the schema in (see the module docstring)."""
+    with engine.connect() as conn:
+        sqlite_db = conn.dialect.name == "sqlite"
+        raw = conn.connection.dbapi_connection if sqlite_db else None
+        if raw is not None:
+            raw.execute("PRAGMA foreign_keys = OFF")  # takes effect only outside a transaction
+        try:
+            with conn.begin():
+                yield conn
+                if sqlite_db:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise UserError(f"the records migration would leave {len(broken)} broken reference(s) "
+                                        f"(first in table {broken[0][0]!r}); nothing was changed")
+        finally:
+            if raw is not None:
+                raw.execute("PRAGMA foreign_keys = ON")
+
+
 def upgrade(engine: Engine) -> None:
     """Migrate the database to the newest revision, in one transaction.
 
@@ -175,7 +202,7 @@ def upgrade(engine: Engine) -> None:
     except CommandError:
         raise UserError(f"the records database is at schema revision {current!r}, which this version of "
                         "smp-assess does not know: upgrade smp-assess") from None
-    with engine.begin() as conn:
+    with migration_transaction(engine) as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
         command.upgrade(_alembic_config(conn), "head")

@@ -5,7 +5,10 @@ Rules (issue "Visits over time"):
 * Everything asked is validated before anything is written, and every problem is
   reported at once (with the manifest row it comes from): unknown client, bad
   date, unknown kind, missing or unreadable photo, the same photo twice, a photo
-  that already belongs to another visit.
+  that already belongs to another visit of the same clinic.
+* A photo is a clinic's: the same bytes recorded by another clinic are another
+  photo (its file is shared in the store), and nothing here tells one clinic
+  that another holds them. Every lookup by sha256 names the clinic.
 * One visit is written in one transaction: client, region, visit, its photos
   (file into the store, row into the database) and, optionally, their
   assessments. An error or a crash half-way leaves no visit, no photo rows and
@@ -54,7 +57,7 @@ __all__ = [
     "MANIFEST_COLUMNS", "AssessmentLike", "ClientSummary", "ImportResult", "IngestError", "IngestResult",
     "PhotoEntry", "PhotoFile", "Problem", "StoredAssessment", "VisitKey", "add_visit", "import_manifest",
     "inspect_photo", "list_clients", "parse_date", "parse_kind", "parse_region", "read_manifest", "record_review",
-    "store_assessment", "store_dot_links", "sweep_store",
+    "store_assessment", "store_dot_links", "store_photo_assessment", "sweep_store",
 ]
 
 #: Manifest columns: required first, then optional (``session``: the session number;
@@ -295,10 +298,14 @@ def inspect_photo(path: str | Path) -> PhotoFile:
                      size=Path(path).stat().st_size, capture_time=photo.capture_time)
 
 
-def _photo_entry(path: Path, name: str, key: VisitKey | None, view: str | None, notes: str | None,
+def _photo_entry(path: Path | PhotoFile, name: str, key: VisitKey | None, view: str | None, notes: str | None,
                  row: int | None) -> tuple[PhotoEntry | None, list[Problem]]:
     from ..loading import PhotoError
 
+    if isinstance(path, PhotoFile):  # inspected by the caller already (the web app's upload check)
+        if not path.path.is_file():
+            return None, [Problem(f"no such photo file: {name}", row)]
+        return (None if key is None else PhotoEntry(row, name, key, path, view, notes)), []
     if not path.is_file():
         return None, [Problem(f"no such photo file: {name}", row)]
     try:
@@ -382,7 +389,7 @@ def _check_batch(entries: Sequence[PhotoEntry]) -> list[Problem]:
 
 
 def _check_records(session: Session, entries: Sequence[PhotoEntry], create_client: bool) -> list[Problem]:
-    """Unknown clinics and clients (unless they are to be created), photos in another visit."""
+    """Unknown clinics and clients (unless they are to be created), photos in another visit of their clinic."""
     problems = []
     known: dict[tuple[str, str], bool] = {}
     for e in entries:
@@ -393,10 +400,12 @@ def _check_records(session: Session, entries: Sequence[PhotoEntry], create_clien
                 in_clinic = "" if who[0] == DEFAULT_CLINIC else f" in clinic {who[0]!r}"
                 problems.append(Problem(f"unknown client {who[1]!r}{in_clinic} (use --create-client to add it)",
                                         e.row))
-    shas = sorted({e.photo.sha256 for e in entries})
-    placed = {sha: key for sha, key in _visits_of_photos(session, shas)}
+    placed = {}
+    for clinic in sorted({e.key.clinic for e in entries}):
+        shas = sorted({e.photo.sha256 for e in entries if e.key.clinic == clinic})
+        placed.update({(clinic, sha): key for sha, key in _visits_of_photos(session, clinic, shas)})
     for e in entries:
-        key = placed.get(e.photo.sha256)
+        key = placed.get((e.key.clinic, e.photo.sha256))
         if key is not None and key != e.key:
             problems.append(Problem(f"{e.name} is already in visit {key}", e.row))
     return problems
@@ -406,12 +415,13 @@ def _client_id(session: Session, clinic: str, client: str) -> int | None:
     return session.scalar(sa.select(Client.id).join(Clinic).where(Clinic.slug == clinic, Client.external_id == client))
 
 
-def _visits_of_photos(session: Session, shas: Sequence[str]) -> Iterable[tuple[str, VisitKey]]:
+def _visits_of_photos(session: Session, clinic: str, shas: Sequence[str]) -> Iterable[tuple[str, VisitKey]]:
+    """(sha256, visit) of those of ``shas`` that ``clinic`` has recorded in a visit."""
     stmt = (sa.select(Photo.sha256, Clinic.slug, Client.external_id, Region.name, Visit.visit_date, Visit.kind,
                       Visit.session_number)
             .join(VisitPhoto, VisitPhoto.photo_id == Photo.id).join(Visit, Visit.id == VisitPhoto.visit_id)
             .join(Region, Region.id == Visit.region_id).join(Client, Client.id == Visit.client_id)
-            .join(Clinic, Clinic.id == Client.clinic_id))
+            .join(Clinic, Clinic.id == Client.clinic_id).where(Clinic.slug == clinic, Photo.clinic_id == Clinic.id))
     for i in range(0, len(shas), 500):  # bounded IN lists
         for sha, *key in session.execute(stmt.where(Photo.sha256.in_(shas[i:i + 500]))):
             yield sha, VisitKey(*key)
@@ -473,6 +483,7 @@ def _write_visit(session: Session, store: PhotoStore, key: VisitKey, notes: str 
         client_id = _client_id(session, key.clinic, key.client)
         if client_id is None:  # removed since it was validated
             raise IngestError([Problem(f"unknown client {key.client!r}")])
+        clinic_id = session.scalars(sa.select(Client.clinic_id).where(Client.id == client_id)).one()
     region_id, _ = _ensure(session, Region, {"client_id": client_id, "name": key.region})
     visit_id, visit_created = _ensure(
         session, Visit, {"client_id": client_id, "region_id": region_id, "visit_date": key.date, "kind": key.kind,
@@ -486,7 +497,7 @@ def _write_visit(session: Session, store: PhotoStore, key: VisitKey, notes: str 
         if stored.created:
             created_files.append(stored.relpath)
         capture_time, offset = _split_capture_time(p.capture_time)
-        photo_id, _ = _ensure(session, Photo, {"sha256": p.sha256}, {
+        photo_id, _ = _ensure(session, Photo, {"clinic_id": clinic_id, "sha256": p.sha256}, {
             "stored_path": stored.relpath, "original_name": p.path.name[:255], "view": e.view,
             "capture_time": capture_time, "capture_utc_offset_min": offset, "width": p.width, "height": p.height,
             "bytes": p.size})
@@ -500,7 +511,7 @@ def _write_visit(session: Session, store: PhotoStore, key: VisitKey, notes: str 
             raise IngestError([Problem(f"{e.name} is already in another visit", e.row)])
         if p.sha256 in assessed:
             doc, dots = assessed[p.sha256]
-            n_assessed += store_assessment(session, p.sha256, doc, dots).created
+            n_assessed += _store_assessment(session, photo_id, p.sha256, doc, dots).created
     order = {e.name: i for i, e in enumerate(entries)}
     return IngestResult(key, visit_id, visit_created, tuple(sorted(added, key=order.__getitem__)),
                         tuple(sorted(skipped, key=order.__getitem__)), n_assessed)
@@ -508,7 +519,8 @@ def _write_visit(session: Session, store: PhotoStore, key: VisitKey, notes: str 
 
 def _forget_files(records: Records, store: PhotoStore, relpaths: Sequence[str]) -> None:
     """After a failed transaction: delete the files it stored unless a record now points to them
-    (another process may have recorded the same photo meanwhile)."""
+    (another process may have recorded the same photo meanwhile). Any clinic's record keeps
+    the file: the store holds the bytes once for every clinic."""
     try:
         with records.transaction() as session:
             for rel in relpaths:
@@ -550,7 +562,9 @@ def _assess_new(records: Records, entries: Sequence[PhotoEntry], assess: Assess)
     """Assess the photos not yet in any visit, before the transaction (it takes seconds a photo,
     and the write lock must not be held that long). Only the JSON and the dots are kept."""
     with records.session(read_only=True) as session:
-        placed = {sha for sha, _ in _visits_of_photos(session, [e.photo.sha256 for e in entries])}
+        placed = {sha for clinic in {e.key.clinic for e in entries}
+                  for sha, _ in _visits_of_photos(session, clinic, [e.photo.sha256 for e in entries
+                                                                    if e.key.clinic == clinic])}
     out = {}
     for e in entries:
         if e.photo.sha256 not in placed and e.photo.sha256 not in out:
@@ -568,13 +582,15 @@ def _group(entries: Sequence[PhotoEntry]) -> list[tuple[VisitKey, list[PhotoEntr
 
 
 def add_visit(records: Records, store: PhotoStore, *, client: str, region: str, date: str | date, kind: str,
-              photos: Sequence[str | Path] = (), session: int | None = None, clinic: str = DEFAULT_CLINIC,
+              photos: Sequence[str | Path | PhotoFile] = (), session: int | None = None, clinic: str = DEFAULT_CLINIC,
               view: str | None = None, notes: str | None = None, create_client: bool = False,
               assess: Assess | None = None) -> IngestResult:
     """Add one visit of ``client`` for ``region`` with its ``photos``, in one transaction.
 
     The client must exist unless ``create_client``. ``assess``, if given, is called
-    for each photo new to the records and its result stored with the visit.
+    for each photo new to the records and its result stored with the visit. A photo
+    given as a :class:`PhotoFile` was inspected by the caller (:func:`inspect_photo`, or
+    the same checks) and is not decoded again; its name is its path.
     Raises :class:`IngestError` (nothing written) listing every problem found.
     """
     key, problems = _visit_key(clinic, client, region, date, kind, session, None)
@@ -584,7 +600,9 @@ def add_visit(records: Records, store: PhotoStore, *, client: str, region: str, 
         problems.append(Problem(str(exc)))
     entries = []
     for path in photos:
-        entry, found = _photo_entry(Path(path), str(path), key, view, notes or None, None)
+        given = path if isinstance(path, PhotoFile) else Path(path)
+        name = str(path.path) if isinstance(path, PhotoFile) else str(path)
+        entry, found = _photo_entry(given, name, key, view, notes or None, None)
         problems += found
         if entry is not None:
             entries.append(entry)
@@ -657,17 +675,33 @@ def _dot_rows(assessment_id: int, dots: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def store_assessment(session: Session, photo_sha: str, doc: Mapping[str, Any],
-                     dots: pd.DataFrame | None = None) -> StoredAssessment:
-    """Store one ``assessment.json`` document (and its dots) for the photo ``photo_sha``.
+                     dots: pd.DataFrame | None = None, *, clinic: str = DEFAULT_CLINIC) -> StoredAssessment:
+    """Store one ``assessment.json`` document (and its dots) for the photo ``photo_sha`` of ``clinic``.
 
     Idempotent by (photo, model, config hash): an assessment already stored is
     left as is and its id returned with ``created=False``; a new model or
     configuration adds a row (history is kept). A photo whose view was not given
     gets the assessment's. Runs in the caller's transaction.
     """
-    photo_id = session.scalar(sa.select(Photo.id).where(Photo.sha256 == photo_sha))
+    clinic = clinic.strip().lower()
+    photo_id = session.scalar(sa.select(Photo.id).join(Clinic, Clinic.id == Photo.clinic_id)
+                              .where(Photo.sha256 == photo_sha, Clinic.slug == clinic))
     if photo_id is None:
-        raise LookupError(f"photo {photo_sha[:12]}... is not in the records")
+        raise LookupError(f"photo {photo_sha[:12]}... is not in the records of clinic {clinic!r}")
+    return _store_assessment(session, photo_id, photo_sha, doc, dots)
+
+
+def store_photo_assessment(session: Session, photo_id: int, doc: Mapping[str, Any],
+                           dots: pd.DataFrame | None = None) -> StoredAssessment:
+    """:func:`store_assessment` for the photo row ``photo_id`` (a caller that has the row, not only the hash)."""
+    sha = session.scalar(sa.select(Photo.sha256).where(Photo.id == photo_id))
+    if sha is None:
+        raise LookupError(f"photo {photo_id} is not in the records")
+    return _store_assessment(session, photo_id, sha, doc, dots)
+
+
+def _store_assessment(session: Session, photo_id: int, photo_sha: str, doc: Mapping[str, Any],
+                      dots: pd.DataFrame | None) -> StoredAssessment:
     doc_sha = (doc.get("photo") or {}).get("sha256")
     if doc_sha and doc_sha != photo_sha:
         raise ValueError(f"the assessment is of photo {doc_sha[:12]}..., not {photo_sha[:12]}...")

@@ -6,9 +6,12 @@ What is kept, and why it is shaped this way:
   owns hangs off its clients, so the multi-tenant web app (clinics as tenants)
   filters by one column, ``clients.clinic_id``. A client's id is the clinic's own
   (``external_id``), unique per clinic, not across clinics.
-* ``photos`` are identified by their sha256 (the file bytes) and kept once in a
-  content-addressed store (:mod:`pipeline.records.store`); ``visit_photos`` says
-  which visit a photo belongs to (one visit per photo).
+* ``photos`` belong to a clinic and are identified within it by their sha256 (the
+  file bytes; migration 0004): the same bytes recorded by two clinics are two photos,
+  and neither clinic can learn that the other holds them. The file itself is kept
+  once in the content-addressed store (:mod:`pipeline.records.store`), whoever
+  recorded it. ``visit_photos`` says which visit a photo belongs to (one visit per
+  photo, of the photo's clinic).
 * ``assessments`` are append-only and keyed by (photo, model, config hash): the
   same photo assessed again with the same model and settings is the same row,
   so re-running is idempotent, and a new model or new settings add history
@@ -217,17 +220,20 @@ class Visit(Base):
 
 
 class Photo(Base):
-    """A photo file, once: its sha256, where the store keeps it and what it shows.
+    """A photo file of one clinic, once per clinic: its sha256, where the store keeps it and
+    what it shows. Every lookup of a photo by its sha256 names the clinic too.
 
     ``capture_time`` is the camera's wall-clock time (naive); ``capture_utc_offset_min``
     its UTC offset in minutes when the file states one.
     """
 
     __tablename__ = "photos"
-    __table_args__ = (sa.CheckConstraint(_in("view", VIEWS), name="view"),)
+    __table_args__ = (sa.UniqueConstraint("clinic_id", "sha256"), sa.CheckConstraint(_in("view", VIEWS), name="view"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    clinic_id: Mapped[int] = mapped_column(sa.ForeignKey("clinics.id"))
+    #: Indexed on its own as well: the store's upkeep asks whether any clinic still holds a file.
+    sha256: Mapped[str] = mapped_column(sa.String(64), index=True)
     stored_path: Mapped[str] = mapped_column(sa.String(255))
     original_name: Mapped[str] = mapped_column(sa.String(255))
     view: Mapped[str | None] = mapped_column(sa.String(16))
