@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ..records import PhotoStore, Records, store_assessment
+from ..records import PhotoStore, Records, store_photo_assessment
 from ..records.schema import Job, Photo
 
 __all__ = ["JobRunner", "PipelineAssessor", "STAGES", "WebAssessor", "assessment_folder", "enqueue_job",
@@ -226,7 +226,7 @@ class JobRunner:
 
     def _run(self, job_id: int) -> int:
         with self.records.session(read_only=True) as s:
-            sha, rel = s.execute(sa.select(Photo.sha256, Photo.stored_path).join(Job, Job.photo_id == Photo.id)
+            photo_id, rel = s.execute(sa.select(Photo.id, Photo.stored_path).join(Job, Job.photo_id == Photo.id)
                                  .where(Job.id == job_id)).one()
         if self._assessor is None:
             self._stage(job_id, "loading model")
@@ -235,7 +235,7 @@ class JobRunner:
         result = self._assessor.assess(path, lambda stage: self._stage(job_id, stage))
         self._stage(job_id, "storing")
         with self.records.transaction() as s:
-            stored = store_assessment(s, sha, result.to_json(), result.dots)
+            stored = store_photo_assessment(s, photo_id, result.to_json(), result.dots)
         self._stage(job_id, "writing")
         folder = assessment_folder(self.home, stored.id)
         self._assessor.write(result, folder)
