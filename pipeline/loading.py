@@ -53,8 +53,11 @@ __all__ = [
     "LoadSettings",
     "Photo",
     "PhotoError",
+    "PhotoHeader",
+    "PhotoTooLarge",
     "load_photo",
     "read_photo_bytes",
+    "read_photo_header",
 ]
 
 #: Pillow format names accepted. MPO is what Pillow calls a JPEG that carries
@@ -96,6 +99,26 @@ class PhotoError(UserError):
         # Exceptions pickle as cls(*args); ours takes (name, reason), not the
         # message, so say so explicitly (batch workers send errors back pickled).
         return (type(self), (self.name, self.reason))
+
+
+class PhotoTooLarge(PhotoError):
+    """A photo refused for its pixel count (the decompression-bomb guard); ``pixels`` when known."""
+
+    def __init__(self, name: str, reason: str, pixels: int | None = None) -> None:
+        super().__init__(name, reason)
+        self.pixels = pixels
+
+    def __reduce__(self) -> tuple[type[PhotoError], tuple[str, str, int | None]]:  # type: ignore[override]
+        return (type(self), (self.name, self.reason, self.pixels))
+
+
+@dataclass(frozen=True)
+class PhotoHeader:
+    """What a photo's header says, before any pixel is decoded: its format and stored size."""
+
+    format: str
+    width: int
+    height: int
 
 
 class LoadSettings(Settings):
@@ -160,6 +183,17 @@ def load_photo(path: str | os.PathLike[str], settings: LoadSettings = _DEFAULT_S
     except OSError as exc:
         raise PhotoError(name, f"cannot read the file ({exc.strerror or exc})") from None
     return read_photo_bytes(data, name, settings)
+
+
+def read_photo_header(data: bytes, name: str) -> PhotoHeader:
+    """Format and size of a photo held in memory from its header alone (cheap whatever the photo's
+    size: nothing is decoded). Raises :class:`PhotoError` as :func:`read_photo_bytes` does for
+    what is not a photo of an accepted format, :class:`PhotoTooLarge` above Pillow's own guard;
+    a photo that passes may still fail to decode."""
+    if len(data) == 0:
+        raise PhotoError(name, "file is empty")
+    with _opened(bytes(data), name) as im:
+        return PhotoHeader(format=str(im.format), width=int(im.size[0]), height=int(im.size[1]))
 
 
 def read_photo_bytes(data: bytes, name: str, settings: LoadSettings = _DEFAULT_SETTINGS) -> Photo:
@@ -268,7 +302,8 @@ def _opened(data: bytes, name: str) -> Iterator[Image.Image]:
     except UnidentifiedImageError:
         raise PhotoError(name, _describe_unreadable(data)) from None
     except Image.DecompressionBombError as exc:
-        raise PhotoError(name, _bomb_reason(str(exc))) from None
+        count = re.search(r"\((\d+) pixels\)", str(exc))
+        raise PhotoTooLarge(name, _bomb_reason(str(exc)), int(count.group(1)) if count else None) from None
     except MemoryError:
         raise
     except Exception as exc:  # Pillow raises many kinds on malformed headers.
@@ -285,8 +320,8 @@ def _check_pixel_count(size: tuple[int, int], name: str, settings: LoadSettings)
         raise PhotoError(name, f"image has no pixels ({width}x{height})")
     pixels = width * height
     if pixels > settings.max_pixels:
-        raise PhotoError(
-            name, f"{pixels} pixels is over the limit of {settings.max_pixels} (decompression bomb guard)"
+        raise PhotoTooLarge(
+            name, f"{pixels} pixels is over the limit of {settings.max_pixels} (decompression bomb guard)", pixels
         )
 
 
