@@ -36,7 +36,7 @@ def world(tmp_path_factory):
         ids[name] = r.json()["photo_id"]
     assert w.drain() == 2
     for key, client, seed in (("pending", "C-1", 5), ("other_client", "C-2", 6)):
-        r = upload(api, noise_png(seed, (200, 150)), name=f"{key}.png", client_id=client, date="2026-03-01")
+        r = upload(api, noise_png(seed, (320, 256)), name=f"{key}.png", client_id=client, date="2026-03-01")
         assert r.status_code == 201, r.text
         ids[key] = r.json()["photo_id"]
     with w.ctx.records.session() as s:

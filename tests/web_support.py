@@ -70,8 +70,9 @@ def synthetic_series(out: Path, seed: int = 2, width: int = 640, height: int = 4
     return [(m.folder.name, m.folder / "photo.jpg") for m in made]
 
 
-def noise_png(seed: int, size: tuple[int, int] = (40, 30)) -> bytes:
-    """A small valid PNG (random pixels), distinct per seed."""
+def noise_png(seed: int, size: tuple[int, int] = (320, 256)) -> bytes:
+    """A small valid PNG (random pixels), distinct per seed; by default just over the web app's
+    minimum photo size (WebSettings.min_photo_side)."""
     rng = np.random.default_rng(seed)
     buf = io.BytesIO()
     Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(buf, format="PNG")

@@ -199,9 +199,11 @@ def api_router(settings: WebSettings) -> APIRouter:
 
     @router.post("/photos", response_model=SubmissionOut, status_code=201,
                  responses={200: {"model": SubmissionOut, "description": "already recorded (idempotent re-send)"},
-                            409: {"description": "the photo is already recorded in another visit"},
+                            409: {"description": "the photo is already recorded in another visit of your clinic"},
                             413: {"description": "file larger than the upload limit"},
-                            422: {"description": "not a usable photo, or bad visit fields"}})
+                            422: {"description": "not a usable photo (too many pixels, too small, too narrow, "
+                                                 "unreadable), or bad visit fields"},
+                            503: {"description": "the server is busy checking other photos: try again later"}})
     def submit_photo(request: Request, p: Principal = require_roles(*STAFF),
                      file: UploadFile = File(..., description="JPEG, PNG, TIFF or WebP (checked by content)"),
                      client: str = Form(..., max_length=100,
@@ -225,7 +227,8 @@ def api_router(settings: WebSettings) -> APIRouter:
             data = read_capped(file.file, settings.max_upload_bytes, name)
             result = ingest_upload(ctx.records, ctx.store, ctx.home, p, photos=[IncomingPhoto(name, data)],
                                    region=region, date=date, kind=kind, session=session, view=view, notes=notes,
-                                   client=client, clinic=clinic, max_pixels=settings.max_pixels, now=ctx.now())
+                                   client=client, clinic=clinic, max_pixels=settings.max_pixels, now=ctx.now(),
+                                   limits=ctx.uploads)
         except UploadProblem as exc:
             return _problem(exc)
         ctx.jobs.wake()

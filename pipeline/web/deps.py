@@ -9,7 +9,7 @@ session's CSRF token (form field ``csrf_token`` or header ``X-CSRF-Token``), els
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,9 @@ from fastapi.templating import Jinja2Templates
 from ..records import PhotoStore, Records
 from .auth import Principal, csrf_matches, csrf_token, session_principal, token_principal, touch_token
 from .crops import CropMaker
-from .jobs import JobRunner
+from .jobs import JobLimits, JobRunner
 from .settings import WebSettings
+from .uploads import UploadLimits, register_limits
 
 __all__ = [
     "AppContext", "Forbidden", "NotAuthenticated", "PRELOGIN_COOKIE", "SAFE_METHODS", "SESSION_COOKIE",
@@ -74,6 +75,14 @@ class AppContext:
     jobs: JobRunner
     templates: Jinja2Templates
     crops: CropMaker
+    #: The upload limits and the server's decode slots, from ``settings`` (:mod:`pipeline.web.uploads`).
+    uploads: UploadLimits = field(init=False)
+
+    def __post_init__(self) -> None:
+        # every upload route shares one set of decode slots; the worker bounds each job
+        self.uploads = UploadLimits.of(self.settings)
+        register_limits(self.home, self.uploads)
+        self.jobs.limits = JobLimits.of(self.settings)
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.settings.clock(), timezone.utc)

@@ -69,6 +69,16 @@ class WebSettings:
     ``assess_overrides``); see :class:`pipeline.web.jobs.WebAssessor`. ``clock``: seconds
     since the epoch (tests inject one). ``start_worker``: run the background worker thread
     (tests drain the queue themselves).
+
+    What one upload and one assessment may cost the server that every clinic shares
+    (docs/design.md, "The clinic server's limits"): a photo is refused from its header,
+    before any pixel is decoded, above ``max_pixels`` (the web cap, about half the
+    command line's 100 megapixels), when its shorter side is under ``min_photo_side`` or
+    its longer side over ``max_aspect_ratio`` times the shorter; at most
+    ``max_concurrent_decodes`` photos are decoded at once across the server (an upload
+    waits up to ``decode_wait_s`` for its turn, then is told to try again); each
+    assessment runs in a child process stopped after ``job_time_limit_s`` or when it
+    needs more than ``job_memory_limit_mb`` beyond what the server had mapped.
     """
 
     home: Path = field(default_factory=data_home)
@@ -77,7 +87,13 @@ class WebSettings:
     secret_key: bytes | None = None
     max_upload_bytes: int = 40 * 2**20
     max_files_per_upload: int = 20
-    max_pixels: int = 100_000_000
+    max_pixels: int = 48_000_000
+    min_photo_side: int = 256
+    max_aspect_ratio: float = 4.0
+    max_concurrent_decodes: int = 1
+    decode_wait_s: float = 120.0
+    job_time_limit_s: float = 900.0
+    job_memory_limit_mb: int = 6144
     #: Bodies of requests that are not uploads (forms, JSON).
     max_form_bytes: int = 256 * 2**10
     session_lifetime_s: int = 12 * 3600
@@ -92,6 +108,18 @@ class WebSettings:
     #: Seconds between looks at the job table when nothing woke the worker (other processes' jobs).
     worker_poll_s: float = 2.0
     clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        if min(self.max_upload_bytes, self.max_files_per_upload, self.max_form_bytes) < 1:
+            raise ValueError("web settings: upload and form limits must be at least 1")
+        if self.min_photo_side < 1 or self.max_pixels < self.min_photo_side ** 2:
+            raise ValueError("web settings: min_photo_side must be at least 1 and max_pixels at least its square")
+        if self.max_aspect_ratio < 1:
+            raise ValueError("web settings: max_aspect_ratio must be at least 1 (a square photo)")
+        if self.max_concurrent_decodes < 1 or self.decode_wait_s <= 0:
+            raise ValueError("web settings: max_concurrent_decodes must be at least 1 and decode_wait_s positive")
+        if self.job_time_limit_s <= 0 or self.job_memory_limit_mb < 64:
+            raise ValueError("web settings: job_time_limit_s must be positive and job_memory_limit_mb at least 64")
 
     def database_url(self) -> str:
         return self.db_url or os.environ.get(DATABASE_URL_ENV) or f"sqlite:///{Path(self.home) / 'records.db'}"
