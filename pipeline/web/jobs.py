@@ -7,17 +7,32 @@ loaded on its first job. Jobs left ``running`` by a process that died are queued
 on start. Several processes may share one database: a job is claimed with a
 conditional update, so each is run once.
 
-A finished job leaves the assessment in the records (``store_assessment``, idempotent)
-and its output folder (``assessment.json``, ``dots.csv``, ``mask.png``,
-``overlay.png``) in ``<home>/assessments/<assessment id>/``, which the reports read.
-Progress is the stage reached (``STAGES``), written as the worker passes it.
+The worker is shared by every clinic, so:
+
+* clinics take turns (:func:`next_clinic`): the next job is the oldest waiting job of
+  the clinic served least recently (a clinic never served by this worker first; ties
+  go to the clinic whose oldest job has waited longest). A clinic that queues a
+  hundred photos delays another clinic's photo by one job, not by a hundred;
+* each job runs in a child process with a time limit and a memory limit
+  (:mod:`pipeline.web.isolation`); a job past either fails with that reason in its
+  record, and the worker goes on with the next.
+
+A finished job leaves the assessment in the records (``store_photo_assessment``,
+idempotent) and its output folder (``assessment.json``, ``dots.csv``, ``mask.png``,
+``overlay.png``) in ``<home>/assessments/<assessment id>/``, which the reports read:
+the child writes it into a scratch folder, which the worker moves into place once the
+assessment is stored. Progress is the stage reached (``STAGES``), written as the
+worker passes it.
 """
 from __future__ import annotations
 
+import itertools
 import logging
+import secrets
+import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,18 +43,19 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ..records import PhotoStore, Records, store_photo_assessment
-from ..records.schema import Job, Photo
+from ..records.schema import Client, Job, Photo, Visit
+from .isolation import JobInterrupted, JobLimits, JobOverLimit, run_isolated
 
-__all__ = ["JobRunner", "PipelineAssessor", "STAGES", "WebAssessor", "assessment_folder", "enqueue_job",
-           "insert_ignore"]
+__all__ = ["JobLimits", "JobRunner", "PipelineAssessor", "STAGES", "WebAssessor", "assessment_folder",
+           "enqueue_job", "insert_ignore", "next_clinic"]
 
 log = logging.getLogger("smp.web.jobs")
 
 #: Progress (0-1) when a stage starts; the assessment's own stages come from its timer.
 STAGES: dict[str, float] = {
     "queued": 0.0, "starting": 0.02, "loading model": 0.05, "load": 0.1, "calibrate": 0.2, "segment": 0.3,
-    "colour": 0.55, "dots": 0.6, "pigment": 0.7, "quality": 0.8, "metrics": 0.85, "storing": 0.9,
-    "writing": 0.95, "done": 1.0,
+    "colour": 0.55, "dots": 0.6, "pigment": 0.7, "quality": 0.8, "metrics": 0.85, "writing": 0.9,
+    "storing": 0.95, "done": 1.0,
 }
 
 
@@ -117,15 +133,39 @@ def enqueue_job(session: Session, *, photo_id: int, visit_id: int, user_id: int 
     return job.id
 
 
+def next_clinic(oldest_waiting: Mapping[int, int], last_served: Mapping[int, int]) -> int | None:
+    """The clinic whose job runs next: of the clinics with a waiting job (``oldest_waiting``: clinic
+    -> its oldest waiting job's id), the one served least recently (``last_served``: clinic -> when,
+    as a rising turn number; never served comes first), ties to the oldest waiting job."""
+    if not oldest_waiting:
+        return None
+    return min(oldest_waiting, key=lambda clinic: (last_served.get(clinic, -1), oldest_waiting[clinic]))
+
+
+def _replace_folder(source: Path, target: Path) -> None:
+    """Move the folder ``source`` to ``target``, replacing what was there."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        shutil.rmtree(target)
+    source.rename(target)
+
+
 class JobRunner:
-    """Runs queued jobs in a background thread (:meth:`start`) or on demand (:meth:`drain`)."""
+    """Runs queued jobs in a background thread (:meth:`start`) or on demand (:meth:`drain`).
+
+    ``limits`` (:class:`JobLimits`) bound each job; the app sets them from its settings.
+    The clinics' turns are remembered by this runner (a restart starts them afresh).
+    """
 
     def __init__(self, records: Records, store: PhotoStore, home: Path,
                  make_assessor: Callable[[], WebAssessor], clock: Callable[[], float] = time.time,
-                 poll_s: float = 2.0) -> None:
+                 poll_s: float = 2.0, limits: JobLimits = JobLimits()) -> None:
         self.records = records
         self.store = store
         self.home = Path(home)
+        self.limits = limits
+        self._turns = itertools.count()
+        self._served: dict[int, int] = {}
         self._make_assessor = make_assessor
         self._assessor: WebAssessor | None = None
         self._clock = clock
@@ -186,13 +226,22 @@ class JobRunner:
     # ------------------------------------------------------------------ one job
 
     def _claim(self) -> int | None:
-        with self.records.transaction() as s:
-            for job_id in s.scalars(sa.select(Job.id).where(Job.status == "queued").order_by(Job.id).limit(5)):
-                claimed = s.execute(sa.update(Job).where(Job.id == job_id, Job.status == "queued").values(
+        """Take the next job in the clinics' turn (:func:`next_clinic`); None when none waits."""
+        waiting_by_clinic = (sa.select(Client.clinic_id, sa.func.min(Job.id))
+                             .join(Visit, Visit.id == Job.visit_id).join(Client, Client.id == Visit.client_id)
+                             .where(Job.status == "queued").group_by(Client.clinic_id))
+        for _ in range(5):  # another process may claim the chosen job first
+            with self.records.transaction() as s:
+                oldest = {int(clinic): int(job) for clinic, job in s.execute(waiting_by_clinic)}
+                clinic = next_clinic(oldest, self._served)
+                if clinic is None:
+                    return None
+                claimed = s.execute(sa.update(Job).where(Job.id == oldest[clinic], Job.status == "queued").values(
                     status="running", stage="starting", progress=STAGES["starting"], attempts=Job.attempts + 1,
                     updated_at=self.now()))
                 if claimed.rowcount == 1:
-                    return job_id
+                    self._served[clinic] = next(self._turns)
+                    return oldest[clinic]
         return None
 
     def _set(self, job_id: int, **values: Any) -> None:
@@ -210,6 +259,9 @@ class JobRunner:
                 return False
             try:
                 assessment_id = self._run(job_id)
+            except JobInterrupted:  # the server is stopping: the job waits for the next start
+                self._set(job_id, status="queued", stage="queued", progress=0.0)
+                return True
             except Exception as exc:
                 from ..errors import UserError
                 from ..loading import PhotoError
@@ -217,7 +269,9 @@ class JobRunner:
                 # a photo's problem is told by its reason (the message would name the server's path)
                 text = exc.reason if isinstance(exc, PhotoError) else str(exc)
                 reason = " ".join(text.split())[:500] or type(exc).__name__
-                if not isinstance(exc, (UserError, ValueError)):
+                if isinstance(exc, JobOverLimit):
+                    log.warning("job %s %s", job_id, reason)
+                elif not isinstance(exc, (UserError, ValueError)):
                     log.exception("job %s failed", job_id)
                 self._set(job_id, status="failed", stage="failed", error=reason)
             else:
@@ -231,12 +285,22 @@ class JobRunner:
         if self._assessor is None:
             self._stage(job_id, "loading model")
             self._assessor = self._make_assessor()
-        path = self.store.path(rel)
-        result = self._assessor.assess(path, lambda stage: self._stage(job_id, stage))
-        self._stage(job_id, "storing")
-        with self.records.transaction() as s:
-            stored = store_photo_assessment(s, photo_id, result.to_json(), result.dots)
-        self._stage(job_id, "writing")
-        folder = assessment_folder(self.home, stored.id)
-        self._assessor.write(result, folder)
+        assessor, path = self._assessor, self.store.path(rel)
+        scratch = self.home / "tmp" / f"job-{int(job_id)}-{secrets.token_hex(4)}"
+
+        def work(progress: Callable[[str], None]) -> tuple[Any, Any]:  # in the job's own process
+            result = assessor.assess(path, progress)
+            progress("writing")
+            assessor.write(result, scratch)
+            return result.to_json(), result.dots
+
+        try:
+            doc, dots = run_isolated(work, self.limits, progress=lambda stage: self._stage(job_id, stage),
+                                     stopping=self._stop.is_set)
+            self._stage(job_id, "storing")
+            with self.records.transaction() as s:
+                stored = store_photo_assessment(s, photo_id, doc, dots)
+            _replace_folder(scratch, assessment_folder(self.home, stored.id))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         return stored.id
