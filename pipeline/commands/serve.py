@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import ipaddress
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..errors import UserError
 from . import DB_HELP as _DB_HELP
@@ -21,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(create them with 'smp users add'); clinic staff upload photos and read reports, reviewers "
             "judge flagged dots and export their labels, clinic systems use the JSON API with a token "
             "('smp users token'); API reference at /api/docs. Photos are assessed in the background "
-            "by one worker thread (the model is loaded once). Behind a TLS proxy, pass --secure-cookies."
+            "one photo at a time, each in a child process with a time and a memory limit (the model is loaded "
+            "once), clinics taking turns. Behind a TLS proxy, pass --secure-cookies, and --forwarded-allow-ips "
+            "with the proxy's address so that the login throttle sees each user's own address."
         ),
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -31,11 +35,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-upload-mb", type=int, default=40, metavar="MB",
                        help="largest photo accepted (default 40)")
     serve.add_argument("--secure-cookies", action="store_true", help="mark cookies Secure (serve over HTTPS)")
+    serve.add_argument("--forwarded-allow-ips", default=None, metavar="ADDRS",
+                       help="comma-separated addresses or networks of the reverse proxies whose X-Forwarded-For "
+                            "and X-Forwarded-Proto headers are believed (default: none; the headers are ignored, "
+                            "and every request's address is the connection's)")
     serve.add_argument("--assess-config", type=Path, default=None, metavar="YAML",
                        help="assessment settings (default configs/assess/default.yaml)")
     serve.add_argument("--assess-set", dest="assess_overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override one assessment setting, e.g. --assess-set segment.method=classical")
-    serve.set_defaults(func=run_serve)
+    # a server must not keep each upload's peak memory for reuse (pipeline.runtime)
+    serve.set_defaults(func=run_serve, keep_freed_memory=False)
 
     users = subparsers.add_parser(
         "users",
@@ -80,14 +89,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.set_defaults(func=run_users_list)
 
 
+def forwarded_allow_ips(text: str | None) -> str | None:
+    """The proxies to believe, normalised (``10.0.0.5,10.1.0.0/16``), or None for none.
+
+    Each entry must be an IP address or network; ``*`` (any sender) is refused: it would let
+    every client choose the address the login throttle counts against.
+    """
+    if text is None or not text.strip():
+        return None
+    entries = []
+    for part in text.split(","):
+        entry = part.strip()
+        try:
+            entries.append(str(ipaddress.ip_network(entry, strict=False)) if "/" in entry
+                           else str(ipaddress.ip_address(entry)))
+        except ValueError:
+            raise UserError(f"--forwarded-allow-ips: {entry!r} is not an IP address or network") from None
+    return ",".join(entries)
+
+
+def uvicorn_options(host: str, port: int, allow_ips: str | None) -> dict[str, Any]:
+    """How uvicorn runs the app: forwarded headers are read only from ``allow_ips`` (None: never)."""
+    if allow_ips is None:
+        return {"host": host, "port": port, "log_level": "info", "proxy_headers": False}
+    return {"host": host, "port": port, "log_level": "info", "proxy_headers": True,
+            "forwarded_allow_ips": allow_ips}
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..records import data_home
+    from ..runtime import return_freed_memory
     from ..web import WebSettings, create_app
 
+    return_freed_memory()
     if args.max_upload_mb < 1:
         raise UserError("--max-upload-mb must be at least 1")
+    options = uvicorn_options(args.host, args.port, forwarded_allow_ips(args.forwarded_allow_ips))
     home = args.store or data_home()
     settings = WebSettings(home=Path(home), db_url=args.db, max_upload_bytes=args.max_upload_mb * 2**20,
                            secure_cookies=args.secure_cookies, assess_config=args.assess_config,
@@ -100,7 +139,7 @@ def run_serve(args: argparse.Namespace) -> int:
         print("smp serve: warning: listening beyond this machine without --secure-cookies; put the app behind "
               "HTTPS", file=sys.stderr)
     print(f"smp serve: http://{args.host}:{args.port}/ (records {app.state.ctx.records.url}, data {home})")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    uvicorn.run(app, **options)
     return 0
 
 
