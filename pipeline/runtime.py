@@ -28,7 +28,7 @@ import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["blas_threads", "return_freed_memory", "reuse_freed_memory"]
+__all__ = ["blas_threads", "release_free_heap", "return_freed_memory", "reuse_freed_memory"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -54,7 +54,7 @@ def return_freed_memory() -> bool:
     in the heap after the first such free), so a server's memory after a large photo
     falls back to what it holds. Returns True when the allocator accepted the settings.
     """
-    return _set_thresholds(_SMALL_THRESHOLD, _SMALL_THRESHOLD) and _trim()
+    return _set_thresholds(_SMALL_THRESHOLD, _SMALL_THRESHOLD) and release_free_heap()
 
 
 @functools.cache
@@ -78,8 +78,9 @@ def _set_thresholds(mmap_threshold: int, trim_threshold: int) -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
 
 
-def _trim() -> bool:
-    """Hand the heap's free memory back now (``malloc_trim``); True where glibc has it."""
+def release_free_heap() -> bool:
+    """Hand the free memory of every heap back now (``malloc_trim``): what small blocks freed by
+    many threads leave behind, which the thresholds alone do not return. True where glibc has it."""
     trim = getattr(_libc(), "malloc_trim", None)
     if trim is None:
         return False

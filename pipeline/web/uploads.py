@@ -52,6 +52,7 @@ import sqlalchemy as sa
 from ..loading import LoadSettings, PhotoError, PhotoHeader, PhotoTooLarge, read_photo_bytes, read_photo_header
 from ..records import IngestError, PhotoFile, PhotoStore, Records, add_visit, parse_date, parse_kind, parse_region
 from ..records.schema import VIEWS, Client, Clinic, Photo, Region, Visit, VisitPhoto
+from ..runtime import release_free_heap
 from .auth import Principal
 from .jobs import enqueue_job
 from .settings import WebSettings
@@ -223,6 +224,7 @@ def decode_checked(photo: IncomingPhoto, limits: UploadLimits) -> tuple[int, int
             raise UploadProblem(422, f"{photo.name}: {exc.reason}") from None
         facts = (decoded.width, decoded.height, decoded.capture_time)
         del decoded
+        release_free_heap()  # what the decode's threads left in their heaps goes back too
     return facts
 
 
