@@ -266,6 +266,19 @@ _truncation_users = 0
 _truncation_saved = False
 
 
+def _after_fork_in_child() -> None:
+    """A forked child (the web app's assessment process) has none of its parent's other threads: a
+    load they were in the middle of is not running here, and the lock one of them held must not stay
+    taken forever."""
+    global _truncation_lock, _truncation_users
+    if _truncation_users:
+        ImageFile.LOAD_TRUNCATED_IMAGES = _truncation_saved
+    _truncation_lock, _truncation_users = threading.Lock(), 0
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @contextmanager
 def _refuse_truncated_data() -> Iterator[None]:
     """Keep ``ImageFile.LOAD_TRUNCATED_IMAGES`` False while any of our loads runs.
