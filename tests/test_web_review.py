@@ -414,3 +414,23 @@ def test_export_holds_only_what_a_person_decided(clean):
     b_manifest, _ = _export(world, "b-reviewer")
     assert len(b_manifest) == 0
     assert len(_export(world, "root")[0]) == 3
+
+
+def test_an_admin_export_keeps_two_clinics_photos_of_the_same_bytes_apart(tmp_path):
+    """The same bytes recorded by two clinics are two photos: an export of every clinic holds both."""
+    w = make_world(tmp_path / "home")
+    try:
+        photo = synthetic_photos(tmp_path / "synth", 1, seed=22)[0]
+        for user, client in (("a-staff", "A-9"), ("b-staff", "B-9")):
+            assert upload(w.api(user), photo, client_id=client).status_code == 201
+        assert w.drain() == 2
+        with w.ctx.records.session() as s:
+            ids = s.scalars(sa.select(Assessment.id).order_by(Assessment.id)).all()
+        for reviewer, aid in zip(("a-reviewer", "b-reviewer"), ids):
+            c = w.login(reviewer)
+            assert _post(c, _api(aid, "done")).status_code == 200
+        manifest, out = _export(w, "root")
+        assert len(manifest) == 2 and len({r.image.parent for r in manifest}) == 2
+        assert {r.client for r in manifest} == {f"client-{i}" for i in (1, 2)}
+    finally:
+        dispose()

@@ -227,7 +227,7 @@ def api_router(settings: WebSettings) -> APIRouter:
             data = read_capped(file.file, settings.max_upload_bytes, name)
             result = ingest_upload(ctx.records, ctx.store, ctx.home, p, photos=[IncomingPhoto(name, data)],
                                    region=region, date=date, kind=kind, session=session, view=view, notes=notes,
-                                   client=client, clinic=clinic, max_pixels=settings.max_pixels, now=ctx.now(),
+                                   client=client, clinic=clinic, now=ctx.now(),
                                    limits=ctx.uploads)
         except UploadProblem as exc:
             return _problem(exc)

@@ -22,7 +22,7 @@ from .auth import Principal, csrf_matches, csrf_token, session_principal, token_
 from .crops import CropMaker
 from .jobs import JobLimits, JobRunner
 from .settings import WebSettings
-from .uploads import UploadLimits, register_limits
+from .uploads import UploadLimits
 
 __all__ = [
     "AppContext", "Forbidden", "NotAuthenticated", "PRELOGIN_COOKIE", "SAFE_METHODS", "SESSION_COOKIE",
@@ -81,7 +81,6 @@ class AppContext:
     def __post_init__(self) -> None:
         # every upload route shares one set of decode slots; the worker bounds each job
         self.uploads = UploadLimits.of(self.settings)
-        register_limits(self.home, self.uploads)
         self.jobs.limits = JobLimits.of(self.settings)
 
     def now(self) -> datetime:

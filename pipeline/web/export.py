@@ -242,7 +242,10 @@ def export_reviews(records: Records, store: PhotoStore, out: Path, *, clinic_id:
             if not src.is_file():  # lost from the store: said in the result, the rest exported
                 missing.append(photo.sha256[:16])
                 continue
+            # named by the photo's hash; two clinics may hold the same bytes (an admin's export of all clinics)
             item = out / photo.sha256[:16]
+            if item.exists():
+                item = out / f"{photo.sha256[:16]}-p{photo.id}"
             item.mkdir()
             # the photo without its metadata (camera serial, GPS, maker notes): lossless, orientation kept
             data, ext = clean_photo_bytes(src.read_bytes())

@@ -485,8 +485,8 @@ def _upload_sync(ctx: Any, p: Principal, client_id: int, files: list[Any], field
         raise UploadProblem(422, "choose at least one photo file")
     return ingest_upload(ctx.records, ctx.store, ctx.home, p, photos=photos, region=fields["region"] or "",
                          date=fields["date"] or "", kind=fields["kind"] or "", session=fields["session"],
-                         view=fields["view"], notes=fields["notes"], client_id=client_id, max_pixels=s.max_pixels,
-                         now=ctx.now())
+                         view=fields["view"], notes=fields["notes"], client_id=client_id, now=ctx.now(),
+                         limits=ctx.uploads)
 
 
 def _subject(s: Any, row: Any) -> Subject:

@@ -42,7 +42,7 @@ import shutil
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -57,8 +57,8 @@ from .auth import Principal
 from .jobs import enqueue_job
 from .settings import WebSettings
 
-__all__ = ["IncomingPhoto", "UploadLimits", "UploadProblem", "UploadResult", "ingest_upload", "limits_for",
-           "read_capped", "register_limits", "sanitise_filename", "size_problem"]
+__all__ = ["IncomingPhoto", "UploadLimits", "UploadProblem", "UploadResult", "ingest_upload",
+           "read_capped", "sanitise_filename", "size_problem"]
 
 _FORMAT_EXT = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "TIFF": ".tiff", "WEBP": ".webp"}
 _CHUNK = 1 << 20
@@ -111,29 +111,6 @@ class UploadLimits:
             yield
         finally:
             self.decode_slots.release()
-
-
-_REGISTERED: dict[str, UploadLimits] = {}
-_REGISTERED_LOCK = threading.Lock()
-_FALLBACK: list[UploadLimits] = []
-
-
-def register_limits(home: Path, limits: UploadLimits) -> None:
-    """Make ``limits`` those of every upload into the data home ``home`` whose caller does not pass
-    its own (the app registers its limits when it starts, so that every route shares its slots)."""
-    with _REGISTERED_LOCK:
-        _REGISTERED[str(Path(home).resolve())] = limits
-
-
-def limits_for(home: Path, max_pixels: int) -> UploadLimits:
-    """The limits registered for ``home``; else the defaults (one process-wide slot) with ``max_pixels``."""
-    with _REGISTERED_LOCK:
-        found = _REGISTERED.get(str(Path(home).resolve()))
-        if found is None:
-            if not _FALLBACK:
-                _FALLBACK.append(UploadLimits.of(WebSettings(home=Path(home))))
-            found = _FALLBACK[0]
-    return found if found.max_pixels == max_pixels else replace(found, max_pixels=max_pixels)
 
 
 def size_problem(width: int, height: int, limits: UploadLimits) -> str | None:
@@ -324,15 +301,14 @@ def ingest_upload(records: Records, store: PhotoStore, home: Path, principal: Pr
                   photos: Sequence[IncomingPhoto], region: str, date: str, kind: str,
                   session: str | int | None = None, view: str | None = None, notes: str | None = None,
                   client_id: int | None = None, client: str | None = None, clinic: str | None = None,
-                  max_pixels: int, now: datetime, limits: UploadLimits | None = None) -> UploadResult:
+                  now: datetime, limits: UploadLimits) -> UploadResult:
     """Check and record one visit's uploaded photos and queue their assessment (see the module doc).
 
     The client is ``client_id`` (an existing client in the principal's scope) or ``client``
     (the clinic's own id, created in the principal's clinic if new; admins may name ``clinic``).
-    ``limits``: the app's (default: those registered for ``home``, see :func:`limits_for`).
+    ``limits``: the app's (:attr:`pipeline.web.deps.AppContext.uploads`: its caps and its decode slots).
     Raises :class:`UploadProblem`; nothing is written unless everything is accepted.
     """
-    limits = limits or limits_for(home, max_pixels)
     # the client first: another clinic's client is a 404 whatever else is wrong with the upload
     slug, external, create = _client_external(records, principal, client_id=client_id, client=client, clinic=clinic)
     session_value = None if session is None or str(session).strip() == "" else str(session).strip()
