@@ -400,3 +400,26 @@ def test_cli_users_and_serve_settings(tmp_path, monkeypatch, capsys):
     assert c.get("/api/v1/clients").status_code == 401
     assert (tmp_path / "web-secret.key").stat().st_mode & 0o077 == 0, "the secret key is private"
     dispose()
+
+
+def test_the_model_assesses_in_the_forked_job_process(tmp_path, photos):
+    """With the network (not the classical segmenter) a forked assessment must not wait forever on the
+    parent's OpenMP threads: the server loads the model on one thread (pipeline.web.isolation). Before the
+    fix every such job hung; here the time limit would fail it instead."""
+    import torch
+
+    from pipeline.web.jobs import PipelineAssessor
+
+    before = torch.get_num_threads()
+    w = make_world(tmp_path, assessor_factory=lambda: PipelineAssessor(None, ()), job_time_limit_s=120)
+    try:
+        r = upload(w.api("a-staff"), photos[0], client_id="NET-1")
+        assert r.status_code == 201, r.text
+        assert w.drain() == 1
+        with w.ctx.records.session() as s:
+            job = s.scalars(sa.select(Job)).one()
+            assert job.status == "done", job.error
+        assert torch.get_num_threads() == 1, "the server itself stays on one thread"
+    finally:
+        dispose()
+        torch.set_num_threads(before)
