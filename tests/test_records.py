@@ -778,3 +778,16 @@ def test_postgresql_ingest_idempotency_and_concurrency(postgres_url, tmp_path):
     with records.session() as s:
         a = s.scalars(sa.select(Assessment)).first()
         assert a.metrics["dot_density_per_cm2"] is None and a.created_at.tzinfo is not None
+
+
+def test_a_new_sqlite_database_is_its_owners_only(tmp_path):
+    import stat
+
+    from pipeline.records import open_records
+
+    old = os.umask(0o022)
+    try:
+        open_records(f"sqlite:///{tmp_path / 'r.db'}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "r.db").stat().st_mode) == 0o600

@@ -134,6 +134,7 @@ def test_old_exports_are_removed_and_the_server_files_are_private(tmp_path):
         assert w.drain() == 1
         home = w.home
         assert stat.S_IMODE(home.stat().st_mode) == 0o700
+        assert stat.S_IMODE((home / "records.db").stat().st_mode) == 0o600
         created = [p for p in home.rglob("*") if p.stat().st_mtime >= time.time() - 600]
         assert created
         for p in created:

@@ -115,6 +115,9 @@ def make_engine(url: sa.URL | str | None = None) -> Engine:
         return sa.create_engine(url, pool_pre_ping=True)
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        # clients' records are the owner's only: a new database file is created 0600 (SQLite gives its
+        # -wal and -shm files the same mode)
+        os.close(os.open(url.database, os.O_CREAT | os.O_RDWR, 0o600))
     engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")

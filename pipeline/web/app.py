@@ -247,6 +247,9 @@ def keep_private(home: Path) -> None:
     os.umask(0o077)
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     home.chmod(0o700)
+    for path in home.iterdir():  # what the command line made before (records.db, its -wal and -shm, ...)
+        if path.is_file():
+            path.chmod(0o600)
 
 
 def create_app(settings: WebSettings | None = None) -> FastAPI:
