@@ -55,6 +55,8 @@ class ModelSegmenter:
         #: the arithmetic actually used (``auto`` resolved for this machine); part of the assessment's model record
         self.precision = resolve_precision(precision, device)
 
+        if threads:
+            torch.set_num_threads(int(threads))
         if ref and str(ref).startswith("models:/"):
             from models.registry import resolve_model as resolve_registered  # the bundled model registered first
 
@@ -62,10 +64,6 @@ class ModelSegmenter:
         else:
             path = resolve_model(ref) if ref else default_model_path()
         loaded = load_model(path, device=device)
-        # the thread count is set after loading: a server that forks its assessments loads the model on one
-        # thread, so that no OpenMP team exists in the parent to hang its children (pipeline.web.isolation)
-        if threads:
-            torch.set_num_threads(int(threads))
         self.model = prepare_for_inference(loaded.model) if device == "cpu" else loaded.model
         self.name = str(loaded.meta.get("name", "smp-segmenter"))
         self.version = str(loaded.meta.get("version", path.stem if ref else "bundled"))

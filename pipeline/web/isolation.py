@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["JobInterrupted", "JobLimits", "JobOverLimit", "run_isolated", "single_threaded_parent"]
+__all__ = ["JobInterrupted", "JobLimits", "JobOverLimit", "run_isolated"]
 
 log = logging.getLogger("smp.web.jobs")
 _T = TypeVar("_T")
@@ -52,8 +52,6 @@ class JobLimits:
 
     time_s: float = 900.0
     memory_mb: int = 6144
-    threads: int = 0
-    """Torch threads in the child (0: leave torch's setting); see :func:`single_threaded_parent`."""
 
     @classmethod
     def of(cls, settings: Any) -> JobLimits:
@@ -123,34 +121,19 @@ def _child(work: Callable[[Callable[[str], None]], Any], limits: JobLimits, writ
         os._exit(code)  # no cleanup of the server's state in the child (engines, threads, atexit)
 
 
-def single_threaded_parent(build: Callable[[], _T]) -> tuple[_T, int]:
-    """``build()`` (the assessor: it loads the model) with torch on one thread, and torch left on one thread
-    in this process afterwards; returns what it built and the thread count its jobs should use.
+def _become_worker(limits: JobLimits) -> None:
+    """The child's settings: its own signals, death with the server, the memory limit, one torch thread."""
+    from ..runtime import reuse_freed_memory
 
-    Why: a child forked from a process whose OpenMP team has threads waits forever at its first parallel
-    torch operation (the team's threads are not in the child; measured: every assessment with the model
-    hung). The server itself runs no heavy torch work, so it stays on one thread and each forked child
-    sets the count back (``JobLimits.threads``)."""
+    # torch on one thread: a child forked from a process whose OpenMP team ever had threads waits forever at
+    # its first parallel op (the team's threads are not in the child; measured: every assessment with the
+    # network hung, and a parent that ran torch on two threads hangs a child asking for two, not one)
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency
-        return build(), 0
-    wanted = torch.get_num_threads()
-    torch.set_num_threads(1)
-    built = build()
-    chosen = torch.get_num_threads()  # the assessor's own setting (segment.threads), else the default
-    torch.set_num_threads(1)
-    return built, chosen if chosen > 1 else wanted
-
-
-def _become_worker(limits: JobLimits) -> None:
-    """The child's settings: its own signals, death with the server, the memory limit, torch's threads."""
-    from ..runtime import reuse_freed_memory
-
-    if limits.threads:
-        import torch
-
-        torch.set_num_threads(limits.threads)
+        pass
+    else:
+        torch.set_num_threads(1)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)

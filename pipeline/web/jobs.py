@@ -34,7 +34,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,7 +44,7 @@ from sqlalchemy.orm import Session
 
 from ..records import PhotoStore, Records, store_photo_assessment
 from ..records.schema import Client, Job, Photo, Visit
-from .isolation import JobInterrupted, JobLimits, JobOverLimit, run_isolated, single_threaded_parent
+from .isolation import JobInterrupted, JobLimits, JobOverLimit, run_isolated
 
 __all__ = ["JobLimits", "JobRunner", "PipelineAssessor", "STAGES", "WebAssessor", "assessment_folder",
            "enqueue_job", "insert_ignore", "next_clinic"]
@@ -285,8 +284,7 @@ class JobRunner:
                                  .where(Job.id == job_id)).one()
         if self._assessor is None:
             self._stage(job_id, "loading model")
-            self._assessor, threads = single_threaded_parent(self._make_assessor)
-            self.limits = replace(self.limits, threads=threads)
+            self._assessor = self._make_assessor()
         assessor, path = self._assessor, self.store.path(rel)
         scratch = self.home / "tmp" / f"job-{int(job_id)}-{secrets.token_hex(4)}"
 
