@@ -36,8 +36,9 @@ from __future__ import annotations
 import math
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -92,7 +93,7 @@ class AffineSettings(Settings):
     shear_deg: Range = (-5.0, 5.0)
 
     @model_validator(mode="after")
-    def _limits(self) -> "AffineSettings":
+    def _limits(self) -> AffineSettings:
         if max(abs(v) for v in self.shear_deg) >= 45:
             raise ValueError("shear_deg must lie within (-45, 45)")
         return self
@@ -128,7 +129,7 @@ class ColourSettings(Settings):
     """Gamma x 100 (albumentations' ``gamma_limit`` unit)."""
 
     @model_validator(mode="after")
-    def _limits(self) -> "ColourSettings":
+    def _limits(self) -> ColourSettings:
         lo, hi = self.temperature_kelvin
         if not (3000 <= lo <= hi <= 15000):
             raise ValueError("temperature_kelvin must be a range within [3000, 15000]")
@@ -162,7 +163,7 @@ class BlurSettings(Settings):
     defocus_alias_blur: PositiveRange = (0.1, 0.3)
 
     @model_validator(mode="after")
-    def _limits(self) -> "BlurSettings":
+    def _limits(self) -> BlurSettings:
         lo, hi = self.motion_kernel
         if lo < 3 or hi < lo or lo % 2 == 0 or hi % 2 == 0:
             raise ValueError("motion_kernel must be odd sizes >= 3, low <= high")
@@ -180,7 +181,7 @@ class NoiseSettings(Settings):
     """Noise standard deviation as a fraction of the maximum pixel value."""
 
     @model_validator(mode="after")
-    def _limits(self) -> "NoiseSettings":
+    def _limits(self) -> NoiseSettings:
         if self.std[1] > 1:
             raise ValueError("std must lie within [0, 1]")
         return self
@@ -193,7 +194,7 @@ class JpegSettings(Settings):
     quality: tuple[int, int] = (60, 95)
 
     @model_validator(mode="after")
-    def _limits(self) -> "JpegSettings":
+    def _limits(self) -> JpegSettings:
         lo, hi = self.quality
         if not (1 <= lo <= hi <= 100):
             raise ValueError("quality must be a range within [1, 100]")
@@ -218,7 +219,7 @@ class AugmentSettings(Settings):
     jpeg: JpegSettings = JpegSettings()
 
     @classmethod
-    def none(cls) -> "AugmentSettings":
+    def none(cls) -> AugmentSettings:
         """The evaluation setting: no augmentation at all."""
         return cls(mode="none")
 
@@ -381,7 +382,7 @@ class Augmenter:
     output_size: tuple[int, int] | None = None
 
     @classmethod
-    def build(cls, settings: AugmentSettings, output_size: tuple[int, int] | None = None) -> "Augmenter":
+    def build(cls, settings: AugmentSettings, output_size: tuple[int, int] | None = None) -> Augmenter:
         """Build the pipeline once; ``output_size`` (h, w) adds the final centre crop."""
         return cls(settings, build_compose(settings, output_size), output_size)
 

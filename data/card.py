@@ -20,9 +20,10 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Mapping
+from typing import Annotated, Any
 
 import cv2
 import numpy as np
@@ -92,7 +93,7 @@ class MarkerSpec(Settings):
         return value
 
     @model_validator(mode="after")
-    def _id_in_dictionary(self) -> "MarkerSpec":
+    def _id_in_dictionary(self) -> MarkerSpec:
         count = self.id_count
         if self.id >= count:
             raise ValueError(f"marker.id {self.id} is outside {self.dictionary} (ids 0-{count - 1})")
@@ -160,7 +161,7 @@ class PatchGrid(Settings):
     references: tuple[PatchReference, ...]
 
     @model_validator(mode="after")
-    def _consistent(self) -> "PatchGrid":
+    def _consistent(self) -> PatchGrid:
         if min(self.pitch_mm) < self.size_mm:
             raise ValueError(f"patches.pitch_mm {list(self.pitch_mm)} is smaller than size_mm {self.size_mm}: patches overlap")
         n = self.rows * self.columns
@@ -191,7 +192,7 @@ class CardSpec(Settings):
     patches: PatchGrid
 
     @model_validator(mode="after")
-    def _layout(self) -> "CardSpec":
+    def _layout(self) -> CardSpec:
         x0, y0, x1, y1 = self.paper_mm
         if not (x0 < x1 and y0 < y1):
             raise ValueError(f"paper_mm {list(self.paper_mm)} must be [x0, y0, x1, y1] with x0 < x1 and y0 < y1")

@@ -77,7 +77,7 @@ from PIL import Image
 from pydantic import Field
 from torch.utils.data import Dataset, Sampler, get_worker_info
 
-from data.augment import IGNORE, AugmentSettings, Augmenter
+from data.augment import IGNORE, Augmenter, AugmentSettings
 from data.config import Settings
 from data.geometry import resize_points
 from data.manifest import Manifest, ManifestError, ManifestRow

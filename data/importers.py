@@ -66,8 +66,7 @@ import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from data.manifest import COLUMNS as MANIFEST_COLUMNS
-from data.manifest import pick_split
-from data.manifest import SPLITS, VIEWS
+from data.manifest import SPLITS, VIEWS, pick_split
 
 BACKGROUND, SCALP, HAIR, IGNORE = 0, 1, 2, 255
 CLASS_VALUES: tuple[int, ...] = (BACKGROUND, SCALP, HAIR, IGNORE)

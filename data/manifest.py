@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Iterator, Literal, Sequence, get_args
+from typing import Literal, get_args
 
 import pandas as pd
 
@@ -98,7 +99,7 @@ class Manifest:
         return iter(self.rows)
 
     def filter(self, *, split: str | Sequence[str] | None = None, view: str | Sequence[str] | None = None
-               ) -> "Manifest":
+               ) -> Manifest:
         """The rows whose split (and view) is one of those given."""
         splits = _as_set(split, SPLITS, "split")
         views = _as_set(view, VIEWS, "view")

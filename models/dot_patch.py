@@ -114,7 +114,7 @@ class PatchRanker:
         torch.save({"kind": "smp-dot-patch/1", "state": self.state, "veto": self.veto, "info": self.info}, path)
 
     @classmethod
-    def load(cls, path: Path) -> "PatchRanker":
+    def load(cls, path: Path) -> PatchRanker:
         import torch
 
         path = Path(path)

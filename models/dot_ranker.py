@@ -105,7 +105,7 @@ class DotRanker:
             np.savez_compressed(fh, **arrays)
 
     @classmethod
-    def load(cls, path: str | Path) -> "DotRanker":
+    def load(cls, path: str | Path) -> DotRanker:
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"{p}: no dot ranker there (train one with scripts/train_dot_ranker.py)")

@@ -9,9 +9,9 @@ only where resolvable). A photo without a known scale gets region scores only.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -24,8 +24,19 @@ from data.manifest import Manifest, ManifestError
 from data.metrics import HAIR, SCALP
 from models.inference import Precision, predict_view
 from models.network import prepare_for_inference
-from models.scoring import (CLASS_NAMES, IGNORE, BoundaryScores, DotMatch, boundary_scores, class_counts, confusion,
-                            dot_scores, match_dots, pool_boundary, region_scores)
+from models.scoring import (
+    CLASS_NAMES,
+    IGNORE,
+    BoundaryScores,
+    DotMatch,
+    boundary_scores,
+    class_counts,
+    confusion,
+    dot_scores,
+    match_dots,
+    pool_boundary,
+    region_scores,
+)
 
 
 class EvalSettings(Settings):

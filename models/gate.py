@@ -46,8 +46,8 @@ class GateSettings(Settings):
     height: int = Field(480, ge=128, le=4096)
     margin: float = Field(0.01, ge=0, le=1)
     """A candidate must score more than the champion's gate score plus this (selection-score units)."""
-    cache_dir: Path = Path("runs/gate")
-    """Where the suite is rendered once (relative to the working directory)."""
+    cache_dir: Path = Field(default_factory=lambda: Path(os.environ.get("SMP_GATE_DIR", "runs/gate")))
+    """Where the suite is rendered once ($SMP_GATE_DIR, else runs/gate in the working directory)."""
 
     def suite_id(self) -> str:
         """A short hash of what decides the suite's pixels (not the margin or the cache folder)."""

@@ -186,7 +186,7 @@ class TileGrid:
     step: int
 
     @classmethod
-    def make(cls, length: int, tile: int, overlap: int, align: int) -> "TileGrid":
+    def make(cls, length: int, tile: int, overlap: int, align: int) -> TileGrid:
         """Tiles of at most ``tile`` px (rounded down to ``align``) overlapping by at least ``overlap`` px.
 
         The axis is split into as few tiles as that allows, all of (nearly) the same
@@ -254,9 +254,9 @@ def _suppress_across_seams(cells: np.ndarray, scores: np.ndarray, tile_ids: np.n
     rank[np.lexsort((cells[:, 1], cells[:, 0], -scores))] = np.arange(len(cells))  # 0 = strongest
     winner = np.where(rank[pairs[:, 0]] < rank[pairs[:, 1]], pairs[:, 0], pairs[:, 1])
     loser = np.where(winner == pairs[:, 0], pairs[:, 1], pairs[:, 0])
-    for w, l in sorted(zip(winner.tolist(), loser.tolist()), key=lambda pair: rank[pair[0]]):
-        if keep[w]:
-            keep[l] = False
+    for win, lose in sorted(zip(winner.tolist(), loser.tolist()), key=lambda pair: rank[pair[0]]):
+        if keep[win]:
+            keep[lose] = False
     return keep
 
 

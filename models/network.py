@@ -313,7 +313,7 @@ def _stage_ends(features: nn.Sequential) -> dict[int, int]:
 
 
 def _out_channels(block: nn.Module) -> int:
-    return int(getattr(block, "out_channels"))
+    return int(block.out_channels)
 
 
 def _run_tapped(body: nn.Sequential, taps: dict[int, int], x: Tensor) -> tuple[dict[int, Tensor], Tensor]:

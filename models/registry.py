@@ -87,7 +87,6 @@ with warnings.catch_warnings():
 
         def load_context(self, context) -> None:  # MLflow hook
             from models.checkpoint import load_model
-
             from models.network import prepare_for_inference
 
             self._loaded = load_model(context.artifacts["checkpoint"])
@@ -258,10 +257,10 @@ def champion_version(model_name: str = MODEL_NAME) -> tuple[str, float] | None:
 
 def log_manifest_input(manifest_frame, source: str, context: str, name: str) -> None:
     """Record a dataset manifest as an MLflow input of the active run."""
+    import warnings
+
     import mlflow
     import mlflow.data
-
-    import warnings
 
     with warnings.catch_warnings():
         # MLflow registers two local-file source types and warns that it picked one

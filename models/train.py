@@ -38,8 +38,15 @@ from data.config import ConfigError, Settings
 from data.dataset import DatasetSettings, EpochKeys, SeededSampler, SmpDataset, WorkerInit
 from data.manifest import Manifest, read_manifest
 from models.bundled import DEFAULT_WEIGHTS
-from models.checkpoint import (InitWeights, check_resume_compatible, init_from_checkpoint, load_training_state,
-                               resolve_model, save_model, save_training_state)
+from models.checkpoint import (
+    InitWeights,
+    check_resume_compatible,
+    init_from_checkpoint,
+    load_training_state,
+    resolve_model,
+    save_model,
+    save_training_state,
+)
 from models.evaluate import EvalSettings, evaluate, selection_score, write_report
 from models.gate import GateSettings
 from models.losses import LossSettings, total_loss
@@ -141,7 +148,7 @@ class TrainSettings(Settings):
         return value
 
     @model_validator(mode="after")
-    def _heads_need_weights(self) -> "TrainSettings":
+    def _heads_need_weights(self) -> TrainSettings:
         if self.reinit_heads and self.init_weights is None:
             raise ValueError("reinit_heads: needs init_weights (without it every parameter is fresh)")
         return self
@@ -289,7 +296,7 @@ def train(s: TrainSettings, *, resume: bool = False, progress: bool = True) -> T
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": s.optim.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=s.optim.lr)

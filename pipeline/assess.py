@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -24,20 +25,27 @@ from pydantic import Field, model_validator
 
 from data.card import CardSpec, load_card, paper_rect_mm
 from data.config import Settings, load_settings
-from data.geometry import resize_points
 from data.flags import FlagSettings, load_flag_settings
+from data.geometry import resize_points
 from data.metrics import HAIR, SCALP, PhotoMetrics, photo_metrics
 from models.dot_patch import PatchRanker, default_patch_path
 from models.dot_ranker import DotRanker, default_ranker_path
 
 from .calibration import Calibration, CalibrationSettings, calibrate
-from .detect import DetectSettings, Detection, ScaleOutOfRange, detect_dots
+from .detect import Detection, DetectSettings, ScaleOutOfRange, detect_dots
 from .dots import DotGeometry, DotSettings, empty_geometry, footprint_mask, local_px_per_mm, open_skin, skin_reference
 from .loading import LoadSettings, Photo, load_photo
 from .overlay import render_overlay
 from .pigment import DOT_COLUMNS, dot_table
-from .quality import (MaskWobble, QualityReport, QualitySettings, check_quality, mask_wobble, second_look,
-                      second_look_window)
+from .quality import (
+    MaskWobble,
+    QualityReport,
+    QualitySettings,
+    check_quality,
+    mask_wobble,
+    second_look,
+    second_look_window,
+)
 from .runtime import blas_threads
 from .segment import ModelSegmenter, Segmentation, card_polygon_mask, classical_segmentation
 from .subject import Subject

@@ -30,7 +30,7 @@ from .errors import UserError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .assess import AssessSettings, Assessor
+    from .assess import Assessor, AssessSettings
 
 __all__ = [
     "BATCH_COLUMNS", "METRIC_COLUMNS", "ROW_COLUMNS", "VISIT_COLUMNS", "BatchItem", "BatchResult", "RayAssessor",
@@ -103,8 +103,9 @@ def read_batch_manifest(csv_path: str | Path) -> tuple[list[BatchItem], bool]:
         visit = None
         if has_visits:
             visit = {c: cells.get(c, "") for c in VISIT_COLUMNS}
-            for check in (lambda: parse_date(visit["date"]), lambda: parse_kind(visit["kind"], visit["session"]),
-                          lambda: parse_region(visit["region"])):
+            for check in (lambda: parse_date(visit["date"]),  # noqa: B023 - called within this iteration
+                          lambda: parse_kind(visit["kind"], visit["session"]),  # noqa: B023
+                          lambda: parse_region(visit["region"])):  # noqa: B023
                 try:
                     check()
                 except ValueError as exc:
@@ -490,7 +491,7 @@ def store_in_records(frame: pd.DataFrame, items: Sequence[BatchItem], records: A
             problems.append(f"records: rows {', '.join(str(it.row) for it, _ in members)}: {exc}")
             continue
         with records.transaction() as session:
-            for it, folder in members:
+            for _it, folder in members:
                 doc = json.loads((Path(folder) / "assessment.json").read_text())
                 dots = pd.read_csv(Path(folder) / "dots.csv")
                 added += store_assessment(session, doc["photo"]["sha256"], doc, dots,

@@ -75,8 +75,15 @@ from data.card import (
     patch_rects_mm,
     reference_lab,
 )
-from data.colour import (RGB_TO_XYZ, delta_e00, lab_to_linear_rgb, linear_rgb_to_lab, lstar_from_luminance,
-                         luminance_lstar, srgb_to_linear)
+from data.colour import (
+    RGB_TO_XYZ,
+    delta_e00,
+    lab_to_linear_rgb,
+    linear_rgb_to_lab,
+    lstar_from_luminance,
+    luminance_lstar,
+    srgb_to_linear,
+)
 from data.config import Settings
 from data.metrics import PlaneScale
 
@@ -616,7 +623,7 @@ def _edge_points(
     length_px = np.linalg.norm(edges.ends - edges.starts, axis=1) * ppm
     half_mm = 0.75 * edges.clearance
     use = half_mm * ppm >= 1.5
-    pts_list, idx_list, base_list, half_list = [], [], [], []
+    idx_list, base_list, half_list = [], [], []
     for i in np.flatnonzero(use):
         n = int(np.clip(length_px[i] / 1.5, 3, 40))
         t = np.linspace(0.0, 1.0, n)[:, None]

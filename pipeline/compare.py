@@ -36,8 +36,17 @@ from data.colour import luminance_lstar
 from data.metrics import SCALP, viewing_lstar
 
 from .assess import Assessment
-from .register import (RETAKE_ADVICE, ChangeSettings, DotLinks, Registration, RegistrationError, RegisterSettings,
-                       dot_spacing, link_dots, register_photos)
+from .register import (
+    RETAKE_ADVICE,
+    ChangeSettings,
+    DotLinks,
+    RegisterSettings,
+    Registration,
+    RegistrationError,
+    dot_spacing,
+    link_dots,
+    register_photos,
+)
 
 __all__ = ["SCHEMA", "Comparison", "change_noise", "compare_assessments", "compare_photos", "darkening_map",
            "render_side_by_side",

@@ -53,12 +53,18 @@ from pydantic import Field, model_validator
 from data.config import PositiveRange, Settings
 from data.metrics import BACKGROUND, HAIR, SCALP, dots_in_roi
 from data.synth.visibility import disc_mean  # the truth's own hair-over-disc measure: one rule for both
-
 from models.dot_patch import PATCH_RADIUS, PatchRanker, normalise_patches
 from models.dot_ranker import FEATURES, DotRanker, candidate_features
 
-from .dots import (DotGeometry, DotSettings, nearest_index, radial_profile, sample_points, skin_reference,
-                   suppress_duplicates)
+from .dots import (
+    DotGeometry,
+    DotSettings,
+    nearest_index,
+    radial_profile,
+    sample_points,
+    skin_reference,
+    suppress_duplicates,
+)
 from .segment import hair_strands, local_darkness
 
 __all__ = ["DetectSettings", "DotEvidence", "CandidateTable", "Detection", "REJECT", "ScaleOutOfRange", "detect_dots", "resample_factor"]
@@ -160,7 +166,7 @@ class DetectSettings(Settings):
     exclude_reach: float = Field(3.0, gt=0)
 
     @model_validator(mode="after")
-    def _order(self) -> "DetectSettings":
+    def _order(self) -> DetectSettings:
         if not self.min_px_per_mm < self.canonical_px_per_mm < self.max_px_per_mm:
             raise ValueError("need min_px_per_mm < canonical_px_per_mm < max_px_per_mm")
         return self
@@ -184,7 +190,7 @@ class DotEvidence:
     confidence: np.ndarray     # 0-1: the ranker's probability, or the margins over the rules' thresholds
     features: np.ndarray       # (N, F) what the ranker read (models.dot_ranker.FEATURES; F = 0 under the rules)
 
-    def take(self, idx: np.ndarray) -> "DotEvidence":
+    def take(self, idx: np.ndarray) -> DotEvidence:
         return DotEvidence(*(getattr(self, k)[idx] for k in self.__dataclass_fields__))
 
 

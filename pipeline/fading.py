@@ -99,8 +99,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -156,7 +157,7 @@ class FadingSettings(Settings):
     turning_size_groups: int = Field(4, ge=1, le=10)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "FadingSettings":
+    def _consistent(self) -> FadingSettings:
         if self.blue_min_contrast_dl >= self.blue_reference_dl:
             raise ValueError("blue_min_contrast_dl must be below blue_reference_dl")
         return self
@@ -186,7 +187,7 @@ class Estimate:
     high: float | None = None
 
     @staticmethod
-    def of(value: Any, low: Any = None, high: Any = None) -> "Estimate":
+    def of(value: Any, low: Any = None, high: Any = None) -> Estimate:
         return Estimate(_clean(value), _clean(low), _clean(high))
 
     def as_dict(self) -> dict:

@@ -11,6 +11,7 @@ thresholds of ``configs/flags.yaml`` (``data/flags.py``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 

@@ -574,8 +574,8 @@ def _triangles(xy: NDArray[np.float64], k: int, anchors: NDArray[np.intp] | None
     anchors = np.arange(len(xy)) if anchors is None else anchors
     k = min(k, len(xy) - 1)
     _, nn = cKDTree(xy).query(xy[anchors], k=k + 1)
-    j, l = np.triu_indices(k, 1)
-    tri = np.stack([np.repeat(anchors, len(j)), nn[:, 1:][:, j].ravel(), nn[:, 1:][:, l].ravel()], axis=1)
+    j, m = np.triu_indices(k, 1)
+    tri = np.stack([np.repeat(anchors, len(j)), nn[:, 1:][:, j].ravel(), nn[:, 1:][:, m].ravel()], axis=1)
     p = xy[tri]                                            # (T, 3, 2)
     opposite = np.stack([np.linalg.norm(p[:, 1] - p[:, 2], axis=1), np.linalg.norm(p[:, 0] - p[:, 2], axis=1),
                          np.linalg.norm(p[:, 0] - p[:, 1], axis=1)], axis=1)

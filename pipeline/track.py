@@ -19,14 +19,22 @@ the records and the command (``smp track``) live elsewhere.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .register import (RegisterSettings, RegistrationError, apply_homography, gated_assignment, link_dots,
-                       register_photos, retake_advice)
+from .register import (
+    RegisterSettings,
+    RegistrationError,
+    apply_homography,
+    gated_assignment,
+    link_dots,
+    register_photos,
+    retake_advice,
+)
 
 __all__ = ["VisitInput", "VisitLink", "Tracking", "link_visits", "PIGMENTING_KINDS", "OBS_COLUMNS"]
 
@@ -225,7 +233,8 @@ def link_visits(visits: Sequence[VisitInput], settings: RegisterSettings | None 
     for k, ids in track_of.items():
         v = vs[k]
         d = v.dots
-        col = (lambda name, default=np.nan: d[name].to_numpy() if name in d else np.full(len(d), default))
+        def col(name: str, default: float = np.nan, d: pd.DataFrame = d) -> np.ndarray:
+            return d[name].to_numpy() if name in d else np.full(len(d), default)
         rows.append(pd.DataFrame({
             "track_id": ids, "visit": v.key, "date": v.date.isoformat(), "day": float((v.date - day0).days),
             "kind": v.kind, "session": v.session, "dot_index": np.arange(len(d)),

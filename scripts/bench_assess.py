@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -28,14 +27,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench import fmt as bench_fmt, update_benchmarks_md  # noqa: E402
-from models.scoring import IGNORE, boundary_scores, false_dot_causes, match_dots, match_radius_px  # noqa: E402
-from pipeline.assess import Assessor, load_assess_settings  # noqa: E402
-from pipeline.detect import REJECT  # noqa: E402
+from bench import fmt as bench_fmt  # noqa: E402
+from bench import update_benchmarks_md  # noqa: E402
 
 from data.colour import delta_e00  # noqa: E402
 from data.flags import decided_flags, flag_dots, load_flag_settings, measurable_dots  # noqa: E402
 from data.metrics import HAIR  # noqa: E402
+from models.scoring import IGNORE, boundary_scores, false_dot_causes, match_dots, match_radius_px  # noqa: E402
+from pipeline.assess import Assessor, load_assess_settings  # noqa: E402
+from pipeline.detect import REJECT  # noqa: E402
 
 SUITES = ("closeup_easy", "closeup_hard", "fresh_macro", "untreated", "flags", "global")
 DOT_SUITES = ("closeup_easy", "closeup_hard", "fresh_macro", "untreated", "flags")
@@ -529,7 +529,7 @@ def tables(res: dict) -> str:
               "the true half-maximum diameter in photo px, pooled over the close-up suites (first segmenter).", "",
               "| diameter px | matched dots | dE00 (median per suite, n-weighted mean) | blue_index error (same) |", "|---|---|---|---|"]
     pooled: dict = {}
-    for suite, r in first.items():
+    for r in first.values():
         for b in r["summary"].get("colour_by_px", []):
             key = (b["lo"], b["hi"])
             acc = pooled.setdefault(key, [])

@@ -38,8 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from models.scoring import match_dots  # noqa: E402
-from pipeline.register import (RegistrationError, apply_homography, link_dots,  # noqa: E402
-                               load_register_settings, register_photos)
+from pipeline.register import RegistrationError, apply_homography, link_dots, load_register_settings, register_photos  # noqa: E402
 
 
 def _visit(folder: Path) -> dict:

@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench import update_benchmarks_md  # noqa: E402
 from bench_fading import load_client, score_result  # noqa: E402
+
 from models.scoring import match_dots  # noqa: E402
 from pipeline.assess import Assessor, load_assess_settings  # noqa: E402
 from pipeline.fading import fit_fading, load_fading_settings  # noqa: E402

@@ -188,7 +188,7 @@ def reports(out: Path, series: dict) -> int:
             *_visit_options(healed, "after-")]) == 0:
         rc = smp(["report", str(out / "compare"), "--out", str(rep / "before_after.html")])
         made.append("before_after.html")
-    print(f"\nreports (self-contained HTML, print to PDF from a browser):")
+    print("\nreports (self-contained HTML, print to PDF from a browser):")
     for name in made:
         print(f"  {(rep / name).resolve()}")
     return rc

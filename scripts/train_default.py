@@ -81,8 +81,9 @@ def build_data(work: Path, jobs: int, limit: int | None = None, train_sets: list
 def test_on_suites(model: Path, out: Path, suites_root: Path, names=SUITES, limit: int | None = None) -> dict:
     """`smp evaluate` of ``model`` on the benchmark suites (held out: other seeds), built under
     ``suites_root`` if missing; ``limit`` caps each suite's photos (in a folder of its own)."""
-    from scripts.bench import build_suites  # the benchmark's own suites, held out
     import yaml
+
+    from scripts.bench import build_suites  # the benchmark's own suites, held out
 
     spec = yaml.safe_load((ROOT / "configs" / "bench" / "suites.yaml").read_text())["suites"]
     chosen = {k: spec[k] if limit is None else {**spec[k], "n": min(spec[k]["n"], limit)} for k in names}

@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench import build_suites  # noqa: E402
+
 from data.config import config_dir  # noqa: E402
 from models.dot_ranker import FEATURES, default_ranker_path, fit_ranker  # noqa: E402
 from models.scoring import match_dots, match_radius_px  # noqa: E402

@@ -89,7 +89,8 @@ def card_section(meta: dict, results: dict, times: dict, command: str, data: str
     init = meta.get("init", {})
     rows = []
     for name, r in results.items():
-        fmt = lambda k: "-" if r.get(k) is None or r.get(k) != r.get(k) else f"{r[k]:.3f}"  # noqa: E731
+        def fmt(k: str, r: dict = r) -> str:
+            return "-" if r.get(k) is None or r.get(k) != r.get(k) else f"{r[k]:.3f}"
         rows.append(f"| {name} ({int(r.get('n_images') or 0)} photos) | {fmt('miou_scalp_hair')} | "
                     f"{fmt('scalp_boundary_f1')} | {fmt('hair_boundary_f1')} | {fmt('dot_f1')} | "
                     f"{fmt('dot_loc_error_mm_median')} |")

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.augment import IGNORE, AugmentSettings, Augmenter, exposure_lut
+from data.augment import IGNORE, Augmenter, AugmentSettings, exposure_lut
 from data.config import ConfigError, settings_from_mapping
 
 FULL = {

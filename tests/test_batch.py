@@ -205,6 +205,7 @@ def test_ray_two_workers_same_results_as_local(photos, tmp_path):
         assert (Path(d) / "dots.csv").read_bytes() == (tmp_path / "ray" / rel / "dots.csv").read_bytes()
 
 
+@pytest.mark.slow  # a real process killed mid-batch: run in CI's slow pass
 def test_a_batch_killed_with_sigkill_resumes_without_redoing_or_losing(photos, tmp_path):
     """The real thing: `smp batch` in its own process, SIGKILLed once two photos are done."""
     import os

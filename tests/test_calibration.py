@@ -18,6 +18,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from data.card import CardSpec, load_card, marker_corners_mm, patch_rects_mm, reference_lab, render_card
 from data.colour import (
@@ -28,9 +29,8 @@ from data.colour import (
     linear_to_srgb,
     srgb_to_linear,
 )
-from data.config import ConfigError, settings_from_mapping
+from data.config import ConfigError, load_settings, settings_from_mapping
 from data.flags import load_flag_settings
-from data.config import load_settings
 from data.metrics import PlaneScale
 from data.synth.camera import illuminant_rgb
 from data.synth.generate import item_rng, render_single
@@ -230,7 +230,7 @@ def test_generator_colour_residuals(scenes, calibrated) -> None:
 def test_correction_undoes_the_generator_white_balance(scenes, calibrated) -> None:
     """The generator's camera multiplies linear RGB by illuminant x partial white balance;
     a grey corrected by the card's fit must come out grey (chromaticity within 3 %)."""
-    for (scene, photo), cal in zip(scenes, calibrated):
+    for (scene, _photo), cal in zip(scenes, calibrated):
         cam = scene.params["camera"]
         illum = illuminant_rgb(cam["illuminant_kelvin"])
         gains = illum * illum ** -(1.0 - cam["white_balance_error"])  # camera's net channel gains
@@ -450,6 +450,7 @@ def test_bad_input_is_refused(card) -> None:
         calibrate(np.zeros((100, 100, 3), np.uint8), card, px_per_mm=-1.0)
 
 
+@pytest.mark.slow  # a wall-clock assertion: speed lives in BENCHMARKS, run in CI's slow pass
 def test_twelve_megapixel_photo_is_fast(card) -> None:
     hom = similarity(36.0, 25.0, (1400.0, 1100.0), persp=(3e-5, 2e-5))
     photo = card_photo(card, (4000, 3000), hom, noise=0.003)
@@ -574,7 +575,7 @@ def test_settings_are_validated() -> None:
         settings_from_mapping(CalibrationSettings, {"colour_model": "lut"})
     with pytest.raises(ConfigError, match="max_foreshortening"):
         settings_from_mapping(CalibrationSettings, {"max_foreshortening": 0.9})
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         s.min_marker_px = 3  # type: ignore[misc]
 
 

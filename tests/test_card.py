@@ -202,6 +202,7 @@ def test_render_geometry_is_exact(card: CardSpec) -> None:
     assert (1.0 - linear)[: int((12.0 - raster.origin_mm[0]) * ppm)].sum() / ppm == pytest.approx(10.0, abs=1e-4)
 
 
+@pytest.mark.slow  # a wall-clock assertion: run in CI's slow pass
 def test_render_is_fast(card: CardSpec) -> None:
     render_card(card, 40.0)
     start = time.perf_counter()

@@ -9,7 +9,6 @@ from skimage.color import rgb2lab
 
 from data import colour
 
-
 # ----------------------------------------------------------------------------- conversions
 
 

@@ -17,8 +17,17 @@ from data.synth.settings import SynthSettings
 from pipeline.assess import Assessor, load_assess_settings
 from pipeline.calibration import ScaleCalibration
 from pipeline.cli import main
-from pipeline.compare import (LINK_COLUMNS, NEW_COLOUR, LOST_COLOUR, SCHEMA, compare_assessments, darkening_map,
-                              render_difference_overlay, render_side_by_side, write_comparison)
+from pipeline.compare import (
+    LINK_COLUMNS,
+    LOST_COLOUR,
+    NEW_COLOUR,
+    SCHEMA,
+    compare_assessments,
+    darkening_map,
+    render_difference_overlay,
+    render_side_by_side,
+    write_comparison,
+)
 from pipeline.register import DotLinks, RegisterSettings, link_dots, register_photos
 
 # session 1 -> session 2 of a client: the second session adds dots between the first ones and

@@ -1,5 +1,6 @@
 """Settings: read once, frozen, unknown keys and bad values are one-line errors naming the key."""
 import pytest
+from pydantic import ValidationError
 
 from data.config import ConfigError, load_settings, parse_overrides
 from data.synth.settings import SynthSettings
@@ -13,7 +14,7 @@ def load(*overrides):
 def test_defaults_load_and_are_frozen():
     cfg = load()
     assert cfg.view == "closeup"
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.view = "global"
 
 

@@ -17,8 +17,7 @@ import pandas as pd
 import pytest
 
 from data.config import ConfigError, config_dir
-from pipeline.fading import (DOT_COLUMNS, FadingError, FadingSettings, fit_fading, load_fading_settings,
-                             weighted_median)
+from pipeline.fading import DOT_COLUMNS, FadingError, FadingSettings, fit_fading, load_fading_settings, weighted_median
 
 THRESHOLD = 12.0
 

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from pydantic import ValidationError
 from torchvision.models import mobilenet_v3_small
 
 from data.config import ConfigError, settings_from_mapping
@@ -88,7 +89,7 @@ def test_encoder_strides_and_defaults():
 
 def test_settings_are_frozen_and_validated():
     settings = ModelSettings()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         settings.arch = "lraspp"
     for bad in ({"se_kernel": 4}, {"arch": "resnet"}, {"dot_stride": 4}, {"unknown": 1}, {"width_mult": 0}):
         with pytest.raises(ConfigError):

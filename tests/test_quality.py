@@ -6,8 +6,7 @@ from PIL import Image
 from data.config import ConfigError
 from data.metrics import BACKGROUND, HAIR, SCALP
 from pipeline.assess import Assessor, load_assess_settings
-from pipeline.quality import (MaskWobble, QualitySettings, check_quality, mask_wobble, second_look,
-                              second_look_window)
+from pipeline.quality import MaskWobble, QualitySettings, check_quality, mask_wobble, second_look, second_look_window
 from pipeline.segment import Segmentation
 
 

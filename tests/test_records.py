@@ -24,8 +24,19 @@ from PIL import Image
 
 from pipeline.errors import UserError
 from pipeline.records import (
-    DEFAULT_CLINIC, IngestError, PhotoStore, StoreError, add_visit, import_manifest, list_clients, open_records,
-    parse_kind, record_review, store_assessment, store_dot_links, sweep_store,
+    DEFAULT_CLINIC,
+    IngestError,
+    PhotoStore,
+    StoreError,
+    add_visit,
+    import_manifest,
+    list_clients,
+    open_records,
+    parse_kind,
+    record_review,
+    store_assessment,
+    store_dot_links,
+    sweep_store,
 )
 from pipeline.records import db as records_db
 from pipeline.records import ingest as ingest_module
@@ -454,7 +465,7 @@ def test_manifest_header_problems(env):
 
 def test_manifest_import_then_reimport_is_a_no_op(env):
     records, store, tmp = env
-    photos = make_photos(tmp / "m" / "photos", 5)
+    make_photos(tmp / "m" / "photos", 5)
     rows = [
         {"client": "A1", "region": "crown", "date": "2026-01-10", "kind": "baseline", "photo": "photos/p0.png"},
         {"client": "A1", "region": "crown", "date": "2026-01-10", "kind": "baseline", "photo": "photos/p1.png",

@@ -21,7 +21,7 @@ from pipeline.assess import Assessor, load_assess_settings, write_assessment
 from pipeline.cli import main
 from pipeline.report import ReportError, detect_kind, render_assessment, render_comparison, render_timeline
 from pipeline.report.timeline import forecast_sentence
-from pipeline.report.wording import (fmt_date, fmt_int, fmt_month, fmt_num, fmt_pct, fmt_points, fmt_signed)
+from pipeline.report.wording import fmt_date, fmt_int, fmt_month, fmt_num, fmt_pct, fmt_points, fmt_signed
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENE = ["image.width=480", "image.height=360", "camera.px_per_mm=[14, 18]", "card.probability=1.0"]

@@ -12,7 +12,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-
 from web_support import dispose, make_world, synthetic_photos, upload
 
 pytestmark = pytest.mark.slow

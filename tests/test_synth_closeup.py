@@ -11,8 +11,8 @@ from data.card import load_card
 from data.config import load_settings
 from data.flags import load_flag_settings, measurable_dots
 from data.metrics import PlaneScale, photo_metrics
-from data.synth.closeup import single_closeup
 from data.synth.camera import draw_camera
+from data.synth.closeup import single_closeup
 from data.synth.generate import generate_images, generate_series, item_rng, write_manifest
 from data.synth.scene import decode_lstar16
 from data.synth.settings import SynthSettings

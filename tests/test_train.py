@@ -34,6 +34,7 @@ def _tiny_settings(data: Path, out: Path, *extra: str):
                          [f"train_manifest={data}", f"out_dir={out}", *extra])
 
 
+@pytest.mark.slow  # real training: run in CI's slow pass
 def test_tiny_training_logs_registers_and_resumes(tiny_data, tmp_path, monkeypatch):
     import time
 

@@ -12,10 +12,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-
-from pipeline.records.schema import (ApiToken, Assessment, Client, Dot, Job, Photo, Region, ReviewDecision, Visit,
-                                     VisitPhoto)
 from web_support import dispose, make_world, noise_png, synthetic_photos, synthetic_series, upload
+
+from pipeline.records.schema import (
+    ApiToken,
+    Assessment,
+    Client,
+    Dot,
+    Job,
+    Photo,
+    Region,
+    ReviewDecision,
+    Visit,
+    VisitPhoto,
+)
 
 
 @pytest.fixture(scope="module")
@@ -385,9 +395,9 @@ def test_cli_users_and_serve_settings(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO("another long password\n"))
     assert main(["users", "passwd", "nina", "--password-stdin"]) == 0
     # the app on that home accepts the token; revoked, it does not
-    from pipeline.web import WebSettings, create_app
-
     from fastapi.testclient import TestClient
+
+    from pipeline.web import WebSettings, create_app
 
     app = create_app(WebSettings(home=tmp_path, start_worker=False))
     c = TestClient(app, headers={"Authorization": f"Bearer {token}"})

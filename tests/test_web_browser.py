@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from web_support import PASSWORD, dispose, make_world, synthetic_photos
 
 pytestmark = pytest.mark.slow
@@ -196,7 +195,6 @@ def test_photo_review_by_keyboard_and_mouse(server, browser, tmp_path):
     import cv2
     import numpy as np
     import pandas as pd
-
     from web_support import upload
 
     base, world = server

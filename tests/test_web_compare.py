@@ -5,6 +5,8 @@ import cv2
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from test_compare import SERIES
+from web_support import dispose, make_world, noise_png, upload
 
 from data.card import load_card
 from data.config import load_settings
@@ -15,8 +17,6 @@ from data.synth.settings import SynthSettings
 from pipeline.records.schema import Assessment, Client
 from pipeline.web.comparisons import StoredAssessment, comparison_folder
 from pipeline.web.jobs import assessment_folder
-from test_compare import SERIES
-from web_support import dispose, make_world, noise_png, upload
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import re
 
 import pytest
 import sqlalchemy as sa
+from web_support import dispose, make_world, synthetic_photos, upload
 
 from pipeline.records.schema import Assessment, Dot
-from web_support import dispose, make_world, synthetic_photos, upload
 
 HUGE = str(2 ** 63)  # one past the largest id the records hold
 

@@ -4,13 +4,14 @@ removed, and the password policy of every role."""
 from __future__ import annotations
 
 import threading
+
 import pytest
 import sqlalchemy as sa
+from web_support import PASSWORD, dispose, login_token, make_world
 
 from pipeline.records.schema import LoginThrottle
 from pipeline.web import ThrottleSettings
 from pipeline.web.auth import AuthError, check_password_strength, create_user
-from web_support import PASSWORD, dispose, login_token, make_world
 
 
 def _post(c, token, username, password):  # type: ignore[no-untyped-def]

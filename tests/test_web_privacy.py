@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from PIL import Image
+from web_support import dispose, make_world, synthetic_photos, upload
 
 from pipeline.clean_copy import clean_photo_bytes
 from pipeline.loading import read_photo_bytes
-from web_support import dispose, make_world, synthetic_photos, upload
 
 GPS_IFD, EXIF_IFD = 0x8825, 0x8769
 MAKE, MODEL, SERIAL, ORIENTATION, USER_COMMENT = 0x010F, 0x0110, 0xA431, 0x0112, 0x9286

@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from web_support import dispose, make_world, synthetic_photos, upload
 
 from pipeline.records.review import MAX_SHAPE_POINTS, Act
 from pipeline.records.schema import AddedDot, Assessment, DoneMark, Dot, Job, ReviewDecision, ReviewShape, User
 from pipeline.web.export import paint_mask
-from web_support import dispose, make_world, synthetic_photos, upload
 
 ACT_TABLES = (ReviewDecision, AddedDot, ReviewShape, DoneMark)
 

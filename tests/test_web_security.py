@@ -9,11 +9,21 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from fastapi.routing import iter_route_contexts
+from web_support import PASSWORD, dispose, login_token, make_world, noise_png, synthetic_photos, upload
 
 from pipeline.records.schema import (
-    Assessment, Client, Dot, Job, Photo, Region, ReviewDecision, User, Visit, VisitPhoto, WebSession,
+    Assessment,
+    Client,
+    Dot,
+    Job,
+    Photo,
+    Region,
+    ReviewDecision,
+    User,
+    Visit,
+    VisitPhoto,
+    WebSession,
 )
-from web_support import PASSWORD, dispose, login_token, make_world, noise_png, synthetic_photos, upload
 
 PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/healthz"), ("GET", "/favicon.ico")}
 

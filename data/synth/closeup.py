@@ -17,16 +17,35 @@ from data.card import CardSpec, marker_corners_mm, render_card
 from data.colour import RGB_TO_XYZ, blue_index, delta_e00, linear_rgb_to_lab, lstar_from_luminance, srgb_to_linear
 from data.flags import FlagSettings
 from data.synth.camera import CameraParams, apply_h, photograph, plane_to_image, points_in_frame
-from data.synth.dots import (DotSet, core_means, core_pixels, darken_by_dots, dot_sprites, pick_fresh, place_dots,
-                             restyle_fresh, ring_samples, scab_dots, solve_strength)
+from data.synth.dots import (
+    DotSet,
+    core_means,
+    core_pixels,
+    darken_by_dots,
+    dot_sprites,
+    pick_fresh,
+    place_dots,
+    restyle_fresh,
+    ring_samples,
+    scab_dots,
+    solve_strength,
+)
 from data.synth.fields import smooth_field
-from data.synth.hair import (Follicles, HairParams, draw_follicles, draw_hair, render_hair,
-                             thinning_map)
+from data.synth.hair import Follicles, HairParams, draw_follicles, draw_hair, render_hair, thinning_map
 from data.synth.scene import LOOKALIKE_COLUMNS, UNSEEN, Scene, dot_flags_table, lstar_of
 from data.synth.settings import SynthSettings
 from data.synth.skin import SkinParams, draw_skin, render_skin
-from data.synth.visibility import (defocus_sigma_px, disc_mean, image_px_per_mm, photo_contrast, photo_lstar,
-                                   seen_contrast, speck_levels, unseen_hair, visible)
+from data.synth.visibility import (
+    defocus_sigma_px,
+    disc_mean,
+    image_px_per_mm,
+    photo_contrast,
+    photo_lstar,
+    seen_contrast,
+    speck_levels,
+    unseen_hair,
+    visible,
+)
 
 
 @dataclass(frozen=True)

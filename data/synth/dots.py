@@ -10,8 +10,8 @@ is both what the renderer draws and the ground truth the benchmark scores.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -51,14 +51,14 @@ class DotSet:
     def __len__(self) -> int:
         return len(self.dot_id)
 
-    def take(self, idx: np.ndarray) -> "DotSet":
+    def take(self, idx: np.ndarray) -> DotSet:
         return DotSet(**{k: v[idx] for k, v in self.__dict__.items()})
 
-    def with_(self, **changes: np.ndarray) -> "DotSet":
+    def with_(self, **changes: np.ndarray) -> DotSet:
         return replace(self, **changes)
 
     @staticmethod
-    def concat(a: "DotSet", b: "DotSet") -> "DotSet":
+    def concat(a: DotSet, b: DotSet) -> DotSet:
         return DotSet(**{k: np.concatenate([v, getattr(b, k)]) for k, v in a.__dict__.items()})
 
     @property

@@ -73,7 +73,8 @@ from data.synth.hair import HAIR_LAB, Follicles, HairParams, _strand_tones, draw
 from data.synth.scene import Scene, dot_flags_table, lstar_of
 from data.synth.settings import SynthSettings
 from data.synth.skin import SkinParams, draw_skin, render_skin
-from data.synth.visibility import seen_contrast, visible as dot_visible
+from data.synth.visibility import seen_contrast
+from data.synth.visibility import visible as dot_visible
 
 MAX_STRANDS = 25000
 """Above this many visible hairs, strands are merged (while they stay thinner than half a pixel)."""

@@ -23,8 +23,7 @@ import pandas as pd
 from data.card import CardSpec
 from data.flags import FlagSettings
 from data.synth.camera import CameraParams, draw_camera
-from data.synth.closeup import (ClientScalp, Plane, VisitState, draw_card_pose, footprint_mm, new_client,
-                                render_closeup)
+from data.synth.closeup import ClientScalp, Plane, VisitState, draw_card_pose, footprint_mm, new_client, render_closeup
 from data.synth.dots import DotSet
 from data.synth.scene import Scene
 from data.synth.settings import SynthSettings

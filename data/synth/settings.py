@@ -65,7 +65,7 @@ class CameraSettings(Settings):
     """Blur sigma (mm on the scalp) at the most defocused edge of a phone macro."""
 
     @model_validator(mode="after")
-    def _physical(self) -> "CameraSettings":
+    def _physical(self) -> CameraSettings:
         for name in ("tilt_deg", "macro_tilt_deg"):
             lo, hi = getattr(self, name)
             if lo < 0 or hi >= 60:
@@ -123,7 +123,7 @@ class SkinSettings(Settings):
     naevus_contrast_dl: NonNegativeRange = (12.0, 35.0)
 
     @model_validator(mode="after")
-    def _types(self) -> "SkinSettings":
+    def _types(self) -> SkinSettings:
         lo, hi = self.fitzpatrick
         if not (1 <= lo <= hi <= 6):
             raise ValueError("fitzpatrick must be a range within [1, 6]")
@@ -171,7 +171,7 @@ class HairSettings(Settings):
     vellus_width_mm: PositiveRange = (0.015, 0.04)
 
     @model_validator(mode="after")
-    def _nonneg(self) -> "HairSettings":
+    def _nonneg(self) -> HairSettings:
         if not self.patterns or not self.colours:
             raise ValueError("patterns and colours must not be empty")
         if self.cut_end_width_mm[1] > 0.3 or self.cut_end_length_mm[1] > 1.0:
@@ -229,7 +229,7 @@ class DotSettings(Settings):
     """Fraction of fresh dots carrying a scab (a dark red-brown crust over the dot)."""
 
     @model_validator(mode="after")
-    def _diam(self) -> "DotSettings":
+    def _diam(self) -> DotSettings:
         if self.diameter_mm[1] > 2.0 or self.fresh_diameter_mm[1] > 2.0:
             raise ValueError("diameter_mm above 2 mm is not an SMP dot")
         for name in ("elongation", "fresh_elongation"):
@@ -290,7 +290,7 @@ class SeriesSettings(Settings):
     """Region median contrast below which a touch-up is due (truth of the forecast)."""
 
     @model_validator(mode="after")
-    def _counts(self) -> "SeriesSettings":
+    def _counts(self) -> SeriesSettings:
         if not (1 <= self.sessions[0] <= self.sessions[1] <= 8):
             raise ValueError("sessions must be a range within [1, 8]")
         if not (0 <= self.followups[0] <= self.followups[1] <= 20):
@@ -312,7 +312,7 @@ class SynthSettings(Settings):
     series: SeriesSettings = SeriesSettings()
 
     @model_validator(mode="after")
-    def _view_scale(self) -> "SynthSettings":
+    def _view_scale(self) -> SynthSettings:
         lo, hi = self.camera.px_per_mm
         # close-ups: 8-40 px/mm (docs/design.md), phone macros reach 60 px/mm
         allowed = (8.0, 60.0) if self.view == "closeup" else (1.0, 6.0)

@@ -11,7 +11,6 @@ from ..errors import UserError
 from . import DB_HELP as _DB_HELP
 
 
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "batch",

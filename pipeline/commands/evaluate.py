@@ -128,7 +128,7 @@ def _one(args, ref, loaded, data: Path, split: str | None, manifest, settings, o
     if not parent:
         s = ev.summary
         print(json.dumps({k: s.get(k) for k in SUMMARY_KEYS}, indent=2))
-    for image, reason in ev.failures:
+    for _image, reason in ev.failures:
         print(f"failed: {reason}")
     if not parent:
         print(f"wrote {out}")

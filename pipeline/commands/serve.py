@@ -5,6 +5,7 @@ import argparse
 import getpass
 import ipaddress
 import sys
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -212,13 +213,13 @@ def run_users_token(args: argparse.Namespace) -> int:
 
 
 def run_users_revoke(args: argparse.Namespace) -> int:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from ..web.auth import revoke_token
 
     records = _records(args)
     with records.transaction() as s:
-        if not revoke_token(s, args.token_id, datetime.now(timezone.utc)):
+        if not revoke_token(s, args.token_id, datetime.now(UTC)):
             raise UserError(f"no token {args.token_id}")
     print(f"token {args.token_id} revoked")
     return 0

@@ -16,13 +16,33 @@ Typical use::
 """
 from .db import Records, data_home, default_url, open_records, resolve_url
 from .ingest import (
-    MANIFEST_COLUMNS, AssessmentLike, ClientSummary, ImportResult, IngestError, IngestResult, PhotoEntry, PhotoFile,
-    Problem, StoredAssessment, VisitKey, add_visit, import_manifest, inspect_photo, list_clients, parse_date,
-    parse_kind, parse_region, read_manifest, record_review, store_assessment, store_dot_links, store_photo_assessment,
+    MANIFEST_COLUMNS,
+    AssessmentLike,
+    ClientSummary,
+    ImportResult,
+    IngestError,
+    IngestResult,
+    PhotoEntry,
+    PhotoFile,
+    Problem,
+    StoredAssessment,
+    VisitKey,
+    add_visit,
+    import_manifest,
+    inspect_photo,
+    list_clients,
+    parse_date,
+    parse_kind,
+    parse_region,
+    read_manifest,
+    record_review,
+    store_assessment,
+    store_dot_links,
+    store_photo_assessment,
     sweep_store,
 )
-from .schema import DEFAULT_CLINIC, VISIT_KINDS, VIEWS
-from .store import PhotoStore, StoreError, StoredFile
+from .schema import DEFAULT_CLINIC, VIEWS, VISIT_KINDS
+from .store import PhotoStore, StoredFile, StoreError
 
 __all__ = [
     "DEFAULT_CLINIC", "MANIFEST_COLUMNS", "VIEWS", "VISIT_KINDS",

@@ -45,8 +45,22 @@ from sqlalchemy.orm import Session
 from ..errors import UserError
 from .db import Records
 from .schema import (
-    DECISIONS, DEFAULT_CLINIC, DOT_FIELDS, VIEWS, VISIT_KINDS, Assessment, Client, Clinic, Dot, DotLink, Photo,
-    Region, ReviewDecision, Visit, VisitPhoto, is_slug,
+    DECISIONS,
+    DEFAULT_CLINIC,
+    DOT_FIELDS,
+    VIEWS,
+    VISIT_KINDS,
+    Assessment,
+    Client,
+    Clinic,
+    Dot,
+    DotLink,
+    Photo,
+    Region,
+    ReviewDecision,
+    Visit,
+    VisitPhoto,
+    is_slug,
 )
 from .store import PhotoStore
 

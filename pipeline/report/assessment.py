@@ -13,10 +13,9 @@ import numpy as np
 from ..subject import Subject
 from .folders import AssessmentFolder, read_assessment_folder
 from .glossary import metric_row, ordered_names
-from .images import (FLAG_ORDER, Picture, as_float, dot_crops, encode_rgb, flag_table, flags_of, pick_flagged,
-                     read_rgb)
+from .images import FLAG_ORDER, Picture, as_float, dot_crops, encode_rgb, flag_table, flags_of, pick_flagged, read_rgb
 from .render import subject_heading, subject_rows
-from .wording import (MISSING, as_number, fmt_date, fmt_int, fmt_num, fmt_pct, join_words, plural, short_hash)
+from .wording import MISSING, as_number, fmt_date, fmt_int, fmt_num, fmt_pct, join_words, plural, short_hash
 
 __all__ = ["build_assessment_context", "find_photo", "photo_name", "view_label", "scale_text", "colour_text",
            "model_text", "limits", "all_warnings", "flag_rules", "FLAG_LABELS", "MAX_CROPS"]

@@ -8,8 +8,21 @@ from typing import Any
 from ..register import retake_advice
 from .folders import ReportError, read_doc
 from .images import picture_from_file
-from .wording import (MISSING, as_number, fmt_date, fmt_int, fmt_month, fmt_month_short, fmt_num, fmt_pct,
-                      fmt_signed, join_words, kind_label, parse_date, plural)
+from .wording import (
+    MISSING,
+    as_number,
+    fmt_date,
+    fmt_int,
+    fmt_month,
+    fmt_month_short,
+    fmt_num,
+    fmt_pct,
+    fmt_signed,
+    join_words,
+    kind_label,
+    parse_date,
+    plural,
+)
 
 __all__ = ["build_timeline_context", "forecast_sentence", "kind_label"]
 
@@ -134,7 +147,7 @@ def _facts(fading: dict[str, Any]) -> list[dict[str, str]]:
         years = f" ({fmt_num(v / 365.25, 1)} years)" if v >= 365 else ""
         rng = _range(hl, 0, "days")
         out.append({"label": "Half-life of the contrast", "value": f"{fmt_num(v, 0)} days{years}",
-                    "text": f"The dots lose half their contrast against the skin in about this time"
+                    "text": "The dots lose half their contrast against the skin in about this time"
                             + (f" ({interval} range: {rng})." if rng else ".")})
     else:
         out.append({"label": "Half-life of the contrast", "value": MISSING,

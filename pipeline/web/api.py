@@ -349,7 +349,7 @@ def docs_router() -> APIRouter:
         operations = []
         for path, methods in spec.get("paths", {}).items():
             for method, op in methods.items():
-                body = (((op.get("requestBody") or {}).get("content") or {}))
+                body = ((op.get("requestBody") or {}).get("content") or {})
                 body_schema = next(iter(body.values()), {}).get("schema") if body else None
                 fields = _schema_fields(spec, body_schema) if body_schema else []
                 operations.append({"method": method.upper(), "path": path, "summary": op.get("summary", ""),

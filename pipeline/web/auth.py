@@ -284,7 +284,7 @@ def session_principal(session: Session, token: str, now: datetime) -> Principal 
 
 
 def _hmac(secret: bytes, purpose: str, value: str) -> str:
-    return hmac.new(secret, f"{purpose}|{value}".encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.new(secret, f"{purpose}|{value}".encode(), hashlib.sha256).hexdigest()
 
 
 def csrf_token(secret: bytes, session_token: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ class StoredFileMissing(Exception):
         self.relpath, self.what = relpath, what
 
 
-def stored_path(ctx: "AppContext", relpath: str, what: str = "photo") -> Path:
+def stored_path(ctx: AppContext, relpath: str, what: str = "photo") -> Path:
     """The store's file of a record, or :class:`StoredFileMissing` when it is not on disk."""
     path = ctx.store.path(relpath)
     if not path.is_file():
@@ -84,7 +84,7 @@ class AppContext:
         self.jobs.limits = JobLimits.of(self.settings)
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self.settings.clock(), timezone.utc)
+        return datetime.fromtimestamp(self.settings.clock(), UTC)
 
 
 def context(request: Request) -> AppContext:

@@ -48,7 +48,17 @@ from ..clean_copy import clean_photo_bytes
 from ..records import PhotoStore, Records
 from ..records.review import Act, PhotoActs, photo_acts
 from ..records.schema import (
-    MASK_LABELS, AddedDot, Assessment, Client, Clinic, DoneMark, Dot, Photo, ReviewDecision, ReviewShape, Visit,
+    MASK_LABELS,
+    AddedDot,
+    Assessment,
+    Client,
+    Clinic,
+    DoneMark,
+    Dot,
+    Photo,
+    ReviewDecision,
+    ReviewShape,
+    Visit,
     VisitPhoto,
 )
 

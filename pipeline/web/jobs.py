@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -176,7 +176,7 @@ class JobRunner:
         self._lock = threading.Lock()  # one job at a time per process (the assessor is not thread-safe)
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self._clock(), timezone.utc)
+        return datetime.fromtimestamp(self._clock(), UTC)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -22,27 +22,72 @@ from sqlalchemy.exc import IntegrityError
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from ..records.review import act_time
 from ..records.schema import (
-    ROLES, VISIT_KINDS, ApiToken, Assessment, Client, Clinic, Dot, Job, Photo, Region, ReviewDecision, User, Visit,
+    ROLES,
+    VISIT_KINDS,
+    ApiToken,
+    Assessment,
+    Client,
+    Clinic,
+    Dot,
+    Job,
+    Photo,
+    Region,
+    ReviewDecision,
+    User,
+    Visit,
     VisitPhoto,
 )
-from ..records.review import act_time
 from ..subject import Subject
 from .auth import (
-    AuthError, Principal, account_key, authenticate_password, close_session, create_user, csrf_matches, issue_token,
-    login_csrf_token, open_session, revoke_token, throttle_attempt, throttle_key, throttle_success,
+    AuthError,
+    Principal,
+    account_key,
+    authenticate_password,
+    close_session,
+    create_user,
+    csrf_matches,
+    issue_token,
+    login_csrf_token,
+    open_session,
+    revoke_token,
+    throttle_attempt,
+    throttle_key,
+    throttle_success,
 )
 from .deps import (
-    PRELOGIN_COOKIE, SESSION_COOKIE, context, stored_path, current_principal, render, require_roles, require_user,
+    PRELOGIN_COOKIE,
+    SESSION_COOKIE,
+    context,
+    current_principal,
+    render,
+    require_roles,
+    require_user,
     safe_next,
+    stored_path,
 )
 from .export import (
-    FLAGS, RELABELS, export_reviews, latest_decisions, remove_old_exports, reviewed_assessment_ids, zip_folder,
+    FLAGS,
+    RELABELS,
+    export_reviews,
+    latest_decisions,
+    remove_old_exports,
+    reviewed_assessment_ids,
+    zip_folder,
 )
 from .jobs import assessment_folder, enqueue_job, insert_ignore
 from .settings import WebSettings
 from .tenancy import (
-    NotFound, clinic_filter, client_summaries, get_assessment, get_client, get_dot, get_job, get_photo, get_region,
+    NotFound,
+    client_summaries,
+    clinic_filter,
+    get_assessment,
+    get_client,
+    get_dot,
+    get_job,
+    get_photo,
+    get_region,
     scoped,
 )
 from .uploads import IncomingPhoto, UploadProblem, ingest_upload, read_capped, sanitise_filename

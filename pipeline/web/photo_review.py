@@ -30,8 +30,19 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from ..records.review import (
-    MAX_BRUSH_RADIUS_PX, MAX_SHAPE_POINTS, PhotoActs, ReviewInputError, Reviewer, add_dot, add_shape, check_point,
-    check_shape, decide_dot, mark_done, photo_acts, undo_last,
+    MAX_BRUSH_RADIUS_PX,
+    MAX_SHAPE_POINTS,
+    PhotoActs,
+    Reviewer,
+    ReviewInputError,
+    add_dot,
+    add_shape,
+    check_point,
+    check_shape,
+    decide_dot,
+    mark_done,
+    photo_acts,
+    undo_last,
 )
 from ..records.schema import MASK_LABELS, Dot, Region
 from .auth import Principal
