@@ -88,7 +88,8 @@ def _read(path: Path) -> dict:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:160]})") from None
     if not isinstance(obj, dict) or obj.get("format") not in (MODEL_FORMAT, STATE_FORMAT):
-        raise CheckpointError(f"{path}: not an smp-assess checkpoint (format {obj.get('format') if isinstance(obj, dict) else type(obj).__name__!r})")
+        raise CheckpointError(f"{path}: not an smp-assess checkpoint "
+                              f"(format {obj.get('format') if isinstance(obj, dict) else type(obj).__name__!r})")
     return obj
 
 

@@ -294,7 +294,8 @@ def train(s: TrainSettings, *, resume: bool = False, progress: bool = True) -> T
         model = model.to(memory_format=torch.channels_last)
     net: torch.nn.Module = model
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(model,
+                                                        device_ids=[local_rank] if device.type == "cuda" else None)
     decay, no_decay = [], []
     for p in model.parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)

@@ -255,7 +255,8 @@ class Assessor:
             view = "closeup" if ppm >= s.closeup_min_px_per_mm else "global"
         else:
             view = "closeup"
-            warnings.append("view unknown without a scale: assumed closeup (pass --set view=global for a whole-head photo)")
+            warnings.append("view unknown without a scale: assumed closeup "
+                            "(pass --set view=global for a whole-head photo)")
         work_ppm = ppm if ppm is not None else s.assumed_closeup_px_per_mm
         card_mask = None
         if cal.detection is not None:
@@ -449,7 +450,8 @@ class Assessor:
         return pts[:, :2] / pts[:, 2:3]
 
 
-def write_assessment(a: Assessment, out_dir: str | Path, *, overlay: bool = True, subject: Subject | None = None) -> Path:
+def write_assessment(a: Assessment, out_dir: str | Path, *, overlay: bool = True,
+                     subject: Subject | None = None) -> Path:
     """Write the output contract into ``out_dir`` (created); returns the folder. ``subject``: whose
     photo it is and from which visit (``assessment.json``'s ``subject``; null when not given).
 

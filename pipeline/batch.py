@@ -195,7 +195,8 @@ def _model_label(model: Mapping[str, Any]) -> str:
     return f"{model.get('name') or 'unknown'}@{model.get('version') or ''}"
 
 
-def done_row(row: int, path: str, folder: Path, status: str = "skipped", seconds: float | None = None) -> dict[str, Any]:
+def done_row(row: int, path: str, folder: Path, status: str = "skipped",
+             seconds: float | None = None) -> dict[str, Any]:
     """The row of a photo whose result folder is complete, read back from its ``assessment.json``."""
     doc = json.loads((Path(folder) / "assessment.json").read_text())
     return _row(row, path, doc["photo"]["sha256"], status, model=_model_label(doc.get("model") or {}),
@@ -413,7 +414,8 @@ class BatchResult:
                 "failed": self.failed, "seconds": round(self.seconds, 3),
                 "photos_per_second": round(self.throughput, 4),
                 "first_result_s": None if self.first_result_s is None else round(self.first_result_s, 3),
-                "steady_photos_per_second": None if self.steady_throughput is None else round(self.steady_throughput, 4),
+                "steady_photos_per_second": (None if self.steady_throughput is None
+                                             else round(self.steady_throughput, 4)),
                 "failures": [{"row": r, "path": p, "error": e} for r, p, e in self.failures]}
 
 

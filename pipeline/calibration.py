@@ -640,7 +640,8 @@ def _edge_points(
     prof_mm = base[:, None, :] + (u[None, :, None] * half[:, None, None]) * normal[:, None, :]
     img = _apply_h(hmat, prof_mm.reshape(-1, 2)).reshape(len(base), samples, 2) - origin
     rows, cols = lum.shape
-    inside = np.all((img[..., 0] >= 0) & (img[..., 0] <= cols - 1) & (img[..., 1] >= 0) & (img[..., 1] <= rows - 1), axis=1)
+    inside = np.all((img[..., 0] >= 0) & (img[..., 0] <= cols - 1) & (img[..., 1] >= 0) & (img[..., 1] <= rows - 1),
+                    axis=1)
     inside &= np.all(np.isfinite(img), axis=(1, 2))
     base, idx, half, normal, img = base[inside], idx[inside], half[inside], normal[inside], img[inside]
     if len(base) == 0:
@@ -704,7 +705,8 @@ def _refine_with_card(
         return h_marker
     h, w = rgb.shape[:2]
     paper = paper_rect_mm(card)
-    box = _apply_h(h_marker, np.array([[paper[0], paper[1]], [paper[2], paper[1]], [paper[2], paper[3]], [paper[0], paper[3]]]))
+    box = _apply_h(h_marker, np.array([[paper[0], paper[1]], [paper[2], paper[1]],
+                                       [paper[2], paper[3]], [paper[0], paper[3]]]))
     if not np.all(np.isfinite(box)):
         return h_marker
     x0 = int(np.clip(np.floor(box[:, 0].min()) - 4, 0, w - 1))
@@ -911,7 +913,8 @@ def _paper_points(card: CardSpec) -> NDArray[np.float64]:
     keep = np.ones(len(pts), dtype=bool)
     for bx0, by0, bx1, by1 in blocked:
         keep &= ~(
-            (pts[:, 0] > bx0 - clear) & (pts[:, 0] < bx1 + clear) & (pts[:, 1] > by0 - clear) & (pts[:, 1] < by1 + clear)
+            (pts[:, 0] > bx0 - clear) & (pts[:, 0] < bx1 + clear)
+            & (pts[:, 1] > by0 - clear) & (pts[:, 1] < by1 + clear)
         )
     out = pts[keep]
     out.setflags(write=False)
@@ -1026,7 +1029,8 @@ def _apply_model(model: str, coefficients: NDArray[np.float64], lin: NDArray[np.
         out = cv2.transform(flat, coefficients[:, :3].astype(np.float32))
         if model == "root_polynomial2":
             r, g, b = cv2.split(cv2.max(flat, 0.0))
-            cross = cv2.merge([cv2.sqrt(cv2.multiply(r, g)), cv2.sqrt(cv2.multiply(g, b)), cv2.sqrt(cv2.multiply(r, b))])
+            cross = cv2.merge([cv2.sqrt(cv2.multiply(r, g)), cv2.sqrt(cv2.multiply(g, b)),
+                               cv2.sqrt(cv2.multiply(r, b))])
             out = cv2.add(out, cv2.transform(cross, coefficients[:, 3:].astype(np.float32)))
         return out.reshape(shape)
     flat2 = flat.reshape(-1, 3)
@@ -1234,7 +1238,8 @@ def calibrate(
     scale = scale_from_card(detection, (w, h), s)
     if detection.other_marker_ids:
         others = ", ".join(str(i) for i in detection.other_marker_ids)
-        warnings.append(f"several card markers in the photo (also id {others}): used id {detection.marker_id}, the largest")
+        warnings.append(f"several card markers in the photo (also id {others}): used id {detection.marker_id}, "
+                        "the largest")
     if manual is not None and scale.px_per_mm is not None:
         diff = manual / scale.px_per_mm - 1.0
         if abs(diff) > s.max_scale_disagreement:
@@ -1257,7 +1262,8 @@ def calibrate(
             measured, reference, s.colour_model, cross_term_penalty=s.cross_term_penalty
         )
     except ValueError as exc:
-        colour = no_colour_correction(f"card found but its colours could not be used ({exc}): colours are not corrected")
+        colour = no_colour_correction(f"card found but its colours could not be used ({exc}): "
+                                      "colours are not corrected")
     else:
         if colour.residual_de00_mean is not None and colour.residual_de00_mean > s.reject_residual_de00:
             return without_card(f"a card marker was found but its colour patches do not match the card "

@@ -119,7 +119,8 @@ def _svg(card: CardSpec, marker_id: int) -> str:
         f'viewBox="{_num(x0)} {_num(y0)} {_num(w)} {_num(h)}">',
         f"<title>{escape(card.name)} calibration card, marker {card.marker.dictionary} id {marker_id}</title>",
         "<desc>Units: mm; origin at the top-left outer corner of the marker. Print at 100 % (actual size).</desc>",
-        f'<rect id="paper" x="{_num(x0)}" y="{_num(y0)}" width="{_num(w)}" height="{_num(h)}" fill="{_hex(card.paper_srgb)}"/>',
+        f'<rect id="paper" x="{_num(x0)}" y="{_num(y0)}" width="{_num(w)}" height="{_num(h)}" '
+        f'fill="{_hex(card.paper_srgb)}"/>',
         f'<path id="marker" d="{modules}" fill="{_hex(card.ink_srgb)}"/>',
         '<g id="patches">',
     ]
@@ -134,7 +135,8 @@ def _svg(card: CardSpec, marker_id: int) -> str:
         # textLength pins the rendered width, so whatever font substitutes
         # Helvetica the text stays inside its strip.
         lines.append(
-            f'<text id="label" x="{_num(label.x)}" y="{_num(label.baseline)}" font-family="Helvetica, Arial, sans-serif" '
+            f'<text id="label" x="{_num(label.x)}" y="{_num(label.baseline)}" '
+            'font-family="Helvetica, Arial, sans-serif" '
             f'font-size="{_num(label.font_mm)}" textLength="{_num(label.width_mm)}" lengthAdjust="spacingAndGlyphs" '
             f'fill="{_hex(_LABEL_GREY)}">{escape(label.text)}</text>'
         )
@@ -219,7 +221,8 @@ def _pdf(card: CardSpec, marker_id: int) -> bytes:
     xref = len(out)
     out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode("latin-1")
     out += "".join(f"{offset:010d} 00000 n \n" for offset in offsets).encode("latin-1")
-    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R /Info 6 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode("latin-1")
+    out += (f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R /Info 6 0 R >>\n"
+            f"startxref\n{xref}\n%%EOF\n").encode("latin-1")
     return bytes(out)
 
 
@@ -284,7 +287,8 @@ def write_card(
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
-        raise UserError(f"{path.name}: unknown card format {path.suffix or '(no suffix)'!r}; use one of {', '.join(FORMATS)}")
+        raise UserError(f"{path.name}: unknown card format {path.suffix or '(no suffix)'!r}; "
+                        f"use one of {', '.join(FORMATS)}")
     if isinstance(dpi, bool) or not isinstance(dpi, (int, np.integer)) or not DPI_RANGE[0] <= dpi <= DPI_RANGE[1]:
         raise UserError(f"dpi must be an integer from {DPI_RANGE[0]} to {DPI_RANGE[1]}, got {dpi!r}")
     count = card.marker.id_count

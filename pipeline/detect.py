@@ -67,7 +67,8 @@ from .dots import (
 )
 from .segment import hair_strands, local_darkness
 
-__all__ = ["DetectSettings", "DotEvidence", "CandidateTable", "Detection", "REJECT", "ScaleOutOfRange", "detect_dots", "resample_factor"]
+__all__ = ["DetectSettings", "DotEvidence", "CandidateTable", "Detection", "REJECT", "ScaleOutOfRange", "detect_dots",
+           "resample_factor"]
 
 
 class DetectSettings(Settings):
@@ -451,9 +452,10 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
 
     ``lstar``: HxW float32 colour-corrected L*; ``labels``: HxW classes;
     ``px_per_mm``: the photo's scale; ``min_contrast_dl``, ``max_hair_cover``: the
-    visibility rule (``FlagSettings.visible_min_contrast_dl``, ``visible_max_hair_cover``). ``model_xy``/``model_score``:
-    centres a learned model proposes (photo pixels), optional. ``ranker``: the learned ranking of
-    the admitted candidates (``models.dot_ranker``), needed when ``settings.decision`` is ``ranker``.
+    visibility rule (``FlagSettings.visible_min_contrast_dl``, ``visible_max_hair_cover``).
+    ``model_xy``/``model_score``: centres a learned model proposes (photo pixels), optional.
+    ``ranker``: the learned ranking of the admitted candidates (``models.dot_ranker``), needed
+    when ``settings.decision`` is ``ranker``.
     ``patch_ranker``: the second look at the pixels (``models.dot_patch``; without one, or with
     ``settings.patch_look`` off, none is taken).
     Raises :class:`ScaleOutOfRange` outside the supported scales.
@@ -604,7 +606,8 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
         strength = _at(resp, ks, ci[:, 1], ci[:, 0])
         keep = suppress_duplicates(cand, (strength if settings.blob_merge else sig) + 1e-6 * from_model,
                                    dot_settings.min_separation_mm * c,
-                                   reach_px=settings.blob_merge * np.sqrt(2) * sigmas[ks] if settings.blob_merge else None)
+                                   reach_px=(settings.blob_merge * np.sqrt(2) * sigmas[ks] if settings.blob_merge
+                                             else None))
         cand, ks, sig = cand[keep], ks[keep], sig[keep]
 
     # --- evidence ---
@@ -638,7 +641,8 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
     reach = np.maximum(r_half * np.sqrt(np.maximum(prof.elongation, 1.0)), sigmas[ks] * np.sqrt(2))
     # continuation on the photo as it is (hair not filled): a piece of a strand the hair mask missed
     # continues into the masked part
-    cont = _continuation(cv2.GaussianBlur(raw_dark, (0, 0), float(sigmas[0])), prof.xy, axis, reach + np.maximum(0.1 * c, 0.8 * reach), r_half, prof.peak_dl)
+    cont = _continuation(cv2.GaussianBlur(raw_dark, (0, 0), float(sigmas[0])), prof.xy, axis,
+                         reach + np.maximum(0.1 * c, 0.8 * reach), r_half, prof.peak_dl)
     diameter_mm = 2.0 * prof.radius_px / c
     # on scalp: not background, and less than half of the dot's disc under hair (the `visible` rule)
     hair_cover = disc_mean(hair.astype(np.float32), prof.xy, np.maximum(prof.radius_px, 0.5))
@@ -747,7 +751,8 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
     sel = np.flatnonzero(real)
     xy_all = (prof.xy + 0.5) / fxy - 0.5
     # the bare-skin reference at the photo's pixels (reported, and read by the re-centring below)
-    skin = ref if abs(f - 1) < 1e-9 else cv2.resize(ref, (lstar.shape[1], lstar.shape[0]), interpolation=cv2.INTER_LINEAR)
+    skin = (ref if abs(f - 1) < 1e-9
+            else cv2.resize(ref, (lstar.shape[1], lstar.shape[0]), interpolation=cv2.INTER_LINEAR))
     if f < 0.8 and len(sel):
         # a photo finer than the canonical scale: the decided dots are re-centred on its own pixels
         # (an elongated fresh dot of a macro photo is located to ~1 canonical px otherwise)

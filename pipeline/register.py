@@ -768,8 +768,9 @@ def register_photos(before_rgb: np.ndarray, after_rgb: np.ndarray, settings: Reg
     refined on the dot pattern, and when features fail the dot patterns are searched on
     their own (:func:`match_dot_patterns`). ``*_mask``: optional HxW bool, where features
     may be taken - pass the scalp (the ROI), so that a calibration card that moved between
-    the photos cannot pull the fit its way (a mask on under 5 % of the photo is ignored). ``px_per_mm`` (BEFORE photo) only turns
-    residuals into mm. ``method`` of the result: ``features``, ``features+dots`` or ``dots``.
+    the photos cannot pull the fit its way (a mask on under 5 % of the photo is ignored).
+    ``px_per_mm`` (BEFORE photo) only turns residuals into mm. ``method`` of the result:
+    ``features``, ``features+dots`` or ``dots``.
     """
     s = settings or RegisterSettings()
     t0 = time.perf_counter()

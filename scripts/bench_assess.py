@@ -397,8 +397,10 @@ def run_suites(data: Path, methods: list[str], overrides: list[str]) -> dict:
                 counts.append(cnt)
             res[method][suite] = {"summary": summarise(rows, counts), "photos": rows}
             s = res[method][suite]["summary"]
-            print(f"[bench] assess {method:9s} {suite:13s} F1 {fmt(s['dot_f1'])} density err {fmt(s['density_err_median'])} "
-                  f"show-through err {fmt(s['show_through_err_pp_median'])} pp colour dE00 {fmt(s['colour_de00_median'])}",
+            print(f"[bench] assess {method:9s} {suite:13s} F1 {fmt(s['dot_f1'])} "
+                  f"density err {fmt(s['density_err_median'])} "
+                  f"show-through err {fmt(s['show_through_err_pp_median'])} pp "
+                  f"colour dE00 {fmt(s['colour_de00_median'])}",
                   flush=True)
     return res
 
@@ -527,7 +529,8 @@ def tables(res: dict) -> str:
                                  f"{fmt(b['recall'], 2)} | {b['fp']} | {fmt(b['precision'], 2)} |")
     lines += ["", "How small a dot can carry a flag: colour error of matched dots (measured core vs true core) by "
               "the true half-maximum diameter in photo px, pooled over the close-up suites (first segmenter).", "",
-              "| diameter px | matched dots | dE00 (median per suite, n-weighted mean) | blue_index error (same) |", "|---|---|---|---|"]
+              "| diameter px | matched dots | dE00 (median per suite, n-weighted mean) | blue_index error (same) |",
+              "|---|---|---|---|"]
     pooled: dict = {}
     for r in first.values():
         for b in r["summary"].get("colour_by_px", []):
@@ -549,8 +552,9 @@ def tables(res: dict) -> str:
               "counts neither way. Perfect detector: every measurable visible dot found, its blue index and contrast "
               f"read to {ORACLE_NOISE[0]:g} and {ORACLE_NOISE[1]:g} units and its diameter to {ORACLE_NOISE[2]:g} mm "
               "(1 sd).", "",
-              "| segmenter | suite | flag | true flagged (measurable, decided) | precision | recall | precision (matched) | "
-              "recall (matched) | perfect detector P / R |", "|---|---|---|---|---|---|---|---|---|"]
+              "| segmenter | suite | flag | true flagged (measurable, decided) | precision | recall | "
+              "precision (matched) | recall (matched) | perfect detector P / R |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for method, suites in res["suites"].items():
         for suite, r in suites.items():
             if suite in ("global", "untreated"):
@@ -568,17 +572,19 @@ def tables(res: dict) -> str:
         lines += ["", f"Dot detectors side by side ({run}, test photos = the last 4 of each suite; peers "
                   "tuned on the first 4 by a small grid search, scripts/peers.py; on untreated scalps with the "
                   "easy suite's parameters):", "",
-                  "| detector | suite | F1 | precision | recall | false dots/cm2 (untreated) | megapixels/s | parameters |",
+                  "| detector | suite | F1 | precision | recall | false dots/cm2 (untreated) | megapixels/s | "
+                  "parameters |",
                   "|---|---|---|---|---|---|---|---|"]
         for suite, rows in res["peers"].items():
             for name, r in rows.items():
-                lines.append(f"| {name} | {suite} | {fmt(r['f1'])} | {fmt(r['precision'], 2)} | {fmt(r['recall'], 2)} | "
+                lines.append(f"| {name} | {suite} | {fmt(r['f1'])} | {fmt(r['precision'], 2)} | "
+                             f"{fmt(r['recall'], 2)} | "
                              f"{fmt(r.get('false_dots_per_cm2'), 1)} | {fmt(r['megapixels_per_s'], 2)} | "
                              f"{r.get('params', '')} |")
     sp = res.get("speed")
     if sp:
-        lines += ["", "12-megapixel close-up (4000x3000, 20 px/mm given as --px-per-mm: the photo has no card), end to end "
-                  "with the model loaded, 2 threads, "
+        lines += ["", "12-megapixel close-up (4000x3000, 20 px/mm given as --px-per-mm: the photo has no card), "
+                  "end to end with the model loaded, 2 threads, "
                   "median of 5 in one process:", "",
                   "| segmenter | median s | min | max | peak RSS MB | dots | " +
                   " | ".join(f"{k} s" for k in sp[next(iter(sp))]["stages"] if k != "total") + " | write s |",
@@ -588,7 +594,8 @@ def tables(res: dict) -> str:
             lines.append(f"| {method} | {r['median_s']:.2f} | {r['min_s']:.2f} | {r['max_s']:.2f} | "
                          f"{r['peak_rss_mb']:.0f} | {r['dots']} | {st} | {r['write_s']:.2f} |")
         for method, r in (res.get("speed_48mp") or {}).items():
-            st = " | ".join(f"{r['stages'].get(k, float('nan')):.3f}" for k in sp[next(iter(sp))]["stages"] if k != "total")
+            st = " | ".join(f"{r['stages'].get(k, float('nan')):.3f}" for k in sp[next(iter(sp))]["stages"]
+                            if k != "total")
             lines.append(f"| {method}, the same photo at 48 MP (8000x6000) | {r['median_s']:.2f} | {r['min_s']:.2f} | "
                          f"{r['max_s']:.2f} | {r['peak_rss_mb']:.0f} | {r['dots']} | {st} | {r['write_s']:.2f} |")
     return "\n".join(lines)

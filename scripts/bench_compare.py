@@ -202,8 +202,8 @@ def table(result: dict) -> str:
     def f(v, nd=3):
         return "-" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
 
-    lines = ["| dots | pairs | failed | correct links | recall of common dots | residual mm (median; homography only) | "
-             "corner err px (median / max) | register s | link s |",
+    lines = ["| dots | pairs | failed | correct links | recall of common dots | "
+             "residual mm (median; homography only) | corner err px (median / max) | register s | link s |",
              "|---|---|---|---|---|---|---|---|---|"]
     for k, v in result.items():
         s = v["summary"]
@@ -212,7 +212,8 @@ def table(result: dict) -> str:
                      f"{f(s['corner_err_px_median'])} / {f(s['corner_err_px_max'])} | "
                      f"{f(s['register_s_median'], 2)} | {f(s['link_s_median'], 2)} |")
     import platform
-    lines += ["", f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, consecutive visits of the series suite."]
+    lines += ["", f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, "
+              "consecutive visits of the series suite."]
     return "\n".join(lines)
 
 

@@ -254,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"fading-{args.suite}", text)
     doc = {"suite": {"folder": str(folder), "n": args.n, "seed": args.seed, "size": list(SIZE)},
            "settings_overrides": args.overrides, "bootstrap": args.bootstrap, "summary": summary, "clients": rows}
-    (args.out / ("fading.json" if args.suite == "series_fading" else f"fading-{args.suite}.json")).write_text(json.dumps(doc, indent=1, default=float))
+    (args.out / ("fading.json" if args.suite == "series_fading" else f"fading-{args.suite}.json")).write_text(
+        json.dumps(doc, indent=1, default=float))
     return 0
 
 

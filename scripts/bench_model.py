@@ -47,7 +47,9 @@ precision = sys.argv[4] if len(sys.argv) > 4 else None
 predict_image(model, rgb[:512, :512], precision=precision)  # warm-up
 times = []
 for _ in range(int(sys.argv[3])):
-    t = time.perf_counter(); pred = predict_image(model, rgb, precision=precision); times.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    pred = predict_image(model, rgb, precision=precision)
+    times.append(time.perf_counter() - t)
 print(json.dumps({"times": times, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "dots": int(len(pred.dots))}))
 """
@@ -279,7 +281,8 @@ def invariance_table(results: dict) -> str:
     for name, r in results.items():
         if r.get("invariance"):
             lines.append(f"| {name} | " + " | ".join(fmt(r["invariance"][h]) for h in INVARIANCE) + " |")
-    lines += ["", "| model | scalp-free windows | refused (quality.ok false) | by warning | median share called scalp or hair |",
+    lines += ["", "| model | scalp-free windows | refused (quality.ok false) | by warning | "
+              "median share called scalp or hair |",
               "|---|---|---|---|---|"]
     for name, r in results.items():
         if r.get("no_scalp"):
@@ -354,7 +357,8 @@ def main() -> int:
             results[label] = {**r, "precision": precision}
     (args.out / f"model-{args.section}.json").write_text(json.dumps(results, indent=1))
     update_benchmarks_md(args.benchmarks_md, args.section, table(results))
-    update_benchmarks_md(args.benchmarks_md, f"{args.section}-scalp-hair", scalp_hair_table(results, oracle_counts(suites)))
+    update_benchmarks_md(args.benchmarks_md, f"{args.section}-scalp-hair",
+                         scalp_hair_table(results, oracle_counts(suites)))
     update_benchmarks_md(args.benchmarks_md, f"{args.section}-invariance", invariance_table(results))
     return 0
 

@@ -126,13 +126,14 @@ def table(s: dict, suite: str) -> str:
              f"| visits not registered | {s['unregistered']} | - | - |",
              f"| half-life within 15% | {f(m['half_life_within_15pct'], 2)} | {f(t['half_life_within_15pct'], 2)} | "
              "all clients with >= 4 follow-ups |",
-             f"| half-life error (median) | {f(m['half_life_err_median'], 3)} | {f(t['half_life_err_median'], 3)} | - |",
-             f"| forecast interval holds the true date | {f(m['forecast_covered'], 2)} | {f(t['forecast_covered'], 2)} "
-             "| >= 0.90 |",
+             f"| half-life error (median) | {f(m['half_life_err_median'], 3)} | {f(t['half_life_err_median'], 3)} "
+             "| - |",
+             f"| forecast interval holds the true date | {f(m['forecast_covered'], 2)} | "
+             f"{f(t['forecast_covered'], 2)} | >= 0.90 |",
              f"| blue trend found, blue clients ({m['blue_clients']}) | {f(m['blue_found_on_blue'], 2)} | "
              f"{f(t['blue_found_on_blue'], 2)} | >= 0.90 |",
-             f"| blue trend found, other clients | {f(m['blue_found_on_others'], 2)} | {f(t['blue_found_on_others'], 2)} "
-             "| <= 0.10 |",
+             f"| blue trend found, other clients | {f(m['blue_found_on_others'], 2)} | "
+             f"{f(t['blue_found_on_others'], 2)} | <= 0.10 |",
              f"| spread found, spreading clients ({m['spread_clients']}) | {f(m['spread_found_on_spread'], 2)} | "
              f"{f(t['spread_found_on_spread'], 2)} | >= 0.90 |",
              f"| spread found, other clients | {f(m['spread_found_on_others'], 2)} | "
@@ -163,7 +164,8 @@ def main() -> int:
         r = track_client(assessor, cdir, args.seed, args.overrides)
         rows.append(r)
         print(f"[bench] track {cdir.name}: links {r['links_right']}/{r['links_judged']} right, "
-              f"half-life err {r['measured']['half_life_rel_err']}, forecast covered {r['measured']['forecast_covered']}",
+              f"half-life err {r['measured']['half_life_rel_err']}, "
+              f"forecast covered {r['measured']['forecast_covered']}",
               flush=True)
     s = summarise(rows)
     (args.out / f"track-{args.suite}.json").write_text(json.dumps({"summary": s, "clients": rows}, indent=1,

@@ -161,7 +161,8 @@ def main() -> int:
            "distinct_photo_ids": len(set(ids)), "recorded_by_server": recorded, "sha256_match": shas_ok,
            "idempotent_retries_ok": retry_ok, "errors": errors[:20], "wall_s": wall,
            "upload_s": {"p50": _pct(up_lat, 50), "p95": _pct(up_lat, 95), "max": max(up_lat)},
-           "fetch_s": {"p50": _pct(fetch_lat, 50), "p95": _pct(fetch_lat, 95), "max": max(fetch_lat) if fetch_lat else None},
+           "fetch_s": {"p50": _pct(fetch_lat, 50), "p95": _pct(fetch_lat, 95),
+                       "max": max(fetch_lat) if fetch_lat else None},
            "uploads_per_s": n / wall}
     (args.out / "web.json").write_text(json.dumps(res, indent=1))
     ok = len(results) == n and len(set(ids)) == n and recorded == n and shas_ok and retry_ok and not errors

@@ -66,7 +66,8 @@ def harvest(folders: list[tuple[str, Path]], overrides: list[str]) -> dict:
         label = np.zeros(len(det.geometry.xy), np.int64)
         if len(true):
             m = match_dots(det.geometry.xy, true[["x", "y"]].to_numpy(),
-                           match_radius_px(true["diameter_mm"].to_numpy(float), ppm), visible=true["visible"].to_numpy(bool))
+                           match_radius_px(true["diameter_mm"].to_numpy(float), ppm),
+                           visible=true["visible"].to_numpy(bool))
             label[m.pred_index] = 1
             label[m.ignored_pred_index] = -1
         keep = label >= 0
@@ -88,11 +89,13 @@ def held_out_scores(folders: list[tuple[str, Path]], overrides: list[str], weigh
         a = assessor.assess_file(folder / truth["photo"], px_per_mm=None if truth["card"]["present"] else ppm)
         r = acc.setdefault(suite, {"tp": 0, "fp": 0, "fn": 0, "per_cm2": []})
         if suite == "untreated":
-            area = float(np.count_nonzero(cv2.imread(str(folder / "mask.png"), cv2.IMREAD_UNCHANGED) > 0)) / ppm ** 2 / 100
+            area = (float(np.count_nonzero(cv2.imread(str(folder / "mask.png"), cv2.IMREAD_UNCHANGED) > 0))
+                    / ppm ** 2 / 100)
             r["per_cm2"].append(len(a.dots) / area)
             continue
         m = match_dots(a.dots[["x", "y"]].to_numpy(), true[["x", "y"]].to_numpy(),
-                       match_radius_px(true["diameter_mm"].to_numpy(float), ppm), visible=true["visible"].to_numpy(bool))
+                       match_radius_px(true["diameter_mm"].to_numpy(float), ppm),
+                       visible=true["visible"].to_numpy(bool))
         r["tp"] += m.tp
         r["fp"] += m.fp
         r["fn"] += m.fn

@@ -78,7 +78,8 @@ def harvest(folders: list[tuple[str, Path]], overrides: list[str]) -> pd.DataFra
         else:
             n_visible = 0
         # the photographed scalp and hair (the truth's mask), for false dots per cm2
-        area_cm2 = float(np.count_nonzero(cv2.imread(str(folder / "mask.png"), cv2.IMREAD_UNCHANGED) > 0)) / ppm ** 2 / 100
+        area_cm2 = (float(np.count_nonzero(cv2.imread(str(folder / "mask.png"), cv2.IMREAD_UNCHANGED) > 0))
+                    / ppm ** 2 / 100)
         df = pd.DataFrame(feats, columns=list(FEATURES))
         df.insert(0, "label", label)
         df.insert(0, "photo", folder.name)

@@ -110,7 +110,8 @@ def card_section(meta: dict, results: dict, times: dict, command: str, data: str
         f"Wall time on this machine: data {times.get('data_s', 0) / 60:.0f} min, training "
         f"{times.get('train_s', 0) / 60:.0f} min, test {times.get('test_s', 0) / 60:.0f} min.",
         "",
-        "| suite | scalp/hair mIoU | scalp F1 (1 px) | hair F1 (1 px) | dot F1 (0.1 mm) | dot localisation (median, mm) |",
+        "| suite | scalp/hair mIoU | scalp F1 (1 px) | hair F1 (1 px) | dot F1 (0.1 mm) | "
+        "dot localisation (median, mm) |",
         "|---|---|---|---|---|---|",
         *rows,
         "",

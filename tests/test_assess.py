@@ -236,7 +236,8 @@ def test_overlay_drawn_in_two_bands_equals_one_pass(monkeypatch):
     rgb = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
     labels = rng.integers(0, 3, (h, w)).astype(np.uint8)
     dots = pd.DataFrame({"x": rng.random(n) * w, "y": rng.random(n) * h, "diameter_px": rng.random(n) * 10 + 2,
-                         "blue_shift": rng.random(n) < 0.1, "faded": rng.random(n) < 0.1, "spread": rng.random(n) < 0.1})
+                         "blue_shift": rng.random(n) < 0.1, "faded": rng.random(n) < 0.1,
+                         "spread": rng.random(n) < 0.1})
     dots.loc[:50, "y"] = h / 2 + rng.normal(0, 3, 51)  # rings across the seam
     banded = O.render_overlay(rgb, labels, dots, 10.0, title="t")
     one_pass = O._draw_rings

@@ -73,11 +73,17 @@ def ppm_at(h: np.ndarray, xy_image: tuple[float, float]) -> float:
     return 1.0 / math.sqrt(abs(np.linalg.det(g) / w**3))
 
 
-def similarity(ppm: float, angle_deg: float, at_px: tuple[float, float], persp: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+def similarity(
+    ppm: float, angle_deg: float, at_px: tuple[float, float], persp: tuple[float, float] = (0.0, 0.0)
+) -> np.ndarray:
     """card mm -> image px: rotation + scale, the marker's top-left at ``at_px``, optional perspective."""
     a = math.radians(angle_deg)
     h = np.array(
-        [[ppm * math.cos(a), -ppm * math.sin(a), at_px[0]], [ppm * math.sin(a), ppm * math.cos(a), at_px[1]], [0.0, 0.0, 1.0]]
+        [
+            [ppm * math.cos(a), -ppm * math.sin(a), at_px[0]],
+            [ppm * math.sin(a), ppm * math.cos(a), at_px[1]],
+            [0.0, 0.0, 1.0],
+        ]
     )
     p = np.array([[1.0, 0, 0], [0, 1.0, 0], [persp[0], persp[1], 1.0]])
     return h @ p
@@ -198,7 +204,10 @@ def test_marker_only_homography_is_less_accurate_but_within_tolerance(scenes, ca
 
 def test_whole_head_photos_find_the_small_card(card) -> None:
     cfg = load_settings(
-        SynthSettings, None, ["card.probability=1.0", "image.width=800", "image.height=600"], default="synth/global.yaml"
+        SynthSettings,
+        None,
+        ["card.probability=1.0", "image.width=800", "image.height=600"],
+        default="synth/global.yaml",
     )
     rules = load_flag_settings()
     for i in (0, 2):
@@ -298,7 +307,9 @@ def test_no_card_in_the_photo(card) -> None:
     assert cal.detection is None and cal.px_per_mm is None and cal.plane_scale() is None
     assert cal.scale.source == "none" and cal.colour.source == "none" and cal.colour.model == "identity"
     assert NO_SCALE_WARNING in cal.warnings and NO_COLOUR_WARNING in cal.warnings
-    np.testing.assert_array_equal(cal.colour.apply(photo[:4, :4]), srgb_to_linear(photo[:4, :4] / 255.0).astype(np.float32))
+    np.testing.assert_array_equal(
+        cal.colour.apply(photo[:4, :4]), srgb_to_linear(photo[:4, :4] / 255.0).astype(np.float32)
+    )
     js = cal.to_json()
     assert js["px_per_mm"] is None and js["scale_source"] == "none" and js["colour_source"] == "none"
     assert js["residual_de00_mean"] is None and js["marker_px"] is None and js["marker_id"] is None
@@ -351,7 +362,9 @@ def test_exact_scale_and_colour_recovered(card) -> None:
     assert cal.px_per_mm == pytest.approx(truth_ppm, rel=0.001)
     # image_to_plane is the inverse of the true card->image map (up to scale)
     g = cal.scale.image_to_plane
-    np.testing.assert_allclose(_apply(g, _apply(hom, np.array([[30.0, 8.0], [-2.0, 12.0]]))), [[30.0, 8.0], [-2.0, 12.0]], atol=0.01)
+    np.testing.assert_allclose(
+        _apply(g, _apply(hom, np.array([[30.0, 8.0], [-2.0, 12.0]]))), [[30.0, 8.0], [-2.0, 12.0]], atol=0.01
+    )
     col = cal.colour
     assert col.source == "card" and col.model == "matrix3x3" and len(col.patches_used) == 12
     assert col.residual_de00_max < 0.5 and col.residual_de00_loo_mean < 0.5

@@ -319,7 +319,12 @@ def test_cli_options(card_cli, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "extra",
-    [["--out", "c.txt"], ["--out", "c.png", "--dpi", "10"], ["--out", "c.png", "--marker-id", "50"], ["--out", "c.png", "--references", "nope.yaml"]],
+    [
+        ["--out", "c.txt"],
+        ["--out", "c.png", "--dpi", "10"],
+        ["--out", "c.png", "--marker-id", "50"],
+        ["--out", "c.png", "--references", "nope.yaml"],
+    ],
 )
 def test_cli_errors_exit_2(card_cli, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str]) -> None:
     args = ["card", *[str(tmp_path / a) if a.startswith(("c.", "nope")) else a for a in extra]]

@@ -445,7 +445,8 @@ def test_predict_view_shrinks_only_whole_head_views_for_a_model_that_asks():
     a, b = predict_view(plain, image, "global"), predict_view(wide, image, "global")
     assert a.labels.shape == b.labels.shape == (300, 400)
     # the shrunk prediction is blocky: constant over the ~3 x 3 px each network pixel stands for
-    assert (np.diff(b.labels.astype(int), axis=1) != 0).mean() < 0.5 * (np.diff(a.labels.astype(int), axis=1) != 0).mean()
+    assert ((np.diff(b.labels.astype(int), axis=1) != 0).mean()
+            < 0.5 * (np.diff(a.labels.astype(int), axis=1) != 0).mean())
     assert np.array_equal(predict_view(wide, image, "closeup").labels, predict_view(plain, image, "closeup").labels)
 
 

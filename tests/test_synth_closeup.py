@@ -97,7 +97,8 @@ def test_metrics_recomputed_from_files(made):
         hm = np.array(truth["plane_to_image"])
         ppm_at = image_px_per_mm(hm, dots[["x_mm", "y_mm"]].to_numpy())
         # hair the photo does not show (255) is the scalp it lies on in the photo's metrics
-        m = photo_metrics(np.where(mask == 255, 1, mask).astype(np.uint8), dots[["x", "y"]].to_numpy(), dots.diameter_mm.to_numpy(), flags, lstar, skin,
+        m = photo_metrics(np.where(mask == 255, 1, mask).astype(np.uint8), dots[["x", "y"]].to_numpy(),
+                          dots.diameter_mm.to_numpy(), flags, lstar, skin,
                           scale, rules.show_through_dl, show_through_sigma_mm=rules.viewing_sigma_mm,
                           measurable=measurable_dots(dots.diameter_mm.to_numpy() * ppm_at, rules)).to_dict()
         for key, value in truth["metrics"].items():
@@ -281,8 +282,8 @@ def test_hair_the_photo_does_not_show_is_left_out_of_the_truth():
 def test_hair_visibility_threshold_decides_the_hair_label(quantile, expect_seen):
     # wiring: without the test every hair pixel is labelled hair; with one no strand passes, hair
     # is labelled 255 (not labelled) and counted as scalp by the metrics; the rest is unchanged
-    cfg = load_settings(SynthSettings, None, SMALL + ["hair.follicle_density_per_cm2=[150, 150]", "hair.colours=[blond]",
-                                                      "skin.fitzpatrick=[2, 2]"],
+    cfg = load_settings(SynthSettings, None, SMALL + ["hair.follicle_density_per_cm2=[150, 150]",
+                                                      "hair.colours=[blond]", "skin.fitzpatrick=[2, 2]"],
                         default="synth/closeup.yaml")
     rules = load_flag_settings(overrides=[f"hair_visible_quantile={'null' if quantile is None else quantile}"])
     from data.synth.scene import scene_metrics

@@ -1118,7 +1118,8 @@ def _paint_face(rng: np.random.Generator, alb: np.ndarray, pos: np.ndarray, part
     front = np.ones(len(sel), bool)
     xa = np.abs(x)
     brow_z = 0.02 * w + 0.035 * w * (1 - ((xa - 0.19 * w) / (0.13 * w)) ** 2)
-    brow = front & (np.abs(xa - 0.19 * w) < 0.12 * w) & (np.abs(z - brow_z) < 0.014 * w * (1.3 - (xa - 0.07 * w) / (0.3 * w)))
+    brow = (front & (np.abs(xa - 0.19 * w) < 0.12 * w)
+            & (np.abs(z - brow_z) < 0.014 * w * (1.3 - (xa - 0.07 * w) / (0.3 * w))))
     alb[brow] = alb[brow] * 0.35 + hair_rgb * 0.65
     ex, ez = (xa - 0.165 * w) / (0.058 * w), (z + 0.07 * w) / (0.019 * w)
     socket = np.clip(1.0 - ((xa - 0.165 * w) / (0.1 * w)) ** 2 - ((z + 0.06 * w) / (0.055 * w)) ** 2, 0, 1)
@@ -1129,10 +1130,12 @@ def _paint_face(rng: np.random.Generator, alb: np.ndarray, pos: np.ndarray, part
     alb[iris] = _lab_rgb([rng.uniform(20, 45), rng.uniform(-2, 8), rng.uniform(-15, 20)])
     lid = front & (np.abs(np.hypot(ex, (z + 0.064 * w) / (0.022 * w)) - 1.0) < 0.18) & (z > -0.07 * w)
     alb[lid] *= 0.35
-    nostril = front & (part == NOSE) & (((xa - 0.035 * w) / (0.022 * w)) ** 2 + ((z + 0.385 * w) / (0.012 * w)) ** 2 < 1)
+    nostril = (front & (part == NOSE)
+               & (((xa - 0.035 * w) / (0.022 * w)) ** 2 + ((z + 0.385 * w) / (0.012 * w)) ** 2 < 1))
     alb[nostril] *= 0.3
     lip_c = -0.59 * w - 0.008 * w * np.cos(np.pi * np.clip(xa / (0.13 * w), 0, 1))
-    lips = front & (xa < 0.13 * w * np.sqrt(np.clip(1 - ((z - lip_c) / (0.035 * w)) ** 2, 0, 1))) & (np.abs(z - lip_c) < 0.035 * w)
+    lips = (front & (xa < 0.13 * w * np.sqrt(np.clip(1 - ((z - lip_c) / (0.035 * w)) ** 2, 0, 1)))
+            & (np.abs(z - lip_c) < 0.035 * w))
     alb[lips] = alb[lips] * np.array([0.95, 0.62, 0.62], np.float32)
     line = lips & (np.abs(z - lip_c) < 0.004 * w)
     alb[line] *= 0.45
@@ -1231,7 +1234,8 @@ def single_global(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, 
                 r[on] = np.hypot((pe[on, 1] - c[1] + 0.15 * ax[1]) / ax[1], (pe[on, 2] - c[2]) / ax[2])
             concha = np.clip(1.0 - r / 0.62, 0, 1) ** 0.7
             rim = np.exp(-((r - 0.85) / 0.08) ** 2)
-            tint[ear] *= np.array([1.0, 0.9, 0.9], np.float32) * (1.0 - 0.45 * concha - 0.12 * rim)[:, None].astype(np.float32)
+            tint[ear] *= (np.array([1.0, 0.9, 0.9], np.float32)
+                          * (1.0 - 0.45 * concha - 0.12 * rim)[:, None].astype(np.float32))
         # face skin fades into scalp skin across the forehead
         blend = np.clip((el_cr - line_cr + 12.0) / 14.0, 0, 1).astype(np.float32)[:, None]
         tint[is_cr] = face_tint * (1 - blend) + blend

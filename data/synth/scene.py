@@ -24,8 +24,8 @@ SCHEMA = "smp-synth-truth/1"
 DOT_COLUMNS = [
     "dot_id", "x", "y", "x_mm", "y_mm", "diameter_mm", "L", "a", "b", "skin_L", "skin_a", "skin_b",
     "contrast_dL", "dE00", "blue_index", "blue_shift", "faded", "spread", "session", "shade",
-    "merged_with", "hair_covered", "in_scar", "hair_cover", "contrast_seen", "contrast_own", "contrast_photo", "speck_dL", "visible",
-    "fresh", "elongation", "angle_deg", "scab",
+    "merged_with", "hair_covered", "in_scar", "hair_cover", "contrast_seen", "contrast_own", "contrast_photo",
+    "speck_dL", "visible", "fresh", "elongation", "angle_deg", "scab",
 ]
 #: One row per look-alike the photo shows (pores, follicle openings, cut ends, crease junctions, ...):
 #: its kind and centre (image px and plane mm). Lines (creases, wrinkles) by their mid-points.

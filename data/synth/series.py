@@ -123,7 +123,8 @@ def visit_state(rng: np.random.Generator, cfg: SynthSettings, client: ClientScal
     idx = np.flatnonzero(exists)
     s = cfg.series
     redness = float(rng.uniform(*s.fresh_redness)) * float(
-        np.exp(-(visit.day - last_session_day) / rng.uniform(*s.redness_days))) if np.isfinite(last_session_day) else 0.0
+        np.exp(-(visit.day - last_session_day) / rng.uniform(*s.redness_days))
+    ) if np.isfinite(last_session_day) else 0.0
     return VisitState(
         dots=dots.with_(blue=blue, radius_mm=radius, softness=soft).take(idx),
         contrast_dl=contrast[idx],

@@ -259,5 +259,6 @@ def unseen_hair(photo: np.ndarray, hair: np.ndarray, bare: np.ndarray, quantile:
         e_hair += np.square(_box_mean(d, w_hair, strand_px)[0])
         e_place += np.square(_box_mean(d, w_place, strand_px)[0])
     judged = n_ref >= reference_px  # at least a reference window's width of bare pixels around
-    floor = np.percentile(np.sqrt(e_place[(w_place > 0) & judged]), quantile) if (judged & (w_place > 0)).any() else np.inf
+    floor = (np.percentile(np.sqrt(e_place[(w_place > 0) & judged]), quantile) if (judged & (w_place > 0)).any()
+             else np.inf)
     return hair & judged & (np.sqrt(e_hair) < floor)

@@ -18,7 +18,8 @@ from ..errors import UserError
 
 HELP = """\
 Make synthetic SMP photos whose truth is known exactly: photo, mask.png (0 background,
-1 scalp, 2 hair, 255 hair the photo does not show), dots.csv (every dot with its true colour, size and flags), truth.json
+1 scalp, 2 hair, 255 hair the photo does not show), dots.csv (every dot with its true colour, size and flags), \
+truth.json
 (scale, every photo metric computed from the truth, scene parameters, seed), and
 manifest.csv with train/val/test splits. --series makes client series (baseline,
 sessions, follow-ups, touch-ups) with series.json and stable dot ids across visits.

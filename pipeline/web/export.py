@@ -63,7 +63,8 @@ from ..records.schema import (
 )
 
 __all__ = ["DOT_COLUMNS", "FLAGS", "RELABELS", "REJECTED_COLUMNS", "ExportResult", "dot_tables", "export_reviews",
-           "latest_decisions", "paint_mask", "provenance", "remove_old_exports", "reviewed_assessment_ids", "zip_folder"]
+           "latest_decisions", "paint_mask", "provenance", "remove_old_exports", "reviewed_assessment_ids",
+           "zip_folder"]
 
 #: Dot flags (docs/design.md).
 FLAGS = ("blue_shift", "faded", "spread")
