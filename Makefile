@@ -6,7 +6,7 @@ STAMP := $(VENV)/.setup-stamp
 export NO_ALBUMENTATIONS_UPDATE := 1
 export MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK := true
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-all lint bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,6 +22,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2
+
+# ruff (pyflakes, pycodestyle, import order, bugbear, pyupgrade) and the import contract of the layers
+lint: $(STAMP)
+	$(BIN)/ruff check pipeline models data scripts tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_layers.py
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 -m ''
