@@ -22,9 +22,10 @@ import math
 import os
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -264,6 +265,59 @@ def _to(batch: dict, device: torch.device) -> dict:
 # ----------------------------------------------------------------------------- training
 
 
+def make_optimizer(model: torch.nn.Module, optim: OptimSettings
+                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW with weight decay on the weights only (not biases or norms), warm-up then cosine decay."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": optim.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=optim.lr)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(optim))
+
+
+def train_one_epoch(net: torch.nn.Module, loader: Iterable[dict[str, Any]], optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LambdaLR, s: TrainSettings, device: torch.device, *,
+                    epoch: int, progress: bool) -> dict[str, float]:
+    """One pass over ``loader``: the mean of each loss part (``train_<part>``), the learning rate at the
+    end and the epoch's seconds. ``net`` is the model or its DDP wrapper; gradients are clipped on its
+    parameters (the same tensors either way)."""
+    net.train()
+    use_amp = s.amp and device.type == "cuda"
+    t0 = time.perf_counter()
+    sums: dict[str, float] = {}
+    steps = 0
+    it = loader
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(loader, desc=f"epoch {epoch + 1}/{s.optim.epochs}", leave=False, unit="batch")
+    for batch in it:
+        batch = _to(batch, device)
+        image = batch["image"]
+        if device.type == "cpu":
+            image = image.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            outputs = net(image)
+        outputs = {k: v.float() for k, v in outputs.items()}
+        loss, parts = total_loss(outputs, batch, s.loss)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"epoch {epoch + 1}: the loss is {loss.item()} (lower optim.lr?)")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), s.optim.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        steps += 1
+        for k, v in {"loss": loss, **parts}.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
+        if progress and hasattr(it, "set_postfix"):
+            it.set_postfix(loss=f"{float(loss):.4f}")
+    record = {f"train_{k}": v / max(steps, 1) for k, v in sums.items()}
+    record["lr"] = scheduler.get_last_lr()[0]
+    record["epoch_seconds"] = time.perf_counter() - t0
+    return record
+
+
 def train(s: TrainSettings, *, resume: bool = False, progress: bool = True) -> TrainResult:
     """Run a training described by ``s``; returns where the best model is and its figures."""
     rank, world, local_rank = _distributed()
@@ -296,13 +350,7 @@ def train(s: TrainSettings, *, resume: bool = False, progress: bool = True) -> T
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model,
                                                         device_ids=[local_rank] if device.type == "cuda" else None)
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": s.optim.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=s.optim.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(s.optim))
-    use_amp = s.amp and device.type == "cuda"
+    optimizer, scheduler = make_optimizer(model, s.optim)
     scaler = None  # bfloat16 autocast needs no loss scaling
 
     start_epoch, best, bad, history = 0, -math.inf, 0, []
@@ -334,38 +382,8 @@ def train(s: TrainSettings, *, resume: bool = False, progress: bool = True) -> T
                 break
             dataset.set_epoch(epoch)
             sampler.set_epoch(epoch)  # the items' epoch travels with their keys to the workers
-            net.train()
-            t0 = time.perf_counter()
-            sums: dict[str, float] = {}
-            steps = 0
-            it = loader
-            if progress and rank == 0:
-                from tqdm import tqdm
-                it = tqdm(loader, desc=f"epoch {epoch + 1}/{s.optim.epochs}", leave=False, unit="batch")
-            for batch in it:
-                batch = _to(batch, device)
-                image = batch["image"]
-                if device.type == "cpu":
-                    image = image.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    outputs = net(image)
-                outputs = {k: v.float() for k, v in outputs.items()}
-                loss, parts = total_loss(outputs, batch, s.loss)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"epoch {epoch + 1}: the loss is {loss.item()} (lower optim.lr?)")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), s.optim.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                steps += 1
-                for k, v in {"loss": loss, **parts}.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
-                if progress and rank == 0 and hasattr(it, "set_postfix"):
-                    it.set_postfix(loss=f"{float(loss):.4f}")
-            record = {f"train_{k}": v / max(steps, 1) for k, v in sums.items()}
-            record["lr"] = scheduler.get_last_lr()[0]
-            record["epoch_seconds"] = time.perf_counter() - t0
+            record = train_one_epoch(net, loader, optimizer, scheduler, s, device, epoch=epoch,
+                                     progress=progress and rank == 0)
             if rank == 0:
                 ev = evaluate(model, val_m, s.eval, device=device)
                 score = selection_score(ev.summary)
