@@ -27,7 +27,7 @@ from data.card import CardSpec, load_card, paper_rect_mm
 from data.config import Settings, load_settings
 from data.flags import FlagSettings, load_flag_settings
 from data.geometry import resize_points
-from data.metrics import HAIR, SCALP, PhotoMetrics, photo_metrics
+from data.metrics import FLAG_NAMES, HAIR, SCALP, PhotoMetrics, photo_metrics
 from models.dot_patch import PatchRanker, default_patch_path
 from models.dot_ranker import DotRanker, default_ranker_path
 
@@ -335,7 +335,7 @@ class Assessor:
                             "or its scale")
 
         with timer("metrics"):
-            flags = {k: dots[k].to_numpy(bool) for k in ("blue_shift", "faded", "spread")}
+            flags = {k: dots[k].to_numpy(bool) for k in FLAG_NAMES}
             metrics = photo_metrics(labels, dots[["x", "y"]].to_numpy(), dots["diameter_mm"].to_numpy(), flags,
                                     lstar, skin_ref, cal.plane_scale(), self.rules.show_through_dl, polygon_px,
                                     show_through_sigma_mm=self.rules.viewing_sigma_mm,

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from data.metrics import HAIR, SCALP
+from data.metrics import FLAG_NAMES, HAIR, SCALP
 
 __all__ = ["FLAG_COLOURS", "render_overlay"]
 
@@ -135,10 +135,10 @@ def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, colour
 def _legend(img: np.ndarray, dots: pd.DataFrame, unit: float, title: str) -> None:
     scale = 0.6 * unit
     line = int(28 * unit)
-    flagged = dots[["blue_shift", "faded", "spread"]].any(axis=1).to_numpy() if len(dots) else np.zeros(0, bool)
+    flagged = dots[list(FLAG_NAMES)].any(axis=1).to_numpy() if len(dots) else np.zeros(0, bool)
     small = (~dots["measurable"].to_numpy(bool) if "measurable" in dots else np.zeros(len(dots), bool))
     counts = {"ok": int((~flagged & ~small).sum()), "not_measurable": int(small.sum())}
-    for flag in ("blue_shift", "faded", "spread"):
+    for flag in FLAG_NAMES:
         counts[flag] = int(dots[flag].sum()) if len(dots) else 0
     labels = {"ok": "dot", "not_measurable": "too small to judge", "blue_shift": "blue shift", "faded": "faded",
               "spread": "spread"}

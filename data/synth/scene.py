@@ -17,7 +17,7 @@ import pandas as pd
 
 from data.colour import luminance_lstar
 from data.flags import FlagSettings, flag_dots, measurable_dots
-from data.metrics import PlaneScale, photo_metrics
+from data.metrics import FLAG_NAMES, PlaneScale, photo_metrics
 
 SCHEMA = "smp-synth-truth/1"
 
@@ -65,7 +65,7 @@ def scene_metrics(scene: Scene, rules: FlagSettings) -> dict[str, Any]:
     d = scene.dots
     if "visible" in d:  # what the photo shows: a dot under hair or below the contrast floor is not counted
         d = d[d["visible"].to_numpy(bool)]
-    flags = {k: d[k].to_numpy(bool) for k in ("blue_shift", "faded", "spread")}
+    flags = {k: d[k].to_numpy(bool) for k in FLAG_NAMES}
     # hair the photo does not show is, in the photo, the scalp it lies on
     labels = np.where(scene.mask == UNSEEN, np.uint8(1), scene.mask) if (scene.mask == UNSEEN).any() else scene.mask
     m = photo_metrics(

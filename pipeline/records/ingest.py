@@ -42,6 +42,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from data.metrics import FLAG_NAMES
+
 from ..errors import UserError
 from .db import Records
 from .schema import (
@@ -659,7 +661,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-_BOOL_DOT_FIELDS = {"blue_shift", "faded", "spread"}
+_BOOL_DOT_FIELDS = set(FLAG_NAMES)
 _INT_DOT_FIELDS = {"dot_index", "skin_samples"}
 
 

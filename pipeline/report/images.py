@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from data.metrics import FLAG_NAMES
+
 from ..overlay import FLAG_COLOURS
 
 __all__ = ["Picture", "MAX_WIDTH", "FLAG_ORDER", "encode_rgb", "picture_from_file", "read_rgb", "flag_table",
@@ -22,7 +24,7 @@ __all__ = ["Picture", "MAX_WIDTH", "FLAG_ORDER", "encode_rgb", "picture_from_fil
 #: Widest picture a report embeds (CSS shows it at the page width; print is ~1400 px at 200 dpi).
 MAX_WIDTH = 1600
 #: Flags in the order crops are picked and named.
-FLAG_ORDER = ("blue_shift", "faded", "spread")
+FLAG_ORDER = FLAG_NAMES
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -44,6 +44,8 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from data.metrics import FLAG_NAMES
+
 from ..clean_copy import clean_photo_bytes
 from ..records import PhotoStore, Records
 from ..records.review import Act, PhotoActs, photo_acts
@@ -67,7 +69,7 @@ __all__ = ["DOT_COLUMNS", "FLAGS", "RELABELS", "REJECTED_COLUMNS", "ExportResult
            "zip_folder"]
 
 #: Dot flags (docs/design.md).
-FLAGS = ("blue_shift", "faded", "spread")
+FLAGS = FLAG_NAMES
 #: What a flagged dot can be relabelled as: one flag, or ``none`` (a dot without any flag).
 RELABELS = (*FLAGS, "none")
 IGNORE = 255
