@@ -12,6 +12,7 @@ direction (``pipeline -> models -> data``) and every layer reads settings.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -87,12 +88,16 @@ def config_dir() -> Path:
     """The folder holding the project's YAML defaults (``configs/``).
 
     ``SMP_CONFIG_DIR`` overrides it; otherwise it is the ``configs`` folder of the
-    source tree this package was installed from.
+    source tree this package comes from (a checkout, or an editable install), else the
+    copy an installed package put beside the interpreter (``<prefix>/share/smp-assess/configs``).
     """
     env = os.environ.get("SMP_CONFIG_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "configs"
+    source = Path(__file__).resolve().parent.parent / "configs"
+    if source.is_dir():
+        return source
+    return Path(sys.prefix) / "share" / "smp-assess" / "configs"
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:

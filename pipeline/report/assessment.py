@@ -82,7 +82,7 @@ def flag_rules() -> dict[str, str]:
         return {"blue_shift": f"blue index of {fmt_num(r.blue_index_min, 1)} or more (a visibly cool cast)",
                 "faded": f"contrast against the skin below {fmt_num(r.faded_contrast_dl_max, 1)} L*",
                 "spread": f"{fmt_num(r.spread_diameter_mm_min, 2)} mm across or more"}
-    except Exception:  # configs/ not shipped with an installed package: describe without numbers
+    except Exception:  # the flags config unreadable (a broken SMP_CONFIG_DIR): describe without numbers
         return {"blue_shift": "pigment visibly bluer than a neutral dark pigment",
                 "faded": "too little contrast against the skin", "spread": "wider than a follicle"}
 
