@@ -101,7 +101,7 @@ def _draw_rings(img: np.ndarray, rings: list[tuple[int, int, int, tuple[int, int
     copy's edge shows) is copied back. Coordinates are whole pixels apart and each
     half keeps the order, so the pixels equal drawing everything into ``img`` at once.
     """
-    def draw(band: np.ndarray, top: int, items) -> None:  # type: ignore[no-untyped-def]
+    def draw(band: np.ndarray, top: int, items) -> None:
         shift = 16 * top
         for x, y, r, colour, width in items:
             cv2.circle(band, (x, y - shift), r, colour, width, cv2.LINE_AA, 4)

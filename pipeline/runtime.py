@@ -91,7 +91,7 @@ def release_free_heap() -> bool:
 
 
 @functools.cache
-def _blas_controller():  # type: ignore[no-untyped-def]
+def _blas_controller():
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()

@@ -5,7 +5,7 @@ DB_HELP = ("records database URL (default: $SMP_DATABASE_URL, else sqlite:///<$S
            "PostgreSQL: postgresql://user@host/db)")
 
 
-def add_subject_options(parser, visits: tuple[str, ...] = ("",)) -> None:  # type: ignore[no-untyped-def]
+def add_subject_options(parser, visits: tuple[str, ...] = ("",)) -> None:
     """``--client`` and ``--region``, and for each of ``visits`` (an option prefix: "" or
     "before-"/"after-") ``--<prefix>date``, ``--<prefix>kind`` and ``--<prefix>session``: whose photo it
     is and from which visit, written into assessment.json (``subject``) and naming the reports."""
@@ -20,7 +20,7 @@ def add_subject_options(parser, visits: tuple[str, ...] = ("",)) -> None:  # typ
                             help="the session or touch-up number (with --" + f"{prefix}kind session or touch-up)")
 
 
-def subject_from_args(args, prefix: str = ""):  # type: ignore[no-untyped-def]
+def subject_from_args(args, prefix: str = ""):
     """The :class:`pipeline.subject.Subject` the options of :func:`add_subject_options` give;
     a :class:`pipeline.errors.UserError` naming the option when one is malformed."""
     from ..errors import UserError

@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def _records(args: argparse.Namespace, frame, items) -> tuple[int, list[str]]:  # type: ignore[no-untyped-def]
+def _records(args: argparse.Namespace, frame, items) -> tuple[int, list[str]]:
     from sqlalchemy.exc import SQLAlchemyError
 
     from pipeline.batch import store_in_records

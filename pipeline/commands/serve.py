@@ -144,7 +144,7 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _records(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _records(args: argparse.Namespace):
     from .visit import _open
 
     records, _ = _open(args)

@@ -106,7 +106,7 @@ def _open(args: argparse.Namespace) -> tuple[Records, PhotoStore]:
     return records, PhotoStore(Path(store_root))
 
 
-def _assessor(args: argparse.Namespace, failures: list[str]):  # type: ignore[no-untyped-def]
+def _assessor(args: argparse.Namespace, failures: list[str]):
     """The ``assess`` callback of add_visit/import_manifest (None without --assess): assess one
     photo, or note why not. The model is loaded on the first photo, i.e. only once the
     visit passed validation."""

@@ -89,7 +89,7 @@ def resolve_url(url: str | None = None, env: Mapping[str, str] = os.environ) -> 
     return parsed
 
 
-def _use_wal(cursor, attempts: int = 50) -> None:  # type: ignore[no-untyped-def]
+def _use_wal(cursor, attempts: int = 50) -> None:
     """Put the database file in WAL mode (persistent in the file, so usually already done).
 
     Switching needs a moment of exclusive access and SQLite does not wait for it through
@@ -121,7 +121,7 @@ def make_engine(url: sa.URL | str | None = None) -> Engine:
     engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")
-    def _configure(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    def _configure(dbapi_connection, _record) -> None:
         # autocommit at the driver level: the "begin" hook below issues BEGIN itself
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -138,7 +138,7 @@ def make_engine(url: sa.URL | str | None = None) -> Engine:
     return engine
 
 
-def _alembic_config(connection: Connection | None = None):  # type: ignore[no-untyped-def]
+def _alembic_config(connection: Connection | None = None):
     """Alembic's settings, built in code (no alembic.ini): the shipped migrations, and
     the connection to migrate (``env.py`` uses it instead of opening its own)."""
     from alembic.config import Config

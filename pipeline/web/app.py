@@ -291,9 +291,9 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     app.include_router(pages_router(settings))
     _install_error_handlers(app)
     per_file = settings.max_upload_bytes + 64 * 1024  # a photo and the form fields around it
-    app.add_middleware(BodyLimit, default=settings.max_form_bytes, limits=[  # type: ignore[arg-type]
+    app.add_middleware(BodyLimit, default=settings.max_form_bytes, limits=[
         (re.compile(r"/api/v1/photos"), per_file),
         (re.compile(r"/clients/[^/]+/upload"), settings.max_files_per_upload * per_file)])
-    app.add_middleware(IdsInRange)  # type: ignore[arg-type]
-    app.add_middleware(SecurityHeaders)  # type: ignore[arg-type]
+    app.add_middleware(IdsInRange)
+    app.add_middleware(SecurityHeaders)
     return app

@@ -88,14 +88,14 @@ class AppContext:
 
 
 def context(request: Request) -> AppContext:
-    return request.app.state.ctx  # type: ignore[no-any-return]
+    return request.app.state.ctx
 
 
 def current_principal(request: Request) -> Principal | None:
     """The request's user, or None. A plain function: FastAPI runs it in its thread pool, so the
     database lookup (and a token's last-used write) never blocks the event loop."""
     if hasattr(request.state, "principal"):
-        return request.state.principal  # type: ignore[no-any-return]
+        return request.state.principal
     ctx = context(request)
     principal = None
     header = request.headers.get("authorization")

@@ -48,7 +48,7 @@ def client_summaries(session: Session, principal: Principal, clinic_id: int | No
         stmt = stmt.where(Client.clinic_id == limit)
     if client_id is not None:
         stmt = stmt.where(Client.id == client_id)
-    return [tuple(row) for row in session.execute(stmt)]  # type: ignore[misc]
+    return [tuple(row) for row in session.execute(stmt)]
 
 
 def clinic_filter(principal: Principal, clinic_id: int | None) -> int | None:
@@ -67,17 +67,17 @@ def _one(session: Session, stmt: sa.Select[Any], principal: Principal) -> Any:
 
 def get_client(session: Session, principal: Principal, client_id: int) -> tuple[Client, Clinic]:
     return tuple(_one(session, sa.select(Client, Clinic).join(Clinic, Clinic.id == Client.clinic_id)
-                      .where(Client.id == client_id), principal))  # type: ignore[return-value]
+                      .where(Client.id == client_id), principal))
 
 
 def get_region(session: Session, principal: Principal, region_id: int) -> tuple[Region, Client]:
     return tuple(_one(session, sa.select(Region, Client).join(Client, Client.id == Region.client_id)
-                      .where(Region.id == region_id), principal))  # type: ignore[return-value]
+                      .where(Region.id == region_id), principal))
 
 
 def get_visit(session: Session, principal: Principal, visit_id: int) -> tuple[Visit, Client]:
     return tuple(_one(session, sa.select(Visit, Client).join(Client, Client.id == Visit.client_id)
-                      .where(Visit.id == visit_id), principal))  # type: ignore[return-value]
+                      .where(Visit.id == visit_id), principal))
 
 
 @dataclass(frozen=True)
@@ -113,4 +113,4 @@ def get_dot(session: Session, principal: Principal, dot_id: int) -> tuple[Dot, A
 def get_job(session: Session, principal: Principal, job_id: int) -> tuple[Job, Visit, Client]:
     return tuple(_one(session, sa.select(Job, Visit, Client).join(Visit, Visit.id == Job.visit_id)
                       .join(Client, Client.id == Visit.client_id).where(Job.id == job_id),
-                      principal))  # type: ignore[return-value]
+                      principal))

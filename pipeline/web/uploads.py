@@ -318,7 +318,7 @@ def ingest_upload(records: Records, store: PhotoStore, home: Path, principal: Pr
     if not photos:
         raise UploadProblem(422, "no photo file in the upload")
     visit = (external, parse_region(region), parse_date(date), *parse_kind(kind, session_value))
-    recorded = _triage(records, slug, visit, photos)  # type: ignore[arg-type]
+    recorded = _triage(records, slug, visit, photos)
     fresh = [p for p in photos if p.sha256 not in recorded]
     headers = {p.sha256: check_header(p, limits) for p in fresh}  # every header before any decode
     facts = {p.sha256: decode_checked(p, limits) for p in fresh}

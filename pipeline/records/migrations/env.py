@@ -9,7 +9,7 @@ from pipeline.records.db import make_engine
 from pipeline.records.schema import Base
 
 
-def _configure(connection) -> None:  # type: ignore[no-untyped-def]
+def _configure(connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,
