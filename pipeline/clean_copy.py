@@ -37,15 +37,6 @@ _PNG_KEEP = {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sR
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}
 
 
-def _orientation(data: bytes) -> int:
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            value = int(im.getexif().get(_TAG_ORIENTATION, 1))
-    except Exception:  # a broken EXIF says nothing about orientation
-        return 1
-    return value if 1 <= value <= 8 else 1
-
-
 def _exif_orientation_only(orientation: int) -> bytes:
     """A minimal EXIF block (``Exif\\0\\0`` + TIFF) holding only the orientation tag."""
     exif = Image.Exif()
@@ -118,15 +109,13 @@ def _png(data: bytes, orientation: int) -> bytes:
 def clean_photo_bytes(data: bytes) -> tuple[bytes, str]:
     """``(bytes, extension)`` of the photo in ``data`` without metadata (see the module docstring).
     Raises :class:`pipeline.loading.PhotoError` for what the loader would refuse."""
-    from .loading import read_photo_bytes
+    from .loading import read_photo_bytes, read_photo_header
 
-    with Image.open(io.BytesIO(data)) as im:
-        fmt = im.format
-    orientation = _orientation(data)
-    if fmt == "JPEG":
-        return _jpeg(data, orientation), ".jpg"
-    if fmt == "PNG":
-        return _png(data, orientation), ".png"
+    header = read_photo_header(data, "photo")
+    if header.format == "JPEG":
+        return _jpeg(data, header.orientation), ".jpg"
+    if header.format == "PNG":
+        return _png(data, header.orientation), ".png"
     photo = read_photo_bytes(data, "photo")
     buf = io.BytesIO()
     Image.fromarray(photo.rgb).save(buf, format="PNG")

@@ -114,11 +114,13 @@ class PhotoTooLarge(PhotoError):
 
 @dataclass(frozen=True)
 class PhotoHeader:
-    """What a photo's header says, before any pixel is decoded: its format and stored size."""
+    """What a photo's header says, before any pixel is decoded: its format, stored size and EXIF
+    orientation (1-8; 1 when there is none, or none before the pixels)."""
 
     format: str
     width: int
     height: int
+    orientation: int = 1
 
 
 class LoadSettings(Settings):
@@ -193,7 +195,8 @@ def read_photo_header(data: bytes, name: str) -> PhotoHeader:
     if len(data) == 0:
         raise PhotoError(name, "file is empty")
     with _opened(bytes(data), name) as im:
-        return PhotoHeader(format=str(im.format), width=int(im.size[0]), height=int(im.size[1]))
+        return PhotoHeader(format=str(im.format), width=int(im.size[0]), height=int(im.size[1]),
+                           orientation=_read_exif(im, load=False)[0])
 
 
 def read_photo_bytes(data: bytes, name: str, settings: LoadSettings = _DEFAULT_SETTINGS) -> Photo:
