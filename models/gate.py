@@ -50,12 +50,19 @@ class GateSettings(Settings):
     """Where the suite is rendered once ($SMP_GATE_DIR, else runs/gate in the working directory)."""
 
     def suite_id(self) -> str:
-        """A short hash of what decides the suite's pixels (not the margin or the cache folder)."""
-        from data import synth
+        """A short hash of what decides the suite's pixels: these settings and the generator itself (its
+        code, the close-up config, the card and the flag rules), so a changed generator is a new suite and
+        no score measured on the old pixels is compared with one on the new. Not the margin or the folder."""
+        from data.config import config_dir
 
-        key = {"n": self.n_photos, "seed": self.seed, "size": [self.width, self.height],
-               "generator": getattr(synth, "__version__", "1")}
-        return "gate-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+        h = hashlib.sha256(json.dumps({"n": self.n_photos, "seed": self.seed, "size": [self.width, self.height]},
+                                      sort_keys=True).encode())
+        synth = Path(__file__).resolve().parent.parent / "data" / "synth"
+        configs = config_dir()
+        for path in (*sorted(synth.glob("*.py")), configs / "synth" / "closeup.yaml",
+                     configs / "card" / "smp-card-1.yaml", configs / "flags.yaml"):
+            h.update(path.name.encode() + path.read_bytes())
+        return "gate-" + h.hexdigest()[:12]
 
 
 @dataclass(frozen=True)
