@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -302,8 +303,6 @@ def remove_old_exports(folder: Path, now: float, retention_s: float) -> list[Pat
     """Delete the exports in ``folder`` (zips and folders) older than ``retention_s`` seconds at ``now``
     (seconds since the epoch): an export is removed once downloaded, and one whose download never finished
     stays no longer than this. Returns what was removed."""
-    import shutil
-
     removed = []
     for path in sorted(folder.glob("review-*")) if folder.is_dir() else []:
         try:
