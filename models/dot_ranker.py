@@ -1,6 +1,6 @@
 """A learned ranking of dot candidates from their measured evidence.
 
-The dot stage (``pipeline.detect``) measures every candidate: its contrast against
+The dot stage (``pipeline.one_photo.detect``) measures every candidate: its contrast against
 the local bare skin, its significance over the skin's texture at its scale, its
 size, shape, how it continues along its axis and the lightness of the skin under
 it. Fixed thresholds on each of these

@@ -7,7 +7,7 @@ Stages (issue "Scale and speed")::
     -> results.parquet + failures.csv -> records (visit columns) -> one MLflow run
 
 *Done* means ``DIR/results/<sha256[:16]>_<config_hash>/assessment.json`` exists:
-:func:`pipeline.assess.write_assessment` writes it last and atomically, so a
+:func:`pipeline.one_photo.assess.write_assessment` writes it last and atomically, so a
 batch killed half-way leaves only whole results, and running it again assesses
 exactly the photos not done yet (same photo bytes, same model, same configuration).
 
@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import UserError
+from pipeline.errors import UserError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .assess import Assessor, AssessSettings
+    from pipeline.one_photo.assess import Assessor, AssessSettings
 
 __all__ = [
     "BATCH_COLUMNS", "METRIC_COLUMNS", "ROW_COLUMNS", "VISIT_COLUMNS", "BatchItem", "BatchResult", "RayAssessor",
@@ -67,8 +67,8 @@ class BatchItem:
 def read_batch_manifest(csv_path: str | Path) -> tuple[list[BatchItem], bool]:
     """Parse a batch manifest CSV: ``(items, has_visit_columns)``. Raises :class:`UserError`
     listing every problem with its row number (nothing is assessed then)."""
-    from .records import parse_date, parse_kind, parse_region
-    from .records.ingest import read_csv_rows
+    from pipeline.records import parse_date, parse_kind, parse_region
+    from pipeline.records.ingest import read_csv_rows
 
     csv_path = Path(csv_path)
     header, raw_rows = read_csv_rows(csv_path)
@@ -121,7 +121,7 @@ def read_batch_manifest(csv_path: str | Path) -> tuple[list[BatchItem], bool]:
 
 
 def photo_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """sha256 of the file's bytes, as :func:`pipeline.loading.load_photo` computes it (the photo's key)."""
+    """sha256 of the file's bytes, as :func:`pipeline.one_photo.loading.load_photo` computes it (the photo's key)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
@@ -207,8 +207,8 @@ def done_row(row: int, path: str, folder: Path, status: str = "skipped",
 def assess_one(assessor: Assessor, item: WorkItem) -> dict[str, Any]:
     """Assess one photo, write its result folder (atomic files, ``assessment.json`` last) and
     return its row. A photo that cannot be assessed is a ``failed`` row, never an exception."""
-    from .assess import write_assessment
-    from .loading import PhotoError
+    from pipeline.one_photo.assess import write_assessment
+    from pipeline.one_photo.loading import PhotoError
 
     t = time.perf_counter()
     try:
@@ -238,8 +238,8 @@ def _limit_threads(threads: int) -> None:
 
 
 def _make_assessor(settings: AssessSettings) -> Assessor:
-    from .assess import Assessor
-    from .runtime import reuse_freed_memory
+    from pipeline.one_photo.assess import Assessor
+    from pipeline.runtime import reuse_freed_memory
 
     reuse_freed_memory()
     return Assessor(settings)
@@ -327,7 +327,7 @@ class RayAssessor:
     """
 
     def __init__(self, settings_json: str, threads: int) -> None:
-        from .assess import AssessSettings
+        from pipeline.one_photo.assess import AssessSettings
 
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         self.assessor = _make_assessor(AssessSettings.model_validate_json(settings_json))
@@ -470,8 +470,8 @@ def store_in_records(frame: pd.DataFrame, items: Sequence[BatchItem], records: A
     problem (unknown client, photo in another visit) is left out and reported, the others go in."""
     import pandas as pd
 
-    from .records import IngestError, add_visit, store_assessment
-    from .records.schema import DEFAULT_CLINIC
+    from pipeline.records import IngestError, add_visit, store_assessment
+    from pipeline.records.schema import DEFAULT_CLINIC
 
     by_row = {it.row: it for it in items}
     good = frame[frame["status"].isin(["ok", "skipped", "duplicate"])]

@@ -21,8 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from data.card import CardSpec, marker_bits, patch_rects_mm, render_card
-
-from .errors import UserError
+from pipeline.errors import UserError
 
 __all__ = ["FORMATS", "DPI_RANGE", "write_card"]
 

@@ -16,10 +16,9 @@ import sys
 from collections.abc import Sequence
 
 from data.config import ConfigError
-
-from . import __version__
-from .errors import UserError
-from .runtime import reuse_freed_memory
+from pipeline import __version__
+from pipeline.errors import UserError
+from pipeline.runtime import reuse_freed_memory
 
 COMMANDS = ("synth", "card", "import_labels", "train", "evaluate", "assess", "compare", "visit", "track", "report",
             "serve", "batch")

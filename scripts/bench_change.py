@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from pipeline.assess import Assessor  # noqa: E402
+from pipeline.one_photo.assess import Assessor  # noqa: E402
 
 SUITES = ("series", "series_fading")
 PERCENTILES = (50, 75, 90)

@@ -38,7 +38,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from models.scoring import match_dots  # noqa: E402
-from pipeline.register import RegistrationError, apply_homography, link_dots, load_register_settings, register_photos  # noqa: E402
+from pipeline.two_photos.register import (  # noqa: E402
+    RegistrationError,
+    apply_homography,
+    link_dots,
+    load_register_settings,
+    register_photos,
+)
 
 
 def _visit(folder: Path) -> dict:
@@ -164,7 +170,7 @@ def main() -> int:
     rows: dict[str, list[dict]] = {"true": [], "assessed": []}
     assessor, assessed = None, {}
     if not args.no_assessed and args.limit > 0:
-        from pipeline.assess import Assessor, load_assess_settings
+        from pipeline.one_photo.assess import Assessor, load_assess_settings
         assessor = Assessor(load_assess_settings())
     chosen = _spread(pairs, args.limit) if not args.no_assessed else set()
     for i, (fb, fa) in enumerate(pairs):

@@ -1,4 +1,4 @@
-"""Benchmark of the fading model (``pipeline/fading.py``) on synthetic client series with known truth.
+"""Benchmark of the fading model (``pipeline/over_time/fading.py``) on synthetic client series with known truth.
 
 1. Builds (or reuses) the suite ``OUT/data/series_fading``: ``--n`` clients made by
    ``smp synth --series`` at 512 x 384 px (small photos: the model reads only the true
@@ -47,7 +47,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.fading import fit_fading, load_fading_settings  # noqa: E402
+from pipeline.over_time.fading import fit_fading, load_fading_settings  # noqa: E402
 
 SIZE = (512, 384)
 #: Generator settings of each suite (``smp synth --set``) and its seed.

@@ -3,8 +3,8 @@
 For every client of a series suite (default ``OUT/data/series``, built by scripts/bench.py;
 ``--suite series_fading`` for the larger one of scripts/bench_fading.py, ``--limit`` clients),
 each visit's photo is assessed (``smp assess`` defaults: the bundled model), the visits are
-linked into dot tracks (``pipeline.track``) and the fading model is fitted on the tracks
-(``pipeline.fading``), exactly as ``smp track`` does, without the records in between.
+linked into dot tracks (``pipeline.over_time.track``) and the fading model is fitted on the tracks
+(``pipeline.over_time.fading``), exactly as ``smp track`` does, without the records in between.
 
 Scored against the truth: links (assessed dots matched to the true dots of their photo
 within 0.1 mm; a link is right when both ends are the same ``dot_id``), residual after
@@ -34,9 +34,9 @@ from bench import update_benchmarks_md  # noqa: E402
 from bench_fading import load_client, score_result  # noqa: E402
 
 from models.scoring import match_dots  # noqa: E402
-from pipeline.assess import Assessor, load_assess_settings  # noqa: E402
-from pipeline.fading import fit_fading, load_fading_settings  # noqa: E402
-from pipeline.track import VisitInput, link_visits  # noqa: E402
+from pipeline.one_photo.assess import Assessor, load_assess_settings  # noqa: E402
+from pipeline.over_time.fading import fit_fading, load_fading_settings  # noqa: E402
+from pipeline.over_time.track import VisitInput, link_visits  # noqa: E402
 
 
 def track_client(assessor: Assessor, cdir: Path, seed: int, overrides: list[str] = ()) -> dict:

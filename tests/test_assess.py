@@ -15,9 +15,9 @@ from data.config import ConfigError, load_settings
 from data.flags import load_flag_settings
 from data.synth.generate import generate_images
 from data.synth.settings import SynthSettings
-from pipeline.assess import SCHEMA, Assessor, load_assess_settings, write_assessment
 from pipeline.cli import main
-from pipeline.pigment import DOT_COLUMNS
+from pipeline.one_photo.assess import SCHEMA, Assessor, load_assess_settings, write_assessment
+from pipeline.one_photo.pigment import DOT_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENE = ["image.width=640", "image.height=480", "camera.px_per_mm=[14, 18]", "card.probability=1.0",
@@ -229,7 +229,7 @@ def test_cli_help_lists_assess():
 
 def test_overlay_drawn_in_two_bands_equals_one_pass(monkeypatch):
     """Rings drawn by two threads into halves of the photo give the same pixels as drawing them in one pass."""
-    from pipeline import overlay as O
+    from pipeline.one_photo import overlay as O
 
     rng = np.random.default_rng(3)
     h, w, n = 400, 500, 3000
@@ -266,7 +266,7 @@ def test_every_close_up_is_segmented_at_one_scale():
     """Close-ups coarser than segment.min_px_per_mm are enlarged, finer than max_px_per_mm shrunk, to
     the canonical scale before the segmenter sees them; the labels come back at the photo's size. A
     whole-head view is segmented as it is."""
-    from pipeline.segment import Segmentation
+    from pipeline.one_photo.segment import Segmentation
 
     seen = []
 

@@ -35,7 +35,7 @@ from data.metrics import PlaneScale
 from data.synth.camera import illuminant_rgb
 from data.synth.generate import item_rng, render_single
 from data.synth.settings import SynthSettings
-from pipeline.calibration import (
+from pipeline.one_photo.calibration import (
     NO_COLOUR_WARNING,
     NO_SCALE_WARNING,
     CalibrationSettings,

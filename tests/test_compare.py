@@ -1,4 +1,5 @@
-"""smp compare: metric deltas, pictures, output files, CLI (pipeline/compare.py, pipeline/commands/compare.py)."""
+"""smp compare: metric deltas, pictures, output files, CLI (pipeline/two_photos/compare.py,
+pipeline/commands/compare.py)."""
 import dataclasses
 import json
 
@@ -14,10 +15,10 @@ from data.metrics import PhotoMetrics
 from data.synth.generate import item_rng
 from data.synth.series import render_series
 from data.synth.settings import SynthSettings
-from pipeline.assess import Assessor, load_assess_settings
-from pipeline.calibration import ScaleCalibration
 from pipeline.cli import main
-from pipeline.compare import (
+from pipeline.one_photo.assess import Assessor, load_assess_settings
+from pipeline.one_photo.calibration import ScaleCalibration
+from pipeline.two_photos.compare import (
     LINK_COLUMNS,
     LOST_COLOUR,
     NEW_COLOUR,
@@ -28,7 +29,7 @@ from pipeline.compare import (
     render_side_by_side,
     write_comparison,
 )
-from pipeline.register import DotLinks, RegisterSettings, link_dots, register_photos
+from pipeline.two_photos.register import DotLinks, RegisterSettings, link_dots, register_photos
 
 # session 1 -> session 2 of a client: the second session adds dots between the first ones and
 # the card lies elsewhere; light skin and short sparse hair so that the (fast) classical

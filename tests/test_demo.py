@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.fading import load_fading_settings
+from pipeline.over_time.fading import load_fading_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Dot detection at a canonical scale and the physical decision (pipeline/detect.py)."""
+"""Dot detection at a canonical scale and the physical decision (pipeline/one_photo/detect.py)."""
 from __future__ import annotations
 
 import json
@@ -14,9 +14,9 @@ from data.metrics import HAIR, SCALP, dots_in_roi
 from data.synth.generate import generate_images
 from data.synth.settings import SynthSettings
 from models.dot_ranker import FEATURES, DotRanker, candidate_features, default_ranker_path, fit_ranker
-from pipeline.assess import Assessor, load_assess_settings
-from pipeline.detect import REJECT, DetectSettings, ScaleOutOfRange, detect_dots, resample_factor
-from pipeline.dots import DotSettings
+from pipeline.one_photo.assess import Assessor, load_assess_settings
+from pipeline.one_photo.detect import REJECT, DetectSettings, ScaleOutOfRange, detect_dots, resample_factor
+from pipeline.one_photo.dots import DotSettings
 
 # large, clear dots without hair or card: what must not depend on the photo's pixel count
 SCENE = ["image.width=400", "image.height=300", "camera.px_per_mm=[24, 24]", "camera.tilt_deg=[0, 0]",
@@ -136,7 +136,7 @@ def test_a_dense_field_of_dots_is_not_its_own_texture():
 def test_a_shaft_as_wide_as_a_small_dot_is_a_strand_and_the_dot_beside_it_is_not():
     """A stubble shaft blurred to ~0.2 mm is as wide as a small dot: what a disc opening a little
     wider than a strand keeps is no proof of a blob; a straight dark run of 0.7 mm is a strand."""
-    from pipeline.segment import hair_strands
+    from pipeline.one_photo.segment import hair_strands
 
     dark = np.zeros((160, 200), np.float32)
     shaft = np.zeros_like(dark)
@@ -371,7 +371,7 @@ def _constant_patch(logit: float):
 
 
 def test_patches_are_darkness_against_their_border():
-    from pipeline.detect import dot_patches
+    from pipeline.one_photo.detect import dot_patches
 
     lstar, labels, ppm, xy = _clear_dots()
     p = dot_patches(lstar, xy)
@@ -411,7 +411,7 @@ def test_the_patch_network_can_only_refuse():
 
 def test_the_patch_network_learns_saves_and_loads(tmp_path):
     from models.dot_patch import PatchRanker, fit_patch_ranker
-    from pipeline.detect import dot_patches
+    from pipeline.one_photo.detect import dot_patches
 
     rng = np.random.default_rng(0)
     lstar, labels, ppm, xy = _clear_dots()

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from data.colour import luminance_lstar
-from pipeline.calibration import ColourCorrection
-from pipeline.dots import footprint_mask, sample_points
-from pipeline.pigment import sample_corrected
+from pipeline.one_photo.calibration import ColourCorrection
+from pipeline.one_photo.dots import footprint_mask, sample_points
+from pipeline.one_photo.pigment import sample_corrected
 from pipeline.runtime import reuse_freed_memory
 
 
@@ -62,7 +62,7 @@ def test_reuse_freed_memory_is_idempotent() -> None:
 
 
 def test_skin_reference_ignores_dark_spots_the_detector_missed() -> None:
-    from pipeline.dots import skin_reference
+    from pipeline.one_photo.dots import skin_reference
 
     rng = np.random.default_rng(8)
     h, w, ppm = 300, 400, 20.0
@@ -84,7 +84,7 @@ def test_skin_reference_ignores_dark_spots_the_detector_missed() -> None:
 
 
 def test_valid_median_equals_nanmedian_of_the_valid_samples():
-    from pipeline.pigment import _valid_median
+    from pipeline.one_photo.pigment import _valid_median
 
     rng = np.random.default_rng(1)
     for trial in range(10):

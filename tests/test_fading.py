@@ -1,4 +1,4 @@
-"""Fading model (pipeline/fading.py) on clients simulated from the synthetic truth's model.
+"""Fading model (pipeline/over_time/fading.py) on clients simulated from the synthetic truth's model.
 
 The simulation is the physics of ``data/synth/series.py`` without rendering: contrast
 ``c0 * exp(-k_i * age)`` with a per-dot log-normal rate factor and a few 2.5-4x fast
@@ -17,7 +17,14 @@ import pandas as pd
 import pytest
 
 from data.config import ConfigError, config_dir
-from pipeline.fading import DOT_COLUMNS, FadingError, FadingSettings, fit_fading, load_fading_settings, weighted_median
+from pipeline.over_time.fading import (
+    DOT_COLUMNS,
+    FadingError,
+    FadingSettings,
+    fit_fading,
+    load_fading_settings,
+    weighted_median,
+)
 
 THRESHOLD = 12.0
 
@@ -384,7 +391,7 @@ def test_a_shift_every_dot_of_a_visit_shares_is_no_trend() -> None:
     """Each photo's camera, lamp and card fit move every dot's colour together: a drift of the
     visits' calibration is neither a region trend (the visits' scatter is in its range) nor a minority
     of dots turning (each dot is judged against its own photo's other dots)."""
-    from pipeline.fading import visit_trend
+    from pipeline.over_time.fading import visit_trend
 
     cl = simulate(np.random.default_rng(21), n_dots=300, blue=False, shade_sd=3.0)
     obs = cl.obs.copy()

@@ -1,4 +1,4 @@
-"""Tests of pipeline.loading: every photo is built here, in tmp_path, by PIL/cv2/numpy."""
+"""Tests of pipeline.one_photo.loading: every photo is built here, in tmp_path, by PIL/cv2/numpy."""
 from __future__ import annotations
 
 import dataclasses
@@ -19,7 +19,7 @@ from PIL import Image, ImageCms, ImageFile
 from pydantic import ValidationError
 
 from pipeline.errors import UserError
-from pipeline.loading import LoadSettings, Photo, PhotoError, load_photo, read_photo_bytes
+from pipeline.one_photo.loading import LoadSettings, Photo, PhotoError, load_photo, read_photo_bytes
 
 # ---------------------------------------------------------------------------
 # helpers

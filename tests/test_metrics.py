@@ -402,7 +402,7 @@ def test_viewing_lstar_in_row_bands_is_the_whole_frame_bit_for_bit(sigma_px: flo
 
 
 def test_open_skin_leaves_out_skin_beside_hair_and_dots():
-    from pipeline.dots import open_skin
+    from pipeline.one_photo.dots import open_skin
 
     scalp = np.ones((20, 20), bool)
     hair = np.zeros((20, 20), bool)

@@ -5,9 +5,16 @@ from PIL import Image
 
 from data.config import ConfigError
 from data.metrics import BACKGROUND, HAIR, SCALP
-from pipeline.assess import Assessor, load_assess_settings
-from pipeline.quality import MaskWobble, QualitySettings, check_quality, mask_wobble, second_look, second_look_window
-from pipeline.segment import Segmentation
+from pipeline.one_photo.assess import Assessor, load_assess_settings
+from pipeline.one_photo.quality import (
+    MaskWobble,
+    QualitySettings,
+    check_quality,
+    mask_wobble,
+    second_look,
+    second_look_window,
+)
+from pipeline.one_photo.segment import Segmentation
 
 
 def test_mask_wobble_counts_agreement_and_fractions():

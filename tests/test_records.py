@@ -506,7 +506,7 @@ def fake_doc(sha: str, *, config: str = "cfg1", model_sha: str | None = "ab" * 3
 def fake_dots(n: int = 3):
     import pandas as pd
 
-    from pipeline.pigment import DOT_COLUMNS
+    from pipeline.one_photo.pigment import DOT_COLUMNS
 
     rng = np.random.default_rng(n)
     frame = pd.DataFrame({c: rng.uniform(0, 50, n) for c in DOT_COLUMNS})

@@ -1,4 +1,4 @@
-"""Registration of two photos and dot linking (pipeline/register.py)."""
+"""Registration of two photos and dot linking (pipeline/two_photos/register.py)."""
 import json
 
 import cv2
@@ -14,7 +14,7 @@ from data.synth.closeup import single_closeup
 from data.synth.generate import item_rng
 from data.synth.series import render_series
 from data.synth.settings import SynthSettings
-from pipeline.register import (
+from pipeline.two_photos.register import (
     LinkSettings,
     RegisterSettings,
     RegistrationError,

@@ -134,7 +134,7 @@ def test_same_seed_same_bytes_and_different_seeds_differ(cfg, tmp_path):
 def test_whole_card_keeps_every_colour_patch_in_frame():
     """``card.whole``: the paper's four corners in frame, as the product's card detection finds
     them (by default only the marker is kept in view and patches are cut off)."""
-    from pipeline.calibration import calibrate
+    from pipeline.one_photo.calibration import calibrate
 
     rules, card = load_flag_settings(), load_card()
     paper = np.array([[-3, -3, 1], [45, -3, 1], [45, 13, 1], [-3, 13, 1]], float)

@@ -13,7 +13,7 @@ from data.flags import load_flag_settings
 from data.synth.generate import item_rng
 from data.synth.series import render_series
 from data.synth.settings import SynthSettings
-from pipeline.track import OBS_COLUMNS, VisitInput, link_visits
+from pipeline.over_time.track import OBS_COLUMNS, VisitInput, link_visits
 
 SERIES = ["image.width=600", "image.height=450", "camera.px_per_mm=[13, 15]", "series.sessions=[2, 2]",
           "series.followups=[2, 2]", "series.touchup_probability=0", "dots.coverage=[1, 1]",
@@ -85,8 +85,8 @@ def test_an_unregistrable_visit_is_left_out_with_a_warning(series) -> None:
 def test_an_unregistrable_visit_is_reported_as_measured_on_its_own(series, tmp_path) -> None:
     """The timeline keeps what needs no alignment (the visit's own figures and its dots' medians),
     says which visit could not be lined up and how to retake it; nothing else is lost."""
-    from pipeline.fading import load_fading_settings
-    from pipeline.history import build_history, write_history
+    from pipeline.over_time.fading import load_fading_settings
+    from pipeline.over_time.history import build_history, write_history
     from pipeline.report import render_timeline
 
     scenes, _ = series

@@ -107,8 +107,8 @@ def test_unassessed_photo_and_other_client_are_told(world):
 
 
 def test_registration_failure_still_compares_what_needs_no_alignment(world, monkeypatch):
-    import pipeline.compare as compare
-    from pipeline.register import RegistrationError
+    import pipeline.two_photos.compare as compare
+    from pipeline.two_photos.register import RegistrationError
 
     def fail(*args, **kwargs):
         raise RegistrationError("the photos barely overlap (3% of the before photo)")
@@ -126,7 +126,7 @@ def test_registration_failure_still_compares_what_needs_no_alignment(world, monk
 
 
 def test_stored_assessment_reads_back_what_the_worker_wrote(world):
-    from pipeline.loading import load_photo
+    from pipeline.one_photo.loading import load_photo
 
     aid = world.ids["assessments"][0]
     folder = assessment_folder(world.home, aid)

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from PIL import Image
 from web_support import dispose, make_world, synthetic_photos, upload
 
-from pipeline.clean_copy import clean_photo_bytes
-from pipeline.loading import read_photo_bytes
+from pipeline.one_photo.clean_copy import clean_photo_bytes
+from pipeline.one_photo.loading import read_photo_bytes
 
 GPS_IFD, EXIF_IFD = 0x8825, 0x8769
 MAKE, MODEL, SERIAL, ORIENTATION, USER_COMMENT = 0x010F, 0x0110, 0xA431, 0x0112, 0x9286

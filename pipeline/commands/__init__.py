@@ -23,8 +23,8 @@ def add_subject_options(parser, visits: tuple[str, ...] = ("",)) -> None:
 def subject_from_args(args, prefix: str = ""):
     """The :class:`pipeline.subject.Subject` the options of :func:`add_subject_options` give;
     a :class:`pipeline.errors.UserError` naming the option when one is malformed."""
-    from ..errors import UserError
-    from ..subject import subject_from_options
+    from pipeline.errors import UserError
+    from pipeline.subject import subject_from_options
 
     attr = prefix.replace("-", "_")
     try:

@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import UserError
-from . import add_subject_options, subject_from_args
+from pipeline.commands import add_subject_options, subject_from_args
+from pipeline.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -78,9 +78,8 @@ def run(args: argparse.Namespace) -> int:
 
     from data.card import load_card
     from data.flags import load_flag_settings
-    from pipeline.assess import Assessor, load_assess_settings, write_assessment
-
-    from ..loading import PhotoError
+    from pipeline.one_photo.assess import Assessor, load_assess_settings, write_assessment
+    from pipeline.one_photo.loading import PhotoError
 
     if args.px_per_mm is not None and not (np.isfinite(args.px_per_mm) and args.px_per_mm > 0):
         raise UserError(f"--px-per-mm must be a positive number, got {args.px_per_mm}")

@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import UserError
-from . import DB_HELP as _DB_HELP
+from pipeline.commands import DB_HELP as _DB_HELP
+from pipeline.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pipeline import batch as B
-    from pipeline.assess import Assessor, load_assess_settings
+    from pipeline.one_photo.assess import Assessor, load_assess_settings
 
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
@@ -133,8 +133,7 @@ def _records(args: argparse.Namespace, frame, items) -> tuple[int, list[str]]:
     from sqlalchemy.exc import SQLAlchemyError
 
     from pipeline.batch import store_in_records
-
-    from ..records import PhotoStore, data_home, open_records
+    from pipeline.records import PhotoStore, data_home, open_records
 
     try:
         records = open_records(args.db)

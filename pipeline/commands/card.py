@@ -5,8 +5,7 @@ import argparse
 from pathlib import Path
 
 from data.card import load_card
-
-from ..card_print import DPI_RANGE, FORMATS, write_card
+from pipeline.card_print import DPI_RANGE, FORMATS, write_card
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -5,8 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import UserError
-from . import add_subject_options, subject_from_args
+from pipeline.commands import add_subject_options, subject_from_args
+from pipeline.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,11 +55,10 @@ def run(args: argparse.Namespace) -> int:
 
     from data.card import load_card
     from data.flags import load_flag_settings
-    from pipeline.assess import Assessor, load_assess_settings, write_assessment
-    from pipeline.compare import compare_photos, write_comparison
-    from pipeline.register import load_register_settings
-
-    from ..loading import PhotoError
+    from pipeline.one_photo.assess import Assessor, load_assess_settings, write_assessment
+    from pipeline.one_photo.loading import PhotoError
+    from pipeline.two_photos.compare import compare_photos, write_comparison
+    from pipeline.two_photos.register import load_register_settings
 
     if args.px_per_mm is not None and not (np.isfinite(args.px_per_mm) and args.px_per_mm > 0):
         raise UserError(f"--px-per-mm must be a positive number, got {args.px_per_mm}")

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import UserError
+from pipeline.errors import UserError
 
 HELP = """\
 Score a segmentation + dot model on the photos of a dataset manifest: IoU and Dice per

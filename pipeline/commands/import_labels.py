@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import UserError
+from pipeline.errors import UserError
 
 HELP = """\
 Turn an annotation tool's export into smp-assess's dataset format (per photo: photo,

@@ -5,7 +5,7 @@ import argparse
 import os
 from pathlib import Path
 
-from ..errors import UserError
+from pipeline.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..report import ReportError, render_report
+    from pipeline.report import ReportError, render_report
 
     out: Path = args.out
     if out.is_dir():

@@ -9,8 +9,8 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from . import DB_HELP as _DB_HELP
+from pipeline.commands import DB_HELP as _DB_HELP
+from pipeline.errors import UserError
 
 _STORE_HELP = "data home: photo store, assessment folders, exports, the secret key (default: $SMP_HOME or ./smp-data)"
 
@@ -120,9 +120,9 @@ def uvicorn_options(host: str, port: int, allow_ips: str | None) -> dict[str, An
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from ..records import data_home
-    from ..runtime import return_freed_memory
-    from ..web import WebSettings, create_app
+    from pipeline.records import data_home
+    from pipeline.runtime import return_freed_memory
+    from pipeline.web import WebSettings, create_app
 
     return_freed_memory()
     if args.max_upload_mb < 1:
@@ -145,7 +145,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def _records(args: argparse.Namespace):
-    from .visit import _open
+    from pipeline.commands.visit import _open
 
     records, _ = _open(args)
     return records
@@ -164,7 +164,7 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def run_users_add(args: argparse.Namespace) -> int:
-    from ..web.auth import AuthError, create_user
+    from pipeline.web.auth import AuthError, create_user
 
     password = _read_password(args)
     records = _records(args)
@@ -179,7 +179,7 @@ def run_users_add(args: argparse.Namespace) -> int:
 
 
 def run_users_passwd(args: argparse.Namespace) -> int:
-    from ..web.auth import AuthError, set_password
+    from pipeline.web.auth import AuthError, set_password
 
     password = _read_password(args)
     records = _records(args)
@@ -195,8 +195,8 @@ def run_users_passwd(args: argparse.Namespace) -> int:
 def run_users_token(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
 
-    from ..records.schema import User
-    from ..web.auth import AuthError, issue_token
+    from pipeline.records.schema import User
+    from pipeline.web.auth import AuthError, issue_token
 
     records = _records(args)
     try:
@@ -215,7 +215,7 @@ def run_users_token(args: argparse.Namespace) -> int:
 def run_users_revoke(args: argparse.Namespace) -> int:
     from datetime import datetime
 
-    from ..web.auth import revoke_token
+    from pipeline.web.auth import revoke_token
 
     records = _records(args)
     with records.transaction() as s:
@@ -228,7 +228,7 @@ def run_users_revoke(args: argparse.Namespace) -> int:
 def run_users_list(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
 
-    from ..records.schema import ApiToken, Clinic, User
+    from pipeline.records.schema import ApiToken, Clinic, User
 
     records = _records(args)
     with records.session(read_only=True) as s:

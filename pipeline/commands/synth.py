@@ -13,8 +13,7 @@ from data.config import load_settings
 from data.flags import load_flag_settings
 from data.synth.generate import generate_images, generate_series, write_manifest
 from data.synth.settings import SynthSettings
-
-from ..errors import UserError
+from pipeline.errors import UserError
 
 HELP = """\
 Make synthetic SMP photos whose truth is known exactly: photo, mask.png (0 background,

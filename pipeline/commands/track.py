@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from . import DB_HELP
+from pipeline.commands import DB_HELP
+from pipeline.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,13 +56,13 @@ def _found(trend) -> str:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..fading import load_fading_settings
-    from ..history import build_history, write_history
-    from ..loading import load_photo
-    from ..records import DEFAULT_CLINIC, store_dot_links
-    from ..records.read import assessment_dots, client_photos, client_regions
-    from ..track import VisitInput
-    from .visit import _open
+    from pipeline.commands.visit import _open
+    from pipeline.one_photo.loading import load_photo
+    from pipeline.over_time.fading import load_fading_settings
+    from pipeline.over_time.history import build_history, write_history
+    from pipeline.over_time.track import VisitInput
+    from pipeline.records import DEFAULT_CLINIC, store_dot_links
+    from pipeline.records.read import assessment_dots, client_photos, client_regions
 
     fading = load_fading_settings(args.config, args.overrides)
     clinic = args.clinic or DEFAULT_CLINIC
@@ -109,16 +109,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _assess_missing(args: argparse.Namespace, records: Any, store: Any, clinic: str, regions: list[str]) -> None:
     """Assess and store every photo of the regions that has no assessment yet."""
-    from ..loading import PhotoError
-    from ..records import store_assessment
-    from ..records.read import client_photos
+    from pipeline.one_photo.loading import PhotoError
+    from pipeline.records import store_assessment
+    from pipeline.records.read import client_photos
 
     with records.session(read_only=True) as session:
         todo = [p for r in regions for p in client_photos(session, args.client, clinic=clinic, region=r)
                 if p.assessment is None]
     if not todo:
         return
-    from ..assess import Assessor, load_assess_settings
+    from pipeline.one_photo.assess import Assessor, load_assess_settings
 
     assessor = Assessor(load_assess_settings(args.assess_config, args.assess_overrides))
     for p in todo:

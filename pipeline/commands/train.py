@@ -5,8 +5,7 @@ import argparse
 from pathlib import Path
 
 from data.config import load_settings
-
-from ..errors import UserError
+from pipeline.errors import UserError
 
 HELP = """\
 Train the network that separates background / scalp / hair and finds SMP dot centres.

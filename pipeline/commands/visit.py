@@ -6,11 +6,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UserError
-from . import DB_HELP as _DB_HELP
+from pipeline.commands import DB_HELP as _DB_HELP
+from pipeline.errors import UserError
 
 if TYPE_CHECKING:
-    from ..records import IngestResult, PhotoStore, Records
+    from pipeline.records import IngestResult, PhotoStore, Records
 
 _KINDS_HELP = "baseline, session (with --session N), follow-up or touch-up"
 
@@ -94,7 +94,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def _open(args: argparse.Namespace) -> tuple[Records, PhotoStore]:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from ..records import PhotoStore, data_home, open_records
+    from pipeline.records import PhotoStore, data_home, open_records
 
     try:
         records = open_records(args.db)
@@ -116,7 +116,7 @@ def _assessor(args: argparse.Namespace, failures: list[str]):
 
     def assessor() -> Any:
         if not loaded:
-            from pipeline.assess import Assessor, load_assess_settings
+            from pipeline.one_photo.assess import Assessor, load_assess_settings
 
             try:
                 loaded.append(Assessor(load_assess_settings(args.config, args.overrides)))
@@ -127,7 +127,7 @@ def _assessor(args: argparse.Namespace, failures: list[str]):
         return loaded[0]
 
     def assess(path: Path) -> Any:
-        from ..loading import PhotoError
+        from pipeline.one_photo.loading import PhotoError
 
         try:
             return assessor().assess_file(path)
@@ -155,7 +155,7 @@ def _finish(failures: list[str]) -> int:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    from ..records import DEFAULT_CLINIC, add_visit
+    from pipeline.records import DEFAULT_CLINIC, add_visit
 
     records, store = _open(args)
     failures: list[str] = []
@@ -168,7 +168,7 @@ def run_add(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from ..records import DEFAULT_CLINIC, import_manifest
+    from pipeline.records import DEFAULT_CLINIC, import_manifest
 
     records, store = _open(args)
     failures: list[str] = []
@@ -186,7 +186,7 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_clients(args: argparse.Namespace) -> int:
-    from ..records import list_clients
+    from pipeline.records import list_clients
 
     records, _ = _open(args)
     with records.session(read_only=True) as session:

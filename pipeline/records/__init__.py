@@ -14,8 +14,8 @@ Typical use::
     add_visit(records, store, client="C-17", region="crown", date="2026-03-01",
               kind="follow-up", photos=["IMG_0001.jpg"])
 """
-from .db import Records, data_home, default_url, open_records, resolve_url
-from .ingest import (
+from pipeline.records.db import Records, data_home, default_url, open_records, resolve_url
+from pipeline.records.ingest import (
     MANIFEST_COLUMNS,
     AssessmentLike,
     ClientSummary,
@@ -41,8 +41,8 @@ from .ingest import (
     store_photo_assessment,
     sweep_store,
 )
-from .schema import DEFAULT_CLINIC, VIEWS, VISIT_KINDS
-from .store import PhotoStore, StoredFile, StoreError
+from pipeline.records.schema import DEFAULT_CLINIC, VIEWS, VISIT_KINDS
+from pipeline.records.store import PhotoStore, StoredFile, StoreError
 
 __all__ = [
     "DEFAULT_CLINIC", "MANIFEST_COLUMNS", "VIEWS", "VISIT_KINDS",

@@ -40,7 +40,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
-from ..errors import UserError
+from pipeline.errors import UserError
 
 __all__ = [
     "DATABASE_URL_ENV", "HOME_ENV", "MIGRATIONS_DIR", "Records", "close_all", "current_revision", "data_home",

@@ -43,10 +43,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from data.metrics import FLAG_NAMES
-
-from ..errors import UserError
-from .db import Records
-from .schema import (
+from pipeline.errors import UserError
+from pipeline.records.db import Records
+from pipeline.records.schema import (
     DECISIONS,
     DEFAULT_CLINIC,
     DOT_FIELDS,
@@ -64,7 +63,7 @@ from .schema import (
     VisitPhoto,
     is_slug,
 )
-from .store import PhotoStore
+from pipeline.records.store import PhotoStore
 
 if TYPE_CHECKING:  # pandas is only handed in (dots tables); importing it here would slow every CLI start
     import pandas as pd
@@ -180,7 +179,7 @@ class ClientSummary:
 
 
 class AssessmentLike(Protocol):
-    """What :func:`add_visit` needs of an assessment (``pipeline.assess.Assessment`` is one)."""
+    """What :func:`add_visit` needs of an assessment (``pipeline.one_photo.assess.Assessment`` is one)."""
 
     dots: pd.DataFrame
 
@@ -306,8 +305,8 @@ def _visit_key(clinic: str, client: str, region: str, day: str | date, kind: str
 
 def inspect_photo(path: str | Path) -> PhotoFile:
     """Load ``path`` as the assessment would (refusing what is not a usable photo:
-    :class:`pipeline.loading.PhotoError`) and keep what the records need of it."""
-    from ..loading import load_photo
+    :class:`pipeline.one_photo.loading.PhotoError`) and keep what the records need of it."""
+    from pipeline.one_photo.loading import load_photo
 
     photo = load_photo(path)
     return PhotoFile(path=Path(path), sha256=photo.sha256, width=photo.width, height=photo.height,
@@ -316,7 +315,7 @@ def inspect_photo(path: str | Path) -> PhotoFile:
 
 def _photo_entry(path: Path | PhotoFile, name: str, key: VisitKey | None, view: str | None, notes: str | None,
                  row: int | None) -> tuple[PhotoEntry | None, list[Problem]]:
-    from ..loading import PhotoError
+    from pipeline.one_photo.loading import PhotoError
 
     if isinstance(path, PhotoFile):  # inspected by the caller already (the web app's upload check)
         if not path.path.is_file():

@@ -14,7 +14,18 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from .schema import DEFAULT_CLINIC, DOT_FIELDS, Assessment, Client, Clinic, Dot, Photo, Region, Visit, VisitPhoto
+from pipeline.records.schema import (
+    DEFAULT_CLINIC,
+    DOT_FIELDS,
+    Assessment,
+    Client,
+    Clinic,
+    Dot,
+    Photo,
+    Region,
+    Visit,
+    VisitPhoto,
+)
 
 __all__ = ["PhotoRecord", "client_photos", "assessment_dots", "client_regions"]
 

@@ -24,8 +24,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from .ingest import record_review
-from .schema import MASK_LABELS, SHAPE_KINDS, AddedDot, DoneMark, Dot, ReviewDecision, ReviewShape
+from pipeline.records.ingest import record_review
+from pipeline.records.schema import MASK_LABELS, SHAPE_KINDS, AddedDot, DoneMark, Dot, ReviewDecision, ReviewShape
 
 __all__ = [
     "ACT_KINDS", "MAX_BRUSH_RADIUS_PX", "MAX_SHAPE_POINTS", "MIN_BRUSH_RADIUS_PX", "PHOTO_DECISIONS", "Act",

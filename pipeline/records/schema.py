@@ -70,7 +70,7 @@ DEFAULT_CLINIC = "default"
 
 _SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
-#: ``dots.csv`` column (pipeline.pigment.DOT_COLUMNS) -> ``dots`` table column.
+#: ``dots.csv`` column (pipeline.one_photo.pigment.DOT_COLUMNS) -> ``dots`` table column.
 DOT_FIELDS = {
     "dot_id": "dot_index", "x": "x", "y": "y", "diameter_mm": "diameter_mm", "diameter_px": "diameter_px",
     "elongation": "elongation", "L": "lab_l", "a": "lab_a", "b": "lab_b",

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UserError
+from pipeline.errors import UserError
 
 __all__ = ["PhotoStore", "StoreError", "StoredFile", "stored_name"]
 

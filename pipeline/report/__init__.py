@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..subject import Subject
-from .folders import ReportError, detect_kind
+from pipeline.report.folders import ReportError, detect_kind
+from pipeline.subject import Subject
 
 __all__ = ["ReportError", "render_assessment", "render_comparison", "render_timeline", "render_report",
            "detect_kind"]
@@ -26,8 +26,8 @@ def render_assessment(folder: str | Path, *, title: str | None = None, subject: 
 
     ``subject``: client, region and visit (default: what the assessment recorded); ``link``: an
     address the report links back to (the app's page of the client), ``link_label`` its text."""
-    from .assessment import build_assessment_context
-    from .render import back_link, render
+    from pipeline.report.assessment import build_assessment_context
+    from pipeline.report.render import back_link, render
 
     back = back_link(link, link_label)
     return render("assessment.html.j2", {**build_assessment_context(folder, title=title, subject=subject),
@@ -39,8 +39,8 @@ def render_comparison(folder: str | Path, *, title: str | None = None,
                       link: str | None = None, link_label: str | None = None) -> str:
     """HTML report of an ``smp compare`` folder (``comparison.json``, pictures, ``before/``, ``after/``);
     ``subjects``: before and after (default: what the two assessments recorded)."""
-    from .comparison import build_comparison_context
-    from .render import back_link, render
+    from pipeline.report.comparison import build_comparison_context
+    from pipeline.report.render import back_link, render
 
     back = back_link(link, link_label)
     return render("comparison.html.j2", {**build_comparison_context(folder, title=title, subjects=subjects),
@@ -50,8 +50,8 @@ def render_comparison(folder: str | Path, *, title: str | None = None,
 def render_timeline(folder: str | Path, *, title: str | None = None, link: str | None = None,
                     link_label: str | None = None) -> str:
     """HTML report of one region folder of ``smp track`` (``track.json`` and its plots)."""
-    from .render import back_link, render
-    from .timeline import build_timeline_context
+    from pipeline.report.render import back_link, render
+    from pipeline.report.timeline import build_timeline_context
 
     back = back_link(link, link_label)
     return render("timeline.html.j2", {**build_timeline_context(folder, title=title), "back": back})

@@ -10,12 +10,32 @@ from typing import Any
 
 import numpy as np
 
-from ..subject import Subject
-from .folders import AssessmentFolder, read_assessment_folder
-from .glossary import metric_row, ordered_names
-from .images import FLAG_ORDER, Picture, as_float, dot_crops, encode_rgb, flag_table, flags_of, pick_flagged, read_rgb
-from .render import subject_heading, subject_rows
-from .wording import MISSING, as_number, fmt_date, fmt_int, fmt_num, fmt_pct, join_words, plural, short_hash
+from pipeline.report.folders import AssessmentFolder, read_assessment_folder
+from pipeline.report.glossary import metric_row, ordered_names
+from pipeline.report.images import (
+    FLAG_ORDER,
+    Picture,
+    as_float,
+    dot_crops,
+    encode_rgb,
+    flag_table,
+    flags_of,
+    pick_flagged,
+    read_rgb,
+)
+from pipeline.report.render import subject_heading, subject_rows
+from pipeline.report.wording import (
+    MISSING,
+    as_number,
+    fmt_date,
+    fmt_int,
+    fmt_num,
+    fmt_pct,
+    join_words,
+    plural,
+    short_hash,
+)
+from pipeline.subject import Subject
 
 __all__ = ["build_assessment_context", "find_photo", "photo_name", "view_label", "scale_text", "colour_text",
            "model_text", "limits", "all_warnings", "flag_rules", "FLAG_LABELS", "MAX_CROPS"]
@@ -23,7 +43,7 @@ __all__ = ["build_assessment_context", "find_photo", "photo_name", "view_label",
 #: Most crops of flagged dots a report shows.
 MAX_CROPS = 24
 FLAG_LABELS = {"blue_shift": "blue-shifted", "faded": "faded", "spread": "spread"}
-#: Ring colours of overlay.png (pipeline/overlay.py), for the legend.
+#: Ring colours of overlay.png (pipeline/one_photo/overlay.py), for the legend.
 LEGEND = (("#50dc78", "not flagged"), ("#2878ff", "blue-shifted"), ("#ffaa00", "faded"), ("#ff00c8", "spread"))
 
 
@@ -136,7 +156,7 @@ def find_photo(af: AssessmentFolder) -> tuple[np.ndarray | None, str | None]:
     """The assessed photo (upright RGB) when it is still where it was and unchanged (same sha256),
     else None and why not (one sentence). A relative path is tried from the working folder and
     from the assessment folder; the file's name alone next to the assessment too."""
-    from ..loading import PhotoError, load_photo
+    from pipeline.one_photo.loading import PhotoError, load_photo
 
     raw = af.photo.get("path")
     if not isinstance(raw, str) or not raw:

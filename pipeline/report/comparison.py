@@ -4,14 +4,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..register import RETAKE_ADVICE
-from ..subject import Subject
-from .assessment import all_warnings, colour_text, limits, methods_rows, model_text, photo_name, scale_text, view_label
-from .folders import AssessmentFolder, ReportError, read_assessment_folder, read_doc
-from .glossary import WITHIN_NOISE, judge, metric_row, ordered_names, spec_for
-from .images import encode_rgb, picture_from_file, read_rgb
-from .render import subject_rows, subject_visit, subject_who
-from .wording import MISSING, as_number, fmt_date, fmt_int, fmt_num, fmt_pct, fmt_points, fmt_signed
+from pipeline.report.assessment import (
+    all_warnings,
+    colour_text,
+    limits,
+    methods_rows,
+    model_text,
+    photo_name,
+    scale_text,
+    view_label,
+)
+from pipeline.report.folders import AssessmentFolder, ReportError, read_assessment_folder, read_doc
+from pipeline.report.glossary import WITHIN_NOISE, judge, metric_row, ordered_names, spec_for
+from pipeline.report.images import encode_rgb, picture_from_file, read_rgb
+from pipeline.report.render import subject_rows, subject_visit, subject_who
+from pipeline.report.wording import MISSING, as_number, fmt_date, fmt_int, fmt_num, fmt_pct, fmt_points, fmt_signed
+from pipeline.subject import Subject
+from pipeline.two_photos.register import RETAKE_ADVICE
 
 __all__ = ["build_comparison_context"]
 

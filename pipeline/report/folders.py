@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from ..subject import Subject
+from pipeline.subject import Subject
 
 __all__ = ["ReportError", "Kind", "MARKERS", "read_doc", "AssessmentFolder", "read_assessment_folder",
            "detect_kind"]

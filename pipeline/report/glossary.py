@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .wording import MISSING, as_number, fmt_int, fmt_num, fmt_pct, fmt_points, fmt_signed
+from pipeline.report.wording import MISSING, as_number, fmt_int, fmt_num, fmt_pct, fmt_points, fmt_signed
 
 __all__ = ["MetricSpec", "METRICS", "ORDER", "WITHIN_NOISE", "spec_for", "metric_row", "judge", "ordered_names"]
 

@@ -15,8 +15,7 @@ import numpy as np
 import pandas as pd
 
 from data.metrics import FLAG_NAMES
-
-from ..overlay import FLAG_COLOURS
+from pipeline.one_photo.overlay import FLAG_COLOURS
 
 __all__ = ["Picture", "MAX_WIDTH", "FLAG_ORDER", "encode_rgb", "picture_from_file", "read_rgb", "flag_table",
            "pick_flagged", "dot_crops", "flags_of", "as_float"]

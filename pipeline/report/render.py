@@ -14,10 +14,10 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
-from .. import __version__
-from ..subject import Subject
-from .folders import ReportError
-from .wording import fmt_date, kind_label
+from pipeline import __version__
+from pipeline.report.folders import ReportError
+from pipeline.report.wording import fmt_date, kind_label
+from pipeline.subject import Subject
 
 __all__ = ["render", "css", "back_link", "subject_rows", "subject_heading", "subject_who", "subject_visit"]
 

@@ -5,10 +5,9 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from ..register import retake_advice
-from .folders import ReportError, read_doc
-from .images import picture_from_file
-from .wording import (
+from pipeline.report.folders import ReportError, read_doc
+from pipeline.report.images import picture_from_file
+from pipeline.report.wording import (
     MISSING,
     as_number,
     fmt_date,
@@ -23,6 +22,7 @@ from .wording import (
     parse_date,
     plural,
 )
+from pipeline.two_photos.register import retake_advice
 
 __all__ = ["build_timeline_context", "forecast_sentence", "kind_label"]
 

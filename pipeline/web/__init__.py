@@ -2,7 +2,7 @@
 
 See :mod:`pipeline.web.app` (``create_app``) and :mod:`pipeline.web.settings`.
 """
-from .app import create_app
-from .settings import ThrottleSettings, WebSettings
+from pipeline.web.app import create_app
+from pipeline.web.settings import ThrottleSettings, WebSettings
 
 __all__ = ["ThrottleSettings", "WebSettings", "create_app"]

@@ -20,14 +20,14 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from ..records.read import assessment_dots
-from ..records.schema import ROLES, Assessment, Job, Photo, Region, Visit, VisitPhoto
-from .auth import Principal
-from .deps import context, render, require_roles, require_user
-from .jobs import assessment_folder
-from .settings import WebSettings
-from .tenancy import client_summaries, get_assessment, get_client, get_job, get_photo, get_visit
-from .uploads import IncomingPhoto, UploadProblem, ingest_upload, read_capped, sanitise_filename
+from pipeline.records.read import assessment_dots
+from pipeline.records.schema import ROLES, Assessment, Job, Photo, Region, Visit, VisitPhoto
+from pipeline.web.auth import Principal
+from pipeline.web.deps import context, render, require_roles, require_user
+from pipeline.web.jobs import assessment_folder
+from pipeline.web.settings import WebSettings
+from pipeline.web.tenancy import client_summaries, get_assessment, get_client, get_job, get_photo, get_visit
+from pipeline.web.uploads import IncomingPhoto, UploadProblem, ingest_upload, read_capped, sanitise_filename
 
 __all__ = ["api_router", "docs_router"]
 
@@ -312,7 +312,7 @@ def api_router(settings: WebSettings) -> APIRouter:
     def tracking(request: Request, client_id: int, p: Principal = require_roles(*READERS)) -> TrackingOut:
         """Per region: dot tracks across visits, the fading model (half-life, blue and spread trends) and the
         touch-up forecast, as ``smp track`` computes them (from assessed close-ups; cached until they change)."""
-        from .tracking import region_tracking
+        from pipeline.web.tracking import region_tracking
 
         ctx = context(request)
         with ctx.records.session(read_only=True) as s:

@@ -33,17 +33,17 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .. import __version__
-from ..records import PhotoStore, open_records
-from .api import api_router, docs_router
-from .crops import CropMaker
-from .deps import AppContext, Forbidden, NotAuthenticated, StoredFileMissing, render
-from .jobs import JobRunner, PipelineAssessor
-from .pages import pages_router, public_router
-from .photo_review import photo_review_api, photo_review_pages
-from .settings import WebSettings, load_or_create_secret
-from .tenancy import NotFound
-from .uploads import UploadProblem
+from pipeline import __version__
+from pipeline.records import PhotoStore, open_records
+from pipeline.web.api import api_router, docs_router
+from pipeline.web.crops import CropMaker
+from pipeline.web.deps import AppContext, Forbidden, NotAuthenticated, StoredFileMissing, render
+from pipeline.web.jobs import JobRunner, PipelineAssessor
+from pipeline.web.pages import pages_router, public_router
+from pipeline.web.photo_review import photo_review_api, photo_review_pages
+from pipeline.web.settings import WebSettings, load_or_create_secret
+from pipeline.web.tenancy import NotFound
+from pipeline.web.uploads import UploadProblem
 
 __all__ = ["create_app"]
 

@@ -29,8 +29,8 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..records.schema import ROLES, ApiToken, Clinic, LoginThrottle, User, WebSession, is_slug
-from .settings import ThrottleSettings
+from pipeline.records.schema import ROLES, ApiToken, Clinic, LoginThrottle, User, WebSession, is_slug
+from pipeline.web.settings import ThrottleSettings
 
 __all__ = [
     "AuthError", "Principal", "check_password_strength", "create_user", "csrf_matches", "csrf_token",

@@ -3,8 +3,8 @@
 The worker leaves each assessment's output folder in ``<home>/assessments/<id>/``
 (``assessment.json``, ``dots.csv``, ``mask.png``, ``overlay.png``) and the photo in the
 store, so a comparison needs no segmentation: :class:`StoredAssessment` reads a folder
-back into the few attributes that :func:`pipeline.compare.compare_assessments` and
-:func:`pipeline.compare.write_comparison` use (``metrics.to_dict()``, ``view``,
+back into the few attributes that :func:`pipeline.two_photos.compare.compare_assessments` and
+:func:`pipeline.two_photos.compare.write_comparison` use (``metrics.to_dict()``, ``view``,
 ``calibration.px_per_mm`` / ``.scale.source`` / ``.colour``, ``dots``, ``labels``,
 ``photo``), and :func:`build_comparison` registers, links and writes the folder that
 ``smp compare`` writes (``before/``, ``after/``, ``comparison.json``, ``links.csv``,
@@ -29,10 +29,10 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from ..calibration import CalibrationSettings, ColourCorrection, calibrate, no_colour_correction
-from ..loading import Photo, load_photo
-from ..records import PhotoStore
-from .jobs import assessment_folder
+from pipeline.one_photo.calibration import CalibrationSettings, ColourCorrection, calibrate, no_colour_correction
+from pipeline.one_photo.loading import Photo, load_photo
+from pipeline.records import PhotoStore
+from pipeline.web.jobs import assessment_folder
 
 __all__ = ["ComparisonProblem", "StoredAssessment", "build_comparison", "comparison_folder"]
 
@@ -84,7 +84,7 @@ class StoredCalibration:
 @dataclass(frozen=True, eq=False)
 class StoredAssessment:
     """An assessment read back from its output folder and photo: what the comparison uses of
-    :class:`pipeline.assess.Assessment`."""
+    :class:`pipeline.one_photo.assess.Assessment`."""
 
     photo: Photo
     view: str
@@ -101,7 +101,7 @@ class StoredAssessment:
         assessed photo (its pixels must match the mask).
 
         The colour correction's coefficients are not stored: when the assessment used the
-        card, it is fitted again from the photo's card (:func:`pipeline.calibration.calibrate`,
+        card, it is fitted again from the photo's card (:func:`pipeline.one_photo.calibration.calibrate`,
         a fraction of a second; no segmentation) and kept if it is of the same kind as the
         stored one; otherwise colours are left uncorrected (only the difference picture's
         tint uses them).
@@ -148,7 +148,7 @@ def _card() -> Any:
 
 
 def _load(store: PhotoStore, photo_path: str | Path) -> Photo:
-    from ..loading import PhotoError
+    from pipeline.one_photo.loading import PhotoError
 
     try:
         return load_photo(store.path(str(photo_path)))
@@ -165,11 +165,11 @@ def build_comparison(home: str | Path, store: PhotoStore, before_assessment_id: 
 
     ``*_photo_path``: each photo's path in ``store`` (``Photo.stored_path``). Raises
     :class:`ComparisonProblem` when an assessment folder is missing or unreadable. Photos that
-    cannot be registered still give a comparison (:func:`pipeline.compare.compare_photos`):
+    cannot be registered still give a comparison (:func:`pipeline.two_photos.compare.compare_photos`):
     the figures that need no alignment, with a warning saying why and how to retake.
     """
-    from ..compare import compare_photos, write_comparison
-    from ..register import load_register_settings
+    from pipeline.two_photos.compare import compare_photos, write_comparison
+    from pipeline.two_photos.register import load_register_settings
 
     home = Path(home)
     final = comparison_folder(home, before_assessment_id, after_assessment_id)
@@ -183,7 +183,7 @@ def build_comparison(home: str | Path, store: PhotoStore, before_assessment_id: 
     before = StoredAssessment.from_folder(sources[0], _load(store, before_photo_path), calibration=calibration)
     after = StoredAssessment.from_folder(sources[1], _load(store, after_photo_path), calibration=calibration)
     reg_settings = load_register_settings(register_config, list(register_overrides))
-    comparison = compare_photos(before, after, reg_settings)  # type: ignore[arg-type]
+    comparison = compare_photos(before, after, reg_settings)
 
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))

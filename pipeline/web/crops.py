@@ -35,7 +35,7 @@ class CropMaker:
         self._lock = threading.Lock()
 
     def _rgb(self, path: Path) -> np.ndarray:
-        from ..loading import load_photo
+        from pipeline.one_photo.loading import load_photo
 
         with self._lock:
             if path in self._photos:

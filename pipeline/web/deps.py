@@ -17,12 +17,12 @@ from typing import Any
 from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
 
-from ..records import PhotoStore, Records
-from .auth import Principal, csrf_matches, csrf_token, session_principal, token_principal, touch_token
-from .crops import CropMaker
-from .jobs import JobLimits, JobRunner
-from .settings import WebSettings
-from .uploads import UploadLimits
+from pipeline.records import PhotoStore, Records
+from pipeline.web.auth import Principal, csrf_matches, csrf_token, session_principal, token_principal, touch_token
+from pipeline.web.crops import CropMaker
+from pipeline.web.jobs import JobLimits, JobRunner
+from pipeline.web.settings import WebSettings
+from pipeline.web.uploads import UploadLimits
 
 __all__ = [
     "AppContext", "Forbidden", "NotAuthenticated", "PRELOGIN_COOKIE", "SAFE_METHODS", "SESSION_COOKIE",

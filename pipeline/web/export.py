@@ -46,11 +46,10 @@ import pandas as pd
 import sqlalchemy as sa
 
 from data.metrics import FLAG_NAMES
-
-from ..clean_copy import clean_photo_bytes
-from ..records import PhotoStore, Records
-from ..records.review import Act, PhotoActs, photo_acts
-from ..records.schema import (
+from pipeline.one_photo.clean_copy import clean_photo_bytes
+from pipeline.records import PhotoStore, Records
+from pipeline.records.review import Act, PhotoActs, photo_acts
+from pipeline.records.schema import (
     MASK_LABELS,
     AddedDot,
     Assessment,

@@ -123,7 +123,7 @@ def _child(work: Callable[[Callable[[str], None]], Any], limits: JobLimits, writ
 
 def _become_worker(limits: JobLimits) -> None:
     """The child's settings: its own signals, death with the server, the memory limit, one torch thread."""
-    from ..runtime import reuse_freed_memory
+    from pipeline.runtime import reuse_freed_memory
 
     # torch on one thread: a child forked from a process whose OpenMP team ever had threads waits forever at
     # its first parallel op (the team's threads are not in the child; measured: every assessment with the

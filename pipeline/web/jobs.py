@@ -42,9 +42,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ..records import PhotoStore, Records, store_photo_assessment
-from ..records.schema import Client, Job, Photo, Visit
-from .isolation import JobInterrupted, JobLimits, JobOverLimit, run_isolated
+from pipeline.records import PhotoStore, Records, store_photo_assessment
+from pipeline.records.schema import Client, Job, Photo, Visit
+from pipeline.web.isolation import JobInterrupted, JobLimits, JobOverLimit, run_isolated
 
 __all__ = ["JobLimits", "JobRunner", "PipelineAssessor", "STAGES", "WebAssessor", "assessment_folder",
            "enqueue_job", "insert_ignore", "next_clinic"]
@@ -69,7 +69,7 @@ class WebAssessor(Protocol):
 
 
 class _StageTimer:
-    """The pipeline's stage timer (pipeline.assess._Timer's interface) that also reports each stage."""
+    """The pipeline's stage timer (pipeline.one_photo.assess._Timer's interface) that also reports each stage."""
 
     def __init__(self, progress: Callable[[str], None]) -> None:
         self.times: dict[str, float] = {}
@@ -84,17 +84,17 @@ class _StageTimer:
 
 
 class PipelineAssessor:
-    """:class:`pipeline.assess.Assessor` (loaded once) as a :class:`WebAssessor`."""
+    """:class:`pipeline.one_photo.assess.Assessor` (loaded once) as a :class:`WebAssessor`."""
 
     def __init__(self, config: Path | None = None, overrides: tuple[str, ...] = ()) -> None:
-        from ..assess import Assessor, load_assess_settings
+        from pipeline.one_photo.assess import Assessor, load_assess_settings
 
         self.assessor = Assessor(load_assess_settings(config, list(overrides)))
         for w in self.assessor.setup_warnings:
             log.warning("%s", w)
 
     def assess(self, path: Path, progress: Callable[[str], None]) -> Any:
-        from ..loading import load_photo
+        from pipeline.one_photo.loading import load_photo
 
         timer = _StageTimer(progress)
         with timer("load"):
@@ -102,7 +102,7 @@ class PipelineAssessor:
         return self.assessor.assess(photo, timer=timer)  # type: ignore[arg-type]
 
     def write(self, assessment: Any, folder: Path) -> None:
-        from ..assess import write_assessment
+        from pipeline.one_photo.assess import write_assessment
 
         write_assessment(assessment, folder, overlay=self.assessor.settings.overlay)
 
@@ -263,8 +263,8 @@ class JobRunner:
                 self._set(job_id, status="queued", stage="queued", progress=0.0)
                 return True
             except Exception as exc:
-                from ..errors import UserError
-                from ..loading import PhotoError
+                from pipeline.errors import UserError
+                from pipeline.one_photo.loading import PhotoError
 
                 # a photo's problem is told by its reason (the message would name the server's path)
                 text = exc.reason if isinstance(exc, PhotoError) else str(exc)

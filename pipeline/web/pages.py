@@ -22,8 +22,8 @@ from sqlalchemy.exc import IntegrityError
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from ..records.review import act_time
-from ..records.schema import (
+from pipeline.records.review import act_time
+from pipeline.records.schema import (
     ROLES,
     VISIT_KINDS,
     ApiToken,
@@ -39,8 +39,8 @@ from ..records.schema import (
     Visit,
     VisitPhoto,
 )
-from ..subject import Subject
-from .auth import (
+from pipeline.subject import Subject
+from pipeline.web.auth import (
     AuthError,
     Principal,
     account_key,
@@ -56,7 +56,7 @@ from .auth import (
     throttle_key,
     throttle_success,
 )
-from .deps import (
+from pipeline.web.deps import (
     PRELOGIN_COOKIE,
     SESSION_COOKIE,
     context,
@@ -67,7 +67,7 @@ from .deps import (
     safe_next,
     stored_path,
 )
-from .export import (
+from pipeline.web.export import (
     FLAGS,
     RELABELS,
     export_reviews,
@@ -76,9 +76,9 @@ from .export import (
     reviewed_assessment_ids,
     zip_folder,
 )
-from .jobs import assessment_folder, enqueue_job, insert_ignore
-from .settings import WebSettings
-from .tenancy import (
+from pipeline.web.jobs import assessment_folder, enqueue_job, insert_ignore
+from pipeline.web.settings import WebSettings
+from pipeline.web.tenancy import (
     NotFound,
     client_summaries,
     clinic_filter,
@@ -90,7 +90,7 @@ from .tenancy import (
     get_region,
     scoped,
 )
-from .uploads import IncomingPhoto, UploadProblem, ingest_upload, read_capped, sanitise_filename
+from pipeline.web.uploads import IncomingPhoto, UploadProblem, ingest_upload, read_capped, sanitise_filename
 
 __all__ = ["public_router", "pages_router"]
 
@@ -302,7 +302,7 @@ def pages_router(settings: WebSettings) -> APIRouter:
 
     @router.get("/reports/timeline/{region_id}", response_class=HTMLResponse)
     def timeline_report(request: Request, region_id: int, p: Principal = require_roles(*READERS)) -> Response:
-        from .tracking import region_tracking
+        from pipeline.web.tracking import region_tracking
 
         ctx = context(request)
         with ctx.records.session(read_only=True) as s:
@@ -325,7 +325,7 @@ def pages_router(settings: WebSettings) -> APIRouter:
     @router.get("/reports/compare/{before_photo_id}/{after_photo_id}", response_class=HTMLResponse)
     def comparison_report(request: Request, before_photo_id: int, after_photo_id: int,
                           p: Principal = require_roles(*READERS)) -> Response:
-        from .comparisons import ComparisonProblem, build_comparison
+        from pipeline.web.comparisons import ComparisonProblem, build_comparison
 
         ctx = context(request)
         with ctx.records.session(read_only=True) as s:
@@ -432,7 +432,7 @@ def pages_router(settings: WebSettings) -> APIRouter:
                    decision: str = Form(..., pattern="^(accept|reject|relabel)$"),
                    new_label: str = Form(""), note: str = Form("", max_length=2000),
                    next: str = Form("/review")) -> Response:
-        from ..records import record_review
+        from pipeline.records import record_review
 
         ctx = context(request)
         label = new_label.strip() or None
@@ -570,7 +570,7 @@ def _latest_assessment(s: Any, home: Path, photo_id: int) -> int | None:
 
 def _calibration_settings(settings: WebSettings) -> Any:
     """The calibration settings the worker's assessor uses (for refitting colour corrections)."""
-    from ..assess import load_assess_settings
+    from pipeline.one_photo.assess import load_assess_settings
 
     try:
         return load_assess_settings(settings.assess_config, list(settings.assess_overrides)).calibration

@@ -29,7 +29,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from ..records.review import (
+from pipeline.records.review import (
     MAX_BRUSH_RADIUS_PX,
     MAX_SHAPE_POINTS,
     PhotoActs,
@@ -44,11 +44,11 @@ from ..records.review import (
     photo_acts,
     undo_last,
 )
-from ..records.schema import MASK_LABELS, Dot, Region
-from .auth import Principal
-from .deps import context, render, require_roles, require_user, stored_path
-from .export import FLAGS
-from .tenancy import get_assessment
+from pipeline.records.schema import MASK_LABELS, Dot, Region
+from pipeline.web.auth import Principal
+from pipeline.web.deps import context, render, require_roles, require_user, stored_path
+from pipeline.web.export import FLAGS
+from pipeline.web.tenancy import get_assessment
 
 __all__ = ["photo_review_api", "photo_review_pages", "review_state"]
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..records import data_home
-from ..records.db import DATABASE_URL_ENV
+from pipeline.records import data_home
+from pipeline.records.db import DATABASE_URL_ENV
 
 __all__ = ["ThrottleSettings", "WebSettings", "load_or_create_secret"]
 
@@ -65,7 +65,7 @@ class WebSettings:
     ``store``: photo store root (default ``home``).
 
     ``assessor_factory``: builds the assessor the background worker uses (default: the
-    pipeline's :class:`pipeline.assess.Assessor` with ``assess_config`` and
+    pipeline's :class:`pipeline.one_photo.assess.Assessor` with ``assess_config`` and
     ``assess_overrides``); see :class:`pipeline.web.jobs.WebAssessor`. ``clock``: seconds
     since the epoch (tests inject one). ``start_worker``: run the background worker thread
     (tests drain the queue themselves).

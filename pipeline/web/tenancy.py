@@ -14,8 +14,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..records.schema import Assessment, Client, Clinic, Dot, Job, Photo, Region, Visit, VisitPhoto
-from .auth import Principal
+from pipeline.records.schema import Assessment, Client, Clinic, Dot, Job, Photo, Region, Visit, VisitPhoto
+from pipeline.web.auth import Principal
 
 __all__ = ["NotFound", "PhotoRow", "scoped", "get_client", "get_region", "get_visit", "get_photo",
            "get_assessment", "get_dot", "get_job", "clinic_filter", "client_summaries"]

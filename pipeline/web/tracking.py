@@ -1,7 +1,7 @@
 """A client's tracking results for the web app: what ``smp track`` computes, per region, cached.
 
 For each region of the client, the assessed close-up of each visit is linked into dot
-tracks and the fading model is fitted (:func:`pipeline.history.build_history`), exactly as
+tracks and the fading model is fitted (:func:`pipeline.over_time.history.build_history`), exactly as
 ``smp track`` does; the dot links are stored in the records. The output
 (``track.json``, ``tracks.csv``, ``dots_fading.csv``, plots) is written to
 ``<home>/tracking/<client id>/<region id>/`` and reused while the set of assessments it was
@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from ..records import PhotoStore, Records, store_dot_links
-from ..records.read import assessment_dots, client_photos
-from ..records.schema import Region
+from pipeline.records import PhotoStore, Records, store_dot_links
+from pipeline.records.read import assessment_dots, client_photos
+from pipeline.records.schema import Region
 
 __all__ = ["RegionTracking", "region_tracking", "tracking_folder"]
 
@@ -45,10 +45,10 @@ def _visit_key(p: Any) -> str:
 def region_tracking(records: Records, store: PhotoStore, home: Path, *, clinic: str, client_id: int, client: str,
                     region_id: int, seed: int = 0) -> RegionTracking:
     """Tracking of one region of a client (already checked to be in the caller's scope)."""
-    from ..fading import load_fading_settings
-    from ..history import build_history, write_history
-    from ..loading import load_photo
-    from ..track import VisitInput
+    from pipeline.one_photo.loading import load_photo
+    from pipeline.over_time.fading import load_fading_settings
+    from pipeline.over_time.history import build_history, write_history
+    from pipeline.over_time.track import VisitInput
 
     with records.session(read_only=True) as s:
         region = s.scalar(sa.select(Region.name).where(Region.id == region_id, Region.client_id == client_id))

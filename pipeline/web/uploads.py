@@ -16,7 +16,7 @@ Order, so that a refused upload leaves nothing behind and costs little:
    cap, a shorter side under the minimum, or an aspect ratio beyond the maximum
    (:class:`UploadLimits`);
 5. then each new photo is decoded as the assessment will
-   (:func:`pipeline.loading.read_photo_bytes`: truncation, pixel formats), holding one of
+   (:func:`pipeline.one_photo.loading.read_photo_bytes`: truncation, pixel formats), holding one of
    the server's few decode slots (at most ``max_concurrent_decodes`` photos decoded at
    once across the server, whichever route and clinic; an upload that waits longer than
    ``decode_wait_s`` for a slot is a 503); anything unusable is a 422 naming the reason.
@@ -49,13 +49,29 @@ from typing import IO
 
 import sqlalchemy as sa
 
-from ..loading import LoadSettings, PhotoError, PhotoHeader, PhotoTooLarge, read_photo_bytes, read_photo_header
-from ..records import IngestError, PhotoFile, PhotoStore, Records, add_visit, parse_date, parse_kind, parse_region
-from ..records.schema import VIEWS, Client, Clinic, Photo, Region, Visit, VisitPhoto
-from ..runtime import release_free_heap
-from .auth import Principal
-from .jobs import enqueue_job
-from .settings import WebSettings
+from pipeline.one_photo.loading import (
+    LoadSettings,
+    PhotoError,
+    PhotoHeader,
+    PhotoTooLarge,
+    read_photo_bytes,
+    read_photo_header,
+)
+from pipeline.records import (
+    IngestError,
+    PhotoFile,
+    PhotoStore,
+    Records,
+    add_visit,
+    parse_date,
+    parse_kind,
+    parse_region,
+)
+from pipeline.records.schema import VIEWS, Client, Clinic, Photo, Region, Visit, VisitPhoto
+from pipeline.runtime import release_free_heap
+from pipeline.web.auth import Principal
+from pipeline.web.jobs import enqueue_job
+from pipeline.web.settings import WebSettings
 
 __all__ = ["IncomingPhoto", "UploadLimits", "UploadProblem", "UploadResult", "ingest_upload",
            "read_capped", "sanitise_filename", "size_problem"]

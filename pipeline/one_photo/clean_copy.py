@@ -1,7 +1,7 @@
 """A photo's bytes without its metadata, for every copy that leaves the server.
 
 Clinic photos carry the camera's make and serial number, its GPS position, maker notes,
-XMP and comments. The loader (:mod:`pipeline.loading`) keeps none of them, but a copy
+XMP and comments. The loader (:mod:`pipeline.one_photo.loading`) keeps none of them, but a copy
 of the *file* (the review export's ``photo.jpg``) would carry them all. This module
 writes such copies:
 
@@ -108,8 +108,8 @@ def _png(data: bytes, orientation: int) -> bytes:
 
 def clean_photo_bytes(data: bytes) -> tuple[bytes, str]:
     """``(bytes, extension)`` of the photo in ``data`` without metadata (see the module docstring).
-    Raises :class:`pipeline.loading.PhotoError` for what the loader would refuse."""
-    from .loading import read_photo_bytes, read_photo_header
+    Raises :class:`pipeline.one_photo.loading.PhotoError` for what the loader would refuse."""
+    from pipeline.one_photo.loading import read_photo_bytes, read_photo_header
 
     header = read_photo_header(data, "photo")
     if header.format == "JPEG":

@@ -10,7 +10,7 @@ Two segmenters share one result type:
   and the baseline the benchmark compares the model against.
 
 Both return a :class:`Segmentation`; dot refinement and colour measurement
-(``pipeline.dots``, ``pipeline.pigment``) do not care which one ran.
+(``pipeline.one_photo.dots``, ``pipeline.one_photo.pigment``) do not care which one ran.
 """
 from __future__ import annotations
 

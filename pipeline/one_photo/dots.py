@@ -4,7 +4,7 @@ Input: candidate centres (from the model's dot head or the classical detector),
 the photo's L* image, its class map and a local bare-skin reference. Output, per
 dot: a sub-pixel centre, a radius, an elongation, the peak darkness, and the
 sample positions of its core and of its skin annulus, which the colour stage
-(``pipeline.pigment``) reads.
+(``pipeline.one_photo.pigment``) reads.
 
 Everything is measured on polar samples around each centre (``cv2.remap``,
 bilinear), vectorised over all dots: a 12-megapixel close-up with ~25 000 dots

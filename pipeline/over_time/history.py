@@ -1,8 +1,8 @@
 """A client region's history: dot tracks, the fading model, the forecast, and their plots.
 
 ``build_history`` joins the stages: the visits' close-ups are linked into dot
-tracks (:mod:`pipeline.track`), the tracks go into the fading model
-(:mod:`pipeline.fading`), and each visit's photo metrics (density, show-through,
+tracks (:mod:`pipeline.over_time.track`), the tracks go into the fading model
+(:mod:`pipeline.over_time.fading`), and each visit's photo metrics (density, show-through,
 flag fractions) are gathered for the timeline. ``write_history`` writes what
 ``smp track`` promises: ``track.json`` (schema ``smp-track/1``), ``tracks.csv``
 (one row per dot per visit with its track), ``dots_fading.csv`` (one row per
@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .fading import FadingResult, FadingSettings, fit_fading
-from .register import RegisterSettings
-from .track import Tracking, VisitInput, link_visits
+from pipeline.over_time.fading import FadingResult, FadingSettings, fit_fading
+from pipeline.over_time.track import Tracking, VisitInput, link_visits
+from pipeline.two_photos.register import RegisterSettings
 
 __all__ = ["SCHEMA", "VisitSummary", "History", "build_history", "write_history", "plot_history"]
 

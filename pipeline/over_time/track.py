@@ -13,7 +13,7 @@ linked to, or starts a new track (a new dot, or one that was not linked). Visits
 that cannot be registered are reported and left out of the tracks, never linked
 by guesswork.
 
-Stage functions on arrays and tables (``pipeline.register`` does the geometry);
+Stage functions on arrays and tables (``pipeline.two_photos.register`` does the geometry);
 the records and the command (``smp track``) live elsewhere.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .register import (
+from pipeline.two_photos.register import (
     RegisterSettings,
     RegistrationError,
     apply_homography,

@@ -17,10 +17,9 @@ import pandas as pd
 
 from data.colour import blue_index, delta_e00, linear_rgb_to_lab
 from data.flags import FlagSettings, flag_dots, measurable_dots
-
-from .calibration import ColourCorrection
-from .detect import DotEvidence
-from .dots import DotGeometry, annulus_valid, core_and_annulus_points
+from pipeline.one_photo.calibration import ColourCorrection
+from pipeline.one_photo.detect import DotEvidence
+from pipeline.one_photo.dots import DotGeometry, annulus_valid, core_and_annulus_points
 
 __all__ = ["DOT_COLUMNS", "dot_table", "sample_corrected"]
 
@@ -104,7 +103,7 @@ def dot_table(rgb: np.ndarray, colour: ColourCorrection, geom: DotGeometry, labe
     applied at the sample points. ``ppm_local``: px/mm
     at each dot (None without a scale: ``diameter_mm`` is NaN, the annulus width
     uses ``nominal_ppm``, the nominal close-up scale the caller assumed).
-    ``evidence``: why each dot was reported (``pipeline.detect``); its columns are
+    ``evidence``: why each dot was reported (``pipeline.one_photo.detect``); its columns are
     NaN without it. ``measurable``: the half-maximum diameter spans at least
     ``rules.measurable_min_diameter_px`` photo pixels and bare skin was found
     around the dot; only measurable dots can carry a flag.

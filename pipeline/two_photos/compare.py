@@ -1,8 +1,9 @@
 """Comparing two assessed photos of one region: metric deltas, pictures, files.
 
-Input: the two :class:`~pipeline.assess.Assessment` objects, the AFTER -> BEFORE
-:class:`~pipeline.register.Registration` (None when the photos could not be registered)
-and, for close-ups, the :class:`~pipeline.register.DotLinks`. Output: a
+Input: two assessed photos (:class:`AssessedPhoto`: a fresh
+:class:`~pipeline.one_photo.assess.Assessment`, or one read back from its output folder), the AFTER -> BEFORE
+:class:`~pipeline.two_photos.register.Registration` (None when the photos could not be registered)
+and, for close-ups, the :class:`~pipeline.two_photos.register.DotLinks`. Output: a
 :class:`Comparison` (every numeric metric of both photos with its change, named
 headline figures, warnings) and the files of ``smp compare`` (:func:`write_comparison`):
 ``comparison.json``, ``links.csv``, ``side_by_side.png`` and ``difference.png`` (the
@@ -11,7 +12,7 @@ place that knows the order register -> link -> compare (``smp compare`` and the 
 call it).
 
 One definition of added, lost and linked dots, used by every figure and sentence:
-in the area both photos show (:class:`~pipeline.register.DotLinks`), a linked dot is in
+in the area both photos show (:class:`~pipeline.two_photos.register.DotLinks`), a linked dot is in
 both, an added dot is in AFTER only, a lost dot in BEFORE only; so the dots of that
 area are ``linked + lost`` before and ``linked + added`` after, and their change is
 ``added - lost``. Each photo's own dot count covers the area that photo frames, which
@@ -26,7 +27,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -34,9 +35,9 @@ import pandas as pd
 
 from data.colour import luminance_lstar
 from data.metrics import SCALP, viewing_lstar
-
-from .assess import Assessment
-from .register import (
+from pipeline.one_photo.calibration import ColourCorrection
+from pipeline.one_photo.loading import Photo
+from pipeline.two_photos.register import (
     RETAKE_ADVICE,
     ChangeSettings,
     DotLinks,
@@ -48,11 +49,58 @@ from .register import (
     register_photos,
 )
 
-__all__ = ["SCHEMA", "Comparison", "change_noise", "compare_assessments", "compare_photos", "darkening_map",
-           "render_side_by_side",
-           "render_difference_overlay", "write_comparison", "LINK_COLUMNS", "MIN_DOTS_TO_LINK"]
+__all__ = ["SCHEMA", "AssessedPhoto", "Comparison", "change_noise", "compare_assessments", "compare_photos",
+           "darkening_map", "render_side_by_side", "render_difference_overlay", "write_comparison", "LINK_COLUMNS",
+           "MIN_DOTS_TO_LINK"]
 
 SCHEMA = "smp-comparison/1"
+
+
+class _Scale(Protocol):
+    @property
+    def source(self) -> str: ...
+
+
+class _Calibration(Protocol):
+    @property
+    def px_per_mm(self) -> float | None: ...
+
+    @property
+    def scale(self) -> _Scale: ...
+
+    @property
+    def colour(self) -> ColourCorrection: ...
+
+
+class _Metrics(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class AssessedPhoto(Protocol):
+    """What a comparison reads of an assessed photo: the photo, its view, its calibration
+    (scale and colour correction), its metrics, its dots and its label mask.
+
+    :class:`pipeline.one_photo.assess.Assessment` is one; the web app's
+    :class:`pipeline.web.comparisons.StoredAssessment` (an assessment read back from its
+    output folder, no second segmentation) is the other."""
+
+    @property
+    def photo(self) -> Photo: ...
+
+    @property
+    def view(self) -> str: ...
+
+    @property
+    def calibration(self) -> _Calibration: ...
+
+    @property
+    def metrics(self) -> _Metrics: ...
+
+    @property
+    def dots(self) -> pd.DataFrame: ...
+
+    @property
+    def labels(self) -> np.ndarray: ...
 
 #: Columns of ``links.csv``: one row per linked pair, new dot and lost dot.
 LINK_COLUMNS = ["status", "before_index", "after_index", "before_dot_id", "after_dot_id",
@@ -104,8 +152,8 @@ class Comparison:
     the metrics that need no alignment are compared.
     """
 
-    before: Assessment
-    after: Assessment
+    before: AssessedPhoto
+    after: AssessedPhoto
     registration: Registration | None
     links: DotLinks | None
     metrics: dict[str, dict[str, Any]]
@@ -114,7 +162,7 @@ class Comparison:
     registration_error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        def photo(a: Assessment) -> dict[str, Any]:
+        def photo(a: AssessedPhoto) -> dict[str, Any]:
             return {"path": a.photo.path, "sha256": a.photo.sha256, "width": a.photo.width,
                     "height": a.photo.height, "view": a.view, "px_per_mm": _num(a.calibration.px_per_mm),
                     "scale_source": a.calibration.scale.source, "colour_source": a.calibration.colour.source,
@@ -192,7 +240,7 @@ def change_noise(metrics: dict[str, dict[str, Any]], change: ChangeSettings) -> 
     return out
 
 
-def compare_assessments(before: Assessment, after: Assessment, registration: Registration | None,
+def compare_assessments(before: AssessedPhoto, after: AssessedPhoto, registration: Registration | None,
                         links: DotLinks | None = None, *, registration_error: str | None = None,
                         change: ChangeSettings | None = None) -> Comparison:
     """Metric deltas and headline figures of AFTER against BEFORE.
@@ -280,7 +328,7 @@ def compare_assessments(before: Assessment, after: Assessment, registration: Reg
                       registration_error=registration_error if registration is None else None)
 
 
-def compare_photos(before: Assessment, after: Assessment, settings: RegisterSettings) -> Comparison:
+def compare_photos(before: AssessedPhoto, after: AssessedPhoto, settings: RegisterSettings) -> Comparison:
     """Register AFTER to BEFORE, link their dots and compare: the one place that knows the order.
 
     The photos' features are matched first; for two close-ups with at least
@@ -288,7 +336,7 @@ def compare_photos(before: Assessment, after: Assessment, settings: RegisterSett
     are linked. When the photos cannot be registered the comparison is still made, without
     registration: the metrics that need no alignment, a warning that says why and how to retake.
     """
-    def dots_xy(a: Assessment) -> np.ndarray:
+    def dots_xy(a: AssessedPhoto) -> np.ndarray:
         return a.dots[["x", "y"]].to_numpy(float)
 
     use_dots = (before.view == "closeup" and after.view == "closeup"
@@ -344,7 +392,7 @@ def _relative_darkness(lstar: np.ndarray, labels: np.ndarray, dot_xy: np.ndarray
     return skin - view
 
 
-def darkening_map(before: Assessment, after: Assessment, registration: Registration, *,
+def darkening_map(before: AssessedPhoto, after: AssessedPhoto, registration: Registration, *,
                   viewing_sigma_mm: float = 0.5) -> np.ndarray:
     """HxW float32 in BEFORE's frame: how much darker AFTER looks than BEFORE, relative to each
     photo's own bare skin, at viewing scale (L* units; positive = more pigment or less skin
@@ -370,7 +418,7 @@ def darkening_map(before: Assessment, after: Assessment, registration: Registrat
     return out
 
 
-def _assumed_px_per_mm(a: Assessment) -> float:
+def _assumed_px_per_mm(a: AssessedPhoto) -> float:
     """Without a scale: a close-up scale guessed from the dot spacing (~1 mm), else 20 px/mm."""
     if len(a.dots) >= 10:
         s = dot_spacing(a.dots[["x", "y"]].to_numpy(float))

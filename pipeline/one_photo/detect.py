@@ -6,7 +6,7 @@ resampled to ``canonical_px_per_mm`` (from the card or ``--px-per-mm``), so that
 the same scalp photographed with more or fewer pixels gives the same dots; the
 results are mapped back to the photo's pixels.
 
-1. **Skin reference** (``pipeline.dots.skin_reference``): the local bare-skin L*
+1. **Skin reference** (``pipeline.one_photo.dots.skin_reference``): the local bare-skin L*
    around every point; darkness ``D = reference - L*``.
 2. **Candidates**: maxima over space and scale of the scale-normalised
    Laplacian of Gaussian of ``D`` (``-sigma^2 Lap G_sigma * D``, sigmas for dot
@@ -15,7 +15,7 @@ results are mapped back to the photo's pixels.
 3. **Evidence**, measured on each candidate:
 
    * ``contrast_dL``: centre darkness against the local bare skin (L*), from
-     the radial profile (``pipeline.dots.radial_profile``);
+     the radial profile (``pipeline.one_photo.dots.radial_profile``);
    * ``noise_dL`` and ``significance``: the skin's own texture at the dot's
      scale is the local robust RMS of the same filter over bare skin (pores,
      mottling, sensor noise and JPEG all count), and ``significance`` is the
@@ -55,8 +55,7 @@ from data.metrics import BACKGROUND, HAIR, SCALP, dots_in_roi
 from data.synth.visibility import disc_mean  # the truth's own hair-over-disc measure: one rule for both
 from models.dot_patch import PATCH_RADIUS, PatchRanker, normalise_patches
 from models.dot_ranker import FEATURES, DotRanker, candidate_features
-
-from .dots import (
+from pipeline.one_photo.dots import (
     DotGeometry,
     DotSettings,
     nearest_index,
@@ -65,7 +64,7 @@ from .dots import (
     skin_reference,
     suppress_duplicates,
 )
-from .segment import hair_strands, local_darkness
+from pipeline.one_photo.segment import hair_strands, local_darkness
 
 __all__ = ["DetectSettings", "DotEvidence", "CandidateTable", "Detection", "REJECT", "ScaleOutOfRange", "detect_dots",
            "resample_factor"]
@@ -475,7 +474,7 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
         scalp = scalp | blobs
     ld = local_darkness(lum, c)
     if settings.hair != "segmenter":
-        # hair as what it physically is: thin, long dark ridges of this photo (pipeline.segment.hair_strands)
+        # hair as what it physically is: thin, long dark ridges of this photo (pipeline.one_photo.segment.hair_strands)
         skin = scalp | hair
         # dark hair: thin long dark ridges. Light (blond, grey) hair: anything clearly lighter than the
         # skin around it, since pigment only darkens skin (the gaps between light strands would

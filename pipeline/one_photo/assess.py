@@ -30,14 +30,21 @@ from data.geometry import resize_points
 from data.metrics import FLAG_NAMES, HAIR, SCALP, PhotoMetrics, photo_metrics
 from models.dot_patch import PatchRanker, default_patch_path
 from models.dot_ranker import DotRanker, default_ranker_path
-
-from .calibration import Calibration, CalibrationSettings, calibrate
-from .detect import Detection, DetectSettings, ScaleOutOfRange, detect_dots
-from .dots import DotGeometry, DotSettings, empty_geometry, footprint_mask, local_px_per_mm, open_skin, skin_reference
-from .loading import LoadSettings, Photo, load_photo
-from .overlay import render_overlay
-from .pigment import DOT_COLUMNS, dot_table
-from .quality import (
+from pipeline.one_photo.calibration import Calibration, CalibrationSettings, calibrate
+from pipeline.one_photo.detect import Detection, DetectSettings, ScaleOutOfRange, detect_dots
+from pipeline.one_photo.dots import (
+    DotGeometry,
+    DotSettings,
+    empty_geometry,
+    footprint_mask,
+    local_px_per_mm,
+    open_skin,
+    skin_reference,
+)
+from pipeline.one_photo.loading import LoadSettings, Photo, load_photo
+from pipeline.one_photo.overlay import render_overlay
+from pipeline.one_photo.pigment import DOT_COLUMNS, dot_table
+from pipeline.one_photo.quality import (
     MaskWobble,
     QualityReport,
     QualitySettings,
@@ -46,9 +53,9 @@ from .quality import (
     second_look,
     second_look_window,
 )
-from .runtime import blas_threads
-from .segment import ModelSegmenter, Segmentation, card_polygon_mask, classical_segmentation
-from .subject import Subject
+from pipeline.one_photo.segment import ModelSegmenter, Segmentation, card_polygon_mask, classical_segmentation
+from pipeline.runtime import blas_threads
+from pipeline.subject import Subject
 
 __all__ = ["AssessSettings", "Assessment", "Assessor", "load_assess_settings", "write_assessment", "SCHEMA"]
 
@@ -283,7 +290,7 @@ class Assessor:
 
         with timer("colour"):
             # L* of the corrected photo, the one full-frame float image; dot colours are
-            # corrected at their sample points only (pipeline.pigment)
+            # corrected at their sample points only (pipeline.one_photo.pigment)
             lstar = cal.colour.lstar(rgb)
 
         with timer("dots"):
@@ -377,7 +384,7 @@ class Assessor:
     def _show_through_reference(self, lstar: np.ndarray, labels: np.ndarray, geom: DotGeometry,
                                 det_skin: np.ndarray | None, ppm: float) -> np.ndarray:
         """Show-through's bare-skin reference of a close-up: the open skin, away from every dot-like
-        structure and from hair (skin between dense strands is shaded by them: pipeline.dots.open_skin)."""
+        structure and from hair (skin between dense strands is shaded by them: pipeline.one_photo.dots.open_skin)."""
         s = self.settings
         scalp = labels == SCALP
         excluded = footprint_mask(labels.shape, geom.xy, np.maximum(s.dots.exclude_radius_mm * ppm,
@@ -394,7 +401,7 @@ class Assessor:
                               clip_sd=s.dots.skin_clip_sd, iterations=s.dots.skin_iterations)
 
     def _open_skin_reference(self, lstar: np.ndarray, bare: np.ndarray, ppm: float) -> np.ndarray:
-        """Show-through's bare-skin reference (pipeline.dots.skin_reference over ``bare``), formed at the
+        """Show-through's bare-skin reference (pipeline.one_photo.dots.skin_reference over ``bare``), formed at the
         canonical scale when the photo is finer (the reference is smooth over ``dots.skin_sigma_mm``;
         a 48 MP photo's full-resolution temporaries would cost ~0.6 GB) and brought back to its pixels.
         A reduced pixel counts as open skin only when all of it was."""
@@ -416,7 +423,7 @@ class Assessor:
 
     def _second_look(self, rgb: np.ndarray, labels: np.ndarray, ppm: float, card_mask: np.ndarray | None,
                      view: str) -> MaskWobble | None:
-        """The segmenter's second look at the photo's centre (pipeline.quality.second_look), against
+        """The segmenter's second look at the photo's centre (pipeline.one_photo.quality.second_look), against
         its first (``labels``, the card already taken out)."""
         rows, cols = second_look_window(labels.shape)
         cm = None if card_mask is None else np.ascontiguousarray(card_mask[rows, cols])
