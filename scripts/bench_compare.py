@@ -37,14 +37,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from data.geometry import apply_homography  # noqa: E402
 from models.scoring import match_dots  # noqa: E402
-from pipeline.two_photos.register import (  # noqa: E402
-    RegistrationError,
-    apply_homography,
-    link_dots,
-    load_register_settings,
-    register_photos,
-)
+from pipeline.two_photos.link import link_dots  # noqa: E402
+from pipeline.two_photos.register import register_photos  # noqa: E402
+from pipeline.two_photos.settings import RegistrationError, load_register_settings  # noqa: E402
 
 
 def _visit(folder: Path) -> dict:

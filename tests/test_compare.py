@@ -29,7 +29,9 @@ from pipeline.two_photos.compare import (
     render_side_by_side,
     write_comparison,
 )
-from pipeline.two_photos.register import DotLinks, RegisterSettings, link_dots, register_photos
+from pipeline.two_photos.link import DotLinks, link_dots
+from pipeline.two_photos.register import register_photos
+from pipeline.two_photos.settings import RegisterSettings
 
 # session 1 -> session 2 of a client: the second session adds dots between the first ones and
 # the card lies elsewhere; light skin and short sparse hair so that the (fast) classical

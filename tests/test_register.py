@@ -9,23 +9,16 @@ from scipy.spatial import cKDTree
 from data.card import load_card
 from data.config import load_settings
 from data.flags import load_flag_settings
+from data.geometry import apply_homography
 from data.synth.camera import draw_camera
 from data.synth.closeup import single_closeup
 from data.synth.generate import item_rng
 from data.synth.series import render_series
 from data.synth.settings import SynthSettings
-from pipeline.two_photos.register import (
-    LinkSettings,
-    RegisterSettings,
-    RegistrationError,
-    apply_homography,
-    gated_assignment,
-    link_dots,
-    load_register_settings,
-    match_dot_patterns,
-    refine_on_dots,
-    register_photos,
-)
+from pipeline.two_photos.dot_pattern import match_dot_patterns, refine_on_dots
+from pipeline.two_photos.link import gated_assignment, link_dots
+from pipeline.two_photos.register import register_photos
+from pipeline.two_photos.settings import LinkSettings, RegisterSettings, RegistrationError, load_register_settings
 
 # a small client series: baseline (no dots), session 1, session 2 (adds dots between the first ones)
 SERIES = ["image.width=600", "image.height=450", "camera.px_per_mm=[12, 15]", "series.sessions=[2, 2]",

@@ -108,7 +108,7 @@ def test_unassessed_photo_and_other_client_are_told(world):
 
 def test_registration_failure_still_compares_what_needs_no_alignment(world, monkeypatch):
     import pipeline.two_photos.compare as compare
-    from pipeline.two_photos.register import RegistrationError
+    from pipeline.two_photos.settings import RegistrationError
 
     def fail(*args, **kwargs):
         raise RegistrationError("the photos barely overlap (3% of the before photo)")

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.one_photo.assess import Assessor, load_assess_settings, write_assessment
     from pipeline.one_photo.loading import PhotoError
     from pipeline.two_photos.compare import compare_photos, write_comparison
-    from pipeline.two_photos.register import load_register_settings
+    from pipeline.two_photos.settings import load_register_settings
 
     if args.px_per_mm is not None and not (np.isfinite(args.px_per_mm) and args.px_per_mm > 0):
         raise UserError(f"--px-per-mm must be a positive number, got {args.px_per_mm}")

@@ -22,7 +22,7 @@ import pandas as pd
 
 from pipeline.over_time.fading import FadingResult, FadingSettings, fit_fading
 from pipeline.over_time.track import Tracking, VisitInput, link_visits
-from pipeline.two_photos.register import RegisterSettings
+from pipeline.two_photos.settings import RegisterSettings
 
 __all__ = ["SCHEMA", "VisitSummary", "History", "build_history", "write_history", "plot_history"]
 

@@ -26,15 +26,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.two_photos.register import (
-    RegisterSettings,
-    RegistrationError,
-    apply_homography,
-    gated_assignment,
-    link_dots,
-    register_photos,
-    retake_advice,
-)
+from data.geometry import apply_homography
+from pipeline.two_photos.link import gated_assignment, link_dots
+from pipeline.two_photos.register import register_photos
+from pipeline.two_photos.settings import RegisterSettings, RegistrationError, retake_advice
 
 __all__ = ["VisitInput", "VisitLink", "Tracking", "link_visits", "PIGMENTING_KINDS", "OBS_COLUMNS"]
 

@@ -20,7 +20,7 @@ from pipeline.report.images import encode_rgb, picture_from_file, read_rgb
 from pipeline.report.render import subject_rows, subject_visit, subject_who
 from pipeline.report.wording import MISSING, as_number, fmt_date, fmt_int, fmt_num, fmt_pct, fmt_points, fmt_signed
 from pipeline.subject import Subject
-from pipeline.two_photos.register import RETAKE_ADVICE
+from pipeline.two_photos.settings import RETAKE_ADVICE
 
 __all__ = ["build_comparison_context"]
 

@@ -22,7 +22,7 @@ from pipeline.report.wording import (
     parse_date,
     plural,
 )
-from pipeline.two_photos.register import retake_advice
+from pipeline.two_photos.settings import retake_advice
 
 __all__ = ["build_timeline_context", "forecast_sentence", "kind_label"]
 

@@ -3,7 +3,7 @@
 Input: two assessed photos (:class:`AssessedPhoto`: a fresh
 :class:`~pipeline.one_photo.assess.Assessment`, or one read back from its output folder), the AFTER -> BEFORE
 :class:`~pipeline.two_photos.register.Registration` (None when the photos could not be registered)
-and, for close-ups, the :class:`~pipeline.two_photos.register.DotLinks`. Output: a
+and, for close-ups, the :class:`~pipeline.two_photos.link.DotLinks`. Output: a
 :class:`Comparison` (every numeric metric of both photos with its change, named
 headline figures, warnings) and the files of ``smp compare`` (:func:`write_comparison`):
 ``comparison.json``, ``links.csv``, ``side_by_side.png`` and ``difference.png`` (the
@@ -12,7 +12,7 @@ place that knows the order register -> link -> compare (``smp compare`` and the 
 call it).
 
 One definition of added, lost and linked dots, used by every figure and sentence:
-in the area both photos show (:class:`~pipeline.two_photos.register.DotLinks`), a linked dot is in
+in the area both photos show (:class:`~pipeline.two_photos.link.DotLinks`), a linked dot is in
 both, an added dot is in AFTER only, a lost dot in BEFORE only; so the dots of that
 area are ``linked + lost`` before and ``linked + added`` after, and their change is
 ``added - lost``. Each photo's own dot count covers the area that photo frames, which
@@ -37,17 +37,10 @@ from data.colour import luminance_lstar
 from data.metrics import SCALP, viewing_lstar
 from pipeline.one_photo.calibration import ColourCorrection
 from pipeline.one_photo.loading import Photo
-from pipeline.two_photos.register import (
-    RETAKE_ADVICE,
-    ChangeSettings,
-    DotLinks,
-    RegisterSettings,
-    Registration,
-    RegistrationError,
-    dot_spacing,
-    link_dots,
-    register_photos,
-)
+from pipeline.two_photos.dot_pattern import dot_spacing
+from pipeline.two_photos.link import DotLinks, link_dots
+from pipeline.two_photos.register import Registration, register_photos
+from pipeline.two_photos.settings import RETAKE_ADVICE, ChangeSettings, RegisterSettings, RegistrationError
 
 __all__ = ["SCHEMA", "AssessedPhoto", "Comparison", "change_noise", "compare_assessments", "compare_photos",
            "darkening_map", "render_side_by_side", "render_difference_overlay", "write_comparison", "LINK_COLUMNS",

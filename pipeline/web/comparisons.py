@@ -169,7 +169,7 @@ def build_comparison(home: str | Path, store: PhotoStore, before_assessment_id: 
     the figures that need no alignment, with a warning saying why and how to retake.
     """
     from pipeline.two_photos.compare import compare_photos, write_comparison
-    from pipeline.two_photos.register import load_register_settings
+    from pipeline.two_photos.settings import load_register_settings
 
     home = Path(home)
     final = comparison_folder(home, before_assessment_id, after_assessment_id)
