@@ -33,7 +33,7 @@ from pydantic import Field
 
 from data.config import Settings
 
-__all__ = ["GateSettings", "GateDecision", "GateScore", "decide", "gate_suite", "score_on_gate"]
+__all__ = ["GateSettings", "GateDecision", "GateScore", "decide", "gate_suite", "generator_code", "score_on_gate"]
 
 
 class GateSettings(Settings):
@@ -57,12 +57,21 @@ class GateSettings(Settings):
 
         h = hashlib.sha256(json.dumps({"n": self.n_photos, "seed": self.seed, "size": [self.width, self.height]},
                                       sort_keys=True).encode())
-        synth = Path(__file__).resolve().parent.parent / "data" / "synth"
+        data = Path(__file__).resolve().parent.parent / "data"
         configs = config_dir()
-        for path in (*sorted(synth.glob("*.py")), configs / "synth" / "closeup.yaml",
-                     configs / "card" / "smp-card-1.yaml", configs / "flags.yaml"):
+        for path in generator_code():
+            h.update(path.relative_to(data).as_posix().encode() + path.read_bytes())
+        for path in (configs / "synth" / "closeup.yaml", configs / "card" / "smp-card-1.yaml", configs / "flags.yaml"):
             h.update(path.name.encode() + path.read_bytes())
         return "gate-" + h.hexdigest()[:12]
+
+
+def generator_code() -> list[Path]:
+    """The source files that decide the generator's pixels: its package with every sub-package, and
+    the data modules it draws with."""
+    data = Path(__file__).resolve().parent.parent / "data"
+    return [*sorted((data / "synth").rglob("*.py")),
+            *(data / f"{m}.py" for m in ("card", "colour", "flags", "geometry", "metrics"))]
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,15 @@ def test_an_unscored_candidate_never_displaces_a_champion_and_an_unscored_champi
     assert "n/a" in decide("2", math.nan, ("1", 0.5), margin=0.0, suite="s").sentence
 
 
+def test_the_suite_id_hashes_every_file_of_the_generator():
+    from models.gate import generator_code
+
+    synth = Path(__file__).resolve().parent.parent / "data" / "synth"
+    nested = sorted(synth.rglob("*.py"))
+    assert any(p.parent != synth for p in nested)  # the generator has sub-packages: they count too
+    assert set(nested) <= set(generator_code()) and all(p.is_file() for p in generator_code())
+
+
 def test_the_suite_id_follows_the_pixels_not_the_margin_or_the_folder(tmp_path):
     a = GateSettings()
     assert a.suite_id() == GateSettings(margin=0.2, cache_dir=tmp_path).suite_id()
