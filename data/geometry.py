@@ -18,21 +18,21 @@ __all__ = ["resize_points", "apply_homography", "homography_jacobian", "frame_co
 
 
 def apply_homography(h: ArrayLike, xy: ArrayLike) -> NDArray[np.float64]:
-    """Map ``(N, 2)`` points with the 3x3 homography ``h``."""
+    """Map ``(N, 2)`` points with the 3x3 homography ``h`` (float64 ``(N, 2)``)."""
     hm = np.asarray(h, np.float64)
     pts = np.asarray(xy, np.float64).reshape(-1, 2)
-    proj = pts @ hm[:2, :2].T + hm[:2, 2]
-    w = pts @ hm[2, :2] + hm[2, 2]
-    return proj / w[:, None]
+    p = pts @ hm[:, :2].T + hm[:, 2]
+    return p[:, :2] / p[:, 2:3]
 
 
-def homography_jacobian(h: NDArray[np.float64], x: float, y: float) -> NDArray[np.float64]:
-    """2x2 derivative of the homography at ``(x, y)``."""
-    w = h[2, 0] * x + h[2, 1] * y + h[2, 2]
-    u = (h[0, 0] * x + h[0, 1] * y + h[0, 2]) / w
-    v = (h[1, 0] * x + h[1, 1] * y + h[1, 2]) / w
-    return np.array([[h[0, 0] - u * h[2, 0], h[0, 1] - u * h[2, 1]],
-                     [h[1, 0] - v * h[2, 0], h[1, 1] - v * h[2, 1]]]) / w
+def homography_jacobian(h: ArrayLike, xy: ArrayLike) -> NDArray[np.float64]:
+    """2x2 derivative of the projective map ``h`` at the point ``xy``; the square root of its
+    determinant's magnitude is the local linear scale."""
+    hm = np.asarray(h, np.float64)
+    x, y = np.asarray(xy, dtype=np.float64).reshape(2)
+    u, v, w = hm @ np.array([x, y, 1.0])
+    return np.array([[(hm[0, 0] * w - u * hm[2, 0]) / w**2, (hm[0, 1] * w - u * hm[2, 1]) / w**2],
+                     [(hm[1, 0] * w - v * hm[2, 0]) / w**2, (hm[1, 1] * w - v * hm[2, 1]) / w**2]])
 
 
 def frame_corners(size: tuple[int, int]) -> NDArray[np.float64]:

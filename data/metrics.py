@@ -27,6 +27,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import cKDTree
 
+from data.geometry import apply_homography
+
 __all__ = [
     "BACKGROUND",
     "SCALP",
@@ -146,8 +148,7 @@ class PlaneScale:
         h = self.homography
         if h is None:
             return xy / self.px_per_mm
-        proj = xy @ h[:, :2].T + h[:, 2]
-        return proj[:, :2] / proj[:, 2:3]
+        return apply_homography(h, xy)
 
     def pixel_area_mm2(self, shape: tuple[int, ...]) -> float | NDArray[np.float32]:
         """Plane area (mm^2) covered by each pixel of an image of ``shape`` (H, W, ...).

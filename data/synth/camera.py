@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from data.colour import linear_to_srgb, luminance_lstar
+from data.geometry import apply_homography, homography_jacobian
 from data.synth.fields import smooth_field
 from data.synth.settings import CameraSettings
 
@@ -115,24 +116,11 @@ def plane_to_image(cam: CameraParams, size: tuple[int, int], centre_mm: tuple[fl
         return k @ np.column_stack([r[:, 0], r[:, 1], [0, 0, dist]]) @ shift
 
     probe = homography(1000.0)
-    scale = np.sqrt(abs(np.linalg.det(jacobian(probe, np.array(centre_mm)))))
+    scale = np.sqrt(abs(np.linalg.det(homography_jacobian(probe, np.array(centre_mm)))))
     hmat = homography(1000.0 * scale / cam.px_per_mm)
     return hmat / hmat[2, 2]
 
 
-def jacobian(hmat: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """2x2 Jacobian of the projective map ``hmat`` at point ``xy``."""
-    x, y = xy
-    p = hmat @ np.array([x, y, 1.0])
-    u, v, wq = p
-    return np.array([[(hmat[0, 0] * wq - u * hmat[2, 0]) / wq ** 2, (hmat[0, 1] * wq - u * hmat[2, 1]) / wq ** 2],
-                     [(hmat[1, 0] * wq - v * hmat[2, 0]) / wq ** 2, (hmat[1, 1] * wq - v * hmat[2, 1]) / wq ** 2]])
-
-
-def apply_h(hmat: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """Apply a homography to (N, 2) points."""
-    p = np.column_stack([xy, np.ones(len(xy))]) @ hmat.T
-    return p[:, :2] / p[:, 2:3]
 
 
 def illuminant_rgb(kelvin: float) -> np.ndarray:
@@ -402,7 +390,7 @@ def points_in_frame(points_mm: dict[str, np.ndarray], plane_to_px: np.ndarray, s
     out = {}
     for kind, xy in points_mm.items():
         xy = np.asarray(xy, float).reshape(-1, 2)
-        p = apply_h(plane_to_px, xy) if len(xy) else np.zeros((0, 2))
+        p = apply_homography(plane_to_px, xy) if len(xy) else np.zeros((0, 2))
         keep = (p[:, 0] >= -0.5) & (p[:, 0] < w - 0.5) & (p[:, 1] >= -0.5) & (p[:, 1] < h - 0.5)
         out[kind] = (xy[keep], p[keep])
     return out

@@ -16,7 +16,8 @@ import pandas as pd
 from data.card import CardSpec, marker_corners_mm, render_card
 from data.colour import RGB_TO_XYZ, blue_index, delta_e00, linear_rgb_to_lab, lstar_from_luminance, srgb_to_linear
 from data.flags import FlagSettings
-from data.synth.camera import CameraParams, apply_h, photograph, plane_to_image, points_in_frame
+from data.geometry import apply_homography
+from data.synth.camera import CameraParams, photograph, plane_to_image, points_in_frame
 from data.synth.dots import (
     DotSet,
     core_means,
@@ -228,7 +229,7 @@ def composite_card(albedo: np.ndarray, card_cover: np.ndarray, card: CardSpec, p
     plane_px = np.array([[plane.px_per_mm, 0, -0.5], [0, plane.px_per_mm, -0.5], [0, 0, 1]])
     m = plane_px @ np.vstack([_card_to_plane(pose), [0, 0, 1]]) @ np.linalg.inv(raster.mm_to_pixel())
     h, w = raster.alpha.shape
-    box = apply_h(m, np.array([[0, 0], [w, 0], [w, h], [0, h]], float))
+    box = apply_homography(m, np.array([[0, 0], [w, 0], [w, h], [0, h]], float))
     x0, y0 = np.floor(box.min(axis=0)).astype(int) - 1
     x1, y1 = np.ceil(box.max(axis=0)).astype(int) + 1
     ph, pw = card_cover.shape
@@ -402,7 +403,7 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     del albedo, shine
 
     # --- dot truth table ---
-    xy_img = apply_h(h_img, dots.xy_mm) if n else np.zeros((0, 2))
+    xy_img = apply_homography(h_img, dots.xy_mm) if n else np.zeros((0, 2))
     lab = linear_rgb_to_lab(np.clip(core_rgb, 1e-6, 1))
     skin_lab = linear_rgb_to_lab(np.clip(skin_rgb, 1e-6, 1))
     hair_at = np.zeros(n, bool)
@@ -453,7 +454,7 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     if card_pose.present:
         corners_plane = np.array([_card_to_plane(card_pose) @ np.r_[p, 1] for p in marker_corners_mm(card)])
         card_truth.update(marker_id=card_pose.marker_id, scale=card_pose.scale,
-                          marker_corners_px=apply_h(h_img, corners_plane))
+                          marker_corners_px=apply_homography(h_img, corners_plane))
     params = {"skin": asdict(client.skin), "hair": asdict(hair_params), "camera": asdict(cam),
               "hair_strands": int(client.follicles.has_hair.sum()),
               "visit": {"hair_length_scale": visit.hair_length_scale, "extra_redness": visit.extra_redness}}
@@ -466,7 +467,7 @@ def footprint_mm(cam: CameraParams, image_size: tuple[int, int]) -> tuple[np.nda
     """Image corners on the plane (camera centred on the origin), and the homography."""
     w, h = image_size
     hm = plane_to_image(cam, image_size, (0.0, 0.0))
-    return apply_h(np.linalg.inv(hm), np.array([[0, 0], [w, 0], [w, h], [0, h]], float)), hm
+    return apply_homography(np.linalg.inv(hm), np.array([[0, 0], [w, 0], [w, h], [0, h]], float)), hm
 
 
 def single_closeup(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, rules: FlagSettings,

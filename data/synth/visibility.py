@@ -44,6 +44,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from data.geometry import apply_homography
+
 __all__ = ["disc_mean", "defocus_sigma_px", "image_px_per_mm", "photo_contrast", "photo_lstar", "seen_contrast",
            "speck_levels", "unseen_hair", "visible"]
 
@@ -79,14 +81,9 @@ def image_px_per_mm(plane_to_image: np.ndarray, xy_mm: np.ndarray, step_mm: floa
     if len(xy) == 0:
         return np.zeros(0)
     hm = np.asarray(plane_to_image, np.float64)
-
-    def project(p: np.ndarray) -> np.ndarray:
-        q = np.column_stack([p, np.ones(len(p))]) @ hm.T
-        return q[:, :2] / q[:, 2:3]
-
-    o = project(xy)
-    dx = (project(xy + [step_mm, 0.0]) - o) / step_mm
-    dy = (project(xy + [0.0, step_mm]) - o) / step_mm
+    o = apply_homography(hm, xy)
+    dx = (apply_homography(hm, xy + [step_mm, 0.0]) - o) / step_mm
+    dy = (apply_homography(hm, xy + [0.0, step_mm]) - o) / step_mm
     return np.sqrt(np.abs(dx[:, 0] * dy[:, 1] - dx[:, 1] * dy[:, 0]))
 
 

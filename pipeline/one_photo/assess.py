@@ -26,7 +26,7 @@ from pydantic import Field, model_validator
 from data.card import CardSpec, load_card, paper_rect_mm
 from data.config import Settings, load_settings
 from data.flags import FlagSettings, load_flag_settings
-from data.geometry import resize_points
+from data.geometry import apply_homography, resize_points
 from data.metrics import FLAG_NAMES, HAIR, SCALP, PhotoMetrics, photo_metrics
 from models.dot_patch import PatchRanker, default_patch_path
 from models.dot_ranker import DotRanker, default_ranker_path
@@ -269,9 +269,7 @@ class Assessor:
         if cal.detection is not None:
             paper = paper_rect_mm(self.card)
             corners = np.array([[paper[0], paper[1]], [paper[2], paper[1]], [paper[2], paper[3]], [paper[0], paper[3]]])
-            hm = cal.detection.card_to_image
-            pts = np.column_stack([corners, np.ones(4)]) @ hm.T
-            card_mask = card_polygon_mask((h, w), pts[:, :2] / pts[:, 2:3])
+            card_mask = card_polygon_mask((h, w), apply_homography(cal.detection.card_to_image, corners))
 
         polygon_px = None
         if roi_polygon is not None:
@@ -452,9 +450,7 @@ class Assessor:
             return polygon
         if cal.detection is None:
             raise ValueError("ROI given in card millimetres but no card was found in the photo")
-        hm = cal.detection.card_to_image
-        pts = np.column_stack([polygon, np.ones(len(polygon))]) @ hm.T
-        return pts[:, :2] / pts[:, 2:3]
+        return apply_homography(cal.detection.card_to_image, polygon)
 
 
 def write_assessment(a: Assessment, out_dir: str | Path, *, overlay: bool = True,

@@ -92,7 +92,7 @@ class Registration:
         scale > 1 means the AFTER photo was taken from further away (things look smaller)."""
         w, h = self.before_size
         centre_after = self.to_after([[(w - 1) / 2, (h - 1) / 2]])[0]
-        j = homography_jacobian(np.asarray(self.after_to_before), *centre_after)
+        j = homography_jacobian(self.after_to_before, centre_after)
         scale = math.sqrt(abs(np.linalg.det(j)))
         rot = math.degrees(math.atan2(j[1, 0] - j[0, 1], j[0, 0] + j[1, 1]))
         return scale, rot

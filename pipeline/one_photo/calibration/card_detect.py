@@ -11,7 +11,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from data.card import CardSpec, marker_corners_mm
-from pipeline.one_photo.calibration.common import _apply_h, _check_rgb, _frozen, _jacobian, _perimeter
+from data.geometry import apply_homography, homography_jacobian
+from pipeline.one_photo.calibration.common import _check_rgb, _frozen, _perimeter
 from pipeline.one_photo.calibration.edges import _refine_corners, _refine_with_card
 from pipeline.one_photo.calibration.settings import CalibrationSettings
 
@@ -122,8 +123,8 @@ def find_card(
     hmat = hmat / hmat[2, 2]
     if s.refine_with_patches:
         hmat = _refine_with_card(img, card, hmat, corners)
-        corners = _apply_h(hmat, src)
-    sv = np.linalg.svd(_jacobian(hmat, src.mean(axis=0)), compute_uv=False)
+        corners = apply_homography(hmat, src)
+    sv = np.linalg.svd(homography_jacobian(hmat, src.mean(axis=0)), compute_uv=False)
     foreshortening = float(sv[0] / sv[1]) if sv[1] > 0 else math.inf
     return CardDetection(
         marker_id=marker_id,

@@ -22,26 +22,6 @@ def _frozen(array: ArrayLike, dtype: type = np.float64) -> NDArray[Any]:
     return out
 
 
-# --------------------------------------------------------------------------- small geometry helpers
-
-
-def _apply_h(h: NDArray[np.float64], xy: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Apply a 3x3 homography to (N, 2) points."""
-    p = xy @ h[:, :2].T + h[:, 2]
-    return p[:, :2] / p[:, 2:3]
-
-
-def _jacobian(h: NDArray[np.float64], xy: ArrayLike) -> NDArray[np.float64]:
-    """2x2 Jacobian of the projective map ``h`` at point ``xy``."""
-    x, y = np.asarray(xy, dtype=np.float64)
-    u, v, w = h @ np.array([x, y, 1.0])
-    return np.array(
-        [
-            [(h[0, 0] * w - u * h[2, 0]) / w**2, (h[0, 1] * w - u * h[2, 1]) / w**2],
-            [(h[1, 0] * w - v * h[2, 0]) / w**2, (h[1, 1] * w - v * h[2, 1]) / w**2],
-        ]
-    )
-
 
 def _perimeter(quad: NDArray[np.float64]) -> float:
     return float(np.sum(np.linalg.norm(np.roll(quad, -1, axis=0) - quad, axis=1)))

@@ -41,7 +41,8 @@ from data.card import (
     reference_lab,
 )
 from data.colour import lab_to_linear_rgb, srgb_to_linear
-from pipeline.one_photo.calibration.common import _LUMA, _SRGB8_TO_LINEAR, _apply_h, _jacobian, _perimeter
+from data.geometry import apply_homography, homography_jacobian
+from pipeline.one_photo.calibration.common import _LUMA, _SRGB8_TO_LINEAR, _perimeter
 
 
 def _linear_luminance(rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
@@ -241,7 +242,7 @@ def _edge_points(
     half = np.concatenate(half_list)
     normal = edges.normals[idx]
     prof_mm = base[:, None, :] + (u[None, :, None] * half[:, None, None]) * normal[:, None, :]
-    img = _apply_h(hmat, prof_mm.reshape(-1, 2)).reshape(len(base), samples, 2) - origin
+    img = apply_homography(hmat, prof_mm.reshape(-1, 2)).reshape(len(base), samples, 2) - origin
     rows, cols = lum.shape
     inside = np.all((img[..., 0] >= 0) & (img[..., 0] <= cols - 1) & (img[..., 1] >= 0) & (img[..., 1] <= rows - 1),
                     axis=1)
@@ -260,7 +261,7 @@ def _edge_points(
     area = (np.sum(norm, axis=1) - 0.5 * (norm[:, 0] + norm[:, -1])) * (2.0 / (samples - 1))
     e = (1.0 - area) * half  # edge offset along the normal, card mm (through hmat)
     good = (contrast > 0.15 * np.maximum(hi, 1e-6)) & (np.abs(e) < 0.8 * half)
-    found = _apply_h(hmat, base[good] + e[good, None] * normal[good])
+    found = apply_homography(hmat, base[good] + e[good, None] * normal[good])
     return found, idx[good]
 
 
@@ -308,7 +309,7 @@ def _refine_with_card(
         return h_marker
     h, w = rgb.shape[:2]
     paper = paper_rect_mm(card)
-    box = _apply_h(h_marker, np.array([[paper[0], paper[1]], [paper[2], paper[1]],
+    box = apply_homography(h_marker, np.array([[paper[0], paper[1]], [paper[2], paper[1]],
                                        [paper[2], paper[3]], [paper[0], paper[3]]]))
     if not np.all(np.isfinite(box)):
         return h_marker
@@ -319,20 +320,20 @@ def _refine_with_card(
     lum = _linear_luminance(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
     origin = np.array([x0, y0], dtype=np.float64)
     centre_mm = marker_corners_mm(card).mean(axis=0)
-    ppm = math.sqrt(abs(np.linalg.det(_jacobian(h_marker, centre_mm))))
+    ppm = math.sqrt(abs(np.linalg.det(homography_jacobian(h_marker, centre_mm))))
     marker_size = card.marker.size_mm
     best = h_marker
     for _ in range(2):  # the second pass lays the profiles out with the refined homography
         points, idx = _edge_points(lum, origin, best, edges, ppm)
         if len(points) < 60 or len(np.unique(idx)) < 6:
             return best
-        on_card = _apply_h(np.linalg.inv(best), points)
+        on_card = apply_homography(np.linalg.inv(best), points)
         if np.ptp(on_card, axis=0).max() < 2.0 * marker_size:
             return best
         refined = _fit_homography_to_edges(points, idx, edges, best, ppm)
         if refined is None:
             return best
-        moved = np.linalg.norm(_apply_h(refined, marker_corners_mm(card)) - marker_px, axis=1).max()
+        moved = np.linalg.norm(apply_homography(refined, marker_corners_mm(card)) - marker_px, axis=1).max()
         if moved > 1.0:
             return best
         best = refined

@@ -20,8 +20,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from data.card import CardSpec, marker_corners_mm, paper_rect_mm, patch_rects_mm
+from data.geometry import apply_homography
 from pipeline.one_photo.calibration.card_detect import CardDetection
-from pipeline.one_photo.calibration.common import _LUMA, _SRGB8_TO_LINEAR, _apply_h, _check_rgb
+from pipeline.one_photo.calibration.common import _LUMA, _SRGB8_TO_LINEAR, _check_rgb
 from pipeline.one_photo.calibration.settings import CalibrationSettings
 
 
@@ -31,7 +32,7 @@ def _sample_rect(
     """8-bit pixels (m, 3) whose centres fall inside the card rectangle ``rect`` (mm), or
     None when the rectangle is not wholly inside the image or covers no pixel centre."""
     x0, y0, x1, y1 = rect
-    quad = _apply_h(h, np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]))
+    quad = apply_homography(h, np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]))
     if not np.all(np.isfinite(quad)):
         return None
     lo = np.floor(quad.min(axis=0)).astype(int)
@@ -95,7 +96,7 @@ def _flat_field_gains(
     """
     ones = np.ones(len(centres))
     pts = _paper_points(card)
-    px = np.rint(_apply_h(h, pts))
+    px = np.rint(apply_homography(h, pts))
     rows, cols = rgb.shape[:2]
     ok = np.all(np.isfinite(px), axis=1)
     ok &= (px[:, 0] >= 0) & (px[:, 0] <= cols - 1) & (px[:, 1] >= 0) & (px[:, 1] <= rows - 1)
