@@ -1,4 +1,4 @@
-"""Dot detection at a canonical scale and the physical decision (pipeline/one_photo/detect.py)."""
+"""Dot detection at a canonical scale and the physical decision (pipeline/one_photo/detect/)."""
 from __future__ import annotations
 
 import json
