@@ -86,7 +86,7 @@ def test_an_unregistrable_visit_is_reported_as_measured_on_its_own(series, tmp_p
     """The timeline keeps what needs no alignment (the visit's own figures and its dots' medians),
     says which visit could not be lined up and how to retake it; nothing else is lost."""
     from pipeline.over_time.fading import load_fading_settings
-    from pipeline.over_time.history import build_history, write_history
+    from pipeline.over_time.history import track_region, write_history
     from pipeline.report import render_timeline
 
     scenes, _ = series
@@ -97,7 +97,7 @@ def test_an_unregistrable_visit_is_reported_as_measured_on_its_own(series, tmp_p
     blank = np.full_like(scenes[3][1].photo, 128)
     inputs[3] = VisitInput(key="visit_03", date=inputs[3].date, kind="follow-up", session=0, dots=junk,
                            image=lambda: blank, px_per_mm=14.0, metrics={"dot_density_per_cm2": 31.5})
-    h = build_history("C-3", "crown", inputs, fading=load_fading_settings(), rng=np.random.default_rng(1))
+    h = track_region("C-3", "crown", inputs, fading=load_fading_settings(), rng=np.random.default_rng(1))
     v3 = next(v for v in h.visits if v.key == "visit_03")
     assert v3.metrics["dot_density_per_cm2"] == 31.5
     assert v3.median_contrast_dL == 10.0 and v3.median_blue_index == 0.5

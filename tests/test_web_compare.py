@@ -107,13 +107,13 @@ def test_unassessed_photo_and_other_client_are_told(world):
 
 
 def test_registration_failure_still_compares_what_needs_no_alignment(world, monkeypatch):
-    import pipeline.two_photos.compare as compare
+    import pipeline.two_photos.link as link
     from pipeline.two_photos.settings import RegistrationError
 
     def fail(*args, **kwargs):
         raise RegistrationError("the photos barely overlap (3% of the before photo)")
 
-    monkeypatch.setattr(compare, "register_photos", fail)
+    monkeypatch.setattr(link, "register_photos", fail)
     ids = world.ids
     r = world.login("a-staff").get(f"/reports/compare/{ids['after']}/{ids['before']}")
     assert r.status_code == 200

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.commands.visit import _open
     from pipeline.one_photo.loading import load_photo
     from pipeline.over_time.fading import load_fading_settings
-    from pipeline.over_time.history import build_history, write_history
+    from pipeline.over_time.history import track_region, write_history
     from pipeline.over_time.track import VisitInput
     from pipeline.records import DEFAULT_CLINIC, store_dot_links
     from pipeline.records.read import assessment_dots, client_photos, client_regions
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
                              px_per_mm=(p.assessment.get("calibration") or {}).get("px_per_mm"),
                              metrics=p.assessment.get("metrics") or {})
                   for k, p in chosen.items()]
-        history = build_history(args.client, region, inputs, fading=fading, rng=np.random.default_rng(args.seed))
+        history = track_region(args.client, region, inputs, fading=fading, rng=np.random.default_rng(args.seed))
         with records.transaction() as session:
             for ref, key, bi, ai, res in history.tracking.pairs:
                 store_dot_links(session, chosen[ref].assessment_id, chosen[key].assessment_id,

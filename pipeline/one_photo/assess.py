@@ -57,7 +57,8 @@ from pipeline.one_photo.segment import ModelSegmenter, Segmentation, card_polygo
 from pipeline.runtime import blas_threads
 from pipeline.subject import Subject
 
-__all__ = ["AssessSettings", "Assessment", "Assessor", "load_assess_settings", "write_assessment", "SCHEMA"]
+__all__ = ["AssessSettings", "Assessment", "Assessor", "assess_photo", "load_assess_settings", "write_assessment",
+           "SCHEMA"]
 
 SCHEMA = "smp-assessment/1"
 
@@ -241,121 +242,8 @@ class Assessor:
         """One photo's assessment. NumPy's matrix products run on one thread, so the result does not
         depend on how many cores the process has (the local and Ray engines agree bit for bit)."""
         with blas_threads(1):
-            return self._assess(photo, px_per_mm, roi_polygon, roi_units, timer)
-
-    def _assess(self, photo: Photo, px_per_mm: float | None, roi_polygon: np.ndarray | None,
-                roi_units: Literal["px", "card_mm"], timer: _Timer | None) -> Assessment:
-        s = self.settings
-        timer = timer or _Timer()
-        t_all = time.perf_counter()
-        rgb = photo.rgb
-        h, w = rgb.shape[:2]
-        warnings: list[str] = list(self.setup_warnings) + [f"photo: {n}" for n in photo.notes]
-
-        with timer("calibrate"):
-            cal = calibrate(rgb, self.card, s.calibration, px_per_mm=px_per_mm)
-        warnings += list(cal.warnings)
-        ppm = cal.px_per_mm
-        if s.view != "auto":
-            view = s.view
-        elif ppm is not None:
-            view = "closeup" if ppm >= s.closeup_min_px_per_mm else "global"
-        else:
-            view = "closeup"
-            warnings.append("view unknown without a scale: assumed closeup "
-                            "(pass --set view=global for a whole-head photo)")
-        work_ppm = ppm if ppm is not None else s.assumed_closeup_px_per_mm
-        card_mask = None
-        if cal.detection is not None:
-            paper = paper_rect_mm(self.card)
-            corners = np.array([[paper[0], paper[1]], [paper[2], paper[1]], [paper[2], paper[3]], [paper[0], paper[3]]])
-            card_mask = card_polygon_mask((h, w), apply_homography(cal.detection.card_to_image, corners))
-
-        polygon_px = None
-        if roi_polygon is not None:
-            polygon_px = self._roi_to_px(np.asarray(roi_polygon, float), roi_units, cal)
-
-        with timer("segment"):
-            seg = self.segment(rgb, work_ppm, card_mask, view)
-        labels = seg.labels
-        if card_mask is not None:
-            labels = labels.copy()
-            labels[card_mask] = 0
-        wobble = None
-        if s.quality.second_look:
-            with timer("second_look"):
-                wobble = self._second_look(rgb, labels, work_ppm, card_mask, view)
-
-        with timer("colour"):
-            # L* of the corrected photo, the one full-frame float image; dot colours are
-            # corrected at their sample points only (pipeline.one_photo.pigment)
-            lstar = cal.colour.lstar(rgb)
-
-        with timer("dots"):
-            geom, evidence, dots_measured, det_skin = empty_geometry(), None, False, None
-            if view == "closeup" and ppm is None:
-                # dots are found at a canonical px/mm: at a guessed scale a 10 px/mm photo taken
-                # for 20 px/mm loses more than half of its dots (measured), so no count is given
-                warnings.append("dots not measured: no scale (no card found and no --px-per-mm); dot metrics "
-                                "are null: pass --px-per-mm for a photo without a card")
-            elif view == "closeup":
-                try:
-                    det = detect_dots(lstar, labels, work_ppm, s.detect, s.dots, self.rules.visible_min_contrast_dl,
-                                      self.rules.visible_max_hair_cover,
-                                      model_xy=seg.dots_xy if seg.source == "model" else None,
-                                      model_score=seg.dot_scores if seg.source == "model" else None,
-                                      ranker=self.ranker, patch_ranker=self.patch_ranker)
-                    geom, evidence, dots_measured, det_skin = det.geometry, det.evidence, True, det.skin_lstar
-                    if self.detection_sink is not None:
-                        self.detection_sink(det)
-                except ScaleOutOfRange as exc:
-                    warnings.append(f"dots not measured: {exc}; dot metrics are null")
-            else:
-                warnings.append("dots not measured in a whole-head view: dot metrics are null")
-            if view == "global":
-                # at 2-6 px/mm a dot is a fraction of a pixel and a strand too: no pixel of the photo is
-                # bare skin, so any reference is pigmented or hair-shaded skin, and the head's own shading
-                # exceeds the threshold; with the truth's mask and the truth's bare skin it is still tens
-                # of pp off (docs/quality.md). No reference: show-through is null, not guessed
-                skin_ref = np.float32(np.nan)
-                warnings.append("show_through not measured in a whole-head view: no pixel of it is bare skin "
-                                "(dots and strands are finer than a pixel); take it from a close-up of the region")
-            else:
-                skin_ref = self._show_through_reference(lstar, labels, geom, det_skin, work_ppm)
-            occupied = footprint_mask((h, w), geom.xy, 1.3 * geom.radius_px)
-        with timer("pigment"):
-            h_img2plane = cal.scale.image_to_plane
-            ppm_local = local_px_per_mm(geom.xy, h_img2plane, ppm) if ppm is not None else None
-            dots = dot_table(rgb, cal.colour, geom, labels, occupied, ppm_local, s.dots.annulus_mm, self.rules,
-                             work_ppm, evidence)
-
-        with timer("quality"):
-            quality = check_quality(rgb, lstar, labels, ppm, view, s.quality,
-                                    dot_elongation=geom.elongation, dot_orientation=geom.orientation, wobble=wobble)
-        warnings += [f"quality: {q}" for q in quality.warnings]
-        if (view == "closeup" and "no_scalp" in quality.warnings
-                and quality.roi_fraction >= s.quality.min_roi_fraction):
-            warnings.append(f"scalp and hair cover {quality.roi_fraction:.0%} of the photo, too little for a close-up "
-                            "(quality.min_roi_fraction_closeup): if it is a whole-head photo, pass --set view=global "
-                            "or its scale")
-
-        with timer("metrics"):
-            flags = {k: dots[k].to_numpy(bool) for k in FLAG_NAMES}
-            metrics = photo_metrics(labels, dots[["x", "y"]].to_numpy(), dots["diameter_mm"].to_numpy(), flags,
-                                    lstar, skin_ref, cal.plane_scale(), self.rules.show_through_dl, polygon_px,
-                                    show_through_sigma_mm=self.rules.viewing_sigma_mm,
-                                    measurable=dots["measurable"].to_numpy(bool))
-            if not dots_measured:  # a count that was never made is null, not 0
-                metrics = replace(metrics, dot_count=None, dot_density_per_cm2=None, dot_diameter_mm_median=None,
-                                  nn_distance_mm_median=None, spacing_cv=None, clark_evans_r=None,
-                                  blue_shift_fraction=None, faded_fraction=None, spread_fraction=None,
-                                  dots_not_measurable=None)
-        if ppm is None:
-            warnings.append("no scale: dot_density_per_cm2, dot sizes and spacing in mm are null")
-        timer.times["total"] = time.perf_counter() - t_all + timer.times.get("load", 0.0)
-        return Assessment(photo=photo, view=view, calibration=cal, quality=quality, model=self.model_info,
-                          metrics=metrics, dots=dots, labels=labels, warnings=tuple(dict.fromkeys(warnings)),
-                          timings_s=dict(timer.times), config_hash=self.config_hash, roi_polygon_px=polygon_px)
+            return assess_photo(photo, self, px_per_mm=px_per_mm, roi_polygon=roi_polygon, roi_units=roi_units,
+                                timer=timer)
 
     def segment(self, rgb: np.ndarray, ppm: float, card_mask: np.ndarray | None = None,
                 view: str = "closeup") -> Segmentation:
@@ -379,7 +267,7 @@ class Assessor:
             return Segmentation(labels, resize_points(seg.dots_xy.reshape(-1, 2), fx, fy), seg.dot_scores, seg.source)
         return self._segment_native(rgb, ppm, card_mask, view)
 
-    def _show_through_reference(self, lstar: np.ndarray, labels: np.ndarray, geom: DotGeometry,
+    def show_through_reference(self, lstar: np.ndarray, labels: np.ndarray, geom: DotGeometry,
                                 det_skin: np.ndarray | None, ppm: float) -> np.ndarray:
         """Show-through's bare-skin reference of a close-up: the open skin, away from every dot-like
         structure and from hair (skin between dense strands is shaded by them: pipeline.one_photo.dots.open_skin)."""
@@ -419,7 +307,7 @@ class Assessor:
                              iterations=s.dots.skin_iterations)
         return cv2.resize(ref, (w, h), interpolation=cv2.INTER_LINEAR)
 
-    def _second_look(self, rgb: np.ndarray, labels: np.ndarray, ppm: float, card_mask: np.ndarray | None,
+    def second_look_wobble(self, rgb: np.ndarray, labels: np.ndarray, ppm: float, card_mask: np.ndarray | None,
                      view: str) -> MaskWobble | None:
         """The segmenter's second look at the photo's centre (pipeline.one_photo.quality.second_look), against
         its first (``labels``, the card already taken out)."""
@@ -442,15 +330,147 @@ class Assessor:
             return self.segmenter(rgb, view)
         return classical_segmentation(rgb, ppm, card_mask=card_mask)
 
-    @staticmethod
-    def _roi_to_px(polygon: np.ndarray, units: str, cal: Calibration) -> np.ndarray:
-        if polygon.ndim != 2 or polygon.shape[1] != 2 or len(polygon) < 3:
-            raise ValueError(f"ROI polygon must be K x 2 with K >= 3 vertices, got shape {polygon.shape}")
-        if units == "px":
-            return polygon
-        if cal.detection is None:
-            raise ValueError("ROI given in card millimetres but no card was found in the photo")
-        return apply_homography(cal.detection.card_to_image, polygon)
+
+def _view_of(s: AssessSettings, ppm: float | None, warnings: list[str]) -> str:
+    """The photo's view: the setting, else from its scale (a close-up from ``closeup_min_px_per_mm``
+    up); without a scale a close-up, said in ``warnings``."""
+    if s.view != "auto":
+        return s.view
+    if ppm is not None:
+        return "closeup" if ppm >= s.closeup_min_px_per_mm else "global"
+    warnings.append("view unknown without a scale: assumed closeup "
+                    "(pass --set view=global for a whole-head photo)")
+    return "closeup"
+
+
+def _card_mask(cal: Calibration, card: CardSpec, shape: tuple[int, int]) -> np.ndarray | None:
+    """HxW bool: the card's paper in the photo (None when no card was found)."""
+    if cal.detection is None:
+        return None
+    paper = paper_rect_mm(card)
+    corners = np.array([[paper[0], paper[1]], [paper[2], paper[1]], [paper[2], paper[3]], [paper[0], paper[3]]])
+    return card_polygon_mask(shape, apply_homography(cal.detection.card_to_image, corners))
+
+
+def _roi_to_px(polygon: np.ndarray, units: str, cal: Calibration) -> np.ndarray:
+    if polygon.ndim != 2 or polygon.shape[1] != 2 or len(polygon) < 3:
+        raise ValueError(f"ROI polygon must be K x 2 with K >= 3 vertices, got shape {polygon.shape}")
+    if units == "px":
+        return polygon
+    if cal.detection is None:
+        raise ValueError("ROI given in card millimetres but no card was found in the photo")
+    return apply_homography(cal.detection.card_to_image, polygon)
+
+
+def assess_photo(photo: Photo, assessor: Assessor, *, px_per_mm: float | None = None,
+                 roi_polygon: np.ndarray | None = None, roi_units: Literal["px", "card_mm"] = "px",
+                 timer: _Timer | None = None) -> Assessment:
+    """One photo's assessment: the only place that knows the order of the stages (module doc).
+
+    ``assessor`` holds what is loaded once (settings, model, card, rules); ``px_per_mm`` a scale for a
+    photo without a card; ``roi_polygon`` the region to measure, in photo pixels or card millimetres.
+    Call it through :meth:`Assessor.assess` (which fixes NumPy's threads so results do not depend on
+    the machine)."""
+    s = assessor.settings
+    timer = timer or _Timer()
+    t_all = time.perf_counter()
+    rgb = photo.rgb
+    h, w = rgb.shape[:2]
+    warnings: list[str] = list(assessor.setup_warnings) + [f"photo: {n}" for n in photo.notes]
+
+    with timer("calibrate"):
+        cal = calibrate(rgb, assessor.card, s.calibration, px_per_mm=px_per_mm)
+    warnings += list(cal.warnings)
+    ppm = cal.px_per_mm
+    view = _view_of(s, ppm, warnings)
+    work_ppm = ppm if ppm is not None else s.assumed_closeup_px_per_mm
+    card_mask = _card_mask(cal, assessor.card, (h, w))
+
+    polygon_px = None
+    if roi_polygon is not None:
+        polygon_px = _roi_to_px(np.asarray(roi_polygon, float), roi_units, cal)
+
+    with timer("segment"):
+        seg = assessor.segment(rgb, work_ppm, card_mask, view)
+    labels = seg.labels
+    if card_mask is not None:
+        labels = labels.copy()
+        labels[card_mask] = 0
+    wobble = None
+    if s.quality.second_look:
+        with timer("second_look"):
+            wobble = assessor.second_look_wobble(rgb, labels, work_ppm, card_mask, view)
+
+    with timer("colour"):
+        # L* of the corrected photo, the one full-frame float image; dot colours are
+        # corrected at their sample points only (pipeline.one_photo.pigment)
+        lstar = cal.colour.lstar(rgb)
+
+    with timer("dots"):
+        geom, evidence, dots_measured, det_skin = empty_geometry(), None, False, None
+        if view == "closeup" and ppm is None:
+            # dots are found at a canonical px/mm: at a guessed scale a 10 px/mm photo taken
+            # for 20 px/mm loses more than half of its dots (measured), so no count is given
+            warnings.append("dots not measured: no scale (no card found and no --px-per-mm); dot metrics "
+                            "are null: pass --px-per-mm for a photo without a card")
+        elif view == "closeup":
+            try:
+                det = detect_dots(lstar, labels, work_ppm, s.detect, s.dots, assessor.rules.visible_min_contrast_dl,
+                                  assessor.rules.visible_max_hair_cover,
+                                  model_xy=seg.dots_xy if seg.source == "model" else None,
+                                  model_score=seg.dot_scores if seg.source == "model" else None,
+                                  ranker=assessor.ranker, patch_ranker=assessor.patch_ranker)
+                geom, evidence, dots_measured, det_skin = det.geometry, det.evidence, True, det.skin_lstar
+                if assessor.detection_sink is not None:
+                    assessor.detection_sink(det)
+            except ScaleOutOfRange as exc:
+                warnings.append(f"dots not measured: {exc}; dot metrics are null")
+        else:
+            warnings.append("dots not measured in a whole-head view: dot metrics are null")
+        if view == "global":
+            # at 2-6 px/mm a dot is a fraction of a pixel and a strand too: no pixel of the photo is
+            # bare skin, so any reference is pigmented or hair-shaded skin, and the head's own shading
+            # exceeds the threshold; with the truth's mask and the truth's bare skin it is still tens
+            # of pp off (docs/quality.md). No reference: show-through is null, not guessed
+            skin_ref = np.float32(np.nan)
+            warnings.append("show_through not measured in a whole-head view: no pixel of it is bare skin "
+                            "(dots and strands are finer than a pixel); take it from a close-up of the region")
+        else:
+            skin_ref = assessor.show_through_reference(lstar, labels, geom, det_skin, work_ppm)
+        occupied = footprint_mask((h, w), geom.xy, 1.3 * geom.radius_px)
+    with timer("pigment"):
+        h_img2plane = cal.scale.image_to_plane
+        ppm_local = local_px_per_mm(geom.xy, h_img2plane, ppm) if ppm is not None else None
+        dots = dot_table(rgb, cal.colour, geom, labels, occupied, ppm_local, s.dots.annulus_mm, assessor.rules,
+                         work_ppm, evidence)
+
+    with timer("quality"):
+        quality = check_quality(rgb, lstar, labels, ppm, view, s.quality,
+                                dot_elongation=geom.elongation, dot_orientation=geom.orientation, wobble=wobble)
+    warnings += [f"quality: {q}" for q in quality.warnings]
+    if (view == "closeup" and "no_scalp" in quality.warnings
+            and quality.roi_fraction >= s.quality.min_roi_fraction):
+        warnings.append(f"scalp and hair cover {quality.roi_fraction:.0%} of the photo, too little for a close-up "
+                        "(quality.min_roi_fraction_closeup): if it is a whole-head photo, pass --set view=global "
+                        "or its scale")
+
+    with timer("metrics"):
+        flags = {k: dots[k].to_numpy(bool) for k in FLAG_NAMES}
+        metrics = photo_metrics(labels, dots[["x", "y"]].to_numpy(), dots["diameter_mm"].to_numpy(), flags,
+                                lstar, skin_ref, cal.plane_scale(), assessor.rules.show_through_dl, polygon_px,
+                                show_through_sigma_mm=assessor.rules.viewing_sigma_mm,
+                                measurable=dots["measurable"].to_numpy(bool))
+        if not dots_measured:  # a count that was never made is null, not 0
+            metrics = replace(metrics, dot_count=None, dot_density_per_cm2=None, dot_diameter_mm_median=None,
+                              nn_distance_mm_median=None, spacing_cv=None, clark_evans_r=None,
+                              blue_shift_fraction=None, faded_fraction=None, spread_fraction=None,
+                              dots_not_measurable=None)
+    if ppm is None:
+        warnings.append("no scale: dot_density_per_cm2, dot sizes and spacing in mm are null")
+    timer.times["total"] = time.perf_counter() - t_all + timer.times.get("load", 0.0)
+    return Assessment(photo=photo, view=view, calibration=cal, quality=quality, model=assessor.model_info,
+                      metrics=metrics, dots=dots, labels=labels, warnings=tuple(dict.fromkeys(warnings)),
+                      timings_s=dict(timer.times), config_hash=assessor.config_hash, roi_polygon_px=polygon_px)
 
 
 def write_assessment(a: Assessment, out_dir: str | Path, *, overlay: bool = True,

@@ -1,6 +1,6 @@
 """A client region's history: dot tracks, the fading model, the forecast, and their plots.
 
-``build_history`` joins the stages: the visits' close-ups are linked into dot
+:func:`track_region` is the only place that knows the order of the stages: the visits' close-ups are linked into dot
 tracks (:mod:`pipeline.over_time.track`), the tracks go into the fading model
 (:mod:`pipeline.over_time.fading`), and each visit's photo metrics (density, show-through,
 flag fractions) are gathered for the timeline. ``write_history`` writes what
@@ -24,7 +24,7 @@ from pipeline.over_time.fading import FadingResult, FadingSettings, fit_fading
 from pipeline.over_time.track import Tracking, VisitInput, link_visits
 from pipeline.two_photos.settings import RegisterSettings
 
-__all__ = ["SCHEMA", "VisitSummary", "History", "build_history", "write_history", "plot_history"]
+__all__ = ["SCHEMA", "VisitSummary", "History", "track_region", "write_history", "plot_history"]
 
 SCHEMA = "smp-track/1"
 #: Photo metrics followed over the visits (docs/metrics.md names).
@@ -75,9 +75,10 @@ def _median(v: pd.Series) -> float | None:
     return float(v.median()) if len(v) else None
 
 
-def build_history(client: str, region: str, visits: Sequence[VisitInput], *, fading: FadingSettings,
-                  rng: np.random.Generator, register: RegisterSettings | None = None) -> History:
-    """Track the dots over ``visits`` (any order), fit the fading model, gather the timeline."""
+def track_region(client: str, region: str, visits: Sequence[VisitInput], *, fading: FadingSettings,
+                 rng: np.random.Generator, register: RegisterSettings | None = None) -> History:
+    """A region over its visits: link the dots over ``visits`` (any order), fit the fading model
+    (``rng`` draws its bootstrap), gather the timeline. ``smp track`` and the web app call it."""
     ordered = sorted(visits, key=lambda v: v.date)
     if not ordered:
         raise ValueError(f"client {client!r} region {region!r}: no close-up visits to follow")

@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 
 from data.geometry import apply_homography
-from pipeline.two_photos.link import gated_assignment, link_dots
-from pipeline.two_photos.register import register_photos
+from pipeline.two_photos.link import DotLinks, gated_assignment, register_and_link
+from pipeline.two_photos.register import Registration
 from pipeline.two_photos.settings import RegisterSettings, RegistrationError, retake_advice
 
 __all__ = ["VisitInput", "VisitLink", "Tracking", "link_visits", "PIGMENTING_KINDS", "OBS_COLUMNS"]
@@ -116,114 +116,82 @@ def _scale_at(h: np.ndarray, xy: np.ndarray) -> float:
     return float(np.sqrt(abs(np.linalg.det(j))))
 
 
-def link_visits(visits: Sequence[VisitInput], settings: RegisterSettings | None = None) -> Tracking:
-    """Register every visit to its reference, link the dots and number the tracks.
+@dataclass
+class _Tracks:
+    """The tracks built so far: each linked visit's track ids, and the atlas (every track's
+    position in the frame of the first pigmented photo, through the chain of registrations): a dot
+    its reference does not show (off its frame, under its card, missed there) can still join the
+    track it had in an earlier photo."""
 
-    ``visits`` in date order (sorted here by date, then as given). Visits without
-    dots (a baseline before any pigment) are kept in the links table with
-    ``n_dots = 0`` and need no registration.
-    """
-    s = settings or RegisterSettings()
-    order = sorted(range(len(visits)), key=lambda i: (visits[i].date, i))
-    vs = [visits[i] for i in order]
-    day0 = vs[0].date if vs else None
-    track_of: dict[int, np.ndarray] = {}
-    usable: set[int] = set()
-    links: list[VisitLink] = []
-    pairs: list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]] = []
-    warnings: list[str] = []
-    next_id = 0
-    images: dict[int, np.ndarray] = {}
-    # the atlas: every track's position in the frame of the first pigmented photo, through the
-    # chain of registrations; a dot its reference does not show (off its frame, under its card,
-    # missed there) can still join the track it had in an earlier photo
-    to_atlas: dict[int, np.ndarray] = {}
-    atlas_xy = np.zeros((0, 2))
+    track_of: dict[int, np.ndarray] = field(default_factory=dict)
+    usable: set[int] = field(default_factory=set)
+    next_id: int = 0
+    to_atlas: dict[int, np.ndarray] = field(default_factory=dict)
+    atlas_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
 
-    def image(i: int) -> np.ndarray:
-        if i not in images:
-            images[i] = vs[i].image()
-        return images[i]
+    def new_ids(self, n: int) -> np.ndarray:
+        ids = np.arange(self.next_id, self.next_id + n)
+        self.next_id += n
+        return ids
 
-    for k, v in enumerate(vs):
+    def start(self, k: int, v: VisitInput) -> VisitLink:
+        """The first pigmented visit (or one with no reference): every dot starts a track."""
         n = len(v.dots)
-        if n == 0:
-            links.append(VisitLink(visit=v.key, reference=None, ok=True, n_dots=0))
-            continue
-        ref = _reference(vs, k, usable)
-        if ref is None and v.kind not in PIGMENTING_KINDS:
-            # nothing pigmented yet: what the detector finds here is not SMP of this treatment
-            warnings.append(f"{v.key}: {n} dot(s) found before any session ({v.kind}) ignored")
-            links.append(VisitLink(visit=v.key, reference=None, ok=True, n_dots=0,
-                                   error=f"{n} dots before any session ignored"))
-            continue
-        if ref is None:
-            track_of[k] = np.arange(next_id, next_id + n)
-            next_id += n
-            usable.add(k)
-            if not to_atlas:
-                to_atlas[k] = np.eye(3)
-                atlas_xy = np.concatenate([atlas_xy, v.dots[["x", "y"]].to_numpy(float)])
-            else:
-                atlas_xy = np.concatenate([atlas_xy, np.full((n, 2), np.nan)])
-            links.append(VisitLink(visit=v.key, reference=None, ok=True, n_dots=n, new=n))
-            continue
-        r = vs[ref]
-        t0 = dt.datetime.now()
-        try:
-            roi_b, roi_a = r.roi(), v.roi()
-            reg = register_photos(image(ref), image(k), s, before_dots_xy=r.dots[["x", "y"]].to_numpy(float),
-                                  after_dots_xy=v.dots[["x", "y"]].to_numpy(float), px_per_mm=r.px_per_mm,
-                                  before_mask=roi_b, after_mask=roi_a)
-            dl = link_dots(r.dots[["x", "y"]].to_numpy(float), v.dots[["x", "y"]].to_numpy(float),
-                           reg.after_to_before, s, px_per_mm=r.px_per_mm,
-                           before_size=(image(ref).shape[1], image(ref).shape[0]),
-                           after_size=(image(k).shape[1], image(k).shape[0]),
-                           before_valid=roi_b, after_valid=roi_a)
-        except RegistrationError as exc:
-            advice = retake_advice("this visit's photo", f"the {r.key} photo")
-            warnings.append(f"{v.key}: not registered to {r.key} ({exc}); its photo's own figures are kept, its "
-                            f"dots are left out of the tracks; to follow them, {advice}")
-            links.append(VisitLink(visit=v.key, reference=r.key, ok=False, n_dots=n, error=str(exc),
-                                   seconds=(dt.datetime.now() - t0).total_seconds()))
-            continue
+        self.track_of[k] = self.new_ids(n)
+        self.usable.add(k)
+        if not self.to_atlas:
+            self.to_atlas[k] = np.eye(3)
+            self.atlas_xy = np.concatenate([self.atlas_xy, v.dots[["x", "y"]].to_numpy(float)])
+        else:
+            self.atlas_xy = np.concatenate([self.atlas_xy, np.full((n, 2), np.nan)])
+        return VisitLink(visit=v.key, reference=None, ok=True, n_dots=n, new=n)
+
+    def join(self, k: int, ref: int, n: int, dl: DotLinks, after_to_ref: np.ndarray) -> None:
+        """Visit ``k``'s dots join the tracks of the reference dots they are linked to; the others
+        are looked up in the atlas, and what is left starts new tracks."""
         ids = np.full(n, -1, np.int64)
-        ids[dl.after_idx] = track_of[ref][dl.before_idx]
+        ids[dl.after_idx] = self.track_of[ref][dl.before_idx]
         fresh = np.flatnonzero(ids < 0)
-        ref_atlas = to_atlas.get(ref)
+        ref_atlas = self.to_atlas.get(ref)
         if ref_atlas is not None:
-            to_atlas[k] = ref_atlas @ reg.after_to_before
+            self.to_atlas[k] = ref_atlas @ after_to_ref
         if len(fresh) and ref_atlas is not None:
             in_atlas = apply_homography(ref_atlas, dl.after_in_before[fresh])
-            free = np.setdiff1d(np.flatnonzero(np.isfinite(atlas_xy[:, 0])), ids[ids >= 0])
+            free = np.setdiff1d(np.flatnonzero(np.isfinite(self.atlas_xy[:, 0])), ids[ids >= 0])
             gate = (dl.relink_gate_px or dl.gate_px) * _scale_at(ref_atlas, dl.after_in_before[fresh])
             if len(free):
-                ai, fi, _ = gated_assignment(atlas_xy[free], in_atlas, gate)
+                ai, fi, _ = gated_assignment(self.atlas_xy[free], in_atlas, gate)
                 ids[fresh[fi]] = free[ai]
-        fresh = ids < 0
-        ids[fresh] = np.arange(next_id, next_id + int(fresh.sum()))
-        next_id += int(fresh.sum())
-        track_of[k] = ids
-        usable.add(k)
-        new_xy = np.full((int(fresh.sum()), 2), np.nan)
+        fresh_mask = ids < 0
+        ids[fresh_mask] = self.new_ids(int(fresh_mask.sum()))
+        self.track_of[k] = ids
+        self.usable.add(k)
+        new_xy = np.full((int(fresh_mask.sum()), 2), np.nan)
         if ref_atlas is not None:
-            new_xy = apply_homography(ref_atlas, dl.after_in_before[fresh])
-        atlas_xy = np.concatenate([atlas_xy, new_xy])
-        res_mm = dl.residual_px / r.px_per_mm if r.px_per_mm else np.full(len(dl.residual_px), np.nan)
-        visible = int(dl.before_in_view.sum())
-        links.append(VisitLink(
-            visit=v.key, reference=r.key, ok=True, method=reg.method, inliers=reg.n_inliers,
-            n_dots=n, n_links=dl.n_links, linked_fraction=dl.n_links / visible if visible else None,
-            new=len(dl.new_idx), lost=len(dl.lost_idx),
-            residual_mm_median=float(np.median(res_mm)) if len(res_mm) and r.px_per_mm else None,
-            residual_mm_p90=float(np.percentile(res_mm, 90)) if len(res_mm) and r.px_per_mm else None,
-            seconds=(dt.datetime.now() - t0).total_seconds()))
-        pairs.append((r.key, v.key, dl.before_idx, dl.after_idx, res_mm))
-        # keep only the photos later visits may still need as their reference
-        for j in list(images):
-            if j != k and not (j in usable and vs[j].kind in PIGMENTING_KINDS):
-                del images[j]
+            new_xy = apply_homography(ref_atlas, dl.after_in_before[fresh_mask])
+        self.atlas_xy = np.concatenate([self.atlas_xy, new_xy])
 
+
+def _visit_link(v: VisitInput, r: VisitInput, reg: Registration, dl: DotLinks, seconds: float) -> VisitLink:
+    """How visit ``v`` was linked to its reference ``r``, with the residuals in mm."""
+    res_mm = _residual_mm(dl, r)
+    visible = int(dl.before_in_view.sum())
+    return VisitLink(
+        visit=v.key, reference=r.key, ok=True, method=reg.method, inliers=reg.n_inliers,
+        n_dots=len(v.dots), n_links=dl.n_links, linked_fraction=dl.n_links / visible if visible else None,
+        new=len(dl.new_idx), lost=len(dl.lost_idx),
+        residual_mm_median=float(np.median(res_mm)) if len(res_mm) and r.px_per_mm else None,
+        residual_mm_p90=float(np.percentile(res_mm, 90)) if len(res_mm) and r.px_per_mm else None,
+        seconds=seconds)
+
+
+def _residual_mm(dl: DotLinks, r: VisitInput) -> np.ndarray:
+    return dl.residual_px / r.px_per_mm if r.px_per_mm else np.full(len(dl.residual_px), np.nan)
+
+
+def _observations(vs: Sequence[VisitInput], track_of: dict[int, np.ndarray]) -> pd.DataFrame:
+    """One row per dot per linked visit (OBS_COLUMNS)."""
+    day0 = vs[0].date if vs else None
     rows = []
     for k, ids in track_of.items():
         v = vs[k]
@@ -239,4 +207,66 @@ def link_visits(visits: Sequence[VisitInput], settings: RegisterSettings | None 
             "dE00": col("dE00"), "blue_shift": col("blue_shift", False), "faded": col("faded", False),
             "spread": col("spread", False)}))
     obs = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=OBS_COLUMNS)
-    return Tracking(observations=obs[OBS_COLUMNS], links=tuple(links), pairs=tuple(pairs), warnings=tuple(warnings))
+    return obs[OBS_COLUMNS]
+
+
+def link_visits(visits: Sequence[VisitInput], settings: RegisterSettings | None = None) -> Tracking:
+    """Register every visit to its reference, link the dots and number the tracks.
+
+    ``visits`` in date order (sorted here by date, then as given). Visits without
+    dots (a baseline before any pigment) are kept in the links table with
+    ``n_dots = 0`` and need no registration.
+    """
+    s = settings or RegisterSettings()
+    order = sorted(range(len(visits)), key=lambda i: (visits[i].date, i))
+    vs = [visits[i] for i in order]
+    tracks = _Tracks()
+    links: list[VisitLink] = []
+    pairs: list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]] = []
+    warnings: list[str] = []
+    images: dict[int, np.ndarray] = {}
+
+    def image(i: int) -> np.ndarray:
+        if i not in images:
+            images[i] = vs[i].image()
+        return images[i]
+
+    for k, v in enumerate(vs):
+        n = len(v.dots)
+        if n == 0:
+            links.append(VisitLink(visit=v.key, reference=None, ok=True, n_dots=0))
+            continue
+        ref = _reference(vs, k, tracks.usable)
+        if ref is None and v.kind not in PIGMENTING_KINDS:
+            # nothing pigmented yet: what the detector finds here is not SMP of this treatment
+            warnings.append(f"{v.key}: {n} dot(s) found before any session ({v.kind}) ignored")
+            links.append(VisitLink(visit=v.key, reference=None, ok=True, n_dots=0,
+                                   error=f"{n} dots before any session ignored"))
+            continue
+        if ref is None:
+            links.append(tracks.start(k, v))
+            continue
+        r = vs[ref]
+        t0 = dt.datetime.now()
+        try:
+            reg, dl = register_and_link(image(ref), image(k), s, before_xy=r.dots[["x", "y"]].to_numpy(float),
+                                        after_xy=v.dots[["x", "y"]].to_numpy(float), px_per_mm=r.px_per_mm,
+                                        before_valid=r.roi(), after_valid=v.roi())
+        except RegistrationError as exc:
+            advice = retake_advice("this visit's photo", f"the {r.key} photo")
+            warnings.append(f"{v.key}: not registered to {r.key} ({exc}); its photo's own figures are kept, its "
+                            f"dots are left out of the tracks; to follow them, {advice}")
+            links.append(VisitLink(visit=v.key, reference=r.key, ok=False, n_dots=n, error=str(exc),
+                                   seconds=(dt.datetime.now() - t0).total_seconds()))
+            continue
+        assert dl is not None  # both photos' dots were given
+        tracks.join(k, ref, n, dl, reg.after_to_before)
+        links.append(_visit_link(v, r, reg, dl, (dt.datetime.now() - t0).total_seconds()))
+        pairs.append((r.key, v.key, dl.before_idx, dl.after_idx, _residual_mm(dl, r)))
+        # keep only the photos later visits may still need as their reference
+        for j in list(images):
+            if j != k and not (j in tracks.usable and vs[j].kind in PIGMENTING_KINDS):
+                del images[j]
+
+    return Tracking(observations=_observations(vs, tracks.track_of), links=tuple(links), pairs=tuple(pairs),
+                    warnings=tuple(warnings))

@@ -38,8 +38,8 @@ from data.metrics import SCALP, viewing_lstar
 from pipeline.one_photo.calibration import ColourCorrection
 from pipeline.one_photo.loading import Photo
 from pipeline.two_photos.dot_pattern import dot_spacing
-from pipeline.two_photos.link import DotLinks, link_dots
-from pipeline.two_photos.register import Registration, register_photos
+from pipeline.two_photos.link import DotLinks, register_and_link
+from pipeline.two_photos.register import Registration
 from pipeline.two_photos.settings import RETAKE_ADVICE, ChangeSettings, RegisterSettings, RegistrationError
 
 __all__ = ["SCHEMA", "AssessedPhoto", "Comparison", "change_noise", "compare_assessments", "compare_photos",
@@ -334,18 +334,14 @@ def compare_photos(before: AssessedPhoto, after: AssessedPhoto, settings: Regist
 
     use_dots = (before.view == "closeup" and after.view == "closeup"
                 and min(len(before.dots), len(after.dots)) >= MIN_DOTS_TO_LINK)
-    ppm = before.calibration.px_per_mm
     try:
-        reg = register_photos(before.photo.rgb, after.photo.rgb, settings,
-                              before_dots_xy=dots_xy(before) if use_dots else None,
-                              after_dots_xy=dots_xy(after) if use_dots else None,
-                              px_per_mm=ppm, before_mask=before.labels > 0, after_mask=after.labels > 0)
+        reg, links = register_and_link(before.photo.rgb, after.photo.rgb, settings,
+                                       before_xy=dots_xy(before) if use_dots else None,
+                                       after_xy=dots_xy(after) if use_dots else None,
+                                       px_per_mm=before.calibration.px_per_mm,
+                                       before_valid=before.labels > 0, after_valid=after.labels > 0)
     except RegistrationError as exc:
         return compare_assessments(before, after, None, registration_error=str(exc), change=settings.change)
-    links = None
-    if use_dots:
-        links = link_dots(dots_xy(before), dots_xy(after), reg.after_to_before, settings, px_per_mm=ppm,
-                          before_valid=before.labels > 0, after_valid=after.labels > 0)
     return compare_assessments(before, after, reg, links, change=settings.change)
 
 

@@ -30,6 +30,7 @@ from scipy.spatial import cKDTree
 
 from data.geometry import apply_homography, mean_linear_scale
 from pipeline.two_photos.dot_pattern import dot_spacing
+from pipeline.two_photos.register import Registration, register_photos
 from pipeline.two_photos.settings import LinkSettings, RegisterSettings
 
 
@@ -272,3 +273,23 @@ def link_dots(before_xy: ArrayLike, after_xy: ArrayLike, after_to_before: ArrayL
         px_per_mm=px_per_mm, spacing_px=spacing, gate_px=float(gate), relink_gate_px=float(relink_gate),
         warp_links=warp_links,
     )
+
+
+def register_and_link(before_rgb: np.ndarray, after_rgb: np.ndarray, settings: RegisterSettings, *,
+                      before_xy: np.ndarray | None = None, after_xy: np.ndarray | None = None,
+                      px_per_mm: float | None = None, before_valid: np.ndarray | None = None,
+                      after_valid: np.ndarray | None = None) -> tuple[Registration, DotLinks | None]:
+    """AFTER registered to BEFORE (:func:`register_photos`: on the skin's features, refined on the dots
+    when both photos' dots ``(N, 2)`` are given) and, with dots, the dots linked (:func:`link_dots`);
+    without dots the links are None. ``*_valid``: where each photo shows scalp. Raises
+    :class:`~pipeline.two_photos.settings.RegistrationError` when the photos cannot be lined up.
+    The two-photo order written once: ``smp compare`` and visit tracking both call it."""
+    reg = register_photos(before_rgb, after_rgb, settings, before_dots_xy=before_xy, after_dots_xy=after_xy,
+                          px_per_mm=px_per_mm, before_mask=before_valid, after_mask=after_valid)
+    if before_xy is None or after_xy is None:
+        return reg, None
+    links = link_dots(before_xy, after_xy, reg.after_to_before, settings, px_per_mm=px_per_mm,
+                      before_size=(before_rgb.shape[1], before_rgb.shape[0]),
+                      after_size=(after_rgb.shape[1], after_rgb.shape[0]),
+                      before_valid=before_valid, after_valid=after_valid)
+    return reg, links

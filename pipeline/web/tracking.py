@@ -1,7 +1,7 @@
 """A client's tracking results for the web app: what ``smp track`` computes, per region, cached.
 
 For each region of the client, the assessed close-up of each visit is linked into dot
-tracks and the fading model is fitted (:func:`pipeline.over_time.history.build_history`), exactly as
+tracks and the fading model is fitted (:func:`pipeline.over_time.history.track_region`), exactly as
 ``smp track`` does; the dot links are stored in the records. The output
 (``track.json``, ``tracks.csv``, ``dots_fading.csv``, plots) is written to
 ``<home>/tracking/<client id>/<region id>/`` and reused while the set of assessments it was
@@ -47,7 +47,7 @@ def region_tracking(records: Records, store: PhotoStore, home: Path, *, clinic: 
     """Tracking of one region of a client (already checked to be in the caller's scope)."""
     from pipeline.one_photo.loading import load_photo
     from pipeline.over_time.fading import load_fading_settings
-    from pipeline.over_time.history import build_history, write_history
+    from pipeline.over_time.history import track_region, write_history
     from pipeline.over_time.track import VisitInput
 
     with records.session(read_only=True) as s:
@@ -78,7 +78,7 @@ def region_tracking(records: Records, store: PhotoStore, home: Path, *, clinic: 
                          px_per_mm=(p.assessment.get("calibration") or {}).get("px_per_mm"),
                          metrics=p.assessment.get("metrics") or {})
               for k, p in chosen.items()]
-    history = build_history(client, region, visits, fading=fading, rng=np.random.default_rng(seed))
+    history = track_region(client, region, visits, fading=fading, rng=np.random.default_rng(seed))
     with records.transaction() as s:
         for ref, key, bi, ai, res in history.tracking.pairs:
             store_dot_links(s, chosen[ref].assessment_id, chosen[key].assessment_id,
