@@ -68,7 +68,7 @@ def read_batch_manifest(csv_path: str | Path) -> tuple[list[BatchItem], bool]:
     """Parse a batch manifest CSV: ``(items, has_visit_columns)``. Raises :class:`UserError`
     listing every problem with its row number (nothing is assessed then)."""
     from pipeline.records import parse_date, parse_kind, parse_region
-    from pipeline.records.ingest import read_csv_rows
+    from pipeline.records.parse import read_csv_rows
 
     csv_path = Path(csv_path)
     header, raw_rows = read_csv_rows(csv_path)

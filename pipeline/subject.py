@@ -60,7 +60,7 @@ def subject_from_options(*, client: Any = None, region: Any = None, date: Any = 
     """A :class:`Subject` from command-line or JSON values, checked the way the records check
     them (a region slug, a ``YYYY-MM-DD`` date, a visit kind with its session number).
     Raises ValueError with a one-line reason."""
-    from pipeline.records.ingest import parse_date, parse_kind, parse_region
+    from pipeline.records.parse import parse_date, parse_kind, parse_region
 
     reg = _text(region, "region")
     day = None if date is None or (isinstance(date, str) and not date.strip()) else parse_date(date)

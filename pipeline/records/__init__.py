@@ -14,9 +14,9 @@ Typical use::
     add_visit(records, store, client="C-17", region="crown", date="2026-03-01",
               kind="follow-up", photos=["IMG_0001.jpg"])
 """
+from pipeline.records.assessments import record_review, store_assessment, store_dot_links, store_photo_assessment
 from pipeline.records.db import Records, data_home, default_url, open_records, resolve_url
-from pipeline.records.ingest import (
-    MANIFEST_COLUMNS,
+from pipeline.records.entries import (
     AssessmentLike,
     ClientSummary,
     ImportResult,
@@ -27,20 +27,9 @@ from pipeline.records.ingest import (
     Problem,
     StoredAssessment,
     VisitKey,
-    add_visit,
-    import_manifest,
-    inspect_photo,
-    list_clients,
-    parse_date,
-    parse_kind,
-    parse_region,
-    read_manifest,
-    record_review,
-    store_assessment,
-    store_dot_links,
-    store_photo_assessment,
-    sweep_store,
 )
+from pipeline.records.ingest import add_visit, import_manifest, list_clients, sweep_store
+from pipeline.records.parse import MANIFEST_COLUMNS, inspect_photo, parse_date, parse_kind, parse_region, read_manifest
 from pipeline.records.schema import DEFAULT_CLINIC, VIEWS, VISIT_KINDS
 from pipeline.records.store import PhotoStore, StoredFile, StoreError
 

@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from pipeline.records.ingest import record_review
+from pipeline.records.assessments import record_review
 from pipeline.records.schema import MASK_LABELS, SHAPE_KINDS, AddedDot, DoneMark, Dot, ReviewDecision, ReviewShape
 
 __all__ = [
