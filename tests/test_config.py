@@ -2,7 +2,7 @@
 import pytest
 from pydantic import ValidationError
 
-from data.config import ConfigError, load_settings, parse_overrides
+from data.config import ConfigError, Settings, load_settings, parse_overrides
 from data.synth.settings import SynthSettings
 from pipeline.cli import main
 
@@ -62,3 +62,48 @@ def test_help_lists_commands(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert "synth" in out and "card" in out
+
+
+# Settings with class defaults (the stage functions' ``settings or XSettings()``) and a shipped YAML of
+# the same values (what a user reads and edits): the class is the source, the YAML repeats every key with
+# the same value, so a stage called directly and a command reading the YAML never run different settings.
+# Flags, the generator and training have no class defaults: their YAML is the only place.
+_DEFAULTS = [("pipeline.one_photo.assess", "AssessSettings", "assess/default.yaml"),
+             ("pipeline.two_photos.settings", "RegisterSettings", "compare/default.yaml"),
+             ("pipeline.over_time.fading", "FadingSettings", "fading/default.yaml")]
+
+
+@pytest.mark.parametrize("module,name,yaml_file", _DEFAULTS)
+def test_every_shipped_default_equals_its_class_default(module, name, yaml_file):
+    import importlib
+
+    import yaml
+
+    from data.config import config_dir, load_settings
+
+    cls = getattr(importlib.import_module(module), name)
+    doc = yaml.safe_load((config_dir() / yaml_file).read_text())
+
+    def keys(model_cls, mapping, prefix=""):  # every key of the class is written in the YAML, and no other
+        assert set(mapping) == set(model_cls.model_fields), f"{yaml_file}: {prefix or 'top level'}"
+        for key, field in model_cls.model_fields.items():
+            sub = field.annotation
+            if isinstance(sub, type) and issubclass(sub, Settings):
+                keys(sub, mapping[key], f"{prefix}{key}.")
+
+    keys(cls, doc)
+    assert load_settings(cls, default=yaml_file) == cls()
+
+
+@pytest.mark.parametrize("module,name,yaml_file", [
+    ("data.flags", "FlagSettings", "flags.yaml"), ("data.synth.settings", "SynthSettings", "synth/closeup.yaml"),
+    ("models.train", "TrainSettings", "train/default.yaml")])
+def test_settings_without_class_defaults_take_every_value_from_their_yaml(module, name, yaml_file):
+    import importlib
+
+    from data.config import load_settings
+
+    cls = getattr(importlib.import_module(module), name)
+    with pytest.raises(ValidationError):
+        cls()
+    assert isinstance(load_settings(cls, default=yaml_file), cls)
