@@ -7,7 +7,7 @@ Stages (issue "Scale and speed")::
     -> results.parquet + failures.csv -> records (visit columns) -> one MLflow run
 
 *Done* means ``DIR/results/<sha256[:16]>_<config_hash>/assessment.json`` exists:
-:func:`pipeline.one_photo.assess.write_assessment` writes it last and atomically, so a
+:func:`pipeline.one_photo.assessment.write_assessment` writes it last and atomically, so a
 batch killed half-way leaves only whole results, and running it again assesses
 exactly the photos not done yet (same photo bytes, same model, same configuration).
 
@@ -30,7 +30,8 @@ from pipeline.errors import UserError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from pipeline.one_photo.assess import Assessor, AssessSettings
+    from pipeline.one_photo.assess import Assessor
+    from pipeline.one_photo.settings import AssessSettings
 
 __all__ = [
     "BATCH_COLUMNS", "METRIC_COLUMNS", "ROW_COLUMNS", "VISIT_COLUMNS", "BatchItem", "BatchResult", "RayAssessor",
@@ -207,7 +208,7 @@ def done_row(row: int, path: str, folder: Path, status: str = "skipped",
 def assess_one(assessor: Assessor, item: WorkItem) -> dict[str, Any]:
     """Assess one photo, write its result folder (atomic files, ``assessment.json`` last) and
     return its row. A photo that cannot be assessed is a ``failed`` row, never an exception."""
-    from pipeline.one_photo.assess import write_assessment
+    from pipeline.one_photo.assessment import write_assessment
     from pipeline.one_photo.loading import PhotoError
 
     t = time.perf_counter()
@@ -327,7 +328,7 @@ class RayAssessor:
     """
 
     def __init__(self, settings_json: str, threads: int) -> None:
-        from pipeline.one_photo.assess import AssessSettings
+        from pipeline.one_photo.settings import AssessSettings
 
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         self.assessor = _make_assessor(AssessSettings.model_validate_json(settings_json))

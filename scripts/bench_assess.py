@@ -34,8 +34,9 @@ from data.colour import delta_e00  # noqa: E402
 from data.flags import decided_flags, flag_dots, load_flag_settings, measurable_dots  # noqa: E402
 from data.metrics import HAIR  # noqa: E402
 from models.scoring import IGNORE, boundary_scores, false_dot_causes, match_dots, match_radius_px  # noqa: E402
-from pipeline.one_photo.assess import Assessor, load_assess_settings  # noqa: E402
+from pipeline.one_photo.assess import Assessor  # noqa: E402
 from pipeline.one_photo.detect import REJECT  # noqa: E402
+from pipeline.one_photo.settings import load_assess_settings  # noqa: E402
 
 SUITES = ("closeup_easy", "closeup_hard", "fresh_macro", "untreated", "flags", "global")
 DOT_SUITES = ("closeup_easy", "closeup_hard", "fresh_macro", "untreated", "flags")
@@ -54,7 +55,9 @@ import torch
 torch.set_num_threads(2)
 import cv2
 cv2.setNumThreads(2)
-from pipeline.one_photo.assess import Assessor, load_assess_settings, write_assessment
+from pipeline.one_photo.assess import Assessor
+from pipeline.one_photo.settings import load_assess_settings
+from pipeline.one_photo.assessment import write_assessment
 path, out, method, extra = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 ppm = float(sys.argv[5]) if len(sys.argv) > 5 else None
 a = Assessor(load_assess_settings(None, [f"segment.method={method}", "segment.threads=2", *extra]))

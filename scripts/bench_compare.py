@@ -167,7 +167,8 @@ def main() -> int:
     rows: dict[str, list[dict]] = {"true": [], "assessed": []}
     assessor, assessed = None, {}
     if not args.no_assessed and args.limit > 0:
-        from pipeline.one_photo.assess import Assessor, load_assess_settings
+        from pipeline.one_photo.assess import Assessor
+        from pipeline.one_photo.settings import load_assess_settings
         assessor = Assessor(load_assess_settings())
     chosen = _spread(pairs, args.limit) if not args.no_assessed else set()
     for i, (fb, fa) in enumerate(pairs):

@@ -209,7 +209,8 @@ def invariance(model: Path, suites: dict[str, Path], names=("closeup_easy", "clo
 
     from data.manifest import read_manifest
     from data.metrics import SCALP
-    from pipeline.one_photo.assess import Assessor, load_assess_settings
+    from pipeline.one_photo.assess import Assessor
+    from pipeline.one_photo.settings import load_assess_settings
 
     assessor = Assessor(load_assess_settings(None, ["segment.method=model", f"segment.model={model}",
                                                     "segment.precision=float32"]))
@@ -257,7 +258,8 @@ def no_scalp(model: Path, windows: list[np.ndarray]) -> dict:
     import cv2
 
     from data.metrics import HAIR, SCALP
-    from pipeline.one_photo.assess import Assessor, load_assess_settings
+    from pipeline.one_photo.assess import Assessor
+    from pipeline.one_photo.settings import load_assess_settings
 
     assessor = Assessor(load_assess_settings(None, ["segment.method=model", f"segment.model={model}",
                                                     "segment.precision=float32"]))

@@ -34,7 +34,8 @@ from bench import update_benchmarks_md  # noqa: E402
 from bench_fading import load_client, score_result  # noqa: E402
 
 from models.scoring import match_dots  # noqa: E402
-from pipeline.one_photo.assess import Assessor, load_assess_settings  # noqa: E402
+from pipeline.one_photo.assess import Assessor  # noqa: E402
+from pipeline.one_photo.settings import load_assess_settings  # noqa: E402
 from pipeline.over_time.fading import fit_fading, load_fading_settings  # noqa: E402
 from pipeline.over_time.track import VisitInput, link_visits  # noqa: E402
 

@@ -40,7 +40,8 @@ from train_dot_ranker import EXTRA, SUITES  # noqa: E402
 from data.config import config_dir  # noqa: E402
 from models.dot_patch import default_patch_path, fit_patch_ranker  # noqa: E402
 from models.scoring import match_dots, match_radius_px  # noqa: E402
-from pipeline.one_photo.assess import Assessor, load_assess_settings  # noqa: E402
+from pipeline.one_photo.assess import Assessor  # noqa: E402
+from pipeline.one_photo.settings import load_assess_settings  # noqa: E402
 
 
 def _truth(folder: Path) -> tuple[dict, float, object]:

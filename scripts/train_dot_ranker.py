@@ -42,7 +42,8 @@ from bench import build_suites  # noqa: E402
 from data.config import config_dir  # noqa: E402
 from models.dot_ranker import FEATURES, default_ranker_path, fit_ranker  # noqa: E402
 from models.scoring import match_dots, match_radius_px  # noqa: E402
-from pipeline.one_photo.assess import Assessor, load_assess_settings  # noqa: E402
+from pipeline.one_photo.assess import Assessor  # noqa: E402
+from pipeline.one_photo.settings import load_assess_settings  # noqa: E402
 
 SUITES = ("closeup_easy", "closeup_hard", "fresh_macro", "untreated", "closeup_any")
 #: Besides the benchmark's suites: the generator's whole close-up world (its default ranges), so

@@ -16,8 +16,10 @@ from data.flags import load_flag_settings
 from data.synth.generate import generate_images
 from data.synth.settings import SynthSettings
 from pipeline.cli import main
-from pipeline.one_photo.assess import SCHEMA, Assessor, load_assess_settings, write_assessment
+from pipeline.one_photo.assess import Assessor
+from pipeline.one_photo.assessment import SCHEMA, write_assessment
 from pipeline.one_photo.pigment import DOT_COLUMNS
+from pipeline.one_photo.settings import load_assess_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENE = ["image.width=640", "image.height=480", "camera.px_per_mm=[14, 18]", "card.probability=1.0",

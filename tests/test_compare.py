@@ -16,8 +16,9 @@ from data.synth.generate import item_rng
 from data.synth.series import render_series
 from data.synth.settings import SynthSettings
 from pipeline.cli import main
-from pipeline.one_photo.assess import Assessor, load_assess_settings
+from pipeline.one_photo.assess import Assessor
 from pipeline.one_photo.calibration import ScaleCalibration
+from pipeline.one_photo.settings import load_assess_settings
 from pipeline.two_photos.compare import (
     LINK_COLUMNS,
     LOST_COLOUR,

@@ -14,9 +14,10 @@ from data.metrics import HAIR, SCALP, dots_in_roi
 from data.synth.generate import generate_images
 from data.synth.settings import SynthSettings
 from models.dot_ranker import FEATURES, DotRanker, candidate_features, default_ranker_path, fit_ranker
-from pipeline.one_photo.assess import Assessor, load_assess_settings
+from pipeline.one_photo.assess import Assessor
 from pipeline.one_photo.detect import REJECT, DetectSettings, ScaleOutOfRange, detect_dots, resample_factor
 from pipeline.one_photo.dots import DotSettings
+from pipeline.one_photo.settings import load_assess_settings
 
 # large, clear dots without hair or card: what must not depend on the photo's pixel count
 SCENE = ["image.width=400", "image.height=300", "camera.px_per_mm=[24, 24]", "camera.tilt_deg=[0, 0]",

@@ -300,7 +300,7 @@ def test_precision_resolution_and_refusals(monkeypatch):
         inference.resolve_precision("int8", "cpu")
     from typing import get_args
 
-    from pipeline.one_photo.assess import SegmentSettings  # spells the values without importing torch: keep them equal
+    from pipeline.one_photo.settings import SegmentSettings
 
     assert get_args(SegmentSettings.model_fields["precision"].annotation) == inference.PRECISIONS
 

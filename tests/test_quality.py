@@ -5,7 +5,7 @@ from PIL import Image
 
 from data.config import ConfigError
 from data.metrics import BACKGROUND, HAIR, SCALP
-from pipeline.one_photo.assess import Assessor, load_assess_settings
+from pipeline.one_photo.assess import Assessor
 from pipeline.one_photo.quality import (
     MaskWobble,
     QualitySettings,
@@ -15,6 +15,7 @@ from pipeline.one_photo.quality import (
     second_look_window,
 )
 from pipeline.one_photo.segment import Segmentation
+from pipeline.one_photo.settings import load_assess_settings
 
 
 def test_mask_wobble_counts_agreement_and_fractions():

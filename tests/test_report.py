@@ -18,7 +18,9 @@ from data.flags import load_flag_settings
 from data.synth.generate import generate_images
 from data.synth.settings import SynthSettings
 from pipeline.cli import main
-from pipeline.one_photo.assess import Assessor, load_assess_settings, write_assessment
+from pipeline.one_photo.assess import Assessor
+from pipeline.one_photo.assessment import write_assessment
+from pipeline.one_photo.settings import load_assess_settings
 from pipeline.report import ReportError, detect_kind, render_assessment, render_comparison, render_timeline
 from pipeline.report.timeline import forecast_sentence
 from pipeline.report.wording import fmt_date, fmt_int, fmt_month, fmt_num, fmt_pct, fmt_points, fmt_signed

@@ -78,8 +78,10 @@ def run(args: argparse.Namespace) -> int:
 
     from data.card import load_card
     from data.flags import load_flag_settings
-    from pipeline.one_photo.assess import Assessor, load_assess_settings, write_assessment
+    from pipeline.one_photo.assess import Assessor
+    from pipeline.one_photo.assessment import write_assessment
     from pipeline.one_photo.loading import PhotoError
+    from pipeline.one_photo.settings import load_assess_settings
 
     if args.px_per_mm is not None and not (np.isfinite(args.px_per_mm) and args.px_per_mm > 0):
         raise UserError(f"--px-per-mm must be a positive number, got {args.px_per_mm}")

@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pipeline import batch as B
-    from pipeline.one_photo.assess import Assessor, load_assess_settings
+    from pipeline.one_photo.assess import Assessor
+    from pipeline.one_photo.settings import load_assess_settings
 
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")

@@ -55,8 +55,10 @@ def run(args: argparse.Namespace) -> int:
 
     from data.card import load_card
     from data.flags import load_flag_settings
-    from pipeline.one_photo.assess import Assessor, load_assess_settings, write_assessment
+    from pipeline.one_photo.assess import Assessor
+    from pipeline.one_photo.assessment import write_assessment
     from pipeline.one_photo.loading import PhotoError
+    from pipeline.one_photo.settings import load_assess_settings
     from pipeline.two_photos.compare import compare_photos, write_comparison
     from pipeline.two_photos.settings import load_register_settings
 

@@ -118,7 +118,8 @@ def _assess_missing(args: argparse.Namespace, records: Any, store: Any, clinic: 
                 if p.assessment is None]
     if not todo:
         return
-    from pipeline.one_photo.assess import Assessor, load_assess_settings
+    from pipeline.one_photo.assess import Assessor
+    from pipeline.one_photo.settings import load_assess_settings
 
     assessor = Assessor(load_assess_settings(args.assess_config, args.assess_overrides))
     for p in todo:

@@ -116,7 +116,8 @@ def _assessor(args: argparse.Namespace, failures: list[str]):
 
     def assessor() -> Any:
         if not loaded:
-            from pipeline.one_photo.assess import Assessor, load_assess_settings
+            from pipeline.one_photo.assess import Assessor
+            from pipeline.one_photo.settings import load_assess_settings
 
             try:
                 loaded.append(Assessor(load_assess_settings(args.config, args.overrides)))

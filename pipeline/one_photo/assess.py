@@ -2,9 +2,10 @@
 
 ``load -> calibrate -> segment -> dots -> pigment colour -> flags -> quality -> metrics``
 
-Each stage is a plain function in its own module; this one wires them, times
-them (``timings_s``), collects warnings, and writes the docs/design.md output
-contract (``assessment.json``, ``dots.csv``, ``mask.png``, ``overlay.png``).
+Each stage is a plain function in its own module; :func:`assess_photo` wires them, times
+them (``timings_s``) and collects warnings into an :class:`~pipeline.one_photo.assessment.Assessment`
+(written by :func:`~pipeline.one_photo.assessment.write_assessment`); :class:`Assessor` holds what
+is loaded once. The settings are :mod:`pipeline.one_photo.settings`.
 """
 from __future__ import annotations
 
@@ -12,141 +13,45 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
 import cv2
 import numpy as np
-import pandas as pd
-from pydantic import Field, model_validator
 
 from data.card import CardSpec, load_card, paper_rect_mm
-from data.config import Settings, load_settings
 from data.flags import FlagSettings, load_flag_settings
 from data.geometry import apply_homography, resize_points
-from data.metrics import FLAG_NAMES, HAIR, SCALP, PhotoMetrics, photo_metrics
+from data.metrics import FLAG_NAMES, HAIR, SCALP, photo_metrics
 from models.dot_patch import PatchRanker, default_patch_path
 from models.dot_ranker import DotRanker, default_ranker_path
-from pipeline.one_photo.calibration import Calibration, CalibrationSettings, calibrate
+from pipeline.one_photo.assessment import Assessment
+from pipeline.one_photo.calibration import Calibration, calibrate
 from pipeline.one_photo.detect import Detection, DetectSettings, ScaleOutOfRange, detect_dots
 from pipeline.one_photo.dots import (
     DotGeometry,
-    DotSettings,
     empty_geometry,
     footprint_mask,
     local_px_per_mm,
     open_skin,
     skin_reference,
 )
-from pipeline.one_photo.loading import LoadSettings, Photo, load_photo
-from pipeline.one_photo.overlay import render_overlay
-from pipeline.one_photo.pigment import DOT_COLUMNS, dot_table
+from pipeline.one_photo.loading import Photo, load_photo
+from pipeline.one_photo.pigment import dot_table
 from pipeline.one_photo.quality import (
     MaskWobble,
-    QualityReport,
-    QualitySettings,
     check_quality,
     mask_wobble,
     second_look,
     second_look_window,
 )
 from pipeline.one_photo.segment import ModelSegmenter, Segmentation, card_polygon_mask, classical_segmentation
+from pipeline.one_photo.settings import AssessSettings, load_assess_settings
 from pipeline.runtime import blas_threads
-from pipeline.subject import Subject
 
-__all__ = ["AssessSettings", "Assessment", "Assessor", "assess_photo", "load_assess_settings", "write_assessment",
-           "SCHEMA"]
-
-SCHEMA = "smp-assessment/1"
-
-
-class SegmentSettings(Settings):
-    #: ``model`` (the network; falls back to ``classical`` with a warning if it cannot load) or ``classical``.
-    method: Literal["model", "classical"] = "model"
-    #: Model file or registry URI (``models:/smp-segmenter@champion``); empty = the bundled model.
-    model: str = ""
-    device: str = "cpu"
-    #: Torch threads (0 = torch's default).
-    threads: int = Field(0, ge=0)
-    #: Largest tile edge in px; the photo is split into equal tiles no larger than this (models.inference).
-    tile: int = Field(1536, ge=128)
-    overlap: int = Field(128, ge=0)
-    dot_threshold: float = Field(0.3, gt=0, lt=1)
-    #: Photos finer than this are segmented at ``detect.canonical_px_per_mm`` (the network saw 8-40 px/mm).
-    max_px_per_mm: float = Field(16.0, gt=0)
-    #: Close-ups coarser than this are enlarged to ``detect.canonical_px_per_mm`` before segmenting (0: never).
-    min_px_per_mm: float = Field(16.0, ge=0)
-    #: Network arithmetic: ``auto`` (bfloat16 on CPUs that multiply it in hardware, float16 on CUDA, else
-    #: float32), ``float32``, ``bfloat16``, ``float16`` (CUDA only). The one used is recorded in the model block.
-    #: The values of ``models.inference.Precision``, spelled here so the settings do not import torch.
-    precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-
-    @model_validator(mode="after")
-    def _scales(self) -> SegmentSettings:
-        if self.min_px_per_mm > self.max_px_per_mm:
-            raise ValueError("need min_px_per_mm <= max_px_per_mm")
-        return self
-
-
-class AssessSettings(Settings):
-    """Everything ``smp assess`` can be told (``configs/assess/default.yaml``)."""
-
-    #: ``closeup`` / ``global``, or ``auto``: close-up when the scale is >= ``closeup_min_px_per_mm``.
-    view: Literal["auto", "closeup", "global"] = "auto"
-    closeup_min_px_per_mm: float = Field(7.0, gt=0)
-    #: Without any scale, the close-up scale assumed for the skin and show-through neighbourhoods
-    #: only (no dots are detected and no mm figures are reported).
-    assumed_closeup_px_per_mm: float = Field(20.0, gt=0)
-    load: LoadSettings = LoadSettings()
-    calibration: CalibrationSettings = CalibrationSettings()
-    segment: SegmentSettings = SegmentSettings()
-    detect: DetectSettings = DetectSettings()
-    dots: DotSettings = DotSettings()
-    quality: QualitySettings = QualitySettings()
-    #: Write overlay.png (the slowest output on 12 MP photos).
-    overlay: bool = True
-
-
-def load_assess_settings(path=None, overrides=()) -> AssessSettings:
-    return load_settings(AssessSettings, path, overrides, default="assess/default.yaml")
-
-
-@dataclass(frozen=True)
-class Assessment:
-    """One photo's results, ready to be written or stored."""
-
-    photo: Photo
-    view: str
-    calibration: Calibration
-    quality: QualityReport
-    model: dict[str, Any]
-    metrics: PhotoMetrics
-    dots: pd.DataFrame
-    labels: np.ndarray
-    warnings: tuple[str, ...]
-    timings_s: dict[str, float]
-    config_hash: str
-    roi_polygon_px: np.ndarray | None = field(default=None)
-
-    def to_json(self) -> dict[str, Any]:
-        p = self.photo
-        return {
-            "schema": SCHEMA,
-            "photo": {"path": p.path, "sha256": p.sha256, "width": p.width, "height": p.height,
-                      "view": self.view, "capture_time": p.capture_time.isoformat() if p.capture_time else None,
-                      "source_mode": p.source_mode, "bit_depth": p.bit_depth, "notes": list(p.notes)},
-            "calibration": self.calibration.to_json(),
-            "quality": self.quality.to_json(),
-            "model": self.model,
-            "metrics": self.metrics.to_dict(),
-            "roi_polygon_px": None if self.roi_polygon_px is None else np.round(self.roi_polygon_px, 3).tolist(),
-            "warnings": list(self.warnings),
-            "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
-            "config_hash": self.config_hash,
-        }
+__all__ = ["Assessor", "assess_photo"]
 
 
 class _Timer:
@@ -471,43 +376,3 @@ def assess_photo(photo: Photo, assessor: Assessor, *, px_per_mm: float | None = 
     return Assessment(photo=photo, view=view, calibration=cal, quality=quality, model=assessor.model_info,
                       metrics=metrics, dots=dots, labels=labels, warnings=tuple(dict.fromkeys(warnings)),
                       timings_s=dict(timer.times), config_hash=assessor.config_hash, roi_polygon_px=polygon_px)
-
-
-def write_assessment(a: Assessment, out_dir: str | Path, *, overlay: bool = True,
-                     subject: Subject | None = None) -> Path:
-    """Write the output contract into ``out_dir`` (created); returns the folder. ``subject``: whose
-    photo it is and from which visit (``assessment.json``'s ``subject``; null when not given).
-
-    Files are written to temporary names and renamed, so a folder never holds a
-    half-written file; ``assessment.json`` is written last (its presence means done).
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    t = time.perf_counter()
-
-    def put(name: str, data: bytes) -> None:
-        tmp = out / f".{name}.tmp"
-        tmp.write_bytes(data)
-        tmp.replace(out / name)
-
-    def write_overlay() -> None:
-        ppm = a.calibration.px_per_mm
-        title = f"{Path(a.photo.path).name}  {len(a.dots)} dots" + ("" if a.quality.ok else "  (quality warnings)")
-        img = render_overlay(a.photo.rgb, a.labels, a.dots, ppm, title=title)
-        cv2.cvtColor(img, cv2.COLOR_RGB2BGR, dst=img)   # in place: no second copy of a large photo
-        ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-        put("overlay.png", buf.tobytes())
-
-    # the overlay (OpenCV, which releases the GIL) is drawn and encoded while the tables are written
-    with ThreadPoolExecutor(1) as pool:
-        drawing = pool.submit(write_overlay) if overlay else None
-        put("dots.csv", a.dots[DOT_COLUMNS].to_csv(index=False, float_format="%.4f").encode())
-        ok, buf = cv2.imencode(".png", a.labels, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-        put("mask.png", buf.tobytes())
-        if drawing is not None:
-            drawing.result()
-    doc = a.to_json()
-    doc["subject"] = subject.to_json() if subject else None
-    doc["timings_s"]["write"] = round(time.perf_counter() - t, 4)
-    put("assessment.json", json.dumps(doc, indent=1).encode())
-    return out

@@ -115,7 +115,7 @@ class ClientSummary:
 
 
 class AssessmentLike(Protocol):
-    """What :func:`add_visit` needs of an assessment (``pipeline.one_photo.assess.Assessment`` is one)."""
+    """What :func:`add_visit` needs of an assessment (``pipeline.one_photo.assessment.Assessment`` is one)."""
 
     dots: pd.DataFrame
 

@@ -1,7 +1,7 @@
 """Comparing two assessed photos of one region: metric deltas, pictures, files.
 
 Input: two assessed photos (:class:`AssessedPhoto`: a fresh
-:class:`~pipeline.one_photo.assess.Assessment`, or one read back from its output folder), the AFTER -> BEFORE
+:class:`~pipeline.one_photo.assessment.Assessment`, or one read back from its output folder), the AFTER -> BEFORE
 :class:`~pipeline.two_photos.register.Registration` (None when the photos could not be registered)
 and, for close-ups, the :class:`~pipeline.two_photos.link.DotLinks`. Output: a
 :class:`Comparison` (every numeric metric of both photos with its change, named
@@ -73,7 +73,7 @@ class AssessedPhoto(Protocol):
     """What a comparison reads of an assessed photo: the photo, its view, its calibration
     (scale and colour correction), its metrics, its dots and its label mask.
 
-    :class:`pipeline.one_photo.assess.Assessment` is one; the web app's
+    :class:`pipeline.one_photo.assessment.Assessment` is one; the web app's
     :class:`pipeline.web.comparisons.StoredAssessment` (an assessment read back from its
     output folder, no second segmentation) is the other."""
 

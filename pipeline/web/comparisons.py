@@ -84,7 +84,7 @@ class StoredCalibration:
 @dataclass(frozen=True, eq=False)
 class StoredAssessment:
     """An assessment read back from its output folder and photo: what the comparison uses of
-    :class:`pipeline.one_photo.assess.Assessment`."""
+    :class:`pipeline.one_photo.assessment.Assessment`."""
 
     photo: Photo
     view: str

@@ -87,7 +87,8 @@ class PipelineAssessor:
     """:class:`pipeline.one_photo.assess.Assessor` (loaded once) as a :class:`WebAssessor`."""
 
     def __init__(self, config: Path | None = None, overrides: tuple[str, ...] = ()) -> None:
-        from pipeline.one_photo.assess import Assessor, load_assess_settings
+        from pipeline.one_photo.assess import Assessor
+        from pipeline.one_photo.settings import load_assess_settings
 
         self.assessor = Assessor(load_assess_settings(config, list(overrides)))
         for w in self.assessor.setup_warnings:
@@ -102,7 +103,7 @@ class PipelineAssessor:
         return self.assessor.assess(photo, timer=timer)  # type: ignore[arg-type]
 
     def write(self, assessment: Any, folder: Path) -> None:
-        from pipeline.one_photo.assess import write_assessment
+        from pipeline.one_photo.assessment import write_assessment
 
         write_assessment(assessment, folder, overlay=self.assessor.settings.overlay)
 
