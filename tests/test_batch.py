@@ -13,6 +13,7 @@ from data.flags import load_flag_settings
 from data.synth.generate import generate_images
 from data.synth.settings import SynthSettings
 from pipeline import batch as B
+from pipeline.batch import engines
 from pipeline.cli import main
 from pipeline.errors import UserError
 
@@ -105,14 +106,14 @@ def test_resume_after_kill_redoes_nothing_and_loses_nothing(photos, tmp_path, mo
         calls["n"] += 1
         return real(assessor, item)
 
-    monkeypatch.setattr(B, "assess_one", dies_after_two)
+    monkeypatch.setattr(engines, "assess_one", dies_after_two)
     assert _run(m, out) == 130
     finished = sorted((out / "results").glob("*/assessment.json"))
     assert len(finished) == 2 and not (out / "results.parquet").exists()
     mtimes = {p: p.stat().st_mtime_ns for p in finished}
 
     seen = []
-    monkeypatch.setattr(B, "assess_one", lambda a, it: seen.append(it.path) or real(a, it))
+    monkeypatch.setattr(engines, "assess_one", lambda a, it: seen.append(it.path) or real(a, it))
     capsys.readouterr()
     assert _run(m, out) == 0
     assert len(seen) == N_GOOD - 2  # nothing redone
@@ -176,7 +177,7 @@ def test_summary_rates_and_worker_threads(monkeypatch):
     res = B.summarise(frame, 0, 10.0, [4.0, 5.0, 6.5, 7.0, 8.0])
     assert res.throughput == 0.5 and res.first_result_s == 4.0 and res.steady_throughput == 1.0  # 4 photos in 4 s
     assert B.summarise(frame, 0, 10.0, [3.0]).steady_throughput is None
-    monkeypatch.setattr(B.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(engines.os, "cpu_count", lambda: 8)
     assert B.worker_threads(3) == 2 and B.worker_threads(16) == 1 and B.worker_threads(2, 1) == 1
 
 
