@@ -21,6 +21,8 @@ Conventions
 """
 from __future__ import annotations
 
+from typing import cast
+
 import cv2
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -74,7 +76,7 @@ def _rgb_to_xyz_matrix() -> NDArray[np.float64]:
 #: Linear sRGB -> XYZ (D65, white Y = 1). Row 1 holds the luminance weights.
 RGB_TO_XYZ: NDArray[np.float64] = _rgb_to_xyz_matrix()
 #: XYZ -> linear sRGB.
-XYZ_TO_RGB: NDArray[np.float64] = np.linalg.inv(RGB_TO_XYZ)
+XYZ_TO_RGB: NDArray[np.float64] = cast(NDArray[np.float64], np.linalg.inv(RGB_TO_XYZ))  # float64 in, out
 #: XYZ of the reference white (D65, Y = 1): about (0.95046, 1, 1.08906).
 WHITE_XYZ: NDArray[np.float64] = RGB_TO_XYZ.sum(axis=1)
 
@@ -253,7 +255,7 @@ def lstar_from_luminance(y: ArrayLike) -> FloatArray:
     low_values = y[low] * (_KAPPA / 116.0) + (16.0 / 116.0)
     # cv2.pow (SIMD, multi-threaded) instead of np.cbrt, which is ~10x slower on float32;
     # it takes |y|, which only matters on the linear segment overwritten just below.
-    fy = cv2.pow(y.reshape(-1, 1), 1.0 / 3.0).reshape(-1)
+    fy = cast(FloatArray, cv2.pow(y.reshape(-1, 1), 1.0 / 3.0)).reshape(-1)  # keeps y's float dtype
     fy[low] = low_values
     fy *= 116.0
     fy -= 16.0

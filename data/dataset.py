@@ -344,7 +344,7 @@ def _window(photo: Photo, x0: int, y0: int, width: int, height: int, pad_image: 
     msk = photo.mask[iy0:iy1, ix0:ix1]
     pads = ((iy0 - y0, y0 + height - iy1), (ix0 - x0, x0 + width - ix1))
     if any(p for pair in pads for p in pair):
-        mode = "reflect" if pad_image == "reflect" else "constant"
+        mode: Literal["reflect", "constant"] = "reflect" if pad_image == "reflect" else "constant"
         img = np.pad(img, pads + ((0, 0),), mode=mode)
         msk = np.pad(msk, pads, mode="constant", constant_values=IGNORE)
     return np.ascontiguousarray(img), np.ascontiguousarray(msk)

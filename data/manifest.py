@@ -30,7 +30,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 import pandas as pd
 
@@ -171,8 +171,10 @@ def _parse_row(i: int, rec: dict[str, object], root: Path, where: str, check_fil
     source = _cell(rec.get("source"))
     if not source:
         raise fail("source", "empty")
-    return ManifestRow(image=paths["image"], mask=paths["mask"], dots=paths["dots"], truth=paths["truth"],
-                       px_per_mm=px_per_mm, view=view, split=split, source=source,  # type: ignore[arg-type]
+    # image and mask are not in _OPTIONAL_PATHS: an empty cell raised above, so they are Paths
+    return ManifestRow(image=cast(Path, paths["image"]), mask=cast(Path, paths["mask"]), dots=paths["dots"],
+                       truth=paths["truth"], px_per_mm=px_per_mm, view=cast(View, view),
+                       split=cast(Split, split), source=source,
                        client=_cell(rec.get("client")), visit=_cell(rec.get("visit")))
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -264,9 +264,10 @@ def dots_in_roi(dots_xy_px: ArrayLike, roi: ArrayLike) -> NDArray[np.bool_]:
 def _gaussian(image: NDArray[np.float32], sigma_px: float) -> NDArray[np.float32]:
     """Gaussian blur, kernel truncated at 4 sigma, zeros outside the image."""
     ksize = 2 * math.ceil(_TRUNCATE_SIGMAS * sigma_px) + 1
-    return cv2.GaussianBlur(
+    # cv2 keeps the depth: float32 in, float32 out
+    return cast(NDArray[np.float32], cv2.GaussianBlur(
         image, (ksize, ksize), sigmaX=sigma_px, sigmaY=sigma_px, borderType=cv2.BORDER_CONSTANT
-    )
+    ))
 
 
 def _block_mean(image: NDArray[np.float32], k: int) -> NDArray[np.float32]:
@@ -278,9 +279,10 @@ def _block_mean(image: NDArray[np.float32], k: int) -> NDArray[np.float32]:
     rows, cols = image.shape
     pr, pc = -rows % k, -cols % k
     if pr or pc:
-        image = cv2.copyMakeBorder(image, 0, pr, 0, pc, cv2.BORDER_CONSTANT, value=0)
+        image = cast(NDArray[np.float32],
+                     cv2.copyMakeBorder(image, 0, pr, 0, pc, cv2.BORDER_CONSTANT, value=0))
     size = (image.shape[1] // k, image.shape[0] // k)  # cv2 wants (width, height)
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return cast(NDArray[np.float32], cv2.resize(image, size, interpolation=cv2.INTER_AREA))  # keeps float32
 
 
 def viewing_lstar(
@@ -362,8 +364,11 @@ def _viewing_bands(lum: NDArray[np.float32], mask: NDArray[np.bool_], sigma_px: 
         a = max(0, math.floor((r0 + 0.5) / k - 0.5))
         b = min(n_lo, math.floor((r1 - 0.5) / k - 0.5) + 2)
         size = (width, (b - a) * k)
-        num_b = cv2.resize(num_lo[a:b], size, interpolation=cv2.INTER_LINEAR)[r0 - a * k:r1 - a * k, :cols]
-        den_b = cv2.resize(den_lo[a:b], size, interpolation=cv2.INTER_LINEAR)[r0 - a * k:r1 - a * k, :cols]
+        # (cv2.resize keeps float32)
+        num_b = cast(NDArray[np.float32],
+                     cv2.resize(num_lo[a:b], size, interpolation=cv2.INTER_LINEAR))[r0 - a * k:r1 - a * k, :cols]
+        den_b = cast(NDArray[np.float32],
+                     cv2.resize(den_lo[a:b], size, interpolation=cv2.INTER_LINEAR))[r0 - a * k:r1 - a * k, :cols]
         yield r0, _quotient(np.ascontiguousarray(num_b), np.ascontiguousarray(den_b), mask[r0:r1])
 
 

@@ -8,9 +8,11 @@ so that tests can check them one by one.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any, cast
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 from data.colour import linear_to_srgb, luminance_lstar
 from data.geometry import apply_homography, homography_jacobian
@@ -292,7 +294,7 @@ def photograph(albedo: np.ndarray, shine: np.ndarray, plane_to_px: np.ndarray, s
     noise strip by strip (row order).
     """
     w, h = size
-    warp = dict(flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    warp: dict[str, Any] = dict(flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     # specular sparkle: where the oily sheen catches the light
     sparkle = smooth_field(rng, (h, w), 0.6 * cam.px_per_mm)
     sparkle -= np.float32(0.5)
@@ -311,7 +313,7 @@ def photograph(albedo: np.ndarray, shine: np.ndarray, plane_to_px: np.ndarray, s
     ca, sa = np.float32(abs(np.cos(a))), np.float32(abs(np.sin(a)))
     xs = np.linspace(0, 1, w, dtype=np.float32)[None, :]
     ys_all = np.linspace(0, 1, h, dtype=np.float32)
-    t_max = max(float(min(1.0, ca + sa)), 1e-6)
+    t_max = max(float(cast("float | np.float32", min(1.0, ca + sa))), 1e-6)
     # white balance corrects only part of the illuminant's cast
     wb = illuminant_rgb(cam.illuminant_kelvin) ** -(1.0 - cam.white_balance_error)
     wb = (wb / (wb @ np.array([0.2126, 0.7152, 0.0722]))).astype(np.float32)
@@ -323,10 +325,11 @@ def photograph(albedo: np.ndarray, shine: np.ndarray, plane_to_px: np.ndarray, s
         y1 = min(h, y0 + strip_rows)
         ya, yb = max(0, y0 - margin), min(h, y1 + margin)
         rows = yb - ya
-        rad = cv2.warpPerspective(albedo, _strip_warp(plane_to_px, ya), (w, rows), **warp)
+        # albedo and shine are float32, which warpPerspective keeps
+        rad = cast(NDArray[np.float32], cv2.warpPerspective(albedo, _strip_warp(plane_to_px, ya), (w, rows), **warp))
         inner = slice(y0 - ya, y1 - ya)
         clean_lstar[y0:y1] = luminance_lstar(rad[inner])
-        spec = cv2.warpPerspective(shine, _strip_warp(plane_to_px, ya), (w, rows), **warp)
+        spec = cast(NDArray[np.float32], cv2.warpPerspective(shine, _strip_warp(plane_to_px, ya), (w, rows), **warp))
         spec *= sparkle[ya:yb]
         rad += spec[..., None]
         lmat = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, (ya + 0.5) * sy - 0.5]])
@@ -336,7 +339,8 @@ def photograph(albedo: np.ndarray, shine: np.ndarray, plane_to_px: np.ndarray, s
             blurred = cv2.GaussianBlur(rad, (0, 0), sigma)[inner]
             t = np.clip(xs * ca + ys_all[y0:y1, None] * sa, 0, 1)
             t *= np.float32(1.0 / t_max)
-            rad = cv2.blendLinear(np.ascontiguousarray(rad[inner]), blurred, np.float32(1.0) - t, t)
+            rad = cast(NDArray[np.float32],  # float32 blend of float32 frames
+                       cv2.blendLinear(np.ascontiguousarray(rad[inner]), blurred, np.float32(1.0) - t, t))
         else:
             rad = np.ascontiguousarray(rad[inner])
         # sensor noise: shot (signal dependent) + read, one draw per pixel and channel

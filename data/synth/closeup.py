@@ -8,6 +8,7 @@ dots) can be rendered again at a later visit with a new pose and light.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -357,7 +358,8 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     own_core = _own_contrast(albedo, cov, core_px, core_owner, taken, n)
     del core_px, core_owner, taken
     # look-alikes the photo shows, counted into the skin's params (truth.json params.skin.lookalikes)
-    marks = {k: v / ppm for k, v in skin.marks.items()} | hair.marks | {
+    # render_hair always sets the hair's marks
+    marks = {k: v / ppm for k, v in skin.marks.items()} | cast(dict[str, np.ndarray], hair.marks) | {
         "follicle_openings": client.follicles.xy_mm[~client.follicles.has_hair], "scabs": scabs.xy_mm}
     from dataclasses import replace
     shown = points_in_frame(marks, h_img, image_size)
@@ -379,12 +381,12 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     # --- project to the image ---
     w, h = image_size
     m = h_img @ np.array([[1 / ppm, 0, 0.5 / ppm], [0, 1 / ppm, 0.5 / ppm], [0, 0, 1]])  # plane px -> image px
-    warp = dict(dsize=(w, h), borderMode=cv2.BORDER_REPLICATE)
+    warp: dict[str, Any] = dict(dsize=(w, h), borderMode=cv2.BORDER_REPLICATE)
     # the class truth follows the photo: hair and card coverage are warped with the photo's own
     # (bilinear) interpolation and cut at one half in the image, so a 1-px strand is labelled
     # where the photo shows it, not where nearest-neighbour sampling of the plane happens to land
     # (by the strands' footprint: a strand narrower than a pixel, or faint, is labelled along its line)
-    mask = cv2.warpPerspective(label_cov, m, flags=cv2.INTER_LINEAR, **warp) >= np.float32(0.5)
+    mask: np.ndarray = cv2.warpPerspective(label_cov, m, flags=cv2.INTER_LINEAR, **warp) >= np.float32(0.5)
     mask = mask.view(np.uint8) + np.uint8(1)  # 1 scalp, 2 hair (uint8 all along: no int64 temporaries)
     del cov, label_cov
     if card_pose.present:

@@ -7,6 +7,7 @@ where the curves go and how wide and dark they are.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -52,12 +53,13 @@ class HairParams:
 def draw_hair(rng: np.random.Generator, s: HairSettings) -> HairParams:
     lo, hi = s.stubble_length_mm
     a = rng.uniform(lo, hi)
-    looks = dict(cut_end_fraction=float(rng.uniform(*s.cut_end_fraction)),
-                 cut_end_length_mm=tuple(s.cut_end_length_mm), cut_end_width_mm=tuple(s.cut_end_width_mm),
-                 fragments_per_cm2=float(rng.uniform(*s.fragments_per_cm2)),
-                 fragment_length_mm=tuple(s.fragment_length_mm),
-                 vellus_fraction=float(rng.uniform(*s.vellus_fraction)),
-                 vellus_length_mm=tuple(s.vellus_length_mm), vellus_width_mm=tuple(s.vellus_width_mm))
+    looks: dict[str, Any] = dict(cut_end_fraction=float(rng.uniform(*s.cut_end_fraction)),
+                                 cut_end_length_mm=tuple(s.cut_end_length_mm),
+                                 cut_end_width_mm=tuple(s.cut_end_width_mm),
+                                 fragments_per_cm2=float(rng.uniform(*s.fragments_per_cm2)),
+                                 fragment_length_mm=tuple(s.fragment_length_mm),
+                                 vellus_fraction=float(rng.uniform(*s.vellus_fraction)),
+                                 vellus_length_mm=tuple(s.vellus_length_mm), vellus_width_mm=tuple(s.vellus_width_mm))
     return HairParams(
         density_per_cm2=float(rng.uniform(*s.follicle_density_per_cm2)),
         pattern=str(rng.choice(s.patterns)),
@@ -85,6 +87,7 @@ def thinning_map(rng: np.random.Generator, pattern: str, strength: float,
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     u, v = xx / max(w - 1, 1), yy / max(h - 1, 1)
     noise = smooth_field(rng, shape, max(h, w) / 3.0, octaves=2)
+    dens: np.ndarray  # float32 or float64 by pattern; float32 on return
     if pattern == "none":
         dens = np.ones(shape, np.float32)
     elif pattern == "diffuse":

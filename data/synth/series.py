@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -186,7 +187,8 @@ def render_series(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, 
         cam = CameraParams(**{**asdict(cam), "px_per_mm": nominal * (1 + rng.uniform(-1, 1) * rng.uniform(
             *s.px_per_mm_jitter))})
         shift = rng.normal(0, 1, 2)
-        shift = shift / max(np.linalg.norm(shift), 1e-9) * rng.uniform(*s.view_shift_mm)
+        # max gives a float or an np.float64 (a float subclass)
+        shift = shift / cast(float, max(np.linalg.norm(shift), 1e-9)) * rng.uniform(*s.view_shift_mm)
         centre = (plane.width_mm / 2 + shift[0], plane.height_mm / 2 + shift[1])
         corners, _ = footprint_mm(cam, size)
         pose = draw_card_pose(rng, cfg, plane, corners + np.array(centre))

@@ -12,9 +12,11 @@ skin they keep their physical strength rather than their L* difference.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 from data.colour import lab_to_linear_rgb
 from data.synth.fields import poisson_points, smooth_field
@@ -82,7 +84,7 @@ def draw_skin(rng: np.random.Generator, s: SkinSettings) -> SkinParams:
     looks = _draw_lookalikes(rng, s)
     return SkinParams(
         fitzpatrick=ftype,
-        tone_lab=tuple(float(v) for v in base),
+        tone_lab=cast(tuple[float, float, float], tuple(float(v) for v in base)),  # base has 3 values
         mottling=float(rng.uniform(*s.mottling)),
         pore_density_per_cm2=float(rng.uniform(*s.pore_density_per_cm2)),
         pore_diameter_mm=float(rng.uniform(*s.pore_diameter_mm)),
@@ -147,7 +149,7 @@ def scar_band(rng: np.random.Generator, shape: tuple[int, int], px_per_mm: float
     pts = np.round(np.stack([x, y], -1) / q * 16).astype(np.int32)
     thick = max(1, int(round(width_mm * px_per_mm / q)))
     cv2.polylines(small, [pts], False, 1.0, thick, cv2.LINE_AA, shift=4)
-    small = cv2.GaussianBlur(small, (0, 0), max(0.5, 0.15 * thick))
+    small = cast(NDArray[np.float32], cv2.GaussianBlur(small, (0, 0), max(0.5, 0.15 * thick)))  # keeps float32
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
@@ -159,7 +161,7 @@ def splat(shape: tuple[int, int], xy_px: np.ndarray, weights: np.ndarray, sigma_
     which is why pores and follicle openings are drawn this way.
     """
     h, w = shape
-    img = np.zeros(h * w, np.float32)
+    img: NDArray[np.float32] = np.zeros(h * w, np.float32)
     if len(xy_px):
         ix = np.clip(np.round(xy_px[:, 0]).astype(np.int64), 0, w - 1)
         iy = np.clip(np.round(xy_px[:, 1]).astype(np.int64), 0, h - 1)
@@ -285,7 +287,8 @@ def crease_network(rng: np.random.Generator, p: SkinParams, shape: tuple[int, in
     """
     h, w = shape
     empty = np.zeros((0, 2))
-    out = {"canvas": None, "depth_max": 0.0, "segments": empty, "junctions": empty, "wrinkles": empty}
+    out: dict[str, np.ndarray | float | None] = {"canvas": None, "depth_max": 0.0, "segments": empty,
+                                                  "junctions": empty, "wrinkles": empty}
     area_cm2 = h * w / px_per_mm ** 2 / 100.0
     strokes: list[tuple[np.ndarray, float, float]] = []   # (polylines px, width px, depth)
     if p.crease_coverage > 0 and p.crease_contrast_dl >= 0:

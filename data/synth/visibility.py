@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from numpy.typing import ArrayLike
 
 from data.geometry import apply_homography
 
@@ -104,7 +105,7 @@ def defocus_sigma_px(xy_px: np.ndarray, size: tuple[int, int], sigma_max_px: flo
     return np.clip(t, 0, 1) * sigma_max_px
 
 
-def seen_contrast(contrast_dl: np.ndarray, radius_px: np.ndarray, blur_sigma_px: np.ndarray,
+def seen_contrast(contrast_dl: ArrayLike, radius_px: ArrayLike, blur_sigma_px: ArrayLike,
                   resample_sigma_px: float = 0.29) -> np.ndarray:
     """(N,) the dot's centre darkness as the optics render it.
 

@@ -1,8 +1,11 @@
 """The background of a global scene: the wall or backdrop and the colour of the clothes."""
 from __future__ import annotations
 
+from typing import cast
+
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 from data.colour import lab_to_linear_rgb
 from data.synth.fields import smooth_field
@@ -42,7 +45,7 @@ def render_backdrop(rng: np.random.Generator, size: tuple[int, int], ppm: float)
         gain = gain * (1.0 + (step - 1.0) / (1.0 + np.exp(np.clip(-(col - edge_x) / soft, -30, 30))))
     gain = cv2.resize(gain.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     grain = rng.standard_normal((h, w), dtype=np.float32)
-    grain = cv2.GaussianBlur(grain, (0, 0), 0.8)
+    grain = cast(NDArray[np.float32], cv2.GaussianBlur(grain, (0, 0), 0.8))  # keeps float32
     gain *= 1.0 + np.float32(rng.uniform(0.01, 0.04)) * grain
     out = gain[..., None] * base[None, None, :]
     return np.minimum(out, np.float32(1.0), out=out)

@@ -6,6 +6,7 @@ Dots are placed on a Lambert azimuthal equal-area map of the cranium's visible h
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -93,6 +94,7 @@ def place_head_dots(rng: np.random.Generator, cfg: SynthSettings, scalp: ScalpPa
         new = place_dots(rng, cfg.dots, wmm, hmm, sub, session, palette, first_id=first,
                          spacing_mm=spacing * np.sqrt(n_sessions), diameter_mm=diameter)
         dots = new if dots is None else DotSet.concat(dots, new)
+    dots = cast(DotSet, dots)  # n_sessions >= 1: the loop drew at least one session
     dots = dots.with_(xy_mm=dots.xy_mm + np.array([c0 * cell, r0 * cell]))
     # feather the treated edge: the artist fades density out where hair takes over
     u, valid = plane.to_sphere(dots.xy_mm)

@@ -138,7 +138,7 @@ def _splat_strands(pts: np.ndarray, width_mm: np.ndarray, bright: np.ndarray, sh
     wtab = np.stack([wseg, wseg * seg_bright, wseg * seg_lit, wseg * seg_spec], axis=1).astype(np.float64)
     wv = wtab[seg]
     size_ = (y1 - y0) * (x1 - x0)
-    sums = [np.bincount(flat, wv[:, c], size_) for c in range(4)]
+    sums: list[np.ndarray] = [np.bincount(flat, wv[:, c], size_) for c in range(4)]
     spread = stride * bundle
     if spread > 1.5:
         # each sample stands for ``spread`` px^2 of strand: spread it over about that area,

@@ -275,8 +275,9 @@ def cast_rays(head: Head, pose: Pose, size: tuple[int, int],
     nrm /= np.maximum(_norm(nrm, axis=1, keepdims=True), 1e-12)
     return Hits(part=part, depth=depth, pos=pos, normal=nrm.astype(np.float32), flat=flat)
 
-def _norm(v: np.ndarray, axis: int = -1, keepdims: bool = False) -> np.ndarray:
-    """Euclidean norm along ``axis`` (cheaper than ``np.linalg.norm`` for many short vectors)."""
+def _norm(v: np.ndarray, axis: int = -1, keepdims: bool = False) -> np.ndarray | float:
+    """Euclidean norm along ``axis`` (cheaper than ``np.linalg.norm`` for many short vectors);
+    a Python float for one vector."""
     if v.ndim == 1 and axis in (0, -1) and not keepdims:
         return float(np.sqrt(v @ v))
     return np.sqrt((v * v).sum(axis=axis, keepdims=keepdims))

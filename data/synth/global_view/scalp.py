@@ -94,8 +94,8 @@ class ScalpPattern:
             centre, rad, cs = self.crown
             d = np.arccos(np.clip(u @ centre, -1, 1)) / rad
             dens = dens * np.clip(1.0 - cs * np.clip(1.3 - d + 0.1 * noise, 0, 1), 0, 1)
-        cen, rad = self.patches
-        for c, r in zip(cen, rad):
+        cen, radii = self.patches
+        for c, r in zip(cen, radii):
             d = np.arccos(np.clip(u @ c, -1, 1)) / r
             dens = dens * (1.0 - s / (1.0 + np.exp(np.clip((d - 1.0 + 0.08 * noise) / 0.08, -30, 30))))
         return np.clip(dens, 0.0, 1.0)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from typing import cast
 
 import cv2
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from data.card import CardSpec
 from data.colour import blue_index, delta_e00, linear_rgb_to_lab
@@ -171,8 +173,9 @@ def _geometry(rng: np.random.Generator, head: Head, pose: Pose, size: tuple[int,
     amp = 0.012 * head.width_mm * ppm
     cell = 0.45 * head.width_mm * ppm
     small = (max(h // 8, 4), max(w // 8, 4))
-    warp = tuple(cv2.resize(np.float32(amp) * smooth_field(rng, small, cell / 8.0), (w, h),
-                            interpolation=cv2.INTER_LINEAR) for _ in range(2))
+    warp = cast(tuple[np.ndarray, np.ndarray],  # range(2): two fields
+                tuple(cv2.resize(np.float32(amp) * smooth_field(rng, small, cell / 8.0), (w, h),
+                                 interpolation=cv2.INTER_LINEAR) for _ in range(2)))
     hits = cast_rays(head, pose, size, warp)
     hits = replace(hits, normal=smooth_seams(hits, size, 0.06 * head.width_mm * ppm))
     return warp, hits
@@ -292,8 +295,8 @@ def _shading(rng: np.random.Generator, cl: _Client, hits: Hits, part_flat: np.nd
     w, h = size
     head, pose, skin, ppm = cl.head, cl.pose, cl.skin, cl.cam.px_per_mm
     light_c, light_h, half_h, ambient = lt.c, lt.h, lt.half_h, lt.ambient
-    shade = np.ones(h * w, np.float32)
-    spec = np.zeros(h * w, np.float32)
+    shade: NDArray[np.float32] = np.ones(h * w, np.float32)
+    spec: NDArray[np.float32] = np.zeros(h * w, np.float32)
     lam = np.clip(hits.normal @ light_h.astype(np.float32), 0, None)
     sky = 0.75 + 0.25 * (hits.normal @ (-pose.rot[1]).astype(np.float32))
     shade[hits.flat] = ambient * sky + (1 - ambient) * lam
@@ -320,7 +323,9 @@ def _shading(rng: np.random.Generator, cl: _Client, hits: Hits, part_flat: np.nd
     kk = max(1, int(round(min(h, w) / 150)))
     bsm = cv2.resize(body, (max(w // kk, 1), max(h // kk, 1)), interpolation=cv2.INTER_AREA)
     sh_dist = rng.uniform(0.1, 0.6) * head.width_mm * ppm / kk
-    mshift = np.float32([[1, 0, -light_c[0] * sh_dist], [0, 1, -light_c[1] * sh_dist]])
+    # np.float32 of a nested list is a float32 array
+    mshift = cast(NDArray[np.float32], np.float32(
+        [[1, 0, -light_c[0] * sh_dist], [0, 1, -light_c[1] * sh_dist]]))  # type: ignore[arg-type]  # numpy stubs: scalars only
     bsm = cv2.warpAffine(bsm, mshift, (bsm.shape[1], bsm.shape[0]))
     bsm = cv2.GaussianBlur(bsm, (0, 0), max(1.0, rng.uniform(0.1, 0.4) * head.width_mm * ppm / kk))
     wall_shadow = cv2.resize(bsm, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -357,7 +362,7 @@ def _composite(cam: CameraParams, albedo: np.ndarray, shade: np.ndarray, spec: n
 def _mask(region: np.ndarray, hair_mask: np.ndarray, card_cover: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Classes: 0 background (incl. face, ears, neck, clothes, card), 1 scalp of the region, 2 hair."""
     w, h = size
-    mask = np.zeros(h * w, np.uint8)
+    mask: NDArray[np.uint8] = np.zeros(h * w, np.uint8)
     mask[region] = 1
     mask = mask.reshape(h, w)
     mask[hair_mask] = 2

@@ -5,6 +5,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
+from numpy.typing import NDArray
 
 from data.synth.global_view.backdrop import _lab_rgb
 from data.synth.global_view.head import _SKIN_PARTS, CRANIUM, EAR, FACE, NOSE, Head, Hits
@@ -57,7 +58,7 @@ def paint_skin(rng: np.random.Generator, albedo: np.ndarray, px: SkinPixels, hit
     flat_alb = albedo.reshape(-1, 3)
     skin_idx, skin_flat, skin_part, is_cr, cr_idx = px.skin_idx, px.skin_flat, px.skin_part, px.is_cr, px.cr_idx
     u_cr, el_cr, line_cr = px.u_cr, px.el_cr, px.line_cr
-    oil = np.zeros(h * w, np.float32)
+    oil: NDArray[np.float32] = np.zeros(h * w, np.float32)
     scar_img = np.zeros(h * w, np.float32)
     if len(skin_idx):
         iy, ix = np.divmod(skin_flat, w)
