@@ -1,4 +1,4 @@
-"""Benchmark of the fading model (``pipeline/over_time/fading.py``) on synthetic client series with known truth.
+"""Benchmark of the fading model (``pipeline/over_time/fading/``) on synthetic client series with known truth.
 
 1. Builds (or reuses) the suite ``OUT/data/series_fading``: ``--n`` clients made by
    ``smp synth --series`` at 512 x 384 px (small photos: the model reads only the true

@@ -1,4 +1,4 @@
-"""Fading model (pipeline/over_time/fading.py) on clients simulated from the synthetic truth's model.
+"""Fading model (pipeline/over_time/fading/) on clients simulated from the synthetic truth's model.
 
 The simulation is the physics of ``data/synth/series.py`` without rendering: contrast
 ``c0 * exp(-k_i * age)`` with a per-dot log-normal rate factor and a few 2.5-4x fast
