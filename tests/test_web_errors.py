@@ -72,12 +72,12 @@ def test_a_missing_stored_photo_is_a_clear_page(world):
 
 
 def test_an_unexpected_failure_is_a_500_page_with_the_headers(world, monkeypatch, caplog):
-    import pipeline.web.pages as pages
+    import pipeline.web.review_pages as review_pages
 
     def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(pages, "_review_rows", broken)
+    monkeypatch.setattr(review_pages, "_review_rows", broken)
     from fastapi.testclient import TestClient
 
     c = TestClient(world.app, raise_server_exceptions=False)
