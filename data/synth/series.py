@@ -28,6 +28,7 @@ from data.synth.closeup import ClientScalp, Plane, VisitState, draw_card_pose, f
 from data.synth.dots import DotSet
 from data.synth.scene import Scene
 from data.synth.settings import SynthSettings
+from data.visits import PIGMENTING_KINDS
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def dot_state(client: ClientScalp, truth: ClientTruth, visits: list[Visit], upto
     exists = np.zeros(len(dots), bool)
     last_day = np.full(len(dots), np.nan)
     for v in visits[: upto + 1]:
-        if v.kind in ("session", "touch-up"):
+        if v.kind in PIGMENTING_KINDS:
             new = dots.session == v.session
             exists |= new
             last_day[new] = v.day
@@ -180,7 +181,7 @@ def render_series(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, 
             refreshed[v.index] = np.flatnonzero(exists & (cur < 0.6 * truth.c0))
         exists, last_day = dot_state(client, truth, visits, v.index, refreshed)
         first_day = np.where(np.isnan(first_day) & exists, last_day, first_day)
-        if v.kind in ("session", "touch-up"):
+        if v.kind in PIGMENTING_KINDS:
             last_session_day = v.day
         state = visit_state(rng, cfg, client, truth, v, exists, last_day, first_day, last_session_day)
         cam = draw_camera(rng, cfg.camera, cfg.image.width)
@@ -201,7 +202,7 @@ def render_series(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, 
                 ratios.setdefault(int(dot_id), []).append(float(r))
 
     exists, last_day = dot_state(client, truth, visits, len(visits) - 1, refreshed)
-    last_sess = max(v.day for v in visits if v.kind in ("session", "touch-up"))
+    last_sess = max(v.day for v in visits if v.kind in PIGMENTING_KINDS)
     seen = {k: float(np.median(v)) for k, v in ratios.items()}
     typical = float(np.median(list(seen.values()))) if seen else 1.0
     ratio = np.array([seen.get(int(i), typical) for i in client.dots.dot_id])

@@ -42,6 +42,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
+from data.visits import VIEWS, VISIT_KINDS
+
 __all__ = [
     "DECISIONS", "DEFAULT_CLINIC", "DOT_FIELDS", "JOB_STATUSES", "MASK_LABELS", "ROLES", "SHAPE_KINDS", "VIEWS",
     "VISIT_KINDS", "AddedDot", "ApiToken", "Assessment", "Base", "Client", "Clinic", "Dot", "DotLink", "DoneMark",
@@ -49,11 +51,6 @@ __all__ = [
     "VisitPhoto", "WebSession", "is_slug", "utc_now",
 ]
 
-#: Kinds of visit (docs/design.md). ``session`` visits carry their number (1, 2, ...); a
-#: ``touch-up`` may; ``baseline`` and ``follow-up`` do not (their number is stored as 0).
-VISIT_KINDS = ("baseline", "session", "follow-up", "touch-up")
-#: Photo views (docs/design.md, "Two kinds of photo").
-VIEWS = ("closeup", "global")
 #: What a reviewer can say about a dot (``accept``: it is a dot, ``reject``: it is not).
 DECISIONS = ("accept", "reject", "relabel")
 #: Classes a reviewer paints on a photo, in the order of their mask values (0, 1, 2: docs/design.md).

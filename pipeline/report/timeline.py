@@ -5,6 +5,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from data.visits import PIGMENTING_KINDS
 from pipeline.report.folders import ReportError, read_doc
 from pipeline.report.images import picture_from_file
 from pipeline.report.wording import (
@@ -47,7 +48,7 @@ def _interval(fading: dict[str, Any]) -> str:
 
 
 def _last_pigmenting_day(visits: list[dict[str, Any]]) -> float | None:
-    days = [as_number(v.get("day")) for v in visits if v.get("kind") in ("session", "touch-up")]
+    days = [as_number(v.get("day")) for v in visits if v.get("kind") in PIGMENTING_KINDS]
     days = [d for d in days if d is not None]
     return max(days) if days else None
 

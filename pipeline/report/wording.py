@@ -10,6 +10,8 @@ import datetime as dt
 import math
 from typing import Any
 
+from data.visits import PIGMENTING_KINDS
+
 __all__ = ["MISSING", "MINUS", "as_number", "fmt_int", "fmt_num", "fmt_pct", "fmt_points", "fmt_signed",
            "fmt_date", "fmt_month", "fmt_month_short", "parse_date", "plural", "short_hash", "join_words"]
 
@@ -160,6 +162,6 @@ def kind_label(kind: Any, session: Any) -> str:
     """``session 2``, ``touch-up 1``, ``follow-up``: a visit's kind with its number where it has one."""
     s = as_number(session)
     kind = str(kind) if kind else MISSING
-    if kind in ("session", "touch-up") and s:
+    if kind in PIGMENTING_KINDS and s:
         return f"{kind} {int(s)}"
     return kind
