@@ -20,7 +20,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -62,15 +62,16 @@ def _atomic_save(obj: dict, path: Path) -> Path:
 
 
 def _plain_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    module = model.module if hasattr(model, "module") else model  # unwrap DDP
+    module = cast(torch.nn.Module, model.module) if hasattr(model, "module") else model  # unwrap DDP
     return {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
 
 def _settings_dict(model: torch.nn.Module) -> dict[str, Any]:
     """The network's settings as plain data; a backbone weights path is dropped (the
     weights are in the state_dict, and the file may not exist where the model is used)."""
-    module = model.module if hasattr(model, "module") else model
-    return module.settings.model_copy(update={"backbone_weights": None}).model_dump(mode="json")
+    module = cast(torch.nn.Module, model.module) if hasattr(model, "module") else model
+    settings = cast(ModelSettings, module.settings)  # a SegDotNet's
+    return settings.model_copy(update={"backbone_weights": None}).model_dump(mode="json")
 
 
 def save_model(path: str | Path, model: SegDotNet, meta: dict[str, Any] | None = None) -> Path:
@@ -156,7 +157,7 @@ def init_from_checkpoint(model: torch.nn.Module, path: str | Path,
     path = Path(path)
     obj = _read(path)
     heads = tuple(reinit_heads)
-    module = model.module if hasattr(model, "module") else model
+    module = cast(torch.nn.Module, model.module) if hasattr(model, "module") else model
     target = module.state_dict()
     for head in heads:
         if not any(_under(k, (head,)) for k in target):
@@ -185,7 +186,7 @@ def init_from_checkpoint(model: torch.nn.Module, path: str | Path,
                               f"(e.g. {extra[0]}): another architecture?")
     module.load_state_dict(state, strict=True)
     saved = dict(obj.get("model_settings") or {})
-    mine = module.settings.model_copy(update={"backbone_weights": None}).model_dump(mode="json") \
+    mine = cast(ModelSettings, module.settings).model_copy(update={"backbone_weights": None}).model_dump(mode="json") \
         if hasattr(module, "settings") else {}
     changed = tuple(sorted(k for k in mine if k in saved and saved[k] != mine[k]))
     return InitWeights(path, file_sha256(path), heads, len(state) - kept, kept, changed,

@@ -20,8 +20,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["PATCH_RADIUS", "PatchRanker", "default_patch_path", "fit_patch_ranker", "normalise_patches"]
 
@@ -83,6 +87,8 @@ class PatchRanker:
     state: dict                      # torch state_dict
     veto: float                      # probability under which a candidate is refused
     info: dict = field(default_factory=dict)
+    if TYPE_CHECKING:  # set by __post_init__, not a dataclass field at run time
+        _net: nn.Sequential = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         net = _net()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -96,9 +97,10 @@ class DotRanker:
         return 1.0 / (1.0 + np.exp(-z))
 
     def save(self, path: str | Path) -> None:
-        arrays = {"mean": self.mean, "scale": self.scale, "lo": self.lo, "hi": self.hi,
-                  "threshold": np.array(self.threshold), "features": np.array(FEATURES),
-                  "info": np.array(json.dumps(self.info, sort_keys=True))}
+        # Any: savez_compressed's **kwds share its signature with allow_pickle: bool
+        arrays: dict[str, Any] = {"mean": self.mean, "scale": self.scale, "lo": self.lo, "hi": self.hi,
+                                  "threshold": np.array(self.threshold), "features": np.array(FEATURES),
+                                  "info": np.array(json.dumps(self.info, sort_keys=True))}
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             arrays[f"w{i}"], arrays[f"b{i}"] = w, b
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from data.dataset import load_photo
 from data.manifest import Manifest, ManifestError
 from data.metrics import HAIR, SCALP
 from models.inference import Precision, predict_view
-from models.network import prepare_for_inference
+from models.network import SegDotNet, prepare_for_inference
 from models.scoring import (
     CLASS_NAMES,
     IGNORE,
@@ -88,7 +88,7 @@ def _pooled(cm: np.ndarray, matches: list[tuple[DotMatch, float]], prefix: str =
     return out
 
 
-def evaluate(model: torch.nn.Module, manifest: Manifest, settings: EvalSettings = EvalSettings(), *,
+def evaluate(model: SegDotNet, manifest: Manifest, settings: EvalSettings = EvalSettings(), *,
              device: str | torch.device = "cpu", keep_samples: int = 0,
              progress: Callable[[int, int], None] | None = None) -> Evaluation:
     """Score ``model`` on every row of ``manifest`` (in order; ``max_images`` first rows)."""
@@ -96,7 +96,8 @@ def evaluate(model: torch.nn.Module, manifest: Manifest, settings: EvalSettings 
     cm_all = np.zeros((3, 3), np.int64)
     per_view: dict[str, tuple[np.ndarray, list]] = {}
     matches: list[tuple[DotMatch, float]] = []
-    records, samples, failures = [], [], []
+    records, failures = [], []
+    samples: list[ImagePrediction] = []
     hair_b: list[BoundaryScores] = []
     scalp_b: list[BoundaryScores] = []
     per_view_hair: dict[str, list[BoundaryScores]] = {}
@@ -248,6 +249,8 @@ def write_report(ev: Evaluation, out: str | Path, images: dict[Path, np.ndarray]
         img = images.get(s.image_path) if images else None
         if img is None:
             bgr = cv2.imread(str(s.image_path), cv2.IMREAD_COLOR)
+            if bgr is None:  # the error cvtColor raises on an empty image
+                raise cv2.error(f"{s.image_path}: cannot read this image")
             img = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         p = out / f"overlay_{k:02d}.png"
         cv2.imwrite(str(p), cv2.cvtColor(overlay(img, s), cv2.COLOR_RGB2BGR))

@@ -73,7 +73,7 @@ import copy
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -279,9 +279,10 @@ class _DotHead(nn.Module):
         self.out = nn.Conv2d(hidden, 3 * self.shuffle**2, kernel_size=1)
         with torch.no_grad():
             nn.init.normal_(self.out.weight, std=0.01)
-            self.out.bias.zero_()
+            bias = cast(Tensor, self.out.bias)  # built with bias=True
+            bias.zero_()
             # with pixel_shuffle, channel c*r*r + k feeds output channel c
-            self.out.bias[: self.shuffle**2] = math.log(_HEAT_PRIOR / (1.0 - _HEAT_PRIOR))
+            bias[: self.shuffle**2] = math.log(_HEAT_PRIOR / (1.0 - _HEAT_PRIOR))
 
     def forward(self, feats: Tensor) -> tuple[Tensor, Tensor]:
         out = self.out(self.body(feats))
@@ -313,7 +314,7 @@ def _stage_ends(features: nn.Sequential) -> dict[int, int]:
 
 
 def _out_channels(block: nn.Module) -> int:
-    return int(block.out_channels)
+    return int(cast(int, block.out_channels))  # an InvertedResidual or Conv2dNormActivation
 
 
 def _run_tapped(body: nn.Sequential, taps: dict[int, int], x: Tensor) -> tuple[dict[int, Tensor], Tensor]:
@@ -382,6 +383,9 @@ class SegDotNet(nn.Module):
     ``h = ceil(H / dot_stride)``, ``w = ceil(W / dot_stride)``; ``heat`` holds
     logits, ``offset`` the sub-cell position in cell units (see the module doc).
     """
+
+    mean: Tensor  # buffers, registered in __init__
+    std: Tensor
 
     def __init__(self, settings: ModelSettings) -> None:
         super().__init__()

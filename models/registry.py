@@ -29,6 +29,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one sm
 
 import mlflow.pyfunc  # noqa: E402
 import numpy as np  # noqa: E402
+from mlflow.pyfunc import PythonModel  # noqa: E402
 
 from models.checkpoint import resolve_model as _resolve_file  # noqa: E402
 from models.gate import GateDecision, GateSettings, decide, score_on_gate  # noqa: E402
@@ -76,7 +77,7 @@ with warnings.catch_warnings():
     # list of paths or a one-column frame and validates its input itself
     warnings.filterwarnings("ignore", message=".*type hints.*")
 
-    class SmpSegmenterPyfunc(mlflow.pyfunc.PythonModel):
+    class SmpSegmenterPyfunc(PythonModel):
         """MLflow pyfunc: image paths in, one row of outputs per image out.
 
         Input: a DataFrame with a ``path`` column (or a list of paths). Output columns:
@@ -261,9 +262,10 @@ def log_manifest_input(manifest_frame, source: str, context: str, name: str) -> 
 
     import mlflow
     import mlflow.data
+    from mlflow.data.pandas_dataset import from_pandas  # what mlflow.data registers as from_pandas
 
     with warnings.catch_warnings():
         # MLflow registers two local-file source types and warns that it picked one
         warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways.*")
-        ds = mlflow.data.from_pandas(manifest_frame, source=source, name=name)
+        ds = from_pandas(manifest_frame, source=source, name=name)
         mlflow.log_input(ds, context=context)

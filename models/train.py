@@ -25,14 +25,14 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
 from pydantic import Field, field_validator, model_validator
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from data.augment import AugmentSettings
 from data.config import ConfigError, Settings
@@ -229,8 +229,10 @@ def _manifests(s: TrainSettings) -> tuple[Manifest, Manifest]:
 
 def _sampler(s: TrainSettings, n: int, rank: int, world: int) -> EpochKeys:
     """The items of each epoch as ``(epoch, index)`` keys (persistent workers see the epoch)."""
+    inner: Sampler[int]
     if world > 1:
-        inner = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=s.seed)
+        inner = DistributedSampler(range(n),  # type: ignore[arg-type]  # torch stubs: any Sized works (len only)
+                                   num_replicas=world, rank=rank, shuffle=True, seed=s.seed)
     else:
         inner = SeededSampler(n, s.optim.steps_per_epoch * s.batch_size, s.seed)
     return EpochKeys(inner)
@@ -238,7 +240,7 @@ def _sampler(s: TrainSettings, n: int, rank: int, world: int) -> EpochKeys:
 
 def _loader(s: TrainSettings, dataset: SmpDataset, sampler: EpochKeys, device: torch.device) -> DataLoader:
     workers = s.workers(device)
-    extra = {}
+    extra: dict[str, Any] = {}
     if workers > 0:
         # persistent: no restart per epoch, and each worker keeps its decoded-photo cache
         extra = {"worker_init_fn": WorkerInit(s.seed), "persistent_workers": True, "prefetch_factor": 2}
@@ -268,7 +270,8 @@ def _to(batch: dict, device: torch.device) -> dict:
 def make_optimizer(model: torch.nn.Module, optim: OptimSettings
                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW with weight decay on the weights only (not biases or norms), warm-up then cosine decay."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for p in model.parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": optim.weight_decay},
@@ -313,7 +316,7 @@ def train_one_epoch(net: torch.nn.Module, loader: Iterable[dict[str, Any]], opti
         if progress and hasattr(it, "set_postfix"):
             it.set_postfix(loss=f"{float(loss):.4f}")
     record = {f"train_{k}": v / max(steps, 1) for k, v in sums.items()}
-    record["lr"] = scheduler.get_last_lr()[0]
+    record["lr"] = cast(float, scheduler.get_last_lr()[0])  # the optimizer's lr is a float
     record["epoch_seconds"] = time.perf_counter() - t0
     return record
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,7 +108,7 @@ def track_region(client: str, region: str, visits: Sequence[VisitInput], *, fadi
 # --------------------------------------------------------------------------- plots
 
 
-def _dates(base: dt.date, days: Sequence[float]) -> list[dt.date]:
+def _dates(base: dt.date, days: Iterable[float]) -> list[dt.date]:
     return [base + dt.timedelta(days=float(d)) for d in days]
 
 
@@ -143,11 +143,12 @@ def plot_history(h: History, out: Path) -> dict[str, Path]:
     obs = h.tracking.observations
     if len(obs):
         sample = obs.sample(min(len(obs), 4000), random_state=0)
-        ax.scatter(_dates(base, sample["day"]), sample["contrast_dL"], s=3, alpha=0.12, color="tab:blue",
-                   label="dots", rasterized=True)
+        ax.scatter(_dates(base, sample["day"]),  # type: ignore[arg-type]  # matplotlib stubs: dates via units
+                   sample["contrast_dL"], s=3, alpha=0.12, color="tab:blue", label="dots", rasterized=True)
     med = [(v.day, v.median_contrast_dL) for v in h.visits if v.median_contrast_dL is not None]
     if med:
-        ax.plot(_dates(base, [m[0] for m in med]), [m[1] for m in med], "o-", color="tab:blue", label="median")
+        ax.plot(_dates(base, [m[0] for m in med]),  # type: ignore[arg-type]  # matplotlib stubs: dates via units
+                [m[1] for m in med], "o-", color="tab:blue", label="median")
     fc = f.forecast
     ax.axhline(fc.threshold_dl, color="tab:red", ls="--", lw=1, label=f"touch-up threshold ({fc.threshold_dl:g})")
     rate = f.rate_per_day
@@ -155,17 +156,21 @@ def plot_history(h: History, out: Path) -> dict[str, Path]:
         t0 = med[-1][0]
         t_end = max(t0 + 365.0, (fc.day_high or fc.day or t0) + 120.0)
         t = np.linspace(t0, t_end, 120)
-        ax.plot(_dates(base, t), f.last_median_contrast_dl * np.exp(-rate.value * (t - t0)), color="tab:orange",
+        ax.plot(_dates(base, t),  # type: ignore[arg-type]  # matplotlib stubs: dates via units
+                f.last_median_contrast_dl * np.exp(-rate.value * (t - t0)), color="tab:orange",
                 label=f"fit: half-life {f.half_life_days.value:.0f} d" if f.half_life_days.value else "fit")
         if rate.low is not None and rate.high is not None:
-            ax.fill_between(_dates(base, t), f.last_median_contrast_dl * np.exp(-rate.high * (t - t0)),
+            ax.fill_between(_dates(base, t),  # type: ignore[arg-type]  # matplotlib stubs: dates via units
+                            f.last_median_contrast_dl * np.exp(-rate.high * (t - t0)),
                             f.last_median_contrast_dl * np.exp(-max(rate.low, 0.0) * (t - t0)),
                             color="tab:orange", alpha=0.2, lw=0, label="90% band")
     if fc.day is not None:
         lo = fc.day_low if fc.day_low is not None else fc.day
         hi = fc.day_high if fc.day_high is not None else fc.day
-        ax.axvspan(base + dt.timedelta(days=lo), base + dt.timedelta(days=hi), color="tab:red", alpha=0.1)
-        ax.axvline(base + dt.timedelta(days=fc.day), color="tab:red", lw=1.5, label=f"touch-up due {fc.date}")
+        ax.axvspan(base + dt.timedelta(days=lo), base + dt.timedelta(days=hi),  # type: ignore[arg-type]  # matplotlib stubs: dates via units
+                   color="tab:red", alpha=0.1)
+        ax.axvline(base + dt.timedelta(days=fc.day),  # type: ignore[arg-type]  # matplotlib stubs: dates via units
+                   color="tab:red", lw=1.5, label=f"touch-up due {fc.date}")
     ax.set_title(f"{h.client} / {h.region}: dot contrast over time")
     ax.legend(fontsize=7, loc="upper right")
     finish(fig, ax, "contrast", "contrast dL* (skin - dot)")
@@ -178,7 +183,8 @@ def plot_history(h: History, out: Path) -> dict[str, Path]:
         fig, ax = plt.subplots(figsize=(7.5, 3))
         ok = [(d, y) for d, y in zip(days, values) if y is not None]
         if ok:
-            ax.plot(_dates(base, [o[0] for o in ok]), [o[1] for o in ok], "o-", color="tab:purple")
+            ax.plot(_dates(base, [o[0] for o in ok]),  # type: ignore[arg-type]  # matplotlib stubs: dates via units
+                    [o[1] for o in ok], "o-", color="tab:purple")
         if name == "blue_index" and f.blue_trend.per_year.value is not None:
             ax.set_title(f"blue trend {f.blue_trend.per_year.value:+.2f}/year"
                          + (" (found)" if f.blue_trend.detected else " (not found)"))

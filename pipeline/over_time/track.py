@@ -195,6 +195,7 @@ def _observations(vs: Sequence[VisitInput], track_of: dict[int, np.ndarray]) -> 
     rows = []
     for k, ids in track_of.items():
         v = vs[k]
+        assert day0 is not None  # vs[k] exists, so vs is not empty
         d = v.dots
         def col(name: str, default: float = np.nan, d: pd.DataFrame = d) -> np.ndarray:
             return d[name].to_numpy() if name in d else np.full(len(d), default)

@@ -27,7 +27,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import cv2
 import numpy as np
@@ -305,8 +305,8 @@ def compare_assessments(before: AssessedPhoto, after: AssessedPhoto, registratio
         if links.n_links:
             cb = _take(before.dots, "contrast_dL", links.before_idx)
             ca = _take(after.dots, "contrast_dL", links.after_idx)
-            change = (ca - cb)[np.isfinite(ca - cb)]
-            headline["contrast_dL_change_median"] = float(np.median(change)) if len(change) else None
+            dl_change = (ca - cb)[np.isfinite(ca - cb)]
+            headline["contrast_dL_change_median"] = float(np.median(dl_change)) if len(dl_change) else None
         lf = links.linked_fraction
         if lf is not None and lf < _MIN_LINKED_WARN:
             warnings.append(f"poor dot linking: only {lf:.0%} of the before dots in view were linked "
@@ -533,8 +533,9 @@ def render_difference_overlay(before_rgb: np.ndarray, *, darkening: np.ndarray |
         rows += [(f"linked: {links.n_links}", LINKED_COLOUR), (f"new (after only): {len(links.new_idx)}", NEW_COLOUR),
                  (f"lost (before only): {len(links.lost_idx)}", LOST_COLOUR)]
     if darkening is not None:
-        rows += [("after darker (more pigment)", tuple(int(v) for v in DARKER_COLOUR)),
-                 ("after lighter (faded)", tuple(int(v) for v in LIGHTER_COLOUR))]
+        # the colours have three channels
+        rows += [("after darker (more pigment)", cast("tuple[int, int, int]", tuple(int(v) for v in DARKER_COLOUR))),
+                 ("after lighter (faded)", cast("tuple[int, int, int]", tuple(int(v) for v in LIGHTER_COLOUR)))]
     if rows:
         _legend(out, rows, unit)
     if px_per_mm:

@@ -8,6 +8,7 @@ which chance pairings never do: a wrong registration is refused, not reported.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import cv2
 import numpy as np
@@ -303,7 +304,8 @@ def match_dot_patterns(before_xy: ArrayLike, after_xy: ArrayLike, settings: Regi
             radius = max(6 * spacing, 1.5 * float(np.percentile(np.abs(where - complex(*centre)), 90)))
             near_b = np.linalg.norm(b - centre, axis=1) <= radius
             near_a = np.linalg.norm(apply_homography(h, a) - centre, axis=1) <= radius
-            fit = _dot_agreement(h, b[near_b], a[near_a], spacing, s)
+            # h is float64: findHomography's, or the similarity's stacked on [0, 0, 1]
+            fit = _dot_agreement(cast("NDArray[np.float64]", h), b[near_b], a[near_a], spacing, s)
             if fit.ok and (best is None or fit.tight > best.tight):
                 best = fit   # its region: where its tight pairs are, i.e. where the similarity holds
     return best

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -77,7 +77,7 @@ class Registration:
 
     @property
     def before_to_after(self) -> NDArray[np.float64]:
-        return np.linalg.inv(self.after_to_before)
+        return cast("NDArray[np.float64]", np.linalg.inv(self.after_to_before))  # numpy stubs: inv(float64) is float64
 
     def to_before(self, after_xy: ArrayLike) -> NDArray[np.float64]:
         """AFTER pixel coordinates ``(N, 2)`` in the BEFORE photo."""
@@ -182,7 +182,8 @@ def _features(rgb: np.ndarray, s: RegisterSettings, mask: np.ndarray | None = No
                                interpolation=cv2.INTER_NEAREST)
         # keep features whose descriptor window lies on the mask, not on its edge (the card's border)
         work_mask = cv2.erode(work_mask, np.ones((9, 9), np.uint8))
-    sift = cv2.SIFT_create(nfeatures=s.max_features, contrastThreshold=s.sift_contrast)
+    sift = cv2.SIFT_create(  # type: ignore[attr-defined]  # OpenCV 5 stubs lack SIFT_create (cv2 has it)
+        nfeatures=s.max_features, contrastThreshold=s.sift_contrast)
     kps, desc = sift.detectAndCompute(grey, work_mask)
     if desc is None or not kps:
         return _Features(np.zeros((0, 2)), np.zeros((0, 128), np.float32)), f

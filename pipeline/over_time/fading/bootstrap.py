@@ -11,6 +11,7 @@ from pipeline.over_time.fading.forecast import _branch_crossings, _Levels
 from pipeline.over_time.fading.model import _Rates
 from pipeline.over_time.fading.settings import FadingSettings
 from pipeline.over_time.fading.slopes import _trimmed_mean_rows, weighted_median
+from pipeline.over_time.fading.trends import _Trends
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def _visit_errors(o: pd.DataFrame, r: _Rates, lv: _Levels, s: FadingSettings) ->
 
 
 def _bootstrap(rng: np.random.Generator, s: FadingSettings, r: _Rates, fast: np.ndarray, lv: _Levels,
-               ve: _VisitErrors, tr: dict[str, np.ndarray], log_thr: float) -> dict[str, np.ndarray]:
+               ve: _VisitErrors, tr: _Trends, log_thr: float) -> dict[str, np.ndarray]:
     """Resample dot tracks and draw visit offsets; region rate, crossing day and trends per replicate."""
     n_dots = len(r.k)
     shrink = np.where(r.has, r.tau2 / (r.tau2 + r.se ** 2), 0.0) if r.tau2 > 0 else np.zeros(n_dots)

@@ -30,7 +30,7 @@ from pipeline.over_time.fading.settings import (
     Trend,
 )
 from pipeline.over_time.fading.slopes import _percentiles, _trimmed_mean_rows, weighted_median
-from pipeline.over_time.fading.trends import _region_trend, _trends
+from pipeline.over_time.fading.trends import _region_trend, _Trends, _trends
 
 
 def _empty_dots() -> pd.DataFrame:
@@ -53,7 +53,7 @@ def _null_result(o: pd.DataFrame, v: pd.DataFrame, s: FadingSettings, warnings: 
 
 
 def _dot_table(o: pd.DataFrame, n_dots: int, usable: np.ndarray, day: np.ndarray, c: np.ndarray, r: _Rates,
-               region: float, fast: np.ndarray, tr: dict[str, np.ndarray], lv: _Levels, likely: np.ndarray
+               region: float, fast: np.ndarray, tr: _Trends, lv: _Levels, likely: np.ndarray
                ) -> pd.DataFrame:
     """The per-dot table of the result (columns :data:`DOT_COLUMNS`)."""
     dot = o["dot"].to_numpy()

@@ -4,6 +4,7 @@ turn blue or spread, and whether more of them turn than noise alone makes)."""
 from __future__ import annotations
 
 import math
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,20 @@ def _trend_slopes(o: pd.DataFrame, settled: np.ndarray, values: np.ndarray, n_do
     return np.where(has, sl["slope"] * _YEAR, np.nan), np.where(has, se, np.nan)
 
 
-def _trends(o: pd.DataFrame, v: pd.DataFrame, s: FadingSettings, n_dots: int) -> dict[str, np.ndarray]:
+class _Trends(TypedDict):
+    """What :func:`_trends` returns: per-dot arrays, and the visits' own lines (:func:`visit_trend`)."""
+
+    visit_trends: dict[str, tuple[float, float, float] | None]   # "blue_adj", "spread"
+    blue_raw: np.ndarray
+    blue_adj: np.ndarray
+    spread: np.ndarray
+    spreading: np.ndarray
+    blue_turning: np.ndarray
+    blue_turn_slope: np.ndarray
+    any_settled: np.ndarray
+
+
+def _trends(o: pd.DataFrame, v: pd.DataFrame, s: FadingSettings, n_dots: int) -> _Trends:
     """Step 5: per-dot slopes per year on settled visits."""
     day = o["day"].to_numpy(float)
     settled = ~(day - _last_pigmenting(day, _pigmenting_days(v)) < s.settle_days)   # NaN: settled
