@@ -51,13 +51,22 @@ def test_the_suite_id_follows_the_pixels_not_the_margin_or_the_folder(tmp_path):
         GateSettings(margin=-0.1)
 
 
-def test_the_gate_suite_is_rendered_once_and_is_the_same_pixels_every_time(tmp_path):
+def test_the_gate_suite_is_rendered_once_and_is_the_same_pixels_every_time(tmp_path, monkeypatch):
+    import data.synth.generate
     from data.manifest import read_manifest
 
+    # count the renders: the returned path is the same whether or not the suite was rendered again (a
+    # second render into the same folder is thrown away), so only the generator's calls can tell
+    renders = []
+    render = data.synth.generate.generate_images
+    monkeypatch.setattr(data.synth.generate, "generate_images", lambda *a, **k: renders.append(1) or render(*a, **k))
     small = dict(n_photos=2, width=192, height=144)
     first = gate_suite(GateSettings(cache_dir=tmp_path / "a", **small))
+    assert len(renders) == 1
     again = gate_suite(GateSettings(cache_dir=tmp_path / "a", **small))
-    other = gate_suite(GateSettings(cache_dir=tmp_path / "b", **small))
+    assert len(renders) == 1, "the suite already in the folder was rendered again"
+    other = gate_suite(GateSettings(cache_dir=tmp_path / "b", **small))  # a fresh folder: rendered anew
+    assert len(renders) == 2
     assert first == again and first.parent.name == GateSettings(**small).suite_id()
     rows = list(read_manifest(first))
     assert len(rows) == 2 and {r.split for r in rows} == {"val"}

@@ -47,12 +47,21 @@ def world(tmp_path_factory):
     dispose()
 
 
-def test_comparison_page_is_built_once_and_cached(world):
+def test_comparison_page_is_built_once_and_cached(world, monkeypatch):
+    import pipeline.two_photos.compare
+
+    # count the builds: a second build of a cached comparison is thrown away (the folder is already
+    # there), so neither the folder nor its files' times could tell it from a cache hit
+    builds = []
+    build = pipeline.two_photos.compare.compare_photos
+    monkeypatch.setattr(pipeline.two_photos.compare, "compare_photos",
+                        lambda *a, **k: builds.append(1) or build(*a, **k))
     ids = world.ids
     page = world.login("a-staff")
     url = f"/reports/compare/{ids['before']}/{ids['after']}"
     r = page.get(url)
     assert r.status_code == 200, r.text[:500]
+    assert len(builds) == 1
     assert "show-through" in r.text.lower() and "data:image" in r.text
     # named by the client, the region and both visits from the records, with a way back into the app
     title = r.text.split("<title>")[1].split("</title>")[0]
@@ -67,9 +76,11 @@ def test_comparison_page_is_built_once_and_cached(world):
     for side in ("before", "after"):
         assert {"assessment.json", "dots.csv", "mask.png", "overlay.png"} <= {p.name for p in (folder / side).iterdir()}
     assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temporary folder left
-    # served from the cache the second time
+    # served from the cache the second time: nothing registered, linked or written again
     stamp = (folder / "comparison.json").stat().st_mtime_ns
-    assert page.get(url).status_code == 200
+    again = page.get(url)
+    assert again.status_code == 200 and title in again.text
+    assert len(builds) == 1, "the cached comparison was built again"
     assert (folder / "comparison.json").stat().st_mtime_ns == stamp
 
 
