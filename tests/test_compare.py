@@ -19,18 +19,15 @@ from pipeline.cli import main
 from pipeline.one_photo.assess import Assessor
 from pipeline.one_photo.calibration import ScaleCalibration
 from pipeline.one_photo.settings import load_assess_settings
-from pipeline.two_photos.compare import (
-    LINK_COLUMNS,
+from pipeline.two_photos.compare import LINK_COLUMNS, SCHEMA, compare_assessments, write_comparison
+from pipeline.two_photos.link import DotLinks, link_dots
+from pipeline.two_photos.pictures import (
     LOST_COLOUR,
     NEW_COLOUR,
-    SCHEMA,
-    compare_assessments,
     darkening_map,
     render_difference_overlay,
     render_side_by_side,
-    write_comparison,
 )
-from pipeline.two_photos.link import DotLinks, link_dots
 from pipeline.two_photos.register import register_photos
 from pipeline.two_photos.settings import RegisterSettings
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from data.visits import PIGMENTING_KINDS
 from pipeline.over_time.fading import FadingResult, FadingSettings, fit_fading
 from pipeline.over_time.track import Tracking, VisitInput, link_visits
 from pipeline.two_photos.settings import RegisterSettings
@@ -122,7 +123,7 @@ def plot_history(h: History, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     base = dt.date.fromisoformat(h.visits[0].date)
     days = np.array([v.day for v in h.visits])
-    pig = [v for v in h.visits if v.kind in ("session", "touch-up")]
+    pig = [v for v in h.visits if v.kind in PIGMENTING_KINDS]
     paths: dict[str, Path] = {}
 
     def finish(fig, ax, name: str, ylabel: str) -> None:

@@ -27,14 +27,13 @@ import numpy as np
 import pandas as pd
 
 from data.geometry import apply_homography
+from data.visits import PIGMENTING_KINDS
 from pipeline.two_photos.link import DotLinks, gated_assignment, register_and_link
 from pipeline.two_photos.register import Registration
 from pipeline.two_photos.settings import RegisterSettings, RegistrationError, retake_advice
 
 __all__ = ["VisitInput", "VisitLink", "Tracking", "link_visits", "PIGMENTING_KINDS", "OBS_COLUMNS"]
 
-#: Visit kinds that put pigment into the skin (and so start or refresh dots).
-PIGMENTING_KINDS = ("session", "touch-up")
 #: Columns of the observations table (one row per dot per visit).
 OBS_COLUMNS = ["track_id", "visit", "date", "day", "kind", "session", "dot_index", "x", "y",
                "contrast_dL", "L", "blue_index", "diameter_mm", "dE00", "blue_shift", "faded", "spread"]

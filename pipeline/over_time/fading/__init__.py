@@ -97,6 +97,7 @@ the pieces (``bincount`` group sums, ``stats.chi2``/``norm``, ``optimize.minimiz
 """
 from __future__ import annotations
 
+from data.visits import PIGMENTING_KINDS
 from pipeline.over_time.fading.fit import fit_fading
 from pipeline.over_time.fading.forecast import impute_refreshes
 from pipeline.over_time.fading.inputs import prepare
@@ -105,7 +106,6 @@ from pipeline.over_time.fading.settings import (
     DOT_COLUMNS,
     OBSERVATION_COLUMNS,
     OPTIONAL_COLUMNS,
-    PIGMENTING_KINDS,
     Estimate,
     FadingError,
     FadingResult,

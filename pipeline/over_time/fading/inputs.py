@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from data.visits import PIGMENTING_KINDS, VISIT_KINDS
 from pipeline.over_time.fading.settings import (
     OBSERVATION_COLUMNS,
     OPTIONAL_COLUMNS,
-    PIGMENTING_KINDS,
     FadingError,
     FadingSettings,
 )
@@ -38,7 +38,7 @@ def prepare(observations: pd.DataFrame, visits: pd.DataFrame | Iterable[Mapping[
     v["day"] = pd.to_numeric(v["day"], errors="coerce")
     if v["day"].isna().any():
         raise FadingError("every visit needs a numeric day")
-    known = {"baseline", "follow-up", *PIGMENTING_KINDS}
+    known = set(VISIT_KINDS)
     bad = sorted(set(v["kind"].astype(str)) - known)
     if bad:
         raise FadingError(f"unknown visit kind(s) {bad}; expected one of {sorted(known)}")

@@ -12,8 +12,6 @@ from pydantic import Field, model_validator
 
 from data.config import Settings, load_settings
 
-#: Visit kinds at which pigment is placed (the clock of the dots they place or refresh restarts).
-PIGMENTING_KINDS = ("session", "touch-up")
 #: Columns the observation table must have.
 OBSERVATION_COLUMNS = ("dot_key", "day", "contrast_dL", "blue_index", "diameter_mm")
 #: Optional column: the dot core's L* (saturation, see ``FadingSettings.saturation_lstar``).
