@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Literal
 
 from pipeline.commands import add_subject_options, subject_from_args
 from pipeline.errors import UserError
@@ -42,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _read_roi(path: Path) -> tuple[list, str]:
+def _read_roi(path: Path) -> tuple[list[list[float]], Literal["px", "card_mm"]]:
     try:
         doc = json.loads(path.read_text())
     except FileNotFoundError:

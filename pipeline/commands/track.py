@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.commands import DB_HELP
 from pipeline.errors import UserError
+
+if TYPE_CHECKING:  # numpy is imported when a command runs, not at every CLI start
+    import numpy as np
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,6 +50,13 @@ def _visit_key(p: Any) -> str:
     return f"{p.visit_date.isoformat()}_{p.kind}" + (f"-{p.session}" if p.session else "")
 
 
+def _photo_rgb(path: Path) -> Callable[[], np.ndarray]:
+    """The photo at ``path`` as HxWx3 uint8, read when called (tracking holds one visit's photo at a time)."""
+    from pipeline.one_photo.loading import load_photo
+
+    return lambda: load_photo(path).rgb
+
+
 def _found(trend) -> str:
     """'found', 'found in 46 of 310 dots' (a minority) or 'none'."""
     if not trend.detected:
@@ -57,7 +68,6 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from pipeline.commands.visit import _open
-    from pipeline.one_photo.loading import load_photo
     from pipeline.over_time.fading import load_fading_settings
     from pipeline.over_time.history import track_region, write_history
     from pipeline.over_time.track import VisitInput
@@ -92,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
             failures += 1
             continue
         inputs = [VisitInput(key=k, date=p.visit_date, kind=p.kind, session=p.session, dots=dots[k],
-                             image=(lambda path=store.path(p.stored_path): load_photo(path).rgb),
+                             image=_photo_rgb(store.path(p.stored_path)),
                              px_per_mm=(p.assessment.get("calibration") or {}).get("px_per_mm"),
                              metrics=p.assessment.get("metrics") or {})
                   for k, p in chosen.items()]

@@ -122,8 +122,8 @@ class Assessor:
                 if seg.model:  # the user asked for this model: do not quietly use another
                     raise
                 self.setup_warnings = (f"segmentation model unavailable ({exc}); using the classical segmenter",)
-        self.model_info = (self.segmenter.describe() if self.segmenter else
-                           {"name": "classical", "version": "1", "sha256": None, "kind": "classical"})
+        self.model_info: dict[str, Any] = (self.segmenter.describe() if self.segmenter else
+                                           {"name": "classical", "version": "1", "sha256": None, "kind": "classical"})
         self.patch_ranker = _load_patch_ranker(self.settings.detect)
         if self.patch_ranker is not None:
             self.model_info = {**self.model_info, "dot_patch": {
@@ -337,7 +337,7 @@ def assess_photo(photo: Photo, assessor: Assessor, *, px_per_mm: float | None = 
             # bare skin, so any reference is pigmented or hair-shaded skin, and the head's own shading
             # exceeds the threshold; with the truth's mask and the truth's bare skin it is still tens
             # of pp off (docs/quality.md). No reference: show-through is null, not guessed
-            skin_ref = np.float32(np.nan)
+            skin_ref: np.float32 | np.ndarray = np.float32(np.nan)
             warnings.append("show_through not measured in a whole-head view: no pixel of it is bare skin "
                             "(dots and strands are finer than a pixel); take it from a close-up of the region")
         else:

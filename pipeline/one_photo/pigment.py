@@ -110,7 +110,7 @@ def dot_table(rgb: np.ndarray, colour: ColourCorrection, geom: DotGeometry, labe
     """
     n = len(geom)
     scale_known = ppm_local is not None
-    ppm = ppm_local if scale_known else np.full(n, float(nominal_ppm))
+    ppm = ppm_local if ppm_local is not None else np.full(n, float(nominal_ppm))  # (= scale_known)
     col = _measure(rgb, colour, geom, labels, occupied, ppm, annulus_mm)
     lab = linear_rgb_to_lab(np.clip(col.core, 1e-6, None)) if n else np.zeros((0, 3))
     with np.errstate(invalid="ignore"):

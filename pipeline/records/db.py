@@ -201,7 +201,7 @@ def upgrade(engine: Engine) -> None:
     if current == script.get_current_head():
         return
     try:
-        script.get_revision(current)
+        script.get_revision(current)  # type: ignore[arg-type]  # alembic annotates str; None (empty database) is fine
     except CommandError:
         raise UserError(f"the records database is at schema revision {current!r}, which this version of "
                         "smp-assess does not know: upgrade smp-assess") from None

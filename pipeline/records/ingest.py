@@ -127,8 +127,9 @@ def _visits_of_photos(session: Session, clinic: str, shas: Sequence[str]) -> Ite
             .join(Region, Region.id == Visit.region_id).join(Client, Client.id == Visit.client_id)
             .join(Clinic, Clinic.id == Client.clinic_id).where(Clinic.slug == clinic, Photo.clinic_id == Clinic.id))
     for i in range(0, len(shas), 500):  # bounded IN lists
-        for sha, *key in session.execute(stmt.where(Photo.sha256.in_(shas[i:i + 500]))):
-            yield sha, VisitKey(*key)
+        for sha, slug, client, region, day, kind, number in session.execute(
+                stmt.where(Photo.sha256.in_(shas[i:i + 500]))):
+            yield sha, VisitKey(slug, client, region, day, kind, number)
 
 
 def _validate(records: Records, entries: Sequence[PhotoEntry], create_client: bool) -> list[Problem]:
@@ -155,6 +156,7 @@ def _split_capture_time(t: datetime | None) -> tuple[datetime | None, int | None
 def _write_visit(session: Session, store: PhotoStore, key: VisitKey, notes: str | None, entries: Sequence[PhotoEntry],
                  create_client: bool, assessed: _Assessed, created_files: list[str]) -> IngestResult:
     """The body of one visit's transaction; appends to ``created_files`` each store file it creates."""
+    client_id: int | None
     if create_client:
         clinic_id, _ = _ensure(session, Clinic, {"slug": key.clinic}, {"name": key.clinic})
         client_id, _ = _ensure(session, Client, {"clinic_id": clinic_id, "external_id": key.client})

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from pipeline.errors import UserError
 from pipeline.records.entries import PhotoEntry, PhotoFile, Problem, VisitKey
@@ -120,7 +120,8 @@ def _visit_key(clinic: str, client: str, region: str, day: str | date, kind: str
              attempt(lambda: parse_kind(kind, session)))
     if problems:
         return None, problems
-    clinic_, client_, region_, day_, (kind_, number) = parts  # type: ignore[misc]
+    # no problem, so no attempt gave None: each part is its parser's value
+    clinic_, client_, region_, day_, (kind_, number) = cast(tuple[str, str, str, date, tuple[str, int]], parts)
     return VisitKey(clinic_, client_, region_, day_, kind_, number), []
 
 

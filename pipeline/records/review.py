@@ -186,10 +186,11 @@ def act_time(session: Session, assessment_id: int, now: datetime) -> datetime:
     return now if latest is None or now > latest else latest + _TICK
 
 
-def decide_dot(session: Session, assessment_id: int, dot_id: int, decision: str, who: Reviewer,
+def decide_dot(session: Session, assessment_id: int, dot_id: int, decision: str | None, who: Reviewer,
                now: datetime) -> int:
-    """Record ``accept`` or ``reject`` on a dot of the assessment; returns the decision's id."""
-    if decision not in PHOTO_DECISIONS:
+    """Record ``accept`` or ``reject`` on a dot of the assessment (``decision`` as sent: checked here);
+    returns the decision's id."""
+    if decision is None or decision not in PHOTO_DECISIONS:
         raise ReviewInputError(f"decision must be one of {', '.join(PHOTO_DECISIONS)}, got {decision!r}"[:200])
     found = session.scalar(sa.select(Dot.id).where(Dot.id == dot_id, Dot.assessment_id == assessment_id))
     if found is None:
@@ -228,7 +229,8 @@ def mark_done(session: Session, assessment_id: int, who: Reviewer, now: datetime
     return row.id
 
 
-_TABLES = {"decision": ReviewDecision, "added_dot": AddedDot, "shape": ReviewShape, "done": DoneMark}
+_TABLES: dict[str, type[ReviewDecision] | type[AddedDot] | type[ReviewShape] | type[DoneMark]] = {
+    "decision": ReviewDecision, "added_dot": AddedDot, "shape": ReviewShape, "done": DoneMark}
 
 
 def undo_last(session: Session, assessment_id: int, user_id: int, now: datetime) -> Act | None:

@@ -17,6 +17,7 @@ def _insert(session: Session, model: type, values: Mapping[str, Any]) -> int | N
     """``INSERT ... ON CONFLICT DO NOTHING RETURNING id``: the new row's id, None if a row with
     the same unique key exists. (RETURNING, not the row count: drivers report -1 for some.)"""
     dialect = session.get_bind().dialect.name
+    stmt: sqlite.Insert | postgresql.Insert
     if dialect == "sqlite":
         stmt = sqlite.insert(model).values(**values).on_conflict_do_nothing()
     elif dialect == "postgresql":

@@ -12,6 +12,7 @@ with a one-line reason) when the folder is not what it should be. :func:`detect_
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 from pipeline.report.folders import ReportError, detect_kind
 from pipeline.subject import Subject
@@ -57,7 +58,15 @@ def render_timeline(folder: str | Path, *, title: str | None = None, link: str |
     return render("timeline.html.j2", {**build_timeline_context(folder, title=title), "back": back})
 
 
-_RENDERERS = {"assessment": render_assessment, "comparison": render_comparison, "timeline": render_timeline}
+class _Renderer(Protocol):
+    """What :func:`render_report` calls each kind's renderer with."""
+
+    def __call__(self, folder: str | Path, *, title: str | None = None, link: str | None = None,
+                 link_label: str | None = None) -> str: ...
+
+
+_RENDERERS: dict[str, _Renderer] = {"assessment": render_assessment, "comparison": render_comparison,
+                                     "timeline": render_timeline}
 
 
 def render_report(folder: str | Path, *, title: str | None = None, link: str | None = None,

@@ -58,7 +58,7 @@ def view_label(view: Any) -> str:
 
 def scale_text(cal: dict[str, Any]) -> str:
     ppm = as_number(cal.get("px_per_mm"))
-    src = cal.get("scale_source")
+    src: Any = cal.get("scale_source")  # a JSON value (None when absent)
     if ppm is None:
         return "none (no card found, no scale given)"
     how = {"card": "from the calibration card", "manual": "entered by hand"}.get(src, f"source: {src or MISSING}")
@@ -204,7 +204,8 @@ def _summary(af: AssessmentFolder) -> str:
         sentences.append(f"{plural(small, 'dot')} {'is' if small == 1 else 'are'} too small in this photo to judge "
                          "their colour and {} not flagged.".format("is" if small == 1 else "are"))
     if judged:
-        pos, zero = [], []
+        pos: list[tuple[str, float]] = []
+        zero: list[tuple[str, float]] = []
         for f in FLAG_ORDER:
             v = as_number(m.get(f"{f}_fraction"))
             if v is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pandas as pd
 
@@ -150,11 +150,11 @@ def detect_kind(folder: str | Path) -> tuple[str, Path]:
         return kind, p
     found = sorted((c for c in p.iterdir() if c.is_dir() and _kind_here(c) is not None), key=lambda c: c.name)
     if len(found) == 1:
-        return _kind_here(found[0]), found[0]  # type: ignore[return-value]
+        return cast(str, _kind_here(found[0])), found[0]  # found: only folders with a kind
     if not found:
         raise ReportError(f"{p}: no assessment.json, comparison.json or track.json here "
                           "(not an 'smp assess', 'smp compare' or 'smp track' output folder)")
-    kinds = {_kind_here(c) for c in found}
+    kinds = {cast(str, _kind_here(c)) for c in found}  # found: only folders with a kind
     what = {"timeline": "regions", "assessment": "assessments", "comparison": "comparisons"}.get(
         next(iter(kinds)), "output folders") if len(kinds) == 1 else "output folders"
     names = ", ".join(c.name for c in found[:12]) + (f" and {len(found) - 12} more" if len(found) > 12 else "")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from data.visits import PIGMENTING_KINDS
 from pipeline.report.folders import ReportError, read_doc
@@ -48,15 +48,15 @@ def _interval(fading: dict[str, Any]) -> str:
 
 
 def _last_pigmenting_day(visits: list[dict[str, Any]]) -> float | None:
-    days = [as_number(v.get("day")) for v in visits if v.get("kind") in PIGMENTING_KINDS]
-    days = [d for d in days if d is not None]
+    found = [as_number(v.get("day")) for v in visits if v.get("kind") in PIGMENTING_KINDS]
+    days = [d for d in found if d is not None]
     return max(days) if days else None
 
 
 def forecast_sentence(fading: dict[str, Any], visits: list[dict[str, Any]], today: dt.date | None = None
                       ) -> str:
     """The touch-up forecast in one or two sentences, for each ``status``."""
-    fc = fading.get("forecast") if isinstance(fading.get("forecast"), dict) else {}
+    fc = raw if isinstance(raw := fading.get("forecast"), dict) else {}
     status = fc.get("status")
     thr = fmt_num(fc.get("threshold_dl"), 0)
     interval = _interval(fading)
@@ -83,7 +83,7 @@ def forecast_sentence(fading: dict[str, Any], visits: list[dict[str, Any]], toda
         else:
             rng = ""
         today = today or dt.date.today()
-        if parse_date(date) <= today:
+        if cast(dt.date, parse_date(date)) <= today:  # a date: the None case returned above
             # a forecast date already past: overdue by the forecast, not "due now" (only the dots measured
             # at a visit can say that: status already_below)
             last_date = parse_date(visits[-1].get("date")) if visits else None
@@ -214,7 +214,7 @@ def _facts(fading: dict[str, Any]) -> list[dict[str, str]]:
 def _visit_rows(visits: list[dict[str, Any]]) -> list[dict[str, str]]:
     rows = []
     for v in visits:
-        m = v.get("metrics") if isinstance(v.get("metrics"), dict) else {}
+        m = raw if isinstance(raw := v.get("metrics"), dict) else {}
         rows.append({"date": fmt_date(v.get("date")), "kind": kind_label(v.get("kind"), v.get("session")),
                      "dots": fmt_int(m.get("dot_count")),
                      "density": fmt_num(m.get("dot_density_per_cm2"), 1),
@@ -271,10 +271,10 @@ def build_timeline_context(folder: str | Path, *, title: str | None = None,
     visits = [v for v in doc.get("visits") or [] if isinstance(v, dict)]
     if not visits:
         raise ReportError(f"{path / 'track.json'}: no visits")
-    fading = doc.get("fading") if isinstance(doc.get("fading"), dict) else {}
+    fading = raw if isinstance(raw := doc.get("fading"), dict) else {}
     client, region = str(doc.get("client") or MISSING), str(doc.get("region") or path.name)
     interval = _interval(fading)
-    plot_files = doc.get("plots") if isinstance(doc.get("plots"), dict) else {}
+    plot_files = raw if isinstance(raw := doc.get("plots"), dict) else {}
     plots, notes = [], []
     known = {name for name, _, _ in PLOTS}
     extra = [(str(k), str(k).replace("_", " ").capitalize(), "") for k in plot_files if k not in known]
@@ -322,7 +322,7 @@ def build_timeline_context(folder: str | Path, *, title: str | None = None,
                     f"{retake_advice('its photo', 'the photo it is aligned to')}.")
     dates = [parse_date(v.get("date")) for v in visits]
     span = f"{fmt_date(dates[0])} \u2013 {fmt_date(dates[-1])}" if dates[0] and dates[-1] else MISSING
-    tracks = doc.get("tracks") if isinstance(doc.get("tracks"), dict) else {}
+    tracks = raw if isinstance(raw := doc.get("tracks"), dict) else {}
     return {
         "kind": "timeline",
         "kicker": "SMP timeline",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
@@ -234,7 +234,7 @@ def api_router(settings: WebSettings) -> APIRouter:
         ctx.jobs.wake()
         photo = result.photos[0]
         with ctx.records.session(read_only=True) as s:
-            job = s.get(Job, photo.job_id)
+            job = cast(Job, s.get(Job, photo.job_id))  # the job ingest_upload has just queued
         out = SubmissionOut(created=photo.created, photo_id=photo.photo_id, sha256=photo.sha256, name=photo.name,
                             visit_id=result.visit_id, visit_created=result.visit_created, client_id=result.client_id,
                             job=_job_out(job))
@@ -349,7 +349,7 @@ def docs_router() -> APIRouter:
         operations = []
         for path, methods in spec.get("paths", {}).items():
             for method, op in methods.items():
-                body = ((op.get("requestBody") or {}).get("content") or {})
+                body: dict[str, dict[str, Any]] = ((op.get("requestBody") or {}).get("content") or {})
                 body_schema = next(iter(body.values()), {}).get("schema") if body else None
                 fields = _schema_fields(spec, body_schema) if body_schema else []
                 operations.append({"method": method.upper(), "path": path, "summary": op.get("summary", ""),

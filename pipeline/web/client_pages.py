@@ -25,11 +25,12 @@ def add_client_pages(router: APIRouter, settings: WebSettings) -> None:
     def clients_page(request: Request, p: Principal = require_roles(*READERS),
                      clinic: str = Query("", max_length=12)) -> Response:
         ctx = context(request)
-        clinic = _optional(int, clinic, "clinic")
+        clinic_id = _optional(int, clinic, "clinic")
         with ctx.records.session(read_only=True) as s:
-            rows = client_summaries(s, p, clinic)
+            rows = client_summaries(s, p, clinic_id)
             clinics = s.execute(sa.select(Clinic.id, Clinic.slug).order_by(Clinic.slug)).all() if p.is_admin else []
-        return render(request, "clients.html.j2", clients=rows, clinics=clinics, clinic=clinic, staff=p.role in STAFF)
+        return render(request, "clients.html.j2", clients=rows, clinics=clinics, clinic=clinic_id,
+                      staff=p.role in STAFF)
 
     @router.post("/clients")
     def create_client(request: Request, p: Principal = require_roles(*STAFF),

@@ -119,7 +119,7 @@ class StoredAssessment:
             raise ComparisonProblem("the stored photo does not match its assessment (different size)")
         if not isinstance(doc, dict) or not isinstance(doc.get("metrics"), dict):
             raise ComparisonProblem("the assessment has no metrics")
-        cal = doc.get("calibration") if isinstance(doc.get("calibration"), dict) else {}
+        cal = raw if isinstance(raw := doc.get("calibration"), dict) else {}
         ppm = cal.get("px_per_mm")
         ppm = float(ppm) if isinstance(ppm, (int, float)) and np.isfinite(ppm) and ppm > 0 else None
         scale = StoredScale(source=str(cal.get("scale_source") or ("none" if ppm is None else "manual")),

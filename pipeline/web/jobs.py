@@ -36,10 +36,11 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from pipeline.records import PhotoStore, Records, store_photo_assessment
@@ -184,8 +185,9 @@ class JobRunner:
     def recover(self) -> int:
         """Queue again the jobs left running by a process that stopped; returns how many."""
         with self.records.transaction() as s:
-            result = s.execute(sa.update(Job).where(Job.status == "running")
-                               .values(status="queued", stage="queued", progress=0.0, updated_at=self.now()))
+            result = cast("CursorResult[Any]", s.execute(  # an UPDATE's result is a CursorResult
+                sa.update(Job).where(Job.status == "running")
+                .values(status="queued", stage="queued", progress=0.0, updated_at=self.now())))
             return int(result.rowcount or 0)
 
     def start(self) -> None:
@@ -237,9 +239,10 @@ class JobRunner:
                 clinic = next_clinic(oldest, self._served)
                 if clinic is None:
                     return None
-                claimed = s.execute(sa.update(Job).where(Job.id == oldest[clinic], Job.status == "queued").values(
-                    status="running", stage="starting", progress=STAGES["starting"], attempts=Job.attempts + 1,
-                    updated_at=self.now()))
+                claimed = cast("CursorResult[Any]", s.execute(  # an UPDATE's result is a CursorResult
+                    sa.update(Job).where(Job.id == oldest[clinic], Job.status == "queued").values(
+                        status="running", stage="starting", progress=STAGES["starting"], attempts=Job.attempts + 1,
+                        updated_at=self.now())))
                 if claimed.rowcount == 1:
                     self._served[clinic] = next(self._turns)
                     return oldest[clinic]

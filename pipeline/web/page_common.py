@@ -1,7 +1,8 @@
 """What the server-rendered pages share: who may see what, an error page, an optional form field."""
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TypeVar
 
 from fastapi import Request
 from fastapi.responses import Response
@@ -18,7 +19,10 @@ REVIEWERS = ("reviewer", "admin")
 ADMINS = ("admin",)
 
 
-def _optional(parse: Any, text: str, name: str) -> Any:
+_T = TypeVar("_T")
+
+
+def _optional(parse: Callable[[str], _T], text: str, name: str) -> _T | None:
     """``parse(text)``, None for an empty field; a 422 naming the field if it does not parse."""
     if not text.strip():
         return None

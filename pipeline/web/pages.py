@@ -13,6 +13,7 @@ The authenticated pages are registered by area, in this order, on the one router
 from __future__ import annotations
 
 import secrets
+from typing import cast
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -91,7 +92,7 @@ def public_router(settings: WebSettings) -> APIRouter:
         user = None
         if user_id is not None:
             with ctx.records.transaction() as s:
-                user = s.get(User, user_id)
+                user = cast(User, s.get(User, user_id))  # the user authenticate_password has just found
                 throttle_success(s, throttle_key(username, address), account_key(user.username))
                 user.last_login_at = now
                 token = open_session(s, user.id, now, ctx.settings.session_lifetime_s)

@@ -46,19 +46,19 @@ def add_review_pages(router: APIRouter, settings: WebSettings) -> None:
                     clinic: str = Query("", max_length=12), page: int = Query(1, ge=1, le=100_000)) -> Response:
         ctx = context(request)
         # the filter form sends empty fields: they mean "any"
-        date_from, date_to = _optional(dt.date.fromisoformat, date_from, "date_from"), \
+        day_from, day_to = _optional(dt.date.fromisoformat, date_from, "date_from"), \
             _optional(dt.date.fromisoformat, date_to, "date_to")
-        clinic = _optional(int, clinic, "clinic")
+        clinic_id = _optional(int, clinic, "clinic")
         with ctx.records.session(read_only=True) as s:
-            rows, more = _review_rows(s, p, flag=flag, status=status, date_from=date_from, date_to=date_to,
-                                      clinic=clinic, page=page)
+            rows, more = _review_rows(s, p, flag=flag, status=status, date_from=day_from, date_to=day_to,
+                                      clinic=clinic_id, page=page)
             decisions = latest_decisions(s, [r["dot"].id for r in rows]) if rows else {}
             clinics = s.execute(sa.select(Clinic.id, Clinic.slug).order_by(Clinic.slug)).all() if p.is_admin else []
-        query = {k: v for k, v in {"flag": flag, "status": status, "date_from": date_from, "date_to": date_to,
-                                   "clinic": clinic}.items() if v not in (None, "")}
+        query = {k: v for k, v in {"flag": flag, "status": status, "date_from": day_from, "date_to": day_to,
+                                   "clinic": clinic_id}.items() if v not in (None, "")}
         here = "/review?" + urlencode({**query, "page": page})
         return render(request, "review.html.j2", rows=rows, decisions=decisions, flag=flag, status=status,
-                      date_from=date_from, date_to=date_to, clinic=clinic, clinics=clinics, page=page, more=more,
+                      date_from=day_from, date_to=day_to, clinic=clinic_id, clinics=clinics, page=page, more=more,
                       here=here, query=urlencode(query), flags=FLAGS, relabels=RELABELS)
 
     @router.get("/review/crops/{dot_id}")

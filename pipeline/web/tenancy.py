@@ -25,7 +25,7 @@ class NotFound(LookupError):
     """No such row for this user (whether it does not exist or belongs to another clinic)."""
 
 
-def scoped(stmt: sa.Select[Any], principal: Principal) -> sa.Select[Any]:
+def scoped(stmt: sa.Select[*tuple[Any, ...]], principal: Principal) -> sa.Select[*tuple[Any, ...]]:
     """``stmt`` (which joins ``clients``) limited to the principal's clinic unless admin."""
     return stmt if principal.is_admin else stmt.where(Client.clinic_id == principal.clinic_id)
 
@@ -58,7 +58,7 @@ def clinic_filter(principal: Principal, clinic_id: int | None) -> int | None:
     return clinic_id
 
 
-def _one(session: Session, stmt: sa.Select[Any], principal: Principal) -> Any:
+def _one(session: Session, stmt: sa.Select[*tuple[Any, ...]], principal: Principal) -> Any:
     row = session.execute(scoped(stmt, principal)).first()
     if row is None:
         raise NotFound()
@@ -87,7 +87,7 @@ class PhotoRow:
     client: Client
 
 
-def _photo_stmt() -> sa.Select[Any]:
+def _photo_stmt() -> sa.Select[*tuple[Any, ...]]:
     return (sa.select(Photo, Visit, Client).join(VisitPhoto, VisitPhoto.photo_id == Photo.id)
             .join(Visit, Visit.id == VisitPhoto.visit_id).join(Client, Client.id == Visit.client_id))
 

@@ -11,6 +11,7 @@ are still running); a region with fewer than two assessed close-up visits is rep
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,16 @@ def _visit_key(p: Any) -> str:
     return f"{p.visit_date.isoformat()}_{p.kind}" + (f"-{p.session}" if p.session else "")
 
 
+def _photo_rgb(path: Path) -> Callable[[], np.ndarray]:
+    """The photo at ``path`` as HxWx3 uint8, read when called (tracking holds one visit's photo at a time)."""
+    from pipeline.one_photo.loading import load_photo
+
+    return lambda: load_photo(path).rgb
+
+
 def region_tracking(records: Records, store: PhotoStore, home: Path, *, clinic: str, client_id: int, client: str,
                     region_id: int, seed: int = 0) -> RegionTracking:
     """Tracking of one region of a client (already checked to be in the caller's scope)."""
-    from pipeline.one_photo.loading import load_photo
     from pipeline.over_time.fading import load_fading_settings
     from pipeline.over_time.history import track_region, write_history
     from pipeline.over_time.track import VisitInput
@@ -74,7 +81,7 @@ def region_tracking(records: Records, store: PhotoStore, home: Path, *, clinic: 
             pass
     fading = load_fading_settings(None, [])
     visits = [VisitInput(key=k, date=p.visit_date, kind=p.kind, session=p.session, dots=dots[k],
-                         image=(lambda path=store.path(p.stored_path): load_photo(path).rgb),
+                         image=_photo_rgb(store.path(p.stored_path)),
                          px_per_mm=(p.assessment.get("calibration") or {}).get("px_per_mm"),
                          metrics=p.assessment.get("metrics") or {})
               for k, p in chosen.items()]

@@ -36,7 +36,7 @@ def add_upload_pages(router: APIRouter, settings: WebSettings) -> None:
     async def upload(request: Request, client_id: int, p: Principal = require_roles(*STAFF)) -> Response:
         ctx = context(request)
         form = await request.form(max_files=settings.max_files_per_upload, max_fields=50)
-        files = [f for f in form.getlist("photos") if hasattr(f, "read")
+        files = [f for f in form.getlist("photos") if not isinstance(f, str)  # a form's value: text or a file
                  and (f.filename or (f.size or 0) > 0)]  # a form sent without a file has an empty part
         if len(files) > settings.max_files_per_upload:
             return _error(request, 413, f"At most {settings.max_files_per_upload} photos per upload.")

@@ -45,7 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, cast
 
 import sqlalchemy as sa
 
@@ -373,11 +373,13 @@ def ingest_upload(records: Records, store: PhotoStore, home: Path, principal: Pr
     with records.transaction() as s:
         ids = dict(s.execute(sa.select(Photo.sha256, Photo.id).join(Clinic, Clinic.id == Photo.clinic_id)
                              .where(Clinic.slug == slug, Photo.sha256.in_(list(shas.values())))).all())
-        visit_client = s.scalar(sa.select(Visit.client_id).where(Visit.id == result.visit_id))
-        for path, p in paths.items():
-            sha = shas[path]
+        # the visit add_visit has just written
+        visit_client = cast(int, s.scalar(sa.select(Visit.client_id).where(Visit.id == result.visit_id)))
+        for tmp_path, p in paths.items():
+            sha = shas[tmp_path]
             job_id = enqueue_job(s, photo_id=ids[sha], visit_id=result.visit_id, user_id=principal.user_id, now=now)
-            out.append(UploadedPhoto(name=p.name, photo_id=ids[sha], sha256=sha, job_id=job_id, created=path in added))
+            out.append(UploadedPhoto(name=p.name, photo_id=ids[sha], sha256=sha, job_id=job_id,
+                                     created=tmp_path in added))
     return UploadResult(client_id=int(visit_client), visit_id=result.visit_id, visit_created=result.visit_created,
                         photos=tuple(out))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import cv2
 import numpy as np
@@ -93,14 +94,14 @@ def find_card(
     s = settings or CalibrationSettings()
     img = _check_rgb(rgb)
     h, w = img.shape[:2]
-    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    gray = cast(NDArray[np.uint8], cv2.cvtColor(img, cv2.COLOR_RGB2GRAY))  # uint8 RGB in, uint8 grey out
     dictionary = card.marker.dictionary
     passes: list[dict[str, float] | None] = [None] + ([_SMALL_MARKER_PARAMS] if s.small_marker_retry else [])
     factor = max(h, w) / float(s.detect_max_side)
     search = gray
     if factor > 1.0:
         size = (max(1, round(w / factor)), max(1, round(h / factor)))
-        search = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+        search = cast(NDArray[np.uint8], cv2.resize(gray, size, interpolation=cv2.INTER_AREA))  # keeps uint8
     sx, sy = w / search.shape[1], h / search.shape[0]
     found: list[tuple[int, NDArray[np.float64]]] = []
     for overrides in passes:

@@ -11,7 +11,7 @@ Measurement details:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import cv2
 import numpy as np
@@ -127,7 +127,7 @@ def _decode_srgb8(rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
     if flat.shape[0] == 0:
         return np.zeros(rgb.shape, np.float32)
     table = np.repeat(_SRGB8_TO_LINEAR[None, :, None], 3, axis=2)
-    return cv2.LUT(flat, table).reshape(rgb.shape)
+    return cast(NDArray[np.float32], cv2.LUT(flat, table)).reshape(rgb.shape)  # a float32 table: float32 out
 
 
 def _apply_model(model: str, coefficients: NDArray[np.float64], lin: NDArray[np.floating]) -> NDArray[np.floating]:
@@ -140,11 +140,11 @@ def _apply_model(model: str, coefficients: NDArray[np.float64], lin: NDArray[np.
     if dtype == np.float32 and flat.shape[0] > 0:
         out = cv2.transform(flat, coefficients[:, :3].astype(np.float32))
         if model == "root_polynomial2":
-            r, g, b = cv2.split(cv2.max(flat, 0.0))
+            r, g, b = cv2.split(cv2.max(flat, 0.0))  # type: ignore[call-overload]  # cv2 stubs: scalar src2
             cross = cv2.merge([cv2.sqrt(cv2.multiply(r, g)), cv2.sqrt(cv2.multiply(g, b)),
                                cv2.sqrt(cv2.multiply(r, b))])
             out = cv2.add(out, cv2.transform(cross, coefficients[:, 3:].astype(np.float32)))
-        return out.reshape(shape)
+        return cast(NDArray[np.float32], out).reshape(shape)  # float32 in, float32 out
     flat2 = flat.reshape(-1, 3)
     out = flat2 @ coefficients[:, :3].T
     if model == "root_polynomial2":
@@ -153,7 +153,7 @@ def _apply_model(model: str, coefficients: NDArray[np.float64], lin: NDArray[np.
 
 
 def _lab(lin: NDArray[np.floating]) -> NDArray[np.float64]:
-    return linear_rgb_to_lab(lin)
+    return cast(NDArray[np.float64], linear_rgb_to_lab(lin))  # every caller's values are float64: so is Lab
 
 
 def _initial_fit(model: str, meas: NDArray[np.float64], ref: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -167,12 +167,12 @@ def _initial_fit(model: str, meas: NDArray[np.float64], ref: NDArray[np.float64]
         return np.diag(np.where(den > 0, gains, 1.0))
     t = _terms(model, meas) * wts[:, None]
     coef, *_ = np.linalg.lstsq(t, ref * wts[:, None], rcond=None)
-    return coef.T
+    return cast(NDArray[np.float64], coef.T)  # float64 terms and references: float64 coefficients
 
 
 def _fit(model: str, meas: NDArray[np.float64], ref_lab: NDArray[np.float64], penalty: float) -> NDArray[np.float64]:
     """Coefficients (3, k) minimising the Lab difference to the references."""
-    ref = lab_to_linear_rgb(ref_lab)
+    ref = cast(NDArray[np.float64], lab_to_linear_rgb(ref_lab))  # float64 in, float64 out
     start = _initial_fit(model, meas, ref)
     terms = _terms(model, meas)
 

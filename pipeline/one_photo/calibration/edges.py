@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import cv2
 import numpy as np
@@ -48,7 +49,7 @@ from pipeline.one_photo.calibration.common import _LUMA, _SRGB8_TO_LINEAR, _peri
 def _linear_luminance(rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
     """HxW float32 relative luminance in linear light of an 8-bit sRGB image (a crop)."""
     lin = cv2.LUT(rgb, np.repeat(_SRGB8_TO_LINEAR[None, :, None], 3, axis=2))
-    return cv2.transform(lin, _LUMA[None, :].astype(np.float32))
+    return cast(NDArray[np.float32], cv2.transform(lin, _LUMA[None, :].astype(np.float32)))  # float32 in and out
 
 
 def _edge_line(
@@ -127,8 +128,8 @@ def _refine_corners(rgb: NDArray[np.uint8], quad: NDArray[np.float64]) -> NDArra
     # cornerSubPix: the window stays within half a module of the corner.
     win = int(np.clip(side / 12.0, 2, 12))
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_COUNT, 40, 0.001)
-    sub = cv2.cornerSubPix(lum, local.astype(np.float32).reshape(-1, 1, 2), (win, win), (-1, -1), criteria)
-    sub = sub.reshape(4, 2).astype(np.float64)
+    found = cv2.cornerSubPix(lum, local.astype(np.float32).reshape(-1, 1, 2), (win, win), (-1, -1), criteria)
+    sub = found.reshape(4, 2).astype(np.float64)
     if not np.all(np.isfinite(sub)) or np.max(np.linalg.norm(sub - local, axis=1)) > max(3.0, 0.1 * side):
         sub = local
     best = sub

@@ -40,7 +40,8 @@ def _local_rms(resp: np.ndarray, weight: np.ndarray, px_per_mm: float, sigma_mm:
     ms = np.where(den > 1e-3, num / np.maximum(den, 1e-6), np.float32(sd * sd))
     rms = np.sqrt(ms).astype(np.float32) * np.float32(1.07)
     out = cv2.resize(rms, (w, h), interpolation=cv2.INTER_LINEAR)
-    return cv2.max(out, float(np.float32(0.25 * sd)), dst=out)   # (np.maximum's values, ~2x faster)
+    # (np.maximum's values, ~2x faster)
+    return cv2.max(out, float(np.float32(0.25 * sd)), dst=out)  # type: ignore[call-overload]  # cv2 stubs: scalar src2
 
 
 def _blob_texture(maxima: tuple[np.ndarray, np.ndarray, np.ndarray], weight: np.ndarray, px_per_mm: float,

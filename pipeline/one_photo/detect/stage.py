@@ -3,8 +3,11 @@ space and the skin's texture, the candidates, their evidence, the decision and t
 in that order (see :mod:`pipeline.one_photo.detect`)."""
 from __future__ import annotations
 
+from typing import cast
+
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 from data.metrics import BACKGROUND, dots_in_roi
 from data.synth.visibility import disc_mean  # the truth's own hair-over-disc measure: one rule for both
@@ -128,7 +131,8 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
         return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
     # what the pigment takes out of each scale does not change from pass to pass
-    near_pigment = [None if pigment is None else cv2.dilate(pigment, _disc(sg)) for sg in sigmas]
+    near_pigment = [None if pigment is None else cast(NDArray[np.uint8], cv2.dilate(pigment, _disc(sg)))
+                    for sg in sigmas]  # (uint8 kept)
     stills = [quiet] * len(sigmas)
     for _ in range(settings.noise_passes):
         stills = []
@@ -137,9 +141,10 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
             strong = v >= settings.noise_exclude * noise[k][ys_k, xs_k]
             peaks = np.zeros((h, w), np.uint8)
             peaks[ys_k[strong], xs_k[strong]] = 1
-            busy = cv2.dilate(peaks, _disc(settings.exclude_reach * sg))
-            if near_pigment[k] is not None:
-                busy |= near_pigment[k]
+            busy = cast(NDArray[np.uint8], cv2.dilate(peaks, _disc(settings.exclude_reach * sg)))  # keeps uint8
+            near = near_pigment[k]
+            if near is not None:
+                busy |= near
             st = quiet & (busy == 0)
             stills.append(st if np.count_nonzero(st[::4, ::4]) >= 200 else quiet)
         del noise                               # (not held beside its successor)
@@ -302,8 +307,10 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
                 # what the rules admit stays unless the ranker is sure it is a look-alike (under
                 # ranker_veto); what they refuse needs the ranker's threshold
                 by_rules = ~(strand & (ridge | runs_on)) & (sig >= rules_need)
-                veto = ranker.threshold if settings.ranker_veto is None else min(settings.ranker_veto, ranker.threshold)
-                need_p = np.where(by_rules[idx], veto, ranker.threshold)
+                dot_ranker = cast(DotRanker, ranker)  # decision 'ranker' without a ranker was refused above
+                veto = (dot_ranker.threshold if settings.ranker_veto is None
+                        else min(settings.ranker_veto, dot_ranker.threshold))
+                need_p = np.where(by_rules[idx], veto, dot_ranker.threshold)
                 low = idx[~(conf[idx] >= need_p)]
                 real[low] = False
                 reason[low] |= REJECT["ranker"]
@@ -317,8 +324,9 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
         if settings.decision == "floors":
             patches = pt
         if look and len(idx):
-            veto = patch_ranker.veto if settings.patch_veto is None else settings.patch_veto
-            pscore[idx] = patch_ranker.probability(pt)
+            second = cast(PatchRanker, patch_ranker)  # look: there is one
+            veto = second.veto if settings.patch_veto is None else settings.patch_veto
+            pscore[idx] = second.probability(pt)
             low = idx[~(pscore[idx] >= veto)]
             real[low] = False
             reason[low] |= REJECT["patch"]

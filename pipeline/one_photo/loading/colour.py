@@ -3,6 +3,7 @@ embedded ICC profiles converted; each conversion leaves a note."""
 from __future__ import annotations
 
 import io
+from typing import cast
 
 from PIL import Image, ImageCms
 
@@ -30,7 +31,7 @@ def _flatten(img: Image.Image, name: str, notes: list[str]) -> Image.Image:
     if mode in ("RGBA", "RGBa", "LA", "La"):
         gray = mode in ("LA", "La")
         rgba = img.convert("RGBA")
-        low, _ = rgba.getchannel("A").getextrema()
+        low, _ = cast(tuple[float, float], rgba.getchannel("A").getextrema())  # one band: (min, max)
         if low < 255:
             # Transparent pixels have no scalp behind them; white keeps them
             # obviously "not skin" for every later stage.
