@@ -23,9 +23,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2
 
-# ruff (pyflakes, pycodestyle, import order, bugbear, pyupgrade) and the import contract of the layers
+# ruff (pyflakes, pycodestyle, import order, bugbear, pyupgrade; the formatter's layout), mypy (pydantic plugin)
+# and the import contract of the layers
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline models data scripts tests
+	$(BIN)/ruff format --check pipeline models data scripts tests
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_layers.py
 
 test-all: $(STAMP)

@@ -31,6 +31,7 @@ Masks. Class masks (and any extra masks such as per-dot instance masks) are
 warped with nearest-neighbour interpolation; pixels that geometric warps bring
 in from outside the input get ``fill_mask`` (255, "ignore").
 """
+
 from __future__ import annotations
 
 import math
@@ -277,12 +278,14 @@ def _geometric(cfg: AugmentSettings) -> list[A.BasicTransform]:
 def _photometric(cfg: AugmentSettings) -> list[A.BasicTransform]:
     c = cfg.colour
     return [
-        A.RandomBrightnessContrast(brightness_limit=c.brightness, contrast_limit=c.contrast,
-                                   p=c.brightness_contrast_p),
-        A.HueSaturationValue(hue_shift_limit=c.hue_shift, sat_shift_limit=c.saturation_shift,
-                             val_shift_limit=c.value_shift, p=c.hue_saturation_p),
-        A.RGBShift(r_shift_limit=c.rgb_shift, g_shift_limit=c.rgb_shift, b_shift_limit=c.rgb_shift,
-                   p=c.rgb_shift_p),
+        A.RandomBrightnessContrast(brightness_limit=c.brightness, contrast_limit=c.contrast, p=c.brightness_contrast_p),
+        A.HueSaturationValue(
+            hue_shift_limit=c.hue_shift,
+            sat_shift_limit=c.saturation_shift,
+            val_shift_limit=c.value_shift,
+            p=c.hue_saturation_p,
+        ),
+        A.RGBShift(r_shift_limit=c.rgb_shift, g_shift_limit=c.rgb_shift, b_shift_limit=c.rgb_shift, p=c.rgb_shift_p),
         A.PlanckianJitter(mode="blackbody", temperature_limit=c.temperature_kelvin, p=c.temperature_p),
         A.RandomGamma(gamma_limit=c.gamma_percent, p=c.gamma_p),
     ]
@@ -352,8 +355,7 @@ def _local_scale(matrix: np.ndarray, at: tuple[float, float]) -> float:
     w = h[2, 0] * x + h[2, 1] * y + h[2, 2]
     u = (h[0, 0] * x + h[0, 1] * y + h[0, 2]) / w
     v = (h[1, 0] * x + h[1, 1] * y + h[1, 2]) / w
-    jac = np.array([[h[0, 0] - u * h[2, 0], h[0, 1] - u * h[2, 1]],
-                    [h[1, 0] - v * h[2, 0], h[1, 1] - v * h[2, 1]]]) / w
+    jac = np.array([[h[0, 0] - u * h[2, 0], h[0, 1] - u * h[2, 1]], [h[1, 0] - v * h[2, 0], h[1, 1] - v * h[2, 1]]]) / w
     return float(math.sqrt(abs(np.linalg.det(jac))))
 
 
@@ -404,8 +406,9 @@ class Augmenter:
         """
         pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
         h, w = mask.shape[:2]
-        inside = np.flatnonzero(np.all(np.isfinite(pts), axis=1) & (pts[:, 0] >= 0) & (pts[:, 0] < w)
-                                & (pts[:, 1] >= 0) & (pts[:, 1] < h))
+        inside = np.flatnonzero(
+            np.all(np.isfinite(pts), axis=1) & (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
+        )
         seed = int(rng.integers(0, 2**63 - 1))
         self.compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
         ex = self.settings.exposure

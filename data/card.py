@@ -15,6 +15,7 @@ Frame and units
 This module is in ``data/`` (the bottom layer) because the generator in
 ``data/synth`` needs it and ``pipeline`` may import ``data`` but not the reverse.
 """
+
 from __future__ import annotations
 
 import math
@@ -163,12 +164,14 @@ class PatchGrid(Settings):
     @model_validator(mode="after")
     def _consistent(self) -> PatchGrid:
         if min(self.pitch_mm) < self.size_mm:
-            raise ValueError(f"patches.pitch_mm {list(self.pitch_mm)} is smaller than size_mm {self.size_mm}: "
-                             "patches overlap")
+            raise ValueError(
+                f"patches.pitch_mm {list(self.pitch_mm)} is smaller than size_mm {self.size_mm}: patches overlap"
+            )
         n = self.rows * self.columns
         if len(self.references) != n:
-            raise ValueError(f"patches.references has {len(self.references)} entries, the {self.rows}x{self.columns} "
-                             f"grid needs {n}")
+            raise ValueError(
+                f"patches.references has {len(self.references)} entries, the {self.rows}x{self.columns} grid needs {n}"
+            )
         names = [r.name for r in self.references]
         duplicates = sorted({x for x in names if names.count(x) > 1})
         if duplicates:
@@ -203,8 +206,9 @@ class CardSpec(Settings):
             raise ValueError(f"marker {_fmt(marker)} mm does not lie inside paper_mm {_fmt(self.paper_mm)}")
         for ref, rect in zip(self.patches.references, _grid_rects(self.patches)):
             if not _inside(rect, self.paper_mm):
-                raise ValueError(f"patch {ref.name!r} at {_fmt(rect)} mm does not lie inside paper_mm "
-                                 f"{_fmt(self.paper_mm)}")
+                raise ValueError(
+                    f"patch {ref.name!r} at {_fmt(rect)} mm does not lie inside paper_mm {_fmt(self.paper_mm)}"
+                )
             if _overlap(rect, marker):
                 raise ValueError(f"patch {ref.name!r} at {_fmt(rect)} mm overlaps the marker {_fmt(marker)}")
         return self
@@ -299,12 +303,16 @@ def _parse_srgb(value: Any, where: str) -> tuple[int, int, int]:
     ok = (
         isinstance(value, (list, tuple))
         and len(value) == 3
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() and 0 <= v <= 255
-                for v in value)
+        and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() and 0 <= v <= 255
+            for v in value
+        )
     )
     if not ok:
-        raise ConfigError(f"{where}: expected [R, G, B] integers 0-255 (8-bit sRGB), got {value!r}; give fractional "
-                          "measurements as Lab under 'lab:'")
+        raise ConfigError(
+            f"{where}: expected [R, G, B] integers 0-255 (8-bit sRGB), got {value!r}; give fractional "
+            "measurements as Lab under 'lab:'"
+        )
     return (int(value[0]), int(value[1]), int(value[2]))
 
 
@@ -343,8 +351,9 @@ def _with_references(card: CardSpec, path: Path) -> CardSpec:
             index = _patch_index(card, key, source)
             where = f"{source}: {key}"
             if index in given_as:
-                raise ConfigError(f"{where}: patch {card.patches.names[index]!r} given twice "
-                                  f"(also as {given_as[index]})")
+                raise ConfigError(
+                    f"{where}: patch {card.patches.names[index]!r} given twice (also as {given_as[index]})"
+                )
             given_as[index] = str(key)
             if kind == "srgb":
                 updates[index] = {"srgb": _parse_srgb(value, where), "lab": None}

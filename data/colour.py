@@ -19,6 +19,7 @@ Conventions
   to exactly L* = 100, a* = b* = 0. (scikit-image's ``rgb2lab`` uses a rounded matrix
   and a slightly different white; the two agree to about 0.05 in L*a*b*.)
 """
+
 from __future__ import annotations
 
 from typing import cast
@@ -97,8 +98,7 @@ def _as_float(x: ArrayLike) -> FloatArray:
     arr = np.asarray(x)
     if arr.dtype.kind in "iub":
         raise TypeError(
-            f"colour arrays must be floating point with white = 1.0, got {arr.dtype}; "
-            "divide 8-bit data by 255 first"
+            f"colour arrays must be floating point with white = 1.0, got {arr.dtype}; divide 8-bit data by 255 first"
         )
     if arr.dtype == np.float32:
         return arr
@@ -183,9 +183,7 @@ def xyz_to_lab(xyz: ArrayLike) -> FloatArray:
     _check_last_axis(arr, "xyz")
     f = _lab_f(arr / WHITE_XYZ.astype(arr.dtype))
     fx, fy, fz = f[..., 0], f[..., 1], f[..., 2]
-    return np.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1).astype(
-        arr.dtype, copy=False
-    )
+    return np.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1).astype(arr.dtype, copy=False)
 
 
 def lab_to_xyz(lab: ArrayLike) -> FloatArray:
@@ -194,9 +192,7 @@ def lab_to_xyz(lab: ArrayLike) -> FloatArray:
     _check_last_axis(arr, "lab")
     fy = (arr[..., 0] + 16.0) / 116.0
     f = np.stack([fy + arr[..., 1] / 500.0, fy, fy - arr[..., 2] / 200.0], axis=-1)
-    return (_lab_f_inv(f.astype(arr.dtype, copy=False)) * WHITE_XYZ.astype(arr.dtype)).astype(
-        arr.dtype, copy=False
-    )
+    return (_lab_f_inv(f.astype(arr.dtype, copy=False)) * WHITE_XYZ.astype(arr.dtype)).astype(arr.dtype, copy=False)
 
 
 def linear_rgb_to_lab(linear_rgb: ArrayLike) -> FloatArray:

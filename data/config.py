@@ -9,6 +9,7 @@ is a single line naming the offending key.
 This module sits in ``data/`` because ``data`` is the bottom layer of the import
 direction (``pipeline -> models -> data``) and every layer reads settings.
 """
+
 from __future__ import annotations
 
 import os

@@ -60,6 +60,7 @@ made in the main process) draw the right epoch. :class:`WorkerInit` starts a
 DataLoader worker: one torch thread, and its own generator seeded
 from the run seed and the worker id.
 """
+
 from __future__ import annotations
 
 import math
@@ -83,9 +84,22 @@ from data.geometry import resize_points
 from data.manifest import Manifest, ManifestError, ManifestRow
 from data.photometry import InputNorm, normalise_input
 
-__all__ = ["FocusWeights", "DatasetSettings", "EpochKeys", "Photo", "SeededSampler", "SmpDataset", "WorkerInit",
-           "item_rng", "load_photo", "read_visible", "rescale_photo", "shrink_mask", "shrink_photo",
-           "worker_rng"]
+__all__ = [
+    "FocusWeights",
+    "DatasetSettings",
+    "EpochKeys",
+    "Photo",
+    "SeededSampler",
+    "SmpDataset",
+    "WorkerInit",
+    "item_rng",
+    "load_photo",
+    "read_visible",
+    "rescale_photo",
+    "shrink_mask",
+    "shrink_photo",
+    "worker_rng",
+]
 
 CLASSES = (0, 1, 2)
 CLASS_NAMES = ("background", "scalp", "hair")
@@ -274,8 +288,9 @@ def shrink_photo(photo: Photo, factor: float, hair_share: float | None = None) -
     ``hair_share``), the dots and the scale with it."""
     h, w = photo.mask.shape
     size = (max(1, round(w * factor)), max(1, round(h * factor)))
-    return _resized(photo, cv2.resize(photo.image, size, interpolation=cv2.INTER_AREA),
-                    shrink_mask(photo.mask, size, hair_share))
+    return _resized(
+        photo, cv2.resize(photo.image, size, interpolation=cv2.INTER_AREA), shrink_mask(photo.mask, size, hair_share)
+    )
 
 
 def rescale_photo(photo: Photo, factor: float, hair_share: float = 1.0 / 3.0) -> Photo:
@@ -285,17 +300,25 @@ def rescale_photo(photo: Photo, factor: float, hair_share: float = 1.0 / 3.0) ->
         return shrink_photo(photo, factor, hair_share)
     h, w = photo.mask.shape
     size = (round(w * factor), round(h * factor))
-    return _resized(photo, cv2.resize(photo.image, size, interpolation=cv2.INTER_LINEAR),
-                    cv2.resize(photo.mask, size, interpolation=cv2.INTER_NEAREST))
+    return _resized(
+        photo,
+        cv2.resize(photo.image, size, interpolation=cv2.INTER_LINEAR),
+        cv2.resize(photo.mask, size, interpolation=cv2.INTER_NEAREST),
+    )
 
 
 def _resized(photo: Photo, image: np.ndarray, mask: np.ndarray) -> Photo:
     """``photo`` with its image and mask replaced by resized ones, its dots and scale carried along."""
     h, w = photo.mask.shape
     fx, fy = mask.shape[1] / w, mask.shape[0] / h
-    return replace(photo, image=image, mask=mask, points=resize_points(photo.points, fx, fy),
-                   px_per_mm=photo.px_per_mm * fx,
-                   class_counts=np.bincount(mask.ravel(), minlength=256)[: len(CLASSES)].astype(np.int64))
+    return replace(
+        photo,
+        image=image,
+        mask=mask,
+        points=resize_points(photo.points, fx, fy),
+        px_per_mm=photo.px_per_mm * fx,
+        class_counts=np.bincount(mask.ravel(), minlength=256)[: len(CLASSES)].astype(np.int64),
+    )
 
 
 def load_photo(row: ManifestRow, where: str = "") -> Photo:
@@ -309,11 +332,13 @@ def load_photo(row: ManifestRow, where: str = "") -> Photo:
     if mask is None:
         raise ManifestError(f"{label}: column 'mask': cannot decode {row.mask}")
     if mask.ndim != 2 or mask.dtype != np.uint8:
-        raise ManifestError(f"{label}: column 'mask': expected a single-channel 8-bit PNG, "
-                            f"got shape {mask.shape} {mask.dtype}")
+        raise ManifestError(
+            f"{label}: column 'mask': expected a single-channel 8-bit PNG, got shape {mask.shape} {mask.dtype}"
+        )
     if mask.shape != image.shape[:2]:
-        raise ManifestError(f"{label}: column 'mask': size {mask.shape[::-1]} differs from the photo's "
-                            f"{image.shape[1::-1]}")
+        raise ManifestError(
+            f"{label}: column 'mask': size {mask.shape[::-1]} differs from the photo's {image.shape[1::-1]}"
+        )
     if row.dots is None:
         points = np.zeros((0, 2), np.float64)
         visible = np.zeros(0, bool)
@@ -328,12 +353,18 @@ def load_photo(row: ManifestRow, where: str = "") -> Photo:
             raise ManifestError(f"{label}: column 'dots': {row.dots}: {exc}") from None
     counts = np.bincount(mask.ravel(), minlength=256)[: len(CLASSES)].astype(np.int64)
     ppm = float(row.px_per_mm) if row.px_per_mm is not None else math.nan
-    return Photo(image=image, mask=mask, points=points, visible=visible, has_points=row.dots is not None,
-                 px_per_mm=ppm, class_counts=counts)
+    return Photo(
+        image=image,
+        mask=mask,
+        points=points,
+        visible=visible,
+        has_points=row.dots is not None,
+        px_per_mm=ppm,
+        class_counts=counts,
+    )
 
 
-def _window(photo: Photo, x0: int, y0: int, width: int, height: int, pad_image: str
-            ) -> tuple[np.ndarray, np.ndarray]:
+def _window(photo: Photo, x0: int, y0: int, width: int, height: int, pad_image: str) -> tuple[np.ndarray, np.ndarray]:
     """The ``width`` x ``height`` window at (x0, y0); outside the photo: reflected/zero image, 255 mask."""
     h, w = photo.mask.shape
     ix0, iy0 = max(x0, 0), max(y0, 0)
@@ -368,8 +399,12 @@ def _tile_origins(size: int, crop: int, overlap: int) -> list[int]:
 class SmpDataset(Dataset):
     """Items (crops, tiles or whole photos) of a :class:`Manifest`; see the module docstring."""
 
-    def __init__(self, manifest: Manifest, settings: DatasetSettings = DatasetSettings(),
-                 augment: AugmentSettings = AugmentSettings()) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        settings: DatasetSettings = DatasetSettings(),
+        augment: AugmentSettings = AugmentSettings(),
+    ) -> None:
         if len(manifest) == 0:
             raise ManifestError("the manifest (after filtering) has no rows")
         self.manifest = manifest
@@ -423,12 +458,17 @@ class SmpDataset(Dataset):
         if side and self.manifest[row].view == "global" and max(photo.mask.shape) > side:
             photo = shrink_photo(photo, side / max(photo.mask.shape))
         target = self.settings.closeup_px_per_mm
-        if target and self.manifest[row].view == "closeup" and math.isfinite(photo.px_per_mm) \
-                and abs(target / photo.px_per_mm - 1.0) > 0.01:
+        if (
+            target
+            and self.manifest[row].view == "closeup"
+            and math.isfinite(photo.px_per_mm)
+            and abs(target / photo.px_per_mm - 1.0) > 0.01
+        ):
             photo = rescale_photo(photo, target / photo.px_per_mm)
         if self.settings.input_norm != "none":
-            photo = replace(photo, image=normalise_input(photo.image, self.settings.input_norm,
-                                                                 self.settings.input_norm_percentile))
+            photo = replace(
+                photo, image=normalise_input(photo.image, self.settings.input_norm, self.settings.input_norm_percentile)
+            )
         if self.settings.cache_images:
             self._cache[row] = photo
             while len(self._cache) > self.settings.cache_images:
@@ -503,11 +543,28 @@ class SmpDataset(Dataset):
         # the centre crop is cut here rather than by albumentations so that dots are kept by the
         # same pixel-area rule as in the other modes (see _pack)
         inner = slice(margin, margin + crop)
-        return self._pack(row, out.image[inner, inner], out.mask[inner, inner], out.points - margin,
-                          photo.visible[out.kept], photo, out.scale, (ox, oy))
+        return self._pack(
+            row,
+            out.image[inner, inner],
+            out.mask[inner, inner],
+            out.points - margin,
+            photo.visible[out.kept],
+            photo,
+            out.scale,
+            (ox, oy),
+        )
 
-    def _pack(self, row: int, image: np.ndarray, mask: np.ndarray, points: np.ndarray, visible: np.ndarray,
-              photo: Photo, scale: float, origin: tuple[int, int]) -> dict[str, torch.Tensor]:
+    def _pack(
+        self,
+        row: int,
+        image: np.ndarray,
+        mask: np.ndarray,
+        points: np.ndarray,
+        visible: np.ndarray,
+        photo: Photo,
+        scale: float,
+        origin: tuple[int, int],
+    ) -> dict[str, torch.Tensor]:
         """Tensors of one item; ``points`` (and their ``visible`` flags) may include dots outside
         the item (dropped here)."""
         h, w = mask.shape

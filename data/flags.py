@@ -4,6 +4,7 @@ One rule set, read from ``configs/flags.yaml``, decides the flags of the
 synthetic ground truth and of the pipeline's measurements, so that a flag means
 the same thing on both sides of every benchmark.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -66,8 +67,13 @@ def _hued(blue_index: np.ndarray, lstar: np.ndarray | None, rules: FlagSettings)
     return np.where(np.nan_to_num(np.asarray(lstar, dtype=float), nan=-np.inf) >= rules.blue_min_lstar, bi, np.nan)
 
 
-def flag_dots(blue_index: np.ndarray, contrast_dl: np.ndarray, diameter_mm: np.ndarray,
-              rules: FlagSettings, lstar: np.ndarray | None = None) -> DotFlags:
+def flag_dots(
+    blue_index: np.ndarray,
+    contrast_dl: np.ndarray,
+    diameter_mm: np.ndarray,
+    rules: FlagSettings,
+    lstar: np.ndarray | None = None,
+) -> DotFlags:
     """Apply the thresholds; NaN values never raise a flag. ``lstar``: the dots' core L*; a core darker
     than ``blue_min_lstar`` carries no hue (``blue_shift`` is never raised there)."""
     bi = _hued(blue_index, lstar, rules)
@@ -81,20 +87,28 @@ def flag_dots(blue_index: np.ndarray, contrast_dl: np.ndarray, diameter_mm: np.n
         )
 
 
-def decided_flags(blue_index: np.ndarray, contrast_dl: np.ndarray, diameter_mm: np.ndarray,
-                  rules: FlagSettings, lstar: np.ndarray | None = None) -> DotFlags:
+def decided_flags(
+    blue_index: np.ndarray,
+    contrast_dl: np.ndarray,
+    diameter_mm: np.ndarray,
+    rules: FlagSettings,
+    lstar: np.ndarray | None = None,
+) -> DotFlags:
     """Where each flag's truth is decided: the value at least ``flag_margin_*`` from the flag's threshold
     (NaN: undecided). A flag on a continuous value (a dot's blueness, contrast, size) has dots on both
     sides of its threshold by any small amount; a measurement through a camera, however good, cannot
     put those on the right side, so the scoring counts them neither way (as it does invisible dots)."""
+
     def far(v: np.ndarray, threshold: float, margin: float) -> np.ndarray:
         v = np.asarray(v, dtype=float)
         with np.errstate(invalid="ignore"):
             return np.isfinite(v) & (np.abs(v - threshold) >= margin)
 
-    return DotFlags(blue_shift=far(_hued(blue_index, lstar, rules), rules.blue_index_min, rules.flag_margin_blue_index),
-                    faded=far(contrast_dl, rules.faded_contrast_dl_max, rules.flag_margin_contrast_dl),
-                    spread=far(diameter_mm, rules.spread_diameter_mm_min, rules.flag_margin_diameter_mm))
+    return DotFlags(
+        blue_shift=far(_hued(blue_index, lstar, rules), rules.blue_index_min, rules.flag_margin_blue_index),
+        faded=far(contrast_dl, rules.faded_contrast_dl_max, rules.flag_margin_contrast_dl),
+        spread=far(diameter_mm, rules.spread_diameter_mm_min, rules.flag_margin_diameter_mm),
+    )
 
 
 def measurable_dots(diameter_px: np.ndarray, rules: FlagSettings) -> np.ndarray:

@@ -6,6 +6,7 @@ integers, OpenCV's convention) to ``(u / w, v / w)`` with ``(u, v, w) = H @ (x, 
 card millimetres to photo pixels (calibration), photo pixels to the scalp plane (scale),
 one photo to another (registration), the synthetic camera's plane to its image.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,15 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["resize_points", "apply_homography", "homography_jacobian", "frame_corners", "is_convex_quad",
-           "mean_linear_scale", "normalised_homography"]
+__all__ = [
+    "resize_points",
+    "apply_homography",
+    "homography_jacobian",
+    "frame_corners",
+    "is_convex_quad",
+    "mean_linear_scale",
+    "normalised_homography",
+]
 
 
 def apply_homography(h: ArrayLike, xy: ArrayLike) -> NDArray[np.float64]:
@@ -31,8 +39,12 @@ def homography_jacobian(h: ArrayLike, xy: ArrayLike) -> NDArray[np.float64]:
     hm = np.asarray(h, np.float64)
     x, y = np.asarray(xy, dtype=np.float64).reshape(2)
     u, v, w = hm @ np.array([x, y, 1.0])
-    return np.array([[(hm[0, 0] * w - u * hm[2, 0]) / w**2, (hm[0, 1] * w - u * hm[2, 1]) / w**2],
-                     [(hm[1, 0] * w - v * hm[2, 0]) / w**2, (hm[1, 1] * w - v * hm[2, 1]) / w**2]])
+    return np.array(
+        [
+            [(hm[0, 0] * w - u * hm[2, 0]) / w**2, (hm[0, 1] * w - u * hm[2, 1]) / w**2],
+            [(hm[1, 0] * w - v * hm[2, 0]) / w**2, (hm[1, 1] * w - v * hm[2, 1]) / w**2],
+        ]
+    )
 
 
 def frame_corners(size: tuple[int, int]) -> NDArray[np.float64]:

@@ -23,6 +23,7 @@ client      client identifier (series); may be empty
 visit       visit label (series); may be empty
 =========== ========================================================================
 """
+
 from __future__ import annotations
 
 import math
@@ -51,8 +52,7 @@ Split = Literal["train", "val", "test"]
 VIEWS: tuple[str, ...] = get_args(View)
 SPLITS: tuple[str, ...] = get_args(Split)
 
-COLUMNS: tuple[str, ...] = ("image", "mask", "dots", "truth", "px_per_mm", "view", "split", "source", "client",
-                            "visit")
+COLUMNS: tuple[str, ...] = ("image", "mask", "dots", "truth", "px_per_mm", "view", "split", "source", "client", "visit")
 #: Columns that must be present in the header (the others default to empty).
 REQUIRED_COLUMNS: tuple[str, ...] = ("image", "mask", "dots", "truth", "px_per_mm", "view", "split", "source")
 _PATH_COLUMNS = ("image", "mask", "dots", "truth")
@@ -98,22 +98,32 @@ class Manifest:
     def __iter__(self) -> Iterator[ManifestRow]:
         return iter(self.rows)
 
-    def filter(self, *, split: str | Sequence[str] | None = None, view: str | Sequence[str] | None = None
-               ) -> Manifest:
+    def filter(self, *, split: str | Sequence[str] | None = None, view: str | Sequence[str] | None = None) -> Manifest:
         """The rows whose split (and view) is one of those given."""
         splits = _as_set(split, SPLITS, "split")
         views = _as_set(view, VIEWS, "view")
-        rows = tuple(r for r in self.rows
-                     if (splits is None or r.split in splits) and (views is None or r.view in views))
+        rows = tuple(
+            r for r in self.rows if (splits is None or r.split in splits) and (views is None or r.view in views)
+        )
         return replace(self, rows=rows)
 
     def to_frame(self) -> pd.DataFrame:
         """The rows as a DataFrame with the columns :data:`COLUMNS` (absolute paths)."""
-        records = [{
-            "image": str(r.image), "mask": str(r.mask), "dots": str(r.dots) if r.dots else "",
-            "truth": str(r.truth) if r.truth else "", "px_per_mm": r.px_per_mm, "view": r.view,
-            "split": r.split, "source": r.source, "client": r.client, "visit": r.visit,
-        } for r in self.rows]
+        records = [
+            {
+                "image": str(r.image),
+                "mask": str(r.mask),
+                "dots": str(r.dots) if r.dots else "",
+                "truth": str(r.truth) if r.truth else "",
+                "px_per_mm": r.px_per_mm,
+                "view": r.view,
+                "split": r.split,
+                "source": r.source,
+                "client": r.client,
+                "visit": r.visit,
+            }
+            for r in self.rows
+        ]
         return pd.DataFrame(records, columns=list(COLUMNS))
 
 
@@ -172,10 +182,18 @@ def _parse_row(i: int, rec: dict[str, object], root: Path, where: str, check_fil
     if not source:
         raise fail("source", "empty")
     # image and mask are not in _OPTIONAL_PATHS: an empty cell raised above, so they are Paths
-    return ManifestRow(image=cast(Path, paths["image"]), mask=cast(Path, paths["mask"]), dots=paths["dots"],
-                       truth=paths["truth"], px_per_mm=px_per_mm, view=cast(View, view),
-                       split=cast(Split, split), source=source,
-                       client=_cell(rec.get("client")), visit=_cell(rec.get("visit")))
+    return ManifestRow(
+        image=cast(Path, paths["image"]),
+        mask=cast(Path, paths["mask"]),
+        dots=paths["dots"],
+        truth=paths["truth"],
+        px_per_mm=px_per_mm,
+        view=cast(View, view),
+        split=cast(Split, split),
+        source=source,
+        client=_cell(rec.get("client")),
+        visit=_cell(rec.get("visit")),
+    )
 
 
 def read_manifest(
@@ -204,8 +222,7 @@ def read_manifest(
     if missing:
         raise ManifestError(f"{where}: missing column(s) {', '.join(repr(c) for c in missing)}")
     root = path.resolve().parent
-    rows = tuple(_parse_row(i, rec, root, where, check_files)
-                 for i, rec in enumerate(frame.to_dict(orient="records")))
+    rows = tuple(_parse_row(i, rec, root, where, check_files) for i, rec in enumerate(frame.to_dict(orient="records")))
     return Manifest(rows=rows, sources=(path,)).filter(split=split, view=view)
 
 
@@ -220,8 +237,9 @@ def concat_manifests(manifests: Iterable[Manifest]) -> Manifest:
     seen: dict[Path, int] = {}
     for i, r in enumerate(rows):
         if r.image in seen:
-            raise ManifestError(f"row {i} of the concatenated manifest: column 'image': {r.image} "
-                                f"already listed (row {seen[r.image]})")
+            raise ManifestError(
+                f"row {i} of the concatenated manifest: column 'image': {r.image} already listed (row {seen[r.image]})"
+            )
         seen[r.image] = i
     sources = tuple(s for m in manifests for s in m.sources)
     return Manifest(rows=rows, sources=sources)

@@ -15,6 +15,7 @@ Conventions
 * Lengths on the scalp are in mm on the *scalp plane* described by a :class:`PlaneScale`;
   densities are per cm^2; luminance is CIE L* (0..100, see :mod:`data.colour`).
 """
+
 from __future__ import annotations
 
 import math
@@ -210,7 +211,7 @@ def _boundary_length(polygons: list[NDArray], scale: PlaneScale) -> float:
     pts = scale.to_plane_mm(np.concatenate(polygons).astype(np.float64))
     nxt = np.arange(1, len(pts) + 1)
     ends = np.cumsum(sizes)
-    nxt[ends - 1] = ends - sizes              # each polygon closes on its first vertex
+    nxt[ends - 1] = ends - sizes  # each polygon closes on its first vertex
     return float(np.sum(np.hypot(*(pts[nxt] - pts).T)))
 
 
@@ -265,9 +266,10 @@ def _gaussian(image: NDArray[np.float32], sigma_px: float) -> NDArray[np.float32
     """Gaussian blur, kernel truncated at 4 sigma, zeros outside the image."""
     ksize = 2 * math.ceil(_TRUNCATE_SIGMAS * sigma_px) + 1
     # cv2 keeps the depth: float32 in, float32 out
-    return cast(NDArray[np.float32], cv2.GaussianBlur(
-        image, (ksize, ksize), sigmaX=sigma_px, sigmaY=sigma_px, borderType=cv2.BORDER_CONSTANT
-    ))
+    return cast(
+        NDArray[np.float32],
+        cv2.GaussianBlur(image, (ksize, ksize), sigmaX=sigma_px, sigmaY=sigma_px, borderType=cv2.BORDER_CONSTANT),
+    )
 
 
 def _block_mean(image: NDArray[np.float32], k: int) -> NDArray[np.float32]:
@@ -279,8 +281,7 @@ def _block_mean(image: NDArray[np.float32], k: int) -> NDArray[np.float32]:
     rows, cols = image.shape
     pr, pc = -rows % k, -cols % k
     if pr or pc:
-        image = cast(NDArray[np.float32],
-                     cv2.copyMakeBorder(image, 0, pr, 0, pc, cv2.BORDER_CONSTANT, value=0))
+        image = cast(NDArray[np.float32], cv2.copyMakeBorder(image, 0, pr, 0, pc, cv2.BORDER_CONSTANT, value=0))
     size = (image.shape[1] // k, image.shape[0] // k)  # cv2 wants (width, height)
     return cast(NDArray[np.float32], cv2.resize(image, size, interpolation=cv2.INTER_AREA))  # keeps float32
 
@@ -326,7 +327,7 @@ def viewing_lstar(
         return bands[0][1]
     out = np.empty(lum.shape, np.float32)
     for r0, band in bands:
-        out[r0:r0 + len(band)] = band
+        out[r0 : r0 + len(band)] = band
     return out
 
 
@@ -336,8 +337,13 @@ def viewing_lstar(
 VIEW_BAND_ROWS = 512
 
 
-def _viewing_bands(lum: NDArray[np.float32], mask: NDArray[np.bool_], sigma_px: float,
-                   direct_max_sigma_px: float, band_rows: int = VIEW_BAND_ROWS):
+def _viewing_bands(
+    lum: NDArray[np.float32],
+    mask: NDArray[np.bool_],
+    sigma_px: float,
+    direct_max_sigma_px: float,
+    band_rows: int = VIEW_BAND_ROWS,
+):
     """:func:`viewing_lstar` of a non-empty ROI and ``sigma_px > 0`` as ``(first row, rows)`` bands
     (one band on the direct path)."""
     rows, cols = lum.shape
@@ -350,10 +356,18 @@ def _viewing_bands(lum: NDArray[np.float32], mask: NDArray[np.bool_], sigma_px: 
     sigma_lo = math.sqrt(sigma_px**2 - (k * k - 1) / 12.0) / k
     # the block means, formed a band of whole blocks at a time (never a full-frame float copy)
     step = max(k, band_rows // k * k)
-    num_lo = _gaussian(np.vstack([_block_mean(np.where(mask[r:r + step], lum[r:r + step], np.float32(0)), k)
-                                  for r in range(0, rows, step)]), sigma_lo)
-    den_lo = _gaussian(np.vstack([_block_mean(mask[r:r + step].astype(np.float32), k)
-                                  for r in range(0, rows, step)]), sigma_lo)
+    num_lo = _gaussian(
+        np.vstack(
+            [
+                _block_mean(np.where(mask[r : r + step], lum[r : r + step], np.float32(0)), k)
+                for r in range(0, rows, step)
+            ]
+        ),
+        sigma_lo,
+    )
+    den_lo = _gaussian(
+        np.vstack([_block_mean(mask[r : r + step].astype(np.float32), k) for r in range(0, rows, step)]), sigma_lo
+    )
     n_lo = num_lo.shape[0]
     width = num_lo.shape[1] * k  # cv2 wants (width, height)
     for r0 in range(0, rows, band_rows):
@@ -365,10 +379,12 @@ def _viewing_bands(lum: NDArray[np.float32], mask: NDArray[np.bool_], sigma_px: 
         b = min(n_lo, math.floor((r1 - 0.5) / k - 0.5) + 2)
         size = (width, (b - a) * k)
         # (cv2.resize keeps float32)
-        num_b = cast(NDArray[np.float32],
-                     cv2.resize(num_lo[a:b], size, interpolation=cv2.INTER_LINEAR))[r0 - a * k:r1 - a * k, :cols]
-        den_b = cast(NDArray[np.float32],
-                     cv2.resize(den_lo[a:b], size, interpolation=cv2.INTER_LINEAR))[r0 - a * k:r1 - a * k, :cols]
+        num_b = cast(NDArray[np.float32], cv2.resize(num_lo[a:b], size, interpolation=cv2.INTER_LINEAR))[
+            r0 - a * k : r1 - a * k, :cols
+        ]
+        den_b = cast(NDArray[np.float32], cv2.resize(den_lo[a:b], size, interpolation=cv2.INTER_LINEAR))[
+            r0 - a * k : r1 - a * k, :cols
+        ]
         yield r0, _quotient(np.ascontiguousarray(num_b), np.ascontiguousarray(den_b), mask[r0:r1])
 
 
@@ -418,7 +434,7 @@ def show_through(
     else:
         bands = _viewing_bands(lum, mask, sigma_px, DIRECT_MAX_SIGMA_PX)
     n_shows = 0
-    for r0, view in bands:   # (band by band: no full-frame float temporaries on a large photo)
+    for r0, view in bands:  # (band by band: no full-frame float temporaries on a large photo)
         r1 = r0 + len(view)
         with np.errstate(invalid="ignore"):  # NaN outside the ROI compares False
             n_shows += int(np.count_nonzero((view >= ref[r0:r1] - np.float32(dl_threshold)) & mask[r0:r1]))
@@ -577,9 +593,7 @@ def photo_metrics(
         st = None
     else:
         # sigma in px, hence px_per_mm = 1 and sigma_mm = sigma_px.
-        st = show_through(
-            lstar, skin_ref_lstar, roi, 1.0, dl_threshold=show_through_dl, sigma_mm=sigma_px
-        )
+        st = show_through(lstar, skin_ref_lstar, roi, 1.0, dl_threshold=show_through_dl, sigma_mm=sigma_px)
 
     geometry_scale = scale if scale is not None else PlaneScale.uniform(1.0)
     area, perimeter = roi_geometry(roi, geometry_scale)

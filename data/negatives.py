@@ -10,6 +10,7 @@ close-up's scale looks like a bare scalp, which must stay scalp.
 * :func:`scalp_free_photos`: a few of them, drawn with a passed-in generator, each magnified by a
   drawn factor and returned with its own mask and scale.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -56,9 +57,17 @@ def background_windows(mask: np.ndarray, size: int, stride: int, min_share: floa
     return out
 
 
-def scalp_free_photos(image: np.ndarray, mask: np.ndarray, px_per_mm: float, rng: np.random.Generator, *,
-                      size: int = 384, max_n: int = 2, zoom: tuple[float, float] = (1.0, 1.0),
-                      min_share: float = 0.99) -> list[ScalpFree]:
+def scalp_free_photos(
+    image: np.ndarray,
+    mask: np.ndarray,
+    px_per_mm: float,
+    rng: np.random.Generator,
+    *,
+    size: int = 384,
+    max_n: int = 2,
+    zoom: tuple[float, float] = (1.0, 1.0),
+    min_share: float = 0.99,
+) -> list[ScalpFree]:
     """Up to ``max_n`` scalp-free photos of ``size`` px from one photo and its mask.
 
     Each is a window of ``size / z`` px (``z`` drawn uniformly from ``zoom``) that is at least
@@ -79,9 +88,15 @@ def scalp_free_photos(image: np.ndarray, mask: np.ndarray, px_per_mm: float, rng
         if not spots:
             break
         x, y = spots[int(rng.integers(len(spots)))]
-        window = image[y:y + side, x:x + side]
-        labels = np.where(mask[y:y + side, x:x + side] == BACKGROUND, BACKGROUND, 255).astype(np.uint8)
-        out.append(ScalpFree(image=cv2.resize(window, (size, size), interpolation=cv2.INTER_LINEAR),
-                             mask=cv2.resize(labels, (size, size), interpolation=cv2.INTER_NEAREST),
-                             px_per_mm=float(px_per_mm) * size / side, origin=(x, y), zoom=size / side))
+        window = image[y : y + side, x : x + side]
+        labels = np.where(mask[y : y + side, x : x + side] == BACKGROUND, BACKGROUND, 255).astype(np.uint8)
+        out.append(
+            ScalpFree(
+                image=cv2.resize(window, (size, size), interpolation=cv2.INTER_LINEAR),
+                mask=cv2.resize(labels, (size, size), interpolation=cv2.INTER_NEAREST),
+                px_per_mm=float(px_per_mm) * size / side,
+                origin=(x, y),
+                zoom=size / side,
+            )
+        )
     return out

@@ -24,6 +24,7 @@ channel still cancels exactly.
 It works on the 8-bit sRGB photo through 256-entry tables: one histogram per
 channel, one lookup per pixel.
 """
+
 from __future__ import annotations
 
 from typing import Literal, get_args
@@ -33,8 +34,16 @@ import numpy as np
 
 from data.colour import linear_to_srgb, srgb_to_linear
 
-__all__ = ["INPUT_NORMS", "PERCENTILE", "InputNorm", "exposure_lut", "normalise_input", "skin_point_gains",
-           "white_point_gains", "white_point_normalise"]
+__all__ = [
+    "INPUT_NORMS",
+    "PERCENTILE",
+    "InputNorm",
+    "exposure_lut",
+    "normalise_input",
+    "skin_point_gains",
+    "white_point_gains",
+    "white_point_normalise",
+]
 
 InputNorm = Literal["none", "white_point", "skin_point"]
 """How a model wants its input photos: as they are, by :func:`white_point_normalise`, or by the same
@@ -80,13 +89,23 @@ def skin_point_gains(rgb: np.ndarray, percentile: float = PERCENTILE, target: fl
     surrounds them)."""
     sub = np.asarray(rgb)[::2, ::2]
     kernel = np.ones((SKIN_WINDOW, SKIN_WINDOW), np.uint8)
-    return np.array([_channel_gain(cv2.morphologyEx(np.ascontiguousarray(sub[..., c]), cv2.MORPH_CLOSE, kernel,
-                                                    borderType=cv2.BORDER_REPLICATE), percentile, target)
-                     for c in range(3)])
+    return np.array(
+        [
+            _channel_gain(
+                cv2.morphologyEx(
+                    np.ascontiguousarray(sub[..., c]), cv2.MORPH_CLOSE, kernel, borderType=cv2.BORDER_REPLICATE
+                ),
+                percentile,
+                target,
+            )
+            for c in range(3)
+        ]
+    )
 
 
-def white_point_normalise(rgb: np.ndarray, percentile: float = PERCENTILE, target: float = TARGET, *,
-                          hair_closed: bool = False) -> np.ndarray:
+def white_point_normalise(
+    rgb: np.ndarray, percentile: float = PERCENTILE, target: float = TARGET, *, hair_closed: bool = False
+) -> np.ndarray:
     """HxWx3 uint8 sRGB: ``rgb`` (HxWx3 uint8 sRGB) with each channel's gain in linear light taken out
     (the gains of :func:`skin_point_gains` with ``hair_closed``, else of :func:`white_point_gains`)."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:

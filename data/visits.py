@@ -1,5 +1,6 @@
 """The words of a client's visits, written once: the kinds of visit, the kinds that put pigment
 into the skin, and the two kinds of photo (docs/design.md)."""
+
 from __future__ import annotations
 
 __all__ = ["PIGMENTING_KINDS", "VIEWS", "VISIT_KINDS"]

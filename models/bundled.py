@@ -3,6 +3,7 @@
 It is trained from scratch on synthetic scenes by ``scripts/train_default.py``;
 ``models/weights/MODEL_CARD.md`` says on what, how well, and its limits.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,6 +14,7 @@ DEFAULT_WEIGHTS = WEIGHTS_DIR / "smp-segmenter.pt"
 
 def default_model_path() -> Path:
     if not DEFAULT_WEIGHTS.is_file():
-        raise FileNotFoundError(f"{DEFAULT_WEIGHTS}: the bundled model is missing; "
-                                "run scripts/train_default.py or pass --model")
+        raise FileNotFoundError(
+            f"{DEFAULT_WEIGHTS}: the bundled model is missing; run scripts/train_default.py or pass --model"
+        )
     return DEFAULT_WEIGHTS

@@ -14,6 +14,7 @@ checkpoint from an untrusted source cannot run code:
 Either kind can also start a new training (``init_weights``,
 :func:`init_from_checkpoint`): its weights only, some heads re-initialised.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -76,8 +77,15 @@ def _settings_dict(model: torch.nn.Module) -> dict[str, Any]:
 
 def save_model(path: str | Path, model: SegDotNet, meta: dict[str, Any] | None = None) -> Path:
     """Save a model file (settings + state_dict + metadata)."""
-    return _atomic_save({"format": MODEL_FORMAT, "model_settings": _settings_dict(model),
-                         "state_dict": _plain_state(model), "meta": dict(meta or {})}, Path(path))
+    return _atomic_save(
+        {
+            "format": MODEL_FORMAT,
+            "model_settings": _settings_dict(model),
+            "state_dict": _plain_state(model),
+            "meta": dict(meta or {}),
+        },
+        Path(path),
+    )
 
 
 def _read(path: Path) -> dict:
@@ -86,11 +94,14 @@ def _read(path: Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt, truncated, or not a torch file at all
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:160]})") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
+        ) from None
     if not isinstance(obj, dict) or obj.get("format") not in (MODEL_FORMAT, STATE_FORMAT):
-        raise CheckpointError(f"{path}: not an smp-assess checkpoint "
-                              f"(format {obj.get('format') if isinstance(obj, dict) else type(obj).__name__!r})")
+        raise CheckpointError(
+            f"{path}: not an smp-assess checkpoint "
+            f"(format {obj.get('format') if isinstance(obj, dict) else type(obj).__name__!r})"
+        )
     return obj
 
 
@@ -105,8 +116,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     model = build_model(settings)
     missing, unexpected = model.load_state_dict(obj["state_dict"], strict=False)
     if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not fit the network (missing {len(missing)}, "
-                              f"unexpected {len(unexpected)}, e.g. {(list(missing) + list(unexpected))[:2]})")
+        raise CheckpointError(
+            f"{path}: weights do not fit the network (missing {len(missing)}, "
+            f"unexpected {len(unexpected)}, e.g. {(list(missing) + list(unexpected))[:2]})"
+        )
     model.to(device).eval()
     return LoadedModel(model, settings, dict(obj.get("meta", {})), path, file_sha256(path))
 
@@ -129,12 +142,17 @@ class InitWeights:
     """What was asked for (a path or a registry URI); ``path`` is the local file it resolved to."""
 
     def as_meta(self) -> dict[str, Any]:
-        return {"weights": self.ref or str(self.path), "path": str(self.path), "sha256": self.sha256,
-                "reinit_heads": list(self.reinit_heads),
-                "loaded": self.loaded, "reinitialised": self.reinitialised,
-                "settings_changed": list(self.settings_changed),
-                "source_name": str(self.source_meta.get("name", "")),
-                "source_epoch": self.source_meta.get("epoch")}
+        return {
+            "weights": self.ref or str(self.path),
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "reinit_heads": list(self.reinit_heads),
+            "loaded": self.loaded,
+            "reinitialised": self.reinitialised,
+            "settings_changed": list(self.settings_changed),
+            "source_name": str(self.source_meta.get("name", "")),
+            "source_epoch": self.source_meta.get("epoch"),
+        }
 
 
 def _under(key: str, prefixes: tuple[str, ...]) -> bool:
@@ -142,8 +160,9 @@ def _under(key: str, prefixes: tuple[str, ...]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
-def init_from_checkpoint(model: torch.nn.Module, path: str | Path,
-                         reinit_heads: tuple[str, ...] | list[str] = (), ref: str = "") -> InitWeights:
+def init_from_checkpoint(
+    model: torch.nn.Module, path: str | Path, reinit_heads: tuple[str, ...] | list[str] = (), ref: str = ""
+) -> InitWeights:
     """Copy a checkpoint's weights into ``model`` except those under ``reinit_heads``.
 
     ``reinit_heads`` are state_dict name prefixes (``dot_head``, ``seg_head.out``);
@@ -162,8 +181,9 @@ def init_from_checkpoint(model: torch.nn.Module, path: str | Path,
     for head in heads:
         if not any(_under(k, (head,)) for k in target):
             tops = sorted({k.split(".", 1)[0] for k in target})
-            raise CheckpointError(f"reinit_heads: {head!r} names no parameter of the network "
-                                  f"(its parts: {', '.join(tops)})")
+            raise CheckpointError(
+                f"reinit_heads: {head!r} names no parameter of the network (its parts: {', '.join(tops)})"
+            )
     source = obj["state_dict"]
     state: dict[str, torch.Tensor] = {}
     kept = 0
@@ -173,37 +193,65 @@ def init_from_checkpoint(model: torch.nn.Module, path: str | Path,
             kept += 1
             continue
         if key not in source:
-            raise CheckpointError(f"init_weights: {path} has no tensor {key} (another network? "
-                                  "re-initialise its head with reinit_heads)")
+            raise CheckpointError(
+                f"init_weights: {path} has no tensor {key} (another network? re-initialise its head with reinit_heads)"
+            )
         if tuple(source[key].shape) != tuple(tensor.shape):
-            raise CheckpointError(f"init_weights: {key} has shape {tuple(source[key].shape)} in {path}, "
-                                  f"{tuple(tensor.shape)} in the network (add its head to reinit_heads "
-                                  "or use the checkpoint's model settings)")
+            raise CheckpointError(
+                f"init_weights: {key} has shape {tuple(source[key].shape)} in {path}, "
+                f"{tuple(tensor.shape)} in the network (add its head to reinit_heads "
+                "or use the checkpoint's model settings)"
+            )
         state[key] = source[key]
     extra = sorted(k for k in source if k not in target and not _under(k, heads))
     if extra:
-        raise CheckpointError(f"init_weights: {path} holds {len(extra)} tensors the network lacks "
-                              f"(e.g. {extra[0]}): another architecture?")
+        raise CheckpointError(
+            f"init_weights: {path} holds {len(extra)} tensors the network lacks "
+            f"(e.g. {extra[0]}): another architecture?"
+        )
     module.load_state_dict(state, strict=True)
     saved = dict(obj.get("model_settings") or {})
-    mine = cast(ModelSettings, module.settings).model_copy(update={"backbone_weights": None}).model_dump(mode="json") \
-        if hasattr(module, "settings") else {}
+    mine = (
+        cast(ModelSettings, module.settings).model_copy(update={"backbone_weights": None}).model_dump(mode="json")
+        if hasattr(module, "settings")
+        else {}
+    )
     changed = tuple(sorted(k for k in mine if k in saved and saved[k] != mine[k]))
-    return InitWeights(path, file_sha256(path), heads, len(state) - kept, kept, changed,
-                       dict(obj.get("meta") or {}), ref)
+    return InitWeights(
+        path, file_sha256(path), heads, len(state) - kept, kept, changed, dict(obj.get("meta") or {}), ref
+    )
 
 
-def save_training_state(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                        scheduler: Any, scaler: Any, *, epoch: int, best_score: float,
-                        bad_epochs: int, history: list[dict[str, float]], meta: dict[str, Any]) -> Path:
-    return _atomic_save({
-        "format": STATE_FORMAT, "model_settings": _settings_dict(model),
-        "state_dict": _plain_state(model), "meta": dict(meta),
-        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else {},
-        "epoch": int(epoch), "best_score": float(best_score), "bad_epochs": int(bad_epochs),
-        "history": list(history), "torch_rng": torch.get_rng_state(),
-    }, Path(path))
+def save_training_state(
+    path: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    *,
+    epoch: int,
+    best_score: float,
+    bad_epochs: int,
+    history: list[dict[str, float]],
+    meta: dict[str, Any],
+) -> Path:
+    return _atomic_save(
+        {
+            "format": STATE_FORMAT,
+            "model_settings": _settings_dict(model),
+            "state_dict": _plain_state(model),
+            "meta": dict(meta),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else {},
+            "epoch": int(epoch),
+            "best_score": float(best_score),
+            "bad_epochs": int(bad_epochs),
+            "history": list(history),
+            "torch_rng": torch.get_rng_state(),
+        },
+        Path(path),
+    )
 
 
 def load_training_state(path: str | Path) -> dict[str, Any]:
@@ -216,8 +264,10 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
 def check_resume_compatible(state: dict[str, Any], settings: ModelSettings, path: Path) -> None:
     saved = ModelSettings(**state["model_settings"])
     if saved != settings.model_copy(update={"backbone_weights": None}):
-        raise ConfigError(f"model: the run in {path.parent} was started with other model settings; "
-                          "use a new out_dir or the same config to resume")
+        raise ConfigError(
+            f"model: the run in {path.parent} was started with other model settings; "
+            "use a new out_dir or the same config to resume"
+        )
 
 
 def resolve_model(ref: str | Path) -> Path:
@@ -238,8 +288,9 @@ def resolve_model(ref: str | Path) -> Path:
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref))
     except Exception as exc:
-        raise FileNotFoundError(f"{ref}: cannot fetch this model from {mlflow.get_tracking_uri()} "
-                                f"({str(exc).splitlines()[0][:160]})") from None
+        raise FileNotFoundError(
+            f"{ref}: cannot fetch this model from {mlflow.get_tracking_uri()} ({str(exc).splitlines()[0][:160]})"
+        ) from None
     found = sorted(local.rglob("*.pt"))
     if not found:
         raise FileNotFoundError(f"{ref}: the model holds no checkpoint file")

@@ -15,6 +15,7 @@ Training: ``scripts/train_dot_patch.py`` (synthetic photos with known dots and l
 apart from the benchmark's). Weights and what they were trained on: one ``.pt`` file
 (``models/weights/dot-patch.pt``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,10 +52,18 @@ def _net():
     import torch.nn as nn
 
     return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 1))
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 1),
+    )
 
 
 def _max_pool2(x):
@@ -63,8 +72,10 @@ def _max_pool2(x):
     import torch
 
     n, m = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
-    return torch.maximum(torch.maximum(x[..., 0:n:2, 0:m:2], x[..., 0:n:2, 1:m:2]),
-                         torch.maximum(x[..., 1:n:2, 0:m:2], x[..., 1:n:2, 1:m:2]))
+    return torch.maximum(
+        torch.maximum(x[..., 0:n:2, 0:m:2], x[..., 0:n:2, 1:m:2]),
+        torch.maximum(x[..., 1:n:2, 0:m:2], x[..., 1:n:2, 1:m:2]),
+    )
 
 
 def _infer(net, x):
@@ -84,8 +95,8 @@ def _infer(net, x):
 class PatchRanker:
     """The network and the veto it was chosen with."""
 
-    state: dict                      # torch state_dict
-    veto: float                      # probability under which a candidate is refused
+    state: dict  # torch state_dict
+    veto: float  # probability under which a candidate is refused
     info: dict = field(default_factory=dict)
     if TYPE_CHECKING:  # set by __post_init__, not a dataclass field at run time
         _net: nn.Sequential = field(init=False, repr=False, compare=False)
@@ -109,8 +120,8 @@ class PatchRanker:
         out = np.zeros(len(x))
         with torch.inference_mode():
             for i in range(0, len(x), batch):
-                t = torch.from_numpy(np.ascontiguousarray(x[i:i + batch, None]))
-                out[i:i + batch] = torch.sigmoid(_infer(self._net, t).squeeze(1)).double().numpy()
+                t = torch.from_numpy(np.ascontiguousarray(x[i : i + batch, None]))
+                out[i : i + batch] = torch.sigmoid(_infer(self._net, t).squeeze(1)).double().numpy()
         return out
 
     def save(self, path: Path) -> None:
@@ -137,8 +148,9 @@ class PatchRanker:
         return cls(state=blob["state"], veto=float(blob["veto"]), info=info)
 
 
-def fit_patch_ranker(patches: np.ndarray, labels: np.ndarray, *, seed: int, epochs: int = 8,
-                     veto: float = 0.5, info: dict | None = None) -> PatchRanker:
+def fit_patch_ranker(
+    patches: np.ndarray, labels: np.ndarray, *, seed: int, epochs: int = 8, veto: float = 0.5, info: dict | None = None
+) -> PatchRanker:
     """Train the network on normalised patches (N, S, S) with labels 1 (a visible dot) / 0, classes
     weighted equally, with the 8 flips and quarter turns as augmentation; seeded and reproducible
     on one thread."""
@@ -156,12 +168,13 @@ def fit_patch_ranker(patches: np.ndarray, labels: np.ndarray, *, seed: int, epoc
     for _ in range(epochs):
         order = torch.from_numpy(rng.permutation(len(x)))
         for i in range(0, len(x), 256):
-            b = order[i:i + 256]
+            b = order[i : i + 256]
             xb = torch.rot90(x[b], int(rng.integers(4)), (2, 3))
             if rng.random() < 0.5:
                 xb = xb.flip(3)
-            loss = (nn.functional.binary_cross_entropy_with_logits(net(xb).squeeze(1), y[b], reduction="none")
-                    * w[b]).mean()
+            loss = (
+                nn.functional.binary_cross_entropy_with_logits(net(xb).squeeze(1), y[b], reduction="none") * w[b]
+            ).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -6,6 +6,7 @@ are computed only where dots are resolvable: close-ups, or any photo whose
 scale is at least ``dot_min_px_per_mm`` (docs/design.md: global views measure dots
 only where resolvable). A photo without a known scale gets region scores only.
 """
+
 from __future__ import annotations
 
 import time
@@ -88,9 +89,15 @@ def _pooled(cm: np.ndarray, matches: list[tuple[DotMatch, float]], prefix: str =
     return out
 
 
-def evaluate(model: SegDotNet, manifest: Manifest, settings: EvalSettings = EvalSettings(), *,
-             device: str | torch.device = "cpu", keep_samples: int = 0,
-             progress: Callable[[int, int], None] | None = None) -> Evaluation:
+def evaluate(
+    model: SegDotNet,
+    manifest: Manifest,
+    settings: EvalSettings = EvalSettings(),
+    *,
+    device: str | torch.device = "cpu",
+    keep_samples: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> Evaluation:
     """Score ``model`` on every row of ``manifest`` (in order; ``max_images`` first rows)."""
     rows = list(manifest)[: settings.max_images] if settings.max_images else list(manifest)
     cm_all = np.zeros((3, 3), np.int64)
@@ -112,9 +119,18 @@ def evaluate(model: SegDotNet, manifest: Manifest, settings: EvalSettings = Eval
                 progress(i + 1, len(rows))
             continue
         t0 = time.perf_counter()
-        pred = predict_view(model, photo.image, row.view, px_per_mm=row.px_per_mm, tile=settings.tile,
-                            overlap=settings.overlap, batch_size=settings.batch_size, device=device,
-                            threshold=settings.threshold, precision=settings.precision)
+        pred = predict_view(
+            model,
+            photo.image,
+            row.view,
+            px_per_mm=row.px_per_mm,
+            tile=settings.tile,
+            overlap=settings.overlap,
+            batch_size=settings.batch_size,
+            device=device,
+            threshold=settings.threshold,
+            precision=settings.precision,
+        )
         secs = time.perf_counter() - t0
         cm = confusion(pred.labels, photo.mask)
         cm_all += cm
@@ -129,26 +145,45 @@ def evaluate(model: SegDotNet, manifest: Manifest, settings: EvalSettings = Eval
         view_cm, view_matches = per_view.setdefault(row.view, (np.zeros((3, 3), np.int64), []))
         view_cm += cm
         rs = region_scores(cm)
-        rec = {"image": str(row.image), "view": row.view, "px_per_mm": photo.px_per_mm,
-               "miou_scalp_hair": rs.miou_scalp_hair, "hair_boundary_f1": hb.f1, "scalp_boundary_f1": sb.f1,
-               "seconds": secs,
-               "n_pred_dots": int(len(pred.dots))}
+        rec = {
+            "image": str(row.image),
+            "view": row.view,
+            "px_per_mm": photo.px_per_mm,
+            "miou_scalp_hair": rs.miou_scalp_hair,
+            "hair_boundary_f1": hb.f1,
+            "scalp_boundary_f1": sb.f1,
+            "seconds": secs,
+            "n_pred_dots": int(len(pred.dots)),
+        }
         rec.update({f"iou_{n}": v for n, v in zip(CLASS_NAMES, rs.iou)})
         # the pixel counts behind the figures, so that any group of photos can be pooled
         rec.update(class_counts("scalp", SCALP, cm, sb) | class_counts("hair", HAIR, cm, hb))
         match = None
-        scorable = photo.has_points and np.isfinite(photo.px_per_mm) and (
-            row.view == "closeup" or photo.px_per_mm >= settings.dot_min_px_per_mm)
+        scorable = (
+            photo.has_points
+            and np.isfinite(photo.px_per_mm)
+            and (row.view == "closeup" or photo.px_per_mm >= settings.dot_min_px_per_mm)
+        )
         if scorable:
             # invisible dots (under hair, below the contrast floor) are neither hits nor misses
-            match = match_dots(pred.dots[:, :2], photo.points, settings.match_radius_mm * photo.px_per_mm,
-                               visible=photo.visible)
+            match = match_dots(
+                pred.dots[:, :2], photo.points, settings.match_radius_mm * photo.px_per_mm, visible=photo.visible
+            )
             matches.append((match, photo.px_per_mm))
             view_matches.append((match, photo.px_per_mm))
             ds = dot_scores([(match, photo.px_per_mm)])
-            rec.update({"n_true_dots": int(photo.visible.sum()), "dot_tp": ds.tp, "dot_fp": ds.fp, "dot_fn": ds.fn,
-                        "dot_precision": ds.precision, "dot_recall": ds.recall, "dot_f1": ds.f1,
-                        "dot_loc_error_mm_median": ds.to_dict()["dot_loc_error_mm_median"]})
+            rec.update(
+                {
+                    "n_true_dots": int(photo.visible.sum()),
+                    "dot_tp": ds.tp,
+                    "dot_fp": ds.fp,
+                    "dot_fn": ds.fn,
+                    "dot_precision": ds.precision,
+                    "dot_recall": ds.recall,
+                    "dot_f1": ds.f1,
+                    "dot_loc_error_mm_median": ds.to_dict()["dot_loc_error_mm_median"],
+                }
+            )
         records.append(rec)
         if len(samples) < keep_samples:
             samples.append(ImagePrediction(row.image, pred.labels, pred.dots, photo.mask, photo.points, match))
@@ -218,8 +253,15 @@ def confusion_figure(cm: np.ndarray, path: str | Path, title: str = "") -> Path:
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(3):
         for j in range(3):
-            ax.text(j, i, f"{norm[i, j]:.3f}\n{int(cm[i, j]):,}", ha="center", va="center", fontsize=7,
-                    color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{norm[i, j]:.3f}\n{int(cm[i, j]):,}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
     ax.set_xticks(range(3), CLASS_NAMES)
     ax.set_yticks(range(3), CLASS_NAMES)
     ax.set_xlabel("predicted")

@@ -20,6 +20,7 @@ model is registered as the first version, with its gate evaluation, and made cha
 (:func:`models.registry.ensure_champion`): a fresh clone's ``models:/smp-segmenter@champion``
 is the bundled model, and a first training run must beat it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,8 +56,11 @@ class GateSettings(Settings):
         no score measured on the old pixels is compared with one on the new. Not the margin or the folder."""
         from data.config import config_dir
 
-        h = hashlib.sha256(json.dumps({"n": self.n_photos, "seed": self.seed, "size": [self.width, self.height]},
-                                      sort_keys=True).encode())
+        h = hashlib.sha256(
+            json.dumps(
+                {"n": self.n_photos, "seed": self.seed, "size": [self.width, self.height]}, sort_keys=True
+            ).encode()
+        )
         data = Path(__file__).resolve().parent.parent / "data"
         configs = config_dir()
         for path in generator_code():
@@ -70,8 +74,10 @@ def generator_code() -> list[Path]:
     """The source files that decide the generator's pixels: its package with every sub-package, and
     the data modules it draws with."""
     data = Path(__file__).resolve().parent.parent / "data"
-    return [*sorted((data / "synth").rglob("*.py")),
-            *(data / f"{m}.py" for m in ("card", "colour", "flags", "geometry", "metrics"))]
+    return [
+        *sorted((data / "synth").rglob("*.py")),
+        *(data / f"{m}.py" for m in ("card", "colour", "flags", "geometry", "metrics")),
+    ]
 
 
 @dataclass(frozen=True)
@@ -98,23 +104,30 @@ class GateDecision:
         cand = f"version {self.candidate_version} scored {_fmt(self.candidate_score)} on {self.suite}"
         if self.champion_version is None:
             return f"{cand}; there was no champion: it is champion"
-        need = f"{_fmt((self.champion_score or 0.0) + self.margin)} (champion version {self.champion_version}'s " \
-               f"{_fmt(self.champion_score)} + margin {self.margin:g})"
+        need = (
+            f"{_fmt((self.champion_score or 0.0) + self.margin)} (champion version {self.champion_version}'s "
+            f"{_fmt(self.champion_score)} + margin {self.margin:g})"
+        )
         if self.promoted:
             return f"{cand}, above {need}: it is champion"
         return f"{cand}, not above {need}: version {self.champion_version} stays champion"
 
     def as_tags(self) -> dict[str, str]:
-        return {"gate_decision": self.sentence, "gate_promoted": str(self.promoted), "gate_suite": self.suite,
-                "gate_margin": f"{self.margin:g}"}
+        return {
+            "gate_decision": self.sentence,
+            "gate_promoted": str(self.promoted),
+            "gate_suite": self.suite,
+            "gate_margin": f"{self.margin:g}",
+        }
 
 
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:.4f}"
 
 
-def decide(candidate_version: str, candidate_score: float, champion: tuple[str, float] | None, *,
-           margin: float, suite: str) -> GateDecision:
+def decide(
+    candidate_version: str, candidate_score: float, champion: tuple[str, float] | None, *, margin: float, suite: str
+) -> GateDecision:
     """The gate's rule: promoted when there is no champion, or when the candidate's score is finite and
     beats the champion's by more than ``margin``. A champion whose score is unknown (NaN) is beaten by
     any finite score; a candidate without a finite score never is champion over an existing one."""
@@ -139,12 +152,18 @@ def gate_suite(settings: GateSettings) -> Path:
     from data.synth.generate import generate_images, write_manifest
     from data.synth.settings import SynthSettings
 
-    cfg = load_settings(SynthSettings, None, [f"image.width={settings.width}", f"image.height={settings.height}"],
-                        default="synth/closeup.yaml")
+    cfg = load_settings(
+        SynthSettings,
+        None,
+        [f"image.width={settings.width}", f"image.height={settings.height}"],
+        default="synth/closeup.yaml",
+    )
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
-    rows = [dict(made.row, split="val") for made in
-            generate_images(tmp, settings.n_photos, cfg, load_card(None), load_flag_settings(), settings.seed)]
+    rows = [
+        dict(made.row, split="val")
+        for made in generate_images(tmp, settings.n_photos, cfg, load_card(None), load_flag_settings(), settings.seed)
+    ]
     write_manifest(tmp, rows)
     try:
         tmp.rename(folder)

@@ -23,6 +23,7 @@ Memory: the class map (and the optional probabilities) are preallocated for
 the whole photo; only one batch of tiles is converted to float and run at a
 time.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,17 @@ from data.geometry import resize_points
 from data.photometry import PERCENTILE, normalise_input
 from models.network import SegDotNet
 
-__all__ = ["PRECISIONS", "Precision", "Prediction", "TileGrid", "decode_dots", "native_bfloat16", "predict_image",
-           "predict_view", "resolve_precision"]
+__all__ = [
+    "PRECISIONS",
+    "Precision",
+    "Prediction",
+    "TileGrid",
+    "decode_dots",
+    "native_bfloat16",
+    "predict_image",
+    "predict_view",
+    "resolve_precision",
+]
 
 Precision = Literal["auto", "float32", "bfloat16", "float16"]
 """What :func:`predict_image` can compute in (``auto``: see :func:`resolve_precision`)."""
@@ -339,8 +349,9 @@ def predict_image(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     # the whole photo as the model was trained to see it (exposure and white balance out, if it asks)
     settings = getattr(model, "settings", None)
-    image = normalise_input(image, getattr(settings, "input_norm", "none"),
-                            getattr(settings, "input_norm_percentile", PERCENTILE))
+    image = normalise_input(
+        image, getattr(settings, "input_norm", "none"), getattr(settings, "input_norm_percentile", PERCENTILE)
+    )
     height, width = image.shape[:2]
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     model = model.to(dev)
@@ -369,8 +380,9 @@ def predict_image(
     return acc.result()
 
 
-def predict_view(model: SegDotNet, image: np.ndarray, view: str, px_per_mm: float | None = None,
-                 **kwargs) -> Prediction:
+def predict_view(
+    model: SegDotNet, image: np.ndarray, view: str, px_per_mm: float | None = None, **kwargs
+) -> Prediction:
     """:func:`predict_image` of a photo of ``view`` (``closeup``/``global``) as the model was trained to see it.
 
     A model with ``global_long_side`` sees a whole-head view shrunk to that long side (its whole head
@@ -391,14 +403,16 @@ def predict_view(model: SegDotNet, image: np.ndarray, view: str, px_per_mm: floa
         f = target / px_per_mm
     else:
         return predict_image(model, image, **kwargs)
-    small = cv2.resize(image, (max(1, round(w * f)), max(1, round(h * f))),
-                       interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+    small = cv2.resize(
+        image, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
+    )
     pred = predict_image(model, small, **kwargs)
     fx, fy = w / small.shape[1], h / small.shape[0]
     labels = cv2.resize(pred.labels, (w, h), interpolation=cv2.INTER_NEAREST)
     dots = resize_points(pred.dots, fx, fy)
     probs = None
     if pred.probs is not None:
-        probs = np.stack([cv2.resize(p.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-                          for p in pred.probs]).astype(pred.probs.dtype)
+        probs = np.stack(
+            [cv2.resize(p.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) for p in pred.probs]
+        ).astype(pred.probs.dtype)
     return Prediction(labels=labels, dots=dots, probs=probs)

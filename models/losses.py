@@ -12,6 +12,7 @@
 :func:`total_loss` builds the dot targets from the batch's points
 (:func:`models.targets.dot_targets`) and weights the parts.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -82,7 +83,11 @@ def soft_dice_loss(logits: Tensor, mask: Tensor, smooth: float = 1.0) -> Tensor:
 
 
 def heat_focal_loss(
-    heat_logits: Tensor, target: Tensor, alpha: float = 2.0, beta: float = 4.0, item_mask: Tensor | None = None,
+    heat_logits: Tensor,
+    target: Tensor,
+    alpha: float = 2.0,
+    beta: float = 4.0,
+    item_mask: Tensor | None = None,
     ignore: Tensor | None = None,
 ) -> Tensor:
     """CenterNet penalty-reduced focal loss on heat logits, divided by the number of dot cells (at least 1).

@@ -67,6 +67,7 @@ What makes it fast on CPU: a stride-2 stem, nothing wider than 16-24
 channels at stride 2, no full-resolution feature maps, conv+BN folded,
 channels_last, local (not global) pooling, tiles that fit the caches.
 """
+
 from __future__ import annotations
 
 import copy

@@ -3,6 +3,7 @@
 MLflow executes this file when it loads the model (no pickled Python object is
 stored); the weights come from the model's ``checkpoint`` artifact.
 """
+
 from mlflow.models import set_model
 
 from models.registry import SmpSegmenterPyfunc

@@ -14,6 +14,7 @@
   the gate suite, and champion (:func:`ensure_champion`): ``models:/smp-segmenter@champion``
   works on a fresh clone.
 """
+
 from __future__ import annotations
 
 import base64
@@ -63,8 +64,17 @@ def _pip_requirements() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
     reqs = []
-    for pkg in ("torch", "torchvision", "numpy", "opencv-python-headless", "pandas", "scipy", "pydantic",
-                "pyyaml", "mlflow"):
+    for pkg in (
+        "torch",
+        "torchvision",
+        "numpy",
+        "opencv-python-headless",
+        "pandas",
+        "scipy",
+        "pydantic",
+        "pyyaml",
+        "mlflow",
+    ):
         try:
             reqs.append(f"{pkg}=={version(pkg)}")
         except PackageNotFoundError:  # pragma: no cover - all are dependencies
@@ -110,11 +120,19 @@ with warnings.catch_warnings():
                 pred = predict_image(self._fast, rgb, threshold=float(params.get("threshold", 0.3)))
                 frac = np.bincount(pred.labels.ravel(), minlength=3)[:3] / pred.labels.size
                 _, png = cv2.imencode(".png", pred.labels)
-                rows.append({"path": str(p), "width": rgb.shape[1], "height": rgb.shape[0],
-                             "background_fraction": float(frac[0]), "scalp_fraction_px": float(frac[1]),
-                             "hair_fraction": float(frac[2]), "dot_count": int(len(pred.dots)),
-                             "dots_json": json.dumps(np.round(pred.dots, 3).tolist()),
-                             "labels_png_b64": base64.b64encode(png.tobytes()).decode("ascii")})
+                rows.append(
+                    {
+                        "path": str(p),
+                        "width": rgb.shape[1],
+                        "height": rgb.shape[0],
+                        "background_fraction": float(frac[0]),
+                        "scalp_fraction_px": float(frac[1]),
+                        "hair_fraction": float(frac[2]),
+                        "dot_count": int(len(pred.dots)),
+                        "dots_json": json.dumps(np.round(pred.dots, 3).tolist()),
+                        "labels_png_b64": base64.b64encode(png.tobytes()).decode("ascii"),
+                    }
+                )
             return pd.DataFrame(rows)
 
 
@@ -148,13 +166,17 @@ def _log_model(checkpoint: Path):
     with warnings.catch_warnings():
         # the pyfunc takes a list of paths or a one-column frame; no type-hint validation wanted
         warnings.filterwarnings("ignore", message=".*type hints.*")
-        return mlflow.pyfunc.log_model(name="model", python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
-                                       artifacts={"checkpoint": str(checkpoint)},
-                                       pip_requirements=_pip_requirements())
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
+            artifacts={"checkpoint": str(checkpoint)},
+            pip_requirements=_pip_requirements(),
+        )
 
 
-def ensure_champion(model_name: str = MODEL_NAME, gate: GateSettings = GateSettings(), *,
-                    quiet: bool = False) -> str | None:
+def ensure_champion(
+    model_name: str = MODEL_NAME, gate: GateSettings = GateSettings(), *, quiet: bool = False
+) -> str | None:
     """Register the bundled model (scored on the gate suite) as champion when ``model_name`` has no
     champion in the current tracking store. Returns the version it registered, or None when a champion
     was already there."""
@@ -170,10 +192,10 @@ def ensure_champion(model_name: str = MODEL_NAME, gate: GateSettings = GateSetti
     weights = default_model_path()
     scored = score_on_gate(weights, gate)
     outer = mlflow.active_run()
-    experiment = mlflow.get_experiment_by_name(BUNDLED_EXPERIMENT) or \
-        mlflow.get_experiment(mlflow.create_experiment(BUNDLED_EXPERIMENT))
-    with mlflow.start_run(run_name="bundled model", experiment_id=experiment.experiment_id,
-                          nested=outer is not None):
+    experiment = mlflow.get_experiment_by_name(BUNDLED_EXPERIMENT) or mlflow.get_experiment(
+        mlflow.create_experiment(BUNDLED_EXPERIMENT)
+    )
+    with mlflow.start_run(run_name="bundled model", experiment_id=experiment.experiment_id, nested=outer is not None):
         mlflow.log_params({"weights": weights.name, "gate_suite": scored.suite, "gate_photos": gate.n_photos})
         mlflow.log_metrics({f"gate_{k}": v for k, v in scored.summary.items() if v == v})
         mlflow.log_metric("gate_score", scored.score)
@@ -184,11 +206,19 @@ def ensure_champion(model_name: str = MODEL_NAME, gate: GateSettings = GateSetti
         for k, v in {GATE_SCORE_TAG: f"{scored.score:.6f}", "source": "bundled", **decision.as_tags()}.items():
             client.set_model_version_tag(model_name, mv.version, k, v)
         client.set_registered_model_alias(model_name, CHAMPION, mv.version)
-        mlflow.set_tags({"registered_version": str(mv.version), "champion": "True",
-                         "champion_decision": "the bundled model, first in this store: " + decision.sentence})
+        mlflow.set_tags(
+            {
+                "registered_version": str(mv.version),
+                "champion": "True",
+                "champion_decision": "the bundled model, first in this store: " + decision.sentence,
+            }
+        )
     if not quiet:
-        print(f"registered the bundled model as {model_name} version {mv.version}, champion "
-              f"(gate score {scored.score:.4f} on {scored.suite}) in {mlflow.get_tracking_uri()}", file=sys.stderr)
+        print(
+            f"registered the bundled model as {model_name} version {mv.version}, champion "
+            f"(gate score {scored.score:.4f} on {scored.suite}) in {mlflow.get_tracking_uri()}",
+            file=sys.stderr,
+        )
     return str(mv.version)
 
 
@@ -213,9 +243,15 @@ def champion_gate_score(model_name: str, gate: GateSettings) -> tuple[str, float
     return str(mv.version), scored.score
 
 
-def log_and_register(checkpoint: Path, *, score: float, register: bool = True,
-                     model_name: str = MODEL_NAME, extra_tags: dict[str, str] | None = None,
-                     gate: GateSettings = GateSettings()) -> Registered:
+def log_and_register(
+    checkpoint: Path,
+    *,
+    score: float,
+    register: bool = True,
+    model_name: str = MODEL_NAME,
+    extra_tags: dict[str, str] | None = None,
+    gate: GateSettings = GateSettings(),
+) -> Registered:
     """Log the pyfunc model in the active run and register it; it takes ``champion`` only through the
     gate (:mod:`models.gate`). ``score`` is the run's own validation score (tag ``val_score``)."""
     from mlflow import MlflowClient
@@ -229,8 +265,12 @@ def log_and_register(checkpoint: Path, *, score: float, register: bool = True,
     scored = score_on_gate(checkpoint, gate)
     decision = decide(str(mv.version), scored.score, previous, margin=gate.margin, suite=scored.suite)
     client = MlflowClient()
-    tags = {SCORE_TAG: f"{score:.6f}", GATE_SCORE_TAG: f"{scored.score:.6f}", **decision.as_tags(),
-            **{k: str(v) for k, v in (extra_tags or {}).items()}}
+    tags = {
+        SCORE_TAG: f"{score:.6f}",
+        GATE_SCORE_TAG: f"{scored.score:.6f}",
+        **decision.as_tags(),
+        **{k: str(v) for k, v in (extra_tags or {}).items()},
+    }
     for k, v in tags.items():
         client.set_model_version_tag(model_name, mv.version, k, v)
     if decision.promoted:
@@ -238,8 +278,9 @@ def log_and_register(checkpoint: Path, *, score: float, register: bool = True,
     mlflow.log_metrics({f"gate_{k}": v for k, v in scored.summary.items() if v == v})
     mlflow.log_metric("gate_score", scored.score)
     mlflow.set_tag("champion_decision", decision.sentence)
-    return Registered(info.model_uri, str(mv.version), score, decision.promoted,
-                      previous[0] if previous else None, decision)
+    return Registered(
+        info.model_uri, str(mv.version), score, decision.promoted, previous[0] if previous else None, decision
+    )
 
 
 def champion_version(model_name: str = MODEL_NAME) -> tuple[str, float] | None:

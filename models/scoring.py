@@ -10,6 +10,7 @@ match radius; the radius is given in millimetres and turned into pixels with
 the photo's scale, so that a close-up at 10 px/mm and one at 30 px/mm are held
 to the same physical tolerance.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -66,8 +67,9 @@ def region_scores(cm: np.ndarray) -> RegionScores:
         iou = np.where(tp + fp + fn > 0, tp / (tp + fp + fn), np.nan)
         dice = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
     total = cm.sum()
-    return RegionScores(tuple(float(v) for v in iou), tuple(float(v) for v in dice),
-                        float(tp.sum() / total) if total else float("nan"))
+    return RegionScores(
+        tuple(float(v) for v in iou), tuple(float(v) for v in dice), float(tp.sum() / total) if total else float("nan")
+    )
 
 
 @dataclass(frozen=True)
@@ -106,15 +108,17 @@ class DotMatch:
         return self.n_true - self.tp
 
 
-def match_radius_px(diameter_mm: np.ndarray, px_per_mm: float, *, radius_mm: float = 0.1,
-                    diameter_fraction: float = 0.15) -> np.ndarray:
+def match_radius_px(
+    diameter_mm: np.ndarray, px_per_mm: float, *, radius_mm: float = 0.1, diameter_fraction: float = 0.15
+) -> np.ndarray:
     """(N,) match radius of each true dot: ``radius_mm`` or ``diameter_fraction`` x its diameter, the larger."""
     d = np.nan_to_num(np.asarray(diameter_mm, np.float64), nan=0.0)
     return np.maximum(radius_mm, diameter_fraction * d) * float(px_per_mm)
 
 
-def match_dots(pred_xy: np.ndarray, true_xy: np.ndarray, radius_px: float | np.ndarray, *,
-               visible: np.ndarray | None = None) -> DotMatch:
+def match_dots(
+    pred_xy: np.ndarray, true_xy: np.ndarray, radius_px: float | np.ndarray, *, visible: np.ndarray | None = None
+) -> DotMatch:
     """Optimal one-to-one matching of centres closer than ``radius_px``.
 
     ``radius_px``: one radius, or one per true dot (:func:`match_radius_px`).
@@ -164,8 +168,7 @@ def match_dots(pred_xy: np.ndarray, true_xy: np.ndarray, radius_px: float | np.n
     tr = uc[match[real]]
     seen = vis[tr]
     dd = np.hypot(*(pred_xy[pr[seen]] - true_xy[tr[seen]]).T)
-    return DotMatch(pr[seen].astype(np.int64), tr[seen].astype(np.int64), dd, n_p, n_vis,
-                    pr[~seen].astype(np.int64))
+    return DotMatch(pr[seen].astype(np.int64), tr[seen].astype(np.int64), dd, n_p, n_vis, pr[~seen].astype(np.int64))
 
 
 @dataclass(frozen=True)
@@ -190,9 +193,15 @@ class DotScores:
 
     def to_dict(self) -> dict[str, float]:
         loc = self.localisation_mm
-        return {"dot_precision": self.precision, "dot_recall": self.recall, "dot_f1": self.f1,
-                "dot_tp": float(self.tp), "dot_fp": float(self.fp), "dot_fn": float(self.fn),
-                "dot_loc_error_mm_median": float(np.median(loc)) if len(loc) else float("nan")}
+        return {
+            "dot_precision": self.precision,
+            "dot_recall": self.recall,
+            "dot_f1": self.f1,
+            "dot_tp": float(self.tp),
+            "dot_fp": float(self.fp),
+            "dot_fn": float(self.fn),
+            "dot_loc_error_mm_median": float(np.median(loc)) if len(loc) else float("nan"),
+        }
 
 
 def dot_scores(matches: list[tuple[DotMatch, float]]) -> DotScores:
@@ -204,8 +213,9 @@ def dot_scores(matches: list[tuple[DotMatch, float]]) -> DotScores:
     return DotScores(tp, fp, fn, loc)
 
 
-def false_dot_causes(false_xy: np.ndarray, lookalike_xy: np.ndarray, lookalike_kind: np.ndarray,
-                     labels: np.ndarray, radius_px: float) -> np.ndarray:
+def false_dot_causes(
+    false_xy: np.ndarray, lookalike_xy: np.ndarray, lookalike_kind: np.ndarray, labels: np.ndarray, radius_px: float
+) -> np.ndarray:
     """(N,) what each false dot sits on: the kind of the nearest look-alike within ``radius_px``
     (``pores``, ``cut_ends``, ``crease_junctions``, ... from the synthetic truth), else ``hair``
     where the true class under it is hair, else ``background`` outside the scalp, else ``skin``
@@ -262,8 +272,9 @@ class BoundaryScores:
         return 2 * p * r / (p + r)
 
 
-def boundary_scores(pred: np.ndarray, truth: np.ndarray, tolerance_px: int = 1,
-                    valid: np.ndarray | None = None) -> BoundaryScores:
+def boundary_scores(
+    pred: np.ndarray, truth: np.ndarray, tolerance_px: int = 1, valid: np.ndarray | None = None
+) -> BoundaryScores:
     """Tolerant agreement of bool masks ``pred`` and ``truth`` (see :class:`BoundaryScores`).
 
     ``valid``: pixels that count (e.g. truth != 255); the tolerance is a square
@@ -281,21 +292,30 @@ def boundary_scores(pred: np.ndarray, truth: np.ndarray, tolerance_px: int = 1,
     k = np.ones((2 * tolerance_px + 1, 2 * tolerance_px + 1), np.uint8)
     t_near = cv2.dilate(t.view(np.uint8), k).view(bool)
     p_near = cv2.dilate(p.view(np.uint8), k).view(bool)
-    return BoundaryScores(int((p & t_near).sum()), int(p.sum()), int((t & p_near).sum()), int(t.sum()),
-                          tolerance_px)
+    return BoundaryScores(int((p & t_near).sum()), int(p.sum()), int((t & p_near).sum()), int(t.sum()), tolerance_px)
 
 
 def class_counts(name: str, k: int, cm: np.ndarray, tolerant: BoundaryScores) -> dict[str, int]:
     """The pixel counts behind class ``k``'s IoU (from the confusion matrix ``cm``) and its tolerant
     scores, keyed ``{name}_inter``, ``{name}_union``, ``{name}_pred_near`` ...: photos can be pooled
     by adding them up."""
-    return {f"{name}_inter": int(cm[k, k]), f"{name}_union": int(cm[k, :].sum() + cm[:, k].sum() - cm[k, k]),
-            f"{name}_pred_near": tolerant.pred_near, f"{name}_pred_total": tolerant.pred_total,
-            f"{name}_true_near": tolerant.true_near, f"{name}_true_total": tolerant.true_total}
+    return {
+        f"{name}_inter": int(cm[k, k]),
+        f"{name}_union": int(cm[k, :].sum() + cm[:, k].sum() - cm[k, k]),
+        f"{name}_pred_near": tolerant.pred_near,
+        f"{name}_pred_total": tolerant.pred_total,
+        f"{name}_true_near": tolerant.true_near,
+        f"{name}_true_total": tolerant.true_total,
+    }
 
 
 def pool_boundary(scores: list[BoundaryScores]) -> BoundaryScores:
     """Pixel counts of many photos added up (same tolerance)."""
     tol = scores[0].tolerance_px if scores else 1
-    return BoundaryScores(sum(s.pred_near for s in scores), sum(s.pred_total for s in scores),
-                          sum(s.true_near for s in scores), sum(s.true_total for s in scores), tol)
+    return BoundaryScores(
+        sum(s.pred_near for s in scores),
+        sum(s.pred_total for s in scores),
+        sum(s.true_near for s in scores),
+        sum(s.true_total for s in scores),
+        tol,
+    )

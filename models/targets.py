@@ -21,6 +21,7 @@ would cover (the same 3-sigma window) are marked by :func:`dot_ignore`; the heat
 loss treats them as neither positive nor negative. A visible point's own cell
 is never ignored. Without a ``visible`` argument every point is visible.
 """
+
 from __future__ import annotations
 
 import math
@@ -108,7 +109,10 @@ def _windows(b_idx: Tensor, row: Tensor, col: Tensor, sig: Tensor, h: int, w: in
 
 
 def dot_targets(
-    points: Tensor, shape: tuple[int, int], stride: int, sigma_px: float | Tensor = 2.0,
+    points: Tensor,
+    shape: tuple[int, int],
+    stride: int,
+    sigma_px: float | Tensor = 2.0,
     visible: Tensor | None = None,
 ) -> DotTargets:
     """Heat, offset and offset-mask targets for dot centres ``points`` (BxKx2 x, y; NaN-padded).

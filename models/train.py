@@ -16,6 +16,7 @@ with one torch thread and its own seeded generator
 (:class:`data.dataset.WorkerInit`); the batches do not depend on the number
 of workers (each item draws from its own generator of seed, epoch and index).
 """
+
 from __future__ import annotations
 
 import math
@@ -213,13 +214,15 @@ def _lr_lambda(o: OptimSettings):
             return (step + 1) / o.warmup_steps
         t = (step - o.warmup_steps) / max(1, total - o.warmup_steps)
         return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
     return f
 
 
 def _manifests(s: TrainSettings) -> tuple[Manifest, Manifest]:
     train_m = read_manifest(s.train_manifest, split="train")
-    val_m = read_manifest(s.val_manifest, split="val") if s.val_manifest else read_manifest(
-        s.train_manifest, split="val")
+    val_m = (
+        read_manifest(s.val_manifest, split="val") if s.val_manifest else read_manifest(s.train_manifest, split="val")
+    )
     if len(train_m) == 0:
         raise ConfigError(f"train_manifest: {s.train_manifest} has no 'train' rows")
     if len(val_m) == 0:
@@ -231,8 +234,13 @@ def _sampler(s: TrainSettings, n: int, rank: int, world: int) -> EpochKeys:
     """The items of each epoch as ``(epoch, index)`` keys (persistent workers see the epoch)."""
     inner: Sampler[int]
     if world > 1:
-        inner = DistributedSampler(range(n),  # type: ignore[arg-type]  # torch stubs: any Sized works (len only)
-                                   num_replicas=world, rank=rank, shuffle=True, seed=s.seed)
+        inner = DistributedSampler(
+            range(n),  # type: ignore[arg-type]  # torch stubs: any Sized works (len only)
+            num_replicas=world,
+            rank=rank,
+            shuffle=True,
+            seed=s.seed,
+        )
     else:
         inner = SeededSampler(n, s.optim.steps_per_epoch * s.batch_size, s.seed)
     return EpochKeys(inner)
@@ -244,8 +252,16 @@ def _loader(s: TrainSettings, dataset: SmpDataset, sampler: EpochKeys, device: t
     if workers > 0:
         # persistent: no restart per epoch, and each worker keeps its decoded-photo cache
         extra = {"worker_init_fn": WorkerInit(s.seed), "persistent_workers": True, "prefetch_factor": 2}
-    return DataLoader(dataset, batch_size=s.batch_size, sampler=sampler, num_workers=workers, drop_last=True,
-                      pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(s.seed), **extra)
+    return DataLoader(
+        dataset,
+        batch_size=s.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(s.seed),
+        **extra,
+    )
 
 
 def _init_weights(s: TrainSettings, model: torch.nn.Module) -> InitWeights:
@@ -267,21 +283,31 @@ def _to(batch: dict, device: torch.device) -> dict:
 # ----------------------------------------------------------------------------- training
 
 
-def make_optimizer(model: torch.nn.Module, optim: OptimSettings
-                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+def make_optimizer(
+    model: torch.nn.Module, optim: OptimSettings
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW with weight decay on the weights only (not biases or norms), warm-up then cosine decay."""
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
     for p in model.parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": optim.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=optim.lr)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=optim.lr
+    )
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(optim))
 
 
-def train_one_epoch(net: torch.nn.Module, loader: Iterable[dict[str, Any]], optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LambdaLR, s: TrainSettings, device: torch.device, *,
-                    epoch: int, progress: bool) -> dict[str, float]:
+def train_one_epoch(
+    net: torch.nn.Module,
+    loader: Iterable[dict[str, Any]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    s: TrainSettings,
+    device: torch.device,
+    *,
+    epoch: int,
+    progress: bool,
+) -> dict[str, float]:
     """One pass over ``loader``: the mean of each loss part (``train_<part>``), the learning rate at the
     end and the epoch's seconds. ``net`` is the model or its DDP wrapper; gradients are clipped on its
     parameters (the same tensors either way)."""
@@ -293,6 +319,7 @@ def train_one_epoch(net: torch.nn.Module, loader: Iterable[dict[str, Any]], opti
     it = loader
     if progress:
         from tqdm import tqdm
+
         it = tqdm(loader, desc=f"epoch {epoch + 1}/{s.optim.epochs}", leave=False, unit="batch")
     for batch in it:
         batch = _to(batch, device)
@@ -332,27 +359,39 @@ def train(s: TrainSettings, *, resume: bool = False, progress: bool = True) -> T
     out = Path(s.out_dir)
     last_path, best_path = out / "last.pt", out / "best.pt"
 
-    dataset = SmpDataset(train_m, s.data.model_copy(update={"mode": "train", "seed": s.seed,
-                                                            "input_norm": s.model.input_norm,
-                                                            "input_norm_percentile": s.model.input_norm_percentile,
-                                                            "global_long_side": s.model.global_long_side,
-                                                            "closeup_px_per_mm": s.model.closeup_px_per_mm}),
-                         s.augment)
+    dataset = SmpDataset(
+        train_m,
+        s.data.model_copy(
+            update={
+                "mode": "train",
+                "seed": s.seed,
+                "input_norm": s.model.input_norm,
+                "input_norm_percentile": s.model.input_norm_percentile,
+                "global_long_side": s.model.global_long_side,
+                "closeup_px_per_mm": s.model.closeup_px_per_mm,
+            }
+        ),
+        s.augment,
+    )
     sampler = _sampler(s, len(dataset), rank, world)
     loader = _loader(s, dataset, sampler, device)
 
     model = build_model(s.model)
     init = _init_weights(s, model) if s.init_weights and not resume else None
     if init is not None and progress and rank == 0:
-        print(f"[train] weights from {s.init_weights} ({init.loaded} tensors; "
-              f"{init.reinitialised} re-initialised under {', '.join(init.reinit_heads) or '-'})", flush=True)
+        print(
+            f"[train] weights from {s.init_weights} ({init.loaded} tensors; "
+            f"{init.reinitialised} re-initialised under {', '.join(init.reinit_heads) or '-'})",
+            flush=True,
+        )
     model = model.to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     net: torch.nn.Module = model
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model,
-                                                        device_ids=[local_rank] if device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[local_rank] if device.type == "cuda" else None
+        )
     optimizer, scheduler = make_optimizer(model, s.optim)
     scaler = None  # bfloat16 autocast needs no loss scaling
 
@@ -385,8 +424,9 @@ def train(s: TrainSettings, *, resume: bool = False, progress: bool = True) -> T
                 break
             dataset.set_epoch(epoch)
             sampler.set_epoch(epoch)  # the items' epoch travels with their keys to the workers
-            record = train_one_epoch(net, loader, optimizer, scheduler, s, device, epoch=epoch,
-                                     progress=progress and rank == 0)
+            record = train_one_epoch(
+                net, loader, optimizer, scheduler, s, device, epoch=epoch, progress=progress and rank == 0
+            )
             if rank == 0:
                 ev = evaluate(model, val_m, s.eval, device=device)
                 score = selection_score(ev.summary)
@@ -401,15 +441,28 @@ def train(s: TrainSettings, *, resume: bool = False, progress: bool = True) -> T
                 history.append({"epoch": epoch + 1, **record})
                 if run is not None:
                     import mlflow
+
                     mlflow.log_metrics({k: float(v) for k, v in record.items()}, step=epoch + 1)
-                save_training_state(last_path, model, optimizer, scheduler, scaler, epoch=epoch, best_score=best,
-                                    bad_epochs=bad, history=history,
-                                    meta=_meta(s, epoch, ev.summary, train_m, init_meta))
+                save_training_state(
+                    last_path,
+                    model,
+                    optimizer,
+                    scheduler,
+                    scaler,
+                    epoch=epoch,
+                    best_score=best,
+                    bad_epochs=bad,
+                    history=history,
+                    meta=_meta(s, epoch, ev.summary, train_m, init_meta),
+                )
                 if progress:
-                    print(f"[train] epoch {epoch + 1}: loss {record.get('train_loss', float('nan')):.4f} "
-                          f"val mIoU {ev.summary.get('miou_scalp_hair', float('nan')):.4f} "
-                          f"dot F1 {ev.summary.get('dot_f1', float('nan')):.4f} score {score:.4f}"
-                          f"{' (best)' if improved else ''} {record['epoch_seconds']:.0f} s", flush=True)
+                    print(
+                        f"[train] epoch {epoch + 1}: loss {record.get('train_loss', float('nan')):.4f} "
+                        f"val mIoU {ev.summary.get('miou_scalp_hair', float('nan')):.4f} "
+                        f"dot F1 {ev.summary.get('dot_f1', float('nan')):.4f} score {score:.4f}"
+                        f"{' (best)' if improved else ''} {record['epoch_seconds']:.0f} s",
+                        flush=True,
+                    )
             if world > 1:
                 flag = torch.tensor([bad], device=device)
                 dist.broadcast(flag, src=0)
@@ -422,18 +475,26 @@ def train(s: TrainSettings, *, resume: bool = False, progress: bool = True) -> T
     finally:
         if run is not None:
             import mlflow
+
             if mlflow.active_run() is not None:
                 mlflow.end_run()
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _meta(s: TrainSettings, epoch: int, summary: dict[str, float], train_m: Manifest,
-          init_meta: dict | None = None) -> dict:
-    meta = {"name": s.name, "epoch": epoch + 1, "seed": s.seed, "trained_on": str(s.train_manifest),
-            "train_images": len(train_m), "sources": sorted({r.source for r in train_m}),
-            "val_summary": {k: float(v) for k, v in summary.items() if v == v},
-            "torch": str(torch.__version__)}
+def _meta(
+    s: TrainSettings, epoch: int, summary: dict[str, float], train_m: Manifest, init_meta: dict | None = None
+) -> dict:
+    meta = {
+        "name": s.name,
+        "epoch": epoch + 1,
+        "seed": s.seed,
+        "trained_on": str(s.train_manifest),
+        "train_images": len(train_m),
+        "sources": sorted({r.source for r in train_m}),
+        "val_summary": {k: float(v) for k, v in summary.items() if v == v},
+        "torch": str(torch.__version__),
+    }
     if init_meta is not None:
         meta["init"] = dict(init_meta)
     return meta
@@ -455,23 +516,37 @@ def _start_run(s: TrainSettings, train_m: Manifest, val_m: Manifest, resume: boo
         params["init_tensors_loaded"] = str(init_meta["loaded"])
         params["init_tensors_reinitialised"] = str(init_meta["reinitialised"])
     for i in range(0, len(params), 100):  # MLflow takes at most 100 params per call
-        mlflow.log_params(dict(list(params.items())[i:i + 100]))
+        mlflow.log_params(dict(list(params.items())[i : i + 100]))
     mlflow.log_text(yaml.safe_dump(s.model_dump(mode="json"), sort_keys=False), "config/resolved.yaml")
     log_manifest_input(train_m.to_frame(), str(s.train_manifest), "training", "train")
     log_manifest_input(val_m.to_frame(), str(s.val_manifest or s.train_manifest), "validation", "val")
     return run
 
 
-def _finish(s: TrainSettings, run, val_m: Manifest, best_path: Path, best: float, epoch: int,
-            stopped_early: bool, history: list, device: torch.device) -> TrainResult:
+def _finish(
+    s: TrainSettings,
+    run,
+    val_m: Manifest,
+    best_path: Path,
+    best: float,
+    epoch: int,
+    stopped_early: bool,
+    history: list,
+    device: torch.device,
+) -> TrainResult:
     """Final validation of the best model, artifacts, model logging and registration."""
     from models.checkpoint import load_model
 
     if not best_path.exists():
         raise FloatingPointError("no epoch produced a valid model")
     loaded = load_model(best_path, device=device)
-    ev = evaluate(loaded.model, val_m, s.eval.model_copy(update={"max_images": None}), device=device,
-                  keep_samples=s.tracking.overlays)
+    ev = evaluate(
+        loaded.model,
+        val_m,
+        s.eval.model_copy(update={"max_images": None}),
+        device=device,
+        keep_samples=s.tracking.overlays,
+    )
     score = selection_score(ev.summary)
     report_dir = Path(s.out_dir) / "validation"
     written = write_report(ev, report_dir)
@@ -486,13 +561,17 @@ def _finish(s: TrainSettings, run, val_m: Manifest, best_path: Path, best: float
         for p in written:
             mlflow.log_artifact(str(p), artifact_path="validation")
         mlflow.log_artifact(str(best_path), artifact_path="checkpoint")
-        reg = log_and_register(best_path, score=score, register=s.tracking.register_version,
-                               model_name=s.tracking.registered_name,
-                               extra_tags={"arch": loaded.settings.arch, "run_name": s.name},
-                               gate=s.tracking.gate)
-        mlflow.set_tags({"model_uri": reg.model_uri, "registered_version": reg.version,
-                         "champion": str(reg.champion)})
+        reg = log_and_register(
+            best_path,
+            score=score,
+            register=s.tracking.register_version,
+            model_name=s.tracking.registered_name,
+            extra_tags={"arch": loaded.settings.arch, "run_name": s.name},
+            gate=s.tracking.gate,
+        )
+        mlflow.set_tags({"model_uri": reg.model_uri, "registered_version": reg.version, "champion": str(reg.champion)})
         run_id, version, champion = run.info.run_id, reg.version or None, reg.champion
         decision = reg.decision.sentence if reg.decision is not None else ""
-    return TrainResult(best_path, score, epoch + 1, stopped_early, history, run_id, version, champion, ev.summary,
-                       decision)
+    return TrainResult(
+        best_path, score, epoch + 1, stopped_early, history, run_id, version, champion, ev.summary, decision
+    )

@@ -10,6 +10,7 @@ All three are drawn from the same :class:`data.card.CardSpec` the generator
 and the detector use, in the card frame (mm, origin at the marker's top-left
 outer corner, y down).
 """
+
 from __future__ import annotations
 
 import os
@@ -220,8 +221,9 @@ def _pdf(card: CardSpec, marker_id: int) -> bytes:
     xref = len(out)
     out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode("latin-1")
     out += "".join(f"{offset:010d} 00000 n \n" for offset in offsets).encode("latin-1")
-    out += (f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R /Info 6 0 R >>\n"
-            f"startxref\n{xref}\n%%EOF\n").encode("latin-1")
+    out += (f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R /Info 6 0 R >>\nstartxref\n{xref}\n%%EOF\n").encode(
+        "latin-1"
+    )
     return bytes(out)
 
 
@@ -286,8 +288,9 @@ def write_card(
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
-        raise UserError(f"{path.name}: unknown card format {path.suffix or '(no suffix)'!r}; "
-                        f"use one of {', '.join(FORMATS)}")
+        raise UserError(
+            f"{path.name}: unknown card format {path.suffix or '(no suffix)'!r}; use one of {', '.join(FORMATS)}"
+        )
     if isinstance(dpi, bool) or not isinstance(dpi, (int, np.integer)) or not DPI_RANGE[0] <= dpi <= DPI_RANGE[1]:
         raise UserError(f"dpi must be an integer from {DPI_RANGE[0]} to {DPI_RANGE[1]}, got {dpi!r}")
     count = card.marker.id_count

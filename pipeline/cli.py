@@ -7,6 +7,7 @@ not keep freed memory for reuse (``smp serve``) sets ``keep_freed_memory=False``
 among its defaults (:mod:`pipeline.runtime`). Errors a user can fix
 (bad config, missing file, bad input) are printed as one line and give exit 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,20 @@ from pipeline import __version__
 from pipeline.errors import UserError
 from pipeline.runtime import reuse_freed_memory
 
-COMMANDS = ("synth", "card", "import_labels", "train", "evaluate", "assess", "compare", "visit", "track", "report",
-            "serve", "batch")
+COMMANDS = (
+    "synth",
+    "card",
+    "import_labels",
+    "train",
+    "evaluate",
+    "assess",
+    "compare",
+    "visit",
+    "track",
+    "report",
+    "serve",
+    "batch",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,7 @@ work: how a matrix product is split between threads changes its rounding, so
 without it one photo's spacing statistics differed by ~1e-10 between a worker
 with one CPU and a process with two.
 """
+
 from __future__ import annotations
 
 import ctypes

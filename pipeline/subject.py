@@ -5,6 +5,7 @@ of 16 June 2027". :class:`Subject` carries that. It is written into ``assessment
 (``subject``) by ``smp assess`` and ``smp compare`` when given, and passed to the reports
 by the web app from its records (which stay the source of truth there).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -21,15 +22,20 @@ class Subject:
     client: str | None = None
     region: str | None = None
     date: dt.date | None = None
-    kind: str | None = None          # one of pipeline.records.schema.VISIT_KINDS
-    session: int = 0                 # the session or touch-up number (0: none)
+    kind: str | None = None  # one of pipeline.records.schema.VISIT_KINDS
+    session: int = 0  # the session or touch-up number (0: none)
 
     def __bool__(self) -> bool:
         return any((self.client, self.region, self.date, self.kind))
 
     def to_json(self) -> dict[str, Any]:
-        return {"client": self.client, "region": self.region,
-                "date": self.date.isoformat() if self.date else None, "kind": self.kind, "session": self.session}
+        return {
+            "client": self.client,
+            "region": self.region,
+            "date": self.date.isoformat() if self.date else None,
+            "kind": self.kind,
+            "session": self.session,
+        }
 
     @classmethod
     def from_json(cls, doc: Any) -> Subject | None:
@@ -38,8 +44,13 @@ class Subject:
         if not isinstance(doc, dict):
             return None
         try:
-            return subject_from_options(client=doc.get("client"), region=doc.get("region"),
-                                        date=doc.get("date"), kind=doc.get("kind"), session=doc.get("session"))
+            return subject_from_options(
+                client=doc.get("client"),
+                region=doc.get("region"),
+                date=doc.get("date"),
+                kind=doc.get("kind"),
+                session=doc.get("session"),
+            )
         except ValueError:
             return None
 
@@ -55,8 +66,9 @@ def _text(value: Any, what: str) -> str | None:
     return text
 
 
-def subject_from_options(*, client: Any = None, region: Any = None, date: Any = None, kind: Any = None,
-                         session: Any = None) -> Subject:
+def subject_from_options(
+    *, client: Any = None, region: Any = None, date: Any = None, kind: Any = None, session: Any = None
+) -> Subject:
     """A :class:`Subject` from command-line or JSON values, checked the way the records check
     them (a region slug, a ``YYYY-MM-DD`` date, a visit kind with its session number).
     Raises ValueError with a one-line reason."""
@@ -69,5 +81,6 @@ def subject_from_options(*, client: Any = None, region: Any = None, date: Any = 
         k, number = parse_kind(str(kind), session if session not in (0, "0") else None)
     elif session not in (None, 0, "0", ""):
         raise ValueError("a session number needs its kind (--kind session or touch-up)")
-    return Subject(client=_text(client, "client"), region=parse_region(reg) if reg else None, date=day,
-                   kind=k, session=number)
+    return Subject(
+        client=_text(client, "client"), region=parse_region(reg) if reg else None, date=day, kind=k, session=number
+    )

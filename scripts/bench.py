@@ -4,6 +4,7 @@ Writes ``OUT/results.json`` (machine-readable) and refreshes the generated
 tables of BENCHMARKS.md (between the ``<!-- bench:NAME -->`` markers).
 Suites added by later issues register themselves in ``SUITES``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,9 +64,19 @@ def build_suites(out: Path, suites: dict) -> dict:
         if (folder / "manifest.csv").exists():
             made[name] = folder
             continue
-        args = ["synth", "--out", str(folder), "--n", str(s["n"]), "--seed", str(s["seed"]),
-                "--config", str(config_dir() / s["config"]),
-                "--view", "global" if "global" in s["config"] else "closeup"]
+        args = [
+            "synth",
+            "--out",
+            str(folder),
+            "--n",
+            str(s["n"]),
+            "--seed",
+            str(s["seed"]),
+            "--config",
+            str(config_dir() / s["config"]),
+            "--view",
+            "global" if "global" in s["config"] else "closeup",
+        ]
         if s["series"]:
             args.append("--series")
         for o in s["set"]:
@@ -82,11 +93,23 @@ def build_suites(out: Path, suites: dict) -> dict:
 def generator_speed(spec: dict) -> dict:
     """Median of ``repeats`` 12-megapixel close-ups, each in a fresh 1-thread process."""
     runs = []
-    env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    env = {
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+        "PATH": "/usr/bin:/bin",
+    }
     for i in range(spec["repeats"]):
-        cmd = [sys.executable, "-c", SPEED_CHILD, str(spec["width"]), str(spec["height"]),
-               str(spec["px_per_mm"]), str(100 + i)]
+        cmd = [
+            sys.executable,
+            "-c",
+            SPEED_CHILD,
+            str(spec["width"]),
+            str(spec["height"]),
+            str(spec["px_per_mm"]),
+            str(100 + i),
+        ]
         taskset = ["taskset", "-c", "1"] if Path("/usr/bin/taskset").exists() else []
         res = subprocess.run(taskset + cmd, capture_output=True, text=True, env=env, cwd=ROOT)
         if res.returncode:
@@ -94,14 +117,20 @@ def generator_speed(spec: dict) -> dict:
         runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
         print(f"[bench] 12 MP close-up {i + 1}/{spec['repeats']}: {runs[-1]['seconds']:.2f} s")
     secs = [r["seconds"] for r in runs]
-    return {"megapixels": spec["width"] * spec["height"] / 1e6, "px_per_mm": spec["px_per_mm"],
-            "median_s": statistics.median(secs), "min_s": min(secs), "max_s": max(secs),
-            "peak_rss_mb_median": statistics.median(r["peak_rss_mb"] for r in runs),
-            "extra_rss_mb_median": statistics.median(r["extra_rss_mb"] for r in runs),
-            "dots_median": statistics.median(r["dots"] for r in runs), "threads": 1,
-            "user_s_median": statistics.median(r["user_s"] for r in runs),
-            "sys_s_median": statistics.median(r["sys_s"] for r in runs),
-            "page_faults_median": statistics.median(r["page_faults"] for r in runs)}
+    return {
+        "megapixels": spec["width"] * spec["height"] / 1e6,
+        "px_per_mm": spec["px_per_mm"],
+        "median_s": statistics.median(secs),
+        "min_s": min(secs),
+        "max_s": max(secs),
+        "peak_rss_mb_median": statistics.median(r["peak_rss_mb"] for r in runs),
+        "extra_rss_mb_median": statistics.median(r["extra_rss_mb"] for r in runs),
+        "dots_median": statistics.median(r["dots"] for r in runs),
+        "threads": 1,
+        "user_s_median": statistics.median(r["user_s"] for r in runs),
+        "sys_s_median": statistics.median(r["sys_s"] for r in runs),
+        "page_faults_median": statistics.median(r["page_faults"] for r in runs),
+    }
 
 
 def truth_summary(folder: Path) -> dict:
@@ -112,28 +141,43 @@ def truth_summary(folder: Path) -> dict:
         truth = json.loads((folder / t).read_text())
         dots = pd.read_csv((folder / t).parent / "dots.csv")
         m = truth["metrics"]
-        rows.append({"px_per_mm": truth["px_per_mm"], "dots": len(dots),
-                     "density": m["dot_density_per_cm2"], "scalp_fraction": m["scalp_fraction"],
-                     "show_through": m["show_through"], "card": truth["card"].get("present", False),
-                     "fitz": truth["params"]["skin"]["fitzpatrick"] if "skin" in truth["params"] else None,
-                     "hair_covered": float(dots["hair_covered"].mean()) if len(dots) else 0.0,
-                     "merged": float((dots["merged_with"] >= 0).mean()) if len(dots) else 0.0,
-                     "faded": float(dots["faded"].mean()) if len(dots) else 0.0,
-                     "blue": float(dots["blue_shift"].mean()) if len(dots) else 0.0,
-                     "spread": float(dots["spread"].mean()) if len(dots) else 0.0})
+        rows.append(
+            {
+                "px_per_mm": truth["px_per_mm"],
+                "dots": len(dots),
+                "density": m["dot_density_per_cm2"],
+                "scalp_fraction": m["scalp_fraction"],
+                "show_through": m["show_through"],
+                "card": truth["card"].get("present", False),
+                "fitz": truth["params"]["skin"]["fitzpatrick"] if "skin" in truth["params"] else None,
+                "hair_covered": float(dots["hair_covered"].mean()) if len(dots) else 0.0,
+                "merged": float((dots["merged_with"] >= 0).mean()) if len(dots) else 0.0,
+                "faded": float(dots["faded"].mean()) if len(dots) else 0.0,
+                "blue": float(dots["blue_shift"].mean()) if len(dots) else 0.0,
+                "spread": float(dots["spread"].mean()) if len(dots) else 0.0,
+            }
+        )
     df = pd.DataFrame(rows)
 
     def med(col):
         v = df[col].dropna()
         return None if v.empty else float(v.median())
 
-    return {"images": len(df), "px_per_mm": [float(df.px_per_mm.min()), float(df.px_per_mm.max())],
-            "fitzpatrick": sorted({int(v) for v in df.fitz.dropna()}),
-            "dots_median": med("dots"), "density_median": med("density"),
-            "scalp_fraction_median": med("scalp_fraction"), "show_through_median": med("show_through"),
-            "card_fraction": float(df.card.mean()), "hair_covered_dot_fraction": med("hair_covered"),
-            "merged_dot_fraction": med("merged"), "faded_fraction": med("faded"),
-            "blue_shift_fraction": med("blue"), "spread_fraction": med("spread")}
+    return {
+        "images": len(df),
+        "px_per_mm": [float(df.px_per_mm.min()), float(df.px_per_mm.max())],
+        "fitzpatrick": sorted({int(v) for v in df.fitz.dropna()}),
+        "dots_median": med("dots"),
+        "density_median": med("density"),
+        "scalp_fraction_median": med("scalp_fraction"),
+        "show_through_median": med("show_through"),
+        "card_fraction": float(df.card.mean()),
+        "hair_covered_dot_fraction": med("hair_covered"),
+        "merged_dot_fraction": med("merged"),
+        "faded_fraction": med("faded"),
+        "blue_shift_fraction": med("blue"),
+        "spread_fraction": med("spread"),
+    }
 
 
 def fmt(v, nd=2):
@@ -146,16 +190,20 @@ def fmt(v, nd=2):
 
 def generator_tables(res: dict) -> str:
     sp = res["generator"]["speed"]
-    lines = ["| measure | value | target |", "|---|---|---|",
-             f"| 12 MP close-up ({sp['px_per_mm']} px/mm, {sp['dots_median']:.0f} dots), median of 5, 1 core | "
-             f"{sp['median_s']:.2f} s (min {sp['min_s']:.2f}, max {sp['max_s']:.2f}) | <= 2 s |",
-             f"| of which CPU in the process / in the kernel (page faults) | {sp['user_s_median']:.2f} s / "
-             f"{sp['sys_s_median']:.2f} s ({sp['page_faults_median'] / 1e3:.0f} k minor faults) | - |",
-             f"| peak RSS of the generating process | {sp['peak_rss_mb_median']:.0f} MB "
-             f"(+{sp['extra_rss_mb_median']:.0f} MB for the image) | - |",
-             "", "| suite | images | px/mm | Fitzpatrick | dots (median) | density /cm2 | scalp frac. | "
-             "show-through | card | hair-covered dots | merged | faded | blue | spread | build s |",
-             "|---" * 15 + "|"]
+    lines = [
+        "| measure | value | target |",
+        "|---|---|---|",
+        f"| 12 MP close-up ({sp['px_per_mm']} px/mm, {sp['dots_median']:.0f} dots), median of 5, 1 core | "
+        f"{sp['median_s']:.2f} s (min {sp['min_s']:.2f}, max {sp['max_s']:.2f}) | <= 2 s |",
+        f"| of which CPU in the process / in the kernel (page faults) | {sp['user_s_median']:.2f} s / "
+        f"{sp['sys_s_median']:.2f} s ({sp['page_faults_median'] / 1e3:.0f} k minor faults) | - |",
+        f"| peak RSS of the generating process | {sp['peak_rss_mb_median']:.0f} MB "
+        f"(+{sp['extra_rss_mb_median']:.0f} MB for the image) | - |",
+        "",
+        "| suite | images | px/mm | Fitzpatrick | dots (median) | density /cm2 | scalp frac. | "
+        "show-through | card | hair-covered dots | merged | faded | blue | spread | build s |",
+        "|---" * 15 + "|",
+    ]
     for name, s in res["generator"]["suites"].items():
         lines.append(
             f"| {name} | {s['images']} | {s['px_per_mm'][0]:.1f}-{s['px_per_mm'][1]:.1f} | "
@@ -163,7 +211,8 @@ def generator_tables(res: dict) -> str:
             f"{fmt(s['density_median'], 1)} | {fmt(s['scalp_fraction_median'])} | {fmt(s['show_through_median'])} | "
             f"{fmt(s['card_fraction'])} | {fmt(s['hair_covered_dot_fraction'])} | {fmt(s['merged_dot_fraction'])} | "
             f"{fmt(s['faded_fraction'])} | {fmt(s['blue_shift_fraction'])} | {fmt(s['spread_fraction'])} | "
-            f"{fmt(s.get('build_s'), 1)} |")
+            f"{fmt(s.get('build_s'), 1)} |"
+        )
     lines.append("")
     lines.append(f"Measured {res['when']} on {res['machine']}.")
     return "\n".join(lines)
@@ -195,8 +244,11 @@ def main() -> int:
         t = time.perf_counter()
         suites_done.update(build_suites(args.out, {name: s}))
         timings[name] = time.perf_counter() - t
-    res = {"when": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {platform.python_version()}, "
-           f"{__import__('os').cpu_count()} cores", "generator": {"suites": {}}}
+    res = {
+        "when": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {platform.python_version()}, {__import__('os').cpu_count()} cores",
+        "generator": {"suites": {}},
+    }
     for name, folder in suites_done.items():
         res["generator"]["suites"][name] = {**truth_summary(folder), "build_s": timings[name]}
     if args.skip_speed:

@@ -6,6 +6,7 @@ and writes photos/s (whole command, model loading and Ray start included), the s
 (first to last result) and the 2-vs-1 worker ratios to OUT/batch.json and BENCHMARKS.md.
 Acceptance (issue "Scale and speed"): Ray 2 workers >= 1.7x Ray 1 worker, same results.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,12 @@ def make_photos(folder: Path, n: int, width: int, height: int) -> Path:
     manifest = folder / "manifest.csv"
     if manifest.exists() and len(manifest.read_text().splitlines()) == n + 1:
         return manifest
-    cfg = load_settings(SynthSettings, None, [f"image.width={width}", f"image.height={height}",
-                                              "card.probability=1.0"], default="synth/closeup.yaml")
+    cfg = load_settings(
+        SynthSettings,
+        None,
+        [f"image.width={width}", f"image.height={height}", "card.probability=1.0"],
+        default="synth/closeup.yaml",
+    )
     rows = []
     for it in generate_images(folder / "photos", n, cfg, load_card(), load_flag_settings(), seed=7):
         rows.append((it.folder / json.loads((it.folder / "truth.json").read_text())["photo"]).relative_to(folder))
@@ -58,25 +63,33 @@ def label(engine: str, workers: int, cpus: int) -> str:
 
 
 def table(report: dict) -> str:
-    lines = [f"`scripts/bench_batch.py --n {report['photos']}`: one manifest of {report['photos']} synthetic "
-             f"{report['size']} close-ups assessed by `smp batch` (bundled model) with each engine, "
-             f"{report['cpus']} cores, nothing else running. *photos/s* is the whole command (engine start and "
-             "model loading included); *steady* is the rate between the first and the last result.", "",
-             "| engine | workers | CPUs each | seconds | first result s | photos/s | steady photos/s |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"`scripts/bench_batch.py --n {report['photos']}`: one manifest of {report['photos']} synthetic "
+        f"{report['size']} close-ups assessed by `smp batch` (bundled model) with each engine, "
+        f"{report['cpus']} cores, nothing else running. *photos/s* is the whole command (engine start and "
+        "model loading included); *steady* is the rate between the first and the last result.",
+        "",
+        "| engine | workers | CPUs each | seconds | first result s | photos/s | steady photos/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for key, r in report["runs"].items():
         engine, rest = key.split("-")
         workers, cpus = rest.split("x")
-        lines.append(f"| {engine} | {workers} | {cpus} | {r['seconds']:.1f} | {r['first_result_s']:.1f} | "
-                     f"{r['photos_per_second']:.3f} | {r['steady_photos_per_second']:.3f} |")
+        lines.append(
+            f"| {engine} | {workers} | {cpus} | {r['seconds']:.1f} | {r['first_result_s']:.1f} | "
+            f"{r['photos_per_second']:.3f} | {r['steady_photos_per_second']:.3f} |"
+        )
     rt = report["ratios"]
-    lines += ["", f"Ray, 2 workers vs 1 (one CPU each): {rt['ray_2_vs_1_whole']:.2f}x whole command, "
-              f"{rt['ray_2_vs_1_steady']:.2f}x steady (target 1.7x). Ray, 2 workers of one CPU vs 1 worker "
-              f"given both CPUs: {rt['ray_2x1_vs_1x2_whole']:.2f}x whole, {rt['ray_2x1_vs_1x2_steady']:.2f}x steady. "
-              f"Local, 2 workers vs 1 (one CPU each): {rt['local_2_vs_1_whole']:.2f}x whole.",
-              f"Same results as `--engine local` (every metric within 1e-5 relative, statuses and dot counts "
-              f"equal): {'yes' if report['all_close'] else 'NO'}; bit-identical where the thread count per worker "
-              f"is the same: {'yes' if report['same_threads_exact'] else 'NO'}."]
+    lines += [
+        "",
+        f"Ray, 2 workers vs 1 (one CPU each): {rt['ray_2_vs_1_whole']:.2f}x whole command, "
+        f"{rt['ray_2_vs_1_steady']:.2f}x steady (target 1.7x). Ray, 2 workers of one CPU vs 1 worker "
+        f"given both CPUs: {rt['ray_2x1_vs_1x2_whole']:.2f}x whole, {rt['ray_2x1_vs_1x2_steady']:.2f}x steady. "
+        f"Local, 2 workers vs 1 (one CPU each): {rt['local_2_vs_1_whole']:.2f}x whole.",
+        f"Same results as `--engine local` (every metric within 1e-5 relative, statuses and dot counts "
+        f"equal): {'yes' if report['all_close'] else 'NO'}; bit-identical where the thread count per worker "
+        f"is the same: {'yes' if report['same_threads_exact'] else 'NO'}.",
+    ]
     return "\n".join(lines)
 
 
@@ -99,38 +112,81 @@ def main() -> int:
         out = work / key
         shutil.rmtree(out, ignore_errors=True)
         t = time.perf_counter()
-        rc = smp(["batch", str(manifest), "--out", str(out), "--engine", engine, "--workers", str(workers),
-                  "--cpus-per-worker", str(cpus), "--no-mlflow", *sets])
+        rc = smp(
+            [
+                "batch",
+                str(manifest),
+                "--out",
+                str(out),
+                "--engine",
+                engine,
+                "--workers",
+                str(workers),
+                "--cpus-per-worker",
+                str(cpus),
+                "--no-mlflow",
+                *sets,
+            ]
+        )
         seconds = time.perf_counter() - t
         summary = json.loads((out / "summary.json").read_text())
         frames[key] = pd.read_parquet(out / "results.parquet")
-        results[key] = {"rc": rc, "seconds": round(seconds, 2), "photos_per_second": round(args.n / seconds, 4),
-                        "first_result_s": summary["first_result_s"],
-                        "steady_photos_per_second": summary["steady_photos_per_second"]}
-        print(f"{key}: {seconds:.1f} s, {args.n / seconds:.3f} photos/s, steady "
-              f"{summary['steady_photos_per_second']:.3f}", flush=True)
+        results[key] = {
+            "rc": rc,
+            "seconds": round(seconds, 2),
+            "photos_per_second": round(args.n / seconds, 4),
+            "first_result_s": summary["first_result_s"],
+            "steady_photos_per_second": summary["steady_photos_per_second"],
+        }
+        print(
+            f"{key}: {seconds:.1f} s, {args.n / seconds:.3f} photos/s, steady "
+            f"{summary['steady_photos_per_second']:.3f}",
+            flush=True,
+        )
     cols = ["row", "sha256", "status"] + list(METRIC_COLUMNS)
     ref = frames[label("local", 1, 1)][cols]
     # 1 vs 2 torch threads per worker differ in float rounding only: a pixel of the scalp mask (~1e-6
     # of scalp_fraction), ~1e-10 in spacing statistics; dot counts are equal
-    close = {k: bool(np.allclose(f[list(METRIC_COLUMNS)].astype(float), ref[list(METRIC_COLUMNS)].astype(float),
-                                 rtol=1e-5, atol=1e-9, equal_nan=True) and f[cols[:3]].equals(ref[cols[:3]]))
-             for k, f in frames.items()}
-    exact = {k: bool(f[cols].equals(frames[label("local", 1, 1) if k.endswith("x1") else label("local", 1, 0)][cols]))
-             for k, f in frames.items()}
+    close = {
+        k: bool(
+            np.allclose(
+                f[list(METRIC_COLUMNS)].astype(float),
+                ref[list(METRIC_COLUMNS)].astype(float),
+                rtol=1e-5,
+                atol=1e-9,
+                equal_nan=True,
+            )
+            and f[cols[:3]].equals(ref[cols[:3]])
+        )
+        for k, f in frames.items()
+    }
+    exact = {
+        k: bool(f[cols].equals(frames[label("local", 1, 1) if k.endswith("x1") else label("local", 1, 0)][cols]))
+        for k, f in frames.items()
+    }
     r = results
 
     def ratio(a: str, b: str, what: str) -> float:
         return round(r[a][what] / r[b][what], 3)
 
-    report = {"photos": args.n, "size": args.size, "cpus": os.cpu_count(), "runs": results,
-              "ratios": {"ray_2_vs_1_whole": ratio("ray-2x1", "ray-1x1", "photos_per_second"),
-                         "ray_2_vs_1_steady": ratio("ray-2x1", "ray-1x1", "steady_photos_per_second"),
-                         "ray_2x1_vs_1x2_whole": ratio("ray-2x1", "ray-1xauto", "photos_per_second"),
-                         "ray_2x1_vs_1x2_steady": ratio("ray-2x1", "ray-1xauto", "steady_photos_per_second"),
-                         "local_2_vs_1_whole": ratio("local-2x1", "local-1x1", "photos_per_second")},
-              "close_to_local": close, "exact_same_threads": exact, "all_close": all(close.values()),
-              "same_threads_exact": all(exact.values()), "target_ratio": 1.7}
+    report = {
+        "photos": args.n,
+        "size": args.size,
+        "cpus": os.cpu_count(),
+        "runs": results,
+        "ratios": {
+            "ray_2_vs_1_whole": ratio("ray-2x1", "ray-1x1", "photos_per_second"),
+            "ray_2_vs_1_steady": ratio("ray-2x1", "ray-1x1", "steady_photos_per_second"),
+            "ray_2x1_vs_1x2_whole": ratio("ray-2x1", "ray-1xauto", "photos_per_second"),
+            "ray_2x1_vs_1x2_steady": ratio("ray-2x1", "ray-1xauto", "steady_photos_per_second"),
+            "local_2_vs_1_whole": ratio("local-2x1", "local-1x1", "photos_per_second"),
+        },
+        "close_to_local": close,
+        "exact_same_threads": exact,
+        "all_close": all(close.values()),
+        "same_threads_exact": all(exact.values()),
+        "target_ratio": 1.7,
+    }
     (args.out / "batch.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report["ratios"]), "all close:", report["all_close"], "exact:", report["same_threads_exact"])
     if not args.no_md:

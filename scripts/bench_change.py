@@ -15,6 +15,7 @@ Writes ``OUT/change.json`` and the ``change`` section of BENCHMARKS.md.
 
 Usage: python scripts/bench_change.py --out bench-out [--clients 8] [--no-md]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,20 +43,28 @@ def client_pairs(assessor: Assessor, client: Path) -> list[dict]:
     for v in series["visits"]:
         photo = next((client / v["folder"]).glob("photo.*"))
         m = assessor.assess_file(photo).metrics.to_dict()
-        seen.append({"visit": v["folder"], "show_through": m["show_through"],
-                     "density": m["dot_density_per_cm2"], "true_show_through": v["metrics"]["show_through"],
-                     "true_density": v["metrics"]["dot_density_per_cm2"]})
+        seen.append(
+            {
+                "visit": v["folder"],
+                "show_through": m["show_through"],
+                "density": m["dot_density_per_cm2"],
+                "true_show_through": v["metrics"]["show_through"],
+                "true_density": v["metrics"]["dot_density_per_cm2"],
+            }
+        )
     rows = []
     for a, b in itertools.combinations(seen, 2):
         row = {"client": client.name, "before": a["visit"], "after": b["visit"]}
         if None not in (a["show_through"], b["show_through"], a["true_show_through"], b["true_show_through"]):
-            row["show_through_err"] = ((b["show_through"] - a["show_through"])
-                                       - (b["true_show_through"] - a["true_show_through"]))
+            row["show_through_err"] = (b["show_through"] - a["show_through"]) - (
+                b["true_show_through"] - a["true_show_through"]
+            )
         if None not in (a["density"], b["density"], a["true_density"], b["true_density"]):
             larger = max(a["true_density"], b["true_density"])
             if larger >= 5:
-                row["density_err_relative"] = ((b["density"] - a["density"])
-                                               - (b["true_density"] - a["true_density"])) / larger
+                row["density_err_relative"] = (
+                    (b["density"] - a["density"]) - (b["true_density"] - a["true_density"])
+                ) / larger
         rows.append(row)
     return rows
 
@@ -63,20 +72,26 @@ def client_pairs(assessor: Assessor, client: Path) -> list[dict]:
 def summarise(rows: list[dict]) -> dict:
     st = np.abs([r["show_through_err"] for r in rows if "show_through_err" in r]) * 100
     de = np.abs([r["density_err_relative"] for r in rows if "density_err_relative" in r])
-    return {"pairs_show_through": int(len(st)), "pairs_density": int(len(de)),
-            "show_through_err_pp": {str(p): float(np.percentile(st, p)) for p in PERCENTILES} if len(st) else None,
-            "density_err_relative": {str(p): float(np.percentile(de, p)) for p in PERCENTILES} if len(de) else None}
+    return {
+        "pairs_show_through": int(len(st)),
+        "pairs_density": int(len(de)),
+        "show_through_err_pp": {str(p): float(np.percentile(st, p)) for p in PERCENTILES} if len(st) else None,
+        "density_err_relative": {str(p): float(np.percentile(de, p)) for p in PERCENTILES} if len(de) else None,
+    }
 
 
 def table(result: dict) -> str:
-    lines = ["How far a measured change between two photos of one client is from the true change "
-             f"(`scripts/bench_change.py`; every pair of visits of up to {result['clients']} clients of each "
-             "series suite, each photo assessed with the default settings). Show-through in percentage points; "
-             "density as a share of the larger true density of the two photos (pairs where it is at least "
-             "5 per cm²). A before/after report calls a change better or worse only beyond the 90th percentile "
-             "(configs/compare/default.yaml, `change`).", "",
-             "| suite | pairs | show-through error p50 / p75 / p90 (pp) | density error p50 / p75 / p90 |",
-             "|---|---|---|---|"]
+    lines = [
+        "How far a measured change between two photos of one client is from the true change "
+        f"(`scripts/bench_change.py`; every pair of visits of up to {result['clients']} clients of each "
+        "series suite, each photo assessed with the default settings). Show-through in percentage points; "
+        "density as a share of the larger true density of the two photos (pairs where it is at least "
+        "5 per cm²). A before/after report calls a change better or worse only beyond the 90th percentile "
+        "(configs/compare/default.yaml, `change`).",
+        "",
+        "| suite | pairs | show-through error p50 / p75 / p90 (pp) | density error p50 / p75 / p90 |",
+        "|---|---|---|---|",
+    ]
     for name, s in {**result["suites"], "all": result["all"]}.items():
         st, de = s["show_through_err_pp"], s["density_err_relative"]
         fst = " / ".join(f"{st[str(p)]:.1f}" for p in PERCENTILES) if st else "-"
@@ -96,8 +111,11 @@ def main() -> int:
     every = []
     for suite in SUITES:
         folder = args.out / "data" / suite
-        clients = sorted(p for p in folder.iterdir() if (p / "series.json").is_file())[:args.clients] \
-            if folder.is_dir() else []
+        clients = (
+            sorted(p for p in folder.iterdir() if (p / "series.json").is_file())[: args.clients]
+            if folder.is_dir()
+            else []
+        )
         if not clients:
             print(f"[bench] change: no clients in {folder} (build them with scripts/bench.py)", file=sys.stderr)
             continue
@@ -113,6 +131,7 @@ def main() -> int:
     print(text)
     if not args.no_md:
         from bench import update_benchmarks_md
+
         update_benchmarks_md(ROOT / "BENCHMARKS.md", "change", text)
     return 0
 

@@ -20,6 +20,7 @@ the time. Prints a markdown table and writes ``OUT/compare.json``.
 
 Usage: python scripts/bench_compare.py --out bench-out [--limit 4] [--no-assessed]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,13 @@ from pipeline.two_photos.settings import RegistrationError, load_register_settin
 def _visit(folder: Path) -> dict:
     truth = json.loads((folder / "truth.json").read_text())
     rgb = cv2.cvtColor(cv2.imread(str(folder / truth["photo"]), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-    return {"folder": folder, "truth": truth, "rgb": rgb, "dots": pd.read_csv(folder / "dots.csv"),
-            "valid": cv2.imread(str(folder / "mask.png"), cv2.IMREAD_UNCHANGED) > 0}
+    return {
+        "folder": folder,
+        "truth": truth,
+        "rgb": rgb,
+        "dots": pd.read_csv(folder / "dots.csv"),
+        "valid": cv2.imread(str(folder / "mask.png"), cv2.IMREAD_UNCHANGED) > 0,
+    }
 
 
 def _pairs(series: Path) -> list[tuple[Path, Path]]:
@@ -81,10 +87,16 @@ def _score(before: dict, after: dict, b_xy, a_xy, b_ids, a_ids, b_valid, a_valid
     h_true = np.array(tb["plane_to_image"]) @ np.linalg.inv(np.array(ta["plane_to_image"]))
     t = time.perf_counter()
     try:
-        reg = register_photos(before["rgb"], after["rgb"], settings,
-                              before_dots_xy=b_xy if len(b_xy) else None,
-                              after_dots_xy=a_xy if len(a_xy) else None, px_per_mm=ppm,
-                              before_mask=b_valid, after_mask=a_valid)
+        reg = register_photos(
+            before["rgb"],
+            after["rgb"],
+            settings,
+            before_dots_xy=b_xy if len(b_xy) else None,
+            after_dots_xy=a_xy if len(a_xy) else None,
+            px_per_mm=ppm,
+            before_mask=b_valid,
+            after_mask=a_valid,
+        )
     except RegistrationError as exc:
         return {"failed": str(exc)}
     reg_s = time.perf_counter() - t
@@ -94,8 +106,9 @@ def _score(before: dict, after: dict, b_xy, a_xy, b_ids, a_ids, b_valid, a_valid
     row = {"method": reg.method, "inliers": reg.n_inliers, "corner_err_px": err, "register_s": reg_s}
     if len(b_xy) and len(a_xy):
         t = time.perf_counter()
-        links = link_dots(b_xy, a_xy, reg.after_to_before, settings, px_per_mm=ppm,
-                          before_valid=b_valid, after_valid=a_valid)
+        links = link_dots(
+            b_xy, a_xy, reg.after_to_before, settings, px_per_mm=ppm, before_valid=b_valid, after_valid=a_valid
+        )
         row["link_s"] = time.perf_counter() - t
         lb, la = b_ids[links.before_idx], a_ids[links.after_idx]
         known = (lb >= 0) & (la >= 0)
@@ -109,14 +122,22 @@ def _score(before: dict, after: dict, b_xy, a_xy, b_ids, a_ids, b_valid, a_valid
             correct[np.flatnonzero(has)[d <= 0.1 * ta["px_per_mm"]]] = True
         # true dots both photos show (and, for assessed dots, both found)
         common = np.intersect1d(b_ids[b_ids >= 0], a_ids[a_ids >= 0])
-        row.update(links=links.n_links, links_known=int(known.sum()), correct=int(correct.sum()),
-                   correct_fraction=float(correct.sum() / known.sum()) if known.any() else None,
-                   common=len(common), recall=float(np.isin(lb[correct], common).sum() / len(common))
-                   if len(common) else None,
-                   linked_fraction=links.linked_fraction, new=len(links.new_idx), lost=len(links.lost_idx),
-                   residual_mm_median=links.residual_mm_median, residual_mm_p90=links.residual_mm_p90,
-                   homography_residual_mm_median=float(np.median(links.homography_residual_px)) / ppm
-                   if links.n_links else None)
+        row.update(
+            links=links.n_links,
+            links_known=int(known.sum()),
+            correct=int(correct.sum()),
+            correct_fraction=float(correct.sum() / known.sum()) if known.any() else None,
+            common=len(common),
+            recall=float(np.isin(lb[correct], common).sum() / len(common)) if len(common) else None,
+            linked_fraction=links.linked_fraction,
+            new=len(links.new_idx),
+            lost=len(links.lost_idx),
+            residual_mm_median=links.residual_mm_median,
+            residual_mm_p90=links.residual_mm_p90,
+            homography_residual_mm_median=float(np.median(links.homography_residual_px)) / ppm
+            if links.n_links
+            else None,
+        )
     return row
 
 
@@ -138,16 +159,22 @@ def _summary(rows: list[dict]) -> dict:
         return statistics.median(v) if v else None
 
     return {
-        "pairs": len(rows), "failed": len(rows) - len(ok),
-        "correct_fraction": (sum(r["correct"] for r in linked) / sum(r["links_known"] for r in linked)
-                             if linked else None),
-        "recall": (sum(r["recall"] * r["common"] for r in linked) / sum(r["common"] for r in linked)
-                   if linked and sum(r["common"] for r in linked) else None),
+        "pairs": len(rows),
+        "failed": len(rows) - len(ok),
+        "correct_fraction": (
+            sum(r["correct"] for r in linked) / sum(r["links_known"] for r in linked) if linked else None
+        ),
+        "recall": (
+            sum(r["recall"] * r["common"] for r in linked) / sum(r["common"] for r in linked)
+            if linked and sum(r["common"] for r in linked)
+            else None
+        ),
         "residual_mm_median": med("residual_mm_median"),
         "homography_residual_mm_median": med("homography_residual_mm_median"),
         "corner_err_px_median": med("corner_err_px"),
         "corner_err_px_max": max((r["corner_err_px"] for r in ok), default=None),
-        "register_s_median": med("register_s"), "link_s_median": med("link_s"),
+        "register_s_median": med("register_s"),
+        "link_s_median": med("link_s"),
     }
 
 
@@ -169,14 +196,24 @@ def main() -> int:
     if not args.no_assessed and args.limit > 0:
         from pipeline.one_photo.assess import Assessor
         from pipeline.one_photo.settings import load_assess_settings
+
         assessor = Assessor(load_assess_settings())
     chosen = _spread(pairs, args.limit) if not args.no_assessed else set()
     for i, (fb, fa) in enumerate(pairs):
         before, after = _visit(fb), _visit(fa)
         name = f"{fb.parent.name}/{fb.name[:8]}->{fa.name[:8]}"
         db, da = before["dots"], after["dots"]
-        r = _score(before, after, db[["x", "y"]].to_numpy(), da[["x", "y"]].to_numpy(),
-                   db["dot_id"].to_numpy(), da["dot_id"].to_numpy(), before["valid"], after["valid"], settings)
+        r = _score(
+            before,
+            after,
+            db[["x", "y"]].to_numpy(),
+            da[["x", "y"]].to_numpy(),
+            db["dot_id"].to_numpy(),
+            da["dot_id"].to_numpy(),
+            before["valid"],
+            after["valid"],
+            settings,
+        )
         rows["true"].append({"pair": name, **r})
         if assessor is None or (fb, fa) not in chosen:
             continue
@@ -198,6 +235,7 @@ def main() -> int:
     print(text)
     if not args.no_md:
         from bench import update_benchmarks_md
+
         update_benchmarks_md(ROOT / "BENCHMARKS.md", "compare", text)
     return 0
 
@@ -206,18 +244,25 @@ def table(result: dict) -> str:
     def f(v, nd=3):
         return "-" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
 
-    lines = ["| dots | pairs | failed | correct links | recall of common dots | "
-             "residual mm (median; homography only) | corner err px (median / max) | register s | link s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| dots | pairs | failed | correct links | recall of common dots | "
+        "residual mm (median; homography only) | corner err px (median / max) | register s | link s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for k, v in result.items():
         s = v["summary"]
-        lines.append(f"| {k} | {s['pairs']} | {s['failed']} | {f(s['correct_fraction'], 4)} | {f(s['recall'], 4)} | "
-                     f"{f(s['residual_mm_median'], 4)}; {f(s['homography_residual_mm_median'], 4)} | "
-                     f"{f(s['corner_err_px_median'])} / {f(s['corner_err_px_max'])} | "
-                     f"{f(s['register_s_median'], 2)} | {f(s['link_s_median'], 2)} |")
+        lines.append(
+            f"| {k} | {s['pairs']} | {s['failed']} | {f(s['correct_fraction'], 4)} | {f(s['recall'], 4)} | "
+            f"{f(s['residual_mm_median'], 4)}; {f(s['homography_residual_mm_median'], 4)} | "
+            f"{f(s['corner_err_px_median'])} / {f(s['corner_err_px_max'])} | "
+            f"{f(s['register_s_median'], 2)} | {f(s['link_s_median'], 2)} |"
+        )
     import platform
-    lines += ["", f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, "
-              "consecutive visits of the series suite."]
+
+    lines += [
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, consecutive visits of the series suite.",
+    ]
     return "\n".join(lines)
 
 

@@ -31,6 +31,7 @@ dots spreading (the rest none), to check that a trend carried by a minority of t
 Usage: python scripts/bench_fading.py --out bench-out [--suite series_fading|minority] [--n 60] [--seed 1005]
        [--bootstrap 200]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,14 @@ SIZE = (512, 384)
 #: Generator settings of each suite (``smp synth --set``) and its seed.
 SUITES = {
     "series_fading": ([], 1005),
-    "minority": (["series.blue_dot_fraction=[0.05, 0.3]", "series.spread_client_probability=0.5",
-                  "series.spread_dot_fraction=[0.05, 0.3]"], 1006),
+    "minority": (
+        [
+            "series.blue_dot_fraction=[0.05, 0.3]",
+            "series.spread_client_probability=0.5",
+            "series.spread_dot_fraction=[0.05, 0.3]",
+        ],
+        1006,
+    ),
 }
 SMALL_DOT_PX = 2.5
 COLUMNS = ["dot_id", "contrast_dL", "blue_index", "diameter_mm", "L", "in_scar"]
@@ -70,9 +77,23 @@ def build_suite(folder: Path, n: int, seed: int, synth_set: list[str] = ()) -> N
     from pipeline.cli import main as smp
 
     t = time.perf_counter()
-    rc = smp(["synth", "--series", "--out", str(folder), "--n", str(n), "--seed", str(seed),
-              "--set", f"image.width={SIZE[0]}", "--set", f"image.height={SIZE[1]}",
-              *[a for o in synth_set for a in ("--set", o)]])
+    rc = smp(
+        [
+            "synth",
+            "--series",
+            "--out",
+            str(folder),
+            "--n",
+            str(n),
+            "--seed",
+            str(seed),
+            "--set",
+            f"image.width={SIZE[0]}",
+            "--set",
+            f"image.height={SIZE[1]}",
+            *[a for o in synth_set for a in ("--set", o)],
+        ]
+    )
     if rc != 0:
         raise SystemExit(f"smp synth failed ({rc})")
     marker.write_text(json.dumps(spec))
@@ -95,12 +116,14 @@ def load_client(cdir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
 def score_client(cdir: Path, settings_overrides: list[str], n_boot: int, seed: int) -> dict:
     doc, obs, visits = load_client(cdir)
     truth = doc["truth"]
-    settings = load_fading_settings(overrides=[*settings_overrides, f"n_bootstrap={n_boot}",
-                                               f"touchup_contrast_dl={truth['touchup_contrast_dl']}"])
+    settings = load_fading_settings(
+        overrides=[*settings_overrides, f"n_bootstrap={n_boot}", f"touchup_contrast_dl={truth['touchup_contrast_dl']}"]
+    )
     base = dt.date.fromisoformat(visits["date"].iloc[0])
     t = time.perf_counter()
-    res = fit_fading(obs, visits, settings, np.random.default_rng([seed, int(cdir.name.split("_")[-1])]),
-                     baseline_date=base)
+    res = fit_fading(
+        obs, visits, settings, np.random.default_rng([seed, int(cdir.name.split("_")[-1])]), baseline_date=base
+    )
     secs = time.perf_counter() - t
     return {"client": cdir.name, "fit_s": secs, **score_result(res, truth, visits, obs)}
 
@@ -114,23 +137,38 @@ def score_result(res, truth: dict, visits: pd.DataFrame, true_obs: pd.DataFrame)
     n_after = int((visits["day"] > last_session).sum())
     hl = res.half_life_days
     true_hl = float(truth["half_life_days"])
-    row = {"n_dots": res.n_dots, "n_visits": res.n_visits,
-           "visits_after_sessions": n_after, "true_half_life": true_hl, "half_life": hl.value,
-           "half_life_low": hl.low, "half_life_high": hl.high,
-           "half_life_rel_err": (hl.value - true_hl) / true_hl if hl.value else None,
-           "half_life_covered": bool(hl.low is not None and hl.high is not None and hl.low <= true_hl <= hl.high),
-           "forecast_status": res.forecast.status, "forecast_day": res.forecast.day,
-           "forecast_low": res.forecast.day_low, "forecast_high": res.forecast.day_high,
-           "blue_client": bool(truth["blue_client"]), "blue_detected": res.blue_trend.detected,
-           "blue_found_by": res.blue_trend.found_by, "blue_turning": res.blue_trend.n_turning,
-           "blue_true_fraction": float(np.isin(obs["dot_key"].unique().astype(int),
-                                               np.asarray(truth.get("blue_dot_ids", []), int)).mean()),
-           "spread_client": bool(truth.get("spread_client", len(truth.get("spread_dot_ids", [])) > 0)),
-           "spread_detected": res.spread.detected, "spread_found_by": res.spread.found_by,
-           "blue_adjusted_per_year": res.blue_trend.per_year.value, "blue_adjusted_low": res.blue_trend.per_year.low,
-           "blue_index_per_year": res.blue_index_per_year.value, "n_refreshed": res.n_refreshed,
-           "n_refresh_imputed": res.n_refresh_imputed, "visit_sd": res.visit_sd,
-           "warnings": list(res.warnings)}
+    row = {
+        "n_dots": res.n_dots,
+        "n_visits": res.n_visits,
+        "visits_after_sessions": n_after,
+        "true_half_life": true_hl,
+        "half_life": hl.value,
+        "half_life_low": hl.low,
+        "half_life_high": hl.high,
+        "half_life_rel_err": (hl.value - true_hl) / true_hl if hl.value else None,
+        "half_life_covered": bool(hl.low is not None and hl.high is not None and hl.low <= true_hl <= hl.high),
+        "forecast_status": res.forecast.status,
+        "forecast_day": res.forecast.day,
+        "forecast_low": res.forecast.day_low,
+        "forecast_high": res.forecast.day_high,
+        "blue_client": bool(truth["blue_client"]),
+        "blue_detected": res.blue_trend.detected,
+        "blue_found_by": res.blue_trend.found_by,
+        "blue_turning": res.blue_trend.n_turning,
+        "blue_true_fraction": float(
+            np.isin(obs["dot_key"].unique().astype(int), np.asarray(truth.get("blue_dot_ids", []), int)).mean()
+        ),
+        "spread_client": bool(truth.get("spread_client", len(truth.get("spread_dot_ids", [])) > 0)),
+        "spread_detected": res.spread.detected,
+        "spread_found_by": res.spread.found_by,
+        "blue_adjusted_per_year": res.blue_trend.per_year.value,
+        "blue_adjusted_low": res.blue_trend.per_year.low,
+        "blue_index_per_year": res.blue_index_per_year.value,
+        "n_refreshed": res.n_refreshed,
+        "n_refresh_imputed": res.n_refresh_imputed,
+        "visit_sd": res.visit_sd,
+        "warnings": list(res.warnings),
+    }
     due = truth.get("touchup_due_date")
     true_day = (dt.date.fromisoformat(due) - base).days if due else None
     row["true_crossing_day"] = true_day
@@ -138,12 +176,13 @@ def score_result(res, truth: dict, visits: pd.DataFrame, true_obs: pd.DataFrame)
     if res.forecast.status == "unknown":
         covered = False
     elif true_day is None:
-        covered = hi is None                   # the interval reaches past the horizon
+        covered = hi is None  # the interval reaches past the horizon
     else:
-        covered = (lo is None and res.forecast.status == "already_below" or lo is not None and lo <= true_day + 0.5) \
-            and (hi is None or true_day - 0.5 <= hi)
+        covered = (
+            lo is None and res.forecast.status == "already_below" or lo is not None and lo <= true_day + 0.5
+        ) and (hi is None or true_day - 0.5 <= hi)
         if lo is None and res.forecast.status != "already_below":
-            covered = False                     # the whole interval lies past the horizon
+            covered = False  # the whole interval lies past the horizon
     row["forecast_covered"] = bool(covered)
     # dot size in pixels of the rendered plane: below ~2.5 px the renderer does not reach the
     # requested contrast (see the module doc), so the truth's crossing date is not what the dots show
@@ -197,12 +236,18 @@ def summarise(rows: list[dict]) -> dict:
         f"clients_dots_lt_{SMALL_DOT_PX:g}px": len(small),
         f"forecast_coverage_dots_ge_{SMALL_DOT_PX:g}px_no_scar": _frac(clean),
         f"clients_dots_ge_{SMALL_DOT_PX:g}px_no_scar": len(clean),
-        "blue_clients": len(blue), "blue_detection_rate": _frac(blue),
-        "non_blue_clients": len(other), "blue_false_positive_rate": _frac(other),
-        "spread_clients": len(spread), "spread_detection_rate": _frac(spread),
-        "non_spread_clients": len(still), "spread_false_positive_rate": _frac(still),
-        "fast_precision": fh / ff if ff else None, "fast_recall": fh / ft if ft else None,
-        "spread_precision": sh / sf if sf else None, "spread_recall": sh / st if st else None,
+        "blue_clients": len(blue),
+        "blue_detection_rate": _frac(blue),
+        "non_blue_clients": len(other),
+        "blue_false_positive_rate": _frac(other),
+        "spread_clients": len(spread),
+        "spread_detection_rate": _frac(spread),
+        "non_spread_clients": len(still),
+        "spread_false_positive_rate": _frac(still),
+        "fast_precision": fh / ff if ff else None,
+        "fast_recall": fh / ft if ft else None,
+        "spread_precision": sh / sf if sf else None,
+        "spread_recall": sh / st if st else None,
         "fit_s_median": statistics.median(r["fit_s"] for r in rows),
     }
 
@@ -222,8 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--suite", choices=sorted(SUITES), default="series_fading")
     ap.add_argument("--seed", type=int, default=None, help="default: the suite's (series_fading 1005, minority 1006)")
     ap.add_argument("--bootstrap", type=int, default=200)
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a fading setting (repeatable)")
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a fading setting (repeatable)",
+    )
     ap.add_argument("--no-md", action="store_true", help="do not touch BENCHMARKS.md")
     args = ap.parse_args(argv)
     synth_set, default_seed = SUITES[args.suite]
@@ -231,18 +282,29 @@ def main(argv: list[str] | None = None) -> int:
     name = "series_fading" if args.suite == "series_fading" else f"series_{args.suite}"
     folder = args.out / "data" / name
     build_suite(folder, args.n, args.seed, synth_set)
-    clients = [folder / f"client_{i:03d}" for i in range(args.n)]      # an older, larger build may lie there
+    clients = [folder / f"client_{i:03d}" for i in range(args.n)]  # an older, larger build may lie there
     rows = [score_client(c, args.overrides, args.bootstrap, args.seed) for c in clients]
     summary = summarise(rows)
-    targets = {"half_life_within_15pct": ">= 0.9 (acceptance: within 15 %)",
-               "forecast_interval_coverage": ">= 0.9", "blue_detection_rate": ">= 0.9",
-               "blue_false_positive_rate": "<= 0.05", "spread_detection_rate": ">= 0.9",
-               "spread_false_positive_rate": "<= 0.05"}
-    what = "" if args.suite == "series_fading" else \
-        " (suite `minority`: blue shift in 5-30 % of the dots of half the clients, spreading in 5-30 % of half)"
-    lines = [f"Fading model on the true dots of {summary['clients']} synthetic clients{what} (seed {args.seed}, "
-             f"{SIZE[0]}x{SIZE[1]} px, {args.bootstrap} bootstrap resamples):", "",
-             "| figure | value | target |", "|---|---|---|"]
+    targets = {
+        "half_life_within_15pct": ">= 0.9 (acceptance: within 15 %)",
+        "forecast_interval_coverage": ">= 0.9",
+        "blue_detection_rate": ">= 0.9",
+        "blue_false_positive_rate": "<= 0.05",
+        "spread_detection_rate": ">= 0.9",
+        "spread_false_positive_rate": "<= 0.05",
+    }
+    what = (
+        ""
+        if args.suite == "series_fading"
+        else " (suite `minority`: blue shift in 5-30 % of the dots of half the clients, spreading in 5-30 % of half)"
+    )
+    lines = [
+        f"Fading model on the true dots of {summary['clients']} synthetic clients{what} (seed {args.seed}, "
+        f"{SIZE[0]}x{SIZE[1]} px, {args.bootstrap} bootstrap resamples):",
+        "",
+        "| figure | value | target |",
+        "|---|---|---|",
+    ]
     lines += [f"| {k} | {_fmt(v)} | {targets.get(k, '')} |" for k, v in summary.items()]
     lines += ["", f"Measured {time.strftime('%Y-%m-%d')}."]
     text = "\n".join(lines)
@@ -250,12 +312,20 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_md:
         sys.path.insert(0, str(ROOT / "scripts"))
         from bench import update_benchmarks_md
-        update_benchmarks_md(ROOT / "BENCHMARKS.md", "fading" if args.suite == "series_fading" else
-                             f"fading-{args.suite}", text)
-    doc = {"suite": {"folder": str(folder), "n": args.n, "seed": args.seed, "size": list(SIZE)},
-           "settings_overrides": args.overrides, "bootstrap": args.bootstrap, "summary": summary, "clients": rows}
+
+        update_benchmarks_md(
+            ROOT / "BENCHMARKS.md", "fading" if args.suite == "series_fading" else f"fading-{args.suite}", text
+        )
+    doc = {
+        "suite": {"folder": str(folder), "n": args.n, "seed": args.seed, "size": list(SIZE)},
+        "settings_overrides": args.overrides,
+        "bootstrap": args.bootstrap,
+        "summary": summary,
+        "clients": rows,
+    }
     (args.out / ("fading.json" if args.suite == "series_fading" else f"fading-{args.suite}.json")).write_text(
-        json.dumps(doc, indent=1, default=float))
+        json.dumps(doc, indent=1, default=float)
+    )
     return 0
 
 

@@ -10,6 +10,7 @@ time with several threads suffers from other processes; there set
     .venv/bin/python scripts/bench_model_speed.py --arch unet_mnv3 --threads 2
     .venv/bin/python scripts/bench_model_speed.py --arch lraspp --set width_mult=0.5
 """
+
 from __future__ import annotations
 
 import argparse

@@ -13,6 +13,7 @@ scripts/bench_fading.py (same scoring), and the same model on the true dots besi
 
 Usage: python scripts/bench_track.py --out bench-out [--suite series] [--limit N] [--set KEY=VALUE]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,10 +57,19 @@ def track_client(assessor: Assessor, cdir: Path, seed: int, overrides: list[str]
             m = match_dots(a.dots[["x", "y"]].to_numpy(), td[["x", "y"]].to_numpy(), 0.1 * vt["px_per_mm"])
             ids[m.pred_index] = td["dot_id"].to_numpy()[m.true_index]
         true_ids[v["folder"]] = ids
-        inputs.append(VisitInput(key=v["folder"], date=dt.date.fromisoformat(v["date"]), kind=v["kind"],
-                                 session=v["session"], dots=a.dots, image=(lambda rgb=a.photo.rgb: rgb),
-                                 px_per_mm=a.calibration.px_per_mm, roi=(lambda lab=a.labels: lab > 0),
-                                 metrics=a.metrics.to_dict()))
+        inputs.append(
+            VisitInput(
+                key=v["folder"],
+                date=dt.date.fromisoformat(v["date"]),
+                kind=v["kind"],
+                session=v["session"],
+                dots=a.dots,
+                image=(lambda rgb=a.photo.rgb: rgb),
+                px_per_mm=a.calibration.px_per_mm,
+                roi=(lambda lab=a.labels: lab > 0),
+                metrics=a.metrics.to_dict(),
+            )
+        )
     t = time.perf_counter()
     tr = link_visits(inputs)
     t_link = time.perf_counter() - t
@@ -77,10 +87,19 @@ def track_client(assessor: Assessor, cdir: Path, seed: int, overrides: list[str]
     rng = np.random.default_rng([seed, int(cdir.name.split("_")[-1])])
     measured = score_result(fit_fading(obs, visits, settings, rng, baseline_date=base), truth, visits, true_obs)
     oracle = score_result(fit_fading(true_obs, visits, settings, rng, baseline_date=base), truth, visits, true_obs)
-    return {"client": cdir.name, "visits": len(inputs), "pairs": len(tr.pairs),
-            "unregistered": sum(not lk.ok for lk in tr.links), "links_judged": judged,
-            "links_right": right, "residual_mm_median": float(np.median(residuals)) if residuals else None,
-            "assess_s": t_assess, "link_s": t_link, "measured": measured, "true_dots": oracle}
+    return {
+        "client": cdir.name,
+        "visits": len(inputs),
+        "pairs": len(tr.pairs),
+        "unregistered": sum(not lk.ok for lk in tr.links),
+        "links_judged": judged,
+        "links_right": right,
+        "residual_mm_median": float(np.median(residuals)) if residuals else None,
+        "assess_s": t_assess,
+        "link_s": t_link,
+        "measured": measured,
+        "true_dots": oracle,
+    }
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -88,11 +107,15 @@ def summarise(rows: list[dict]) -> dict:
         vals = [bool(r[which][key]) for r in rows]
         return sum(vals) / len(vals) if vals else None
 
-    out = {"clients": len(rows), "pairs": sum(r["pairs"] for r in rows),
-           "unregistered": sum(r["unregistered"] for r in rows),
-           "links_right_fraction": (sum(r["links_right"] for r in rows) / max(1, sum(r["links_judged"] for r in rows))),
-           "residual_mm_median": float(np.median([r["residual_mm_median"] for r in rows
-                                                  if r["residual_mm_median"] is not None] or [np.nan]))}
+    out = {
+        "clients": len(rows),
+        "pairs": sum(r["pairs"] for r in rows),
+        "unregistered": sum(r["unregistered"] for r in rows),
+        "links_right_fraction": (sum(r["links_right"] for r in rows) / max(1, sum(r["links_judged"] for r in rows))),
+        "residual_mm_median": float(
+            np.median([r["residual_mm_median"] for r in rows if r["residual_mm_median"] is not None] or [np.nan])
+        ),
+    }
     for which in ("measured", "true_dots"):
         errs = [abs(r[which]["half_life_rel_err"]) for r in rows if r[which]["half_life_rel_err"] is not None]
         blue = [r for r in rows if r[which]["blue_client"]]
@@ -107,9 +130,11 @@ def summarise(rows: list[dict]) -> dict:
             "blue_found_on_others": (sum(r[which]["blue_detected"] for r in plain) / len(plain)) if plain else None,
             "blue_clients": len(blue),
             "spread_found_on_spread": (sum(r[which]["spread_detected"] for r in spreading) / len(spreading))
-            if spreading else None,
+            if spreading
+            else None,
             "spread_found_on_others": (sum(r[which]["spread_detected"] for r in still) / len(still)) if still else None,
-            "spread_clients": len(spreading)}
+            "spread_clients": len(spreading),
+        }
     return out
 
 
@@ -118,28 +143,32 @@ def table(s: dict, suite: str) -> str:
         return "-" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
 
     m, t = s["measured"], s["true_dots"]
-    lines = [f"End to end on the `{suite}` suite ({s['clients']} clients, {s['pairs']} registered visit pairs; "
-             "dots found by `smp assess` with the bundled model), the fading model on the same clients' true "
-             "dots beside it:", "",
-             "| figure | assessed dots | true dots | target |", "|---|---|---|---|",
-             f"| correct dot links | {f(s['links_right_fraction'], 4)} | - | >= 0.98 |",
-             f"| residual after registration, mm (median) | {f(s['residual_mm_median'], 4)} | - | <= 0.05 |",
-             f"| visits not registered | {s['unregistered']} | - | - |",
-             f"| half-life within 15% | {f(m['half_life_within_15pct'], 2)} | {f(t['half_life_within_15pct'], 2)} | "
-             "all clients with >= 4 follow-ups |",
-             f"| half-life error (median) | {f(m['half_life_err_median'], 3)} | {f(t['half_life_err_median'], 3)} "
-             "| - |",
-             f"| forecast interval holds the true date | {f(m['forecast_covered'], 2)} | "
-             f"{f(t['forecast_covered'], 2)} | >= 0.90 |",
-             f"| blue trend found, blue clients ({m['blue_clients']}) | {f(m['blue_found_on_blue'], 2)} | "
-             f"{f(t['blue_found_on_blue'], 2)} | >= 0.90 |",
-             f"| blue trend found, other clients | {f(m['blue_found_on_others'], 2)} | "
-             f"{f(t['blue_found_on_others'], 2)} | <= 0.10 |",
-             f"| spread found, spreading clients ({m['spread_clients']}) | {f(m['spread_found_on_spread'], 2)} | "
-             f"{f(t['spread_found_on_spread'], 2)} | >= 0.90 |",
-             f"| spread found, other clients | {f(m['spread_found_on_others'], 2)} | "
-             f"{f(t['spread_found_on_others'], 2)} | <= 0.05 |", "",
-             f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}."]
+    lines = [
+        f"End to end on the `{suite}` suite ({s['clients']} clients, {s['pairs']} registered visit pairs; "
+        "dots found by `smp assess` with the bundled model), the fading model on the same clients' true "
+        "dots beside it:",
+        "",
+        "| figure | assessed dots | true dots | target |",
+        "|---|---|---|---|",
+        f"| correct dot links | {f(s['links_right_fraction'], 4)} | - | >= 0.98 |",
+        f"| residual after registration, mm (median) | {f(s['residual_mm_median'], 4)} | - | <= 0.05 |",
+        f"| visits not registered | {s['unregistered']} | - | - |",
+        f"| half-life within 15% | {f(m['half_life_within_15pct'], 2)} | {f(t['half_life_within_15pct'], 2)} | "
+        "all clients with >= 4 follow-ups |",
+        f"| half-life error (median) | {f(m['half_life_err_median'], 3)} | {f(t['half_life_err_median'], 3)} | - |",
+        f"| forecast interval holds the true date | {f(m['forecast_covered'], 2)} | "
+        f"{f(t['forecast_covered'], 2)} | >= 0.90 |",
+        f"| blue trend found, blue clients ({m['blue_clients']}) | {f(m['blue_found_on_blue'], 2)} | "
+        f"{f(t['blue_found_on_blue'], 2)} | >= 0.90 |",
+        f"| blue trend found, other clients | {f(m['blue_found_on_others'], 2)} | "
+        f"{f(t['blue_found_on_others'], 2)} | <= 0.10 |",
+        f"| spread found, spreading clients ({m['spread_clients']}) | {f(m['spread_found_on_spread'], 2)} | "
+        f"{f(t['spread_found_on_spread'], 2)} | >= 0.90 |",
+        f"| spread found, other clients | {f(m['spread_found_on_others'], 2)} | "
+        f"{f(t['spread_found_on_others'], 2)} | <= 0.05 |",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}.",
+    ]
     return "\n".join(lines)
 
 
@@ -150,13 +179,19 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=0, help="at most this many clients (0: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-md", action="store_true")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a fading setting (repeatable)")
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a fading setting (repeatable)",
+    )
     args = ap.parse_args()
     folder = args.out / "data" / args.suite
     clients = sorted(p for p in folder.glob("client_*") if (p / "series.json").exists())
     if args.limit:
-        clients = clients[:args.limit]
+        clients = clients[: args.limit]
     if not clients:
         raise SystemExit(f"{folder}: no client series; run scripts/bench.py (or bench_fading.py) first")
     assessor = Assessor(load_assess_settings())
@@ -164,13 +199,16 @@ def main() -> int:
     for cdir in clients:
         r = track_client(assessor, cdir, args.seed, args.overrides)
         rows.append(r)
-        print(f"[bench] track {cdir.name}: links {r['links_right']}/{r['links_judged']} right, "
-              f"half-life err {r['measured']['half_life_rel_err']}, "
-              f"forecast covered {r['measured']['forecast_covered']}",
-              flush=True)
+        print(
+            f"[bench] track {cdir.name}: links {r['links_right']}/{r['links_judged']} right, "
+            f"half-life err {r['measured']['half_life_rel_err']}, "
+            f"forecast covered {r['measured']['forecast_covered']}",
+            flush=True,
+        )
     s = summarise(rows)
-    (args.out / f"track-{args.suite}.json").write_text(json.dumps({"summary": s, "clients": rows}, indent=1,
-                                                                   default=float))
+    (args.out / f"track-{args.suite}.json").write_text(
+        json.dumps({"summary": s, "clients": rows}, indent=1, default=float)
+    )
     text = table(s, args.suite)
     print(text)
     if not args.no_md:

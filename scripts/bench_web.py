@@ -13,6 +13,7 @@ recorded exactly once (no lost and no duplicated photo), and reports the latency
 
 Usage: python scripts/bench_web.py --out bench-out [--clients 20] [--photos 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,8 +74,19 @@ def main() -> int:
     db = f"sqlite:///{home / 'records.db'}"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SMP_HOME": str(home)}
     run = lambda *a, **k: subprocess.run([*SMP, *a], env=env, cwd=ROOT, capture_output=True, text=True, **k)  # noqa: E731
-    r = run("users", "add", "loader", "--clinic", "bench", "--role", "staff", "--password-stdin", "--db", db,
-            input="load-test-password-1\n")
+    r = run(
+        "users",
+        "add",
+        "loader",
+        "--clinic",
+        "bench",
+        "--role",
+        "staff",
+        "--password-stdin",
+        "--db",
+        db,
+        input="load-test-password-1\n",
+    )
     if r.returncode:
         raise SystemExit(f"smp users add failed: {r.stderr.strip()}")
     r = run("users", "token", "loader", "--name", "load", "--db", db)
@@ -82,9 +94,24 @@ def main() -> int:
         raise SystemExit(f"smp users token failed: {r.stderr.strip()}")
     token = r.stdout.strip().splitlines()[-1]
     port = _free_port()
-    server = subprocess.Popen([*SMP, "serve", "--port", str(port), "--db", db, "--store", str(home),
-                               "--assess-set", "segment.method=classical"], env=env, cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=open(home / "serve.log", "w"))
+    server = subprocess.Popen(
+        [
+            *SMP,
+            "serve",
+            "--port",
+            str(port),
+            "--db",
+            db,
+            "--store",
+            str(home),
+            "--assess-set",
+            "segment.method=classical",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=open(home / "serve.log", "w"),
+    )
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {token}"}
     try:
@@ -108,11 +135,19 @@ def main() -> int:
             s.headers.update(headers)
             start.wait()
             for k in range(args.photos):
-                data = {"client": f"load-{c:02d}", "region": "crown", "date": f"2026-0{1 + k % 9}-1{k % 9}",
-                        "kind": "follow-up"}
+                data = {
+                    "client": f"load-{c:02d}",
+                    "region": "crown",
+                    "date": f"2026-0{1 + k % 9}-1{k % 9}",
+                    "kind": "follow-up",
+                }
                 t = time.perf_counter()
-                resp = s.post(f"{base}/api/v1/photos", data=data,
-                              files={"file": (f"c{c}_{k}.jpg", photos[(c, k)], "image/jpeg")}, timeout=120)
+                resp = s.post(
+                    f"{base}/api/v1/photos",
+                    data=data,
+                    files={"file": (f"c{c}_{k}.jpg", photos[(c, k)], "image/jpeg")},
+                    timeout=120,
+                )
                 dt = time.perf_counter() - t
                 with lock:
                     up_lat.append(dt)
@@ -122,8 +157,12 @@ def main() -> int:
                         results[(c, k)] = resp.json()
             # an idempotent retry of the first photo: same photo, 200
             data = {"client": f"load-{c:02d}", "region": "crown", "date": "2026-01-10", "kind": "follow-up"}
-            resp = s.post(f"{base}/api/v1/photos", data=data,
-                          files={"file": (f"c{c}_0.jpg", photos[(c, 0)], "image/jpeg")}, timeout=120)
+            resp = s.post(
+                f"{base}/api/v1/photos",
+                data=data,
+                files={"file": (f"c{c}_0.jpg", photos[(c, 0)], "image/jpeg")},
+                timeout=120,
+            )
             with lock:
                 resent[c] = {"status": resp.status_code, **(resp.json() if resp.ok else {})}
             for k in range(args.photos):
@@ -149,39 +188,62 @@ def main() -> int:
         listed = requests.get(f"{base}/api/v1/clients", headers=headers, timeout=60).json()
         recorded = sum(c["photos"] for c in listed if c["external_id"].startswith("load-"))
         ids = [r["photo_id"] for r in results.values()]
-        shas_ok = all(r["sha256"] == __import__("hashlib").sha256(photos[key]).hexdigest()
-                      for key, r in results.items())
-        retry_ok = all(v["status"] == 200 and v.get("photo_id") == results[(c, 0)]["photo_id"]
-                       for c, v in resent.items() if (c, 0) in results)
+        shas_ok = all(
+            r["sha256"] == __import__("hashlib").sha256(photos[key]).hexdigest() for key, r in results.items()
+        )
+        retry_ok = all(
+            v["status"] == 200 and v.get("photo_id") == results[(c, 0)]["photo_id"]
+            for c, v in resent.items()
+            if (c, 0) in results
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)
     n = args.clients * args.photos
-    res = {"clients": args.clients, "photos_each": args.photos, "submissions": n, "accepted": len(results),
-           "distinct_photo_ids": len(set(ids)), "recorded_by_server": recorded, "sha256_match": shas_ok,
-           "idempotent_retries_ok": retry_ok, "errors": errors[:20], "wall_s": wall,
-           "upload_s": {"p50": _pct(up_lat, 50), "p95": _pct(up_lat, 95), "max": max(up_lat)},
-           "fetch_s": {"p50": _pct(fetch_lat, 50), "p95": _pct(fetch_lat, 95),
-                       "max": max(fetch_lat) if fetch_lat else None},
-           "uploads_per_s": n / wall}
+    res = {
+        "clients": args.clients,
+        "photos_each": args.photos,
+        "submissions": n,
+        "accepted": len(results),
+        "distinct_photo_ids": len(set(ids)),
+        "recorded_by_server": recorded,
+        "sha256_match": shas_ok,
+        "idempotent_retries_ok": retry_ok,
+        "errors": errors[:20],
+        "wall_s": wall,
+        "upload_s": {"p50": _pct(up_lat, 50), "p95": _pct(up_lat, 95), "max": max(up_lat)},
+        "fetch_s": {
+            "p50": _pct(fetch_lat, 50),
+            "p95": _pct(fetch_lat, 95),
+            "max": max(fetch_lat) if fetch_lat else None,
+        },
+        "uploads_per_s": n / wall,
+    }
     (args.out / "web.json").write_text(json.dumps(res, indent=1))
     ok = len(results) == n and len(set(ids)) == n and recorded == n and shas_ok and retry_ok and not errors
-    text = "\n".join([
-        f"{args.clients} concurrent API clients on loopback, {args.photos} distinct 800x600 JPEG photos each "
-        "(`POST /api/v1/photos`, bearer token), one idempotent re-send each, then every photo and its job fetched "
-        "back; background assessment (classical segmenter) running meanwhile in the server's worker:", "",
-        "| measure | value |", "|---|---|",
-        f"| submissions accepted / recorded by the server / distinct photo ids | {len(results)} / {recorded} / "
-        f"{len(set(ids))} of {n} |",
-        f"| lost or duplicated submissions | {'none' if ok else 'SEE web.json'} |",
-        f"| re-sends answered 200 with the same photo | {'all' if retry_ok else 'NO'} |",
-        f"| upload latency p50 / p95 / max | {res['upload_s']['p50']:.3f} / {res['upload_s']['p95']:.3f} / "
-        f"{res['upload_s']['max']:.3f} s |",
-        f"| fetch latency (photo, job) p50 / p95 / max | {res['fetch_s']['p50']:.3f} / {res['fetch_s']['p95']:.3f} / "
-        f"{res['fetch_s']['max']:.3f} s |",
-        f"| uploads per second (all clients) | {res['uploads_per_s']:.1f} |", "",
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores, server and "
-        "clients on the same machine."])
+    text = "\n".join(
+        [
+            f"{args.clients} concurrent API clients on loopback, {args.photos} distinct 800x600 JPEG photos each "
+            "(`POST /api/v1/photos`, bearer token), one idempotent re-send each, then every photo and its job fetched "
+            "back; background assessment (classical segmenter) running meanwhile in the server's worker:",
+            "",
+            "| measure | value |",
+            "|---|---|",
+            f"| submissions accepted / recorded by the server / distinct photo ids | {len(results)} / {recorded} / "
+            f"{len(set(ids))} of {n} |",
+            f"| lost or duplicated submissions | {'none' if ok else 'SEE web.json'} |",
+            f"| re-sends answered 200 with the same photo | {'all' if retry_ok else 'NO'} |",
+            f"| upload latency p50 / p95 / max | {res['upload_s']['p50']:.3f} / {res['upload_s']['p95']:.3f} / "
+            f"{res['upload_s']['max']:.3f} s |",
+            f"| fetch latency (photo, job) p50 / p95 / max | {res['fetch_s']['p50']:.3f} / "
+            f"{res['fetch_s']['p95']:.3f} / "
+            f"{res['fetch_s']['max']:.3f} s |",
+            f"| uploads per second (all clients) | {res['uploads_per_s']:.1f} |",
+            "",
+            f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores, server and "
+            "clients on the same machine.",
+        ]
+    )
     print(text)
     if not args.no_md:
         update_benchmarks_md(ROOT / "BENCHMARKS.md", "web", text)

@@ -12,6 +12,7 @@ healed result), self-contained HTML. MLflow (demo-out/mlflow.db) keeps the evalu
 registry's champion on the demo photos (the bundled model, registered on first use) and a run
 of the assessments with their truth; the last lines say how to open them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,22 @@ def run(out: Path) -> int:
 
 
 def _run(out: Path) -> int:
-    rc = smp(["synth", "--out", str(out / "client"), "--n", "1", "--series", "--seed", "7",
-              "--set", "image.width=1024", "--set", "image.height=768"])
+    rc = smp(
+        [
+            "synth",
+            "--out",
+            str(out / "client"),
+            "--n",
+            "1",
+            "--series",
+            "--seed",
+            "7",
+            "--set",
+            "image.width=1024",
+            "--set",
+            "image.height=768",
+        ]
+    )
     if rc:
         return rc
     series = json.loads((out / "client" / "client_000" / "series.json").read_text())
@@ -51,12 +66,16 @@ def _run(out: Path) -> int:
     for v in series["visits"]:
         m = v["metrics"]
         dens = m["dot_density_per_cm2"]
-        print(f"  {v['date']}  {v['kind']:<9} {v['folder']:<26} dots {m['dot_count'] or 0:>5}  "
-              f"density {dens if dens is None else round(dens, 1)!s:>6}/cm2  "
-              f"show-through {m['show_through']:.3f}  faded {m['faded_fraction'] or 0:.2f}")
+        print(
+            f"  {v['date']}  {v['kind']:<9} {v['folder']:<26} dots {m['dot_count'] or 0:>5}  "
+            f"density {dens if dens is None else round(dens, 1)!s:>6}/cm2  "
+            f"show-through {m['show_through']:.3f}  faded {m['faded_fraction'] or 0:.2f}"
+        )
     t = series["truth"]
-    print(f"  truth: contrast half-life {t['half_life_days']:.0f} days, blue-shift client: {t['blue_client']}, "
-          f"touch-up due {t['touchup_due_date']}")
+    print(
+        f"  truth: contrast half-life {t['half_life_days']:.0f} days, blue-shift client: {t['blue_client']}, "
+        f"touch-up due {t['touchup_due_date']}"
+    )
     rc = segment(out / "client", out / "segmentation")
     rc = rc or assess(out / "client", out / "assess", series)
     rc = rc or track(out / "client", out, series)
@@ -68,19 +87,33 @@ def segment(data: Path, out: Path) -> int:
     the demo client: ``smp evaluate``, recorded in MLflow, with overlays and scores."""
     import pandas as pd
 
-    rc = smp(["evaluate", "--model", "models:/smp-segmenter@champion", "--data", str(data / "manifest.csv"),
-              "--out", str(out), "--overlays", "99"])
+    rc = smp(
+        [
+            "evaluate",
+            "--model",
+            "models:/smp-segmenter@champion",
+            "--data",
+            str(data / "manifest.csv"),
+            "--out",
+            str(out),
+            "--overlays",
+            "99",
+        ]
+    )
     if rc:
         return rc
     table = pd.read_csv(out / "evaluation.csv")
     print("\nthe champion model (models:/smp-segmenter@champion) on the demo photos:")
     for _, r in table.iterrows():
         f1 = r.get("dot_f1")
-        print(f"  {Path(r['image']).parent.name:<26} mIoU scalp/hair {r['miou_scalp_hair']:.3f}  "
-              f"dots predicted {int(r['n_pred_dots']):>5}, true {int(r.get('n_true_dots', 0) or 0):>5}  "
-              f"F1 {'-' if f1 != f1 or f1 is None else f'{f1:.3f}'}  {r['seconds']:.2f} s")
-    print(f"  overlays: {out}/overlay_*.png (tint: scalp orange, hair blue; dots: green found, "
-          f"red missed, yellow false)")
+        print(
+            f"  {Path(r['image']).parent.name:<26} mIoU scalp/hair {r['miou_scalp_hair']:.3f}  "
+            f"dots predicted {int(r['n_pred_dots']):>5}, true {int(r.get('n_true_dots', 0) or 0):>5}  "
+            f"F1 {'-' if f1 != f1 or f1 is None else f'{f1:.3f}'}  {r['seconds']:.2f} s"
+        )
+    print(
+        f"  overlays: {out}/overlay_*.png (tint: scalp orange, hair blue; dots: green found, red missed, yellow false)"
+    )
     return 0
 
 
@@ -95,9 +128,15 @@ def record_assessments(out: Path) -> int:
     names = ("dot_count", "dot_density_per_cm2", "show_through", "dot_diameter_mm_median")
     with mlflow.start_run(run_name=f"assessments {series['client']} / {series['region']}") as run:
         first = json.loads(next((out / "assess" / series["visits"][0]["folder"]).glob("*/assessment.json")).read_text())
-        mlflow.log_params({"client": series["client"], "region": series["region"], "visits": len(series["visits"]),
-                           "model_sha256": str((first.get("model") or {}).get("sha256")),
-                           "config_hash": str(first.get("config_hash"))})
+        mlflow.log_params(
+            {
+                "client": series["client"],
+                "region": series["region"],
+                "visits": len(series["visits"]),
+                "model_sha256": str((first.get("model") or {}).get("sha256")),
+                "config_hash": str(first.get("config_hash")),
+            }
+        )
         for i, v in enumerate(series["visits"]):
             path = next((out / "assess" / v["folder"]).glob("*/assessment.json"))
             m, t = json.loads(path.read_text())["metrics"], v["metrics"]
@@ -123,12 +162,25 @@ def assess(data: Path, out: Path, series: dict) -> int:
     """``smp assess`` on every visit's photo, named by its client, region and visit; the measured
     figures next to the truth."""
     print(f"\nsmp assess on the demo photos ({out}/<visit>/photo/assessment.json, dots.csv, mask.png, overlay.png):")
-    print(f"  {'visit':<26} {'dots':>5} {'true':>5}  {'density/cm2':>11} {'true':>6}  show-through (true)  "
-          f"faded  blue  spread")
+    print(
+        f"  {'visit':<26} {'dots':>5} {'true':>5}  {'density/cm2':>11} {'true':>6}  show-through (true)  "
+        f"faded  blue  spread"
+    )
     for v in series["visits"]:
         p = next((data / "client_000" / v["folder"]).glob("photo.*"))
-        rc = smp(["assess", str(p), "--out", str(out / v["folder"]), "--client", series["client"],
-                  "--region", series["region"], *_visit_options(v)])
+        rc = smp(
+            [
+                "assess",
+                str(p),
+                "--out",
+                str(out / v["folder"]),
+                "--client",
+                series["client"],
+                "--region",
+                series["region"],
+                *_visit_options(v),
+            ]
+        )
         if rc:
             return rc
         doc = json.loads((out / v["folder"] / p.stem / "assessment.json").read_text())
@@ -136,10 +188,13 @@ def assess(data: Path, out: Path, series: dict) -> int:
 
         def f(x, nd=1):
             return "-" if x is None else f"{x:.{nd}f}"
-        print(f"  {v['folder']:<26} {f(m['dot_count'], 0):>5} {t.get('dot_count') or 0:>5}  "
-              f"{f(m['dot_density_per_cm2']):>11} {f(t.get('dot_density_per_cm2')):>6}  "
-              f"{f(m['show_through'], 3):>6} ({f(t.get('show_through'), 3)})        "
-              f"{f(m['faded_fraction'], 2):>5}  {f(m['blue_shift_fraction'], 2):>4}  {f(m['spread_fraction'], 2):>6}")
+
+        print(
+            f"  {v['folder']:<26} {f(m['dot_count'], 0):>5} {t.get('dot_count') or 0:>5}  "
+            f"{f(m['dot_density_per_cm2']):>11} {f(t.get('dot_density_per_cm2')):>6}  "
+            f"{f(m['show_through'], 3):>6} ({f(t.get('show_through'), 3)})        "
+            f"{f(m['faded_fraction'], 2):>5}  {f(m['blue_shift_fraction'], 2):>4}  {f(m['spread_fraction'], 2):>6}"
+        )
     return 0
 
 
@@ -151,8 +206,22 @@ def track(data: Path, out: Path, series: dict) -> int:
     print(f"\ningesting the visits into the records ({out / 'records.db'}):")
     for v in series["visits"]:
         photo = next((data / "client_000" / v["folder"]).glob("photo.*"))
-        args = ["visit", "add", str(photo), "--client", client, "--region", region, "--date", v["date"],
-                "--kind", v["kind"], "--create-client", "--assess", *common]
+        args = [
+            "visit",
+            "add",
+            str(photo),
+            "--client",
+            client,
+            "--region",
+            region,
+            "--date",
+            v["date"],
+            "--kind",
+            v["kind"],
+            "--create-client",
+            "--assess",
+            *common,
+        ]
         if v["session"]:
             args += ["--session", str(v["session"])]
         rc = smp(args)
@@ -161,8 +230,10 @@ def track(data: Path, out: Path, series: dict) -> int:
     print(f"\nsmp track {client} ({out / 'track'}/{region}/track.json, tracks.csv, dots_fading.csv, plots):")
     rc = smp(["track", client, "--out", str(out / "track"), *common])
     t = series["truth"]
-    print(f"  truth: half-life {t['half_life_days']:.0f} days, touch-up due {t['touchup_due_date']}, "
-          f"blue-shift client: {t['blue_client']}")
+    print(
+        f"  truth: half-life {t['half_life_days']:.0f} days, touch-up due {t['touchup_due_date']}, "
+        f"blue-shift client: {t['blue_client']}"
+    )
     return rc
 
 
@@ -176,16 +247,31 @@ def reports(out: Path, series: dict) -> int:
     # follow-up after the last session); the timeline follows every visit
     before = next((v for v in visits if v["kind"] == "baseline"), visits[0])
     last_session = max(i for i, v in enumerate(visits) if v["kind"] in ("session", "touch-up"))
-    healed = next((v for v in visits[last_session + 1:] if v["kind"] == "follow-up"), visits[-1])
-    photo = (lambda v: str(next((out / "client" / "client_000" / v["folder"]).glob("photo.*"))))
+    healed = next((v for v in visits[last_session + 1 :] if v["kind"] == "follow-up"), visits[-1])
+    photo = lambda v: str(next((out / "client" / "client_000" / v["folder"]).glob("photo.*")))
     rc = smp(["report", str(out / "track" / region), "--out", str(rep / "timeline.html")])
     rc = rc or smp(["report", str(out / "assess" / latest), "--out", str(rep / "latest.html")])
     if rc:
         return rc
     made = ["timeline.html", "latest.html"]
-    if smp(["compare", photo(before), photo(healed), "--out", str(out / "compare"),
-            "--client", series["client"], "--region", region, *_visit_options(before, "before-"),
-            *_visit_options(healed, "after-")]) == 0:
+    if (
+        smp(
+            [
+                "compare",
+                photo(before),
+                photo(healed),
+                "--out",
+                str(out / "compare"),
+                "--client",
+                series["client"],
+                "--region",
+                region,
+                *_visit_options(before, "before-"),
+                *_visit_options(healed, "after-"),
+            ]
+        )
+        == 0
+    ):
         rc = smp(["report", str(out / "compare"), "--out", str(rep / "before_after.html")])
         made.append("before_after.html")
     print("\nreports (self-contained HTML, print to PDF from a browser):")

@@ -57,6 +57,7 @@ minutes on one core.
     .venv/bin/python scripts/peers.py --data bench-out/data \
         --suites closeup_easy closeup_hard --out bench-out/peers.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -94,6 +95,7 @@ with the truth's per-dot `visible` flags and diameters in mm."""
 
 # --------------------------------------------------------------------------- input
 
+
 def darkness(rgb: np.ndarray) -> np.ndarray:
     """``255 - grey``: dark pigment dots become bright spots (uint8, HxW)."""
     rgb = np.asarray(rgb)
@@ -118,34 +120,35 @@ def _with_defaults(name: str, params: dict | None) -> dict:
 
 DEFAULTS: dict[str, dict] = {
     "simpleblob": {
-        "min_threshold": 10,        # grey levels of the ladder of binarisations ...
+        "min_threshold": 10,  # grey levels of the ladder of binarisations ...
         "max_threshold": 230,
-        "threshold_step": 10,       # ... and its step
-        "min_repeatability": 2,     # levels a blob must persist through
-        "min_diameter_mm": 0.08,    # area filter, as equivalent disc diameters
+        "threshold_step": 10,  # ... and its step
+        "min_repeatability": 2,  # levels a blob must persist through
+        "min_diameter_mm": 0.08,  # area filter, as equivalent disc diameters
         "max_diameter_mm": 0.9,
-        "min_circularity": None,    # None: circularity filter off
-        "min_dist_mm": 0.05,        # minDistBetweenBlobs
+        "min_circularity": None,  # None: circularity filter off
+        "min_dist_mm": 0.05,  # minDistBetweenBlobs
     },
     "blob_log": {
-        "min_radius_mm": 0.05,      # dot radii searched; sigma = r / sqrt(2) ...
+        "min_radius_mm": 0.05,  # dot radii searched; sigma = r / sqrt(2) ...
         "max_radius_mm": 0.45,
-        "num_sigma": 5,             # ... at this many scales
-        "min_sigma_px": 0.5,        # floor: a LoG narrower than half a pixel is noise
-        "threshold": 0.05,          # absolute, on the scale-normalised LoG of darkness/255
+        "num_sigma": 5,  # ... at this many scales
+        "min_sigma_px": 0.5,  # floor: a LoG narrower than half a pixel is noise
+        "threshold": 0.05,  # absolute, on the scale-normalised LoG of darkness/255
         "overlap": 0.5,
     },
     "trackpy": {
-        "diameter_mm": 0.35,        # feature mask, rounded up to an odd integer >= 3 px
-        "min_mass_mm2": 0.3,        # minmass in grey levels x mm^2 (minmass = this * px_per_mm^2)
-        "separation_mm": None,      # None: trackpy's default (diameter + 1 px)
-        "percentile": 64.0,         # trackpy default: maxima must be above this percentile
-        "noise_size": 1.0,          # px; trackpy default
+        "diameter_mm": 0.35,  # feature mask, rounded up to an odd integer >= 3 px
+        "min_mass_mm2": 0.3,  # minmass in grey levels x mm^2 (minmass = this * px_per_mm^2)
+        "separation_mm": None,  # None: trackpy's default (diameter + 1 px)
+        "percentile": 64.0,  # trackpy default: maxima must be above this percentile
+        "noise_size": 1.0,  # px; trackpy default
     },
 }
 
 
 # --------------------------------------------------------------------------- peers
+
 
 def detect_simpleblob(rgb: np.ndarray, px_per_mm: float, params: dict | None = None) -> np.ndarray:
     """Dark blobs by ``cv2.SimpleBlobDetector`` on the grey image; (N, 2) xy px."""
@@ -185,8 +188,15 @@ def detect_blob_log(rgb: np.ndarray, px_per_mm: float, params: dict | None = Non
     p = _with_defaults("blob_log", params)
     lo, hi = _log_sigmas(p, px_per_mm)
     img = darkness(rgb).astype(np.float32) / 255.0
-    blobs = blob_log(img, min_sigma=lo, max_sigma=hi, num_sigma=int(p["num_sigma"]),
-                     threshold=float(p["threshold"]), overlap=float(p["overlap"]), exclude_border=False)
+    blobs = blob_log(
+        img,
+        min_sigma=lo,
+        max_sigma=hi,
+        num_sigma=int(p["num_sigma"]),
+        threshold=float(p["threshold"]),
+        overlap=float(p["overlap"]),
+        exclude_border=False,
+    )
     return np.ascontiguousarray(blobs[:, [1, 0]], np.float64).reshape(-1, 2)
 
 
@@ -205,9 +215,17 @@ def detect_trackpy(rgb: np.ndarray, px_per_mm: float, params: dict | None = None
     sep = None if p["separation_mm"] is None else max(1.0, p["separation_mm"] * px_per_mm)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "No maxima survived mass- and size-based filtering"
-        df = tp.locate(darkness(rgb), d, minmass=float(p["min_mass_mm2"]) * px_per_mm ** 2, separation=sep,
-                       percentile=float(p["percentile"]), noise_size=float(p["noise_size"]),
-                       invert=False, characterize=False, engine="python")
+        df = tp.locate(
+            darkness(rgb),
+            d,
+            minmass=float(p["min_mass_mm2"]) * px_per_mm**2,
+            separation=sep,
+            percentile=float(p["percentile"]),
+            noise_size=float(p["noise_size"]),
+            invert=False,
+            characterize=False,
+            engine="python",
+        )
     if len(df) == 0:
         return np.zeros((0, 2), np.float64)
     return df[["x", "y"]].to_numpy(np.float64)
@@ -266,8 +284,8 @@ of a few per cent, never a contender."""
 
 # --------------------------------------------------------------------------- protocol
 
-def _score(name: str, params: dict | None, images: Sequence[Image],
-           max_s_per_mp: float | None = None) -> dict | None:
+
+def _score(name: str, params: dict | None, images: Sequence[Image], max_s_per_mp: float | None = None) -> dict | None:
     """``evaluate``, or None as soon as the detection time passes ``max_s_per_mp``."""
     detect = DETECTORS[name]
     matches, seconds, megapixels = [], 0.0, 0.0
@@ -282,13 +300,21 @@ def _score(name: str, params: dict | None, images: Sequence[Image],
         # optional 4th and 5th items: the truth's `visible` flags and diameters (mm), for the
         # project's measuring stick (invisible dots neither hits nor misses, radius max(0.1 mm, 0.15 d))
         visible = item[3] if len(item) > 3 else None
-        radius = (match_radius_px(item[4], ppm, radius_mm=MATCH_RADIUS_MM) if len(item) > 4
-                  else MATCH_RADIUS_MM * ppm)
+        radius = match_radius_px(item[4], ppm, radius_mm=MATCH_RADIUS_MM) if len(item) > 4 else MATCH_RADIUS_MM * ppm
         matches.append((match_dots(pred, true_xy, radius, visible=visible), ppm))
     s = dot_scores(matches)
-    return {"f1": s.f1, "precision": s.precision, "recall": s.recall, "tp": s.tp, "fp": s.fp, "fn": s.fn,
-            "n_images": len(images), "megapixels": megapixels, "seconds": seconds,
-            "megapixels_per_s": megapixels / seconds if seconds > 0 else float("nan")}
+    return {
+        "f1": s.f1,
+        "precision": s.precision,
+        "recall": s.recall,
+        "tp": s.tp,
+        "fp": s.fp,
+        "fn": s.fn,
+        "n_images": len(images),
+        "megapixels": megapixels,
+        "seconds": seconds,
+        "megapixels_per_s": megapixels / seconds if seconds > 0 else float("nan"),
+    }
 
 
 def evaluate(name: str, params: dict | None, images: Sequence[Image]) -> dict:
@@ -310,9 +336,13 @@ def _dominated(point: dict, slow: dict, key: str | None) -> bool:
     return same and point[key] <= slow[key]
 
 
-def tune(name: str, images: Sequence[Image], grid: Sequence[dict] | None = None,
-         log: Callable[[dict, dict | None], None] | None = None,
-         max_s_per_mp: float | None = MAX_S_PER_MP) -> tuple[dict, float]:
+def tune(
+    name: str,
+    images: Sequence[Image],
+    grid: Sequence[dict] | None = None,
+    log: Callable[[dict, dict | None], None] | None = None,
+    max_s_per_mp: float | None = MAX_S_PER_MP,
+) -> tuple[dict, float]:
     """The point of ``grid`` (default ``PARAM_GRIDS[name]``) with the best pooled F1 on ``images``.
 
     Pass the TUNING photos only (``split_tune_test``). Ties go to the earlier grid point;
@@ -343,6 +373,7 @@ def tune(name: str, images: Sequence[Image], grid: Sequence[dict] | None = None,
 
 # --------------------------------------------------------------------------- data + CLI
 
+
 def load_suite(folder: Path) -> list[tuple[str, Image]]:
     """The photos of one suite folder in manifest order: ``(image path, (rgb, px_per_mm, true_xy))``.
 
@@ -356,8 +387,12 @@ def load_suite(folder: Path) -> list[tuple[str, Image]]:
         if bgr is None:
             raise FileNotFoundError(folder / row.image)
         dots = pd.read_csv(folder / row.dots, usecols=["x", "y"])
-        out.append((str(row.image), (cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), float(row.px_per_mm),
-                                     dots[["x", "y"]].to_numpy(np.float64))))
+        out.append(
+            (
+                str(row.image),
+                (cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), float(row.px_per_mm), dots[["x", "y"]].to_numpy(np.float64)),
+            )
+        )
     return out
 
 
@@ -368,8 +403,9 @@ def split_tune_test(items: list, n_tune: int = TUNE_IMAGES) -> tuple[list, list]
     return items[:n_tune], items[n_tune:]
 
 
-def run(data: Path, suites: Sequence[str], peers: Sequence[str] = PEERS, n_tune: int = TUNE_IMAGES,
-        verbose: bool = False) -> dict:
+def run(
+    data: Path, suites: Sequence[str], peers: Sequence[str] = PEERS, n_tune: int = TUNE_IMAGES, verbose: bool = False
+) -> dict:
     """Tune every peer per suite on the tuning photos and score it on the test photos."""
     t_start = time.perf_counter()
     result: dict = {"match_radius_mm": MATCH_RADIUS_MM, "n_tune": n_tune, "suites": {}}
@@ -394,10 +430,18 @@ def run(data: Path, suites: Sequence[str], peers: Sequence[str] = PEERS, n_tune:
 
             params, tune_f1 = tune(name, tune_imgs, log=log)
             test = evaluate(name, params, test_imgs)
-            entry["peers"][name] = {"params": params, "tune_f1": tune_f1, "test": test, "grid": trials,
-                                    "wall_s": time.perf_counter() - t0}
-            print(f"{suite:14s} {name:10s} tune F1={tune_f1:.3f} test F1={test['f1']:.3f} "
-                  f"({test['megapixels_per_s']:.2f} MP/s; {time.perf_counter() - t0:.0f} s)", flush=True)
+            entry["peers"][name] = {
+                "params": params,
+                "tune_f1": tune_f1,
+                "test": test,
+                "grid": trials,
+                "wall_s": time.perf_counter() - t0,
+            }
+            print(
+                f"{suite:14s} {name:10s} tune F1={tune_f1:.3f} test F1={test['f1']:.3f} "
+                f"({test['megapixels_per_s']:.2f} MP/s; {time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
         result["suites"][suite] = entry
     result["wall_s"] = time.perf_counter() - t_start
     return result
@@ -405,15 +449,16 @@ def run(data: Path, suites: Sequence[str], peers: Sequence[str] = PEERS, n_tune:
 
 def format_table(result: dict) -> str:
     """A markdown table of the test scores: suite, peer, F1, precision, recall, MP/s, params."""
-    lines = ["| suite | peer | F1 | precision | recall | MP/s | tuned parameters |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| suite | peer | F1 | precision | recall | MP/s | tuned parameters |", "|---|---|---|---|---|---|---|"]
     for suite, entry in result["suites"].items():
         for name, r in entry["peers"].items():
             t = r["test"]
             tuned = {k: v for k, v in r["params"].items() if v != DEFAULTS[name][k] or k in _tuned_keys(name)}
             ps = ", ".join(f"{k}={v}" for k, v in tuned.items())
-            lines.append(f"| {suite} | {name} | {t['f1']:.3f} | {t['precision']:.3f} | {t['recall']:.3f} "
-                         f"| {t['megapixels_per_s']:.2f} | {ps} |")
+            lines.append(
+                f"| {suite} | {name} | {t['f1']:.3f} | {t['precision']:.3f} | {t['recall']:.3f} "
+                f"| {t['megapixels_per_s']:.2f} | {ps} |"
+            )
     return "\n".join(lines)
 
 

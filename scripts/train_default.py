@@ -12,6 +12,7 @@
    `smp evaluate`, copies it to models/weights/smp-segmenter.pt and writes
    models/weights/MODEL_CARD.md with the figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,20 @@ sys.path.insert(0, str(ROOT))
 
 TRAIN_SETS = [  # name, view, n, seed, overrides
     ("closeup", "closeup", 240, 2001, []),
-    ("closeup_hard", "closeup", 80, 2002, ["skin.fitzpatrick=[4, 6]", "hair.long_fraction=[0.15, 0.4]",
-                                           "dots.aged_fraction=[0.25, 0.45]", "dots.merged_fraction=[0.05, 0.12]",
-                                           "dots.contrast_dl=[12, 24]", "hair.follicle_density_per_cm2=[100, 220]"]),
+    (
+        "closeup_hard",
+        "closeup",
+        80,
+        2002,
+        [
+            "skin.fitzpatrick=[4, 6]",
+            "hair.long_fraction=[0.15, 0.4]",
+            "dots.aged_fraction=[0.25, 0.45]",
+            "dots.merged_fraction=[0.05, 0.12]",
+            "dots.contrast_dl=[12, 24]",
+            "hair.follicle_density_per_cm2=[100, 220]",
+        ],
+    ),
     ("global", "global", 80, 2003, []),
 ]
 SUITES = ("closeup_easy", "closeup_hard", "global")
@@ -59,8 +71,9 @@ def build_data(work: Path, jobs: int, limit: int | None = None, train_sets: list
         args = ["synth", "--out", str(out), "--n", str(n), "--seed", str(seed), "--view", view]
         for s in sets:
             args += ["--set", s]
-        procs.append(subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT,
-                                      stdout=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT, stdout=subprocess.DEVNULL)
+        )
         if len(procs) >= jobs:
             if procs.pop(0).wait():
                 raise SystemExit("smp synth failed")
@@ -90,8 +103,16 @@ def test_on_suites(model: Path, out: Path, suites_root: Path, names=SUITES, limi
     suites = build_suites(suites_root if limit is None else suites_root / f"limit{limit}", chosen)
     results = {}
     for name in names:
-        smp("evaluate", "--model", str(model), "--data", str(suites[name] / "manifest.csv"), "--out",
-            str(out / name), "--no-mlflow")
+        smp(
+            "evaluate",
+            "--model",
+            str(model),
+            "--data",
+            str(suites[name] / "manifest.csv"),
+            "--out",
+            str(out / name),
+            "--no-mlflow",
+        )
         results[name] = json.loads((out / name / "summary.json").read_text())
     return results
 
@@ -113,16 +134,22 @@ def main() -> int:
         # phase 1: the configured schedule on one thread (as the design comparison ran)
         smp("train", "--config", str(args.config), *sum((["--set", s] for s in sets + ["threads=1"]), []))
         # phase 2: resumed on two threads with a longer schedule; early stopping decides the end
-        smp("train", "--config", str(args.config), "--resume",
-            *sum((["--set", s] for s in sets + PHASE2), []))
+        smp("train", "--config", str(args.config), "--resume", *sum((["--set", s] for s in sets + PHASE2), []))
     best = work / "train" / "best.pt"
     results = test_on_suites(best, work / "test", ROOT / "bench-out")
     weights = ROOT / "models" / "weights"
     weights.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(best, weights / "smp-segmenter.pt")
     (work / "test" / "results.json").write_text(json.dumps(results, indent=2))
-    print(json.dumps({k: {m: v.get(m) for m in ("miou_scalp_hair", "dot_f1", "dot_loc_error_mm_median")}
-                      for k, v in results.items()}, indent=2))
+    print(
+        json.dumps(
+            {
+                k: {m: v.get(m) for m in ("miou_scalp_hair", "dot_f1", "dot_loc_error_mm_median")}
+                for k, v in results.items()
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

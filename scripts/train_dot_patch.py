@@ -17,6 +17,7 @@
 About 15 minutes on 2 cores with the defaults. Writes the weights with what they were trained on
 and prints the held-out figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,9 @@ def _truth(folder: Path) -> tuple[dict, float, object]:
 def harvest(folders: list[tuple[str, Path]], overrides: list[str]) -> dict:
     """Patches and labels of every floor-admitted candidate of every photo."""
     caught = []
-    assessor = Assessor(load_assess_settings(None, [*overrides, "detect.decision=floors"]),
-                        detection_sink=caught.append)
+    assessor = Assessor(
+        load_assess_settings(None, [*overrides, "detect.decision=floors"]), detection_sink=caught.append
+    )
     patches, labels, photos = [], [], []
     for suite, folder in folders:
         truth, ppm, true = _truth(folder)
@@ -66,9 +68,12 @@ def harvest(folders: list[tuple[str, Path]], overrides: list[str]) -> dict:
         det = caught[-1]
         label = np.zeros(len(det.geometry.xy), np.int64)
         if len(true):
-            m = match_dots(det.geometry.xy, true[["x", "y"]].to_numpy(),
-                           match_radius_px(true["diameter_mm"].to_numpy(float), ppm),
-                           visible=true["visible"].to_numpy(bool))
+            m = match_dots(
+                det.geometry.xy,
+                true[["x", "y"]].to_numpy(),
+                match_radius_px(true["diameter_mm"].to_numpy(float), ppm),
+                visible=true["visible"].to_numpy(bool),
+            )
             label[m.pred_index] = 1
             label[m.ignored_pred_index] = -1
         keep = label >= 0
@@ -82,33 +87,48 @@ def harvest(folders: list[tuple[str, Path]], overrides: list[str]) -> dict:
 def held_out_scores(folders: list[tuple[str, Path]], overrides: list[str], weights: Path, veto: float) -> dict:
     """Per suite of the held-out photos, assessed with the rules and this veto: dot F1 (treated suites)
     or the median false dots per cm2 (untreated)."""
-    assessor = Assessor(load_assess_settings(None, [*overrides, f"detect.patch_veto={veto}",
-                                                    f"detect.patch_model={weights}"]))
+    assessor = Assessor(
+        load_assess_settings(None, [*overrides, f"detect.patch_veto={veto}", f"detect.patch_model={weights}"])
+    )
     acc: dict = {}
     for suite, folder in folders:
         truth, ppm, true = _truth(folder)
         a = assessor.assess_file(folder / truth["photo"], px_per_mm=None if truth["card"]["present"] else ppm)
         r = acc.setdefault(suite, {"tp": 0, "fp": 0, "fn": 0, "per_cm2": []})
         if suite == "untreated":
-            area = (float(np.count_nonzero(cv2.imread(str(folder / "mask.png"), cv2.IMREAD_UNCHANGED) > 0))
-                    / ppm ** 2 / 100)
+            area = (
+                float(np.count_nonzero(cv2.imread(str(folder / "mask.png"), cv2.IMREAD_UNCHANGED) > 0)) / ppm**2 / 100
+            )
             r["per_cm2"].append(len(a.dots) / area)
             continue
-        m = match_dots(a.dots[["x", "y"]].to_numpy(), true[["x", "y"]].to_numpy(),
-                       match_radius_px(true["diameter_mm"].to_numpy(float), ppm),
-                       visible=true["visible"].to_numpy(bool))
+        m = match_dots(
+            a.dots[["x", "y"]].to_numpy(),
+            true[["x", "y"]].to_numpy(),
+            match_radius_px(true["diameter_mm"].to_numpy(float), ppm),
+            visible=true["visible"].to_numpy(bool),
+        )
         r["tp"] += m.tp
         r["fp"] += m.fp
         r["fn"] += m.fn
-    return {s: (float(np.median(r["per_cm2"])) if s == "untreated"
-                else 2 * r["tp"] / max(1, 2 * r["tp"] + r["fp"] + r["fn"])) for s, r in acc.items()}
+    return {
+        s: (
+            float(np.median(r["per_cm2"]))
+            if s == "untreated"
+            else 2 * r["tp"] / max(1, 2 * r["tp"] + r["fp"] + r["fn"])
+        )
+        for s, r in acc.items()
+    }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=default_patch_path())
-    ap.add_argument("--work", type=Path, default=ROOT / "bench-out" / "ranker",
-                    help="where the training photos are rendered (shared with scripts/train_dot_ranker.py)")
+    ap.add_argument(
+        "--work",
+        type=Path,
+        default=ROOT / "bench-out" / "ranker",
+        help="where the training photos are rendered (shared with scripts/train_dot_ranker.py)",
+    )
     ap.add_argument("--n", type=int, default=30, help="photos per suite")
     ap.add_argument("--seed-offset", type=int, default=50000)
     ap.add_argument("--seed", type=int, default=0)
@@ -119,7 +139,7 @@ def main() -> int:
     args = ap.parse_args()
     import torch
 
-    torch.set_num_threads(1)   # reproducible training
+    torch.set_num_threads(1)  # reproducible training
     t0 = time.perf_counter()
     spec = {**yaml.safe_load((config_dir() / "bench" / "suites.yaml").read_text())["suites"], **EXTRA}
     suites = {name: {**spec[name], "n": args.n, "seed": spec[name]["seed"] + args.seed_offset} for name in SUITES}
@@ -131,9 +151,16 @@ def main() -> int:
         train += [(name, f) for f in fs[:cut]]
         held += [(name, f) for f in fs[cut:]]
     data = harvest(train, args.overrides)
-    info = {"trained": time.strftime("%Y-%m-%d"), "suites": list(SUITES), "photos_per_suite": args.n,
-            "seed_offset": args.seed_offset, "seed": args.seed, "epochs": args.epochs,
-            "patches_train": int(len(data["labels"])), "dots_train": int(data["labels"].sum())}
+    info = {
+        "trained": time.strftime("%Y-%m-%d"),
+        "suites": list(SUITES),
+        "photos_per_suite": args.n,
+        "seed_offset": args.seed_offset,
+        "seed": args.seed,
+        "epochs": args.epochs,
+        "patches_train": int(len(data["labels"])),
+        "dots_train": int(data["labels"].sum()),
+    }
     model = fit_patch_ranker(data["patches"], data["labels"], seed=args.seed, epochs=args.epochs, info=info)
     tmp = args.out.with_suffix(".candidate.pt")
     model.save(tmp)
@@ -144,10 +171,17 @@ def main() -> int:
     treated = [s for s in SUITES if s != "untreated"]
     ok = [v for v, r in table.items() if r["untreated"] <= args.max_untreated]
     best = max(ok or table, key=lambda v: (float(np.mean([table[v][s] for s in treated])), -v))
-    model = replace(model, veto=best, info={
-        **info, "veto_rule": f"max mean F1 with untreated <= {args.max_untreated}/cm2" if ok
-        else "max mean F1 (no veto kept untreated under the limit)",
-        "held_out": {str(v): {k: round(x, 4) for k, x in r.items()} for v, r in table.items()}})
+    model = replace(
+        model,
+        veto=best,
+        info={
+            **info,
+            "veto_rule": f"max mean F1 with untreated <= {args.max_untreated}/cm2"
+            if ok
+            else "max mean F1 (no veto kept untreated under the limit)",
+            "held_out": {str(v): {k: round(x, 4) for k, x in r.items()} for v, r in table.items()},
+        },
+    )
     model.save(args.out)
     tmp.unlink()
     print(f"[patch] wrote {args.out} (veto {best}); {time.perf_counter() - t0:.0f} s")

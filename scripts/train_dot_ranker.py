@@ -19,6 +19,7 @@
 About 8 minutes on 2 cores with the defaults (30 photos per suite). Writes the weights with what they were
 trained on (suites, seeds, counts, held-out figures) and prints the held-out figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,9 @@ EXTRA = {"closeup_any": {"config": "synth/closeup.yaml", "seed": 1000, "series":
 def harvest(folders: list[tuple[str, Path]], overrides: list[str]) -> pd.DataFrame:
     """Every floor-admitted candidate of every photo, with its features and label."""
     caught = []
-    assessor = Assessor(load_assess_settings(None, [*overrides, "detect.decision=floors"]),
-                        detection_sink=caught.append)
+    assessor = Assessor(
+        load_assess_settings(None, [*overrides, "detect.decision=floors"]), detection_sink=caught.append
+    )
     rows = []
     for suite, folder in folders:
         truth = json.loads((folder / "truth.json").read_text())
@@ -71,16 +73,18 @@ def harvest(folders: list[tuple[str, Path]], overrides: list[str]) -> pd.DataFra
         label = np.zeros(len(xy), np.int64)
         if len(true):
             vis = true["visible"].to_numpy(bool)
-            m = match_dots(xy, true[["x", "y"]].to_numpy(), match_radius_px(true["diameter_mm"].to_numpy(float), ppm),
-                           visible=vis)
+            m = match_dots(
+                xy, true[["x", "y"]].to_numpy(), match_radius_px(true["diameter_mm"].to_numpy(float), ppm), visible=vis
+            )
             label[m.pred_index] = 1
             label[m.ignored_pred_index] = -1
             n_visible = int(vis.sum())
         else:
             n_visible = 0
         # the photographed scalp and hair (the truth's mask), for false dots per cm2
-        area_cm2 = (float(np.count_nonzero(cv2.imread(str(folder / "mask.png"), cv2.IMREAD_UNCHANGED) > 0))
-                    / ppm ** 2 / 100)
+        area_cm2 = (
+            float(np.count_nonzero(cv2.imread(str(folder / "mask.png"), cv2.IMREAD_UNCHANGED) > 0)) / ppm**2 / 100
+        )
         df = pd.DataFrame(feats, columns=list(FEATURES))
         df.insert(0, "label", label)
         df.insert(0, "photo", folder.name)
@@ -88,8 +92,11 @@ def harvest(folders: list[tuple[str, Path]], overrides: list[str]) -> pd.DataFra
         df["n_visible"] = n_visible
         df["area_cm2"] = area_cm2
         rows.append(df)
-        print(f"[ranker] {suite}/{folder.name}: {len(df)} candidates, {int((label == 1).sum())} on the "
-              f"{n_visible} visible dots", flush=True)
+        print(
+            f"[ranker] {suite}/{folder.name}: {len(df)} candidates, {int((label == 1).sum())} on the "
+            f"{n_visible} visible dots",
+            flush=True,
+        )
     return pd.concat(rows, ignore_index=True)
 
 
@@ -101,8 +108,7 @@ def scores_at(data: pd.DataFrame, p: np.ndarray, t: float) -> dict:
         k = keep[g.index]
         per_photo = g.assign(k=k).groupby("photo")
         if suite == "untreated":
-            out[suite] = float(np.median([(pg.k & (pg.label == 0)).sum() / pg.area_cm2.iloc[0]
-                                          for _, pg in per_photo]))
+            out[suite] = float(np.median([(pg.k & (pg.label == 0)).sum() / pg.area_cm2.iloc[0] for _, pg in per_photo]))
             continue
         tp = int((k & (g.label == 1)).sum())
         fp = int((k & (g.label == 0)).sum())
@@ -139,17 +145,23 @@ def main() -> int:
     held = set()
     for name in SUITES:
         photos = sorted(data.loc[data.suite == name, "photo"].unique())
-        held |= {(name, ph) for ph in photos[len(photos) - max(1, len(photos) // 4):]}
+        held |= {(name, ph) for ph in photos[len(photos) - max(1, len(photos) // 4) :]}
     is_held = np.array([(s, ph) in held for s, ph in zip(data.suite, data.photo)])
     train = data[~is_held & (data.label >= 0)]
     val = data[is_held & (data.label >= 0)].reset_index(drop=True)
     rng = np.random.default_rng(args.seed)
-    info = {"trained": time.strftime("%Y-%m-%d"), "suites": list(SUITES), "photos_per_suite": args.n,
-            "seed_offset": args.seed_offset, "seed": args.seed, "epochs": args.epochs,
-            "candidates_train": int(len(train)), "dots_train": int(train.label.sum()),
-            "candidates_held_out": int(len(val))}
-    ranker = fit_ranker(train[list(FEATURES)].to_numpy(), train.label.to_numpy(), rng, epochs=args.epochs,
-                        info=info)
+    info = {
+        "trained": time.strftime("%Y-%m-%d"),
+        "suites": list(SUITES),
+        "photos_per_suite": args.n,
+        "seed_offset": args.seed_offset,
+        "seed": args.seed,
+        "epochs": args.epochs,
+        "candidates_train": int(len(train)),
+        "dots_train": int(train.label.sum()),
+        "candidates_held_out": int(len(val)),
+    }
+    ranker = fit_ranker(train[list(FEATURES)].to_numpy(), train.label.to_numpy(), rng, epochs=args.epochs, info=info)
     p = ranker.probability(val[list(FEATURES)].to_numpy())
     grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
     table = {float(t): scores_at(val, p, t) for t in grid}
@@ -160,13 +172,19 @@ def main() -> int:
     for t, r in table.items():
         mark = " <-" if t == best else ""
         print(f"[ranker] t={t:.2f} " + " ".join(f"{s} {v:.3f}" for s, v in r.items()) + mark)
-    ranker = replace(ranker, threshold=best, info={**info, "threshold_rule": f"max mean F1 with untreated <= "
-                                                f"{args.max_untreated}/cm2" if ok else "max mean F1 (no threshold "
-                                                "kept untreated under the limit)",
-                                                "held_out": {k: round(v, 4) for k, v in table[best].items()}})
+    ranker = replace(
+        ranker,
+        threshold=best,
+        info={
+            **info,
+            "threshold_rule": f"max mean F1 with untreated <= {args.max_untreated}/cm2"
+            if ok
+            else "max mean F1 (no threshold kept untreated under the limit)",
+            "held_out": {k: round(v, 4) for k, v in table[best].items()},
+        },
+    )
     ranker.save(args.out)
-    print(f"[ranker] wrote {args.out} (threshold {best}); held out: {table[best]}; "
-          f"{time.perf_counter() - t0:.0f} s")
+    print(f"[ranker] wrote {args.out} (threshold {best}); held out: {table[best]}; {time.perf_counter() - t0:.0f} s")
     return 0
 
 

@@ -35,6 +35,7 @@ worker oversubscribe the 2 cores (steps of 2-12 s), so the recipe uses one.
 Reproducible: fixed seeds for data, crops, augmentation and initialisation; the steps and
 epochs are fixed (no wall-time stop), so the same machine gives the same weights.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,13 +56,33 @@ CONFIG = ROOT / "configs" / "train" / "recipe.yaml"
 #: failure the model benchmark measured, with seeds of their own (never the benchmark's 1001-1008)
 VARIETY_SETS = TRAIN_SETS + [
     # bare scalps without pigment, rich in look-alikes: the mask was inverted on them
-    ("untreated", "closeup", 60, 2004, ["dots.coverage=[0, 0]", "skin.fitzpatrick=[1, 6]",
-                                        "skin.crease_coverage=[0.1, 0.8]", "hair.cut_end_fraction=[0.1, 0.7]",
-                                        "hair.vellus_fraction=[0.1, 0.6]", "hair.stubble_length_mm=[0.1, 1.5]",
-                                        "hair.long_fraction=[0, 0.2]"]),
+    (
+        "untreated",
+        "closeup",
+        60,
+        2004,
+        [
+            "dots.coverage=[0, 0]",
+            "skin.fitzpatrick=[1, 6]",
+            "skin.crease_coverage=[0.1, 0.8]",
+            "hair.cut_end_fraction=[0.1, 0.7]",
+            "hair.vellus_fraction=[0.1, 0.6]",
+            "hair.stubble_length_mm=[0.1, 1.5]",
+            "hair.long_fraction=[0, 0.2]",
+        ],
+    ),
     # light and red hair over close-ups, sparse to dense
-    ("light_red_hair", "closeup", 60, 2005, ["hair.colours=[blond, grey, red]", "hair.long_fraction=[0.05, 0.4]",
-                                             "hair.follicle_density_per_cm2=[40, 220]"]),
+    (
+        "light_red_hair",
+        "closeup",
+        60,
+        2005,
+        [
+            "hair.colours=[blond, grey, red]",
+            "hair.long_fraction=[0.05, 0.4]",
+            "hair.follicle_density_per_cm2=[40, 220]",
+        ],
+    ),
     # more whole-head views (59 of the bundled model's 313 photos)
     ("global_more", "global", 40, 2006, []),
 ]
@@ -74,13 +95,17 @@ BEGIN, END = "<!-- train_recipe: begin -->", "<!-- train_recipe: end -->"
 
 #: What each data choice retrains the model for (the model card's section title and reason)
 PURPOSE = {
-    "visible-dots": ("Retrained for visible-dot truth",
-                     "the dot head learns the new truth, only visible dots are positives and the neighbourhood of "
-                     "a dot under hair or below the contrast floor is ignored by the loss."),
-    "variety": ("Retrained for photos the segmenter failed on",
-                "one training set for each measured failure (bare scalps without pigment, light and red hair, "
-                "whole-head views, scalp-free photos cut from them), exposure and white balance drawn in linear "
-                "light, a wider zoom."),
+    "visible-dots": (
+        "Retrained for visible-dot truth",
+        "the dot head learns the new truth, only visible dots are positives and the neighbourhood of "
+        "a dot under hair or below the contrast floor is ignored by the loss.",
+    ),
+    "variety": (
+        "Retrained for photos the segmenter failed on",
+        "one training set for each measured failure (bare scalps without pigment, light and red hair, "
+        "whole-head views, scalp-free photos cut from them), exposure and white balance drawn in linear "
+        "light, a wider zoom.",
+    ),
 }
 
 
@@ -89,36 +114,42 @@ def card_section(meta: dict, results: dict, times: dict, command: str, data: str
     init = meta.get("init", {})
     rows = []
     for name, r in results.items():
+
         def fmt(k: str, r: dict = r) -> str:
             return "-" if r.get(k) is None or r.get(k) != r.get(k) else f"{r[k]:.3f}"
-        rows.append(f"| {name} ({int(r.get('n_images') or 0)} photos) | {fmt('miou_scalp_hair')} | "
-                    f"{fmt('scalp_boundary_f1')} | {fmt('hair_boundary_f1')} | {fmt('dot_f1')} | "
-                    f"{fmt('dot_loc_error_mm_median')} |")
+
+        rows.append(
+            f"| {name} ({int(r.get('n_images') or 0)} photos) | {fmt('miou_scalp_hair')} | "
+            f"{fmt('scalp_boundary_f1')} | {fmt('hair_boundary_f1')} | {fmt('dot_f1')} | "
+            f"{fmt('dot_loc_error_mm_median')} |"
+        )
     val = meta.get("val_summary", {})
     sets = ", ".join(f"{name} (seed {seed})" for name, _, _, seed, _ in DATA[data])
     title, why = PURPOSE[data]
-    return "\n".join([
-        BEGIN,
-        f"## {title} (scripts/train_recipe.py)",
-        "",
-        f"Started from `{init.get('weights', '?')}` (sha256 `{init.get('sha256', '?')}`), every tensor loaded "
-        f"except `{', '.join(init.get('reinit_heads', [])) or '-'}` ({init.get('reinitialised', '?')} tensors "
-        f"re-initialised): {why}",
-        f"Data: {meta.get('train_images', '?')} training photos of `smp synth` ({sets}). Best validation epoch "
-        f"{meta.get('epoch', '?')} (validation mIoU {val.get('miou_scalp_hair', float('nan')):.3f}, "
-        f"dot F1 {val.get('dot_f1', float('nan')):.3f}).",
-        f"Wall time on this machine: data {times.get('data_s', 0) / 60:.0f} min, training "
-        f"{times.get('train_s', 0) / 60:.0f} min, test {times.get('test_s', 0) / 60:.0f} min.",
-        "",
-        "| suite | scalp/hair mIoU | scalp F1 (1 px) | hair F1 (1 px) | dot F1 (0.1 mm) | "
-        "dot localisation (median, mm) |",
-        "|---|---|---|---|---|---|",
-        *rows,
-        "",
-        f"Reproduce: `{command}`",
-        END,
-        "",
-    ])
+    return "\n".join(
+        [
+            BEGIN,
+            f"## {title} (scripts/train_recipe.py)",
+            "",
+            f"Started from `{init.get('weights', '?')}` (sha256 `{init.get('sha256', '?')}`), every tensor loaded "
+            f"except `{', '.join(init.get('reinit_heads', [])) or '-'}` ({init.get('reinitialised', '?')} tensors "
+            f"re-initialised): {why}",
+            f"Data: {meta.get('train_images', '?')} training photos of `smp synth` ({sets}). Best validation epoch "
+            f"{meta.get('epoch', '?')} (validation mIoU {val.get('miou_scalp_hair', float('nan')):.3f}, "
+            f"dot F1 {val.get('dot_f1', float('nan')):.3f}).",
+            f"Wall time on this machine: data {times.get('data_s', 0) / 60:.0f} min, training "
+            f"{times.get('train_s', 0) / 60:.0f} min, test {times.get('test_s', 0) / 60:.0f} min.",
+            "",
+            "| suite | scalp/hair mIoU | scalp F1 (1 px) | hair F1 (1 px) | dot F1 (0.1 mm) | "
+            "dot localisation (median, mm) |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            "",
+            f"Reproduce: `{command}`",
+            END,
+            "",
+        ]
+    )
 
 
 def add_scalp_free(work: Path, manifest: Path, spec: tuple = SCALP_FREE) -> Path:
@@ -144,14 +175,25 @@ def add_scalp_free(work: Path, manifest: Path, spec: tuple = SCALP_FREE) -> Path
                 for cut in scalp_free_photos(rgb, mask, float(rec["px_per_mm"]), rng, size=size, max_n=per_photo):
                     folder = out / f"img_{len(rows):05d}"
                     folder.mkdir(parents=True, exist_ok=True)
-                    cv2.imwrite(str(folder / "photo.jpg"), cv2.cvtColor(cut.image, cv2.COLOR_RGB2BGR),
-                                [cv2.IMWRITE_JPEG_QUALITY, 92])
+                    cv2.imwrite(
+                        str(folder / "photo.jpg"),
+                        cv2.cvtColor(cut.image, cv2.COLOR_RGB2BGR),
+                        [cv2.IMWRITE_JPEG_QUALITY, 92],
+                    )
                     cv2.imwrite(str(folder / "mask.png"), cut.mask)
                     (folder / "dots.csv").write_text("x,y,visible\n")  # no dot: a negative for the dot head too
-                    rows.append({**{k: "" for k in df.columns}, "image": f"{folder.name}/photo.jpg",
-                                 "mask": f"{folder.name}/mask.png", "dots": f"{folder.name}/dots.csv",
-                                 "px_per_mm": f"{cut.px_per_mm:.6f}",
-                                 "view": "closeup", "split": rec["split"], "source": "synthetic"})
+                    rows.append(
+                        {
+                            **{k: "" for k in df.columns},
+                            "image": f"{folder.name}/photo.jpg",
+                            "mask": f"{folder.name}/mask.png",
+                            "dots": f"{folder.name}/dots.csv",
+                            "px_per_mm": f"{cut.px_per_mm:.6f}",
+                            "view": "closeup",
+                            "split": rec["split"],
+                            "source": "synthetic",
+                        }
+                    )
         out.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(rows, columns=list(df.columns)).to_csv(out / "manifest.csv", index=False)
     combined = pd.read_csv(manifest, dtype=str, keep_default_na=False)
@@ -181,11 +223,19 @@ def main() -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--jobs", type=int, default=2, help="parallel generator processes")
     ap.add_argument("--limit", type=int, help="at most this many photos per training set and suite (a quick check)")
-    ap.add_argument("--data", choices=sorted(DATA), default="visible-dots",
-                    help="training sets: the bundled model's (visible-dots) or those plus one set per measured "
-                         "failure (variety, with --config configs/train/segmenter.yaml)")
-    ap.add_argument("--suites", nargs="+", default=list(SUITES),
-                    choices=list(SUITES) + ["untreated", "hair_colours", "fresh_macro", "flags"])
+    ap.add_argument(
+        "--data",
+        choices=sorted(DATA),
+        default="visible-dots",
+        help="training sets: the bundled model's (visible-dots) or those plus one set per measured "
+        "failure (variety, with --config configs/train/segmenter.yaml)",
+    )
+    ap.add_argument(
+        "--suites",
+        nargs="+",
+        default=list(SUITES),
+        choices=list(SUITES) + ["untreated", "hair_colours", "fresh_macro", "flags"],
+    )
     ap.add_argument("--install", action="store_true", help="copy the weights and the card section to models/weights")
     args = ap.parse_args()
     work = args.work.resolve()
@@ -213,8 +263,9 @@ def main() -> int:
     command = "python scripts/train_recipe.py " + " ".join(sys.argv[1:])
     section = card_section(meta, results, times, command.strip(), args.data)
     (work / "MODEL_CARD-section.md").write_text(section)
-    (work / "recipe.json").write_text(json.dumps({"times_s": times, "results": results, "best": str(best),
-                                                  "command": command}, indent=2))
+    (work / "recipe.json").write_text(
+        json.dumps({"times_s": times, "results": results, "best": str(best), "command": command}, indent=2)
+    )
     print(section)
     if args.install:
         install(best, section)

@@ -1,4 +1,5 @@
 """smp assess end to end: output contract, calibration fallbacks, ROI, bad input in a batch."""
+
 import json
 import subprocess
 import sys
@@ -22,10 +23,18 @@ from pipeline.one_photo.pigment import DOT_COLUMNS
 from pipeline.one_photo.settings import load_assess_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENE = ["image.width=640", "image.height=480", "camera.px_per_mm=[14, 18]", "card.probability=1.0",
-         # the easy benchmark suite's scalp: light skin, short sparse hair, few aged dots
-         "skin.fitzpatrick=[1, 3]", "hair.long_fraction=[0, 0.05]", "dots.aged_fraction=[0, 0.1]",
-         "hair.follicle_density_per_cm2=[20, 60]", "dots.contrast_dl=[22, 36]"]
+SCENE = [
+    "image.width=640",
+    "image.height=480",
+    "camera.px_per_mm=[14, 18]",
+    "card.probability=1.0",
+    # the easy benchmark suite's scalp: light skin, short sparse hair, few aged dots
+    "skin.fitzpatrick=[1, 3]",
+    "hair.long_fraction=[0, 0.05]",
+    "dots.aged_fraction=[0, 0.1]",
+    "hair.follicle_density_per_cm2=[20, 60]",
+    "dots.contrast_dl=[22, 36]",
+]
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +69,19 @@ def test_output_contract(scenes, classical, tmp_path):
     assert cal["scale_source"] == "card" and cal["colour_source"] == "card"
     assert abs(cal["px_per_mm"] / truth["px_per_mm"] - 1) < 0.01
     assert cal["residual_de00_mean"] < 1.5
-    for key in ("scalp_fraction", "show_through", "dot_count", "dot_density_per_cm2", "dot_diameter_mm_median",
-                "nn_distance_mm_median", "spacing_cv", "clark_evans_r", "blue_shift_fraction", "faded_fraction",
-                "spread_fraction"):
+    for key in (
+        "scalp_fraction",
+        "show_through",
+        "dot_count",
+        "dot_density_per_cm2",
+        "dot_diameter_mm_median",
+        "nn_distance_mm_median",
+        "spacing_cv",
+        "clark_evans_r",
+        "blue_shift_fraction",
+        "faded_fraction",
+        "spread_fraction",
+    ):
         assert key in doc["metrics"]
     assert doc["quality"]["ok"] in (True, False) and isinstance(doc["warnings"], list)
     assert {"load", "calibrate", "segment", "dots", "pigment", "metrics", "total", "write"} <= set(doc["timings_s"])
@@ -119,8 +138,9 @@ def test_roi_polygon_limits_the_region(scenes, classical):
     full = classical.assess_file(photo)
     half = classical.assess_file(photo, roi_polygon=np.array([[0, 0], [320, 0], [320, 480], [0, 480]]))
     assert half.metrics.dot_count < full.metrics.dot_count
-    on_card = classical.assess_file(photo, roi_polygon=np.array([[-50, -50], [100, -50], [100, 100], [-50, 100.0]]),
-                                    roi_units="card_mm")
+    on_card = classical.assess_file(
+        photo, roi_polygon=np.array([[-50, -50], [100, -50], [100, 100], [-50, 100.0]]), roi_units="card_mm"
+    )
     assert on_card.roi_polygon_px is not None and on_card.roi_polygon_px.shape == (4, 2)
 
 
@@ -161,8 +181,9 @@ def _bad_inputs(tmp_path: Path, good: Path) -> dict[str, Path]:
 
     ihdr = struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)
     files["bomb"] = tmp_path / "bomb.png"
-    files["bomb"].write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
-                              + chunk(b"IEND", b""))
+    files["bomb"].write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    )
     files["missing"] = tmp_path / "missing.jpg"
     return files
 
@@ -178,8 +199,18 @@ def test_batch_with_bad_photos(scenes, tmp_path, capsys):
     Image.fromarray(rgb).convert("CMYK").save(cmyk, quality=95)
     bad = _bad_inputs(tmp_path, good)
     photos = [good, bad["truncated"], grey, bad["empty"], tiff16, bad["text"], cmyk, bad["bomb"], bad["missing"]]
-    code = main(["assess", *map(str, photos), "--out", str(tmp_path / "out"), "--set", "segment.method=classical",
-                 "--set", "overlay=false"])
+    code = main(
+        [
+            "assess",
+            *map(str, photos),
+            "--out",
+            str(tmp_path / "out"),
+            "--set",
+            "segment.method=classical",
+            "--set",
+            "overlay=false",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1
     failed = [line for line in err.splitlines() if line.startswith("smp assess: failed:")]
@@ -190,6 +221,7 @@ def test_batch_with_bad_photos(scenes, tmp_path, capsys):
     done = sorted(p.name for p in (tmp_path / "out").iterdir() if (p / "assessment.json").exists())
     assert done == ["cmyk", "deep", "grey", "photo"]
     from pipeline.commands.assess import output_names
+
     assert output_names([Path("a/photo.jpg"), Path("b/photo.jpg"), Path("c/x.png")]) == ["a_photo", "b_photo", "x"]
     grey_doc = json.loads((tmp_path / "out" / "grey" / "assessment.json").read_text())
     assert any("grayscale" in w for w in grey_doc["warnings"])
@@ -224,8 +256,9 @@ def test_bad_settings_are_one_line_errors(tmp_path, capsys):
 
 
 def test_cli_help_lists_assess():
-    res = subprocess.run([sys.executable, "-m", "pipeline.cli", "assess", "--help"], capture_output=True, text=True,
-                         cwd=ROOT)
+    res = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "assess", "--help"], capture_output=True, text=True, cwd=ROOT
+    )
     assert res.returncode == 0 and "--px-per-mm" in res.stdout and "dots.csv" in res.stdout
 
 
@@ -237,9 +270,16 @@ def test_overlay_drawn_in_two_bands_equals_one_pass(monkeypatch):
     h, w, n = 400, 500, 3000
     rgb = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
     labels = rng.integers(0, 3, (h, w)).astype(np.uint8)
-    dots = pd.DataFrame({"x": rng.random(n) * w, "y": rng.random(n) * h, "diameter_px": rng.random(n) * 10 + 2,
-                         "blue_shift": rng.random(n) < 0.1, "faded": rng.random(n) < 0.1,
-                         "spread": rng.random(n) < 0.1})
+    dots = pd.DataFrame(
+        {
+            "x": rng.random(n) * w,
+            "y": rng.random(n) * h,
+            "diameter_px": rng.random(n) * 10 + 2,
+            "blue_shift": rng.random(n) < 0.1,
+            "faded": rng.random(n) < 0.1,
+            "spread": rng.random(n) < 0.1,
+        }
+    )
     dots.loc[:50, "y"] = h / 2 + rng.normal(0, 3, 51)  # rings across the seam
     banded = O.render_overlay(rgb, labels, dots, 10.0, title="t")
     one_pass = O._draw_rings
@@ -284,7 +324,11 @@ def test_every_close_up_is_segmented_at_one_scale():
     a.segmenter = Recorder()
     c = a.settings.detect.canonical_px_per_mm
     rgb = np.full((100, 120, 3), 128, np.uint8)
-    for ppm, view, expect in ((c / 2, "closeup", (200, 240)), (c * 2, "closeup", (50, 60)), (c, "closeup", (100, 120)),
-                              (c / 2, "global", (100, 120))):
+    for ppm, view, expect in (
+        (c / 2, "closeup", (200, 240)),
+        (c * 2, "closeup", (50, 60)),
+        (c, "closeup", (100, 120)),
+        (c / 2, "global", (100, 120)),
+    ):
         assert a.segment(rgb, ppm, view=view).labels.shape == (100, 120)
         assert seen[-1] == expect

@@ -1,4 +1,5 @@
 """Augmentation preset: dots stay on their blobs, pixel convention, seeding, no albumentations warnings."""
+
 import math
 import warnings
 
@@ -14,19 +15,34 @@ FULL = {
     "flip": {"horizontal_p": 0.5, "vertical_p": 0.5, "rot90_p": 0.5},
     "affine": {"p": 1.0},
     "perspective": {"p": 1.0},
-    "colour": {"brightness_contrast_p": 1.0, "hue_saturation_p": 1.0, "rgb_shift_p": 1.0, "temperature_p": 1.0,
-               "gamma_p": 1.0},
+    "colour": {
+        "brightness_contrast_p": 1.0,
+        "hue_saturation_p": 1.0,
+        "rgb_shift_p": 1.0,
+        "temperature_p": 1.0,
+        "gamma_p": 1.0,
+    },
     "blur": {"p": 1.0},
     "noise": {"p": 1.0},
     "jpeg": {"p": 1.0},
 }
 PHOTOMETRIC_OFF = {
-    "colour": {"brightness_contrast_p": 0.0, "hue_saturation_p": 0.0, "rgb_shift_p": 0.0, "temperature_p": 0.0,
-               "gamma_p": 0.0},
-    "blur": {"p": 0.0}, "noise": {"p": 0.0}, "jpeg": {"p": 0.0},
+    "colour": {
+        "brightness_contrast_p": 0.0,
+        "hue_saturation_p": 0.0,
+        "rgb_shift_p": 0.0,
+        "temperature_p": 0.0,
+        "gamma_p": 0.0,
+    },
+    "blur": {"p": 0.0},
+    "noise": {"p": 0.0},
+    "jpeg": {"p": 0.0},
 }
-NO_GEOMETRY = {"flip": {"horizontal_p": 0.0, "vertical_p": 0.0, "rot90_p": 0.0}, "affine": {"p": 0.0},
-               "perspective": {"p": 0.0}}
+NO_GEOMETRY = {
+    "flip": {"horizontal_p": 0.0, "vertical_p": 0.0, "rot90_p": 0.0},
+    "affine": {"p": 0.0},
+    "perspective": {"p": 0.0},
+}
 
 
 def _settings(**groups) -> AugmentSettings:
@@ -50,9 +66,18 @@ def synth_photo(tmp_path_factory):
     from data.synth.generate import generate_images
     from data.synth.settings import SynthSettings
 
-    cfg = load_settings(SynthSettings, None, ["image.width=320", "image.height=240", "camera.px_per_mm=[12, 16]",
-                                              "dots.diameter_mm=[0.15, 0.3]", "dots.fresh_fraction=[0, 0]"],
-                        default="synth/closeup.yaml")
+    cfg = load_settings(
+        SynthSettings,
+        None,
+        [
+            "image.width=320",
+            "image.height=240",
+            "camera.px_per_mm=[12, 16]",
+            "dots.diameter_mm=[0.15, 0.3]",
+            "dots.fresh_fraction=[0, 0]",
+        ],
+        default="synth/closeup.yaml",
+    )
     out = tmp_path_factory.mktemp("augment_synth")
     (made,) = generate_images(out, 1, cfg, load_card(), load_flag_settings(), seed=5)
     photo = cv2.cvtColor(cv2.imread(str(made.folder / made.row["image"].split("/")[-1])), cv2.COLOR_BGR2RGB)
@@ -65,7 +90,7 @@ def synth_photo(tmp_path_factory):
 def _instance_mask(shape, points, diameters) -> np.ndarray:
     """uint16 mask: disc of each dot's diameter (at least 1 px radius) = dot index + 1."""
     inst = np.zeros(shape, np.uint16)
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
     for i, ((x, y), d) in enumerate(zip(points, diameters)):
         r = max(d / 2, 1.0)
         inst[(xx - x) ** 2 + (yy - y) ** 2 <= r * r] = i + 1
@@ -110,20 +135,25 @@ def test_dots_stay_on_their_mask_blobs(synth_photo):
             if not valid[k]:
                 continue
             cx, cy = int(round(x)) + 1, int(round(y)) + 1
-            assert (padded[cy - 1:cy + 2, cx - 1:cx + 2] == k + 1).any(), f"dot {k} left its blob at ({x}, {y})"
+            assert (padded[cy - 1 : cy + 2, cx - 1 : cx + 2] == k + 1).any(), f"dot {k} left its blob at ({x}, {y})"
             checked += 1
         # the class mask moved with them: surviving dots sit on scalp/hair (or 255 at a warped border)
-        cls = out.mask[np.clip(np.round(out.points[:, 1]).astype(int), 0, h - 1),
-                       np.clip(np.round(out.points[:, 0]).astype(int), 0, w - 1)]
+        cls = out.mask[
+            np.clip(np.round(out.points[:, 1]).astype(int), 0, h - 1),
+            np.clip(np.round(out.points[:, 0]).astype(int), 0, w - 1),
+        ]
         assert np.isin(cls, (1, 2, IGNORE)).mean() > 0.95
     assert checked > 500
 
 
-@pytest.mark.parametrize("transform,expected", [
-    ({"flip": {"horizontal_p": 1.0}}, lambda x, y, w, h: (w - 1 - x, y)),
-    ({"flip": {"vertical_p": 1.0}}, lambda x, y, w, h: (x, h - 1 - y)),
-    ({"flip": {"horizontal_p": 1.0, "vertical_p": 1.0}}, lambda x, y, w, h: (w - 1 - x, h - 1 - y)),
-])
+@pytest.mark.parametrize(
+    "transform,expected",
+    [
+        ({"flip": {"horizontal_p": 1.0}}, lambda x, y, w, h: (w - 1 - x, y)),
+        ({"flip": {"vertical_p": 1.0}}, lambda x, y, w, h: (x, h - 1 - y)),
+        ({"flip": {"horizontal_p": 1.0, "vertical_p": 1.0}}, lambda x, y, w, h: (w - 1 - x, h - 1 - y)),
+    ],
+)
 def test_flip_follows_opencv_pixel_centres(transform, expected):
     h, w = 30, 40
     pts = np.array([[0.0, 0.0], [7.0, 3.0], [39.0, 29.0], [12.25, 20.75]])
@@ -151,7 +181,7 @@ def test_rot90_follows_opencv_pixel_centres():
 
 
 def _blob_image(shape, centres, sigma=2.5):
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(float)
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(float)
     img = np.zeros(shape, float)
     for x, y in centres:
         img += np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
@@ -163,8 +193,11 @@ def test_warps_keep_dots_subpixel_accurate():
     shape = (160, 160)
     centres = np.array([[40.3, 50.7], [80.0, 80.0], [111.6, 98.2], [60.45, 120.15]])
     image = _blob_image(shape, centres)
-    aug = Augmenter.build(_only(affine={"p": 1.0}, perspective={"p": 1.0, "scale": (0.03, 0.06)},
-                                flip={"horizontal_p": 0.5, "rot90_p": 0.5}))
+    aug = Augmenter.build(
+        _only(
+            affine={"p": 1.0}, perspective={"p": 1.0, "scale": (0.03, 0.06)}, flip={"horizontal_p": 0.5, "rot90_p": 0.5}
+        )
+    )
     rng = np.random.default_rng(7)
     errors = []
     for _ in range(10):
@@ -174,8 +207,8 @@ def test_warps_keep_dots_subpixel_accurate():
             x0, y0 = int(round(x)), int(round(y))
             if not (9 <= x0 < shape[1] - 9 and 9 <= y0 < shape[0] - 9):
                 continue
-            win = g[y0 - 8:y0 + 9, x0 - 8:x0 + 9]
-            yy, xx = np.mgrid[y0 - 8:y0 + 9, x0 - 8:x0 + 9]
+            win = g[y0 - 8 : y0 + 9, x0 - 8 : x0 + 9]
+            yy, xx = np.mgrid[y0 - 8 : y0 + 9, x0 - 8 : x0 + 9]
             cx, cy = (win * xx).sum() / win.sum(), (win * yy).sum() / win.sum()
             errors.append(math.hypot(cx - x, cy - y))
     assert len(errors) >= 20
@@ -196,8 +229,9 @@ def test_same_generator_state_same_result(synth_photo):
 def test_scale_is_the_local_magnification():
     h, w = 101, 101
     pts = np.array([[50.0, 50.0], [70.0, 50.0], [50.0, 30.0]])
-    aug = Augmenter.build(_only(affine={"p": 1.0, "scale": (1.1, 1.1), "rotate_deg": (10.0, 10.0),
-                                        "shear_deg": (0.0, 0.0)}))
+    aug = Augmenter.build(
+        _only(affine={"p": 1.0, "scale": (1.1, 1.1), "rotate_deg": (10.0, 10.0), "shear_deg": (0.0, 0.0)})
+    )
     out = aug(np.zeros((h, w, 3), np.uint8), np.zeros((h, w), np.uint8), pts, np.random.default_rng(0))
     assert out.scale == pytest.approx(1.1, abs=1e-6)
     assert np.linalg.norm(out.points[1] - out.points[0]) == pytest.approx(22.0, abs=1e-3)
@@ -212,7 +246,7 @@ def test_none_mode_and_output_crop(synth_photo):
     out = Augmenter.build(AugmentSettings.none(), output_size=(100, 120))(photo, mask, pts, np.random.default_rng(0))
     assert out.image.shape == (100, 120, 3) and out.scale == 1.0
     y0, x0 = (photo.shape[0] - 100) // 2, (photo.shape[1] - 120) // 2
-    assert np.array_equal(out.image, photo[y0:y0 + 100, x0:x0 + 120])
+    assert np.array_equal(out.image, photo[y0 : y0 + 100, x0 : x0 + 120])
     np.testing.assert_allclose(out.points, pts[out.kept] - (x0, y0), atol=1e-4)
     inside = (pts[:, 0] >= x0) & (pts[:, 0] < x0 + 120) & (pts[:, 1] >= y0) & (pts[:, 1] < y0 + 100)
     assert set(out.kept) == set(np.flatnonzero(inside))
@@ -233,7 +267,7 @@ def test_exposure_table_is_linear_light():
     lut = exposure_lut(np.array([2.0, 1.0, 0.5]))[:, 0]
     # mid grey (sRGB 118, ~0.18 linear) one stop up is ~0.36 linear, sRGB ~161; one down ~0.09, ~84
     assert abs(int(lut[118, 0]) - 161) <= 1 and lut[118, 1] == 118 and abs(int(lut[118, 2]) - 84) <= 1
-    assert lut[255, 0] == 255 and lut[0, 2] == 0          # clipped at white, black stays black
+    assert lut[255, 0] == 255 and lut[0, 2] == 0  # clipped at white, black stays black
 
 
 def test_exposure_is_drawn_only_when_asked_for(synth_photo):
@@ -244,10 +278,16 @@ def test_exposure_is_drawn_only_when_asked_for(synth_photo):
     ref.integers(0, 2**63 - 1)
     assert np.array_equal(out.image, photo) and rng.random() == ref.random()
     # on, and alone: the photo one stop brighter as a whole, the mask untouched, the same for the same draws
-    only = _settings(exposure={"p": 1.0, "stops": [1.0, 1.0], "wb_gain": [1.0, 1.0]},
-                     flip={"horizontal_p": 0, "vertical_p": 0, "rot90_p": 0}, affine={"p": 0}, perspective={"p": 0},
-                     colour={"brightness_contrast_p": 0, "hue_saturation_p": 0, "rgb_shift_p": 0, "temperature_p": 0,
-                             "gamma_p": 0}, blur={"p": 0}, noise={"p": 0}, jpeg={"p": 0})
+    only = _settings(
+        exposure={"p": 1.0, "stops": [1.0, 1.0], "wb_gain": [1.0, 1.0]},
+        flip={"horizontal_p": 0, "vertical_p": 0, "rot90_p": 0},
+        affine={"p": 0},
+        perspective={"p": 0},
+        colour={"brightness_contrast_p": 0, "hue_saturation_p": 0, "rgb_shift_p": 0, "temperature_p": 0, "gamma_p": 0},
+        blur={"p": 0},
+        noise={"p": 0},
+        jpeg={"p": 0},
+    )
     a = Augmenter.build(only)(photo, mask, pts, np.random.default_rng(3))
     b = Augmenter.build(only)(photo, mask, pts, np.random.default_rng(3))
     assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, mask)

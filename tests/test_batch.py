@@ -1,4 +1,5 @@
 """smp batch: manifest, result folders, Parquet, failures, resume after a kill, records, MLflow, Ray."""
+
 import csv
 import importlib.util
 import json
@@ -18,8 +19,14 @@ from pipeline.cli import main
 from pipeline.errors import UserError
 
 CLASSICAL = ["--set", "segment.method=classical", "--set", "overlay=false"]
-SCENE = ["image.width=600", "image.height=450", "camera.px_per_mm=[14, 18]", "card.probability=1.0",
-         "skin.fitzpatrick=[1, 3]", "hair.long_fraction=[0, 0.05]"]
+SCENE = [
+    "image.width=600",
+    "image.height=450",
+    "camera.px_per_mm=[14, 18]",
+    "card.probability=1.0",
+    "skin.fitzpatrick=[1, 3]",
+    "hair.long_fraction=[0, 0.05]",
+]
 N_GOOD = 5
 
 
@@ -52,8 +59,10 @@ def _run(manifest, out, *extra):
 
 def test_manifest_errors_have_row_numbers(tmp_path):
     m = tmp_path / "m.csv"
-    m.write_text("photo,client,region,date,kind\na.jpg,C1,crown,2026-13-01,baseline\n,C1,crown,2026-01-01,baseline\n"
-                 "a.jpg,C1,crown,2026-01-01,baseline\n")
+    m.write_text(
+        "photo,client,region,date,kind\na.jpg,C1,crown,2026-13-01,baseline\n,C1,crown,2026-01-01,baseline\n"
+        "a.jpg,C1,crown,2026-01-01,baseline\n"
+    )
     with pytest.raises(UserError) as err:
         B.read_batch_manifest(m)
     msg = str(err.value)
@@ -76,7 +85,8 @@ def test_local_batch_tables_failures_and_exit_code(photos, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 1
     assert [ln for ln in err.splitlines() if "failed:" in ln] == [
-        ln for ln in err.splitlines() if ln.startswith("smp batch: failed: ") and "broken.jpg" in ln]
+        ln for ln in err.splitlines() if ln.startswith("smp batch: failed: ") and "broken.jpg" in ln
+    ]
     assert len([ln for ln in err.splitlines() if "failed:" in ln]) == 1
     assert "no visit columns" in err
     frame = pd.read_parquet(tmp_path / "out" / "results.parquet")
@@ -151,8 +161,18 @@ def test_records_once_and_mlflow_run(photos, tmp_path, monkeypatch, capsys):
     m = _manifest(root, paths[:3], name="visits.csv", visits=True)
     db = f"sqlite:///{tmp_path / 'records.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    args = ["batch", str(m), "--out", str(tmp_path / "out"), *CLASSICAL, "--db", db, "--store",
-            str(tmp_path / "store"), "--create-client"]
+    args = [
+        "batch",
+        str(m),
+        "--out",
+        str(tmp_path / "out"),
+        *CLASSICAL,
+        "--db",
+        db,
+        "--store",
+        str(tmp_path / "store"),
+        "--create-client",
+    ]
     assert main(args) == 0
     assert "3 new assessment(s) stored" in capsys.readouterr().err
     assert main(args + ["--no-mlflow"]) == 0

@@ -1,4 +1,5 @@
 """The benchmark's decision ceiling: what one significance threshold could reach on the candidates."""
+
 from __future__ import annotations
 
 import sys
@@ -14,16 +15,24 @@ from bench_assess import decision_ceiling  # noqa: E402
 def _photo(cands, true_xy, visible):
     """``cands``: (x, y, significance, passes the other tests) rows; true dots of radius 2 px."""
     c = np.array(cands, float).reshape(-1, 4)
-    return {"xy": c[:, :2], "significance": c[:, 2], "others_pass": c[:, 3].astype(bool),
-            "true_xy": np.array(true_xy, float).reshape(-1, 2), "radius": np.full(len(true_xy), 2.0),
-            "visible": np.array(visible, bool)}
+    return {
+        "xy": c[:, :2],
+        "significance": c[:, 2],
+        "others_pass": c[:, 3].astype(bool),
+        "true_xy": np.array(true_xy, float).reshape(-1, 2),
+        "radius": np.full(len(true_xy), 2.0),
+        "visible": np.array(visible, bool),
+    }
 
 
 def test_the_ceiling_pools_photos_and_takes_the_best_threshold() -> None:
     # photo 1: 4 visible dots; candidates on 3 of them (the one at x=20 refused by a strand test) and two
     # false ones. Photo 2: 2 visible dots, one found, a hidden dot (counts neither way), a strong false one
-    a = _photo([(0, 0, 9, 1), (10, 0, 5, 1), (20, 0, 8, 0), (50, 50, 3, 1), (60, 60, 7, 1)],
-               [(0, 0), (10, 0), (20, 0), (30, 0)], [True] * 4)
+    a = _photo(
+        [(0, 0, 9, 1), (10, 0, 5, 1), (20, 0, 8, 0), (50, 50, 3, 1), (60, 60, 7, 1)],
+        [(0, 0), (10, 0), (20, 0), (30, 0)],
+        [True] * 4,
+    )
     b = _photo([(0, 0, 4, 1), (10, 0, 6, 1), (80, 80, 20, 1)], [(0, 0), (10, 0), (40, 40)], [True, False, True])
     c = decision_ceiling([a, None, b])
     assert c["candidate_recall"] == pytest.approx(4 / 6)

@@ -9,6 +9,7 @@ Two kinds of photo are used:
   homography and a known colour matrix applied in linear light, where scale and colour
   must be recovered almost exactly.
 """
+
 from __future__ import annotations
 
 import json
@@ -139,9 +140,17 @@ def lum_matched_de00(measured_linear: np.ndarray, truth_lab: np.ndarray) -> np.n
 # the card's accuracy figures are for a clinic close-up camera: no phone macro (20-45 degree tilt with a
 # shallow depth of field over the card), no in-phone sharpening or noise smear, no tint left after white
 # balance; those looks are measured by the benchmark (px/mm error per suite), not held to these tolerances
-SCENE_SETTINGS = ["image.width=1200", "image.height=900", "card.probability=1.0", "camera.px_per_mm=[10, 24]",
-                  "camera.macro_probability=0", "camera.jpeg_quality=[78, 97]", "camera.sharpen_probability=0",
-                  "camera.denoise_probability=0", "camera.colour_cast=[0, 0]"]
+SCENE_SETTINGS = [
+    "image.width=1200",
+    "image.height=900",
+    "card.probability=1.0",
+    "camera.px_per_mm=[10, 24]",
+    "camera.macro_probability=0",
+    "camera.jpeg_quality=[78, 97]",
+    "camera.sharpen_probability=0",
+    "camera.denoise_probability=0",
+    "camera.colour_cast=[0, 0]",
+]
 
 
 def _scenes(overrides: list[str], seed: int, n: int) -> list[tuple[object, np.ndarray]]:
@@ -300,7 +309,7 @@ def test_correction_brings_skin_and_pigment_to_their_true_colour(warm_scenes, ca
 
 
 def test_no_card_in_the_photo(card) -> None:
-    (scene, photo), = _scenes(["card.probability=0.0"], seed=3, n=1)
+    ((scene, photo),) = _scenes(["card.probability=0.0"], seed=3, n=1)
     assert not scene.card["present"]
     assert find_card(photo, card) is None
     cal = calibrate(photo, card)
@@ -571,8 +580,16 @@ def test_scale_from_card_and_plane_scale(card) -> None:
 def test_to_json_is_plain_json(scenes, calibrated) -> None:
     cal = calibrated[0]
     js = json.loads(json.dumps(cal.to_json()))
-    for key in ("px_per_mm", "scale_source", "colour_source", "residual_de00_mean", "residual_de00_max",
-                "residual_de00_loo_mean", "marker_px", "marker_id"):
+    for key in (
+        "px_per_mm",
+        "scale_source",
+        "colour_source",
+        "residual_de00_mean",
+        "residual_de00_max",
+        "residual_de00_loo_mean",
+        "marker_px",
+        "marker_id",
+    ):
         assert key in js
     assert js["scale_source"] == "card" and js["colour_source"] == "card"
     assert js["marker_id"] == scenes[0][0].card["marker_id"] and js["marker_px"] > 60

@@ -1,4 +1,5 @@
 """The calibration card: definition, geometry, raster, print files and ``smp card``."""
+
 from __future__ import annotations
 
 import re

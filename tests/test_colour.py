@@ -1,4 +1,5 @@
 """Tests of data.colour: conversions, CIEDE2000, luminance fast path, blue_index."""
+
 from __future__ import annotations
 
 import time

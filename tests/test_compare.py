@@ -1,5 +1,6 @@
 """smp compare: metric deltas, pictures, output files, CLI (pipeline/two_photos/compare.py,
 pipeline/commands/compare.py)."""
+
 import dataclasses
 import json
 
@@ -34,10 +35,21 @@ from pipeline.two_photos.settings import RegisterSettings
 # session 1 -> session 2 of a client: the second session adds dots between the first ones and
 # the card lies elsewhere; light skin and short sparse hair so that the (fast) classical
 # detector finds the dots.
-SERIES = ["image.width=600", "image.height=450", "camera.px_per_mm=[13, 15]", "series.sessions=[2, 2]",
-          "series.followups=[0, 0]", "series.touchup_probability=0", "dots.coverage=[1, 1]",
-          "card.probability=1", "skin.fitzpatrick=[1, 3]", "hair.long_fraction=[0, 0.05]",
-          "hair.follicle_density_per_cm2=[20, 60]", "dots.contrast_dl=[22, 36]", "series.hair_length_scale=[0.3, 0.5]"]
+SERIES = [
+    "image.width=600",
+    "image.height=450",
+    "camera.px_per_mm=[13, 15]",
+    "series.sessions=[2, 2]",
+    "series.followups=[0, 0]",
+    "series.touchup_probability=0",
+    "dots.coverage=[1, 1]",
+    "card.probability=1",
+    "skin.fitzpatrick=[1, 3]",
+    "hair.long_fraction=[0, 0.05]",
+    "hair.follicle_density_per_cm2=[20, 60]",
+    "dots.contrast_dl=[22, 36]",
+    "series.hair_length_scale=[0.3, 0.5]",
+]
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +73,25 @@ def compared(photos):
     before, after = (assessor.assess_file(p) for p in paths)
     s = RegisterSettings()
     bxy, axy = before.dots[["x", "y"]].to_numpy(), after.dots[["x", "y"]].to_numpy()
-    reg = register_photos(before.photo.rgb, after.photo.rgb, s, before_dots_xy=bxy, after_dots_xy=axy,
-                          px_per_mm=before.calibration.px_per_mm,
-                          before_mask=before.labels > 0, after_mask=after.labels > 0)
-    links = link_dots(bxy, axy, reg.after_to_before, s, px_per_mm=before.calibration.px_per_mm,
-                      before_valid=before.labels > 0, after_valid=after.labels > 0)
+    reg = register_photos(
+        before.photo.rgb,
+        after.photo.rgb,
+        s,
+        before_dots_xy=bxy,
+        after_dots_xy=axy,
+        px_per_mm=before.calibration.px_per_mm,
+        before_mask=before.labels > 0,
+        after_mask=after.labels > 0,
+    )
+    links = link_dots(
+        bxy,
+        axy,
+        reg.after_to_before,
+        s,
+        px_per_mm=before.calibration.px_per_mm,
+        before_valid=before.labels > 0,
+        after_valid=after.labels > 0,
+    )
     return before, after, reg, links
 
 
@@ -98,8 +124,11 @@ def test_metric_deltas_and_headline(compared):
 def test_warnings_for_missing_scale_and_different_views(compared):
     before, after, reg, links = compared
     assert not any("no scale" in w for w in compare_assessments(before, after, reg, links).warnings)
-    unscaled = dataclasses.replace(after, calibration=dataclasses.replace(
-        after.calibration, scale=ScaleCalibration(px_per_mm=None, source="none")), view="global")
+    unscaled = dataclasses.replace(
+        after,
+        calibration=dataclasses.replace(after.calibration, scale=ScaleCalibration(px_per_mm=None, source="none")),
+        view="global",
+    )
     w = compare_assessments(before, unscaled, reg, None).warnings
     assert any("after photo has no scale" in x for x in w)
     assert any("different views" in x for x in w)
@@ -107,8 +136,12 @@ def test_warnings_for_missing_scale_and_different_views(compared):
 
 def test_poor_linking_is_warned(compared):
     before, after, reg, links = compared
-    few = dataclasses.replace(links, before_idx=links.before_idx[:10], after_idx=links.after_idx[:10],
-                              residual_px=links.residual_px[:10] + 5.0)
+    few = dataclasses.replace(
+        links,
+        before_idx=links.before_idx[:10],
+        after_idx=links.after_idx[:10],
+        residual_px=links.residual_px[:10] + 5.0,
+    )
     w = compare_assessments(before, after, reg, few).warnings
     assert any("poor dot linking" in x for x in w) and any("poor registration" in x for x in w)
 
@@ -127,8 +160,7 @@ def test_new_dots_show_as_darkening(compared):
     assert np.nanmedian(d[xy[ok, 1], xy[ok, 0]]) > 0.5
     # the other way round (after as the reference) the same change reads as lighter
     h = np.linalg.inv(reg.after_to_before)
-    back = dataclasses.replace(reg, after_to_before=h / h[2, 2], before_size=reg.after_size,
-                               after_size=reg.before_size)
+    back = dataclasses.replace(reg, after_to_before=h / h[2, 2], before_size=reg.after_size, after_size=reg.before_size)
     assert np.nanmedian(darkening_map(after, before, back)) < -0.4
 
 
@@ -156,15 +188,27 @@ def test_difference_overlay_colours_new_and_lost_dots():
     rgb = np.full((200, 300, 3), 180, np.uint8)
     b = np.array([[50.0, 50.0], [150.0, 50.0]])
     a_in_b = np.array([[50.0, 50.0], [250.0, 150.0]])
-    links = DotLinks(before_idx=np.array([0]), after_idx=np.array([0]), residual_px=np.zeros(1),
-                     homography_residual_px=np.zeros(1), after_in_before=a_in_b, new_idx=np.array([1]),
-                     lost_idx=np.array([1]), before_in_view=np.ones(2, bool), after_in_view=np.ones(2, bool),
-                     px_per_mm=10.0, spacing_px=20.0, gate_px=8.0, relink_gate_px=3.0, warp_links=0)
+    links = DotLinks(
+        before_idx=np.array([0]),
+        after_idx=np.array([0]),
+        residual_px=np.zeros(1),
+        homography_residual_px=np.zeros(1),
+        after_in_before=a_in_b,
+        new_idx=np.array([1]),
+        lost_idx=np.array([1]),
+        before_in_view=np.ones(2, bool),
+        after_in_view=np.ones(2, bool),
+        px_per_mm=10.0,
+        spacing_px=20.0,
+        gate_px=8.0,
+        relink_gate_px=3.0,
+        warp_links=0,
+    )
     img = render_difference_overlay(rgb, before_xy=b, after_xy_in_before=a_in_b, links=links, px_per_mm=10.0)
     assert img.shape == rgb.shape and img.dtype == np.uint8
 
     def near(colour, x, y):
-        patch = img[y - 8:y + 9, x - 8:x + 9].reshape(-1, 3).astype(int)
+        patch = img[y - 8 : y + 9, x - 8 : x + 9].reshape(-1, 3).astype(int)
         return np.any(np.abs(patch - np.array(colour)).max(axis=1) < 30)
 
     assert near(NEW_COLOUR, 250, 150) and not near(NEW_COLOUR, 150, 50)
@@ -191,11 +235,29 @@ def test_side_by_side_marks_what_after_does_not_show():
 def test_cli_compare_writes_everything(photos, tmp_path, capsys):
     paths, _ = photos
     out = tmp_path / "run"
-    code = main(["compare", str(paths[0]), str(paths[1]), "--out", str(out), "--set", "segment.method=classical",
-                 "--set", "overlay=false"])
+    code = main(
+        [
+            "compare",
+            str(paths[0]),
+            str(paths[1]),
+            "--out",
+            str(out),
+            "--set",
+            "segment.method=classical",
+            "--set",
+            "overlay=false",
+        ]
+    )
     assert code == 0
-    for name in ("comparison.json", "links.csv", "side_by_side.png", "difference.png",
-                 "before/assessment.json", "after/assessment.json", "before/dots.csv"):
+    for name in (
+        "comparison.json",
+        "links.csv",
+        "side_by_side.png",
+        "difference.png",
+        "before/assessment.json",
+        "after/assessment.json",
+        "before/dots.csv",
+    ):
         assert (out / name).is_file(), name
     doc = json.loads((out / "comparison.json").read_text())
     assert doc["registration"]["method"] == "features+dots"
@@ -205,8 +267,17 @@ def test_cli_compare_writes_everything(photos, tmp_path, capsys):
 
 def test_cli_missing_file_fails_in_one_line(photos, tmp_path, capsys):
     paths, _ = photos
-    code = main(["compare", str(paths[0]), str(tmp_path / "nope.jpg"), "--out", str(tmp_path / "o"),
-                 "--set", "segment.method=classical"])
+    code = main(
+        [
+            "compare",
+            str(paths[0]),
+            str(tmp_path / "nope.jpg"),
+            "--out",
+            str(tmp_path / "o"),
+            "--set",
+            "segment.method=classical",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert err == [f"smp compare: failed: {tmp_path / 'nope.jpg'}: no such file"]
@@ -224,8 +295,7 @@ def test_cli_unreadable_after_photo_keeps_the_before_assessment(photos, tmp_path
     assert not (out / "comparison.json").exists()
 
 
-def test_cli_unregistrable_photos_keep_both_assessments_and_compare_what_needs_no_alignment(photos, tmp_path,
-                                                                                           capsys):
+def test_cli_unregistrable_photos_keep_both_assessments_and_compare_what_needs_no_alignment(photos, tmp_path, capsys):
     paths, _ = photos
     blank = tmp_path / "blank.png"
     blank.write_bytes(cv2.imencode(".png", np.full((450, 600, 3), 150, np.uint8))[1].tobytes())
@@ -252,7 +322,8 @@ def test_cli_unregistrable_photos_keep_both_assessments_and_compare_what_needs_n
 
 def test_cli_bad_register_setting_is_a_user_error(photos, tmp_path, capsys):
     paths, _ = photos
-    code = main(["compare", str(paths[0]), str(paths[1]), "--out", str(tmp_path / "o"),
-                 "--register-set", "link.gate=7"])
+    code = main(
+        ["compare", str(paths[0]), str(paths[1]), "--out", str(tmp_path / "o"), "--register-set", "link.gate=7"]
+    )
     assert code == 2
     assert "link.gate" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Settings: read once, frozen, unknown keys and bad values are one-line errors naming the key."""
+
 import pytest
 from pydantic import ValidationError
 
@@ -22,13 +23,16 @@ def test_override_applies():
     assert load("image.width=640").image.width == 640
 
 
-@pytest.mark.parametrize("override, key", [
-    ("skin.nonsense=1", "skin.nonsense"),
-    ("hair.follicle_density_per_cm2=[-5, 10]", "hair.follicle_density_per_cm2"),
-    ("camera.px_per_mm=[30, 10]", "camera.px_per_mm"),
-    ("camera.px_per_mm=[70, 80]", "camera.px_per_mm"),       # close-ups and phone macros reach 60
-    ("dots.spacing_mm=[-1, 1]", "dots.spacing_mm"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("skin.nonsense=1", "skin.nonsense"),
+        ("hair.follicle_density_per_cm2=[-5, 10]", "hair.follicle_density_per_cm2"),
+        ("camera.px_per_mm=[30, 10]", "camera.px_per_mm"),
+        ("camera.px_per_mm=[70, 80]", "camera.px_per_mm"),  # close-ups and phone macros reach 60
+        ("dots.spacing_mm=[-1, 1]", "dots.spacing_mm"),
+    ],
+)
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(ConfigError) as exc:
         load(override)
@@ -42,8 +46,9 @@ def test_override_syntax():
         parse_overrides(["novalue"])
 
 
-@pytest.mark.parametrize("override", ["skin.unknown_key=1", "hair.follicle_density_per_cm2=[-1,3]",
-                                      "camera.px_per_mm=[1,200]"])
+@pytest.mark.parametrize(
+    "override", ["skin.unknown_key=1", "hair.follicle_density_per_cm2=[-1,3]", "camera.px_per_mm=[1,200]"]
+)
 def test_cli_bad_config_exits_nonzero_with_one_line(override, tmp_path, capsys):
     rc = main(["synth", "--out", str(tmp_path / "o"), "--n", "1", "--set", override])
     err = capsys.readouterr().err.strip()
@@ -68,9 +73,11 @@ def test_help_lists_commands(capsys):
 # the same values (what a user reads and edits): the class is the source, the YAML repeats every key with
 # the same value, so a stage called directly and a command reading the YAML never run different settings.
 # Flags, the generator and training have no class defaults: their YAML is the only place.
-_DEFAULTS = [("pipeline.one_photo.assess", "AssessSettings", "assess/default.yaml"),
-             ("pipeline.two_photos.settings", "RegisterSettings", "compare/default.yaml"),
-             ("pipeline.over_time.fading", "FadingSettings", "fading/default.yaml")]
+_DEFAULTS = [
+    ("pipeline.one_photo.assess", "AssessSettings", "assess/default.yaml"),
+    ("pipeline.two_photos.settings", "RegisterSettings", "compare/default.yaml"),
+    ("pipeline.over_time.fading", "FadingSettings", "fading/default.yaml"),
+]
 
 
 @pytest.mark.parametrize("module,name,yaml_file", _DEFAULTS)
@@ -95,9 +102,14 @@ def test_every_shipped_default_equals_its_class_default(module, name, yaml_file)
     assert load_settings(cls, default=yaml_file) == cls()
 
 
-@pytest.mark.parametrize("module,name,yaml_file", [
-    ("data.flags", "FlagSettings", "flags.yaml"), ("data.synth.settings", "SynthSettings", "synth/closeup.yaml"),
-    ("models.train", "TrainSettings", "train/default.yaml")])
+@pytest.mark.parametrize(
+    "module,name,yaml_file",
+    [
+        ("data.flags", "FlagSettings", "flags.yaml"),
+        ("data.synth.settings", "SynthSettings", "synth/closeup.yaml"),
+        ("models.train", "TrainSettings", "train/default.yaml"),
+    ],
+)
 def test_settings_without_class_defaults_take_every_value_from_their_yaml(module, name, yaml_file):
     import importlib
 

@@ -1,4 +1,5 @@
 """Manifests and the torch dataset: validation, item contract, sampling, padding, reproducibility."""
+
 import math
 
 import cv2
@@ -12,8 +13,18 @@ from data.augment import AugmentSettings
 from data.dataset import DatasetSettings, SmpDataset, load_photo
 from data.manifest import COLUMNS, ManifestError, concat_manifests, read_manifest
 
-KEYS = {"image", "mask", "points", "n_points", "visible", "n_points_total", "has_points", "px_per_mm", "index",
-        "origin"}
+KEYS = {
+    "image",
+    "mask",
+    "points",
+    "n_points",
+    "visible",
+    "n_points_total",
+    "has_points",
+    "px_per_mm",
+    "index",
+    "origin",
+}
 
 
 @pytest.fixture(scope="session")
@@ -38,12 +49,22 @@ def _write_photo(folder, name, image, mask, points=None, px_per_mm=12.0, split="
     cv2.imwrite(str(folder / name / "mask.png"), mask)
     dots = ""
     if points is not None:
-        pd.DataFrame({"dot_id": np.arange(len(points)), "x": points[:, 0], "y": points[:, 1],
-                      "diameter_mm": 0.2}).to_csv(folder / name / "dots.csv", index=False)
+        pd.DataFrame(
+            {"dot_id": np.arange(len(points)), "x": points[:, 0], "y": points[:, 1], "diameter_mm": 0.2}
+        ).to_csv(folder / name / "dots.csv", index=False)
         dots = f"{name}/dots.csv"
-    return {"image": f"{name}/photo.png", "mask": f"{name}/mask.png", "dots": dots, "truth": "",
-            "px_per_mm": "" if px_per_mm is None else px_per_mm, "view": view, "split": split,
-            "source": "test", "client": "", "visit": ""}
+    return {
+        "image": f"{name}/photo.png",
+        "mask": f"{name}/mask.png",
+        "dots": dots,
+        "truth": "",
+        "px_per_mm": "" if px_per_mm is None else px_per_mm,
+        "view": view,
+        "split": split,
+        "source": "test",
+        "client": "",
+        "visit": "",
+    }
 
 
 def _write_manifest(folder, rows, name="manifest.csv"):
@@ -57,6 +78,7 @@ def _noise_photo(rng, h, w):
 
 
 # --- manifest ---------------------------------------------------------------------------------
+
 
 def test_read_synthetic_manifest(synth_manifest):
     m = read_manifest(synth_manifest)
@@ -75,8 +97,7 @@ def test_read_synthetic_manifest(synth_manifest):
 
 def test_manifest_errors_are_one_line_and_name_row_and_column(tmp_path):
     rng = np.random.default_rng(0)
-    rows = [_write_photo(tmp_path, f"p{i}", _noise_photo(rng, 20, 20), np.ones((20, 20), np.uint8))
-            for i in range(3)]
+    rows = [_write_photo(tmp_path, f"p{i}", _noise_photo(rng, 20, 20), np.ones((20, 20), np.uint8)) for i in range(3)]
 
     def error(rows, **frame_edits):
         frame = pd.DataFrame(rows, columns=list(COLUMNS))
@@ -110,8 +131,15 @@ def test_manifest_errors_are_one_line_and_name_row_and_column(tmp_path):
 
 def test_optional_columns_and_concat(tmp_path, synth_manifest):
     rng = np.random.default_rng(1)
-    row = _write_photo(tmp_path, "human", _noise_photo(rng, 30, 40), np.ones((30, 40), np.uint8),
-                       px_per_mm=None, split="val", view="global")
+    row = _write_photo(
+        tmp_path,
+        "human",
+        _noise_photo(rng, 30, 40),
+        np.ones((30, 40), np.uint8),
+        px_per_mm=None,
+        split="val",
+        view="global",
+    )
     m = read_manifest(_write_manifest(tmp_path, [row]))
     (r,) = m
     assert r.px_per_mm is None and r.dots is None and r.truth is None and r.view == "global"
@@ -122,6 +150,7 @@ def test_optional_columns_and_concat(tmp_path, synth_manifest):
 
 
 # --- item contract ----------------------------------------------------------------------------
+
 
 def test_item_shapes_dtypes_and_collate(synth_manifest):
     ds = SmpDataset(read_manifest(synth_manifest), DatasetSettings(crop_size=96, max_points=256, crops_per_image=2))
@@ -150,11 +179,14 @@ def test_small_photo_is_padded_with_ignore(tmp_path):
     mask = np.ones((h, w), np.uint8)
     mask[:, :10] = 0
     pts = np.array([[20.0, 20.0], [45.5, 5.25]])
-    path = _write_manifest(tmp_path, [_write_photo(tmp_path, "small", _noise_photo(rng, h, w), mask, pts,
-                                                   px_per_mm=None)])
-    for settings, augment in [(DatasetSettings(crop_size=64), AugmentSettings.none()),
-                              (DatasetSettings(crop_size=64), AugmentSettings()),
-                              (DatasetSettings(mode="tiles", crop_size=64), AugmentSettings())]:
+    path = _write_manifest(
+        tmp_path, [_write_photo(tmp_path, "small", _noise_photo(rng, h, w), mask, pts, px_per_mm=None)]
+    )
+    for settings, augment in [
+        (DatasetSettings(crop_size=64), AugmentSettings.none()),
+        (DatasetSettings(crop_size=64), AugmentSettings()),
+        (DatasetSettings(mode="tiles", crop_size=64), AugmentSettings()),
+    ]:
         ds = SmpDataset(read_manifest(path), settings, augment)
         for i in range(len(ds)):
             item = ds[i]
@@ -169,13 +201,14 @@ def test_small_photo_is_padded_with_ignore(tmp_path):
     ox, oy = item["origin"].tolist()
     assert -14 <= ox <= 0 and -24 <= oy <= 0
     m = item["mask"].numpy()
-    assert np.array_equal(m[-oy:-oy + h, -ox:-ox + w], mask)
+    assert np.array_equal(m[-oy : -oy + h, -ox : -ox + w], mask)
     photo = load_photo(ds.manifest[0]).image
     img = (item["image"].numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8)
-    assert np.array_equal(img[-oy:-oy + h, -ox:-ox + w], photo)
+    assert np.array_equal(img[-oy : -oy + h, -ox : -ox + w], photo)
     np.testing.assert_allclose(item["points"][:2].numpy(), pts - (ox, oy), atol=1e-5)
-    reflect = SmpDataset(read_manifest(path), DatasetSettings(crop_size=64, pad_image="constant"),
-                         AugmentSettings.none())[0]
+    reflect = SmpDataset(
+        read_manifest(path), DatasetSettings(crop_size=64, pad_image="constant"), AugmentSettings.none()
+    )[0]
     assert (reflect["image"][:, reflect["mask"] == 255] == 0).all()
 
 
@@ -192,7 +225,7 @@ def test_tiles_cover_the_photo_and_full_mode(synth_manifest):
             continue
         x0, y0 = item["origin"].tolist()
         m = item["mask"].numpy()
-        rebuilt[y0:y0 + 128, x0:x0 + 128] = m[: h - y0, : w - x0]
+        rebuilt[y0 : y0 + 128, x0 : x0 + 128] = m[: h - y0, : w - x0]
         n = int(item["n_points"])
         points += [(x + x0, y + y0) for x, y in item["points"][:n].tolist()]
     assert np.array_equal(rebuilt, photo.mask)
@@ -221,8 +254,9 @@ def test_input_normalisation_is_applied_to_the_whole_photo(synth_manifest):
 def test_max_points_keeps_dots_nearest_the_centre(tmp_path):
     rng = np.random.default_rng(3)
     pts = np.array([[x, y] for x in range(4, 60, 8) for y in range(4, 60, 8)], float)
-    path = _write_manifest(tmp_path, [_write_photo(tmp_path, "many", _noise_photo(rng, 64, 64),
-                                                   np.ones((64, 64), np.uint8), pts)])
+    path = _write_manifest(
+        tmp_path, [_write_photo(tmp_path, "many", _noise_photo(rng, 64, 64), np.ones((64, 64), np.uint8), pts)]
+    )
     item = SmpDataset(read_manifest(path), DatasetSettings(mode="full", max_points=10))[0]
     assert int(item["n_points"]) == 10 and int(item["n_points_total"]) == len(pts)
     kept = item["points"].numpy()
@@ -232,6 +266,7 @@ def test_max_points_keeps_dots_nearest_the_centre(tmp_path):
 
 
 # --- randomness -------------------------------------------------------------------------------
+
 
 def test_same_seed_same_items_other_epoch_differs(synth_manifest):
     manifest = read_manifest(synth_manifest)
@@ -259,6 +294,7 @@ def test_items_do_not_depend_on_worker_count(synth_manifest):
 
 # --- sampling ---------------------------------------------------------------------------------
 
+
 def test_class_aware_sampling_raises_the_share_of_rare_hair(tmp_path):
     rng = np.random.default_rng(4)
     h, w = 400, 400
@@ -271,8 +307,11 @@ def test_class_aware_sampling_raises_the_share_of_rare_hair(tmp_path):
     path = _write_manifest(tmp_path, [_write_photo(tmp_path, "rare", _noise_photo(rng, h, w), mask)])
 
     def share(focus_p):
-        ds = SmpDataset(read_manifest(path), DatasetSettings(crop_size=64, crops_per_image=150, focus_p=focus_p),
-                        AugmentSettings.none())
+        ds = SmpDataset(
+            read_manifest(path),
+            DatasetSettings(crop_size=64, crops_per_image=150, focus_p=focus_p),
+            AugmentSettings.none(),
+        )
         masks = torch.stack([ds[i]["mask"] for i in range(len(ds))])
         return (masks == 2).float().mean().item()
 
@@ -284,10 +323,12 @@ def test_class_aware_sampling_raises_the_share_of_rare_hair(tmp_path):
 def test_dot_focused_crops_contain_dots(synth_manifest):
     manifest = read_manifest(synth_manifest)
     only_dots = {"background": 0.0, "scalp": 0.0, "hair": 0.0, "dots": 1.0}
-    ds = SmpDataset(manifest, DatasetSettings(crop_size=48, crops_per_image=10, focus_p=1.0, focus=only_dots,
-                                              dot_jitter=0.2), AugmentSettings.none())
-    with_dots = [int(ds[i]["n_points"]) > 0 for i in range(len(ds))
-                 if len(load_photo(manifest[i // 10]).points) > 0]
+    ds = SmpDataset(
+        manifest,
+        DatasetSettings(crop_size=48, crops_per_image=10, focus_p=1.0, focus=only_dots, dot_jitter=0.2),
+        AugmentSettings.none(),
+    )
+    with_dots = [int(ds[i]["n_points"]) > 0 for i in range(len(ds)) if len(load_photo(manifest[i // 10]).points) > 0]
     assert len(with_dots) > 0 and all(with_dots)
 
 
@@ -299,12 +340,11 @@ def test_train_crop_geometry_matches_photo_without_augmentation(synth_manifest):
         photo = load_photo(manifest[int(item["index"])])
         ox, oy = item["origin"].tolist()
         assert 0 <= ox <= 320 - 80 and 0 <= oy <= 240 - 80
-        assert np.array_equal(item["mask"].numpy(), photo.mask[oy:oy + 80, ox:ox + 80])
+        assert np.array_equal(item["mask"].numpy(), photo.mask[oy : oy + 80, ox : ox + 80])
         n = int(item["n_points"])
         local = photo.points - (ox, oy)
         inside = local[np.all((local >= -0.5) & (local < 79.5), axis=1)]
-        np.testing.assert_allclose(np.sort(item["points"][:n].numpy(), axis=0),
-                                   np.sort(inside, axis=0), atol=1e-3)
+        np.testing.assert_allclose(np.sort(item["points"][:n].numpy(), axis=0), np.sort(inside, axis=0), atol=1e-3)
         assert math.isclose(float(item["px_per_mm"]), photo.px_per_mm, rel_tol=1e-6)
 
 
@@ -323,13 +363,15 @@ def test_augmented_crops_keep_dots_on_the_scalp_and_scale(synth_manifest):
         ppm = manifest[int(item["index"])].px_per_mm
         assert 0.8 * ppm < float(item["px_per_mm"]) < 1.4 * ppm  # affine 0.85-1.15, keystone zooms in
     assert total > 50 and on_skin / total > 0.97
-    zoom = AugmentSettings.model_validate({"affine": {"p": 1.0, "scale": (1.1, 1.1), "shear_deg": (0, 0)},
-                                         "perspective": {"p": 0.0}})
+    zoom = AugmentSettings.model_validate(
+        {"affine": {"p": 1.0, "scale": (1.1, 1.1), "shear_deg": (0, 0)}, "perspective": {"p": 0.0}}
+    )
     item = SmpDataset(manifest, DatasetSettings(crop_size=64), zoom)[0]
     assert float(item["px_per_mm"]) == pytest.approx(1.1 * manifest[0].px_per_mm, rel=1e-5)
 
 
 # --- visibility -------------------------------------------------------------------------------
+
 
 def _visible_photo(tmp_path, visible_column):
     """A 64x64 photo with dots at (10, 10), (40, 40), (50, 20); ``visible_column`` None: no column."""
@@ -349,8 +391,9 @@ def test_visible_column_is_carried_to_items(tmp_path):
     item = SmpDataset(manifest, DatasetSettings(mode="full", max_points=8))[0]
     assert item["visible"].dtype == torch.bool and item["visible"].tolist() == [True, False, True] + [False] * 5
     # crops: each kept dot keeps its own flag (no augmentation: positions are the photo's minus the origin)
-    ds = SmpDataset(manifest, DatasetSettings(crop_size=40, crops_per_image=12, max_points=8, focus_p=0.0),
-                    AugmentSettings.none())
+    ds = SmpDataset(
+        manifest, DatasetSettings(crop_size=40, crops_per_image=12, max_points=8, focus_p=0.0), AugmentSettings.none()
+    )
     truth = {(10.0, 10.0): True, (40.0, 40.0): False, (50.0, 20.0): True}
     seen = set()
     for i in range(len(ds)):
@@ -360,11 +403,14 @@ def test_visible_column_is_carried_to_items(tmp_path):
             key = (round(x + ox, 3), round(y + oy, 3))
             assert truth[key] == vis
             seen.add(key)
-        assert not it["visible"][int(it["n_points"]):].any()
+        assert not it["visible"][int(it["n_points"]) :].any()
     assert (40.0, 40.0) in seen
     # augmented crops: flags follow their dots through the geometry (3 dots, 1 invisible at most)
-    aug = SmpDataset(manifest, DatasetSettings(crop_size=64, crops_per_image=6, max_points=8),
-                     AugmentSettings.model_validate({"affine": {"p": 1.0}}))
+    aug = SmpDataset(
+        manifest,
+        DatasetSettings(crop_size=64, crops_per_image=6, max_points=8),
+        AugmentSettings.model_validate({"affine": {"p": 1.0}}),
+    )
     for i in range(len(aug)):
         it = aug[i]
         n = int(it["n_points"])
@@ -374,8 +420,11 @@ def test_visible_column_is_carried_to_items(tmp_path):
 def test_visible_column_missing_or_in_other_spellings(tmp_path):
     assert load_photo(_visible_photo(tmp_path / "a", None)[0]).visible.tolist() == [True, True, True]
     assert load_photo(_visible_photo(tmp_path / "b", ["1", "0", ""])[0]).visible.tolist() == [True, False, True]
-    assert load_photo(_visible_photo(tmp_path / "c", ["yes", "no", "False"])[0]).visible.tolist() == [True, False,
-                                                                                                        False]
+    assert load_photo(_visible_photo(tmp_path / "c", ["yes", "no", "False"])[0]).visible.tolist() == [
+        True,
+        False,
+        False,
+    ]
     with pytest.raises(ManifestError, match="column 'visible': 'maybe'"):
         load_photo(_visible_photo(tmp_path / "d", ["true", "maybe", "false"])[0])
 
@@ -383,8 +432,11 @@ def test_visible_column_missing_or_in_other_spellings(tmp_path):
 def test_dot_focused_crops_aim_at_visible_dots(tmp_path):
     manifest = _visible_photo(tmp_path, [False, False, True])
     only_dots = {"background": 0.0, "scalp": 0.0, "hair": 0.0, "dots": 1.0}
-    ds = SmpDataset(manifest, DatasetSettings(crop_size=16, crops_per_image=20, focus_p=1.0, focus=only_dots,
-                                              dot_jitter=0.1, max_points=8), AugmentSettings.none())
+    ds = SmpDataset(
+        manifest,
+        DatasetSettings(crop_size=16, crops_per_image=20, focus_p=1.0, focus=only_dots, dot_jitter=0.1, max_points=8),
+        AugmentSettings.none(),
+    )
     assert all(bool(ds[i]["visible"][: int(ds[i]["n_points"])].any()) for i in range(len(ds)))
 
 
@@ -393,8 +445,9 @@ def test_epoch_keys_reach_persistent_workers(synth_manifest):
 
     ds = SmpDataset(read_manifest(synth_manifest), DatasetSettings(crop_size=48, seed=3))
     keys = EpochKeys(SeededSampler(len(ds), 4, seed=3))
-    loader = DataLoader(ds, batch_size=2, sampler=keys, num_workers=1, persistent_workers=True,
-                        worker_init_fn=WorkerInit(3))
+    loader = DataLoader(
+        ds, batch_size=2, sampler=keys, num_workers=1, persistent_workers=True, worker_init_fn=WorkerInit(3)
+    )
     firsts = []
     for epoch in (0, 1):
         keys.set_epoch(epoch)
@@ -410,16 +463,22 @@ def test_whole_head_views_are_shrunk_before_cropping():
 
     mask = np.zeros((40, 60), np.uint8)
     mask[:, 30:] = 1
-    mask[10:20, 40:44] = 2   # a 10 x 4 block of hair: hair in its 5 x 2 footprint
+    mask[10:20, 40:44] = 2  # a 10 x 4 block of hair: hair in its 5 x 2 footprint
     mask[:4, :4] = 255
     small = shrink_mask(mask, (30, 20))
     assert small.shape == (20, 30)
     assert (small[:, :15] == 0)[2:].all() and (small[:, 15:] > 0).all()
     assert (small[5:10, 20:22] == 2).all() and (small == 2).sum() == 10
     assert (small[:2, :2] == 255).all()
-    photo = Photo(image=np.zeros((40, 60, 3), np.uint8), mask=mask, points=np.array([[59.0, 39.0], [0.0, 0.0]]),
-                  visible=np.ones(2, bool), has_points=True, px_per_mm=4.0,
-                  class_counts=np.zeros(3, np.int64))
+    photo = Photo(
+        image=np.zeros((40, 60, 3), np.uint8),
+        mask=mask,
+        points=np.array([[59.0, 39.0], [0.0, 0.0]]),
+        visible=np.ones(2, bool),
+        has_points=True,
+        px_per_mm=4.0,
+        class_counts=np.zeros(3, np.int64),
+    )
     half = shrink_photo(photo, 0.5)
     assert half.image.shape == (20, 30, 3) and half.px_per_mm == pytest.approx(2.0)
     assert np.allclose(half.points, [[29.25, 19.25], [-0.25, -0.25]])
@@ -427,8 +486,9 @@ def test_whole_head_views_are_shrunk_before_cropping():
 
 
 #: A network small enough to run in a test (its outputs are compared, not judged).
-_TINY_NET = dict(width_mult=0.5, encoder_stride=8, se_kernel=3, decoder_channels=(8, 8, 16, 16), head_channels=8,
-                 refine_channels=8)
+_TINY_NET = dict(
+    width_mult=0.5, encoder_stride=8, se_kernel=3, decoder_channels=(8, 8, 16, 16), head_channels=8, refine_channels=8
+)
 
 
 def test_predict_view_shrinks_only_whole_head_views_for_a_model_that_asks():
@@ -445,8 +505,9 @@ def test_predict_view_shrinks_only_whole_head_views_for_a_model_that_asks():
     a, b = predict_view(plain, image, "global"), predict_view(wide, image, "global")
     assert a.labels.shape == b.labels.shape == (300, 400)
     # the shrunk prediction is blocky: constant over the ~3 x 3 px each network pixel stands for
-    assert ((np.diff(b.labels.astype(int), axis=1) != 0).mean()
-            < 0.5 * (np.diff(a.labels.astype(int), axis=1) != 0).mean())
+    assert (np.diff(b.labels.astype(int), axis=1) != 0).mean() < 0.5 * (
+        np.diff(a.labels.astype(int), axis=1) != 0
+    ).mean()
     assert np.array_equal(predict_view(wide, image, "closeup").labels, predict_view(plain, image, "closeup").labels)
 
 
@@ -469,12 +530,19 @@ def test_close_ups_are_resampled_to_the_scale_a_model_asks_for():
     from models.network import ModelSettings, build_model
 
     mask = np.ones((60, 90), np.uint8)
-    mask[:, 40] = 2                                                  # a strand one pixel wide
-    photo = Photo(image=np.zeros((60, 90, 3), np.uint8), mask=mask, points=np.array([[45.0, 30.0]]),
-                  visible=np.ones(1, bool), has_points=True, px_per_mm=24.0, class_counts=np.zeros(3, np.int64))
+    mask[:, 40] = 2  # a strand one pixel wide
+    photo = Photo(
+        image=np.zeros((60, 90, 3), np.uint8),
+        mask=mask,
+        points=np.array([[45.0, 30.0]]),
+        visible=np.ones(1, bool),
+        has_points=True,
+        px_per_mm=24.0,
+        class_counts=np.zeros(3, np.int64),
+    )
     small = rescale_photo(photo, 16 / 24)
     assert small.mask.shape == (40, 60) and small.px_per_mm == pytest.approx(16.0)
-    assert ((small.mask == 2).sum(axis=1) >= 1).all()               # still a line, row by row
+    assert ((small.mask == 2).sum(axis=1) >= 1).all()  # still a line, row by row
     assert ((small.mask == 2).sum(axis=1) <= 2).all()
     assert np.allclose(small.points, [[29.83333, 19.83333]], atol=1e-4)
     big = rescale_photo(photo, 2.0)
@@ -490,7 +558,7 @@ def test_close_ups_are_resampled_to_the_scale_a_model_asks_for():
     one_scale = build_model(ModelSettings(**settings, closeup_px_per_mm=16.0)).eval()
     direct = predict_view(plain, image, "closeup").labels
     assert np.array_equal(predict_view(one_scale, image, "closeup", px_per_mm=16.0).labels, direct)
-    assert np.array_equal(predict_view(one_scale, image, "closeup").labels, direct)     # scale unknown
+    assert np.array_equal(predict_view(one_scale, image, "closeup").labels, direct)  # scale unknown
     coarse = predict_view(one_scale, image, "closeup", px_per_mm=32.0)
     assert coarse.labels.shape == (96, 128) and not np.array_equal(coarse.labels, direct)
 
@@ -501,5 +569,5 @@ def test_resize_points_keeps_pixel_centres_and_other_columns():
     xy = np.array([[0.0, 0.0, 0.7], [9.0, 4.0, 0.2]], np.float32)
     out = resize_points(xy, 2.0, 0.5)
     assert out.dtype == np.float32 and np.allclose(out, [[0.5, -0.25, 0.7], [18.5, 1.75, 0.2]])
-    assert xy[1, 0] == 9.0                                          # the input is left as it is
+    assert xy[1, 0] == 9.0  # the input is left as it is
     assert resize_points(np.zeros((0, 2)), 2.0, 2.0).shape == (0, 2)

@@ -1,4 +1,5 @@
 """Dot detection at a canonical scale and the physical decision (pipeline/one_photo/detect/)."""
+
 from __future__ import annotations
 
 import json
@@ -20,12 +21,27 @@ from pipeline.one_photo.dots import DotSettings
 from pipeline.one_photo.settings import load_assess_settings
 
 # large, clear dots without hair or card: what must not depend on the photo's pixel count
-SCENE = ["image.width=400", "image.height=300", "camera.px_per_mm=[24, 24]", "camera.tilt_deg=[0, 0]",
-         "camera.dof_blur_mm=[0, 0]", "card.probability=0.0", "skin.fitzpatrick=[1, 2]",
-         "hair.follicle_density_per_cm2=[0, 0]", "dots.aged_fraction=[0, 0]", "dots.contrast_dl=[24, 30]",
-         "dots.diameter_mm=[0.3, 0.36]", "dots.coverage=[1, 1]", "dots.merged_fraction=[0, 0]",
-         "dots.fresh_fraction=[0, 0]", "dots.scab_fraction=[0, 0]", "skin.crease_coverage=[0, 0]",
-         "skin.freckles_per_cm2=[0, 0]", "skin.naevi_per_cm2=[0, 0]", "skin.pore_depth=[0.05, 0.1]"]
+SCENE = [
+    "image.width=400",
+    "image.height=300",
+    "camera.px_per_mm=[24, 24]",
+    "camera.tilt_deg=[0, 0]",
+    "camera.dof_blur_mm=[0, 0]",
+    "card.probability=0.0",
+    "skin.fitzpatrick=[1, 2]",
+    "hair.follicle_density_per_cm2=[0, 0]",
+    "dots.aged_fraction=[0, 0]",
+    "dots.contrast_dl=[24, 30]",
+    "dots.diameter_mm=[0.3, 0.36]",
+    "dots.coverage=[1, 1]",
+    "dots.merged_fraction=[0, 0]",
+    "dots.fresh_fraction=[0, 0]",
+    "dots.scab_fraction=[0, 0]",
+    "skin.crease_coverage=[0, 0]",
+    "skin.freckles_per_cm2=[0, 0]",
+    "skin.naevi_per_cm2=[0, 0]",
+    "skin.pore_depth=[0.05, 0.1]",
+]
 
 
 def _skin(shape, rng, level=62.0, noise=0.8):
@@ -46,7 +62,7 @@ def _stamp(lstar, xy, radius_px, depth, elong=1.0, angle=0.0):
 
 
 def _grid(h, w, step):
-    ys, xs = np.mgrid[step:h - step:step, step:w - step:step]
+    ys, xs = np.mgrid[step : h - step : step, step : w - step : step]
     return np.column_stack([xs.ravel(), ys.ravel()]).astype(np.float64) + 0.3
 
 
@@ -54,15 +70,23 @@ _RANKER = DotRanker.load(default_ranker_path())
 
 
 def _detect(lstar, labels, ppm, ranker=_RANKER, patch_ranker=None, **kw):
-    return detect_dots(lstar, labels, ppm, DetectSettings(**kw), DotSettings(), 3.0, ranker=ranker,
-                       patch_ranker=patch_ranker)
+    return detect_dots(
+        lstar, labels, ppm, DetectSettings(**kw), DotSettings(), 3.0, ranker=ranker, patch_ranker=patch_ranker
+    )
 
 
 def _constant_ranker(logit: float) -> DotRanker:
     """A ranker that gives every candidate the same probability (what a ranker gone wrong could do)."""
     n = len(FEATURES)
-    return DotRanker(mean=np.zeros(n), scale=np.ones(n), lo=np.full(n, -1e9), hi=np.full(n, 1e9),
-                     weights=(np.zeros((n, 1)),), biases=(np.array([logit]),), threshold=0.5)
+    return DotRanker(
+        mean=np.zeros(n),
+        scale=np.ones(n),
+        lo=np.full(n, -1e9),
+        hi=np.full(n, 1e9),
+        weights=(np.zeros((n, 1)),),
+        biases=(np.array([logit]),),
+        threshold=0.5,
+    )
 
 
 def _clear_dots():
@@ -84,7 +108,7 @@ def test_clear_dots_are_found_with_their_evidence():
     ev = det.evidence
     assert np.all(ev.contrast_dl > 12) and np.all(ev.significance > 6)
     assert np.all((ev.confidence > 0.5) & (ev.confidence <= 1))
-    assert np.all(np.isnan(ev.model_score))                       # no model ran
+    assert np.all(np.isnan(ev.model_score))  # no model ran
 
 
 def test_texture_and_faint_specks_are_not_dots():
@@ -105,13 +129,13 @@ def test_a_strand_is_not_a_dot_but_an_elongated_fresh_dot_is():
     rng = np.random.default_rng(2)
     ppm = 16.0
     lstar = _skin((160, 240), rng)
-    cv2.line(lstar, (20, 40), (220, 60), 40.0, 2, cv2.LINE_AA)       # a long dark strand, not labelled hair
-    _stamp(lstar, [(120.0, 120.0)], 0.12 * ppm, 22.0, elong=1.8, angle=0.6)   # a fresh 1.8 : 1 dot
+    cv2.line(lstar, (20, 40), (220, 60), 40.0, 2, cv2.LINE_AA)  # a long dark strand, not labelled hair
+    _stamp(lstar, [(120.0, 120.0)], 0.12 * ppm, 22.0, elong=1.8, angle=0.6)  # a fresh 1.8 : 1 dot
     labels = np.full(lstar.shape, SCALP, np.uint8)
     det = _detect(lstar, labels, ppm)
     xy = det.geometry.xy
     assert len(xy) == 1 and np.hypot(*(xy[0] - (120, 120))) < 1.0
-    assert det.geometry.elongation[0] > 1.15     # moments within 1.2 R read a 1.8 : 1 dot as ~1.2 : 1
+    assert det.geometry.elongation[0] > 1.15  # moments within 1.2 R read a 1.8 : 1 dot as ~1.2 : 1
     assert np.all(det.rejected.reason[det.rejected.xy[:, 1] < 70] != 0)
 
 
@@ -122,14 +146,14 @@ def test_a_dense_field_of_dots_is_not_its_own_texture():
     ppm = 16.0
     lstar = _skin((200, 240), rng, noise=1.2)
     xy = _grid(200, 240, 8)
-    xy = xy + rng.uniform(-1.5, 1.5, xy.shape)                      # ~0.5 mm apart, 0.26 mm wide: no bare skin
+    xy = xy + rng.uniform(-1.5, 1.5, xy.shape)  # ~0.5 mm apart, 0.26 mm wide: no bare skin
     _stamp(lstar, xy, 0.13 * ppm, 16.0)
     labels = np.full(lstar.shape, SCALP, np.uint8)
     # these dots read ~11 L* against the 1.5 mm median: pigment at 8 L*. (The default, 10, trades
     # such faint dense fields for fewer false dots between light strands: docs/dots.md)
     det = _detect(lstar, labels, ppm, texture_max_dl=8.0)
     d = np.hypot(*(det.geometry.xy[:, None] - xy[None]).transpose(2, 0, 1)).min(axis=1)
-    assert np.mean(d < 1.5) > 0.9                                    # the reported dots are these dots
+    assert np.mean(d < 1.5) > 0.9  # the reported dots are these dots
     assert len(det.geometry) >= 0.6 * len(xy)
     assert len(_detect(lstar, labels, ppm, texture_max_dl=None).geometry) < 0.05 * len(xy)
 
@@ -144,12 +168,12 @@ def test_a_shaft_as_wide_as_a_small_dot_is_a_strand_and_the_dot_beside_it_is_not
     cv2.line(shaft, (30, 30), (170, 90), 1.0, 2, cv2.LINE_AA)
     dark += 16.0 * cv2.GaussianBlur(shaft, (0, 0), 0.7)
     yy, xx = np.mgrid[0:160, 0:200]
-    dark += 22.0 * np.exp(-0.5 * ((xx - 100) ** 2 + (yy - 130) ** 2) / 1.7 ** 2)     # a 0.25 mm dot
+    dark += 22.0 * np.exp(-0.5 * ((xx - 100) ** 2 + (yy - 130) ** 2) / 1.7**2)  # a 0.25 mm dot
     on_shaft = (dark > 6) & (yy < 100)
     strands = hair_strands(dark, 16.0, line_mm=0.7, max_width_mm=0.25)
     assert strands[on_shaft].mean() > 0.6
     assert not strands[120:141, 90:111].any()
-    assert not hair_strands(dark, 16.0)[on_shaft].any()          # the thin-component rule alone misses it
+    assert not hair_strands(dark, 16.0)[on_shaft].any()  # the thin-component rule alone misses it
 
 
 def test_the_skin_between_dense_light_strands_is_not_a_dot():
@@ -163,8 +187,9 @@ def test_the_skin_between_dense_light_strands_is_not_a_dot():
     for _ in range(700):
         x0, y0 = rng.uniform(-40, 280), rng.uniform(-40, 240)
         a, length = rng.normal(0.6, 0.5), rng.uniform(40, 160)
-        cv2.line(hair, (int(x0), int(y0)), (int(x0 + length * np.cos(a)), int(y0 + length * np.sin(a))), 1.0, 1,
-                 cv2.LINE_AA)
+        cv2.line(
+            hair, (int(x0), int(y0)), (int(x0 + length * np.cos(a)), int(y0 + length * np.sin(a))), 1.0, 1, cv2.LINE_AA
+        )
     lstar += 30.0 * np.clip(cv2.GaussianBlur(hair, (0, 0), 0.5) * 1.6, 0, 1)
     labels = np.full(lstar.shape, SCALP, np.uint8)
     assert len(_detect(lstar, labels, ppm).geometry) == 0
@@ -175,7 +200,7 @@ def test_a_large_elongated_dot_is_one_dot():
     rng = np.random.default_rng(7)
     ppm = 16.0
     lstar = _skin((120, 120), rng)
-    _stamp(lstar, [(60.0, 60.0)], 0.25 * ppm, 28.0, elong=2.0, angle=0.4)   # a fresh 0.5 x 1.0 mm dot
+    _stamp(lstar, [(60.0, 60.0)], 0.25 * ppm, 28.0, elong=2.0, angle=0.4)  # a fresh 0.5 x 1.0 mm dot
     labels = np.full(lstar.shape, SCALP, np.uint8)
     det = _detect(lstar, labels, ppm)
     assert len(det.geometry) == 1 and np.hypot(*(det.geometry.xy[0] - (60, 60))) < 1.5
@@ -189,8 +214,8 @@ def test_a_dot_mostly_under_hair_is_not_reported(hair):
     _stamp(lstar, [(30.0, 50.0), (70.0, 50.0)], 0.12 * ppm, 20.0)
     labels = np.full(lstar.shape, SCALP, np.uint8)
     if hair == "segmenter":
-        labels[40:60, 60:80] = HAIR                                  # the segmenter says: hair over the second dot
-    else:                                                            # a strand lies over it in the photo
+        labels[40:60, 60:80] = HAIR  # the segmenter says: hair over the second dot
+    else:  # a strand lies over it in the photo
         cv2.line(lstar, (66, 0), (74, 99), 30.0, 4, cv2.LINE_AA)
     det = _detect(lstar, labels, ppm, hair=hair)
     assert len(det.geometry) == 1 and det.geometry.xy[0, 0] < 50
@@ -247,7 +272,7 @@ def test_outside_the_supported_scales_dot_metrics_are_null_with_a_warning(scene,
     assert m.dot_count is None and m.dot_density_per_cm2 is None and m.blue_shift_fraction is None
     assert len(a.dots) == 0
     assert any("supported range" in w for w in a.warnings)
-    assert m.scalp_fraction is not None                       # what can be measured still is
+    assert m.scalp_fraction is not None  # what can be measured still is
 
 
 def test_without_any_scale_dot_metrics_are_null_with_a_warning(scene, assessor):
@@ -300,12 +325,12 @@ def test_floors_report_every_admitted_candidate_with_what_the_ranker_reads():
     det = _detect(lstar, labels, ppm, ranker=None, decision="floors")
     f = det.evidence.features
     assert f.shape == (len(det.geometry), len(FEATURES)) and len(det.geometry) >= len(xy)
-    assert np.isnan(det.evidence.confidence).all()                          # no ranker: no probability
+    assert np.isnan(det.evidence.confidence).all()  # no ranker: no probability
     col = {k: i for i, k in enumerate(FEATURES)}
     assert np.allclose(np.exp(f[:, col["log_significance"]]), det.evidence.significance)
     assert np.allclose(f[:, col["contrast_dl"]], det.evidence.contrast_dl)
     with pytest.raises(ValueError, match="no ranker"):
-        _detect(lstar, labels, ppm, ranker=None, decision="ranker")         # the ranker's decision needs one
+        _detect(lstar, labels, ppm, ranker=None, decision="ranker")  # the ranker's decision needs one
     rules = _detect(lstar, labels, ppm, ranker=None, decision="rules")
     assert rules.evidence.features.shape == (len(rules.geometry), 0)
 
@@ -314,11 +339,16 @@ def test_the_ranker_learns_saves_and_loads(tmp_path):
     rng = np.random.default_rng(3)
     n = 4000
     sig = rng.uniform(4, 20, n)
-    x = candidate_features(significance=sig, contrast_dl=rng.uniform(6, 30, n), noise_dl=rng.uniform(0.5, 3, n),
-                           diameter_mm=rng.uniform(0.1, 0.6, n),
-                           curvature_ratio=rng.uniform(0, 1, n), continuation=rng.uniform(0, 1, n),
-                           skin_lstar=rng.uniform(30, 70, n))
-    y = (x[:, FEATURES.index("curvature_ratio")] + 0.05 * sig > 1.0).astype(int)   # round and significant
+    x = candidate_features(
+        significance=sig,
+        contrast_dl=rng.uniform(6, 30, n),
+        noise_dl=rng.uniform(0.5, 3, n),
+        diameter_mm=rng.uniform(0.1, 0.6, n),
+        curvature_ratio=rng.uniform(0, 1, n),
+        continuation=rng.uniform(0, 1, n),
+        skin_lstar=rng.uniform(30, 70, n),
+    )
+    y = (x[:, FEATURES.index("curvature_ratio")] + 0.05 * sig > 1.0).astype(int)  # round and significant
     r = fit_ranker(x, y, np.random.default_rng(0), epochs=20, batch=128, info={"what": "test"})
     p = r.probability(x)
     assert ((p >= 0.5) == y).mean() > 0.95
@@ -326,7 +356,7 @@ def test_the_ranker_learns_saves_and_loads(tmp_path):
     back = DotRanker.load(tmp_path / "r.npz")
     assert np.allclose(back.probability(x), p) and back.info == {"what": "test"} and back.threshold == 0.5
     again = fit_ranker(x, y, np.random.default_rng(0), epochs=20, batch=128)
-    assert np.allclose(again.probability(x), p)                              # reproducible from the seed
+    assert np.allclose(again.probability(x), p)  # reproducible from the seed
     # more significance or contrast never makes a candidate less likely (built in, for any weights)
     for f in ("log_significance", "contrast_dl"):
         j = FEATURES.index(f)
@@ -344,19 +374,27 @@ def test_the_ranker_learns_saves_and_loads(tmp_path):
 
 def test_the_bundled_ranker_is_recorded_with_each_assessment(scene):
     caught = []
-    a = Assessor(load_assess_settings(None, ["segment.method=classical", "overlay=false", "detect.decision=ranker"]),
-                 detection_sink=caught.append)
+    a = Assessor(
+        load_assess_settings(None, ["segment.method=classical", "overlay=false", "detect.decision=ranker"]),
+        detection_sink=caught.append,
+    )
     path, ppm = scene
     res = a.assess_file(path, px_per_mm=ppm)
     assert len(caught) == 1 and len(caught[0].geometry) == len(res.dots)
     info = a.model_info["dot_ranker"]
     assert len(info["sha256"]) == 64 and 0 < info["threshold"] < 1
-    other = Assessor(load_assess_settings(None, ["segment.method=classical", "overlay=false", "detect.decision=ranker",
-                                                 "detect.ranker_threshold=0.9"]))
-    assert other.config_hash != a.config_hash                               # a different decision, a different hash
+    other = Assessor(
+        load_assess_settings(
+            None, ["segment.method=classical", "overlay=false", "detect.decision=ranker", "detect.ranker_threshold=0.9"]
+        )
+    )
+    assert other.config_hash != a.config_hash  # a different decision, a different hash
     with pytest.raises(FileNotFoundError):
-        Assessor(load_assess_settings(None, ["segment.method=classical", "detect.decision=ranker",
-                                             "detect.ranker=/nonexistent.npz"]))
+        Assessor(
+            load_assess_settings(
+                None, ["segment.method=classical", "detect.decision=ranker", "detect.ranker=/nonexistent.npz"]
+            )
+        )
     assert "dot_ranker" not in Assessor(load_assess_settings(None, ["segment.method=classical"])).model_info
 
 
@@ -377,7 +415,7 @@ def test_patches_are_darkness_against_their_border():
     lstar, labels, ppm, xy = _clear_dots()
     p = dot_patches(lstar, xy)
     assert p.shape == (len(xy), 19, 19) and p.dtype == np.float32
-    assert np.all(p[:, 9, 9] > 1.2)                                   # the 20 L* dot, in units of 10 L*
+    assert np.all(p[:, 9, 9] > 1.2)  # the 20 L* dot, in units of 10 L*
     border = np.concatenate([p[:, 0, :], p[:, -1, :]], axis=1)
     assert np.abs(np.median(border, axis=1)).max() < 0.05
     assert dot_patches(lstar, np.zeros((0, 2))).shape == (0, 19, 19)
@@ -417,13 +455,13 @@ def test_the_patch_network_learns_saves_and_loads(tmp_path):
     rng = np.random.default_rng(0)
     lstar, labels, ppm, xy = _clear_dots()
     dots = dot_patches(lstar, xy + rng.normal(0, 0.3, xy.shape))
-    skin = dot_patches(lstar, xy + 10.0)                              # between the dots
+    skin = dot_patches(lstar, xy + 10.0)  # between the dots
     x = np.concatenate([dots, skin] * 4)
     y = np.tile(np.r_[np.ones(len(dots)), np.zeros(len(skin))], 4)
     a = fit_patch_ranker(x, y, seed=3, epochs=15, veto=0.3, info={"what": "test"})
     assert a.probability(dots).mean() > 0.8 and a.probability(skin).mean() < 0.2
     b = fit_patch_ranker(x, y, seed=3, epochs=15, veto=0.3)
-    assert all(np.array_equal(a.state[k].numpy(), b.state[k].numpy()) for k in a.state)   # reproducible
+    assert all(np.array_equal(a.state[k].numpy(), b.state[k].numpy()) for k in a.state)  # reproducible
     a.save(tmp_path / "p.pt")
     back = PatchRanker.load(tmp_path / "p.pt")
     assert back.veto == 0.3 and back.info["what"] == "test" and len(back.info["sha256"]) == 64
@@ -443,8 +481,10 @@ def test_the_bundled_patch_network_is_recorded_with_each_assessment(tmp_path):
     assert a.model_info["dot_patch"] == {"sha256": bundled.info["sha256"], "veto": bundled.veto}
     other = Assessor(load_assess_settings(None, ["segment.method=classical", "detect.patch_veto=0.4"]))
     assert other.model_info["dot_patch"]["veto"] == 0.4
-    assert "dot_patch" not in Assessor(load_assess_settings(None, ["segment.method=classical",
-                                                                  "detect.patch_look=false"])).model_info
+    assert (
+        "dot_patch"
+        not in Assessor(load_assess_settings(None, ["segment.method=classical", "detect.patch_look=false"])).model_info
+    )
     with pytest.raises(FileNotFoundError, match="no such dot patch model"):
         Assessor(load_assess_settings(None, ["segment.method=classical", f"detect.patch_model={tmp_path / 'x.pt'}"]))
 
@@ -475,7 +515,7 @@ def test_every_reported_dot_lies_where_the_metrics_count_it():
     _stamp(lstar, xy, 0.14 * ppm, 20.0)
     labels = np.full(lstar.shape, SCALP, np.uint8)
     x0, y0 = np.round(xy[7]).astype(int)
-    labels[y0, x0] = 0           # one pixel of background under a dot's centre: scalp at the canonical scale
+    labels[y0, x0] = 0  # one pixel of background under a dot's centre: scalp at the canonical scale
     det = _detect(lstar, labels, ppm)
     assert dots_in_roi(det.geometry.xy, labels != 0).all()
     assert len(det.geometry) == len(xy) - 1

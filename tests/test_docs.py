@@ -1,4 +1,5 @@
 """What a user reads (README, every command's --help, docs/) stays inside the repository."""
+
 import re
 from pathlib import Path
 
@@ -35,8 +36,9 @@ def test_nothing_points_outside_the_repository():
     assert not bad
 
 
-@pytest.mark.parametrize("name", ["design.md", "metrics.md", "card.md", "dots.md", "quality.md", "review.md", "web.md",
-                                  "ARCHITECTURE.md"])
+@pytest.mark.parametrize(
+    "name", ["design.md", "metrics.md", "card.md", "dots.md", "quality.md", "review.md", "web.md", "ARCHITECTURE.md"]
+)
 def test_every_page_the_readme_names_exists(name):
     assert f"docs/{name}" in (ROOT / "README.md").read_text()
     assert (ROOT / "docs" / name).is_file()

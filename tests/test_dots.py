@@ -1,4 +1,5 @@
 """Dot-stage building blocks: disc rasterising, colour sampling at points, corrected L*."""
+
 from __future__ import annotations
 
 import cv2
@@ -18,9 +19,9 @@ def test_footprint_mask_matches_brute_force() -> None:
     xy = np.column_stack([rng.uniform(-3, 83, 40), rng.uniform(-3, 63, 40)])
     radius = rng.uniform(0.2, 6.5, 40)
     got = footprint_mask(shape, xy, radius)
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
     r = np.maximum(radius, 0.5)
-    want = ((xx[..., None] - xy[:, 0]) ** 2 + (yy[..., None] - xy[:, 1]) ** 2 <= r ** 2).any(axis=2)
+    want = ((xx[..., None] - xy[:, 0]) ** 2 + (yy[..., None] - xy[:, 1]) ** 2 <= r**2).any(axis=2)
     assert got.dtype == bool and got.shape == shape
     np.testing.assert_array_equal(got, want)
     assert not footprint_mask(shape, np.zeros((0, 2)), 3.0).any()
@@ -47,7 +48,8 @@ def test_corrected_lstar_fast_path(model: str) -> None:
     rgb = rng.integers(20, 236, (40, 60, 3), dtype=np.uint8)
     k = 6 if model == "root_polynomial2" else 3
     coef = {"identity": np.eye(3), "diagonal": np.diag([1.2, 0.9, 1.05])}.get(
-        model, np.eye(3, k) * 0.95 + np.abs(rng.normal(0, 0.03, (3, k))))
+        model, np.eye(3, k) * 0.95 + np.abs(rng.normal(0, 0.03, (3, k)))
+    )
     colour = ColourCorrection(model=model, coefficients=coef, source="card")
     got = colour.lstar(rgb)
     want = luminance_lstar(np.maximum(colour.apply(rgb), np.float32(0)))
@@ -67,16 +69,16 @@ def test_skin_reference_ignores_dark_spots_the_detector_missed() -> None:
     rng = np.random.default_rng(8)
     h, w, ppm = 300, 400, 20.0
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    skin = 55.0 + 6.0 * xx / w                                   # lighting gradient
+    skin = 55.0 + 6.0 * xx / w  # lighting gradient
     lstar = (skin + rng.normal(0, 1.5, (h, w))).astype(np.float32)
     centres = np.column_stack([rng.uniform(0, w, 600), rng.uniform(0, h, 600)])
-    spots = footprint_mask((h, w), centres, 2.5)                  # missed dots: ~20 L* darker
+    spots = footprint_mask((h, w), centres, 2.5)  # missed dots: ~20 L* darker
     lstar[spots] -= 20.0
     bare = np.ones((h, w), bool)
     inner = (slice(30, -30), slice(30, -30))
     plain = skin_reference(lstar, bare, ppm, 1.0, iterations=0)
     robust = skin_reference(lstar, bare, ppm, 1.0)
-    assert np.median(np.abs(plain - skin)[inner]) > 1.5           # pulled down by the spots
+    assert np.median(np.abs(plain - skin)[inner]) > 1.5  # pulled down by the spots
     assert np.median(np.abs(robust - skin)[inner]) < 0.3
     # pure noise: the one-sided cut barely moves the reference
     clean = (skin + rng.normal(0, 1.5, (h, w))).astype(np.float32)

@@ -7,6 +7,7 @@ density growing with time since placement for a fraction of a blue client's dots
 spread dots growing in diameter. Noise: a few percent per measurement and per visit;
 each dot is in view at a visit with probability ``seen``.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,18 +36,32 @@ class Client:
     visits: pd.DataFrame
     half_life: float
     fast: set
-    refreshed: set          # dots the touch-up refreshed
+    refreshed: set  # dots the touch-up refreshed
     blue: set
     spread: set
     crossing: float | None  # first day after the last session with median contrast < THRESHOLD
     blue_clear: set = frozenset()  # blue dots whose fade-adjusted index rises >= 1.3 a year even when fresh
 
 
-def simulate(rng: np.random.Generator, *, n_dots: int = 300, half_life: float = 800.0, follow_days=(170, 340, 520, 700),
-             touchup_day: float | None = None, after_touchup=(), fast_fraction: float = 0.03, blue: bool = False,
-             spread_fraction: float = 0.0, noise: float = 0.02, visit_noise: float = 0.01, seen: float = 0.85,
-             rate_sigma: float = 0.15, skin_l: float = 55.0, shade_sd: float = 1.0, blue_fraction: float = 0.4
-             ) -> Client:
+def simulate(
+    rng: np.random.Generator,
+    *,
+    n_dots: int = 300,
+    half_life: float = 800.0,
+    follow_days=(170, 340, 520, 700),
+    touchup_day: float | None = None,
+    after_touchup=(),
+    fast_fraction: float = 0.03,
+    blue: bool = False,
+    spread_fraction: float = 0.0,
+    noise: float = 0.02,
+    visit_noise: float = 0.01,
+    seen: float = 0.85,
+    rate_sigma: float = 0.15,
+    skin_l: float = 55.0,
+    shade_sd: float = 1.0,
+    blue_fraction: float = 0.4,
+) -> Client:
     sessions = [1.0, 15.0]
     visits = [("baseline", 0, 0.0)] + [("session", i + 1, d) for i, d in enumerate(sessions)]
     visits += [("follow-up", 0, float(d)) for d in follow_days]
@@ -61,8 +76,8 @@ def simulate(rng: np.random.Generator, *, n_dots: int = 300, half_life: float = 
     factor[fast] = rng.uniform(2.5, 4.0, fast.sum())
     k = math.log(2) / half_life * factor
     blue_dots = (rng.random(n_dots) < blue_fraction) if blue else np.zeros(n_dots, bool)
-    blue_rate = np.where(blue_dots, rng.uniform(0.8, 2.5, n_dots), 0.0)          # blue index per year
-    shade = rng.normal(0, shade_sd, n_dots)                                         # hue offset at 20 L*
+    blue_rate = np.where(blue_dots, rng.uniform(0.8, 2.5, n_dots), 0.0)  # blue index per year
+    shade = rng.normal(0, shade_sd, n_dots)  # hue offset at 20 L*
     spread_dots = rng.random(n_dots) < spread_fraction
     spread_rate = np.where(spread_dots, rng.uniform(0.08, 0.25, n_dots), 0.0)
     d0 = rng.uniform(0.15, 0.3, n_dots)
@@ -83,18 +98,35 @@ def simulate(rng: np.random.Generator, *, n_dots: int = 300, half_life: float = 
         total_age = np.maximum(v.day - placed, 0) / 365.25
         bi = shade * c / 20 + blue_rate * total_age + rng.normal(0, 0.2, n_dots)
         diam = d0 + spread_rate * total_age + rng.normal(0, 0.005, n_dots)
-        rows.append(pd.DataFrame({"dot_key": np.flatnonzero(vis), "day": v.day, "contrast_dL": c[vis],
-                                  "blue_index": bi[vis], "diameter_mm": diam[vis], "L": skin_l - c[vis]}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "dot_key": np.flatnonzero(vis),
+                    "day": v.day,
+                    "contrast_dL": c[vis],
+                    "blue_index": bi[vis],
+                    "diameter_mm": diam[vis],
+                    "L": skin_l - c[vis],
+                }
+            )
+        )
     obs = pd.concat(rows, ignore_index=True)
 
     last_sess = float(visits.loc[visits.kind.isin(["session", "touch-up"]), "day"].max())
     days = np.arange(last_sess, last_sess + 15 * 365.25)
     med = np.median(c0[None, :] * np.exp(-k[None, :] * np.maximum(days[:, None] - last[None, :], 0)), axis=1)
     below = np.flatnonzero(med < THRESHOLD)
-    return Client(obs, visits[["day", "kind", "session"]], half_life, set(np.flatnonzero(fast)),
-                  set(np.flatnonzero(refreshed)), set(np.flatnonzero(blue_dots)), set(np.flatnonzero(spread_dots)),
-                  float(days[below[0]]) if len(below) else None,
-                  set(np.flatnonzero(blue_dots & (blue_rate * 20.0 / c0 >= 1.3))))
+    return Client(
+        obs,
+        visits[["day", "kind", "session"]],
+        half_life,
+        set(np.flatnonzero(fast)),
+        set(np.flatnonzero(refreshed)),
+        set(np.flatnonzero(blue_dots)),
+        set(np.flatnonzero(spread_dots)),
+        float(days[below[0]]) if len(below) else None,
+        set(np.flatnonzero(blue_dots & (blue_rate * 20.0 / c0 >= 1.3))),
+    )
 
 
 def settings(**kw) -> FadingSettings:
@@ -111,6 +143,7 @@ def covered(res, truth_day: float | None) -> bool:
 
 
 # --- accuracy ------------------------------------------------------------------------------
+
 
 def test_half_life_within_15_percent_with_four_followups() -> None:
     for seed, hl in ((1, 400.0), (2, 900.0), (3, 1500.0)):
@@ -137,7 +170,7 @@ def test_intervals_cover_the_truth_on_repeated_clients() -> None:
         errs.append((h.value - hl) / hl)
     assert hl_hits >= 0.8 * n
     assert fc_hits >= 0.8 * n
-    assert abs(np.median(errs)) < 0.03          # no bias on data from the model itself
+    assert abs(np.median(errs)) < 0.03  # no bias on data from the model itself
 
 
 def test_forecast_dates_and_interval_order() -> None:
@@ -164,10 +197,17 @@ def test_forecast_already_below_and_not_within_horizon() -> None:
 
 # --- touch-ups -----------------------------------------------------------------------------
 
+
 def test_touchup_resets_the_clock_of_refreshed_dots_only() -> None:
-    cl = simulate(np.random.default_rng(8), half_life=1000.0, follow_days=(170, 340, 520), touchup_day=640,
-                  after_touchup=(800, 960), seen=1.0)
-    assert 20 < len(cl.refreshed) < 280                    # the touch-up refreshed some dots, not all
+    cl = simulate(
+        np.random.default_rng(8),
+        half_life=1000.0,
+        follow_days=(170, 340, 520),
+        touchup_day=640,
+        after_touchup=(800, 960),
+        seen=1.0,
+    )
+    assert 20 < len(cl.refreshed) < 280  # the touch-up refreshed some dots, not all
     res = fit_fading(cl.obs, cl.visits, settings(), np.random.default_rng(0))
     o = res.observations
     found = set(o.loc[o["refreshed"], "dot_key"])
@@ -184,8 +224,15 @@ def test_touchup_resets_the_clock_of_refreshed_dots_only() -> None:
 
 def test_refresh_of_dots_unseen_since_the_touchup_is_imputed() -> None:
     # half the dots are out of view at each visit: some refreshed ones are never seen after the touch-up
-    cl = simulate(np.random.default_rng(9), n_dots=600, half_life=1000.0, follow_days=(170, 340, 520),
-                  touchup_day=640, after_touchup=(760,), seen=0.5)
+    cl = simulate(
+        np.random.default_rng(9),
+        n_dots=600,
+        half_life=1000.0,
+        follow_days=(170, 340, 520),
+        touchup_day=640,
+        after_touchup=(760,),
+        seen=0.5,
+    )
     res = fit_fading(cl.obs, cl.visits, settings(), np.random.default_rng(0))
     d = res.dots.set_index("dot_key")
     last_seen = res.observations.groupby("dot_key")["day"].max()
@@ -206,6 +253,7 @@ def test_refresh_of_dots_unseen_since_the_touchup_is_imputed() -> None:
 
 
 # --- flags and trends ----------------------------------------------------------------------
+
 
 def test_fast_faders_are_flagged_and_noise_alone_rarely_is() -> None:
     cl = simulate(np.random.default_rng(10), n_dots=400, half_life=900.0, fast_fraction=0.05)
@@ -240,8 +288,14 @@ def test_blue_trend_found_only_where_there_is_one() -> None:
 
 def test_a_minority_of_dots_turning_is_found_with_its_count_and_noise_alone_is_not() -> None:
     for seed in range(4):
-        few = simulate(np.random.default_rng(300 + seed), n_dots=300, blue=True, blue_fraction=0.1, shade_sd=3.0,
-                       spread_fraction=0.1)
+        few = simulate(
+            np.random.default_rng(300 + seed),
+            n_dots=300,
+            blue=True,
+            blue_fraction=0.1,
+            shade_sd=3.0,
+            spread_fraction=0.1,
+        )
         res = fit_fading(few.obs, few.visits, settings(n_bootstrap=100), np.random.default_rng(seed))
         for trend, column in ((res.blue_trend, "blue_turning"), (res.spread, "spreading")):
             assert trend.detected and trend.n_turning == int(res.dots[column].sum())
@@ -270,6 +324,7 @@ def test_spreading_dots_and_spread_trend() -> None:
 
 # --- robustness ----------------------------------------------------------------------------
 
+
 def test_saturated_dots_do_not_slow_the_rate() -> None:
     # dark skin: fresh dots would be darker than black, so their contrast is capped until they fade
     cl = simulate(np.random.default_rng(13), half_life=700.0)
@@ -282,7 +337,7 @@ def test_saturated_dots_do_not_slow_the_rate() -> None:
     res = fit_fading(obs, cl.visits, settings(), np.random.default_rng(0))
     assert abs(res.half_life_days.value - 700) / 700 < 0.1
     naive = fit_fading(obs.drop(columns="L"), cl.visits, settings(), np.random.default_rng(0))
-    assert naive.half_life_days.value > res.half_life_days.value      # what the censoring avoids
+    assert naive.half_life_days.value > res.half_life_days.value  # what the censoring avoids
 
 
 def test_same_seed_same_result() -> None:
@@ -290,8 +345,9 @@ def test_same_seed_same_result() -> None:
     a = fit_fading(cl.obs, cl.visits, settings(), np.random.default_rng(3))
     b = fit_fading(cl.obs.sample(frac=1.0, random_state=1), cl.visits, settings(), np.random.default_rng(3))
     assert a.summary() == b.summary()
-    pd.testing.assert_frame_equal(a.dots.sort_values("dot_key").reset_index(drop=True),
-                                  b.dots.sort_values("dot_key").reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        a.dots.sort_values("dot_key").reset_index(drop=True), b.dots.sort_values("dot_key").reset_index(drop=True)
+    )
 
 
 def test_string_keys_and_visit_dicts_are_accepted() -> None:
@@ -330,14 +386,18 @@ def test_all_nan_and_no_dots_never_crash() -> None:
     empty = cl.obs.iloc[:0]
     res = fit_fading(empty, cl.visits, settings(), np.random.default_rng(0))
     assert res.n_dots == 0 and res.half_life_days.value is None and len(res.dots) == 0
-    res = fit_fading(pd.DataFrame(columns=["dot_key", "day", "contrast_dL", "blue_index", "diameter_mm"]),
-                     cl.visits, settings(), np.random.default_rng(0))
+    res = fit_fading(
+        pd.DataFrame(columns=["dot_key", "day", "contrast_dL", "blue_index", "diameter_mm"]),
+        cl.visits,
+        settings(),
+        np.random.default_rng(0),
+    )
     assert res.forecast.status == "unknown"
 
 
 def test_contrast_that_does_not_fall_gives_no_half_life() -> None:
     cl = simulate(np.random.default_rng(19), n_dots=100, half_life=1e9, fast_fraction=0.0)
-    obs = cl.obs.assign(contrast_dL=cl.obs["contrast_dL"] * (1 + cl.obs["day"] / 3000))   # darkening
+    obs = cl.obs.assign(contrast_dL=cl.obs["contrast_dL"] * (1 + cl.obs["day"] / 3000))  # darkening
     res = fit_fading(obs, cl.visits, settings(), np.random.default_rng(0))
     assert res.half_life_days.value is None
     assert res.forecast.status == "not_within_horizon"
@@ -358,6 +418,7 @@ def test_malformed_input_raises_one_clear_error() -> None:
 
 # --- pieces and settings -------------------------------------------------------------------
 
+
 def test_weighted_median_matches_brute_force() -> None:
     rng = np.random.default_rng(21)
     for _ in range(50):
@@ -366,7 +427,7 @@ def test_weighted_median_matches_brute_force() -> None:
         if w.sum() == 0:
             continue
         expanded = np.sort(np.repeat(v, w.astype(int)))
-        want = expanded[(len(expanded) - 1) // 2]                   # the lower median
+        want = expanded[(len(expanded) - 1) // 2]  # the lower median
         assert weighted_median(v, w) == pytest.approx(want)
     rows = weighted_median(np.array([[1.0, 2, 3], [np.nan, 5, 4]]), np.ones((2, 3)))
     np.testing.assert_allclose(rows, [2.0, 4.0])
@@ -378,7 +439,7 @@ def test_settings_yaml_matches_the_class_and_validates() -> None:
 
     doc = yaml.safe_load((config_dir() / "fading" / "default.yaml").read_text())
     assert set(doc) == set(FadingSettings.model_fields)
-    assert load_fading_settings() == FadingSettings()          # YAML and class defaults agree
+    assert load_fading_settings() == FadingSettings()  # YAML and class defaults agree
     with pytest.raises(ConfigError, match="interval"):
         load_fading_settings(overrides=["interval=1.5"])
     with pytest.raises(ConfigError, match="unknown key"):
@@ -396,13 +457,12 @@ def test_a_shift_every_dot_of_a_visit_shares_is_no_trend() -> None:
     cl = simulate(np.random.default_rng(21), n_dots=300, blue=False, shade_sd=3.0)
     obs = cl.obs.copy()
     offsets = {d: o for d, o in zip(sorted(obs["day"].unique()), (0.0, 0.3, -0.4, 1.2, 0.2, 1.6, 0.4))}
-    obs["blue_index"] += obs["day"].map(offsets) * obs["contrast_dL"] / 20   # every dot of a visit, together
+    obs["blue_index"] += obs["day"].map(offsets) * obs["contrast_dL"] / 20  # every dot of a visit, together
     plain = fit_fading(obs, cl.visits, settings(), np.random.default_rng(0))
     assert not plain.blue_trend.detected and plain.blue_trend.n_turning <= 6
     assert plain.blue_trend.per_year.low < 0 < plain.blue_trend.per_year.high
     # what the dots' bootstrap alone says about the same photos
-    naive = fit_fading(obs, cl.visits, settings(region_visits=False, turning_relative=False),
-                       np.random.default_rng(0))
+    naive = fit_fading(obs, cl.visits, settings(region_visits=False, turning_relative=False), np.random.default_rng(0))
     assert naive.blue_trend.detected
     # the visits' own line: a steady rise is found, scatter about it widens the range, two visits give none
     day = np.repeat(np.arange(5) * 100.0, 50)

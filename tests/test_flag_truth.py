@@ -1,5 +1,6 @@
 """The flags' stick: aged dots read clearly beyond the flag thresholds, and the scoring leaves out the
 dots whose true value is within the margin of a threshold."""
+
 import numpy as np
 import pytest
 
@@ -30,11 +31,23 @@ def test_decided_flags_leave_out_the_margin_around_each_threshold():
 def test_aged_dots_read_clearly_beyond_the_flag_thresholds():
     """A third of the aged dots are drawn blue, faded or spread: they must read so in the truth, clear
     of the scoring margin (blue-aged dots used to read under the blue flag's threshold)."""
-    cfg = load_settings(SynthSettings, None, [
-        "image.width=480", "image.height=360", "camera.px_per_mm=[35, 35]", "card.probability=0",
-        "dots.aged_fraction=[0.9, 0.9]", "dots.coverage=[1, 1]", "dots.merged_fraction=[0, 0]",
-        "hair.long_fraction=[0, 0]", "hair.follicle_density_per_cm2=[20, 20]", "skin.fitzpatrick=[2, 2]"],
-        default="synth/closeup.yaml")
+    cfg = load_settings(
+        SynthSettings,
+        None,
+        [
+            "image.width=480",
+            "image.height=360",
+            "camera.px_per_mm=[35, 35]",
+            "card.probability=0",
+            "dots.aged_fraction=[0.9, 0.9]",
+            "dots.coverage=[1, 1]",
+            "dots.merged_fraction=[0, 0]",
+            "hair.long_fraction=[0, 0]",
+            "hair.follicle_density_per_cm2=[20, 20]",
+            "skin.fitzpatrick=[2, 2]",
+        ],
+        default="synth/closeup.yaml",
+    )
     rules = load_flag_settings()
     dots = single_closeup(item_rng(5, 0), cfg, load_card(), rules, draw_camera).dots
     assert len(dots) > 60
@@ -51,8 +64,11 @@ def test_aged_dots_read_clearly_beyond_the_flag_thresholds():
 @pytest.mark.parametrize("flag", ["blue_shift", "faded", "spread"])
 def test_flag_margins_are_configured(flag):
     rules = load_flag_settings()
-    margin = {"blue_shift": rules.flag_margin_blue_index, "faded": rules.flag_margin_contrast_dl,
-              "spread": rules.flag_margin_diameter_mm}[flag]
+    margin = {
+        "blue_shift": rules.flag_margin_blue_index,
+        "faded": rules.flag_margin_contrast_dl,
+        "spread": rules.flag_margin_diameter_mm,
+    }[flag]
     assert margin > 0
 
 

@@ -1,4 +1,5 @@
 """The champion gate (models/gate.py): the rule, the fixed suite, and a fresh store's first champion."""
+
 from __future__ import annotations
 
 import json
@@ -87,10 +88,28 @@ def test_a_fresh_store_serves_the_readme_champion(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    assert smp(["synth", "--out", "data", "--n", "2", "--seed", "3", "--set", "image.width=256",
-                "--set", "image.height=192"]) == 0
-    assert smp(["evaluate", "--model", "models:/smp-segmenter@champion", "--data", "data/manifest.csv",
-                "--out", "ev"]) == 0
+    assert (
+        smp(
+            [
+                "synth",
+                "--out",
+                "data",
+                "--n",
+                "2",
+                "--seed",
+                "3",
+                "--set",
+                "image.width=256",
+                "--set",
+                "image.height=192",
+            ]
+        )
+        == 0
+    )
+    assert (
+        smp(["evaluate", "--model", "models:/smp-segmenter@champion", "--data", "data/manifest.csv", "--out", "ev"])
+        == 0
+    )
     assert json.loads((tmp_path / "ev" / "summary.json").read_text())["n_images"] == 2
     mlflow.set_tracking_uri(uri)
     client = MlflowClient()
@@ -98,6 +117,19 @@ def test_a_fresh_store_serves_the_readme_champion(tmp_path, monkeypatch):
     assert str(mv.version) == "1" and mv.tags["source"] == "bundled"
     assert mv.tags["gate_suite"] == GateSettings().suite_id() and 0 < float(mv.tags["gate_score"]) <= 1
     # a second use registers nothing more
-    assert smp(["evaluate", "--model", "models:/smp-segmenter@champion", "--data", "data/manifest.csv",
-                "--out", "ev2", "--no-mlflow"]) == 0
+    assert (
+        smp(
+            [
+                "evaluate",
+                "--model",
+                "models:/smp-segmenter@champion",
+                "--data",
+                "data/manifest.csv",
+                "--out",
+                "ev2",
+                "--no-mlflow",
+            ]
+        )
+        == 0
+    )
     assert len(client.search_model_versions("name='smp-segmenter'")) == 1

@@ -1,4 +1,5 @@
 """Importers from annotation tools: codecs, pixel conventions, round trips, errors."""
+
 from __future__ import annotations
 
 import json
@@ -49,6 +50,7 @@ H, W = 48, 64
 # helpers
 # ------------------------------------------------------------------------------------------
 
+
 def make_labels(rng: np.random.Generator, name: str, n_dots: int = 12) -> ImageLabels:
     """A small scalp: an ellipse of scalp, two hair blobs, an ignore patch, dots on the scalp."""
     mask = np.zeros((H, W), np.uint8)
@@ -56,7 +58,7 @@ def make_labels(rng: np.random.Generator, name: str, n_dots: int = 12) -> ImageL
     cv2.ellipse(mask, (cx, cy), (24, 16), float(rng.uniform(0, 180)), 0, 360, SCALP, -1)
     cv2.circle(mask, (cx - 8, cy - 3), int(rng.integers(3, 6)), HAIR, -1)
     cv2.circle(mask, (cx + 9, cy + 4), int(rng.integers(3, 6)), HAIR, -1)
-    mask[cy + 6:cy + 9, cx - 2:cx + 4] = IGNORE
+    mask[cy + 6 : cy + 9, cx - 2 : cx + 4] = IGNORE
     rows, cols = np.nonzero(mask == SCALP)
     pick = rng.choice(len(rows), n_dots, replace=False)
     dots = np.c_[cols[pick], rows[pick]] + rng.uniform(-0.49, 0.49, (n_dots, 2))
@@ -81,17 +83,20 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def coco_doc(images: list[dict], annotations: list[dict], names: list[str]) -> dict:
-    return {"images": images, "annotations": annotations,
-            "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)]}
+    return {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)],
+    }
 
 
 # ------------------------------------------------------------------------------------------
 # RLE codec
 # ------------------------------------------------------------------------------------------
 
+
 def test_rle_counts_are_column_major_and_start_with_zeros():
-    m = np.array([[0, 1, 1],
-                  [0, 1, 0]], bool)
+    m = np.array([[0, 1, 1], [0, 1, 0]], bool)
     # column-major: (0,0) (0,1 rows) -> 0 0 | 1 1 | 1 0  => 2 zeros, 3 ones, 1 zero
     assert rle_encode(m) == [2, 3, 1]
     assert np.array_equal(rle_decode([2, 3, 1], 2, 3), m)
@@ -134,10 +139,13 @@ def test_rle_round_trips_random_masks_and_large_counts():
 # Pixel conventions and geometry
 # ------------------------------------------------------------------------------------------
 
+
 def test_coco_square_covers_exactly_pixels_0_to_3():
-    doc = coco_doc([{"id": 1, "file_name": "a.png", "width": 8, "height": 8}],
-                   [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[0, 0, 4, 0, 4, 4, 0, 4]]}],
-                   ["scalp"])
+    doc = coco_doc(
+        [{"id": 1, "file_name": "a.png", "width": 8, "height": 8}],
+        [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[0, 0, 4, 0, 4, 4, 0, 4]]}],
+        ["scalp"],
+    )
     (labels,) = parse_coco(doc).images
     expected = np.zeros((8, 8), np.uint8)
     expected[:4, :4] = SCALP
@@ -171,6 +179,7 @@ def test_mask_outlines_refill_exactly_with_holes_filled():
 # COCO
 # ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("segmentation", ["rle", "polygon"])
 def test_coco_round_trip(tmp_path, segmentation):
     rng = np.random.default_rng(2)
@@ -203,10 +212,10 @@ def test_coco_uncompressed_rle_hair_wins_and_unlabelled_fill(tmp_path):
         [{"id": 7, "file_name": "a.png", "width": 5, "height": 6}],
         [  # hair first: the overlap rule is by class, not by order
             {"id": 1, "image_id": 7, "category_id": 2, "segmentation": [[1, 1, 3, 1, 3, 3, 1, 3]]},
-            {"id": 2, "image_id": 7, "category_id": 1,
-             "segmentation": {"counts": rle_encode(scalp), "size": [6, 5]}},
+            {"id": 2, "image_id": 7, "category_id": 1, "segmentation": {"counts": rle_encode(scalp), "size": [6, 5]}},
         ],
-        ["Scalp ", "HAIR"])  # names compare case-insensitively
+        ["Scalp ", "HAIR"],
+    )  # names compare case-insensitively
     (labels,) = parse_coco(doc, scheme=LabelScheme(unlabelled=IGNORE)).images
     expected = np.full((6, 5), IGNORE, np.uint8)
     expected[scalp] = SCALP
@@ -216,10 +225,14 @@ def test_coco_uncompressed_rle_hair_wins_and_unlabelled_fill(tmp_path):
 
 
 def test_coco_dot_from_bbox_centre_and_keypoints():
-    doc = coco_doc([{"id": 1, "file_name": "a.png", "width": 10, "height": 10}],
-                   [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 3, 2, 4]},
-                    {"id": 2, "image_id": 1, "category_id": 2, "keypoints": [5.5, 6.5, 2, 9, 9, 0]}],
-                   ["dot", "smp_dot", "scalp"])
+    doc = coco_doc(
+        [{"id": 1, "file_name": "a.png", "width": 10, "height": 10}],
+        [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 3, 2, 4]},
+            {"id": 2, "image_id": 1, "category_id": 2, "keypoints": [5.5, 6.5, 2, 9, 9, 0]},
+        ],
+        ["dot", "smp_dot", "scalp"],
+    )
     (labels,) = parse_coco(doc).images
     # bbox centre (3, 5) and keypoint (5.5, 6.5) in COCO corner coordinates, minus half a pixel
     assert np.allclose(labels.dots, [[2.5, 4.5], [5.0, 6.0]])
@@ -227,10 +240,14 @@ def test_coco_dot_from_bbox_centre_and_keypoints():
 
 
 def test_coco_unknown_category_is_refused_unless_mapped_or_skipped(tmp_path):
-    doc = coco_doc([{"id": 1, "file_name": "a.png", "width": 8, "height": 8}],
-                   [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[0, 0, 4, 0, 4, 4, 0, 4]]},
-                    {"id": 2, "image_id": 1, "category_id": 2, "segmentation": [[4, 4, 8, 4, 8, 8, 4, 8]]}],
-                   ["skin", "scalp"])
+    doc = coco_doc(
+        [{"id": 1, "file_name": "a.png", "width": 8, "height": 8}],
+        [
+            {"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[0, 0, 4, 0, 4, 4, 0, 4]]},
+            {"id": 2, "image_id": 1, "category_id": 2, "segmentation": [[4, 4, 8, 4, 8, 8, 4, 8]]},
+        ],
+        ["skin", "scalp"],
+    )
     export = tmp_path / "labels_v3.json"
     export.write_text(json.dumps(doc))
     write_photo(tmp_path / "images" / "a.png", 8, 8)
@@ -258,10 +275,12 @@ def test_malformed_or_missing_exports_name_the_file(tmp_path):
 def test_batch_reports_bad_images_and_continues(tmp_path):
     images = [{"id": i, "file_name": f"p{i}.png", "width": 10, "height": 10} for i in range(4)]
     square = [[1, 1, 6, 1, 6, 6, 1, 6]]
-    anns = [{"id": 1, "image_id": 0, "category_id": 1, "segmentation": square},
-            {"id": 2, "image_id": 1, "category_id": 1, "segmentation": square},  # photo missing
-            {"id": 3, "image_id": 2, "category_id": 2, "keypoints": [30, 2, 2]},  # dot outside
-            {"id": 4, "image_id": 3, "category_id": 1, "segmentation": square}]  # photo is 12x10
+    anns = [
+        {"id": 1, "image_id": 0, "category_id": 1, "segmentation": square},
+        {"id": 2, "image_id": 1, "category_id": 1, "segmentation": square},  # photo missing
+        {"id": 3, "image_id": 2, "category_id": 2, "keypoints": [30, 2, 2]},  # dot outside
+        {"id": 4, "image_id": 3, "category_id": 1, "segmentation": square},
+    ]  # photo is 12x10
     export = tmp_path / "batch.json"
     export.write_text(json.dumps(coco_doc(images, anns, ["scalp", "dot"])))
     for name, size in (("p0.png", (10, 10)), ("p2.png", (10, 10)), ("p3.png", (12, 10))):
@@ -281,9 +300,14 @@ def test_batch_reports_bad_images_and_continues(tmp_path):
 
 
 def test_images_without_annotations_are_skipped(tmp_path):
-    doc = coco_doc([{"id": 1, "file_name": "a.png", "width": 8, "height": 8},
-                    {"id": 2, "file_name": "b.png", "width": 8, "height": 8}],
-                   [{"id": 1, "image_id": 1, "category_id": 1, "keypoints": [2, 2, 2]}], ["dot"])
+    doc = coco_doc(
+        [
+            {"id": 1, "file_name": "a.png", "width": 8, "height": 8},
+            {"id": 2, "file_name": "b.png", "width": 8, "height": 8},
+        ],
+        [{"id": 1, "image_id": 1, "category_id": 1, "keypoints": [2, 2, 2]}],
+        ["dot"],
+    )
     parsed = parse_coco(doc)
     assert parsed.skipped == ("b.png",)
     (labels,) = parsed.images
@@ -299,6 +323,7 @@ def test_images_without_annotations_are_skipped(tmp_path):
 # ------------------------------------------------------------------------------------------
 # CVAT
 # ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("segmentation", ["polygon", "mask"])
 def test_cvat_round_trip(tmp_path, segmentation):
@@ -344,6 +369,7 @@ def test_cvat_points_element_with_several_points_and_malformed_xml(tmp_path):
 # Label Studio
 # ------------------------------------------------------------------------------------------
 
+
 def test_label_studio_round_trip_with_upload_prefix(tmp_path):
     rng = np.random.default_rng(4)
     item = make_labels(rng, "1a2b3c4d-scalp.png", n_dots=25)
@@ -361,9 +387,24 @@ def test_label_studio_round_trip_with_upload_prefix(tmp_path):
 
 
 def test_label_studio_brush_masks_are_refused(tmp_path):
-    tasks = [{"id": 1, "data": {"image": "/data/upload/1/a.png"}, "annotations": [{"result": [
-        {"type": "brushlabels", "original_width": 8, "original_height": 8,
-         "value": {"format": "rle", "rle": [1, 2, 3], "brushlabels": ["scalp"]}}]}]}]
+    tasks = [
+        {
+            "id": 1,
+            "data": {"image": "/data/upload/1/a.png"},
+            "annotations": [
+                {
+                    "result": [
+                        {
+                            "type": "brushlabels",
+                            "original_width": 8,
+                            "original_height": 8,
+                            "value": {"format": "rle", "rle": [1, 2, 3], "brushlabels": ["scalp"]},
+                        }
+                    ]
+                }
+            ],
+        }
+    ]
     export = tmp_path / "brush.json"
     export.write_text(json.dumps(tasks))
     with pytest.raises(LabelImportError, match=r"brush\.json.*export the project as COCO"):
@@ -373,6 +414,7 @@ def test_label_studio_brush_masks_are_refused(tmp_path):
 # ------------------------------------------------------------------------------------------
 # PNG masks + CSV points
 # ------------------------------------------------------------------------------------------
+
 
 def test_png_csv_with_value_map(tmp_path):
     write_photo(tmp_path / "img" / "a.jpg", 12, 10)
@@ -384,9 +426,14 @@ def test_png_csv_with_value_map(tmp_path):
     (tmp_path / "dots").mkdir()
     pd.DataFrame({"dot_id": [7, 9], "x": [3.25, 8.0], "y": [4.0, 6.5]}).to_csv(tmp_path / "dots" / "a.csv", index=False)
 
-    report = import_png_csv(tmp_path / "img", tmp_path / "ds", masks_dir=tmp_path / "masks",
-                            dots_dir=tmp_path / "dots", value_map={0: 0, 128: SCALP, 255: HAIR},
-                            info=DatasetInfo(split="val", view="global", client="c1", visit="v0"))
+    report = import_png_csv(
+        tmp_path / "img",
+        tmp_path / "ds",
+        masks_dir=tmp_path / "masks",
+        dots_dir=tmp_path / "dots",
+        value_map={0: 0, 128: SCALP, 255: HAIR},
+        info=DatasetInfo(split="val", view="global", client="c1", visit="v0"),
+    )
     assert report.ok
     (row,) = report.rows
     facts = (row["split"], row["view"], row["client"], row["visit"], row["source"])
@@ -442,6 +489,7 @@ def test_csv_points_outside_or_without_columns_are_refused(tmp_path):
 # Photos, splits, manifest
 # ------------------------------------------------------------------------------------------
 
+
 def test_exif_rotated_photo_is_written_upright(tmp_path):
     stored = np.zeros((10, 16, 3), np.uint8)
     stored[0, 0] = 255  # top-left of the stored pixels
@@ -450,8 +498,11 @@ def test_exif_rotated_photo_is_written_upright(tmp_path):
     exif[0x0112] = 6  # shown rotated 90 degrees clockwise: 10 wide, 16 high
     (tmp_path / "images").mkdir()
     img.save(tmp_path / "images" / "phone.jpg", quality=100, exif=exif)
-    doc = coco_doc([{"id": 1, "file_name": "phone.jpg", "width": 10, "height": 16}],
-                   [{"id": 1, "image_id": 1, "category_id": 1, "keypoints": [9.5, 0.5, 2]}], ["dot"])
+    doc = coco_doc(
+        [{"id": 1, "file_name": "phone.jpg", "width": 10, "height": 16}],
+        [{"id": 1, "image_id": 1, "category_id": 1, "keypoints": [9.5, 0.5, 2]}],
+        ["dot"],
+    )
     export = tmp_path / "phone.json"
     export.write_text(json.dumps(doc))
     report = import_coco(export, tmp_path / "images", tmp_path / "ds")
@@ -470,8 +521,18 @@ def test_splits_are_deterministic_and_near_80_10_10():
 
 
 def test_write_manifest_append_replaces_rows_of_the_same_photo(tmp_path):
-    row = {"image": "a/photo.png", "mask": "a/mask.png", "dots": "", "truth": "", "px_per_mm": float("nan"),
-           "view": "closeup", "split": "train", "source": "coco", "client": "", "visit": ""}
+    row = {
+        "image": "a/photo.png",
+        "mask": "a/mask.png",
+        "dots": "",
+        "truth": "",
+        "px_per_mm": float("nan"),
+        "view": "closeup",
+        "split": "train",
+        "source": "coco",
+        "client": "",
+        "visit": "",
+    }
     write_manifest([row, {**row, "image": "b/photo.png"}], tmp_path)
     path = write_manifest([{**row, "split": "test"}], tmp_path, append=True)
     table = pd.read_csv(path, keep_default_na=False)

@@ -1,4 +1,5 @@
 """Dot targets <-> decoding, and tiled whole-photo inference."""
+
 from __future__ import annotations
 
 import json
@@ -105,8 +106,12 @@ def textured_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     xx = np.linspace(0, coarse.shape[1] - 1.001, width)
     y0, x0 = yy.astype(int), xx.astype(int)
     fy, fx = (yy - y0)[:, None, None], (xx - x0)[None, :, None]
-    img = (coarse[y0][:, x0] * (1 - fy) * (1 - fx) + coarse[y0 + 1][:, x0] * fy * (1 - fx)
-           + coarse[y0][:, x0 + 1] * (1 - fy) * fx + coarse[y0 + 1][:, x0 + 1] * fy * fx)
+    img = (
+        coarse[y0][:, x0] * (1 - fy) * (1 - fx)
+        + coarse[y0 + 1][:, x0] * fy * (1 - fx)
+        + coarse[y0][:, x0 + 1] * (1 - fy) * fx
+        + coarse[y0 + 1][:, x0 + 1] * fy * fx
+    )
     img += rng.normal(0, 12, size=img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -114,8 +119,17 @@ def textured_image(height: int, width: int, seed: int = 0) -> np.ndarray:
 def tiling_model(dot_stride: int = 2) -> SegDotNet:
     """A small, shallow model whose dot head gives clear, varied peaks (random init)."""
     torch.manual_seed(0)
-    model = build_model(ModelSettings(width_mult=0.5, encoder_stride=8, se_kernel=3, decoder_channels=(8, 8, 16, 16),
-                                      head_channels=8, refine_channels=8, dot_stride=dot_stride))
+    model = build_model(
+        ModelSettings(
+            width_mult=0.5,
+            encoder_stride=8,
+            se_kernel=3,
+            decoder_channels=(8, 8, 16, 16),
+            head_channels=8,
+            refine_channels=8,
+            dot_stride=dot_stride,
+        )
+    )
     with torch.no_grad():
         model.dot_head.out.weight.normal_(0.0, 1.0)
         model.dot_head.out.bias.zero_()
@@ -210,8 +224,9 @@ def test_deterministic_repeat_and_mode_restored():
 @pytest.mark.parametrize("shape", [(1, 1), (5, 7), (40, 23)])
 def test_small_images(shape):
     model = tiling_model()
-    pred = predict_image(model, textured_image(*shape) if min(shape) > 16 else np.zeros((*shape, 3), np.uint8),
-                         tile=256, overlap=64)
+    pred = predict_image(
+        model, textured_image(*shape) if min(shape) > 16 else np.zeros((*shape, 3), np.uint8), tile=256, overlap=64
+    )
     assert isinstance(pred, Prediction)
     assert pred.labels.shape == shape and pred.probs is None
     assert pred.dots.dtype == np.float32 and pred.dots.shape[1] == 3
@@ -261,9 +276,22 @@ def test_12_megapixel_photo_within_its_compute_and_memory_budget():
     """
     root = Path(__file__).resolve().parent.parent
     run = subprocess.run(
-        [sys.executable, str(root / "scripts" / "bench_model_speed.py"), "--arch", "unet_mnv3", "--threads", "2",
-         "--repeats", "3", "--json"],
-        capture_output=True, text=True, cwd=root, timeout=600, check=True,
+        [
+            sys.executable,
+            str(root / "scripts" / "bench_model_speed.py"),
+            "--arch",
+            "unet_mnv3",
+            "--threads",
+            "2",
+            "--repeats",
+            "3",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=600,
+        check=True,
     )
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["gflop_per_mp"] <= 5.0, result

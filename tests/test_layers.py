@@ -5,6 +5,7 @@
 command line, the web app) may use both. Every import of every module is read from its source
 (top level and inside functions alike), relative imports resolved, so a lazy import inside a
 function cannot slip past the rule."""
+
 from __future__ import annotations
 
 import ast

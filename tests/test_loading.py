@@ -1,4 +1,5 @@
 """Tests of pipeline.one_photo.loading: every photo is built here, in tmp_path, by PIL/cv2/numpy."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -103,7 +104,9 @@ def _rgb_icc(description: str, red, green, blue, gamma: float) -> bytes:
         + b"\0" * 12  # date
         + b"acsp"
         + b"\0" * 28  # platform, flags, manufacturer, model, attributes, intent
-        + _s15(0.9642) + _s15(1.0) + _s15(0.8249)  # PCS illuminant D50
+        + _s15(0.9642)
+        + _s15(1.0)
+        + _s15(0.8249)  # PCS illuminant D50
         + b"\0" * 48  # creator, profile id, reserved
     )
     assert len(header) == 128
@@ -324,8 +327,8 @@ def _png_chunks(data: bytes) -> list[bytes]:
     """A PNG's chunks, each whole (length, name, body, CRC)."""
     out, pos = [], 8
     while pos < len(data):
-        length = struct.unpack(">I", data[pos:pos + 4])[0]
-        out.append(data[pos:pos + 12 + length])
+        length = struct.unpack(">I", data[pos : pos + 4])[0]
+        out.append(data[pos : pos + 12 + length])
         pos += 12 + length
     return out
 
@@ -623,8 +626,16 @@ def test_no_gps_or_other_exif_reaches_the_photo(tmp_path: Path) -> None:
     photo = load_photo(path)
     assert photo.capture_time == datetime(2024, 5, 6, 7, 8, 9)
     assert {f.name for f in dataclasses.fields(photo)} == {
-        "rgb", "path", "sha256", "width", "height", "source_mode", "bit_depth",
-        "capture_time", "icc_converted", "notes",
+        "rgb",
+        "path",
+        "sha256",
+        "width",
+        "height",
+        "source_mode",
+        "bit_depth",
+        "capture_time",
+        "icc_converted",
+        "notes",
     }
     text = repr(photo) + " ".join(str(getattr(photo, f.name)) for f in dataclasses.fields(photo) if f.name != "rgb")
     for secret in ("GPS", "51.0", "26.64", "SecretCam", "SecretSoftware", "SERIAL", "MAKERNOTE"):

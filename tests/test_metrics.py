@@ -1,4 +1,5 @@
 """Tests of data.metrics: ROI, scale, show-through, dot pattern, per-photo metrics."""
+
 from __future__ import annotations
 
 import json
@@ -411,7 +412,7 @@ def test_open_skin_leaves_out_skin_beside_hair_and_dots():
     occupied = np.zeros((20, 20), bool)
     occupied[2:4, 2:4] = True
     got = open_skin(scalp, hair, occupied, 2.0)
-    assert not got[:, 8:13].any()          # two pixels either side of the strand
+    assert not got[:, 8:13].any()  # two pixels either side of the strand
     assert got[:, :8].sum() == 20 * 8 - 4 and got[:, 13:].all()
     assert not got[2:4, 2:4].any()
     # a margin under a pixel still leaves out the pixels touching the strand

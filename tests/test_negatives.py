@@ -1,4 +1,5 @@
 """Scalp-free photos cut from whole-head views (data.negatives)."""
+
 import numpy as np
 import pytest
 
@@ -18,10 +19,14 @@ def _scene():
 def test_background_windows_are_the_all_background_ones():
     _, mask = _scene()
     spots = background_windows(mask, 50, 25)
-    assert spots and all((mask[y:y + 50, x:x + 50] == BACKGROUND).all() for x, y in spots)
+    assert spots and all((mask[y : y + 50, x : x + 50] == BACKGROUND).all() for x, y in spots)
     # every grid window that is all background is there
-    grid = [(x, y) for y in range(0, 151, 25) for x in range(0, 251, 25)
-            if (mask[y:y + 50, x:x + 50] == BACKGROUND).all()]
+    grid = [
+        (x, y)
+        for y in range(0, 151, 25)
+        for x in range(0, 251, 25)
+        if (mask[y : y + 50, x : x + 50] == BACKGROUND).all()
+    ]
     assert spots == grid
     # with a looser share, windows reaching 10% into the head count too
     assert len(background_windows(mask, 50, 25, min_share=0.9)) > len(spots)
@@ -40,7 +45,7 @@ def test_scalp_free_photos_keep_scale_mask_and_pixels():
         x, y = c.origin
         assert c.image.shape == (64, 64, 3) and c.mask.shape == (64, 64)
         assert (c.mask == BACKGROUND).all() and c.px_per_mm == pytest.approx(4.0) and c.zoom == 1.0
-        assert np.array_equal(c.image, image[y:y + 64, x:x + 64])
+        assert np.array_equal(c.image, image[y : y + 64, x : x + 64])
     # the same generator state gives the same photos
     again = scalp_free_photos(image, mask, 4.0, np.random.default_rng(3), size=64, max_n=3)
     assert [c.origin for c in again] == [c.origin for c in cuts]
@@ -48,8 +53,9 @@ def test_scalp_free_photos_keep_scale_mask_and_pixels():
 
 def test_zoomed_cuts_scale_up_and_mark_what_is_not_background():
     image, mask = _scene()
-    cuts = scalp_free_photos(image, mask, 4.0, np.random.default_rng(0), size=64, max_n=2, zoom=(2.0, 2.0),
-                             min_share=0.5)
+    cuts = scalp_free_photos(
+        image, mask, 4.0, np.random.default_rng(0), size=64, max_n=2, zoom=(2.0, 2.0), min_share=0.5
+    )
     assert cuts and all(c.px_per_mm == pytest.approx(8.0) and c.zoom == 2.0 for c in cuts)
     for c in cuts:
         assert set(np.unique(c.mask)) <= {BACKGROUND, 255}
@@ -76,7 +82,8 @@ def test_recipe_appends_scalp_free_photos_that_the_dataset_reads(tmp_path):
     cv2.imwrite(str(src / "mask.png"), mask)
     cols = "image,mask,dots,truth,px_per_mm,view,split,source,client,visit"
     (tmp_path / "data" / "global" / "manifest.csv").write_text(
-        f"{cols}\nimg_00000/photo.jpg,img_00000/mask.png,,,4.0,global,val,synthetic,,\n")
+        f"{cols}\nimg_00000/photo.jpg,img_00000/mask.png,,,4.0,global,val,synthetic,,\n"
+    )
     combined = tmp_path / "data" / "manifest.csv"
     combined.write_text(f"{cols}\nglobal/img_00000/photo.jpg,global/img_00000/mask.png,,,4.0,global,val,synthetic,,\n")
     spec = ("scalp_free", ("global",), 1, 0, 64)

@@ -1,4 +1,5 @@
 """Networks: shapes for any size, learning, backbone weights files, losses, receptive field."""
+
 from __future__ import annotations
 
 import math
@@ -21,10 +22,21 @@ from models.network import (
 from models.targets import dot_targets
 
 SMALL = {
-    "unet_mnv3": {"arch": "unet_mnv3", "width_mult": 0.5, "decoder_channels": (8, 8, 16, 16), "head_channels": 8,
-                  "refine_channels": 8},
-    "lraspp": {"arch": "lraspp", "width_mult": 0.25, "decoder_channels": (8, 8, 16, 16), "head_channels": 8,
-               "refine_channels": 8, "lraspp_inter_channels": 16},
+    "unet_mnv3": {
+        "arch": "unet_mnv3",
+        "width_mult": 0.5,
+        "decoder_channels": (8, 8, 16, 16),
+        "head_channels": 8,
+        "refine_channels": 8,
+    },
+    "lraspp": {
+        "arch": "lraspp",
+        "width_mult": 0.25,
+        "decoder_channels": (8, 8, 16, 16),
+        "head_channels": 8,
+        "refine_channels": 8,
+        "lraspp_inter_channels": 16,
+    },
 }
 
 
@@ -36,8 +48,9 @@ def small_model(arch: str = "unet_mnv3", **overrides) -> SegDotNet:
 def synthetic_batch(size: int = 48, batch: int = 2) -> dict[str, torch.Tensor]:
     """Scalp disc on a background, dark hair lines, dark dots at known centres."""
     g = torch.Generator().manual_seed(1)
-    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
-                            indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij"
+    )
     mask = torch.zeros(batch, size, size, dtype=torch.int64)
     image = torch.zeros(batch, 3, size, size)
     points = torch.full((batch, 8, 2), math.nan)

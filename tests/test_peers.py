@@ -4,6 +4,7 @@ Synthetic scene: dark Gaussian dots 0.25 mm across on a light, noisy skin-colour
 background, on a jittered 1 mm grid with sub-pixel centres (the same layout in mm at
 any px/mm, so a scene can be rendered at two scales).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,7 +30,7 @@ def _scene(px_per_mm: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     for x, y in xy:
         r0, r1 = max(0, int(y - 4 * sigma)), min(n, int(y + 4 * sigma) + 2)
         c0, c1 = max(0, int(x - 4 * sigma)), min(n, int(x + 4 * sigma) + 2)
-        dark[r0:r1, c0:c1] += np.exp(-((xx[r0:r1, c0:c1] - x) ** 2 + (yy[r0:r1, c0:c1] - y) ** 2) / (2 * sigma ** 2))
+        dark[r0:r1, c0:c1] += np.exp(-((xx[r0:r1, c0:c1] - x) ** 2 + (yy[r0:r1, c0:c1] - y) ** 2) / (2 * sigma**2))
     skin = np.array([205.0, 170.0, 150.0])
     rgb = skin * (1.0 - 0.65 * np.clip(dark, 0, 1))[..., None] + rng.normal(0, 4.0, (n, n, 3))
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8), xy
@@ -115,8 +116,7 @@ def test_tune_abandons_slow_points_and_the_lower_thresholds_they_dominate(scenes
     grid = [{"threshold": 0.1}, {"threshold": 0.05}]
     seen = []
     with pytest.raises(RuntimeError, match="no grid point"):
-        peers.tune("blob_log", [(rgb, 12.0, xy)], grid=grid, max_s_per_mp=0.0,
-                   log=lambda p, r: seen.append((p, r)))
+        peers.tune("blob_log", [(rgb, 12.0, xy)], grid=grid, max_s_per_mp=0.0, log=lambda p, r: seen.append((p, r)))
     assert [r for _, r in seen] == [None, None]
     assert calls == [{"threshold": 0.1}]  # the lower threshold was skipped without running
 

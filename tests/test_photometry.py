@@ -1,4 +1,5 @@
 """data.photometry: the photo's exposure and white balance taken out before the network."""
+
 import numpy as np
 import pytest
 
@@ -51,8 +52,14 @@ def test_a_model_that_asks_for_it_sees_the_same_photo_under_another_light():
     from models.network import ModelSettings, build_model
 
     torch.manual_seed(0)
-    settings = dict(width_mult=0.5, encoder_stride=8, se_kernel=3, decoder_channels=(8, 8, 16, 16), head_channels=8,
-                    refine_channels=8)
+    settings = dict(
+        width_mult=0.5,
+        encoder_stride=8,
+        se_kernel=3,
+        decoder_channels=(8, 8, 16, 16),
+        head_channels=8,
+        refine_channels=8,
+    )
     rgb, darker = _scene(2), _taken(_scene(2), (0.5, 0.45, 0.4))
     agree = {}
     for how in ("none", "white_point"):
@@ -86,8 +93,8 @@ def test_the_skin_point_is_read_on_the_skin_between_dense_strands():
     rng = np.random.default_rng(3)
     skin = np.array([190.0, 150.0, 130.0])
     img = np.tile(skin, (200, 200, 1)) + rng.normal(0, 3, (200, 200, 3))
-    for x in range(0, 200, 8):                        # strands 6 px wide, 2 px of skin between
-        img[:, x:x + 6] = (40.0, 30.0, 25.0)
+    for x in range(0, 200, 8):  # strands 6 px wide, 2 px of skin between
+        img[:, x : x + 6] = (40.0, 30.0, 25.0)
     rgb = np.clip(img, 0, 255).astype(np.uint8)
     on_skin = white_point_gains(np.tile(skin, (20, 20, 1)).astype(np.uint8), 50)
     assert np.allclose(skin_point_gains(rgb, 50), on_skin, rtol=0.1)

@@ -1,4 +1,5 @@
 """The quality gate's second look: the segmenter asked twice about the same pixels."""
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -125,9 +126,13 @@ def test_report_says_why_the_mask_is_not_trusted(tmp_path):
     from pipeline.report.assessment import limits
     from pipeline.report.folders import AssessmentFolder
 
-    doc = {"photo": {"view": "closeup"}, "calibration": {"px_per_mm": 20.0, "colour_source": "card"},
-           "quality": {"ok": False, "warnings": ["mask_unsure"], "scalp_fraction_wobble_pp": 23.4},
-           "metrics": {"dot_count": 10}, "model": {"version": "v1"}}
+    doc = {
+        "photo": {"view": "closeup"},
+        "calibration": {"px_per_mm": 20.0, "colour_source": "card"},
+        "quality": {"ok": False, "warnings": ["mask_unsure"], "scalp_fraction_wobble_pp": 23.4},
+        "metrics": {"dot_count": 10},
+        "model": {"version": "v1"},
+    }
     said = " ".join(limits(AssessmentFolder(tmp_path, doc, None)))
     assert "did not agree with itself" in said and "23 percentage points" in said
     doc["quality"] = {"ok": True, "warnings": [], "scalp_fraction_wobble_pp": 1.0}
@@ -152,12 +157,12 @@ def test_a_close_up_needs_a_fifth_of_its_frame_to_be_scalp_or_hair():
     rgb = np.full((100, 100, 3), 150, np.uint8)
     lstar = np.full((100, 100), 60.0, np.float32)
     labels = np.full((100, 100), BACKGROUND, np.uint8)
-    labels[:, :10] = SCALP                                            # 10% of the frame
+    labels[:, :10] = SCALP  # 10% of the frame
     s = QualitySettings()
     closeup = check_quality(rgb, lstar, labels, None, "closeup", s)
     assert "no_scalp" in closeup.warnings and not closeup.ok
     assert "no_scalp" not in check_quality(rgb, lstar, labels, None, "global", s).warnings
-    labels[:, :30] = SCALP                                            # 30%: a close-up with the card beside it
+    labels[:, :30] = SCALP  # 30%: a close-up with the card beside it
     assert "no_scalp" not in check_quality(rgb, lstar, labels, None, "closeup", s).warnings
     relaxed = QualitySettings(min_roi_fraction_closeup=0.05)
     labels[:, 10:30] = BACKGROUND
@@ -176,7 +181,7 @@ def test_a_photo_assumed_a_close_up_with_a_sliver_of_scalp_says_how_to_assess_it
     """No card and no scale: the photo is assumed a close-up; a tenth of it scalp is refused, and the
     warning says how to assess a whole-head photo instead; given as one, it is kept."""
     img = np.full((240, 320, 3), 60, np.uint8)
-    img[:, :32] = 200                                                # the stub calls this scalp: 10%
+    img[:, :32] = 200  # the stub calls this scalp: 10%
     path = tmp_path / "sliver.png"
     Image.fromarray(img).save(path)
     base = ["segment.method=classical", "segment.max_px_per_mm=100", "quality.second_look=false"]

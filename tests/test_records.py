@@ -1,6 +1,7 @@
 """Records: schema and migrations, photo store, visit ingest, manifest import, assessments,
 concurrency, CLI (pipeline/records/, pipeline/commands/visit.py); and the same ingest on a
 real PostgreSQL server when one can be started."""
+
 from __future__ import annotations
 
 import csv
@@ -47,6 +48,7 @@ pytestmark = pytest.mark.filterwarnings("error::sqlalchemy.exc.SAWarning")
 
 # --------------------------------------------------------------------------- helpers
 
+
 def make_photos(folder: Path, n: int, seed: int = 0, prefix: str = "p") -> list[Path]:
     """``n`` distinct small PNG photos."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -61,8 +63,10 @@ def make_photos(folder: Path, n: int, seed: int = 0, prefix: str = "p") -> list[
 
 def counts(records) -> dict[str, int]:
     with records.session() as s:
-        return {m.__tablename__: s.scalar(sa.select(sa.func.count()).select_from(m))
-                for m in (Client, Region, Visit, Photo, VisitPhoto, Assessment, Dot)}
+        return {
+            m.__tablename__: s.scalar(sa.select(sa.func.count()).select_from(m))
+            for m in (Client, Region, Visit, Photo, VisitPhoto, Assessment, Dot)
+        }
 
 
 def store_files(root: Path) -> list[str]:
@@ -89,6 +93,7 @@ def visit_args(**kw):
 
 
 # --------------------------------------------------------------------------- schema and migrations
+
 
 def test_open_records_migrates_a_new_sqlite_file(tmp_path):
     records = open_records(f"sqlite:///{tmp_path / 'sub' / 'r.db'}")
@@ -138,21 +143,31 @@ def test_review_decisions_of_an_older_database_survive_the_photo_review_migratio
     with engine.begin() as conn:
         command.upgrade(records_db._alembic_config(conn), "0002")
         conn.exec_driver_sql("INSERT INTO clients (clinic_id, external_id, created_at) VALUES (1, 'C', '2026-01-01')")
-        conn.exec_driver_sql("INSERT INTO photos (sha256, stored_path, original_name, width, height, bytes, created_at)"
-                             " VALUES ('ab', 'photos/ab.jpg', 'a.jpg', 10, 10, 1, '2026-01-01')")
-        conn.exec_driver_sql("INSERT INTO assessments (photo_id, model_name, model_version, model_key, config_hash,"
-                             " schema, dot_count, metrics, calibration, quality, warnings, timings, created_at)"
-                             " VALUES (1, 'm', '1', 'm@1', 'h', 's', 1, '{}', '{}', '{}', '[]', '{}', '2026-01-01')")
-        conn.exec_driver_sql("INSERT INTO dots (assessment_id, dot_index, x, y, blue_shift, faded, spread)"
-                             " VALUES (1, 0, 1.0, 2.0, 0, 0, 0)")
-        conn.exec_driver_sql("INSERT INTO review_decisions (dot_id, decision, reviewer, created_at)"
-                             " VALUES (1, 'reject', 'ann', '2026-01-02')")
+        conn.exec_driver_sql(
+            "INSERT INTO photos (sha256, stored_path, original_name, width, height, bytes, created_at)"
+            " VALUES ('ab', 'photos/ab.jpg', 'a.jpg', 10, 10, 1, '2026-01-01')"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO assessments (photo_id, model_name, model_version, model_key, config_hash,"
+            " schema, dot_count, metrics, calibration, quality, warnings, timings, created_at)"
+            " VALUES (1, 'm', '1', 'm@1', 'h', 's', 1, '{}', '{}', '{}', '[]', '{}', '2026-01-01')"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO dots (assessment_id, dot_index, x, y, blue_shift, faded, spread)"
+            " VALUES (1, 0, 1.0, 2.0, 0, 0, 0)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO review_decisions (dot_id, decision, reviewer, created_at)"
+            " VALUES (1, 'reject', 'ann', '2026-01-02')"
+        )
     with engine.begin() as conn:
         command.upgrade(records_db._alembic_config(conn), "0003")
         assert conn.exec_driver_sql("SELECT decision, reviewer, undone_at FROM review_decisions").all() == [
-            ("reject", "ann", None)]
-        conn.exec_driver_sql("INSERT INTO review_done_marks (assessment_id, reviewer, created_at)"
-                             " VALUES (1, 'ann', '2026-01-03')")
+            ("reject", "ann", None)
+        ]
+        conn.exec_driver_sql(
+            "INSERT INTO review_done_marks (assessment_id, reviewer, created_at) VALUES (1, 'ann', '2026-01-03')"
+        )
     with records_db.migration_transaction(engine) as conn:
         command.upgrade(records_db._alembic_config(conn), "head")
     assert _migration_diff(engine) == []
@@ -175,11 +190,15 @@ def test_photos_become_their_clinics_and_two_clinics_may_hold_the_same_bytes(tmp
         run("INSERT INTO clinics (id, slug, name, created_at) VALUES (7, 'north', 'North', '2026-01-01')")
         run("INSERT INTO clients (id, clinic_id, external_id, created_at) VALUES (1, 7, 'C', '2026-01-01')")
         run("INSERT INTO regions (id, client_id, name, created_at) VALUES (1, 1, 'crown', '2026-01-01')")
-        run("INSERT INTO visits (id, client_id, region_id, visit_date, kind, session_number, created_at)"
-            " VALUES (1, 1, 1, '2026-01-01', 'baseline', 0, '2026-01-01')")
+        run(
+            "INSERT INTO visits (id, client_id, region_id, visit_date, kind, session_number, created_at)"
+            " VALUES (1, 1, 1, '2026-01-01', 'baseline', 0, '2026-01-01')"
+        )
         for photo_id, sha in ((1, "a" * 64), (2, "b" * 64)):
-            run("INSERT INTO photos (id, sha256, stored_path, original_name, width, height, bytes, created_at)"
-                f" VALUES ({photo_id}, '{sha}', 'photos/{sha}.jpg', 'p.jpg', 10, 10, 1, '2026-01-01')")
+            run(
+                "INSERT INTO photos (id, sha256, stored_path, original_name, width, height, bytes, created_at)"
+                f" VALUES ({photo_id}, '{sha}', 'photos/{sha}.jpg', 'p.jpg', 10, 10, 1, '2026-01-01')"
+            )
         run("INSERT INTO visit_photos (visit_id, photo_id, added_at) VALUES (1, 1, '2026-01-01')")
     with records_db.migration_transaction(engine) as conn:
         command.upgrade(records_db._alembic_config(conn), "0004")
@@ -187,15 +206,21 @@ def test_photos_become_their_clinics_and_two_clinics_may_hold_the_same_bytes(tmp
         assert conn.exec_driver_sql("SELECT id, clinic_id FROM photos ORDER BY id").all() == [(1, 7), (2, default)]
     assert _migration_diff(engine) == []
     with engine.begin() as conn:  # the same bytes in another clinic: allowed; twice in one clinic: not
-        conn.exec_driver_sql("INSERT INTO photos (clinic_id, sha256, stored_path, original_name, width, height,"
-                             f" bytes, created_at) VALUES (7, '{'b' * 64}', 'photos/b.jpg', 'p.jpg', 10, 10, 1,"
-                             " '2026-01-01')")
+        conn.exec_driver_sql(
+            "INSERT INTO photos (clinic_id, sha256, stored_path, original_name, width, height,"
+            f" bytes, created_at) VALUES (7, '{'b' * 64}', 'photos/b.jpg', 'p.jpg', 10, 10, 1,"
+            " '2026-01-01')"
+        )
     with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
-        conn.exec_driver_sql("INSERT INTO photos (clinic_id, sha256, stored_path, original_name, width, height,"
-                             f" bytes, created_at) VALUES (7, '{'a' * 64}', 'photos/a.jpg', 'p.jpg', 10, 10, 1,"
-                             " '2026-01-01')")
-    with pytest.raises(RuntimeError, match="1 photo.*more than one clinic"), \
-            records_db.migration_transaction(engine) as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO photos (clinic_id, sha256, stored_path, original_name, width, height,"
+            f" bytes, created_at) VALUES (7, '{'a' * 64}', 'photos/a.jpg', 'p.jpg', 10, 10, 1,"
+            " '2026-01-01')"
+        )
+    with (
+        pytest.raises(RuntimeError, match="1 photo.*more than one clinic"),
+        records_db.migration_transaction(engine) as conn,
+    ):
         command.downgrade(records_db._alembic_config(conn), "0003")
     with records_db.migration_transaction(engine) as conn:
         conn.exec_driver_sql("DELETE FROM photos WHERE id = 3")
@@ -243,8 +268,12 @@ def test_schema_constraints(env):
         with records.transaction() as s:
             s.execute(sa.text("INSERT INTO clients (clinic_id, external_id, created_at) VALUES (1, 'x', '2026-01-01')"))
             s.execute(sa.text("INSERT INTO regions (client_id, name, created_at) VALUES (1, 'crown', '2026-01-01')"))
-            s.execute(sa.text("INSERT INTO visits (client_id, region_id, visit_date, kind, session_number, created_at)"
-                              " VALUES (1, 1, '2026-01-01', 'session', 0, '2026-01-01')"))
+            s.execute(
+                sa.text(
+                    "INSERT INTO visits (client_id, region_id, visit_date, kind, session_number, created_at)"
+                    " VALUES (1, 1, '2026-01-01', 'session', 0, '2026-01-01')"
+                )
+            )
     with pytest.raises(sa.exc.IntegrityError):  # foreign keys are enforced on SQLite
         with records.transaction() as s:
             s.execute(sa.text("INSERT INTO regions (client_id, name, created_at) VALUES (99, 'crown', '2026-01-01')"))
@@ -252,25 +281,41 @@ def test_schema_constraints(env):
         Region(name="Crown area")
 
 
-@pytest.mark.parametrize("kind,session,expected", [
-    ("follow-up", None, ("follow-up", 0)), ("Follow_Up", "", ("follow-up", 0)), ("followup", None, ("follow-up", 0)),
-    ("session", 2, ("session", 2)), ("Session 3", None, ("session", 3)), ("session-3", "3", ("session", 3)),
-    ("touch-up", None, ("touch-up", 0)), ("touchup 1", None, ("touch-up", 1)), ("baseline", None, ("baseline", 0)),
-])
+@pytest.mark.parametrize(
+    "kind,session,expected",
+    [
+        ("follow-up", None, ("follow-up", 0)),
+        ("Follow_Up", "", ("follow-up", 0)),
+        ("followup", None, ("follow-up", 0)),
+        ("session", 2, ("session", 2)),
+        ("Session 3", None, ("session", 3)),
+        ("session-3", "3", ("session", 3)),
+        ("touch-up", None, ("touch-up", 0)),
+        ("touchup 1", None, ("touch-up", 1)),
+        ("baseline", None, ("baseline", 0)),
+    ],
+)
 def test_parse_kind(kind, session, expected):
     assert parse_kind(kind, session) == expected
 
 
-@pytest.mark.parametrize("kind,session,message", [
-    ("checkup", None, "unknown kind"), ("session", None, "needs its session number"),
-    ("baseline", 2, "has no session number"), ("session 2", 3, "disagree"), ("session", "two", "bad session"),
-])
+@pytest.mark.parametrize(
+    "kind,session,message",
+    [
+        ("checkup", None, "unknown kind"),
+        ("session", None, "needs its session number"),
+        ("baseline", 2, "has no session number"),
+        ("session 2", 3, "disagree"),
+        ("session", "two", "bad session"),
+    ],
+)
 def test_parse_kind_refuses(kind, session, message):
     with pytest.raises(ValueError, match=message):
         parse_kind(kind, session)
 
 
 # --------------------------------------------------------------------------- photo store
+
 
 def test_store_is_content_addressed(tmp_path):
     store = PhotoStore(tmp_path / "store")
@@ -298,6 +343,7 @@ def test_store_is_content_addressed(tmp_path):
 
 # --------------------------------------------------------------------------- add_visit
 
+
 def test_add_visit_is_idempotent(env):
     records, store, tmp = env
     photos = make_photos(tmp / "in", 3)
@@ -308,8 +354,15 @@ def test_add_visit_is_idempotent(env):
     assert not again.visit_created and again.added == () and again.skipped == tuple(str(p) for p in photos)
     assert again.visit_id == first.visit_id
     assert counts(records) == before and store_files(store.root) == files
-    assert before == {"clients": 1, "regions": 1, "visits": 1, "photos": 3, "visit_photos": 3, "assessments": 0,
-                      "dots": 0}
+    assert before == {
+        "clients": 1,
+        "regions": 1,
+        "visits": 1,
+        "photos": 3,
+        "visit_photos": 3,
+        "assessments": 0,
+        "dots": 0,
+    }
     # adding one more photo to the same visit adds just that one
     (extra,) = make_photos(tmp / "more", 1, seed=9, prefix="extra")
     more = add_visit(records, store, photos=[*photos, extra], **visit_args(create_client=False))
@@ -408,8 +461,10 @@ def test_a_failed_ingest_keeps_files_it_did_not_create(env, monkeypatch):
 
 # --------------------------------------------------------------------------- manifests
 
-def write_manifest(path: Path, rows: list[dict], columns=("client", "region", "date", "kind", "session", "photo",
-                                                          "view", "notes")) -> Path:
+
+def write_manifest(
+    path: Path, rows: list[dict], columns=("client", "region", "date", "kind", "session", "photo", "view", "notes")
+) -> Path:
     with open(path, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(columns))
         w.writeheader()
@@ -424,7 +479,7 @@ def test_manifest_validation_lists_every_problem_with_its_row(env):
     add_visit(records, store, photos=photos[3:], **visit_args(client="C9", region="vertex"))
     before = counts(records)
     rows = [
-        {"client": "C1", "region": "crown", "date": "2026-03-01", "kind": "baseline", "photo": "p0.png"},   # row 2 ok
+        {"client": "C1", "region": "crown", "date": "2026-03-01", "kind": "baseline", "photo": "p0.png"},  # row 2 ok
         {"client": "C404", "region": "crown", "date": "2026-03-01", "kind": "baseline", "photo": "p1.png"},  # 3
         {"client": "C1", "region": "crown", "date": "01/03/2026", "kind": "baseline", "photo": "p2.png"},  # 4
         {"client": "C1", "region": "crown", "date": "2026-03-01", "kind": "check-up", "photo": "p2.png"},  # 5
@@ -432,8 +487,14 @@ def test_manifest_validation_lists_every_problem_with_its_row(env):
         {"client": "C1", "region": "crown", "date": "2026-03-01", "kind": "baseline", "photo": "p0.png"},  # 7 dup
         {"client": "C1", "region": "crown", "date": "2026-03-01", "kind": "baseline", "photo": "p3.png"},  # 8 in C9
         {"client": "C1", "region": "crown", "date": "2026-03-01", "kind": "session", "photo": "p2.png"},  # 9
-        {"client": "C1", "region": "Crown!", "date": "2026-03-01", "kind": "baseline", "photo": "p2.png",
-         "view": "side"},  # 10
+        {
+            "client": "C1",
+            "region": "Crown!",
+            "date": "2026-03-01",
+            "kind": "baseline",
+            "photo": "p2.png",
+            "view": "side",
+        },  # 10
     ]
     manifest = write_manifest(tmp / "m" / "visits.csv", rows)
     with records.transaction() as s:  # C1 exists; C404 does not
@@ -441,12 +502,17 @@ def test_manifest_validation_lists_every_problem_with_its_row(env):
     before = counts(records)
     result = import_manifest(records, store, manifest)
     text = [str(p) for p in result.problems]
-    expected = ["row 3: unknown client 'C404'", "row 4: bad date '01/03/2026': use YYYY-MM-DD",
-                "row 5: unknown kind 'check-up'", "row 6: no such photo file: gone.png",
-                "row 7: duplicate photo: p0.png is the same photo as row 2 (p0.png)",
-                "row 8: p3.png is already in visit C9/vertex 2026-03-01 follow-up",
-                "row 9: a 'session' visit needs its session number", "row 10: bad region 'Crown!'",
-                "row 10: unknown view 'side'"]
+    expected = [
+        "row 3: unknown client 'C404'",
+        "row 4: bad date '01/03/2026': use YYYY-MM-DD",
+        "row 5: unknown kind 'check-up'",
+        "row 6: no such photo file: gone.png",
+        "row 7: duplicate photo: p0.png is the same photo as row 2 (p0.png)",
+        "row 8: p3.png is already in visit C9/vertex 2026-03-01 follow-up",
+        "row 9: a 'session' visit needs its session number",
+        "row 10: bad region 'Crown!'",
+        "row 10: unknown view 'side'",
+    ]
     for e in expected:
         assert any(t.startswith(e) for t in text), (e, text)
     assert len(text) == len(expected) and result.visits == ()
@@ -457,8 +523,9 @@ def test_manifest_header_problems(env):
     records, store, tmp = env
     bad = write_manifest(tmp / "bad.csv", [], columns=("client", "date", "kind", "photo", "colour"))
     problems = [str(p) for p in import_manifest(records, store, bad).problems]
-    assert problems == ["row 1: missing column(s) region (columns: client, region, date, kind, photo, session, "
-                        "view, clinic, notes)"]
+    assert problems == [
+        "row 1: missing column(s) region (columns: client, region, date, kind, photo, session, view, clinic, notes)"
+    ]
     with pytest.raises(UserError, match="no such manifest"):
         import_manifest(records, store, tmp / "missing.csv")
 
@@ -468,10 +535,23 @@ def test_manifest_import_then_reimport_is_a_no_op(env):
     make_photos(tmp / "m" / "photos", 5)
     rows = [
         {"client": "A1", "region": "crown", "date": "2026-01-10", "kind": "baseline", "photo": "photos/p0.png"},
-        {"client": "A1", "region": "crown", "date": "2026-01-10", "kind": "baseline", "photo": "photos/p1.png",
-         "notes": "before SMP"},
-        {"client": "A1", "region": "crown", "date": "2026-02-10", "kind": "session", "session": "1",
-         "photo": "photos/p2.png", "view": "closeup"},
+        {
+            "client": "A1",
+            "region": "crown",
+            "date": "2026-01-10",
+            "kind": "baseline",
+            "photo": "photos/p1.png",
+            "notes": "before SMP",
+        },
+        {
+            "client": "A1",
+            "region": "crown",
+            "date": "2026-02-10",
+            "kind": "session",
+            "session": "1",
+            "photo": "photos/p2.png",
+            "view": "closeup",
+        },
         {"client": "A1", "region": "crown", "date": "2026-03-10", "kind": "Session 2", "photo": "photos/p3.png"},
         {"client": "B7", "region": "scar", "date": "2026-03-11", "kind": "touch-up", "photo": "photos/p4.png"},
         {},  # a blank line is skipped
@@ -495,12 +575,20 @@ def test_manifest_import_then_reimport_is_a_no_op(env):
 
 # --------------------------------------------------------------------------- assessments
 
+
 def fake_doc(sha: str, *, config: str = "cfg1", model_sha: str | None = "ab" * 32, n_dots: int = 3) -> dict:
-    return {"schema": "smp-assessment/1", "photo": {"path": "x.png", "sha256": sha, "view": "closeup"},
-            "calibration": {"px_per_mm": 20.0, "scale_source": "card"}, "quality": {"ok": True},
-            "model": {"name": "smp-segmenter", "version": "3", "sha256": model_sha},
-            "metrics": {"dot_count": n_dots, "show_through": 0.25, "dot_density_per_cm2": float("nan")},
-            "warnings": ["no scale"], "timings_s": {"total": 0.5}, "config_hash": config, "roi_polygon_px": None}
+    return {
+        "schema": "smp-assessment/1",
+        "photo": {"path": "x.png", "sha256": sha, "view": "closeup"},
+        "calibration": {"px_per_mm": 20.0, "scale_source": "card"},
+        "quality": {"ok": True},
+        "model": {"name": "smp-segmenter", "version": "3", "sha256": model_sha},
+        "metrics": {"dot_count": n_dots, "show_through": 0.25, "dot_density_per_cm2": float("nan")},
+        "warnings": ["no scale"],
+        "timings_s": {"total": 0.5},
+        "config_hash": config,
+        "roi_polygon_px": None,
+    }
 
 
 def fake_dots(n: int = 3):
@@ -589,6 +677,7 @@ def test_dot_links_and_review_decisions(env):
 
 # --------------------------------------------------------------------------- concurrency
 
+
 def _ingest_worker(url: str, store_root: str, plan: list[tuple[dict, list[str]]]) -> list[tuple[int, int]]:
     """Run in a separate process: ingest each (visit, photos) of ``plan`` twice."""
     records = open_records(url)
@@ -606,15 +695,24 @@ def run_concurrent_ingest(url: str, store_root: Path, photo_dir: Path) -> None:
     the same visit with overlapping photos, and a visit each. Nothing is lost or duplicated."""
     photos = [str(p) for p in make_photos(photo_dir, 8, seed=3)]
     shared = visit_args(client="C5")
-    plans = [[(shared, photos[0:4]), (visit_args(client="C5", region="nape"), photos[6:7])],
-             [(shared, photos[2:6]), (visit_args(client="C6", kind="session", session=1), photos[7:8])]]
+    plans = [
+        [(shared, photos[0:4]), (visit_args(client="C5", region="nape"), photos[6:7])],
+        [(shared, photos[2:6]), (visit_args(client="C6", kind="session", session=1), photos[7:8])],
+    ]
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         results = pool.starmap(_ingest_worker, [(url, str(store_root), plan) for plan in plans])
     added = sum(a for r in results for a, _ in r)
     assert added == 8  # every photo added exactly once, by one of the two
     records = open_records(url)
-    assert counts(records) == {"clients": 2, "regions": 3, "visits": 3, "photos": 8, "visit_photos": 8,
-                               "assessments": 0, "dots": 0}
+    assert counts(records) == {
+        "clients": 2,
+        "regions": 3,
+        "visits": 3,
+        "photos": 8,
+        "visit_photos": 8,
+        "assessments": 0,
+        "dots": 0,
+    }
     assert len(store_files(store_root)) == 8
     with records.session() as s:
         assert s.scalar(sa.select(sa.func.count(sa.distinct(Photo.sha256)))) == 8
@@ -625,6 +723,7 @@ def test_two_processes_ingesting_at_once_lose_nothing(tmp_path):
 
 
 # --------------------------------------------------------------------------- CLI
+
 
 def test_cli_visit_add_import_and_clients(tmp_path, capsys, monkeypatch):
     from pipeline.cli import main
@@ -640,17 +739,22 @@ def test_cli_visit_add_import_and_clients(tmp_path, capsys, monkeypatch):
     assert "0 photo(s) added, 2 already present" in capsys.readouterr().out
     assert (tmp_path / "home" / "records.db").exists() and len(store_files(tmp_path / "home")) == 2
 
-    manifest = write_manifest(tmp_path / "in" / "m.csv", [
-        {"client": "K-1", "region": "crown", "date": "2026-04-01", "kind": "touch-up", "photo": "p2.png"},
-        {"client": "K-1", "region": "crown", "date": "2026-04-31", "kind": "touch-up", "photo": "p0.png"}])
+    manifest = write_manifest(
+        tmp_path / "in" / "m.csv",
+        [
+            {"client": "K-1", "region": "crown", "date": "2026-04-01", "kind": "touch-up", "photo": "p2.png"},
+            {"client": "K-1", "region": "crown", "date": "2026-04-31", "kind": "touch-up", "photo": "p0.png"},
+        ],
+    )
     db = ["--db", f"sqlite:///{tmp_path / 'home' / 'records.db'}", "--clinic", "north"]
     assert main(["visit", "import", str(manifest)] + db) == 2
     err = capsys.readouterr().err
     assert "m.csv: row 3: bad date '2026-04-31': no such day" in err
     assert "m.csv: row 3: p0.png is already in visit north/K-1/crown 2026-03-01 follow-up" not in err  # bad row
     assert err.strip().endswith("1 problem(s) in " + str(manifest) + "; nothing was imported")
-    write_manifest(manifest, [
-        {"client": "K-1", "region": "crown", "date": "2026-04-01", "kind": "touch-up", "photo": "p2.png"}])
+    write_manifest(
+        manifest, [{"client": "K-1", "region": "crown", "date": "2026-04-01", "kind": "touch-up", "photo": "p2.png"}]
+    )
     assert main(["visit", "import", str(manifest)] + db) == 0
     assert "1 visit(s), 1 photo(s) added, 0 already present" in capsys.readouterr().out
     assert main(["clients"]) == 0
@@ -666,9 +770,27 @@ def test_cli_visit_add_with_assess(tmp_path, capsys):
 
     photo = make_photos(tmp_path / "in", 1)[0]
     db = f"sqlite:///{tmp_path / 'r.db'}"
-    args = ["visit", "add", "--client", "K", "--create-client", "--region", "crown", "--date", "2026-03-01",
-            "--kind", "baseline", "--db", db, "--store", str(tmp_path / "store"), "--assess",
-            "--set", "segment.method=classical", str(photo)]
+    args = [
+        "visit",
+        "add",
+        "--client",
+        "K",
+        "--create-client",
+        "--region",
+        "crown",
+        "--date",
+        "2026-03-01",
+        "--kind",
+        "baseline",
+        "--db",
+        db,
+        "--store",
+        str(tmp_path / "store"),
+        "--assess",
+        "--set",
+        "segment.method=classical",
+        str(photo),
+    ]
     assert main(args) == 0
     assert "1 assessment(s) stored" in capsys.readouterr().out
     records = open_records(db)
@@ -678,6 +800,7 @@ def test_cli_visit_add_with_assess(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- PostgreSQL
+
 
 def _no_postgres(reason: str) -> NoReturn:
     """Skip with the reason; fail instead where a server is required (``.ci/run`` sets
@@ -723,29 +846,40 @@ def postgres_server():
         _no_postgres("initdb/pg_ctl not found (install postgresql, or set SMP_TEST_POSTGRES_URL)")
     prefix, user = _as_unprivileged()
     if user is None:
-        _no_postgres("running as root without runuser and a 'postgres' or 'nobody' user (initdb refuses root); "
-                     "set SMP_TEST_POSTGRES_URL")
+        _no_postgres(
+            "running as root without runuser and a 'postgres' or 'nobody' user (initdb refuses root); "
+            "set SMP_TEST_POSTGRES_URL"
+        )
     base = Path(tempfile.mkdtemp(prefix="smp-pg-"))  # short: Unix socket paths are limited to ~100 bytes
     try:
         if os.geteuid() == 0:
             entry = pwd.getpwnam(user)
             os.chown(base, entry.pw_uid, entry.pw_gid)
         data, log, port = base / "data", base / "server.log", 5432
-        init = subprocess.run([*prefix, initdb, "-D", str(data), "-U", "smp", "--auth=trust", "--no-sync",
-                               "-E", "UTF8", "--locale=C"], capture_output=True, text=True, timeout=120)
+        init = subprocess.run(
+            [*prefix, initdb, "-D", str(data), "-U", "smp", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if init.returncode:
             _no_postgres(f"initdb failed: {(init.stderr or init.stdout).strip()[-300:]}")
         opts = f"-p {port} -k {base} -c listen_addresses='' -c fsync=off -c full_page_writes=off"
-        start = subprocess.run([*prefix, pg_ctl, "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o", opts,
-                                "start"], capture_output=True, text=True, timeout=90)
+        start = subprocess.run(
+            [*prefix, pg_ctl, "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o", opts, "start"],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
         if start.returncode:
             tail = log.read_text()[-300:] if log.exists() else start.stderr
             _no_postgres(f"pg_ctl start failed: {tail.strip()}")
         try:
             yield sa.make_url(f"postgresql+psycopg://smp@/postgres?host={base}&port={port}")
         finally:
-            subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True,
-                           timeout=60)
+            subprocess.run(
+                [*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True, timeout=60
+            )
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

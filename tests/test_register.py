@@ -1,4 +1,5 @@
 """Registration of two photos and dot linking (pipeline/two_photos/register.py)."""
+
 import json
 
 import cv2
@@ -21,9 +22,16 @@ from pipeline.two_photos.register import register_photos
 from pipeline.two_photos.settings import LinkSettings, RegisterSettings, RegistrationError, load_register_settings
 
 # a small client series: baseline (no dots), session 1, session 2 (adds dots between the first ones)
-SERIES = ["image.width=600", "image.height=450", "camera.px_per_mm=[12, 15]", "series.sessions=[2, 2]",
-          "series.followups=[0, 0]", "series.touchup_probability=0", "dots.coverage=[1, 1]",
-          "card.probability=0"]
+SERIES = [
+    "image.width=600",
+    "image.height=450",
+    "camera.px_per_mm=[12, 15]",
+    "series.sessions=[2, 2]",
+    "series.followups=[0, 0]",
+    "series.touchup_probability=0",
+    "dots.coverage=[1, 1]",
+    "card.probability=0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +51,12 @@ def _max_error_over_overlap(h_est, h_true, before_size, after_size, step=25):
     gx, gy = np.meshgrid(np.arange(0, w, step, dtype=float), np.arange(0, h, step, dtype=float))
     pts = np.column_stack([gx.ravel(), gy.ravel()])
     in_after = apply_homography(np.linalg.inv(h_true), pts)
-    inside = ((in_after[:, 0] >= 0) & (in_after[:, 0] <= after_size[0] - 1)
-              & (in_after[:, 1] >= 0) & (in_after[:, 1] <= after_size[1] - 1))
+    inside = (
+        (in_after[:, 0] >= 0)
+        & (in_after[:, 0] <= after_size[0] - 1)
+        & (in_after[:, 1] >= 0)
+        & (in_after[:, 1] <= after_size[1] - 1)
+    )
     assert inside.sum() > 50
     a = in_after[inside]
     return float(np.max(np.linalg.norm(apply_homography(h_est, a) - apply_homography(h_true, a), axis=1)))
@@ -60,12 +72,18 @@ def test_defaults_file_matches_the_settings_class():
 
 def test_series_visits_register_on_the_dot_pattern(series):
     before, after = series[1], series[2]
-    reg = register_photos(before.photo, after.photo, RegisterSettings(),
-                          before_dots_xy=before.dots[["x", "y"]].to_numpy(),
-                          after_dots_xy=after.dots[["x", "y"]].to_numpy(), px_per_mm=before.px_per_mm)
+    reg = register_photos(
+        before.photo,
+        after.photo,
+        RegisterSettings(),
+        before_dots_xy=before.dots[["x", "y"]].to_numpy(),
+        after_dots_xy=after.dots[["x", "y"]].to_numpy(),
+        px_per_mm=before.px_per_mm,
+    )
     assert reg.method == "features+dots" and reg.dot_pairs > 300
-    err = _max_error_over_overlap(reg.after_to_before, _true_after_to_before(before, after),
-                                  reg.before_size, reg.after_size)
+    err = _max_error_over_overlap(
+        reg.after_to_before, _true_after_to_before(before, after), reg.before_size, reg.after_size
+    )
     assert err < 0.2
     doc = json.loads(json.dumps(reg.to_json()))
     assert doc["method"] == "features+dots" and 0 < doc["overlap_fraction"] <= 1
@@ -77,8 +95,9 @@ def test_series_registers_on_features_alone_without_dots(series):
     assert len(before.dots) == 0
     reg = register_photos(before.photo, after.photo, RegisterSettings())
     assert reg.method == "features" and reg.n_inliers >= 12
-    err = _max_error_over_overlap(reg.after_to_before, _true_after_to_before(before, after),
-                                  reg.before_size, reg.after_size)
+    err = _max_error_over_overlap(
+        reg.after_to_before, _true_after_to_before(before, after), reg.before_size, reg.after_size
+    )
     assert err < 0.5
 
 
@@ -86,10 +105,18 @@ def test_series_links_every_common_dot_and_finds_the_new_ones(series):
     before, after = series[1], series[2]
     s = RegisterSettings()
     bxy, axy = before.dots[["x", "y"]].to_numpy(), after.dots[["x", "y"]].to_numpy()
-    reg = register_photos(before.photo, after.photo, s, before_dots_xy=bxy, after_dots_xy=axy,
-                          px_per_mm=before.px_per_mm)
-    links = link_dots(bxy, axy, reg.after_to_before, s, px_per_mm=before.px_per_mm,
-                      before_valid=before.mask > 0, after_valid=after.mask > 0)
+    reg = register_photos(
+        before.photo, after.photo, s, before_dots_xy=bxy, after_dots_xy=axy, px_per_mm=before.px_per_mm
+    )
+    links = link_dots(
+        bxy,
+        axy,
+        reg.after_to_before,
+        s,
+        px_per_mm=before.px_per_mm,
+        before_valid=before.mask > 0,
+        after_valid=after.mask > 0,
+    )
     bid, aid = before.dots["dot_id"].to_numpy(), after.dots["dot_id"].to_numpy()
     correct = bid[links.before_idx] == aid[links.after_idx]
     common = np.intersect1d(bid, aid)
@@ -134,8 +161,10 @@ def test_known_warp_with_lighting_change(series, rot_deg, scale, tilt):
     before = series[2]
     size = (before.photo.shape[1], before.photo.shape[0])
     h_b2a = _b2a(rot_deg, scale, tilt, size)
-    after = _relight(cv2.warpPerspective(before.photo, h_b2a, size, flags=cv2.INTER_LINEAR,
-                                         borderMode=cv2.BORDER_CONSTANT), np.random.default_rng(7))
+    after = _relight(
+        cv2.warpPerspective(before.photo, h_b2a, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT),
+        np.random.default_rng(7),
+    )
     h_true = np.linalg.inv(h_b2a)
     s = RegisterSettings()
     reg = register_photos(before.photo, after, s)
@@ -167,12 +196,18 @@ def test_dot_pattern_registers_when_features_fail(series):
     # matched on their own (session 2 added dots between session 1's)
     before, after = series[1], series[2]
     flat = np.full_like(after.photo, 120)
-    reg = register_photos(before.photo, flat, RegisterSettings(), before_dots_xy=before.dots[["x", "y"]].to_numpy(),
-                          after_dots_xy=after.dots[["x", "y"]].to_numpy())
+    reg = register_photos(
+        before.photo,
+        flat,
+        RegisterSettings(),
+        before_dots_xy=before.dots[["x", "y"]].to_numpy(),
+        after_dots_xy=after.dots[["x", "y"]].to_numpy(),
+    )
     assert reg.method == "dots" and reg.n_inliers == 0
     assert any("dot pattern alone" in w and "too few features in the after photo" in w for w in reg.warnings)
-    err = _max_error_over_overlap(reg.after_to_before, _true_after_to_before(before, after),
-                                  reg.before_size, reg.after_size)
+    err = _max_error_over_overlap(
+        reg.after_to_before, _true_after_to_before(before, after), reg.before_size, reg.after_size
+    )
     assert err < 0.05
 
 
@@ -182,8 +217,8 @@ def test_match_dot_patterns_with_missing_and_extra_dots():
     b = _jittered_grid(rng, 15.0, size)
     h_a2b = _b2a(150.0, 1.25, 0.3, size)
     a = apply_homography(np.linalg.inv(h_a2b), b) + rng.normal(0, 0.3, b.shape)
-    a = a[rng.random(len(a)) > 0.3]                                   # 30 % not found again
-    a = np.vstack([a, rng.uniform([0, 0], size, (len(a) // 3, 2))])    # and a third more, new or false
+    a = a[rng.random(len(a)) > 0.3]  # 30 % not found again
+    a = np.vstack([a, rng.uniform([0, 0], size, (len(a) // 3, 2))])  # and a third more, new or false
     s = RegisterSettings()
     found = match_dot_patterns(b, a, s)
     assert found is not None and found.ok
@@ -204,13 +239,18 @@ def test_dots_that_contradict_weak_features_refuse_the_registration(series):
     assert reg.method == "features" and any("do not confirm" in w for w in reg.warnings)
     # the same fit counted as weak: refused
     with pytest.raises(RegistrationError, match="dots do not confirm"):
-        register_photos(photo, photo, RegisterSettings(warn_inliers=10**6), before_dots_xy=noise_b,
-                        after_dots_xy=noise_a)
+        register_photos(
+            photo, photo, RegisterSettings(warn_inliers=10**6), before_dots_xy=noise_b, after_dots_xy=noise_a
+        )
 
 
 def test_unrelated_photos_are_refused(series):
-    cfg = load_settings(SynthSettings, None, ["image.width=600", "image.height=450", "camera.px_per_mm=[12, 15]",
-                                              "card.probability=0"], default="synth/closeup.yaml")
+    cfg = load_settings(
+        SynthSettings,
+        None,
+        ["image.width=600", "image.height=450", "camera.px_per_mm=[12, 15]", "card.probability=0"],
+        default="synth/closeup.yaml",
+    )
     other = single_closeup(item_rng(99, 3), cfg, load_card(), load_flag_settings(), draw_camera)
     with pytest.raises(RegistrationError, match="too few matching features") as err:
         register_photos(series[2].photo, other.photo, RegisterSettings())
@@ -254,7 +294,7 @@ def test_refine_on_dots_recovers_an_offset_homography():
 
 def test_link_dots_follows_skin_motion_and_separates_new_and_lost():
     rng = np.random.default_rng(5)
-    ppm, spacing = 15.0, 15.0        # px/mm, px (dots ~1 mm apart)
+    ppm, spacing = 15.0, 15.0  # px/mm, px (dots ~1 mm apart)
     size = (900, 700)
     b = _jittered_grid(rng, spacing, size)
     n = len(b)
@@ -263,12 +303,12 @@ def test_link_dots_follows_skin_motion_and_separates_new_and_lost():
     moved = b + amp * np.column_stack([np.sin(2 * np.pi * b[:, 1] / 400.0), np.cos(2 * np.pi * b[:, 0] / 500.0)])
     h_a2b = _b2a(-40.0, 0.9, 0.15, size)
     a_all = apply_homography(np.linalg.inv(h_a2b), moved) + rng.normal(0, 0.3, (n, 2))
-    keep = rng.random(n) > 0.05                       # 5 % of the dots not found again (lost)
+    keep = rng.random(n) > 0.05  # 5 % of the dots not found again (lost)
     # new dots, in the gaps between old ones (>= 0.45 spacing from any old dot)
     cand = rng.uniform([0, 0], size, (4 * n // 10, 2))
     cand = cand[cKDTree(b).query(cand)[0] > 0.45 * spacing][: n // 20]
     a = np.vstack([a_all[keep], apply_homography(np.linalg.inv(h_a2b), cand)])
-    truth_b = np.concatenate([np.flatnonzero(keep), np.full(len(cand), -1)])   # BEFORE index of each AFTER dot
+    truth_b = np.concatenate([np.flatnonzero(keep), np.full(len(cand), -1)])  # BEFORE index of each AFTER dot
 
     links = link_dots(b, a, h_a2b, LinkSettings(), px_per_mm=ppm)
     correct = truth_b[links.after_idx] == links.before_idx
@@ -287,12 +327,12 @@ def test_link_dots_follows_skin_motion_and_separates_new_and_lost():
 def test_link_dots_ignores_dots_the_other_photo_cannot_see():
     rng = np.random.default_rng(8)
     b = _jittered_grid(rng, 15.0, (600, 450))
-    shift = np.array([[1, 0, 200.0], [0, 1, 0], [0, 0, 1]])   # AFTER sees x >= 200 of BEFORE ...
+    shift = np.array([[1, 0, 200.0], [0, 1, 0], [0, 0, 1]])  # AFTER sees x >= 200 of BEFORE ...
     a = apply_homography(np.linalg.inv(shift), b)
-    a = a[a[:, 0] >= 0]                                        # ... and only its own frame
+    a = a[a[:, 0] >= 0]  # ... and only its own frame
     valid_b = np.ones((450, 600), bool)
     valid_a = np.ones((450, 600), bool)
-    valid_a[:, :100] = False                                   # e.g. the card covers AFTER's left edge
+    valid_a[:, :100] = False  # e.g. the card covers AFTER's left edge
     links = link_dots(b, a, shift, LinkSettings(), px_per_mm=15.0, before_valid=valid_b, after_valid=valid_a)
     assert len(links.new_idx) == 0
     assert len(links.lost_idx) == 0  # dots left of x=200 or under the card are not "lost"
@@ -307,7 +347,7 @@ def test_gated_assignment_is_optimal_not_greedy():
     a = np.array([[3.5, 0.0], [9.0, 0.0], [50.0, 50.0], [90.0, 70.0]])
     bi, ai, d = gated_assignment(b, a, 4.0)
     assert dict(zip(bi.tolist(), ai.tolist())) == {0: 0, 1: 1, 2: 2}
-    assert d.tolist() == pytest.approx([3.5, 3.0, 0.0])   # identical points pair at distance 0
+    assert d.tolist() == pytest.approx([3.5, 3.0, 0.0])  # identical points pair at distance 0
     empty = np.zeros((0, 2))
     assert len(gated_assignment(empty, a, 4.0)[0]) == 0
     assert len(gated_assignment(b, empty, 4.0)[0]) == 0

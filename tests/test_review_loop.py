@@ -3,6 +3,7 @@ done) -> the label export -> `smp train --init models:/smp-segmenter@champion` f
 registered version that takes `champion` only if it beats the champion on the gate suite -> the champion and
 the new version compared on the clinic's held-out labels beside a synthetic suite, in one MLflow run. All in
 a temporary data home and a temporary MLflow store."""
+
 from __future__ import annotations
 
 import io
@@ -28,13 +29,15 @@ def _review(world, assessment_id: int) -> None:
     with world.ctx.records.session() as s:
         dots = s.scalars(sa.select(Dot).where(Dot.assessment_id == assessment_id).order_by(Dot.dot_index)).all()
     api = f"/api/v1/review/photos/{assessment_id}"
-    acts = [("decisions", {"dot_id": dots[0].id, "decision": "accept"}),
-            ("decisions", {"dot_id": dots[1].id, "decision": "accept"}),
-            ("decisions", {"dot_id": dots[2].id, "decision": "reject"}),
-            ("dots", {"x": 40.5, "y": 50.25}),
-            ("shapes", {"label": "hair", "kind": "brush", "points": [[10, 10], [120, 60]], "radius_px": 3}),
-            ("shapes", {"label": "scalp", "kind": "polygon", "points": [[200, 200], [400, 200], [400, 380]]}),
-            ("done", {})]
+    acts = [
+        ("decisions", {"dot_id": dots[0].id, "decision": "accept"}),
+        ("decisions", {"dot_id": dots[1].id, "decision": "accept"}),
+        ("decisions", {"dot_id": dots[2].id, "decision": "reject"}),
+        ("dots", {"x": 40.5, "y": 50.25}),
+        ("shapes", {"label": "hair", "kind": "brush", "points": [[10, 10], [120, 60]], "radius_px": 3}),
+        ("shapes", {"label": "scalp", "kind": "polygon", "points": [[200, 200], [400, 200], [400, 380]]}),
+        ("done", {}),
+    ]
     for action, body in acts:
         world.clock.advance(1)
         r = reviewer.post(f"{api}/{action}", json=body, headers={"X-CSRF-Token": reviewer.csrf})
@@ -82,10 +85,23 @@ def test_reviewer_labels_to_a_gated_new_version(tmp_path, monkeypatch):
 
     # fine-tune the champion (a fresh store: the bundled model, registered first) for a few steps
     val = gate_suite(GateSettings(n_photos=2, width=256, height=192))  # synthetic, every row "val"
-    sets = [f"train_manifest={manifest_path}", f"val_manifest={val}", f"out_dir={tmp_path / 'run'}",
-            "device=cpu", "batch_size=2", "threads=2", "num_workers=0", "data.crop_size=96", "optim.epochs=1",
-            "optim.steps_per_epoch=2", "optim.warmup_steps=1", "eval.max_images=2", "tracking.system_metrics=false",
-            "tracking.overlays=0", *GATE]
+    sets = [
+        f"train_manifest={manifest_path}",
+        f"val_manifest={val}",
+        f"out_dir={tmp_path / 'run'}",
+        "device=cpu",
+        "batch_size=2",
+        "threads=2",
+        "num_workers=0",
+        "data.crop_size=96",
+        "optim.epochs=1",
+        "optim.steps_per_epoch=2",
+        "optim.warmup_steps=1",
+        "eval.max_images=2",
+        "tracking.system_metrics=false",
+        "tracking.overlays=0",
+        *GATE,
+    ]
     args = ["train", "--init", "models:/smp-segmenter@champion", "--quiet"]
     for item in sets:
         args += ["--set", item]
@@ -107,13 +123,37 @@ def test_reviewer_labels_to_a_gated_new_version(tmp_path, monkeypatch):
 
     # the champion and the new version on the clinic's held-out labels beside the synthetic suite
     out = tmp_path / "cmp"
-    assert smp(["evaluate", "--model", "models:/smp-segmenter@champion", "--model", "models:/smp-segmenter/2",
-                "--data", str(manifest_path), "--split", "test", "--data", str(val), "--split", "val",
-                "--out", str(out), "--overlays", "0"]) == 0
+    assert (
+        smp(
+            [
+                "evaluate",
+                "--model",
+                "models:/smp-segmenter@champion",
+                "--model",
+                "models:/smp-segmenter/2",
+                "--data",
+                str(manifest_path),
+                "--split",
+                "test",
+                "--data",
+                str(val),
+                "--split",
+                "val",
+                "--out",
+                str(out),
+                "--overlays",
+                "0",
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(out / "comparison.csv")
     assert len(table) == 4 and set(table["split"]) == {"test", "val"}
     assert (table.loc[table["split"] == "test", "n_images"] == 1).all()
-    parents = [r for r in client.search_runs([client.get_experiment_by_name("smp-segmenter-evaluate").experiment_id])
-               if "mlflow.parentRunId" not in r.data.tags]
+    parents = [
+        r
+        for r in client.search_runs([client.get_experiment_by_name("smp-segmenter-evaluate").experiment_id])
+        if "mlflow.parentRunId" not in r.data.tags
+    ]
     assert len(parents) == 1
     assert Path(out / "comparison.csv").read_text().count("models:/smp-segmenter") == 4

@@ -1,4 +1,5 @@
 """Tests of models.scoring: confusion, IoU/Dice, one-to-one dot matching."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -93,7 +94,7 @@ def test_boundary_scores_tolerate_a_one_pixel_shift_of_a_strand():
     from models.scoring import boundary_scores, pool_boundary
 
     truth = np.zeros((20, 20), bool)
-    truth[:, 10] = True                 # a 1-px strand
+    truth[:, 10] = True  # a 1-px strand
     shifted = np.roll(truth, 1, axis=1)
     iou = (truth & shifted).sum() / (truth | shifted).sum()
     assert iou == 0.0
@@ -102,7 +103,7 @@ def test_boundary_scores_tolerate_a_one_pixel_shift_of_a_strand():
     far = np.roll(truth, 3, axis=1)
     assert boundary_scores(far, truth, 1).f1 == 0.0
     half = truth.copy()
-    half[10:] = False                   # half of the strand found
+    half[10:] = False  # half of the strand found
     hb = boundary_scores(half, truth, 1)
     assert hb.precision == 1.0 and hb.recall == pytest.approx(0.55)  # the row next to the cut is within 1 px
     pooled = pool_boundary([b, hb])
@@ -130,9 +131,13 @@ def test_class_counts_pool_to_the_iou_and_the_tolerant_score():
 
     truth = np.zeros((6, 6), np.uint8)
     truth[:, 3:] = 2
-    pred = np.roll(truth, 1, axis=1)              # hair one pixel too far right
+    pred = np.roll(truth, 1, axis=1)  # hair one pixel too far right
     b = boundary_scores(pred == 2, truth == 2, 1)
     c = class_counts("hair", 2, confusion(pred, truth), b)
-    assert c["hair_inter"] == 12 and c["hair_union"] == 24    # columns 4-5 shared; 0 (wrapped) and 3 on one side only
+    assert c["hair_inter"] == 12 and c["hair_union"] == 24  # columns 4-5 shared; 0 (wrapped) and 3 on one side only
     assert (c["hair_pred_near"], c["hair_pred_total"], c["hair_true_near"], c["hair_true_total"]) == (
-        b.pred_near, b.pred_total, b.true_near, b.true_total)
+        b.pred_near,
+        b.pred_total,
+        b.true_near,
+        b.true_total,
+    )

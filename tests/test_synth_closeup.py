@@ -1,4 +1,5 @@
 """Close-up and series generator: truth consistency, determinism, content."""
+
 import hashlib
 import json
 
@@ -97,10 +98,18 @@ def test_metrics_recomputed_from_files(made):
         hm = np.array(truth["plane_to_image"])
         ppm_at = image_px_per_mm(hm, dots[["x_mm", "y_mm"]].to_numpy())
         # hair the photo does not show (255) is the scalp it lies on in the photo's metrics
-        m = photo_metrics(np.where(mask == 255, 1, mask).astype(np.uint8), dots[["x", "y"]].to_numpy(),
-                          dots.diameter_mm.to_numpy(), flags, lstar, skin,
-                          scale, rules.show_through_dl, show_through_sigma_mm=rules.viewing_sigma_mm,
-                          measurable=measurable_dots(dots.diameter_mm.to_numpy() * ppm_at, rules)).to_dict()
+        m = photo_metrics(
+            np.where(mask == 255, 1, mask).astype(np.uint8),
+            dots[["x", "y"]].to_numpy(),
+            dots.diameter_mm.to_numpy(),
+            flags,
+            lstar,
+            skin,
+            scale,
+            rules.show_through_dl,
+            show_through_sigma_mm=rules.viewing_sigma_mm,
+            measurable=measurable_dots(dots.diameter_mm.to_numpy() * ppm_at, rules),
+        ).to_dict()
         for key, value in truth["metrics"].items():
             if value is None:
                 assert m[key] is None, key
@@ -140,9 +149,18 @@ def test_whole_card_keeps_every_colour_patch_in_frame():
     paper = np.array([[-3, -3, 1], [45, -3, 1], [45, 13, 1], [-3, 13, 1]], float)
     inside, used = {}, {}
     for whole in (False, True):
-        cfg = load_settings(SynthSettings, None, ["image.width=1280", "image.height=960", "camera.px_per_mm=[17, 17]",
-                                                 "card.probability=1", f"card.whole={str(whole).lower()}"],
-                            default="synth/closeup.yaml")
+        cfg = load_settings(
+            SynthSettings,
+            None,
+            [
+                "image.width=1280",
+                "image.height=960",
+                "camera.px_per_mm=[17, 17]",
+                "card.probability=1",
+                f"card.whole={str(whole).lower()}",
+            ],
+            default="synth/closeup.yaml",
+        )
         inside[whole], used[whole] = [], []
         for i in range(4):
             cal = calibrate(single_closeup(item_rng(21, i), cfg, card, rules, draw_camera).photo, card)
@@ -150,7 +168,7 @@ def test_whole_card_keeps_every_colour_patch_in_frame():
             xy = p[:, :2] / p[:, 2:]
             inside[whole].append(bool(((xy >= 0) & (xy <= [1279, 959])).all()))
             used[whole].append(len(cal.colour.patches_used))
-    assert all(inside[True]) and min(used[True]) >= 11   # a patch may still clip in a bright exposure
+    assert all(inside[True]) and min(used[True]) >= 11  # a patch may still clip in a bright exposure
     assert not all(inside[False]) and min(used[False]) < min(used[True])
 
 
@@ -162,7 +180,8 @@ def test_whole_card_lies_inside_a_turned_frame():
     cfg = load_settings(SynthSettings, None, ["card.whole=true", "card.probability=1"], default="synth/closeup.yaml")
     a = np.deg2rad(35.0)
     frame = np.array([[-37.5, -28], [37.5, -28], [37.5, 28], [-37.5, 28]]) @ np.array(
-        [[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]]) + [60.0, 50.0]
+        [[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]]
+    ) + [60.0, 50.0]
     paper = np.array([[-3, -3], [45, -3], [45, 13], [-3, 13]], float)
     for seed in range(30):
         pose = draw_card_pose(np.random.default_rng(seed), cfg, None, frame)
@@ -193,10 +212,19 @@ def test_card_truth_matches_rendered_marker(cfg):
 
 def test_series_keeps_dot_ids_and_fades(cfg, tmp_path):
     card, rules = load_card(), load_flag_settings()
-    scfg = load_settings(SynthSettings, None, SMALL + ["series.followups=[4, 4]", "series.touchup_probability=0",
-                                                      "series.half_life_days=[200, 200]", "card.probability=0",
-                                                      "dots.coverage=[1, 1]"],
-                         default="synth/closeup.yaml")
+    scfg = load_settings(
+        SynthSettings,
+        None,
+        SMALL
+        + [
+            "series.followups=[4, 4]",
+            "series.touchup_probability=0",
+            "series.half_life_days=[200, 200]",
+            "card.probability=0",
+            "dots.coverage=[1, 1]",
+        ],
+        default="synth/closeup.yaml",
+    )
     items = list(generate_series(tmp_path, 1, scfg, card, rules, seed=2))
     doc = json.loads((tmp_path / "client_000" / "series.json").read_text())
     kinds = [v["kind"] for v in doc["visits"]]
@@ -236,7 +264,7 @@ def test_photo_visibility_compares_a_dot_with_the_photos_own_specks():
     bare = ~exclude
     speck = speck_levels(lstar, np.full(3, 3.0), bare, exclude, 99.9)
     assert np.allclose(speck, speck[0]) and 0 < speck[0] < c[1]
-    assert c[2] < speck[0]          # 2 levels under noise of 2: no better than the skin's own specks
+    assert c[2] < speck[0]  # 2 levels under noise of 2: no better than the skin's own specks
     # a photo with almost no bare skin cannot say: no photo test (NaN), not a guess
     assert np.isnan(speck_levels(lstar, np.full(3, 3.0), np.zeros_like(bare), exclude, 99.9)).all()
 
@@ -246,9 +274,13 @@ def test_red_hair_is_drawn_red(tmp_path):
     # than the skin under them, black hair's are not
     chroma = {}
     for colour in ("red", "black"):
-        cfg = load_settings(SynthSettings, None, SMALL + [f"hair.colours=[{colour}]", "hair.long_fraction=[0.3, 0.3]",
-                                                          "hair.follicle_density_per_cm2=[150, 150]"],
-                            default="synth/closeup.yaml")
+        cfg = load_settings(
+            SynthSettings,
+            None,
+            SMALL
+            + [f"hair.colours=[{colour}]", "hair.long_fraction=[0.3, 0.3]", "hair.follicle_density_per_cm2=[150, 150]"],
+            default="synth/closeup.yaml",
+        )
         (m,) = generate_images(tmp_path / colour, 1, cfg, load_card(), load_flag_settings(), seed=3)
         truth, mask, _ = _read(m.folder)
         assert truth["params"]["hair"]["colour"] == colour
@@ -266,8 +298,8 @@ def test_hair_the_photo_does_not_show_is_left_out_of_the_truth():
     # skin of L* ~60 with pixel noise; one dark strand, one strand of the skin's own colour
     base = np.clip(150 + rng.normal(0, 3.0, (120, 160, 1)), 0, 255) * np.array([[[1.0, 0.8, 0.65]]])
     hair = np.zeros((120, 160), bool)
-    hair[30, 10:150] = True   # dark
-    hair[80, 10:150] = True   # the skin's own colour: not in the photo
+    hair[30, 10:150] = True  # dark
+    hair[80, 10:150] = True  # the skin's own colour: not in the photo
     photo = base.copy()
     photo[30, 10:150] *= 0.6
     photo = np.clip(photo, 0, 255).astype(np.uint8)
@@ -282,9 +314,12 @@ def test_hair_the_photo_does_not_show_is_left_out_of_the_truth():
 def test_hair_visibility_threshold_decides_the_hair_label(quantile, expect_seen):
     # wiring: without the test every hair pixel is labelled hair; with one no strand passes, hair
     # is labelled 255 (not labelled) and counted as scalp by the metrics; the rest is unchanged
-    cfg = load_settings(SynthSettings, None, SMALL + ["hair.follicle_density_per_cm2=[150, 150]",
-                                                      "hair.colours=[blond]", "skin.fitzpatrick=[2, 2]"],
-                        default="synth/closeup.yaml")
+    cfg = load_settings(
+        SynthSettings,
+        None,
+        SMALL + ["hair.follicle_density_per_cm2=[150, 150]", "hair.colours=[blond]", "skin.fitzpatrick=[2, 2]"],
+        default="synth/closeup.yaml",
+    )
     rules = load_flag_settings(overrides=[f"hair_visible_quantile={'null' if quantile is None else quantile}"])
     from data.synth.scene import scene_metrics
 
@@ -307,14 +342,24 @@ def test_thin_and_faint_strands_are_labelled_along_their_line():
     cfg = load_settings(SynthSettings, None, SMALL, default="synth/closeup.yaml")
     p = draw_hair(np.random.default_rng(0), cfg.hair)
     follicles = Follicles(xy_mm=np.array([[5.0, 5.0], [12.0, 8.0]]), has_hair=np.array([False, False]))
-    for name, q in (("vellus", replace(p, vellus_fraction=1.0, vellus_width_mm=(0.05, 0.05),
-                                       vellus_length_mm=(1.0, 1.0))),
-                    ("thin strand", replace(p, vellus_fraction=0.0, width_mm=0.02, stubble_length_mm=(1.0, 1.0),
-                                            long_fraction=0.0, cut_end_fraction=0.0))):
+    for name, q in (
+        ("vellus", replace(p, vellus_fraction=1.0, vellus_width_mm=(0.05, 0.05), vellus_length_mm=(1.0, 1.0))),
+        (
+            "thin strand",
+            replace(
+                p,
+                vellus_fraction=0.0,
+                width_mm=0.02,
+                stubble_length_mm=(1.0, 1.0),
+                long_fraction=0.0,
+                cut_end_fraction=0.0,
+            ),
+        ),
+    ):
         fol = follicles if name == "vellus" else Follicles(follicles.xy_mm, np.array([True, True]))
         layer = render_hair(np.random.default_rng(0), q, fol, (200, 300), 20.0)
         cov = layer.composite(np.full((200, 300, 3), 0.3, np.float32))
-        assert cov.max() < 0.5, name                       # as drawn: too faint to be hair by coverage
+        assert cov.max() < 0.5, name  # as drawn: too faint to be hair by coverage
         label = layer.label_coverage() >= 0.5
-        assert label.sum() > 2 * 15, name                 # two ~1 mm strands at 20 px/mm, one pixel wide
-        assert (label <= (cov > 0)).all(), name            # only where the strands lie
+        assert label.sum() > 2 * 15, name  # two ~1 mm strands at 20 px/mm, one pixel wide
+        assert (label <= (cov > 0)).all(), name  # only where the strands lie

@@ -1,4 +1,5 @@
 """Global-view generator: content, truth consistency, determinism (small, fast images)."""
+
 import json
 
 import cv2
@@ -45,11 +46,20 @@ def _render(cfg, card, rules, seed):
 @pytest.fixture(scope="module")
 def thinning(cfg):
     """Thinning scalp with medium hair seen from above: scalp, hair and background all show."""
-    return _with(cfg, global_view={"views": ["top", "crown"]},
-                 hair={"patterns": ["crown", "diffuse"], "follicle_density_per_cm2": (150.0, 200.0),
-                       "thinning_strength": (0.8, 1.0), "long_fraction": (0.3, 0.6),
-                       "long_length_mm": (15.0, 30.0), "colours": ["black", "brown"]},
-                 dots={"coverage": (0.8, 1.0)}, card={"probability": 1.0})
+    return _with(
+        cfg,
+        global_view={"views": ["top", "crown"]},
+        hair={
+            "patterns": ["crown", "diffuse"],
+            "follicle_density_per_cm2": (150.0, 200.0),
+            "thinning_strength": (0.8, 1.0),
+            "long_fraction": (0.3, 0.6),
+            "long_length_mm": (15.0, 30.0),
+            "colours": ["black", "brown"],
+        },
+        dots={"coverage": (0.8, 1.0)},
+        card={"probability": 1.0},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +160,7 @@ def test_card_truth(scenes):
         assert s.mask[cy, cx] == 0  # the card is background
         # the marker is black ink on white paper: the photo shows both
         (x0, y0), (x1, y1) = np.floor(corners.min(0)).astype(int), np.ceil(corners.max(0)).astype(int)
-        lum = s.photo[y0:y1 + 1, x0:x1 + 1].astype(float).mean(axis=-1)
+        lum = s.photo[y0 : y1 + 1, x0 : x1 + 1].astype(float).mean(axis=-1)
         assert lum.max() - lum.min() > 30
 
 

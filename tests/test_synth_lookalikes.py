@@ -1,4 +1,5 @@
 """Look-alikes of SMP dots, fresh dots and camera looks in the close-up generator."""
+
 from dataclasses import replace
 
 import cv2
@@ -19,17 +20,47 @@ from data.synth.settings import SynthSettings
 from data.synth.skin import draw_skin, render_skin
 
 SMALL = ["image.width=320", "image.height=240", "camera.px_per_mm=[14, 18]", "card.probability=0"]
-ALL_ON = ["skin.crease_coverage=[0.8, 0.8]", "skin.junctions_per_cm2=[15, 15]", "skin.wrinkles_per_cm2=[2, 2]",
-          "skin.freckles_per_cm2=[3, 3]", "skin.naevi_per_cm2=[2, 2]", "hair.cut_end_fraction=[0.6, 0.6]",
-          "hair.fragments_per_cm2=[10, 10]", "hair.vellus_fraction=[0.6, 0.6]",
-          "hair.follicle_density_per_cm2=[150, 150]", "hair.patterns=[diffuse]", "hair.long_fraction=[0, 0]",
-          "dots.fresh_fraction=[0.5, 0.5]", "dots.scab_fraction=[1, 1]"]
-ALL_OFF = ["skin.crease_coverage=[0, 0]", "skin.wrinkles_per_cm2=[0, 0]", "skin.freckles_per_cm2=[0, 0]",
-           "skin.naevi_per_cm2=[0, 0]", "hair.cut_end_fraction=[0, 0]", "hair.fragments_per_cm2=[0, 0]",
-           "hair.vellus_fraction=[0, 0]", "hair.follicle_density_per_cm2=[150, 150]", "hair.patterns=[diffuse]",
-           "hair.long_fraction=[0, 0]", "dots.fresh_fraction=[0, 0]"]
-KINDS = ("pores", "creases", "crease_junctions", "wrinkles", "freckles", "naevi", "cut_ends", "fragments",
-         "vellus_hairs", "follicle_openings", "scabs")
+ALL_ON = [
+    "skin.crease_coverage=[0.8, 0.8]",
+    "skin.junctions_per_cm2=[15, 15]",
+    "skin.wrinkles_per_cm2=[2, 2]",
+    "skin.freckles_per_cm2=[3, 3]",
+    "skin.naevi_per_cm2=[2, 2]",
+    "hair.cut_end_fraction=[0.6, 0.6]",
+    "hair.fragments_per_cm2=[10, 10]",
+    "hair.vellus_fraction=[0.6, 0.6]",
+    "hair.follicle_density_per_cm2=[150, 150]",
+    "hair.patterns=[diffuse]",
+    "hair.long_fraction=[0, 0]",
+    "dots.fresh_fraction=[0.5, 0.5]",
+    "dots.scab_fraction=[1, 1]",
+]
+ALL_OFF = [
+    "skin.crease_coverage=[0, 0]",
+    "skin.wrinkles_per_cm2=[0, 0]",
+    "skin.freckles_per_cm2=[0, 0]",
+    "skin.naevi_per_cm2=[0, 0]",
+    "hair.cut_end_fraction=[0, 0]",
+    "hair.fragments_per_cm2=[0, 0]",
+    "hair.vellus_fraction=[0, 0]",
+    "hair.follicle_density_per_cm2=[150, 150]",
+    "hair.patterns=[diffuse]",
+    "hair.long_fraction=[0, 0]",
+    "dots.fresh_fraction=[0, 0]",
+]
+KINDS = (
+    "pores",
+    "creases",
+    "crease_junctions",
+    "wrinkles",
+    "freckles",
+    "naevi",
+    "cut_ends",
+    "fragments",
+    "vellus_hairs",
+    "follicle_openings",
+    "scabs",
+)
 
 
 def _cfg(*overrides: str) -> SynthSettings:
@@ -47,8 +78,17 @@ def test_every_lookalike_kind_is_drawn_and_counted():
     for kind in KINDS:
         assert counts[kind] > 0, kind
     off = _scene(_cfg(*ALL_OFF))
-    for kind in ("creases", "crease_junctions", "wrinkles", "freckles", "naevi", "cut_ends", "fragments",
-                 "vellus_hairs", "scabs"):
+    for kind in (
+        "creases",
+        "crease_junctions",
+        "wrinkles",
+        "freckles",
+        "naevi",
+        "cut_ends",
+        "fragments",
+        "vellus_hairs",
+        "scabs",
+    ):
         assert off.params["skin"]["lookalikes"][kind] == 0, kind
 
 
@@ -80,8 +120,9 @@ def test_untreated_suite_has_no_truth_dots():
     spec = yaml.safe_load((config_dir() / "bench" / "suites.yaml").read_text())["suites"]
     s = spec["untreated"]
     assert s["n"] == 8 and s["seed"] == 1005
-    cfg = load_settings(SynthSettings, None, list(s["set"]) + ["image.width=320", "image.height=240"],
-                        default=s["config"])
+    cfg = load_settings(
+        SynthSettings, None, list(s["set"]) + ["image.width=320", "image.height=240"], default=s["config"]
+    )
     assert cfg.skin.fitzpatrick == (1, 6)
     for i in range(2):
         scene = _scene(cfg, seed=s["seed"] + i)
@@ -108,11 +149,25 @@ def test_fresh_dots_are_large_sharp_and_elongated():
 
 @pytest.mark.parametrize("elongation", [1.0, 1.6, 2.0])
 def test_rendered_dot_has_its_elongation(elongation):
-    one = DotSet(dot_id=np.array([0]), xy_mm=np.array([[2.0, 2.0]]), radius_mm=np.array([0.2]),
-                 harmonics=np.zeros((1, 3, 2)), softness=np.array([0.05]), od_shape=np.ones((1, 3)),
-                 strength=np.ones(1), blue=np.zeros(1), shade=np.zeros(1, int), session=np.ones(1, int),
-                 merged_with=np.full(1, -1), elongation=np.array([elongation]), angle=np.array([0.7]),
-                 fresh=np.ones(1, bool), halo_mm=np.zeros(1), halo_redness=np.zeros(1), scab=np.zeros(1))
+    one = DotSet(
+        dot_id=np.array([0]),
+        xy_mm=np.array([[2.0, 2.0]]),
+        radius_mm=np.array([0.2]),
+        harmonics=np.zeros((1, 3, 2)),
+        softness=np.array([0.05]),
+        od_shape=np.ones((1, 3)),
+        strength=np.ones(1),
+        blue=np.zeros(1),
+        shade=np.zeros(1, int),
+        session=np.ones(1, int),
+        merged_with=np.full(1, -1),
+        elongation=np.array([elongation]),
+        angle=np.array([0.7]),
+        fresh=np.ones(1, bool),
+        halo_mm=np.zeros(1),
+        halo_redness=np.zeros(1),
+        scab=np.zeros(1),
+    )
     ((_, sp),) = dot_sprites(one, (200, 200), 50.0)
     ok = sp.flat_index[0] >= 0
     w = sp.profile[0][ok]
@@ -125,10 +180,18 @@ def test_rendered_dot_has_its_elongation(elongation):
 
 
 def test_crease_junction_contrast_is_as_configured():
-    cfg = _cfg("skin.crease_coverage=[1, 1]", "skin.junctions_per_cm2=[20, 20]",
-               "skin.junction_contrast_dl=[15, 15]", "skin.crease_contrast_dl=[0, 0]",
-               "skin.pore_density_per_cm2=[0, 0]", "skin.mottling=[0, 0]", "skin.redness=[0, 0]",
-               "skin.freckles_per_cm2=[0, 0]", "skin.naevi_per_cm2=[0, 0]", "skin.wrinkles_per_cm2=[0, 0]")
+    cfg = _cfg(
+        "skin.crease_coverage=[1, 1]",
+        "skin.junctions_per_cm2=[20, 20]",
+        "skin.junction_contrast_dl=[15, 15]",
+        "skin.crease_contrast_dl=[0, 0]",
+        "skin.pore_density_per_cm2=[0, 0]",
+        "skin.mottling=[0, 0]",
+        "skin.redness=[0, 0]",
+        "skin.freckles_per_cm2=[0, 0]",
+        "skin.naevi_per_cm2=[0, 0]",
+        "skin.wrinkles_per_cm2=[0, 0]",
+    )
     skin = replace(draw_skin(np.random.default_rng(1), cfg.skin), tone_lab=(60.0, 10.0, 15.0), scar=False)
     layer = render_skin(np.random.default_rng(2), skin, (400, 400), 20.0, np.zeros((0, 2)), np.zeros(0))
     lstar = luminance_lstar(layer.albedo)
@@ -140,8 +203,12 @@ def test_crease_junction_contrast_is_as_configured():
 
 
 def test_hair_lookalikes_are_hair_in_the_coverage():
-    cfg = _cfg("hair.fragments_per_cm2=[20, 20]", "hair.cut_end_fraction=[1, 1]", "hair.long_fraction=[0, 0]",
-               "hair.colours=[black]")
+    cfg = _cfg(
+        "hair.fragments_per_cm2=[20, 20]",
+        "hair.cut_end_fraction=[1, 1]",
+        "hair.long_fraction=[0, 0]",
+        "hair.colours=[black]",
+    )
     hp = draw_hair(np.random.default_rng(0), cfg.hair)
     roots = np.random.default_rng(1).uniform(1, 19, (200, 2))
     fol = Follicles(xy_mm=roots, has_hair=np.ones(200, bool))
@@ -154,8 +221,13 @@ def test_hair_lookalikes_are_hair_in_the_coverage():
 
 
 def test_same_seed_same_photo_with_every_look():
-    cfg = _cfg(*ALL_ON, "camera.sharpen_probability=1", "camera.denoise_probability=1", "camera.macro_probability=1",
-               "camera.colour_cast=[0.05, 0.05]")
+    cfg = _cfg(
+        *ALL_ON,
+        "camera.sharpen_probability=1",
+        "camera.denoise_probability=1",
+        "camera.macro_probability=1",
+        "camera.colour_cast=[0.05, 0.05]",
+    )
     a, b = _scene(cfg, 7), _scene(cfg, 7)
     assert np.array_equal(a.photo, b.photo) and np.array_equal(a.mask, b.mask)
     assert a.params["skin"]["lookalikes"] == b.params["skin"]["lookalikes"]
@@ -170,29 +242,46 @@ def test_sharpening_halos_and_noise_reduction():
     step[:, 40:] = 160
     sharp = step.copy()
     isp_detail(sharp, 1.0, 1.5, 0.0)
-    assert sharp[:, :40].min() < 75 and sharp[:, 40:].max() > 165      # under- and overshoot: the halo
+    assert sharp[:, :40].min() < 75 and sharp[:, 40:].max() > 165  # under- and overshoot: the halo
     noisy = (np.random.default_rng(0).normal(120, 2.0, (60, 60, 3))).clip(0, 255).astype(np.uint8)
     smooth = noisy.copy()
     isp_detail(smooth, 0.0, 1.5, 4.0)
+
     def luma_sd(img):
         return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(float).std()
 
-    assert luma_sd(smooth) < 0.7 * luma_sd(noisy)   # the luma noise is smeared away
+    assert luma_sd(smooth) < 0.7 * luma_sd(noisy)  # the luma noise is smeared away
     # OpenCV's JPEG encoder subsamples chroma 4:2:0 unless told otherwise (what write_scene relies on)
     img = np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8)
     plain = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 60])[1]
-    s420 = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 60, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
-                                      cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420])[1]
+    s420 = cv2.imencode(
+        ".jpg",
+        img,
+        [cv2.IMWRITE_JPEG_QUALITY, 60, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420],
+    )[1]
     assert plain.tobytes() == s420.tobytes()
 
 
-@pytest.mark.parametrize("override", [
-    "dots.fresh_elongation=[0.8, 2.0]", "dots.elongation=[1.0, 5.0]", "dots.fresh_diameter_mm=[0.2, 3.0]",
-    "skin.junction_contrast_dl=[10, 70]", "skin.crease_width_mm=[0.03, 0.9]", "skin.crease_cell_mm=[0.05, 1]",
-    "hair.vellus_width_mm=[0.02, 0.5]", "hair.fragment_length_mm=[0.1, 9]", "camera.macro_tilt_deg=[20, 75]",
-    "camera.colour_cast=[0, 0.8]", "camera.sharpen_probability=1.5", "camera.denoise_threshold=[1, 80]",
-    "camera.px_per_mm=[30, 70]", "dots.fresh_fraction=[0.5, 1.2]", "skin.freckles_per_cm2=[-1, 1]",
-])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "dots.fresh_elongation=[0.8, 2.0]",
+        "dots.elongation=[1.0, 5.0]",
+        "dots.fresh_diameter_mm=[0.2, 3.0]",
+        "skin.junction_contrast_dl=[10, 70]",
+        "skin.crease_width_mm=[0.03, 0.9]",
+        "skin.crease_cell_mm=[0.05, 1]",
+        "hair.vellus_width_mm=[0.02, 0.5]",
+        "hair.fragment_length_mm=[0.1, 9]",
+        "camera.macro_tilt_deg=[20, 75]",
+        "camera.colour_cast=[0, 0.8]",
+        "camera.sharpen_probability=1.5",
+        "camera.denoise_threshold=[1, 80]",
+        "camera.px_per_mm=[30, 70]",
+        "dots.fresh_fraction=[0.5, 1.2]",
+        "skin.freckles_per_cm2=[-1, 1]",
+    ],
+)
 def test_settings_refuse_impossible_values(override):
     with pytest.raises((ConfigError, ValueError)):
         _cfg(override)

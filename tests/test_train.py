@@ -1,4 +1,5 @@
 """End-to-end training: tiny config, MLflow run and registry, checkpoints, resume, evaluate CLI."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,24 @@ from pipeline.cli import main as smp
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny")
-    assert smp(["synth", "--out", str(out), "--n", "6", "--seed", "5", "--set", "image.width=320",
-                "--set", "image.height=240"]) == 0
+    assert (
+        smp(
+            [
+                "synth",
+                "--out",
+                str(out),
+                "--n",
+                "6",
+                "--seed",
+                "5",
+                "--set",
+                "image.width=320",
+                "--set",
+                "image.height=240",
+            ]
+        )
+        == 0
+    )
     return out / "manifest.csv"
 
 
@@ -30,8 +47,9 @@ GATE = ("tracking.gate.n_photos=2", "tracking.gate.width=256", "tracking.gate.he
 def _tiny_settings(data: Path, out: Path, *extra: str):
     from models.train import TrainSettings
 
-    return load_settings(TrainSettings, config_dir() / "train" / "tiny.yaml",
-                         [f"train_manifest={data}", f"out_dir={out}", *extra])
+    return load_settings(
+        TrainSettings, config_dir() / "train" / "tiny.yaml", [f"train_manifest={data}", f"out_dir={out}", *extra]
+    )
 
 
 @pytest.mark.slow  # real training: run in CI's slow pass
@@ -76,8 +94,21 @@ def test_tiny_training_logs_registers_and_resumes(tiny_data, tmp_path, monkeypat
 
     # evaluate from the registry
     out = tmp_path / "ev"
-    assert smp(["evaluate", "--model", "models:/smp-segmenter@champion", "--data", str(tiny_data),
-                "--out", str(out), "--no-mlflow"]) == 0
+    assert (
+        smp(
+            [
+                "evaluate",
+                "--model",
+                "models:/smp-segmenter@champion",
+                "--data",
+                str(tiny_data),
+                "--out",
+                str(out),
+                "--no-mlflow",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_images"] == 6 and 0 <= summary["miou_scalp_hair"] <= 1
 
@@ -86,11 +117,15 @@ def test_one_step_lowers_the_loss_on_a_fixed_batch():
     from models.losses import LossSettings, total_loss
 
     torch.manual_seed(0)
-    model = build_model(ModelSettings(width_mult=0.5, decoder_channels=(8, 16, 16, 24), head_channels=8,
-                                      refine_channels=4))
+    model = build_model(
+        ModelSettings(width_mult=0.5, decoder_channels=(8, 16, 16, 24), head_channels=8, refine_channels=4)
+    )
     x = torch.rand(2, 3, 64, 64)
-    batch = {"mask": torch.randint(0, 3, (2, 64, 64)), "points": torch.rand(2, 6, 2) * 63,
-             "n_points": torch.tensor([6, 6])}
+    batch = {
+        "mask": torch.randint(0, 3, (2, 64, 64)),
+        "points": torch.rand(2, 6, 2) * 63,
+        "n_points": torch.tensor([6, 6]),
+    }
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     losses = []
@@ -137,8 +172,21 @@ def test_resume_without_a_run_is_a_clear_error(tiny_data, tmp_path):
 
 
 def test_evaluate_missing_model_is_one_line(tiny_data, tmp_path, capsys):
-    assert smp(["evaluate", "--model", str(tmp_path / "nope.pt"), "--data", str(tiny_data),
-                "--out", str(tmp_path / "e"), "--no-mlflow"]) == 2
+    assert (
+        smp(
+            [
+                "evaluate",
+                "--model",
+                str(tmp_path / "nope.pt"),
+                "--data",
+                str(tiny_data),
+                "--out",
+                str(tmp_path / "e"),
+                "--no-mlflow",
+            ]
+        )
+        == 2
+    )
     assert "nope.pt" in capsys.readouterr().err
 
 
@@ -150,9 +198,23 @@ def test_torchrun_two_cpu_processes(tiny_data, tmp_path):
 
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    cmd = [str(torchrun), "--nproc_per_node", "2", "-m", "pipeline.cli", "train",
-           "--config", str(config_dir() / "train" / "tiny.yaml"), "--set", f"train_manifest={tiny_data}",
-           "--set", f"out_dir={tmp_path / 'ddp'}", "--set", "threads=1", "--quiet"]
+    cmd = [
+        str(torchrun),
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "pipeline.cli",
+        "train",
+        "--config",
+        str(config_dir() / "train" / "tiny.yaml"),
+        "--set",
+        f"train_manifest={tiny_data}",
+        "--set",
+        f"out_dir={tmp_path / 'ddp'}",
+        "--set",
+        "threads=1",
+        "--quiet",
+    ]
     res = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.count("best model:") == 1  # only rank 0 reports, logs and saves
@@ -168,8 +230,23 @@ def test_evaluate_reports_a_corrupt_photo_and_scores_the_rest(tiny_data, tmp_pat
     photo = ds / "img_00001" / "photo.jpg"
     photo.write_bytes(photo.read_bytes()[:500])  # truncated JPEG
     model = save_model(tmp_path / "m.pt", build_model(ModelSettings(width_mult=0.5, decoder_channels=(8, 16, 16, 24))))
-    assert smp(["evaluate", "--model", str(model), "--data", str(ds / "manifest.csv"), "--out", str(tmp_path / "e"),
-                "--no-mlflow", "--overlays", "0"]) == 1
+    assert (
+        smp(
+            [
+                "evaluate",
+                "--model",
+                str(model),
+                "--data",
+                str(ds / "manifest.csv"),
+                "--out",
+                str(tmp_path / "e"),
+                "--no-mlflow",
+                "--overlays",
+                "0",
+            ]
+        )
+        == 1
+    )
     out = capsys.readouterr().out
     assert "failed:" in out and "img_00001" in out
     summary = json.loads((tmp_path / "e" / "summary.json").read_text())
@@ -248,8 +325,20 @@ def test_init_weights_settings_are_validated_once(tiny_data, tmp_path, capsys):
     with pytest.raises(ConfigError, match="reinit_heads"):
         _tiny_settings(tiny_data, tmp_path / "r", f"init_weights={path}", "reinit_heads=['dot head']")
     # the CLI: one line naming the key and the file
-    assert smp(["train", "--config", str(config_dir() / "train" / "tiny.yaml"), "--set", f"train_manifest={tiny_data}",
-                "--set", f"init_weights={tmp_path / 'nope.pt'}"]) == 2
+    assert (
+        smp(
+            [
+                "train",
+                "--config",
+                str(config_dir() / "train" / "tiny.yaml"),
+                "--set",
+                f"train_manifest={tiny_data}",
+                "--set",
+                f"init_weights={tmp_path / 'nope.pt'}",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "init_weights" in err[0] and "nope.pt" in err[0]
 
@@ -265,9 +354,19 @@ def test_training_from_init_weights_records_them(tiny_data, tmp_path, monkeypatc
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     source = _small(0)
     path = save_model(tmp_path / "src.pt", source)
-    s = _tiny_settings(tiny_data, tmp_path / "run", f"init_weights={path}", "reinit_heads=[dot_head]",
-                       "optim.epochs=1", "optim.steps_per_epoch=1", "optim.lr=1e-9", "eval.max_images=1",
-                       "tracking.register_version=false", "tracking.overlays=0", "num_workers=0")
+    s = _tiny_settings(
+        tiny_data,
+        tmp_path / "run",
+        f"init_weights={path}",
+        "reinit_heads=[dot_head]",
+        "optim.epochs=1",
+        "optim.steps_per_epoch=1",
+        "optim.lr=1e-9",
+        "eval.max_images=1",
+        "tracking.register_version=false",
+        "tracking.overlays=0",
+        "num_workers=0",
+    )
     res = train(s, progress=False)
     loaded = load_model(res.best_model)
     init = loaded.meta["init"]
@@ -283,6 +382,7 @@ def test_training_from_init_weights_records_them(tiny_data, tmp_path, monkeypatc
 
 
 # --- visible dots only --------------------------------------------------------------------------
+
 
 def test_targets_use_visible_dots_and_ignore_the_neighbourhood_of_invisible_ones():
     from models.losses import LossSettings, heat_focal_loss, total_loss
@@ -324,13 +424,17 @@ def test_targets_use_visible_dots_and_ignore_the_neighbourhood_of_invisible_ones
 
 # --- data-loading workers -----------------------------------------------------------------------
 
+
 def _first_batches(settings, n=2):
     from data.dataset import SmpDataset
     from data.manifest import read_manifest
     from models.train import _loader, _sampler
 
-    ds = SmpDataset(read_manifest(settings.train_manifest, split="train"),
-                    settings.data.model_copy(update={"mode": "train", "seed": settings.seed}), settings.augment)
+    ds = SmpDataset(
+        read_manifest(settings.train_manifest, split="train"),
+        settings.data.model_copy(update={"mode": "train", "seed": settings.seed}),
+        settings.augment,
+    )
     sampler = _sampler(settings, len(ds), 0, 1)
     sampler.set_epoch(0)
     loader = _loader(settings, ds, sampler, torch.device("cpu"))
@@ -393,10 +497,47 @@ def test_evaluate_compares_models_on_datasets_in_one_mlflow_run(tiny_data, tmp_p
     other = tmp_path / "copy.pt"
     other.write_bytes(DEFAULT_WEIGHTS.read_bytes())
     out = tmp_path / "cmp"
-    assert smp(["evaluate", "--model", str(DEFAULT_WEIGHTS), "--model", str(other), "--data", str(tiny_data),
-                "--data", str(tiny_data), "--split", "train", "--out", str(out), "--overlays", "0"]) == 0
-    assert smp(["evaluate", "--data", str(tiny_data), "--data", str(tiny_data), "--split", "train", "--split", "val",
-                "--split", "test", "--no-mlflow"]) == 2  # three splits for two datasets
+    assert (
+        smp(
+            [
+                "evaluate",
+                "--model",
+                str(DEFAULT_WEIGHTS),
+                "--model",
+                str(other),
+                "--data",
+                str(tiny_data),
+                "--data",
+                str(tiny_data),
+                "--split",
+                "train",
+                "--out",
+                str(out),
+                "--overlays",
+                "0",
+            ]
+        )
+        == 0
+    )
+    assert (
+        smp(
+            [
+                "evaluate",
+                "--data",
+                str(tiny_data),
+                "--data",
+                str(tiny_data),
+                "--split",
+                "train",
+                "--split",
+                "val",
+                "--split",
+                "test",
+                "--no-mlflow",
+            ]
+        )
+        == 2
+    )  # three splits for two datasets
     table = pd.read_csv(out / "comparison.csv")
     assert len(table) == 4 and set(table["model"]) == {str(DEFAULT_WEIGHTS), str(other)}
     assert table["score"].nunique() == 1  # the same weights on the same photos score the same

@@ -1,6 +1,7 @@
 """The web app's JSON API and workflows (pipeline/web/): API tokens, idempotent and concurrent photo
 submission, background assessment jobs, assessments, tracking, review decisions and their export as a
 training dataset, the OpenAPI document, page uploads, and the ``smp serve`` / ``smp users`` commands."""
+
 from __future__ import annotations
 
 import io
@@ -42,6 +43,7 @@ def world(tmp_path):
 
 # --------------------------------------------------------------------------- tokens
 
+
 def test_api_tokens_authenticate_and_revoked_tokens_fail(world):
     api = world.api("a-staff")
     assert api.get("/api/v1/clients").status_code == 200
@@ -69,6 +71,7 @@ def test_api_tokens_authenticate_and_revoked_tokens_fail(world):
 
 # --------------------------------------------------------------------------- submitting photos
 
+
 def test_submission_is_idempotent_and_assessed_in_the_background(world, photos):
     api = world.api("a-staff")
     first = upload(api, photos[0], name="IMG_1.JPG", view="closeup")
@@ -78,8 +81,9 @@ def test_submission_is_idempotent_and_assessed_in_the_background(world, photos):
     assert first.headers["location"] == f"/api/v1/photos/{doc['photo_id']}"
     again = upload(api, photos[0], name="renamed.jpg", view="closeup")
     assert again.status_code == 200
-    assert {k: again.json()[k] for k in ("photo_id", "visit_id", "client_id", "sha256")} == \
-           {k: doc[k] for k in ("photo_id", "visit_id", "client_id", "sha256")}
+    assert {k: again.json()[k] for k in ("photo_id", "visit_id", "client_id", "sha256")} == {
+        k: doc[k] for k in ("photo_id", "visit_id", "client_id", "sha256")
+    }
     assert again.json()["job"]["id"] == doc["job"]["id"] and not again.json()["created"]
     # the same photo in another visit is a conflict
     r = upload(api, photos[0], date="2026-05-05")
@@ -128,8 +132,12 @@ def test_a_failing_assessment_is_a_failed_job_with_its_reason(tmp_path):
         assert job["status"] == "failed" and job["error"] == "segmentation exploded" and job["attempts"] == 1
         # queued again from the page
         page = w.login("a-staff")
-        assert page.post(f"/photos/{r.json()['photo_id']}/assess", data={"csrf_token": page.csrf},
-                         follow_redirects=False).status_code == 303
+        assert (
+            page.post(
+                f"/photos/{r.json()['photo_id']}/assess", data={"csrf_token": page.csrf}, follow_redirects=False
+            ).status_code
+            == 303
+        )
         assert w.api("a-staff").get(f"/api/v1/jobs/{job['id']}").json()["status"] == "queued"
     finally:
         dispose()
@@ -157,8 +165,7 @@ def test_concurrent_submissions_lose_and_duplicate_nothing(world):
         try:
             for j in range(4):
                 i = (k * 4 + j) % 16 if k < 4 else ((k - 4) * 4 + (3 - j)) % 16
-                r = upload(api, images[i], name=f"p{i}.png", client_id=f"LOAD-{i % 4}", kind="baseline",
-                           session=None)
+                r = upload(api, images[i], name=f"p{i}.png", client_id=f"LOAD-{i % 4}", kind="baseline", session=None)
                 with lock:
                     results.append((i, r.status_code, r.json()))
         except BaseException as exc:  # noqa: BLE001 - reported below
@@ -188,10 +195,15 @@ def test_page_upload_of_several_photos(world, photos):
     page = world.login("a-staff")
     r = page.post("/clients", data={"external_id": "PAGE-1", "csrf_token": page.csrf}, follow_redirects=False)
     client_url = r.headers["location"]
-    r = page.post(f"{client_url}/upload", data={"region": "Left Temple", "date": "2026-02-01", "kind": "baseline",
-                                                "csrf_token": page.csrf},
-                  files=[("photos", ("a.jpg", photos[1].read_bytes(), "image/jpeg")),
-                         ("photos", ("b.png", noise_png(4), "image/png"))], follow_redirects=False)
+    r = page.post(
+        f"{client_url}/upload",
+        data={"region": "Left Temple", "date": "2026-02-01", "kind": "baseline", "csrf_token": page.csrf},
+        files=[
+            ("photos", ("a.jpg", photos[1].read_bytes(), "image/jpeg")),
+            ("photos", ("b.png", noise_png(4), "image/png")),
+        ],
+        follow_redirects=False,
+    )
     assert r.status_code == 303 and r.headers["location"] == client_url
     html = page.get(client_url).text
     assert "left-temple" in html and html.count('class="status-queued job-status"') == 2
@@ -199,18 +211,25 @@ def test_page_upload_of_several_photos(world, photos):
     html = page.get(client_url).text
     assert html.count("/reports/assessment/") == 2
     # one photo: straight to its job's progress page
-    r = page.post(f"{client_url}/upload", data={"region": "crown", "date": "2026-02-01", "kind": "baseline",
-                                                "csrf_token": page.csrf},
-                  files=[("photos", ("c.png", noise_png(5), "image/png"))], follow_redirects=False)
+    r = page.post(
+        f"{client_url}/upload",
+        data={"region": "crown", "date": "2026-02-01", "kind": "baseline", "csrf_token": page.csrf},
+        files=[("photos", ("c.png", noise_png(5), "image/png"))],
+        follow_redirects=False,
+    )
     job_page = page.get(r.headers["location"])
     assert job_page.status_code == 200 and 'id="job-progress"' in job_page.text
     # no file chosen
-    r = page.post(f"{client_url}/upload", data={"region": "crown", "date": "2026-02-01", "kind": "baseline",
-                                                "csrf_token": page.csrf}, files=[("photos", ("", b"", "x"))])
+    r = page.post(
+        f"{client_url}/upload",
+        data={"region": "crown", "date": "2026-02-01", "kind": "baseline", "csrf_token": page.csrf},
+        files=[("photos", ("", b"", "x"))],
+    )
     assert r.status_code == 422
 
 
 # --------------------------------------------------------------------------- reports and tracking
+
 
 def test_report_pages(world, photos):
     r = upload(world.api("a-staff"), photos[2])
@@ -224,8 +243,9 @@ def test_report_pages(world, photos):
     title = report.text.split("<title>")[1].split("</title>")[0]
     with world.ctx.records.session() as s:
         photo = s.get(Photo, r.json()["photo_id"])
-        visit = s.scalars(sa.select(Visit).join(VisitPhoto, VisitPhoto.visit_id == Visit.id)
-                          .where(VisitPhoto.photo_id == photo.id)).one()
+        visit = s.scalars(
+            sa.select(Visit).join(VisitPhoto, VisitPhoto.visit_id == Visit.id).where(VisitPhoto.photo_id == photo.id)
+        ).one()
         client = s.get(Client, visit.client_id)
         region = s.get(Region, visit.region_id)
         stored = Path(photo.stored_path).name
@@ -251,8 +271,7 @@ def test_tracking_of_a_client_series(world, tmp_path):
     for k, (name, photo) in enumerate(keep):
         kind = "session" if "session" in name else "follow-up"
         session = re.search(r"session-(\d+)", name).group(1) if kind == "session" else None
-        r = upload(api, photo, client_id="SERIES", date=f"2026-0{k + 1}-01", kind=kind, session=session,
-                   view="closeup")
+        r = upload(api, photo, client_id="SERIES", date=f"2026-0{k + 1}-01", kind=kind, session=session, view="closeup")
         assert r.status_code == 201, r.text
         client_id = r.json()["client_id"]
     assert world.drain() == len(keep)
@@ -276,11 +295,15 @@ def test_tracking_of_a_client_series(world, tmp_path):
 
 # --------------------------------------------------------------------------- review and export
 
+
 def _flagged(world, assessment_id, n):
     with world.ctx.records.session() as s:
-        return s.scalars(sa.select(Dot).where(Dot.assessment_id == assessment_id,
-                                              sa.or_(Dot.blue_shift, Dot.faded, Dot.spread))
-                         .order_by(Dot.dot_index).limit(n)).all()
+        return s.scalars(
+            sa.select(Dot)
+            .where(Dot.assessment_id == assessment_id, sa.or_(Dot.blue_shift, Dot.faded, Dot.spread))
+            .order_by(Dot.dot_index)
+            .limit(n)
+        ).all()
 
 
 def test_review_decisions_are_stored_and_exported_for_training(world, photos):
@@ -299,25 +322,37 @@ def test_review_decisions_are_stored_and_exported_for_training(world, photos):
     crop = reviewer.get(f"/review/crops/{dots[0].id}")
     assert crop.status_code == 200 and crop.content[:8] == b"\x89PNG\r\n\x1a\n"
     # accept (JSON, as the keyboard shortcuts send it), reject, relabel (plain form posts)
-    r = reviewer.post(f"/review/{dots[0].id}", data={"decision": "accept", "csrf_token": reviewer.csrf},
-                      headers={"Accept": "application/json"})
+    r = reviewer.post(
+        f"/review/{dots[0].id}",
+        data={"decision": "accept", "csrf_token": reviewer.csrf},
+        headers={"Accept": "application/json"},
+    )
     assert r.status_code == 200 and r.json()["decision"] == "accept"
-    r = reviewer.post(f"/review/{dots[1].id}", data={"decision": "reject", "csrf_token": reviewer.csrf,
-                                                      "next": "/review?flag=any"}, follow_redirects=False)
+    r = reviewer.post(
+        f"/review/{dots[1].id}",
+        data={"decision": "reject", "csrf_token": reviewer.csrf, "next": "/review?flag=any"},
+        follow_redirects=False,
+    )
     assert r.status_code == 303 and r.headers["location"] == "/review?flag=any"
-    r = reviewer.post(f"/review/{dots[2].id}", data={"decision": "relabel", "new_label": "none",
-                                                      "csrf_token": reviewer.csrf, "next": "https://evil.example"},
-                      follow_redirects=False)
+    r = reviewer.post(
+        f"/review/{dots[2].id}",
+        data={"decision": "relabel", "new_label": "none", "csrf_token": reviewer.csrf, "next": "https://evil.example"},
+        follow_redirects=False,
+    )
     assert r.headers["location"] == "/review"
-    bad = reviewer.post(f"/review/{dots[2].id}", data={"decision": "relabel", "new_label": "purple",
-                                                        "csrf_token": reviewer.csrf},
-                        headers={"Accept": "application/json"})
+    bad = reviewer.post(
+        f"/review/{dots[2].id}",
+        data={"decision": "relabel", "new_label": "purple", "csrf_token": reviewer.csrf},
+        headers={"Accept": "application/json"},
+    )
     assert bad.status_code == 422
     with world.ctx.records.session() as s:
         stored = s.scalars(sa.select(ReviewDecision).order_by(ReviewDecision.id)).all()
         assert [(d.dot_id, d.decision, d.new_label, d.reviewer) for d in stored] == [
-            (dots[0].id, "accept", None, "a-reviewer"), (dots[1].id, "reject", None, "a-reviewer"),
-            (dots[2].id, "relabel", "none", "a-reviewer")]
+            (dots[0].id, "accept", None, "a-reviewer"),
+            (dots[1].id, "reject", None, "a-reviewer"),
+            (dots[2].id, "relabel", "none", "a-reviewer"),
+        ]
         reviewer_id = s.scalar(sa.text("SELECT id FROM users WHERE username = 'a-reviewer'"))
         assert {d.reviewer_user_id for d in stored} == {reviewer_id}
         n_dots = s.scalar(sa.select(sa.func.count()).select_from(Dot).where(Dot.assessment_id == assessment_id))
@@ -347,8 +382,11 @@ def test_review_decisions_are_stored_and_exported_for_training(world, photos):
     assert pd.read_csv(row.image.parent / "rejected.csv")["dot_id"].tolist() == [dots[1].dot_index]
     accepted = table.set_index("dot_id").loc[dots[0].dot_index]
     relabelled = table.set_index("dot_id").loc[dots[2].dot_index]
-    assert accepted["review"] == "confirmed" and accepted["visible"] and any(
-        bool(accepted[f]) == bool(getattr(dots[0], f)) for f in ("blue_shift", "faded", "spread"))
+    assert (
+        accepted["review"] == "confirmed"
+        and accepted["visible"]
+        and any(bool(accepted[f]) == bool(getattr(dots[0], f)) for f in ("blue_shift", "faded", "spread"))
+    )
     assert relabelled["review"] == "relabelled" and relabelled["visible"]
     assert not relabelled[["blue_shift", "faded", "spread"]].any()
     assert Counter(table["review"])["unreviewed"] == n_dots - 3
@@ -364,11 +402,17 @@ def test_review_decisions_are_stored_and_exported_for_training(world, photos):
 
 # --------------------------------------------------------------------------- OpenAPI and the CLI
 
+
 def test_openapi_document_and_docs(world):
     api = world.api("a-staff")
     spec = api.get("/api/openapi.json").json()
-    assert {"/api/v1/photos", "/api/v1/jobs/{job_id}", "/api/v1/assessments/{assessment_id}", "/api/v1/clients",
-            "/api/v1/clients/{client_id}/tracking"} <= set(spec["paths"])
+    assert {
+        "/api/v1/photos",
+        "/api/v1/jobs/{job_id}",
+        "/api/v1/assessments/{assessment_id}",
+        "/api/v1/clients",
+        "/api/v1/clients/{client_id}/tracking",
+    } <= set(spec["paths"])
     assert not any(p.startswith(("/review", "/admin", "/login")) for p in spec["paths"])
     body = spec["paths"]["/api/v1/photos"]["post"]["requestBody"]["content"]
     assert "multipart/form-data" in body

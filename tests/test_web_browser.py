@@ -7,6 +7,7 @@ with its background worker and the classical segmenter (fast). Needs ``playwrigh
 package) and ``/usr/bin/chromium`` (``apt-get install chromium``; ``.ci/run`` installs it);
 Playwright's own browser downloads are never used.
 """
+
 from __future__ import annotations
 
 import io
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.slow
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"
+
 
 def _unavailable(reason: str) -> None:
     # CI (.ci/run) installs chromium and sets SMP_TEST_REQUIRE_BROWSER: there a missing browser is a failure
@@ -57,8 +59,13 @@ def server(tmp_path_factory):
     from pipeline.web.jobs import PipelineAssessor
 
     home = tmp_path_factory.mktemp("home")
-    w = make_world(home, start_worker=True, worker_poll_s=0.5, clock=time.time,
-                   assessor_factory=lambda: PipelineAssessor(None, ("segment.method=classical",)))
+    w = make_world(
+        home,
+        start_worker=True,
+        worker_poll_s=0.5,
+        clock=time.time,
+        assessor_factory=lambda: PipelineAssessor(None, ("segment.method=classical",)),
+    )
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(w.app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -153,8 +160,10 @@ def test_clinic_and_reviewer_workflow(server, browser, tmp_path):
     cards = page.query_selector_all(".dot")
     assert len(cards) >= 2
     first, second = (c.get_attribute("data-dot") for c in cards[:2])
-    page.wait_for_function("() => Array.from(document.querySelectorAll('.dot img')).slice(0, 2)"
-                           ".every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function(
+        "() => Array.from(document.querySelectorAll('.dot img')).slice(0, 2)"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
     _shot(page, "06-review-queue")
     page.keyboard.press("a")
     page.wait_for_selector(f'.dot.decided[data-dot="{first}"]')
@@ -166,8 +175,7 @@ def test_clinic_and_reviewer_workflow(server, browser, tmp_path):
     from pipeline.records.schema import ReviewDecision
 
     with world.ctx.records.session() as s:
-        decisions = {(d.dot_id, d.decision, d.new_label, d.reviewer)
-                     for d in s.scalars(sa.select(ReviewDecision))}
+        decisions = {(d.dot_id, d.decision, d.new_label, d.reviewer) for d in s.scalars(sa.select(ReviewDecision))}
     assert decisions == {(int(first), "accept", None, "a-reviewer"), (int(second), "relabel", "faded", "a-reviewer")}
 
     page.goto(f"{base}/review/export")

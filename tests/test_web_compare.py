@@ -1,4 +1,5 @@
 """The web app's before/after comparison page (pipeline/web/comparisons.py, /reports/compare/...)."""
+
 import json
 
 import cv2
@@ -25,8 +26,7 @@ def world(tmp_path_factory):
     photo of C-1 not assessed yet; a photo of another client (C-2)."""
     cfg = load_settings(SynthSettings, None, SERIES, default="synth/closeup.yaml")
     scenes, _ = render_series(item_rng(47, 0), cfg, load_card(), load_flag_settings())
-    pngs = [cv2.imencode(".png", np.ascontiguousarray(scene.photo[..., ::-1]))[1].tobytes()
-            for _, scene in scenes[1:3]]
+    pngs = [cv2.imencode(".png", np.ascontiguousarray(scene.photo[..., ::-1]))[1].tobytes() for _, scene in scenes[1:3]]
     w = make_world(tmp_path_factory.mktemp("home"))
     api = w.api("a-staff")
     ids = {}
@@ -40,8 +40,9 @@ def world(tmp_path_factory):
         assert r.status_code == 201, r.text
         ids[key] = r.json()["photo_id"]
     with w.ctx.records.session() as s:
-        ids["assessments"] = [s.scalar(sa.select(Assessment.id).where(Assessment.photo_id == ids[k]))
-                              for k in ("before", "after")]
+        ids["assessments"] = [
+            s.scalar(sa.select(Assessment.id).where(Assessment.photo_id == ids[k])) for k in ("before", "after")
+        ]
     w.ids = ids
     yield w
     dispose()
@@ -54,8 +55,9 @@ def test_comparison_page_is_built_once_and_cached(world, monkeypatch):
     # there), so neither the folder nor its files' times could tell it from a cache hit
     builds = []
     build = pipeline.two_photos.compare.compare_photos
-    monkeypatch.setattr(pipeline.two_photos.compare, "compare_photos",
-                        lambda *a, **k: builds.append(1) or build(*a, **k))
+    monkeypatch.setattr(
+        pipeline.two_photos.compare, "compare_photos", lambda *a, **k: builds.append(1) or build(*a, **k)
+    )
     ids = world.ids
     page = world.login("a-staff")
     url = f"/reports/compare/{ids['before']}/{ids['after']}"

@@ -1,5 +1,6 @@
 """Odd ids, missing stored files and unexpected failures: a clear page with the security headers, never a
 plain-text traceback."""
+
 from __future__ import annotations
 
 import re
@@ -10,7 +11,7 @@ from web_support import dispose, make_world, synthetic_photos, upload
 
 from pipeline.records.schema import Assessment, Dot
 
-HUGE = str(2 ** 63)  # one past the largest id the records hold
+HUGE = str(2**63)  # one past the largest id the records hold
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_an_id_beyond_64_bits_is_a_404_page_on_every_id_route(world):
             assert "Content-Security-Policy" in r.headers and r.headers["X-Content-Type-Options"] == "nosniff"
             assert "Traceback" not in r.text
     # the largest id itself is an ordinary "not found" from the route
-    assert reviewer.get(f"/clients/{2 ** 63 - 1}").status_code == 404
+    assert reviewer.get(f"/clients/{2**63 - 1}").status_code == 404
 
 
 def test_a_missing_stored_photo_is_a_clear_page(world):
@@ -83,8 +84,14 @@ def test_an_unexpected_failure_is_a_500_page_with_the_headers(world, monkeypatch
     c = TestClient(world.app, raise_server_exceptions=False)
     from web_support import PASSWORD, login_token
 
-    assert c.post("/login", data={"username": "a-reviewer", "password": PASSWORD, "csrf_token": login_token(c)},
-                  follow_redirects=False).status_code == 303
+    assert (
+        c.post(
+            "/login",
+            data={"username": "a-reviewer", "password": PASSWORD, "csrf_token": login_token(c)},
+            follow_redirects=False,
+        ).status_code
+        == 303
+    )
     r = c.get("/review")
     assert r.status_code == 500 and "could not complete" in r.text and "disk on fire" not in r.text
     assert "Content-Security-Policy" in r.headers and "script-src 'none'" in r.headers["Content-Security-Policy"]

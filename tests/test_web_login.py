@@ -1,6 +1,7 @@
 """Logging in under attack: the throttle counts an attempt in the transaction that read the counts (concurrent
 posts never check more passwords than the limit), a per-account limit across addresses, quiet throttle rows
 removed, and the password policy of every role."""
+
 from __future__ import annotations
 
 import threading
@@ -15,8 +16,9 @@ from pipeline.web.auth import AuthError, check_password_strength, create_user
 
 
 def _post(c, token, username, password):  # type: ignore[no-untyped-def]
-    return c.post("/login", data={"username": username, "password": password, "csrf_token": token},
-                  follow_redirects=False)
+    return c.post(
+        "/login", data={"username": username, "password": password, "csrf_token": token}, follow_redirects=False
+    )
 
 
 def _storm(w, address: str, passwords: list[str]) -> list[int]:
@@ -102,8 +104,9 @@ def test_quiet_throttle_rows_are_removed(tmp_path):
             assert _post(c, login_token(c), f"nobody{i}", "wrong password").status_code == 401
         with w.ctx.records.session() as s:
             assert s.scalar(sa.select(sa.func.count()).select_from(LoginThrottle)) == 5
-            assert not s.scalars(sa.select(LoginThrottle.key).where(LoginThrottle.key.like("account|%"))).all(), \
+            assert not s.scalars(sa.select(LoginThrottle.key).where(LoginThrottle.key.like("account|%"))).all(), (
                 "no account rows for names that are no account"
+            )
         w.clock.advance(w.settings.throttle.forget_after_s + 1)
         c = w.client(client=("10.3.0.2", 5000))
         assert _post(c, login_token(c), "a-staff", PASSWORD).status_code == 303
@@ -113,10 +116,18 @@ def test_quiet_throttle_rows_are_removed(tmp_path):
         dispose()
 
 
-@pytest.mark.parametrize("password, words", [
-    ("short", "too short"), ("aaaaaaaaaa", "repeated"), ("1234567890", "straight run"), ("zyxwvutsrq", "straight run"),
-    ("abababab12", "different characters"), ("xx-anna-2026-xx", "user name"), ("x" * 1025, "too long"),
-])
+@pytest.mark.parametrize(
+    "password, words",
+    [
+        ("short", "too short"),
+        ("aaaaaaaaaa", "repeated"),
+        ("1234567890", "straight run"),
+        ("zyxwvutsrq", "straight run"),
+        ("abababab12", "different characters"),
+        ("xx-anna-2026-xx", "user name"),
+        ("x" * 1025, "too long"),
+    ],
+)
 def test_the_password_policy_refuses_weak_passwords(password, words):
     with pytest.raises(AuthError, match=words):
         check_password_strength(password, "anna")

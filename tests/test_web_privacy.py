@@ -1,4 +1,5 @@
 """What leaves the server carries no camera metadata; exports do not linger; files are the server user's own."""
+
 from __future__ import annotations
 
 import io
@@ -95,12 +96,17 @@ def test_nothing_that_leaves_the_server_carries_the_cameras_metadata(tmp_path, r
             assessment = s.scalars(sa.select(Assessment)).one()
             dot = s.scalars(sa.select(Dot).where(Dot.assessment_id == assessment.id)).first()
         reviewer = w.login("a-reviewer")
-        r = reviewer.post(f"/api/v1/review/photos/{assessment.id}/dots", json={"x": 5, "y": 5},
-                          headers={"X-CSRF-Token": reviewer.csrf})
+        r = reviewer.post(
+            f"/api/v1/review/photos/{assessment.id}/dots",
+            json={"x": 5, "y": 5},
+            headers={"X-CSRF-Token": reviewer.csrf},
+        )
         assert r.status_code == 200, r.text
-        leaving = {"crop": reviewer.get(f"/review/crops/{dot.id}").content,
-                   "review photo": reviewer.get(f"/review/photo/{assessment.id}/image").content,
-                   "report": reviewer.get(f"/reports/assessment/{assessment.id}").content}
+        leaving = {
+            "crop": reviewer.get(f"/review/crops/{dot.id}").content,
+            "review photo": reviewer.get(f"/review/photo/{assessment.id}/image").content,
+            "report": reviewer.get(f"/reports/assessment/{assessment.id}").content,
+        }
         r = reviewer.post("/review/export", data={"csrf_token": reviewer.csrf})
         assert r.status_code == 200
         archive = zipfile.ZipFile(io.BytesIO(r.content))
@@ -167,8 +173,12 @@ def test_an_export_goes_on_without_a_photo_lost_from_the_store(tmp_path):
             lost = w.ctx.store.path(assessments[0].photo.stored_path)
             lost_sha = assessments[0].photo.sha256[:16]
         for a in assessments:
-            assert reviewer.post(f"/api/v1/review/photos/{a.id}/done", json={},
-                                 headers={"X-CSRF-Token": reviewer.csrf}).status_code == 200
+            assert (
+                reviewer.post(
+                    f"/api/v1/review/photos/{a.id}/done", json={}, headers={"X-CSRF-Token": reviewer.csrf}
+                ).status_code
+                == 200
+            )
         Path(lost).unlink()
         r = reviewer.post("/review/export", data={"csrf_token": reviewer.csrf})
         assert r.status_code == 200 and r.headers["X-Export-Photos"] == "1"

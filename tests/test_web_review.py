@@ -2,6 +2,7 @@
 confirm, reject, add, paint, done and undo through the JSON API under the app's session, CSRF and tenancy
 rules; bad input refused; and an export that holds only what a person decided, read back by smp train's
 dataset reader."""
+
 from __future__ import annotations
 
 import io
@@ -31,8 +32,12 @@ def photos(tmp_path_factory):
 def world(tmp_path_factory, photos):
     """Clinic a: client A-1 with two visits, A-2 with one; clinic b: B-1. Every photo assessed."""
     w = make_world(tmp_path_factory.mktemp("home"))
-    sent = [("a-staff", photos[0], "A-1", "2026-03-01"), ("a-staff", photos[1], "A-1", "2026-06-01"),
-            ("a-staff", photos[2], "A-2", "2026-03-02"), ("b-staff", photos[3], "B-1", "2026-03-03")]
+    sent = [
+        ("a-staff", photos[0], "A-1", "2026-03-01"),
+        ("a-staff", photos[1], "A-1", "2026-06-01"),
+        ("a-staff", photos[2], "A-2", "2026-03-02"),
+        ("b-staff", photos[3], "B-1", "2026-03-03"),
+    ]
     ids = []
     for user, photo, client, day in sent:
         r = upload(w.api(user), photo, client_id=client, date=day, view="closeup")
@@ -40,8 +45,9 @@ def world(tmp_path_factory, photos):
         ids.append(r.json())
     assert w.drain() == 4
     with w.ctx.records.session() as s:
-        w.assessments = [s.scalar(sa.select(Assessment.id).where(Assessment.photo_id == sub["photo_id"]))
-                         for sub in ids]
+        w.assessments = [
+            s.scalar(sa.select(Assessment.id).where(Assessment.photo_id == sub["photo_id"])) for sub in ids
+        ]
         w.clients = [sub["client_id"] for sub in ids]
     yield w
     dispose()
@@ -120,9 +126,13 @@ def test_roles_and_another_clinics_photo(clean):
         assert r.status_code == missing.status_code == 404, url
         assert "A-1" not in r.text
     before = _counts(world)
-    for action, body in (("decisions", {"dot_id": dot.id, "decision": "accept"}), ("dots", {"x": 5, "y": 5}),
-                         ("shapes", {"label": "hair", "kind": "brush", "points": [[5, 5]], "radius_px": 3}),
-                         ("done", {}), ("undo", {})):
+    for action, body in (
+        ("decisions", {"dot_id": dot.id, "decision": "accept"}),
+        ("dots", {"x": 5, "y": 5}),
+        ("shapes", {"label": "hair", "kind": "brush", "points": [[5, 5]], "radius_px": 3}),
+        ("done", {}),
+        ("undo", {}),
+    ):
         r = _post(b, _api(aid, action), body)
         assert r.status_code == 404 and r.json() == {"detail": "not found"}, action
         assert _post(b, _api(999_999, action), body).json() == r.json()
@@ -138,13 +148,18 @@ def test_csrf_is_required_for_session_posts(clean):
     dot = _dots(world, aid)[0]
     before = _counts(world)
     for headers in ({}, {"X-CSRF-Token": "wrong"}, {"X-CSRF-Token": reviewer.csrf[:-2] + "xx"}):
-        for action, body in (("decisions", {"dot_id": dot.id, "decision": "accept"}), ("dots", {"x": 5, "y": 5}),
-                             ("done", {}), ("undo", {})):
+        for action, body in (
+            ("decisions", {"dot_id": dot.id, "decision": "accept"}),
+            ("dots", {"x": 5, "y": 5}),
+            ("done", {}),
+            ("undo", {}),
+        ):
             r = reviewer.post(_api(aid, action), json=body, headers=headers)
             assert r.status_code == 403 and "CSRF" in r.json()["detail"], (action, headers)
     # the token in a form field does not count for a JSON body; a malformed body is still a 403 first
-    r = reviewer.post(_api(aid, "done"), content=b"csrf_token=" + reviewer.csrf.encode(),
-                      headers={"Content-Type": "application/json"})
+    r = reviewer.post(
+        _api(aid, "done"), content=b"csrf_token=" + reviewer.csrf.encode(), headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 403
     assert _counts(world) == before
     # an API token needs none (a browser never sends one on its own)
@@ -185,14 +200,25 @@ def test_confirm_reject_add_paint_done_and_undo_each(clean):
         user_id = db.scalar(sa.select(User.id).where(User.username == "a-reviewer"))
         for table in ACT_TABLES:
             rows = db.scalars(sa.select(table)).all()
-            assert rows and all(r.reviewer == "a-reviewer" and r.reviewer_user_id == user_id
-                                and r.created_at.tzinfo is not None and r.undone_at is None for r in rows)
+            assert rows and all(
+                r.reviewer == "a-reviewer"
+                and r.reviewer_user_id == user_id
+                and r.created_at.tzinfo is not None
+                and r.undone_at is None
+                for r in rows
+            )
         shape = db.scalars(sa.select(ReviewShape).where(ReviewShape.kind == "brush")).one()
         assert shape.points == [[20, 20], [60, 40]] and shape.radius_px == 4
 
     # undo, newest first: done, polygon, brush, added dot, reject, confirm
-    expected = ["mark the dots done", "scalp polygon", "hair brush stroke", f"add a dot at {10.5:.0f}, {h - 0.6:.0f}",
-                f"reject dot {dots[1].dot_index}", f"confirm dot {dots[0].dot_index}"]
+    expected = [
+        "mark the dots done",
+        "scalp polygon",
+        "hair brush stroke",
+        f"add a dot at {10.5:.0f}, {h - 0.6:.0f}",
+        f"reject dot {dots[1].dot_index}",
+        f"confirm dot {dots[0].dot_index}",
+    ]
     seen = []
     for _ in expected:
         before = world.api("a-reviewer").get(_api(aid)).json()
@@ -222,8 +248,11 @@ def test_undo_takes_back_only_the_callers_own_act_and_hides_a_decision_everywher
     # the undone decision counts nowhere: the dot is back in the unreviewed queue
     assert f'data-dot="{dot.id}"' in reviewer.get(queue).text
     # a decision from the queue is an act on the photo too, and undone the same way
-    r = reviewer.post(f"/review/{dot.id}", data={"decision": "relabel", "new_label": "faded",
-                                                 "csrf_token": reviewer.csrf}, headers={"Accept": "application/json"})
+    r = reviewer.post(
+        f"/review/{dot.id}",
+        data={"decision": "relabel", "new_label": "faded", "csrf_token": reviewer.csrf},
+        headers={"Accept": "application/json"},
+    )
     assert r.status_code == 200
     s = reviewer.get(_api(aid)).json()
     assert s["undo"] == "relabel (faded) dot " + str(dot.dot_index)
@@ -232,30 +261,45 @@ def test_undo_takes_back_only_the_callers_own_act_and_hides_a_decision_everywher
     assert _post(admin, _api(aid, "undo")).json()["added"] == []
 
 
-@pytest.mark.parametrize("action, body, status, words", [
-    ("dots", {"x": -1, "y": 5}, 422, "outside the photo"),
-    ("dots", {"x": "W", "y": 5}, 422, "x must be a number"),
-    ("dots", {"x": True, "y": 5}, 422, "x must be a number"),
-    ("dots", {"x": 5}, 422, "y must be a number"),
-    ("dots", {"x": 5, "y": 5, "colour": "red"}, 422, "unknown field 'colour'"),
-    ("dots", [5, 5], 400, "JSON object"),
-    ("shapes", {"label": "skin", "kind": "brush", "points": [[1, 1]], "radius_px": 2}, 422, "label must be"),
-    ("shapes", {"label": "hair", "kind": "lasso", "points": [[1, 1]], "radius_px": 2}, 422, "kind must be"),
-    ("shapes", {"label": "hair", "kind": "polygon", "points": [[1, 1], [2, 2]]}, 422, "3 to"),
-    ("shapes", {"label": "hair", "kind": "brush", "points": [[1, 1]]}, 422, "radius_px"),
-    ("shapes", {"label": "hair", "kind": "brush", "points": [[1, 1]], "radius_px": 10_000}, 422, "radius_px"),
-    ("shapes", {"label": "hair", "kind": "polygon", "points": [[1, 1], [2, 2], [3, 1]], "radius_px": 2}, 422,
-     "no radius"),
-    ("shapes", {"label": "hair", "kind": "brush", "points": [[1, 1]] * (MAX_SHAPE_POINTS + 1), "radius_px": 2}, 422,
-     f"1 to {MAX_SHAPE_POINTS} points"),
-    ("shapes", {"label": "hair", "kind": "brush", "points": [[1, 1], [1e6, 1]], "radius_px": 2}, 422,
-     "point 1 (1e+06, 1) is outside"),
-    ("shapes", {"label": "hair", "kind": "brush", "points": [[1, 1, 1]], "radius_px": 2}, 422, "[x, y] pair"),
-    ("decisions", {"dot_id": "first", "decision": "accept"}, 422, "dot_id"),
-    ("decisions", {"dot_id": 10**30, "decision": "accept"}, 422, "dot_id"),
-    ("decisions", {"dot_id": 999_999, "decision": "accept"}, 404, "no dot"),
-    ("decisions", {"decision": "relabel", "dot_id": 0}, 422, "decision must be one of accept, reject"),
-])
+@pytest.mark.parametrize(
+    "action, body, status, words",
+    [
+        ("dots", {"x": -1, "y": 5}, 422, "outside the photo"),
+        ("dots", {"x": "W", "y": 5}, 422, "x must be a number"),
+        ("dots", {"x": True, "y": 5}, 422, "x must be a number"),
+        ("dots", {"x": 5}, 422, "y must be a number"),
+        ("dots", {"x": 5, "y": 5, "colour": "red"}, 422, "unknown field 'colour'"),
+        ("dots", [5, 5], 400, "JSON object"),
+        ("shapes", {"label": "skin", "kind": "brush", "points": [[1, 1]], "radius_px": 2}, 422, "label must be"),
+        ("shapes", {"label": "hair", "kind": "lasso", "points": [[1, 1]], "radius_px": 2}, 422, "kind must be"),
+        ("shapes", {"label": "hair", "kind": "polygon", "points": [[1, 1], [2, 2]]}, 422, "3 to"),
+        ("shapes", {"label": "hair", "kind": "brush", "points": [[1, 1]]}, 422, "radius_px"),
+        ("shapes", {"label": "hair", "kind": "brush", "points": [[1, 1]], "radius_px": 10_000}, 422, "radius_px"),
+        (
+            "shapes",
+            {"label": "hair", "kind": "polygon", "points": [[1, 1], [2, 2], [3, 1]], "radius_px": 2},
+            422,
+            "no radius",
+        ),
+        (
+            "shapes",
+            {"label": "hair", "kind": "brush", "points": [[1, 1]] * (MAX_SHAPE_POINTS + 1), "radius_px": 2},
+            422,
+            f"1 to {MAX_SHAPE_POINTS} points",
+        ),
+        (
+            "shapes",
+            {"label": "hair", "kind": "brush", "points": [[1, 1], [1e6, 1]], "radius_px": 2},
+            422,
+            "point 1 (1e+06, 1) is outside",
+        ),
+        ("shapes", {"label": "hair", "kind": "brush", "points": [[1, 1, 1]], "radius_px": 2}, 422, "[x, y] pair"),
+        ("decisions", {"dot_id": "first", "decision": "accept"}, 422, "dot_id"),
+        ("decisions", {"dot_id": 10**30, "decision": "accept"}, 422, "dot_id"),
+        ("decisions", {"dot_id": 999_999, "decision": "accept"}, 404, "no dot"),
+        ("decisions", {"decision": "relabel", "dot_id": 0}, 422, "decision must be one of accept, reject"),
+    ],
+)
 def test_bad_input_is_a_clear_4xx_and_stores_nothing(clean, action, body, status, words):
     world, aid = clean, clean.assessments[0]
     if action == "decisions" and body.get("dot_id") == 0:
@@ -275,10 +319,18 @@ def test_edges_of_the_photo(clean):
     assert _post(reviewer, _api(aid, "dots"), {"x": -0.5, "y": h - 0.51}).status_code == 200
     assert _post(reviewer, _api(aid, "dots"), {"x": w - 0.5, "y": 1}).status_code == 422  # one pixel past
     corners = [[-0.5, -0.5], [w - 0.5, -0.5], [w - 0.5, h - 0.5]]
-    assert _post(reviewer, _api(aid, "shapes"), {"label": "scalp", "kind": "polygon", "points": corners}).status_code \
+    assert (
+        _post(reviewer, _api(aid, "shapes"), {"label": "scalp", "kind": "polygon", "points": corners}).status_code
         == 200
-    assert reviewer.post(_api(aid, "dots"), content=b"{not json", headers={
-        "X-CSRF-Token": reviewer.csrf, "Content-Type": "application/json"}).status_code == 400
+    )
+    assert (
+        reviewer.post(
+            _api(aid, "dots"),
+            content=b"{not json",
+            headers={"X-CSRF-Token": reviewer.csrf, "Content-Type": "application/json"},
+        ).status_code
+        == 400
+    )
     r = reviewer.post(_api(aid, "dots"), data={"x": "1", "y": "1", "csrf_token": reviewer.csrf})
     assert r.status_code == 400 and "not a form" in r.json()["detail"]
 
@@ -304,9 +356,15 @@ def test_paint_mask_draws_brushes_round_and_polygons_filled_later_over_earlier()
         detail = {"label": label, "kind": kind, "points": points, "radius_px": radius}
         return Act("shape", 0, "r", None, None, detail)  # type: ignore[arg-type]
 
-    mask = paint_mask([shape("scalp", "polygon", [[10, 10], [40, 10], [40, 30], [10, 30]]),
-                       shape("hair", "brush", [[20, 20], [60, 20]], 3.0),
-                       shape("background", "brush", [[5, 45]], 2.0)], 80, 50)
+    mask = paint_mask(
+        [
+            shape("scalp", "polygon", [[10, 10], [40, 10], [40, 30], [10, 30]]),
+            shape("hair", "brush", [[20, 20], [60, 20]], 3.0),
+            shape("background", "brush", [[5, 45]], 2.0),
+        ],
+        80,
+        50,
+    )
     assert mask.dtype == np.uint8 and mask.shape == (50, 80)
     assert mask[15, 15] == 1 and mask[28, 38] == 1, "polygon filled"
     assert mask[20, 30] == 2 and mask[17, 30] == 2 and mask[23, 30] == 2, "brush over polygon, 3 px each side"
@@ -354,15 +412,25 @@ def test_export_holds_only_what_a_person_decided(clean):
     assert len(manifest) == 3, "the three reviewed photos of clinic a"
     by_image = {r.image.parent.name: r for r in manifest}
     with world.ctx.records.session() as s:
-        sha = {aid: s.scalar(sa.select(Assessment).where(Assessment.id == aid)).photo.sha256[:16]
-               for aid in (a0, a1, a2)}
+        sha = {
+            aid: s.scalar(sa.select(Assessment).where(Assessment.id == aid)).photo.sha256[:16] for aid in (a0, a1, a2)
+        }
     r0, r1, r2 = (by_image[sha[a]] for a in (a0, a1, a2))
 
     # dots: only photo 0 is done
     assert r0.dots is not None and r1.dots is None and r2.dots is None
     table = pd.read_csv(r0.dots)
-    assert list(table.columns) == ["dot_id", "x", "y", "diameter_mm", "blue_shift", "faded", "spread", "visible",
-                                   "review"]
+    assert list(table.columns) == [
+        "dot_id",
+        "x",
+        "y",
+        "diameter_mm",
+        "blue_shift",
+        "faded",
+        "spread",
+        "visible",
+        "review",
+    ]
     human = table[table["visible"]]
     assert sorted(human["review"]) == ["added", "confirmed", "confirmed"]
     assert set(human.loc[human["review"] == "confirmed", "dot_id"]) == {dots[0].dot_index, dots[2].dot_index}

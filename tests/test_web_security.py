@@ -1,6 +1,7 @@
 """The web app's security rules (pipeline/web/): authentication on every route, clinics as tenants
 (another clinic's ids are 404), path traversal, upload limits and validation, CSRF, login throttling,
 sessions, roles and response headers."""
+
 from __future__ import annotations
 
 import re
@@ -46,12 +47,20 @@ def world(tmp_path_factory, photos):
     with w.ctx.records.session() as s:
         for clinic, sub in ids.items():
             a = s.scalars(sa.select(Assessment).where(Assessment.photo_id == sub["photo_id"])).one()
-            dot = s.scalars(sa.select(Dot).where(Dot.assessment_id == a.id,
-                                                 sa.or_(Dot.blue_shift, Dot.faded, Dot.spread))).first()
+            dot = s.scalars(
+                sa.select(Dot).where(Dot.assessment_id == a.id, sa.or_(Dot.blue_shift, Dot.faded, Dot.spread))
+            ).first()
             assert dot is not None, "the synthetic photo should have flagged dots"
             region = s.scalar(sa.select(Visit.region_id).where(Visit.id == sub["visit_id"]))
-            ids[clinic] = {"client": sub["client_id"], "visit": sub["visit_id"], "photo": sub["photo_id"],
-                           "job": sub["job"]["id"], "assessment": a.id, "dot": dot.id, "region": region}
+            ids[clinic] = {
+                "client": sub["client_id"],
+                "visit": sub["visit_id"],
+                "photo": sub["photo_id"],
+                "job": sub["job"]["id"],
+                "assessment": a.id,
+                "dot": dot.id,
+                "region": region,
+            }
     w.ids = ids
     yield w
     dispose()
@@ -71,8 +80,10 @@ def _fill(path: str, value: int = 1) -> str:
 
 def counts(world) -> dict[str, int]:
     with world.ctx.records.session() as s:
-        return {m.__tablename__: s.scalar(sa.select(sa.func.count()).select_from(m))
-                for m in (Client, Region, Visit, Photo, VisitPhoto, Assessment, Job, ReviewDecision, User)}
+        return {
+            m.__tablename__: s.scalar(sa.select(sa.func.count()).select_from(m))
+            for m in (Client, Region, Visit, Photo, VisitPhoto, Assessment, Job, ReviewDecision, User)
+        }
 
 
 def store_files(world) -> list[Path]:
@@ -80,6 +91,7 @@ def store_files(world) -> list[Path]:
 
 
 # --------------------------------------------------------------------------- authentication everywhere
+
 
 def test_every_route_requires_authentication(world):
     routes = list(_routes(world.app))
@@ -110,6 +122,7 @@ def test_healthz_and_login_are_the_only_public_routes(world):
 
 
 # --------------------------------------------------------------------------- tenancy
+
 
 def _tenant_requests(ids):
     """(method, url, data) of every route taking an id, for the ids of one clinic."""
@@ -216,11 +229,21 @@ def test_roles(world):
 
 # --------------------------------------------------------------------------- paths and uploads
 
-@pytest.mark.parametrize("url", [
-    "/clients/..%2F..%2Fetc%2Fpasswd", "/clients/../../etc/passwd", "/reports/assessment/..%2F..%2Fweb-secret.key",
-    "/reports/assessment/1/../../web-secret.key", "/review/crops/..%2F..%2Fweb-secret.key", "/jobs/%2e%2e%2f1",
-    "/api/v1/assessments/..%2F..%2Frecords.db", "/static/../web-secret.key", "/photos/..%2Fweb-secret.key",
-])
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/clients/..%2F..%2Fetc%2Fpasswd",
+        "/clients/../../etc/passwd",
+        "/reports/assessment/..%2F..%2Fweb-secret.key",
+        "/reports/assessment/1/../../web-secret.key",
+        "/review/crops/..%2F..%2Fweb-secret.key",
+        "/jobs/%2e%2e%2f1",
+        "/api/v1/assessments/..%2F..%2Frecords.db",
+        "/static/../web-secret.key",
+        "/photos/..%2Fweb-secret.key",
+    ],
+)
 def test_path_traversal_is_refused(world, url):
     secret = (world.home / "web-secret.key").read_text().strip()
     for c in (world.login("root"), world.client()):
@@ -231,8 +254,16 @@ def test_path_traversal_is_refused(world, url):
 
 def test_uploaded_file_names_never_become_paths(world):
     api = world.api("a-staff")
-    for i, name in enumerate(["../../../../tmp/smp-evil.png", "..\\..\\smp-evil.png", "/etc/cron.d/x.png",
-                              "a/../../b.png", "\x00.png", ".htaccess"]):
+    for i, name in enumerate(
+        [
+            "../../../../tmp/smp-evil.png",
+            "..\\..\\smp-evil.png",
+            "/etc/cron.d/x.png",
+            "a/../../b.png",
+            "\x00.png",
+            ".htaccess",
+        ]
+    ):
         r = upload(api, noise_png(100 + i), name=name, client_id="NAMES", kind="baseline", session=None)
         assert r.status_code == 201, r.text
         assert "/" not in r.json()["name"] and "\\" not in r.json()["name"] and not r.json()["name"].startswith(".")
@@ -252,16 +283,24 @@ def test_oversized_uploads_are_413_and_store_nothing(tmp_path):
         r = upload(w.api("a-staff"), big, client_id="BIG")
         assert r.status_code == 413 and "limit" in r.text
         page = w.login("a-staff")
-        client_id = page.post("/clients", data={"external_id": "BIG2", "csrf_token": page.csrf},
-                              follow_redirects=False).headers["location"].rsplit("/", 1)[1]
+        client_id = (
+            page.post("/clients", data={"external_id": "BIG2", "csrf_token": page.csrf}, follow_redirects=False)
+            .headers["location"]
+            .rsplit("/", 1)[1]
+        )
         before = counts(w)
-        r = page.post(f"/clients/{client_id}/upload", data={"region": "crown", "date": "2026-01-01",
-                                                           "kind": "baseline", "csrf_token": page.csrf},
-                      files={"photos": ("big.png", big, "image/png")})
+        r = page.post(
+            f"/clients/{client_id}/upload",
+            data={"region": "crown", "date": "2026-01-01", "kind": "baseline", "csrf_token": page.csrf},
+            files={"photos": ("big.png", big, "image/png")},
+        )
         assert r.status_code == 413
         # a body declared larger than any limit is refused before it is read
-        r = w.api("a-staff").post("/api/v1/photos", content=b"x" * 10, headers={
-            "Content-Length": str(10**9), "Content-Type": "multipart/form-data; boundary=x"})
+        r = w.api("a-staff").post(
+            "/api/v1/photos",
+            content=b"x" * 10,
+            headers={"Content-Length": str(10**9), "Content-Type": "multipart/form-data; boundary=x"},
+        )
         assert r.status_code == 413
         # forms that are not uploads have a small limit
         r = page.post("/review/1", data={"decision": "accept", "note": "x" * 300_000, "csrf_token": page.csrf})
@@ -272,14 +311,17 @@ def test_oversized_uploads_are_413_and_store_nothing(tmp_path):
         dispose()
 
 
-@pytest.mark.parametrize("data, reason", [
-    (b"", "empty"),
-    (b"GIF89a" + b"\x00" * 100, "GIF"),
-    (b"hello, this is not a photo at all\n" * 20, "text"),
-    (noise_png(9)[:300], "truncated"),
-    (b"\xff\xd8\xff\xe0" + b"\x00" * 200, "JPEG"),
-    (b"", "bomb"),  # replaced by _bomb() below
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty"),
+        (b"GIF89a" + b"\x00" * 100, "GIF"),
+        (b"hello, this is not a photo at all\n" * 20, "text"),
+        (noise_png(9)[:300], "truncated"),
+        (b"\xff\xd8\xff\xe0" + b"\x00" * 200, "JPEG"),
+        (b"", "bomb"),  # replaced by _bomb() below
+    ],
+)
 def test_malformed_images_are_a_clear_error_and_store_nothing(world, data, reason):
     if reason == "bomb":
         data = _bomb()
@@ -290,9 +332,11 @@ def test_malformed_images_are_a_clear_error_and_store_nothing(world, data, reaso
     assert detail.startswith("IMG_0001.jpg: ") and len(detail) > 20 and "Traceback" not in detail
     assert counts(world) == before and store_files(world) == files
     page = world.login("a-staff")
-    r = page.post(f"/clients/{world.ids['a']['client']}/upload", data={
-        "region": "crown", "date": "2026-04-01", "kind": "follow-up", "csrf_token": page.csrf},
-        files={"photos": ("IMG_0001.jpg", data, "image/jpeg")})
+    r = page.post(
+        f"/clients/{world.ids['a']['client']}/upload",
+        data={"region": "crown", "date": "2026-04-01", "kind": "follow-up", "csrf_token": page.csrf},
+        files={"photos": ("IMG_0001.jpg", data, "image/jpeg")},
+    )
     assert r.status_code == 422 and "IMG_0001.jpg" in r.text
     assert counts(world) == before and store_files(world) == files
 
@@ -305,20 +349,30 @@ def _bomb() -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 65536, 65536, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 65536, 65536, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 1000))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_bad_visit_fields_store_nothing(world):
     before = counts(world)
-    for fields in ({"date": "2026-02-30"}, {"kind": "party"}, {"kind": "session", "session": None},
-                   {"region": "../etc"}, {"view": "sideways"}):
+    for fields in (
+        {"date": "2026-02-30"},
+        {"kind": "party"},
+        {"kind": "session", "session": None},
+        {"region": "../etc"},
+        {"view": "sideways"},
+    ):
         r = upload(world.api("a-staff"), noise_png(55), client_id="FIELDS", **fields)
         assert r.status_code == 422, (fields, r.text)
     assert counts(world) == before
 
 
 # --------------------------------------------------------------------------- CSRF
+
 
 def _post_routes(app):
     return [(m, p) for m, p in _routes(app) if m in ("POST", "PUT", "PATCH", "DELETE") and (m, p) not in PUBLIC]
@@ -328,14 +382,32 @@ def test_csrf_is_enforced_on_every_state_changing_route(world):
     admin = world.login("root")
     before = counts(world)
     routes = _post_routes(world.app)
-    assert {"/logout", "/clients", "/review/{dot_id}", "/review/export", "/admin/users",
-            "/api/v1/photos", "/api/v1/review/photos/{assessment_id}/undo"} <= {p for _, p in routes}
+    assert {
+        "/logout",
+        "/clients",
+        "/review/{dot_id}",
+        "/review/export",
+        "/admin/users",
+        "/api/v1/photos",
+        "/api/v1/review/photos/{assessment_id}/undo",
+    } <= {p for _, p in routes}
     for method, path in routes:
         url = _fill(path, world.ids["a"]["dot"] if "dot_id" in path else 1)
         for token in (None, "wrong", admin.csrf[:-2] + "xx"):
-            data = {"decision": "accept", "external_id": "CSRF", "username": "mallory", "clinic": "clinic-a",
-                    "role": "admin", "password": "x" * 12, "name": "t", "active": "false", "region": "crown",
-                    "date": "2026-01-01", "kind": "baseline", "client": "CSRF"}
+            data = {
+                "decision": "accept",
+                "external_id": "CSRF",
+                "username": "mallory",
+                "clinic": "clinic-a",
+                "role": "admin",
+                "password": "x" * 12,
+                "name": "t",
+                "active": "false",
+                "region": "crown",
+                "date": "2026-01-01",
+                "kind": "baseline",
+                "client": "CSRF",
+            }
             if token is not None:
                 data["csrf_token"] = token
             files = {"photos": ("x.png", noise_png(3), "image/png")} if "upload" in path else None
@@ -357,14 +429,16 @@ def test_login_form_needs_its_csrf_token(world):
     c = world.client()
     r = c.post("/login", data={"username": "a-staff", "password": PASSWORD}, follow_redirects=False)
     assert r.status_code == 403
-    r = c.post("/login", data={"username": "a-staff", "password": PASSWORD, "csrf_token": "forged"},
-               follow_redirects=False)
+    r = c.post(
+        "/login", data={"username": "a-staff", "password": PASSWORD, "csrf_token": "forged"}, follow_redirects=False
+    )
     assert r.status_code == 403
     other = world.client()
     token = login_token(other)  # a token tied to another browser's pre-login cookie
     login_token(c)
-    r = c.post("/login", data={"username": "a-staff", "password": PASSWORD, "csrf_token": token},
-               follow_redirects=False)
+    r = c.post(
+        "/login", data={"username": "a-staff", "password": PASSWORD, "csrf_token": token}, follow_redirects=False
+    )
     assert r.status_code == 403
 
 
@@ -377,10 +451,14 @@ def test_bearer_requests_need_no_csrf_but_sessions_cannot_hide_behind_the_api(wo
 
 # --------------------------------------------------------------------------- login throttling and sessions
 
+
 def _attempt(world, password, address="10.0.0.1", username="a-reviewer"):
     c = world.client(client=(address, 5000))
-    return c.post("/login", data={"username": username, "password": password, "csrf_token": login_token(c)},
-                  follow_redirects=False)
+    return c.post(
+        "/login",
+        data={"username": username, "password": password, "csrf_token": login_token(c)},
+        follow_redirects=False,
+    )
 
 
 def test_failed_logins_are_slowed_down_then_locked(tmp_path):
@@ -432,8 +510,11 @@ def test_session_cookie_logout_expiry_and_deactivation(tmp_path):
     w = make_world(tmp_path)
     try:
         c = w.client()
-        r = c.post("/login", data={"username": "A-Staff", "password": PASSWORD, "csrf_token": login_token(c)},
-                   follow_redirects=False)
+        r = c.post(
+            "/login",
+            data={"username": "A-Staff", "password": PASSWORD, "csrf_token": login_token(c)},
+            follow_redirects=False,
+        )
         cookie = r.headers["set-cookie"]
         assert "smp_session=" in cookie and "HttpOnly" in cookie and "samesite=lax" in cookie.lower()
         token = c.cookies.get("smp_session")
@@ -464,11 +545,18 @@ def test_session_cookie_logout_expiry_and_deactivation(tmp_path):
 
 
 def test_redirect_after_login_stays_on_this_site(world):
-    for target, expected in (("/review", "/review"), ("//evil.example/x", "/"), ("https://evil.example", "/"),
-                             ("/\\evil.example", "/")):
+    for target, expected in (
+        ("/review", "/review"),
+        ("//evil.example/x", "/"),
+        ("https://evil.example", "/"),
+        ("/\\evil.example", "/"),
+    ):
         c = world.client()
-        r = c.post("/login", data={"username": "a-staff", "password": PASSWORD, "csrf_token": login_token(c),
-                                   "next": target}, follow_redirects=False)
+        r = c.post(
+            "/login",
+            data={"username": "a-staff", "password": PASSWORD, "csrf_token": login_token(c), "next": target},
+            follow_redirects=False,
+        )
         assert r.headers["location"] == expected
 
 
@@ -485,10 +573,19 @@ def test_passwords_are_hashed_with_scrypt(world):
 
 # --------------------------------------------------------------------------- headers
 
+
 def test_security_headers_and_no_external_assets(world):
     c = world.login("root")
-    for url in ("/", f"/clients/{world.ids['a']['client']}", "/review", "/review/export", "/admin/users",
-                "/api/docs", f"/jobs/{world.ids['a']['job']}", "/login"):
+    for url in (
+        "/",
+        f"/clients/{world.ids['a']['client']}",
+        "/review",
+        "/review/export",
+        "/admin/users",
+        "/api/docs",
+        f"/jobs/{world.ids['a']['job']}",
+        "/login",
+    ):
         r = c.get(url)
         assert r.status_code == 200, url
         csp = r.headers["content-security-policy"]
@@ -503,6 +600,7 @@ def test_security_headers_and_no_external_assets(world):
 
 # --------------------------------------------------------------------------- what one upload or one job may cost
 
+
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims ``width`` x ``height`` RGB pixels, with almost no pixel data (valid chunk
     CRCs): refused from the header, or it would fail to decode."""
@@ -512,8 +610,12 @@ def _png_header_only(width: int, height: int) -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 100))
+        + chunk(b"IEND", b"")
+    )
 
 
 class _Decodes:
@@ -541,32 +643,41 @@ class _Decodes:
                 self.running -= 1
 
 
-@pytest.mark.parametrize("width, height, limit", [
-    (7000, 7000, "limit of 48 megapixels"),
-    (70000, 70000, "limit of 48 megapixels"),  # beyond Pillow's own guard too
-    (1, 1, "at least 256 pixels"),
-    (1, 5_000_000, "at least 256 pixels"),
-    (255, 400, "at least 256 pixels"),
-    (1100, 256, "at most 4 times the shorter"),
-    (300, 1300, "at most 4 times the shorter"),
-])
-def test_photos_too_large_too_small_or_too_narrow_are_refused_from_their_header(world, monkeypatch, width, height,
-                                                                                 limit):
+@pytest.mark.parametrize(
+    "width, height, limit",
+    [
+        (7000, 7000, "limit of 48 megapixels"),
+        (70000, 70000, "limit of 48 megapixels"),  # beyond Pillow's own guard too
+        (1, 1, "at least 256 pixels"),
+        (1, 5_000_000, "at least 256 pixels"),
+        (255, 400, "at least 256 pixels"),
+        (1100, 256, "at most 4 times the shorter"),
+        (300, 1300, "at most 4 times the shorter"),
+    ],
+)
+def test_photos_too_large_too_small_or_too_narrow_are_refused_from_their_header(
+    world, monkeypatch, width, height, limit
+):
     import pipeline.web.uploads as uploads
 
     decodes = _Decodes(uploads.read_photo_bytes)
     monkeypatch.setattr(uploads, "read_photo_bytes", decodes)
-    data = _png_header_only(width, height) if width * height > 1e6 or 1 in (width, height) \
+    data = (
+        _png_header_only(width, height)
+        if width * height > 1e6 or 1 in (width, height)
         else noise_png(width * height, (width, height))
+    )
     before, files = counts(world), store_files(world)
     r = upload(world.api("a-staff"), data, name="odd.png", client_id="ODD")
     assert r.status_code == 422, r.text
     size = f"{width} x {height} pixels" if width < 70000 else "4900 megapixels"
     assert r.json()["detail"].startswith(f"odd.png: {size}") and limit in r.json()["detail"]
     page = world.login("a-staff")
-    r = page.post(f"/clients/{world.ids['a']['client']}/upload", data={
-        "region": "crown", "date": "2026-04-02", "kind": "follow-up", "csrf_token": page.csrf},
-        files={"photos": ("odd.png", data, "image/png")})
+    r = page.post(
+        f"/clients/{world.ids['a']['client']}/upload",
+        data={"region": "crown", "date": "2026-04-02", "kind": "follow-up", "csrf_token": page.csrf},
+        files={"photos": ("odd.png", data, "image/png")},
+    )
     assert r.status_code == 422 and limit in r.text
     assert decodes.calls == 0, "refused before any pixel was decoded"
     assert counts(world) == before and store_files(world) == files
@@ -588,12 +699,14 @@ def test_photos_are_decoded_one_at_a_time_across_the_server(world, monkeypatch):
 
     def send(k: int) -> None:
         if k == 2:
-            r = page.post(f"/clients/{world.ids['b']['client']}/upload", data={
-                "region": "crown", "date": "2026-05-01", "kind": "follow-up", "csrf_token": page.csrf},
-                files={"photos": ("p.png", noise_png(600 + k), "image/png")}, follow_redirects=False)
+            r = page.post(
+                f"/clients/{world.ids['b']['client']}/upload",
+                data={"region": "crown", "date": "2026-05-01", "kind": "follow-up", "csrf_token": page.csrf},
+                files={"photos": ("p.png", noise_png(600 + k), "image/png")},
+                follow_redirects=False,
+            )
         else:
-            r = upload(world.api("a-staff"), noise_png(600 + k), client_id=f"SLOTS-{k}", kind="baseline",
-                       session=None)
+            r = upload(world.api("a-staff"), noise_png(600 + k), client_id=f"SLOTS-{k}", kind="baseline", session=None)
         answers.append(r.status_code)
 
     threads = [threading.Thread(target=send, args=(k,)) for k in range(3)]
@@ -640,9 +753,11 @@ def test_duplicates_are_recognised_by_their_hash_and_never_decoded(world, monkey
     elsewhere = upload(api, photo, client_id="DUP", kind="follow-up", session=None)
     assert elsewhere.status_code == 409 and f"visit {first.json()['visit_id']}" in elsewhere.json()["detail"]
     page = world.login("a-staff")
-    r = page.post(f"/clients/{world.ids['a']['client']}/upload", data={
-        "region": "crown", "date": "2026-05-02", "kind": "follow-up", "csrf_token": page.csrf},
-        files=[("photos", ("x.png", noise_png(701), "image/png")), ("photos", ("y.png", noise_png(701), "image/png"))])
+    r = page.post(
+        f"/clients/{world.ids['a']['client']}/upload",
+        data={"region": "crown", "date": "2026-05-02", "kind": "follow-up", "csrf_token": page.csrf},
+        files=[("photos", ("x.png", noise_png(701), "image/png")), ("photos", ("y.png", noise_png(701), "image/png"))],
+    )
     assert r.status_code == 409 and "sent twice" in r.text
     assert decodes.calls == 1
 
@@ -655,16 +770,23 @@ def test_the_same_bytes_from_two_clinics_are_two_photos_and_neither_learns_of_th
     a_doc, b_doc = a.json(), b.json()
     assert b_doc["created"] and b_doc["sha256"] == a_doc["sha256"]
     assert {b_doc["photo_id"], b_doc["visit_id"], b_doc["job"]["id"]}.isdisjoint(
-        {a_doc["photo_id"], a_doc["visit_id"], a_doc["job"]["id"]})
+        {a_doc["photo_id"], a_doc["visit_id"], a_doc["job"]["id"]}
+    )
     page = world.login("b-staff")
-    seen = [b.text, world.api("b-staff").get(f"/api/v1/photos/{b_doc['photo_id']}").text,
-            page.get(f"/clients/{b_doc['client_id']}").text, page.get(f"/jobs/{b_doc['job']['id']}").text]
+    seen = [
+        b.text,
+        world.api("b-staff").get(f"/api/v1/photos/{b_doc['photo_id']}").text,
+        page.get(f"/clients/{b_doc['client_id']}").text,
+        page.get(f"/jobs/{b_doc['job']['id']}").text,
+    ]
     for text in seen:
         assert "clinic-a" not in text and "SAME-A" not in text and "another" not in text
     # within a clinic the rule stays: already recorded in that clinic's own visit
     r = upload(world.api("b-staff"), photo, client_id="SAME-B", kind="follow-up", session=None)
-    assert r.status_code == 409 and r.json()["detail"] == f"photo.jpg: this photo is already recorded in visit " \
-                                                          f"{b_doc['visit_id']}"
+    assert (
+        r.status_code == 409
+        and r.json()["detail"] == f"photo.jpg: this photo is already recorded in visit {b_doc['visit_id']}"
+    )
     with world.ctx.records.session() as s:
         stored = s.execute(sa.select(Photo.stored_path).where(Photo.sha256 == a_doc["sha256"])).scalars().all()
     assert len(stored) == 2 and len(set(stored)) == 1, "two photos, one file in the store"
@@ -702,8 +824,13 @@ class _QuickResult:
         self.sha = sha
 
     def to_json(self) -> dict:
-        return {"schema": "test", "config_hash": "quick", "model": {"name": "quick", "version": "1"},
-                "photo": {"sha256": self.sha}, "metrics": {"dot_count": 0}}
+        return {
+            "schema": "test",
+            "config_hash": "quick",
+            "model": {"name": "quick", "version": "1"},
+            "photo": {"sha256": self.sha},
+            "metrics": {"dot_count": 0},
+        }
 
 
 def _job_states(w, job_ids: list[int]) -> list[str]:
@@ -716,8 +843,13 @@ def test_clinics_take_turns_in_the_queue(tmp_path):
     w = make_world(tmp_path, assessor_factory=_Quick)
     try:
         jobs = {}
-        for name, user, seed in (("A1", "a-staff", 1), ("A2", "a-staff", 2), ("A3", "a-staff", 3),
-                                 ("B1", "b-staff", 4), ("B2", "b-staff", 5)):
+        for name, user, seed in (
+            ("A1", "a-staff", 1),
+            ("A2", "a-staff", 2),
+            ("A3", "a-staff", 3),
+            ("B1", "b-staff", 4),
+            ("B2", "b-staff", 5),
+        ):
             r = upload(w.api(user), noise_png(seed), client_id=f"Q-{name}", kind="baseline", session=None)
             jobs[name] = r.json()["job"]["id"]
         order = []
@@ -732,18 +864,28 @@ def test_clinics_take_turns_in_the_queue(tmp_path):
 def test_a_job_past_its_time_or_memory_limit_fails_with_the_reason_and_the_next_runs(tmp_path):
     slow_photo, hungry_photo, fine_photo = noise_png(11), noise_png(12), noise_png(13)
     sha = lambda data: __import__("hashlib").sha256(data).hexdigest()  # noqa: E731
-    w = make_world(tmp_path, job_time_limit_s=1.5, job_memory_limit_mb=512,
-                   assessor_factory=lambda: _Quick(slow={sha(slow_photo)}, hungry={sha(hungry_photo)}))
+    w = make_world(
+        tmp_path,
+        job_time_limit_s=1.5,
+        job_memory_limit_mb=512,
+        assessor_factory=lambda: _Quick(slow={sha(slow_photo)}, hungry={sha(hungry_photo)}),
+    )
     try:
-        ids = [upload(w.api("a-staff"), data, client_id="LIMITS", kind="baseline", session=None).json()["job"]["id"]
-               for data in (slow_photo, hungry_photo, fine_photo)]
+        ids = [
+            upload(w.api("a-staff"), data, client_id="LIMITS", kind="baseline", session=None).json()["job"]["id"]
+            for data in (slow_photo, hungry_photo, fine_photo)
+        ]
         assert w.drain() == 3
         api = w.api("a-staff")
         slow, hungry, fine = (api.get(f"/api/v1/jobs/{i}").json() for i in ids)
-        assert slow["status"] == "failed" and slow["error"] == \
-            "stopped: the assessment took longer than the time limit of 1.5 s"
-        assert hungry["status"] == "failed" and hungry["error"] == \
-            "stopped: the assessment needed more memory than the limit of 512 MB"
+        assert (
+            slow["status"] == "failed"
+            and slow["error"] == "stopped: the assessment took longer than the time limit of 1.5 s"
+        )
+        assert (
+            hungry["status"] == "failed"
+            and hungry["error"] == "stopped: the assessment needed more memory than the limit of 512 MB"
+        )
         assert fine["status"] == "done" and fine["assessment_id"]
         assert (w.home / "assessments" / str(fine["assessment_id"]) / "assessment.json").is_file()
         assert not list((w.home / "tmp").glob("job-*")), "no scratch folder is left behind"
@@ -786,8 +928,11 @@ def test_forwarded_headers_are_believed_only_from_the_configured_proxies(tmp_pat
         for i in range(w.settings.throttle.free_failures + 1):
             with httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:
                 token = login_token(c)
-                r = c.post("/login", data={"username": "a-reviewer", "password": "wrong", "csrf_token": token},
-                           headers={"X-Forwarded-For": f"203.0.113.{i + 1}"})
+                r = c.post(
+                    "/login",
+                    data={"username": "a-reviewer", "password": "wrong", "csrf_token": token},
+                    headers={"X-Forwarded-For": f"203.0.113.{i + 1}"},
+                )
                 statuses.append(r.status_code)
         free = [401] * w.settings.throttle.free_failures
         assert statuses == (free + [429] if allow is None else free + [401])
@@ -800,8 +945,9 @@ def test_forwarded_headers_are_believed_only_from_the_configured_proxies(tmp_pat
 def _memory_mb(pid: int) -> dict[str, int]:
     """Peak (VmHWM) and current (VmRSS) resident memory of a process, in MB."""
     with open(f"/proc/{pid}/status") as fh:
-        return {k: int(v.split()[0]) // 1024 for k, _, v in (line.partition(":") for line in fh)
-                if k in ("VmHWM", "VmRSS")}
+        return {
+            k: int(v.split()[0]) // 1024 for k, _, v in (line.partition(":") for line in fh) if k in ("VmHWM", "VmRSS")
+        }
 
 
 @pytest.mark.slow
@@ -834,9 +980,26 @@ def test_smp_serve_checks_three_worst_case_uploads_within_its_memory_ceiling(tmp
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(root), "SMP_HOME": str(tmp_path)}
-    server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--port", str(port), "--db", db,
-                               "--store", str(tmp_path), "--assess-set", "no.such.setting=1"], env=env, cwd=root,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--db",
+            db,
+            "--store",
+            str(tmp_path),
+            "--assess-set",
+            "no.such.setting=1",
+        ],
+        env=env,
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     photos = []
     for level in (3000, 4000, 5000):
@@ -855,9 +1018,13 @@ def test_smp_serve_checks_three_worst_case_uploads_within_its_memory_ceiling(tmp
         answers: list[int] = []
 
         def send(k: int) -> None:
-            r = httpx.post(f"{base}/api/v1/photos", headers={"Authorization": f"Bearer {token}"}, timeout=300,
-                           data={"client": f"M-{k}", "region": "crown", "date": "2026-01-01", "kind": "baseline"},
-                           files={"file": (f"m{k}.png", photos[k], "image/png")})
+            r = httpx.post(
+                f"{base}/api/v1/photos",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=300,
+                data={"client": f"M-{k}", "region": "crown", "date": "2026-01-01", "kind": "baseline"},
+                files={"file": (f"m{k}.png", photos[k], "image/png")},
+            )
             answers.append(r.status_code)
 
         threads = [threading.Thread(target=send, args=(k,)) for k in range(3)]

@@ -1,5 +1,6 @@
 """Shared set-up of the web app tests (tests/test_web_*.py): a temporary data home with two clinics,
 users of every role, synthetic photos, a fake clock, and helpers to log in and upload."""
+
 from __future__ import annotations
 
 import io
@@ -18,8 +19,10 @@ from pipeline.web.jobs import PipelineAssessor
 PASSWORD = "correct horse battery"
 #: username -> (clinic, role)
 USERS = {
-    "a-staff": ("clinic-a", "staff"), "a-reviewer": ("clinic-a", "reviewer"),
-    "b-staff": ("clinic-b", "staff"), "b-reviewer": ("clinic-b", "reviewer"),
+    "a-staff": ("clinic-a", "staff"),
+    "a-reviewer": ("clinic-a", "reviewer"),
+    "b-staff": ("clinic-b", "staff"),
+    "b-reviewer": ("clinic-b", "reviewer"),
     "root": ("clinic-a", "admin"),
 }
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -47,11 +50,22 @@ def synthetic_photos(out: Path, n: int, seed: int = 3, width: int = 640, height:
     from data.synth.settings import SynthSettings
 
     # a clinic close-up with a card and a share of aged dots, so that the pages have flagged dots to show
-    cfg = load_settings(SynthSettings, None, [f"image.width={width}", f"image.height={height}", "card.probability=1",
-                                              "camera.px_per_mm=[14, 20]", "camera.macro_probability=0",
-                                              "dots.aged_fraction=[0.3, 0.4]", "dots.contrast_dl=[22, 36]",
-                                              "hair.long_fraction=[0, 0.05]", "hair.follicle_density_per_cm2=[20, 60]"],
-                        default="synth/closeup.yaml")
+    cfg = load_settings(
+        SynthSettings,
+        None,
+        [
+            f"image.width={width}",
+            f"image.height={height}",
+            "card.probability=1",
+            "camera.px_per_mm=[14, 20]",
+            "camera.macro_probability=0",
+            "dots.aged_fraction=[0.3, 0.4]",
+            "dots.contrast_dl=[22, 36]",
+            "hair.long_fraction=[0, 0.05]",
+            "hair.follicle_density_per_cm2=[20, 60]",
+        ],
+        default="synth/closeup.yaml",
+    )
     made = list(generate_images(out, n, cfg, load_card(), load_flag_settings(), seed))
     return [m.folder / "photo.jpg" for m in made]
 
@@ -64,8 +78,9 @@ def synthetic_series(out: Path, seed: int = 2, width: int = 640, height: int = 4
     from data.synth.generate import generate_series
     from data.synth.settings import SynthSettings
 
-    cfg = load_settings(SynthSettings, None, [f"image.width={width}", f"image.height={height}"],
-                        default="synth/closeup.yaml")
+    cfg = load_settings(
+        SynthSettings, None, [f"image.width={width}", f"image.height={height}"], default="synth/closeup.yaml"
+    )
     made = list(generate_series(out, 1, cfg, load_card(), load_flag_settings(), seed))
     return [(m.folder.name, m.folder / "photo.jpg") for m in made]
 
@@ -101,8 +116,11 @@ class World:
     def login(self, username: str, password: str = PASSWORD, **kw):  # type: ignore[no-untyped-def]
         """A TestClient logged in as ``username``; its ``csrf`` attribute holds the session's CSRF token."""
         c = self.client(**kw)
-        r = c.post("/login", data={"username": username, "password": password, "csrf_token": login_token(c)},
-                   follow_redirects=False)
+        r = c.post(
+            "/login",
+            data={"username": username, "password": password, "csrf_token": login_token(c)},
+            follow_redirects=False,
+        )
         assert r.status_code == 303, (r.status_code, r.text[:300])
         c.csrf = csrf_of(c.get("/logout").text)  # type: ignore[attr-defined]
         return c
@@ -130,10 +148,14 @@ def make_world(home: Path, **overrides) -> World:  # type: ignore[no-untyped-def
     """A new app with the users of :data:`USERS` (and an API token each), the classical segmenter."""
     clock = overrides.pop("clock", None) or FakeClock()
     settings = WebSettings(
-        home=home, start_worker=overrides.pop("start_worker", False), clock=clock,
+        home=home,
+        start_worker=overrides.pop("start_worker", False),
+        clock=clock,
         throttle=overrides.pop("throttle", ThrottleSettings()),
         assessor_factory=overrides.pop("assessor_factory", None)
-        or (lambda: PipelineAssessor(None, ("segment.method=classical",))), **overrides)
+        or (lambda: PipelineAssessor(None, ("segment.method=classical",))),
+        **overrides,
+    )
     app = create_app(settings)
     world = World(app=app, home=home, clock=clock, settings=settings)
     with world.ctx.records.transaction() as s:
@@ -143,16 +165,27 @@ def make_world(home: Path, **overrides) -> World:  # type: ignore[no-untyped-def
     return world
 
 
-def upload(client, photo: bytes | Path, *, name: str = "photo.jpg", client_id: str = "C-1", region: str = "crown",
-           date: str = "2026-03-01", kind: str = "session", session: str | None = "1", **extra):  # type: ignore[no-untyped-def]
+def upload(
+    client,
+    photo: bytes | Path,
+    *,
+    name: str = "photo.jpg",
+    client_id: str = "C-1",
+    region: str = "crown",
+    date: str = "2026-03-01",
+    kind: str = "session",
+    session: str | None = "1",
+    **extra,
+):  # type: ignore[no-untyped-def]
     """POST /api/v1/photos (bearer or session client; a session client also sends its CSRF header)."""
     data = photo.read_bytes() if isinstance(photo, Path) else photo
     fields = {"client": client_id, "region": region, "date": date, "kind": kind, **extra}
     if session is not None:
         fields["session"] = session
     headers = {"X-CSRF-Token": client.csrf} if hasattr(client, "csrf") else {}
-    return client.post("/api/v1/photos", data=fields, files={"file": (name, data, "application/octet-stream")},
-                       headers=headers)
+    return client.post(
+        "/api/v1/photos", data=fields, files={"file": (name, data, "application/octet-stream")}, headers=headers
+    )
 
 
 def dispose() -> None:

@@ -52,6 +52,7 @@ Modules
 manifest), ``api`` (the high-level importers). Import from ``data.importers``: this package
 re-exports the public names.
 """
+
 from data.importers.api import (
     IMAGE_SUFFIXES,
     import_coco,

@@ -1,4 +1,5 @@
 """High-level importers: an export file and a photo folder in, the project format out."""
+
 from __future__ import annotations
 
 import json
@@ -68,7 +69,8 @@ def _find_image(images_dir: Path, candidates: Sequence[str], export: str, name: 
         if path.is_file():
             return path
     raise LabelImportError(
-        f"{export}: image {name!r} not found in {images_dir} (tried {', '.join(dict.fromkeys(tried))})")
+        f"{export}: image {name!r} not found in {images_dir} (tried {', '.join(dict.fromkeys(tried))})"
+    )
 
 
 def _name_candidates(name: str) -> list[str]:
@@ -80,8 +82,16 @@ def _ls_candidates(name: str) -> list[str]:
     return [name, _LS_UUID.sub("", name)]
 
 
-def _write_parsed(parsed: ParsedExport, *, export: Path, images_dir: Path, out_dir: Path, source: str,
-                  info: DatasetInfo, candidates: Callable[[str], list[str]]) -> ImportReport:
+def _write_parsed(
+    parsed: ParsedExport,
+    *,
+    export: Path,
+    images_dir: Path,
+    out_dir: Path,
+    source: str,
+    info: DatasetInfo,
+    candidates: Callable[[str], list[str]],
+) -> ImportReport:
     rows: list[dict[str, Any]] = []
     failures = list(parsed.failures)
     folders: set[str] = set()
@@ -94,8 +104,11 @@ def _write_parsed(parsed: ParsedExport, *, export: Path, images_dir: Path, out_d
                 n += 1
                 folder = f"{stem}-{n}"
             folders.add(folder)
-            rows.append(write_project_labels(labels, image, Path(out_dir), source=source, info=info,
-                                             folder=folder, export=export))
+            rows.append(
+                write_project_labels(
+                    labels, image, Path(out_dir), source=source, info=info, folder=folder, export=export
+                )
+            )
         except LabelImportError as err:
             message = str(err)
             if export.name not in message:
@@ -104,38 +117,85 @@ def _write_parsed(parsed: ParsedExport, *, export: Path, images_dir: Path, out_d
     return ImportReport(tuple(rows), tuple(failures), parsed.skipped)
 
 
-def import_coco(json_path: Path, images_dir: Path, out_dir: Path, *, scheme: LabelScheme = LabelScheme(),
-                info: DatasetInfo = DatasetInfo()) -> ImportReport:
+def import_coco(
+    json_path: Path,
+    images_dir: Path,
+    out_dir: Path,
+    *,
+    scheme: LabelScheme = LabelScheme(),
+    info: DatasetInfo = DatasetInfo(),
+) -> ImportReport:
     """Import a COCO JSON export: photos from ``images_dir``, project format into ``out_dir``."""
     json_path = Path(json_path)
     parsed = parse_coco(_load_json(json_path), source=json_path.name, scheme=scheme)
-    return _write_parsed(parsed, export=json_path, images_dir=Path(images_dir), out_dir=Path(out_dir),
-                         source="coco", info=info, candidates=_name_candidates)
+    return _write_parsed(
+        parsed,
+        export=json_path,
+        images_dir=Path(images_dir),
+        out_dir=Path(out_dir),
+        source="coco",
+        info=info,
+        candidates=_name_candidates,
+    )
 
 
-def import_cvat_xml(xml_path: Path, images_dir: Path, out_dir: Path, *, scheme: LabelScheme = LabelScheme(),
-                    info: DatasetInfo = DatasetInfo()) -> ImportReport:
+def import_cvat_xml(
+    xml_path: Path,
+    images_dir: Path,
+    out_dir: Path,
+    *,
+    scheme: LabelScheme = LabelScheme(),
+    info: DatasetInfo = DatasetInfo(),
+) -> ImportReport:
     """Import a CVAT for images 1.1 XML export."""
     xml_path = Path(xml_path)
     parsed = parse_cvat_xml(_load_xml(xml_path), source=xml_path.name, scheme=scheme)
-    return _write_parsed(parsed, export=xml_path, images_dir=Path(images_dir), out_dir=Path(out_dir),
-                         source="cvat", info=info, candidates=_name_candidates)
+    return _write_parsed(
+        parsed,
+        export=xml_path,
+        images_dir=Path(images_dir),
+        out_dir=Path(out_dir),
+        source="cvat",
+        info=info,
+        candidates=_name_candidates,
+    )
 
 
-def import_label_studio(json_path: Path, images_dir: Path, out_dir: Path, *,
-                        scheme: LabelScheme = LabelScheme(), info: DatasetInfo = DatasetInfo(),
-                        image_key: str = "image") -> ImportReport:
+def import_label_studio(
+    json_path: Path,
+    images_dir: Path,
+    out_dir: Path,
+    *,
+    scheme: LabelScheme = LabelScheme(),
+    info: DatasetInfo = DatasetInfo(),
+    image_key: str = "image",
+) -> ImportReport:
     """Import a Label Studio JSON export (photos looked up by file name, upload prefix optional)."""
     json_path = Path(json_path)
     parsed = parse_label_studio(_load_json(json_path), source=json_path.name, scheme=scheme, image_key=image_key)
-    return _write_parsed(parsed, export=json_path, images_dir=Path(images_dir), out_dir=Path(out_dir),
-                         source="labelstudio", info=info, candidates=_ls_candidates)
+    return _write_parsed(
+        parsed,
+        export=json_path,
+        images_dir=Path(images_dir),
+        out_dir=Path(out_dir),
+        source="labelstudio",
+        info=info,
+        candidates=_ls_candidates,
+    )
 
 
-def import_png_csv(images_dir: Path, out_dir: Path, *, masks_dir: Path | None = None,
-                   dots_dir: Path | None = None, mask_pattern: str = "{stem}.png",
-                   dots_pattern: str = "{stem}.csv", value_map: Mapping[int, int] | None = None,
-                   dots_origin: Origin = "centre", info: DatasetInfo = DatasetInfo()) -> ImportReport:
+def import_png_csv(
+    images_dir: Path,
+    out_dir: Path,
+    *,
+    masks_dir: Path | None = None,
+    dots_dir: Path | None = None,
+    mask_pattern: str = "{stem}.png",
+    dots_pattern: str = "{stem}.csv",
+    value_map: Mapping[int, int] | None = None,
+    dots_origin: Origin = "centre",
+    info: DatasetInfo = DatasetInfo(),
+) -> ImportReport:
     """Import photos with class-mask PNGs and/or dot CSVs matched by file stem.
 
     For ``images_dir/a.jpg`` the mask is ``masks_dir/a.png`` and the dots ``dots_dir/a.csv``
@@ -170,10 +230,14 @@ def import_png_csv(images_dir: Path, out_dir: Path, *, masks_dir: Path | None = 
                 if (mask.shape[1], mask.shape[0]) not in (raw, (width, height)):
                     raise LabelImportError(
                         f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} px but image "
-                        f"{photo.name} is {width}x{height}")
+                        f"{photo.name} is {width}x{height}"
+                    )
                 height, width = mask.shape
-            xy, ids = (None, None) if dots_path is None else read_points_csv(
-                dots_path, width=width, height=height, origin=dots_origin)
+            xy, ids = (
+                (None, None)
+                if dots_path is None
+                else read_points_csv(dots_path, width=width, height=height, origin=dots_origin)
+            )
             labels = ImageLabels(photo.name, width, height, mask, xy, ids)
             rows.append(write_project_labels(labels, photo, out_dir, source="png+csv", info=info))
         except LabelImportError as err:

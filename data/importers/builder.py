@@ -1,4 +1,5 @@
 """Building one image's labels while parsing, and the checks all parsers share."""
+
 from __future__ import annotations
 
 import math
@@ -51,8 +52,9 @@ class _ImageBuilder:
     def build(self, has_regions: bool, has_dots: bool) -> ImageLabels:
         mask = None
         if has_regions:
-            mask = compose_mask(self.layers, self.height, self.width,
-                                unlabelled=self.scheme.unlabelled, priority=self.scheme.priority)
+            mask = compose_mask(
+                self.layers, self.height, self.width, unlabelled=self.scheme.unlabelled, priority=self.scheme.priority
+            )
         dots = np.asarray(self.dots, dtype=np.float64).reshape(-1, 2) if has_dots else None
         return ImageLabels(self.name, self.width, self.height, mask, dots)
 
@@ -62,12 +64,12 @@ def _check_point(x: float, y: float, width: int, height: int, what: str) -> None
     if not (math.isfinite(x) and math.isfinite(y)):
         raise LabelImportError(f"{what}: dot position ({x}, {y}) is not a finite number")
     if not (-0.5 <= x <= width - 0.5 and -0.5 <= y <= height - 0.5):
-        raise LabelImportError(
-            f"{what}: dot at x={x:.3f}, y={y:.3f} is outside the {width}x{height} image")
+        raise LabelImportError(f"{what}: dot at x={x:.3f}, y={y:.3f} is outside the {width}x{height} image")
 
 
-def _label_kinds(declared: Iterable[str], used: Iterable[str], scheme: LabelScheme,
-                 source: str, noun: str) -> tuple[dict[str, _LabelKind], bool, bool]:
+def _label_kinds(
+    declared: Iterable[str], used: Iterable[str], scheme: LabelScheme, source: str, noun: str
+) -> tuple[dict[str, _LabelKind], bool, bool]:
     """Resolve every label of an export; raise for used labels that cannot be mapped.
 
     Returns the kind per normalised label and whether the export labels regions / dots.
@@ -91,7 +93,8 @@ def _label_kinds(declared: Iterable[str], used: Iterable[str], scheme: LabelSche
         nouns = f"{noun} {names} is" if len(unknown) == 1 else f"{noun}s {names} are"
         raise LabelImportError(
             f"{source}: {nouns} not mapped to a class or dot label; map it "
-            f"(LabelScheme(classes={{**DEFAULT_CLASSES, {unknown[0]!r}: 1}})) or pass unknown='skip'")
+            f"(LabelScheme(classes={{**DEFAULT_CLASSES, {unknown[0]!r}: 1}})) or pass unknown='skip'"
+        )
     has_regions = any(k is not None and k != _DOT for k in kinds.values())
     has_dots = any(k == _DOT for k in kinds.values())
     return kinds, has_regions, has_dots

@@ -1,4 +1,5 @@
 """COCO JSON: parsing an export into project labels, and exporting project labels as COCO."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -54,11 +55,13 @@ def parse_coco(doc: Any, *, source: str = "coco.json", scheme: LabelScheme = Lab
         if ann.get("category_id") not in categories:
             raise LabelImportError(
                 f"{source}: annotation {ann.get('id')} uses category_id {ann.get('category_id')!r}, "
-                "which is not in 'categories'")
+                "which is not in 'categories'"
+            )
         if ann.get("image_id") not in known_ids:
             raise LabelImportError(
                 f"{source}: annotation {ann.get('id')} refers to image_id {ann.get('image_id')!r}, "
-                "which is not in 'images'")
+                "which is not in 'images'"
+            )
         by_image.setdefault(ann["image_id"], []).append(ann)
     used = {categories[a["category_id"]] for a in annotations}
     kinds, has_regions, has_dots = _label_kinds(categories.values(), used, scheme, source, "category")
@@ -68,8 +71,9 @@ def parse_coco(doc: Any, *, source: str = "coco.json", scheme: LabelScheme = Lab
     skipped: list[str] = []
     for i, im in enumerate(images):
         name = str(im.get("file_name") or f"image #{i}")
-        anns = [a for a in by_image.get(im.get("id"), [])
-                if kinds[_norm_label(categories[a["category_id"]])] is not None]
+        anns = [
+            a for a in by_image.get(im.get("id"), []) if kinds[_norm_label(categories[a["category_id"]])] is not None
+        ]
         if not anns:
             skipped.append(name)
             continue
@@ -127,8 +131,7 @@ def _coco_region(builder: _ImageBuilder, value: int, ann: Mapping[str, Any], wha
         if not (isinstance(size, list) and len(size) == 2):
             raise LabelImportError(f"{what}: RLE needs 'size': [height, width]")
         if _floats(size, f"{what}: RLE size").tolist() != [builder.height, builder.width]:
-            raise LabelImportError(
-                f"{what}: RLE size {size} is not the image's [{builder.height}, {builder.width}]")
+            raise LabelImportError(f"{what}: RLE size {size} is not the image's [{builder.height}, {builder.width}]")
         counts = seg.get("counts")
         try:
             if isinstance(counts, str):
@@ -143,8 +146,12 @@ def _coco_region(builder: _ImageBuilder, value: int, ann: Mapping[str, Any], wha
         raise LabelImportError(f"{what}: a region needs a polygon or RLE 'segmentation'")
 
 
-def export_coco(items: Sequence[ImageLabels], *, scheme: LabelScheme = LabelScheme(),
-                segmentation: Literal["polygon", "rle"] = "polygon") -> dict[str, Any]:
+def export_coco(
+    items: Sequence[ImageLabels],
+    *,
+    scheme: LabelScheme = LabelScheme(),
+    segmentation: Literal["polygon", "rle"] = "polygon",
+) -> dict[str, Any]:
     """COCO document of project labels (the inverse of :func:`parse_coco`).
 
     Regions: one annotation per outer outline (``"polygon"``, holes filled) or one compressed-RLE
@@ -155,12 +162,14 @@ def export_coco(items: Sequence[ImageLabels], *, scheme: LabelScheme = LabelSche
         raise ValueError("segmentation must be 'polygon' or 'rle'")
     off = -scheme.shift
     region_values = [v for v in scheme.priority if v != scheme.unlabelled]
-    categories = [{"id": i + 1, "name": scheme.class_name(v), "supercategory": "region"}
-                  for i, v in enumerate(region_values)]
+    categories = [
+        {"id": i + 1, "name": scheme.class_name(v), "supercategory": "region"} for i, v in enumerate(region_values)
+    ]
     cat_of = {v: i + 1 for i, v in enumerate(region_values)}
     dot_cat = len(categories) + 1
-    categories.append({"id": dot_cat, "name": scheme.dot_labels[0], "supercategory": "smp",
-                       "keypoints": ["centre"], "skeleton": []})
+    categories.append(
+        {"id": dot_cat, "name": scheme.dot_labels[0], "supercategory": "smp", "keypoints": ["centre"], "skeleton": []}
+    )
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     for index, item in enumerate(items):
@@ -174,28 +183,51 @@ def export_coco(items: Sequence[ImageLabels], *, scheme: LabelScheme = LabelSche
                     continue
                 if segmentation == "rle":
                     rows, cols = np.nonzero(region)
-                    annotations.append({
-                        "category_id": cat_of[value], "iscrowd": 0, "area": int(region.sum()),
-                        "bbox": [int(cols.min()), int(rows.min()), int(np.ptp(cols)) + 1, int(np.ptp(rows)) + 1],
-                        "segmentation": {"size": [item.height, item.width],
-                                         "counts": rle_counts_to_string(rle_encode(region))}})
+                    annotations.append(
+                        {
+                            "category_id": cat_of[value],
+                            "iscrowd": 0,
+                            "area": int(region.sum()),
+                            "bbox": [int(cols.min()), int(rows.min()), int(np.ptp(cols)) + 1, int(np.ptp(rows)) + 1],
+                            "segmentation": {
+                                "size": [item.height, item.width],
+                                "counts": rle_counts_to_string(rle_encode(region)),
+                            },
+                        }
+                    )
                     continue
                 for ring in mask_outlines(region):
                     xy = ring + off
                     x, y = xy[:, 0], xy[:, 1]
                     area = 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
-                    annotations.append({
-                        "category_id": cat_of[value], "iscrowd": 0, "area": area,
-                        "bbox": [float(x.min()), float(y.min()), float(np.ptp(x)), float(np.ptp(y))],
-                        "segmentation": [xy.ravel().tolist()]})
+                    annotations.append(
+                        {
+                            "category_id": cat_of[value],
+                            "iscrowd": 0,
+                            "area": area,
+                            "bbox": [float(x.min()), float(y.min()), float(np.ptp(x)), float(np.ptp(y))],
+                            "segmentation": [xy.ravel().tolist()],
+                        }
+                    )
         if item.dots is not None:
             for x, y in item.dots + off:
-                annotations.append({
-                    "category_id": dot_cat, "iscrowd": 0, "area": 0.0, "num_keypoints": 1,
-                    "keypoints": [float(x), float(y), 2], "bbox": [float(x), float(y), 0.0, 0.0]})
+                annotations.append(
+                    {
+                        "category_id": dot_cat,
+                        "iscrowd": 0,
+                        "area": 0.0,
+                        "num_keypoints": 1,
+                        "keypoints": [float(x), float(y), 2],
+                        "bbox": [float(x), float(y), 0.0, 0.0],
+                    }
+                )
         for ann in annotations[first:]:
             ann["image_id"] = image_id
     for ann_id, ann in enumerate(annotations, start=1):
         ann["id"] = ann_id
-    return {"info": {"description": "exported by smp-assess data.importers"},
-            "images": images, "annotations": annotations, "categories": categories}
+    return {
+        "info": {"description": "exported by smp-assess data.importers"},
+        "images": images,
+        "annotations": annotations,
+        "categories": categories,
+    }

@@ -1,4 +1,5 @@
 """CVAT for images 1.1 XML: parsing an export into project labels, and exporting project labels."""
+
 from __future__ import annotations
 
 import math
@@ -46,8 +47,9 @@ def _cvat_float(shape: ET.Element, key: str, what: str) -> float:
     return value
 
 
-def parse_cvat_xml(root: ET.Element, *, source: str = "annotations.xml",
-                   scheme: LabelScheme = LabelScheme()) -> ParsedExport:
+def parse_cvat_xml(
+    root: ET.Element, *, source: str = "annotations.xml", scheme: LabelScheme = LabelScheme()
+) -> ParsedExport:
     """Read a parsed CVAT for images 1.1 document (``<annotations>`` root element)."""
     if root.tag != "annotations":
         raise LabelImportError(f"{source}: root element is <{root.tag}>, not CVAT <annotations>")
@@ -74,8 +76,12 @@ def parse_cvat_xml(root: ET.Element, *, source: str = "annotations.xml",
             height = _as_int(im.get("height"), "height")
             builder = _ImageBuilder(name, width, height, scheme)
             for n, shape in enumerate(shapes):
-                _cvat_shape(builder, kinds[_norm_label(shape.get("label", ""))], shape,
-                            f"<{shape.tag}> #{n} ({shape.get('label')})")
+                _cvat_shape(
+                    builder,
+                    kinds[_norm_label(shape.get("label", ""))],
+                    shape,
+                    f"<{shape.tag}> #{n} ({shape.get('label')})",
+                )
             parsed.append(builder.build(has_regions, has_dots))
         except LabelImportError as err:
             failures.append(ImportFailure(name, f"{source}: image {name!r}: {err}"))
@@ -91,8 +97,11 @@ def _cvat_shape(builder: _ImageBuilder, kind: _LabelKind, shape: ET.Element, wha
             for x, y in _cvat_points(shape.get("points"), what):
                 builder.add_dot(x, y, what)
         elif tag == "box":
-            builder.add_dot((_cvat_float(shape, "xtl", what) + _cvat_float(shape, "xbr", what)) / 2,
-                            (_cvat_float(shape, "ytl", what) + _cvat_float(shape, "ybr", what)) / 2, what)
+            builder.add_dot(
+                (_cvat_float(shape, "xtl", what) + _cvat_float(shape, "xbr", what)) / 2,
+                (_cvat_float(shape, "ytl", what) + _cvat_float(shape, "ybr", what)) / 2,
+                what,
+            )
         elif tag == "ellipse":
             builder.add_dot(_cvat_float(shape, "cx", what), _cvat_float(shape, "cy", what), what)
         else:
@@ -118,7 +127,7 @@ def _cvat_shape(builder: _ImageBuilder, kind: _LabelKind, shape: ET.Element, wha
         except ValueError as err:
             raise LabelImportError(f"{what}: bad rle ({err})") from None
         bitmap = np.zeros((builder.height, builder.width), dtype=bool)
-        bitmap[top:top + h, left:left + w] = crop
+        bitmap[top : top + h, left : left + w] = crop
         builder.add_bitmap(value, bitmap)
     else:
         raise LabelImportError(f"{what}: regions must be polygons, boxes or masks")
@@ -129,8 +138,12 @@ def _fmt(v: float) -> str:
     return "0" if text in ("-0", "") else text
 
 
-def export_cvat_xml(items: Sequence[ImageLabels], *, scheme: LabelScheme = LabelScheme(),
-                    segmentation: Literal["polygon", "mask"] = "polygon") -> str:
+def export_cvat_xml(
+    items: Sequence[ImageLabels],
+    *,
+    scheme: LabelScheme = LabelScheme(),
+    segmentation: Literal["polygon", "mask"] = "polygon",
+) -> str:
     """CVAT for images 1.1 XML of project labels (the inverse of :func:`parse_cvat_xml`).
 
     Regions as ``<polygon>`` outlines (holes filled) or exact ``<mask>`` RLE; one ``<points>``
@@ -150,8 +163,9 @@ def export_cvat_xml(items: Sequence[ImageLabels], *, scheme: LabelScheme = Label
         ET.SubElement(label, "type").text = kind
     common = {"source": "manual", "occluded": "0", "z_order": "0"}
     for index, item in enumerate(items):
-        im = ET.SubElement(root, "image", {"id": str(index), "name": item.name,
-                                           "width": str(item.width), "height": str(item.height)})
+        im = ET.SubElement(
+            root, "image", {"id": str(index), "name": item.name, "width": str(item.width), "height": str(item.height)}
+        )
         if item.mask is not None:
             for value in region_values:
                 region = item.mask == value
@@ -161,18 +175,26 @@ def export_cvat_xml(items: Sequence[ImageLabels], *, scheme: LabelScheme = Label
                 if segmentation == "mask":
                     rows, cols = np.nonzero(region)
                     top, left = int(rows.min()), int(cols.min())
-                    crop = region[top:rows.max() + 1, left:cols.max() + 1]
-                    ET.SubElement(im, "mask", {"label": name, **common,
-                                               "rle": ", ".join(map(str, _runs(crop.ravel()))),
-                                               "left": str(left), "top": str(top),
-                                               "width": str(crop.shape[1]), "height": str(crop.shape[0])})
+                    crop = region[top : rows.max() + 1, left : cols.max() + 1]
+                    ET.SubElement(
+                        im,
+                        "mask",
+                        {
+                            "label": name,
+                            **common,
+                            "rle": ", ".join(map(str, _runs(crop.ravel()))),
+                            "left": str(left),
+                            "top": str(top),
+                            "width": str(crop.shape[1]),
+                            "height": str(crop.shape[0]),
+                        },
+                    )
                     continue
                 for ring in mask_outlines(region):
                     pts = ";".join(f"{_fmt(x)},{_fmt(y)}" for x, y in ring + off)
                     ET.SubElement(im, "polygon", {"label": name, **common, "points": pts})
         if item.dots is not None:
             for x, y in item.dots + off:
-                ET.SubElement(im, "points", {"label": scheme.dot_labels[0], **common,
-                                             "points": f"{_fmt(x)},{_fmt(y)}"})
+                ET.SubElement(im, "points", {"label": scheme.dot_labels[0], **common, "points": f"{_fmt(x)},{_fmt(y)}"})
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

@@ -1,4 +1,5 @@
 """Label Studio JSON: parsing an export into project labels, and exporting project labels as tasks."""
+
 from __future__ import annotations
 
 import re
@@ -65,8 +66,9 @@ def _ls_annotation(task: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
     return None
 
 
-def parse_label_studio(doc: Any, *, source: str = "export.json", scheme: LabelScheme = LabelScheme(),
-                       image_key: str = "image") -> ParsedExport:
+def parse_label_studio(
+    doc: Any, *, source: str = "export.json", scheme: LabelScheme = LabelScheme(), image_key: str = "image"
+) -> ParsedExport:
     """Read a loaded Label Studio JSON export (a list of tasks).
 
     Uses each task's first non-cancelled annotation; positions are percent of the result's
@@ -79,7 +81,8 @@ def parse_label_studio(doc: Any, *, source: str = "export.json", scheme: LabelSc
     results = [r for _, rs in chosen for r in rs or []]
     if any(_ls_geometry(r) in _LS_BRUSH for r in results):
         raise LabelImportError(
-            f"{source}: brush masks (brushlabels) are not supported; export the project as COCO instead")
+            f"{source}: brush masks (brushlabels) are not supported; export the project as COCO instead"
+        )
     used = {label for r in results if _ls_geometry(r) for label in _ls_labels(r)}
     kinds, has_regions, has_dots = _label_kinds((), used, scheme, source, "label")
 
@@ -90,8 +93,11 @@ def parse_label_studio(doc: Any, *, source: str = "export.json", scheme: LabelSc
         data = task.get("data") or {}
         url = data.get(image_key) if isinstance(data, Mapping) else None
         name = label_studio_image_name(url) if isinstance(url, str) and url else f"task {task.get('id', i)}"
-        shapes = [r for r in res or [] if _ls_geometry(r) and _ls_labels(r)
-                  and any(kinds[_norm_label(lab)] is not None for lab in _ls_labels(r))]
+        shapes = [
+            r
+            for r in res or []
+            if _ls_geometry(r) and _ls_labels(r) and any(kinds[_norm_label(lab)] is not None for lab in _ls_labels(r))
+        ]
         if not shapes:
             skipped.append(name)
             continue
@@ -101,7 +107,7 @@ def parse_label_studio(doc: Any, *, source: str = "export.json", scheme: LabelSc
             sizes = {(r.get("original_width"), r.get("original_height")) for r in shapes}
             if len(sizes) != 1:
                 raise LabelImportError(f"results disagree on original_width/height: {sorted(map(str, sizes))}")
-            (ow, oh), = sizes
+            ((ow, oh),) = sizes
             width, height = _as_int(ow, "original_width"), _as_int(oh, "original_height")
             builder = _ImageBuilder(name, width, height, scheme)
             for n, r in enumerate(shapes):
@@ -150,8 +156,9 @@ def _ls_shape(builder: _ImageBuilder, kinds: Mapping[str, _LabelKind], result: M
         builder.add_polygon(region, pts * [sx, sy], what)
 
 
-def export_label_studio(items: Sequence[ImageLabels], *, scheme: LabelScheme = LabelScheme(),
-                        image_root: str = "") -> list[dict[str, Any]]:
+def export_label_studio(
+    items: Sequence[ImageLabels], *, scheme: LabelScheme = LabelScheme(), image_root: str = ""
+) -> list[dict[str, Any]]:
     """Label Studio tasks with one annotation each (the inverse of :func:`parse_label_studio`).
 
     ``data.image`` is ``image_root + name``. Regions become polygons (holes filled), dots
@@ -161,23 +168,41 @@ def export_label_studio(items: Sequence[ImageLabels], *, scheme: LabelScheme = L
     region_values = [v for v in scheme.priority if v != scheme.unlabelled]
     tasks = []
     for index, item in enumerate(items):
-        base = {"to_name": "image", "original_width": item.width, "original_height": item.height,
-                "image_rotation": 0}
+        base = {"to_name": "image", "original_width": item.width, "original_height": item.height, "image_rotation": 0}
         scale = np.array([100.0 / item.width, 100.0 / item.height])
         results: list[dict[str, Any]] = []
         if item.mask is not None:
             for value in region_values:
                 for ring in mask_outlines(item.mask == value):
-                    results.append({**base, "id": f"r{len(results)}", "from_name": "region",
-                                    "type": "polygonlabels",
-                                    "value": {"points": ((ring + off) * scale).tolist(), "closed": True,
-                                              "polygonlabels": [scheme.class_name(value)]}})
+                    results.append(
+                        {
+                            **base,
+                            "id": f"r{len(results)}",
+                            "from_name": "region",
+                            "type": "polygonlabels",
+                            "value": {
+                                "points": ((ring + off) * scale).tolist(),
+                                "closed": True,
+                                "polygonlabels": [scheme.class_name(value)],
+                            },
+                        }
+                    )
         if item.dots is not None:
             for x, y in (item.dots + off) * scale:
-                results.append({**base, "id": f"r{len(results)}", "from_name": "dot",
-                                "type": "keypointlabels",
-                                "value": {"x": float(x), "y": float(y), "width": 0.3,
-                                          "keypointlabels": [scheme.dot_labels[0]]}})
-        tasks.append({"id": index + 1, "data": {"image": image_root + item.name},
-                      "annotations": [{"id": index + 1, "was_cancelled": False, "result": results}]})
+                results.append(
+                    {
+                        **base,
+                        "id": f"r{len(results)}",
+                        "from_name": "dot",
+                        "type": "keypointlabels",
+                        "value": {"x": float(x), "y": float(y), "width": 0.3, "keypointlabels": [scheme.dot_labels[0]]},
+                    }
+                )
+        tasks.append(
+            {
+                "id": index + 1,
+                "data": {"image": image_root + item.name},
+                "annotations": [{"id": index + 1, "was_cancelled": False, "result": results}],
+            }
+        )
     return tasks

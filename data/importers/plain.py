@@ -1,4 +1,5 @@
 """Plain PNG class masks and CSV dot tables."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -40,7 +41,8 @@ def read_png_mask(path: Path, *, value_map: Mapping[int, int] | None = None) -> 
         if bad.size:
             raise LabelImportError(
                 f"{path}: mask values {_list_values(bad)} are not classes (0 background, 1 scalp, "
-                "2 hair, 255 ignore); pass value_map to map them")
+                "2 hair, 255 ignore); pass value_map to map them"
+            )
         return arr.astype(np.uint8)
     if bad_targets := sorted({int(v) for v in value_map.values()} - set(CLASS_VALUES)):
         raise ValueError(f"value_map maps to {bad_targets}, which are not classes")
@@ -58,8 +60,13 @@ def _list_values(values: np.ndarray, limit: int = 10) -> str:
     return f"[{shown}{', ...' if values.size > limit else ''}]"
 
 
-def read_points_csv(path: Path, *, width: int, height: int, origin: Origin = "centre",
-                    ) -> tuple[np.ndarray, np.ndarray | None]:
+def read_points_csv(
+    path: Path,
+    *,
+    width: int,
+    height: int,
+    origin: Origin = "centre",
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Read dot centres (columns ``x``, ``y``; optional integer ``dot_id``) and check them.
 
     Returns (N, 2) positions in project coordinates and the ids (None when absent). ``origin``

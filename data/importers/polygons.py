@@ -1,4 +1,5 @@
 """Polygons <-> pixels: rasterising outlines, tracing masks back to outlines, composing class masks."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -13,6 +14,7 @@ from data.importers.results import BACKGROUND, DEFAULT_PRIORITY
 # so the COCO unit square of side 4 ([-0.5, 3.5] in centre coordinates) comes out 5x5 pixels;
 # skimage.draw.polygon tests every pixel of the bounding box against every edge (O(area x
 # vertices), about a minute for one large scalp outline) and includes centres on the boundary.
+
 
 def _fill_polygon(canvas: np.ndarray, xy: np.ndarray) -> None:
     """Set ``canvas`` pixels whose centres lie inside polygon ``xy`` (project coordinates).
@@ -111,8 +113,14 @@ def mask_outlines(region: np.ndarray) -> list[np.ndarray]:
     return outlines
 
 
-def compose_mask(layers: Mapping[int, np.ndarray], height: int, width: int, *,
-                 unlabelled: int = BACKGROUND, priority: Sequence[int] = DEFAULT_PRIORITY) -> np.ndarray:
+def compose_mask(
+    layers: Mapping[int, np.ndarray],
+    height: int,
+    width: int,
+    *,
+    unlabelled: int = BACKGROUND,
+    priority: Sequence[int] = DEFAULT_PRIORITY,
+) -> np.ndarray:
     """HxW uint8 class mask from per-class boolean layers, painted in ``priority`` order."""
     out = np.full((height, width), unlabelled, dtype=np.uint8)
     for value in priority:

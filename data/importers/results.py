@@ -1,4 +1,5 @@
 """Settings and results of an import: the label scheme, one image's labels, reports and failures."""
+
 from __future__ import annotations
 
 import math
@@ -14,7 +15,8 @@ from data.manifest import SPLITS, VIEWS
 BACKGROUND, SCALP, HAIR, IGNORE = 0, 1, 2, 255
 CLASS_VALUES: tuple[int, ...] = (BACKGROUND, SCALP, HAIR, IGNORE)
 DEFAULT_CLASSES: Mapping[str, int] = MappingProxyType(
-    {"background": BACKGROUND, "scalp": SCALP, "hair": HAIR, "ignore": IGNORE})
+    {"background": BACKGROUND, "scalp": SCALP, "hair": HAIR, "ignore": IGNORE}
+)
 DEFAULT_DOT_LABELS: tuple[str, ...] = ("dot", "smp_dot")
 DEFAULT_PRIORITY: tuple[int, ...] = (BACKGROUND, SCALP, HAIR, IGNORE)
 

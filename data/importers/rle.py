@@ -1,4 +1,5 @@
 """COCO run-length encoding: uncompressed count lists and the compressed string form."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ import numpy as np
 # string stores each count (from the fourth on, as the difference to the count two places
 # before) in 5-bit groups, low bits first, as characters 48 + (group | 0x20 if more follow),
 # the last group's 0x10 bit being the sign.
+
 
 def _runs(flat: np.ndarray) -> list[int]:
     """Run lengths of a 1-D boolean array, starting with a (possibly empty) run of False."""

@@ -1,4 +1,5 @@
 """Writing the project format: one folder per image (photo, mask, dots, provenance) and the manifest."""
+
 from __future__ import annotations
 
 import hashlib
@@ -56,8 +57,7 @@ def _image_fit(image: Path, width: int, height: int) -> _Fit:
         return "transpose"
     elif (width, height) == (w, h):
         return "strip_orientation"
-    raise LabelImportError(
-        f"{image}: image is {shown[0]}x{shown[1]} px but its labels are for {width}x{height}")
+    raise LabelImportError(f"{image}: image is {shown[0]}x{shown[1]} px but its labels are for {width}x{height}")
 
 
 def _safe_stem(name: str) -> str:
@@ -78,9 +78,16 @@ def _relative(path: Path, root: Path) -> str:
     return Path(os.path.relpath(path.resolve(), root.resolve())).as_posix()
 
 
-def write_project_labels(labels: ImageLabels, image: Path, out_dir: Path, *, source: str,
-                         info: DatasetInfo = DatasetInfo(), folder: str | None = None,
-                         export: Path | None = None) -> dict[str, Any]:
+def write_project_labels(
+    labels: ImageLabels,
+    image: Path,
+    out_dir: Path,
+    *,
+    source: str,
+    info: DatasetInfo = DatasetInfo(),
+    folder: str | None = None,
+    export: Path | None = None,
+) -> dict[str, Any]:
     """Write one image's labels as ``out_dir/<folder>/`` and return its manifest row.
 
     ``folder`` defaults to the photo's stem. Writes ``photo<suffix>`` (unless
@@ -97,7 +104,8 @@ def write_project_labels(labels: ImageLabels, image: Path, out_dir: Path, *, sou
     if not info.copy_images:
         if fit == "strip_orientation":
             raise LabelImportError(
-                f"{image}: labels match the un-rotated pixels of an EXIF-rotated photo; import with copy_images=True")
+                f"{image}: labels match the un-rotated pixels of an EXIF-rotated photo; import with copy_images=True"
+            )
         photo = image
     elif fit == "as_is":
         photo = item / f"photo{image.suffix.lower()}"
@@ -116,24 +124,39 @@ def write_project_labels(labels: ImageLabels, image: Path, out_dir: Path, *, sou
     if labels.dots is not None:
         ids = labels.dot_ids if labels.dot_ids is not None else np.arange(len(labels.dots))
         pd.DataFrame({"dot_id": ids, "x": labels.dots[:, 0], "y": labels.dots[:, 1]}).to_csv(
-            item / "dots.csv", index=False)
+            item / "dots.csv", index=False
+        )
         dots_cell = _relative(item / "dots.csv", out_dir)
     provenance = {
-        "schema": PROVENANCE_SCHEMA, "source": source, "export": str(export) if export else None,
-        "image": labels.name, "image_file": str(image), "image_sha256": _sha256(image),
-        "orientation_fix": fit, "width": labels.width, "height": labels.height,
+        "schema": PROVENANCE_SCHEMA,
+        "source": source,
+        "export": str(export) if export else None,
+        "image": labels.name,
+        "image_file": str(image),
+        "image_sha256": _sha256(image),
+        "orientation_fix": fit,
+        "width": labels.width,
+        "height": labels.height,
         "regions_labelled": labels.mask is not None,
         "dots": None if labels.dots is None else len(labels.dots),
     }
     (item / "label_source.json").write_text(json.dumps(provenance, indent=1))
     split = info.split or assign_split(info.client or image.name)
-    return {"image": _relative(photo, out_dir), "mask": _relative(item / "mask.png", out_dir),
-            "dots": dots_cell, "truth": "", "px_per_mm": info.px_per_mm if info.px_per_mm else math.nan,
-            "view": info.view, "split": split, "source": source, "client": info.client, "visit": info.visit}
+    return {
+        "image": _relative(photo, out_dir),
+        "mask": _relative(item / "mask.png", out_dir),
+        "dots": dots_cell,
+        "truth": "",
+        "px_per_mm": info.px_per_mm if info.px_per_mm else math.nan,
+        "view": info.view,
+        "split": split,
+        "source": source,
+        "client": info.client,
+        "visit": info.visit,
+    }
 
 
-def read_project_labels(image: Path, mask: Path | None, dots: Path | None, *,
-                        name: str | None = None) -> ImageLabels:
+def read_project_labels(image: Path, mask: Path | None, dots: Path | None, *, name: str | None = None) -> ImageLabels:
     """Project-format files back into :class:`ImageLabels` (for export to a tool)."""
     image = Path(image)
     _, (width, height), _ = _image_header(image)
@@ -142,7 +165,8 @@ def read_project_labels(image: Path, mask: Path | None, dots: Path | None, *,
         class_mask = read_png_mask(Path(mask))
         if class_mask.shape != (height, width):
             raise LabelImportError(
-                f"{mask}: mask is {class_mask.shape[1]}x{class_mask.shape[0]} px, image is {width}x{height}")
+                f"{mask}: mask is {class_mask.shape[1]}x{class_mask.shape[0]} px, image is {width}x{height}"
+            )
     xy, ids = (None, None) if dots is None else read_points_csv(Path(dots), width=width, height=height)
     return ImageLabels(name or image.name, width, height, class_mask, xy, ids)
 
@@ -153,12 +177,14 @@ def assign_split(key: str, fractions: Sequence[tuple[str, float]] = SPLIT_FRACTI
     The first 8 bytes of the key's SHA-256 give a number in [0, 1) that falls into the
     cumulative ``fractions``; the same key always lands in the same split, on any machine.
     """
-    return pick_split(int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / float(1 << 64),
-                      fractions)
+    return pick_split(
+        int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / float(1 << 64), fractions
+    )
 
 
-def write_manifest(rows: Iterable[Mapping[str, Any]], out_dir: Path, *, name: str = "manifest.csv",
-                   append: bool = False) -> Path:
+def write_manifest(
+    rows: Iterable[Mapping[str, Any]], out_dir: Path, *, name: str = "manifest.csv", append: bool = False
+) -> Path:
     """Write ``out_dir/name`` with the manifest columns (row paths are relative to ``out_dir``).
 
     With ``append`` an existing manifest is kept and rows for the same ``image`` are replaced,

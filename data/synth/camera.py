@@ -5,6 +5,7 @@ The scene is reflectance on the scalp plane; the camera turns it into the
 8-bit sRGB photo a clinic would take. Each step is a separate pure function
 so that tests can check them one by one.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -19,9 +20,9 @@ from data.geometry import apply_homography, homography_jacobian
 from data.synth.fields import smooth_field
 from data.synth.settings import CameraSettings
 
-_XYZ_TO_LIN = np.array([[3.2404542, -1.5371385, -0.4985314],
-                        [-0.9692660, 1.8760108, 0.0415560],
-                        [0.0556434, -0.2040259, 1.0572252]])
+_XYZ_TO_LIN = np.array(
+    [[3.2404542, -1.5371385, -0.4985314], [-0.9692660, 1.8760108, 0.0415560], [0.0556434, -0.2040259, 1.0572252]]
+)
 
 
 @dataclass(frozen=True)
@@ -64,9 +65,13 @@ def draw_camera(rng: np.random.Generator, s: CameraSettings, width: int) -> Came
     macro = rng.random() < s.macro_probability
     tilt = rng.uniform(*s.macro_tilt_deg)
     dof = rng.uniform(*s.macro_dof_blur_mm)
-    extra = dict(colour_cast=tuple(float(v) for v in cast), sharpen_amount=float(amount) if sharpen else 0.0,
-                 detail_radius_px=float(radius), denoise_threshold=float(threshold) if denoise else 0.0,
-                 macro=bool(macro))
+    extra = dict(
+        colour_cast=tuple(float(v) for v in cast),
+        sharpen_amount=float(amount) if sharpen else 0.0,
+        detail_radius_px=float(radius),
+        denoise_threshold=float(threshold) if denoise else 0.0,
+        macro=bool(macro),
+    )
     if macro:
         extra.update(tilt_deg=float(tilt), dof_blur_mm=float(dof))
     return CameraParams(**{**asdict(cam), **extra})
@@ -99,8 +104,11 @@ def _rot(axis: int, a: float) -> np.ndarray:
     return m
 
 
-def plane_to_image(cam: CameraParams, size: tuple[int, int], centre_mm: tuple[float, float],
-                   ) -> np.ndarray:
+def plane_to_image(
+    cam: CameraParams,
+    size: tuple[int, int],
+    centre_mm: tuple[float, float],
+) -> np.ndarray:
     """3x3 homography from scalp-plane mm to image pixels.
 
     A pinhole camera looks at the plane point ``centre_mm`` along an axis tilted
@@ -123,8 +131,6 @@ def plane_to_image(cam: CameraParams, size: tuple[int, int], centre_mm: tuple[fl
     return hmat / hmat[2, 2]
 
 
-
-
 def illuminant_rgb(kelvin: float) -> np.ndarray:
     """Linear sRGB of a Planckian illuminant, relative to D65 (D65 -> [1, 1, 1]).
 
@@ -133,15 +139,15 @@ def illuminant_rgb(kelvin: float) -> np.ndarray:
     """
     t = float(np.clip(kelvin, 1667, 25000))
     if t <= 4000:
-        x = -0.2661239e9 / t ** 3 - 0.2343589e6 / t ** 2 + 0.8776956e3 / t + 0.179910
+        x = -0.2661239e9 / t**3 - 0.2343589e6 / t**2 + 0.8776956e3 / t + 0.179910
     else:
-        x = -3.0258469e9 / t ** 3 + 2.1070379e6 / t ** 2 + 0.2226347e3 / t + 0.240390
+        x = -3.0258469e9 / t**3 + 2.1070379e6 / t**2 + 0.2226347e3 / t + 0.240390
     if t <= 2222:
-        y = -1.1063814 * x ** 3 - 1.34811020 * x ** 2 + 2.18555832 * x - 0.20219683
+        y = -1.1063814 * x**3 - 1.34811020 * x**2 + 2.18555832 * x - 0.20219683
     elif t <= 4000:
-        y = -0.9549476 * x ** 3 - 1.37418593 * x ** 2 + 2.09137015 * x - 0.16748867
+        y = -0.9549476 * x**3 - 1.37418593 * x**2 + 2.09137015 * x - 0.16748867
     else:
-        y = 3.0817580 * x ** 3 - 5.87338670 * x ** 2 + 3.75112997 * x - 0.37001483
+        y = 3.0817580 * x**3 - 5.87338670 * x**2 + 3.75112997 * x - 0.37001483
     xyz = np.array([x / y, 1.0, (1 - x - y) / y])
     rgb = _XYZ_TO_LIN @ xyz
     rgb = np.clip(rgb, 1e-3, None)
@@ -153,7 +159,7 @@ def _light_grid(cam: CameraParams, gh: int, gw: int) -> np.ndarray:
     a = np.deg2rad(cam.gradient_angle_deg)
     ys = np.linspace(-0.5, 0.5, gh, dtype=np.float32)[:, None]
     xs = np.linspace(-0.5, 0.5, gw, dtype=np.float32)[None, :]
-    ramp = (xs * np.float32(np.cos(a)) + ys * np.float32(np.sin(a)))
+    ramp = xs * np.float32(np.cos(a)) + ys * np.float32(np.sin(a))
     vignette = 1.0 - 0.25 * (xs * xs + ys * ys)
     return ((1.0 - cam.gradient * (ramp + 0.5)) * vignette).astype(np.float32)
 
@@ -236,8 +242,13 @@ def gaussian_noise(rng: np.random.Generator, shape: tuple[int, ...], out: np.nda
     return out
 
 
-def expose(radiance: np.ndarray, cam: CameraParams, rng: np.random.Generator,
-           gain_applied: bool = False, scratch: tuple[np.ndarray, ...] = ()) -> np.ndarray:
+def expose(
+    radiance: np.ndarray,
+    cam: CameraParams,
+    rng: np.random.Generator,
+    gain_applied: bool = False,
+    scratch: tuple[np.ndarray, ...] = (),
+) -> np.ndarray:
     """Radiance -> white-balanced, noisy linear camera RGB (float32, in place).
 
     ``gain_applied``: the exposure gain (``exposure_gain``) is already in ``radiance``.
@@ -254,8 +265,8 @@ def expose(radiance: np.ndarray, cam: CameraParams, rng: np.random.Generator,
     # sensor noise: shot (signal dependent) + read, drawn once per pixel and channel
     noise = gaussian_noise(rng, radiance.shape, out=spare.pop() if spare else None)
     sd = np.maximum(radiance, np.float32(0.0), out=spare.pop() if spare else None)
-    sd *= np.float32(cam.shot_noise ** 2)
-    sd += np.float32(cam.read_noise ** 2)
+    sd *= np.float32(cam.shot_noise**2)
+    sd += np.float32(cam.read_noise**2)
     cv2.sqrt(sd, dst=sd)
     noise *= sd
     del sd
@@ -265,19 +276,28 @@ def expose(radiance: np.ndarray, cam: CameraParams, rng: np.random.Generator,
 
 
 def exposure_gain(cam: CameraParams) -> np.float32:
-    return np.float32(0.82 * 2.0 ** cam.exposure_ev)
+    return np.float32(0.82 * 2.0**cam.exposure_ev)
 
 
 # --------------------------------------------------------------------------- strip-wise photograph
+
 
 def _strip_warp(mat: np.ndarray, y0: int) -> np.ndarray:
     """``mat`` (3x3, source -> full image) followed by a shift of the image rows by ``-y0``."""
     return np.array([[1.0, 0.0, 0.0], [0.0, 1.0, -float(y0)], [0.0, 0.0, 1.0]]) @ mat
 
 
-def photograph(albedo: np.ndarray, shine: np.ndarray, plane_to_px: np.ndarray, size: tuple[int, int],
-               cam: CameraParams, rng: np.random.Generator, *, clean_lstar: np.ndarray,
-               strip_rows: int = 128) -> np.ndarray:
+def photograph(
+    albedo: np.ndarray,
+    shine: np.ndarray,
+    plane_to_px: np.ndarray,
+    size: tuple[int, int],
+    cam: CameraParams,
+    rng: np.random.Generator,
+    *,
+    clean_lstar: np.ndarray,
+    strip_rows: int = 128,
+) -> np.ndarray:
     """Warp a plane raster into the camera and expose it, one band of rows at a time.
 
     Does what ``warpPerspective`` + ``light_field`` + ``defocus`` + ``expose`` +
@@ -318,7 +338,7 @@ def photograph(albedo: np.ndarray, shine: np.ndarray, plane_to_px: np.ndarray, s
     wb = illuminant_rgb(cam.illuminant_kelvin) ** -(1.0 - cam.white_balance_error)
     wb = (wb / (wb @ np.array([0.2126, 0.7152, 0.0722]))).astype(np.float32)
     wb *= np.asarray(cam.colour_cast, np.float32)  # off-locus cast (mixed or fluorescent light)
-    shot2, read2 = np.float32(cam.shot_noise ** 2), np.float32(cam.read_noise ** 2)
+    shot2, read2 = np.float32(cam.shot_noise**2), np.float32(cam.read_noise**2)
 
     photo = np.empty((h, w, 3), np.uint8)
     for y0 in range(0, h, strip_rows):
@@ -333,14 +353,17 @@ def photograph(albedo: np.ndarray, shine: np.ndarray, plane_to_px: np.ndarray, s
         spec *= sparkle[ya:yb]
         rad += spec[..., None]
         lmat = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, (ya + 0.5) * sy - 0.5]])
-        rad *= cv2.warpAffine(small, lmat, (w, rows), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_REPLICATE)
+        rad *= cv2.warpAffine(
+            small, lmat, (w, rows), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+        )
         if blur:
             blurred = cv2.GaussianBlur(rad, (0, 0), sigma)[inner]
             t = np.clip(xs * ca + ys_all[y0:y1, None] * sa, 0, 1)
             t *= np.float32(1.0 / t_max)
-            rad = cast(NDArray[np.float32],  # float32 blend of float32 frames
-                       cv2.blendLinear(np.ascontiguousarray(rad[inner]), blurred, np.float32(1.0) - t, t))
+            rad = cast(
+                NDArray[np.float32],  # float32 blend of float32 frames
+                cv2.blendLinear(np.ascontiguousarray(rad[inner]), blurred, np.float32(1.0) - t, t),
+            )
         else:
             rad = np.ascontiguousarray(rad[inner])
         # sensor noise: shot (signal dependent) + read, one draw per pixel and channel
@@ -358,8 +381,7 @@ def photograph(albedo: np.ndarray, shine: np.ndarray, plane_to_px: np.ndarray, s
     return photo
 
 
-def isp_detail(photo: np.ndarray, amount: float, radius_px: float, threshold: float,
-               strip_rows: int = 256) -> None:
+def isp_detail(photo: np.ndarray, amount: float, radius_px: float, threshold: float, strip_rows: int = 256) -> None:
     """In-camera noise reduction and sharpening on the 8-bit luma, in place.
 
     The luma is split into a base (Gaussian, sigma ``radius_px``) and a detail band
@@ -375,20 +397,23 @@ def isp_detail(photo: np.ndarray, amount: float, radius_px: float, threshold: fl
         return
     luma = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
     base = cv2.GaussianBlur(luma, (0, 0), radius_px)
-    detail = cv2.addWeighted(luma, 1.0, base, -1.0, 128.0)   # d + 128, saturated to 0..255
+    detail = cv2.addWeighted(luma, 1.0, base, -1.0, 128.0)  # d + 128, saturated to 0..255
     del base
     d = np.arange(256, dtype=np.float64) - 128.0
-    cored = d * d * d / (d * d + threshold ** 2) if threshold > 0 else d
+    cored = d * d * d / (d * d + threshold**2) if threshold > 0 else d
     table = np.round(cored * (1.0 + amount) - d).astype(np.int16).reshape(1, 256)
     delta = cv2.LUT(detail, table)
     for y0 in range(0, photo.shape[0], strip_rows):
-        dl = delta[y0:y0 + strip_rows]
-        strip = photo[y0:y0 + strip_rows]
+        dl = delta[y0 : y0 + strip_rows]
+        strip = photo[y0 : y0 + strip_rows]
         cv2.add(strip, cv2.merge([dl, dl, dl]), dst=strip, dtype=cv2.CV_8U)
 
 
-def points_in_frame(points_mm: dict[str, np.ndarray], plane_to_px: np.ndarray, size: tuple[int, int],
-                    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def points_in_frame(
+    points_mm: dict[str, np.ndarray],
+    plane_to_px: np.ndarray,
+    size: tuple[int, int],
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Of each kind of plane point (mm), those a photo of ``size`` shows: (mm, image px) pairs."""
     w, h = size
     out = {}
@@ -398,4 +423,3 @@ def points_in_frame(points_mm: dict[str, np.ndarray], plane_to_px: np.ndarray, s
         keep = (p[:, 0] >= -0.5) & (p[:, 0] < w - 0.5) & (p[:, 1] >= -0.5) & (p[:, 1] < h - 0.5)
         out[kind] = (xy[keep], p[keep])
     return out
-

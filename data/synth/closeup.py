@@ -5,6 +5,7 @@ seen by a pinhole camera (a homography), so perspective, scale and the card
 are geometrically exact. The same client scalp (skin texture, follicles,
 dots) can be rendered again at a later visit with a new pose and light.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -80,8 +81,8 @@ class ClientScalp:
 class VisitState:
     """How the region looks at one visit (dot ageing, hair, redness)."""
 
-    dots: DotSet                 # the dots present now, with current strength/blue/radius
-    contrast_dl: np.ndarray      # (N,) wanted core contrast of each present dot
+    dots: DotSet  # the dots present now, with current strength/blue/radius
+    contrast_dl: np.ndarray  # (N,) wanted core contrast of each present dot
     hair_length_scale: float
     extra_redness: float
 
@@ -90,7 +91,7 @@ class VisitState:
 class CardPose:
     present: bool
     marker_id: int
-    centre_mm: tuple[float, float]   # card-frame origin (marker top-left) on the plane
+    centre_mm: tuple[float, float]  # card-frame origin (marker top-left) on the plane
     angle_deg: float
     scale: float
 
@@ -103,13 +104,18 @@ def treated_map(rng: np.random.Generator, coverage: float, shape: tuple[int, int
         return np.zeros(shape, bool)
     field = smooth_field(rng, shape, shape[0] / 2.5)
     ang = rng.uniform(0, 2 * np.pi)
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]] / np.array(shape[0] - 1.0)
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]] / np.array(shape[0] - 1.0)
     ramp = np.cos(ang) * xx + np.sin(ang) * yy + 0.08 * field
     return ramp <= np.quantile(ramp, coverage)
 
 
-def new_client(rng: np.random.Generator, cfg: SynthSettings, plane: Plane, *, n_sessions: int = 1,
-               ) -> ClientScalp:
+def new_client(
+    rng: np.random.Generator,
+    cfg: SynthSettings,
+    plane: Plane,
+    *,
+    n_sessions: int = 1,
+) -> ClientScalp:
     """Draw a client's scalp and the dots of ``n_sessions`` sessions."""
     skin = draw_skin(rng, cfg.skin)
     hair = draw_hair(rng, cfg.hair)
@@ -124,17 +130,36 @@ def new_client(rng: np.random.Generator, cfg: SynthSettings, plane: Plane, *, n_
     for session in range(1, n_sessions + 1):
         # later sessions fill in between earlier dots: same spacing, new positions
         first = 0 if dots is None else int(dots.dot_id.max()) + 1
-        new = place_dots(rng, cfg.dots, plane.width_mm, plane.height_mm, treated, session, list(palette),
-                         first_id=first, spacing_mm=spacing * np.sqrt(n_sessions),
-                         diameter_mm=diameter) if coverage > 0 else None
+        new = (
+            place_dots(
+                rng,
+                cfg.dots,
+                plane.width_mm,
+                plane.height_mm,
+                treated,
+                session,
+                list(palette),
+                first_id=first,
+                spacing_mm=spacing * np.sqrt(n_sessions),
+                diameter_mm=diameter,
+            )
+            if coverage > 0
+            else None
+        )
         if new is None:
             continue
         dots = new if dots is None else DotSet.concat(dots, new)
     if dots is None:
-        dots = place_dots(rng, cfg.dots, plane.width_mm, plane.height_mm, np.zeros((2, 2), bool), 1,
-                          list(palette))
-    return ClientScalp(plane=plane, skin=skin, hair=hair, follicles=follicles, dots=dots,
-                       texture_seed=int(rng.integers(0, 2 ** 31 - 1)), palette=palette)
+        dots = place_dots(rng, cfg.dots, plane.width_mm, plane.height_mm, np.zeros((2, 2), bool), 1, list(palette))
+    return ClientScalp(
+        plane=plane,
+        skin=skin,
+        hair=hair,
+        follicles=follicles,
+        dots=dots,
+        texture_seed=int(rng.integers(0, 2**31 - 1)),
+        palette=palette,
+    )
 
 
 def aged_single_visit(rng: np.random.Generator, cfg: SynthSettings, client: ClientScalp) -> VisitState:
@@ -169,8 +194,9 @@ def aged_single_visit(rng: np.random.Generator, cfg: SynthSettings, client: Clie
     return VisitState(dots=dots, contrast_dl=contrast, hair_length_scale=1.0, extra_redness=0.0)
 
 
-def draw_card_pose(rng: np.random.Generator, cfg: SynthSettings, plane: Plane,
-                   image_footprint_mm: np.ndarray) -> CardPose:
+def draw_card_pose(
+    rng: np.random.Generator, cfg: SynthSettings, plane: Plane, image_footprint_mm: np.ndarray
+) -> CardPose:
     """Put the card flat on the scalp inside the camera's footprint: the marker fully in view, or
     (``card.whole``) the whole card when the footprint holds it."""
     present = bool(rng.random() < cfg.card.probability)
@@ -180,7 +206,7 @@ def draw_card_pose(rng: np.random.Generator, cfg: SynthSettings, plane: Plane,
     lo, hi = image_footprint_mm.min(axis=0), image_footprint_mm.max(axis=0)
     # keep the marker (0-10 mm in card frame) plus a margin inside the footprint's inner box
     c, s = np.cos(np.deg2rad(angle)), np.sin(np.deg2rad(angle))
-    right = 45.0 if cfg.card.whole else 13.0           # the paper's right edge, or the marker's margin
+    right = 45.0 if cfg.card.whole else 13.0  # the paper's right edge, or the marker's margin
     corners = np.array([[-3, -3], [right, -3], [right, 13], [-3, 13]], float) * scale
     rot = corners @ np.array([[c, s], [-s, c]])
     inset = (0.03 if cfg.card.whole else 0.18) * (hi - lo)
@@ -201,13 +227,14 @@ def _inside_convex(points: np.ndarray, polygon: np.ndarray, margin: float) -> bo
     return bool((dist >= margin).all() or (dist <= -margin).all())
 
 
-def _pull_inside(centre: np.ndarray, card_corners: np.ndarray, footprint: np.ndarray,
-                 margin_mm: float = 1.0) -> np.ndarray:
+def _pull_inside(
+    centre: np.ndarray, card_corners: np.ndarray, footprint: np.ndarray, margin_mm: float = 1.0
+) -> np.ndarray:
     """The drawn card origin moved towards where the card's middle is the footprint's middle, just
     far enough for every corner of the card (``card_corners``: relative to its origin) to lie
     inside the (possibly turned) frame; no random draw, so the rest of the scene is drawn as
     before. The middle itself when the card cannot fit."""
-    middle = footprint.mean(axis=0) - card_corners.mean(axis=0)   # the card's own middle on the frame's
+    middle = footprint.mean(axis=0) - card_corners.mean(axis=0)  # the card's own middle on the frame's
     for t in np.linspace(0.0, 1.0, 41):
         c = centre + t * (middle - centre)
         if _inside_convex(card_corners + c, footprint, margin_mm):
@@ -218,12 +245,12 @@ def _pull_inside(centre: np.ndarray, card_corners: np.ndarray, footprint: np.nda
 def _card_to_plane(pose: CardPose) -> np.ndarray:
     """2x3 affine from card mm to plane mm."""
     c, s = np.cos(np.deg2rad(pose.angle_deg)), np.sin(np.deg2rad(pose.angle_deg))
-    return np.array([[c * pose.scale, -s * pose.scale, pose.centre_mm[0]],
-                     [s * pose.scale, c * pose.scale, pose.centre_mm[1]]])
+    return np.array(
+        [[c * pose.scale, -s * pose.scale, pose.centre_mm[0]], [s * pose.scale, c * pose.scale, pose.centre_mm[1]]]
+    )
 
 
-def composite_card(albedo: np.ndarray, card_cover: np.ndarray, card: CardSpec, pose: CardPose,
-                   plane: Plane) -> None:
+def composite_card(albedo: np.ndarray, card_cover: np.ndarray, card: CardSpec, pose: CardPose, plane: Plane) -> None:
     """Paste the printed card (as reflectance) onto the plane raster, in place."""
     raster = render_card(card, plane.px_per_mm * pose.scale, marker_id=pose.marker_id)
     # OpenCV pixel coordinates (pixel centre = integer): card raster px -> card mm -> plane px
@@ -239,10 +266,17 @@ def composite_card(albedo: np.ndarray, card_cover: np.ndarray, card: CardSpec, p
         return
     half = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], float) @ m
     size = (x1 - x0, y1 - y0)
-    rgb = cv2.warpAffine(srgb_to_linear(raster.rgb).astype(np.float32), half[:2], size,
-                         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    al = cv2.warpAffine(raster.alpha, half[:2], size, flags=cv2.INTER_LINEAR,
-                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    rgb = cv2.warpAffine(
+        srgb_to_linear(raster.rgb).astype(np.float32),
+        half[:2],
+        size,
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
+    al = cv2.warpAffine(
+        raster.alpha, half[:2], size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
     sub = albedo[y0:y1, x0:x1]
     sub *= (1.0 - al)[..., None]
     sub += rgb * al[..., None]
@@ -254,8 +288,9 @@ def _luminance(rgb: np.ndarray) -> np.ndarray:
     return rgb @ RGB_TO_XYZ[1].astype(rgb.dtype)
 
 
-def _own_contrast(albedo: np.ndarray, cov: np.ndarray, core_px: np.ndarray, owner: np.ndarray,
-                  taken: np.ndarray, n: int) -> np.ndarray:
+def _own_contrast(
+    albedo: np.ndarray, cov: np.ndarray, core_px: np.ndarray, owner: np.ndarray, taken: np.ndarray, n: int
+) -> np.ndarray:
     """(n,) the L* the dots take from the scene at each dot's core, hair laid over: on each core pixel,
     the L* of the composite (``albedo``, hair over skin) with what the dots took from the skin's
     luminance (``taken``) given back where the hair (coverage ``cov``) does not hide it, minus the L*
@@ -277,8 +312,9 @@ def _bare_skin(mask: np.ndarray, xy_img: np.ndarray, radius_px: np.ndarray) -> n
     return (mask == 1) & (dots_u8 == 0)
 
 
-def _photo_evidence(photo: np.ndarray, bare_skin: np.ndarray, xy_img: np.ndarray, radius_px: np.ndarray,
-                    rules: FlagSettings) -> tuple[np.ndarray, np.ndarray]:
+def _photo_evidence(
+    photo: np.ndarray, bare_skin: np.ndarray, xy_img: np.ndarray, radius_px: np.ndarray, rules: FlagSettings
+) -> tuple[np.ndarray, np.ndarray]:
     """Each dot's darkness in the finished photo and the darkness the photo's bare skin shows at that
     size at ``rules.visible_min_speck_quantile`` percent of places (NaN, NaN without the photo test)."""
     n = len(xy_img)
@@ -293,9 +329,17 @@ def _photo_evidence(photo: np.ndarray, bare_skin: np.ndarray, xy_img: np.ndarray
     return contrast, speck_levels(lstar, radius_px, bare, exclude, rules.visible_min_speck_quantile)
 
 
-def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, image_size: tuple[int, int],
-                   card: CardSpec, card_pose: CardPose, rng: np.random.Generator,
-                   rules: FlagSettings, view_centre_mm: tuple[float, float] | None = None) -> Scene:
+def render_closeup(
+    client: ClientScalp,
+    visit: VisitState,
+    cam: CameraParams,
+    image_size: tuple[int, int],
+    card: CardSpec,
+    card_pose: CardPose,
+    rng: np.random.Generator,
+    rules: FlagSettings,
+    view_centre_mm: tuple[float, float] | None = None,
+) -> Scene:
     """Render one close-up photo of ``client`` at ``visit`` seen by ``cam``."""
     plane = client.plane
     shape = plane.shape
@@ -310,10 +354,14 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     fol_px = client.follicles.xy_mm * ppm
     opening = np.where(client.follicles.has_hair, 0.35, 1.0)
     fresh = visit.dots.take(np.flatnonzero(visit.dots.fresh))  # reddened skin around fresh dots
-    halos = (fresh.xy_mm * ppm - 0.5, (fresh.radius_mm * np.sqrt(fresh.elongation) + fresh.halo_mm) * ppm,
-             fresh.halo_redness)
-    skin = render_skin(tex, client.skin, shape, ppm, fol_px, opening, extra_redness=visit.extra_redness,
-                       redness_spots=halos)
+    halos = (
+        fresh.xy_mm * ppm - 0.5,
+        (fresh.radius_mm * np.sqrt(fresh.elongation) + fresh.halo_mm) * ppm,
+        fresh.halo_redness,
+    )
+    skin = render_skin(
+        tex, client.skin, shape, ppm, fol_px, opening, extra_redness=visit.extra_redness, redness_spots=halos
+    )
     bare = skin.albedo
 
     # --- dots ---
@@ -323,13 +371,22 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     flat_bare = bare.reshape(-1, 3)
     ring = ring_samples(dots, shape, ppm)
     ring_ok = ring >= 0
-    skin_rgb = (flat_bare[np.maximum(ring, 0)] * ring_ok[..., None]).sum(1) / np.maximum(
-        ring_ok.sum(1), 1)[:, None] if n else np.zeros((0, 3))
+    skin_rgb = (
+        (flat_bare[np.maximum(ring, 0)] * ring_ok[..., None]).sum(1) / np.maximum(ring_ok.sum(1), 1)[:, None]
+        if n
+        else np.zeros((0, 3))
+    )
     cix = np.clip(np.round(dots.xy_mm * ppm - 0.5).astype(np.int64), 0, [shape[1] - 1, shape[0] - 1])
     in_scar = skin.scar[cix[:, 1], cix[:, 0]] if n else np.zeros(0)
-    uptake = np.where(in_scar > 0.3,
-                      client.skin.scar_pigment_uptake * np.random.default_rng(client.texture_seed + 1)
-                      .uniform(0.6, 1.2, n), 1.0)[:n] if n else np.zeros(0)
+    uptake = (
+        np.where(
+            in_scar > 0.3,
+            client.skin.scar_pigment_uptake * np.random.default_rng(client.texture_seed + 1).uniform(0.6, 1.2, n),
+            1.0,
+        )[:n]
+        if n
+        else np.zeros(0)
+    )
     strength = solve_strength(np.clip(skin_rgb, 1e-4, 1), dots.od_shape, dots.blue, visit.contrast_dl)
     dots = dots.with_(strength=strength)
     skin_l_plane = lstar_of(bare)
@@ -351,22 +408,28 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
 
     # --- hair ---
     hp = client.hair
-    hair_params = HairParams(**{**asdict(hp), "stubble_length_mm": tuple(
-        v * visit.hair_length_scale for v in hp.stubble_length_mm)})
+    hair_params = HairParams(
+        **{**asdict(hp), "stubble_length_mm": tuple(v * visit.hair_length_scale for v in hp.stubble_length_mm)}
+    )
     hair = render_hair(tex, hair_params, client.follicles, shape, ppm, loose_rng=rng)
     cov = hair.composite(albedo)
     own_core = _own_contrast(albedo, cov, core_px, core_owner, taken, n)
     del core_px, core_owner, taken
     # look-alikes the photo shows, counted into the skin's params (truth.json params.skin.lookalikes)
     # render_hair always sets the hair's marks
-    marks = {k: v / ppm for k, v in skin.marks.items()} | cast(dict[str, np.ndarray], hair.marks) | {
-        "follicle_openings": client.follicles.xy_mm[~client.follicles.has_hair], "scabs": scabs.xy_mm}
+    marks = (
+        {k: v / ppm for k, v in skin.marks.items()}
+        | cast(dict[str, np.ndarray], hair.marks)
+        | {"follicle_openings": client.follicles.xy_mm[~client.follicles.has_hair], "scabs": scabs.xy_mm}
+    )
     from dataclasses import replace
+
     shown = points_in_frame(marks, h_img, image_size)
     client = replace(client, skin=replace(client.skin, lookalikes={k: len(mm) for k, (mm, _) in shown.items()}))
     lookalikes = pd.DataFrame(
         [(k, x, y, xm, ym) for k, (mm, px) in shown.items() for (xm, ym), (x, y) in zip(mm, px)],
-        columns=LOOKALIKE_COLUMNS)
+        columns=LOOKALIKE_COLUMNS,
+    )
     hair_mask = cov >= 0.5
     # how much of each dot's disc the hair hides (the `visible` truth)
     hair_cover = disc_mean(cov, dots.xy_mm * ppm - 0.5, dots.radius_mm * ppm) if n else np.zeros(0)
@@ -412,23 +475,41 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     if n:
         ij = np.clip(np.round(dots.xy_mm * ppm - 0.5).astype(int), 0, [shape[1] - 1, shape[0] - 1])
         hair_at = hair_mask[ij[:, 1], ij[:, 0]]
-    table = pd.DataFrame({
-        "dot_id": dots.dot_id, "x": xy_img[:, 0], "y": xy_img[:, 1],
-        "x_mm": dots.xy_mm[:, 0], "y_mm": dots.xy_mm[:, 1], "diameter_mm": dots.diameter_mm,
-        "L": lab[:, 0], "a": lab[:, 1], "b": lab[:, 2],
-        "skin_L": skin_lab[:, 0], "skin_a": skin_lab[:, 1], "skin_b": skin_lab[:, 2],
-        "contrast_dL": skin_lab[:, 0] - lab[:, 0], "dE00": delta_e00(lab, skin_lab),
-        "blue_index": blue_index(lab, skin_lab),
-        "session": dots.session, "shade": np.array(client.palette)[dots.shade] if n else [],
-        "merged_with": dots.merged_with, "hair_covered": hair_at, "in_scar": in_scar > 0.3,
-        "hair_cover": hair_cover, "fresh": dots.fresh.astype(bool), "elongation": dots.elongation,
-        "angle_deg": np.rad2deg(dots.angle), "scab": dots.scab > 0,
-    })
+    table = pd.DataFrame(
+        {
+            "dot_id": dots.dot_id,
+            "x": xy_img[:, 0],
+            "y": xy_img[:, 1],
+            "x_mm": dots.xy_mm[:, 0],
+            "y_mm": dots.xy_mm[:, 1],
+            "diameter_mm": dots.diameter_mm,
+            "L": lab[:, 0],
+            "a": lab[:, 1],
+            "b": lab[:, 2],
+            "skin_L": skin_lab[:, 0],
+            "skin_a": skin_lab[:, 1],
+            "skin_b": skin_lab[:, 2],
+            "contrast_dL": skin_lab[:, 0] - lab[:, 0],
+            "dE00": delta_e00(lab, skin_lab),
+            "blue_index": blue_index(lab, skin_lab),
+            "session": dots.session,
+            "shade": np.array(client.palette)[dots.shade] if n else [],
+            "merged_with": dots.merged_with,
+            "hair_covered": hair_at,
+            "in_scar": in_scar > 0.3,
+            "hair_cover": hair_cover,
+            "fresh": dots.fresh.astype(bool),
+            "elongation": dots.elongation,
+            "angle_deg": np.rad2deg(dots.angle),
+            "scab": dots.scab > 0,
+        }
+    )
     # contrast as the optics render it, and whether the photo shows the dot at all
     # the short half-axis: blur takes an elongated dot's contrast across its narrow side
     r_img = dots.radius_mm / np.sqrt(np.maximum(dots.elongation, 1.0)) * image_px_per_mm(h_img, dots.xy_mm)
-    blur = defocus_sigma_px(xy_img, (w, h), cam.dof_blur_mm * cam.px_per_mm,
-                            np.deg2rad(cam.tilt_azimuth_deg + cam.rotation_deg))
+    blur = defocus_sigma_px(
+        xy_img, (w, h), cam.dof_blur_mm * cam.px_per_mm, np.deg2rad(cam.tilt_azimuth_deg + cam.rotation_deg)
+    )
     table["contrast_seen"] = seen_contrast(table["contrast_dL"].to_numpy(), r_img, blur)
     table["contrast_own"] = seen_contrast(own_core, r_img, blur)
     # ... and what the finished photo shows of it, against the photo's own bare-skin specks
@@ -436,18 +517,26 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     bare = _bare_skin(mask, xy_img, r_full)
     table["contrast_photo"], table["speck_dL"] = _photo_evidence(photo, bare, xy_img, r_full, rules)
     # hair the finished photo shows no more clearly than its own bare skin
-    unseen = (unseen_hair(photo, mask == 2, bare, rules.hair_visible_quantile)
-              if rules.hair_visible_quantile is not None else None)
+    unseen = (
+        unseen_hair(photo, mask == 2, bare, rules.hair_visible_quantile)
+        if rules.hair_visible_quantile is not None
+        else None
+    )
     del bare
-    table["visible"] = visible(table["hair_cover"].to_numpy(), table["contrast_seen"].to_numpy(),
-                               max_hair_cover=rules.visible_max_hair_cover,
-                               min_contrast_dl=rules.visible_min_contrast_dl,
-                               contrast_photo=table["contrast_photo"].to_numpy(), speck_dl=table["speck_dL"].to_numpy())
+    table["visible"] = visible(
+        table["hair_cover"].to_numpy(),
+        table["contrast_seen"].to_numpy(),
+        max_hair_cover=rules.visible_max_hair_cover,
+        min_contrast_dl=rules.visible_min_contrast_dl,
+        contrast_photo=table["contrast_photo"].to_numpy(),
+        speck_dl=table["speck_dL"].to_numpy(),
+    )
     inside = (table.x >= -0.5) & (table.x < w - 0.5) & (table.y >= -0.5) & (table.y < h - 0.5)
     table = table[inside]
     # a dot under the card is not in the photo: drop it from the truth
-    under_card = mask[np.clip(np.round(table.y).astype(int), 0, h - 1),
-                      np.clip(np.round(table.x).astype(int), 0, w - 1)] == 0
+    under_card = (
+        mask[np.clip(np.round(table.y).astype(int), 0, h - 1), np.clip(np.round(table.x).astype(int), 0, w - 1)] == 0
+    )
     table = dot_flags_table(table[~under_card].reset_index(drop=True), rules)
     if unseen is not None:
         mask[unseen] = UNSEEN
@@ -455,14 +544,31 @@ def render_closeup(client: ClientScalp, visit: VisitState, cam: CameraParams, im
     card_truth: dict = {"present": card_pose.present}
     if card_pose.present:
         corners_plane = np.array([_card_to_plane(card_pose) @ np.r_[p, 1] for p in marker_corners_mm(card)])
-        card_truth.update(marker_id=card_pose.marker_id, scale=card_pose.scale,
-                          marker_corners_px=apply_homography(h_img, corners_plane))
-    params = {"skin": asdict(client.skin), "hair": asdict(hair_params), "camera": asdict(cam),
-              "hair_strands": int(client.follicles.has_hair.sum()),
-              "visit": {"hair_length_scale": visit.hair_length_scale, "extra_redness": visit.extra_redness}}
-    return Scene(photo=photo, mask=mask, dots=table, clean_lstar=clean_l, skin_lstar=skin_l,
-                 plane_to_image=h_img, px_per_mm=cam.px_per_mm, view="closeup", params=params,
-                 card=card_truth, lookalikes=lookalikes)
+        card_truth.update(
+            marker_id=card_pose.marker_id,
+            scale=card_pose.scale,
+            marker_corners_px=apply_homography(h_img, corners_plane),
+        )
+    params = {
+        "skin": asdict(client.skin),
+        "hair": asdict(hair_params),
+        "camera": asdict(cam),
+        "hair_strands": int(client.follicles.has_hair.sum()),
+        "visit": {"hair_length_scale": visit.hair_length_scale, "extra_redness": visit.extra_redness},
+    }
+    return Scene(
+        photo=photo,
+        mask=mask,
+        dots=table,
+        clean_lstar=clean_l,
+        skin_lstar=skin_l,
+        plane_to_image=h_img,
+        px_per_mm=cam.px_per_mm,
+        view="closeup",
+        params=params,
+        card=card_truth,
+        lookalikes=lookalikes,
+    )
 
 
 def footprint_mm(cam: CameraParams, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -472,8 +578,9 @@ def footprint_mm(cam: CameraParams, image_size: tuple[int, int]) -> tuple[np.nda
     return apply_homography(np.linalg.inv(hm), np.array([[0, 0], [w, 0], [w, h], [0, h]], float)), hm
 
 
-def single_closeup(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, rules: FlagSettings,
-                   from_camera) -> Scene:
+def single_closeup(
+    rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, rules: FlagSettings, from_camera
+) -> Scene:
     """One independent close-up photo (a new client), as in the training set.
 
     The plane raster is fitted to the camera's footprint; its axes follow the

@@ -8,6 +8,7 @@ reflectance is ``skin * exp(-sum_i profile_i * od_i)`` per linear RGB channel.
 Each dot is described by a row of a :class:`DotSet` (plane millimetres), which
 is both what the renderer draws and the ground truth the benchmark scores.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -30,23 +31,23 @@ BLUE_SHIFT_DIR = np.array([0.55, 0.05, -0.6])
 class DotSet:
     """Dots on the scalp plane; every array has one row per dot."""
 
-    dot_id: np.ndarray          # (N,) int64, stable across visits of a client
-    xy_mm: np.ndarray           # (N, 2) centre on the scalp plane
-    radius_mm: np.ndarray       # (N,) mean radius of the half-density contour
-    harmonics: np.ndarray       # (N, N_HARMONICS, 2) relative cos/sin amplitudes
-    softness: np.ndarray        # (N,) edge width / radius
-    od_shape: np.ndarray        # (N, 3) pigment optical density direction (unit luminance)
-    strength: np.ndarray        # (N,) multiplies od_shape; set from the wanted contrast
-    blue: np.ndarray            # (N,) amount of blue shift along BLUE_SHIFT_DIR
-    shade: np.ndarray           # (N,) index into the palette's names
-    session: np.ndarray         # (N,) session number that placed the dot
-    merged_with: np.ndarray     # (N,) dot_id of the dot it touches, or -1
-    elongation: np.ndarray      # (N,) long / short axis of the (area-preserving) ellipse, >= 1
-    angle: np.ndarray           # (N,) direction of the long axis, radians on the plane
-    fresh: np.ndarray           # (N,) bool: days old (sharp, dark, reddened skin around it)
-    halo_mm: np.ndarray         # (N,) reach of the redness beyond the dot's edge (0 = none)
-    halo_redness: np.ndarray    # (N,) redness of that halo (skin redness scale, 0 = none)
-    scab: np.ndarray            # (N,) optical density of a scab over the dot (0 = none)
+    dot_id: np.ndarray  # (N,) int64, stable across visits of a client
+    xy_mm: np.ndarray  # (N, 2) centre on the scalp plane
+    radius_mm: np.ndarray  # (N,) mean radius of the half-density contour
+    harmonics: np.ndarray  # (N, N_HARMONICS, 2) relative cos/sin amplitudes
+    softness: np.ndarray  # (N,) edge width / radius
+    od_shape: np.ndarray  # (N, 3) pigment optical density direction (unit luminance)
+    strength: np.ndarray  # (N,) multiplies od_shape; set from the wanted contrast
+    blue: np.ndarray  # (N,) amount of blue shift along BLUE_SHIFT_DIR
+    shade: np.ndarray  # (N,) index into the palette's names
+    session: np.ndarray  # (N,) session number that placed the dot
+    merged_with: np.ndarray  # (N,) dot_id of the dot it touches, or -1
+    elongation: np.ndarray  # (N,) long / short axis of the (area-preserving) ellipse, >= 1
+    angle: np.ndarray  # (N,) direction of the long axis, radians on the plane
+    fresh: np.ndarray  # (N,) bool: days old (sharp, dark, reddened skin around it)
+    halo_mm: np.ndarray  # (N,) reach of the redness beyond the dot's edge (0 = none)
+    halo_redness: np.ndarray  # (N,) redness of that halo (skin redness scale, 0 = none)
+    scab: np.ndarray  # (N,) optical density of a scab over the dot (0 = none)
 
     def __len__(self) -> int:
         return len(self.dot_id)
@@ -64,7 +65,7 @@ class DotSet:
     @property
     def diameter_mm(self) -> np.ndarray:
         """Equivalent-circle diameter of the half-density contour (elongation keeps the area)."""
-        a2 = (self.harmonics ** 2).sum(axis=(1, 2))
+        a2 = (self.harmonics**2).sum(axis=(1, 2))
         return 2.0 * self.radius_mm * np.sqrt(1.0 + 0.5 * a2)
 
     def od(self) -> np.ndarray:
@@ -72,9 +73,18 @@ class DotSet:
         return self.strength[:, None] * self.od_shape + self.blue[:, None] * BLUE_SHIFT_DIR[None, :]
 
 
-def place_dots(rng: np.random.Generator, s: DotSettings, width_mm: float, height_mm: float,
-               treated: np.ndarray, session: int, palette_names: list[str], first_id: int = 0,
-               spacing_mm: float | None = None, diameter_mm: float | None = None) -> DotSet:
+def place_dots(
+    rng: np.random.Generator,
+    s: DotSettings,
+    width_mm: float,
+    height_mm: float,
+    treated: np.ndarray,
+    session: int,
+    palette_names: list[str],
+    first_id: int = 0,
+    spacing_mm: float | None = None,
+    diameter_mm: float | None = None,
+) -> DotSet:
     """Place one session's dots over the treated part of a frame.
 
     ``treated`` is a coarse HxW boolean map over the frame (True where the artist
@@ -107,7 +117,7 @@ def place_dots(rng: np.random.Generator, s: DotSettings, width_mm: float, height
     dots = DotSet(
         dot_id=np.arange(first_id, first_id + n, dtype=np.int64),
         xy_mm=pts,
-        radius_mm=d / 2.0 / np.sqrt(1.0 + 0.5 * (harm ** 2).sum(axis=(1, 2))),
+        radius_mm=d / 2.0 / np.sqrt(1.0 + 0.5 * (harm**2).sum(axis=(1, 2))),
         harmonics=harm,
         softness=soft,
         od_shape=od_shape,
@@ -126,8 +136,9 @@ def place_dots(rng: np.random.Generator, s: DotSettings, width_mm: float, height
     return _add_merged_pairs(rng, dots, rng.uniform(*s.merged_fraction), width_mm, height_mm)
 
 
-def _add_merged_pairs(rng: np.random.Generator, dots: DotSet, fraction: float,
-                      width_mm: float, height_mm: float) -> DotSet:
+def _add_merged_pairs(
+    rng: np.random.Generator, dots: DotSet, fraction: float, width_mm: float, height_mm: float
+) -> DotSet:
     """Give a fraction of dots a partner that touches or overlaps them."""
     n = len(dots)
     k = rng.binomial(n, fraction) if n else 0
@@ -140,11 +151,13 @@ def _add_merged_pairs(rng: np.random.Generator, dots: DotSet, fraction: float,
     xy = partner.xy_mm + gap[:, None] * np.stack([np.cos(ang), np.sin(ang)], -1)
     ok = (xy[:, 0] >= 0) & (xy[:, 0] < width_mm) & (xy[:, 1] >= 0) & (xy[:, 1] < height_mm)
     first = int(dots.dot_id.max()) + 1
-    partner = partner.with_(xy_mm=xy,
-                            harmonics=rng.permutation(partner.harmonics, axis=0),
-                            angle=rng.uniform(0.0, np.pi, k),
-                            dot_id=np.arange(first, first + k, dtype=np.int64),
-                            merged_with=dots.dot_id[src]).take(np.flatnonzero(ok))
+    partner = partner.with_(
+        xy_mm=xy,
+        harmonics=rng.permutation(partner.harmonics, axis=0),
+        angle=rng.uniform(0.0, np.pi, k),
+        dot_id=np.arange(first, first + k, dtype=np.int64),
+        merged_with=dots.dot_id[src],
+    ).take(np.flatnonzero(ok))
     merged = dots.merged_with.copy()
     merged[src[ok]] = partner.dot_id
     return DotSet.concat(dots.with_(merged_with=merged), partner)
@@ -154,13 +167,16 @@ def _add_merged_pairs(rng: np.random.Generator, dots: DotSet, fraction: float,
 class DotSprites:
     """Each dot's pigment profile sampled on its own window of plane pixels."""
 
-    flat_index: np.ndarray   # (N, P) int64 index into the raveled frame, -1 outside
-    profile: np.ndarray      # (N, P) float32 pigment profile in [0, 1]
-    core: np.ndarray         # (N, P) bool: the dot's core (inner half radius)
+    flat_index: np.ndarray  # (N, P) int64 index into the raveled frame, -1 outside
+    profile: np.ndarray  # (N, P) float32 pigment profile in [0, 1]
+    core: np.ndarray  # (N, P) bool: the dot's core (inner half radius)
 
 
-def dot_sprites(dots: DotSet, shape: tuple[int, int], px_per_mm: float,
-                ) -> list[tuple[np.ndarray, DotSprites]]:
+def dot_sprites(
+    dots: DotSet,
+    shape: tuple[int, int],
+    px_per_mm: float,
+) -> list[tuple[np.ndarray, DotSprites]]:
     """Sample the profiles in groups of similar window size (bounded memory).
 
     Profile: ``1 / (1 + exp((r - R(θ)) / w))`` with ``R(θ) = R (1 + Σ a_k cos kθ
@@ -197,8 +213,9 @@ def dot_sprites(dots: DotSet, shape: tuple[int, int], px_per_mm: float,
     for key in np.unique(half):
         group = np.flatnonzero(half == key)
         kx, ky = divmod(int(key), 100000)
-        oy, ox = np.meshgrid(np.arange(-ky, ky + 1, dtype=np.int32), np.arange(-kx, kx + 1, dtype=np.int32),
-                             indexing="ij")
+        oy, ox = np.meshgrid(
+            np.arange(-ky, ky + 1, dtype=np.int32), np.arange(-kx, kx + 1, dtype=np.int32), indexing="ij"
+        )
         ox, oy = ox.ravel()[None, :], oy.ravel()[None, :]
         oxf, oyf = ox.astype(np.float32), oy.astype(np.float32)
         n_px = ox.shape[1]
@@ -208,7 +225,7 @@ def dot_sprites(dots: DotSet, shape: tuple[int, int], px_per_mm: float,
         # chunks of ~256k samples: the float temporaries stay in cache
         step = max(1, 262144 // n_px)
         for c0 in range(0, len(group), step):
-            idx = group[c0:c0 + step]
+            idx = group[c0 : c0 + step]
             rows = slice(c0, c0 + len(idx))
             # int32 indices: a frame below 2**31 pixels, and half the memory of int64
             px = cx32[idx, None] + ox
@@ -228,7 +245,7 @@ def dot_sprites(dots: DotSet, shape: tuple[int, int], px_per_mm: float,
             for j in range(N_HARMONICS):
                 mod += harm[idx, j, 0][:, None] * ck + harm[idx, j, 1][:, None] * sk
                 ck, sk = ck * c1 - sk * s1, sk * c1 + ck * s1
-            mod *= r32[idx, None]                 # R(θ)
+            mod *= r32[idx, None]  # R(θ)
             z = r - mod
             z /= e32[idx, None]
             np.clip(z, -30, 30, out=z)
@@ -242,8 +259,9 @@ def dot_sprites(dots: DotSet, shape: tuple[int, int], px_per_mm: float,
     return out
 
 
-def ring_samples(dots: DotSet, shape: tuple[int, int], px_per_mm: float, annulus_mm: float = 0.2,
-                 n_angles: int = 16) -> np.ndarray:
+def ring_samples(
+    dots: DotSet, shape: tuple[int, int], px_per_mm: float, annulus_mm: float = 0.2, n_angles: int = 16
+) -> np.ndarray:
     """(N, 2 * n_angles) flat pixel indices on the skin ring around each dot, -1 outside.
 
     The ring starts 1.6 radii (of the long axis) + 1 px from the centre (clear of the soft edge) and is
@@ -263,8 +281,9 @@ def ring_samples(dots: DotSet, shape: tuple[int, int], px_per_mm: float, annulus
     return np.where(inside, y * w + x, -1)
 
 
-def density_planes(dots: DotSet, sprites: list[tuple[np.ndarray, DotSprites]],
-                   shape: tuple[int, int], uptake: np.ndarray | None = None) -> list[np.ndarray]:
+def density_planes(
+    dots: DotSet, sprites: list[tuple[np.ndarray, DotSprites]], shape: tuple[int, int], uptake: np.ndarray | None = None
+) -> list[np.ndarray]:
     """Optical density of all dots as three flat float32 planes (R, G, B) of ``H * W``.
 
     Sprite samples are accumulated per channel with ``np.add.at`` (overlapping
@@ -279,8 +298,11 @@ def density_planes(dots: DotSet, sprites: list[tuple[np.ndarray, DotSprites]],
     return planes
 
 
-def _sprite_samples(dots: DotSet, sprites: list[tuple[np.ndarray, DotSprites]], uptake: np.ndarray | None,
-                    ) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+def _sprite_samples(
+    dots: DotSet,
+    sprites: list[tuple[np.ndarray, DotSprites]],
+    uptake: np.ndarray | None,
+) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
     """Per sprite group: flat pixel indices of the samples that matter (inside the frame,
     profile above 1e-3) and their optical density per channel (three float32 arrays)."""
     if not sprites:
@@ -296,15 +318,17 @@ def _sprite_samples(dots: DotSet, sprites: list[tuple[np.ndarray, DotSprites]], 
         yield sp.flat_index[rows, cols], [prof * od[owner, c] for c in range(3)]
 
 
-def render_density(dots: DotSet, sprites: list[tuple[np.ndarray, DotSprites]],
-                   shape: tuple[int, int], uptake: np.ndarray | None = None) -> np.ndarray:
+def render_density(
+    dots: DotSet, sprites: list[tuple[np.ndarray, DotSprites]], shape: tuple[int, int], uptake: np.ndarray | None = None
+) -> np.ndarray:
     """HxWx3 float32 optical density of all dots (``uptake`` scales each dot)."""
     h, w = shape
     return cv2.merge([p.reshape(h, w) for p in density_planes(dots, sprites, shape, uptake)])
 
 
-def darken_by_dots(albedo: np.ndarray, dots: DotSet, sprites: list[tuple[np.ndarray, DotSprites]],
-                   uptake: np.ndarray | None = None) -> None:
+def darken_by_dots(
+    albedo: np.ndarray, dots: DotSet, sprites: list[tuple[np.ndarray, DotSprites]], uptake: np.ndarray | None = None
+) -> None:
     """``albedo *= exp(-optical density of all dots)``, in place, touching only sprite pixels.
 
     Optical densities of overlapping dots add, so their transmittances multiply:
@@ -341,8 +365,9 @@ def core_means(image: np.ndarray, sprites: list[tuple[np.ndarray, DotSprites]], 
     return sums / np.maximum(counts, 1)[:, None]
 
 
-def solve_strength(skin_rgb: np.ndarray, od_shape: np.ndarray, blue: np.ndarray,
-                   contrast_dl: np.ndarray, core_fill: float = 0.92) -> np.ndarray:
+def solve_strength(
+    skin_rgb: np.ndarray, od_shape: np.ndarray, blue: np.ndarray, contrast_dl: np.ndarray, core_fill: float = 0.92
+) -> np.ndarray:
     """Strength per dot so that its core reads ``contrast_dl`` L* darker than its skin.
 
     Solved by bisection on luminance (monotone in strength), vectorised over dots.
@@ -379,8 +404,12 @@ def pick_fresh(rng: np.random.Generator, dots: DotSet, fraction: float) -> np.nd
     return fresh
 
 
-def restyle_fresh(rng: np.random.Generator, s: DotSettings, dots: DotSet, fresh: np.ndarray,
-                  ) -> DotSet:
+def restyle_fresh(
+    rng: np.random.Generator,
+    s: DotSettings,
+    dots: DotSet,
+    fresh: np.ndarray,
+) -> DotSet:
     """Dots days after the session: larger, sharp, elongated 1.5-2 : 1 at random angles,
     with reddened skin around them and, on some, a scab. Other dots are left as they are."""
     k = int(fresh.sum())
@@ -389,8 +418,8 @@ def restyle_fresh(rng: np.random.Generator, s: DotSettings, dots: DotSet, fresh:
     lo, hi = s.fresh_diameter_mm
     mean_d = rng.uniform(lo, hi)
     d = np.clip(rng.normal(mean_d, 0.15 * mean_d, k), lo, hi)
-    harm = dots.harmonics[fresh] * 0.5          # needle punctures: smooth outlines
-    radius = d / 2.0 / np.sqrt(1.0 + 0.5 * (harm ** 2).sum(axis=(1, 2)))
+    harm = dots.harmonics[fresh] * 0.5  # needle punctures: smooth outlines
+    radius = d / 2.0 / np.sqrt(1.0 + 0.5 * (harm**2).sum(axis=(1, 2)))
     soft = np.clip(rng.normal(rng.uniform(*s.fresh_edge_softness), 0.01, k), 0.02, 0.2)
     red = rng.uniform(*s.fresh_redness)
     scab = rng.random(k) < rng.uniform(*s.scab_fraction)
@@ -401,12 +430,16 @@ def restyle_fresh(rng: np.random.Generator, s: DotSettings, dots: DotSet, fresh:
         return out
 
     return dots.with_(
-        radius_mm=put(dots.radius_mm, radius), harmonics=put(dots.harmonics, harm),
-        softness=put(dots.softness, soft), elongation=put(dots.elongation, rng.uniform(*s.fresh_elongation, k)),
-        angle=put(dots.angle, rng.uniform(0.0, np.pi, k)), fresh=put(dots.fresh, True),
+        radius_mm=put(dots.radius_mm, radius),
+        harmonics=put(dots.harmonics, harm),
+        softness=put(dots.softness, soft),
+        elongation=put(dots.elongation, rng.uniform(*s.fresh_elongation, k)),
+        angle=put(dots.angle, rng.uniform(0.0, np.pi, k)),
+        fresh=put(dots.fresh, True),
         halo_mm=put(dots.halo_mm, rng.uniform(*s.fresh_redness_mm, k)),
         halo_redness=put(dots.halo_redness, red * rng.uniform(0.7, 1.3, k)),
-        scab=put(dots.scab, np.where(scab, rng.uniform(0.8, 1.6, k), 0.0)))
+        scab=put(dots.scab, np.where(scab, rng.uniform(0.8, 1.6, k), 0.0)),
+    )
 
 
 def scab_dots(rng: np.random.Generator, dots: DotSet) -> DotSet:
@@ -421,6 +454,10 @@ def scab_dots(rng: np.random.Generator, dots: DotSet) -> DotSet:
     return crust.with_(
         xy_mm=crust.xy_mm + shift[:, None] * np.stack([np.cos(a), np.sin(a)], -1),
         radius_mm=crust.radius_mm * rng.uniform(0.9, 1.4, k),
-        harmonics=rng.normal(0, 0.12, crust.harmonics.shape), softness=rng.uniform(0.1, 0.25, k),
-        elongation=np.sqrt(crust.elongation), od_shape=np.tile(SCAB_OD_SHAPE, (k, 1)),
-        strength=crust.scab, blue=np.zeros(k))
+        harmonics=rng.normal(0, 0.12, crust.harmonics.shape),
+        softness=rng.uniform(0.1, 0.25, k),
+        elongation=np.sqrt(crust.elongation),
+        od_shape=np.tile(SCAB_OD_SHAPE, (k, 1)),
+        strength=crust.scab,
+        blue=np.zeros(k),
+    )

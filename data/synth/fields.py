@@ -4,14 +4,16 @@ Large images need fields that are cheap per pixel: a field is drawn as a
 coarse grid of Gaussian values and upsampled with bicubic interpolation
 (one ``cv2.resize`` per octave), which costs a few milliseconds per megapixel.
 """
+
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
 
-def smooth_field(rng: np.random.Generator, shape: tuple[int, int], cell_px: float,
-                 octaves: int = 1, persistence: float = 0.5) -> np.ndarray:
+def smooth_field(
+    rng: np.random.Generator, shape: tuple[int, int], cell_px: float, octaves: int = 1, persistence: float = 0.5
+) -> np.ndarray:
     """A zero-mean random field with features about ``cell_px`` pixels wide.
 
     Each octave halves the feature size and multiplies the amplitude by
@@ -37,9 +39,9 @@ def smooth_field(rng: np.random.Generator, shape: tuple[int, int], cell_px: floa
         oy = int(rng.integers(0, max(1, big_h - h - int(cell))))
         ox = int(rng.integers(0, max(1, big_w - w - int(cell))))
         if amp == 1.0:
-            out += up[oy:oy + h, ox:ox + w]
+            out += up[oy : oy + h, ox : ox + w]
         else:
-            cv2.scaleAdd(up[oy:oy + h, ox:ox + w], amp, out, dst=out)
+            cv2.scaleAdd(up[oy : oy + h, ox : ox + w], amp, out, dst=out)
         amp *= persistence
         cell = max(cell / 2.0, 1.0)
     sd = float(out.std())
@@ -48,8 +50,11 @@ def smooth_field(rng: np.random.Generator, shape: tuple[int, int], cell_px: floa
     return out
 
 
-def poisson_points(rng: np.random.Generator, density_map: np.ndarray, mean_count: float,
-                   ) -> np.ndarray:
+def poisson_points(
+    rng: np.random.Generator,
+    density_map: np.ndarray,
+    mean_count: float,
+) -> np.ndarray:
     """Points of an inhomogeneous Poisson process over a rectangle.
 
     ``density_map`` (any resolution, values >= 0) is the relative intensity over
@@ -68,8 +73,9 @@ def poisson_points(rng: np.random.Generator, density_map: np.ndarray, mean_count
     return uv[keep]
 
 
-def blue_noise_points(rng: np.random.Generator, width: float, height: float, spacing: float,
-                      jitter: float) -> np.ndarray:
+def blue_noise_points(
+    rng: np.random.Generator, width: float, height: float, spacing: float, jitter: float
+) -> np.ndarray:
     """Points about ``spacing`` apart, irregular like an artist's hand.
 
     A hexagonal lattice with a random orientation is jittered by ``jitter`` x

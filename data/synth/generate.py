@@ -4,6 +4,7 @@ Each image (or client) draws from its own ``numpy.random.Generator`` spawned
 from the run's seed (``SeedSequence.spawn``), so image ``i`` is the same bytes
 whatever ``n`` is and in whatever order images are made.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,9 @@ def item_rng(seed: int, index: int) -> np.random.Generator:
 
 
 def split_of(seed: int, index: int) -> str:
-    return pick_split(np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(index, 7))).random(),
-                      SPLITS)
+    return pick_split(
+        np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(index, 7))).random(), SPLITS
+    )
 
 
 def render_single(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, rules: FlagSettings) -> Scene:
@@ -53,26 +55,49 @@ def render_single(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, 
 
 def _row(folder: Path, root: Path, truth: dict, split: str, client: str = "", visit: str = "") -> dict:
     rel = folder.relative_to(root)
-    return {"image": str(rel / truth["photo"]), "mask": str(rel / "mask.png"), "dots": str(rel / "dots.csv"),
-            "truth": str(rel / "truth.json"), "px_per_mm": truth["px_per_mm"], "view": truth["view"],
-            "split": split, "source": "synthetic", "client": client, "visit": visit}
+    return {
+        "image": str(rel / truth["photo"]),
+        "mask": str(rel / "mask.png"),
+        "dots": str(rel / "dots.csv"),
+        "truth": str(rel / "truth.json"),
+        "px_per_mm": truth["px_per_mm"],
+        "view": truth["view"],
+        "split": split,
+        "source": "synthetic",
+        "client": client,
+        "visit": visit,
+    }
 
 
-def generate_images(out: Path, n: int, cfg: SynthSettings, card: CardSpec, rules: FlagSettings, seed: int,
-                    ) -> Iterator[Made]:
+def generate_images(
+    out: Path,
+    n: int,
+    cfg: SynthSettings,
+    card: CardSpec,
+    rules: FlagSettings,
+    seed: int,
+) -> Iterator[Made]:
     """Independent photos ``img_00000`` ... into ``out`` (yields as each is written)."""
     for i in range(n):
         rng = item_rng(seed, i)
         scene = render_single(rng, cfg, card, rules)
         folder = out / f"img_{i:05d}"
         quality = int(scene.params["camera"]["jpeg_quality"])
-        truth = write_scene(scene, folder, fmt=cfg.image.format, jpeg_quality=quality, seed=seed,
-                            rules=rules, extra={"index": i})
+        truth = write_scene(
+            scene, folder, fmt=cfg.image.format, jpeg_quality=quality, seed=seed, rules=rules, extra={"index": i}
+        )
         yield Made(folder, _row(folder, out, truth, split_of(seed, i)))
 
 
-def generate_series(out: Path, n_clients: int, cfg: SynthSettings, card: CardSpec, rules: FlagSettings,
-                    seed: int, on_visit: Callable[[], None] | None = None) -> Iterator[Made]:
+def generate_series(
+    out: Path,
+    n_clients: int,
+    cfg: SynthSettings,
+    card: CardSpec,
+    rules: FlagSettings,
+    seed: int,
+    on_visit: Callable[[], None] | None = None,
+) -> Iterator[Made]:
     """Client series ``client_000/visit_00_baseline`` ... plus ``series.json`` per client."""
     if cfg.view != "closeup":
         raise ValueError("series are close-ups of one region; use a closeup config")
@@ -87,20 +112,49 @@ def generate_series(out: Path, n_clients: int, cfg: SynthSettings, card: CardSpe
         for visit, scene in scenes:
             folder = cdir / f"visit_{visit.index:02d}_{visit.label}"
             quality = int(scene.params["camera"]["jpeg_quality"])
-            truth = write_scene(scene, folder, fmt=cfg.image.format, jpeg_quality=quality, seed=seed, rules=rules,
-                                extra={"client": cdir.name, "visit": {"index": visit.index, "kind": visit.kind,
-                                                                      "session": visit.session, "date": visit.date,
-                                                                      "day": visit.day}})
-            visits.append({"index": visit.index, "kind": visit.kind, "session": visit.session,
-                           "date": visit.date, "day": visit.day, "folder": folder.name,
-                           "dot_ids": scene.dots["dot_id"].tolist(), "metrics": truth["metrics"]})
+            truth = write_scene(
+                scene,
+                folder,
+                fmt=cfg.image.format,
+                jpeg_quality=quality,
+                seed=seed,
+                rules=rules,
+                extra={
+                    "client": cdir.name,
+                    "visit": {
+                        "index": visit.index,
+                        "kind": visit.kind,
+                        "session": visit.session,
+                        "date": visit.date,
+                        "day": visit.day,
+                    },
+                },
+            )
+            visits.append(
+                {
+                    "index": visit.index,
+                    "kind": visit.kind,
+                    "session": visit.session,
+                    "date": visit.date,
+                    "day": visit.day,
+                    "folder": folder.name,
+                    "dot_ids": scene.dots["dot_id"].tolist(),
+                    "metrics": truth["metrics"],
+                }
+            )
             if on_visit:
                 on_visit()
             yield Made(folder, _row(folder, out, truth, split, cdir.name, visit.label))
         from data.synth.scene import _jsonable
 
-        doc = {"schema": "smp-synth-series/1", "client": cdir.name, "region": "crown", "seed": seed,
-               "visits": visits, "truth": series_truth}
+        doc = {
+            "schema": "smp-synth-series/1",
+            "client": cdir.name,
+            "region": "crown",
+            "seed": seed,
+            "visits": visits,
+            "truth": series_truth,
+        }
         (cdir / "series.json").write_text(json.dumps(_jsonable(doc), indent=1))
 
 

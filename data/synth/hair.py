@@ -4,6 +4,7 @@ Strands are polylines drawn with OpenCV's anti-aliased line rasteriser, which
 handles tens of thousands of curves per call in C; this module only decides
 where the curves go and how wide and dark they are.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -53,13 +54,16 @@ class HairParams:
 def draw_hair(rng: np.random.Generator, s: HairSettings) -> HairParams:
     lo, hi = s.stubble_length_mm
     a = rng.uniform(lo, hi)
-    looks: dict[str, Any] = dict(cut_end_fraction=float(rng.uniform(*s.cut_end_fraction)),
-                                 cut_end_length_mm=tuple(s.cut_end_length_mm),
-                                 cut_end_width_mm=tuple(s.cut_end_width_mm),
-                                 fragments_per_cm2=float(rng.uniform(*s.fragments_per_cm2)),
-                                 fragment_length_mm=tuple(s.fragment_length_mm),
-                                 vellus_fraction=float(rng.uniform(*s.vellus_fraction)),
-                                 vellus_length_mm=tuple(s.vellus_length_mm), vellus_width_mm=tuple(s.vellus_width_mm))
+    looks: dict[str, Any] = dict(
+        cut_end_fraction=float(rng.uniform(*s.cut_end_fraction)),
+        cut_end_length_mm=tuple(s.cut_end_length_mm),
+        cut_end_width_mm=tuple(s.cut_end_width_mm),
+        fragments_per_cm2=float(rng.uniform(*s.fragments_per_cm2)),
+        fragment_length_mm=tuple(s.fragment_length_mm),
+        vellus_fraction=float(rng.uniform(*s.vellus_fraction)),
+        vellus_length_mm=tuple(s.vellus_length_mm),
+        vellus_width_mm=tuple(s.vellus_width_mm),
+    )
     return HairParams(
         density_per_cm2=float(rng.uniform(*s.follicle_density_per_cm2)),
         pattern=str(rng.choice(s.patterns)),
@@ -75,8 +79,7 @@ def draw_hair(rng: np.random.Generator, s: HairSettings) -> HairParams:
     )
 
 
-def thinning_map(rng: np.random.Generator, pattern: str, strength: float,
-                 shape: tuple[int, int]) -> np.ndarray:
+def thinning_map(rng: np.random.Generator, pattern: str, strength: float, shape: tuple[int, int]) -> np.ndarray:
     """Relative hair density (0-1) over a frame, on a coarse grid of ``shape``.
 
     A close-up sees a few centimetres of a head-scale pattern: a crown whorl's
@@ -121,25 +124,32 @@ class Follicles:
     """(N,) bool: False for empty (miniaturised or lost) follicles."""
 
 
-def draw_follicles(rng: np.random.Generator, p: HairParams, width_mm: float, height_mm: float,
-                   density: np.ndarray) -> Follicles:
+def draw_follicles(
+    rng: np.random.Generator, p: HairParams, width_mm: float, height_mm: float, density: np.ndarray
+) -> Follicles:
     """Follicles at the healthy density; each keeps its hair with the local density."""
     area_cm2 = width_mm * height_mm / 100.0
     uv = poisson_points(rng, np.ones((2, 2), np.float32), p.density_per_cm2 * area_cm2)
     gh, gw = density.shape
-    keep_p = density[np.minimum((uv[:, 1] * gh).astype(int), gh - 1),
-                     np.minimum((uv[:, 0] * gw).astype(int), gw - 1)]
+    keep_p = density[np.minimum((uv[:, 1] * gh).astype(int), gh - 1), np.minimum((uv[:, 0] * gw).astype(int), gw - 1)]
     has_hair = rng.random(len(uv)) < keep_p
     return Follicles(xy_mm=uv * np.array([width_mm, height_mm]), has_hair=has_hair)
 
 
-def strand_paths(rng: np.random.Generator, roots_mm: np.ndarray, lengths_mm: np.ndarray,
-                 angles: np.ndarray, curl: np.ndarray, n_points: int) -> np.ndarray:
+def strand_paths(
+    rng: np.random.Generator,
+    roots_mm: np.ndarray,
+    lengths_mm: np.ndarray,
+    angles: np.ndarray,
+    curl: np.ndarray,
+    n_points: int,
+) -> np.ndarray:
     """(N, n_points, 2) polylines from each root along a gently curving path."""
     n = len(roots_mm)
     s = np.linspace(0.0, 1.0, n_points)[None, :] * lengths_mm[:, None]  # arc length
-    wobble = rng.normal(0.0, 0.15, (n, 1)) * np.sin(s / np.maximum(lengths_mm[:, None], 1e-6)
-                                                      * np.pi * rng.uniform(0.5, 2.0, (n, 1)))
+    wobble = rng.normal(0.0, 0.15, (n, 1)) * np.sin(
+        s / np.maximum(lengths_mm[:, None], 1e-6) * np.pi * rng.uniform(0.5, 2.0, (n, 1))
+    )
     theta = angles[:, None] + curl[:, None] * s / 10.0 + wobble
     step = np.diff(s, axis=1, prepend=0.0)
     dx = np.cumsum(np.cos(theta) * step, axis=1)
@@ -225,9 +235,15 @@ def _strand_tones(rng: np.random.Generator, colour: str, n: int) -> np.ndarray:
     return np.clip(lab_to_linear_rgb(lab), 0.001, 1.0).astype(np.float32)
 
 
-def render_hair(rng: np.random.Generator, p: HairParams, follicles: Follicles,
-                shape: tuple[int, int], px_per_mm: float, n_tones: int = 3,
-                loose_rng: np.random.Generator | None = None) -> HairLayer:
+def render_hair(
+    rng: np.random.Generator,
+    p: HairParams,
+    follicles: Follicles,
+    shape: tuple[int, int],
+    px_per_mm: float,
+    n_tones: int = 3,
+    loose_rng: np.random.Generator | None = None,
+) -> HairLayer:
     """Draw stubble and long strands over a frame of ``shape`` at ``px_per_mm``.
 
     Each strand gets one of ``n_tones`` tones and is rasterised once, anti-aliased,
@@ -244,8 +260,7 @@ def render_hair(rng: np.random.Generator, p: HairParams, follicles: Follicles,
     roots = follicles.xy_mm[follicles.has_hair]
     n = len(roots)
     is_long = rng.random(n) < p.long_fraction
-    lengths = np.where(is_long, p.long_length_mm * rng.uniform(0.5, 1.3, n),
-                       rng.uniform(*p.stubble_length_mm, n))
+    lengths = np.where(is_long, p.long_length_mm * rng.uniform(0.5, 1.3, n), rng.uniform(*p.stubble_length_mm, n))
     # hairs of a region share a flow direction; long hair lies flatter and freer
     angles = p.flow_angle + rng.normal(0, np.where(is_long, 0.35, 0.25), n)
     curl = p.curl * rng.normal(1.0, 0.5, n) * np.where(is_long, 1.0, 0.3)
@@ -268,7 +283,7 @@ def render_hair(rng: np.random.Generator, p: HairParams, follicles: Follicles,
         ones = np.ones(int(sel.sum()))
         layers.append((paths[:, :cut_at], widths[sel], tone_of[sel], ones))
         if long_flag:
-            layers.append((paths[:, cut_at - 1:], widths[sel] * 0.55, tone_of[sel], ones))
+            layers.append((paths[:, cut_at - 1 :], widths[sel] * 0.55, tone_of[sel], ones))
 
     # vellus hairs on empty follicles: fine, short and pale (drawn at a third of the opacity)
     empty = follicles.xy_mm[~follicles.has_hair]
@@ -276,18 +291,30 @@ def render_hair(rng: np.random.Generator, p: HairParams, follicles: Follicles,
     k = len(vel)
     if k:
         ang = p.flow_angle + rng.normal(0, 0.5, k)
-        layers.append((_straight(vel, rng.uniform(*p.vellus_length_mm, k), ang),
-                       rng.uniform(*p.vellus_width_mm, k), rng.integers(0, n_tones, k), np.full(k, 0.35)))
+        layers.append(
+            (
+                _straight(vel, rng.uniform(*p.vellus_length_mm, k), ang),
+                rng.uniform(*p.vellus_width_mm, k),
+                rng.integers(0, n_tones, k),
+                np.full(k, 0.35),
+            )
+        )
     # loose fragments of cut hair
     lr = loose_rng if loose_rng is not None else rng
-    area_cm2 = h * w / px_per_mm ** 2 / 100.0
+    area_cm2 = h * w / px_per_mm**2 / 100.0
     m = int(lr.poisson(p.fragments_per_cm2 * area_cm2))
     frag = lr.uniform(0.0, 1.0, (m, 2)) * np.array([w, h]) / px_per_mm
     if m:
         flen = lr.uniform(*p.fragment_length_mm, m)
         ang = lr.uniform(0.0, 2 * np.pi, m)
-        layers.append((_straight(frag - 0.5 * flen[:, None] * np.stack([np.cos(ang), np.sin(ang)], -1), flen, ang),
-                       p.width_mm * lr.uniform(0.8, 1.2, m), lr.integers(0, n_tones, m), np.ones(m)))
+        layers.append(
+            (
+                _straight(frag - 0.5 * flen[:, None] * np.stack([np.cos(ang), np.sin(ang)], -1), flen, ang),
+                p.width_mm * lr.uniform(0.8, 1.2, m),
+                lr.integers(0, n_tones, m),
+                np.ones(m),
+            )
+        )
 
     canvases = np.zeros((n_tones, h, w), np.uint8)
     scale = 16.0 * px_per_mm  # OpenCV fixed point with shift=4
@@ -303,13 +330,26 @@ def render_hair(rng: np.random.Generator, p: HairParams, follicles: Follicles,
                 for tone in np.unique(tone_idx):
                     idx = np.flatnonzero((thick == t) & (level == lv) & (tone_idx == tone))
                     if len(idx):
-                        cv2.polylines(canvases[tone], list(pts_all[idx]), False, int(round(255 * lv / 7)),
-                                      int(t), cv2.LINE_AA, shift=4)
+                        cv2.polylines(
+                            canvases[tone],
+                            list(pts_all[idx]),
+                            False,
+                            int(round(255 * lv / 7)),
+                            int(t),
+                            cv2.LINE_AA,
+                            shift=4,
+                        )
         for t in np.unique(thick):  # the footprint: every line at full level
             cv2.polylines(footprint, list(pts_all[thick == t]), False, 255, int(t), cv2.LINE_AA, shift=4)
     marks = {"cut_ends": roots[cut], "fragments": frag, "vellus_hairs": vel}
-    return HairLayer(tones=tones, tone_coverage=canvases, n_strands=int(n), n_long=int(is_long.sum()),
-                     marks=marks, footprint=footprint)
+    return HairLayer(
+        tones=tones,
+        tone_coverage=canvases,
+        n_strands=int(n),
+        n_long=int(is_long.sum()),
+        marks=marks,
+        footprint=footprint,
+    )
 
 
 def _straight(start_mm: np.ndarray, length_mm: np.ndarray, angle: np.ndarray, n_points: int = 2) -> np.ndarray:

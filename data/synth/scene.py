@@ -4,6 +4,7 @@ Every view (close-up, global) produces a :class:`Scene`. Its metrics are
 computed from the truth with the shared definitions of :mod:`data.metrics`,
 so the benchmark compares the pipeline against the same definitions.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,10 +23,39 @@ from data.metrics import FLAG_NAMES, PlaneScale, photo_metrics
 SCHEMA = "smp-synth-truth/1"
 
 DOT_COLUMNS = [
-    "dot_id", "x", "y", "x_mm", "y_mm", "diameter_mm", "L", "a", "b", "skin_L", "skin_a", "skin_b",
-    "contrast_dL", "dE00", "blue_index", "blue_shift", "faded", "spread", "session", "shade",
-    "merged_with", "hair_covered", "in_scar", "hair_cover", "contrast_seen", "contrast_own", "contrast_photo",
-    "speck_dL", "visible", "fresh", "elongation", "angle_deg", "scab",
+    "dot_id",
+    "x",
+    "y",
+    "x_mm",
+    "y_mm",
+    "diameter_mm",
+    "L",
+    "a",
+    "b",
+    "skin_L",
+    "skin_a",
+    "skin_b",
+    "contrast_dL",
+    "dE00",
+    "blue_index",
+    "blue_shift",
+    "faded",
+    "spread",
+    "session",
+    "shade",
+    "merged_with",
+    "hair_covered",
+    "in_scar",
+    "hair_cover",
+    "contrast_seen",
+    "contrast_own",
+    "contrast_photo",
+    "speck_dL",
+    "visible",
+    "fresh",
+    "elongation",
+    "angle_deg",
+    "scab",
 ]
 #: One row per look-alike the photo shows (pores, follicle openings, cut ends, crease junctions, ...):
 #: its kind and centre (image px and plane mm). Lines (creases, wrinkles) by their mid-points.
@@ -69,10 +99,17 @@ def scene_metrics(scene: Scene, rules: FlagSettings) -> dict[str, Any]:
     # hair the photo does not show is, in the photo, the scalp it lies on
     labels = np.where(scene.mask == UNSEEN, np.uint8(1), scene.mask) if (scene.mask == UNSEEN).any() else scene.mask
     m = photo_metrics(
-        labels, d[["x", "y"]].to_numpy(float), d["diameter_mm"].to_numpy(float), flags,
-        scene.clean_lstar, scene.skin_lstar, scale, show_through_dl=rules.show_through_dl,
+        labels,
+        d[["x", "y"]].to_numpy(float),
+        d["diameter_mm"].to_numpy(float),
+        flags,
+        scene.clean_lstar,
+        scene.skin_lstar,
+        scale,
+        show_through_dl=rules.show_through_dl,
         show_through_sigma_mm=rules.viewing_sigma_mm,
-        measurable=measurable_dots(d["diameter_mm"].to_numpy(float) * scale_at(scene, d), rules))
+        measurable=measurable_dots(d["diameter_mm"].to_numpy(float) * scale_at(scene, d), rules),
+    )
     return m.to_dict()
 
 
@@ -86,8 +123,13 @@ def scale_at(scene: Scene, dots: pd.DataFrame) -> np.ndarray:
 
 
 def dot_flags_table(dots: pd.DataFrame, rules: FlagSettings) -> pd.DataFrame:
-    f = flag_dots(dots["blue_index"].to_numpy(), dots["contrast_dL"].to_numpy(),
-                  dots["diameter_mm"].to_numpy(), rules, lstar=dots["L"].to_numpy())
+    f = flag_dots(
+        dots["blue_index"].to_numpy(),
+        dots["contrast_dL"].to_numpy(),
+        dots["diameter_mm"].to_numpy(),
+        rules,
+        lstar=dots["L"].to_numpy(),
+    )
     return dots.assign(blue_shift=f.blue_shift, faded=f.faded, spread=f.spread)
 
 
@@ -116,9 +158,17 @@ def decode_lstar16(img: np.ndarray) -> np.ndarray:
     return img.astype(np.float32) / np.float32(500.0)
 
 
-def write_scene(scene: Scene, out_dir: Path, *, fmt: str, jpeg_quality: int, seed: int,
-                rules: FlagSettings, extra: dict[str, Any] | None = None,
-                write_lstar: bool = True) -> dict[str, Any]:
+def write_scene(
+    scene: Scene,
+    out_dir: Path,
+    *,
+    fmt: str,
+    jpeg_quality: int,
+    seed: int,
+    rules: FlagSettings,
+    extra: dict[str, Any] | None = None,
+    write_lstar: bool = True,
+) -> dict[str, Any]:
     """Write photo, mask.png, dots.csv, lookalikes.csv (when the scene has any) and truth.json into
     ``out_dir``; return the truth."""
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ The truth of a series is a small physical model per dot:
 
 Dots keep their ``dot_id`` for the whole series.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -34,10 +35,10 @@ from data.visits import PIGMENTING_KINDS
 @dataclass(frozen=True)
 class Visit:
     index: int
-    kind: str          # baseline | session | follow-up | touch-up
-    session: int       # session number for sessions/touch-ups, else 0
-    day: float         # days since the baseline
-    date: str          # ISO date
+    kind: str  # baseline | session | follow-up | touch-up
+    session: int  # session number for sessions/touch-ups, else 0
+    day: float  # days since the baseline
+    date: str  # ISO date
 
     @property
     def label(self) -> str:
@@ -47,11 +48,11 @@ class Visit:
 @dataclass(frozen=True)
 class ClientTruth:
     half_life_days: float
-    rate_per_day: np.ndarray      # (N,) per dot
-    c0: np.ndarray                # (N,) fresh contrast per dot
-    blue_rate: np.ndarray         # (N,) blue OD per year (0 for unaffected dots)
-    spread_rate: np.ndarray       # (N,) diameter growth mm per year
-    fast: np.ndarray              # (N,) bool, fades >= 2x faster than the client
+    rate_per_day: np.ndarray  # (N,) per dot
+    c0: np.ndarray  # (N,) fresh contrast per dot
+    blue_rate: np.ndarray  # (N,) blue OD per year (0 for unaffected dots)
+    spread_rate: np.ndarray  # (N,) diameter growth mm per year
+    fast: np.ndarray  # (N,) bool, fades >= 2x faster than the client
     blue_client: bool
 
 
@@ -90,13 +91,20 @@ def draw_client_truth(rng: np.random.Generator, cfg: SynthSettings, dots: DotSet
     if s.spread_client_probability >= 1 or rng.random() < s.spread_client_probability:
         spr = rng.random(n) < rng.uniform(*s.spread_dot_fraction)
         spread_rate[spr] = rng.uniform(*s.spread_rate_mm_per_year, spr.sum())
-    return ClientTruth(half_life_days=half_life, rate_per_day=np.log(2) / half_life * factor,
-                       c0=rng.uniform(*cfg.dots.contrast_dl, n), blue_rate=blue_rate,
-                       spread_rate=spread_rate, fast=fast, blue_client=blue_client)
+    return ClientTruth(
+        half_life_days=half_life,
+        rate_per_day=np.log(2) / half_life * factor,
+        c0=rng.uniform(*cfg.dots.contrast_dl, n),
+        blue_rate=blue_rate,
+        spread_rate=spread_rate,
+        fast=fast,
+        blue_client=blue_client,
+    )
 
 
-def dot_state(client: ClientScalp, truth: ClientTruth, visits: list[Visit], upto: int,
-              refreshed: dict[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def dot_state(
+    client: ClientScalp, truth: ClientTruth, visits: list[Visit], upto: int, refreshed: dict[int, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     """Which dots exist at visit ``upto`` and the day each was last (re)pigmented."""
     dots = client.dots
     exists = np.zeros(len(dots), bool)
@@ -111,12 +119,20 @@ def dot_state(client: ClientScalp, truth: ClientTruth, visits: list[Visit], upto
     return exists, last_day
 
 
-def visit_state(rng: np.random.Generator, cfg: SynthSettings, client: ClientScalp, truth: ClientTruth,
-                visit: Visit, exists: np.ndarray, last_day: np.ndarray, first_day: np.ndarray,
-                last_session_day: float) -> VisitState:
+def visit_state(
+    rng: np.random.Generator,
+    cfg: SynthSettings,
+    client: ClientScalp,
+    truth: ClientTruth,
+    visit: Visit,
+    exists: np.ndarray,
+    last_day: np.ndarray,
+    first_day: np.ndarray,
+    last_session_day: float,
+) -> VisitState:
     dots = client.dots
-    age = np.maximum(visit.day - last_day, 0.0)          # since last (re)pigmentation
-    total_age = np.maximum(visit.day - first_day, 0.0)   # since first placement
+    age = np.maximum(visit.day - last_day, 0.0)  # since last (re)pigmentation
+    total_age = np.maximum(visit.day - first_day, 0.0)  # since first placement
     contrast = truth.c0 * np.exp(-truth.rate_per_day * age)
     blue = truth.blue_rate * total_age / 365.25 * np.exp(-truth.rate_per_day * age) ** 0.25
     grow = truth.spread_rate * total_age / 365.25
@@ -124,9 +140,12 @@ def visit_state(rng: np.random.Generator, cfg: SynthSettings, client: ClientScal
     soft = np.clip(dots.softness * (1.0 + 2.0 * grow / np.maximum(2 * dots.radius_mm, 1e-6)), 0.05, 0.6)
     idx = np.flatnonzero(exists)
     s = cfg.series
-    redness = float(rng.uniform(*s.fresh_redness)) * float(
-        np.exp(-(visit.day - last_session_day) / rng.uniform(*s.redness_days))
-    ) if np.isfinite(last_session_day) else 0.0
+    redness = (
+        float(rng.uniform(*s.fresh_redness))
+        * float(np.exp(-(visit.day - last_session_day) / rng.uniform(*s.redness_days)))
+        if np.isfinite(last_session_day)
+        else 0.0
+    )
     return VisitState(
         dots=dots.with_(blue=blue, radius_mm=radius, softness=soft).take(idx),
         contrast_dl=contrast[idx],
@@ -135,9 +154,15 @@ def visit_state(rng: np.random.Generator, cfg: SynthSettings, client: ClientScal
     )
 
 
-def median_crossing_day(truth: ClientTruth, last_day: np.ndarray, exists: np.ndarray, threshold: float,
-                        after_day: float, horizon_days: float = 365.25 * 15,
-                        rendered_ratio: np.ndarray | None = None) -> float | None:
+def median_crossing_day(
+    truth: ClientTruth,
+    last_day: np.ndarray,
+    exists: np.ndarray,
+    threshold: float,
+    after_day: float,
+    horizon_days: float = 365.25 * 15,
+    rendered_ratio: np.ndarray | None = None,
+) -> float | None:
     """First day after ``after_day`` when the median contrast of the dots falls below ``threshold``.
 
     ``rendered_ratio`` (N,): each dot's contrast as rendered over the contrast asked for
@@ -146,15 +171,20 @@ def median_crossing_day(truth: ClientTruth, last_day: np.ndarray, exists: np.nda
     """
     days = np.arange(after_day, after_day + horizon_days, 1.0)
     c0 = truth.c0 if rendered_ratio is None else truth.c0 * rendered_ratio
-    c = c0[exists][None, :] * np.exp(-truth.rate_per_day[exists][None, :]
-                                           * np.maximum(days[:, None] - last_day[exists][None, :], 0))
+    c = c0[exists][None, :] * np.exp(
+        -truth.rate_per_day[exists][None, :] * np.maximum(days[:, None] - last_day[exists][None, :], 0)
+    )
     med = np.median(c, axis=1)
     below = np.flatnonzero(med < threshold)
     return float(days[below[0]]) if len(below) else None
 
 
-def render_series(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, rules: FlagSettings,
-                  ) -> tuple[list[tuple[Visit, Scene]], dict]:
+def render_series(
+    rng: np.random.Generator,
+    cfg: SynthSettings,
+    card: CardSpec,
+    rules: FlagSettings,
+) -> tuple[list[tuple[Visit, Scene]], dict]:
     """Render every visit of one synthetic client; return the scenes and series truth."""
     size = (cfg.image.width, cfg.image.height)
     base_cam = draw_camera(rng, cfg.camera, cfg.image.width)
@@ -172,7 +202,7 @@ def render_series(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, 
     first_day = np.full(len(client.dots), np.nan)
     out: list[tuple[Visit, Scene]] = []
     last_session_day = np.nan
-    ratios: dict[int, list[float]] = {}   # dot_id -> rendered / asked contrast, per visit it shows in
+    ratios: dict[int, list[float]] = {}  # dot_id -> rendered / asked contrast, per visit it shows in
     for v in visits:
         if v.kind == "touch-up":
             # the artist re-pigments the faded dots (contrast under 60 % of fresh) and adds new ones
@@ -185,8 +215,9 @@ def render_series(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, 
             last_session_day = v.day
         state = visit_state(rng, cfg, client, truth, v, exists, last_day, first_day, last_session_day)
         cam = draw_camera(rng, cfg.camera, cfg.image.width)
-        cam = CameraParams(**{**asdict(cam), "px_per_mm": nominal * (1 + rng.uniform(-1, 1) * rng.uniform(
-            *s.px_per_mm_jitter))})
+        cam = CameraParams(
+            **{**asdict(cam), "px_per_mm": nominal * (1 + rng.uniform(-1, 1) * rng.uniform(*s.px_per_mm_jitter))}
+        )
         shift = rng.normal(0, 1, 2)
         # max gives a float or an np.float64 (a float subclass)
         shift = shift / cast(float, max(np.linalg.norm(shift), 1e-9)) * rng.uniform(*s.view_shift_mm)

@@ -4,6 +4,7 @@ Every ``*Range`` field is a closed interval from which one value is drawn per
 image (or per client, or per dot, as its docstring says) with the seeded
 ``numpy.random.Generator`` handed to the generator. Units are in the names.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -127,8 +128,13 @@ class SkinSettings(Settings):
         lo, hi = self.fitzpatrick
         if not (1 <= lo <= hi <= 6):
             raise ValueError("fitzpatrick must be a range within [1, 6]")
-        for name in ("crease_contrast_dl", "junction_contrast_dl", "wrinkle_contrast_dl",
-                     "freckle_contrast_dl", "naevus_contrast_dl"):
+        for name in (
+            "crease_contrast_dl",
+            "junction_contrast_dl",
+            "wrinkle_contrast_dl",
+            "freckle_contrast_dl",
+            "naevus_contrast_dl",
+        ):
             if getattr(self, name)[1] >= 55:
                 raise ValueError(f"{name} must stay below 55 L* (darker than black skin)")
         if self.crease_width_mm[1] > 0.5 or self.wrinkle_width_mm[1] > 1.0:
@@ -256,7 +262,13 @@ class CardSettings(Settings):
 class GlobalSettings(Settings):
     head_width_mm: PositiveRange = (145.0, 165.0)
     views: list[Literal["top", "crown", "front", "back", "left", "right"]] = [
-        "top", "crown", "front", "back", "left", "right"]
+        "top",
+        "crown",
+        "front",
+        "back",
+        "left",
+        "right",
+    ]
 
 
 class SeriesSettings(Settings):
@@ -319,5 +331,6 @@ class SynthSettings(Settings):
         if lo < allowed[0] or hi > allowed[1]:
             raise ValueError(
                 f"camera.px_per_mm [{lo}, {hi}] is impossible for a {self.view} view "
-                f"(allowed {allowed[0]}-{allowed[1]} px/mm)")
+                f"(allowed {allowed[0]}-{allowed[1]} px/mm)"
+            )
         return self

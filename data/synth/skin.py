@@ -9,6 +9,7 @@ contrasts are given in L* on skin of L* 60 and turned into the fraction of
 light they absorb (:func:`absorbed_fraction`), so that on darker or lighter
 skin they keep their physical strength rather than their L* difference.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ REFERENCE_L = 60.0
 def _y_of_l(lstar: np.ndarray | float) -> np.ndarray:
     lstar = np.asarray(lstar, float)
     f = (lstar + 16.0) / 116.0
-    return np.where(lstar > 8.0, f ** 3, lstar / 903.3)
+    return np.where(lstar > 8.0, f**3, lstar / 903.3)
 
 
 def absorbed_fraction(contrast_dl: np.ndarray | float) -> np.ndarray:
@@ -131,8 +132,7 @@ class SkinLayer:
     """Plane pixel positions (K, 2) of each look-alike kind drawn (pores, creases, ...)."""
 
 
-def scar_band(rng: np.random.Generator, shape: tuple[int, int], px_per_mm: float,
-              width_mm: float) -> np.ndarray:
+def scar_band(rng: np.random.Generator, shape: tuple[int, int], px_per_mm: float, width_mm: float) -> np.ndarray:
     """A curved band across the frame (e.g. a donor-strip or surgical scar)."""
     h, w = shape
     t = np.linspace(-0.2, 1.2, 24)
@@ -153,8 +153,12 @@ def scar_band(rng: np.random.Generator, shape: tuple[int, int], px_per_mm: float
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def splat(shape: tuple[int, int], xy_px: np.ndarray, weights: np.ndarray, sigma_px: float,
-          ) -> np.ndarray:
+def splat(
+    shape: tuple[int, int],
+    xy_px: np.ndarray,
+    weights: np.ndarray,
+    sigma_px: float,
+) -> np.ndarray:
     """Sum of Gaussian blobs: impulses at ``xy_px`` with ``weights``, blurred once.
 
     Blurring one impulse image costs the same whatever the number of blobs,
@@ -170,7 +174,7 @@ def splat(shape: tuple[int, int], xy_px: np.ndarray, weights: np.ndarray, sigma_
     if sigma_px > 0.3:
         # a unit impulse blurred keeps its sum; rescale so the peak equals the weight
         cv2.GaussianBlur(img, (0, 0), sigma_px, dst=img)  # in place: no second frame
-        img *= np.float32(2 * np.pi * sigma_px ** 2)
+        img *= np.float32(2 * np.pi * sigma_px**2)
     return img
 
 
@@ -183,10 +187,16 @@ def _low_res_factor(px_per_mm: float) -> int:
     return int(np.clip(px_per_mm // 2.5, 1, 8))
 
 
-def render_skin(rng: np.random.Generator, p: SkinParams, shape: tuple[int, int],
-                px_per_mm: float, follicles_px: np.ndarray, follicle_open: np.ndarray,
-                extra_redness: float = 0.0,
-                redness_spots: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> SkinLayer:
+def render_skin(
+    rng: np.random.Generator,
+    p: SkinParams,
+    shape: tuple[int, int],
+    px_per_mm: float,
+    follicles_px: np.ndarray,
+    follicle_open: np.ndarray,
+    extra_redness: float = 0.0,
+    redness_spots: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> SkinLayer:
     """Render bare scalp skin at ``px_per_mm`` over ``shape`` (H, W).
 
     ``follicles_px`` are hair follicle positions (pixels); ``follicle_open`` (0-1)
@@ -218,7 +228,7 @@ def render_skin(rng: np.random.Generator, p: SkinParams, shape: tuple[int, int],
 
     gain = 1.0 + p.mottling * mot * (1.0 - 0.8 * scar_low)
     # pores: many small pits; fewer on scars (smooth tissue)
-    area_cm2 = h * w / px_per_mm ** 2 / 100.0
+    area_cm2 = h * w / px_per_mm**2 / 100.0
     step = max(1, 16 // q)
     pores = poisson_points(rng, (1.0 - 0.85 * scar_low[::step, ::step]), p.pore_density_per_cm2 * area_cm2)
     pores_px = pores * np.array([w, h])
@@ -229,8 +239,12 @@ def render_skin(rng: np.random.Generator, p: SkinParams, shape: tuple[int, int],
     # pores, crease junctions and follicle openings are all pits about 0.1 mm across: one
     # impulse image, one blur (the blur costs the same whatever the number of pits)
     sigma = 0.5 * (0.5 * p.pore_diameter_mm + 0.05) * px_per_mm
-    pit = splat(shape, np.concatenate([pores_px, junctions, np.asarray(follicles_px, float).reshape(-1, 2)]),
-                np.concatenate([depth, jdepth, 0.35 * np.asarray(follicle_open, float)]), sigma)
+    pit = splat(
+        shape,
+        np.concatenate([pores_px, junctions, np.asarray(follicles_px, float).reshape(-1, 2)]),
+        np.concatenate([depth, jdepth, 0.35 * np.asarray(follicle_open, float)]),
+        sigma,
+    )
     # pit -> transmitted fraction, clip(1 - pit, 0.3, 1), in place
     np.subtract(np.float32(1.0), pit, out=pit)
     np.clip(pit, 0.3, 1.0, out=pit)
@@ -240,8 +254,9 @@ def render_skin(rng: np.random.Generator, p: SkinParams, shape: tuple[int, int],
         cv2.multiply(pit, cv2.LUT(creases["canvas"], lut), dst=pit)
 
     albedo_low = np.empty((*low, 3), np.float32)
-    scar_tint = np.array([1.10, 1.02, 1.04], np.float32) if rng.random() < 0.5 else np.array(
-        [1.12, 0.93, 0.95], np.float32)  # lighter, or pinker
+    scar_tint = (
+        np.array([1.10, 1.02, 1.04], np.float32) if rng.random() < 0.5 else np.array([1.12, 0.93, 0.95], np.float32)
+    )  # lighter, or pinker
     for c in range(3):
         ch = base[c] * gain * (1.0 + _REDNESS_DIR[c] * 0.35 * red)
         ch *= 1.0 + (scar_tint[c] - 1.0) * scar_low
@@ -257,22 +272,34 @@ def render_skin(rng: np.random.Generator, p: SkinParams, shape: tuple[int, int],
     oil_low = np.clip(smooth_field(rng, low, 8.0 * px_per_mm / q, octaves=2) - 0.3, 0, None)
     oil = _upsample((p.oiliness * oil_low).astype(np.float32), shape)
     scar = _upsample(scar_low, shape) if p.scar else np.zeros(shape, np.float32)
-    marks = {"pores": pores_px, "creases": creases["segments"], "crease_junctions": junctions,
-             "wrinkles": creases["wrinkles"], "freckles": spots["freckles"] * q, "naevi": spots["naevi"] * q}
+    marks = {
+        "pores": pores_px,
+        "creases": creases["segments"],
+        "crease_junctions": junctions,
+        "wrinkles": creases["wrinkles"],
+        "freckles": spots["freckles"] * q,
+        "naevi": spots["naevi"] * q,
+    }
     return SkinLayer(albedo=albedo, scar=scar, oil=oil, marks=marks)
 
 
 def _lattice_edges(ni: int, nj: int) -> np.ndarray:
     """(E, 2) flat node indices of a triangular lattice of ``nj`` rows x ``ni`` columns."""
     idx = np.arange(ni * nj).reshape(nj, ni)
-    pairs = [np.stack([idx[:, :-1].ravel(), idx[:, 1:].ravel()], -1),        # along a row
-             np.stack([idx[:-1, :].ravel(), idx[1:, :].ravel()], -1),        # to the next row
-             np.stack([idx[:-1, 1:].ravel(), idx[1:, :-1].ravel()], -1)]     # diagonal
+    pairs = [
+        np.stack([idx[:, :-1].ravel(), idx[:, 1:].ravel()], -1),  # along a row
+        np.stack([idx[:-1, :].ravel(), idx[1:, :].ravel()], -1),  # to the next row
+        np.stack([idx[:-1, 1:].ravel(), idx[1:, :-1].ravel()], -1),
+    ]  # diagonal
     return np.concatenate(pairs)
 
 
-def crease_network(rng: np.random.Generator, p: SkinParams, shape: tuple[int, int], px_per_mm: float,
-                   ) -> dict:
+def crease_network(
+    rng: np.random.Generator,
+    p: SkinParams,
+    shape: tuple[int, int],
+    px_per_mm: float,
+) -> dict:
     """Skin lines, their junctions and long wrinkles, drawn as shadows into one canvas.
 
     Creased skin covers ``crease_coverage`` of the frame in patches (one side of a
@@ -287,15 +314,23 @@ def crease_network(rng: np.random.Generator, p: SkinParams, shape: tuple[int, in
     """
     h, w = shape
     empty = np.zeros((0, 2))
-    out: dict[str, np.ndarray | float | None] = {"canvas": None, "depth_max": 0.0, "segments": empty,
-                                                  "junctions": empty, "wrinkles": empty}
-    area_cm2 = h * w / px_per_mm ** 2 / 100.0
-    strokes: list[tuple[np.ndarray, float, float]] = []   # (polylines px, width px, depth)
+    out: dict[str, np.ndarray | float | None] = {
+        "canvas": None,
+        "depth_max": 0.0,
+        "segments": empty,
+        "junctions": empty,
+        "wrinkles": empty,
+    }
+    area_cm2 = h * w / px_per_mm**2 / 100.0
+    strokes: list[tuple[np.ndarray, float, float]] = []  # (polylines px, width px, depth)
     if p.crease_coverage > 0 and p.crease_contrast_dl >= 0:
         gh, gw = max(2, int(np.ceil(h / px_per_mm / 2.0))), max(2, int(np.ceil(w / px_per_mm / 2.0)))
-        field_ = smooth_field(rng, (gh, gw), 6.0, octaves=2)       # 2 mm cells: patches ~ 12 mm
-        creased = field_ >= np.quantile(field_, 1.0 - p.crease_coverage) if p.crease_coverage < 0.999 \
+        field_ = smooth_field(rng, (gh, gw), 6.0, octaves=2)  # 2 mm cells: patches ~ 12 mm
+        creased = (
+            field_ >= np.quantile(field_, 1.0 - p.crease_coverage)
+            if p.crease_coverage < 0.999
             else np.ones((gh, gw), bool)
+        )
         c = p.crease_cell_mm * px_per_mm
         stretch, phi = rng.uniform(1.0, 1.5), rng.uniform(0.0, np.pi)
         rot = np.array([[np.cos(phi), -np.sin(phi)], [np.sin(phi), np.cos(phi)]])
@@ -309,8 +344,9 @@ def crease_network(rng: np.random.Generator, p: SkinParams, shape: tuple[int, in
         nodes += rng.normal(0.0, 0.2 * c, nodes.shape)
         gx = np.clip((nodes[:, 0] / w * gw).astype(int), 0, gw - 1)
         gy = np.clip((nodes[:, 1] / h * gh).astype(int), 0, gh - 1)
-        active = creased[gy, gx] & (nodes[:, 0] > -c) & (nodes[:, 0] < w + c) & (nodes[:, 1] > -c) & (
-            nodes[:, 1] < h + c)
+        active = (
+            creased[gy, gx] & (nodes[:, 0] > -c) & (nodes[:, 0] < w + c) & (nodes[:, 1] > -c) & (nodes[:, 1] < h + c)
+        )
         edges = _lattice_edges(i1 - i0, j1 - j0)
         edges = edges[active[edges[:, 0]] & active[edges[:, 1]]]
         edges = edges[rng.random(len(edges)) < 0.6]
@@ -318,8 +354,9 @@ def crease_network(rng: np.random.Generator, p: SkinParams, shape: tuple[int, in
         d = b - a
         bend = rng.normal(0.0, 0.08, len(edges))[:, None] * np.stack([-d[:, 1], d[:, 0]], -1)
         mid = 0.5 * (a + b) + bend
-        strokes.append((np.stack([a, mid, b], 1), p.crease_width_mm * px_per_mm,
-                        float(absorbed_fraction(p.crease_contrast_dl))))
+        strokes.append(
+            (np.stack([a, mid, b], 1), p.crease_width_mm * px_per_mm, float(absorbed_fraction(p.crease_contrast_dl)))
+        )
         inside = (mid[:, 0] >= 0) & (mid[:, 0] < w) & (mid[:, 1] >= 0) & (mid[:, 1] < h)
         out["segments"] = mid[inside]
         degree = np.bincount(edges.ravel(), minlength=len(nodes))
@@ -331,17 +368,18 @@ def crease_network(rng: np.random.Generator, p: SkinParams, shape: tuple[int, in
     if n_wr:
         direction = rng.uniform(0.0, np.pi) + rng.normal(0.0, 0.2, n_wr)
         length = rng.uniform(5.0, 30.0, n_wr) * px_per_mm
-        bend = rng.normal(0.0, 0.04, n_wr) / px_per_mm                  # radians per pixel
+        bend = rng.normal(0.0, 0.04, n_wr) / px_per_mm  # radians per pixel
         t = np.linspace(-0.5, 0.5, 10)[None, :] * length[:, None]
         theta = direction[:, None] + bend[:, None] * t
         start = rng.uniform(0.0, 1.0, (n_wr, 2)) * np.array([w, h])
         step = np.diff(t, axis=1, prepend=t[:, :1])
-        path = np.stack([start[:, :1] + np.cumsum(np.cos(theta) * step, 1),
-                         start[:, 1:] + np.cumsum(np.sin(theta) * step, 1)], -1)
+        path = np.stack(
+            [start[:, :1] + np.cumsum(np.cos(theta) * step, 1), start[:, 1:] + np.cumsum(np.sin(theta) * step, 1)], -1
+        )
         widths = rng.uniform(*p.wrinkle_width_mm, n_wr) * px_per_mm
         depths = absorbed_fraction(rng.uniform(*p.wrinkle_contrast_dl, n_wr))
         for k in range(n_wr):  # a handful of folds per photo
-            strokes.append((path[k:k + 1], float(widths[k]), float(depths[k])))
+            strokes.append((path[k : k + 1], float(widths[k]), float(depths[k])))
         out["wrinkles"] = path[:, 5]
     strokes = [s for s in strokes if len(s[0]) and s[2] > 0]
     if not strokes:
@@ -362,8 +400,12 @@ def crease_network(rng: np.random.Generator, p: SkinParams, shape: tuple[int, in
     return out
 
 
-def pigmented_spots(rng: np.random.Generator, p: SkinParams, shape: tuple[int, int], px_per_mm: float,
-                    ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+def pigmented_spots(
+    rng: np.random.Generator,
+    p: SkinParams,
+    shape: tuple[int, int],
+    px_per_mm: float,
+) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
     """Freckles (irregular, light brown) and naevi (round, darker) as melanin optical
     density on a raster of ``shape`` at ``px_per_mm`` (the skin's low-resolution raster).
 
@@ -371,9 +413,11 @@ def pigmented_spots(rng: np.random.Generator, p: SkinParams, shape: tuple[int, i
     (None when there are no spots) and the centres of each kind (raster pixels).
     """
     h, w = shape
-    area_cm2 = h * w / px_per_mm ** 2 / 100.0
-    kinds = (("freckles", p.freckles_per_cm2, p.freckle_diameter_mm, p.freckle_contrast_dl, 0.09),
-             ("naevi", p.naevi_per_cm2, p.naevus_diameter_mm, p.naevus_contrast_dl, 0.03))
+    area_cm2 = h * w / px_per_mm**2 / 100.0
+    kinds = (
+        ("freckles", p.freckles_per_cm2, p.freckle_diameter_mm, p.freckle_contrast_dl, 0.09),
+        ("naevi", p.naevi_per_cm2, p.naevus_diameter_mm, p.naevus_contrast_dl, 0.03),
+    )
     polys, ods, centres = [], [], {}
     n_vert = 24
     theta = np.linspace(0.0, 2 * np.pi, n_vert, endpoint=False)[None, :]
@@ -386,11 +430,21 @@ def pigmented_spots(rng: np.random.Generator, p: SkinParams, shape: tuple[int, i
         d = np.exp(rng.uniform(np.log(diam[0]), np.log(diam[1]), n)) * px_per_mm
         elong = rng.uniform(1.0, 1.4, n)[:, None]
         ang = rng.uniform(0.0, np.pi, n)[:, None]
-        r = 0.5 * d[:, None] * (1.0 + sum(rng.normal(0.0, rough, (n, 1)) * np.cos(k * theta + rng.uniform(
-            0, 2 * np.pi, (n, 1))) for k in (2, 3, 4)))
+        r = (
+            0.5
+            * d[:, None]
+            * (
+                1.0
+                + sum(
+                    rng.normal(0.0, rough, (n, 1)) * np.cos(k * theta + rng.uniform(0, 2 * np.pi, (n, 1)))
+                    for k in (2, 3, 4)
+                )
+            )
+        )
         u, v = r * np.cos(theta) * np.sqrt(elong), r * np.sin(theta) / np.sqrt(elong)
-        pts = np.stack([xy[:, :1] + u * np.cos(ang) - v * np.sin(ang),
-                        xy[:, 1:] + u * np.sin(ang) + v * np.cos(ang)], -1)
+        pts = np.stack(
+            [xy[:, :1] + u * np.cos(ang) - v * np.sin(ang), xy[:, 1:] + u * np.sin(ang) + v * np.cos(ang)], -1
+        )
         polys.append(pts)
         ods.append(-np.log(1.0 - absorbed_fraction(rng.uniform(*contrast, n))))
     if not polys:
@@ -405,7 +459,7 @@ def pigmented_spots(rng: np.random.Generator, p: SkinParams, shape: tuple[int, i
     for v in np.unique(value):  # one call per density level
         cv2.fillPoly(canvas, list(fixed[value == v]), int(v), cv2.LINE_AA, shift=4)
     dens = canvas.astype(np.float32) * np.float32(od_max / 255.0)
-    soft = 0.08 * px_per_mm   # soft border of a macule, ~0.1 mm
+    soft = 0.08 * px_per_mm  # soft border of a macule, ~0.1 mm
     if soft >= 0.4:
         cv2.GaussianBlur(dens, (0, 0), soft, dst=dens)
     return dens, centres

@@ -39,6 +39,7 @@ those is labelled 255 by the truth (not labelled: neither hair nor scalp in any
 pixel score) and counted as scalp by the photo's metrics, which say what the photo
 shows.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -47,20 +48,32 @@ from numpy.typing import ArrayLike
 
 from data.geometry import apply_homography
 
-__all__ = ["disc_mean", "defocus_sigma_px", "image_px_per_mm", "photo_contrast", "photo_lstar", "seen_contrast",
-           "speck_levels", "unseen_hair", "visible"]
+__all__ = [
+    "disc_mean",
+    "defocus_sigma_px",
+    "image_px_per_mm",
+    "photo_contrast",
+    "photo_lstar",
+    "seen_contrast",
+    "speck_levels",
+    "unseen_hair",
+    "visible",
+]
 
 # 1 + 6 + 12 sample points within the unit disc (centre, two rings)
 _R = np.concatenate([[0.0], np.full(6, 0.5), np.full(12, 0.9)])
-_A = np.concatenate([[0.0], np.linspace(0, 2 * np.pi, 6, endpoint=False),
-                     np.linspace(0, 2 * np.pi, 12, endpoint=False) + np.pi / 12])
+_A = np.concatenate(
+    [[0.0], np.linspace(0, 2 * np.pi, 6, endpoint=False), np.linspace(0, 2 * np.pi, 12, endpoint=False) + np.pi / 12]
+)
 
 
 def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     mx = np.ascontiguousarray(x, np.float32).reshape(1, -1)
     my = np.ascontiguousarray(y, np.float32).reshape(1, -1)
-    out = [cv2.remap(image, mx[:, i:i + 32000], my[:, i:i + 32000], cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_REPLICATE) for i in range(0, mx.shape[1], 32000)]
+    out = [
+        cv2.remap(image, mx[:, i : i + 32000], my[:, i : i + 32000], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        for i in range(0, mx.shape[1], 32000)
+    ]
     flat = np.concatenate(out, axis=1) if out else np.zeros((1, 0), np.float32)
     return flat.reshape(np.shape(x))
 
@@ -105,8 +118,9 @@ def defocus_sigma_px(xy_px: np.ndarray, size: tuple[int, int], sigma_max_px: flo
     return np.clip(t, 0, 1) * sigma_max_px
 
 
-def seen_contrast(contrast_dl: ArrayLike, radius_px: ArrayLike, blur_sigma_px: ArrayLike,
-                  resample_sigma_px: float = 0.29) -> np.ndarray:
+def seen_contrast(
+    contrast_dl: ArrayLike, radius_px: ArrayLike, blur_sigma_px: ArrayLike, resample_sigma_px: float = 0.29
+) -> np.ndarray:
     """(N,) the dot's centre darkness as the optics render it.
 
     A compact spot of Gaussian sigma ``s`` blurred by ``b`` keeps
@@ -118,7 +132,7 @@ def seen_contrast(contrast_dl: ArrayLike, radius_px: ArrayLike, blur_sigma_px: A
     truth, measured before hair, light and camera).
     """
     s2 = (np.maximum(np.asarray(radius_px, np.float64), 0.05) / 1.18) ** 2
-    b2 = np.asarray(blur_sigma_px, np.float64) ** 2 + resample_sigma_px ** 2
+    b2 = np.asarray(blur_sigma_px, np.float64) ** 2 + resample_sigma_px**2
     return np.asarray(contrast_dl, np.float64) * s2 / (s2 + b2)
 
 
@@ -139,7 +153,7 @@ def photo_lstar(photo: np.ndarray) -> np.ndarray:
 
 def _row_median(values: np.ndarray) -> np.ndarray:
     """Median of each row over its finite entries (NaN where none): one sort, no masked arrays."""
-    v = np.sort(values, axis=1)                       # NaNs last
+    v = np.sort(values, axis=1)  # NaNs last
     k = np.isfinite(v).sum(axis=1)
     rows = np.arange(len(v))
     lo, hi = np.maximum((k - 1) // 2, 0), np.maximum(k // 2, 0)
@@ -147,8 +161,7 @@ def _row_median(values: np.ndarray) -> np.ndarray:
     return np.where(k > 0, out, np.nan)
 
 
-def photo_contrast(lstar: np.ndarray, centres_px: np.ndarray, radius_px: np.ndarray,
-                   exclude: np.ndarray) -> np.ndarray:
+def photo_contrast(lstar: np.ndarray, centres_px: np.ndarray, radius_px: np.ndarray, exclude: np.ndarray) -> np.ndarray:
     """(N,) darkness in the finished photo (``lstar``: its HxW L*, :func:`photo_lstar`): the median
     L* of three rings at 2, 2.5 and 3 radii (24 nearest-pixel samples each; samples on ``exclude``
     pixels, HxW bool, left out) minus the mean L* of the core (19 samples within 0.6 radius). NaN
@@ -160,8 +173,10 @@ def photo_contrast(lstar: np.ndarray, centres_px: np.ndarray, radius_px: np.ndar
     r = np.maximum(np.asarray(radius_px, np.float64).reshape(-1, 1), 0.7)
 
     def at(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return (np.clip(np.floor(y + 0.5).astype(np.int64), 0, h - 1),
-                np.clip(np.floor(x + 0.5).astype(np.int64), 0, w - 1))
+        return (
+            np.clip(np.floor(y + 0.5).astype(np.int64), 0, h - 1),
+            np.clip(np.floor(x + 0.5).astype(np.int64), 0, w - 1),
+        )
 
     core_r = np.maximum(0.6 * r, 0.5)
     core = lstar[at(c[:, :1] + core_r * _R * np.cos(_A), c[:, 1:] + core_r * _R * np.sin(_A))].mean(axis=1)
@@ -171,8 +186,14 @@ def photo_contrast(lstar: np.ndarray, centres_px: np.ndarray, radius_px: np.ndar
     return _row_median(ring) - core
 
 
-def speck_levels(lstar: np.ndarray, radius_px: np.ndarray, bare: np.ndarray, exclude: np.ndarray,
-                 quantile: float, max_sites: int = 20000) -> np.ndarray:
+def speck_levels(
+    lstar: np.ndarray,
+    radius_px: np.ndarray,
+    bare: np.ndarray,
+    exclude: np.ndarray,
+    quantile: float,
+    max_sites: int = 20000,
+) -> np.ndarray:
     """(N,) for each radius, the ``quantile`` percentile of :func:`photo_contrast` over bare-skin
     places of the photo (``lstar``: its L*) at that radius: what the skin's own specks reach at the
     dot's size.
@@ -192,7 +213,7 @@ def speck_levels(lstar: np.ndarray, radius_px: np.ndarray, bare: np.ndarray, exc
     sites = np.column_stack([xs[::step], ys[::step]]).astype(np.float64)
     groups = np.round(np.log(r) / np.log(1.4)).astype(np.int64)
     for g in np.unique(groups):
-        rg = 1.4 ** g
+        rg = 1.4**g
         c = photo_contrast(lstar, sites, np.full(len(sites), rg), exclude)
         c = c[np.isfinite(c)]
         if len(c) >= 200:
@@ -200,9 +221,15 @@ def speck_levels(lstar: np.ndarray, radius_px: np.ndarray, bare: np.ndarray, exc
     return out
 
 
-def visible(hair_cover: np.ndarray, contrast_seen: np.ndarray, *, max_hair_cover: float,
-            min_contrast_dl: float, contrast_photo: np.ndarray | None = None,
-            speck_dl: np.ndarray | None = None) -> np.ndarray:
+def visible(
+    hair_cover: np.ndarray,
+    contrast_seen: np.ndarray,
+    *,
+    max_hair_cover: float,
+    min_contrast_dl: float,
+    contrast_photo: np.ndarray | None = None,
+    speck_dl: np.ndarray | None = None,
+) -> np.ndarray:
     """(N,) bool: the photo shows the dot (see the module docstring). The photo test applies where
     ``contrast_photo`` and ``speck_dl`` are given and finite."""
     out = (np.asarray(hair_cover) < max_hair_cover) & (np.asarray(contrast_seen) >= min_contrast_dl)
@@ -220,8 +247,16 @@ def _box_mean(values: np.ndarray, weight: np.ndarray, size: int) -> tuple[np.nda
     return num / np.maximum(den, np.float32(1e-6)), den
 
 
-def unseen_hair(photo: np.ndarray, hair: np.ndarray, bare: np.ndarray, quantile: float, *,
-                reference_px: int = 31, strand_px: int = 5, min_places: int = 500) -> np.ndarray:
+def unseen_hair(
+    photo: np.ndarray,
+    hair: np.ndarray,
+    bare: np.ndarray,
+    quantile: float,
+    *,
+    reference_px: int = 31,
+    strand_px: int = 5,
+    min_places: int = 500,
+) -> np.ndarray:
     """HxW bool: the truth's hair pixels that the finished photo shows no more clearly than its own bare skin.
 
     ``photo`` HxWx3 sRGB8 (RGB order), ``hair`` the truth's hair pixels, ``bare`` its bare skin (scalp
@@ -257,6 +292,7 @@ def unseen_hair(photo: np.ndarray, hair: np.ndarray, bare: np.ndarray, quantile:
         e_hair += np.square(_box_mean(d, w_hair, strand_px)[0])
         e_place += np.square(_box_mean(d, w_place, strand_px)[0])
     judged = n_ref >= reference_px  # at least a reference window's width of bare pixels around
-    floor = (np.percentile(np.sqrt(e_place[(w_place > 0) & judged]), quantile) if (judged & (w_place > 0)).any()
-             else np.inf)
+    floor = (
+        np.percentile(np.sqrt(e_place[(w_place > 0) & judged]), quantile) if (judged & (w_place > 0)).any() else np.inf
+    )
     return hair & judged & (np.sqrt(e_hair) < floor)

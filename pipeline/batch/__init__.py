@@ -14,6 +14,7 @@ exactly the photos not done yet (same photo bytes, same model, same configuratio
 Both engines run the same :func:`~pipeline.batch.engines.assess_one` on every photo with the model loaded
 once per worker, so they write the same folders and the same rows.
 """
+
 from __future__ import annotations
 
 from pipeline.batch.engines import RayAssessor, assess_one, run_local, run_ray, worker_threads
@@ -33,8 +34,26 @@ from pipeline.batch.manifest import (
 from pipeline.batch.results import BatchResult, log_mlflow, results_frame, store_in_records, summarise, write_tables
 
 __all__ = [
-    "BATCH_COLUMNS", "METRIC_COLUMNS", "ROW_COLUMNS", "VISIT_COLUMNS", "BatchItem", "BatchResult", "RayAssessor",
-    "WorkItem", "assess_one", "done_row", "log_mlflow", "photo_sha256", "read_batch_manifest", "result_dir",
-    "results_frame", "run_local", "run_ray", "store_in_records", "summarise", "work_list", "worker_threads",
+    "BATCH_COLUMNS",
+    "METRIC_COLUMNS",
+    "ROW_COLUMNS",
+    "VISIT_COLUMNS",
+    "BatchItem",
+    "BatchResult",
+    "RayAssessor",
+    "WorkItem",
+    "assess_one",
+    "done_row",
+    "log_mlflow",
+    "photo_sha256",
+    "read_batch_manifest",
+    "result_dir",
+    "results_frame",
+    "run_local",
+    "run_ray",
+    "store_in_records",
+    "summarise",
+    "work_list",
+    "worker_threads",
     "write_tables",
 ]

@@ -1,4 +1,5 @@
 """One photo assessed the same way by both engines: in-process or a process pool, or Ray Data."""
+
 from __future__ import annotations
 
 import json
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 
 # --------------------------------------------------------------------------- one photo (both engines)
 
+
 def assess_one(assessor: Assessor, item: WorkItem) -> dict[str, Any]:
     """Assess one photo, write its result folder (atomic files, ``assessment.json`` last) and
     return its row. A photo that cannot be assessed is a ``failed`` row, never an exception."""
@@ -32,12 +34,26 @@ def assess_one(assessor: Assessor, item: WorkItem) -> dict[str, Any]:
     except PhotoError as exc:
         return result_row(item.row, item.path, item.sha256, "failed", error=str(exc), seconds=time.perf_counter() - t)
     except Exception as exc:  # noqa: BLE001 - one bad photo must not stop the batch; its row says why
-        return result_row(item.row, item.path, item.sha256, "failed",
-                    error=f"{item.path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                    seconds=time.perf_counter() - t)
-    return result_row(item.row, item.path, item.sha256, "ok", model=model_label(a.model), config_hash=a.config_hash,
-                result_dir=item.out_dir, metrics=a.metrics.to_dict(), warnings=len(a.warnings),
-                seconds=time.perf_counter() - t)
+        return result_row(
+            item.row,
+            item.path,
+            item.sha256,
+            "failed",
+            error=f"{item.path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            seconds=time.perf_counter() - t,
+        )
+    return result_row(
+        item.row,
+        item.path,
+        item.sha256,
+        "ok",
+        model=model_label(a.model),
+        config_hash=a.config_hash,
+        result_dir=item.out_dir,
+        metrics=a.metrics.to_dict(),
+        warnings=len(a.warnings),
+        seconds=time.perf_counter() - t,
+    )
 
 
 def _limit_threads(threads: int) -> None:
@@ -87,9 +103,15 @@ def worker_threads(workers: int, cpus_per_worker: int | None = None, *, cluster:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
-def run_local(items: Sequence[WorkItem], settings: AssessSettings, workers: int = 1, *,
-              assessor: Assessor | None = None, progress: Progress | None = None,
-              cpus_per_worker: int | None = None) -> list[dict[str, Any]]:
+def run_local(
+    items: Sequence[WorkItem],
+    settings: AssessSettings,
+    workers: int = 1,
+    *,
+    assessor: Assessor | None = None,
+    progress: Progress | None = None,
+    cpus_per_worker: int | None = None,
+) -> list[dict[str, Any]]:
     """Assess ``items``: in this process (``workers`` 1; ``assessor`` reused if given) or in a
     pool of ``workers`` spawned processes, each loading the model once and using
     :func:`worker_threads` threads. Rows in completion order."""
@@ -117,8 +139,12 @@ def run_local(items: Sequence[WorkItem], settings: AssessSettings, workers: int 
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=mp.get_context("spawn"),
-                             initializer=_pool_init, initargs=(settings, threads)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(items)),
+        mp_context=mp.get_context("spawn"),
+        initializer=_pool_init,
+        initargs=(settings, threads),
+    ) as pool:
         futures = [pool.submit(_pool_assess, it) for it in items]
         try:
             for fut in as_completed(futures):
@@ -153,8 +179,15 @@ class RayAssessor:
         return {"result": out}
 
 
-def run_ray(items: Sequence[WorkItem], settings: AssessSettings, workers: int = 1, *, address: str | None = None,
-            progress: Progress | None = None, cpus_per_worker: int | None = None) -> list[dict[str, Any]]:
+def run_ray(
+    items: Sequence[WorkItem],
+    settings: AssessSettings,
+    workers: int = 1,
+    *,
+    address: str | None = None,
+    progress: Progress | None = None,
+    cpus_per_worker: int | None = None,
+) -> list[dict[str, Any]]:
     """Assess ``items`` with Ray Data: ``workers`` actors (:class:`RayAssessor`), one photo per batch.
 
     Connects to ``address`` (an existing cluster, e.g. ``ray://head:10001`` or ``auto``) or starts
@@ -186,10 +219,14 @@ def run_ray(items: Sequence[WorkItem], settings: AssessSettings, workers: int = 
         ctx.enable_progress_bars = False
         ctx.execution_options.preserve_order = False
         ds = ray.data.from_items([it.as_dict() for it in items], override_num_blocks=len(items))
-        ds = ds.map_batches(RayAssessor, fn_constructor_kwargs={"settings_json": settings.model_dump_json(),
-                                                                 "threads": per_worker},
-                            compute=ray.data.ActorPoolStrategy(size=workers), batch_size=1, num_cpus=per_worker,
-                            batch_format="numpy")
+        ds = ds.map_batches(
+            RayAssessor,
+            fn_constructor_kwargs={"settings_json": settings.model_dump_json(), "threads": per_worker},
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            batch_size=1,
+            num_cpus=per_worker,
+            batch_format="numpy",
+        )
         rows = []
         for rec in ds.iter_rows():
             rows.append(json.loads(rec["result"]))

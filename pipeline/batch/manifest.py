@@ -1,4 +1,5 @@
 """The batch manifest, each photo's key and the work list: what is to be done (pure)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 from pipeline.errors import UserError
 
 if TYPE_CHECKING:
-
     pass
 
 #: Manifest columns: ``photo`` (required; relative to the manifest's folder), and the visit
@@ -20,12 +20,25 @@ VISIT_COLUMNS = ("client", "region", "date", "kind", "session", "view", "clinic"
 _VISIT_REQUIRED = VISIT_COLUMNS[:4]
 BATCH_COLUMNS = ("photo",) + VISIT_COLUMNS
 #: The per-photo metrics of docs/metrics.md (``data.metrics.PhotoMetrics``), one Parquet column each.
-METRIC_COLUMNS = ("scalp_fraction", "show_through", "dot_count", "dot_density_per_cm2", "dot_diameter_mm_median",
-                  "nn_distance_mm_median", "spacing_cv", "clark_evans_r", "blue_shift_fraction", "faded_fraction",
-                  "spread_fraction")
+METRIC_COLUMNS = (
+    "scalp_fraction",
+    "show_through",
+    "dot_count",
+    "dot_density_per_cm2",
+    "dot_diameter_mm_median",
+    "nn_distance_mm_median",
+    "spacing_cv",
+    "clark_evans_r",
+    "blue_shift_fraction",
+    "faded_fraction",
+    "spread_fraction",
+)
 #: One row per photo of the manifest, in this order.
-ROW_COLUMNS = ("row", "path", "sha256", "status", "error", "model", "config_hash", "result_dir") + METRIC_COLUMNS + (
-    "warnings", "seconds")
+ROW_COLUMNS = (
+    ("row", "path", "sha256", "status", "error", "model", "config_hash", "result_dir")
+    + METRIC_COLUMNS
+    + ("warnings", "seconds")
+)
 
 
 @dataclass(frozen=True)
@@ -49,8 +62,9 @@ def read_batch_manifest(csv_path: str | Path) -> tuple[list[BatchItem], bool]:
     problems: list[str] = []
     if "photo" not in header:
         raise UserError(f"{csv_path}: row 1: no 'photo' column (columns: {', '.join(BATCH_COLUMNS)})")
-    problems += [f"row 1: unknown column {c!r} (columns: {', '.join(BATCH_COLUMNS)})"
-                 for c in header if c not in BATCH_COLUMNS]
+    problems += [
+        f"row 1: unknown column {c!r} (columns: {', '.join(BATCH_COLUMNS)})" for c in header if c not in BATCH_COLUMNS
+    ]
     present = [c for c in _VISIT_REQUIRED if c in header]
     has_visits = bool(present)
     if present and len(present) < len(_VISIT_REQUIRED):
@@ -77,9 +91,11 @@ def read_batch_manifest(csv_path: str | Path) -> tuple[list[BatchItem], bool]:
         visit = None
         if has_visits:
             visit = {c: cells.get(c, "") for c in VISIT_COLUMNS}
-            for check in (lambda: parse_date(visit["date"]),  # noqa: B023 - called within this iteration
-                          lambda: parse_kind(visit["kind"], visit["session"]),  # noqa: B023
-                          lambda: parse_region(visit["region"])):  # noqa: B023
+            for check in (
+                lambda: parse_date(visit["date"]),  # noqa: B023 - called within this iteration
+                lambda: parse_kind(visit["kind"], visit["session"]),  # noqa: B023
+                lambda: parse_region(visit["region"]),  # noqa: B023
+            ):
                 try:
                     check()
                 except ValueError as exc:
@@ -120,12 +136,30 @@ class WorkItem:
         return {"row": self.row, "path": self.path, "sha256": self.sha256, "out_dir": self.out_dir}
 
 
-def result_row(row: int, path: str, sha256: str | None, status: str, *, error: str | None = None,
-         model: str | None = None, config_hash: str | None = None, result_dir: str | None = None,
-         metrics: Mapping[str, Any] | None = None, warnings: int | None = None,
-         seconds: float | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"row": row, "path": path, "sha256": sha256, "status": status, "error": error,
-                           "model": model, "config_hash": config_hash, "result_dir": result_dir}
+def result_row(
+    row: int,
+    path: str,
+    sha256: str | None,
+    status: str,
+    *,
+    error: str | None = None,
+    model: str | None = None,
+    config_hash: str | None = None,
+    result_dir: str | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    warnings: int | None = None,
+    seconds: float | None = None,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "row": row,
+        "path": path,
+        "sha256": sha256,
+        "status": status,
+        "error": error,
+        "model": model,
+        "config_hash": config_hash,
+        "result_dir": result_dir,
+    }
     for k in METRIC_COLUMNS:
         v = (metrics or {}).get(k)
         out[k] = None if v is None else (int(v) if k == "dot_count" else float(v))
@@ -138,17 +172,28 @@ def model_label(model: Mapping[str, Any]) -> str:
     return f"{model.get('name') or 'unknown'}@{model.get('version') or ''}"
 
 
-def done_row(row: int, path: str, folder: Path, status: str = "skipped",
-             seconds: float | None = None) -> dict[str, Any]:
+def done_row(
+    row: int, path: str, folder: Path, status: str = "skipped", seconds: float | None = None
+) -> dict[str, Any]:
     """The row of a photo whose result folder is complete, read back from its ``assessment.json``."""
     doc = json.loads((Path(folder) / "assessment.json").read_text())
-    return result_row(row, path, doc["photo"]["sha256"], status, model=model_label(doc.get("model") or {}),
-                config_hash=doc.get("config_hash"), result_dir=str(folder), metrics=doc.get("metrics"),
-                warnings=len(doc.get("warnings") or ()), seconds=seconds)
+    return result_row(
+        row,
+        path,
+        doc["photo"]["sha256"],
+        status,
+        model=model_label(doc.get("model") or {}),
+        config_hash=doc.get("config_hash"),
+        result_dir=str(folder),
+        metrics=doc.get("metrics"),
+        warnings=len(doc.get("warnings") or ()),
+        seconds=seconds,
+    )
 
 
-def work_list(items: Sequence[BatchItem], out: Path, config_hash: str) -> tuple[
-        list[WorkItem], list[dict[str, Any]], list[dict[str, Any]]]:
+def work_list(
+    items: Sequence[BatchItem], out: Path, config_hash: str
+) -> tuple[list[WorkItem], list[dict[str, Any]], list[dict[str, Any]]]:
     """Split the manifest into ``(to_do, done_rows, failed_rows)``: a photo is hashed (cheap)
     to find its result folder; done when that folder has ``assessment.json``. A photo that
     cannot be read is a failed row; the same photo bytes twice are assessed once."""

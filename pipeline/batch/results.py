@@ -1,4 +1,5 @@
 """The batch's tables and summary, its visits in the records, and its MLflow run."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,6 @@ from pipeline.batch.manifest import METRIC_COLUMNS, ROW_COLUMNS, VISIT_COLUMNS, 
 
 if TYPE_CHECKING:
     import pandas as pd
-
 
 
 @dataclass(frozen=True)
@@ -35,13 +35,17 @@ class BatchResult:
         return self.assessed / self.seconds if self.seconds > 0 else 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {"total": self.total, "done_before": self.done_before, "assessed": self.assessed,
-                "failed": self.failed, "seconds": round(self.seconds, 3),
-                "photos_per_second": round(self.throughput, 4),
-                "first_result_s": None if self.first_result_s is None else round(self.first_result_s, 3),
-                "steady_photos_per_second": (None if self.steady_throughput is None
-                                             else round(self.steady_throughput, 4)),
-                "failures": [{"row": r, "path": p, "error": e} for r, p, e in self.failures]}
+        return {
+            "total": self.total,
+            "done_before": self.done_before,
+            "assessed": self.assessed,
+            "failed": self.failed,
+            "seconds": round(self.seconds, 3),
+            "photos_per_second": round(self.throughput, 4),
+            "first_result_s": None if self.first_result_s is None else round(self.first_result_s, 3),
+            "steady_photos_per_second": (None if self.steady_throughput is None else round(self.steady_throughput, 4)),
+            "failures": [{"row": r, "path": p, "error": e} for r, p, e in self.failures],
+        }
 
 
 def results_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
@@ -73,23 +77,29 @@ def write_tables(frame: pd.DataFrame, out: Path) -> tuple[Path, Path]:
     return parquet, failures
 
 
-def summarise(frame: pd.DataFrame, done_before: int, seconds: float,
-              result_times: Sequence[float] = ()) -> BatchResult:
+def summarise(frame: pd.DataFrame, done_before: int, seconds: float, result_times: Sequence[float] = ()) -> BatchResult:
     """Counts and rates; ``result_times``: seconds from the start at which each new result arrived."""
     failed = frame[frame["status"] == "failed"]
     times = sorted(result_times)
     steady = (len(times) - 1) / (times[-1] - times[0]) if len(times) >= 2 and times[-1] > times[0] else None
-    return BatchResult(total=len(frame), done_before=done_before, assessed=int((frame["status"] == "ok").sum()),
-                       failed=len(failed), seconds=seconds, first_result_s=times[0] if times else None,
-                       steady_throughput=steady,
-                       failures=tuple((int(r), str(p), str(e)) for r, p, e in
-                                      zip(failed["row"], failed["path"], failed["error"])))
+    return BatchResult(
+        total=len(frame),
+        done_before=done_before,
+        assessed=int((frame["status"] == "ok").sum()),
+        failed=len(failed),
+        seconds=seconds,
+        first_result_s=times[0] if times else None,
+        steady_throughput=steady,
+        failures=tuple((int(r), str(p), str(e)) for r, p, e in zip(failed["row"], failed["path"], failed["error"])),
+    )
 
 
 # --------------------------------------------------------------------------- records and MLflow
 
-def store_in_records(frame: pd.DataFrame, items: Sequence[BatchItem], records: Any, store: Any, *,
-                     create_client: bool = False) -> tuple[int, list[str]]:
+
+def store_in_records(
+    frame: pd.DataFrame, items: Sequence[BatchItem], records: Any, store: Any, *, create_client: bool = False
+) -> tuple[int, list[str]]:
     """Add the visits of the photos with a result and store their assessments (idempotent by
     photo, model and configuration). Returns ``(assessments added, problems)``; a visit with a
     problem (unknown client, photo in another visit) is left out and reported, the others go in."""
@@ -110,10 +120,20 @@ def store_in_records(frame: pd.DataFrame, items: Sequence[BatchItem], records: A
     for key, members in groups.items():
         v = dict(zip(VISIT_COLUMNS, key))
         try:
-            add_visit(records, store, client=v["client"], region=v["region"], date=v["date"], kind=v["kind"],
-                      photos=[it.path for it, _ in members], session=int(v["session"]) if v["session"] else None,
-                      clinic=v["clinic"] or DEFAULT_CLINIC, view=v["view"] or None, notes=v["notes"] or None,
-                      create_client=create_client)
+            add_visit(
+                records,
+                store,
+                client=v["client"],
+                region=v["region"],
+                date=v["date"],
+                kind=v["kind"],
+                photos=[it.path for it, _ in members],
+                session=int(v["session"]) if v["session"] else None,
+                clinic=v["clinic"] or DEFAULT_CLINIC,
+                view=v["view"] or None,
+                notes=v["notes"] or None,
+                create_client=create_client,
+            )
         except IngestError as exc:
             problems.append(f"records: rows {', '.join(str(it.row) for it, _ in members)}: {exc}")
             continue
@@ -121,13 +141,24 @@ def store_in_records(frame: pd.DataFrame, items: Sequence[BatchItem], records: A
             for _it, folder in members:
                 doc = json.loads((Path(folder) / "assessment.json").read_text())
                 dots = pd.read_csv(Path(folder) / "dots.csv")
-                added += store_assessment(session, doc["photo"]["sha256"], doc, dots,
-                                          clinic=v["clinic"] or DEFAULT_CLINIC).created
+                added += store_assessment(
+                    session, doc["photo"]["sha256"], doc, dots, clinic=v["clinic"] or DEFAULT_CLINIC
+                ).created
     return added, problems
 
 
-def log_mlflow(frame: pd.DataFrame, result: BatchResult, *, engine: str, workers: int, model: str,
-               config_hash: str, manifest: Path, out: Path, cpus_per_worker: int | None = None) -> str:
+def log_mlflow(
+    frame: pd.DataFrame,
+    result: BatchResult,
+    *,
+    engine: str,
+    workers: int,
+    model: str,
+    config_hash: str,
+    manifest: Path,
+    out: Path,
+    cpus_per_worker: int | None = None,
+) -> str:
     """One MLflow run (experiment ``smp-batch``): params, counts, throughput, medians, artifacts."""
     os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
     import mlflow
@@ -138,8 +169,13 @@ def log_mlflow(frame: pd.DataFrame, result: BatchResult, *, engine: str, workers
     mlflow.set_experiment("smp-batch")
     ok = frame[frame["status"].isin(["ok", "skipped", "duplicate"])]
     metrics: dict[str, float] = {
-        "photos_total": result.total, "photos_assessed": result.assessed, "photos_skipped": result.done_before,
-        "photos_failed": result.failed, "photos_per_second": result.throughput, "seconds": result.seconds}
+        "photos_total": result.total,
+        "photos_assessed": result.assessed,
+        "photos_skipped": result.done_before,
+        "photos_failed": result.failed,
+        "photos_per_second": result.throughput,
+        "seconds": result.seconds,
+    }
     if result.steady_throughput is not None:
         metrics["steady_photos_per_second"] = result.steady_throughput
     if result.first_result_s is not None:
@@ -149,10 +185,18 @@ def log_mlflow(frame: pd.DataFrame, result: BatchResult, *, engine: str, workers
         if med == med:
             metrics[f"median_{c}"] = float(med)
     with mlflow.start_run(run_name=f"batch {manifest.name}") as run:
-        mlflow.log_params({"engine": engine, "workers": workers, "cpus_per_worker": cpus_per_worker or "auto",
-                           "model": model, "config_hash": config_hash,
-                           "manifest": str(manifest), "manifest_sha256": photo_sha256(manifest)[:16],
-                           "out": str(out)})
+        mlflow.log_params(
+            {
+                "engine": engine,
+                "workers": workers,
+                "cpus_per_worker": cpus_per_worker or "auto",
+                "model": model,
+                "config_hash": config_hash,
+                "manifest": str(manifest),
+                "manifest_sha256": photo_sha256(manifest)[:16],
+                "out": str(out),
+            }
+        )
         mlflow.log_metrics(metrics)
         mlflow.log_artifact(str(out / "failures.csv"))
         mlflow.log_dict(result.to_json(), "summary.json")

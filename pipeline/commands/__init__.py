@@ -1,8 +1,10 @@
 """One module per ``smp`` subcommand; each exposes ``register(subparsers)``."""
 
 #: Help of every ``--db`` option (records database URL).
-DB_HELP = ("records database URL (default: $SMP_DATABASE_URL, else sqlite:///<$SMP_HOME or ./smp-data>/records.db; "
-           "PostgreSQL: postgresql://user@host/db)")
+DB_HELP = (
+    "records database URL (default: $SMP_DATABASE_URL, else sqlite:///<$SMP_HOME or ./smp-data>/records.db; "
+    "PostgreSQL: postgresql://user@host/db)"
+)
 
 
 def add_subject_options(parser, visits: tuple[str, ...] = ("",)) -> None:
@@ -14,10 +16,18 @@ def add_subject_options(parser, visits: tuple[str, ...] = ("",)) -> None:
     for prefix in visits:
         which = f"the {prefix[:-1]} photo's" if prefix else "the photo's"
         parser.add_argument(f"--{prefix}date", default=None, metavar="YYYY-MM-DD", help=f"{which} visit date")
-        parser.add_argument(f"--{prefix}kind", default=None, metavar="KIND",
-                            help=f"{which} visit kind: baseline, session, follow-up or touch-up")
-        parser.add_argument(f"--{prefix}session", default=None, metavar="N",
-                            help="the session or touch-up number (with --" + f"{prefix}kind session or touch-up)")
+        parser.add_argument(
+            f"--{prefix}kind",
+            default=None,
+            metavar="KIND",
+            help=f"{which} visit kind: baseline, session, follow-up or touch-up",
+        )
+        parser.add_argument(
+            f"--{prefix}session",
+            default=None,
+            metavar="N",
+            help="the session or touch-up number (with --" + f"{prefix}kind session or touch-up)",
+        )
 
 
 def subject_from_args(args, prefix: str = ""):
@@ -28,7 +38,12 @@ def subject_from_args(args, prefix: str = ""):
 
     attr = prefix.replace("-", "_")
     try:
-        return subject_from_options(client=args.client, region=args.region, date=getattr(args, f"{attr}date"),
-                                    kind=getattr(args, f"{attr}kind"), session=getattr(args, f"{attr}session"))
+        return subject_from_options(
+            client=args.client,
+            region=args.region,
+            date=getattr(args, f"{attr}date"),
+            kind=getattr(args, f"{attr}kind"),
+            session=getattr(args, f"{attr}session"),
+        )
     except ValueError as exc:
         raise UserError(f"--{prefix}date/--{prefix}kind/--client/--region: {exc}") from None

@@ -1,4 +1,5 @@
 """``smp assess``: score SMP photos, one output folder per photo."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,18 +28,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("photos", nargs="+", type=Path, metavar="PHOTO", help="JPEG, PNG, TIFF or WebP files")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
-    parser.add_argument("--px-per-mm", type=float, default=None, metavar="X",
-                        help="scale to use when a photo has no card (a card in the photo wins)")
-    parser.add_argument("--roi", type=Path, default=None, metavar="FILE",
-                        help="JSON region to measure: {\"units\": \"px\" | \"card_mm\", \"polygon\": [[x, y], ...]}")
-    parser.add_argument("--config", type=Path, default=None, metavar="YAML",
-                        help="assessment settings (default configs/assess/default.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one setting, e.g. --set segment.method=classical (repeatable)")
-    parser.add_argument("--flags", type=Path, default=None, metavar="YAML",
-                        help="dot flag thresholds (default configs/flags.yaml)")
-    parser.add_argument("--card", type=Path, default=None, metavar="YAML",
-                        help="measured reference colours of your printed cards (see docs/card.md)")
+    parser.add_argument(
+        "--px-per-mm",
+        type=float,
+        default=None,
+        metavar="X",
+        help="scale to use when a photo has no card (a card in the photo wins)",
+    )
+    parser.add_argument(
+        "--roi",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help='JSON region to measure: {"units": "px" | "card_mm", "polygon": [[x, y], ...]}',
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="YAML",
+        help="assessment settings (default configs/assess/default.yaml)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set segment.method=classical (repeatable)",
+    )
+    parser.add_argument(
+        "--flags", type=Path, default=None, metavar="YAML", help="dot flag thresholds (default configs/flags.yaml)"
+    )
+    parser.add_argument(
+        "--card",
+        type=Path,
+        default=None,
+        metavar="YAML",
+        help="measured reference colours of your printed cards (see docs/card.md)",
+    )
     add_subject_options(parser)
     parser.set_defaults(func=run)
 
@@ -53,7 +81,7 @@ def _read_roi(path: Path) -> tuple[list[list[float]], Literal["px", "card_mm"]]:
     units = doc.get("units", "px") if isinstance(doc, dict) else None
     poly = doc.get("polygon") if isinstance(doc, dict) else None
     if units not in ("px", "card_mm") or not isinstance(poly, list) or len(poly) < 3:
-        raise UserError(f"{path}: expected {{\"units\": \"px\"|\"card_mm\", \"polygon\": [[x, y], ... (>= 3)]}}")
+        raise UserError(f'{path}: expected {{"units": "px"|"card_mm", "polygon": [[x, y], ... (>= 3)]}}')
     try:
         return [[float(v) for v in p] for p in poly], units
     except (TypeError, ValueError):
@@ -88,8 +116,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--px-per-mm must be a positive number, got {args.px_per_mm}")
     subject = subject_from_args(args)
     if len(args.photos) > 1 and (subject.date or subject.kind):
-        raise UserError("--date and --kind name one visit: give them with a single photo "
-                        "(--client and --region may name several)")
+        raise UserError(
+            "--date and --kind name one visit: give them with a single photo (--client and --region may name several)"
+        )
     settings = load_assess_settings(args.config, args.overrides)
     rules = load_flag_settings(args.flags)
     card = load_card(references=args.card) if args.card else load_card()
@@ -106,9 +135,12 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(args.photos, desc="assess", unit="photo", file=sys.stderr, disable=len(args.photos) < 2)
     for path, name in zip(bar, names):
         try:
-            a = assessor.assess_file(path, px_per_mm=args.px_per_mm,
-                                     roi_polygon=None if roi is None else np.array(roi[0]),
-                                     roi_units=roi[1] if roi else "px")
+            a = assessor.assess_file(
+                path,
+                px_per_mm=args.px_per_mm,
+                roi_polygon=None if roi is None else np.array(roi[0]),
+                roi_units=roi[1] if roi else "px",
+            )
             out = write_assessment(a, args.out / name, overlay=settings.overlay, subject=subject)
         except PhotoError as exc:
             failures.append(str(exc))
@@ -118,9 +150,11 @@ def run(args: argparse.Namespace) -> int:
             m = a.metrics
             dens = "-" if m.dot_density_per_cm2 is None else f"{m.dot_density_per_cm2:.1f}/cm2"
             dots = "dots not measured" if m.dot_count is None else f"{m.dot_count} dots ({dens})"
-            bar.write(f"{path}: {dots}, show-through "
-                      f"{'-' if m.show_through is None else f'{m.show_through:.1%}'}, "
-                      f"{len(a.warnings)} warning(s) -> {out}")
+            bar.write(
+                f"{path}: {dots}, show-through "
+                f"{'-' if m.show_through is None else f'{m.show_through:.1%}'}, "
+                f"{len(a.warnings)} warning(s) -> {out}"
+            )
     for line in failures:
         print(f"smp assess: failed: {line}", file=sys.stderr)
     if failures:

@@ -1,4 +1,5 @@
 """``smp batch``: assess a manifest of photos, resumable, locally or on Ray."""
+
 from __future__ import annotations
 
 import argparse
@@ -29,25 +30,58 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("manifest", type=Path, metavar="MANIFEST", help="CSV manifest")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
-    parser.add_argument("--engine", choices=("local", "ray"), default="local",
-                        help="local: this process (1 worker) or a process pool; ray: Ray Data (default local)")
-    parser.add_argument("--workers", type=int, default=1, metavar="N",
-                        help="parallel workers, each loading the model once and using cores/N threads (default 1)")
-    parser.add_argument("--cpus-per-worker", type=int, default=0, metavar="N",
-                        help="threads of each worker (and CPUs it reserves on Ray); default: this machine's cores "
-                             "shared out among the workers, 1 per worker on a Ray cluster")
-    parser.add_argument("--ray-address", default=None, metavar="ADDR",
-                        help="with --engine ray: an existing Ray cluster (e.g. auto, ray://head:10001); "
-                             "default: start Ray on this machine")
-    parser.add_argument("--config", type=Path, default=None, metavar="YAML",
-                        help="assessment settings (default configs/assess/default.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one setting, e.g. --set segment.method=classical (repeatable)")
+    parser.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process (1 worker) or a process pool; ray: Ray Data (default local)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="parallel workers, each loading the model once and using cores/N threads (default 1)",
+    )
+    parser.add_argument(
+        "--cpus-per-worker",
+        type=int,
+        default=0,
+        metavar="N",
+        help="threads of each worker (and CPUs it reserves on Ray); default: this machine's cores "
+        "shared out among the workers, 1 per worker on a Ray cluster",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="with --engine ray: an existing Ray cluster (e.g. auto, ray://head:10001); "
+        "default: start Ray on this machine",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="YAML",
+        help="assessment settings (default configs/assess/default.yaml)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set segment.method=classical (repeatable)",
+    )
     parser.add_argument("--db", default=None, metavar="URL", help=_DB_HELP)
-    parser.add_argument("--store", type=Path, default=None, metavar="DIR",
-                        help="photo store folder (default: $SMP_HOME or ./smp-data)")
-    parser.add_argument("--create-client", action="store_true",
-                        help="create clients (and their clinic) not yet in the records instead of refusing them")
+    parser.add_argument(
+        "--store", type=Path, default=None, metavar="DIR", help="photo store folder (default: $SMP_HOME or ./smp-data)"
+    )
+    parser.add_argument(
+        "--create-client",
+        action="store_true",
+        help="create clients (and their clinic) not yet in the records instead of refusing them",
+    )
     parser.add_argument("--no-mlflow", action="store_true", help="do not record an MLflow run")
     parser.set_defaults(func=run)
 
@@ -75,8 +109,11 @@ def run(args: argparse.Namespace) -> int:
     for w in assessor.setup_warnings:
         print(f"smp batch: warning: {w}", file=sys.stderr)
     if not has_visits:
-        print("smp batch: warning: the manifest has no visit columns (client, region, date, kind); "
-              "results go to Parquet only, not into the records", file=sys.stderr)
+        print(
+            "smp batch: warning: the manifest has no visit columns (client, region, date, kind); "
+            "results go to Parquet only, not into the records",
+            file=sys.stderr,
+        )
 
     out: Path = args.out
     todo, done, failed = B.work_list(items, out, assessor.config_hash)
@@ -90,12 +127,19 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         if args.engine == "local":
-            rows = B.run_local(todo, settings, args.workers, assessor=assessor if args.workers == 1 else None,
-                               progress=progress, cpus_per_worker=cpus)
+            rows = B.run_local(
+                todo,
+                settings,
+                args.workers,
+                assessor=assessor if args.workers == 1 else None,
+                progress=progress,
+                cpus_per_worker=cpus,
+            )
         else:
             del assessor  # the Ray workers load their own
-            rows = B.run_ray(todo, settings, args.workers, address=args.ray_address, progress=progress,
-                             cpus_per_worker=cpus)
+            rows = B.run_ray(
+                todo, settings, args.workers, address=args.ray_address, progress=progress, cpus_per_worker=cpus
+            )
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
@@ -111,17 +155,35 @@ def run(args: argparse.Namespace) -> int:
         problems += record_problems
         print(f"smp batch: records: {added} new assessment(s) stored", file=sys.stderr)
     if not args.no_mlflow:
-        run_id = B.log_mlflow(frame, result, engine=args.engine, workers=args.workers, model=str(model),
-                              config_hash=str(config_hash), manifest=args.manifest, out=out,
-                              cpus_per_worker=cpus)
+        run_id = B.log_mlflow(
+            frame,
+            result,
+            engine=args.engine,
+            workers=args.workers,
+            model=str(model),
+            config_hash=str(config_hash),
+            manifest=args.manifest,
+            out=out,
+            cpus_per_worker=cpus,
+        )
         print(f"smp batch: MLflow run {run_id} (experiment smp-batch)", file=sys.stderr)
-    print(f"smp batch: {result.total} photo(s): {result.assessed} assessed, {result.done_before} already done, "
-          f"{result.failed} failed in {seconds:.1f} s ({result.throughput:.2f} photos/s"
-          + (f"; {result.steady_throughput:.2f}/s after the first result at {result.first_result_s:.1f} s"
-             if result.steady_throughput is not None else "")
-          + f") -> {out / 'results.parquet'}", file=sys.stderr)
-    summary = {**result.to_json(), "engine": args.engine, "workers": args.workers,
-               "cpus_per_worker": B.worker_threads(args.workers, cpus, cluster=bool(args.ray_address))}
+    print(
+        f"smp batch: {result.total} photo(s): {result.assessed} assessed, {result.done_before} already done, "
+        f"{result.failed} failed in {seconds:.1f} s ({result.throughput:.2f} photos/s"
+        + (
+            f"; {result.steady_throughput:.2f}/s after the first result at {result.first_result_s:.1f} s"
+            if result.steady_throughput is not None
+            else ""
+        )
+        + f") -> {out / 'results.parquet'}",
+        file=sys.stderr,
+    )
+    summary = {
+        **result.to_json(),
+        "engine": args.engine,
+        "workers": args.workers,
+        "cpus_per_worker": B.worker_threads(args.workers, cpus, cluster=bool(args.ray_address)),
+    }
     tmp = out / ".summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1))
     tmp.replace(out / "summary.json")

@@ -1,4 +1,5 @@
 """``smp card``: write the calibration card SMP-CARD-1 for printing."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """``smp compare``: before/after of one region - register, link dots, metric deltas, pictures."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,21 +28,53 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("before", type=Path, metavar="BEFORE", help="the earlier photo (the reference frame)")
     parser.add_argument("after", type=Path, metavar="AFTER", help="the later photo of the same region")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
-    parser.add_argument("--px-per-mm", type=float, default=None, metavar="X",
-                        help="scale to use for a photo without a card (a card in the photo wins)")
-    parser.add_argument("--config", type=Path, default=None, metavar="YAML",
-                        help="assessment settings (default configs/assess/default.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one assessment setting, e.g. --set segment.method=classical (repeatable)")
-    parser.add_argument("--register-config", type=Path, default=None, metavar="YAML",
-                        help="registration and linking settings (default configs/compare/default.yaml)")
-    parser.add_argument("--register-set", dest="register_overrides", action="append", default=[],
-                        metavar="KEY=VALUE",
-                        help="override one registration setting, e.g. --register-set link.gate=0.3")
-    parser.add_argument("--flags", type=Path, default=None, metavar="YAML",
-                        help="dot flag thresholds (default configs/flags.yaml)")
-    parser.add_argument("--card", type=Path, default=None, metavar="YAML",
-                        help="measured reference colours of your printed cards (see docs/card.md)")
+    parser.add_argument(
+        "--px-per-mm",
+        type=float,
+        default=None,
+        metavar="X",
+        help="scale to use for a photo without a card (a card in the photo wins)",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="YAML",
+        help="assessment settings (default configs/assess/default.yaml)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one assessment setting, e.g. --set segment.method=classical (repeatable)",
+    )
+    parser.add_argument(
+        "--register-config",
+        type=Path,
+        default=None,
+        metavar="YAML",
+        help="registration and linking settings (default configs/compare/default.yaml)",
+    )
+    parser.add_argument(
+        "--register-set",
+        dest="register_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one registration setting, e.g. --register-set link.gate=0.3",
+    )
+    parser.add_argument(
+        "--flags", type=Path, default=None, metavar="YAML", help="dot flag thresholds (default configs/flags.yaml)"
+    )
+    parser.add_argument(
+        "--card",
+        type=Path,
+        default=None,
+        metavar="YAML",
+        help="measured reference colours of your printed cards (see docs/card.md)",
+    )
     add_subject_options(parser, ("before-", "after-"))
     parser.set_defaults(func=run)
 
@@ -102,16 +135,28 @@ def run(args: argparse.Namespace) -> int:
     if reg is None:
         how = "NOT registered (figures that need no alignment only)"
     else:
-        how = (f"registered ({reg.method}, {reg.n_inliers} feature inliers"
-               + (f", {links.n_links} dots linked, residual {_fmt(links.residual_mm_median, '.3f', ' mm')}"
-                  if links else "") + ")")
-    dots = ("" if h["dots_added"] is None else
-            f", in the area both show {_fmt(h['common_dots_before'], 'd')} -> {_fmt(h['common_dots_after'], 'd')} "
-            f"dots ({_fmt(h['dots_added'], 'd')} added, {_fmt(h['dots_lost'], 'd')} lost)")
-    print(f"{args.before} -> {args.after}: {how}; show-through {_fmt(h['show_through_before'], '.1%')} -> "
-          f"{_fmt(h['show_through_after'], '.1%')}"
-          + ("" if st is None else f" ({abs(st) * 100:.1f} pp {'less' if st >= 0 else 'more'})")
-          + dots + f", density change {_fmt(h['density_change_per_cm2'], '+.1f', '/cm2')} -> {out}")
+        how = (
+            f"registered ({reg.method}, {reg.n_inliers} feature inliers"
+            + (
+                f", {links.n_links} dots linked, residual {_fmt(links.residual_mm_median, '.3f', ' mm')}"
+                if links
+                else ""
+            )
+            + ")"
+        )
+    dots = (
+        ""
+        if h["dots_added"] is None
+        else f", in the area both show {_fmt(h['common_dots_before'], 'd')} -> {_fmt(h['common_dots_after'], 'd')} "
+        f"dots ({_fmt(h['dots_added'], 'd')} added, {_fmt(h['dots_lost'], 'd')} lost)"
+    )
+    print(
+        f"{args.before} -> {args.after}: {how}; show-through {_fmt(h['show_through_before'], '.1%')} -> "
+        f"{_fmt(h['show_through_after'], '.1%')}"
+        + ("" if st is None else f" ({abs(st) * 100:.1f} pp {'less' if st >= 0 else 'more'})")
+        + dots
+        + f", density change {_fmt(h['density_change_per_cm2'], '+.1f', '/cm2')} -> {out}"
+    )
     for w in comparison.warnings:
         print(f"smp compare: warning: {w}", file=sys.stderr)
     return 0

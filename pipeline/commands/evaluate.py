@@ -1,4 +1,5 @@
 """``smp evaluate``: score a model on labelled photos."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,19 +23,43 @@ labels beside a synthetic suite), each pair in OUT/<model>/<data>/, side by side
 OUT/comparison.csv and as child runs of one MLflow run, so the MLflow UI compares them.
 """
 
-SUMMARY_KEYS = ("n_images", "miou_scalp_hair", "iou_scalp", "iou_hair", "hair_boundary_f1", "dot_precision",
-                "dot_recall", "dot_f1", "dot_loc_error_mm_median", "seconds_per_image")
+SUMMARY_KEYS = (
+    "n_images",
+    "miou_scalp_hair",
+    "iou_scalp",
+    "iou_hair",
+    "hair_boundary_f1",
+    "dot_precision",
+    "dot_recall",
+    "dot_f1",
+    "dot_loc_error_mm_median",
+    "seconds_per_image",
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="score a model on a labelled manifest", description=HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", action="append", default=[],
-                   help="model file or models:/NAME@ALIAS (default: the bundled model); repeatable")
-    p.add_argument("--data", required=True, type=Path, action="append",
-                   help="manifest.csv of labelled photos; repeatable")
-    p.add_argument("--split", action="append", default=[], choices=("train", "val", "test"),
-                   help="only rows of this split; once for every --data, or once per --data in their order")
+    p = sub.add_parser(
+        "evaluate",
+        help="score a model on a labelled manifest",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        help="model file or models:/NAME@ALIAS (default: the bundled model); repeatable",
+    )
+    p.add_argument(
+        "--data", required=True, type=Path, action="append", help="manifest.csv of labelled photos; repeatable"
+    )
+    p.add_argument(
+        "--split",
+        action="append",
+        default=[],
+        choices=("train", "val", "test"),
+        help="only rows of this split; once for every --data, or once per --data in their order",
+    )
     p.add_argument("--out", type=Path, default=Path("evaluation"), help="output folder (default ./evaluation)")
     p.add_argument("--match-radius-mm", type=float, default=0.1, help="dot match radius in mm (default 0.1)")
     p.add_argument("--threshold", type=float, default=0.3, help="dot score threshold (default 0.3)")
@@ -72,8 +97,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
     refs = list(args.model) or [None]
     if len(args.split) > 1 and len(args.split) != len(args.data):
-        raise UserError(f"--split given {len(args.split)} times for {len(args.data)} --data: give it once "
-                        "(every dataset) or once per --data")
+        raise UserError(
+            f"--split given {len(args.split)} times for {len(args.data)} --data: give it once "
+            "(every dataset) or once per --data"
+        )
     splits = args.split if len(args.split) > 1 else [args.split[0] if args.split else None] * len(args.data)
     try:
         manifests = [read_manifest(d, split=sp) for d, sp in zip(args.data, splits)]
@@ -84,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
         if len(m) == 0:
             raise UserError(f"{d}: no rows{f' in split {sp!r}' if sp else ''}")
     if len(models) == 1 and len(manifests) == 1:  # one pair: the report directly in OUT (as ever)
-        return _one(args, refs[0], models[0], args.data[0], splits[0], manifests[0], settings, args.out,
-                    parent=False)[0]
+        return _one(args, refs[0], models[0], args.data[0], splits[0], manifests[0], settings, args.out, parent=False)[
+            0
+        ]
     return _many(args, refs, models, splits, manifests, settings)
 
 
@@ -97,8 +125,9 @@ def _load(ref: str | None, device: str):
     return load_model(resolve_model(ref) if ref else default_model_path(), device=device)
 
 
-def _one(args, ref, loaded, data: Path, split: str | None, manifest, settings, out: Path, *,
-         parent: bool) -> tuple[int, dict, float]:
+def _one(
+    args, ref, loaded, data: Path, split: str | None, manifest, settings, out: Path, *, parent: bool
+) -> tuple[int, dict, float]:
     """Score one model on one manifest into ``out``; (exit code, summary, selection score)."""
     from tqdm import tqdm
 
@@ -106,8 +135,14 @@ def _one(args, ref, loaded, data: Path, split: str | None, manifest, settings, o
     from models.registry import tracking_uri
 
     bar = tqdm(total=len(manifest), desc="evaluate", unit="photo", file=sys.stderr)
-    ev = evaluate(loaded.model, manifest, settings, device=args.device, keep_samples=args.overlays,
-                  progress=lambda i, n: bar.update(1))
+    ev = evaluate(
+        loaded.model,
+        manifest,
+        settings,
+        device=args.device,
+        keep_samples=args.overlays,
+        progress=lambda i, n: bar.update(1),
+    )
     bar.close()
     written = write_report(ev, out)
     score = selection_score(ev.summary)
@@ -118,9 +153,16 @@ def _one(args, ref, loaded, data: Path, split: str | None, manifest, settings, o
             mlflow.set_tracking_uri(tracking_uri())
             mlflow.set_experiment("smp-segmenter-evaluate")
         with mlflow.start_run(run_name=f"evaluate {Path(data).parent.name}", nested=parent):
-            mlflow.log_params({"model": str(ref or loaded.path), "model_sha256": loaded.sha256,
-                               "data": str(data), "split": str(split),
-                               "match_radius_mm": args.match_radius_mm, "threshold": args.threshold})
+            mlflow.log_params(
+                {
+                    "model": str(ref or loaded.path),
+                    "model_sha256": loaded.sha256,
+                    "data": str(data),
+                    "split": str(split),
+                    "match_radius_mm": args.match_radius_mm,
+                    "threshold": args.threshold,
+                }
+            )
             mlflow.log_metrics({k: float(v) for k, v in ev.summary.items() if v == v})
             mlflow.log_metric("score", score)
             for p in written:
@@ -143,8 +185,10 @@ def _many(args, refs, models, splits, manifests, settings) -> int:
     model_names: set[str] = set()
     data_names: set[str] = set()
     m_labels = [_label(str(r or "bundled").replace("models:/", ""), model_names) for r in refs]
-    d_labels = [_label((Path(d).parent.name or Path(d).stem) + (f"-{sp}" if sp else ""), data_names)
-                for d, sp in zip(args.data, splits)]
+    d_labels = [
+        _label((Path(d).parent.name or Path(d).stem) + (f"-{sp}" if sp else ""), data_names)
+        for d, sp in zip(args.data, splits)
+    ]
     rows, rc = [], 0
     ctx = None
     if not args.no_mlflow:
@@ -156,11 +200,20 @@ def _many(args, refs, models, splits, manifests, settings) -> int:
     try:
         for ref, loaded, ml in zip(refs, models, m_labels):
             for data, split, manifest, dl in zip(args.data, splits, manifests, d_labels):
-                one_rc, summary, score = _one(args, ref, loaded, data, split, manifest, settings,
-                                              args.out / ml / dl, parent=ctx is not None)
+                one_rc, summary, score = _one(
+                    args, ref, loaded, data, split, manifest, settings, args.out / ml / dl, parent=ctx is not None
+                )
                 rc = rc or one_rc
-                rows.append({"model": str(ref or loaded.path), "model_sha256": loaded.sha256[:12], "data": str(data),
-                             "split": split or "all", "score": score, **{k: summary.get(k) for k in SUMMARY_KEYS}})
+                rows.append(
+                    {
+                        "model": str(ref or loaded.path),
+                        "model_sha256": loaded.sha256[:12],
+                        "data": str(data),
+                        "split": split or "all",
+                        "score": score,
+                        **{k: summary.get(k) for k in SUMMARY_KEYS},
+                    }
+                )
         table = pd.DataFrame(rows)
         args.out.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.out / "comparison.csv", index=False, float_format="%.4f")
@@ -168,8 +221,12 @@ def _many(args, refs, models, splits, manifests, settings) -> int:
             import mlflow
 
             mlflow.log_artifact(str(args.out / "comparison.csv"))
-            mlflow.log_params({"models": json.dumps([str(r or "bundled") for r in refs])[:500],
-                               "data": json.dumps([str(d) for d in args.data])[:500]})
+            mlflow.log_params(
+                {
+                    "models": json.dumps([str(r or "bundled") for r in refs])[:500],
+                    "data": json.dumps([str(d) for d in args.data])[:500],
+                }
+            )
     finally:
         if ctx is not None:
             import mlflow

@@ -1,4 +1,5 @@
 """``smp import``: labels made by people (COCO, CVAT, Label Studio, PNG + CSV) -> a dataset."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,12 @@ cannot be imported is reported with its reason; the others are kept.
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("import", help="import labels from annotation tools", description=HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "import",
+        help="import labels from annotation tools",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("format", choices=["coco", "cvat", "labelstudio", "png-csv"])
     p.add_argument("export", nargs="?", type=Path, help="the export file (not for png-csv)")
     p.add_argument("--images", required=True, type=Path, help="folder of the photos")

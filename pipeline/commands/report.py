@@ -1,4 +1,5 @@
 """``smp report``: a self-contained HTML report of an assessment, a before/after or a client's timeline."""
+
 from __future__ import annotations
 
 import argparse
@@ -24,12 +25,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("folder", type=Path, metavar="FOLDER", help="an assess, compare or track output folder")
     parser.add_argument("--out", required=True, type=Path, metavar="FILE.html", help="the HTML file to write")
-    parser.add_argument("--title", default=None, metavar="T",
-                        help="title of the report (default: the client, region and visit the folder recorded "
-                             "(smp assess/compare --client, --region, --date, --kind), else the photo's name)")
-    parser.add_argument("--link", default=None, metavar="URL",
-                        help="an address the report links back to, e.g. the client's page in the web app "
-                             "(shown on screen, not printed)")
+    parser.add_argument(
+        "--title",
+        default=None,
+        metavar="T",
+        help="title of the report (default: the client, region and visit the folder recorded "
+        "(smp assess/compare --client, --region, --date, --kind), else the photo's name)",
+    )
+    parser.add_argument(
+        "--link",
+        default=None,
+        metavar="URL",
+        help="an address the report links back to, e.g. the client's page in the web app "
+        "(shown on screen, not printed)",
+    )
     parser.add_argument("--link-label", default=None, metavar="TEXT", help="the text of that link")
     parser.set_defaults(func=run)
 
@@ -41,8 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give the HTML file to write, e.g. {out / 'report.html'}")
     try:
-        kind, html, folder = render_report(args.folder, title=args.title, link=args.link,
-                                           link_label=args.link_label)
+        kind, html, folder = render_report(args.folder, title=args.title, link=args.link, link_label=args.link_label)
     except ReportError as exc:
         raise UserError(str(exc)) from None
     try:

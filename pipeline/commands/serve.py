@@ -1,4 +1,5 @@
 """``smp serve`` (the web app) and ``smp users`` (its users and API tokens)."""
+
 from __future__ import annotations
 
 import argparse
@@ -33,17 +34,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--db", default=None, metavar="URL", help=_DB_HELP)
     serve.add_argument("--store", type=Path, default=None, metavar="DIR", help=_STORE_HELP)
-    serve.add_argument("--max-upload-mb", type=int, default=40, metavar="MB",
-                       help="largest photo accepted (default 40)")
+    serve.add_argument(
+        "--max-upload-mb", type=int, default=40, metavar="MB", help="largest photo accepted (default 40)"
+    )
     serve.add_argument("--secure-cookies", action="store_true", help="mark cookies Secure (serve over HTTPS)")
-    serve.add_argument("--forwarded-allow-ips", default=None, metavar="ADDRS",
-                       help="comma-separated addresses or networks of the reverse proxies whose X-Forwarded-For "
-                            "and X-Forwarded-Proto headers are believed (default: none; the headers are ignored, "
-                            "and every request's address is the connection's)")
-    serve.add_argument("--assess-config", type=Path, default=None, metavar="YAML",
-                       help="assessment settings (default configs/assess/default.yaml)")
-    serve.add_argument("--assess-set", dest="assess_overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override one assessment setting, e.g. --assess-set segment.method=classical")
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        default=None,
+        metavar="ADDRS",
+        help="comma-separated addresses or networks of the reverse proxies whose X-Forwarded-For "
+        "and X-Forwarded-Proto headers are believed (default: none; the headers are ignored, "
+        "and every request's address is the connection's)",
+    )
+    serve.add_argument(
+        "--assess-config",
+        type=Path,
+        default=None,
+        metavar="YAML",
+        help="assessment settings (default configs/assess/default.yaml)",
+    )
+    serve.add_argument(
+        "--assess-set",
+        dest="assess_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one assessment setting, e.g. --assess-set segment.method=classical",
+    )
     # a server must not keep each upload's peak memory for reuse (pipeline.runtime)
     serve.set_defaults(func=run_serve, keep_freed_memory=False)
 
@@ -53,10 +70,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Add users of the web app (staff, reviewer or admin of a clinic) and issue or revoke API tokens.",
     )
     actions = users.add_subparsers(dest="action", metavar="ACTION", required=True)
-    add = actions.add_parser("add", help="add a user", description=(
-        "Add a user of CLINIC (created if new) with ROLE: staff (the clinic's clients, uploads, reports), "
-        "reviewer (the clinic's review queue and label export), admin (every clinic, user management). "
-        "The password is asked for twice, or read from the first line of standard input with --password-stdin."))
+    add = actions.add_parser(
+        "add",
+        help="add a user",
+        description=(
+            "Add a user of CLINIC (created if new) with ROLE: staff (the clinic's clients, uploads, reports), "
+            "reviewer (the clinic's review queue and label export), admin (every clinic, user management). "
+            "The password is asked for twice, or read from the first line of standard input with --password-stdin."
+        ),
+    )
     add.add_argument("username", metavar="USERNAME")
     add.add_argument("--clinic", required=True, metavar="C", help="the user's clinic (a slug, e.g. north-clinic)")
     add.add_argument("--role", required=True, choices=("staff", "reviewer", "admin"))
@@ -64,17 +86,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument("--db", default=None, metavar="URL", help=_DB_HELP)
     add.set_defaults(func=run_users_add)
 
-    passwd = actions.add_parser("passwd", help="set a user's password (ends their browser sessions)", description=(
-        "Set a new password for USERNAME, asked for twice or read from standard input with --password-stdin. "
-        "The user's browser sessions end; their API tokens stay valid."))
+    passwd = actions.add_parser(
+        "passwd",
+        help="set a user's password (ends their browser sessions)",
+        description=(
+            "Set a new password for USERNAME, asked for twice or read from standard input with --password-stdin. "
+            "The user's browser sessions end; their API tokens stay valid."
+        ),
+    )
     passwd.add_argument("username", metavar="USERNAME")
     passwd.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     passwd.add_argument("--db", default=None, metavar="URL", help=_DB_HELP)
     passwd.set_defaults(func=run_users_passwd)
 
-    token = actions.add_parser("token", help="issue an API token for a user (printed once)", description=(
-        "Issue a new API token for USERNAME and print it once (only its hash is kept). Clinic systems send it "
-        "as 'Authorization: Bearer <token>'; it acts as that user, in that user's clinic."))
+    token = actions.add_parser(
+        "token",
+        help="issue an API token for a user (printed once)",
+        description=(
+            "Issue a new API token for USERNAME and print it once (only its hash is kept). Clinic systems send it "
+            "as 'Authorization: Bearer <token>'; it acts as that user, in that user's clinic."
+        ),
+    )
     token.add_argument("username", metavar="USERNAME")
     token.add_argument("--name", required=True, metavar="N", help="what the token is for (e.g. 'crm-sync')")
     token.add_argument("--db", default=None, metavar="URL", help=_DB_HELP)
@@ -102,8 +134,9 @@ def forwarded_allow_ips(text: str | None) -> str | None:
     for part in text.split(","):
         entry = part.strip()
         try:
-            entries.append(str(ipaddress.ip_network(entry, strict=False)) if "/" in entry
-                           else str(ipaddress.ip_address(entry)))
+            entries.append(
+                str(ipaddress.ip_network(entry, strict=False)) if "/" in entry else str(ipaddress.ip_address(entry))
+            )
         except ValueError:
             raise UserError(f"--forwarded-allow-ips: {entry!r} is not an IP address or network") from None
     return ",".join(entries)
@@ -113,8 +146,7 @@ def uvicorn_options(host: str, port: int, allow_ips: str | None) -> dict[str, An
     """How uvicorn runs the app: forwarded headers are read only from ``allow_ips`` (None: never)."""
     if allow_ips is None:
         return {"host": host, "port": port, "log_level": "info", "proxy_headers": False}
-    return {"host": host, "port": port, "log_level": "info", "proxy_headers": True,
-            "forwarded_allow_ips": allow_ips}
+    return {"host": host, "port": port, "log_level": "info", "proxy_headers": True, "forwarded_allow_ips": allow_ips}
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -129,16 +161,23 @@ def run_serve(args: argparse.Namespace) -> int:
         raise UserError("--max-upload-mb must be at least 1")
     options = uvicorn_options(args.host, args.port, forwarded_allow_ips(args.forwarded_allow_ips))
     home = args.store or data_home()
-    settings = WebSettings(home=Path(home), db_url=args.db, max_upload_bytes=args.max_upload_mb * 2**20,
-                           secure_cookies=args.secure_cookies, assess_config=args.assess_config,
-                           assess_overrides=tuple(args.assess_overrides))
+    settings = WebSettings(
+        home=Path(home),
+        db_url=args.db,
+        max_upload_bytes=args.max_upload_mb * 2**20,
+        secure_cookies=args.secure_cookies,
+        assess_config=args.assess_config,
+        assess_overrides=tuple(args.assess_overrides),
+    )
     try:
         app = create_app(settings)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.secure_cookies:
-        print("smp serve: warning: listening beyond this machine without --secure-cookies; put the app behind "
-              "HTTPS", file=sys.stderr)
+        print(
+            "smp serve: warning: listening beyond this machine without --secure-cookies; put the app behind HTTPS",
+            file=sys.stderr,
+        )
     print(f"smp serve: http://{args.host}:{args.port}/ (records {app.state.ctx.records.url}, data {home})")
     uvicorn.run(app, **options)
     return 0
@@ -232,8 +271,9 @@ def run_users_list(args: argparse.Namespace) -> int:
 
     records = _records(args)
     with records.session(read_only=True) as s:
-        users = s.execute(sa.select(User, Clinic.slug).join(Clinic, Clinic.id == User.clinic_id)
-                          .order_by(Clinic.slug, User.username)).all()
+        users = s.execute(
+            sa.select(User, Clinic.slug).join(Clinic, Clinic.id == User.clinic_id).order_by(Clinic.slug, User.username)
+        ).all()
         tokens = s.scalars(sa.select(ApiToken).order_by(ApiToken.id)).all()
     if not users:
         print("no users (add one with 'smp users add')")
@@ -242,7 +282,12 @@ def run_users_list(args: argparse.Namespace) -> int:
         print(f"{slug}  {u.username}  {u.role}{'' if u.active else '  (inactive)'}")
         for t in tokens:
             if t.user_id == u.id:
-                state = "revoked" if t.revoked_at else f"last used {t.last_used_at:%Y-%m-%d}" if t.last_used_at \
+                state = (
+                    "revoked"
+                    if t.revoked_at
+                    else f"last used {t.last_used_at:%Y-%m-%d}"
+                    if t.last_used_at
                     else "never used"
+                )
                 print(f"    token {t.id}  {t.prefix}...  {t.name}  ({state})")
     return 0

@@ -1,4 +1,5 @@
 """``smp synth``: synthetic scalp photos with exact ground truth."""
+
 from __future__ import annotations
 
 import argparse
@@ -26,16 +27,30 @@ sessions, follow-ups, touch-ups) with series.json and stable dot ids across visi
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth", help="generate synthetic photos with ground truth", description=HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "synth",
+        help="generate synthetic photos with ground truth",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--out", required=True, type=Path, help="output folder (created)")
     p.add_argument("--n", type=int, default=8, help="number of photos, or of clients with --series (default 8)")
-    p.add_argument("--view", choices=["closeup", "global"], default="closeup",
-                   help="closeup (8-40 px/mm) or global (whole head, 1-6 px/mm)")
+    p.add_argument(
+        "--view",
+        choices=["closeup", "global"],
+        default="closeup",
+        help="closeup (8-40 px/mm) or global (whole head, 1-6 px/mm)",
+    )
     p.add_argument("--series", action="store_true", help="make client series over time (close-ups)")
     p.add_argument("--config", type=Path, help="synth YAML (default configs/synth/<view>.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one setting, e.g. --set image.width=2048 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set image.width=2048 (repeatable)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the run; same seed, same bytes (default 0)")
     p.add_argument("--card", type=Path, help="card definition YAML (default configs/card/smp-card-1.yaml)")
     p.set_defaults(func=run)

@@ -1,4 +1,5 @@
 """``smp track``: follow a client's dots over the visits in the records; fading and touch-up forecast."""
+
 from __future__ import annotations
 
 import argparse
@@ -34,14 +35,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--clinic", default=None, metavar="C", help="the client's clinic (default: 'default')")
     parser.add_argument("--db", default=None, metavar="URL", help=DB_HELP)
     parser.add_argument("--store", type=Path, default=None, metavar="DIR", help="photo store folder")
-    parser.add_argument("--config", type=Path, default=None, metavar="YAML",
-                        help="fading settings (default configs/fading/default.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one fading setting, e.g. --set touchup_contrast_dl=10 (repeatable)")
-    parser.add_argument("--assess-config", type=Path, default=None, metavar="YAML",
-                        help="assessment settings for photos not yet assessed")
-    parser.add_argument("--assess-set", dest="assess_overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one assessment setting for photos not yet assessed (repeatable)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="YAML",
+        help="fading settings (default configs/fading/default.yaml)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one fading setting, e.g. --set touchup_contrast_dl=10 (repeatable)",
+    )
+    parser.add_argument(
+        "--assess-config",
+        type=Path,
+        default=None,
+        metavar="YAML",
+        help="assessment settings for photos not yet assessed",
+    )
+    parser.add_argument(
+        "--assess-set",
+        dest="assess_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one assessment setting for photos not yet assessed (repeatable)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     parser.set_defaults(func=run)
 
@@ -97,21 +120,36 @@ def run(args: argparse.Namespace) -> int:
                     chosen.setdefault(_visit_key(p), p)
             dots = {k: assessment_dots(session, p.assessment_id) for k, p in chosen.items()}
         if len(chosen) < 2:
-            print(f"smp track: {args.client}/{region}: {len(chosen)} assessed close-up visit(s); "
-                  "tracking needs at least 2", file=sys.stderr)
+            print(
+                f"smp track: {args.client}/{region}: {len(chosen)} assessed close-up visit(s); "
+                "tracking needs at least 2",
+                file=sys.stderr,
+            )
             failures += 1
             continue
-        inputs = [VisitInput(key=k, date=p.visit_date, kind=p.kind, session=p.session, dots=dots[k],
-                             image=_photo_rgb(store.path(p.stored_path)),
-                             px_per_mm=(p.assessment.get("calibration") or {}).get("px_per_mm"),
-                             metrics=p.assessment.get("metrics") or {})
-                  for k, p in chosen.items()]
+        inputs = [
+            VisitInput(
+                key=k,
+                date=p.visit_date,
+                kind=p.kind,
+                session=p.session,
+                dots=dots[k],
+                image=_photo_rgb(store.path(p.stored_path)),
+                px_per_mm=(p.assessment.get("calibration") or {}).get("px_per_mm"),
+                metrics=p.assessment.get("metrics") or {},
+            )
+            for k, p in chosen.items()
+        ]
         history = track_region(args.client, region, inputs, fading=fading, rng=np.random.default_rng(args.seed))
         with records.transaction() as session:
             for ref, key, bi, ai, res in history.tracking.pairs:
-                store_dot_links(session, chosen[ref].assessment_id, chosen[key].assessment_id,
-                                [(int(i), int(j), None if not np.isfinite(r) else float(r))
-                                 for i, j, r in zip(bi, ai, res)], method="track")
+                store_dot_links(
+                    session,
+                    chosen[ref].assessment_id,
+                    chosen[key].assessment_id,
+                    [(int(i), int(j), None if not np.isfinite(r) else float(r)) for i, j, r in zip(bi, ai, res)],
+                    method="track",
+                )
         out = write_history(history, args.out / region)
         _print_summary(history, out)
     return 1 if failures else 0
@@ -124,8 +162,12 @@ def _assess_missing(args: argparse.Namespace, records: Any, store: Any, clinic: 
     from pipeline.records.read import client_photos
 
     with records.session(read_only=True) as session:
-        todo = [p for r in regions for p in client_photos(session, args.client, clinic=clinic, region=r)
-                if p.assessment is None]
+        todo = [
+            p
+            for r in regions
+            for p in client_photos(session, args.client, clinic=clinic, region=r)
+            if p.assessment is None
+        ]
     if not todo:
         return
     from pipeline.one_photo.assess import Assessor
@@ -153,17 +195,24 @@ def _print_summary(h: Any, out: Path) -> None:
     linked = [lk for lk in h.tracking.links if lk.reference is not None]
     print(f"{h.client}/{h.region}: {len(h.visits)} visits, {h.tracking.n_tracks} dot tracks -> {out}")
     for lk in linked:
-        state = (f"{lk.n_links} links ({num(lk.linked_fraction and 100 * lk.linked_fraction)}% of the reference's "
-                 f"visible dots), {lk.new} new, {lk.lost} lost, residual {num(lk.residual_mm_median, '.3f')} mm"
-                 if lk.ok else f"not registered: {lk.error}")
+        state = (
+            f"{lk.n_links} links ({num(lk.linked_fraction and 100 * lk.linked_fraction)}% of the reference's "
+            f"visible dots), {lk.new} new, {lk.lost} lost, residual {num(lk.residual_mm_median, '.3f')} mm"
+            if lk.ok
+            else f"not registered: {lk.error}"
+        )
         print(f"  {lk.visit} -> {lk.reference}: {state}")
-    print(f"  half-life {num(hl.value)} days (90% {num(hl.low)}-{num(hl.high)}); "
-          f"blue trend {num(f.blue_trend.per_year.value, '+.2f')}/year ({_found(f.blue_trend)}); "
-          f"spread {num(f.spread.per_year.value, '+.3f')} mm/year ({_found(f.spread)}); "
-          f"{int(f.dots['fast_fading'].sum()) if len(f.dots) else 0} dots fading >= 2x faster")
+    print(
+        f"  half-life {num(hl.value)} days (90% {num(hl.low)}-{num(hl.high)}); "
+        f"blue trend {num(f.blue_trend.per_year.value, '+.2f')}/year ({_found(f.blue_trend)}); "
+        f"spread {num(f.spread.per_year.value, '+.3f')} mm/year ({_found(f.spread)}); "
+        f"{int(f.dots['fast_fading'].sum()) if len(f.dots) else 0} dots fading >= 2x faster"
+    )
     if fc.status == "due":
-        print(f"  touch-up due {fc.date} (90% {fc.date_low or 'before'} to {fc.date_high or 'beyond the horizon'}): "
-              f"median contrast reaches {fc.threshold_dl:g} dL*")
+        print(
+            f"  touch-up due {fc.date} (90% {fc.date_low or 'before'} to {fc.date_high or 'beyond the horizon'}): "
+            f"median contrast reaches {fc.threshold_dl:g} dL*"
+        )
     else:
         print(f"  touch-up forecast: {fc.status.replace('_', ' ')}")
     for w in h.warnings:

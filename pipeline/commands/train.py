@@ -1,4 +1,5 @@
 """``smp train``: train the segmentation + dot network, tracked in MLflow."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,13 +24,27 @@ stopped run. Runs under torchrun for data-parallel training (DDP).
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the segmentation + dot model", description=HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "train",
+        help="train the segmentation + dot model",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--config", type=Path, help="training YAML (default configs/train/default.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one setting, e.g. --set optim.epochs=5 (repeatable)")
-    p.add_argument("--init", metavar="MODEL", help="start from these weights: a model file, 'bundled', or a "
-                   "registry URI such as models:/smp-segmenter@champion (same as --set init_weights=MODEL)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set optim.epochs=5 (repeatable)",
+    )
+    p.add_argument(
+        "--init",
+        metavar="MODEL",
+        help="start from these weights: a model file, 'bundled', or a "
+        "registry URI such as models:/smp-segmenter@champion (same as --set init_weights=MODEL)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in out_dir from last.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -49,13 +64,19 @@ def run(args: argparse.Namespace) -> int:
     if res.run_id is None and not res.history:
         return 0
     s = res.summary
-    print(f"best model: {res.best_model} (score {res.best_score:.4f}, {res.epochs_run} epochs"
-          f"{', stopped early' if res.stopped_early else ''})")
-    print(f"validation: mIoU scalp/hair {s.get('miou_scalp_hair', float('nan')):.4f}, "
-          f"dot F1 {s.get('dot_f1', float('nan')):.4f}")
+    print(
+        f"best model: {res.best_model} (score {res.best_score:.4f}, {res.epochs_run} epochs"
+        f"{', stopped early' if res.stopped_early else ''})"
+    )
+    print(
+        f"validation: mIoU scalp/hair {s.get('miou_scalp_hair', float('nan')):.4f}, "
+        f"dot F1 {s.get('dot_f1', float('nan')):.4f}"
+    )
     if res.run_id:
-        print(f"mlflow run {res.run_id}; registered version {res.registered_version or '-'}"
-              f"{' (champion)' if res.champion else ''}")
+        print(
+            f"mlflow run {res.run_id}; registered version {res.registered_version or '-'}"
+            f"{' (champion)' if res.champion else ''}"
+        )
     if res.champion_decision:
         print(f"champion gate: {res.champion_decision}")
     return 0

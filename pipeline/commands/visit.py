@@ -1,4 +1,5 @@
 """``smp visit add``, ``smp visit import`` and ``smp clients``: the records of clients' visits."""
+
 from __future__ import annotations
 
 import argparse
@@ -39,14 +40,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add.add_argument("photos", nargs="+", type=Path, metavar="PHOTO", help="JPEG, PNG, TIFF or WebP files")
     add.add_argument("--client", required=True, metavar="ID", help="the clinic's id of the client")
-    add.add_argument("--region", required=True, metavar="NAME",
-                     help="scalp region: crown, vertex, frontal, temples, nape, donor, scar, ... (a slug)")
+    add.add_argument(
+        "--region",
+        required=True,
+        metavar="NAME",
+        help="scalp region: crown, vertex, frontal, temples, nape, donor, scar, ... (a slug)",
+    )
     add.add_argument("--date", required=True, metavar="YYYY-MM-DD", help="date of the visit")
     add.add_argument("--kind", required=True, metavar="KIND", help=_KINDS_HELP)
-    add.add_argument("--session", type=int, default=None, metavar="N",
-                     help="session number (required for a session visit, optional for a touch-up)")
-    add.add_argument("--view", choices=("closeup", "global"), default=None,
-                     help="what the photos show (default: unknown; --assess fills it in)")
+    add.add_argument(
+        "--session",
+        type=int,
+        default=None,
+        metavar="N",
+        help="session number (required for a session visit, optional for a touch-up)",
+    )
+    add.add_argument(
+        "--view",
+        choices=("closeup", "global"),
+        default=None,
+        help="what the photos show (default: unknown; --assess fills it in)",
+    )
     add.add_argument("--notes", default=None, metavar="TEXT", help="notes on the visit")
     _common(add)
     add.set_defaults(func=run_add)
@@ -79,16 +93,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clinic", default=None, metavar="C", help="the clients' clinic (default: 'default')")
-    parser.add_argument("--create-client", action="store_true",
-                        help="create clients (and their clinic) not yet in the records instead of refusing them")
+    parser.add_argument(
+        "--create-client",
+        action="store_true",
+        help="create clients (and their clinic) not yet in the records instead of refusing them",
+    )
     parser.add_argument("--db", default=None, metavar="URL", help=_DB_HELP)
-    parser.add_argument("--store", type=Path, default=None, metavar="DIR",
-                        help="photo store folder (default: $SMP_HOME or ./smp-data)")
+    parser.add_argument(
+        "--store", type=Path, default=None, metavar="DIR", help="photo store folder (default: $SMP_HOME or ./smp-data)"
+    )
     parser.add_argument("--assess", action="store_true", help="assess new photos and store the results")
-    parser.add_argument("--config", type=Path, default=None, metavar="YAML",
-                        help="with --assess: assessment settings (default configs/assess/default.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="with --assess: override one assessment setting (repeatable)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="YAML",
+        help="with --assess: assessment settings (default configs/assess/default.yaml)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --assess: override one assessment setting (repeatable)",
+    )
 
 
 def _open(args: argparse.Namespace) -> tuple[Records, PhotoStore]:
@@ -141,8 +170,10 @@ def _assessor(args: argparse.Namespace, failures: list[str]):
 
 def _report(result: IngestResult) -> None:
     state = "new visit" if result.visit_created else "visit"
-    print(f"{state} {result.visit}: {len(result.added)} photo(s) added, {len(result.skipped)} already present"
-          + (f", {result.assessments_added} assessment(s) stored" if result.assessments_added else ""))
+    print(
+        f"{state} {result.visit}: {len(result.added)} photo(s) added, {len(result.skipped)} already present"
+        + (f", {result.assessments_added} assessment(s) stored" if result.assessments_added else "")
+    )
     for name in result.added:
         print(f"  added {name}")
     for name in result.skipped:
@@ -160,10 +191,21 @@ def run_add(args: argparse.Namespace) -> int:
 
     records, store = _open(args)
     failures: list[str] = []
-    result = add_visit(records, store, client=args.client, region=args.region, date=args.date, kind=args.kind,
-                       session=args.session, photos=args.photos, clinic=args.clinic or DEFAULT_CLINIC,
-                       view=args.view, notes=args.notes, create_client=args.create_client,
-                       assess=_assessor(args, failures))
+    result = add_visit(
+        records,
+        store,
+        client=args.client,
+        region=args.region,
+        date=args.date,
+        kind=args.kind,
+        session=args.session,
+        photos=args.photos,
+        clinic=args.clinic or DEFAULT_CLINIC,
+        view=args.view,
+        notes=args.notes,
+        create_client=args.create_client,
+        assess=_assessor(args, failures),
+    )
     _report(result)
     return _finish(failures)
 
@@ -173,16 +215,24 @@ def run_import(args: argparse.Namespace) -> int:
 
     records, store = _open(args)
     failures: list[str] = []
-    result = import_manifest(records, store, args.manifest, clinic=args.clinic or DEFAULT_CLINIC,
-                             create_client=args.create_client, assess=_assessor(args, failures))
+    result = import_manifest(
+        records,
+        store,
+        args.manifest,
+        clinic=args.clinic or DEFAULT_CLINIC,
+        create_client=args.create_client,
+        assess=_assessor(args, failures),
+    )
     if result.problems:
         for p in result.problems:
             print(f"smp visit import: {args.manifest}: {p}", file=sys.stderr)
         raise UserError(f"{len(result.problems)} problem(s) in {args.manifest}; nothing was imported")
     for visit in result.visits:
         _report(visit)
-    print(f"{args.manifest}: {len(result.visits)} visit(s), {result.added} photo(s) added, "
-          f"{result.skipped} already present")
+    print(
+        f"{args.manifest}: {len(result.visits)} visit(s), {result.added} photo(s) added, "
+        f"{result.skipped} already present"
+    )
     return _finish(failures)
 
 
@@ -196,10 +246,22 @@ def run_clients(args: argparse.Namespace) -> int:
         print("no clients" + (f" in clinic {args.clinic!r}" if args.clinic else ""))
         return 0
     header = ("clinic", "client", "regions", "visits", "photos", "last visit")
-    table = [header] + [(r.clinic, r.client, str(r.regions), str(r.visits), str(r.photos),
-                         r.last_visit.isoformat() if r.last_visit else "-") for r in rows]
+    table = [header] + [
+        (
+            r.clinic,
+            r.client,
+            str(r.regions),
+            str(r.visits),
+            str(r.photos),
+            r.last_visit.isoformat() if r.last_visit else "-",
+        )
+        for r in rows
+    ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
-        print("  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-              .rstrip())
+        print(
+            "  ".join(
+                cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))
+            ).rstrip()
+        )
     return 0

@@ -7,6 +7,7 @@ them (``timings_s``) and collects warnings into an :class:`~pipeline.one_photo.a
 (written by :func:`~pipeline.one_photo.assessment.write_assessment`); :class:`Assessor` holds what
 is loaded once. The settings are :mod:`pipeline.one_photo.settings`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -66,9 +67,16 @@ class _Timer:
 
 
 def _config_hash(settings: AssessSettings, rules: FlagSettings, card: CardSpec, model: dict[str, Any]) -> str:
-    blob = json.dumps({"assess": settings.model_dump(mode="json"), "flags": rules.model_dump(mode="json"),
-                       "card": card.model_dump(mode="json"), "model": model.get("sha256"),
-                       "precision": model.get("precision")}, sort_keys=True)
+    blob = json.dumps(
+        {
+            "assess": settings.model_dump(mode="json"),
+            "flags": rules.model_dump(mode="json"),
+            "card": card.model_dump(mode="json"),
+            "model": model.get("sha256"),
+            "precision": model.get("precision"),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -84,8 +92,9 @@ def _load_patch_ranker(settings: DetectSettings) -> PatchRanker | None:
 
 def _load_ranker(settings: DetectSettings) -> DotRanker | None:
     """The dot ranker the settings ask for (None under the rules, or for ``floors`` without a file)."""
-    if settings.decision == "rules" or (settings.decision == "floors" and settings.ranker is None
-                                         and not default_ranker_path().is_file()):
+    if settings.decision == "rules" or (
+        settings.decision == "floors" and settings.ranker is None and not default_ranker_path().is_file()
+    ):
         return None
     path = Path(settings.ranker) if settings.ranker else default_ranker_path()
     ranker = DotRanker.load(path)
@@ -99,8 +108,14 @@ def _load_ranker(settings: DetectSettings) -> DotRanker | None:
 class Assessor:
     """Holds what is loaded once (model, card, rules) and assesses photos one by one."""
 
-    def __init__(self, settings: AssessSettings | None = None, *, rules: FlagSettings | None = None,
-                 card: CardSpec | None = None, detection_sink: Callable[[Detection], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: AssessSettings | None = None,
+        *,
+        rules: FlagSettings | None = None,
+        card: CardSpec | None = None,
+        detection_sink: Callable[[Detection], None] | None = None,
+    ) -> None:
         """``detection_sink``: called with the dot stage's full result (every candidate, its evidence and
         why it was or was not reported) for each photo; for training the ranker and for diagnostics."""
         self.settings = settings or load_assess_settings()
@@ -115,43 +130,71 @@ class Assessor:
 
             resolve_precision(seg.precision, seg.device)  # a precision this device cannot run is the user's error
             try:
-                self.segmenter = ModelSegmenter(seg.model or None, device=seg.device, threads=seg.threads or None,
-                                                tile=seg.tile, overlap=seg.overlap, dot_threshold=seg.dot_threshold,
-                                                precision=seg.precision)
+                self.segmenter = ModelSegmenter(
+                    seg.model or None,
+                    device=seg.device,
+                    threads=seg.threads or None,
+                    tile=seg.tile,
+                    overlap=seg.overlap,
+                    dot_threshold=seg.dot_threshold,
+                    precision=seg.precision,
+                )
             except (FileNotFoundError, ValueError) as exc:
                 if seg.model:  # the user asked for this model: do not quietly use another
                     raise
                 self.setup_warnings = (f"segmentation model unavailable ({exc}); using the classical segmenter",)
-        self.model_info: dict[str, Any] = (self.segmenter.describe() if self.segmenter else
-                                           {"name": "classical", "version": "1", "sha256": None, "kind": "classical"})
+        self.model_info: dict[str, Any] = (
+            self.segmenter.describe()
+            if self.segmenter
+            else {"name": "classical", "version": "1", "sha256": None, "kind": "classical"}
+        )
         self.patch_ranker = _load_patch_ranker(self.settings.detect)
         if self.patch_ranker is not None:
-            self.model_info = {**self.model_info, "dot_patch": {
-                "sha256": self.patch_ranker.info.get("sha256"), "veto": self.patch_ranker.veto}}
+            self.model_info = {
+                **self.model_info,
+                "dot_patch": {"sha256": self.patch_ranker.info.get("sha256"), "veto": self.patch_ranker.veto},
+            }
         self.ranker = _load_ranker(self.settings.detect)
         if self.ranker is not None:
             # the dots depend on the ranker's weights: they are part of what produced the result
-            self.model_info = {**self.model_info, "dot_ranker": {
-                "sha256": self.ranker.info.get("sha256"), "threshold": self.ranker.threshold}}
+            self.model_info = {
+                **self.model_info,
+                "dot_ranker": {"sha256": self.ranker.info.get("sha256"), "threshold": self.ranker.threshold},
+            }
         self.config_hash = _config_hash(self.settings, self.rules, self.card, self.model_info)
 
-    def assess_file(self, path: str | Path, *, px_per_mm: float | None = None,
-                    roi_polygon: np.ndarray | None = None, roi_units: Literal["px", "card_mm"] = "px") -> Assessment:
+    def assess_file(
+        self,
+        path: str | Path,
+        *,
+        px_per_mm: float | None = None,
+        roi_polygon: np.ndarray | None = None,
+        roi_units: Literal["px", "card_mm"] = "px",
+    ) -> Assessment:
         timer = _Timer()
         with timer("load"):
             photo = load_photo(path, self.settings.load)
         return self.assess(photo, px_per_mm=px_per_mm, roi_polygon=roi_polygon, roi_units=roi_units, timer=timer)
 
-    def assess(self, photo: Photo, *, px_per_mm: float | None = None, roi_polygon: np.ndarray | None = None,
-               roi_units: Literal["px", "card_mm"] = "px", timer: _Timer | None = None) -> Assessment:
+    def assess(
+        self,
+        photo: Photo,
+        *,
+        px_per_mm: float | None = None,
+        roi_polygon: np.ndarray | None = None,
+        roi_units: Literal["px", "card_mm"] = "px",
+        timer: _Timer | None = None,
+    ) -> Assessment:
         """One photo's assessment. NumPy's matrix products run on one thread, so the result does not
         depend on how many cores the process has (the local and Ray engines agree bit for bit)."""
         with blas_threads(1):
-            return assess_photo(photo, self, px_per_mm=px_per_mm, roi_polygon=roi_polygon, roi_units=roi_units,
-                                timer=timer)
+            return assess_photo(
+                photo, self, px_per_mm=px_per_mm, roi_polygon=roi_polygon, roi_units=roi_units, timer=timer
+            )
 
-    def segment(self, rgb: np.ndarray, ppm: float, card_mask: np.ndarray | None = None,
-                view: str = "closeup") -> Segmentation:
+    def segment(
+        self, rgb: np.ndarray, ppm: float, card_mask: np.ndarray | None = None, view: str = "closeup"
+    ) -> Segmentation:
         """Classes and dot proposals of an RGB photo of ``view`` at ``ppm`` px/mm, as the assessment forms
         them (a whole-head view as the model asks: models.inference.predict_view). A photo finer than
         ``segment.max_px_per_mm`` (beyond what the network was trained on, and costly), or a close-up
@@ -162,24 +205,34 @@ class Assessor:
         f = s.detect.canonical_px_per_mm / ppm if resample else 1.0
         if f != 1.0:
             h, w = rgb.shape[:2]
-            small = cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))),
-                               interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
-            cm = None if card_mask is None else cv2.resize(card_mask.view(np.uint8), small.shape[1::-1],
-                                                           interpolation=cv2.INTER_NEAREST).view(bool)
+            small = cv2.resize(
+                rgb,
+                (max(1, round(w * f)), max(1, round(h * f))),
+                interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR,
+            )
+            cm = (
+                None
+                if card_mask is None
+                else cv2.resize(card_mask.view(np.uint8), small.shape[1::-1], interpolation=cv2.INTER_NEAREST).view(
+                    bool
+                )
+            )
             seg = self._segment_native(small, ppm * f, cm, view)
             fx, fy = w / small.shape[1], h / small.shape[0]
             labels = cv2.resize(seg.labels, (w, h), interpolation=cv2.INTER_NEAREST)
             return Segmentation(labels, resize_points(seg.dots_xy.reshape(-1, 2), fx, fy), seg.dot_scores, seg.source)
         return self._segment_native(rgb, ppm, card_mask, view)
 
-    def show_through_reference(self, lstar: np.ndarray, labels: np.ndarray, geom: DotGeometry,
-                                det_skin: np.ndarray | None, ppm: float) -> np.ndarray:
+    def show_through_reference(
+        self, lstar: np.ndarray, labels: np.ndarray, geom: DotGeometry, det_skin: np.ndarray | None, ppm: float
+    ) -> np.ndarray:
         """Show-through's bare-skin reference of a close-up: the open skin, away from every dot-like
         structure and from hair (skin between dense strands is shaded by them: pipeline.one_photo.dots.open_skin)."""
         s = self.settings
         scalp = labels == SCALP
-        excluded = footprint_mask(labels.shape, geom.xy, np.maximum(s.dots.exclude_radius_mm * ppm,
-                                                                    1.6 * geom.radius_px))
+        excluded = footprint_mask(
+            labels.shape, geom.xy, np.maximum(s.dots.exclude_radius_mm * ppm, 1.6 * geom.radius_px)
+        )
         bare = open_skin(scalp, labels == HAIR, excluded, s.dots.skin_hair_margin_mm * ppm)
         if np.count_nonzero(bare[::4, ::4]) >= 200:
             return self._open_skin_reference(lstar, bare, ppm)
@@ -188,8 +241,14 @@ class Assessor:
             # skin beside hair
             return det_skin
         bare = scalp & ~excluded
-        return skin_reference(lstar, bare if bare.any() else scalp, ppm, s.dots.skin_sigma_mm,
-                              clip_sd=s.dots.skin_clip_sd, iterations=s.dots.skin_iterations)
+        return skin_reference(
+            lstar,
+            bare if bare.any() else scalp,
+            ppm,
+            s.dots.skin_sigma_mm,
+            clip_sd=s.dots.skin_clip_sd,
+            iterations=s.dots.skin_iterations,
+        )
 
     def _open_skin_reference(self, lstar: np.ndarray, bare: np.ndarray, ppm: float) -> np.ndarray:
         """Show-through's bare-skin reference (pipeline.one_photo.dots.skin_reference over ``bare``), formed at the
@@ -199,8 +258,9 @@ class Assessor:
         s = self.settings
         f = s.detect.canonical_px_per_mm / ppm
         if f >= 0.75:
-            return skin_reference(lstar, bare, ppm, s.dots.skin_sigma_mm, clip_sd=s.dots.skin_clip_sd,
-                                  iterations=s.dots.skin_iterations)
+            return skin_reference(
+                lstar, bare, ppm, s.dots.skin_sigma_mm, clip_sd=s.dots.skin_clip_sd, iterations=s.dots.skin_iterations
+            )
         h, w = lstar.shape
         size = (max(1, round(w * f)), max(1, round(h * f)))
         small = cv2.resize(lstar, size, interpolation=cv2.INTER_AREA)
@@ -208,12 +268,19 @@ class Assessor:
         open_small = area == 255
         if np.count_nonzero(open_small) < 200:  # open skin only in slivers narrower than a reduced pixel
             open_small = area >= 128
-        ref = skin_reference(small, open_small, ppm * size[0] / w, s.dots.skin_sigma_mm, clip_sd=s.dots.skin_clip_sd,
-                             iterations=s.dots.skin_iterations)
+        ref = skin_reference(
+            small,
+            open_small,
+            ppm * size[0] / w,
+            s.dots.skin_sigma_mm,
+            clip_sd=s.dots.skin_clip_sd,
+            iterations=s.dots.skin_iterations,
+        )
         return cv2.resize(ref, (w, h), interpolation=cv2.INTER_LINEAR)
 
-    def second_look_wobble(self, rgb: np.ndarray, labels: np.ndarray, ppm: float, card_mask: np.ndarray | None,
-                     view: str) -> MaskWobble | None:
+    def second_look_wobble(
+        self, rgb: np.ndarray, labels: np.ndarray, ppm: float, card_mask: np.ndarray | None, view: str
+    ) -> MaskWobble | None:
         """The segmenter's second look at the photo's centre (pipeline.one_photo.quality.second_look), against
         its first (``labels``, the card already taken out)."""
         rows, cols = second_look_window(labels.shape)
@@ -229,8 +296,9 @@ class Assessor:
             again[cm] = 0
         return mask_wobble(labels[rows, cols], again)
 
-    def _segment_native(self, rgb: np.ndarray, ppm: float, card_mask: np.ndarray | None,
-                        view: str = "closeup") -> Segmentation:
+    def _segment_native(
+        self, rgb: np.ndarray, ppm: float, card_mask: np.ndarray | None, view: str = "closeup"
+    ) -> Segmentation:
         if self.segmenter is not None:
             return self.segmenter(rgb, view)
         return classical_segmentation(rgb, ppm, card_mask=card_mask)
@@ -243,8 +311,7 @@ def _view_of(s: AssessSettings, ppm: float | None, warnings: list[str]) -> str:
         return s.view
     if ppm is not None:
         return "closeup" if ppm >= s.closeup_min_px_per_mm else "global"
-    warnings.append("view unknown without a scale: assumed closeup "
-                    "(pass --set view=global for a whole-head photo)")
+    warnings.append("view unknown without a scale: assumed closeup (pass --set view=global for a whole-head photo)")
     return "closeup"
 
 
@@ -267,9 +334,15 @@ def _roi_to_px(polygon: np.ndarray, units: str, cal: Calibration) -> np.ndarray:
     return apply_homography(cal.detection.card_to_image, polygon)
 
 
-def assess_photo(photo: Photo, assessor: Assessor, *, px_per_mm: float | None = None,
-                 roi_polygon: np.ndarray | None = None, roi_units: Literal["px", "card_mm"] = "px",
-                 timer: _Timer | None = None) -> Assessment:
+def assess_photo(
+    photo: Photo,
+    assessor: Assessor,
+    *,
+    px_per_mm: float | None = None,
+    roi_polygon: np.ndarray | None = None,
+    roi_units: Literal["px", "card_mm"] = "px",
+    timer: _Timer | None = None,
+) -> Assessment:
     """One photo's assessment: the only place that knows the order of the stages (module doc).
 
     ``assessor`` holds what is loaded once (settings, model, card, rules); ``px_per_mm`` a scale for a
@@ -316,15 +389,25 @@ def assess_photo(photo: Photo, assessor: Assessor, *, px_per_mm: float | None = 
         if view == "closeup" and ppm is None:
             # dots are found at a canonical px/mm: at a guessed scale a 10 px/mm photo taken
             # for 20 px/mm loses more than half of its dots (measured), so no count is given
-            warnings.append("dots not measured: no scale (no card found and no --px-per-mm); dot metrics "
-                            "are null: pass --px-per-mm for a photo without a card")
+            warnings.append(
+                "dots not measured: no scale (no card found and no --px-per-mm); dot metrics "
+                "are null: pass --px-per-mm for a photo without a card"
+            )
         elif view == "closeup":
             try:
-                det = detect_dots(lstar, labels, work_ppm, s.detect, s.dots, assessor.rules.visible_min_contrast_dl,
-                                  assessor.rules.visible_max_hair_cover,
-                                  model_xy=seg.dots_xy if seg.source == "model" else None,
-                                  model_score=seg.dot_scores if seg.source == "model" else None,
-                                  ranker=assessor.ranker, patch_ranker=assessor.patch_ranker)
+                det = detect_dots(
+                    lstar,
+                    labels,
+                    work_ppm,
+                    s.detect,
+                    s.dots,
+                    assessor.rules.visible_min_contrast_dl,
+                    assessor.rules.visible_max_hair_cover,
+                    model_xy=seg.dots_xy if seg.source == "model" else None,
+                    model_score=seg.dot_scores if seg.source == "model" else None,
+                    ranker=assessor.ranker,
+                    patch_ranker=assessor.patch_ranker,
+                )
                 geom, evidence, dots_measured, det_skin = det.geometry, det.evidence, True, det.skin_lstar
                 if assessor.detection_sink is not None:
                     assessor.detection_sink(det)
@@ -338,41 +421,83 @@ def assess_photo(photo: Photo, assessor: Assessor, *, px_per_mm: float | None = 
             # exceeds the threshold; with the truth's mask and the truth's bare skin it is still tens
             # of pp off (docs/quality.md). No reference: show-through is null, not guessed
             skin_ref: np.float32 | np.ndarray = np.float32(np.nan)
-            warnings.append("show_through not measured in a whole-head view: no pixel of it is bare skin "
-                            "(dots and strands are finer than a pixel); take it from a close-up of the region")
+            warnings.append(
+                "show_through not measured in a whole-head view: no pixel of it is bare skin "
+                "(dots and strands are finer than a pixel); take it from a close-up of the region"
+            )
         else:
             skin_ref = assessor.show_through_reference(lstar, labels, geom, det_skin, work_ppm)
         occupied = footprint_mask((h, w), geom.xy, 1.3 * geom.radius_px)
     with timer("pigment"):
         h_img2plane = cal.scale.image_to_plane
         ppm_local = local_px_per_mm(geom.xy, h_img2plane, ppm) if ppm is not None else None
-        dots = dot_table(rgb, cal.colour, geom, labels, occupied, ppm_local, s.dots.annulus_mm, assessor.rules,
-                         work_ppm, evidence)
+        dots = dot_table(
+            rgb, cal.colour, geom, labels, occupied, ppm_local, s.dots.annulus_mm, assessor.rules, work_ppm, evidence
+        )
 
     with timer("quality"):
-        quality = check_quality(rgb, lstar, labels, ppm, view, s.quality,
-                                dot_elongation=geom.elongation, dot_orientation=geom.orientation, wobble=wobble)
+        quality = check_quality(
+            rgb,
+            lstar,
+            labels,
+            ppm,
+            view,
+            s.quality,
+            dot_elongation=geom.elongation,
+            dot_orientation=geom.orientation,
+            wobble=wobble,
+        )
     warnings += [f"quality: {q}" for q in quality.warnings]
-    if (view == "closeup" and "no_scalp" in quality.warnings
-            and quality.roi_fraction >= s.quality.min_roi_fraction):
-        warnings.append(f"scalp and hair cover {quality.roi_fraction:.0%} of the photo, too little for a close-up "
-                        "(quality.min_roi_fraction_closeup): if it is a whole-head photo, pass --set view=global "
-                        "or its scale")
+    if view == "closeup" and "no_scalp" in quality.warnings and quality.roi_fraction >= s.quality.min_roi_fraction:
+        warnings.append(
+            f"scalp and hair cover {quality.roi_fraction:.0%} of the photo, too little for a close-up "
+            "(quality.min_roi_fraction_closeup): if it is a whole-head photo, pass --set view=global "
+            "or its scale"
+        )
 
     with timer("metrics"):
         flags = {k: dots[k].to_numpy(bool) for k in FLAG_NAMES}
-        metrics = photo_metrics(labels, dots[["x", "y"]].to_numpy(), dots["diameter_mm"].to_numpy(), flags,
-                                lstar, skin_ref, cal.plane_scale(), assessor.rules.show_through_dl, polygon_px,
-                                show_through_sigma_mm=assessor.rules.viewing_sigma_mm,
-                                measurable=dots["measurable"].to_numpy(bool))
+        metrics = photo_metrics(
+            labels,
+            dots[["x", "y"]].to_numpy(),
+            dots["diameter_mm"].to_numpy(),
+            flags,
+            lstar,
+            skin_ref,
+            cal.plane_scale(),
+            assessor.rules.show_through_dl,
+            polygon_px,
+            show_through_sigma_mm=assessor.rules.viewing_sigma_mm,
+            measurable=dots["measurable"].to_numpy(bool),
+        )
         if not dots_measured:  # a count that was never made is null, not 0
-            metrics = replace(metrics, dot_count=None, dot_density_per_cm2=None, dot_diameter_mm_median=None,
-                              nn_distance_mm_median=None, spacing_cv=None, clark_evans_r=None,
-                              blue_shift_fraction=None, faded_fraction=None, spread_fraction=None,
-                              dots_not_measurable=None)
+            metrics = replace(
+                metrics,
+                dot_count=None,
+                dot_density_per_cm2=None,
+                dot_diameter_mm_median=None,
+                nn_distance_mm_median=None,
+                spacing_cv=None,
+                clark_evans_r=None,
+                blue_shift_fraction=None,
+                faded_fraction=None,
+                spread_fraction=None,
+                dots_not_measurable=None,
+            )
     if ppm is None:
         warnings.append("no scale: dot_density_per_cm2, dot sizes and spacing in mm are null")
     timer.times["total"] = time.perf_counter() - t_all + timer.times.get("load", 0.0)
-    return Assessment(photo=photo, view=view, calibration=cal, quality=quality, model=assessor.model_info,
-                      metrics=metrics, dots=dots, labels=labels, warnings=tuple(dict.fromkeys(warnings)),
-                      timings_s=dict(timer.times), config_hash=assessor.config_hash, roi_polygon_px=polygon_px)
+    return Assessment(
+        photo=photo,
+        view=view,
+        calibration=cal,
+        quality=quality,
+        model=assessor.model_info,
+        metrics=metrics,
+        dots=dots,
+        labels=labels,
+        warnings=tuple(dict.fromkeys(warnings)),
+        timings_s=dict(timer.times),
+        config_hash=assessor.config_hash,
+        roi_polygon_px=polygon_px,
+    )

@@ -1,5 +1,6 @@
 """One photo's assessment as a result (:class:`Assessment`) and as files: the output contract of
 docs/design.md (``assessment.json``, ``dots.csv``, ``mask.png``, ``overlay.png``)."""
+
 from __future__ import annotations
 
 import json
@@ -49,9 +50,17 @@ class Assessment:
         p = self.photo
         return {
             "schema": SCHEMA,
-            "photo": {"path": p.path, "sha256": p.sha256, "width": p.width, "height": p.height,
-                      "view": self.view, "capture_time": p.capture_time.isoformat() if p.capture_time else None,
-                      "source_mode": p.source_mode, "bit_depth": p.bit_depth, "notes": list(p.notes)},
+            "photo": {
+                "path": p.path,
+                "sha256": p.sha256,
+                "width": p.width,
+                "height": p.height,
+                "view": self.view,
+                "capture_time": p.capture_time.isoformat() if p.capture_time else None,
+                "source_mode": p.source_mode,
+                "bit_depth": p.bit_depth,
+                "notes": list(p.notes),
+            },
             "calibration": self.calibration.to_json(),
             "quality": self.quality.to_json(),
             "model": self.model,
@@ -63,8 +72,9 @@ class Assessment:
         }
 
 
-def write_assessment(a: Assessment, out_dir: str | Path, *, overlay: bool = True,
-                     subject: Subject | None = None) -> Path:
+def write_assessment(
+    a: Assessment, out_dir: str | Path, *, overlay: bool = True, subject: Subject | None = None
+) -> Path:
     """Write the output contract into ``out_dir`` (created); returns the folder. ``subject``: whose
     photo it is and from which visit (``assessment.json``'s ``subject``; null when not given).
 
@@ -84,7 +94,7 @@ def write_assessment(a: Assessment, out_dir: str | Path, *, overlay: bool = True
         ppm = a.calibration.px_per_mm
         title = f"{Path(a.photo.path).name}  {len(a.dots)} dots" + ("" if a.quality.ok else "  (quality warnings)")
         img = render_overlay(a.photo.rgb, a.labels, a.dots, ppm, title=title)
-        cv2.cvtColor(img, cv2.COLOR_RGB2BGR, dst=img)   # in place: no second copy of a large photo
+        cv2.cvtColor(img, cv2.COLOR_RGB2BGR, dst=img)  # in place: no second copy of a large photo
         ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 1])
         put("overlay.png", buf.tobytes())
 

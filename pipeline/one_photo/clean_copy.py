@@ -19,6 +19,7 @@ The one piece of metadata that decides what the pixels mean, the EXIF **orientat
 is written back alone (a minimal EXIF with that one tag) when it is not 1, so that the
 copy is read upright like the original and the dots' coordinates still fit it.
 """
+
 from __future__ import annotations
 
 import io
@@ -31,8 +32,7 @@ __all__ = ["clean_photo_bytes"]
 
 _TAG_ORIENTATION = 0x0112
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_KEEP = {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"sBIT", b"bKGD",
-             b"pHYs"}
+_PNG_KEEP = {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"sBIT", b"bKGD", b"pHYs"}
 #: markers without a length field
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}
 
@@ -60,23 +60,27 @@ def _jpeg(data: bytes, orientation: int) -> bytes:
             i += 1
             continue
         if marker in _STANDALONE:
-            out.append(data[i:i + 2])
+            out.append(data[i : i + 2])
             i += 2
             continue
         if marker == 0xD9:
             out.append(b"\xff\xd9")
             return b"".join(out)
-        (length,) = struct.unpack(">H", data[i + 2:i + 4])
-        segment = data[i:i + 2 + length]
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+        segment = data[i : i + 2 + length]
         if marker == 0xDA:  # start of scan: the rest up to the first end of image is this image
             end = data.find(b"\xff\xd9", i + 2 + length)
             if end < 0:
                 raise ValueError("JPEG: no end of image")
-            out.append(data[i:end + 2])
+            out.append(data[i : end + 2])
             return b"".join(out)
         body = segment[4:]
-        keep = (marker == 0xE0 or (marker == 0xE2 and body.startswith(b"ICC_PROFILE\x00")) or marker == 0xEE
-                or not (0xE0 <= marker <= 0xEF or marker == 0xFE))
+        keep = (
+            marker == 0xE0
+            or (marker == 0xE2 and body.startswith(b"ICC_PROFILE\x00"))
+            or marker == 0xEE
+            or not (0xE0 <= marker <= 0xEF or marker == 0xFE)
+        )
         if keep:
             out.append(segment)
         i += 2 + length
@@ -93,9 +97,9 @@ def _png(data: bytes, orientation: int) -> bytes:
     out = [_PNG_SIGNATURE]
     i = len(_PNG_SIGNATURE)
     while i + 8 <= len(data):
-        (length,) = struct.unpack(">I", data[i:i + 4])
-        kind = data[i + 4:i + 8]
-        chunk = data[i:i + 12 + length]
+        (length,) = struct.unpack(">I", data[i : i + 4])
+        kind = data[i + 4 : i + 8]
+        chunk = data[i : i + 12 + length]
         if kind in _PNG_KEEP:
             if kind == b"IDAT" and orientation != 1 and not any(c[4:8] == b"eXIf" for c in out[1:]):
                 out.append(_png_chunk(b"eXIf", _exif_orientation_only(orientation)[6:]))  # no "Exif\0\0"

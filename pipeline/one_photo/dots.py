@@ -23,6 +23,7 @@ Definitions (the synthetic truth uses the same geometry, see ``data/synth/dots.p
   ``w`` = ``annulus_mm`` on the scalp, samples on hair, background, or inside
   another dot's disc left out.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,8 +36,18 @@ from scipy.spatial import cKDTree
 from data.config import Settings
 from data.metrics import SCALP
 
-__all__ = ["DotSettings", "DotGeometry", "RadialProfile", "skin_reference", "suppress_duplicates", "radial_profile",
-           "sample_points", "footprint_mask", "empty_geometry", "nearest_index"]
+__all__ = [
+    "DotSettings",
+    "DotGeometry",
+    "RadialProfile",
+    "skin_reference",
+    "suppress_duplicates",
+    "radial_profile",
+    "sample_points",
+    "footprint_mask",
+    "empty_geometry",
+    "nearest_index",
+]
 
 
 class DotSettings(Settings):
@@ -72,12 +83,12 @@ class DotSettings(Settings):
 class DotGeometry:
     """Measured dots of one photo (all arrays of length N, pixel units)."""
 
-    xy: np.ndarray          # (N, 2) float64 sub-pixel centres
-    radius_px: np.ndarray   # (N,) half-maximum radius
-    peak_dl: np.ndarray     # (N,) darkness at the centre (L*)
+    xy: np.ndarray  # (N, 2) float64 sub-pixel centres
+    radius_px: np.ndarray  # (N,) half-maximum radius
+    peak_dl: np.ndarray  # (N,) darkness at the centre (L*)
     elongation: np.ndarray  # (N,) sqrt of the second-moment eigenvalue ratio (1 = round)
     orientation: np.ndarray  # (N,) angle of the long axis, radians in (-pi/2, pi/2]
-    score: np.ndarray       # (N,) detector score
+    score: np.ndarray  # (N,) detector score
 
     def __len__(self) -> int:
         return len(self.xy)
@@ -93,8 +104,15 @@ def _downscale_factor(px_per_mm: float, sigma_mm: float) -> int:
     return max(1, int(sigma_mm * px_per_mm / 3.0))
 
 
-def skin_reference(lstar: np.ndarray, bare: np.ndarray, px_per_mm: float, sigma_mm: float = 1.0, *,
-                   clip_sd: float = 2.0, iterations: int = 2) -> np.ndarray:
+def skin_reference(
+    lstar: np.ndarray,
+    bare: np.ndarray,
+    px_per_mm: float,
+    sigma_mm: float = 1.0,
+    *,
+    clip_sd: float = 2.0,
+    iterations: int = 2,
+) -> np.ndarray:
     """HxW float32 L* of the bare skin around each pixel.
 
     A normalised convolution (Gaussian, ``sigma_mm``) of L* over the ``bare``
@@ -164,8 +182,9 @@ def nearest_index(missing: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np
     return dist, (idx[0], idx[1])
 
 
-def suppress_duplicates(xy: np.ndarray, score: np.ndarray, min_dist_px: float,
-                        reach_px: np.ndarray | None = None) -> np.ndarray:
+def suppress_duplicates(
+    xy: np.ndarray, score: np.ndarray, min_dist_px: float, reach_px: np.ndarray | None = None
+) -> np.ndarray:
     """Indices of the candidates kept: greedy by score, none closer than ``min_dist_px`` to a kept
     one of higher score, nor within that one's own ``reach_px`` (a blob's radius: two peaks inside one
     large dot are one dot)."""
@@ -189,17 +208,17 @@ def suppress_duplicates(xy: np.ndarray, score: np.ndarray, min_dist_px: float,
         hi, lo = hi[near], lo[near]
     # greedy by rank without a Python loop: a point is kept when none of its beaters is kept. Ranks
     # make the beats a DAG: settle, round by round, the points whose beaters are all settled
-    state = np.zeros(n, np.int8)                     # 0 open, 1 kept, 2 suppressed
+    state = np.zeros(n, np.int8)  # 0 open, 1 kept, 2 suppressed
     state[np.bincount(lo, minlength=n) == 0] = 1
     while True:
         open_pair = state[lo] == 0
         hi, lo = hi[open_pair], lo[open_pair]
         if len(lo) == 0:
             break
-        state[lo[state[hi] == 1]] = 2                # beaten by a kept point
+        state[lo[state[hi] == 1]] = 2  # beaten by a kept point
         open_pair = state[lo] == 0
         unsettled = np.bincount(lo[open_pair & (state[hi] == 0)], minlength=n)
-        state[(state == 0) & (unsettled == 0)] = 1   # every beater settled, none kept
+        state[(state == 0) & (unsettled == 0)] = 1  # every beater settled, none kept
     state[state == 0] = 1
     return np.flatnonzero(state == 1)
 
@@ -224,8 +243,14 @@ def sample_points(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray
         spans.append((full, n, n - full))
     for lo, hi, cols in spans:
         frame = ((hi - lo) // cols, cols)
-        cv2.remap(image, mx[lo:hi].reshape(frame), my[lo:hi].reshape(frame), cv2.INTER_LINEAR,
-                  dst=out[lo:hi].reshape(frame + image.shape[2:]), borderMode=cv2.BORDER_REPLICATE)
+        cv2.remap(
+            image,
+            mx[lo:hi].reshape(frame),
+            my[lo:hi].reshape(frame),
+            cv2.INTER_LINEAR,
+            dst=out[lo:hi].reshape(frame + image.shape[2:]),
+            borderMode=cv2.BORDER_REPLICATE,
+        )
     return out.reshape(shape + image.shape[2:])
 
 
@@ -252,15 +277,16 @@ def _half_max_radius(profile: np.ndarray, radii: np.ndarray) -> np.ndarray:
 class RadialProfile:
     """What the polar samples around each centre say (all N candidates, nothing dropped)."""
 
-    xy: np.ndarray           # (N, 2) re-centred sub-pixel centres
-    radius_px: np.ndarray    # (N,) half-maximum radius
-    peak_dl: np.ndarray      # (N,) darkness at the centre (L*)
-    elongation: np.ndarray   # (N,) sqrt of the second-moment eigenvalue ratio (1 = round)
+    xy: np.ndarray  # (N, 2) re-centred sub-pixel centres
+    radius_px: np.ndarray  # (N,) half-maximum radius
+    peak_dl: np.ndarray  # (N,) darkness at the centre (L*)
+    elongation: np.ndarray  # (N,) sqrt of the second-moment eigenvalue ratio (1 = round)
     orientation: np.ndarray  # (N,) long-axis angle, radians
 
 
-def radial_profile(lstar: np.ndarray, skin_ref: np.ndarray, xy: np.ndarray, px_per_mm: float,
-                   settings: DotSettings) -> RadialProfile:
+def radial_profile(
+    lstar: np.ndarray, skin_ref: np.ndarray, xy: np.ndarray, px_per_mm: float, settings: DotSettings
+) -> RadialProfile:
     """Measure (and twice re-centre) every candidate on polar samples; see the module docstring."""
     xy = np.asarray(xy, np.float64).reshape(-1, 2)
     if len(xy) == 0:
@@ -274,13 +300,16 @@ def radial_profile(lstar: np.ndarray, skin_ref: np.ndarray, xy: np.ndarray, px_p
     ox = (radii[:, None] * ca[None, :]).ravel()  # (J*A,) sample offsets
     oy = (radii[:, None] * sa[None, :]).ravel()
     # moments as one matrix product: area weight r times [1, x, y, x^2, y^2, xy]
-    moments = (np.repeat(radii, n_a)[:, None] * np.column_stack([np.ones_like(ox), ox, oy, ox * ox, oy * oy, ox * oy])
-               ).astype(np.float32)
+    moments = (
+        np.repeat(radii, n_a)[:, None] * np.column_stack([np.ones_like(ox), ox, oy, ox * ox, oy * oy, ox * oy])
+    ).astype(np.float32)
     # each candidate is measured on its own: in chunks of ~2000 (at least 1000) the samples of a chunk
     # stay in the cache, and a 12 MP close-up's ~46 000 candidates never hold their ~15 M samples
     # (and their float64 coordinates, ~0.5 GB) at once
-    parts = [_measure(lstar, skin_ref, part, radii, ox, oy, moments, settings.recentre_passes)
-             for part in np.array_split(xy, max(1, len(xy) // 2048))]
+    parts = [
+        _measure(lstar, skin_ref, part, radii, ox, oy, moments, settings.recentre_passes)
+        for part in np.array_split(xy, max(1, len(xy) // 2048))
+    ]
     xy, radius, peak, m = (np.concatenate(a) for a in zip(*parts))
     tot = m[:, 0].astype(np.float64)
     # second moments of the darkness within 1.2 R (about the old centre) -> elongation
@@ -300,25 +329,32 @@ def _grid32(centre: np.ndarray, offset: np.ndarray) -> np.ndarray:
     return np.add(centre[:, None], offset[None, :], out=out, casting="same_kind")
 
 
-def _measure(lstar: np.ndarray, skin_ref: np.ndarray, xy: np.ndarray, radii: np.ndarray, ox: np.ndarray,
-             oy: np.ndarray, moments: np.ndarray, passes: int
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _measure(
+    lstar: np.ndarray,
+    skin_ref: np.ndarray,
+    xy: np.ndarray,
+    radii: np.ndarray,
+    ox: np.ndarray,
+    oy: np.ndarray,
+    moments: np.ndarray,
+    passes: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`radial_profile` of some candidates: their re-centred centres, half-maximum radii, centre
     darkness and the (N, 6) darkness moments of the last pass (about the centre it measured)."""
     n_r, n_a = len(radii), len(ox) // len(radii)
     for _ in range(passes):  # measure, re-centre, measure again
         lum = sample_points(lstar, _grid32(xy[:, 0], ox), _grid32(xy[:, 1], oy))  # (N, J*A) float32
         ref = sample_points(skin_ref, xy[:, 0], xy[:, 1])
-        dark = np.subtract(ref[:, None], lum, out=lum)                 # (N, J*A)
+        dark = np.subtract(ref[:, None], lum, out=lum)  # (N, J*A)
         d3 = dark.reshape(len(xy), n_r, n_a)
         prof = d3.mean(axis=2)
-        prof[:, 0] = d3[:, :2].mean(axis=(1, 2))                       # centre: average the innermost ring too
+        prof[:, 0] = d3[:, :2].mean(axis=(1, 2))  # centre: average the innermost ring too
         radius = _half_max_radius(prof, radii)
         # darkness-weighted, area-weighted centroid within 1.2 R
-        within = radii[None, :] <= 1.2 * radius[:, None]               # (N, J)
+        within = radii[None, :] <= 1.2 * radius[:, None]  # (N, J)
         wgt = np.maximum(dark, np.float32(0), out=dark)
         wgt *= np.repeat(within, n_a, axis=1)
-        m = wgt @ moments                                              # (N, 6)
+        m = wgt @ moments  # (N, 6)
         tot = m[:, 0].astype(np.float64)
         ok = tot > 0
         shift = np.where(ok[:, None], m[:, 1:3] / np.maximum(tot, 1e-9)[:, None], 0.0)
@@ -356,8 +392,9 @@ def footprint_mask(shape: tuple[int, int], xy: np.ndarray, radius_px: np.ndarray
     return mask.reshape(h, w)
 
 
-def core_and_annulus_points(geom: DotGeometry, px_per_mm_local: np.ndarray, annulus_mm: float,
-                            n_angles: int = 16) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def core_and_annulus_points(
+    geom: DotGeometry, px_per_mm_local: np.ndarray, annulus_mm: float, n_angles: int = 16
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Sample positions (x, y) of each dot's core (N, 13) and skin annulus (N, 2 * n_angles)."""
     r = geom.radius_px
     core_r = np.maximum(0.5 * r, 0.75)
@@ -371,8 +408,10 @@ def core_and_annulus_points(geom: DotGeometry, px_per_mm_local: np.ndarray, annu
     wpx = annulus_mm * px_per_mm_local
     ang = np.linspace(0, 2 * np.pi, n_angles, endpoint=False)
     ang = np.concatenate([ang, ang + np.pi / n_angles])
-    rad = np.concatenate([np.repeat((inner + 0.35 * wpx)[:, None], n_angles, 1),
-                          np.repeat((inner + 0.9 * wpx)[:, None], n_angles, 1)], axis=1)
+    rad = np.concatenate(
+        [np.repeat((inner + 0.35 * wpx)[:, None], n_angles, 1), np.repeat((inner + 0.9 * wpx)[:, None], n_angles, 1)],
+        axis=1,
+    )
     ax = geom.xy[:, 0, None] + rad * np.cos(ang)[None, :]
     ay = geom.xy[:, 1, None] + rad * np.sin(ang)[None, :]
     return (cx, cy), (ax, ay)
@@ -397,10 +436,9 @@ def local_px_per_mm(xy: np.ndarray, image_to_plane: np.ndarray | None, nominal: 
     v = hm[1, 0] * x + hm[1, 1] * y + hm[1, 2]
     q = hm[2, 0] * x + hm[2, 1] * y + hm[2, 2]
     # Jacobian of (u/q, v/q) w.r.t. (x, y): mm per px; its determinant's inverse root is px per mm
-    j00 = (hm[0, 0] * q - u * hm[2, 0]) / q ** 2
-    j01 = (hm[0, 1] * q - u * hm[2, 1]) / q ** 2
-    j10 = (hm[1, 0] * q - v * hm[2, 0]) / q ** 2
-    j11 = (hm[1, 1] * q - v * hm[2, 1]) / q ** 2
+    j00 = (hm[0, 0] * q - u * hm[2, 0]) / q**2
+    j01 = (hm[0, 1] * q - u * hm[2, 1]) / q**2
+    j10 = (hm[1, 0] * q - v * hm[2, 0]) / q**2
+    j11 = (hm[1, 1] * q - v * hm[2, 1]) / q**2
     det = np.abs(j00 * j11 - j01 * j10)
     return 1.0 / np.sqrt(np.maximum(det, 1e-300))
-

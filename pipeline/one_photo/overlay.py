@@ -7,6 +7,7 @@ eye finds it first. Rings sit just outside each dot's half-maximum edge, so the
 dot itself is never covered; dots too small to measure a colour (never flagged)
 are ringed in grey.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -37,8 +38,15 @@ def _scale_bar_mm(px_per_mm: float, width: int) -> float:
     return 200.0
 
 
-def render_overlay(rgb: np.ndarray, labels: np.ndarray, dots: pd.DataFrame, px_per_mm: float | None,
-                   *, title: str = "", tint_alpha: float = 0.25) -> np.ndarray:
+def render_overlay(
+    rgb: np.ndarray,
+    labels: np.ndarray,
+    dots: pd.DataFrame,
+    px_per_mm: float | None,
+    *,
+    title: str = "",
+    tint_alpha: float = 0.25,
+) -> np.ndarray:
     """HxWx3 uint8 RGB overlay of one assessment (the photo is not modified)."""
     h, w = labels.shape
     out = _tinted(rgb, labels, tint_alpha)
@@ -76,8 +84,10 @@ def _tinted(rgb: np.ndarray, labels: np.ndarray, alpha: float) -> np.ndarray:
     256-entry table (``cv2.LUT``) and copied in under the class mask.
     """
     values = np.arange(256, dtype=np.float64)[:, None]
-    tables = {cls: (values * (1 - alpha) + np.array(colour, np.float64)[None, :] * alpha).astype(np.uint8)
-              for cls, colour in _TINT.items()}
+    tables = {
+        cls: (values * (1 - alpha) + np.array(colour, np.float64)[None, :] * alpha).astype(np.uint8)
+        for cls, colour in _TINT.items()
+    }
     tables[0] = np.repeat((values * 0.6).astype(np.uint8), 3, axis=1)
     out = np.ascontiguousarray(rgb).copy()
     # in bands of rows: the same pixels, without a full-frame table lookup and mask per class (a 48 MP
@@ -91,8 +101,9 @@ def _tinted(rgb: np.ndarray, labels: np.ndarray, alpha: float) -> np.ndarray:
     return out
 
 
-def _draw_rings(img: np.ndarray, rings: list[tuple[int, int, int, tuple[int, int, int], int]],
-                min_parallel: int = 2000) -> None:
+def _draw_rings(
+    img: np.ndarray, rings: list[tuple[int, int, int, tuple[int, int, int], int]], min_parallel: int = 2000
+) -> None:
     """Anti-aliased circles (centres and radii in 1/16 px), drawn in order.
 
     Many rings are drawn by two threads, each into a copy of its half of ``img`` plus a
@@ -101,6 +112,7 @@ def _draw_rings(img: np.ndarray, rings: list[tuple[int, int, int, tuple[int, int
     copy's edge shows) is copied back. Coordinates are whole pixels apart and each
     half keeps the order, so the pixels equal drawing everything into ``img`` at once.
     """
+
     def draw(band: np.ndarray, top: int, items) -> None:
         shift = 16 * top
         for x, y, r, colour, width in items:
@@ -123,7 +135,7 @@ def _draw_rings(img: np.ndarray, rings: list[tuple[int, int, int, tuple[int, int
         for job in jobs:
             job.result()
     img[:mid] = upper[:mid]
-    img[mid:] = lower[mid - lo:]
+    img[mid:] = lower[mid - lo :]
 
 
 def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, colour=(255, 255, 255)) -> None:
@@ -136,25 +148,31 @@ def _legend(img: np.ndarray, dots: pd.DataFrame, unit: float, title: str) -> Non
     scale = 0.6 * unit
     line = int(28 * unit)
     flagged = dots[list(FLAG_NAMES)].any(axis=1).to_numpy() if len(dots) else np.zeros(0, bool)
-    small = (~dots["measurable"].to_numpy(bool) if "measurable" in dots else np.zeros(len(dots), bool))
+    small = ~dots["measurable"].to_numpy(bool) if "measurable" in dots else np.zeros(len(dots), bool)
     counts = {"ok": int((~flagged & ~small).sum()), "not_measurable": int(small.sum())}
     for flag in FLAG_NAMES:
         counts[flag] = int(dots[flag].sum()) if len(dots) else 0
-    labels = {"ok": "dot", "not_measurable": "too small to judge", "blue_shift": "blue shift", "faded": "faded",
-              "spread": "spread"}
+    labels = {
+        "ok": "dot",
+        "not_measurable": "too small to judge",
+        "blue_shift": "blue shift",
+        "faded": "faded",
+        "spread": "spread",
+    }
     rows = ([title] if title else []) + [f"{labels[k]}: {counts[k]}" for k in FLAG_COLOURS]
     box_w = int(max(len(r) for r in rows) * 12 * unit + 50 * unit)
     box_h = int(line * len(rows) + 12 * unit)
     x0, y0 = int(10 * unit), int(10 * unit)
-    sub = img[y0:y0 + box_h, x0:x0 + box_w]
+    sub = img[y0 : y0 + box_h, x0 : x0 + box_w]
     sub[:] = (sub * 0.35).astype(np.uint8)
     y = y0 + line
     if title:
         _text(img, title, (x0 + int(8 * unit), y - int(6 * unit)), scale)
         y += line
     for key, colour in FLAG_COLOURS.items():
-        cv2.circle(img, (x0 + int(18 * unit), y - int(12 * unit)), int(8 * unit), colour,
-                   max(2, int(2 * unit)), cv2.LINE_AA)
+        cv2.circle(
+            img, (x0 + int(18 * unit), y - int(12 * unit)), int(8 * unit), colour, max(2, int(2 * unit)), cv2.LINE_AA
+        )
         _text(img, f"{labels[key]}: {counts[key]}", (x0 + int(36 * unit), y - int(4 * unit)), scale)
         y += line
 

@@ -8,6 +8,7 @@ edge). From those, with the definitions of ``data/colour.py``:
 ``contrast_dL`` = skin L* - dot L*, ``dE00``, ``blue_index``; flags with the
 thresholds of ``configs/flags.yaml`` (``data/flags.py``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,17 +25,42 @@ from pipeline.one_photo.dots import DotGeometry, annulus_valid, core_and_annulus
 __all__ = ["DOT_COLUMNS", "dot_table", "sample_corrected"]
 
 #: Columns of ``dots.csv`` (docs/design.md, then extras).
-DOT_COLUMNS = ["dot_id", "x", "y", "diameter_mm", "diameter_px", "elongation", "L", "a", "b",
-               "skin_L", "skin_a", "skin_b", "contrast_dL", "dE00", "blue_index",
-               "blue_shift", "faded", "spread", "score", "skin_samples",
-               "confidence", "significance", "noise_dL", "continuation", "curvature_ratio", "model_score",
-               "patch_score", "measurable"]
+DOT_COLUMNS = [
+    "dot_id",
+    "x",
+    "y",
+    "diameter_mm",
+    "diameter_px",
+    "elongation",
+    "L",
+    "a",
+    "b",
+    "skin_L",
+    "skin_a",
+    "skin_b",
+    "contrast_dL",
+    "dE00",
+    "blue_index",
+    "blue_shift",
+    "faded",
+    "spread",
+    "score",
+    "skin_samples",
+    "confidence",
+    "significance",
+    "noise_dL",
+    "continuation",
+    "curvature_ratio",
+    "model_score",
+    "patch_score",
+    "measurable",
+]
 
 
 @dataclass(frozen=True)
 class _Colours:
-    core: np.ndarray   # (N, 3) linear RGB, corrected
-    skin: np.ndarray   # (N, 3) linear RGB, corrected; NaN rows without bare skin around
+    core: np.ndarray  # (N, 3) linear RGB, corrected
+    skin: np.ndarray  # (N, 3) linear RGB, corrected; NaN rows without bare skin around
     n_skin: np.ndarray  # (N,) annulus samples used
 
 
@@ -49,7 +75,7 @@ def sample_corrected(rgb: np.ndarray, colour: ColourCorrection, x: np.ndarray, y
     h, w = rgb.shape[:2]
     xf = np.clip(np.asarray(x, np.float32), np.float32(0), np.float32(w - 1))
     yf = np.clip(np.asarray(y, np.float32), np.float32(0), np.float32(h - 1))
-    x0 = np.minimum(xf.astype(np.int64), max(w - 2, 0))   # floor: the values are >= 0
+    x0 = np.minimum(xf.astype(np.int64), max(w - 2, 0))  # floor: the values are >= 0
     y0 = np.minimum(yf.astype(np.int64), max(h - 2, 0))
     fx = (xf - x0)[..., None]
     fy = (yf - y0)[..., None]
@@ -59,14 +85,20 @@ def sample_corrected(rgb: np.ndarray, colour: ColourCorrection, x: np.ndarray, y
     idx = np.stack([i00, i00 + step_x, i00 + step_y, i00 + step_y + step_x], axis=-1)
     # each pixel as one 3-byte item: numpy gathers whole items ~2x faster than rows of a (N, 3) array
     pixels = np.ascontiguousarray(rgb).view(np.dtype((np.void, 3))).reshape(-1)
-    quad = pixels[idx].view(np.uint8).reshape(idx.shape + (3,))                # (..., 4, 3) uint8
+    quad = pixels[idx].view(np.uint8).reshape(idx.shape + (3,))  # (..., 4, 3) uint8
     c = colour.apply(quad)
-    return ((c[..., 0, :] * (1 - fx) + c[..., 1, :] * fx) * (1 - fy)
-            + (c[..., 2, :] * (1 - fx) + c[..., 3, :] * fx) * fy)
+    return (c[..., 0, :] * (1 - fx) + c[..., 1, :] * fx) * (1 - fy) + (c[..., 2, :] * (1 - fx) + c[..., 3, :] * fx) * fy
 
 
-def _measure(rgb: np.ndarray, colour: ColourCorrection, geom: DotGeometry, labels: np.ndarray,
-             occupied: np.ndarray, ppm_local: np.ndarray, annulus_mm: float) -> _Colours:
+def _measure(
+    rgb: np.ndarray,
+    colour: ColourCorrection,
+    geom: DotGeometry,
+    labels: np.ndarray,
+    occupied: np.ndarray,
+    ppm_local: np.ndarray,
+    annulus_mm: float,
+) -> _Colours:
     (cx, cy), (ax, ay) = core_and_annulus_points(geom, ppm_local, annulus_mm)
     core = sample_corrected(rgb, colour, cx, cy).mean(axis=1)
     ring = sample_corrected(rgb, colour, ax, ay)
@@ -83,20 +115,34 @@ def _valid_median(values: np.ndarray, valid: np.ndarray, count: np.ndarray, min_
     out = np.full((n, values.shape[2]), np.nan)
     if n == 0 or values.shape[1] == 0:
         return out
-    ordered = np.sort(np.where(valid[..., None], values, np.inf), axis=1)     # valid first, ascending
+    ordered = np.sort(np.where(valid[..., None], values, np.inf), axis=1)  # valid first, ascending
     lo = np.clip((count - 1) // 2, 0, None)[:, None, None]
     hi = np.clip(count // 2, 0, None)[:, None, None]
     shape = (n, 1, values.shape[2])
-    mid = 0.5 * (np.take_along_axis(ordered, np.broadcast_to(lo, shape), axis=1)
-                 + np.take_along_axis(ordered, np.broadcast_to(hi, shape), axis=1))[:, 0]
+    mid = (
+        0.5
+        * (
+            np.take_along_axis(ordered, np.broadcast_to(lo, shape), axis=1)
+            + np.take_along_axis(ordered, np.broadcast_to(hi, shape), axis=1)
+        )[:, 0]
+    )
     has = count >= min_count
     out[has] = mid[has]
     return out
 
 
-def dot_table(rgb: np.ndarray, colour: ColourCorrection, geom: DotGeometry, labels: np.ndarray,
-              occupied: np.ndarray, ppm_local: np.ndarray | None, annulus_mm: float, rules: FlagSettings,
-              nominal_ppm: float, evidence: DotEvidence | None = None) -> pd.DataFrame:
+def dot_table(
+    rgb: np.ndarray,
+    colour: ColourCorrection,
+    geom: DotGeometry,
+    labels: np.ndarray,
+    occupied: np.ndarray,
+    ppm_local: np.ndarray | None,
+    annulus_mm: float,
+    rules: FlagSettings,
+    nominal_ppm: float,
+    evidence: DotEvidence | None = None,
+) -> pd.DataFrame:
     """One row per dot with the docs/metrics.md columns (``DOT_COLUMNS``).
 
     ``rgb``: the HxWx3 uint8 sRGB photo; ``colour``: the card's colour correction,
@@ -120,20 +166,59 @@ def dot_table(rgb: np.ndarray, colour: ColourCorrection, geom: DotGeometry, labe
         de = delta_e00(lab, skin_lab) if n else np.zeros(0)
         bi = blue_index(lab, skin_lab) if n else np.zeros(0)
     measurable = measurable_dots(2.0 * geom.radius_px, rules) & np.isfinite(contrast)
-    flags = flag_dots(np.where(measurable, bi, np.nan), np.where(measurable, contrast, np.nan),
-                      np.where(measurable, diameter_mm, np.nan), rules, lstar=lab[:, 0])
-    ev = {k: np.full(n, np.nan) for k in ("confidence", "significance", "noise_dL", "continuation", "curvature_ratio",
-                                          "model_score", "patch_score")}
+    flags = flag_dots(
+        np.where(measurable, bi, np.nan),
+        np.where(measurable, contrast, np.nan),
+        np.where(measurable, diameter_mm, np.nan),
+        rules,
+        lstar=lab[:, 0],
+    )
+    ev = {
+        k: np.full(n, np.nan)
+        for k in (
+            "confidence",
+            "significance",
+            "noise_dL",
+            "continuation",
+            "curvature_ratio",
+            "model_score",
+            "patch_score",
+        )
+    }
     if evidence is not None:
-        ev.update(confidence=evidence.confidence, significance=evidence.significance, noise_dL=evidence.noise_dl,
-                  continuation=evidence.continuation, curvature_ratio=evidence.curvature_ratio,
-                  model_score=evidence.model_score, patch_score=evidence.patch_score)
-    return pd.DataFrame({
-        "dot_id": np.arange(n), "x": geom.xy[:, 0], "y": geom.xy[:, 1],
-        "diameter_mm": diameter_mm, "diameter_px": 2.0 * geom.radius_px, "elongation": geom.elongation,
-        "L": lab[:, 0], "a": lab[:, 1], "b": lab[:, 2],
-        "skin_L": skin_lab[:, 0], "skin_a": skin_lab[:, 1], "skin_b": skin_lab[:, 2],
-        "contrast_dL": contrast, "dE00": de, "blue_index": bi,
-        "blue_shift": flags.blue_shift, "faded": flags.faded, "spread": flags.spread,
-        "score": geom.score, "skin_samples": col.n_skin, **ev, "measurable": measurable,
-    }, columns=DOT_COLUMNS)
+        ev.update(
+            confidence=evidence.confidence,
+            significance=evidence.significance,
+            noise_dL=evidence.noise_dl,
+            continuation=evidence.continuation,
+            curvature_ratio=evidence.curvature_ratio,
+            model_score=evidence.model_score,
+            patch_score=evidence.patch_score,
+        )
+    return pd.DataFrame(
+        {
+            "dot_id": np.arange(n),
+            "x": geom.xy[:, 0],
+            "y": geom.xy[:, 1],
+            "diameter_mm": diameter_mm,
+            "diameter_px": 2.0 * geom.radius_px,
+            "elongation": geom.elongation,
+            "L": lab[:, 0],
+            "a": lab[:, 1],
+            "b": lab[:, 2],
+            "skin_L": skin_lab[:, 0],
+            "skin_a": skin_lab[:, 1],
+            "skin_b": skin_lab[:, 2],
+            "contrast_dL": contrast,
+            "dE00": de,
+            "blue_index": bi,
+            "blue_shift": flags.blue_shift,
+            "faded": flags.faded,
+            "spread": flags.spread,
+            "score": geom.score,
+            "skin_samples": col.n_skin,
+            **ev,
+            "measurable": measurable,
+        },
+        columns=DOT_COLUMNS,
+    )

@@ -36,6 +36,7 @@ Checks
   Measured with the bundled model (docs/quality.md): it refused 7 of the benchmark suites' 46
   photos, each with a scalp fraction 8-49 pp off; a mask wrong the same way twice passes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,8 +48,16 @@ from pydantic import Field
 from data.config import Settings
 from data.metrics import HAIR, SCALP
 
-__all__ = ["QualitySettings", "QualityReport", "MaskWobble", "check_quality", "mask_wobble", "second_look",
-           "second_look_window", "sharpness"]
+__all__ = [
+    "QualitySettings",
+    "QualityReport",
+    "MaskWobble",
+    "check_quality",
+    "mask_wobble",
+    "second_look",
+    "second_look_window",
+    "sharpness",
+]
 
 
 class QualitySettings(Settings):
@@ -72,8 +81,14 @@ class QualitySettings(Settings):
     #: ... and at least this share of what either look calls scalp or hair must be labelled alike.
     min_mask_agreement: float = Field(0.6, ge=0, le=1)
     #: Warnings that make ``ok`` False.
-    blocking: tuple[str, ...] = ("out_of_focus", "motion_blur", "overexposed", "underexposed", "no_scalp",
-                                 "mask_unsure")
+    blocking: tuple[str, ...] = (
+        "out_of_focus",
+        "motion_blur",
+        "overexposed",
+        "underexposed",
+        "no_scalp",
+        "mask_unsure",
+    )
 
 
 @dataclass(frozen=True)
@@ -108,12 +123,19 @@ class QualityReport:
     """:attr:`MaskWobble.wobble_pp` of the second look (None: not taken, or no scalp or hair in either)."""
 
     def to_json(self) -> dict:
-        return {"ok": self.ok, "warnings": list(self.warnings), "sharpness": _r(self.sharpness),
-                "clipped_fraction": _r(self.clipped_fraction), "dark_fraction": _r(self.dark_fraction),
-                "glare_fraction": _r(self.glare_fraction), "roi_fraction": _r(self.roi_fraction),
-                "dot_elongation_median": _r(self.dot_elongation_median),
-                "dot_axis_coherence": _r(self.dot_axis_coherence), "mask_agreement": _r(self.mask_agreement),
-                "scalp_fraction_wobble_pp": _r(self.scalp_fraction_wobble_pp)}
+        return {
+            "ok": self.ok,
+            "warnings": list(self.warnings),
+            "sharpness": _r(self.sharpness),
+            "clipped_fraction": _r(self.clipped_fraction),
+            "dark_fraction": _r(self.dark_fraction),
+            "glare_fraction": _r(self.glare_fraction),
+            "roi_fraction": _r(self.roi_fraction),
+            "dot_elongation_median": _r(self.dot_elongation_median),
+            "dot_axis_coherence": _r(self.dot_axis_coherence),
+            "mask_agreement": _r(self.mask_agreement),
+            "scalp_fraction_wobble_pp": _r(self.scalp_fraction_wobble_pp),
+        }
 
 
 def _r(v: float | None) -> float | None:
@@ -167,7 +189,7 @@ def second_look(rgb: np.ndarray, segment, stops: float) -> np.ndarray:
     linear light, segmented by ``segment(rgb) -> labels`` and mirrored back into place."""
     from data.photometry import exposure_lut
 
-    lut = exposure_lut(np.full(3, 2.0 ** stops))
+    lut = exposure_lut(np.full(3, 2.0**stops))
     alt = np.ascontiguousarray(cv2.LUT(np.ascontiguousarray(rgb[:, ::-1]), lut))
     return np.ascontiguousarray(np.asarray(segment(alt))[:, ::-1])
 
@@ -186,14 +208,25 @@ def mask_wobble(first: np.ndarray, second: np.ndarray) -> MaskWobble | None:
         return None
     either = roi_a | roi_b
     agreement = float(np.count_nonzero((first == second) & either)) / float(np.count_nonzero(either))
-    return MaskWobble(agreement=agreement,
-                      scalp_fraction_first=float(np.count_nonzero(first == SCALP)) / n_a,
-                      scalp_fraction_second=float(np.count_nonzero(second == SCALP)) / n_b)
+    return MaskWobble(
+        agreement=agreement,
+        scalp_fraction_first=float(np.count_nonzero(first == SCALP)) / n_a,
+        scalp_fraction_second=float(np.count_nonzero(second == SCALP)) / n_b,
+    )
 
 
-def check_quality(rgb: np.ndarray, lstar: np.ndarray, labels: np.ndarray, px_per_mm: float | None,
-                  view: str, settings: QualitySettings, *, dot_elongation: np.ndarray | None = None,
-                  dot_orientation: np.ndarray | None = None, wobble: MaskWobble | None = None) -> QualityReport:
+def check_quality(
+    rgb: np.ndarray,
+    lstar: np.ndarray,
+    labels: np.ndarray,
+    px_per_mm: float | None,
+    view: str,
+    settings: QualitySettings,
+    *,
+    dot_elongation: np.ndarray | None = None,
+    dot_orientation: np.ndarray | None = None,
+    wobble: MaskWobble | None = None,
+) -> QualityReport:
     """Run every check; ``px_per_mm`` None means no scale is known; ``wobble`` is the segmenter's second
     look (:func:`mask_wobble`; None: not taken or nothing to compare)."""
     warnings: list[str] = []
@@ -204,8 +237,11 @@ def check_quality(rgb: np.ndarray, lstar: np.ndarray, labels: np.ndarray, px_per
     roi = (lab_s == SCALP) | (lab_s == HAIR)
     scalp = lab_s == SCALP
     roi_frac = float(roi.mean()) if roi.size else 0.0
-    need = max(settings.min_roi_fraction, settings.min_roi_fraction_closeup) if view == "closeup" \
+    need = (
+        max(settings.min_roi_fraction, settings.min_roi_fraction_closeup)
+        if view == "closeup"
         else settings.min_roi_fraction
+    )
     if roi_frac < need:
         warnings.append("no_scalp")
     # per-pixel brightest and darkest channel, as planes (a reduction over a short last axis is slow)
@@ -239,12 +275,21 @@ def check_quality(rgb: np.ndarray, lstar: np.ndarray, labels: np.ndarray, px_per
         coherence = float(abs(z.mean()))
         if elong_med >= settings.motion_elongation and coherence >= settings.motion_coherence:
             warnings.append("motion_blur")
-    if wobble is not None and (wobble.wobble_pp > settings.max_scalp_fraction_wobble_pp
-                               or wobble.agreement < settings.min_mask_agreement):
+    if wobble is not None and (
+        wobble.wobble_pp > settings.max_scalp_fraction_wobble_pp or wobble.agreement < settings.min_mask_agreement
+    ):
         warnings.append("mask_unsure")
     ok = not any(w in settings.blocking for w in warnings)
-    return QualityReport(ok=ok, warnings=tuple(warnings), sharpness=sharp, clipped_fraction=clipped,
-                         dark_fraction=dark, glare_fraction=glare, roi_fraction=roi_frac,
-                         dot_elongation_median=elong_med, dot_axis_coherence=coherence,
-                         mask_agreement=None if wobble is None else wobble.agreement,
-                         scalp_fraction_wobble_pp=None if wobble is None else wobble.wobble_pp)
+    return QualityReport(
+        ok=ok,
+        warnings=tuple(warnings),
+        sharpness=sharp,
+        clipped_fraction=clipped,
+        dark_fraction=dark,
+        glare_fraction=glare,
+        roi_fraction=roi_frac,
+        dot_elongation_median=elong_med,
+        dot_axis_coherence=coherence,
+        mask_agreement=None if wobble is None else wobble.agreement,
+        scalp_fraction_wobble_pp=None if wobble is None else wobble.wobble_pp,
+    )

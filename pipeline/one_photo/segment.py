@@ -12,6 +12,7 @@ Two segmenters share one result type:
 Both return a :class:`Segmentation`; dot refinement and colour measurement
 (``pipeline.one_photo.dots``, ``pipeline.one_photo.pigment``) do not care which one ran.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,8 +25,14 @@ from numpy.typing import NDArray
 
 from data.metrics import BACKGROUND, HAIR, SCALP
 
-__all__ = ["Segmentation", "ModelSegmenter", "classical_segmentation", "card_polygon_mask", "local_darkness",
-           "hair_strands"]
+__all__ = [
+    "Segmentation",
+    "ModelSegmenter",
+    "classical_segmentation",
+    "card_polygon_mask",
+    "local_darkness",
+    "hair_strands",
+]
 
 
 @dataclass(frozen=True)
@@ -45,8 +52,17 @@ class Segmentation:
 class ModelSegmenter:
     """The trained network, loaded once, run on any photo size by overlapping tiles."""
 
-    def __init__(self, ref: str | Path | None = None, *, device: str = "cpu", threads: int | None = None,
-                 tile: int = 1536, overlap: int = 128, dot_threshold: float = 0.3, precision: str = "auto") -> None:
+    def __init__(
+        self,
+        ref: str | Path | None = None,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        tile: int = 1536,
+        overlap: int = 128,
+        dot_threshold: float = 0.3,
+        precision: str = "auto",
+    ) -> None:
         import torch
 
         from models.bundled import default_model_path
@@ -75,16 +91,34 @@ class ModelSegmenter:
         self.tile, self.overlap, self.dot_threshold = tile, overlap, dot_threshold
 
     def describe(self) -> dict[str, str]:
-        return {"name": self.name, "version": self.version, "sha256": self.sha256, "path": self.path,
-                "kind": "model", "precision": self.precision}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "sha256": self.sha256,
+            "path": self.path,
+            "kind": "model",
+            "precision": self.precision,
+        }
 
     def __call__(self, rgb: np.ndarray, view: str = "closeup") -> Segmentation:
         from models.inference import predict_view
 
-        pred = predict_view(self.model, rgb, view, tile=self.tile, overlap=self.overlap, device=self.device,
-                             threshold=self.dot_threshold, precision=self.precision)
-        return Segmentation(labels=pred.labels, dots_xy=pred.dots[:, :2].astype(np.float64),
-                            dot_scores=pred.dots[:, 2].astype(np.float64), source="model")
+        pred = predict_view(
+            self.model,
+            rgb,
+            view,
+            tile=self.tile,
+            overlap=self.overlap,
+            device=self.device,
+            threshold=self.dot_threshold,
+            precision=self.precision,
+        )
+        return Segmentation(
+            labels=pred.labels,
+            dots_xy=pred.dots[:, :2].astype(np.float64),
+            dot_scores=pred.dots[:, 2].astype(np.float64),
+            source="model",
+        )
 
 
 def card_polygon_mask(shape: tuple[int, int], polygon_px: np.ndarray | None) -> np.ndarray:
@@ -117,8 +151,15 @@ def local_darkness(lstar: np.ndarray, px_per_mm: float) -> np.ndarray:
     return cv2.resize(skin_small, (w, h), interpolation=cv2.INTER_LINEAR) - lstar
 
 
-def hair_strands(dark: np.ndarray, px_per_mm: float, *, min_contrast_dl: float = 2.5,
-                 min_length_mm: float = 0.4, line_mm: float = 0.0, max_width_mm: float = 0.25) -> np.ndarray:
+def hair_strands(
+    dark: np.ndarray,
+    px_per_mm: float,
+    *,
+    min_contrast_dl: float = 2.5,
+    min_length_mm: float = 0.4,
+    line_mm: float = 0.0,
+    max_width_mm: float = 0.25,
+) -> np.ndarray:
     """HxW bool: thin, long dark structures (hair shafts) in a darkness image (skin L* - L*).
 
     Dark pixels (darker than ``2 min_contrast_dl``, at least 6 L*); an opening with a disc a
@@ -162,7 +203,7 @@ def _line_strands(dark_mask: np.ndarray, px_per_mm: float, line_mm: float, max_w
     out = np.zeros_like(thin)
     for ang in np.arange(12) * np.pi / 12:
         line = np.zeros((n, n), np.uint8)
-        r = (n - 1) / 2                      # a centred line across the whole kernel
+        r = (n - 1) / 2  # a centred line across the whole kernel
         p0 = (int(round(r - r * np.cos(ang))), int(round(r - r * np.sin(ang))))
         p1 = (int(round(r + r * np.cos(ang))), int(round(r + r * np.sin(ang))))
         cv2.line(line, p0, p1, 1, 1)
@@ -170,9 +211,15 @@ def _line_strands(dark_mask: np.ndarray, px_per_mm: float, line_mm: float, max_w
     return out.view(bool)
 
 
-def classical_segmentation(rgb: np.ndarray, px_per_mm: float, *, card_mask: np.ndarray | None = None,
-                           dot_diameter_mm: tuple[float, float] = (0.08, 0.9), min_contrast_dl: float = 2.5,
-                           hair_min_length_mm: float = 0.4) -> Segmentation:
+def classical_segmentation(
+    rgb: np.ndarray,
+    px_per_mm: float,
+    *,
+    card_mask: np.ndarray | None = None,
+    dot_diameter_mm: tuple[float, float] = (0.08, 0.9),
+    min_contrast_dl: float = 2.5,
+    hair_min_length_mm: float = 0.4,
+) -> Segmentation:
     """Hair, scalp and dot candidates without a model (close-ups; a baseline).
 
     * Local skin lightness: a median of L* over ~1.5 mm (on a 4x downscaled copy);
@@ -210,5 +257,4 @@ def classical_segmentation(rgb: np.ndarray, px_per_mm: float, *, card_mask: np.n
     ys, xs = np.nonzero(peaks)
     contrast = dark_s[ys, xs]
     scores = np.clip(contrast / (4.0 * min_contrast_dl), 0.0, 1.0)
-    return Segmentation(labels, np.column_stack([xs, ys]).astype(np.float64), scores.astype(np.float64),
-                        "classical")
+    return Segmentation(labels, np.column_stack([xs, ys]).astype(np.float64), scores.astype(np.float64), "classical")

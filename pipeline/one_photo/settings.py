@@ -1,5 +1,6 @@
 """Everything ``smp assess`` can be told: the settings of one photo's assessment, one section per
 stage (``configs/assess/default.yaml`` writes every key with its default)."""
+
 from __future__ import annotations
 
 from typing import Literal

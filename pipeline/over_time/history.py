@@ -8,6 +8,7 @@ flag fractions) are gathered for the timeline. ``write_history`` writes what
 (one row per dot per visit with its track), ``dots_fading.csv`` (one row per
 track: rate, half-life, flags), and the plots, which the report issue embeds.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -29,8 +30,17 @@ __all__ = ["SCHEMA", "VisitSummary", "History", "track_region", "write_history",
 
 SCHEMA = "smp-track/1"
 #: Photo metrics followed over the visits (docs/metrics.md names).
-TIMELINE_METRICS = ("dot_count", "dot_density_per_cm2", "show_through", "scalp_fraction", "dot_diameter_mm_median",
-                    "nn_distance_mm_median", "blue_shift_fraction", "faded_fraction", "spread_fraction")
+TIMELINE_METRICS = (
+    "dot_count",
+    "dot_density_per_cm2",
+    "show_through",
+    "scalp_fraction",
+    "dot_diameter_mm_median",
+    "nn_distance_mm_median",
+    "blue_shift_fraction",
+    "faded_fraction",
+    "spread_fraction",
+)
 
 
 @dataclass(frozen=True)
@@ -62,7 +72,9 @@ class History:
     def to_json(self) -> dict[str, Any]:
         tr = self.tracking
         return {
-            "schema": SCHEMA, "client": self.client, "region": self.region,
+            "schema": SCHEMA,
+            "client": self.client,
+            "region": self.region,
             "visits": [v.to_json() for v in self.visits],
             "links": [lk.to_json() for lk in tr.links],
             "tracks": {"n_tracks": tr.n_tracks, "n_observations": int(len(tr.observations))},
@@ -76,8 +88,15 @@ def _median(v: pd.Series) -> float | None:
     return float(v.median()) if len(v) else None
 
 
-def track_region(client: str, region: str, visits: Sequence[VisitInput], *, fading: FadingSettings,
-                 rng: np.random.Generator, register: RegisterSettings | None = None) -> History:
+def track_region(
+    client: str,
+    region: str,
+    visits: Sequence[VisitInput],
+    *,
+    fading: FadingSettings,
+    rng: np.random.Generator,
+    register: RegisterSettings | None = None,
+) -> History:
     """A region over its visits: link the dots over ``visits`` (any order), fit the fading model
     (``rng`` draws its bootstrap), gather the timeline. ``smp track`` and the web app call it."""
     ordered = sorted(visits, key=lambda v: v.date)
@@ -94,16 +113,33 @@ def track_region(client: str, region: str, visits: Sequence[VisitInput], *, fadi
     for v in ordered:
         # medians of the dots that were tracked (not of dots ignored before any session); a visit that
         # could not be registered keeps the medians of its own dots (they need no alignment)
-        d = (tracked.get_group(v.key) if v.key in tracked.groups
-             else v.dots if v.key in unregistered and {"contrast_dL", "blue_index"} <= set(v.dots.columns)
-             else tracking.observations.iloc[:0])
-        summaries.append(VisitSummary(
-            key=v.key, date=v.date.isoformat(), day=float((v.date - base).days), kind=v.kind, session=v.session,
-            metrics={k: v.metrics.get(k) for k in TIMELINE_METRICS},
-            median_contrast_dL=_median(d["contrast_dL"]) if len(d) else None,
-            median_blue_index=_median(d["blue_index"]) if len(d) else None))
-    return History(client=client, region=region, visits=tuple(summaries), tracking=tracking, fading=result,
-                   warnings=tuple(tracking.warnings) + tuple(result.warnings))
+        d = (
+            tracked.get_group(v.key)
+            if v.key in tracked.groups
+            else v.dots
+            if v.key in unregistered and {"contrast_dL", "blue_index"} <= set(v.dots.columns)
+            else tracking.observations.iloc[:0]
+        )
+        summaries.append(
+            VisitSummary(
+                key=v.key,
+                date=v.date.isoformat(),
+                day=float((v.date - base).days),
+                kind=v.kind,
+                session=v.session,
+                metrics={k: v.metrics.get(k) for k in TIMELINE_METRICS},
+                median_contrast_dL=_median(d["contrast_dL"]) if len(d) else None,
+                median_blue_index=_median(d["blue_index"]) if len(d) else None,
+            )
+        )
+    return History(
+        client=client,
+        region=region,
+        visits=tuple(summaries),
+        tracking=tracking,
+        fading=result,
+        warnings=tuple(tracking.warnings) + tuple(result.warnings),
+    )
 
 
 # --------------------------------------------------------------------------- plots
@@ -144,12 +180,24 @@ def plot_history(h: History, out: Path) -> dict[str, Path]:
     obs = h.tracking.observations
     if len(obs):
         sample = obs.sample(min(len(obs), 4000), random_state=0)
-        ax.scatter(_dates(base, sample["day"]),  # type: ignore[arg-type]  # matplotlib stubs: dates via units
-                   sample["contrast_dL"], s=3, alpha=0.12, color="tab:blue", label="dots", rasterized=True)
+        ax.scatter(
+            _dates(base, sample["day"]),  # type: ignore[arg-type]  # matplotlib stubs: dates via units
+            sample["contrast_dL"],
+            s=3,
+            alpha=0.12,
+            color="tab:blue",
+            label="dots",
+            rasterized=True,
+        )
     med = [(v.day, v.median_contrast_dL) for v in h.visits if v.median_contrast_dL is not None]
     if med:
-        ax.plot(_dates(base, [m[0] for m in med]),  # type: ignore[arg-type]  # matplotlib stubs: dates via units
-                [m[1] for m in med], "o-", color="tab:blue", label="median")
+        ax.plot(
+            _dates(base, [m[0] for m in med]),  # type: ignore[arg-type]  # matplotlib stubs: dates via units
+            [m[1] for m in med],
+            "o-",
+            color="tab:blue",
+            label="median",
+        )
     fc = f.forecast
     ax.axhline(fc.threshold_dl, color="tab:red", ls="--", lw=1, label=f"touch-up threshold ({fc.threshold_dl:g})")
     rate = f.rate_per_day
@@ -157,38 +205,64 @@ def plot_history(h: History, out: Path) -> dict[str, Path]:
         t0 = med[-1][0]
         t_end = max(t0 + 365.0, (fc.day_high or fc.day or t0) + 120.0)
         t = np.linspace(t0, t_end, 120)
-        ax.plot(_dates(base, t),  # type: ignore[arg-type]  # matplotlib stubs: dates via units
-                f.last_median_contrast_dl * np.exp(-rate.value * (t - t0)), color="tab:orange",
-                label=f"fit: half-life {f.half_life_days.value:.0f} d" if f.half_life_days.value else "fit")
+        ax.plot(
+            _dates(base, t),  # type: ignore[arg-type]  # matplotlib stubs: dates via units
+            f.last_median_contrast_dl * np.exp(-rate.value * (t - t0)),
+            color="tab:orange",
+            label=f"fit: half-life {f.half_life_days.value:.0f} d" if f.half_life_days.value else "fit",
+        )
         if rate.low is not None and rate.high is not None:
-            ax.fill_between(_dates(base, t),  # type: ignore[arg-type]  # matplotlib stubs: dates via units
-                            f.last_median_contrast_dl * np.exp(-rate.high * (t - t0)),
-                            f.last_median_contrast_dl * np.exp(-max(rate.low, 0.0) * (t - t0)),
-                            color="tab:orange", alpha=0.2, lw=0, label="90% band")
+            ax.fill_between(
+                _dates(base, t),  # type: ignore[arg-type]  # matplotlib stubs: dates via units
+                f.last_median_contrast_dl * np.exp(-rate.high * (t - t0)),
+                f.last_median_contrast_dl * np.exp(-max(rate.low, 0.0) * (t - t0)),
+                color="tab:orange",
+                alpha=0.2,
+                lw=0,
+                label="90% band",
+            )
     if fc.day is not None:
         lo = fc.day_low if fc.day_low is not None else fc.day
         hi = fc.day_high if fc.day_high is not None else fc.day
-        ax.axvspan(base + dt.timedelta(days=lo), base + dt.timedelta(days=hi),  # type: ignore[arg-type]  # matplotlib stubs: dates via units
-                   color="tab:red", alpha=0.1)
-        ax.axvline(base + dt.timedelta(days=fc.day),  # type: ignore[arg-type]  # matplotlib stubs: dates via units
-                   color="tab:red", lw=1.5, label=f"touch-up due {fc.date}")
+        ax.axvspan(
+            base + dt.timedelta(days=lo),  # type: ignore[arg-type]  # matplotlib stubs: dates via units
+            base + dt.timedelta(days=hi),  # type: ignore[arg-type]  # matplotlib stubs: dates via units
+            color="tab:red",
+            alpha=0.1,
+        )
+        ax.axvline(
+            base + dt.timedelta(days=fc.day),  # type: ignore[arg-type]  # matplotlib stubs: dates via units
+            color="tab:red",
+            lw=1.5,
+            label=f"touch-up due {fc.date}",
+        )
     ax.set_title(f"{h.client} / {h.region}: dot contrast over time")
     ax.legend(fontsize=7, loc="upper right")
     finish(fig, ax, "contrast", "contrast dL* (skin - dot)")
 
     for name, values, ylabel in (
-            ("blue_index", [v.median_blue_index for v in h.visits], "median blue index"),
-            ("density", [v.metrics.get("dot_density_per_cm2") for v in h.visits], "dots per cm2"),
-            ("show_through", [None if v.metrics.get("show_through") is None else 100 * v.metrics["show_through"]
-                              for v in h.visits], "show-through %")):
+        ("blue_index", [v.median_blue_index for v in h.visits], "median blue index"),
+        ("density", [v.metrics.get("dot_density_per_cm2") for v in h.visits], "dots per cm2"),
+        (
+            "show_through",
+            [None if v.metrics.get("show_through") is None else 100 * v.metrics["show_through"] for v in h.visits],
+            "show-through %",
+        ),
+    ):
         fig, ax = plt.subplots(figsize=(7.5, 3))
         ok = [(d, y) for d, y in zip(days, values) if y is not None]
         if ok:
-            ax.plot(_dates(base, [o[0] for o in ok]),  # type: ignore[arg-type]  # matplotlib stubs: dates via units
-                    [o[1] for o in ok], "o-", color="tab:purple")
+            ax.plot(
+                _dates(base, [o[0] for o in ok]),  # type: ignore[arg-type]  # matplotlib stubs: dates via units
+                [o[1] for o in ok],
+                "o-",
+                color="tab:purple",
+            )
         if name == "blue_index" and f.blue_trend.per_year.value is not None:
-            ax.set_title(f"blue trend {f.blue_trend.per_year.value:+.2f}/year"
-                         + (" (found)" if f.blue_trend.detected else " (not found)"))
+            ax.set_title(
+                f"blue trend {f.blue_trend.per_year.value:+.2f}/year"
+                + (" (found)" if f.blue_trend.detected else " (not found)")
+            )
         finish(fig, ax, name, ylabel)
     return paths
 

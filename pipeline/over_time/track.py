@@ -16,6 +16,7 @@ by guesswork.
 Stage functions on arrays and tables (``pipeline.two_photos.register`` does the geometry);
 the records and the command (``smp track``) live elsewhere.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -35,8 +36,25 @@ from pipeline.two_photos.settings import RegisterSettings, RegistrationError, re
 __all__ = ["VisitInput", "VisitLink", "Tracking", "link_visits", "PIGMENTING_KINDS", "OBS_COLUMNS"]
 
 #: Columns of the observations table (one row per dot per visit).
-OBS_COLUMNS = ["track_id", "visit", "date", "day", "kind", "session", "dot_index", "x", "y",
-               "contrast_dL", "L", "blue_index", "diameter_mm", "dE00", "blue_shift", "faded", "spread"]
+OBS_COLUMNS = [
+    "track_id",
+    "visit",
+    "date",
+    "day",
+    "kind",
+    "session",
+    "dot_index",
+    "x",
+    "y",
+    "contrast_dL",
+    "L",
+    "blue_index",
+    "diameter_mm",
+    "dE00",
+    "blue_shift",
+    "faded",
+    "spread",
+]
 
 
 @dataclass(frozen=True)
@@ -72,7 +90,7 @@ class VisitLink:
     inliers: int | None = None
     n_dots: int = 0
     n_links: int = 0
-    linked_fraction: float | None = None   # of the reference's dots that this photo can see
+    linked_fraction: float | None = None  # of the reference's dots that this photo can see
     new: int = 0
     lost: int = 0
     residual_mm_median: float | None = None
@@ -88,7 +106,7 @@ class VisitLink:
 class Tracking:
     """Result of :func:`link_visits`: the observations table and how each visit was linked."""
 
-    observations: pd.DataFrame       # OBS_COLUMNS
+    observations: pd.DataFrame  # OBS_COLUMNS
     links: tuple[VisitLink, ...]
     pairs: tuple[tuple[str, str, np.ndarray, np.ndarray, np.ndarray], ...]  # (ref, visit, ref idx, idx, residual mm)
     warnings: tuple[str, ...]
@@ -176,12 +194,20 @@ def _visit_link(v: VisitInput, r: VisitInput, reg: Registration, dl: DotLinks, s
     res_mm = _residual_mm(dl, r)
     visible = int(dl.before_in_view.sum())
     return VisitLink(
-        visit=v.key, reference=r.key, ok=True, method=reg.method, inliers=reg.n_inliers,
-        n_dots=len(v.dots), n_links=dl.n_links, linked_fraction=dl.n_links / visible if visible else None,
-        new=len(dl.new_idx), lost=len(dl.lost_idx),
+        visit=v.key,
+        reference=r.key,
+        ok=True,
+        method=reg.method,
+        inliers=reg.n_inliers,
+        n_dots=len(v.dots),
+        n_links=dl.n_links,
+        linked_fraction=dl.n_links / visible if visible else None,
+        new=len(dl.new_idx),
+        lost=len(dl.lost_idx),
         residual_mm_median=float(np.median(res_mm)) if len(res_mm) and r.px_per_mm else None,
         residual_mm_p90=float(np.percentile(res_mm, 90)) if len(res_mm) and r.px_per_mm else None,
-        seconds=seconds)
+        seconds=seconds,
+    )
 
 
 def _residual_mm(dl: DotLinks, r: VisitInput) -> np.ndarray:
@@ -196,16 +222,33 @@ def _observations(vs: Sequence[VisitInput], track_of: dict[int, np.ndarray]) -> 
         v = vs[k]
         assert day0 is not None  # vs[k] exists, so vs is not empty
         d = v.dots
+
         def col(name: str, default: float = np.nan, d: pd.DataFrame = d) -> np.ndarray:
             return d[name].to_numpy() if name in d else np.full(len(d), default)
-        rows.append(pd.DataFrame({
-            "track_id": ids, "visit": v.key, "date": v.date.isoformat(), "day": float((v.date - day0).days),
-            "kind": v.kind, "session": v.session, "dot_index": np.arange(len(d)),
-            "x": d["x"].to_numpy(float), "y": d["y"].to_numpy(float),
-            "contrast_dL": col("contrast_dL"), "L": col("L"), "blue_index": col("blue_index"),
-            "diameter_mm": col("diameter_mm"),
-            "dE00": col("dE00"), "blue_shift": col("blue_shift", False), "faded": col("faded", False),
-            "spread": col("spread", False)}))
+
+        rows.append(
+            pd.DataFrame(
+                {
+                    "track_id": ids,
+                    "visit": v.key,
+                    "date": v.date.isoformat(),
+                    "day": float((v.date - day0).days),
+                    "kind": v.kind,
+                    "session": v.session,
+                    "dot_index": np.arange(len(d)),
+                    "x": d["x"].to_numpy(float),
+                    "y": d["y"].to_numpy(float),
+                    "contrast_dL": col("contrast_dL"),
+                    "L": col("L"),
+                    "blue_index": col("blue_index"),
+                    "diameter_mm": col("diameter_mm"),
+                    "dE00": col("dE00"),
+                    "blue_shift": col("blue_shift", False),
+                    "faded": col("faded", False),
+                    "spread": col("spread", False),
+                }
+            )
+        )
     obs = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=OBS_COLUMNS)
     return obs[OBS_COLUMNS]
 
@@ -240,8 +283,9 @@ def link_visits(visits: Sequence[VisitInput], settings: RegisterSettings | None 
         if ref is None and v.kind not in PIGMENTING_KINDS:
             # nothing pigmented yet: what the detector finds here is not SMP of this treatment
             warnings.append(f"{v.key}: {n} dot(s) found before any session ({v.kind}) ignored")
-            links.append(VisitLink(visit=v.key, reference=None, ok=True, n_dots=0,
-                                   error=f"{n} dots before any session ignored"))
+            links.append(
+                VisitLink(visit=v.key, reference=None, ok=True, n_dots=0, error=f"{n} dots before any session ignored")
+            )
             continue
         if ref is None:
             links.append(tracks.start(k, v))
@@ -249,15 +293,32 @@ def link_visits(visits: Sequence[VisitInput], settings: RegisterSettings | None 
         r = vs[ref]
         t0 = dt.datetime.now()
         try:
-            reg, dl = register_and_link(image(ref), image(k), s, before_xy=r.dots[["x", "y"]].to_numpy(float),
-                                        after_xy=v.dots[["x", "y"]].to_numpy(float), px_per_mm=r.px_per_mm,
-                                        before_valid=r.roi(), after_valid=v.roi())
+            reg, dl = register_and_link(
+                image(ref),
+                image(k),
+                s,
+                before_xy=r.dots[["x", "y"]].to_numpy(float),
+                after_xy=v.dots[["x", "y"]].to_numpy(float),
+                px_per_mm=r.px_per_mm,
+                before_valid=r.roi(),
+                after_valid=v.roi(),
+            )
         except RegistrationError as exc:
             advice = retake_advice("this visit's photo", f"the {r.key} photo")
-            warnings.append(f"{v.key}: not registered to {r.key} ({exc}); its photo's own figures are kept, its "
-                            f"dots are left out of the tracks; to follow them, {advice}")
-            links.append(VisitLink(visit=v.key, reference=r.key, ok=False, n_dots=n, error=str(exc),
-                                   seconds=(dt.datetime.now() - t0).total_seconds()))
+            warnings.append(
+                f"{v.key}: not registered to {r.key} ({exc}); its photo's own figures are kept, its "
+                f"dots are left out of the tracks; to follow them, {advice}"
+            )
+            links.append(
+                VisitLink(
+                    visit=v.key,
+                    reference=r.key,
+                    ok=False,
+                    n_dots=n,
+                    error=str(exc),
+                    seconds=(dt.datetime.now() - t0).total_seconds(),
+                )
+            )
             continue
         assert dl is not None  # both photos' dots were given
         tracks.join(k, ref, n, dl, reg.after_to_before)
@@ -268,5 +329,9 @@ def link_visits(visits: Sequence[VisitInput], settings: RegisterSettings | None 
             if j != k and not (j in tracks.usable and vs[j].kind in PIGMENTING_KINDS):
                 del images[j]
 
-    return Tracking(observations=_observations(vs, tracks.track_of), links=tuple(links), pairs=tuple(pairs),
-                    warnings=tuple(warnings))
+    return Tracking(
+        observations=_observations(vs, tracks.track_of),
+        links=tuple(links),
+        pairs=tuple(pairs),
+        warnings=tuple(warnings),
+    )

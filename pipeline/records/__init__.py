@@ -14,6 +14,7 @@ Typical use::
     add_visit(records, store, client="C-17", region="crown", date="2026-03-01",
               kind="follow-up", photos=["IMG_0001.jpg"])
 """
+
 from pipeline.records.assessments import record_review, store_assessment, store_dot_links, store_photo_assessment
 from pipeline.records.db import Records, data_home, default_url, open_records, resolve_url
 from pipeline.records.entries import (
@@ -34,10 +35,39 @@ from pipeline.records.schema import DEFAULT_CLINIC, VIEWS, VISIT_KINDS
 from pipeline.records.store import PhotoStore, StoredFile, StoreError
 
 __all__ = [
-    "DEFAULT_CLINIC", "MANIFEST_COLUMNS", "VIEWS", "VISIT_KINDS",
-    "AssessmentLike", "ClientSummary", "ImportResult", "IngestError", "IngestResult", "PhotoEntry", "PhotoFile",
-    "PhotoStore", "Problem", "Records", "StoreError", "StoredAssessment", "StoredFile", "VisitKey",
-    "add_visit", "data_home", "default_url", "import_manifest", "inspect_photo", "list_clients", "open_records",
-    "parse_date", "parse_kind", "parse_region", "read_manifest", "record_review", "resolve_url",
-    "store_assessment", "store_dot_links", "store_photo_assessment", "sweep_store",
+    "DEFAULT_CLINIC",
+    "MANIFEST_COLUMNS",
+    "VIEWS",
+    "VISIT_KINDS",
+    "AssessmentLike",
+    "ClientSummary",
+    "ImportResult",
+    "IngestError",
+    "IngestResult",
+    "PhotoEntry",
+    "PhotoFile",
+    "PhotoStore",
+    "Problem",
+    "Records",
+    "StoreError",
+    "StoredAssessment",
+    "StoredFile",
+    "VisitKey",
+    "add_visit",
+    "data_home",
+    "default_url",
+    "import_manifest",
+    "inspect_photo",
+    "list_clients",
+    "open_records",
+    "parse_date",
+    "parse_kind",
+    "parse_region",
+    "read_manifest",
+    "record_review",
+    "resolve_url",
+    "store_assessment",
+    "store_dot_links",
+    "store_photo_assessment",
+    "sweep_store",
 ]

@@ -25,6 +25,7 @@ rename), which foreign keys would forbid; so foreign keys are switched off for
 that transaction only, and it commits only if ``PRAGMA foreign_key_check`` then
 finds every reference intact (SQLite's documented way to alter such a table).
 """
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,20 @@ from sqlalchemy.orm import Session
 from pipeline.errors import UserError
 
 __all__ = [
-    "DATABASE_URL_ENV", "HOME_ENV", "MIGRATIONS_DIR", "Records", "close_all", "current_revision", "data_home",
-    "default_url", "head_revision", "make_engine", "migration_transaction", "open_records", "resolve_url", "upgrade",
+    "DATABASE_URL_ENV",
+    "HOME_ENV",
+    "MIGRATIONS_DIR",
+    "Records",
+    "close_all",
+    "current_revision",
+    "data_home",
+    "default_url",
+    "head_revision",
+    "make_engine",
+    "migration_transaction",
+    "open_records",
+    "resolve_url",
+    "upgrade",
 ]
 
 DATABASE_URL_ENV = "SMP_DATABASE_URL"
@@ -177,8 +190,10 @@ def migration_transaction(engine: Engine) -> Iterator[Connection]:
                 if sqlite_db:
                     broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
                     if broken:
-                        raise UserError(f"the records migration would leave {len(broken)} broken reference(s) "
-                                        f"(first in table {broken[0][0]!r}); nothing was changed")
+                        raise UserError(
+                            f"the records migration would leave {len(broken)} broken reference(s) "
+                            f"(first in table {broken[0][0]!r}); nothing was changed"
+                        )
         finally:
             if raw is not None:
                 raw.execute("PRAGMA foreign_keys = ON")
@@ -203,8 +218,10 @@ def upgrade(engine: Engine) -> None:
     try:
         script.get_revision(current)  # type: ignore[arg-type]  # alembic annotates str; None (empty database) is fine
     except CommandError:
-        raise UserError(f"the records database is at schema revision {current!r}, which this version of "
-                        "smp-assess does not know: upgrade smp-assess") from None
+        raise UserError(
+            f"the records database is at schema revision {current!r}, which this version of "
+            "smp-assess does not know: upgrade smp-assess"
+        ) from None
     with migration_transaction(engine) as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})

@@ -2,6 +2,7 @@
 
 The plain values :mod:`pipeline.records.ingest` and its helpers pass around; no database here.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -17,8 +18,17 @@ if TYPE_CHECKING:  # pandas is only handed in (dots tables); importing it here w
     import pandas as pd
 
 __all__ = [
-    "Assess", "AssessmentLike", "ClientSummary", "ImportResult", "IngestError", "IngestResult", "PhotoEntry",
-    "PhotoFile", "Problem", "StoredAssessment", "VisitKey",
+    "Assess",
+    "AssessmentLike",
+    "ClientSummary",
+    "ImportResult",
+    "IngestError",
+    "IngestResult",
+    "PhotoEntry",
+    "PhotoFile",
+    "Problem",
+    "StoredAssessment",
+    "VisitKey",
 ]
 
 
@@ -138,4 +148,3 @@ class PhotoEntry:
     photo: PhotoFile
     view: str | None
     notes: str | None
-

@@ -30,6 +30,7 @@ What is asked is read in :mod:`pipeline.records.parse` (fields, photo files, man
 of :mod:`pipeline.records.entries`; assessments, dot links and review decisions are stored by
 :mod:`pipeline.records.assessments`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -75,6 +76,7 @@ _ATTEMPTS = 3
 
 # --------------------------------------------------------------------------- checks against the batch and the records
 
+
 def _check_batch(entries: Sequence[PhotoEntry]) -> list[Problem]:
     """The same photo twice, or one visit given two different notes."""
     problems = []
@@ -102,8 +104,7 @@ def _check_records(session: Session, entries: Sequence[PhotoEntry], create_clien
             known[who] = _client_id(session, *who) is not None
             if not known[who] and not create_client:
                 in_clinic = "" if who[0] == DEFAULT_CLINIC else f" in clinic {who[0]!r}"
-                problems.append(Problem(f"unknown client {who[1]!r}{in_clinic} (use --create-client to add it)",
-                                        e.row))
+                problems.append(Problem(f"unknown client {who[1]!r}{in_clinic} (use --create-client to add it)", e.row))
     placed = {}
     for clinic in sorted({e.key.clinic for e in entries}):
         shas = sorted({e.photo.sha256 for e in entries if e.key.clinic == clinic})
@@ -121,14 +122,27 @@ def _client_id(session: Session, clinic: str, client: str) -> int | None:
 
 def _visits_of_photos(session: Session, clinic: str, shas: Sequence[str]) -> Iterable[tuple[str, VisitKey]]:
     """(sha256, visit) of those of ``shas`` that ``clinic`` has recorded in a visit."""
-    stmt = (sa.select(Photo.sha256, Clinic.slug, Client.external_id, Region.name, Visit.visit_date, Visit.kind,
-                      Visit.session_number)
-            .join(VisitPhoto, VisitPhoto.photo_id == Photo.id).join(Visit, Visit.id == VisitPhoto.visit_id)
-            .join(Region, Region.id == Visit.region_id).join(Client, Client.id == Visit.client_id)
-            .join(Clinic, Clinic.id == Client.clinic_id).where(Clinic.slug == clinic, Photo.clinic_id == Clinic.id))
+    stmt = (
+        sa.select(
+            Photo.sha256,
+            Clinic.slug,
+            Client.external_id,
+            Region.name,
+            Visit.visit_date,
+            Visit.kind,
+            Visit.session_number,
+        )
+        .join(VisitPhoto, VisitPhoto.photo_id == Photo.id)
+        .join(Visit, Visit.id == VisitPhoto.visit_id)
+        .join(Region, Region.id == Visit.region_id)
+        .join(Client, Client.id == Visit.client_id)
+        .join(Clinic, Clinic.id == Client.clinic_id)
+        .where(Clinic.slug == clinic, Photo.clinic_id == Clinic.id)
+    )
     for i in range(0, len(shas), 500):  # bounded IN lists
         for sha, slug, client, region, day, kind, number in session.execute(
-                stmt.where(Photo.sha256.in_(shas[i:i + 500]))):
+            stmt.where(Photo.sha256.in_(shas[i : i + 500]))
+        ):
             yield sha, VisitKey(slug, client, region, day, kind, number)
 
 
@@ -138,6 +152,7 @@ def _validate(records: Records, entries: Sequence[PhotoEntry], create_client: bo
 
 
 # --------------------------------------------------------------------------- writing
+
 
 def _lock_photo(session: Session, sha256: str) -> None:
     """Serialise work on one photo across processes until the transaction ends. SQLite
@@ -153,8 +168,16 @@ def _split_capture_time(t: datetime | None) -> tuple[datetime | None, int | None
     return t.replace(tzinfo=None), None if offset is None else round(offset.total_seconds() / 60)
 
 
-def _write_visit(session: Session, store: PhotoStore, key: VisitKey, notes: str | None, entries: Sequence[PhotoEntry],
-                 create_client: bool, assessed: _Assessed, created_files: list[str]) -> IngestResult:
+def _write_visit(
+    session: Session,
+    store: PhotoStore,
+    key: VisitKey,
+    notes: str | None,
+    entries: Sequence[PhotoEntry],
+    create_client: bool,
+    assessed: _Assessed,
+    created_files: list[str],
+) -> IngestResult:
     """The body of one visit's transaction; appends to ``created_files`` each store file it creates."""
     client_id: int | None
     if create_client:
@@ -167,8 +190,17 @@ def _write_visit(session: Session, store: PhotoStore, key: VisitKey, notes: str 
         clinic_id = session.scalars(sa.select(Client.clinic_id).where(Client.id == client_id)).one()
     region_id, _ = _ensure(session, Region, {"client_id": client_id, "name": key.region})
     visit_id, visit_created = _ensure(
-        session, Visit, {"client_id": client_id, "region_id": region_id, "visit_date": key.date, "kind": key.kind,
-                         "session_number": key.session_number}, {"notes": notes})
+        session,
+        Visit,
+        {
+            "client_id": client_id,
+            "region_id": region_id,
+            "visit_date": key.date,
+            "kind": key.kind,
+            "session_number": key.session_number,
+        },
+        {"notes": notes},
+    )
     added, skipped, n_assessed = [], [], 0
     # a fixed order of photo locks: two processes never wait on each other in a cycle
     for e in sorted(entries, key=lambda e: e.photo.sha256):
@@ -178,10 +210,21 @@ def _write_visit(session: Session, store: PhotoStore, key: VisitKey, notes: str 
         if stored.created:
             created_files.append(stored.relpath)
         capture_time, offset = _split_capture_time(p.capture_time)
-        photo_id, _ = _ensure(session, Photo, {"clinic_id": clinic_id, "sha256": p.sha256}, {
-            "stored_path": stored.relpath, "original_name": p.path.name[:255], "view": e.view,
-            "capture_time": capture_time, "capture_utc_offset_min": offset, "width": p.width, "height": p.height,
-            "bytes": p.size})
+        photo_id, _ = _ensure(
+            session,
+            Photo,
+            {"clinic_id": clinic_id, "sha256": p.sha256},
+            {
+                "stored_path": stored.relpath,
+                "original_name": p.path.name[:255],
+                "view": e.view,
+                "capture_time": capture_time,
+                "capture_utc_offset_min": offset,
+                "width": p.width,
+                "height": p.height,
+                "bytes": p.size,
+            },
+        )
         in_visit = session.scalar(sa.select(VisitPhoto.visit_id).where(VisitPhoto.photo_id == photo_id))
         if in_visit is None:
             _insert(session, VisitPhoto, {"visit_id": visit_id, "photo_id": photo_id})
@@ -194,8 +237,14 @@ def _write_visit(session: Session, store: PhotoStore, key: VisitKey, notes: str 
             doc, dots = assessed[p.sha256]
             n_assessed += _store_assessment(session, photo_id, p.sha256, doc, dots).created
     order = {e.name: i for i, e in enumerate(entries)}
-    return IngestResult(key, visit_id, visit_created, tuple(sorted(added, key=order.__getitem__)),
-                        tuple(sorted(skipped, key=order.__getitem__)), n_assessed)
+    return IngestResult(
+        key,
+        visit_id,
+        visit_created,
+        tuple(sorted(added, key=order.__getitem__)),
+        tuple(sorted(skipped, key=order.__getitem__)),
+        n_assessed,
+    )
 
 
 def _forget_files(records: Records, store: PhotoStore, relpaths: Sequence[str]) -> None:
@@ -220,8 +269,15 @@ def _transient(exc: Exception) -> bool:
     return getattr(getattr(exc, "orig", None), "sqlstate", None) in ("40001", "40P01")
 
 
-def _ingest_visit(records: Records, store: PhotoStore, key: VisitKey, notes: str | None,
-                  entries: Sequence[PhotoEntry], create_client: bool, assess: Assess | None) -> IngestResult:
+def _ingest_visit(
+    records: Records,
+    store: PhotoStore,
+    key: VisitKey,
+    notes: str | None,
+    entries: Sequence[PhotoEntry],
+    create_client: bool,
+    assess: Assess | None,
+) -> IngestResult:
     """Write one visit in one transaction (retried when it loses a race with another process);
     on failure, remove the photo files it stored."""
     assessed = _assess_new(records, entries, assess) if assess else {}
@@ -243,9 +299,13 @@ def _assess_new(records: Records, entries: Sequence[PhotoEntry], assess: Assess)
     """Assess the photos not yet in any visit, before the transaction (it takes seconds a photo,
     and the write lock must not be held that long). Only the JSON and the dots are kept."""
     with records.session(read_only=True) as session:
-        placed = {sha for clinic in {e.key.clinic for e in entries}
-                  for sha, _ in _visits_of_photos(session, clinic, [e.photo.sha256 for e in entries
-                                                                    if e.key.clinic == clinic])}
+        placed = {
+            sha
+            for clinic in {e.key.clinic for e in entries}
+            for sha, _ in _visits_of_photos(
+                session, clinic, [e.photo.sha256 for e in entries if e.key.clinic == clinic]
+            )
+        }
     out = {}
     for e in entries:
         if e.photo.sha256 not in placed and e.photo.sha256 not in out:
@@ -262,10 +322,22 @@ def _group(entries: Sequence[PhotoEntry]) -> list[tuple[VisitKey, list[PhotoEntr
     return list(groups.items())
 
 
-def add_visit(records: Records, store: PhotoStore, *, client: str, region: str, date: str | date, kind: str,
-              photos: Sequence[str | Path | PhotoFile] = (), session: int | None = None, clinic: str = DEFAULT_CLINIC,
-              view: str | None = None, notes: str | None = None, create_client: bool = False,
-              assess: Assess | None = None) -> IngestResult:
+def add_visit(
+    records: Records,
+    store: PhotoStore,
+    *,
+    client: str,
+    region: str,
+    date: str | date,
+    kind: str,
+    photos: Sequence[str | Path | PhotoFile] = (),
+    session: int | None = None,
+    clinic: str = DEFAULT_CLINIC,
+    view: str | None = None,
+    notes: str | None = None,
+    create_client: bool = False,
+    assess: Assess | None = None,
+) -> IngestResult:
     """Add one visit of ``client`` for ``region`` with its ``photos``, in one transaction.
 
     The client must exist unless ``create_client``. ``assess``, if given, is called
@@ -295,8 +367,15 @@ def add_visit(records: Records, store: PhotoStore, *, client: str, region: str, 
     return _ingest_visit(records, store, key, notes or None, entries, create_client, assess)
 
 
-def import_manifest(records: Records, store: PhotoStore, csv_path: str | Path, *, clinic: str = DEFAULT_CLINIC,
-                    create_client: bool = False, assess: Assess | None = None) -> ImportResult:
+def import_manifest(
+    records: Records,
+    store: PhotoStore,
+    csv_path: str | Path,
+    *,
+    clinic: str = DEFAULT_CLINIC,
+    create_client: bool = False,
+    assess: Assess | None = None,
+) -> ImportResult:
     """Import a manifest CSV (columns :data:`MANIFEST_COLUMNS`): every row is checked first and,
     if any has a problem, nothing is written and the problems come back with their row
     numbers. Otherwise each visit is ingested in its own transaction (a crash leaves whole
@@ -304,29 +383,49 @@ def import_manifest(records: Records, store: PhotoStore, csv_path: str | Path, *
     entries, problems = read_manifest(csv_path, clinic=clinic)
     problems += _validate(records, entries, create_client)
     if problems:
-        return ImportResult(problems=tuple(sorted(problems, key=lambda p: (p.row or 0))))
-    return ImportResult(visits=tuple(
-        _ingest_visit(records, store, key, next((e.notes for e in group if e.notes), None), group, create_client,
-                      assess)
-        for key, group in _group(entries)))
+        return ImportResult(problems=tuple(sorted(problems, key=lambda p: p.row or 0)))
+    return ImportResult(
+        visits=tuple(
+            _ingest_visit(
+                records, store, key, next((e.notes for e in group if e.notes), None), group, create_client, assess
+            )
+            for key, group in _group(entries)
+        )
+    )
 
 
 # --------------------------------------------------------------------------- queries and upkeep
 
+
 def list_clients(session: Session, clinic: str | None = None) -> list[ClientSummary]:
     """Every client (of ``clinic``, or all), with counts of regions, visits and photos."""
-    regions = (sa.select(Region.client_id, sa.func.count().label("n")).group_by(Region.client_id).subquery())
-    visits = (sa.select(Visit.client_id, sa.func.count().label("n"), sa.func.max(Visit.visit_date).label("last"))
-              .group_by(Visit.client_id).subquery())
-    photos = (sa.select(Visit.client_id, sa.func.count(VisitPhoto.id).label("n"))
-              .join(VisitPhoto, VisitPhoto.visit_id == Visit.id).group_by(Visit.client_id).subquery())
-    stmt = (sa.select(Clinic.slug, Client.external_id, sa.func.coalesce(regions.c.n, 0),
-                      sa.func.coalesce(visits.c.n, 0), sa.func.coalesce(photos.c.n, 0), visits.c.last)
-            .join(Clinic, Clinic.id == Client.clinic_id)
-            .outerjoin(regions, regions.c.client_id == Client.id)
-            .outerjoin(visits, visits.c.client_id == Client.id)
-            .outerjoin(photos, photos.c.client_id == Client.id)
-            .order_by(Clinic.slug, Client.external_id))
+    regions = sa.select(Region.client_id, sa.func.count().label("n")).group_by(Region.client_id).subquery()
+    visits = (
+        sa.select(Visit.client_id, sa.func.count().label("n"), sa.func.max(Visit.visit_date).label("last"))
+        .group_by(Visit.client_id)
+        .subquery()
+    )
+    photos = (
+        sa.select(Visit.client_id, sa.func.count(VisitPhoto.id).label("n"))
+        .join(VisitPhoto, VisitPhoto.visit_id == Visit.id)
+        .group_by(Visit.client_id)
+        .subquery()
+    )
+    stmt = (
+        sa.select(
+            Clinic.slug,
+            Client.external_id,
+            sa.func.coalesce(regions.c.n, 0),
+            sa.func.coalesce(visits.c.n, 0),
+            sa.func.coalesce(photos.c.n, 0),
+            visits.c.last,
+        )
+        .join(Clinic, Clinic.id == Client.clinic_id)
+        .outerjoin(regions, regions.c.client_id == Client.id)
+        .outerjoin(visits, visits.c.client_id == Client.id)
+        .outerjoin(photos, photos.c.client_id == Client.id)
+        .order_by(Clinic.slug, Client.external_id)
+    )
     if clinic is not None:
         stmt = stmt.where(Clinic.slug == clinic)
     return [ClientSummary(*row) for row in session.execute(stmt)]

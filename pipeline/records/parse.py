@@ -4,6 +4,7 @@ Pure checks: a date, a visit kind and session number, a region, a clinic, a clie
 view; a photo file loaded as the assessment would; a manifest CSV read row by row with
 every problem and its row number.
 """
+
 from __future__ import annotations
 
 import csv
@@ -17,8 +18,15 @@ from pipeline.errors import UserError
 from pipeline.records.entries import PhotoEntry, PhotoFile, Problem, VisitKey
 from pipeline.records.schema import DEFAULT_CLINIC, VIEWS, VISIT_KINDS, is_slug
 
-__all__ = ["MANIFEST_COLUMNS", "inspect_photo", "parse_date", "parse_kind", "parse_region", "read_csv_rows",
-           "read_manifest"]
+__all__ = [
+    "MANIFEST_COLUMNS",
+    "inspect_photo",
+    "parse_date",
+    "parse_kind",
+    "parse_region",
+    "read_csv_rows",
+    "read_manifest",
+]
 
 #: Manifest columns: required first, then optional (``session``: the session number;
 #: ``view``: closeup|global; ``clinic``: defaults to the importer's; ``notes``: of the visit).
@@ -103,8 +111,9 @@ def _parse_view(text: str | None) -> str | None:
     return view
 
 
-def _visit_key(clinic: str, client: str, region: str, day: str | date, kind: str,
-               session: int | str | None, row: int | None) -> tuple[VisitKey | None, list[Problem]]:
+def _visit_key(
+    clinic: str, client: str, region: str, day: str | date, kind: str, session: int | str | None, row: int | None
+) -> tuple[VisitKey | None, list[Problem]]:
     """Parse a visit's fields, collecting every problem rather than stopping at the first."""
     problems: list[Problem] = []
 
@@ -115,9 +124,13 @@ def _visit_key(clinic: str, client: str, region: str, day: str | date, kind: str
             problems.append(Problem(str(exc), row))
             return None
 
-    parts = (attempt(lambda: _parse_clinic(clinic)), attempt(lambda: _parse_client(client)),
-             attempt(lambda: parse_region(region)), attempt(lambda: parse_date(day)),
-             attempt(lambda: parse_kind(kind, session)))
+    parts = (
+        attempt(lambda: _parse_clinic(clinic)),
+        attempt(lambda: _parse_client(client)),
+        attempt(lambda: parse_region(region)),
+        attempt(lambda: parse_date(day)),
+        attempt(lambda: parse_kind(kind, session)),
+    )
     if problems:
         return None, problems
     # no problem, so no attempt gave None: each part is its parser's value
@@ -131,12 +144,19 @@ def inspect_photo(path: str | Path) -> PhotoFile:
     from pipeline.one_photo.loading import load_photo
 
     photo = load_photo(path)
-    return PhotoFile(path=Path(path), sha256=photo.sha256, width=photo.width, height=photo.height,
-                     size=Path(path).stat().st_size, capture_time=photo.capture_time)
+    return PhotoFile(
+        path=Path(path),
+        sha256=photo.sha256,
+        width=photo.width,
+        height=photo.height,
+        size=Path(path).stat().st_size,
+        capture_time=photo.capture_time,
+    )
 
 
-def _photo_entry(path: Path | PhotoFile, name: str, key: VisitKey | None, view: str | None, notes: str | None,
-                 row: int | None) -> tuple[PhotoEntry | None, list[Problem]]:
+def _photo_entry(
+    path: Path | PhotoFile, name: str, key: VisitKey | None, view: str | None, notes: str | None, row: int | None
+) -> tuple[PhotoEntry | None, list[Problem]]:
     from pipeline.one_photo.loading import PhotoError
 
     if isinstance(path, PhotoFile):  # inspected by the caller already (the web app's upload check)
@@ -177,8 +197,11 @@ def read_manifest(csv_path: str | Path, *, clinic: str = DEFAULT_CLINIC) -> tupl
     missing = [c for c in _REQUIRED_COLUMNS if c not in header]
     if missing:
         return [], [Problem(f"missing column(s) {', '.join(missing)} (columns: {', '.join(MANIFEST_COLUMNS)})", 1)]
-    problems = [Problem(f"unknown column {c!r} (columns: {', '.join(MANIFEST_COLUMNS)})", 1)
-                for c in header if c not in MANIFEST_COLUMNS]
+    problems = [
+        Problem(f"unknown column {c!r} (columns: {', '.join(MANIFEST_COLUMNS)})", 1)
+        for c in header
+        if c not in MANIFEST_COLUMNS
+    ]
     entries = []
     for line, raw in rows:
         cells = {k: (v or "").strip() for k, v in raw.items() if k is not None}
@@ -187,8 +210,15 @@ def read_manifest(csv_path: str | Path, *, clinic: str = DEFAULT_CLINIC) -> tupl
         if None in raw:
             problems.append(Problem("more cells than columns", line))
             continue
-        key, found = _visit_key(cells.get("clinic") or clinic, cells["client"], cells["region"], cells["date"],
-                                cells["kind"], cells.get("session"), line)
+        key, found = _visit_key(
+            cells.get("clinic") or clinic,
+            cells["client"],
+            cells["region"],
+            cells["date"],
+            cells["kind"],
+            cells.get("session"),
+            line,
+        )
         view = None
         try:
             view = _parse_view(cells.get("view"))
@@ -197,11 +227,16 @@ def read_manifest(csv_path: str | Path, *, clinic: str = DEFAULT_CLINIC) -> tupl
         if not cells["photo"]:
             found.append(Problem("no photo given", line))
         else:
-            entry, photo_problems = _photo_entry(csv_path.parent / cells["photo"], cells["photo"],
-                                                 None if found else key, view, cells.get("notes") or None, line)
+            entry, photo_problems = _photo_entry(
+                csv_path.parent / cells["photo"],
+                cells["photo"],
+                None if found else key,
+                view,
+                cells.get("notes") or None,
+                line,
+            )
             found += photo_problems
             if entry is not None:
                 entries.append(entry)
         problems += found
     return entries, problems
-

@@ -13,6 +13,7 @@ microsecond after it (:func:`act_time`), so "the last act" is always one act.
 Coordinates are photo pixels of the upright photo the assessment's dots are in (OpenCV
 convention: pixel centres at integers, so the photo covers ``[-0.5, W - 0.5)``).
 """
+
 from __future__ import annotations
 
 import math
@@ -28,9 +29,24 @@ from pipeline.records.assessments import record_review
 from pipeline.records.schema import MASK_LABELS, SHAPE_KINDS, AddedDot, DoneMark, Dot, ReviewDecision, ReviewShape
 
 __all__ = [
-    "ACT_KINDS", "MAX_BRUSH_RADIUS_PX", "MAX_SHAPE_POINTS", "MIN_BRUSH_RADIUS_PX", "PHOTO_DECISIONS", "Act",
-    "PhotoActs", "ReviewInputError", "Reviewer", "act_time", "add_dot", "add_shape", "check_point", "check_shape",
-    "decide_dot", "mark_done", "photo_acts", "undo_last",
+    "ACT_KINDS",
+    "MAX_BRUSH_RADIUS_PX",
+    "MAX_SHAPE_POINTS",
+    "MIN_BRUSH_RADIUS_PX",
+    "PHOTO_DECISIONS",
+    "Act",
+    "PhotoActs",
+    "ReviewInputError",
+    "Reviewer",
+    "act_time",
+    "add_dot",
+    "add_shape",
+    "check_point",
+    "check_shape",
+    "decide_dot",
+    "mark_done",
+    "photo_acts",
+    "undo_last",
 ]
 
 #: The kinds of act, as :class:`Act` names them.
@@ -116,6 +132,7 @@ def _order(act: Act) -> tuple[datetime, int, int]:
 
 # --------------------------------------------------------------------------- input checks (pure)
 
+
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ReviewInputError(f"{what} must be a number, got {value!r}"[:200])
@@ -133,8 +150,9 @@ def check_point(x: Any, y: Any, width: int, height: int) -> tuple[float, float]:
     return fx, fy
 
 
-def check_shape(label: Any, kind: Any, points: Any, radius_px: Any, width: int, height: int
-                ) -> tuple[str, str, list[list[float]], float | None]:
+def check_shape(
+    label: Any, kind: Any, points: Any, radius_px: Any, width: int, height: int
+) -> tuple[str, str, list[list[float]], float | None]:
     """A painted shape's label, kind, vertices and brush radius, checked against the photo.
 
     Vertices may lie on the photo's border (``[-0.5, W - 0.5]``); a brush needs one vertex
@@ -161,8 +179,9 @@ def check_shape(label: Any, kind: Any, points: Any, radius_px: Any, width: int, 
     if kind == "brush":
         radius = _number(radius_px, "radius_px") if radius_px is not None else math.nan
         if not MIN_BRUSH_RADIUS_PX <= radius <= MAX_BRUSH_RADIUS_PX:
-            raise ReviewInputError(f"a brush needs radius_px from {MIN_BRUSH_RADIUS_PX:g} to "
-                                   f"{MAX_BRUSH_RADIUS_PX:g} pixels")
+            raise ReviewInputError(
+                f"a brush needs radius_px from {MIN_BRUSH_RADIUS_PX:g} to {MAX_BRUSH_RADIUS_PX:g} pixels"
+            )
     elif radius_px is not None:
         raise ReviewInputError("a polygon has no radius_px")
     return label, kind, out, radius
@@ -170,12 +189,19 @@ def check_shape(label: Any, kind: Any, points: Any, radius_px: Any, width: int, 
 
 # --------------------------------------------------------------------------- recording acts
 
+
 def _latest_time(session: Session, assessment_id: int) -> datetime | None:
-    times = [session.scalar(sa.select(sa.func.max(ReviewDecision.created_at)).join(Dot, Dot.id == ReviewDecision.dot_id)
-                            .where(Dot.assessment_id == assessment_id))]
+    times = [
+        session.scalar(
+            sa.select(sa.func.max(ReviewDecision.created_at))
+            .join(Dot, Dot.id == ReviewDecision.dot_id)
+            .where(Dot.assessment_id == assessment_id)
+        )
+    ]
     for table in (AddedDot, ReviewShape, DoneMark):
-        times.append(session.scalar(sa.select(sa.func.max(table.created_at))
-                                    .where(table.assessment_id == assessment_id)))
+        times.append(
+            session.scalar(sa.select(sa.func.max(table.created_at)).where(table.assessment_id == assessment_id))
+        )
     known = [t for t in times if t is not None]
     return max(known) if known else None
 
@@ -186,8 +212,9 @@ def act_time(session: Session, assessment_id: int, now: datetime) -> datetime:
     return now if latest is None or now > latest else latest + _TICK
 
 
-def decide_dot(session: Session, assessment_id: int, dot_id: int, decision: str | None, who: Reviewer,
-               now: datetime) -> int:
+def decide_dot(
+    session: Session, assessment_id: int, dot_id: int, decision: str | None, who: Reviewer, now: datetime
+) -> int:
     """Record ``accept`` or ``reject`` on a dot of the assessment (``decision`` as sent: checked here);
     returns the decision's id."""
     if decision is None or decision not in PHOTO_DECISIONS:
@@ -195,24 +222,47 @@ def decide_dot(session: Session, assessment_id: int, dot_id: int, decision: str 
     found = session.scalar(sa.select(Dot.id).where(Dot.id == dot_id, Dot.assessment_id == assessment_id))
     if found is None:
         raise LookupError(f"no dot {dot_id} on this photo")
-    return record_review(session, dot_id, decision, who.name, reviewer_user_id=who.user_id,
-                         at=act_time(session, assessment_id, now))
+    return record_review(
+        session, dot_id, decision, who.name, reviewer_user_id=who.user_id, at=act_time(session, assessment_id, now)
+    )
 
 
 def add_dot(session: Session, assessment_id: int, x: float, y: float, who: Reviewer, now: datetime) -> int:
     """Record a dot the model missed (coordinates already checked: :func:`check_point`)."""
-    row = AddedDot(assessment_id=assessment_id, x=x, y=y, reviewer=who.name, reviewer_user_id=who.user_id,
-                   created_at=act_time(session, assessment_id, now))
+    row = AddedDot(
+        assessment_id=assessment_id,
+        x=x,
+        y=y,
+        reviewer=who.name,
+        reviewer_user_id=who.user_id,
+        created_at=act_time(session, assessment_id, now),
+    )
     session.add(row)
     session.flush()
     return row.id
 
 
-def add_shape(session: Session, assessment_id: int, label: str, kind: str, points: list[list[float]],
-              radius_px: float | None, who: Reviewer, now: datetime) -> int:
+def add_shape(
+    session: Session,
+    assessment_id: int,
+    label: str,
+    kind: str,
+    points: list[list[float]],
+    radius_px: float | None,
+    who: Reviewer,
+    now: datetime,
+) -> int:
     """Record a painted area (checked already: :func:`check_shape`)."""
-    row = ReviewShape(assessment_id=assessment_id, label=label, kind=kind, points=points, radius_px=radius_px,
-                      reviewer=who.name, reviewer_user_id=who.user_id, created_at=act_time(session, assessment_id, now))
+    row = ReviewShape(
+        assessment_id=assessment_id,
+        label=label,
+        kind=kind,
+        points=points,
+        radius_px=radius_px,
+        reviewer=who.name,
+        reviewer_user_id=who.user_id,
+        created_at=act_time(session, assessment_id, now),
+    )
     session.add(row)
     session.flush()
     return row.id
@@ -222,15 +272,23 @@ def mark_done(session: Session, assessment_id: int, who: Reviewer, now: datetime
     """Mark the photo's dots done; None (nothing recorded) when they are marked done already."""
     if photo_acts(session, assessment_id).is_done:
         return None
-    row = DoneMark(assessment_id=assessment_id, reviewer=who.name, reviewer_user_id=who.user_id,
-                   created_at=act_time(session, assessment_id, now))
+    row = DoneMark(
+        assessment_id=assessment_id,
+        reviewer=who.name,
+        reviewer_user_id=who.user_id,
+        created_at=act_time(session, assessment_id, now),
+    )
     session.add(row)
     session.flush()
     return row.id
 
 
 _TABLES: dict[str, type[ReviewDecision] | type[AddedDot] | type[ReviewShape] | type[DoneMark]] = {
-    "decision": ReviewDecision, "added_dot": AddedDot, "shape": ReviewShape, "done": DoneMark}
+    "decision": ReviewDecision,
+    "added_dot": AddedDot,
+    "shape": ReviewShape,
+    "done": DoneMark,
+}
 
 
 def undo_last(session: Session, assessment_id: int, user_id: int, now: datetime) -> Act | None:
@@ -245,28 +303,52 @@ def undo_last(session: Session, assessment_id: int, user_id: int, now: datetime)
 
 # --------------------------------------------------------------------------- reading acts back
 
+
 def photo_acts(session: Session, assessment_id: int) -> PhotoActs:
     """The active (not undone) acts on the assessment's photo."""
     decisions = session.execute(
-        sa.select(ReviewDecision, Dot.dot_index).join(Dot, Dot.id == ReviewDecision.dot_id)
+        sa.select(ReviewDecision, Dot.dot_index)
+        .join(Dot, Dot.id == ReviewDecision.dot_id)
         .where(Dot.assessment_id == assessment_id, ReviewDecision.undone_at.is_(None))
-        .order_by(ReviewDecision.created_at, ReviewDecision.id)).all()
+        .order_by(ReviewDecision.created_at, ReviewDecision.id)
+    ).all()
 
     def rows(table: Any) -> list[Any]:
-        return list(session.scalars(sa.select(table).where(table.assessment_id == assessment_id,
-                                                           table.undone_at.is_(None))
-                                    .order_by(table.created_at, table.id)))
+        return list(
+            session.scalars(
+                sa.select(table)
+                .where(table.assessment_id == assessment_id, table.undone_at.is_(None))
+                .order_by(table.created_at, table.id)
+            )
+        )
 
     def act(act_kind: str, row: Any, **detail: Any) -> Act:
-        return Act(kind=act_kind, id=row.id, reviewer=row.reviewer, reviewer_user_id=row.reviewer_user_id,
-                   at=row.created_at, detail=detail)
+        return Act(
+            kind=act_kind,
+            id=row.id,
+            reviewer=row.reviewer,
+            reviewer_user_id=row.reviewer_user_id,
+            at=row.created_at,
+            detail=detail,
+        )
 
     return PhotoActs(
         assessment_id=assessment_id,
-        decisions=tuple(act("decision", d, dot_id=d.dot_id, dot_index=index, decision=d.decision,
-                            new_label=d.new_label) for d, index in decisions),
+        decisions=tuple(
+            act("decision", d, dot_id=d.dot_id, dot_index=index, decision=d.decision, new_label=d.new_label)
+            for d, index in decisions
+        ),
         added=tuple(act("added_dot", a, x=a.x, y=a.y) for a in rows(AddedDot)),
-        shapes=tuple(act("shape", s, label=s.label, kind=s.kind, points=[list(map(float, p)) for p in s.points],
-                         radius_px=s.radius_px) for s in rows(ReviewShape)),
+        shapes=tuple(
+            act(
+                "shape",
+                s,
+                label=s.label,
+                kind=s.kind,
+                points=[list(map(float, p)) for p in s.points],
+                radius_px=s.radius_px,
+            )
+            for s in rows(ReviewShape)
+        ),
         done=tuple(act("done", m) for m in rows(DoneMark)),
     )

@@ -3,6 +3,7 @@
 A row another process created first is simply found (see :mod:`pipeline.records.ingest`).
 Only SQLite and PostgreSQL are supported (the dialects with ``ON CONFLICT``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -27,8 +28,7 @@ def _insert(session: Session, model: type, values: Mapping[str, Any]) -> int | N
     return session.execute(stmt.returning(model.id)).scalar()  # type: ignore[attr-defined]
 
 
-def _ensure(session: Session, model: type, keys: Mapping[str, Any],
-            values: Mapping[str, Any] = {}) -> tuple[int, bool]:
+def _ensure(session: Session, model: type, keys: Mapping[str, Any], values: Mapping[str, Any] = {}) -> tuple[int, bool]:
     """The id of the row of ``model`` with ``keys``, inserted (with ``values``) if missing; and
     whether this call inserted it. A row another process inserts meanwhile is found, not duplicated."""
     find = sa.select(model.id).filter_by(**keys)  # type: ignore[attr-defined]
@@ -37,4 +37,3 @@ def _ensure(session: Session, model: type, keys: Mapping[str, Any],
         return found, False
     new_id = _insert(session, model, {**keys, **values})
     return (new_id, True) if new_id is not None else (session.scalars(find).one(), False)
-

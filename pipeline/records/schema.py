@@ -31,6 +31,7 @@ SQLite has no regular expressions.
 Database column names are lower-case snake case (unquoted SQL works on
 PostgreSQL); :data:`DOT_FIELDS` maps the ``dots.csv`` column names onto them.
 """
+
 from __future__ import annotations
 
 import re
@@ -45,10 +46,37 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship,
 from data.visits import VIEWS, VISIT_KINDS
 
 __all__ = [
-    "DECISIONS", "DEFAULT_CLINIC", "DOT_FIELDS", "JOB_STATUSES", "MASK_LABELS", "ROLES", "SHAPE_KINDS", "VIEWS",
-    "VISIT_KINDS", "AddedDot", "ApiToken", "Assessment", "Base", "Client", "Clinic", "Dot", "DotLink", "DoneMark",
-    "Job", "LoginThrottle", "Photo", "Region", "ReviewDecision", "ReviewShape", "User", "UtcDateTime", "Visit",
-    "VisitPhoto", "WebSession", "is_slug", "utc_now",
+    "DECISIONS",
+    "DEFAULT_CLINIC",
+    "DOT_FIELDS",
+    "JOB_STATUSES",
+    "MASK_LABELS",
+    "ROLES",
+    "SHAPE_KINDS",
+    "VIEWS",
+    "VISIT_KINDS",
+    "AddedDot",
+    "ApiToken",
+    "Assessment",
+    "Base",
+    "Client",
+    "Clinic",
+    "Dot",
+    "DotLink",
+    "DoneMark",
+    "Job",
+    "LoginThrottle",
+    "Photo",
+    "Region",
+    "ReviewDecision",
+    "ReviewShape",
+    "User",
+    "UtcDateTime",
+    "Visit",
+    "VisitPhoto",
+    "WebSession",
+    "is_slug",
+    "utc_now",
 ]
 
 #: What a reviewer can say about a dot (``accept``: it is a dot, ``reject``: it is not).
@@ -69,11 +97,26 @@ _SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 #: ``dots.csv`` column (pipeline.one_photo.pigment.DOT_COLUMNS) -> ``dots`` table column.
 DOT_FIELDS = {
-    "dot_id": "dot_index", "x": "x", "y": "y", "diameter_mm": "diameter_mm", "diameter_px": "diameter_px",
-    "elongation": "elongation", "L": "lab_l", "a": "lab_a", "b": "lab_b",
-    "skin_L": "skin_l", "skin_a": "skin_a", "skin_b": "skin_b", "contrast_dL": "contrast_dl",
-    "dE00": "de00", "blue_index": "blue_index", "blue_shift": "blue_shift", "faded": "faded",
-    "spread": "spread", "score": "score", "skin_samples": "skin_samples",
+    "dot_id": "dot_index",
+    "x": "x",
+    "y": "y",
+    "diameter_mm": "diameter_mm",
+    "diameter_px": "diameter_px",
+    "elongation": "elongation",
+    "L": "lab_l",
+    "a": "lab_a",
+    "b": "lab_b",
+    "skin_L": "skin_l",
+    "skin_a": "skin_a",
+    "skin_b": "skin_b",
+    "contrast_dL": "contrast_dl",
+    "dE00": "de00",
+    "blue_index": "blue_index",
+    "blue_shift": "blue_shift",
+    "faded": "faded",
+    "spread": "spread",
+    "score": "score",
+    "skin_samples": "skin_samples",
 }
 
 
@@ -119,13 +162,15 @@ def _in(column: str, values: tuple[str, ...]) -> str:
 
 
 class Base(DeclarativeBase):
-    metadata = sa.MetaData(naming_convention={
-        "ix": "ix_%(column_0_label)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    })
+    metadata = sa.MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
     type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: JsonDoc}
 
 
@@ -199,7 +244,9 @@ class Visit(Base):
         sa.CheckConstraint(_in("kind", VISIT_KINDS), name="kind"),
         sa.CheckConstraint(
             "(kind = 'session' AND session_number >= 1) OR (kind = 'touch-up' AND session_number >= 0)"
-            " OR (kind IN ('baseline', 'follow-up') AND session_number = 0)", name="session_number"),
+            " OR (kind IN ('baseline', 'follow-up') AND session_number = 0)",
+            name="session_number",
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -369,6 +416,7 @@ class ReviewDecision(Base):
 
 # --------------------------------------------------------------------------- a reviewer's acts on a photo (0003)
 
+
 class AddedDot(Base):
     """A dot the model missed, added by a reviewer at (x, y) in photo pixels (OpenCV convention:
     pixel centres at integers, in the upright photo the assessment's dots are in)."""
@@ -427,6 +475,7 @@ class DoneMark(Base):
 
 
 # --------------------------------------------------------------------------- the web app (migration 0002)
+
 
 class User(Base):
     """A person (or a clinic system, through its API tokens) using the web app.

@@ -12,6 +12,7 @@ what lets a failed ingest remove only the files it added. The bytes are hashed
 as they are read, and a file whose content does not match the expected sha256
 is refused.
 """
+
 from __future__ import annotations
 
 import errno
@@ -87,8 +88,10 @@ class PhotoStore:
             raise StoreError(f"{source}: cannot read ({exc.strerror or exc})") from None
         actual = hashlib.sha256(data).hexdigest()
         if actual != sha256:
-            raise StoreError(f"{source}: the file changed while it was being added "
-                             f"(sha256 {actual[:12]}..., expected {sha256[:12]}...)")
+            raise StoreError(
+                f"{source}: the file changed while it was being added "
+                f"(sha256 {actual[:12]}..., expected {sha256[:12]}...)"
+            )
         existing = self.find(sha256)
         if existing is not None:
             if _sha256_of(existing) != sha256:

@@ -9,6 +9,7 @@ Each returns the HTML document as text and raises :class:`ReportError` (a ``Valu
 with a one-line reason) when the folder is not what it should be. :func:`detect_kind` and
 :func:`render_report` pick the kind from the folder's contents (``smp report``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,12 +18,17 @@ from typing import Protocol
 from pipeline.report.folders import ReportError, detect_kind
 from pipeline.subject import Subject
 
-__all__ = ["ReportError", "render_assessment", "render_comparison", "render_timeline", "render_report",
-           "detect_kind"]
+__all__ = ["ReportError", "render_assessment", "render_comparison", "render_timeline", "render_report", "detect_kind"]
 
 
-def render_assessment(folder: str | Path, *, title: str | None = None, subject: Subject | None = None,
-                      link: str | None = None, link_label: str | None = None) -> str:
+def render_assessment(
+    folder: str | Path,
+    *,
+    title: str | None = None,
+    subject: Subject | None = None,
+    link: str | None = None,
+    link_label: str | None = None,
+) -> str:
     """HTML report of one assessment folder (``assessment.json``, ``dots.csv``, ``overlay.png``).
 
     ``subject``: client, region and visit (default: what the assessment recorded); ``link``: an
@@ -31,25 +37,33 @@ def render_assessment(folder: str | Path, *, title: str | None = None, subject: 
     from pipeline.report.render import back_link, render
 
     back = back_link(link, link_label)
-    return render("assessment.html.j2", {**build_assessment_context(folder, title=title, subject=subject),
-                                         "back": back})
+    return render(
+        "assessment.html.j2", {**build_assessment_context(folder, title=title, subject=subject), "back": back}
+    )
 
 
-def render_comparison(folder: str | Path, *, title: str | None = None,
-                      subjects: tuple[Subject | None, Subject | None] | None = None,
-                      link: str | None = None, link_label: str | None = None) -> str:
+def render_comparison(
+    folder: str | Path,
+    *,
+    title: str | None = None,
+    subjects: tuple[Subject | None, Subject | None] | None = None,
+    link: str | None = None,
+    link_label: str | None = None,
+) -> str:
     """HTML report of an ``smp compare`` folder (``comparison.json``, pictures, ``before/``, ``after/``);
     ``subjects``: before and after (default: what the two assessments recorded)."""
     from pipeline.report.comparison import build_comparison_context
     from pipeline.report.render import back_link, render
 
     back = back_link(link, link_label)
-    return render("comparison.html.j2", {**build_comparison_context(folder, title=title, subjects=subjects),
-                                         "back": back})
+    return render(
+        "comparison.html.j2", {**build_comparison_context(folder, title=title, subjects=subjects), "back": back}
+    )
 
 
-def render_timeline(folder: str | Path, *, title: str | None = None, link: str | None = None,
-                    link_label: str | None = None) -> str:
+def render_timeline(
+    folder: str | Path, *, title: str | None = None, link: str | None = None, link_label: str | None = None
+) -> str:
     """HTML report of one region folder of ``smp track`` (``track.json`` and its plots)."""
     from pipeline.report.render import back_link, render
     from pipeline.report.timeline import build_timeline_context
@@ -61,16 +75,21 @@ def render_timeline(folder: str | Path, *, title: str | None = None, link: str |
 class _Renderer(Protocol):
     """What :func:`render_report` calls each kind's renderer with."""
 
-    def __call__(self, folder: str | Path, *, title: str | None = None, link: str | None = None,
-                 link_label: str | None = None) -> str: ...
+    def __call__(
+        self, folder: str | Path, *, title: str | None = None, link: str | None = None, link_label: str | None = None
+    ) -> str: ...
 
 
-_RENDERERS: dict[str, _Renderer] = {"assessment": render_assessment, "comparison": render_comparison,
-                                     "timeline": render_timeline}
+_RENDERERS: dict[str, _Renderer] = {
+    "assessment": render_assessment,
+    "comparison": render_comparison,
+    "timeline": render_timeline,
+}
 
 
-def render_report(folder: str | Path, *, title: str | None = None, link: str | None = None,
-                  link_label: str | None = None) -> tuple[str, str, Path]:
+def render_report(
+    folder: str | Path, *, title: str | None = None, link: str | None = None, link_label: str | None = None
+) -> tuple[str, str, Path]:
     """(kind, HTML, folder rendered) of any output folder (see :func:`detect_kind`)."""
     kind, path = detect_kind(folder)
     return kind, _RENDERERS[kind](path, title=title, link=link, link_label=link_label), path

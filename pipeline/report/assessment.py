@@ -3,6 +3,7 @@
 Also the pieces the before/after report reuses for each of its two photos (scale,
 colour, model and limits in words).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,8 +38,20 @@ from pipeline.report.wording import (
 )
 from pipeline.subject import Subject
 
-__all__ = ["build_assessment_context", "find_photo", "photo_name", "view_label", "scale_text", "colour_text",
-           "model_text", "limits", "all_warnings", "flag_rules", "FLAG_LABELS", "MAX_CROPS"]
+__all__ = [
+    "build_assessment_context",
+    "find_photo",
+    "photo_name",
+    "view_label",
+    "scale_text",
+    "colour_text",
+    "model_text",
+    "limits",
+    "all_warnings",
+    "flag_rules",
+    "FLAG_LABELS",
+    "MAX_CROPS",
+]
 
 #: Most crops of flagged dots a report shows.
 MAX_CROPS = 24
@@ -74,8 +87,7 @@ def colour_text(cal: dict[str, Any]) -> str:
     res = as_number(cal.get("residual_de00_mean"))
     mx = as_number(cal.get("residual_de00_max"))
     text = "corrected with the card's colour patches"
-    bits = [b for b in (f"{model} model" if model else "", plural(n, "patch", "patches") if as_number(n) else "")
-            if b]
+    bits = [b for b in (f"{model} model" if model else "", plural(n, "patch", "patches") if as_number(n) else "") if b]
     if bits:
         text += f" ({', '.join(bits)})"
     if res is not None:
@@ -99,12 +111,17 @@ def flag_rules() -> dict[str, str]:
         from data.flags import load_flag_settings
 
         r = load_flag_settings()
-        return {"blue_shift": f"blue index of {fmt_num(r.blue_index_min, 1)} or more (a visibly cool cast)",
-                "faded": f"contrast against the skin below {fmt_num(r.faded_contrast_dl_max, 1)} L*",
-                "spread": f"{fmt_num(r.spread_diameter_mm_min, 2)} mm across or more"}
+        return {
+            "blue_shift": f"blue index of {fmt_num(r.blue_index_min, 1)} or more (a visibly cool cast)",
+            "faded": f"contrast against the skin below {fmt_num(r.faded_contrast_dl_max, 1)} L*",
+            "spread": f"{fmt_num(r.spread_diameter_mm_min, 2)} mm across or more",
+        }
     except Exception:  # the flags config unreadable (a broken SMP_CONFIG_DIR): describe without numbers
-        return {"blue_shift": "pigment visibly bluer than a neutral dark pigment",
-                "faded": "too little contrast against the skin", "spread": "wider than a follicle"}
+        return {
+            "blue_shift": "pigment visibly bluer than a neutral dark pigment",
+            "faded": "too little contrast against the skin",
+            "spread": "wider than a follicle",
+        }
 
 
 def all_warnings(af: AssessmentFolder) -> list[str]:
@@ -121,23 +138,31 @@ def limits(af: AssessmentFolder) -> list[str]:
     cal, q, m, model = af.calibration, af.quality, af.metrics, af.model
     out = []
     if as_number(cal.get("px_per_mm")) is None:
-        out.append("No scale (no calibration card found and none entered): sizes and spacing in mm and "
-                   "the density per cm\u00b2 are unavailable.")
+        out.append(
+            "No scale (no calibration card found and none entered): sizes and spacing in mm and "
+            "the density per cm\u00b2 are unavailable."
+        )
     elif cal.get("scale_source") == "manual":
         out.append("The scale was entered by hand, not measured on a card: sizes are only as right as that number.")
     if cal.get("colour_source") != "card":
-        out.append("No colour correction: contrast and blue index depend on the lighting of this photo and "
-                   "cannot be compared with other photos as reliably.")
+        out.append(
+            "No colour correction: contrast and blue index depend on the lighting of this photo and "
+            "cannot be compared with other photos as reliably."
+        )
     elif (as_number(cal.get("residual_de00_mean")) or 0) > 2.0:
         out.append("The colour correction left a visible error on the card: colour figures are approximate.")
     if af.photo.get("view") == "global":
-        out.append("Whole-head view: dots are measured only where the photo resolves them; show-through is "
-                   "the main figure, dot figures are indicative.")
+        out.append(
+            "Whole-head view: dots are measured only where the photo resolves them; show-through is "
+            "the main figure, dot figures are indicative."
+        )
     wobble = as_number(q.get("scalp_fraction_wobble_pp"))
     if "mask_unsure" in (q.get("warnings") or []) and wobble is not None:
-        out.append(f"The segmenter did not agree with itself: shown the centre of this photo mirrored and half a "
-                   f"stop darker, it called {wobble:.0f} percentage points more or less of it visible scalp. The "
-                   f"visible scalp and show-through of this photo cannot be relied on; check the mask overlay.")
+        out.append(
+            f"The segmenter did not agree with itself: shown the centre of this photo mirrored and half a "
+            f"stop darker, it called {wobble:.0f} percentage points more or less of it visible scalp. The "
+            f"visible scalp and show-through of this photo cannot be relied on; check the mask overlay."
+        )
     if q.get("ok") is False:
         out.append("The photo did not pass the quality check (see the warnings): treat its figures with caution.")
     if af.doc.get("roi_polygon_px"):
@@ -145,8 +170,10 @@ def limits(af: AssessmentFolder) -> list[str]:
     if not as_number(m.get("dot_count")):
         out.append("No dots were measured: dot figures are empty.")
     if model.get("version") == "bundled":
-        out.append("The bundled model was trained on synthetic photos only; its accuracy on real photos is "
-                   "not established yet (see its model card).")
+        out.append(
+            "The bundled model was trained on synthetic photos only; its accuracy on real photos is "
+            "not established yet (see its model card)."
+        )
     out.append("Dot flags are automatic: a reviewer should confirm them before acting on them.")
     out.append("One photo shows one moment: lighting, camera angle, hair length and healing affect every figure.")
     return out
@@ -175,8 +202,9 @@ def find_photo(af: AssessmentFolder) -> tuple[np.ndarray | None, str | None]:
         if not isinstance(want, str) or not want:
             return None, f"The assessment has no fingerprint of its photo, so {p.name} cannot be checked."
         if photo.sha256 != want:
-            return None, (f"The file at the photo's path ({p.name}) is not the photo that was assessed "
-                          "(its content changed).")
+            return None, (
+                f"The file at the photo's path ({p.name}) is not the photo that was assessed (its content changed)."
+            )
         return np.asarray(photo.rgb), None
     return None, f"The photo {p.name} is no longer at the path recorded when it was assessed."
 
@@ -201,8 +229,10 @@ def _summary(af: AssessmentFolder) -> str:
     small = as_number(m.get("dots_not_measurable"))
     judged = None if n is None else (n - small if small is not None else n)
     if small:
-        sentences.append(f"{plural(small, 'dot')} {'is' if small == 1 else 'are'} too small in this photo to judge "
-                         "their colour and {} not flagged.".format("is" if small == 1 else "are"))
+        sentences.append(
+            f"{plural(small, 'dot')} {'is' if small == 1 else 'are'} too small in this photo to judge "
+            "their colour and {} not flagged.".format("is" if small == 1 else "are")
+        )
     if judged:
         pos: list[tuple[str, float]] = []
         zero: list[tuple[str, float]] = []
@@ -218,8 +248,9 @@ def _summary(af: AssessmentFolder) -> str:
                 s += "; none look " + join_words([lab for lab, _ in zero]).replace(" and ", " or ")
             sentences.append(s + ".")
         elif zero:
-            sentences.append("No dot is flagged as " + join_words([lab for lab, _ in zero]).replace(" and ", " or ")
-                             + ".")
+            sentences.append(
+                "No dot is flagged as " + join_words([lab for lab, _ in zero]).replace(" and ", " or ") + "."
+            )
     if af.quality.get("ok") is False:
         sentences.append("The photo did not pass the quality check: see the limits below.")
     return " ".join(sentences) or "No figures could be measured on this photo."
@@ -249,14 +280,22 @@ def _crops(af: AssessmentFolder, source: np.ndarray | None, from_photo: bool) ->
         total = len(dots)
         for f in FLAG_ORDER:
             k = int(flags[f].sum())
-            counts.append({"flag": f, "label": FLAG_LABELS[f], "count": fmt_int(k), "share": fmt_pct(k / total),
-                           "rule": rules[f]})
+            counts.append(
+                {"flag": f, "label": FLAG_LABELS[f], "count": fmt_int(k), "share": fmt_pct(k / total), "rule": rules[f]}
+            )
         any_flag = int(np.logical_or.reduce([flags[f] for f in FLAG_ORDER]).sum())
     else:
         m = af.metrics
         for f in FLAG_ORDER:
-            counts.append({"flag": f, "label": FLAG_LABELS[f], "count": MISSING,
-                           "share": fmt_pct(m.get(f"{f}_fraction")), "rule": rules[f]})
+            counts.append(
+                {
+                    "flag": f,
+                    "label": FLAG_LABELS[f],
+                    "count": MISSING,
+                    "share": fmt_pct(m.get(f"{f}_fraction")),
+                    "rule": rules[f],
+                }
+            )
         any_flag = 0
     crops = []
     note = None
@@ -273,24 +312,44 @@ def _crops(af: AssessmentFolder, source: np.ndarray | None, from_photo: bool) ->
                 values.append(("contrast", fmt_num(c, 1, "L*")))
                 values.append(("blue index", fmt_num(as_float(dots, "blue_index", i), 1)))
                 d = as_float(dots, "diameter_mm", i)
-                values.append(("size", fmt_num(d, 2, "mm") if d is not None
-                               else fmt_num(as_float(dots, "diameter_px", i), 1, "px")))
+                values.append(
+                    (
+                        "size",
+                        fmt_num(d, 2, "mm") if d is not None else fmt_num(as_float(dots, "diameter_px", i), 1, "px"),
+                    )
+                )
                 values.append(("\u0394E00", fmt_num(as_float(dots, "dE00", i), 1)))
                 dot_id = as_float(dots, "dot_id", i)
-                crops.append({"picture": pic, "flags": [FLAG_LABELS[f] for f in flags_of(dots, i)],
-                              "tags": [(f, FLAG_LABELS[f]) for f in flags_of(dots, i)], "figures": values,
-                              "name": f"dot {fmt_int(dot_id if dot_id is not None else i)}",
-                              "where": f"x {fmt_int(as_float(dots, 'x', i))}, y {fmt_int(as_float(dots, 'y', i))}"})
+                crops.append(
+                    {
+                        "picture": pic,
+                        "flags": [FLAG_LABELS[f] for f in flags_of(dots, i)],
+                        "tags": [(f, FLAG_LABELS[f]) for f in flags_of(dots, i)],
+                        "figures": values,
+                        "name": f"dot {fmt_int(dot_id if dot_id is not None else i)}",
+                        "where": f"x {fmt_int(as_float(dots, 'x', i))}, y {fmt_int(as_float(dots, 'y', i))}",
+                    }
+                )
             if not from_photo:
                 note = "Crops are cut from the overlay (the photo itself is not available), so rings show."
-    return {"counts": counts, "n_flagged": fmt_int(any_flag), "n_flagged_raw": any_flag, "crops": crops,
-            "n_shown": len(crops), "note": note, "max": MAX_CROPS}
+    return {
+        "counts": counts,
+        "n_flagged": fmt_int(any_flag),
+        "n_flagged_raw": any_flag,
+        "crops": crops,
+        "n_shown": len(crops),
+        "note": note,
+        "max": MAX_CROPS,
+    }
 
 
 def methods_rows(af: AssessmentFolder) -> list[tuple[str, str]]:
     cal, q, model, photo = af.calibration, af.quality, af.model, af.photo
-    size = (f"{fmt_int(photo.get('width'))} \u00d7 {fmt_int(photo.get('height'))} px"
-            if as_number(photo.get("width")) and as_number(photo.get("height")) else MISSING)
+    size = (
+        f"{fmt_int(photo.get('width'))} \u00d7 {fmt_int(photo.get('height'))} px"
+        if as_number(photo.get("width")) and as_number(photo.get("height"))
+        else MISSING
+    )
     quality = "passed" if q.get("ok") is True else ("did not pass" if q.get("ok") is False else MISSING)
     qual_bits = []
     if as_number(q.get("sharpness")) is not None:
@@ -303,8 +362,12 @@ def methods_rows(af: AssessmentFolder) -> list[tuple[str, str]]:
         ("Photo", f"{photo_name(af)}, {size}, {view_label(photo.get('view'))}"),
         ("Photo fingerprint (sha256)", str(photo.get("sha256") or MISSING)),
         ("Scale", scale_text(cal)),
-        ("Card", ("found" + (f" (marker {cal.get('marker_id')})" if cal.get("marker_id") is not None else ""))
-         if cal.get("scale_source") == "card" else "not found"),
+        (
+            "Card",
+            ("found" + (f" (marker {cal.get('marker_id')})" if cal.get("marker_id") is not None else ""))
+            if cal.get("scale_source") == "card"
+            else "not found",
+        ),
         ("Colour", colour_text(cal)),
         ("Model", model_text(model)),
         ("Model fingerprint (sha256)", str(model.get("sha256") or MISSING)),
@@ -315,8 +378,9 @@ def methods_rows(af: AssessmentFolder) -> list[tuple[str, str]]:
     return rows
 
 
-def build_assessment_context(folder: str | Path, *, title: str | None = None,
-                             subject: Subject | None = None) -> dict[str, Any]:
+def build_assessment_context(
+    folder: str | Path, *, title: str | None = None, subject: Subject | None = None
+) -> dict[str, Any]:
     """``subject``: whose photo and which visit (default: what the assessment recorded)."""
     af = read_assessment_folder(folder)
     name = photo_name(af)
@@ -334,17 +398,24 @@ def build_assessment_context(folder: str | Path, *, title: str | None = None,
         "kind": "assessment",
         "kicker": "SMP assessment",
         "title": title or f"SMP assessment: {heading or name}",
-        "meta": [*subject_rows(subject), ("Photo", name),
-                 ("Taken", fmt_date(af.photo.get("capture_time")) if af.photo.get("capture_time")
-                  else "date not recorded in the photo"),
-                 ("View", view_label(af.photo.get("view"))), ("Scale", scale_text(af.calibration))],
+        "meta": [
+            *subject_rows(subject),
+            ("Photo", name),
+            (
+                "Taken",
+                fmt_date(af.photo.get("capture_time"))
+                if af.photo.get("capture_time")
+                else "date not recorded in the photo",
+            ),
+            ("View", view_label(af.photo.get("view"))),
+            ("Scale", scale_text(af.calibration)),
+        ],
         "summary": _summary(af),
         "picture": picture,
         "picture_alt": f"Overlay of {name}: scalp and hair tinted, each dot ringed by its flag",
         "picture_notes": notes,
         "legend": LEGEND,
-        "metrics": [metric_row(k, value=m.get(k)) for k in ordered_names(m)
-                    if not isinstance(m.get(k), (dict, list))],
+        "metrics": [metric_row(k, value=m.get(k)) for k in ordered_names(m) if not isinstance(m.get(k), (dict, list))],
         "flagged": flagged,
         "methods": methods_rows(af),
         "limits": limits(af),

@@ -2,6 +2,7 @@
 
 Every problem is a :class:`ReportError` with a one-line reason that names the folder.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,7 @@ import pandas as pd
 
 from pipeline.subject import Subject
 
-__all__ = ["ReportError", "Kind", "MARKERS", "read_doc", "AssessmentFolder", "read_assessment_folder",
-           "detect_kind"]
+__all__ = ["ReportError", "Kind", "MARKERS", "read_doc", "AssessmentFolder", "read_assessment_folder", "detect_kind"]
 
 Kind = Literal["assessment", "comparison", "timeline"]
 #: The file that marks each kind of folder, and the schema it must carry.
@@ -152,10 +152,17 @@ def detect_kind(folder: str | Path) -> tuple[str, Path]:
     if len(found) == 1:
         return cast(str, _kind_here(found[0])), found[0]  # found: only folders with a kind
     if not found:
-        raise ReportError(f"{p}: no assessment.json, comparison.json or track.json here "
-                          "(not an 'smp assess', 'smp compare' or 'smp track' output folder)")
+        raise ReportError(
+            f"{p}: no assessment.json, comparison.json or track.json here "
+            "(not an 'smp assess', 'smp compare' or 'smp track' output folder)"
+        )
     kinds = {cast(str, _kind_here(c)) for c in found}  # found: only folders with a kind
-    what = {"timeline": "regions", "assessment": "assessments", "comparison": "comparisons"}.get(
-        next(iter(kinds)), "output folders") if len(kinds) == 1 else "output folders"
+    what = (
+        {"timeline": "regions", "assessment": "assessments", "comparison": "comparisons"}.get(
+            next(iter(kinds)), "output folders"
+        )
+        if len(kinds) == 1
+        else "output folders"
+    )
     names = ", ".join(c.name for c in found[:12]) + (f" and {len(found) - 12} more" if len(found) > 12 else "")
     raise ReportError(f"{p}: holds several {what} ({names}); pass one of them, e.g. {found[0]}")

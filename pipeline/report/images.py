@@ -3,6 +3,7 @@
 Photos and overlays go in as JPEG (a 1600 px overlay is ~0.3 MB instead of ~2 MB as PNG);
 plots stay PNG (sharp text and lines) and are passed through untouched when small enough.
 """
+
 from __future__ import annotations
 
 import base64
@@ -17,8 +18,19 @@ import pandas as pd
 from data.metrics import FLAG_NAMES
 from pipeline.one_photo.overlay import FLAG_COLOURS
 
-__all__ = ["Picture", "MAX_WIDTH", "FLAG_ORDER", "encode_rgb", "picture_from_file", "read_rgb", "flag_table",
-           "pick_flagged", "dot_crops", "flags_of", "as_float"]
+__all__ = [
+    "Picture",
+    "MAX_WIDTH",
+    "FLAG_ORDER",
+    "encode_rgb",
+    "picture_from_file",
+    "read_rgb",
+    "flag_table",
+    "pick_flagged",
+    "dot_crops",
+    "flags_of",
+    "as_float",
+]
 
 #: Widest picture a report embeds (CSS shows it at the page width; print is ~1400 px at 200 dpi).
 MAX_WIDTH = 1600
@@ -112,6 +124,7 @@ def flag_table(dots: pd.DataFrame) -> dict[str, np.ndarray]:
 
 def _severity(dots: pd.DataFrame, flag: str) -> np.ndarray:
     """Higher = worse, so the worst dots of each flag are shown first."""
+
     def col(name: str) -> np.ndarray:
         if name not in dots.columns:
             return np.zeros(len(dots))
@@ -121,8 +134,11 @@ def _severity(dots: pd.DataFrame, flag: str) -> np.ndarray:
         return col("blue_index")
     if flag == "faded":
         return -col("contrast_dL")
-    return col("diameter_mm") if "diameter_mm" in dots.columns and dots["diameter_mm"].notna().any() \
+    return (
+        col("diameter_mm")
+        if "diameter_mm" in dots.columns and dots["diameter_mm"].notna().any()
         else col("diameter_px")
+    )
 
 
 def pick_flagged(dots: pd.DataFrame, limit: int) -> list[int]:
@@ -159,8 +175,15 @@ def _ticks(img: np.ndarray, c: float, r: float, colour: tuple[int, int, int]) ->
         cv2.line(img, p0, p1, colour, th, cv2.LINE_AA)
 
 
-def dot_crops(image: np.ndarray, dots: pd.DataFrame, rows: list[int], *, px_per_mm: float | None,
-              size: int = 128, mark: bool = True) -> list[Picture]:
+def dot_crops(
+    image: np.ndarray,
+    dots: pd.DataFrame,
+    rows: list[int],
+    *,
+    px_per_mm: float | None,
+    size: int = 128,
+    mark: bool = True,
+) -> list[Picture]:
     """A square crop around each dot of ``rows`` (positions in ``dots``), ``size`` px on screen.
 
     The window is ~5 dot diameters (at least 1.8 mm with a scale, 32 px without): the dot and
@@ -170,8 +193,11 @@ def dot_crops(image: np.ndarray, dots: pd.DataFrame, rows: list[int], *, px_per_
     flags = flag_table(dots)
     xs = pd.to_numeric(dots["x"], errors="coerce").to_numpy(float)
     ys = pd.to_numeric(dots["y"], errors="coerce").to_numpy(float)
-    dpx = (pd.to_numeric(dots["diameter_px"], errors="coerce").to_numpy(float) if "diameter_px" in dots.columns
-           else np.full(len(dots), np.nan))
+    dpx = (
+        pd.to_numeric(dots["diameter_px"], errors="coerce").to_numpy(float)
+        if "diameter_px" in dots.columns
+        else np.full(len(dots), np.nan)
+    )
     out = []
     for i in rows:
         x, y = xs[i], ys[i]
@@ -186,7 +212,7 @@ def dot_crops(image: np.ndarray, dots: pd.DataFrame, rows: list[int], *, px_per_
         crop = np.full((y1 - y0, x1 - x0, 3), 128, np.uint8)
         sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
         if sx1 > sx0 and sy1 > sy0:
-            crop[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = image[sy0:sy1, sx0:sx1]
+            crop[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image[sy0:sy1, sx0:sx1]
         interp = cv2.INTER_CUBIC if crop.shape[0] < size else cv2.INTER_AREA
         crop = np.ascontiguousarray(cv2.resize(crop, (size, size), interpolation=interp))
         if mark:

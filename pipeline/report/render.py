@@ -4,6 +4,7 @@ Autoescaping is on for every template: photo names, warnings and any other text 
 from the output folders are escaped. Only two things go in unescaped: the shipped CSS
 (a trusted file of this package) and ``data:`` URIs made here from pixels.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -26,8 +27,14 @@ _HERE = Path(__file__).resolve().parent
 
 @lru_cache(maxsize=1)
 def _env() -> Environment:
-    env = Environment(loader=PackageLoader("pipeline.report", "templates"), autoescape=True,
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env = Environment(
+        loader=PackageLoader("pipeline.report", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
     return env
 
 
@@ -63,8 +70,10 @@ def subject_visit(subject: Subject | None) -> str | None:
     """``16 Jun 2027, follow-up``, ``13 Dec 2024, session 1``; None when neither is known."""
     if not subject:
         return None
-    parts = [fmt_date(subject.date) if subject.date else None,
-             kind_label(subject.kind, subject.session) if subject.kind else None]
+    parts = [
+        fmt_date(subject.date) if subject.date else None,
+        kind_label(subject.kind, subject.session) if subject.kind else None,
+    ]
     return ", ".join(p for p in parts if p) or None
 
 

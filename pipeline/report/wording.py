@@ -4,6 +4,7 @@ anything missing. Nothing here ever returns "nan", "None" or "inf".
 Month names are written out in English rather than through the locale (``strftime``), so a
 report reads the same on every machine.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -12,16 +13,43 @@ from typing import Any
 
 from data.visits import PIGMENTING_KINDS
 
-__all__ = ["MISSING", "MINUS", "as_number", "fmt_int", "fmt_num", "fmt_pct", "fmt_points", "fmt_signed",
-           "fmt_date", "fmt_month", "fmt_month_short", "parse_date", "plural", "short_hash", "join_words"]
+__all__ = [
+    "MISSING",
+    "MINUS",
+    "as_number",
+    "fmt_int",
+    "fmt_num",
+    "fmt_pct",
+    "fmt_points",
+    "fmt_signed",
+    "fmt_date",
+    "fmt_month",
+    "fmt_month_short",
+    "parse_date",
+    "plural",
+    "short_hash",
+    "join_words",
+]
 
 #: What a missing value reads as.
 MISSING = "\u2014"
 #: A real minus sign (a hyphen looks like a dash in tables).
 MINUS = "\u2212"
 
-_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-           "November", "December")
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 
 
 def as_number(v: Any) -> float | None:
@@ -72,7 +100,7 @@ def fmt_pct(v: Any, digits: int | None = None) -> str:
     d = _pct_digits(pct) if digits is None else digits
     text = f"{pct:,.{d}f}"
     if float(text.replace(",", "")) == 0:
-        return f"<{10.0 ** -d:g}%" if pct > 0 else "0%"
+        return f"<{10.0**-d:g}%" if pct > 0 else "0%"
     return _minus(text) + "%"
 
 

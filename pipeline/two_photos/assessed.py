@@ -1,4 +1,5 @@
 """What the two-photo stages read of an assessed photo."""
+
 from __future__ import annotations
 
 from typing import Any, Protocol
@@ -57,5 +58,6 @@ class AssessedPhoto(Protocol):
 
     @property
     def labels(self) -> np.ndarray: ...
+
 
 #: Columns of ``links.csv``: one row per linked pair, new dot and lost dot.

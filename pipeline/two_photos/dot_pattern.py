@@ -5,6 +5,7 @@
 A fit counts only when most dot pairs agree to a tenth of the dot spacing (:class:`DotFit`),
 which chance pairings never do: a wrong registration is refused, not reported.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,7 +27,6 @@ def dot_spacing(xy: ArrayLike) -> float | None:
         return None
     d, _ = cKDTree(pts).query(pts, k=2)
     return float(np.median(d[:, 1]))
-
 
 
 # --------------------------------------------------------------------------- dot refinement
@@ -65,8 +65,9 @@ class DotFit:
     region: tuple[float, float, float] | None = None
 
 
-def _dot_agreement(h: NDArray[np.float64], b: NDArray[np.float64], a: NDArray[np.float64], spacing: float,
-                   s: RegisterSettings) -> DotFit:
+def _dot_agreement(
+    h: NDArray[np.float64], b: NDArray[np.float64], a: NDArray[np.float64], spacing: float, s: RegisterSettings
+) -> DotFit:
     ib, ia = _mutual_nearest(b, apply_homography(h, a), s.dot_gate * spacing)
     d = np.linalg.norm(apply_homography(h, a[ia]) - b[ib], axis=1)
     tight = d <= s.dot_tight * spacing
@@ -76,13 +77,26 @@ def _dot_agreement(h: NDArray[np.float64], b: NDArray[np.float64], a: NDArray[np
         pts = b[ib[tight]]
         centre = np.median(pts, axis=0)
         region = (float(centre[0]), float(centre[1]), float(np.percentile(np.linalg.norm(pts - centre, axis=1), 90)))
-    return DotFit(h=h, pairs=n, tight=nt, residual_px_median=float(np.median(d[tight])) if nt else None,
-                  ok=nt >= s.min_dot_pairs and nt >= s.min_tight_fraction * n, region=region)
+    return DotFit(
+        h=h,
+        pairs=n,
+        tight=nt,
+        residual_px_median=float(np.median(d[tight])) if nt else None,
+        ok=nt >= s.min_dot_pairs and nt >= s.min_tight_fraction * n,
+        region=region,
+    )
 
 
-def _fit_pairs(h: NDArray[np.float64], b: NDArray[np.float64], a: NDArray[np.float64], gate: float,
-               threshold: float, s: RegisterSettings, *, affine: bool = False,
-               ) -> tuple[NDArray[np.float64] | None, tuple[int, ...]]:
+def _fit_pairs(
+    h: NDArray[np.float64],
+    b: NDArray[np.float64],
+    a: NDArray[np.float64],
+    gate: float,
+    threshold: float,
+    s: RegisterSettings,
+    *,
+    affine: bool = False,
+) -> tuple[NDArray[np.float64] | None, tuple[int, ...]]:
     """One refinement step: mutual nearest pairs under ``h``, a robust fit on them (MAGSAC++
     homography, or a RANSAC affine map where a patch is too small to pin down perspective),
     then least squares on its inliers. Returns the new map as a 3x3 matrix (None when too
@@ -91,13 +105,25 @@ def _fit_pairs(h: NDArray[np.float64], b: NDArray[np.float64], a: NDArray[np.flo
     if len(ib) < s.min_dot_pairs:
         return None, ()
     if affine:
-        aff, inl = cv2.estimateAffine2D(a[ia], b[ib], method=cv2.RANSAC, ransacReprojThreshold=threshold,
-                                        maxIters=s.ransac_max_iters, confidence=s.ransac_confidence)
+        aff, inl = cv2.estimateAffine2D(
+            a[ia],
+            b[ib],
+            method=cv2.RANSAC,
+            ransacReprojThreshold=threshold,
+            maxIters=s.ransac_max_iters,
+            confidence=s.ransac_confidence,
+        )
         if aff is None or inl is None or int(inl.sum()) < s.min_dot_pairs:
             return None, ()
         return np.vstack([aff, [0.0, 0.0, 1.0]]), tuple(ib.tolist())
-    hm, inl = cv2.findHomography(a[ia].astype(np.float32), b[ib].astype(np.float32), cv2.USAC_MAGSAC, threshold,
-                                 maxIters=s.ransac_max_iters, confidence=s.ransac_confidence)
+    hm, inl = cv2.findHomography(
+        a[ia].astype(np.float32),
+        b[ib].astype(np.float32),
+        cv2.USAC_MAGSAC,
+        threshold,
+        maxIters=s.ransac_max_iters,
+        confidence=s.ransac_confidence,
+    )
     if hm is None or inl is None or int(inl.sum()) < s.min_dot_pairs:
         return None, ()
     sel = inl.ravel().astype(bool)
@@ -105,8 +131,14 @@ def _fit_pairs(h: NDArray[np.float64], b: NDArray[np.float64], a: NDArray[np.flo
     return (hm_ls if hm_ls is not None else hm), tuple(ib.tolist())
 
 
-def refine_on_dots(after_to_before: ArrayLike, before_xy: ArrayLike, after_xy: ArrayLike,
-                   settings: RegisterSettings, *, region: tuple[float, float, float] | None = None) -> DotFit:
+def refine_on_dots(
+    after_to_before: ArrayLike,
+    before_xy: ArrayLike,
+    after_xy: ArrayLike,
+    settings: RegisterSettings,
+    *,
+    region: tuple[float, float, float] | None = None,
+) -> DotFit:
     """Refine an AFTER -> BEFORE homography on the two photos' dot centres.
 
     Iterates: map AFTER dots into BEFORE, take mutual nearest neighbours closer than
@@ -137,8 +169,11 @@ def refine_on_dots(after_to_before: ArrayLike, before_xy: ArrayLike, after_xy: A
             radius *= 1.3
             bi = b[np.linalg.norm(b - centre, axis=1) <= radius]
             ai = a[np.linalg.norm(apply_homography(h, a) - centre, axis=1) <= radius]
-            fits = [f for f in (_fit_pairs(h, bi, ai, gate, threshold, s, affine=aff)[0] for aff in (False, True))
-                    if f is not None]
+            fits = [
+                f
+                for f in (_fit_pairs(h, bi, ai, gate, threshold, s, affine=aff)[0] for aff in (False, True))
+                if f is not None
+            ]
             if not fits:
                 break
             h = max(fits, key=lambda f: _dot_agreement(f, bi, ai, spacing, s).tight)
@@ -154,15 +189,14 @@ def refine_on_dots(after_to_before: ArrayLike, before_xy: ArrayLike, after_xy: A
     return _dot_agreement(h, b, a, spacing, s)
 
 
-
 # --------------------------------------------------------------------------- dot-pattern search
 
 
 @dataclass(frozen=True)
 class _Triangles:
-    vertices: NDArray[np.intp]      # (T, 3) point indices, ordered by the side opposite (short, mid, long)
-    shape: NDArray[np.float64]      # (T, 3) short / long, mid / long, handedness (+-1) x 10
-    longest: NDArray[np.float64]    # (T,) longest side
+    vertices: NDArray[np.intp]  # (T, 3) point indices, ordered by the side opposite (short, mid, long)
+    shape: NDArray[np.float64]  # (T, 3) short / long, mid / long, handedness (+-1) x 10
+    longest: NDArray[np.float64]  # (T,) longest side
 
 
 def _triangles(xy: NDArray[np.float64], k: int, anchors: NDArray[np.intp] | None = None) -> _Triangles:
@@ -178,9 +212,15 @@ def _triangles(xy: NDArray[np.float64], k: int, anchors: NDArray[np.intp] | None
     _, nn = cKDTree(xy).query(xy[anchors], k=k + 1)
     j, m = np.triu_indices(k, 1)
     tri = np.stack([np.repeat(anchors, len(j)), nn[:, 1:][:, j].ravel(), nn[:, 1:][:, m].ravel()], axis=1)
-    p = xy[tri]                                            # (T, 3, 2)
-    opposite = np.stack([np.linalg.norm(p[:, 1] - p[:, 2], axis=1), np.linalg.norm(p[:, 0] - p[:, 2], axis=1),
-                         np.linalg.norm(p[:, 0] - p[:, 1], axis=1)], axis=1)
+    p = xy[tri]  # (T, 3, 2)
+    opposite = np.stack(
+        [
+            np.linalg.norm(p[:, 1] - p[:, 2], axis=1),
+            np.linalg.norm(p[:, 0] - p[:, 2], axis=1),
+            np.linalg.norm(p[:, 0] - p[:, 1], axis=1),
+        ],
+        axis=1,
+    )
     order = np.argsort(opposite, axis=1)
     tri = np.take_along_axis(tri, order, axis=1)
     sides = np.take_along_axis(opposite, order, axis=1)
@@ -201,8 +241,11 @@ def _central(xy: NDArray[np.float64], n: int) -> NDArray[np.intp]:
     return np.argpartition(d, n - 1)[:n]
 
 
-def _triangle_proposals(anchor_xy: NDArray[np.float64], other_xy: NDArray[np.float64], s: RegisterSettings,
-                        ) -> tuple[NDArray[np.complex128], NDArray[np.complex128]]:
+def _triangle_proposals(
+    anchor_xy: NDArray[np.float64],
+    other_xy: NDArray[np.float64],
+    s: RegisterSettings,
+) -> tuple[NDArray[np.complex128], NDArray[np.complex128]]:
     """Triangle correspondences: triangles of anchor dots (near the pattern's centre) with two
     of their 4 nearest neighbours, looked up by shape among the triangles of every dot of the
     other pattern with two of its 8 nearest (a pattern that gained dots still holds the old
@@ -224,8 +267,14 @@ def _triangle_proposals(anchor_xy: NDArray[np.float64], other_xy: NDArray[np.flo
     return (anchor_xy[va, 0] + 1j * anchor_xy[va, 1]), (other_xy[vo, 0] + 1j * other_xy[vo, 1])
 
 
-def _vote_cells(zb: NDArray[np.complex128], za: NDArray[np.complex128], reference: complex, anchored_in_before: bool,
-                spacing: float, s: RegisterSettings) -> list[NDArray[np.intp]]:
+def _vote_cells(
+    zb: NDArray[np.complex128],
+    za: NDArray[np.complex128],
+    reference: complex,
+    anchored_in_before: bool,
+    spacing: float,
+    s: RegisterSettings,
+) -> list[NDArray[np.intp]]:
     """Hough voting of triangle correspondences; returns the proposals of the best cells.
 
     Each proposal's similarity ``z_b = m z_a + c`` is binned by rotation (6 degrees), log
@@ -243,16 +292,25 @@ def _vote_cells(zb: NDArray[np.complex128], za: NDArray[np.complex128], referenc
         return []
     m, c = m[idx], c[idx]
     at = (reference - c) / m if anchored_in_before else m * reference + c
-    key = np.column_stack([np.floor(np.degrees(np.angle(m)) / 6.0), np.floor(np.log(np.abs(m)) / 0.1),
-                           np.floor(at.real / (2 * spacing)), np.floor(at.imag / (2 * spacing))]).astype(np.int64)
+    key = np.column_stack(
+        [
+            np.floor(np.degrees(np.angle(m)) / 6.0),
+            np.floor(np.log(np.abs(m)) / 0.1),
+            np.floor(at.real / (2 * spacing)),
+            np.floor(at.imag / (2 * spacing)),
+        ]
+    ).astype(np.int64)
     key -= key.min(axis=0)
     flat = np.ravel_multi_index(key.T, tuple(key.max(axis=0) + 1))
     _, inverse, votes = np.unique(flat, return_inverse=True, return_counts=True)
     return [idx[inverse == cell] for cell in np.argsort(-votes)[: s.pattern_candidates] if votes[cell] >= 3]
 
 
-def match_dot_patterns(before_xy: ArrayLike, after_xy: ArrayLike, settings: RegisterSettings,
-                       ) -> DotFit | None:
+def match_dot_patterns(
+    before_xy: ArrayLike,
+    after_xy: ArrayLike,
+    settings: RegisterSettings,
+) -> DotFit | None:
     """A map AFTER -> BEFORE found from the dot patterns alone (no starting guess).
 
     The classic way stars are matched between sky images (Groth 1986): triangles of
@@ -285,16 +343,27 @@ def match_dot_patterns(before_xy: ArrayLike, after_xy: ArrayLike, settings: Regi
         for sel in _vote_cells(zb, za, reference, anchored_in_before, spacing, s):
             # the vertex pairs of the cell's triangles, fitted robustly (a cell also holds chance
             # triangles); a homography when they pin one down, as a tilted view needs, else a similarity
-            pairs = np.unique(np.column_stack([za[sel].real.ravel(), za[sel].imag.ravel(),
-                                               zb[sel].real.ravel(), zb[sel].imag.ravel()]), axis=0)
+            pairs = np.unique(
+                np.column_stack(
+                    [za[sel].real.ravel(), za[sel].imag.ravel(), zb[sel].real.ravel(), zb[sel].imag.ravel()]
+                ),
+                axis=0,
+            )
             src, dst = np.ascontiguousarray(pairs[:, :2]), np.ascontiguousarray(pairs[:, 2:])
             h = None
             if len(pairs) >= 3 * s.min_dot_pairs:
-                h, _ = cv2.findHomography(src, dst, cv2.USAC_MAGSAC, s.dot_threshold * spacing,
-                                          maxIters=s.ransac_max_iters, confidence=s.ransac_confidence)
+                h, _ = cv2.findHomography(
+                    src,
+                    dst,
+                    cv2.USAC_MAGSAC,
+                    s.dot_threshold * spacing,
+                    maxIters=s.ransac_max_iters,
+                    confidence=s.ransac_confidence,
+                )
             if h is None:
-                sim, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
-                                                     ransacReprojThreshold=s.dot_threshold * spacing)
+                sim, _ = cv2.estimateAffinePartial2D(
+                    src, dst, method=cv2.RANSAC, ransacReprojThreshold=s.dot_threshold * spacing
+                )
                 if sim is None:
                     continue
                 h = np.vstack([sim, [0.0, 0.0, 1.0]])
@@ -307,6 +376,5 @@ def match_dot_patterns(before_xy: ArrayLike, after_xy: ArrayLike, settings: Regi
             # h is float64: findHomography's, or the similarity's stacked on [0, 0, 1]
             fit = _dot_agreement(cast("NDArray[np.float64]", h), b[near_b], a[near_a], spacing, s)
             if fit.ok and (best is None or fit.tight > best.tight):
-                best = fit   # its region: where its tight pairs are, i.e. where the similarity holds
+                best = fit  # its region: where its tight pairs are, i.e. where the similarity holds
     return best
-

@@ -13,6 +13,7 @@ spacing, so the same settings work at any scale and without a calibration; the s
 
 Coordinates follow ``data.metrics``: ``(x, y) = (column, row)``, pixel centres at integers.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,11 @@ from pipeline.two_photos.register import Registration, register_photos
 from pipeline.two_photos.settings import LinkSettings, RegisterSettings
 
 
-def gated_assignment(before_xy: ArrayLike, after_xy: ArrayLike, gate: float,
-                     ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.float64]]:
+def gated_assignment(
+    before_xy: ArrayLike,
+    after_xy: ArrayLike,
+    gate: float,
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.float64]]:
     """Optimal one-to-one pairs of points closer than ``gate`` (same frame).
 
     Minimises the sum of squared distances of the pairs, where leaving a point unpaired
@@ -78,8 +82,8 @@ def gated_assignment(before_xy: ArrayLike, after_xy: ArrayLike, gate: float,
             big = 1e6 * g2
             cost = np.full((m + n, n + m), big)
             cost[rb, ra] = d2[g]
-            cost[np.arange(m), n + np.arange(m)] = g2      # BEFORE dot left unpaired
-            cost[m + np.arange(n), np.arange(n)] = g2      # AFTER dot left unpaired
+            cost[np.arange(m), n + np.arange(m)] = g2  # BEFORE dot left unpaired
+            cost[m + np.arange(n), np.arange(n)] = g2  # AFTER dot left unpaired
             cost[m:, n:] = 0.0
             r, c = linear_sum_assignment(cost)
             ok = (r < m) & (c < n) & (cost[r, c] < big)
@@ -159,8 +163,10 @@ class DotLinks:
             "linked": self.n_links,
             "new": len(self.new_idx),
             "lost": len(self.lost_idx),
-            "before_dots": len(self.before_in_view), "after_dots": len(self.after_in_view),
-            "before_in_view": int(self.before_in_view.sum()), "after_in_view": int(self.after_in_view.sum()),
+            "before_dots": len(self.before_in_view),
+            "after_dots": len(self.after_in_view),
+            "before_in_view": int(self.before_in_view.sum()),
+            "after_in_view": int(self.after_in_view.sum()),
             "linked_fraction": num(self.linked_fraction, 4),
             "residual_px_median": num(self.residual_px_median, 3),
             "residual_px_p90": num(self._stat(self.residual_px, 90, False), 3),
@@ -168,19 +174,26 @@ class DotLinks:
             "residual_mm_p90": num(self.residual_mm_p90),
             "homography_residual_mm_median": num(self._stat(self.homography_residual_px, 50, True)),
             "spacing_px": num(self.spacing_px, 3),
-            "gate_px": num(self.gate_px, 3), "relink_gate_px": num(self.relink_gate_px, 3),
+            "gate_px": num(self.gate_px, 3),
+            "relink_gate_px": num(self.relink_gate_px, 3),
             "warp_links": self.warp_links,
         }
 
 
 def _in_frame(xy: NDArray[np.float64], size: tuple[int, int], margin: float) -> NDArray[np.bool_]:
     w, h = size
-    return (np.all(np.isfinite(xy), axis=1) & (xy[:, 0] >= margin - 0.5) & (xy[:, 0] <= w - 0.5 - margin)
-            & (xy[:, 1] >= margin - 0.5) & (xy[:, 1] <= h - 0.5 - margin))
+    return (
+        np.all(np.isfinite(xy), axis=1)
+        & (xy[:, 0] >= margin - 0.5)
+        & (xy[:, 0] <= w - 0.5 - margin)
+        & (xy[:, 1] >= margin - 0.5)
+        & (xy[:, 1] <= h - 0.5 - margin)
+    )
 
 
-def _in_view(xy: NDArray[np.float64], size: tuple[int, int], valid: np.ndarray | None,
-             margin: float) -> NDArray[np.bool_]:
+def _in_view(
+    xy: NDArray[np.float64], size: tuple[int, int], valid: np.ndarray | None, margin: float
+) -> NDArray[np.bool_]:
     """Points inside the frame ``size`` and, when ``valid`` is given, on a valid pixel at least
     ``margin`` px from any invalid one."""
     inside = _in_frame(xy, size, margin)
@@ -195,8 +208,9 @@ def _in_view(xy: NDArray[np.float64], size: tuple[int, int], valid: np.ndarray |
     return inside
 
 
-def _smooth_warp(src: NDArray[np.float64], dst: NDArray[np.float64], spacing: float,
-                 s: LinkSettings) -> RBFInterpolator | None:
+def _smooth_warp(
+    src: NDArray[np.float64], dst: NDArray[np.float64], spacing: float, s: LinkSettings
+) -> RBFInterpolator | None:
     """Gaussian-RBF field of the displacement ``dst - src`` (both in the BEFORE frame), fitted
     robustly: links whose displacement is far from the typical one are left out."""
     disp = dst - src
@@ -206,14 +220,29 @@ def _smooth_warp(src: NDArray[np.float64], dst: NDArray[np.float64], spacing: fl
         return None
     length = s.warp_scale * spacing
     # Coordinates scaled by the warp length: the Gaussian kernel then has unit width.
-    return RBFInterpolator(src[keep] / length, disp[keep], kernel="gaussian", epsilon=1.0,
-                           smoothing=s.warp_smoothing, neighbors=min(s.warp_neighbors, int(keep.sum())), degree=0)
+    return RBFInterpolator(
+        src[keep] / length,
+        disp[keep],
+        kernel="gaussian",
+        epsilon=1.0,
+        smoothing=s.warp_smoothing,
+        neighbors=min(s.warp_neighbors, int(keep.sum())),
+        degree=0,
+    )
 
 
-def link_dots(before_xy: ArrayLike, after_xy: ArrayLike, after_to_before: ArrayLike,
-              settings: RegisterSettings | LinkSettings | None = None, *, px_per_mm: float | None,
-              before_size: tuple[int, int] | None = None, after_size: tuple[int, int] | None = None,
-              before_valid: np.ndarray | None = None, after_valid: np.ndarray | None = None) -> DotLinks:
+def link_dots(
+    before_xy: ArrayLike,
+    after_xy: ArrayLike,
+    after_to_before: ArrayLike,
+    settings: RegisterSettings | LinkSettings | None = None,
+    *,
+    px_per_mm: float | None,
+    before_size: tuple[int, int] | None = None,
+    after_size: tuple[int, int] | None = None,
+    before_valid: np.ndarray | None = None,
+    after_valid: np.ndarray | None = None,
+) -> DotLinks:
     """Pair the dots of two registered photos (see the module docstring).
 
     ``before_xy`` ``(N, 2)`` and ``after_xy`` ``(M, 2)``: dot centres in each photo's pixels;
@@ -263,33 +292,60 @@ def link_dots(before_xy: ArrayLike, after_xy: ArrayLike, after_to_before: ArrayL
     linked_a = np.zeros(len(a), bool)
     linked_a[ai] = True
     return DotLinks(
-        before_idx=bi, after_idx=ai,
+        before_idx=bi,
+        after_idx=ai,
         residual_px=np.linalg.norm(b[bi] - a_w[ai], axis=1),
         homography_residual_px=np.linalg.norm(b[bi] - a_h[ai], axis=1),
         after_in_before=a_w,
         new_idx=np.flatnonzero(~linked_a & after_in_view),
         lost_idx=np.flatnonzero(~linked_b & before_in_view),
-        before_in_view=before_in_view, after_in_view=after_in_view,
-        px_per_mm=px_per_mm, spacing_px=spacing, gate_px=float(gate), relink_gate_px=float(relink_gate),
+        before_in_view=before_in_view,
+        after_in_view=after_in_view,
+        px_per_mm=px_per_mm,
+        spacing_px=spacing,
+        gate_px=float(gate),
+        relink_gate_px=float(relink_gate),
         warp_links=warp_links,
     )
 
 
-def register_and_link(before_rgb: np.ndarray, after_rgb: np.ndarray, settings: RegisterSettings, *,
-                      before_xy: np.ndarray | None = None, after_xy: np.ndarray | None = None,
-                      px_per_mm: float | None = None, before_valid: np.ndarray | None = None,
-                      after_valid: np.ndarray | None = None) -> tuple[Registration, DotLinks | None]:
+def register_and_link(
+    before_rgb: np.ndarray,
+    after_rgb: np.ndarray,
+    settings: RegisterSettings,
+    *,
+    before_xy: np.ndarray | None = None,
+    after_xy: np.ndarray | None = None,
+    px_per_mm: float | None = None,
+    before_valid: np.ndarray | None = None,
+    after_valid: np.ndarray | None = None,
+) -> tuple[Registration, DotLinks | None]:
     """AFTER registered to BEFORE (:func:`register_photos`: on the skin's features, refined on the dots
     when both photos' dots ``(N, 2)`` are given) and, with dots, the dots linked (:func:`link_dots`);
     without dots the links are None. ``*_valid``: where each photo shows scalp. Raises
     :class:`~pipeline.two_photos.settings.RegistrationError` when the photos cannot be lined up.
     The two-photo order written once: ``smp compare`` and visit tracking both call it."""
-    reg = register_photos(before_rgb, after_rgb, settings, before_dots_xy=before_xy, after_dots_xy=after_xy,
-                          px_per_mm=px_per_mm, before_mask=before_valid, after_mask=after_valid)
+    reg = register_photos(
+        before_rgb,
+        after_rgb,
+        settings,
+        before_dots_xy=before_xy,
+        after_dots_xy=after_xy,
+        px_per_mm=px_per_mm,
+        before_mask=before_valid,
+        after_mask=after_valid,
+    )
     if before_xy is None or after_xy is None:
         return reg, None
-    links = link_dots(before_xy, after_xy, reg.after_to_before, settings, px_per_mm=px_per_mm,
-                      before_size=(before_rgb.shape[1], before_rgb.shape[0]),
-                      after_size=(after_rgb.shape[1], after_rgb.shape[0]),
-                      before_valid=before_valid, after_valid=after_valid)
+    links = link_dots(
+        before_xy,
+        after_xy,
+        reg.after_to_before,
+        settings,
+        px_per_mm=px_per_mm,
+        before_size=(before_rgb.shape[1], before_rgb.shape[0]),
+        after_size=(after_rgb.shape[1], after_rgb.shape[0]),
+        before_valid=before_valid,
+        after_valid=after_valid,
+    )
     return reg, links

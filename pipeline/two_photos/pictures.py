@@ -1,6 +1,7 @@
 """The comparison's pictures: where the scalp got darker or lighter (a luminance change map
 relative to each photo's own skin), the side-by-side and the difference overlay, drawn in the
 BEFORE photo's frame with a scale bar and a legend."""
+
 from __future__ import annotations
 
 from typing import cast
@@ -15,15 +16,23 @@ from pipeline.two_photos.dot_pattern import dot_spacing
 from pipeline.two_photos.link import DotLinks
 from pipeline.two_photos.register import Registration
 
-__all__ = ["DARKER_COLOUR", "LIGHTER_COLOUR", "LINKED_COLOUR", "LOST_COLOUR", "NEW_COLOUR", "darkening_map",
-           "render_difference_overlay", "render_side_by_side"]
+__all__ = [
+    "DARKER_COLOUR",
+    "LIGHTER_COLOUR",
+    "LINKED_COLOUR",
+    "LOST_COLOUR",
+    "NEW_COLOUR",
+    "darkening_map",
+    "render_difference_overlay",
+    "render_side_by_side",
+]
 
 #: Display colours (RGB), distinguishable for the common colour-vision deficiencies.
 LINKED_COLOUR = (235, 235, 235)
 NEW_COLOUR = (40, 200, 90)
 LOST_COLOUR = (230, 40, 40)
-DARKER_COLOUR = np.array([40, 120, 255], np.float32)   # after darker: more pigment
-LIGHTER_COLOUR = np.array([255, 160, 0], np.float32)   # after lighter: faded or less pigment
+DARKER_COLOUR = np.array([40, 120, 255], np.float32)  # after darker: more pigment
+LIGHTER_COLOUR = np.array([255, 160, 0], np.float32)  # after lighter: faded or less pigment
 
 
 # --------------------------------------------------------------------------- luminance change
@@ -44,8 +53,14 @@ def _smooth_over(values: np.ndarray, weight: np.ndarray, sigma_px: float) -> np.
     return cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def _relative_darkness(lstar: np.ndarray, labels: np.ndarray, dot_xy: np.ndarray, dot_radius_px: np.ndarray,
-                       px_per_mm: float, viewing_sigma_mm: float) -> np.ndarray:
+def _relative_darkness(
+    lstar: np.ndarray,
+    labels: np.ndarray,
+    dot_xy: np.ndarray,
+    dot_radius_px: np.ndarray,
+    px_per_mm: float,
+    viewing_sigma_mm: float,
+) -> np.ndarray:
     """How much darker than its own bare skin each ROI pixel looks at viewing scale (L* units, NaN
     outside the ROI).
 
@@ -62,8 +77,9 @@ def _relative_darkness(lstar: np.ndarray, labels: np.ndarray, dot_xy: np.ndarray
     return skin - view
 
 
-def darkening_map(before: AssessedPhoto, after: AssessedPhoto, registration: Registration, *,
-                  viewing_sigma_mm: float = 0.5) -> np.ndarray:
+def darkening_map(
+    before: AssessedPhoto, after: AssessedPhoto, registration: Registration, *, viewing_sigma_mm: float = 0.5
+) -> np.ndarray:
     """HxW float32 in BEFORE's frame: how much darker AFTER looks than BEFORE, relative to each
     photo's own bare skin, at viewing scale (L* units; positive = more pigment or less skin
     showing; NaN where either photo does not show scalp). A well-treated area darkens by
@@ -75,11 +91,18 @@ def darkening_map(before: AssessedPhoto, after: AssessedPhoto, registration: Reg
         del lin
         dots = a.dots
         xy = dots[["x", "y"]].to_numpy(float) if len(dots) else np.zeros((0, 2))
-        rad = (0.5 * dots["diameter_px"].to_numpy(float) if "diameter_px" in dots.columns and len(dots)
-               else np.full(len(xy), 2.0))
+        rad = (
+            0.5 * dots["diameter_px"].to_numpy(float)
+            if "diameter_px" in dots.columns and len(dots)
+            else np.full(len(xy), 2.0)
+        )
         a_ppm = a.calibration.px_per_mm or _assumed_px_per_mm(a)
-        maps.append((_relative_darkness(lstar, a.labels, xy, np.nan_to_num(rad, nan=2.0), a_ppm, viewing_sigma_mm),
-                     a.labels > 0))
+        maps.append(
+            (
+                _relative_darkness(lstar, a.labels, xy, np.nan_to_num(rad, nan=2.0), a_ppm, viewing_sigma_mm),
+                a.labels > 0,
+            )
+        )
     (d_b, roi_b), (d_a, roi_a) = maps
     d_a_w = registration.warp_after(np.nan_to_num(d_a, nan=0.0).astype(np.float32))
     valid_a = registration.warp_after((roi_a & np.isfinite(d_a)).astype(np.uint8), interpolation=cv2.INTER_NEAREST)
@@ -136,7 +159,7 @@ def _legend(img: np.ndarray, rows: list[tuple[str, tuple[int, int, int] | None]]
     line = int(24 * unit)
     box_w = int(max(len(t) for t, _ in rows) * 11 * unit + 44 * unit)
     x0 = y0 = int(8 * unit)
-    sub = img[y0:y0 + line * len(rows) + int(10 * unit), x0:x0 + box_w]
+    sub = img[y0 : y0 + line * len(rows) + int(10 * unit), x0 : x0 + box_w]
     sub[:] = (sub * 0.3).astype(np.uint8)
     y = y0 + line
     for text, colour in rows:
@@ -146,9 +169,15 @@ def _legend(img: np.ndarray, rows: list[tuple[str, tuple[int, int, int] | None]]
         y += line
 
 
-def render_side_by_side(before_rgb: np.ndarray, after_rgb_warped: np.ndarray, *, after_valid: np.ndarray | None = None,
-                        px_per_mm: float | None = None, labels: tuple[str, str] = ("before", "after"),
-                        max_width: int = 3200) -> np.ndarray:
+def render_side_by_side(
+    before_rgb: np.ndarray,
+    after_rgb_warped: np.ndarray,
+    *,
+    after_valid: np.ndarray | None = None,
+    px_per_mm: float | None = None,
+    labels: tuple[str, str] = ("before", "after"),
+    max_width: int = 3200,
+) -> np.ndarray:
     """BEFORE and AFTER (already warped into BEFORE's frame) next to each other, same scale.
 
     Outside ``after_valid`` (where the AFTER photo shows nothing) the right panel is dark
@@ -175,11 +204,19 @@ def render_side_by_side(before_rgb: np.ndarray, after_rgb_warped: np.ndarray, *,
     return np.hstack([panels[0], spacer, panels[1]])
 
 
-def render_difference_overlay(before_rgb: np.ndarray, *, darkening: np.ndarray | None = None,
-                              before_xy: np.ndarray | None = None, after_xy_in_before: np.ndarray | None = None,
-                              links: DotLinks | None = None, px_per_mm: float | None = None,
-                              dl_floor: float = 0.75, dl_full_scale: float = 5.0, max_side: int = 2400,
-                              title: str = "") -> np.ndarray:
+def render_difference_overlay(
+    before_rgb: np.ndarray,
+    *,
+    darkening: np.ndarray | None = None,
+    before_xy: np.ndarray | None = None,
+    after_xy_in_before: np.ndarray | None = None,
+    links: DotLinks | None = None,
+    px_per_mm: float | None = None,
+    dl_floor: float = 0.75,
+    dl_full_scale: float = 5.0,
+    max_side: int = 2400,
+    title: str = "",
+) -> np.ndarray:
     """What changed, drawn on the BEFORE photo (dimmed).
 
     ``darkening`` (BEFORE frame, see :func:`darkening_map`) tints where AFTER looks darker
@@ -211,12 +248,17 @@ def render_difference_overlay(before_rgb: np.ndarray, *, darkening: np.ndarray |
         rings(before_xy[links.before_idx], LINKED_COLOUR, max(2, r - 1), 1)
         rings(before_xy[links.lost_idx], LOST_COLOUR, r, th + 1)
         rings(after_xy_in_before[links.new_idx], NEW_COLOUR, r, th + 1)
-        rows += [(f"linked: {links.n_links}", LINKED_COLOUR), (f"new (after only): {len(links.new_idx)}", NEW_COLOUR),
-                 (f"lost (before only): {len(links.lost_idx)}", LOST_COLOUR)]
+        rows += [
+            (f"linked: {links.n_links}", LINKED_COLOUR),
+            (f"new (after only): {len(links.new_idx)}", NEW_COLOUR),
+            (f"lost (before only): {len(links.lost_idx)}", LOST_COLOUR),
+        ]
     if darkening is not None:
         # the colours have three channels
-        rows += [("after darker (more pigment)", cast("tuple[int, int, int]", tuple(int(v) for v in DARKER_COLOUR))),
-                 ("after lighter (faded)", cast("tuple[int, int, int]", tuple(int(v) for v in LIGHTER_COLOUR)))]
+        rows += [
+            ("after darker (more pigment)", cast("tuple[int, int, int]", tuple(int(v) for v in DARKER_COLOUR))),
+            ("after lighter (faded)", cast("tuple[int, int, int]", tuple(int(v) for v in LIGHTER_COLOUR))),
+        ]
     if rows:
         _legend(out, rows, unit)
     if px_per_mm:

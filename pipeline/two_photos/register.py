@@ -25,6 +25,7 @@ Coordinates follow ``data.metrics``: ``(x, y) = (column, row)``, pixel centres a
 integers (OpenCV's convention). Nothing here draws random numbers: OpenCV's
 MAGSAC++ is seeded internally and deterministic for the same input.
 """
+
 from __future__ import annotations
 
 import math
@@ -62,7 +63,7 @@ class Registration:
     """
 
     after_to_before: NDArray[np.float64]
-    before_size: tuple[int, int]   # (width, height)
+    before_size: tuple[int, int]  # (width, height)
     after_size: tuple[int, int]
     method: str
     n_features: tuple[int, int]
@@ -104,11 +105,18 @@ class Registration:
         area, _ = cv2.intersectConvexConvex(quad, frame)
         return float(area) / float(self.before_size[0] * self.before_size[1])
 
-    def warp_after(self, image: np.ndarray, *, interpolation: int = cv2.INTER_LINEAR,
-                   border_value: float | tuple = 0) -> np.ndarray:
+    def warp_after(
+        self, image: np.ndarray, *, interpolation: int = cv2.INTER_LINEAR, border_value: float | tuple = 0
+    ) -> np.ndarray:
         """An AFTER-frame image (photo, L*, mask) resampled into the BEFORE frame."""
-        return cv2.warpPerspective(image, np.asarray(self.after_to_before), self.before_size,
-                                   flags=interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=border_value)
+        return cv2.warpPerspective(
+            image,
+            np.asarray(self.after_to_before),
+            self.before_size,
+            flags=interpolation,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=border_value,
+        )
 
     def after_footprint(self) -> np.ndarray:
         """HxW bool (BEFORE frame): pixels the AFTER photo also shows."""
@@ -124,14 +132,19 @@ class Registration:
         return {
             "after_to_before": [[float(v) for v in row] for row in np.asarray(self.after_to_before)],
             "method": self.method,
-            "before_size": list(self.before_size), "after_size": list(self.after_size),
-            "features": list(self.n_features), "matches": self.n_matches, "inliers": self.n_inliers,
+            "before_size": list(self.before_size),
+            "after_size": list(self.after_size),
+            "features": list(self.n_features),
+            "matches": self.n_matches,
+            "inliers": self.n_inliers,
             "feature_rms_px": num(self.feature_rms_px, 3),
             "dot_pairs": self.dot_pairs,
             "dot_residual_px_median": num(self.dot_residual_px_median),
             "dot_residual_mm_median": num(self.dot_residual_px_median / self.px_per_mm, 5)
-            if self.dot_residual_px_median is not None and self.px_per_mm else None,
-            "scale": num(scale, 5), "rotation_deg": num(rot, 3),
+            if self.dot_residual_px_median is not None and self.px_per_mm
+            else None,
+            "scale": num(scale, 5),
+            "rotation_deg": num(rot, 3),
             "overlap_fraction": num(self.overlap_fraction()),
             "warnings": list(self.warnings),
             "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
@@ -151,7 +164,7 @@ SIFT_OFFSET_PX = 0.25
 
 @dataclass(frozen=True)
 class _Features:
-    xy: NDArray[np.float64]          # (N, 2) full-resolution pixel coordinates
+    xy: NDArray[np.float64]  # (N, 2) full-resolution pixel coordinates
     descriptors: NDArray[np.float32]  # (N, 128)
 
 
@@ -178,12 +191,14 @@ def _features(rgb: np.ndarray, s: RegisterSettings, mask: np.ndarray | None = No
         raise ValueError(f"feature mask {mask.shape} does not match the photo {rgb.shape[:2]}")
     # a mask on under 5 % of the photo is a failed segmentation, not a reason to fail registration
     if mask is not None and np.count_nonzero(mask) >= 0.05 * mask.size:
-        work_mask = cv2.resize(np.asarray(mask, np.uint8) * np.uint8(255), (grey.shape[1], grey.shape[0]),
-                               interpolation=cv2.INTER_NEAREST)
+        work_mask = cv2.resize(
+            np.asarray(mask, np.uint8) * np.uint8(255), (grey.shape[1], grey.shape[0]), interpolation=cv2.INTER_NEAREST
+        )
         # keep features whose descriptor window lies on the mask, not on its edge (the card's border)
         work_mask = cv2.erode(work_mask, np.ones((9, 9), np.uint8))
     sift = cv2.SIFT_create(  # type: ignore[attr-defined]  # OpenCV 5 stubs lack SIFT_create (cv2 has it)
-        nfeatures=s.max_features, contrastThreshold=s.sift_contrast)
+        nfeatures=s.max_features, contrastThreshold=s.sift_contrast
+    )
     kps, desc = sift.detectAndCompute(grey, work_mask)
     if desc is None or not kps:
         return _Features(np.zeros((0, 2)), np.zeros((0, 128), np.float32)), f
@@ -210,8 +225,9 @@ def _ratio_matches(a: _Features, b: _Features, ratio: float) -> tuple[np.ndarray
     return ia_arr[keep], ib_arr[keep]
 
 
-def _check_homography(h: NDArray[np.float64], before_size: tuple[int, int], after_size: tuple[int, int],
-                      s: RegisterSettings) -> None:
+def _check_homography(
+    h: NDArray[np.float64], before_size: tuple[int, int], after_size: tuple[int, int], s: RegisterSettings
+) -> None:
     if not np.all(np.isfinite(h)) or abs(h[2, 2]) < 1e-12:
         raise RegistrationError("the fitted homography is degenerate")
     quad = apply_homography(h, frame_corners(after_size))
@@ -219,12 +235,13 @@ def _check_homography(h: NDArray[np.float64], before_size: tuple[int, int], afte
         raise RegistrationError("the fitted homography folds the photo (implausible perspective)")
     scale = mean_linear_scale(h, after_size)
     if not (1 / s.max_scale_change <= scale <= s.max_scale_change):
-        raise RegistrationError(f"implausible scale change between the photos ({scale:.2f}x, "
-                                f"allowed 1/{s.max_scale_change:g}-{s.max_scale_change:g}x)")
+        raise RegistrationError(
+            f"implausible scale change between the photos ({scale:.2f}x, "
+            f"allowed 1/{s.max_scale_change:g}-{s.max_scale_change:g}x)"
+        )
     sign = np.sign(np.linalg.det(h[:2, :2] - np.outer(h[:2, 2], h[2, :2])))
     if sign <= 0:
         raise RegistrationError("the fitted homography mirrors the photo")
-
 
 
 # --------------------------------------------------------------------------- registration
@@ -239,34 +256,64 @@ class _FeatureFit:
     n_matches: int
     n_inliers: int
     rms_px: float
-    failure: str | None      # why there is no homography, e.g. "too few matching features (7 < 12)"
-    hint: str = ""           # what the user might check, for the error message
+    failure: str | None  # why there is no homography, e.g. "too few matching features (7 < 12)"
+    hint: str = ""  # what the user might check, for the error message
 
 
-def _feature_homography(before_rgb: np.ndarray, after_rgb: np.ndarray, s: RegisterSettings,
-                        before_mask: np.ndarray | None, after_mask: np.ndarray | None,
-                        before_size: tuple[int, int], after_size: tuple[int, int]) -> _FeatureFit:
+def _feature_homography(
+    before_rgb: np.ndarray,
+    after_rgb: np.ndarray,
+    s: RegisterSettings,
+    before_mask: np.ndarray | None,
+    after_mask: np.ndarray | None,
+    before_size: tuple[int, int],
+    after_size: tuple[int, int],
+) -> _FeatureFit:
     fb, f_before = _features(before_rgb, s, before_mask)
     fa, _ = _features(after_rgb, s, after_mask)
     counts = (len(fb.xy), len(fa.xy))
     for name, feats in (("before", fb), ("after", fa)):
         if len(feats.xy) < s.min_inliers:
-            return _FeatureFit(None, counts, 0, 0, math.nan,
-                               f"too few features in the {name} photo ({len(feats.xy)} < {s.min_inliers})",
-                               "blank, blurred or overexposed?")
+            return _FeatureFit(
+                None,
+                counts,
+                0,
+                0,
+                math.nan,
+                f"too few features in the {name} photo ({len(feats.xy)} < {s.min_inliers})",
+                "blank, blurred or overexposed?",
+            )
     ia, ib = _ratio_matches(fa, fb, s.ratio)
     if len(ia) < s.min_inliers:
-        return _FeatureFit(None, counts, len(ia), 0, math.nan,
-                           f"too few matching features ({len(ia)} < {s.min_inliers})",
-                           "are these photos of the same region?")
+        return _FeatureFit(
+            None,
+            counts,
+            len(ia),
+            0,
+            math.nan,
+            f"too few matching features ({len(ia)} < {s.min_inliers})",
+            "are these photos of the same region?",
+        )
     # threshold in working px of the BEFORE copy, expressed in full-resolution BEFORE px
-    h, inl = cv2.findHomography(fa.xy[ia], fb.xy[ib], cv2.USAC_MAGSAC, s.ransac_threshold_px / f_before,
-                                maxIters=s.ransac_max_iters, confidence=s.ransac_confidence)
+    h, inl = cv2.findHomography(
+        fa.xy[ia],
+        fb.xy[ib],
+        cv2.USAC_MAGSAC,
+        s.ransac_threshold_px / f_before,
+        maxIters=s.ransac_max_iters,
+        confidence=s.ransac_confidence,
+    )
     n_inl = 0 if inl is None else int(inl.sum())
     if h is None or n_inl < s.min_inliers:
-        return _FeatureFit(None, counts, len(ia), n_inl, math.nan,
-                           f"too few matching features ({n_inl} < {s.min_inliers}) agree on one geometry",
-                           "are these photos of the same region?")
+        return _FeatureFit(
+            None,
+            counts,
+            len(ia),
+            n_inl,
+            math.nan,
+            f"too few matching features ({n_inl} < {s.min_inliers}) agree on one geometry",
+            "are these photos of the same region?",
+        )
     try:
         _check_homography(h, before_size, after_size, s)
     except RegistrationError as exc:
@@ -276,10 +323,17 @@ def _feature_homography(before_rgb: np.ndarray, after_rgb: np.ndarray, s: Regist
     return _FeatureFit(h, counts, len(ia), n_inl, rms, None)
 
 
-def register_photos(before_rgb: np.ndarray, after_rgb: np.ndarray, settings: RegisterSettings | None = None, *,
-                    before_dots_xy: ArrayLike | None = None, after_dots_xy: ArrayLike | None = None,
-                    px_per_mm: float | None = None, before_mask: np.ndarray | None = None,
-                    after_mask: np.ndarray | None = None) -> Registration:
+def register_photos(
+    before_rgb: np.ndarray,
+    after_rgb: np.ndarray,
+    settings: RegisterSettings | None = None,
+    *,
+    before_dots_xy: ArrayLike | None = None,
+    after_dots_xy: ArrayLike | None = None,
+    px_per_mm: float | None = None,
+    before_mask: np.ndarray | None = None,
+    after_mask: np.ndarray | None = None,
+) -> Registration:
     """Register AFTER to BEFORE; raises :class:`RegistrationError` with a reason when impossible.
 
     ``before_rgb`` / ``after_rgb``: HxWx3 uint8 sRGB (or HxW grey). ``*_dots_xy``: ``(N, 2)``
@@ -336,21 +390,32 @@ def register_photos(before_rgb: np.ndarray, after_rgb: np.ndarray, settings: Reg
         if h is not None and method == "features" and min(len(b), len(a)) >= s.min_dot_pairs:
             if fit.n_inliers < s.warn_inliers:
                 # a weak feature fit that the dots contradict is more likely wrong than right
-                raise RegistrationError(f"weak feature registration ({fit.n_inliers} matching features) that the "
-                                        "dots do not confirm, and the dot patterns do not match on their own")
+                raise RegistrationError(
+                    f"weak feature registration ({fit.n_inliers} matching features) that the "
+                    "dots do not confirm, and the dot patterns do not match on their own"
+                )
             warnings.append("the dots do not confirm the feature registration: check side_by_side.png")
     if h is None:
         more = "; the dot patterns do not match either" if use_dots else ""
         raise RegistrationError(f"{fit.failure}{more}" + (f": {fit.hint}" if fit.hint else ""))
 
-    reg = Registration(after_to_before=normalised_homography(h), before_size=before_size, after_size=after_size,
-                       method=method, n_features=fit.n_features, n_matches=fit.n_matches,
-                       n_inliers=fit.n_inliers, feature_rms_px=fit.rms_px, dot_pairs=n_pairs,
-                       dot_residual_px_median=dot_res, px_per_mm=px_per_mm, warnings=tuple(warnings),
-                       timings_s=timings)
+    reg = Registration(
+        after_to_before=normalised_homography(h),
+        before_size=before_size,
+        after_size=after_size,
+        method=method,
+        n_features=fit.n_features,
+        n_matches=fit.n_matches,
+        n_inliers=fit.n_inliers,
+        feature_rms_px=fit.rms_px,
+        dot_pairs=n_pairs,
+        dot_residual_px_median=dot_res,
+        px_per_mm=px_per_mm,
+        warnings=tuple(warnings),
+        timings_s=timings,
+    )
     overlap = reg.overlap_fraction()
     if overlap < s.min_overlap:
         raise RegistrationError(f"the photos barely overlap ({overlap:.0%} of the before photo)")
     timings["total"] = time.perf_counter() - t0
     return reg
-

@@ -1,5 +1,6 @@
 """Settings of the two-photo stages (registration, dot linking, what a change must exceed),
 and how a failed registration is told to the user."""
+
 from __future__ import annotations
 
 from pydantic import Field
@@ -113,8 +114,10 @@ def load_register_settings(path=None, overrides=()) -> RegisterSettings:
 def retake_advice(photo: str = "the after photo", reference: str = "the before photo") -> str:
     """What a clinic can do when ``photo`` cannot be registered to ``reference`` (the warnings and
     reports of comparisons and timelines say it)."""
-    return (f"retake {photo} of the same region from the same distance and angle, with the card in frame and "
-            f"at least half of {reference}'s scalp in view")
+    return (
+        f"retake {photo} of the same region from the same distance and angle, with the card in frame and "
+        f"at least half of {reference}'s scalp in view"
+    )
 
 
 #: The advice for a before/after comparison.
@@ -123,4 +126,3 @@ RETAKE_ADVICE = retake_advice()
 
 class RegistrationError(ValueError):
     """The two photos cannot be registered; the message says why, in one line."""
-

@@ -2,6 +2,7 @@
 
 See :mod:`pipeline.web.app` (``create_app``) and :mod:`pipeline.web.settings`.
 """
+
 from pipeline.web.app import create_app
 from pipeline.web.settings import ThrottleSettings, WebSettings
 

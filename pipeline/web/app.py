@@ -12,6 +12,7 @@ pages, the JSON API and its docs. Cross-cutting rules live here:
 * errors: pages get an HTML page, ``/api`` gets JSON; "not found" reads the same for an id
   that does not exist and for one of another clinic.
 """
+
 from __future__ import annotations
 
 import logging
@@ -87,9 +88,11 @@ class BodyLimit:
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             message = str(BodyTooLarge(limit).detail)
-            response: Response = (JSONResponse({"detail": message}, status_code=413)
-                                  if scope["path"].startswith("/api/")
-                                  else HTMLResponse(f"<!doctype html><title>413</title><p>{message}</p>", 413))
+            response: Response = (
+                JSONResponse({"detail": message}, status_code=413)
+                if scope["path"].startswith("/api/")
+                else HTMLResponse(f"<!doctype html><title>413</title><p>{message}</p>", 413)
+            )
             await response(scope, receive, send)
             return
         total = 0
@@ -109,17 +112,23 @@ class BodyLimit:
 def security_headers(nonce: str | None = None) -> dict[str, str]:
     """The headers every response carries (scripts only with the page's ``nonce``; none without one)."""
     scripts = f"'nonce-{nonce}'" if nonce else "'none'"
-    return {"Content-Security-Policy": (
-                f"default-src 'none'; script-src {scripts}; style-src 'self' 'unsafe-inline'; "
-                "img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; "
-                "frame-ancestors 'none'"),
-            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
-            "Cross-Origin-Opener-Policy": "same-origin", "Cache-Control": "no-store", "X-Frame-Options": "DENY"}
+    return {
+        "Content-Security-Policy": (
+            f"default-src 'none'; script-src {scripts}; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; "
+            "frame-ancestors 'none'"
+        ),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+        "Cross-Origin-Opener-Policy": "same-origin",
+        "Cache-Control": "no-store",
+        "X-Frame-Options": "DENY",
+    }
 
 
 #: The largest id the records can hold (a signed 64-bit integer); a path segment of digits beyond it names
 #: nothing, whatever the route.
-MAX_ID = 2 ** 63 - 1
+MAX_ID = 2**63 - 1
 _DIGITS = re.compile(r"[0-9]+")
 
 
@@ -132,8 +141,9 @@ class IdsInRange:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and any(
-                _DIGITS.fullmatch(part) and (len(part) > 19 or int(part) > MAX_ID)
-                for part in scope.get("path", "").split("/")):
+            _DIGITS.fullmatch(part) and (len(part) > 19 or int(part) > MAX_ID)
+            for part in scope.get("path", "").split("/")
+        ):
             request = Request(scope, receive)
             await _error(request, 404, "not found")(scope, receive, send)
             return
@@ -179,8 +189,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotAuthenticated)
     async def not_authenticated(request: Request, exc: NotAuthenticated) -> Response:
         if _is_api(request) or request.method not in ("GET", "HEAD") or "authorization" in request.headers:
-            return _error(request, 401, "authentication required: log in, or send 'Authorization: Bearer <token>'",
-                          {"WWW-Authenticate": "Bearer"})
+            return _error(
+                request,
+                401,
+                "authentication required: log in, or send 'Authorization: Bearer <token>'",
+                {"WWW-Authenticate": "Bearer"},
+            )
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/login?next={quote(target, safe='/')}", status_code=303)
 
@@ -206,8 +220,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StoredFileMissing)
     async def missing_file(request: Request, exc: StoredFileMissing) -> Response:
         log.warning("%s %s: %s", request.method, request.url.path, exc)
-        return _error(request, 404, f"The stored {exc.what} of this record is missing from the photo store. "
-                                    "Nothing else was changed; an administrator can restore it from a backup.")
+        return _error(
+            request,
+            404,
+            f"The stored {exc.what} of this record is missing from the photo store. "
+            "Nothing else was changed; an administrator can restore it from a backup.",
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
@@ -223,20 +241,24 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         if _is_api(request):
             return JSONResponse({"detail": _plain_errors(exc.errors())}, status_code=422)
-        parts = [f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'request'}: {e.get('msg', 'invalid')}"
-                 for e in exc.errors()]
+        parts = [
+            f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'request'}: {e.get('msg', 'invalid')}"
+            for e in exc.errors()
+        ]
         return _error(request, 422, "; ".join(parts) or "invalid request")
 
 
 def _plain_errors(errors: Any) -> list[dict[str, Any]]:
     # the inputs are echoed only as their location and message (uploads would be echoed whole)
-    return [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-            for e in errors]
+    return [
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))} for e in errors
+    ]
 
 
 def _templates() -> Jinja2Templates:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
-                             trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True, trim_blocks=True, lstrip_blocks=True
+    )
     return Jinja2Templates(env=env)
 
 
@@ -261,7 +283,8 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     store = PhotoStore(settings.store_root())
     secret = settings.secret_key or load_or_create_secret(home)
     factory = settings.assessor_factory or (
-        lambda: PipelineAssessor(settings.assess_config, tuple(settings.assess_overrides)))
+        lambda: PipelineAssessor(settings.assess_config, tuple(settings.assess_overrides))
+    )
     jobs = JobRunner(records, store, home, factory, clock=settings.clock, poll_s=settings.worker_poll_s)
 
     @asynccontextmanager
@@ -276,13 +299,27 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         finally:
             jobs.stop()
 
-    app = FastAPI(title="smp-assess", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None,
-                  description="Scalp micropigmentation assessment: submit photos of clients' visits, fetch "
-                              "assessments and tracking results. Authenticate with 'Authorization: Bearer <token>' "
-                              "(tokens: 'smp users token' or the admin page).")
-    app.state.ctx = AppContext(settings=settings, records=records, store=store, home=home, secret=secret, jobs=jobs,
-                               templates=_templates(), crops=CropMaker(home))
+    app = FastAPI(
+        title="smp-assess",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        description="Scalp micropigmentation assessment: submit photos of clients' visits, fetch "
+        "assessments and tracking results. Authenticate with 'Authorization: Bearer <token>' "
+        "(tokens: 'smp users token' or the admin page).",
+    )
+    app.state.ctx = AppContext(
+        settings=settings,
+        records=records,
+        store=store,
+        home=home,
+        secret=secret,
+        jobs=jobs,
+        templates=_templates(),
+        crops=CropMaker(home),
+    )
     app.include_router(public_router(settings))
     app.include_router(docs_router())
     app.include_router(api_router(settings))
@@ -291,9 +328,14 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     app.include_router(pages_router(settings))
     _install_error_handlers(app)
     per_file = settings.max_upload_bytes + 64 * 1024  # a photo and the form fields around it
-    app.add_middleware(BodyLimit, default=settings.max_form_bytes, limits=[
-        (re.compile(r"/api/v1/photos"), per_file),
-        (re.compile(r"/clients/[^/]+/upload"), settings.max_files_per_upload * per_file)])
+    app.add_middleware(
+        BodyLimit,
+        default=settings.max_form_bytes,
+        limits=[
+            (re.compile(r"/api/v1/photos"), per_file),
+            (re.compile(r"/clients/[^/]+/upload"), settings.max_files_per_upload * per_file),
+        ],
+    )
     app.add_middleware(IdsInRange)
     app.add_middleware(SecurityHeaders)
     return app

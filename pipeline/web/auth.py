@@ -16,6 +16,7 @@
   (:class:`pipeline.web.settings.ThrottleSettings`): an exponential wait, then a lockout.
   A throttled attempt is refused without checking the password.
 """
+
 from __future__ import annotations
 
 import base64
@@ -33,11 +34,30 @@ from pipeline.records.schema import ROLES, ApiToken, Clinic, LoginThrottle, User
 from pipeline.web.settings import ThrottleSettings
 
 __all__ = [
-    "AuthError", "Principal", "check_password_strength", "create_user", "csrf_matches", "csrf_token",
-    "hash_password", "issue_token", "login_csrf_token", "normalise_username", "open_session", "close_session",
-    "revoke_token", "session_principal", "set_password", "throttle_attempt", "throttle_failure", "throttle_success",
-    "throttle_wait", "account_key",
-    "token_principal", "touch_token", "verify_password", "authenticate_password",
+    "AuthError",
+    "Principal",
+    "check_password_strength",
+    "create_user",
+    "csrf_matches",
+    "csrf_token",
+    "hash_password",
+    "issue_token",
+    "login_csrf_token",
+    "normalise_username",
+    "open_session",
+    "close_session",
+    "revoke_token",
+    "session_principal",
+    "set_password",
+    "throttle_attempt",
+    "throttle_failure",
+    "throttle_success",
+    "throttle_wait",
+    "account_key",
+    "token_principal",
+    "touch_token",
+    "verify_password",
+    "authenticate_password",
 ]
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
@@ -81,6 +101,7 @@ class Principal:
 
 # --------------------------------------------------------------------------- passwords
 
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -88,8 +109,9 @@ def _b64(data: bytes) -> str:
 def hash_password(password: str) -> str:
     """``scrypt$n$r$p$<salt b64>$<hash b64>`` of ``password`` with a new random salt."""
     salt = secrets.token_bytes(_SALT_BYTES)
-    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P,
-                            dklen=_HASH_BYTES, maxmem=64 * 2**20)
+    digest = hashlib.scrypt(
+        password.encode("utf-8"), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=_HASH_BYTES, maxmem=64 * 2**20
+    )
     return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${_b64(salt)}${_b64(digest)}"
 
 
@@ -100,8 +122,15 @@ def verify_password(password: str, stored: str) -> bool:
         if scheme != "scrypt":
             return False
         expected = base64.b64decode(digest, validate=True)
-        got = hashlib.scrypt(password.encode("utf-8"), salt=base64.b64decode(salt, validate=True), n=int(n),
-                             r=int(r), p=int(p), dklen=len(expected), maxmem=256 * 2**20)
+        got = hashlib.scrypt(
+            password.encode("utf-8"),
+            salt=base64.b64decode(salt, validate=True),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(expected),
+            maxmem=256 * 2**20,
+        )
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(got, expected)
@@ -160,8 +189,10 @@ def normalise_username(text: str) -> str:
 
 # --------------------------------------------------------------------------- users and tokens
 
-def create_user(session: Session, username: str, *, clinic: str, role: str, password: str,
-                create_clinic: bool = True) -> int:
+
+def create_user(
+    session: Session, username: str, *, clinic: str, role: str, password: str, create_clinic: bool = True
+) -> int:
     """Add a user of ``clinic`` (a slug; created if missing and ``create_clinic``); returns its id."""
     name = normalise_username(username)
     if role not in ROLES:
@@ -226,8 +257,15 @@ def revoke_token(session: Session, token_id: int, now: datetime) -> bool:
 
 
 def _principal(user: User, clinic_slug: str, via: str, session_token: str | None = None) -> Principal:
-    return Principal(user_id=user.id, username=user.username, role=user.role, clinic_id=user.clinic_id,
-                     clinic_slug=clinic_slug, via=via, session_token=session_token)
+    return Principal(
+        user_id=user.id,
+        username=user.username,
+        role=user.role,
+        clinic_id=user.clinic_id,
+        clinic_slug=clinic_slug,
+        via=via,
+        session_token=session_token,
+    )
 
 
 def token_principal(session: Session, token: str, now: datetime) -> tuple[Principal | None, int | None]:
@@ -236,9 +274,12 @@ def token_principal(session: Session, token: str, now: datetime) -> tuple[Princi
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None, None
     digest = _digest(token)
-    row = session.execute(sa.select(ApiToken, User, Clinic.slug).join(User, User.id == ApiToken.user_id)
-                          .join(Clinic, Clinic.id == User.clinic_id)
-                          .where(ApiToken.token_hash == digest)).first()
+    row = session.execute(
+        sa.select(ApiToken, User, Clinic.slug)
+        .join(User, User.id == ApiToken.user_id)
+        .join(Clinic, Clinic.id == User.clinic_id)
+        .where(ApiToken.token_hash == digest)
+    ).first()
     if row is None:
         return None, None
     tok, user, slug = row
@@ -254,12 +295,16 @@ def touch_token(session: Session, token_id: int, now: datetime) -> None:
 
 # --------------------------------------------------------------------------- browser sessions and CSRF
 
+
 def open_session(session: Session, user_id: int, now: datetime, lifetime_s: int) -> str:
     """A new browser session for ``user_id``; returns the cookie's token. Expired sessions are purged."""
     session.execute(sa.delete(WebSession).where(WebSession.expires_at <= now))
     token = secrets.token_urlsafe(32)
-    session.add(WebSession(token_hash=_digest(token), user_id=user_id, created_at=now,
-                           expires_at=now + timedelta(seconds=lifetime_s)))
+    session.add(
+        WebSession(
+            token_hash=_digest(token), user_id=user_id, created_at=now, expires_at=now + timedelta(seconds=lifetime_s)
+        )
+    )
     session.flush()
     return token
 
@@ -272,9 +317,12 @@ def session_principal(session: Session, token: str, now: datetime) -> Principal 
     """The user of a session cookie, if the session exists, has not expired and its user is active."""
     if not token or len(token) > 200:
         return None
-    row = session.execute(sa.select(WebSession, User, Clinic.slug).join(User, User.id == WebSession.user_id)
-                          .join(Clinic, Clinic.id == User.clinic_id)
-                          .where(WebSession.token_hash == _digest(token))).first()
+    row = session.execute(
+        sa.select(WebSession, User, Clinic.slug)
+        .join(User, User.id == WebSession.user_id)
+        .join(Clinic, Clinic.id == User.clinic_id)
+        .where(WebSession.token_hash == _digest(token))
+    ).first()
     if row is None:
         return None
     ws, user, slug = row
@@ -384,9 +432,12 @@ def throttle_attempt(session: Session, username: str, address: str, now: datetim
     reading of the counts; :func:`throttle_success` clears the keys when the password was right.
     Rows quiet for ``forget_after_s`` (and not locked) are deleted on the way."""
     forget = now - timedelta(seconds=cfg.forget_after_s)
-    session.execute(sa.delete(LoginThrottle).where(
-        LoginThrottle.last_failure_at < forget,
-        sa.or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until < now)))
+    session.execute(
+        sa.delete(LoginThrottle).where(
+            LoginThrottle.last_failure_at < forget,
+            sa.or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until < now),
+        )
+    )
     keys = [throttle_key(username, address)]
     try:
         name = normalise_username(username)

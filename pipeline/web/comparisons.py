@@ -15,6 +15,7 @@ into a temporary folder next to it and renamed when complete, so a half-written 
 is never served and two requests building the same comparison do not collide (the
 first rename wins, the other folder is dropped). Ids are integers: no user text in a path.
 """
+
 from __future__ import annotations
 
 import json
@@ -95,8 +96,9 @@ class StoredAssessment:
     doc: dict[str, Any] = field(repr=False, default_factory=dict)
 
     @classmethod
-    def from_folder(cls, folder: str | Path, photo: Photo, *,
-                    calibration: CalibrationSettings | None = None) -> StoredAssessment:
+    def from_folder(
+        cls, folder: str | Path, photo: Photo, *, calibration: CalibrationSettings | None = None
+    ) -> StoredAssessment:
         """Read ``assessment.json``, ``dots.csv`` and ``mask.png`` of ``folder``; ``photo`` is the
         assessed photo (its pixels must match the mask).
 
@@ -122,8 +124,7 @@ class StoredAssessment:
         cal = raw if isinstance(raw := doc.get("calibration"), dict) else {}
         ppm = cal.get("px_per_mm")
         ppm = float(ppm) if isinstance(ppm, (int, float)) and np.isfinite(ppm) and ppm > 0 else None
-        scale = StoredScale(source=str(cal.get("scale_source") or ("none" if ppm is None else "manual")),
-                            px_per_mm=ppm)
+        scale = StoredScale(source=str(cal.get("scale_source") or ("none" if ppm is None else "manual")), px_per_mm=ppm)
         colour = no_colour_correction()
         if cal.get("colour_source") == "card":
             try:
@@ -133,9 +134,15 @@ class StoredAssessment:
             if fitted is not None and fitted.source == "card" and fitted.model == cal.get("colour_model"):
                 colour = fitted
         view = doc.get("photo", {}).get("view") if isinstance(doc.get("photo"), dict) else None
-        return cls(photo=photo, view=str(view or "closeup"),
-                   calibration=StoredCalibration(scale=scale, colour=colour),
-                   metrics=StoredMetrics(dict(doc["metrics"])), dots=dots, labels=labels, doc=doc)
+        return cls(
+            photo=photo,
+            view=str(view or "closeup"),
+            calibration=StoredCalibration(scale=scale, colour=colour),
+            metrics=StoredMetrics(dict(doc["metrics"])),
+            dots=dots,
+            labels=labels,
+            doc=doc,
+        )
 
 
 def _card() -> Any:
@@ -157,10 +164,18 @@ def _load(store: PhotoStore, photo_path: str | Path) -> Photo:
         raise ComparisonProblem(f"the stored photo cannot be loaded ({reason})") from None
 
 
-def build_comparison(home: str | Path, store: PhotoStore, before_assessment_id: int, after_assessment_id: int,
-                     before_photo_path: str | Path, after_photo_path: str | Path, *,
-                     calibration: CalibrationSettings | None = None, register_config: Path | None = None,
-                     register_overrides: tuple[str, ...] = ()) -> Path:
+def build_comparison(
+    home: str | Path,
+    store: PhotoStore,
+    before_assessment_id: int,
+    after_assessment_id: int,
+    before_photo_path: str | Path,
+    after_photo_path: str | Path,
+    *,
+    calibration: CalibrationSettings | None = None,
+    register_config: Path | None = None,
+    register_overrides: tuple[str, ...] = (),
+) -> Path:
     """The comparison folder of two assessments (BEFORE is the reference frame), built once.
 
     ``*_photo_path``: each photo's path in ``store`` (``Photo.stored_path``). Raises

@@ -11,6 +11,7 @@ The photo review page shows the whole upright photo the same way: :meth:`CropMak
 re-encodes it as a JPEG (``<home>/crops/<assessment>/upright.jpg``), so the browser draws
 exactly the pixels the dot coordinates refer to, whatever orientation tag the file carries.
 """
+
 from __future__ import annotations
 
 import threading
@@ -67,8 +68,9 @@ class CropMaker:
         tmp.write_bytes(data)
         tmp.replace(cached)
 
-    def crop(self, photo_path: Path, assessment_id: int, dot_index: int, x: float, y: float,
-             diameter_px: float | None) -> bytes:
+    def crop(
+        self, photo_path: Path, assessment_id: int, dot_index: int, x: float, y: float, diameter_px: float | None
+    ) -> bytes:
         cached = self.home / "crops" / str(int(assessment_id)) / f"{int(dot_index)}.png"
         if cached.is_file():
             return cached.read_bytes()
@@ -81,7 +83,7 @@ class CropMaker:
         tile = np.zeros((2 * half + 1, 2 * half + 1, 3), np.uint8)
         sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
         if sx1 > sx0 and sy1 > sy0:
-            tile[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = rgb[sy0:sy1, sx0:sx1]
+            tile[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = rgb[sy0:sy1, sx0:sx1]
         scale = CROP_PX / tile.shape[0]
         big = cv2.resize(tile, (CROP_PX, CROP_PX), interpolation=cv2.INTER_NEAREST)
         centre = (int(round((x - x0 + 0.5) * scale)), int(round((y - y0 + 0.5) * scale)))

@@ -6,6 +6,7 @@ request with a redirect to ``/login``; the API with 401. A state-changing reques
 (anything but GET/HEAD/OPTIONS) authenticated by the session cookie must carry the
 session's CSRF token (form field ``csrf_token`` or header ``X-CSRF-Token``), else 403.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -25,8 +26,19 @@ from pipeline.web.settings import WebSettings
 from pipeline.web.uploads import UploadLimits
 
 __all__ = [
-    "AppContext", "Forbidden", "NotAuthenticated", "PRELOGIN_COOKIE", "SAFE_METHODS", "SESSION_COOKIE",
-    "StoredFileMissing", "context", "current_principal", "render", "require_roles", "require_user", "safe_next",
+    "AppContext",
+    "Forbidden",
+    "NotAuthenticated",
+    "PRELOGIN_COOKIE",
+    "SAFE_METHODS",
+    "SESSION_COOKIE",
+    "StoredFileMissing",
+    "context",
+    "current_principal",
+    "render",
+    "require_roles",
+    "require_user",
+    "safe_next",
     "stored_path",
 ]
 
@@ -152,13 +164,19 @@ def safe_next(target: str | None, default: str = "/") -> str:
     return target
 
 
-def render(request: Request, name: str, status_code: int = 200, headers: dict[str, str] | None = None,
-           **values: Any) -> Any:
+def render(
+    request: Request, name: str, status_code: int = 200, headers: dict[str, str] | None = None, **values: Any
+) -> Any:
     """A server-rendered page, with the user, their CSRF token and the page's script nonce."""
     ctx = context(request)
     principal = getattr(request.state, "principal", None)
     token = csrf_token(ctx.secret, principal.session_token) if principal and principal.session_token else ""
     nonce = getattr(request.state, "csp_nonce", None) or secrets.token_urlsafe(16)
     request.state.csp_nonce = nonce
-    return ctx.templates.TemplateResponse(request, name, {"user": principal, "csrf_token": token, "nonce": nonce,
-                                                          **values}, status_code=status_code, headers=headers)
+    return ctx.templates.TemplateResponse(
+        request,
+        name,
+        {"user": principal, "csrf_token": token, "nonce": nonce, **values},
+        status_code=status_code,
+        headers=headers,
+    )

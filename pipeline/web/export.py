@@ -29,6 +29,7 @@ painted mask) and nothing about dots. The split is fixed by the client, so a cli
 photos stay in one split; ``client`` is the records' client number, not the clinic's own
 id. ``smp train --set train_manifest=<out>/manifest.csv`` uses it.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,9 +65,21 @@ from pipeline.records.schema import (
     VisitPhoto,
 )
 
-__all__ = ["DOT_COLUMNS", "FLAGS", "RELABELS", "REJECTED_COLUMNS", "ExportResult", "dot_tables", "export_reviews",
-           "latest_decisions", "paint_mask", "provenance", "remove_old_exports", "reviewed_assessment_ids",
-           "zip_folder"]
+__all__ = [
+    "DOT_COLUMNS",
+    "FLAGS",
+    "RELABELS",
+    "REJECTED_COLUMNS",
+    "ExportResult",
+    "dot_tables",
+    "export_reviews",
+    "latest_decisions",
+    "paint_mask",
+    "provenance",
+    "remove_old_exports",
+    "reviewed_assessment_ids",
+    "zip_folder",
+]
 
 #: Dot flags (docs/design.md).
 FLAGS = FLAG_NAMES
@@ -100,8 +113,11 @@ class ExportResult:
 
 def latest_decisions(session: Any, dot_ids: list[int] | None = None) -> dict[int, ReviewDecision]:
     """The latest decision not undone of each dot (all dots, or those of ``dot_ids``)."""
-    stmt = (sa.select(ReviewDecision).where(ReviewDecision.undone_at.is_(None))
-            .order_by(ReviewDecision.created_at, ReviewDecision.id))
+    stmt = (
+        sa.select(ReviewDecision)
+        .where(ReviewDecision.undone_at.is_(None))
+        .order_by(ReviewDecision.created_at, ReviewDecision.id)
+    )
     if dot_ids is not None:
         stmt = stmt.where(ReviewDecision.dot_id.in_(dot_ids))
     latest: dict[int, ReviewDecision] = {}
@@ -112,20 +128,27 @@ def latest_decisions(session: Any, dot_ids: list[int] | None = None) -> dict[int
 
 def reviewed_assessment_ids() -> Any:
     """A select of the ids of assessments with at least one active act."""
-    decided = (sa.select(Dot.assessment_id).join(ReviewDecision, ReviewDecision.dot_id == Dot.id)
-               .where(ReviewDecision.undone_at.is_(None)))
+    decided = (
+        sa.select(Dot.assessment_id)
+        .join(ReviewDecision, ReviewDecision.dot_id == Dot.id)
+        .where(ReviewDecision.undone_at.is_(None))
+    )
     others = [sa.select(t.assessment_id).where(t.undone_at.is_(None)) for t in (AddedDot, ReviewShape, DoneMark)]
     return sa.union(decided, *others)
 
 
 def _reviewed_assessments(session: Any, clinic_id: int | None) -> list[tuple[Any, ...]]:
     """(assessment, photo, visit, client id) of the newest reviewed assessment of each photo."""
-    stmt = (sa.select(Assessment, Photo, Visit, Client.id)
-            .join(Photo, Photo.id == Assessment.photo_id).join(VisitPhoto, VisitPhoto.photo_id == Photo.id)
-            .join(Visit, Visit.id == VisitPhoto.visit_id).join(Client, Client.id == Visit.client_id)
-            .join(Clinic, Clinic.id == Client.clinic_id)
-            .where(Assessment.id.in_(reviewed_assessment_ids()))
-            .order_by(Assessment.created_at, Assessment.id))
+    stmt = (
+        sa.select(Assessment, Photo, Visit, Client.id)
+        .join(Photo, Photo.id == Assessment.photo_id)
+        .join(VisitPhoto, VisitPhoto.photo_id == Photo.id)
+        .join(Visit, Visit.id == VisitPhoto.visit_id)
+        .join(Client, Client.id == Visit.client_id)
+        .join(Clinic, Clinic.id == Client.clinic_id)
+        .where(Assessment.id.in_(reviewed_assessment_ids()))
+        .order_by(Assessment.created_at, Assessment.id)
+    )
     if clinic_id is not None:
         stmt = stmt.where(Client.clinic_id == clinic_id)
     newest: dict[int, tuple[Any, ...]] = {}
@@ -190,14 +213,32 @@ def dot_tables(dots: Sequence[Any], acts: PhotoActs) -> tuple[pd.DataFrame, pd.D
             continue
         if decision == "relabel" and verdict is not None and verdict.detail["new_label"]:
             flags = _label_flags(verdict.detail["new_label"])
-        table.append({"dot_id": d.dot_index, "x": d.x, "y": d.y, "diameter_mm": d.diameter_mm, **flags,
-                      "visible": decision is not None, "review": _REVIEW.get(decision or "", "unreviewed")})
+        table.append(
+            {
+                "dot_id": d.dot_index,
+                "x": d.x,
+                "y": d.y,
+                "diameter_mm": d.diameter_mm,
+                **flags,
+                "visible": decision is not None,
+                "review": _REVIEW.get(decision or "", "unreviewed"),
+            }
+        )
     for a in acts.added:
-        table.append({"dot_id": None, "x": a.detail["x"], "y": a.detail["y"], "diameter_mm": None,
-                      **{f: False for f in FLAGS}, "visible": True, "review": "added"})
+        table.append(
+            {
+                "dot_id": None,
+                "x": a.detail["x"],
+                "y": a.detail["y"],
+                "diameter_mm": None,
+                **{f: False for f in FLAGS},
+                "visible": True,
+                "review": "added",
+            }
+        )
     frame = pd.DataFrame(table, columns=list(DOT_COLUMNS)).astype(
-        {"dot_id": "Int64", "x": float, "y": float, "diameter_mm": float, "visible": bool,
-         **{f: bool for f in FLAGS}})
+        {"dot_id": "Int64", "x": float, "y": float, "diameter_mm": float, "visible": bool, **{f: bool for f in FLAGS}}
+    )
     return frame, pd.DataFrame(rejected, columns=list(REJECTED_COLUMNS)).astype({"dot_id": "Int64"})
 
 
@@ -208,21 +249,40 @@ def provenance(assessment: Any, photo: Any, acts: PhotoActs, dots: Sequence[Any]
     def entry(a: Act) -> dict[str, Any]:
         detail = dict(a.detail)
         if a.kind == "decision":
-            detail = {"dot_id": index.get(detail["dot_id"]), "decision": detail["decision"],
-                      "new_label": detail["new_label"]}
-        return {"act": a.kind, "id": a.id, "reviewer": a.reviewer, "reviewer_user_id": a.reviewer_user_id,
-                "at": a.at.isoformat(), **detail}
+            detail = {
+                "dot_id": index.get(detail["dot_id"]),
+                "decision": detail["decision"],
+                "new_label": detail["new_label"],
+            }
+        return {
+            "act": a.kind,
+            "id": a.id,
+            "reviewer": a.reviewer,
+            "reviewer_user_id": a.reviewer_user_id,
+            "at": a.at.isoformat(),
+            **detail,
+        }
 
     return {
-        "schema": "smp-review-export/2", "assessment_id": assessment.id, "photo_sha256": photo.sha256,
-        "model": {"name": assessment.model_name, "version": assessment.model_version,
-                  "sha256": assessment.model_sha256},
+        "schema": "smp-review-export/2",
+        "assessment_id": assessment.id,
+        "photo_sha256": photo.sha256,
+        "model": {
+            "name": assessment.model_name,
+            "version": assessment.model_version,
+            "sha256": assessment.model_sha256,
+        },
         "config_hash": assessment.config_hash,
         "dots_supervised": acts.is_done,
-        "dots": ("marked done: confirmed, relabelled and added dots are dots, rejected ones are not, "
-                 "unreviewed detections are unknown (visible false)") if acts.is_done else
-                ("not marked done: the manifest gives no dots for this photo (a dot nobody judged would "
-                 "read as 'no dot'); dots.csv and rejected.csv are kept for the record"),
+        "dots": (
+            "marked done: confirmed, relabelled and added dots are dots, rejected ones are not, "
+            "unreviewed detections are unknown (visible false)"
+        )
+        if acts.is_done
+        else (
+            "not marked done: the manifest gives no dots for this photo (a dot nobody judged would "
+            "read as 'no dot'); dots.csv and rejected.csv are kept for the record"
+        ),
         "mask": "painted shapes (0 background, 1 scalp, 2 hair), later over earlier; 255 elsewhere: not labelled",
         "acts": [entry(a) for a in acts.all()],
     }
@@ -277,12 +337,21 @@ def export_reviews(records: Records, store: PhotoStore, out: Path, *, clinic_id:
             ppm = (assessment.calibration or {}).get("px_per_mm")
             view = assessment.view or photo.view or "closeup"
             key = f"client-{client_id}"
-            rows.append({"image": f"{item.name}/{image.name}", "mask": f"{item.name}/mask.png",
-                         "dots": f"{item.name}/dots.csv" if acts.is_done else "", "truth": "",
-                         "px_per_mm": float(ppm) if isinstance(ppm, (int, float)) and math.isfinite(ppm) else math.nan,
-                         "view": view, "split": assign_split(key), "source": "review", "client": key,
-                         "visit": f"{visit.visit_date.isoformat()}_{visit.kind}"
-                                  + (f"-{visit.session_number}" if visit.session_number else "")})
+            rows.append(
+                {
+                    "image": f"{item.name}/{image.name}",
+                    "mask": f"{item.name}/mask.png",
+                    "dots": f"{item.name}/dots.csv" if acts.is_done else "",
+                    "truth": "",
+                    "px_per_mm": float(ppm) if isinstance(ppm, (int, float)) and math.isfinite(ppm) else math.nan,
+                    "view": view,
+                    "split": assign_split(key),
+                    "source": "review",
+                    "client": key,
+                    "visit": f"{visit.visit_date.isoformat()}_{visit.kind}"
+                    + (f"-{visit.session_number}" if visit.session_number else ""),
+                }
+            )
     manifest = write_manifest(rows, out)
     return ExportResult(folder=out, manifest=manifest, photos=len(rows), missing=tuple(missing), **totals)
 
@@ -312,4 +381,3 @@ def remove_old_exports(folder: Path, now: float, retention_s: float) -> list[Pat
         except FileNotFoundError:  # another request removed it first
             continue
     return removed
-

@@ -21,6 +21,7 @@ thread cannot be stopped or limited. So the worker forks a child for each job:
 Where there is no ``fork`` (not Linux or another POSIX system) the work runs in the
 worker thread, without limits.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -81,8 +82,13 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or ("alloc" in text and "memory" in text)
 
 
-def run_isolated(work: Callable[[Callable[[str], None]], _T], limits: JobLimits, *,
-                 progress: Callable[[str], None], stopping: Callable[[], bool] = lambda: False) -> _T:
+def run_isolated(
+    work: Callable[[Callable[[str], None]], _T],
+    limits: JobLimits,
+    *,
+    progress: Callable[[str], None],
+    stopping: Callable[[], bool] = lambda: False,
+) -> _T:
     """``work(report)`` in a child process under ``limits``; its result (it must pickle).
 
     ``report(stage)`` in the child calls ``progress(stage)`` here. An exception ``work``
@@ -172,8 +178,9 @@ def _portable(exc: BaseException, limits: JobLimits) -> BaseException:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
-def _watch(pid: int, reader: Any, limits: JobLimits, progress: Callable[[str], None],
-           stopping: Callable[[], bool]) -> Any:
+def _watch(
+    pid: int, reader: Any, limits: JobLimits, progress: Callable[[str], None], stopping: Callable[[], bool]
+) -> Any:
     deadline = time.monotonic() + limits.time_s
     while True:
         left = deadline - time.monotonic()
@@ -208,8 +215,10 @@ def _death_reason(pid: int, limits: JobLimits) -> str:
         status = 0
     if os.WIFSIGNALED(status):
         name = signal.Signals(os.WTERMSIG(status)).name
-        return (f"stopped: the assessment process ended with {name}, most likely past the memory limit of "
-                f"{limits.memory_mb} MB")
+        return (
+            f"stopped: the assessment process ended with {name}, most likely past the memory limit of "
+            f"{limits.memory_mb} MB"
+        )
     return f"stopped: the assessment process ended unexpectedly (exit status {os.WEXITSTATUS(status)})"
 
 

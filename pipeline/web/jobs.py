@@ -24,6 +24,7 @@ the child writes it into a scratch folder, which the worker moves into place onc
 assessment is stored. Progress is the stage reached (``STAGES``), written as the
 worker passes it.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -47,16 +48,36 @@ from pipeline.records import PhotoStore, Records, store_photo_assessment
 from pipeline.records.schema import Client, Job, Photo, Visit
 from pipeline.web.isolation import JobInterrupted, JobLimits, JobOverLimit, run_isolated
 
-__all__ = ["JobLimits", "JobRunner", "PipelineAssessor", "STAGES", "WebAssessor", "assessment_folder",
-           "enqueue_job", "insert_ignore", "next_clinic"]
+__all__ = [
+    "JobLimits",
+    "JobRunner",
+    "PipelineAssessor",
+    "STAGES",
+    "WebAssessor",
+    "assessment_folder",
+    "enqueue_job",
+    "insert_ignore",
+    "next_clinic",
+]
 
 log = logging.getLogger("smp.web.jobs")
 
 #: Progress (0-1) when a stage starts; the assessment's own stages come from its timer.
 STAGES: dict[str, float] = {
-    "queued": 0.0, "starting": 0.02, "loading model": 0.05, "load": 0.1, "calibrate": 0.2, "segment": 0.3,
-    "colour": 0.55, "dots": 0.6, "pigment": 0.7, "quality": 0.8, "metrics": 0.85, "writing": 0.9,
-    "storing": 0.95, "done": 1.0,
+    "queued": 0.0,
+    "starting": 0.02,
+    "loading model": 0.05,
+    "load": 0.1,
+    "calibrate": 0.2,
+    "segment": 0.3,
+    "colour": 0.55,
+    "dots": 0.6,
+    "pigment": 0.7,
+    "quality": 0.8,
+    "metrics": 0.85,
+    "writing": 0.9,
+    "storing": 0.95,
+    "done": 1.0,
 }
 
 
@@ -121,14 +142,27 @@ def insert_ignore(session: Session, model: type, values: dict[str, Any]) -> None
     session.execute(module.insert(model).values(**values).on_conflict_do_nothing())
 
 
-def enqueue_job(session: Session, *, photo_id: int, visit_id: int, user_id: int | None, now: datetime,
-                rerun: bool = False) -> int:
+def enqueue_job(
+    session: Session, *, photo_id: int, visit_id: int, user_id: int | None, now: datetime, rerun: bool = False
+) -> int:
     """The job of ``photo_id``, created (queued) if it has none; idempotent and safe under concurrency
     (one row per photo, inserted with ON CONFLICT DO NOTHING). ``rerun``: queue a finished or
     failed job again (a running or queued one is left alone). Runs in the caller's transaction."""
-    insert_ignore(session, Job, {"photo_id": photo_id, "visit_id": visit_id, "status": "queued", "progress": 0.0,
-                                  "stage": "queued", "attempts": 0, "created_by": user_id, "created_at": now,
-                                  "updated_at": now})
+    insert_ignore(
+        session,
+        Job,
+        {
+            "photo_id": photo_id,
+            "visit_id": visit_id,
+            "status": "queued",
+            "progress": 0.0,
+            "stage": "queued",
+            "attempts": 0,
+            "created_by": user_id,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
     job = session.scalars(sa.select(Job).where(Job.photo_id == photo_id)).one()
     if rerun and job.status in ("done", "failed"):
         job.status, job.progress, job.stage, job.error, job.updated_at = "queued", 0.0, "queued", None, now
@@ -159,9 +193,16 @@ class JobRunner:
     The clinics' turns are remembered by this runner (a restart starts them afresh).
     """
 
-    def __init__(self, records: Records, store: PhotoStore, home: Path,
-                 make_assessor: Callable[[], WebAssessor], clock: Callable[[], float] = time.time,
-                 poll_s: float = 2.0, limits: JobLimits = JobLimits()) -> None:
+    def __init__(
+        self,
+        records: Records,
+        store: PhotoStore,
+        home: Path,
+        make_assessor: Callable[[], WebAssessor],
+        clock: Callable[[], float] = time.time,
+        poll_s: float = 2.0,
+        limits: JobLimits = JobLimits(),
+    ) -> None:
         self.records = records
         self.store = store
         self.home = Path(home)
@@ -185,9 +226,14 @@ class JobRunner:
     def recover(self) -> int:
         """Queue again the jobs left running by a process that stopped; returns how many."""
         with self.records.transaction() as s:
-            result = cast("CursorResult[Any]", s.execute(  # an UPDATE's result is a CursorResult
-                sa.update(Job).where(Job.status == "running")
-                .values(status="queued", stage="queued", progress=0.0, updated_at=self.now())))
+            result = cast(
+                "CursorResult[Any]",
+                s.execute(  # an UPDATE's result is a CursorResult
+                    sa.update(Job)
+                    .where(Job.status == "running")
+                    .values(status="queued", stage="queued", progress=0.0, updated_at=self.now())
+                ),
+            )
             return int(result.rowcount or 0)
 
     def start(self) -> None:
@@ -230,19 +276,33 @@ class JobRunner:
 
     def _claim(self) -> int | None:
         """Take the next job in the clinics' turn (:func:`next_clinic`); None when none waits."""
-        waiting_by_clinic = (sa.select(Client.clinic_id, sa.func.min(Job.id))
-                             .join(Visit, Visit.id == Job.visit_id).join(Client, Client.id == Visit.client_id)
-                             .where(Job.status == "queued").group_by(Client.clinic_id))
+        waiting_by_clinic = (
+            sa.select(Client.clinic_id, sa.func.min(Job.id))
+            .join(Visit, Visit.id == Job.visit_id)
+            .join(Client, Client.id == Visit.client_id)
+            .where(Job.status == "queued")
+            .group_by(Client.clinic_id)
+        )
         for _ in range(5):  # another process may claim the chosen job first
             with self.records.transaction() as s:
                 oldest = {int(clinic): int(job) for clinic, job in s.execute(waiting_by_clinic)}
                 clinic = next_clinic(oldest, self._served)
                 if clinic is None:
                     return None
-                claimed = cast("CursorResult[Any]", s.execute(  # an UPDATE's result is a CursorResult
-                    sa.update(Job).where(Job.id == oldest[clinic], Job.status == "queued").values(
-                        status="running", stage="starting", progress=STAGES["starting"], attempts=Job.attempts + 1,
-                        updated_at=self.now())))
+                claimed = cast(
+                    "CursorResult[Any]",
+                    s.execute(  # an UPDATE's result is a CursorResult
+                        sa.update(Job)
+                        .where(Job.id == oldest[clinic], Job.status == "queued")
+                        .values(
+                            status="running",
+                            stage="starting",
+                            progress=STAGES["starting"],
+                            attempts=Job.attempts + 1,
+                            updated_at=self.now(),
+                        )
+                    ),
+                )
                 if claimed.rowcount == 1:
                     self._served[clinic] = next(self._turns)
                     return oldest[clinic]
@@ -284,8 +344,9 @@ class JobRunner:
 
     def _run(self, job_id: int) -> int:
         with self.records.session(read_only=True) as s:
-            photo_id, rel = s.execute(sa.select(Photo.id, Photo.stored_path).join(Job, Job.photo_id == Photo.id)
-                                 .where(Job.id == job_id)).one()
+            photo_id, rel = s.execute(
+                sa.select(Photo.id, Photo.stored_path).join(Job, Job.photo_id == Photo.id).where(Job.id == job_id)
+            ).one()
         if self._assessor is None:
             self._stage(job_id, "loading model")
             self._assessor = self._make_assessor()
@@ -299,8 +360,9 @@ class JobRunner:
             return result.to_json(), result.dots
 
         try:
-            doc, dots = run_isolated(work, self.limits, progress=lambda stage: self._stage(job_id, stage),
-                                     stopping=self._stop.is_set)
+            doc, dots = run_isolated(
+                work, self.limits, progress=lambda stage: self._stage(job_id, stage), stopping=self._stop.is_set
+            )
             self._stage(job_id, "storing")
             with self.records.transaction() as s:
                 stored = store_photo_assessment(s, photo_id, doc, dots)

@@ -1,4 +1,5 @@
 """What the server-rendered pages share: who may see what, an error page, an optional form field."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -10,6 +10,7 @@ The authenticated pages are registered by area, in this order, on the one router
 :mod:`pipeline.web.report_pages`, :mod:`pipeline.web.review_pages`, :mod:`pipeline.web.admin_pages`
 (what they share: :mod:`pipeline.web.page_common`).
 """
+
 from __future__ import annotations
 
 import secrets
@@ -70,8 +71,13 @@ def public_router(settings: WebSettings) -> APIRouter:
         return _login_form(request, next)
 
     @router.post("/login", response_class=HTMLResponse)
-    def login(request: Request, username: str = Form("", max_length=200), password: str = Form("", max_length=1024),
-              csrf_token: str = Form(""), next: str = Form("/")) -> Response:
+    def login(
+        request: Request,
+        username: str = Form("", max_length=200),
+        password: str = Form("", max_length=1024),
+        csrf_token: str = Form(""),
+        next: str = Form("/"),
+    ) -> Response:
         ctx = context(request)
         pre = request.cookies.get(PRELOGIN_COOKIE, "")
         if not pre or not csrf_matches(login_csrf_token(ctx.secret, pre), csrf_token):
@@ -84,8 +90,9 @@ def public_router(settings: WebSettings) -> APIRouter:
             wait = throttle_attempt(s, username, address, now, ctx.settings.throttle)
         if wait > 0:
             seconds = int(wait) + 1
-            return _login_form(request, next, f"Too many failed logins. Try again in {seconds} s.", 429,
-                               {"Retry-After": str(seconds)})
+            return _login_form(
+                request, next, f"Too many failed logins. Try again in {seconds} s.", 429, {"Retry-After": str(seconds)}
+            )
         with ctx.records.session(read_only=True) as s:
             found = authenticate_password(s, username, password)
             user_id = found.id if found is not None else None
@@ -99,22 +106,44 @@ def public_router(settings: WebSettings) -> APIRouter:
         if user is None:
             return _login_form(request, next, "Wrong username or password.", 401)
         response = RedirectResponse(safe_next(next), status_code=303)
-        response.set_cookie(SESSION_COOKIE, token, max_age=ctx.settings.session_lifetime_s, httponly=True,
-                            samesite="lax", secure=ctx.settings.secure_cookies, path="/")
+        response.set_cookie(
+            SESSION_COOKIE,
+            token,
+            max_age=ctx.settings.session_lifetime_s,
+            httponly=True,
+            samesite="lax",
+            secure=ctx.settings.secure_cookies,
+            path="/",
+        )
         response.delete_cookie(PRELOGIN_COOKIE, path="/login")
         return response
 
     return router
 
 
-def _login_form(request: Request, next: str, error: str | None = None, status: int = 200,
-                headers: dict[str, str] | None = None) -> Response:
+def _login_form(
+    request: Request, next: str, error: str | None = None, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     ctx = context(request)
     pre = request.cookies.get(PRELOGIN_COOKIE) or secrets.token_urlsafe(24)
-    response = render(request, "login.html.j2", status_code=status, headers=headers, error=error,
-                      next=safe_next(next), login_csrf=login_csrf_token(ctx.secret, pre))
-    response.set_cookie(PRELOGIN_COOKIE, pre, max_age=3600, httponly=True, samesite="strict",
-                        secure=ctx.settings.secure_cookies, path="/login")
+    response = render(
+        request,
+        "login.html.j2",
+        status_code=status,
+        headers=headers,
+        error=error,
+        next=safe_next(next),
+        login_csrf=login_csrf_token(ctx.secret, pre),
+    )
+    response.set_cookie(
+        PRELOGIN_COOKIE,
+        pre,
+        max_age=3600,
+        httponly=True,
+        samesite="strict",
+        secure=ctx.settings.secure_cookies,
+        path="/login",
+    )
     return response
 
 

@@ -18,6 +18,7 @@ clinic's photo is a 404 whatever the body). Bad input is a 400 (not a JSON objec
 422 with a one-line ``detail`` (409: nothing left to undo). What the acts are and how they are kept:
 :mod:`pipeline.records.review`; what the label export makes of them: :mod:`pipeline.web.export`.
 """
+
 from __future__ import annotations
 
 import json
@@ -70,30 +71,54 @@ class BadRequest(Exception):
 # --------------------------------------------------------------------------- the state (pure)
 
 
-def review_state(assessment_id: int, width: int, height: int, dots: list[Any], acts: PhotoActs,
-                 user_id: int | None) -> dict[str, Any]:
+def review_state(
+    assessment_id: int, width: int, height: int, dots: list[Any], acts: PhotoActs, user_id: int | None
+) -> dict[str, Any]:
     """What the page draws: every detected dot with its state, the added dots, the painted shapes,
     the done mark, and what an undo by ``user_id`` would take back."""
     verdicts = acts.latest_decisions
     out_dots = []
     for d in dots:
         verdict = verdicts.get(d.id)
-        radius = d.diameter_px / 2 if d.diameter_px is not None and math.isfinite(d.diameter_px) \
-            and d.diameter_px > 0 else _DEFAULT_RADIUS_PX
-        out_dots.append({"id": d.id, "index": d.dot_index, "x": d.x, "y": d.y, "radius_px": radius,
-                         "flags": [f for f in FLAGS if getattr(d, f)],
-                         "state": _STATES[verdict.detail["decision"]] if verdict else "unreviewed",
-                         "label": verdict.detail["new_label"] if verdict else None,
-                         "by": verdict.reviewer if verdict else None})
+        radius = (
+            d.diameter_px / 2
+            if d.diameter_px is not None and math.isfinite(d.diameter_px) and d.diameter_px > 0
+            else _DEFAULT_RADIUS_PX
+        )
+        out_dots.append(
+            {
+                "id": d.id,
+                "index": d.dot_index,
+                "x": d.x,
+                "y": d.y,
+                "radius_px": radius,
+                "flags": [f for f in FLAGS if getattr(d, f)],
+                "state": _STATES[verdict.detail["decision"]] if verdict else "unreviewed",
+                "label": verdict.detail["new_label"] if verdict else None,
+                "by": verdict.reviewer if verdict else None,
+            }
+        )
     mine = [a for a in acts.all() if user_id is not None and a.reviewer_user_id == user_id]
-    counts = {s: sum(1 for d in out_dots if d["state"] == s)
-              for s in ("unreviewed", "confirmed", "relabelled", "rejected")}
+    counts = {
+        s: sum(1 for d in out_dots if d["state"] == s) for s in ("unreviewed", "confirmed", "relabelled", "rejected")
+    }
     done = acts.done[0] if acts.done else None
     return {
-        "assessment_id": assessment_id, "width": width, "height": height, "dots": out_dots,
+        "assessment_id": assessment_id,
+        "width": width,
+        "height": height,
+        "dots": out_dots,
         "added": [{"id": a.id, "x": a.detail["x"], "y": a.detail["y"], "by": a.reviewer} for a in acts.added],
-        "shapes": [{"id": s.id, "label": s.detail["label"], "kind": s.detail["kind"], "points": s.detail["points"],
-                    "radius_px": s.detail["radius_px"]} for s in acts.shapes],
+        "shapes": [
+            {
+                "id": s.id,
+                "label": s.detail["label"],
+                "kind": s.detail["kind"],
+                "points": s.detail["points"],
+                "radius_px": s.detail["radius_px"],
+            }
+            for s in acts.shapes
+        ],
         "done": {"by": done.reviewer, "at": done.at.isoformat()} if done else None,
         "undo": mine[-1].describe() if mine else None,
         "counts": {**counts, "added": len(acts.added), "shapes": len(acts.shapes)},
@@ -141,9 +166,19 @@ def photo_review_pages() -> APIRouter:
             assessment, row = get_assessment(s, p, assessment_id)
             state = _state(s, assessment, row.photo, p)
             region = s.scalar(sa.select(Region.name).where(Region.id == row.visit.region_id))
-        return render(request, "review_photo.html.j2", state=state, assessment=assessment, photo=row.photo,
-                      visit=row.visit, client=row.client, region=region, labels=MASK_LABELS,
-                      max_points=MAX_SHAPE_POINTS, max_radius=MAX_BRUSH_RADIUS_PX)
+        return render(
+            request,
+            "review_photo.html.j2",
+            state=state,
+            assessment=assessment,
+            photo=row.photo,
+            visit=row.visit,
+            client=row.client,
+            region=region,
+            labels=MASK_LABELS,
+            max_points=MAX_SHAPE_POINTS,
+            max_radius=MAX_BRUSH_RADIUS_PX,
+        )
 
     @router.get("/review/photo/{assessment_id}/image")
     def photo_image(request: Request, assessment_id: int, p: Principal = require_roles(*REVIEWERS)) -> Response:
@@ -158,13 +193,20 @@ def photo_review_pages() -> APIRouter:
 
 def photo_review_api() -> APIRouter:
     """The JSON API of the page (also open to reviewers' API tokens)."""
-    router = APIRouter(prefix="/api/v1/review/photos", dependencies=[Depends(require_user)], tags=["review"],
-                       responses={401: {"description": "not authenticated"},
-                                  404: {"description": "no such assessment (or dot) in your clinic"},
-                                  422: {"description": "bad input: the detail says what"}})
+    router = APIRouter(
+        prefix="/api/v1/review/photos",
+        dependencies=[Depends(require_user)],
+        tags=["review"],
+        responses={
+            401: {"description": "not authenticated"},
+            404: {"description": "no such assessment (or dot) in your clinic"},
+            422: {"description": "bad input: the detail says what"},
+        },
+    )
 
-    def run(request: Request, assessment_id: int, p: Principal, raw: bytes | None, names: tuple[str, ...],
-            make: Any) -> dict[str, Any]:
+    def run(
+        request: Request, assessment_id: int, p: Principal, raw: bytes | None, names: tuple[str, ...], make: Any
+    ) -> dict[str, Any]:
         """In one transaction: find the photo (404 first), read the body, record the act that
         ``make(body)`` returns (``act(session, assessment, photo, reviewer, now)``); the new state."""
         ctx = context(request)
@@ -179,11 +221,11 @@ def photo_review_api() -> APIRouter:
                 raise BadRequest(404, str(exc)) from None
             return _state(s, assessment, row.photo, p)
 
-    async def answer(request: Request, assessment_id: int, p: Principal, names: tuple[str, ...],
-                     make: Any) -> Response:
+    async def answer(request: Request, assessment_id: int, p: Principal, names: tuple[str, ...], make: Any) -> Response:
         # after the dependencies (authenticated, CSRF checked); a form post's body was read there already
-        form = request.headers.get("content-type", "").startswith(("application/x-www-form-urlencoded",
-                                                                   "multipart/form-data"))
+        form = request.headers.get("content-type", "").startswith(
+            ("application/x-www-form-urlencoded", "multipart/form-data")
+        )
         raw = None if form else await request.body()
         try:
             state = await run_in_threadpool(run, request, assessment_id, p, raw, names, make)
@@ -202,6 +244,7 @@ def photo_review_api() -> APIRouter:
     @router.post("/{assessment_id}/decisions")
     async def decide(request: Request, assessment_id: int, p: Principal = require_roles(*REVIEWERS)) -> Response:
         """Confirm (``accept``) or reject (``reject``) a detected dot: ``{"dot_id": 12, "decision": "accept"}``."""
+
         def make(body: dict[str, Any]) -> Any:
             dot_id = body.get("dot_id")
             if isinstance(dot_id, bool) or not isinstance(dot_id, int) or not 0 < dot_id < 2**63:
@@ -213,10 +256,12 @@ def photo_review_api() -> APIRouter:
     @router.post("/{assessment_id}/dots")
     async def add(request: Request, assessment_id: int, p: Principal = require_roles(*REVIEWERS)) -> Response:
         """Add a dot the model missed at ``{"x": ..., "y": ...}`` (photo pixels, pixel centres at integers)."""
+
         def make(body: dict[str, Any]) -> Any:
             def act(s: Any, a: Any, photo: Any, who: Reviewer, now: Any) -> None:
                 x, y = check_point(body.get("x"), body.get("y"), photo.width, photo.height)
                 add_dot(s, a.id, x, y, who, now)
+
             return act
 
         return await answer(request, assessment_id, p, ("x", "y"), make)
@@ -225,11 +270,19 @@ def photo_review_api() -> APIRouter:
     async def paint(request: Request, assessment_id: int, p: Principal = require_roles(*REVIEWERS)) -> Response:
         """Paint an area: ``{"label": "hair", "kind": "brush", "points": [[x, y], ...], "radius_px": 8}``
         or a filled ``polygon`` (3 or more points, no radius); labels background, scalp, hair."""
+
         def make(body: dict[str, Any]) -> Any:
             def act(s: Any, a: Any, photo: Any, who: Reviewer, now: Any) -> None:
-                shape = check_shape(body.get("label"), body.get("kind"), body.get("points"), body.get("radius_px"),
-                                    photo.width, photo.height)
+                shape = check_shape(
+                    body.get("label"),
+                    body.get("kind"),
+                    body.get("points"),
+                    body.get("radius_px"),
+                    photo.width,
+                    photo.height,
+                )
                 add_shape(s, a.id, *shape, who, now)
+
             return act
 
         return await answer(request, assessment_id, p, ("label", "kind", "points", "radius_px"), make)
@@ -237,16 +290,19 @@ def photo_review_api() -> APIRouter:
     @router.post("/{assessment_id}/done")
     async def done(request: Request, assessment_id: int, p: Principal = require_roles(*REVIEWERS)) -> Response:
         """Mark the photo's dots done: every dot has been judged or added; unreviewed detections are unknown."""
-        return await answer(request, assessment_id, p, (),
-                            lambda body: lambda s, a, photo, who, now: mark_done(s, a.id, who, now))
+        return await answer(
+            request, assessment_id, p, (), lambda body: lambda s, a, photo, who, now: mark_done(s, a.id, who, now)
+        )
 
     @router.post("/{assessment_id}/undo")
     async def undo(request: Request, assessment_id: int, p: Principal = require_roles(*REVIEWERS)) -> Response:
         """Take back your last act on this photo (a decision, an added dot, a shape or the done mark)."""
+
         def make(body: dict[str, Any]) -> Any:
             def act(s: Any, a: Any, photo: Any, who: Reviewer, now: Any) -> None:
                 if undo_last(s, a.id, p.user_id, now) is None:
                     raise BadRequest(409, "nothing of yours to undo on this photo")
+
             return act
 
         return await answer(request, assessment_id, p, (), make)

@@ -5,6 +5,7 @@ Everything has a safe default; :class:`WebSettings` is frozen and read once by
 constant in code: unless given, it is generated on first start and kept in
 ``<home>/web-secret.key`` (mode 0600), so restarts keep users logged in.
 """
+
 from __future__ import annotations
 
 import os
@@ -112,7 +113,7 @@ class WebSettings:
     def __post_init__(self) -> None:
         if min(self.max_upload_bytes, self.max_files_per_upload, self.max_form_bytes) < 1:
             raise ValueError("web settings: upload and form limits must be at least 1")
-        if self.min_photo_side < 1 or self.max_pixels < self.min_photo_side ** 2:
+        if self.min_photo_side < 1 or self.max_pixels < self.min_photo_side**2:
             raise ValueError("web settings: min_photo_side must be at least 1 and max_pixels at least its square")
         if self.max_aspect_ratio < 1:
             raise ValueError("web settings: max_aspect_ratio must be at least 1 (a square photo)")

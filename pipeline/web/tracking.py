@@ -8,6 +8,7 @@ tracks and the fading model is fitted (:func:`pipeline.over_time.history.track_r
 built from is unchanged (``inputs.json``). Photos not assessed yet are left out (their jobs
 are still running); a region with fewer than two assessed close-up visits is reported as such.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,17 @@ def _photo_rgb(path: Path) -> Callable[[], np.ndarray]:
     return lambda: load_photo(path).rgb
 
 
-def region_tracking(records: Records, store: PhotoStore, home: Path, *, clinic: str, client_id: int, client: str,
-                    region_id: int, seed: int = 0) -> RegionTracking:
+def region_tracking(
+    records: Records,
+    store: PhotoStore,
+    home: Path,
+    *,
+    clinic: str,
+    client_id: int,
+    client: str,
+    region_id: int,
+    seed: int = 0,
+) -> RegionTracking:
     """Tracking of one region of a client (already checked to be in the caller's scope)."""
     from pipeline.over_time.fading import load_fading_settings
     from pipeline.over_time.history import track_region, write_history
@@ -67,8 +77,9 @@ def region_tracking(records: Records, store: PhotoStore, home: Path, *, clinic: 
             if p.assessment is not None and p.view == "closeup":
                 chosen.setdefault(_visit_key(p), p)
         if len(chosen) < 2:
-            return RegionTracking(region_id, region, None, None,
-                                  f"{len(chosen)} assessed close-up visit(s); tracking needs at least 2")
+            return RegionTracking(
+                region_id, region, None, None, f"{len(chosen)} assessed close-up visit(s); tracking needs at least 2"
+            )
         dots = {k: assessment_dots(s, p.assessment_id) for k, p in chosen.items()}
     folder = tracking_folder(home, client_id, region_id)
     inputs = {"assessments": sorted(int(p.assessment_id) for p in chosen.values()), "seed": seed}
@@ -80,17 +91,32 @@ def region_tracking(records: Records, store: PhotoStore, home: Path, *, clinic: 
         except (OSError, ValueError):
             pass
     fading = load_fading_settings(None, [])
-    visits = [VisitInput(key=k, date=p.visit_date, kind=p.kind, session=p.session, dots=dots[k],
-                         image=_photo_rgb(store.path(p.stored_path)),
-                         px_per_mm=(p.assessment.get("calibration") or {}).get("px_per_mm"),
-                         metrics=p.assessment.get("metrics") or {})
-              for k, p in chosen.items()]
+    visits = [
+        VisitInput(
+            key=k,
+            date=p.visit_date,
+            kind=p.kind,
+            session=p.session,
+            dots=dots[k],
+            image=_photo_rgb(store.path(p.stored_path)),
+            px_per_mm=(p.assessment.get("calibration") or {}).get("px_per_mm"),
+            metrics=p.assessment.get("metrics") or {},
+        )
+        for k, p in chosen.items()
+    ]
     history = track_region(client, region, visits, fading=fading, rng=np.random.default_rng(seed))
     with records.transaction() as s:
         for ref, key, bi, ai, res in history.tracking.pairs:
-            store_dot_links(s, chosen[ref].assessment_id, chosen[key].assessment_id,
-                            [(int(i), int(j), None if not np.isfinite(r) else float(r))
-                             for i, j, r in zip(bi, ai, res, strict=True)], method="track")
+            store_dot_links(
+                s,
+                chosen[ref].assessment_id,
+                chosen[key].assessment_id,
+                [
+                    (int(i), int(j), None if not np.isfinite(r) else float(r))
+                    for i, j, r in zip(bi, ai, res, strict=True)
+                ],
+                method="track",
+            )
     write_history(history, folder)
     stamp.write_text(json.dumps(inputs))
     return RegionTracking(region_id, region, folder, json.loads((folder / "track.json").read_text()))

@@ -1,4 +1,5 @@
 """The upload pages and what follows an upload: the form, the upload itself, a job's progress, assessing again."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,15 +30,27 @@ def add_upload_pages(router: APIRouter, settings: WebSettings) -> None:
         with ctx.records.session(read_only=True) as s:
             client, clinic = get_client(s, p, client_id)
             regions = s.scalars(sa.select(Region.name).where(Region.client_id == client.id).order_by(Region.name)).all()
-        return render(request, "upload.html.j2", client=client, clinic=clinic, regions=regions, kinds=VISIT_KINDS,
-                      today=ctx.now().date().isoformat(), max_mb=settings.max_upload_bytes // 2**20)
+        return render(
+            request,
+            "upload.html.j2",
+            client=client,
+            clinic=clinic,
+            regions=regions,
+            kinds=VISIT_KINDS,
+            today=ctx.now().date().isoformat(),
+            max_mb=settings.max_upload_bytes // 2**20,
+        )
 
     @router.post("/clients/{client_id}/upload")
     async def upload(request: Request, client_id: int, p: Principal = require_roles(*STAFF)) -> Response:
         ctx = context(request)
         form = await request.form(max_files=settings.max_files_per_upload, max_fields=50)
-        files = [f for f in form.getlist("photos") if not isinstance(f, str)  # a form's value: text or a file
-                 and (f.filename or (f.size or 0) > 0)]  # a form sent without a file has an empty part
+        files = [
+            f
+            for f in form.getlist("photos")
+            if not isinstance(f, str)  # a form's value: text or a file
+            and (f.filename or (f.size or 0) > 0)
+        ]  # a form sent without a file has an empty part
         if len(files) > settings.max_files_per_upload:
             return _error(request, 413, f"At most {settings.max_files_per_upload} photos per upload.")
         fields = {k: form.get(k) for k in ("region", "date", "kind", "session", "view", "notes")}
@@ -70,8 +83,9 @@ def add_upload_pages(router: APIRouter, settings: WebSettings) -> None:
         ctx = context(request)
         with ctx.records.transaction() as s:
             row = get_photo(s, p, photo_id)
-            job_id = enqueue_job(s, photo_id=row.photo.id, visit_id=row.visit.id, user_id=p.user_id, now=ctx.now(),
-                                 rerun=True)
+            job_id = enqueue_job(
+                s, photo_id=row.photo.id, visit_id=row.visit.id, user_id=p.user_id, now=ctx.now(), rerun=True
+            )
         ctx.jobs.wake()
         return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
@@ -87,7 +101,19 @@ def _upload_sync(ctx: Any, p: Principal, client_id: int, files: list[Any], field
         photos.append(IncomingPhoto(name, read_capped(f.file, s.max_upload_bytes, name)))
     if not photos:
         raise UploadProblem(422, "choose at least one photo file")
-    return ingest_upload(ctx.records, ctx.store, ctx.home, p, photos=photos, region=fields["region"] or "",
-                         date=fields["date"] or "", kind=fields["kind"] or "", session=fields["session"],
-                         view=fields["view"], notes=fields["notes"], client_id=client_id, now=ctx.now(),
-                         limits=ctx.uploads)
+    return ingest_upload(
+        ctx.records,
+        ctx.store,
+        ctx.home,
+        p,
+        photos=photos,
+        region=fields["region"] or "",
+        date=fields["date"] or "",
+        kind=fields["kind"] or "",
+        session=fields["session"],
+        view=fields["view"],
+        notes=fields["notes"],
+        client_id=client_id,
+        now=ctx.now(),
+        limits=ctx.uploads,
+    )

@@ -32,6 +32,7 @@ extension of the format found by content; it is kept as the photo's original nam
 never used as a path: the bytes go to a fresh temporary folder under the data home,
 then into the store under their sha256.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -73,8 +74,16 @@ from pipeline.web.auth import Principal
 from pipeline.web.jobs import enqueue_job
 from pipeline.web.settings import WebSettings
 
-__all__ = ["IncomingPhoto", "UploadLimits", "UploadProblem", "UploadResult", "ingest_upload",
-           "read_capped", "sanitise_filename", "size_problem"]
+__all__ = [
+    "IncomingPhoto",
+    "UploadLimits",
+    "UploadProblem",
+    "UploadResult",
+    "ingest_upload",
+    "read_capped",
+    "sanitise_filename",
+    "size_problem",
+]
 
 _FORMAT_EXT = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "TIFF": ".tiff", "WEBP": ".webp"}
 _CHUNK = 1 << 20
@@ -114,9 +123,13 @@ class UploadLimits:
 
     @classmethod
     def of(cls, settings: WebSettings) -> UploadLimits:
-        return cls(max_pixels=settings.max_pixels, min_side=settings.min_photo_side,
-                   max_aspect=settings.max_aspect_ratio, decode_wait_s=settings.decode_wait_s,
-                   decode_slots=threading.BoundedSemaphore(settings.max_concurrent_decodes))
+        return cls(
+            max_pixels=settings.max_pixels,
+            min_side=settings.min_photo_side,
+            max_aspect=settings.max_aspect_ratio,
+            decode_wait_s=settings.decode_wait_s,
+            decode_slots=threading.BoundedSemaphore(settings.max_concurrent_decodes),
+        )
 
     @contextmanager
     def decode_slot(self) -> Iterator[None]:
@@ -133,14 +146,17 @@ def size_problem(width: int, height: int, limits: UploadLimits) -> str | None:
     """Why a photo of ``width`` x ``height`` pixels is refused (one line naming the limit), or None."""
     short, long = sorted((width, height))
     if width * height > limits.max_pixels:
-        return (f"{width} x {height} pixels ({width * height / 1e6:.1f} megapixels) is over this server's limit of "
-                f"{limits.max_pixels / 1e6:g} megapixels: send a smaller photo")
+        return (
+            f"{width} x {height} pixels ({width * height / 1e6:.1f} megapixels) is over this server's limit of "
+            f"{limits.max_pixels / 1e6:g} megapixels: send a smaller photo"
+        )
     if short < limits.min_side:
-        return (f"{width} x {height} pixels is too small: the shorter side must be at least {limits.min_side} "
-                "pixels")
+        return f"{width} x {height} pixels is too small: the shorter side must be at least {limits.min_side} pixels"
     if long > limits.max_aspect * short:
-        return (f"{width} x {height} pixels is too narrow: the longer side may be at most {limits.max_aspect:g} "
-                "times the shorter")
+        return (
+            f"{width} x {height} pixels is too narrow: the longer side may be at most {limits.max_aspect:g} "
+            "times the shorter"
+        )
     return None
 
 
@@ -196,8 +212,11 @@ def check_header(photo: IncomingPhoto, limits: UploadLimits) -> PhotoHeader:
         header = read_photo_header(photo.data, photo.name)
     except PhotoTooLarge as exc:  # beyond even Pillow's own guard, so beyond ours
         count = f"{exc.pixels / 1e6:.0f} megapixels" if exc.pixels else "too many pixels"
-        raise UploadProblem(422, f"{photo.name}: {count} is over this server's limit of "
-                                 f"{limits.max_pixels / 1e6:g} megapixels: send a smaller photo") from None
+        raise UploadProblem(
+            422,
+            f"{photo.name}: {count} is over this server's limit of "
+            f"{limits.max_pixels / 1e6:g} megapixels: send a smaller photo",
+        ) from None
     except PhotoError as exc:
         raise UploadProblem(422, f"{photo.name}: {exc.reason}") from None
     problem = size_problem(header.width, header.height, limits)
@@ -239,13 +258,17 @@ def _visit_fields(region: str, date: str, kind: str, session: str | int | None, 
     return problems
 
 
-def _client_external(records: Records, principal: Principal, *, client_id: int | None,
-                     client: str | None, clinic: str | None) -> tuple[str, str, bool]:
+def _client_external(
+    records: Records, principal: Principal, *, client_id: int | None, client: str | None, clinic: str | None
+) -> tuple[str, str, bool]:
     """(clinic slug, client external id, create) of the upload's client, in the principal's scope."""
     with records.session(read_only=True) as s:
         if client_id is not None:
-            stmt = sa.select(Clinic.slug, Client.external_id).join(Clinic, Clinic.id == Client.clinic_id) \
+            stmt = (
+                sa.select(Clinic.slug, Client.external_id)
+                .join(Clinic, Clinic.id == Client.clinic_id)
                 .where(Client.id == client_id)
+            )
             if not principal.is_admin:
                 stmt = stmt.where(Client.clinic_id == principal.clinic_id)
             row = s.execute(stmt).first()
@@ -280,14 +303,30 @@ def _recorded_in_clinic(records: Records, clinic: str, shas: Sequence[str]) -> d
     """Those of ``shas`` that ``clinic`` has recorded, with their visit. Only this clinic's photos
     are looked at: whether another clinic holds the same bytes is never asked."""
     with records.session(read_only=True) as s:
-        rows = s.execute(sa.select(Photo.sha256, Visit.id, Client.external_id, Region.name, Visit.visit_date,
-                                   Visit.kind, Visit.session_number, Photo.width, Photo.height, Photo.bytes)
-                         .join(Clinic, Clinic.id == Photo.clinic_id)
-                         .join(VisitPhoto, VisitPhoto.photo_id == Photo.id).join(Visit, Visit.id == VisitPhoto.visit_id)
-                         .join(Client, Client.id == Visit.client_id).join(Region, Region.id == Visit.region_id)
-                         .where(Clinic.slug == clinic, Photo.sha256.in_(list(shas)))).all()
-    return {sha: _Recorded(visit_id, (client, region, day, kind, number), w, h, n)
-            for sha, visit_id, client, region, day, kind, number, w, h, n in rows}
+        rows = s.execute(
+            sa.select(
+                Photo.sha256,
+                Visit.id,
+                Client.external_id,
+                Region.name,
+                Visit.visit_date,
+                Visit.kind,
+                Visit.session_number,
+                Photo.width,
+                Photo.height,
+                Photo.bytes,
+            )
+            .join(Clinic, Clinic.id == Photo.clinic_id)
+            .join(VisitPhoto, VisitPhoto.photo_id == Photo.id)
+            .join(Visit, Visit.id == VisitPhoto.visit_id)
+            .join(Client, Client.id == Visit.client_id)
+            .join(Region, Region.id == Visit.region_id)
+            .where(Clinic.slug == clinic, Photo.sha256.in_(list(shas)))
+        ).all()
+    return {
+        sha: _Recorded(visit_id, (client, region, day, kind, number), w, h, n)
+        for sha, visit_id, client, region, day, kind, number, w, h, n in rows
+    }
 
 
 def _conflict_message(records: Records, clinic: str, names_by_sha: dict[str, str]) -> str | None:
@@ -297,8 +336,9 @@ def _conflict_message(records: Records, clinic: str, names_by_sha: dict[str, str
     return "; ".join(parts) or None
 
 
-def _triage(records: Records, clinic: str, visit: tuple[str, str, date, str, int],
-            photos: Sequence[IncomingPhoto]) -> dict[str, _Recorded]:
+def _triage(
+    records: Records, clinic: str, visit: tuple[str, str, date, str, int], photos: Sequence[IncomingPhoto]
+) -> dict[str, _Recorded]:
     """Before anything is decoded: 409 for bytes sent twice or already in another visit of the clinic;
     the photos already in this very visit (a re-send), by sha256."""
     shas = [p.sha256 for p in photos]
@@ -306,18 +346,35 @@ def _triage(records: Records, clinic: str, visit: tuple[str, str, date, str, int
         raise UploadProblem(409, "the same photo was sent twice in one upload")
     recorded = _recorded_in_clinic(records, clinic, shas)
     names = {sha: p.name for sha, p in zip(shas, photos)}
-    elsewhere = [f"{names[sha]}: this photo is already recorded in visit {r.visit_id}"
-                 for sha, r in recorded.items() if r.visit != visit]
+    elsewhere = [
+        f"{names[sha]}: this photo is already recorded in visit {r.visit_id}"
+        for sha, r in recorded.items()
+        if r.visit != visit
+    ]
     if elsewhere:
         raise UploadProblem(409, "; ".join(elsewhere))
     return recorded
 
 
-def ingest_upload(records: Records, store: PhotoStore, home: Path, principal: Principal, *,
-                  photos: Sequence[IncomingPhoto], region: str, date: str, kind: str,
-                  session: str | int | None = None, view: str | None = None, notes: str | None = None,
-                  client_id: int | None = None, client: str | None = None, clinic: str | None = None,
-                  now: datetime, limits: UploadLimits) -> UploadResult:
+def ingest_upload(
+    records: Records,
+    store: PhotoStore,
+    home: Path,
+    principal: Principal,
+    *,
+    photos: Sequence[IncomingPhoto],
+    region: str,
+    date: str,
+    kind: str,
+    session: str | int | None = None,
+    view: str | None = None,
+    notes: str | None = None,
+    client_id: int | None = None,
+    client: str | None = None,
+    clinic: str | None = None,
+    now: datetime,
+    limits: UploadLimits,
+) -> UploadResult:
     """Check and record one visit's uploaded photos and queue their assessment (see the module doc).
 
     The client is ``client_id`` (an existing client in the principal's scope) or ``client``
@@ -355,13 +412,24 @@ def ingest_upload(records: Records, store: PhotoStore, home: Path, principal: Pr
                 width, height, taken = facts[sha]
             else:  # a re-send of a photo of this visit: what the records know of it
                 width, height, taken = recorded[sha].width, recorded[sha].height, None
-            files.append(PhotoFile(path=path, sha256=sha, width=width, height=height, size=len(p.data),
-                                   capture_time=taken))
+            files.append(
+                PhotoFile(path=path, sha256=sha, width=width, height=height, size=len(p.data), capture_time=taken)
+            )
         try:
-            result = add_visit(records, store, client=external, region=region, date=date, kind=kind,
-                               session=session_value,  # type: ignore[arg-type]  # parse_kind reads text too
-                               photos=files, clinic=slug, view=(view or "").strip().lower() or None,
-                               notes=(notes or "").strip()[:2000] or None, create_client=create)
+            result = add_visit(
+                records,
+                store,
+                client=external,
+                region=region,
+                date=date,
+                kind=kind,
+                session=session_value,  # type: ignore[arg-type]  # parse_kind reads text too
+                photos=files,
+                clinic=slug,
+                view=(view or "").strip().lower() or None,
+                notes=(notes or "").strip()[:2000] or None,
+                create_client=create,
+            )
         except IngestError as exc:
             raise _upload_problem(records, slug, exc, paths) from None
     finally:
@@ -371,21 +439,27 @@ def ingest_upload(records: Records, store: PhotoStore, home: Path, principal: Pr
     added = set(result.added)
     out = []
     with records.transaction() as s:
-        ids = dict(s.execute(sa.select(Photo.sha256, Photo.id).join(Clinic, Clinic.id == Photo.clinic_id)
-                             .where(Clinic.slug == slug, Photo.sha256.in_(list(shas.values())))).all())
+        ids = dict(
+            s.execute(
+                sa.select(Photo.sha256, Photo.id)
+                .join(Clinic, Clinic.id == Photo.clinic_id)
+                .where(Clinic.slug == slug, Photo.sha256.in_(list(shas.values())))
+            ).all()
+        )
         # the visit add_visit has just written
         visit_client = cast(int, s.scalar(sa.select(Visit.client_id).where(Visit.id == result.visit_id)))
         for tmp_path, p in paths.items():
             sha = shas[tmp_path]
             job_id = enqueue_job(s, photo_id=ids[sha], visit_id=result.visit_id, user_id=principal.user_id, now=now)
-            out.append(UploadedPhoto(name=p.name, photo_id=ids[sha], sha256=sha, job_id=job_id,
-                                     created=tmp_path in added))
-    return UploadResult(client_id=int(visit_client), visit_id=result.visit_id, visit_created=result.visit_created,
-                        photos=tuple(out))
+            out.append(
+                UploadedPhoto(name=p.name, photo_id=ids[sha], sha256=sha, job_id=job_id, created=tmp_path in added)
+            )
+    return UploadResult(
+        client_id=int(visit_client), visit_id=result.visit_id, visit_created=result.visit_created, photos=tuple(out)
+    )
 
 
-def _upload_problem(records: Records, clinic: str, exc: IngestError,
-                    paths: dict[str, IncomingPhoto]) -> UploadProblem:
+def _upload_problem(records: Records, clinic: str, exc: IngestError, paths: dict[str, IncomingPhoto]) -> UploadProblem:
     """An ingest's refusal as the user's problem (the races the checks before it could not see)."""
     text = " ".join(p.message for p in exc.problems)
     if "already in" in text or "duplicate photo" in text:

@@ -61,6 +61,7 @@ their accumulation), :mod:`.dots` (dot plane, treated area, placement, drawing),
 :mod:`.card` (card placement and pasting) and :mod:`.scene` (:func:`single_global`, the
 photo as a sequence of steps).
 """
+
 from __future__ import annotations
 
 from data.synth.global_view.backdrop import render_backdrop
@@ -89,8 +90,32 @@ from data.synth.global_view.scalp import ScalpPattern, draw_scalp
 from data.synth.global_view.scene import single_global
 
 __all__ = [
-    "BG", "CLOTHES", "CRANIUM", "EAR", "FACE", "MAX_STRANDS", "NECK", "NOSE", "VIEW_KINDS",
-    "DotPlane", "Ellipsoid", "HairAccum", "Head", "Hits", "Pose", "ScalpPattern",
-    "cast_rays", "dot_density_image", "draw_head", "draw_pose", "draw_scalp", "make_dot_plane",
-    "place_head_dots", "render_backdrop", "render_head_hair", "single_global", "smooth_seams", "xs_at",
+    "BG",
+    "CLOTHES",
+    "CRANIUM",
+    "EAR",
+    "FACE",
+    "MAX_STRANDS",
+    "NECK",
+    "NOSE",
+    "VIEW_KINDS",
+    "DotPlane",
+    "Ellipsoid",
+    "HairAccum",
+    "Head",
+    "Hits",
+    "Pose",
+    "ScalpPattern",
+    "cast_rays",
+    "dot_density_image",
+    "draw_head",
+    "draw_pose",
+    "draw_scalp",
+    "make_dot_plane",
+    "place_head_dots",
+    "render_backdrop",
+    "render_head_hair",
+    "single_global",
+    "smooth_seams",
+    "xs_at",
 ]

@@ -1,4 +1,5 @@
 """The background of a global scene: the wall or backdrop and the colour of the clothes."""
+
 from __future__ import annotations
 
 from typing import cast
@@ -15,15 +16,22 @@ from data.synth.global_view.head import CLOTHES, Hits
 def _lab_rgb(lab) -> np.ndarray:
     return np.clip(lab_to_linear_rgb(np.asarray(lab, float)), 0.002, 1.0).astype(np.float32)
 
+
 def render_backdrop(rng: np.random.Generator, size: tuple[int, int], ppm: float) -> np.ndarray:
     """A wall or photo backdrop: colour, gradient, blotches, fine texture, maybe an edge.
 
     The smooth parts are built on a quarter-resolution grid and upsampled once.
     """
     w, h = size
-    kinds = [((86, 93), (-1, 1), (0, 6)), ((62, 80), (-1, 1), (-2, 3)), ((40, 58), (-1, 1), (-3, 2)),
-             ((12, 28), (-1, 1), (-2, 2)), ((70, 85), (1, 5), (8, 18)), ((68, 84), (-5, -1), (-14, -5)),
-             ((50, 72), (-14, -5), (-2, 6))]
+    kinds = [
+        ((86, 93), (-1, 1), (0, 6)),
+        ((62, 80), (-1, 1), (-2, 3)),
+        ((40, 58), (-1, 1), (-3, 2)),
+        ((12, 28), (-1, 1), (-2, 2)),
+        ((70, 85), (1, 5), (8, 18)),
+        ((68, 84), (-5, -1), (-14, -5)),
+        ((50, 72), (-14, -5), (-2, 6)),
+    ]
     kl, ka, kb = kinds[int(rng.integers(len(kinds)))]
     base = _lab_rgb([rng.uniform(*kl), rng.uniform(*ka), rng.uniform(*kb)])
     q = 4
@@ -50,16 +58,17 @@ def render_backdrop(rng: np.random.Generator, size: tuple[int, int], ppm: float)
     out = gain[..., None] * base[None, None, :]
     return np.minimum(out, np.float32(1.0), out=out)
 
+
 def _clothes_colour(rng: np.random.Generator) -> np.ndarray:
     r = rng.random()
     if r < 0.3:
-        lab = [rng.uniform(8, 20), rng.uniform(-1, 1), rng.uniform(-3, 1)]     # black cape / top
+        lab = [rng.uniform(8, 20), rng.uniform(-1, 1), rng.uniform(-3, 1)]  # black cape / top
     elif r < 0.5:
         lab = [rng.uniform(20, 40), rng.uniform(-2, 4), rng.uniform(-25, -8)]  # navy
     elif r < 0.65:
-        lab = [rng.uniform(35, 70), rng.uniform(-1, 1), rng.uniform(-2, 2)]    # grey
+        lab = [rng.uniform(35, 70), rng.uniform(-1, 1), rng.uniform(-2, 2)]  # grey
     elif r < 0.8:
-        lab = [rng.uniform(80, 92), rng.uniform(-1, 1), rng.uniform(-2, 4)]    # white
+        lab = [rng.uniform(80, 92), rng.uniform(-1, 1), rng.uniform(-2, 4)]  # white
     else:
         hue = rng.uniform(0, 2 * np.pi)
         ch = rng.uniform(20, 50)

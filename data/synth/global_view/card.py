@@ -1,4 +1,5 @@
 """The reference card in a global scene: where it lies (flat on the scalp or held beside the head) and its pasting."""
+
 from __future__ import annotations
 
 import cv2
@@ -10,8 +11,13 @@ from data.synth.global_view.head import CRANIUM, EAR, FACE, NOSE, Head, Hits, Po
 from data.synth.settings import SynthSettings
 
 
-def _paste_card(layers: list[tuple[np.ndarray, float | np.ndarray]], cover: np.ndarray, card: CardSpec, marker_id: int,
-                affine: np.ndarray) -> None:
+def _paste_card(
+    layers: list[tuple[np.ndarray, float | np.ndarray]],
+    cover: np.ndarray,
+    card: CardSpec,
+    marker_id: int,
+    affine: np.ndarray,
+) -> None:
     """Composite the card into each (HxWx3 image, gain) of ``layers`` and into ``cover``, in place.
 
     ``affine`` (2x3) maps card mm to image pixels (OpenCV centre convention); the card's
@@ -33,10 +39,16 @@ def _paste_card(layers: list[tuple[np.ndarray, float | np.ndarray]], cover: np.n
         return
     shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], float) @ m
     size = (int(x1 - x0), int(y1 - y0))
-    rgb = cv2.warpAffine(srgb_to_linear(raster.rgb).astype(np.float32), shift[:2], size,
-                         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    al = cv2.warpAffine(raster.alpha, shift[:2], size, flags=cv2.INTER_LINEAR,
-                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    rgb = cv2.warpAffine(
+        srgb_to_linear(raster.rgb).astype(np.float32),
+        shift[:2],
+        size,
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    al = cv2.warpAffine(
+        raster.alpha, shift[:2], size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
     for img, gain in layers:
         g = gain[y0:y1, x0:x1] if isinstance(gain, np.ndarray) else np.float32(gain)
         sub = img[y0:y1, x0:x1]
@@ -44,8 +56,10 @@ def _paste_card(layers: list[tuple[np.ndarray, float | np.ndarray]], cover: np.n
         sub += rgb * (al * g)[..., None]
     np.maximum(cover[y0:y1, x0:x1], al, out=cover[y0:y1, x0:x1])
 
-def _card_affine_on_scalp(head: Head, pose: Pose, warp, size,
-                          u: np.ndarray, scale: float, angle: float, card: CardSpec) -> np.ndarray:
+
+def _card_affine_on_scalp(
+    head: Head, pose: Pose, warp, size, u: np.ndarray, scale: float, angle: float, card: CardSpec
+) -> np.ndarray:
     """2x3 affine card mm -> image px of a card lying on the scalp's tangent plane at ``u``."""
     p, n = head.surface(u[None, :])
     p, n = p[0], n[0]
@@ -66,8 +80,21 @@ def _card_affine_on_scalp(head: Head, pose: Pose, warp, size,
     t = np.array([x[0], y[0]]) - a @ centre_mm
     return np.column_stack([a, t])
 
-def _place_card(rng, card: CardSpec, head: Head, pose: Pose, hits: Hits, warp, size, scale: float,
-                scalp_u: np.ndarray, light_h: np.ndarray, light_c: np.ndarray, ambient: float):
+
+def _place_card(
+    rng,
+    card: CardSpec,
+    head: Head,
+    pose: Pose,
+    hits: Hits,
+    warp,
+    size,
+    scale: float,
+    scalp_u: np.ndarray,
+    light_h: np.ndarray,
+    light_c: np.ndarray,
+    ambient: float,
+):
     """Choose where the card is: flat on a camera-facing part of the scalp, or held beside
     the head facing the camera. Returns (affine card mm -> px, placement, card shading)."""
     w, h = size
@@ -99,8 +126,12 @@ def _place_card(rng, card: CardSpec, head: Head, pose: Pose, hits: Hits, warp, s
                 aff = np.column_stack([a, pos - a @ centre])
                 shade = ambient + (1 - ambient) * max(float(-light_c[2]), 0.0)
             mk = marker @ aff[:, :2].T + aff[:, 2]
-            if not ((mk[:, 0] >= 2).all() and (mk[:, 0] <= w - 3).all() and (mk[:, 1] >= 2).all()
-                    and (mk[:, 1] <= h - 3).all()):
+            if not (
+                (mk[:, 0] >= 2).all()
+                and (mk[:, 0] <= w - 3).all()
+                and (mk[:, 1] >= 2).all()
+                and (mk[:, 1] <= h - 3).all()
+            ):
                 continue
             if where == "beside":
                 pp = paper @ aff[:, :2].T + aff[:, 2]
@@ -113,10 +144,23 @@ def _place_card(rng, card: CardSpec, head: Head, pose: Pose, hits: Hits, warp, s
     return None, None, 1.0
 
 
-def add_card(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, head: Head, pose: Pose, hits: Hits,
-             warp, size: tuple[int, int], scalp_u: np.ndarray, light_h: np.ndarray, light_c: np.ndarray,
-             ambient: float, clean: np.ndarray, radiance: np.ndarray, light_map: np.ndarray,
-             ) -> tuple[np.ndarray, dict]:
+def add_card(
+    rng: np.random.Generator,
+    cfg: SynthSettings,
+    card: CardSpec,
+    head: Head,
+    pose: Pose,
+    hits: Hits,
+    warp,
+    size: tuple[int, int],
+    scalp_u: np.ndarray,
+    light_h: np.ndarray,
+    light_c: np.ndarray,
+    ambient: float,
+    clean: np.ndarray,
+    radiance: np.ndarray,
+    light_map: np.ndarray,
+) -> tuple[np.ndarray, dict]:
     """Maybe a card, on the scalp (foreshortened) or held beside the head, pasted into ``clean`` and
     ``radiance`` (in place); returns the card's coverage (HxW) and its truth."""
     w, h = size
@@ -125,11 +169,17 @@ def add_card(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, head:
     if rng.random() < cfg.card.probability:
         marker_id = int(rng.integers(cfg.card.marker_id[0], cfg.card.marker_id[1] + 1))
         scale = float(rng.uniform(*cfg.card.scale))
-        affine, placement, card_shade = _place_card(rng, card, head, pose, hits, warp, size, scale, scalp_u,
-                                                    light_h, light_c, ambient)
+        affine, placement, card_shade = _place_card(
+            rng, card, head, pose, hits, warp, size, scale, scalp_u, light_h, light_c, ambient
+        )
         if affine is not None:
             _paste_card([(clean, 1.0), (radiance, card_shade * light_map)], card_cover, card, marker_id, affine)
             corners = marker_corners_mm(card)
-            card_truth = {"present": True, "marker_id": marker_id, "scale": scale, "placement": placement,
-                          "marker_corners_px": corners @ affine[:, :2].T + affine[:, 2]}
+            card_truth = {
+                "present": True,
+                "marker_id": marker_id,
+                "scale": scale,
+                "placement": placement,
+                "marker_corners_px": corners @ affine[:, :2].T + affine[:, 2],
+            }
     return card_cover, card_truth

@@ -3,6 +3,7 @@
 Dots are placed on a Lambert azimuthal equal-area map of the cranium's visible half (see
 :mod:`data.synth.global_view`) and drawn at the image scale.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ class DotPlane:
 
     size_mm: float
     radius_mm: float
-    centre: np.ndarray    # parametric unit vector at the plane's centre
+    centre: np.ndarray  # parametric unit vector at the plane's centre
     e1: np.ndarray
     e2: np.ndarray
 
@@ -37,6 +38,7 @@ class DotPlane:
         u = np.cos(psi)[:, None] * self.centre[None, :] + np.sin(psi)[:, None] * tang
         return u, valid
 
+
 def make_dot_plane(head: Head, pose: Pose) -> DotPlane:
     ax = head.mean_axes
     c = pose.to_camera_head * ax
@@ -49,8 +51,10 @@ def make_dot_plane(head: Head, pose: Pose) -> DotPlane:
     r = head.radius_mm
     return DotPlane(size_mm=float(2 * 1.45 * r), radius_mm=float(r), centre=c, e1=e1, e2=e2)
 
-def _treated_grid(rng: np.random.Generator, scalp: ScalpPattern, plane: DotPlane, coverage: float,
-                  scar_fn, n: int = 128) -> tuple[np.ndarray, float]:
+
+def _treated_grid(
+    rng: np.random.Generator, scalp: ScalpPattern, plane: DotPlane, coverage: float, scar_fn, n: int = 128
+) -> tuple[np.ndarray, float]:
     """Coarse map of the plane where the artist worked, and the density threshold used.
 
     Candidates are cells of the hair-bearing region whose hair density is low (thin,
@@ -70,8 +74,10 @@ def _treated_grid(rng: np.random.Generator, scalp: ScalpPattern, plane: DotPlane
     cut = np.quantile(ramp[cand], min(coverage, 1.0)) if coverage < 0.999 else np.inf
     return (cand & (ramp <= cut)).reshape(n, n), thr
 
-def place_head_dots(rng: np.random.Generator, cfg: SynthSettings, scalp: ScalpPattern, plane: DotPlane,
-                    scar_fn) -> tuple[DotSet, float]:
+
+def place_head_dots(
+    rng: np.random.Generator, cfg: SynthSettings, scalp: ScalpPattern, plane: DotPlane, scar_fn
+) -> tuple[DotSet, float]:
     """SMP dots of 1-2 sessions over the treated part of the dot plane (plane mm)."""
     palette = list(cfg.dots.palette)
     coverage = float(rng.uniform(*cfg.dots.coverage))
@@ -91,8 +97,18 @@ def place_head_dots(rng: np.random.Generator, cfg: SynthSettings, scalp: ScalpPa
     dots = None
     for session in range(1, n_sessions + 1):
         first = 0 if dots is None else int(dots.dot_id.max()) + 1
-        new = place_dots(rng, cfg.dots, wmm, hmm, sub, session, palette, first_id=first,
-                         spacing_mm=spacing * np.sqrt(n_sessions), diameter_mm=diameter)
+        new = place_dots(
+            rng,
+            cfg.dots,
+            wmm,
+            hmm,
+            sub,
+            session,
+            palette,
+            first_id=first,
+            spacing_mm=spacing * np.sqrt(n_sessions),
+            diameter_mm=diameter,
+        )
         dots = new if dots is None else DotSet.concat(dots, new)
     dots = cast(DotSet, dots)  # n_sessions >= 1: the loop drew at least one session
     dots = dots.with_(xy_mm=dots.xy_mm + np.array([c0 * cell, r0 * cell]))
@@ -105,8 +121,10 @@ def place_head_dots(rng: np.random.Generator, cfg: SynthSettings, scalp: ScalpPa
     keep = valid & (rng.random(len(dots)) < keep_p)
     return dots.take(np.flatnonzero(keep)), coverage
 
-def dot_density_image(dots: DotSet, od: np.ndarray, x: np.ndarray, y: np.ndarray, scale_px: np.ndarray,
-                      shape: tuple[int, int]) -> np.ndarray:
+
+def dot_density_image(
+    dots: DotSet, od: np.ndarray, x: np.ndarray, y: np.ndarray, scale_px: np.ndarray, shape: tuple[int, int]
+) -> np.ndarray:
     """HxWx3 optical density of dots drawn at image positions (x, y) (OpenCV convention).
 
     ``od`` (N, 3) is each dot's optical density, ``scale_px`` its local pixels per mm.
@@ -127,8 +145,10 @@ def dot_density_image(dots: DotSet, od: np.ndarray, x: np.ndarray, y: np.ndarray
     if big.any():
         idx = np.flatnonzero(big)
         ppm = float(np.median(scale_px[idx]))
-        draw = dots.take(idx).with_(xy_mm=np.stack([(x[idx] + 0.5) / ppm, (y[idx] + 0.5) / ppm], 1),
-                                    radius_mm=dots.radius_mm[idx] * scale_px[idx] / ppm)
+        draw = dots.take(idx).with_(
+            xy_mm=np.stack([(x[idx] + 0.5) / ppm, (y[idx] + 0.5) / ppm], 1),
+            radius_mm=dots.radius_mm[idx] * scale_px[idx] / ppm,
+        )
         sprites = dot_sprites(draw, shape, ppm)
         prof_sum = np.zeros(len(idx))
         for sub, sp in sprites:

@@ -3,6 +3,7 @@
 See :mod:`data.synth.global_view` for the model (strands far thinner than a pixel, merged
 beyond ``MAX_STRANDS``, sampled more sparsely beyond a sample budget).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,15 +26,24 @@ _LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
 class HairAccum:
     """Per-pixel sums over hair samples, each weighted by its covered area (px^2)."""
 
-    box: tuple[int, int, int, int]   # (y0, y1, x0, x1): the image region the sums cover
-    tau: np.ndarray      # covered area: optical depth of the hair layer
-    bright: np.ndarray   # x fibre brightness (relative to the client's hair colour)
-    lit: np.ndarray      # x brightness x diffuse shading
-    spec: np.ndarray     # x specular sheen
+    box: tuple[int, int, int, int]  # (y0, y1, x0, x1): the image region the sums cover
+    tau: np.ndarray  # covered area: optical depth of the hair layer
+    bright: np.ndarray  # x fibre brightness (relative to the client's hair colour)
+    lit: np.ndarray  # x brightness x diffuse shading
+    spec: np.ndarray  # x specular sheen
 
-def _strand_points(rng: np.random.Generator, head: Head, p0: np.ndarray, n0: np.ndarray,
-                   t0: np.ndarray, lengths: np.ndarray, curl: np.ndarray, lift_mm: float,
-                   n_points: int) -> np.ndarray:
+
+def _strand_points(
+    rng: np.random.Generator,
+    head: Head,
+    p0: np.ndarray,
+    n0: np.ndarray,
+    t0: np.ndarray,
+    lengths: np.ndarray,
+    curl: np.ndarray,
+    lift_mm: float,
+    n_points: int,
+) -> np.ndarray:
     """(N, n_points, 3) paths of long hair lying on the head at a small lift."""
     n = len(p0)
     beta = np.deg2rad(rng.uniform(15, 35, n))
@@ -45,7 +55,7 @@ def _strand_points(rng: np.random.Generator, head: Head, p0: np.ndarray, n0: np.
     p = p0
     for k in range(1, n_points):
         q = p + step[:, None] * d
-        ax = head.axes_of(q)            # q and its radial surface point share the quadrant
+        ax = head.axes_of(q)  # q and its radial surface point share the quadrant
         uq = q / ax
         uq /= _norm(uq, axis=1, keepdims=True)
         s = uq * ax
@@ -63,9 +73,22 @@ def _strand_points(rng: np.random.Generator, head: Head, p0: np.ndarray, n0: np.
         p = p_new
     return out
 
-def _splat_strands(pts: np.ndarray, width_mm: np.ndarray, bright: np.ndarray, shadow: np.ndarray,
-                   pose: Pose, hits: Hits, warp, size: tuple[int, int], light: dict, head: Head,
-                   acc: HairAccum, budget: int, rng: np.random.Generator) -> int:
+
+def _splat_strands(
+    pts: np.ndarray,
+    width_mm: np.ndarray,
+    bright: np.ndarray,
+    shadow: np.ndarray,
+    pose: Pose,
+    hits: Hits,
+    warp,
+    size: tuple[int, int],
+    light: dict,
+    head: Head,
+    acc: HairAccum,
+    budget: int,
+    rng: np.random.Generator,
+) -> int:
     """Accumulate strands (N, K, 3 head-frame polylines) into ``acc``; returns strands drawn.
 
     Each segment is sampled about once per pixel of its projected length; a sample adds
@@ -108,8 +131,13 @@ def _splat_strands(pts: np.ndarray, width_mm: np.ndarray, bright: np.ndarray, sh
     seg_bright = bright[sel][strand_of]
     seg_lit = seg_bright * diffuse * shadow[sel][strand_of]
     seg_spec = spec * shadow[sel][strand_of]
-    wseg = ((width_mm[sel] * bundle)[:, None] * pose.focal_px
-            / np.maximum(0.5 * (z[:, 1:] + z[:, :-1]), 1.0) * seg_len / n_sub).ravel()
+    wseg = (
+        (width_mm[sel] * bundle)[:, None]
+        * pose.focal_px
+        / np.maximum(0.5 * (z[:, 1:] + z[:, :-1]), 1.0)
+        * seg_len
+        / n_sub
+    ).ravel()
 
     ns = n_sub.ravel()
     m = int(ns.sum())
@@ -164,9 +192,18 @@ def _splat_strands(pts: np.ndarray, width_mm: np.ndarray, bright: np.ndarray, sh
     acc.spec += sums[3]
     return len(sel)
 
-def render_head_hair(rng: np.random.Generator, hp: HairParams, scalp: ScalpPattern, head: Head,
-                     pose: Pose, hits: Hits, warp, size: tuple[int, int], light: dict,
-                     ) -> tuple[HairAccum, int]:
+
+def render_head_hair(
+    rng: np.random.Generator,
+    hp: HairParams,
+    scalp: ScalpPattern,
+    head: Head,
+    pose: Pose,
+    hits: Hits,
+    warp,
+    size: tuple[int, int],
+    light: dict,
+) -> tuple[HairAccum, int]:
     """Grow the visible hairs of the head and accumulate them per pixel."""
     w, h = size
     # roots: uniform on the cranium (area-weighted), on the side that faces the camera
@@ -197,8 +234,7 @@ def render_head_hair(rng: np.random.Generator, hp: HairParams, scalp: ScalpPatte
     n = len(u)
     p0, n0 = head.surface(u)
     is_long = rng.random(n) < hp.long_fraction
-    lengths = np.where(is_long, hp.long_length_mm * rng.uniform(0.5, 1.3, n),
-                       rng.uniform(*hp.stubble_length_mm, n))
+    lengths = np.where(is_long, hp.long_length_mm * rng.uniform(0.5, 1.3, n), rng.uniform(*hp.stubble_length_mm, n))
     lw = np.where(is_long, np.clip(lengths / 40.0, 0.2, 1.0), 0.0)
     t0 = scalp.flow(u, n0, head, lw)
     jit = rng.normal(0, np.where(is_long, 0.3, 0.22), n)
@@ -218,12 +254,21 @@ def render_head_hair(rng: np.random.Generator, hp: HairParams, scalp: ScalpPatte
     light["gloss"] = float(rng.uniform(0.03, 0.12))
     light["gloss_exp"] = float(rng.uniform(20, 60))
     # hair stays within a strand's length of the cranium's outline: accumulate in that box
-    reach = int(np.ceil((1.3 * max(hp.long_length_mm, hp.stubble_length_mm[1]) + 10.0) * pose.focal_px
-                        / max(pose.centre_cam[2] - head.width_mm, 1.0)))
+    reach = int(
+        np.ceil(
+            (1.3 * max(hp.long_length_mm, hp.stubble_length_mm[1]) + 10.0)
+            * pose.focal_px
+            / max(pose.centre_cam[2] - head.width_mm, 1.0)
+        )
+    )
     cy, cx = np.divmod(hits.flat[hits.part.ravel()[hits.flat] == CRANIUM], w)
     if len(cy):
-        box = (max(int(cy.min()) - reach, 0), min(int(cy.max()) + reach + 1, h),
-               max(int(cx.min()) - reach, 0), min(int(cx.max()) + reach + 1, w))
+        box = (
+            max(int(cy.min()) - reach, 0),
+            min(int(cy.max()) + reach + 1, h),
+            max(int(cx.min()) - reach, 0),
+            min(int(cx.max()) + reach + 1, w),
+        )
     else:
         box = (0, 0, 0, 0)
     na = (box[1] - box[0]) * (box[3] - box[2])
@@ -235,15 +280,30 @@ def render_head_hair(rng: np.random.Generator, hp: HairParams, scalp: ScalpPatte
         beta = np.deg2rad(rng.uniform(30, 65, int(st.sum())))
         d = np.cos(beta)[:, None] * t0[st] + np.sin(beta)[:, None] * n0[st]
         pts = np.stack([p0[st], p0[st] + lengths[st, None] * d], axis=1)
-        drawn += _splat_strands(pts, widths[st], bright[st], shadow[st], pose, hits, warp, size, light,
-                                head, acc, budget // 3, rng)
+        drawn += _splat_strands(
+            pts, widths[st], bright[st], shadow[st], pose, hits, warp, size, light, head, acc, budget // 3, rng
+        )
     if is_long.any():
         lift = float(rng.uniform(1.0, 7.0))
         # enough points for the curvature, fewer when strands are short in pixels
         len_px = hp.long_length_mm * pose.focal_px / pose.centre_cam[2]
         n_pts = int(np.clip(round(len_px / 12.0) + 2, 4, 8))
-        pts = _strand_points(rng, head, p0[is_long], n0[is_long], t0[is_long], lengths[is_long],
-                             curl[is_long], lift, n_pts)
-        drawn += _splat_strands(pts, widths[is_long], bright[is_long], shadow[is_long], pose, hits, warp,
-                                size, light, head, acc, budget, rng)
+        pts = _strand_points(
+            rng, head, p0[is_long], n0[is_long], t0[is_long], lengths[is_long], curl[is_long], lift, n_pts
+        )
+        drawn += _splat_strands(
+            pts,
+            widths[is_long],
+            bright[is_long],
+            shadow[is_long],
+            pose,
+            hits,
+            warp,
+            size,
+            light,
+            head,
+            acc,
+            budget,
+            rng,
+        )
     return acc, drawn

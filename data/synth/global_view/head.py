@@ -5,6 +5,7 @@ of the head; x = the subject's right, y = forward, z = up); rays are cast analyt
 pixel, through a smooth small warp that makes the outline slightly irregular (see
 :mod:`data.synth.global_view`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ class Ellipsoid:
     part: int
     clips: tuple[tuple[int, int], ...] = ()
     """(axis, sign) pairs: keep only the part with ``sign * (p[axis] - centre[axis]) >= 0``."""
+
 
 @dataclass(frozen=True)
 class Head:
@@ -67,6 +69,7 @@ class Head:
     def radius_mm(self) -> float:
         return float(self.mean_axes.mean())
 
+
 def draw_head(rng: np.random.Generator, width_mm: float) -> Head:
     """Head and body proportions from the head width, with individual variation.
 
@@ -81,8 +84,11 @@ def draw_head(rng: np.random.Generator, width_mm: float) -> Head:
     cu, cl = 0.68 * w * j(0.04), 0.55 * w * j(0.04)
     shoulders = 1.45 * w * j(0.06)
     ear_z = 0.17 * w * j(0.05)
-    cranium = tuple(Ellipsoid((0, 0, 0), (a, b, c), CRANIUM, ((1, sy), (2, sz)))
-                    for b, sy in ((bf, 1), (bb, -1)) for c, sz in ((cu, 1), (cl, -1)))
+    cranium = tuple(
+        Ellipsoid((0, 0, 0), (a, b, c), CRANIUM, ((1, sy), (2, sz)))
+        for b, sy in ((bf, 1), (bb, -1))
+        for c, sz in ((cu, 1), (cl, -1))
+    )
     parts = cranium + (
         Ellipsoid((0, 0.22 * w, -0.30 * w), (0.40 * w * j(0.03), 0.34 * w, 0.52 * w * j(0.03)), FACE),
         Ellipsoid((0, 0.585 * w, -0.25 * w), (0.075 * w, 0.11 * w * j(0.08), 0.16 * w), NOSE),
@@ -94,13 +100,14 @@ def draw_head(rng: np.random.Generator, width_mm: float) -> Head:
     )
     return Head(w, a, bf, bb, cu, cl, parts)
 
+
 @dataclass(frozen=True)
 class Pose:
     """How the camera sees the head: p_cam = rot @ p_head + centre_cam."""
 
     kind: str
-    rot: np.ndarray          # 3x3, rows = camera x (right), y (down), z (forward) in head frame
-    centre_cam: np.ndarray   # head origin in camera coordinates (mm)
+    rot: np.ndarray  # 3x3, rows = camera x (right), y (down), z (forward) in head frame
+    centre_cam: np.ndarray  # head origin in camera coordinates (mm)
     focal_px: float
     principal: tuple[float, float]
 
@@ -116,6 +123,7 @@ class Pose:
         """Unit vector from the head origin towards the camera, head frame."""
         v = -self.rot.T @ self.centre_cam
         return v / _norm(v)
+
 
 def _view_direction(rng: np.random.Generator, kind: str) -> tuple[np.ndarray, np.ndarray]:
     """Direction from head to camera and the head-frame vector that points up in the image."""
@@ -148,8 +156,13 @@ def _view_direction(rng: np.random.Generator, kind: str) -> tuple[np.ndarray, np
     rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
     return rz @ c, rz @ up
 
-def draw_pose(rng: np.random.Generator, kind: str, cam: CameraParams, size: tuple[int, int],
-              ) -> Pose:
+
+def draw_pose(
+    rng: np.random.Generator,
+    kind: str,
+    cam: CameraParams,
+    size: tuple[int, int],
+) -> Pose:
     """Camera looking at the head centre from the view's direction.
 
     The camera's tilt (``tilt_deg`` towards ``tilt_azimuth_deg``) turns the optical axis
@@ -183,15 +196,17 @@ def draw_pose(rng: np.random.Generator, kind: str, cam: CameraParams, size: tupl
     centre = np.array([(hx - cx) * dist / focal, (hy - cy) * dist / focal, dist])
     return Pose(kind, rot, centre, float(focal), (cx, cy))
 
+
 @dataclass(frozen=True)
 class Hits:
     """Per-pixel result of casting rays into the body model."""
 
-    part: np.ndarray     # HxW uint8 part id (BG where nothing)
-    depth: np.ndarray    # HxW float32 camera depth (mm), inf where nothing
-    pos: np.ndarray      # (K, 3) float32 head-frame points of the hit pixels
-    normal: np.ndarray   # (K, 3) float32 head-frame unit normals of the hit pixels
-    flat: np.ndarray     # (K,) flat pixel index of the hit pixels
+    part: np.ndarray  # HxW uint8 part id (BG where nothing)
+    depth: np.ndarray  # HxW float32 camera depth (mm), inf where nothing
+    pos: np.ndarray  # (K, 3) float32 head-frame points of the hit pixels
+    normal: np.ndarray  # (K, 3) float32 head-frame unit normals of the hit pixels
+    flat: np.ndarray  # (K,) flat pixel index of the hit pixels
+
 
 def _ray_grid(pose: Pose, size: tuple[int, int], warp: tuple[np.ndarray, np.ndarray]):
     w, h = size
@@ -200,8 +215,8 @@ def _ray_grid(pose: Pose, size: tuple[int, int], warp: tuple[np.ndarray, np.ndar
     ys = (np.arange(h, dtype=np.float32)[:, None] + warp[1] - np.float32(cy)) / np.float32(pose.focal_px)
     return xs, ys
 
-def cast_rays(head: Head, pose: Pose, size: tuple[int, int],
-              warp: tuple[np.ndarray, np.ndarray]) -> Hits:
+
+def cast_rays(head: Head, pose: Pose, size: tuple[int, int], warp: tuple[np.ndarray, np.ndarray]) -> Hits:
     """Nearest intersection of every pixel's ray with the body's ellipsoids.
 
     A ray is ``o + t d`` with ``d = (x', y', 1)`` in camera coordinates, so ``t`` is the
@@ -212,8 +227,8 @@ def cast_rays(head: Head, pose: Pose, size: tuple[int, int],
     w, h = size
     xs, ys = _ray_grid(pose, size, warp)
     margin = int(np.ceil(float(max(np.abs(warp[0]).max(), np.abs(warp[1]).max())))) + 2
-    rt = pose.rot.T                     # columns: camera axes in head frame
-    o_h = -rt @ pose.centre_cam         # camera centre in head frame
+    rt = pose.rot.T  # columns: camera axes in head frame
+    o_h = -rt @ pose.centre_cam  # camera centre in head frame
     depth = np.full((h, w), np.inf, np.float32)
     index = np.full((h, w), -1, np.int8)
     corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], float)
@@ -235,15 +250,18 @@ def cast_rays(head: Head, pose: Pose, size: tuple[int, int],
             y1 = min(int(np.ceil(v.max())) + margin + 1, h)
         if x1 <= x0 or y1 <= y0:
             continue
-        g = rt / s[:, None]              # local direction = g @ (x', y', 1)
+        g = rt / s[:, None]  # local direction = g @ (x', y', 1)
         q = g.T @ g
         ol = (o_h - m) / s
         bv = ol @ g
         cc = float(ol @ ol - 1.0)
         xb, yb = xs[y0:y1, x0:x1], ys[y0:y1, x0:x1]
         f32 = np.float32
-        a_ = (f32(q[0, 0]) * xb + f32(2 * q[0, 1]) * yb + f32(2 * q[0, 2])) * xb \
-            + (f32(q[1, 1]) * yb + f32(2 * q[1, 2])) * yb + f32(q[2, 2])
+        a_ = (
+            (f32(q[0, 0]) * xb + f32(2 * q[0, 1]) * yb + f32(2 * q[0, 2])) * xb
+            + (f32(q[1, 1]) * yb + f32(2 * q[1, 2])) * yb
+            + f32(q[2, 2])
+        )
         b_ = f32(bv[0]) * xb + f32(bv[1]) * yb + f32(bv[2])
         disc = b_ * b_ - a_ * f32(cc)
         hit = disc > 0
@@ -275,6 +293,7 @@ def cast_rays(head: Head, pose: Pose, size: tuple[int, int],
     nrm /= np.maximum(_norm(nrm, axis=1, keepdims=True), 1e-12)
     return Hits(part=part, depth=depth, pos=pos, normal=nrm.astype(np.float32), flat=flat)
 
+
 def _norm(v: np.ndarray, axis: int = -1, keepdims: bool = False) -> np.ndarray | float:
     """Euclidean norm along ``axis`` (cheaper than ``np.linalg.norm`` for many short vectors);
     a Python float for one vector."""
@@ -282,19 +301,23 @@ def _norm(v: np.ndarray, axis: int = -1, keepdims: bool = False) -> np.ndarray |
         return float(np.sqrt(v @ v))
     return np.sqrt((v * v).sum(axis=axis, keepdims=keepdims))
 
+
 def xs_at(grid: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
     """Values of a broadcastable 2-D grid at pixels (iy, ix)."""
     gy = iy if grid.shape[0] > 1 else 0
     gx = ix if grid.shape[1] > 1 else 0
     return grid[gy, gx]
 
-def _warp_at(warp: tuple[np.ndarray, np.ndarray], x: np.ndarray, y: np.ndarray,
-             size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+
+def _warp_at(
+    warp: tuple[np.ndarray, np.ndarray], x: np.ndarray, y: np.ndarray, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Image position of projected points: the rays are warped by +D, points move by -D."""
     w, h = size
     ix = np.clip(np.rint(x), 0, w - 1).astype(np.intp)
     iy = np.clip(np.rint(y), 0, h - 1).astype(np.intp)
     return x - xs_at(warp[0], iy, ix), y - xs_at(warp[1], iy, ix)
+
 
 def smooth_seams(hits: Hits, size: tuple[int, int], sigma_px: float) -> np.ndarray:
     """Normals with the creases where the face meets the cranium softened.

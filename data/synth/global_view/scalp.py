@@ -3,6 +3,7 @@
 Head-scale patterns live on the cranium's parametric sphere (``u = p / axes``), see
 :mod:`data.synth.global_view`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,9 +29,11 @@ def _sphere_noise(rng: np.random.Generator, n_terms: int, freq: tuple[float, flo
     ph = rng.uniform(0, 2 * np.pi, n_terms)
     return k, ph
 
+
 def _eval_noise(u: np.ndarray, kp: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     k, ph = kp
     return np.sqrt(2.0 / len(ph)) * np.cos(u @ k.T + ph).sum(axis=1)
+
 
 def _angles(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Azimuth (deg, 0 = front, signed: + towards x) and elevation (deg) of unit vectors."""
@@ -38,9 +41,11 @@ def _angles(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     el = np.degrees(np.arcsin(np.clip(u[:, 2], -1, 1)))
     return az, el
 
+
 def _sph(az_deg: float, el_deg: float) -> np.ndarray:
     az, el = np.deg2rad(az_deg), np.deg2rad(el_deg)
     return np.array([np.sin(az) * np.cos(el), np.cos(az) * np.cos(el), np.sin(el)])
+
 
 @dataclass(frozen=True)
 class ScalpPattern:
@@ -48,13 +53,13 @@ class ScalpPattern:
 
     pattern: str
     strength: float
-    hairline: np.ndarray       # (2, K) natural hairline elevation knots, side x<0 / x>=0
-    jitter: np.ndarray         # (721,) hairline irregularity (deg) against azimuth -180..180
-    recession: np.ndarray      # (2, len(_REC_AZ)) receded degrees, per side
+    hairline: np.ndarray  # (2, K) natural hairline elevation knots, side x<0 / x>=0
+    jitter: np.ndarray  # (721,) hairline irregularity (deg) against azimuth -180..180
+    recession: np.ndarray  # (2, len(_REC_AZ)) receded degrees, per side
     soft_deg: float
     noise: tuple[np.ndarray, np.ndarray]
-    crown: tuple[np.ndarray, float, float] | None   # centre, radius (rad), strength
-    patches: tuple[np.ndarray, np.ndarray]          # centres (P, 3), radii (P,)
+    crown: tuple[np.ndarray, float, float] | None  # centre, radius (rad), strength
+    patches: tuple[np.ndarray, np.ndarray]  # centres (P, 3), radii (P,)
     diffuse: float
     whorl: np.ndarray
     spiral: float
@@ -65,8 +70,7 @@ class ScalpPattern:
         """(azimuth, elevation, natural hairline elevation) in degrees."""
         az, el = _angles(u)
         a = np.abs(az)
-        line = np.where(az < 0, np.interp(a, _AZ_KNOTS, self.hairline[0]),
-                        np.interp(a, _AZ_KNOTS, self.hairline[1]))
+        line = np.where(az < 0, np.interp(a, _AZ_KNOTS, self.hairline[0]), np.interp(a, _AZ_KNOTS, self.hairline[1]))
         line += np.interp(az, np.linspace(-180, 180, len(self.jitter)), self.jitter)
         return az, el, line
 
@@ -79,8 +83,7 @@ class ScalpPattern:
         """Relative hair density (0-1) at parametric directions ``u`` (N, 3)."""
         az, el, line = self.natural_hairline(u)
         a = np.abs(az)
-        rec = np.where(az < 0, np.interp(a, _REC_AZ, self.recession[0]),
-                       np.interp(a, _REC_AZ, self.recession[1]))
+        rec = np.where(az < 0, np.interp(a, _REC_AZ, self.recession[0]), np.interp(a, _REC_AZ, self.recession[1]))
         z = np.clip((el - line - rec) / self.soft_deg, -30, 30)
         dens = 1.0 / (1.0 + np.exp(-z))
         noise = _eval_noise(u, self.noise)
@@ -108,7 +111,7 @@ class ScalpPattern:
         """
         v = u - self.whorl[None, :]
         t = v - (v * u).sum(1, keepdims=True) * u
-        t = t * head.axes_of(u)                       # sphere tangent -> ellipsoid tangent
+        t = t * head.axes_of(u)  # sphere tangent -> ellipsoid tangent
         t -= (t * n).sum(1, keepdims=True) * n
         t /= np.maximum(_norm(t, axis=1, keepdims=True), 1e-9)
         d = np.arccos(np.clip(u @ self.whorl, -1, 1))
@@ -116,18 +119,20 @@ class ScalpPattern:
         b = np.cross(n, t)
         t = np.cos(ang)[:, None] * t + np.sin(ang)[:, None] * b
         down = np.array([0.0, 0.0, -1.0])
-        extra = (self.style_weight * long_weight)[:, None] * self.style[None, :] \
-            + (0.8 * long_weight)[:, None] * down[None, :]
+        extra = (self.style_weight * long_weight)[:, None] * self.style[None, :] + (0.8 * long_weight)[:, None] * down[
+            None, :
+        ]
         t = t + extra
         t -= (t * n).sum(1, keepdims=True) * n
         return t / np.maximum(_norm(t, axis=1, keepdims=True), 1e-9)
+
 
 def draw_scalp(rng: np.random.Generator, hair: HairParams) -> ScalpPattern:
     s = hair.thinning_strength
     knots = np.stack([_EL_KNOTS + rng.normal(0, 2.5, len(_EL_KNOTS)) for _ in range(2)])
     knots += rng.normal(0, 3.0)
     harm = np.arange(1, 25)
-    amp = rng.normal(0, 1, len(harm)) * 2.2 / harm ** 0.7
+    amp = rng.normal(0, 1, len(harm)) * 2.2 / harm**0.7
     ph = rng.uniform(0, 2 * np.pi, len(harm))
     azr = np.deg2rad(np.linspace(-180, 180, 721))
     jitter = (amp[None, :] * np.sin(azr[:, None] * harm[None, :] + ph[None, :])).sum(1)
@@ -154,11 +159,22 @@ def draw_scalp(rng: np.random.Generator, hair: HairParams) -> ScalpPattern:
         patches = (cen, rng.uniform(0.10, 0.32, k))
     style = _sph(rng.choice([180.0, 90.0, -90.0, 0.0]), -20.0)
     return ScalpPattern(
-        pattern=pattern, strength=s, hairline=knots, jitter=jitter, recession=rec,
-        soft_deg=float(rng.uniform(1.5, 3.5)), noise=_sphere_noise(rng, 16, (2.0, 7.0)),
-        crown=crown, patches=patches, diffuse=float(rng.uniform(0.6, 0.95)), whorl=whorl,
-        spiral=float(rng.choice([-1, 1]) * rng.uniform(0.4, 1.2)), style=style,
-        style_weight=float(rng.uniform(0.0, 0.8)))
+        pattern=pattern,
+        strength=s,
+        hairline=knots,
+        jitter=jitter,
+        recession=rec,
+        soft_deg=float(rng.uniform(1.5, 3.5)),
+        noise=_sphere_noise(rng, 16, (2.0, 7.0)),
+        crown=crown,
+        patches=patches,
+        diffuse=float(rng.uniform(0.6, 0.95)),
+        whorl=whorl,
+        spiral=float(rng.choice([-1, 1]) * rng.uniform(0.4, 1.2)),
+        style=style,
+        style_weight=float(rng.uniform(0.0, 0.8)),
+    )
+
 
 def _region_scar(rng: np.random.Generator, skin: SkinParams, head: Head):
     """A scar on the cranium as a soft band around a random great circle (or none)."""

@@ -1,5 +1,6 @@
 """One global photo as a sequence of steps: the client's draws, the geometry, the reflectance of backdrop,
 skin, dots and hair, shading, the card, the camera, and the truth (see :mod:`data.synth.global_view`)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -114,8 +115,9 @@ class _HairLayer:
     n_strands: int
 
 
-def single_global(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, rules: FlagSettings,
-                  from_camera) -> Scene:
+def single_global(
+    rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, rules: FlagSettings, from_camera
+) -> Scene:
     """One independent global photo: a new client's whole head, one view of ``global_view.views``."""
     size = (cfg.image.width, cfg.image.height)
     cl = _draw_client(rng, cfg, from_camera, size)
@@ -136,8 +138,23 @@ def single_global(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, 
     clean, radiance, light_map = _composite(cl.cam, albedo, shade, spec, hair, size)
     hair_mask, n_strands = hair.mask, hair.n_strands
     del hair
-    card_cover, card_truth = add_card(rng, cfg, card, cl.head, cl.pose, hits, warp, size, px.scalp_u, lt.h, lt.c,
-                                      lt.ambient, clean, radiance, light_map)
+    card_cover, card_truth = add_card(
+        rng,
+        cfg,
+        card,
+        cl.head,
+        cl.pose,
+        hits,
+        warp,
+        size,
+        px.scalp_u,
+        lt.h,
+        lt.c,
+        lt.ambient,
+        clean,
+        radiance,
+        light_map,
+    )
     # truth images, the photo, the dots' truth
     mask = _mask(px.region, hair_mask, card_cover, size)
     clean_l, skin_l = _truth_lstar(clean, albedo, mask, drawn, size)
@@ -147,12 +164,23 @@ def single_global(rng: np.random.Generator, cfg: SynthSettings, card: CardSpec, 
     table = _dot_table(cfg, rules, seen, drawn, hair_mask, card_cover, ppm)
     h_img = _plane_to_image(cl.head, cl.pose, seen.plane, warp, size, ppm)
     params = _params(cl, seen, n_strands)
-    return Scene(photo=photo, mask=mask, dots=table, clean_lstar=clean_l, skin_lstar=skin_l,
-                 plane_to_image=h_img, px_per_mm=ppm, view="global", params=params, card=card_truth)
+    return Scene(
+        photo=photo,
+        mask=mask,
+        dots=table,
+        clean_lstar=clean_l,
+        skin_lstar=skin_l,
+        plane_to_image=h_img,
+        px_per_mm=ppm,
+        view="global",
+        params=params,
+        card=card_truth,
+    )
 
 
-def _draw_client(rng: np.random.Generator, cfg: SynthSettings, from_camera: Callable[..., CameraParams],
-                 size: tuple[int, int]) -> _Client:
+def _draw_client(
+    rng: np.random.Generator, cfg: SynthSettings, from_camera: Callable[..., CameraParams], size: tuple[int, int]
+) -> _Client:
     """The camera, the view and a new client: head and its pose, skin, hair, scalp pattern, scar."""
     w, h = size
     cam = from_camera(rng, cfg.camera, w)
@@ -166,16 +194,25 @@ def _draw_client(rng: np.random.Generator, cfg: SynthSettings, from_camera: Call
     return _Client(cam=cam, kind=kind, head=head, pose=pose, skin=skin, hp=hp, scalp=scalp, scar_fn=scar_fn)
 
 
-def _geometry(rng: np.random.Generator, head: Head, pose: Pose, size: tuple[int, int], ppm: float,
-              ) -> tuple[tuple[np.ndarray, ...], Hits]:
+def _geometry(
+    rng: np.random.Generator,
+    head: Head,
+    pose: Pose,
+    size: tuple[int, int],
+    ppm: float,
+) -> tuple[tuple[np.ndarray, ...], Hits]:
     """Rays with a slightly irregular outline: the warp of the rays and what they hit."""
     w, h = size
     amp = 0.012 * head.width_mm * ppm
     cell = 0.45 * head.width_mm * ppm
     small = (max(h // 8, 4), max(w // 8, 4))
-    warp = cast(tuple[np.ndarray, np.ndarray],  # range(2): two fields
-                tuple(cv2.resize(np.float32(amp) * smooth_field(rng, small, cell / 8.0), (w, h),
-                                 interpolation=cv2.INTER_LINEAR) for _ in range(2)))
+    warp = cast(
+        tuple[np.ndarray, np.ndarray],  # range(2): two fields
+        tuple(
+            cv2.resize(np.float32(amp) * smooth_field(rng, small, cell / 8.0), (w, h), interpolation=cv2.INTER_LINEAR)
+            for _ in range(2)
+        ),
+    )
     hits = cast_rays(head, pose, size, warp)
     hits = replace(hits, normal=smooth_seams(hits, size, 0.06 * head.width_mm * ppm))
     return warp, hits
@@ -194,17 +231,24 @@ def _draw_light(rng: np.random.Generator, pose: Pose) -> _Light:
     return _Light(c=light_c, h=light_h, half_h=half_h, ambient=ambient)
 
 
-def _visible_dots(rng: np.random.Generator, cfg: SynthSettings, cl: _Client, warp, hits: Hits,
-                  size: tuple[int, int]) -> _SeenDots:
+def _visible_dots(
+    rng: np.random.Generator, cfg: SynthSettings, cl: _Client, warp, hits: Hits, size: tuple[int, int]
+) -> _SeenDots:
     """Dots placed on the dot plane, aged as after one visit, projected; those on visible cranium."""
     w, h = size
     head, pose, skin, hp, scalp, scar_fn = cl.head, cl.pose, cl.skin, cl.hp, cl.scalp, cl.scar_fn
     ppm = cl.cam.px_per_mm
     plane = make_dot_plane(head, pose)
     placed, coverage = place_head_dots(rng, cfg, scalp, plane, scar_fn)
-    client = ClientScalp(plane=Plane(plane.size_mm, plane.size_mm, ppm), skin=skin, hair=hp,
-                         follicles=Follicles(np.zeros((0, 2)), np.zeros(0, bool)), dots=placed,
-                         texture_seed=0, palette=tuple(cfg.dots.palette))
+    client = ClientScalp(
+        plane=Plane(plane.size_mm, plane.size_mm, ppm),
+        skin=skin,
+        hair=hp,
+        follicles=Follicles(np.zeros((0, 2)), np.zeros(0, bool)),
+        dots=placed,
+        texture_seed=0,
+        palette=tuple(cfg.dots.palette),
+    )
     visit = aged_single_visit(rng, cfg, client)
     dots = visit.dots
     u_d, _ = plane.to_sphere(dots.xy_mm) if len(dots) else (np.zeros((0, 3)), None)
@@ -219,12 +263,29 @@ def _visible_dots(rng: np.random.Generator, cfg: SynthSettings, cl: _Client, war
     dots = dots.take(sel)
     contrast = visit.contrast_dl[sel]
     dx, dy, dz, fl, nd_ = dx[sel], dy[sel], dz[sel], fl[sel], nd_[sel]
-    return _SeenDots(plane=plane, placed=placed, coverage=coverage, dots=dots, contrast=contrast,
-                     x=dx, y=dy, z=dz, flat=fl, normal=nd_)
+    return _SeenDots(
+        plane=plane,
+        placed=placed,
+        coverage=coverage,
+        dots=dots,
+        contrast=contrast,
+        x=dx,
+        y=dy,
+        z=dz,
+        flat=fl,
+        normal=nd_,
+    )
 
 
-def _draw_dots(rng: np.random.Generator, cl: _Client, seen: _SeenDots, hits: Hits, albedo: np.ndarray,
-               scar_img: np.ndarray, size: tuple[int, int]) -> _DrawnDots:
+def _draw_dots(
+    rng: np.random.Generator,
+    cl: _Client,
+    seen: _SeenDots,
+    hits: Hits,
+    albedo: np.ndarray,
+    scar_img: np.ndarray,
+    size: tuple[int, int],
+) -> _DrawnDots:
     """The dots' strength against the skin around them, and their optical density drawn into ``albedo``
     (in place, only in the dots' box)."""
     w, h = size
@@ -262,12 +323,19 @@ def _draw_dots(rng: np.random.Generator, cl: _Client, seen: _SeenDots, hits: Hit
     # truth colour of each dot's core: the skin seen through its pigment, with the core
     # fill solve_strength assumes (computed, not measured: the dots are below a pixel here)
     core_rgb = skin_rgb * np.exp(-od * 0.92) if n else np.zeros((0, 3))
-    return _DrawnDots(dots=dots, box=(by0, by1, bx0, bx1), bare_patch=bare_patch, skin_rgb=skin_rgb,
-                      in_scar=in_scar, core_rgb=core_rgb)
+    return _DrawnDots(
+        dots=dots,
+        box=(by0, by1, bx0, bx1),
+        bare_patch=bare_patch,
+        skin_rgb=skin_rgb,
+        in_scar=in_scar,
+        core_rgb=core_rgb,
+    )
 
 
-def _hair_layer(rng: np.random.Generator, cl: _Client, hits: Hits, warp, lt: _Light,
-                size: tuple[int, int]) -> _HairLayer:
+def _hair_layer(
+    rng: np.random.Generator, cl: _Client, hits: Hits, warp, lt: _Light, size: tuple[int, int]
+) -> _HairLayer:
     """The head's hair accumulated per pixel, as coverage and mean brightness, shading and sheen."""
     w, h = size
     hp, scalp, head, pose = cl.hp, cl.scalp, cl.head, cl.pose
@@ -284,12 +352,27 @@ def _hair_layer(rng: np.random.Generator, cl: _Client, hits: Hits, warp, lt: _Li
     hspec = (acc.spec / safe).reshape(hshape).astype(np.float32)
     hair_mask = np.zeros((h, w), bool)
     hair_mask[hy0:hy1, hx0:hx1] = cov >= 0.5
-    return _HairLayer(box=(hy0, hy1, hx0, hx1), cov=cov, bright=hbright, lit=hlit, spec=hspec, rgb=hair_rgb,
-                      mask=hair_mask, n_strands=n_strands)
+    return _HairLayer(
+        box=(hy0, hy1, hx0, hx1),
+        cov=cov,
+        bright=hbright,
+        lit=hlit,
+        spec=hspec,
+        rgb=hair_rgb,
+        mask=hair_mask,
+        n_strands=n_strands,
+    )
 
 
-def _shading(rng: np.random.Generator, cl: _Client, hits: Hits, part_flat: np.ndarray, lt: _Light,
-             oil: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _shading(
+    rng: np.random.Generator,
+    cl: _Client,
+    hits: Hits,
+    part_flat: np.ndarray,
+    lt: _Light,
+    oil: np.ndarray,
+    size: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray]:
     """Shading (HxW) and skin sheen (HxW) of the base layer: Lambert and sky light, Blinn-Phong sheen,
     a soft ambient occlusion from depth, and the head's soft shadow on the wall."""
     w, h = size
@@ -304,8 +387,9 @@ def _shading(rng: np.random.Generator, cl: _Client, hits: Hits, part_flat: np.nd
     nh = np.clip(hits.normal @ half_h.astype(np.float32), 0, 1)
     ks = np.float32(0.015 + 0.2 * skin.oiliness)
     gloss_skin = np.where(part_flat == CRANIUM, 1.0, 0.5).astype(np.float32)
-    spec[hits.flat] = is_skin_flat * ks * gloss_skin * nh ** np.float32(rng.uniform(15, 50)) \
-        * (0.6 + oil.ravel()[hits.flat])
+    spec[hits.flat] = (
+        is_skin_flat * ks * gloss_skin * nh ** np.float32(rng.uniform(15, 50)) * (0.6 + oil.ravel()[hits.flat])
+    )
     shade = shade.reshape(h, w)
     spec = spec.reshape(h, w)
     # soft ambient occlusion from depth: what lies behind its surroundings is darker
@@ -324,8 +408,7 @@ def _shading(rng: np.random.Generator, cl: _Client, hits: Hits, part_flat: np.nd
     bsm = cv2.resize(body, (max(w // kk, 1), max(h // kk, 1)), interpolation=cv2.INTER_AREA)
     sh_dist = rng.uniform(0.1, 0.6) * head.width_mm * ppm / kk
     # np.float32 of a nested list is a float32 array
-    mshift = cast(NDArray[np.float32], np.float32(
-        [[1, 0, -light_c[0] * sh_dist], [0, 1, -light_c[1] * sh_dist]]))  # type: ignore[arg-type]  # numpy stubs: scalars only
+    mshift = cast(NDArray[np.float32], np.float32([[1, 0, -light_c[0] * sh_dist], [0, 1, -light_c[1] * sh_dist]]))  # type: ignore[arg-type]  # numpy stubs: scalars only
     bsm = cv2.warpAffine(bsm, mshift, (bsm.shape[1], bsm.shape[0]))
     bsm = cv2.GaussianBlur(bsm, (0, 0), max(1.0, rng.uniform(0.1, 0.4) * head.width_mm * ppm / kk))
     wall_shadow = cv2.resize(bsm, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -333,8 +416,9 @@ def _shading(rng: np.random.Generator, cl: _Client, hits: Hits, part_flat: np.nd
     return shade, spec
 
 
-def _composite(cam: CameraParams, albedo: np.ndarray, shade: np.ndarray, spec: np.ndarray, hair: _HairLayer,
-               size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _composite(
+    cam: CameraParams, albedo: np.ndarray, shade: np.ndarray, spec: np.ndarray, hair: _HairLayer, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Hair over the base layer (shading and sheen were accumulated per sample): the clean reflectance,
     the radiance, and the camera's light field (fall-off, vignetting), folded into all radiance."""
     w, h = size
@@ -370,8 +454,9 @@ def _mask(region: np.ndarray, hair_mask: np.ndarray, card_cover: np.ndarray, siz
     return mask
 
 
-def _truth_lstar(clean: np.ndarray, albedo: np.ndarray, mask: np.ndarray, drawn: _DrawnDots,
-                 size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _truth_lstar(
+    clean: np.ndarray, albedo: np.ndarray, mask: np.ndarray, drawn: _DrawnDots, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """``clean_lstar`` and ``skin_lstar``: L* of the clean reflectance, and of the bare skin under hair,
     dots and card."""
     w, h = size
@@ -401,8 +486,15 @@ def _photograph(rng: np.random.Generator, radiance: np.ndarray, cam: CameraParam
     return photo
 
 
-def _dot_table(cfg: SynthSettings, rules: FlagSettings, seen: _SeenDots, drawn: _DrawnDots, hair_mask: np.ndarray,
-               card_cover: np.ndarray, ppm: float) -> pd.DataFrame:
+def _dot_table(
+    cfg: SynthSettings,
+    rules: FlagSettings,
+    seen: _SeenDots,
+    drawn: _DrawnDots,
+    hair_mask: np.ndarray,
+    card_cover: np.ndarray,
+    ppm: float,
+) -> pd.DataFrame:
     """The truth table of the visible dots (those under the card left out), with flags and visibility."""
     dots, core_rgb, skin_rgb, in_scar = drawn.dots, drawn.core_rgb, drawn.skin_rgb, drawn.in_scar
     dx, dy, fl = seen.x, seen.y, seen.flat
@@ -410,36 +502,61 @@ def _dot_table(cfg: SynthSettings, rules: FlagSettings, seen: _SeenDots, drawn: 
     lab = linear_rgb_to_lab(np.clip(core_rgb, 1e-6, 1)) if n else np.zeros((0, 3))
     skin_lab = linear_rgb_to_lab(skin_rgb) if n else np.zeros((0, 3))
     palette = np.array(list(cfg.dots.palette))
-    table = pd.DataFrame({
-        "dot_id": dots.dot_id, "x": dx, "y": dy,
-        "x_mm": dots.xy_mm[:, 0], "y_mm": dots.xy_mm[:, 1], "diameter_mm": dots.diameter_mm,
-        "L": lab[:, 0], "a": lab[:, 1], "b": lab[:, 2],
-        "skin_L": skin_lab[:, 0], "skin_a": skin_lab[:, 1], "skin_b": skin_lab[:, 2],
-        "contrast_dL": skin_lab[:, 0] - lab[:, 0],
-        "dE00": delta_e00(lab, skin_lab) if n else np.zeros(0),
-        "blue_index": blue_index(lab, skin_lab) if n else np.zeros(0),
-        "session": dots.session, "shade": palette[dots.shade] if n else np.array([], str),
-        "merged_with": dots.merged_with, "hair_covered": hair_mask.ravel()[fl] if n else np.zeros(0, bool),
-        "in_scar": in_scar, "fresh": dots.fresh.astype(bool), "elongation": dots.elongation,
-        "angle_deg": np.rad2deg(dots.angle), "scab": dots.scab > 0,
-    })
+    table = pd.DataFrame(
+        {
+            "dot_id": dots.dot_id,
+            "x": dx,
+            "y": dy,
+            "x_mm": dots.xy_mm[:, 0],
+            "y_mm": dots.xy_mm[:, 1],
+            "diameter_mm": dots.diameter_mm,
+            "L": lab[:, 0],
+            "a": lab[:, 1],
+            "b": lab[:, 2],
+            "skin_L": skin_lab[:, 0],
+            "skin_a": skin_lab[:, 1],
+            "skin_b": skin_lab[:, 2],
+            "contrast_dL": skin_lab[:, 0] - lab[:, 0],
+            "dE00": delta_e00(lab, skin_lab) if n else np.zeros(0),
+            "blue_index": blue_index(lab, skin_lab) if n else np.zeros(0),
+            "session": dots.session,
+            "shade": palette[dots.shade] if n else np.array([], str),
+            "merged_with": dots.merged_with,
+            "hair_covered": hair_mask.ravel()[fl] if n else np.zeros(0, bool),
+            "in_scar": in_scar,
+            "fresh": dots.fresh.astype(bool),
+            "elongation": dots.elongation,
+            "angle_deg": np.rad2deg(dots.angle),
+            "scab": dots.scab > 0,
+        }
+    )
     # a dot under the card is not in the photo: drop it from the truth
     under_card = card_cover.ravel()[fl] >= 0.5 if n else np.zeros(0, bool)
     table = dot_flags_table(table[~under_card].reset_index(drop=True), rules)
     # what the photo shows: a whole-head view renders a dot over a pixel or two (a 0.5-px-sigma footprint)
     table["hair_cover"] = table["hair_covered"].to_numpy(float)
-    table["contrast_seen"] = seen_contrast(table["contrast_dL"].to_numpy(float),
-                                           0.5 * table["diameter_mm"].to_numpy(float) * ppm, 0.0, 0.5)
+    table["contrast_seen"] = seen_contrast(
+        table["contrast_dL"].to_numpy(float), 0.5 * table["diameter_mm"].to_numpy(float) * ppm, 0.0, 0.5
+    )
     # (the photo test of close-ups is not made on whole-head views: their dots span a pixel or two)
     table["contrast_own"], table["contrast_photo"], table["speck_dL"] = np.nan, np.nan, np.nan
-    table["visible"] = dot_visible(table["hair_cover"].to_numpy(), table["contrast_seen"].to_numpy(),
-                               max_hair_cover=rules.visible_max_hair_cover,
-                               min_contrast_dl=rules.visible_min_contrast_dl)
+    table["visible"] = dot_visible(
+        table["hair_cover"].to_numpy(),
+        table["contrast_seen"].to_numpy(),
+        max_hair_cover=rules.visible_max_hair_cover,
+        min_contrast_dl=rules.visible_min_contrast_dl,
+    )
     return table
 
 
-def _plane_to_image(head: Head, pose: Pose, plane: DotPlane, warp, size: tuple[int, int], ppm: float,
-                    ) -> np.ndarray:
+def _plane_to_image(
+    head: Head,
+    pose: Pose,
+    plane: DotPlane,
+    warp,
+    size: tuple[int, int],
+    ppm: float,
+) -> np.ndarray:
     """Nominal similarity: dot plane mm -> image px, exact at the plane's centre direction."""
     c_p, _ = head.surface(plane.centre[None, :])
     cx_, cy_, _ = pose.project(c_p)
@@ -454,13 +571,24 @@ def _params(cl: _Client, seen: _SeenDots, n_strands: int) -> dict:
     kind, skin, hp, cam, head, pose, scalp = cl.kind, cl.skin, cl.hp, cl.cam, cl.head, cl.pose, cl.scalp
     coverage, placed, plane, n = seen.coverage, seen.placed, seen.plane, len(seen.dots)
     params = {
-        "view_kind": kind, "skin": asdict(skin), "hair": asdict(hp), "camera": asdict(cam),
-        "head": {"width_mm": head.width_mm, "length_mm": head.b_front + head.b_back, "cranium_height_mm": head.c_up,
-                 "camera_distance_mm": float(pose.centre_cam[2]), "focal_px": pose.focal_px},
-        "scalp": {"pattern": scalp.pattern, "strength": scalp.strength,
-                  "crown_spot": scalp.crown is not None, "patches": int(len(scalp.patches[1]))},
+        "view_kind": kind,
+        "skin": asdict(skin),
+        "hair": asdict(hp),
+        "camera": asdict(cam),
+        "head": {
+            "width_mm": head.width_mm,
+            "length_mm": head.b_front + head.b_back,
+            "cranium_height_mm": head.c_up,
+            "camera_distance_mm": float(pose.centre_cam[2]),
+            "focal_px": pose.focal_px,
+        },
+        "scalp": {
+            "pattern": scalp.pattern,
+            "strength": scalp.strength,
+            "crown_spot": scalp.crown is not None,
+            "patches": int(len(scalp.patches[1])),
+        },
         "hair_strands": int(n_strands),
-        "dots": {"coverage": coverage, "placed": int(len(placed)), "visible": int(n),
-                 "dot_plane_mm": plane.size_mm},
+        "dots": {"coverage": coverage, "placed": int(len(placed)), "visible": int(n), "dot_plane_mm": plane.size_mm},
     }
     return params

@@ -1,4 +1,5 @@
 """The skin of a global scene: the hair-bearing region of the cranium, skin texture and tints, the face."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -18,23 +19,24 @@ from data.synth.skin import SkinParams, render_skin
 class SkinPixels:
     """The skin pixels of the body and the cranium's hair-bearing region among them."""
 
-    skin_idx: np.ndarray     # indices of the skin pixels into the hit arrays
-    skin_flat: np.ndarray    # their flat pixel indices
-    skin_part: np.ndarray    # their parts
-    is_cr: np.ndarray        # of the skin pixels: on the cranium
-    cr_idx: np.ndarray       # indices of the cranium pixels into the hit arrays
-    u_cr: np.ndarray         # (K, 3) parametric directions of the cranium pixels
-    el_cr: np.ndarray        # their elevation (deg)
-    line_cr: np.ndarray      # the natural hairline's elevation at their azimuth (deg)
-    region: np.ndarray       # (H*W,) bool: the natural hairline's region (mask classes 1 and 2)
-    scalp_u: np.ndarray      # parametric directions of the region's pixels
+    skin_idx: np.ndarray  # indices of the skin pixels into the hit arrays
+    skin_flat: np.ndarray  # their flat pixel indices
+    skin_part: np.ndarray  # their parts
+    is_cr: np.ndarray  # of the skin pixels: on the cranium
+    cr_idx: np.ndarray  # indices of the cranium pixels into the hit arrays
+    u_cr: np.ndarray  # (K, 3) parametric directions of the cranium pixels
+    el_cr: np.ndarray  # their elevation (deg)
+    line_cr: np.ndarray  # the natural hairline's elevation at their azimuth (deg)
+    region: np.ndarray  # (H*W,) bool: the natural hairline's region (mask classes 1 and 2)
+    scalp_u: np.ndarray  # parametric directions of the region's pixels
 
 
-def skin_pixels(head: Head, scalp: ScalpPattern, hits: Hits, part_flat: np.ndarray,
-                size: tuple[int, int]) -> SkinPixels:
+def skin_pixels(
+    head: Head, scalp: ScalpPattern, hits: Hits, part_flat: np.ndarray, size: tuple[int, int]
+) -> SkinPixels:
     """Which pixels are skin, which of them are cranium, and the hair-bearing region."""
     w, h = size
-    skin_idx = np.flatnonzero(np.isin(part_flat, _SKIN_PARTS))   # into the hit arrays
+    skin_idx = np.flatnonzero(np.isin(part_flat, _SKIN_PARTS))  # into the hit arrays
     skin_flat = hits.flat[skin_idx]
     skin_part = part_flat[skin_idx]
     is_cr = skin_part == CRANIUM
@@ -45,13 +47,32 @@ def skin_pixels(head: Head, scalp: ScalpPattern, hits: Hits, part_flat: np.ndarr
     scalp_flat, scalp_u = hits.flat[cr_idx[in_reg]], u_cr[in_reg]
     region = np.zeros(h * w, bool)
     region[scalp_flat] = True
-    return SkinPixels(skin_idx=skin_idx, skin_flat=skin_flat, skin_part=skin_part, is_cr=is_cr, cr_idx=cr_idx,
-                      u_cr=u_cr, el_cr=el_cr, line_cr=line_cr, region=region, scalp_u=scalp_u)
+    return SkinPixels(
+        skin_idx=skin_idx,
+        skin_flat=skin_flat,
+        skin_part=skin_part,
+        is_cr=is_cr,
+        cr_idx=cr_idx,
+        u_cr=u_cr,
+        el_cr=el_cr,
+        line_cr=line_cr,
+        region=region,
+        scalp_u=scalp_u,
+    )
 
 
-def paint_skin(rng: np.random.Generator, albedo: np.ndarray, px: SkinPixels, hits: Hits, head: Head,
-               skin: SkinParams, hp: HairParams, scar_fn: Callable[[np.ndarray], np.ndarray], ppm: float,
-               size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def paint_skin(
+    rng: np.random.Generator,
+    albedo: np.ndarray,
+    px: SkinPixels,
+    hits: Hits,
+    head: Head,
+    skin: SkinParams,
+    hp: HairParams,
+    scar_fn: Callable[[np.ndarray], np.ndarray],
+    ppm: float,
+    size: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray]:
     """Skin texture, face and ear tints, scar tint and the face's features on the skin pixels of
     ``albedo`` (in place); returns the skin's oiliness (HxW) and the scar's strength (H*W)."""
     w, h = size
@@ -83,17 +104,21 @@ def paint_skin(rng: np.random.Generator, albedo: np.ndarray, px: SkinPixels, hit
                 on = np.sign(pe[:, 0]) == np.sign(c[0])
                 r[on] = np.hypot((pe[on, 1] - c[1] + 0.15 * ax[1]) / ax[1], (pe[on, 2] - c[2]) / ax[2])
             concha = np.clip(1.0 - r / 0.62, 0, 1) ** 0.7
-            rim = np.exp(-((r - 0.85) / 0.08) ** 2)
-            tint[ear] *= (np.array([1.0, 0.9, 0.9], np.float32)
-                          * (1.0 - 0.45 * concha - 0.12 * rim)[:, None].astype(np.float32))
+            rim = np.exp(-(((r - 0.85) / 0.08) ** 2))
+            tint[ear] *= np.array([1.0, 0.9, 0.9], np.float32) * (1.0 - 0.45 * concha - 0.12 * rim)[:, None].astype(
+                np.float32
+            )
         # face skin fades into scalp skin across the forehead
         blend = np.clip((el_cr - line_cr + 12.0) / 14.0, 0, 1).astype(np.float32)[:, None]
         tint[is_cr] = face_tint * (1 - blend) + blend
         sc = scar_fn(u_cr).astype(np.float32)
         scar_img[hits.flat[cr_idx]] = sc
         if sc.any():
-            scar_tint = np.array([1.10, 1.02, 1.04], np.float32) if rng.random() < 0.5 else np.array(
-                [1.12, 0.93, 0.95], np.float32)
+            scar_tint = (
+                np.array([1.10, 1.02, 1.04], np.float32)
+                if rng.random() < 0.5
+                else np.array([1.12, 0.93, 0.95], np.float32)
+            )
             tint[is_cr] *= 1.0 + (scar_tint[None, :] - 1.0) * sc[:, None]
         vals *= tint
         _paint_face(rng, vals, hits.pos[skin_idx], skin_part, head.width_mm, _lab_rgb(HAIR_LAB[hp.colour]))
@@ -103,8 +128,9 @@ def paint_skin(rng: np.random.Generator, albedo: np.ndarray, px: SkinPixels, hit
     return oil, scar_img
 
 
-def _paint_face(rng: np.random.Generator, alb: np.ndarray, pos: np.ndarray, part: np.ndarray,
-                w: float, hair_rgb: np.ndarray) -> None:
+def _paint_face(
+    rng: np.random.Generator, alb: np.ndarray, pos: np.ndarray, part: np.ndarray, w: float, hair_rgb: np.ndarray
+) -> None:
     """Eyebrows, eyes, nostrils, lips and maybe a beard shadow, on face-side pixels (in place)."""
     sel = np.flatnonzero((pos[:, 1] > 0.2 * w) & np.isin(part, (CRANIUM, FACE, NOSE)))
     if len(sel) == 0:
@@ -116,24 +142,31 @@ def _paint_face(rng: np.random.Generator, alb: np.ndarray, pos: np.ndarray, part
     front = np.ones(len(sel), bool)
     xa = np.abs(x)
     brow_z = 0.02 * w + 0.035 * w * (1 - ((xa - 0.19 * w) / (0.13 * w)) ** 2)
-    brow = (front & (np.abs(xa - 0.19 * w) < 0.12 * w)
-            & (np.abs(z - brow_z) < 0.014 * w * (1.3 - (xa - 0.07 * w) / (0.3 * w))))
+    brow = (
+        front
+        & (np.abs(xa - 0.19 * w) < 0.12 * w)
+        & (np.abs(z - brow_z) < 0.014 * w * (1.3 - (xa - 0.07 * w) / (0.3 * w)))
+    )
     alb[brow] = alb[brow] * 0.35 + hair_rgb * 0.65
     ex, ez = (xa - 0.165 * w) / (0.058 * w), (z + 0.07 * w) / (0.019 * w)
     socket = np.clip(1.0 - ((xa - 0.165 * w) / (0.1 * w)) ** 2 - ((z + 0.06 * w) / (0.055 * w)) ** 2, 0, 1)
-    alb *= (1.0 - 0.22 * socket ** 1.5)[:, None]
-    eye = front & (ex ** 2 + ez ** 2 < 1)
+    alb *= (1.0 - 0.22 * socket**1.5)[:, None]
+    eye = front & (ex**2 + ez**2 < 1)
     alb[eye] = _lab_rgb([70, 0, 4])
     iris = eye & (((xa - 0.165 * w) ** 2 + (z + 0.07 * w) ** 2) < (0.019 * w) ** 2)
     alb[iris] = _lab_rgb([rng.uniform(20, 45), rng.uniform(-2, 8), rng.uniform(-15, 20)])
     lid = front & (np.abs(np.hypot(ex, (z + 0.064 * w) / (0.022 * w)) - 1.0) < 0.18) & (z > -0.07 * w)
     alb[lid] *= 0.35
-    nostril = (front & (part == NOSE)
-               & (((xa - 0.035 * w) / (0.022 * w)) ** 2 + ((z + 0.385 * w) / (0.012 * w)) ** 2 < 1))
+    nostril = (
+        front & (part == NOSE) & (((xa - 0.035 * w) / (0.022 * w)) ** 2 + ((z + 0.385 * w) / (0.012 * w)) ** 2 < 1)
+    )
     alb[nostril] *= 0.3
     lip_c = -0.59 * w - 0.008 * w * np.cos(np.pi * np.clip(xa / (0.13 * w), 0, 1))
-    lips = (front & (xa < 0.13 * w * np.sqrt(np.clip(1 - ((z - lip_c) / (0.035 * w)) ** 2, 0, 1)))
-            & (np.abs(z - lip_c) < 0.035 * w))
+    lips = (
+        front
+        & (xa < 0.13 * w * np.sqrt(np.clip(1 - ((z - lip_c) / (0.035 * w)) ** 2, 0, 1)))
+        & (np.abs(z - lip_c) < 0.035 * w)
+    )
     alb[lips] = alb[lips] * np.array([0.95, 0.62, 0.62], np.float32)
     line = lips & (np.abs(z - lip_c) < 0.004 * w)
     alb[line] *= 0.45

@@ -28,6 +28,7 @@ refined on the card's edges), :mod:`.scale`, :mod:`.patches`, :mod:`.colour` and
 measurement details (why they are not one library call) are in the docstrings of
 :mod:`.edges`, :mod:`.patches` and :mod:`.colour`.
 """
+
 from __future__ import annotations
 
 from pipeline.one_photo.calibration.calibrate import Calibration, calibrate

@@ -1,5 +1,6 @@
 """The one call, :func:`calibrate`: the card found, the scale and the colour correction taken
 from it (or the fallbacks without it), gathered in a :class:`Calibration`."""
+
 from __future__ import annotations
 
 import math
@@ -99,15 +100,18 @@ def calibrate(
     if detection is None:
         return without_card()
     if detection.marker_side_px < s.reject_marker_px:
-        return without_card(f"a marker-like pattern {detection.marker_side_px:.0f} px across was found and "
-                            f"rejected (< {s.reject_marker_px:g} px): treated as no card")
+        return without_card(
+            f"a marker-like pattern {detection.marker_side_px:.0f} px across was found and "
+            f"rejected (< {s.reject_marker_px:g} px): treated as no card"
+        )
 
     h, w = img.shape[:2]
     scale = scale_from_card(detection, (w, h), s)
     if detection.other_marker_ids:
         others = ", ".join(str(i) for i in detection.other_marker_ids)
-        warnings.append(f"several card markers in the photo (also id {others}): used id {detection.marker_id}, "
-                        "the largest")
+        warnings.append(
+            f"several card markers in the photo (also id {others}): used id {detection.marker_id}, the largest"
+        )
     if manual is not None and scale.px_per_mm is not None:
         diff = manual / scale.px_per_mm - 1.0
         if abs(diff) > s.max_scale_disagreement:
@@ -126,17 +130,18 @@ def calibrate(
         )
     reference = lab_to_linear_rgb(reference_lab(card))
     try:
-        colour = fit_colour_correction(
-            measured, reference, s.colour_model, cross_term_penalty=s.cross_term_penalty
-        )
+        colour = fit_colour_correction(measured, reference, s.colour_model, cross_term_penalty=s.cross_term_penalty)
     except ValueError as exc:
-        colour = no_colour_correction(f"card found but its colours could not be used ({exc}): "
-                                      "colours are not corrected")
+        colour = no_colour_correction(
+            f"card found but its colours could not be used ({exc}): colours are not corrected"
+        )
     else:
         if colour.residual_de00_mean is not None and colour.residual_de00_mean > s.reject_residual_de00:
-            return without_card(f"a card marker was found but its colour patches do not match the card "
-                                f"(residual dE00 mean {colour.residual_de00_mean:.1f} > {s.reject_residual_de00:g}): "
-                                "rejected as a false marker, treated as no card")
+            return without_card(
+                f"a card marker was found but its colour patches do not match the card "
+                f"(residual dE00 mean {colour.residual_de00_mean:.1f} > {s.reject_residual_de00:g}): "
+                "rejected as a false marker, treated as no card"
+            )
         if colour.residual_de00_mean is not None and colour.residual_de00_mean > s.max_residual_de00:
             assert colour.patch_residual_de00 is not None
             worst = int(np.nanargmax(colour.patch_residual_de00))

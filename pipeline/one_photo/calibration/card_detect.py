@@ -1,6 +1,7 @@
 """Finding the card in a photo: the ArUco marker searched for (downscaled, then with
 parameters for small blurred markers, then at full resolution), its corners and the card ->
 image homography refined (:mod:`.edges`), the result a :class:`CardDetection`."""
+
 from __future__ import annotations
 
 import math
@@ -78,9 +79,7 @@ def _detect(
     return [(int(i), np.asarray(c, dtype=np.float64).reshape(4, 2)) for i, c in zip(ids.ravel(), corners)]
 
 
-def find_card(
-    rgb: ArrayLike, card: CardSpec, settings: CalibrationSettings | None = None
-) -> CardDetection | None:
+def find_card(rgb: ArrayLike, card: CardSpec, settings: CalibrationSettings | None = None) -> CardDetection | None:
     """Find the card's ArUco marker in an HxWx3 uint8 sRGB photo; None when there is none.
 
     Any id of the card's dictionary is accepted (the id names a card; it is recorded).

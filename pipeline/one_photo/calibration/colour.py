@@ -8,6 +8,7 @@ Measurement details:
   linear least-squares fit): a plain least-squares fit in linear RGB lets the bright
   patches dominate and generalises worse (leave-one-out) to dark colours such as pigment.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -141,8 +142,9 @@ def _apply_model(model: str, coefficients: NDArray[np.float64], lin: NDArray[np.
         out = cv2.transform(flat, coefficients[:, :3].astype(np.float32))
         if model == "root_polynomial2":
             r, g, b = cv2.split(cv2.max(flat, 0.0))  # type: ignore[call-overload]  # cv2 stubs: scalar src2
-            cross = cv2.merge([cv2.sqrt(cv2.multiply(r, g)), cv2.sqrt(cv2.multiply(g, b)),
-                               cv2.sqrt(cv2.multiply(r, b))])
+            cross = cv2.merge(
+                [cv2.sqrt(cv2.multiply(r, g)), cv2.sqrt(cv2.multiply(g, b)), cv2.sqrt(cv2.multiply(r, b))]
+            )
             out = cv2.add(out, cv2.transform(cross, coefficients[:, 3:].astype(np.float32)))
         return cast(NDArray[np.float32], out).reshape(shape)  # float32 in, float32 out
     flat2 = flat.reshape(-1, 3)
@@ -177,6 +179,7 @@ def _fit(model: str, meas: NDArray[np.float64], ref_lab: NDArray[np.float64], pe
     terms = _terms(model, meas)
 
     if model == "diagonal":
+
         def residual(p: NDArray[np.float64]) -> NDArray[np.float64]:
             return (_lab(meas * p) - ref_lab).ravel()
 

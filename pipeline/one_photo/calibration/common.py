@@ -1,5 +1,6 @@
 """Small helpers shared by the calibration modules: the 8-bit sRGB decoding table and the
 luminance weights, read-only result arrays, homography helpers and the input check."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,7 +21,6 @@ def _frozen(array: ArrayLike, dtype: type = np.float64) -> NDArray[Any]:
     out: NDArray[Any] = np.array(array, dtype=dtype)
     out.setflags(write=False)
     return out
-
 
 
 def _perimeter(quad: NDArray[np.float64]) -> float:

@@ -12,6 +12,7 @@ Measurement details:
   patch is divided by the plane's value at the patch relative to the patch grid's centre.
   On generator close-ups this lowers the fit and leave-one-out residuals by a quarter to a third.
 """
+
 from __future__ import annotations
 
 import functools
@@ -77,8 +78,10 @@ def _paper_points(card: CardSpec) -> NDArray[np.float64]:
     keep = np.ones(len(pts), dtype=bool)
     for bx0, by0, bx1, by1 in blocked:
         keep &= ~(
-            (pts[:, 0] > bx0 - clear) & (pts[:, 0] < bx1 + clear)
-            & (pts[:, 1] > by0 - clear) & (pts[:, 1] < by1 + clear)
+            (pts[:, 0] > bx0 - clear)
+            & (pts[:, 0] < bx1 + clear)
+            & (pts[:, 1] > by0 - clear)
+            & (pts[:, 1] < by1 + clear)
         )
     out = pts[keep]
     out.setflags(write=False)

@@ -1,5 +1,6 @@
 """The photo's physical scale (:class:`ScaleCalibration`): from the card (px/mm at the image
 centre and the image -> scalp-plane homography), given by hand, or none."""
+
 from __future__ import annotations
 
 import math
@@ -77,9 +78,7 @@ def scale_from_card(
             f"card strongly foreshortened ({detection.foreshortening:.2f}:1 > {s.max_foreshortening:g}:1): "
             "the card may not lie flat on the scalp; scale and colour are less reliable"
         )
-    return ScaleCalibration(
-        px_per_mm=ppm, source="card", image_to_plane=g, marker_px=side, warnings=tuple(warnings)
-    )
+    return ScaleCalibration(px_per_mm=ppm, source="card", image_to_plane=g, marker_px=side, warnings=tuple(warnings))
 
 
 def _valid_px_per_mm(px_per_mm: float) -> float:

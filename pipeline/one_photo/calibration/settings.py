@@ -1,5 +1,6 @@
 """How the card is searched for, measured and trusted (:class:`CalibrationSettings`), the
 sources a scale or a colour correction can come from, and the warnings of the fallbacks."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -12,9 +13,7 @@ ColourModel = Literal["diagonal", "matrix3x3", "root_polynomial2"]
 ScaleSource = Literal["card", "manual", "none"]
 ColourSource = Literal["card", "none"]
 
-NO_SCALE_WARNING = (
-    "no calibration card found and no --px-per-mm given: dot density and sizes in mm are not available"
-)
+NO_SCALE_WARNING = "no calibration card found and no --px-per-mm given: dot density and sizes in mm are not available"
 NO_COLOUR_WARNING = "no card: colours are not corrected; pigment colour is not comparable across photos"
 
 

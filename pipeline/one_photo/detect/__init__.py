@@ -50,6 +50,7 @@ and the skin's texture at each scale), :mod:`.evidence` (the strand tests and th
 the second look: :func:`dot_patches`) and :mod:`.stage` (:func:`detect_dots`, which runs the
 steps above in order: candidates, evidence, decision).
 """
+
 from __future__ import annotations
 
 from pipeline.one_photo.detect.evidence import dot_patches
@@ -57,5 +58,14 @@ from pipeline.one_photo.detect.results import REJECT, CandidateTable, Detection,
 from pipeline.one_photo.detect.settings import DetectSettings, ScaleOutOfRange, resample_factor
 from pipeline.one_photo.detect.stage import detect_dots
 
-__all__ = ["DetectSettings", "DotEvidence", "CandidateTable", "Detection", "REJECT", "ScaleOutOfRange", "detect_dots",
-           "resample_factor", "dot_patches"]
+__all__ = [
+    "DetectSettings",
+    "DotEvidence",
+    "CandidateTable",
+    "Detection",
+    "REJECT",
+    "ScaleOutOfRange",
+    "detect_dots",
+    "resample_factor",
+    "dot_patches",
+]

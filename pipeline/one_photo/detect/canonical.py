@@ -1,5 +1,6 @@
 """The photo at the canonical scale: resampling, the scalp and hair classes read at it, compact
 blobs a segmenter calls hair given back to the scalp, and hair pixels filled from the skin around."""
+
 from __future__ import annotations
 
 from typing import cast

@@ -1,6 +1,7 @@
 """Evidence measured on a candidate beyond its radial profile: the strand tests (the axis and
 curvature ratio of the Hessian, darkness continuing beyond the dot's end) and the normalised
 patches the second look reads (:func:`dot_patches`)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,11 +17,15 @@ def _ridge_axis(g: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     o = sample_points(g, x, y)
     dxx = sample_points(g, x + 1, y) + sample_points(g, x - 1, y) - 2 * o
     dyy = sample_points(g, x, y + 1) + sample_points(g, x, y - 1) - 2 * o
-    dxy = 0.25 * (sample_points(g, x + 1, y + 1) + sample_points(g, x - 1, y - 1)
-                  - sample_points(g, x + 1, y - 1) - sample_points(g, x - 1, y + 1))
+    dxy = 0.25 * (
+        sample_points(g, x + 1, y + 1)
+        + sample_points(g, x - 1, y - 1)
+        - sample_points(g, x + 1, y - 1)
+        - sample_points(g, x - 1, y + 1)
+    )
     tr, det = dxx + dyy, dxx * dyy - dxy * dxy
     disc = np.sqrt(np.maximum(tr * tr / 4 - det, 0.0))
-    l1, l2 = tr / 2 + disc, tr / 2 - disc              # l2 <= l1; a dark line has l2 << 0
+    l1, l2 = tr / 2 + disc, tr / 2 - disc  # l2 <= l1; a dark line has l2 << 0
     big, small = np.where(np.abs(l2) >= np.abs(l1), l2, l1), np.where(np.abs(l2) >= np.abs(l1), l1, l2)
     ratio = np.abs(small) / np.maximum(np.abs(big), 1e-6)
     # eigenvector of the larger eigenvalue l1: along a bright ridge of the darkness (a dark strand)
@@ -28,8 +33,9 @@ def _ridge_axis(g: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return theta, ratio
 
 
-def _continuation(dark: np.ndarray, xy: np.ndarray, axis: np.ndarray, dist: np.ndarray, width: np.ndarray,
-                  peak: np.ndarray) -> np.ndarray:
+def _continuation(
+    dark: np.ndarray, xy: np.ndarray, axis: np.ndarray, dist: np.ndarray, width: np.ndarray, peak: np.ndarray
+) -> np.ndarray:
     """Ridge test: darkness at ``dist`` beyond the centre along ``axis`` (the larger end) minus the
     darkness at the same distance across it, over the centre darkness ``peak``. A strand (or a cut
     end with its shaft) is dark along its axis and not across: high. A dot returns to skin in

@@ -1,5 +1,6 @@
 """The scale space's planes and the skin's texture at each scale: the robust local RMS of a
 filter response, the typical response of the skin's own blobs, and reading the planes at points."""
+
 from __future__ import annotations
 
 import cv2
@@ -8,8 +9,9 @@ import numpy as np
 from pipeline.one_photo.dots import nearest_index
 
 
-def _local_rms(resp: np.ndarray, weight: np.ndarray, px_per_mm: float, sigma_mm: float,
-               dark_side: bool = False) -> np.ndarray:
+def _local_rms(
+    resp: np.ndarray, weight: np.ndarray, px_per_mm: float, sigma_mm: float, dark_side: bool = False
+) -> np.ndarray:
     """Robust local RMS of ``resp`` over ``weight`` pixels: values clipped at 2.5 robust sd of the
     whole frame (dots are far above it and barely count), then a normalised Gaussian mean of the
     squares, corrected for the clipping (x 1.07 keeps pure Gaussian noise unbiased)."""
@@ -23,7 +25,7 @@ def _local_rms(resp: np.ndarray, weight: np.ndarray, px_per_mm: float, sigma_mm:
     # expectation for a quarter of the work
     step = 2 if k >= 4 else 1
     clipped = np.clip(resp[::step, ::step] - np.float32(med), np.float32(-2.5 * sd), np.float32(2.5 * sd))
-    if dark_side:   # the RMS of the dark (positive) side, as if the texture were symmetric
+    if dark_side:  # the RMS of the dark (positive) side, as if the texture were symmetric
         np.maximum(clipped, np.float32(0), out=clipped)
         sq = np.square(clipped)
         sq *= np.float32(2.0)
@@ -44,8 +46,9 @@ def _local_rms(resp: np.ndarray, weight: np.ndarray, px_per_mm: float, sigma_mm:
     return cv2.max(out, float(np.float32(0.25 * sd)), dst=out)  # type: ignore[call-overload]  # cv2 stubs: scalar src2
 
 
-def _blob_texture(maxima: tuple[np.ndarray, np.ndarray, np.ndarray], weight: np.ndarray, px_per_mm: float,
-                  block_mm: float) -> np.ndarray:
+def _blob_texture(
+    maxima: tuple[np.ndarray, np.ndarray, np.ndarray], weight: np.ndarray, px_per_mm: float, block_mm: float
+) -> np.ndarray:
     """Local typical response of the skin's blobs: the median of the filter's positive local maxima
     ``maxima`` (rows, columns, responses) on ``weight`` pixels in blocks of ``block_mm``, smoothed
     over the neighbouring blocks. A median, so that dots, even when nearly half of the maxima in a
@@ -71,7 +74,7 @@ def _blob_texture(maxima: tuple[np.ndarray, np.ndarray, np.ndarray], weight: np.
     grid = grid.reshape(nby, nbx)
     if np.isnan(grid).all():
         grid[:] = float(np.median(vals))
-    elif np.isnan(grid).any():                       # blocks without skin: the nearest block's value
+    elif np.isnan(grid).any():  # blocks without skin: the nearest block's value
         _, (iy, ix) = nearest_index(np.isnan(grid))
         grid = grid[iy, ix]
     grid = cv2.GaussianBlur(grid, (0, 0), 0.7) if min(grid.shape) > 1 else grid

@@ -1,5 +1,6 @@
 """The dot stage's settings (:class:`DetectSettings`) and the scales it supports
 (:func:`resample_factor`, :class:`ScaleOutOfRange`)."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -120,5 +121,6 @@ def resample_factor(px_per_mm: float, settings: DetectSettings) -> float:
     if not (settings.min_px_per_mm <= px_per_mm <= settings.max_px_per_mm):
         raise ScaleOutOfRange(
             f"{px_per_mm:.1f} px/mm is outside the supported range for dots "
-            f"({settings.min_px_per_mm:g}-{settings.max_px_per_mm:g} px/mm)")
+            f"({settings.min_px_per_mm:g}-{settings.max_px_per_mm:g} px/mm)"
+        )
     return settings.canonical_px_per_mm / px_per_mm

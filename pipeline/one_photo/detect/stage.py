@@ -1,6 +1,7 @@
 """The dot stage as one call, :func:`detect_dots`: the photo at the canonical scale, the scale
 space and the skin's texture, the candidates, their evidence, the decision and the second look,
 in that order (see :mod:`pipeline.one_photo.detect`)."""
+
 from __future__ import annotations
 
 from typing import cast
@@ -26,10 +27,20 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, settings: DetectSettings,
-                dot_settings: DotSettings, min_contrast_dl: float, max_hair_cover: float = 0.5, *,
-                model_xy: np.ndarray | None = None, model_score: np.ndarray | None = None,
-                ranker: DotRanker | None = None, patch_ranker: PatchRanker | None = None) -> Detection:
+def detect_dots(
+    lstar: np.ndarray,
+    labels: np.ndarray,
+    px_per_mm: float,
+    settings: DetectSettings,
+    dot_settings: DotSettings,
+    min_contrast_dl: float,
+    max_hair_cover: float = 0.5,
+    *,
+    model_xy: np.ndarray | None = None,
+    model_score: np.ndarray | None = None,
+    ranker: DotRanker | None = None,
+    patch_ranker: PatchRanker | None = None,
+) -> Detection:
     """Dots of one close-up (see the package docstring, :mod:`pipeline.one_photo.detect`).
 
     ``lstar``: HxW float32 colour-corrected L*; ``labels``: HxW classes;
@@ -70,8 +81,9 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
             k_lh = max(3, int(round(settings.light_hair_mm * c)) | 1)
             disc_lh = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k_lh, k_lh))
             light |= cv2.morphologyEx(lum, cv2.MORPH_TOPHAT, disc_lh) > 6.0
-        strands = (hair_strands(ld, c, line_mm=settings.strand_line_mm, max_width_mm=settings.strand_width_mm)
-                   | light) & skin
+        strands = (
+            hair_strands(ld, c, line_mm=settings.strand_line_mm, max_width_mm=settings.strand_width_mm) | light
+        ) & skin
         hair = strands if settings.hair == "strands" else (hair | strands)
         scalp = skin & ~hair
     # the exact factor of each axis (whole pixels: it differs from f by up to half a pixel per edge)
@@ -131,8 +143,9 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
         return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
     # what the pigment takes out of each scale does not change from pass to pass
-    near_pigment = [None if pigment is None else cast(NDArray[np.uint8], cv2.dilate(pigment, _disc(sg)))
-                    for sg in sigmas]  # (uint8 kept)
+    near_pigment = [
+        None if pigment is None else cast(NDArray[np.uint8], cv2.dilate(pigment, _disc(sg))) for sg in sigmas
+    ]  # (uint8 kept)
     stills = [quiet] * len(sigmas)
     for _ in range(settings.noise_passes):
         stills = []
@@ -147,9 +160,11 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
                 busy |= near
             st = quiet & (busy == 0)
             stills.append(st if np.count_nonzero(st[::4, ::4]) >= 200 else quiet)
-        del noise                               # (not held beside its successor)
-        noise = [_local_rms(r, st, c, 2.0 * settings.noise_sigma_mm, dark_side=pigment is not None)
-                 for r, st in zip(resp, stills)]
+        del noise  # (not held beside its successor)
+        noise = [
+            _local_rms(r, st, c, 2.0 * settings.noise_sigma_mm, dark_side=pigment is not None)
+            for r, st in zip(resp, stills)
+        ]
     # the skin away from every structure at any scale: where the bare-skin reference is taken
     still = np.logical_and.reduce(stills) if len(stills) > 1 else stills[0]
     if settings.texture == "blobs":
@@ -157,8 +172,14 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
             np.maximum(n, _blob_texture(mx, st, c, 2.0 * settings.noise_sigma_mm), out=n)
     # the bare-skin reference from the quiet skin (away from every dot-like structure and hair)
     base = still if np.count_nonzero(still[::4, ::4]) >= 200 else (bare if bare.any() else skin_like)
-    ref = skin_reference(lum, base, c, dot_settings.skin_sigma_mm,
-                         clip_sd=dot_settings.skin_clip_sd, iterations=dot_settings.skin_iterations)
+    ref = skin_reference(
+        lum,
+        base,
+        c,
+        dot_settings.skin_sigma_mm,
+        clip_sd=dot_settings.skin_clip_sd,
+        iterations=dot_settings.skin_iterations,
+    )
     # candidates: maxima over 3x3 in space at each scale (a dot among dots is a maximum at its own
     # scale, not at the larger scales where its neighbours merge with it)
     found = []
@@ -188,10 +209,12 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
         # are maxima at a small scale, inside the dot's radius at its own scale)
         ci = np.clip(np.round(cand).astype(np.int64), 0, [w - 1, h - 1])
         strength = _at(resp, ks, ci[:, 1], ci[:, 0])
-        keep = suppress_duplicates(cand, (strength if settings.blob_merge else sig) + 1e-6 * from_model,
-                                   dot_settings.min_separation_mm * c,
-                                   reach_px=(settings.blob_merge * np.sqrt(2) * sigmas[ks] if settings.blob_merge
-                                             else None))
+        keep = suppress_duplicates(
+            cand,
+            (strength if settings.blob_merge else sig) + 1e-6 * from_model,
+            dot_settings.min_separation_mm * c,
+            reach_px=(settings.blob_merge * np.sqrt(2) * sigmas[ks] if settings.blob_merge else None),
+        )
         cand, ks, sig = cand[keep], ks[keep], sig[keep]
 
     # --- evidence ---
@@ -215,7 +238,7 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
     # the photo a ridge
     raw_dark = np.subtract(ref, raw, dtype=np.float32)
     axis, ridge_ratio = np.zeros(len(cand)), np.ones(len(cand))
-    for k in np.unique(k_axis):                 # one blurred plane at a time
+    for k in np.unique(k_axis):  # one blurred plane at a time
         i = np.flatnonzero(k_axis == k)
         g = blurred[k] if raw is lum else cv2.GaussianBlur(raw_dark, (0, 0), float(sigmas[k]))
         axis[i], ridge_ratio[i] = _ridge_axis(g, prof.xy[i])
@@ -225,8 +248,14 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
     reach = np.maximum(r_half * np.sqrt(np.maximum(prof.elongation, 1.0)), sigmas[ks] * np.sqrt(2))
     # continuation on the photo as it is (hair not filled): a piece of a strand the hair mask missed
     # continues into the masked part
-    cont = _continuation(cv2.GaussianBlur(raw_dark, (0, 0), float(sigmas[0])), prof.xy, axis,
-                         reach + np.maximum(0.1 * c, 0.8 * reach), r_half, prof.peak_dl)
+    cont = _continuation(
+        cv2.GaussianBlur(raw_dark, (0, 0), float(sigmas[0])),
+        prof.xy,
+        axis,
+        reach + np.maximum(0.1 * c, 0.8 * reach),
+        r_half,
+        prof.peak_dl,
+    )
     diameter_mm = 2.0 * prof.radius_px / c
     # on scalp: not background, and less than half of the dot's disc under hair (the `visible` rule)
     hair_cover = disc_mean(hair.astype(np.float32), prof.xy, np.maximum(prof.radius_px, 0.5))
@@ -239,8 +268,9 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
             from scipy.spatial import cKDTree
 
             mxy = (np.asarray(model_xy, np.float64).reshape(-1, 2) + 0.5) * fxy - 0.5
-            pairs = cKDTree(prof.xy).sparse_distance_matrix(cKDTree(mxy), dot_settings.min_separation_mm * c,
-                                                            output_type="ndarray")
+            pairs = cKDTree(prof.xy).sparse_distance_matrix(
+                cKDTree(mxy), dot_settings.min_separation_mm * c, output_type="ndarray"
+            )
             ms = np.asarray(model_score, np.float64)
             np.maximum.at(mscore, pairs["i"], ms[pairs["j"]])
     else:
@@ -261,11 +291,13 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
     # strand tests, the ranker weighs all the evidence instead
     rules_need = np.where(supported, settings.min_significance_supported, settings.min_significance)
     need = rules_need if rules else np.full(len(cand), settings.candidate_significance)
-    tests = [(REJECT["not_scalp"], ~(on_scalp & inside)),
-             (REJECT["contrast"], ~(prof.peak_dl >= max(min_contrast_dl, settings.min_contrast_dl))),
-             (REJECT["significance"], ~(sig >= need)),
-             (REJECT["size"], ~((diameter_mm >= d_lo) & (diameter_mm <= d_hi))),
-             (REJECT["elongation"], ~(prof.elongation <= settings.max_elongation))]
+    tests = [
+        (REJECT["not_scalp"], ~(on_scalp & inside)),
+        (REJECT["contrast"], ~(prof.peak_dl >= max(min_contrast_dl, settings.min_contrast_dl))),
+        (REJECT["significance"], ~(sig >= need)),
+        (REJECT["size"], ~((diameter_mm >= d_lo) & (diameter_mm <= d_hi))),
+        (REJECT["elongation"], ~(prof.elongation <= settings.max_elongation)),
+    ]
     if rules:
         tests += [(REJECT["continuation"], strand & runs_on), (REJECT["ridge"], strand & ridge)]
     else:
@@ -281,16 +313,25 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
             # ... and so are two whose centres lie within the stronger one's half-maximum footprint (the
             # ends of a large or elongated dot are maxima of their own at a small scale)
             foot = settings.footprint_merge * prof.radius_px[idx] * np.sqrt(np.clip(prof.elongation[idx], 1.0, 4.0))
-            keep = idx[suppress_duplicates(prof.xy[idx], sig[idx], dot_settings.min_separation_mm * c,
-                                           reach_px=foot if settings.footprint_merge else None)]
+            keep = idx[
+                suppress_duplicates(
+                    prof.xy[idx],
+                    sig[idx],
+                    dot_settings.min_separation_mm * c,
+                    reach_px=foot if settings.footprint_merge else None,
+                )
+            ]
             real = np.zeros(len(cand), bool)
             real[keep] = True
             reason[idx[~real[idx]]] |= REJECT["duplicate"]
 
     features = np.zeros((len(cand), 0 if rules else len(FEATURES)))
     if rules:
-        conf = (_sigmoid((sig - settings.min_significance) / 1.5) * _sigmoid((prof.peak_dl - min_contrast_dl) / 1.5)
-                * np.clip(1.0 - 0.5 * cont / settings.max_continuation, 0.0, 1.0))
+        conf = (
+            _sigmoid((sig - settings.min_significance) / 1.5)
+            * _sigmoid((prof.peak_dl - min_contrast_dl) / 1.5)
+            * np.clip(1.0 - 0.5 * cont / settings.max_continuation, 0.0, 1.0)
+        )
         conf = np.where(np.isnan(mscore), conf, conf * (0.6 + 0.4 * np.nan_to_num(mscore)))
     else:
         # the ranker weighs the evidence of the candidates physics admitted; it never sees the others
@@ -298,9 +339,14 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
         idx = np.flatnonzero(real)
         if len(idx):
             features[idx] = candidate_features(
-                significance=sig[idx], contrast_dl=prof.peak_dl[idx], noise_dl=noise_at[idx],
-                diameter_mm=diameter_mm[idx], curvature_ratio=ridge_ratio[idx],
-                continuation=cont[idx], skin_lstar=ref[yi[idx], xi[idx]])
+                significance=sig[idx],
+                contrast_dl=prof.peak_dl[idx],
+                noise_dl=noise_at[idx],
+                diameter_mm=diameter_mm[idx],
+                curvature_ratio=ridge_ratio[idx],
+                continuation=cont[idx],
+                skin_lstar=ref[yi[idx], xi[idx]],
+            )
             if ranker is not None:
                 conf[idx] = ranker.probability(features[idx])
             if settings.decision == "ranker":
@@ -308,8 +354,11 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
                 # ranker_veto); what they refuse needs the ranker's threshold
                 by_rules = ~(strand & (ridge | runs_on)) & (sig >= rules_need)
                 dot_ranker = cast(DotRanker, ranker)  # decision 'ranker' without a ranker was refused above
-                veto = (dot_ranker.threshold if settings.ranker_veto is None
-                        else min(settings.ranker_veto, dot_ranker.threshold))
+                veto = (
+                    dot_ranker.threshold
+                    if settings.ranker_veto is None
+                    else min(settings.ranker_veto, dot_ranker.threshold)
+                )
                 need_p = np.where(by_rules[idx], veto, dot_ranker.threshold)
                 low = idx[~(conf[idx] >= need_p)]
                 real[low] = False
@@ -330,21 +379,34 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
             low = idx[~(pscore[idx] >= veto)]
             real[low] = False
             reason[low] |= REJECT["patch"]
-    ev = DotEvidence(contrast_dl=prof.peak_dl, noise_dl=noise_at.astype(np.float64), significance=sig,
-                     continuation=cont, curvature_ratio=ridge_ratio, model_score=mscore, patch_score=pscore,
-                     confidence=conf,
-                     features=features)
+    ev = DotEvidence(
+        contrast_dl=prof.peak_dl,
+        noise_dl=noise_at.astype(np.float64),
+        significance=sig,
+        continuation=cont,
+        curvature_ratio=ridge_ratio,
+        model_score=mscore,
+        patch_score=pscore,
+        confidence=conf,
+        features=features,
+    )
 
     sel = np.flatnonzero(real)
     xy_all = (prof.xy + 0.5) / fxy - 0.5
     # the bare-skin reference at the photo's pixels (reported, and read by the re-centring below)
-    skin = (ref if abs(f - 1) < 1e-9
-            else cv2.resize(ref, (lstar.shape[1], lstar.shape[0]), interpolation=cv2.INTER_LINEAR))
+    skin = (
+        ref if abs(f - 1) < 1e-9 else cv2.resize(ref, (lstar.shape[1], lstar.shape[0]), interpolation=cv2.INTER_LINEAR)
+    )
     if f < 0.8 and len(sel):
         # a photo finer than the canonical scale: the decided dots are re-centred on its own pixels
         # (an elongated fresh dot of a macro photo is located to ~1 canonical px otherwise)
-        fine = radial_profile(lstar, skin, xy_all[sel], px_per_mm,
-                              dot_settings.model_copy(update={"recentre_passes": settings.fine_recentre_passes}))
+        fine = radial_profile(
+            lstar,
+            skin,
+            xy_all[sel],
+            px_per_mm,
+            dot_settings.model_copy(update={"recentre_passes": settings.fine_recentre_passes}),
+        )
         moved = np.hypot(*(fine.xy - xy_all[sel]).T)
         ok = np.isfinite(moved) & (moved <= np.maximum(prof.radius_px[sel] / f, 1.0))
         xy_all[sel[ok]] = fine.xy[ok]
@@ -356,12 +418,29 @@ def detect_dots(lstar: np.ndarray, labels: np.ndarray, px_per_mm: float, setting
         real[sel[off]] = False
         reason[sel[off]] |= REJECT["not_scalp"]
         sel = sel[~off]
-        if patches is not None:    # one per decided dot (decision "floors": nothing refused since)
+        if patches is not None:  # one per decided dot (decision "floors": nothing refused since)
             patches = patches[~off]
-    geom = DotGeometry(xy=xy_all[sel], radius_px=prof.radius_px[sel] / f, peak_dl=prof.peak_dl[sel],
-                       elongation=prof.elongation[sel], orientation=prof.orientation[sel], score=conf[sel])
-    rejected = CandidateTable(xy=xy_all[~real], diameter_mm=diameter_mm[~real],
-                              elongation=prof.elongation[~real], evidence=ev.take(np.flatnonzero(~real)),
-                              reason=reason[~real])
-    return Detection(geometry=geom, evidence=ev.take(sel), factor=f, n_candidates=n_cand, rejected=rejected,
-                     skin_lstar=skin, patches=patches)
+    geom = DotGeometry(
+        xy=xy_all[sel],
+        radius_px=prof.radius_px[sel] / f,
+        peak_dl=prof.peak_dl[sel],
+        elongation=prof.elongation[sel],
+        orientation=prof.orientation[sel],
+        score=conf[sel],
+    )
+    rejected = CandidateTable(
+        xy=xy_all[~real],
+        diameter_mm=diameter_mm[~real],
+        elongation=prof.elongation[~real],
+        evidence=ev.take(np.flatnonzero(~real)),
+        reason=reason[~real],
+    )
+    return Detection(
+        geometry=geom,
+        evidence=ev.take(sel),
+        factor=f,
+        n_candidates=n_cand,
+        rejected=rejected,
+        skin_lstar=skin,
+        patches=patches,
+    )

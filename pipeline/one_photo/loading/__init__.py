@@ -33,6 +33,7 @@ depth: :func:`read_photo_header`), :mod:`.exif` (orientation and capture time), 
 and ICC profiles to sRGB) and :mod:`.load` (:class:`Photo`, :func:`load_photo`,
 :func:`read_photo_bytes`).
 """
+
 from __future__ import annotations
 
 from pipeline.one_photo.loading.errors import PhotoError, PhotoTooLarge

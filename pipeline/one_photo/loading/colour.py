@@ -1,5 +1,6 @@
 """Any accepted pixel format to sRGB RGB: alpha composited on white, palettes expanded, CMYK and
 embedded ICC profiles converted; each conversion leaves a note."""
+
 from __future__ import annotations
 
 import io

@@ -1,5 +1,6 @@
 """Decoding the first frame, upright: Pillow for 8-bit photos, OpenCV for 16-bit samples (rounded,
 not truncated, to 8 bits); any decoder failure is a :class:`PhotoError`, never a partial image."""
+
 from __future__ import annotations
 
 import functools
@@ -114,8 +115,8 @@ def _decode_16bit(
     eight = np.empty(view.shape, np.uint8)
     band = max(1, _BAND_SAMPLES // max(1, view[0].size))  # rows at a time: small temporaries
     for top in range(0, view.shape[0], band):
-        rows = view[top:top + band]
-        eight[top:top + band] = _U16_TO_U8[rows] if rows.dtype == np.uint16 else rows
+        rows = view[top : top + band]
+        eight[top : top + band] = _U16_TO_U8[rows] if rows.dtype == np.uint16 else rows
     del decoded, view, rows
     return Image.fromarray(eight)
 

@@ -1,5 +1,6 @@
 """The one error of loading, :class:`PhotoError` (and :class:`PhotoTooLarge`, the
 decompression-bomb guard's), and keeping the messages it carries on one line."""
+
 from __future__ import annotations
 
 import re

@@ -1,5 +1,6 @@
 """The little metadata kept from the EXIF: the orientation (1-8) and the capture time, with its
 UTC offset when the file states one. Broken EXIF never costs the photo."""
+
 from __future__ import annotations
 
 import re

@@ -1,6 +1,7 @@
 """What a photo's header says, before any pixel is decoded: the format (by content, the accepted
 plugins only; anything else refused by name), the stored size and orientation
 (:func:`read_photo_header`), the pixel format and the bit depth."""
+
 from __future__ import annotations
 
 import io
@@ -45,8 +46,12 @@ def read_photo_header(data: bytes, name: str) -> PhotoHeader:
     if len(data) == 0:
         raise PhotoError(name, "file is empty")
     with _opened(bytes(data), name) as im:
-        return PhotoHeader(format=str(im.format), width=int(im.size[0]), height=int(im.size[1]),
-                           orientation=_read_exif(im, load=False)[0])
+        return PhotoHeader(
+            format=str(im.format),
+            width=int(im.size[0]),
+            height=int(im.size[1]),
+            orientation=_read_exif(im, load=False)[0],
+        )
 
 
 @contextmanager
@@ -155,8 +160,8 @@ def _png_metadata_after_pixels(data: bytes) -> bool:
     """
     pos, seen_pixels = 8, False
     while pos + 8 <= len(data):
-        length = int.from_bytes(data[pos:pos + 4], "big")
-        kind = data[pos + 4:pos + 8]
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
         if kind == b"IEND":
             return False
         seen_pixels = seen_pixels or kind == b"IDAT"

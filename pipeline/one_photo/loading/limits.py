@@ -2,6 +2,7 @@
 decoded: the pixel count (the decompression-bomb guard) and Pillow's truncated-data flag kept off
 during our loads. The truncation guard's state is process-wide and lives here only; a forked child
 re-creates it (``os.register_at_fork``)."""
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """The entry points: :func:`load_photo` (a path, read once) and :func:`read_photo_bytes` (bytes in
 memory, as the web app has them), giving a validated :class:`Photo`."""
+
 from __future__ import annotations
 
 import hashlib

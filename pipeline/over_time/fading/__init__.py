@@ -95,6 +95,7 @@ Why hand-written: the per-segment fixed-effect slopes, refresh detection and imp
 and the vectorised two-level bootstrap are specific to dot tracks; NumPy/SciPy supply
 the pieces (``bincount`` group sums, ``stats.chi2``/``norm``, ``optimize.minimize``).
 """
+
 from __future__ import annotations
 
 from data.visits import PIGMENTING_KINDS
@@ -117,7 +118,24 @@ from pipeline.over_time.fading.settings import (
 from pipeline.over_time.fading.slopes import weighted_median, within_slopes
 from pipeline.over_time.fading.trends import minority_turns, visit_trend
 
-__all__ = ["FadingSettings", "FadingError", "Estimate", "Trend", "Forecast", "FadingResult",
-           "load_fading_settings", "prepare", "segment_tracks", "within_slopes", "weighted_median",
-           "impute_refreshes", "minority_turns", "visit_trend", "fit_fading", "PIGMENTING_KINDS",
-           "OBSERVATION_COLUMNS", "OPTIONAL_COLUMNS", "DOT_COLUMNS"]
+__all__ = [
+    "FadingSettings",
+    "FadingError",
+    "Estimate",
+    "Trend",
+    "Forecast",
+    "FadingResult",
+    "load_fading_settings",
+    "prepare",
+    "segment_tracks",
+    "within_slopes",
+    "weighted_median",
+    "impute_refreshes",
+    "minority_turns",
+    "visit_trend",
+    "fit_fading",
+    "PIGMENTING_KINDS",
+    "OBSERVATION_COLUMNS",
+    "OPTIONAL_COLUMNS",
+    "DOT_COLUMNS",
+]

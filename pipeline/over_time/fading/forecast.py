@@ -1,6 +1,7 @@
 """Step 6 of the fading model (see the package doc): where each dot track stands, the refreshes of
 dots unseen since a pigmenting visit, the day each dot (branch) crosses the touch-up threshold and
 the touch-up forecast of the region."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -21,21 +22,29 @@ from pipeline.over_time.fading.slopes import _percentiles
 class _Levels:
     """Where each dot track stands: the fit of its latest segment (forecast input)."""
 
-    ybar: np.ndarray       # mean log contrast of the rows used
-    tbar: np.ndarray       # their mean day
-    last_day: np.ndarray   # the last of them (0 for an untracked dot)
-    start: np.ndarray      # day the latest segment's pigment was placed
-    tracked: np.ndarray    # the dot has a positive contrast somewhere
-    rows: np.ndarray       # (n_obs,) rows used
+    ybar: np.ndarray  # mean log contrast of the rows used
+    tbar: np.ndarray  # their mean day
+    last_day: np.ndarray  # the last of them (0 for an untracked dot)
+    start: np.ndarray  # day the latest segment's pigment was placed
+    tracked: np.ndarray  # the dot has a positive contrast somewhere
+    rows: np.ndarray  # (n_obs,) rows used
     imputed_day: np.ndarray  # pigmenting day of a refresh taken as certain (NaN: none)
-    branch_day: np.ndarray   # last pigmenting visit the dot may have been refreshed at unseen (NaN: none)
-    branch_p: np.ndarray     # probability it was (0: none)
+    branch_day: np.ndarray  # last pigmenting visit the dot may have been refreshed at unseen (NaN: none)
+    branch_p: np.ndarray  # probability it was (0: none)
     branch_level: np.ndarray  # its fresh log level there
 
 
-def _branch_crossings(ybar: np.ndarray, tbar: np.ndarray, last_day: np.ndarray, b_level: np.ndarray,
-                      b_day: np.ndarray, b_p: np.ndarray, tracked: np.ndarray, k: np.ndarray, log_thr: float
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def _branch_crossings(
+    ybar: np.ndarray,
+    tbar: np.ndarray,
+    last_day: np.ndarray,
+    b_level: np.ndarray,
+    b_day: np.ndarray,
+    b_p: np.ndarray,
+    tracked: np.ndarray,
+    k: np.ndarray,
+    log_thr: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """Crossing days (..., 2) of each dot's not-refreshed and refreshed branch and their weights
     (all arrays of one shape: the dots, or rows of a bootstrap)."""
     keep = _crossing_days(ybar - k * (last_day - tbar), last_day, k, log_thr)
@@ -67,11 +76,18 @@ def _latest_levels(o: pd.DataFrame, s: FadingSettings, n_dots: int) -> _Levels:
     np.maximum.at(last_day, dot[rows], day[rows])
     start = np.full(n_dots, np.nan)
     start[dot[rows]] = o["start_day"].to_numpy(float)[rows]
-    return _Levels(ybar=np.bincount(dot[rows], y[rows], n_dots) / np.maximum(n, 1),
-                   tbar=np.bincount(dot[rows], day[rows], n_dots) / np.maximum(n, 1),
-                   last_day=np.where(tracked, last_day, 0.0), start=start, tracked=tracked, rows=rows,
-                   imputed_day=np.full(n_dots, np.nan), branch_day=np.full(n_dots, np.nan),
-                   branch_p=np.zeros(n_dots), branch_level=np.full(n_dots, np.nan))
+    return _Levels(
+        ybar=np.bincount(dot[rows], y[rows], n_dots) / np.maximum(n, 1),
+        tbar=np.bincount(dot[rows], day[rows], n_dots) / np.maximum(n, 1),
+        last_day=np.where(tracked, last_day, 0.0),
+        start=start,
+        tracked=tracked,
+        rows=rows,
+        imputed_day=np.full(n_dots, np.nan),
+        branch_day=np.full(n_dots, np.nan),
+        branch_p=np.zeros(n_dots),
+        branch_level=np.full(n_dots, np.nan),
+    )
 
 
 def _refresh_rule(mu: np.ndarray, sd: np.ndarray, refreshed: np.ndarray) -> tuple[float, float]:
@@ -90,7 +106,7 @@ def _refresh_rule(mu: np.ndarray, sd: np.ndarray, refreshed: np.ndarray) -> tupl
 
     def nll(x: np.ndarray) -> float:
         fuzz = float(np.clip(np.exp(x[1]), 1e-3, 2.0))
-        z = (x[0] - mu) / np.sqrt(sd ** 2 + fuzz ** 2)
+        z = (x[0] - mu) / np.sqrt(sd**2 + fuzz**2)
         return -float(np.sum(y * stats.norm.logcdf(z) + (1 - y) * stats.norm.logcdf(-z)))
 
     start = np.array([float(np.quantile(mu, y.mean())), math.log(0.05)])
@@ -98,8 +114,9 @@ def _refresh_rule(mu: np.ndarray, sd: np.ndarray, refreshed: np.ndarray) -> tupl
     return float(fit.x[0]), float(np.clip(np.exp(fit.x[1]), 1e-3, 2.0))
 
 
-def impute_refreshes(o: pd.DataFrame, lv: _Levels, k: np.ndarray, k_sd: np.ndarray, pig_days: np.ndarray
-                     ) -> tuple[_Levels, list[str]]:
+def impute_refreshes(
+    o: pd.DataFrame, lv: _Levels, k: np.ndarray, k_sd: np.ndarray, pig_days: np.ndarray
+) -> tuple[_Levels, list[str]]:
     """Refreshes of dots last seen before a pigmenting visit (package doc, step 6).
 
     ``k``: each dot's rate (shrunk), ``k_sd``: its posterior sd. For each pigmenting visit
@@ -136,8 +153,10 @@ def impute_refreshes(o: pd.DataFrame, lv: _Levels, k: np.ndarray, k_sd: np.ndarr
         later = lv.tracked & (last_seen < p) & (last_day < p)
         across = lv.tracked & (first_seen < p) & (last_seen >= p)
         if not across.any():
-            notes.append(f"{int(later.sum())} dot(s) not seen since the pigmenting visit on day {p:g} and none "
-                         "seen on both sides of it: taken as not refreshed there")
+            notes.append(
+                f"{int(later.sum())} dot(s) not seen since the pigmenting visit on day {p:g} and none "
+                "seen on both sides of it: taken as not refreshed there"
+            )
             continue
         # the segment in effect just before p: the latest start among the dot's rows before p
         before = ok & (day < p)
@@ -149,9 +168,9 @@ def impute_refreshes(o: pd.DataFrame, lv: _Levels, k: np.ndarray, k_sd: np.ndarr
         cut, fuzz = _refresh_rule(-kk[across] * age_a, sd[across] * age_a, was[across])
         age = p - start
         with np.errstate(invalid="ignore"):
-            z = (cut - (-kk * age)) / np.sqrt((sd * age) ** 2 + fuzz ** 2)
+            z = (cut - (-kk * age)) / np.sqrt((sd * age) ** 2 + fuzz**2)
         prob = np.where(later, np.nan_to_num(stats.norm.cdf(z), nan=0.0) if np.isfinite(cut) else float(cut > 0), 0.0)
-        fresh = ybar + kk * (tbar - start)           # the carried segment's level at age 0
+        fresh = ybar + kk * (tbar - start)  # the carried segment's level at age 0
         if p == relevant[-1]:
             take = later & (prob > 0)
             b_day[take], b_p[take], b_level[take] = p, prob[take], fresh[take]
@@ -160,20 +179,40 @@ def impute_refreshes(o: pd.DataFrame, lv: _Levels, k: np.ndarray, k_sd: np.ndarr
             take = later & (prob >= 0.5)
             ybar[take], tbar[take], last_day[take], start[take] = fresh[take], p, p, p
             imputed[take] = p
-    return replace(lv, ybar=ybar, tbar=tbar, last_day=last_day, start=start, imputed_day=imputed,
-                   branch_day=b_day, branch_p=b_p, branch_level=b_level), notes
+    return replace(
+        lv,
+        ybar=ybar,
+        tbar=tbar,
+        last_day=last_day,
+        start=start,
+        imputed_day=imputed,
+        branch_day=b_day,
+        branch_p=b_p,
+        branch_level=b_level,
+    ), notes
 
 
 def _crossing_days(level_log: np.ndarray, last_day: np.ndarray, k: np.ndarray, log_thr: float) -> np.ndarray:
     """Day each dot's contrast reaches the threshold (+inf when it does not fade, -inf when it is
     below and does not fade)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(k > 0, last_day + (level_log - log_thr) / np.where(k > 0, k, 1.0),
-                        np.where(level_log < log_thr, -np.inf, np.inf))
+        return np.where(
+            k > 0,
+            last_day + (level_log - log_thr) / np.where(k > 0, k, 1.0),
+            np.where(level_log < log_thr, -np.inf, np.inf),
+        )
 
 
-def _forecast(s: FadingSettings, v: pd.DataFrame, region: float, crossing: float, boot_cross: np.ndarray,
-              last_visit_day: float, last_median: float, base: dt.date | None) -> Forecast:
+def _forecast(
+    s: FadingSettings,
+    v: pd.DataFrame,
+    region: float,
+    crossing: float,
+    boot_cross: np.ndarray,
+    last_visit_day: float,
+    last_median: float,
+    base: dt.date | None,
+) -> Forecast:
     pig = _pigmenting_days(v)
     ref_day = float(pig[-1]) if len(pig) else float(v["day"].min())
     horizon = ref_day + s.horizon_years * _YEAR
@@ -192,9 +231,17 @@ def _forecast(s: FadingSettings, v: pd.DataFrame, region: float, crossing: float
         return float(x) if np.isfinite(x) and x <= horizon else None
 
     day, low, high = bound(crossing), bound(lo), bound(hi)
-    return Forecast(status=status, threshold_dl=s.touchup_contrast_dl, day=day, day_low=low, day_high=high,
-                    horizon_day=horizon, date=_date(base, day), date_low=_date(base, low),
-                    date_high=_date(base, high))
+    return Forecast(
+        status=status,
+        threshold_dl=s.touchup_contrast_dl,
+        day=day,
+        day_low=low,
+        day_high=high,
+        horizon_day=horizon,
+        date=_date(base, day),
+        date_low=_date(base, low),
+        date_high=_date(base, high),
+    )
 
 
 def _date(baseline: dt.date | None, day: float | None) -> str | None:

@@ -1,5 +1,6 @@
 """Input of the fading model: the observations and visits validated and normalised, the
 pigmenting visits and the log contrast of each row (see the package doc)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -17,8 +18,10 @@ from pipeline.over_time.fading.settings import (
 )
 
 
-def prepare(observations: pd.DataFrame, visits: pd.DataFrame | Iterable[Mapping[str, Any]],
-            ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def prepare(
+    observations: pd.DataFrame,
+    visits: pd.DataFrame | Iterable[Mapping[str, Any]],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validate and normalise the inputs.
 
     Returns the observations sorted by (dot, day) with float columns (``L`` NaN when not

@@ -1,5 +1,6 @@
 """Steps 1-4 of the fading model (see the package doc): segments of each dot track, per-dot
 decay rates and their standard errors, the region's rate (half-life ``ln 2 / k``) and the fast faders."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pipeline.over_time.fading.slopes import _mad, _robust_scale, weighted_media
 # ---------------------------------------------------------------------------------------------
 # segments
 # ---------------------------------------------------------------------------------------------
+
 
 def segment_tracks(o: pd.DataFrame, v: pd.DataFrame, rate_per_day: float, refresh_jump: float) -> pd.DataFrame:
     """Split each dot's track where a pigmenting visit refreshed it (package doc, step 1).
@@ -55,24 +57,26 @@ def segment_tracks(o: pd.DataFrame, v: pd.DataFrame, rate_per_day: float, refres
 # rates
 # ---------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class _Rates:
-    k: np.ndarray          # per-dot rate per day (NaN without enough data)
+    k: np.ndarray  # per-dot rate per day (NaN without enough data)
     se: np.ndarray
-    has: np.ndarray        # the dot has a usable rate
-    region: float          # weighted median rate (NaN when no dot has one)
-    tau2: float            # variance of the true rates between dots
-    slopes: dict           # within_slopes() output of the fit
+    has: np.ndarray  # the dot has a usable rate
+    region: float  # weighted median rate (NaN when no dot has one)
+    tau2: float  # variance of the true rates between dots
+    slopes: dict  # within_slopes() output of the fit
 
 
 def _dot_rates(o: pd.DataFrame, n_dots: int, s: FadingSettings, exclude: np.ndarray | None = None) -> _Rates:
-    sl = within_slopes(o["dot"].to_numpy(), o["segment"].to_numpy(), o["day"].to_numpy(float),
-                       _log_contrast(o, s), n_dots)
+    sl = within_slopes(
+        o["dot"].to_numpy(), o["segment"].to_numpy(), o["day"].to_numpy(float), _log_contrast(o, s), n_dots
+    )
     k = -sl["slope"]
     has = np.isfinite(k) & (sl["stt"] > 0) & (sl["span"] >= max(s.min_span_days, 1e-9))
     sigma = _robust_scale(sl["sse"][has], sl["dof"][has])
     if not np.isfinite(sigma) or sigma <= 0:
-        sigma = 0.03        # no dot with spare degrees of freedom: ~3 % per observation
+        sigma = 0.03  # no dot with spare degrees of freedom: ~3 % per observation
     with np.errstate(divide="ignore", invalid="ignore"):
         se = np.where(has, sigma / np.sqrt(np.where(sl["stt"] > 0, sl["stt"], np.nan)), np.nan)
     use = has if exclude is None else has & ~exclude
@@ -97,8 +101,9 @@ def _fast(r: _Rates, region: float, s: FadingSettings) -> np.ndarray:
         return r.has & (r.k >= s.fast_ratio * region) & ((r.k - s.fast_ratio * region) / r.se > s.fast_z)
 
 
-def _fit_rates(o: pd.DataFrame, v: pd.DataFrame, s: FadingSettings, n_dots: int
-               ) -> tuple[pd.DataFrame, _Rates, np.ndarray]:
+def _fit_rates(
+    o: pd.DataFrame, v: pd.DataFrame, s: FadingSettings, n_dots: int
+) -> tuple[pd.DataFrame, _Rates, np.ndarray]:
     """Steps 1-4: segments (two passes), per-dot and region rates, fast faders."""
     seg = segment_tracks(o, v, 0.0, s.refresh_jump)
     r = _dot_rates(seg, n_dots, s)

@@ -1,4 +1,5 @@
 """Settings, input constants and the result dataclasses of the fading model (see the package doc)."""
+
 from __future__ import annotations
 
 import math
@@ -65,6 +66,7 @@ def load_fading_settings(path=None, overrides: Iterable[str] | Mapping[str, Any]
 # results
 # ---------------------------------------------------------------------------------------------
 
+
 def _clean(v: Any) -> float | None:
     if v is None:
         return None
@@ -110,9 +112,15 @@ class Trend:
         return self.n_turning / self.n_dots if self.n_dots else None
 
     def as_dict(self) -> dict:
-        return {"per_year": self.per_year.as_dict(), "detected": self.detected, "n_dots": self.n_dots,
-                "n_turning": self.n_turning, "turning_fraction": self.turning_fraction,
-                "turning_per_year": self.turning_per_year, "found_by": self.found_by}
+        return {
+            "per_year": self.per_year.as_dict(),
+            "detected": self.detected,
+            "n_dots": self.n_dots,
+            "n_turning": self.n_turning,
+            "turning_fraction": self.turning_fraction,
+            "turning_per_year": self.turning_per_year,
+            "found_by": self.found_by,
+        }
 
 
 @dataclass(frozen=True)
@@ -137,15 +145,44 @@ class Forecast:
     date_high: str | None = None
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("status", "threshold_dl", "day", "day_low", "day_high",
-                                              "horizon_day", "date", "date_low", "date_high")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "status",
+                "threshold_dl",
+                "day",
+                "day_low",
+                "day_high",
+                "horizon_day",
+                "date",
+                "date_low",
+                "date_high",
+            )
+        }
 
 
 #: Columns of :attr:`FadingResult.dots`.
-DOT_COLUMNS = ("dot_key", "n_obs", "n_segments", "span_days", "rate_per_day", "rate_se", "half_life_days",
-               "rate_ratio", "fast_fading", "blue_per_year", "blue_adjusted_per_year", "blue_turning",
-               "spread_mm_per_year", "spreading", "last_day", "last_contrast_dL", "refresh_imputed_day",
-               "refresh_probability", "crossing_day")
+DOT_COLUMNS = (
+    "dot_key",
+    "n_obs",
+    "n_segments",
+    "span_days",
+    "rate_per_day",
+    "rate_se",
+    "half_life_days",
+    "rate_ratio",
+    "fast_fading",
+    "blue_per_year",
+    "blue_adjusted_per_year",
+    "blue_turning",
+    "spread_mm_per_year",
+    "spreading",
+    "last_day",
+    "last_contrast_dL",
+    "refresh_imputed_day",
+    "refresh_probability",
+    "crossing_day",
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -187,14 +224,22 @@ class FadingResult:
     def summary(self) -> dict:
         """JSON-ready figures of the region (the per-dot table is separate)."""
         return {
-            "n_dots": self.n_dots, "n_visits": self.n_visits, "n_observations": self.n_observations,
-            "rate_per_day": self.rate_per_day.as_dict(), "half_life_days": self.half_life_days.as_dict(),
-            "fresh_contrast_dl": self.fresh_contrast_dl, "last_median_contrast_dl": self.last_median_contrast_dl,
-            "blue_index_per_year": self.blue_index_per_year.as_dict(), "blue_trend": self.blue_trend.as_dict(),
-            "spread": self.spread.as_dict(), "forecast": self.forecast.as_dict(),
+            "n_dots": self.n_dots,
+            "n_visits": self.n_visits,
+            "n_observations": self.n_observations,
+            "rate_per_day": self.rate_per_day.as_dict(),
+            "half_life_days": self.half_life_days.as_dict(),
+            "fresh_contrast_dl": self.fresh_contrast_dl,
+            "last_median_contrast_dl": self.last_median_contrast_dl,
+            "blue_index_per_year": self.blue_index_per_year.as_dict(),
+            "blue_trend": self.blue_trend.as_dict(),
+            "spread": self.spread.as_dict(),
+            "forecast": self.forecast.as_dict(),
             "n_fast_fading": int(self.dots["fast_fading"].sum()) if len(self.dots) else 0,
             "n_spreading": int(self.dots["spreading"].sum()) if len(self.dots) else 0,
             "n_blue_turning": int(self.dots["blue_turning"].sum()) if len(self.dots) else 0,
-            "n_refreshed": self.n_refreshed, "n_refresh_imputed": self.n_refresh_imputed,
-            "visit_sd": self.visit_sd, "warnings": list(self.warnings),
+            "n_refreshed": self.n_refreshed,
+            "n_refresh_imputed": self.n_refresh_imputed,
+            "visit_sd": self.visit_sd,
+            "warnings": list(self.warnings),
         }

@@ -1,5 +1,6 @@
 """Within-segment least-squares slopes and the robust summaries the model is built of: weighted
 median, pooled residual scales, size groups, trimmed means and percentile intervals."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +8,9 @@ import pandas as pd
 from scipy import stats
 
 
-def within_slopes(group: np.ndarray, seg: np.ndarray, t: np.ndarray, y: np.ndarray, n_groups: int
-                  ) -> dict[str, np.ndarray]:
+def within_slopes(
+    group: np.ndarray, seg: np.ndarray, t: np.ndarray, y: np.ndarray, n_groups: int
+) -> dict[str, np.ndarray]:
     """Least-squares slope of ``y`` on ``t`` per group, pooled over its segments (one intercept each).
 
     Rows with a non-finite ``y`` are ignored. Returns per group ``slope``, ``stt`` (sum of
@@ -44,8 +46,16 @@ def within_slopes(group: np.ndarray, seg: np.ndarray, t: np.ndarray, y: np.ndarr
     row_dt[ok] = dt_
     row_resid = np.full(len(y), np.nan)
     row_resid[ok] = resid
-    return {"slope": slope, "stt": stt, "sse": sse, "dof": n - n_seg - 1, "n": n, "span": span,
-            "dt": row_dt, "resid": row_resid}
+    return {
+        "slope": slope,
+        "stt": stt,
+        "sse": sse,
+        "dof": n - n_seg - 1,
+        "n": n,
+        "span": span,
+        "dt": row_dt,
+        "resid": row_resid,
+    }
 
 
 def weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -75,8 +85,9 @@ def _robust_scale(sse: np.ndarray, dof: np.ndarray) -> float:
     return float(np.sqrt(np.median(s2 / (stats.chi2.ppf(0.5, dof[ok]) / dof[ok]))))
 
 
-def _grouped_scale(sse: np.ndarray, dof: np.ndarray, has: np.ndarray, groups: np.ndarray | None,
-                   min_dots: int = 20) -> np.ndarray | float:
+def _grouped_scale(
+    sse: np.ndarray, dof: np.ndarray, has: np.ndarray, groups: np.ndarray | None, min_dots: int = 20
+) -> np.ndarray | float:
     """:func:`_robust_scale` over the dots with a slope (``has``), per group of dots when ``groups``
     is given (each group with at least ``min_dots`` dots; the others take the pooled value):
     one (n_dots,) sd per dot, or one pooled sd."""
@@ -111,7 +122,7 @@ def _mad(x: np.ndarray) -> float:
 
 def _trimmed_mean_rows(x: np.ndarray, trim: float) -> np.ndarray:
     """Trimmed mean along the last axis ignoring NaN (rows of a bootstrap)."""
-    xs = np.sort(x, axis=-1)                      # NaN sort last
+    xs = np.sort(x, axis=-1)  # NaN sort last
     n = np.isfinite(xs).sum(-1)
     lo = np.floor(trim * n).astype(int)
     hi = n - lo

@@ -1,6 +1,7 @@
 """Step 5 of the fading model (see the package doc): trends per year on settled visits, the
 region's (a trimmed mean over the dots, and the visits' own line) and a minority's (the dots that
 turn blue or spread, and whether more of them turn than noise alone makes)."""
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,14 @@ from pipeline.over_time.fading.slopes import (
 )
 
 
-def _trend_slopes(o: pd.DataFrame, settled: np.ndarray, values: np.ndarray, n_dots: int, min_span: float,
-                  groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _trend_slopes(
+    o: pd.DataFrame,
+    settled: np.ndarray,
+    values: np.ndarray,
+    n_dots: int,
+    min_span: float,
+    groups: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-dot within-segment slope per year of ``values`` on settled visits, and its se (the noise
     pooled over all dots, or over each of ``groups``)."""
     y = np.where(settled, values, np.nan)
@@ -37,7 +44,7 @@ def _trend_slopes(o: pd.DataFrame, settled: np.ndarray, values: np.ndarray, n_do
 class _Trends(TypedDict):
     """What :func:`_trends` returns: per-dot arrays, and the visits' own lines (:func:`visit_trend`)."""
 
-    visit_trends: dict[str, tuple[float, float, float] | None]   # "blue_adj", "spread"
+    visit_trends: dict[str, tuple[float, float, float] | None]  # "blue_adj", "spread"
     blue_raw: np.ndarray
     blue_adj: np.ndarray
     spread: np.ndarray
@@ -50,7 +57,7 @@ class _Trends(TypedDict):
 def _trends(o: pd.DataFrame, v: pd.DataFrame, s: FadingSettings, n_dots: int) -> _Trends:
     """Step 5: per-dot slopes per year on settled visits."""
     day = o["day"].to_numpy(float)
-    settled = ~(day - _last_pigmenting(day, _pigmenting_days(v)) < s.settle_days)   # NaN: settled
+    settled = ~(day - _last_pigmenting(day, _pigmenting_days(v)) < s.settle_days)  # NaN: settled
     c = o["contrast_dL"].to_numpy(float)
     bi = o["blue_index"].to_numpy(float)
     # the adjustment multiplies the measurement noise of the blue index by gain = 20 / max(c, 4):
@@ -75,20 +82,28 @@ def _trends(o: pd.DataFrame, v: pd.DataFrame, s: FadingSettings, n_dots: int) ->
         turn_diameter = diameter - _visit_median(day, np.where(settled, diameter, np.nan))
     # each dot's colour noise from the dots of its size (a small dot's colour is read from few pixels)
     sizes = _size_groups(o, n_dots, s.turning_size_groups)
-    blue_turn, blue_se = _scaled_slopes(o, np.where(coloured, turn_adj, np.nan), gain, n_dots, s.min_span_days,
-                                        sizes)
+    blue_turn, blue_se = _scaled_slopes(o, np.where(coloured, turn_adj, np.nan), gain, n_dots, s.min_span_days, sizes)
     spread, _ = _trend_slopes(o, settled, diameter, n_dots, s.min_span_days)
     spread_turn, spread_se = _trend_slopes(o, settled, turn_diameter, n_dots, s.min_span_days)
     with np.errstate(invalid="ignore", divide="ignore"):
-        spreading = (np.isfinite(spread_turn) & (spread_turn >= s.spread_min_mm_per_year)
-                     & (spread_turn / spread_se > s.fast_z))
-        turning = (np.isfinite(blue_turn) & (blue_turn >= s.blue_turning_min_per_year)
-                   & (blue_turn / blue_se > s.fast_z))
-    visits = {"blue_adj": visit_trend(day, np.where(settled, adj, np.nan), s.trend_trim, s.interval),
-              "spread": visit_trend(day, np.where(settled, diameter, np.nan), s.trend_trim, s.interval)}
-    return {"visit_trends": visits, "blue_raw": blue_raw, "blue_adj": blue_adj, "spread": spread,
-            "spreading": spreading, "blue_turning": turning, "blue_turn_slope": blue_turn,
-            "any_settled": np.array(bool(settled.any()))}
+        spreading = (
+            np.isfinite(spread_turn) & (spread_turn >= s.spread_min_mm_per_year) & (spread_turn / spread_se > s.fast_z)
+        )
+        turning = np.isfinite(blue_turn) & (blue_turn >= s.blue_turning_min_per_year) & (blue_turn / blue_se > s.fast_z)
+    visits = {
+        "blue_adj": visit_trend(day, np.where(settled, adj, np.nan), s.trend_trim, s.interval),
+        "spread": visit_trend(day, np.where(settled, diameter, np.nan), s.trend_trim, s.interval),
+    }
+    return {
+        "visit_trends": visits,
+        "blue_raw": blue_raw,
+        "blue_adj": blue_adj,
+        "spread": spread,
+        "spreading": spreading,
+        "blue_turning": turning,
+        "blue_turn_slope": blue_turn,
+        "any_settled": np.array(bool(settled.any())),
+    }
 
 
 def visit_trend(day: np.ndarray, y: np.ndarray, trim: float, level: float) -> tuple[float, float, float] | None:
@@ -112,7 +127,7 @@ def visit_trend(day: np.ndarray, y: np.ndarray, trim: float, level: float) -> tu
         return None
     slope = float(np.sum((t - t.mean()) * (m - m.mean())) / stt)
     resid = m - (m.mean() + slope * (t - t.mean()))
-    se = math.sqrt(float(np.sum(resid ** 2)) / (n - 2) / stt)
+    se = math.sqrt(float(np.sum(resid**2)) / (n - 2) / stt)
     half = float(stats.t.ppf(0.5 + level / 2, n - 2)) * se
     return slope * _YEAR, (slope - half) * _YEAR, (slope + half) * _YEAR
 
@@ -123,8 +138,9 @@ def _visit_median(day: np.ndarray, y: np.ndarray) -> np.ndarray:
     return pd.Series(y).groupby(day).transform("median").fillna(0.0).to_numpy(float)
 
 
-def _scaled_slopes(o: pd.DataFrame, y: np.ndarray, gain: np.ndarray, n_dots: int, min_span: float,
-                   groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _scaled_slopes(
+    o: pd.DataFrame, y: np.ndarray, gain: np.ndarray, n_dots: int, min_span: float, groups: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-dot within-segment slope per year of ``y`` whose noise is ``gain`` times a common sd,
     and its se: the common sd from the residuals divided by their gains (pooled, robust), each
     slope's variance ``sd^2 * sum(dt^2 gain^2) / stt^2`` (so each dot's slope gets the error of
@@ -149,9 +165,15 @@ def minority_turns(n_turning: int, n_dots: int, s: FadingSettings) -> bool:
     return bool(stats.binom.sf(n_turning - 1, n_dots, alpha) < s.turning_p)
 
 
-def _region_trend(s: FadingSettings, point: np.ndarray, boot_values: np.ndarray, minimum: float,
-                  turning: np.ndarray, own: np.ndarray | None = None,
-                  visits: tuple[float, float, float] | None = None) -> Trend:
+def _region_trend(
+    s: FadingSettings,
+    point: np.ndarray,
+    boot_values: np.ndarray,
+    minimum: float,
+    turning: np.ndarray,
+    own: np.ndarray | None = None,
+    visits: tuple[float, float, float] | None = None,
+) -> Trend:
     """The region's :class:`Trend` of one quantity from the per-dot slopes (``point``), their
     bootstrap (``boot_values``), the visits' own line (``visits``, :func:`visit_trend`) and the
     turning dots (``turning``; their median slope from ``own`` when given): step 5 of the package doc."""
@@ -164,7 +186,12 @@ def _region_trend(s: FadingSettings, point: np.ndarray, boot_values: np.ndarray,
         # cameras, so no range is given and no region trend claimed
         lo, hi = (float("nan"), float("nan")) if visits is None else (min(lo, visits[1]), max(hi, visits[2]))
     k = int(turning.sum())
-    by = ("region" if n > 0 and lo > 0 and est >= minimum else
-          "minority" if minority_turns(k, n, s) else None)
-    return Trend(Estimate.of(est, lo, hi), by is not None, n, k,
-                 float(np.median((point if own is None else own)[turning])) if k else None, by)
+    by = "region" if n > 0 and lo > 0 and est >= minimum else "minority" if minority_turns(k, n, s) else None
+    return Trend(
+        Estimate.of(est, lo, hi),
+        by is not None,
+        n,
+        k,
+        float(np.median((point if own is None else own)[turning])) if k else None,
+        by,
+    )

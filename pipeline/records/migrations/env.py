@@ -1,6 +1,7 @@
 """Alembic environment: migrate the connection handed over by
 :func:`pipeline.records.db.upgrade`, or, run from the ``alembic`` command, the
 database of ``-x url=...`` / ``$SMP_DATABASE_URL`` / the default SQLite file."""
+
 from __future__ import annotations
 
 from alembic import context
