@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +11,7 @@ from pipeline.commands import DB_HELP
 from pipeline.errors import UserError
 
 if TYPE_CHECKING:  # numpy is imported when a command runs, not at every CLI start
-    import numpy as np
+    pass
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -69,17 +68,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _visit_key(p: Any) -> str:
-    return f"{p.visit_date.isoformat()}_{p.kind}" + (f"-{p.session}" if p.session else "")
-
-
-def _photo_rgb(path: Path) -> Callable[[], np.ndarray]:
-    """The photo at ``path`` as HxWx3 uint8, read when called (tracking holds one visit's photo at a time)."""
-    from pipeline.one_photo.loading import load_photo
-
-    return lambda: load_photo(path).rgb
-
-
 def _found(trend) -> str:
     """'found', 'found in 46 of 310 dots' (a minority) or 'none'."""
     if not trend.detected:
@@ -93,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.commands.visit import _open
     from pipeline.over_time.fading import load_fading_settings
     from pipeline.over_time.history import track_region, write_history
-    from pipeline.over_time.track import VisitInput
-    from pipeline.records import DEFAULT_CLINIC, store_dot_links
-    from pipeline.records.read import assessment_dots, client_photos, client_regions
+    from pipeline.records import DEFAULT_CLINIC
+    from pipeline.records.read import client_regions
+    from pipeline.records.tracking import region_visits, store_track_links
 
     fading = load_fading_settings(args.config, args.overrides)
     clinic = args.clinic or DEFAULT_CLINIC
@@ -113,43 +101,19 @@ def run(args: argparse.Namespace) -> int:
     failures = 0
     for region in regions:
         with records.session(read_only=True) as session:
-            photos = client_photos(session, args.client, clinic=clinic, region=region)
-            chosen: dict[str, Any] = {}
-            for p in photos:  # one close-up per visit: the first assessed one
-                if p.assessment is not None and p.view == "closeup":
-                    chosen.setdefault(_visit_key(p), p)
-            dots = {k: assessment_dots(session, p.assessment_id) for k, p in chosen.items()}
-        if len(chosen) < 2:
+            visits = region_visits(session, args.client, clinic=clinic, region=region)
+        if len(visits.chosen) < 2:
             print(
-                f"smp track: {args.client}/{region}: {len(chosen)} assessed close-up visit(s); "
+                f"smp track: {args.client}/{region}: {len(visits.chosen)} assessed close-up visit(s); "
                 "tracking needs at least 2",
                 file=sys.stderr,
             )
             failures += 1
             continue
-        inputs = [
-            VisitInput(
-                key=k,
-                date=p.visit_date,
-                kind=p.kind,
-                session=p.session,
-                dots=dots[k],
-                image=_photo_rgb(store.path(p.stored_path)),
-                px_per_mm=(p.assessment.get("calibration") or {}).get("px_per_mm"),
-                metrics=p.assessment.get("metrics") or {},
-            )
-            for k, p in chosen.items()
-        ]
+        inputs = visits.inputs(store)
         history = track_region(args.client, region, inputs, fading=fading, rng=np.random.default_rng(args.seed))
         with records.transaction() as session:
-            for ref, key, bi, ai, res in history.tracking.pairs:
-                store_dot_links(
-                    session,
-                    chosen[ref].assessment_id,
-                    chosen[key].assessment_id,
-                    [(int(i), int(j), None if not np.isfinite(r) else float(r)) for i, j, r in zip(bi, ai, res)],
-                    method="track",
-                )
+            store_track_links(session, visits, history)
         out = write_history(history, args.out / region)
         _print_summary(history, out)
     return 1 if failures else 0

@@ -12,7 +12,6 @@ are still running); a region with fewer than two assessed close-up visits is rep
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,9 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from pipeline.records import PhotoStore, Records, store_dot_links
-from pipeline.records.read import assessment_dots, client_photos
+from pipeline.records import PhotoStore, Records
 from pipeline.records.schema import Region
+from pipeline.records.tracking import region_visits, store_track_links
 
 __all__ = ["RegionTracking", "region_tracking", "tracking_folder"]
 
@@ -40,17 +39,6 @@ def tracking_folder(home: Path, client_id: int, region_id: int) -> Path:
     return Path(home) / "tracking" / str(int(client_id)) / str(int(region_id))
 
 
-def _visit_key(p: Any) -> str:
-    return f"{p.visit_date.isoformat()}_{p.kind}" + (f"-{p.session}" if p.session else "")
-
-
-def _photo_rgb(path: Path) -> Callable[[], np.ndarray]:
-    """The photo at ``path`` as HxWx3 uint8, read when called (tracking holds one visit's photo at a time)."""
-    from pipeline.one_photo.loading import load_photo
-
-    return lambda: load_photo(path).rgb
-
-
 def region_tracking(
     records: Records,
     store: PhotoStore,
@@ -65,22 +53,17 @@ def region_tracking(
     """Tracking of one region of a client (already checked to be in the caller's scope)."""
     from pipeline.over_time.fading import load_fading_settings
     from pipeline.over_time.history import track_region, write_history
-    from pipeline.over_time.track import VisitInput
 
     with records.session(read_only=True) as s:
         region = s.scalar(sa.select(Region.name).where(Region.id == region_id, Region.client_id == client_id))
         if region is None:
             raise LookupError("no such region")
-        photos = client_photos(s, client, clinic=clinic, region=region)
-        chosen: dict[str, Any] = {}
-        for p in photos:  # one close-up per visit: the first assessed one (as smp track)
-            if p.assessment is not None and p.view == "closeup":
-                chosen.setdefault(_visit_key(p), p)
-        if len(chosen) < 2:
-            return RegionTracking(
-                region_id, region, None, None, f"{len(chosen)} assessed close-up visit(s); tracking needs at least 2"
-            )
-        dots = {k: assessment_dots(s, p.assessment_id) for k, p in chosen.items()}
+        visits = region_visits(s, client, clinic=clinic, region=region)
+    chosen = visits.chosen
+    if len(chosen) < 2:
+        return RegionTracking(
+            region_id, region, None, None, f"{len(chosen)} assessed close-up visit(s); tracking needs at least 2"
+        )
     folder = tracking_folder(home, client_id, region_id)
     inputs = {"assessments": sorted(int(p.assessment_id) for p in chosen.values()), "seed": seed}
     stamp = folder / "inputs.json"
@@ -91,32 +74,9 @@ def region_tracking(
         except (OSError, ValueError):
             pass
     fading = load_fading_settings(None, [])
-    visits = [
-        VisitInput(
-            key=k,
-            date=p.visit_date,
-            kind=p.kind,
-            session=p.session,
-            dots=dots[k],
-            image=_photo_rgb(store.path(p.stored_path)),
-            px_per_mm=(p.assessment.get("calibration") or {}).get("px_per_mm"),
-            metrics=p.assessment.get("metrics") or {},
-        )
-        for k, p in chosen.items()
-    ]
-    history = track_region(client, region, visits, fading=fading, rng=np.random.default_rng(seed))
+    history = track_region(client, region, visits.inputs(store), fading=fading, rng=np.random.default_rng(seed))
     with records.transaction() as s:
-        for ref, key, bi, ai, res in history.tracking.pairs:
-            store_dot_links(
-                s,
-                chosen[ref].assessment_id,
-                chosen[key].assessment_id,
-                [
-                    (int(i), int(j), None if not np.isfinite(r) else float(r))
-                    for i, j, r in zip(bi, ai, res, strict=True)
-                ],
-                method="track",
-            )
+        store_track_links(s, visits, history)
     write_history(history, folder)
     stamp.write_text(json.dumps(inputs))
     return RegionTracking(region_id, region, folder, json.loads((folder / "track.json").read_text()))
