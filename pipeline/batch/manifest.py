@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from data.metrics import PhotoMetrics
 from pipeline.errors import UserError
 
 if TYPE_CHECKING:
@@ -19,20 +20,9 @@ if TYPE_CHECKING:
 VISIT_COLUMNS = ("client", "region", "date", "kind", "session", "view", "clinic", "notes")
 _VISIT_REQUIRED = VISIT_COLUMNS[:4]
 BATCH_COLUMNS = ("photo",) + VISIT_COLUMNS
-#: The per-photo metrics of docs/metrics.md (``data.metrics.PhotoMetrics``), one Parquet column each.
-METRIC_COLUMNS = (
-    "scalp_fraction",
-    "show_through",
-    "dot_count",
-    "dot_density_per_cm2",
-    "dot_diameter_mm_median",
-    "nn_distance_mm_median",
-    "spacing_cv",
-    "clark_evans_r",
-    "blue_shift_fraction",
-    "faded_fraction",
-    "spread_fraction",
-)
+#: The per-photo metrics of docs/metrics.md (``data.metrics.PhotoMetrics``), one Parquet column each
+#: (the count of dots whose colour could not be read stays in each photo's ``assessment.json``).
+METRIC_COLUMNS = tuple(f.name for f in fields(PhotoMetrics) if f.name != "dots_not_measurable")
 #: One row per photo of the manifest, in this order.
 ROW_COLUMNS = (
     ("row", "path", "sha256", "status", "error", "model", "config_hash", "result_dir")

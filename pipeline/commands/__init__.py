@@ -7,6 +7,29 @@ DB_HELP = (
 )
 
 
+def add_settings_options(parser, *, what: str, default: str, example: str | None = None, prefix: str = "") -> None:
+    """``--config YAML`` (the ``what`` settings, default ``configs/<default>``) and ``--set KEY=VALUE``
+    (repeatable, into ``args.overrides``): how every command is told its settings."""
+    from pathlib import Path
+
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="YAML",
+        help=f"{prefix}{what} settings (default configs/{default})",
+    )
+    eg = f", e.g. --set {example}" if example else ""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"{prefix}override one {what} setting{eg} (repeatable)",
+    )
+
+
 def add_subject_options(parser, visits: tuple[str, ...] = ("",)) -> None:
     """``--client`` and ``--region``, and for each of ``visits`` (an option prefix: "" or
     "before-"/"after-") ``--<prefix>date``, ``--<prefix>kind`` and ``--<prefix>session``: whose photo it

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from pipeline.commands import add_subject_options, subject_from_args
+from pipeline.commands import add_settings_options, add_subject_options, subject_from_args
 from pipeline.errors import UserError
 
 
@@ -42,21 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help='JSON region to measure: {"units": "px" | "card_mm", "polygon": [[x, y], ...]}',
     )
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        metavar="YAML",
-        help="assessment settings (default configs/assess/default.yaml)",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one setting, e.g. --set segment.method=classical (repeatable)",
-    )
+    add_settings_options(parser, what="assessment", default="assess/default.yaml", example="segment.method=classical")
     parser.add_argument(
         "--flags", type=Path, default=None, metavar="YAML", help="dot flag thresholds (default configs/flags.yaml)"
     )

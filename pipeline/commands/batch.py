@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from pipeline.commands import DB_HELP as _DB_HELP
+from pipeline.commands import add_settings_options
 from pipeline.errors import UserError
 
 
@@ -58,21 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="with --engine ray: an existing Ray cluster (e.g. auto, ray://head:10001); "
         "default: start Ray on this machine",
     )
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        metavar="YAML",
-        help="assessment settings (default configs/assess/default.yaml)",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one setting, e.g. --set segment.method=classical (repeatable)",
-    )
+    add_settings_options(parser, what="assessment", default="assess/default.yaml", example="segment.method=classical")
     parser.add_argument("--db", default=None, metavar="URL", help=_DB_HELP)
     parser.add_argument(
         "--store", type=Path, default=None, metavar="DIR", help="photo store folder (default: $SMP_HOME or ./smp-data)"

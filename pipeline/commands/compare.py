@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.commands import add_subject_options, subject_from_args
+from pipeline.commands import add_settings_options, add_subject_options, subject_from_args
 from pipeline.errors import UserError
 
 
@@ -35,21 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="X",
         help="scale to use for a photo without a card (a card in the photo wins)",
     )
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        metavar="YAML",
-        help="assessment settings (default configs/assess/default.yaml)",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one assessment setting, e.g. --set segment.method=classical (repeatable)",
-    )
+    add_settings_options(parser, what="assessment", default="assess/default.yaml", example="segment.method=classical")
     parser.add_argument(
         "--register-config",
         type=Path,

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.commands import DB_HELP
+from pipeline.commands import DB_HELP, add_settings_options
 from pipeline.errors import UserError
 
 if TYPE_CHECKING:  # numpy is imported when a command runs, not at every CLI start
@@ -34,21 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--clinic", default=None, metavar="C", help="the client's clinic (default: 'default')")
     parser.add_argument("--db", default=None, metavar="URL", help=DB_HELP)
     parser.add_argument("--store", type=Path, default=None, metavar="DIR", help="photo store folder")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        metavar="YAML",
-        help="fading settings (default configs/fading/default.yaml)",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one fading setting, e.g. --set touchup_contrast_dl=10 (repeatable)",
-    )
+    add_settings_options(parser, what="fading", default="fading/default.yaml", example="touchup_contrast_dl=10")
     parser.add_argument(
         "--assess-config",
         type=Path,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.commands import DB_HELP as _DB_HELP
+from pipeline.commands import add_settings_options
 from pipeline.errors import UserError
 
 if TYPE_CHECKING:
@@ -103,21 +104,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--store", type=Path, default=None, metavar="DIR", help="photo store folder (default: $SMP_HOME or ./smp-data)"
     )
     parser.add_argument("--assess", action="store_true", help="assess new photos and store the results")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        metavar="YAML",
-        help="with --assess: assessment settings (default configs/assess/default.yaml)",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="with --assess: override one assessment setting (repeatable)",
-    )
+    add_settings_options(parser, what="assessment", default="assess/default.yaml", prefix="with --assess: ")
 
 
 def _open(args: argparse.Namespace) -> tuple[Records, PhotoStore]:
