@@ -35,6 +35,7 @@ __all__ = [
     "SCALP",
     "HAIR",
     "FLAG_NAMES",
+    "DOT_COLOUR_COLUMNS",
     "DIRECT_MAX_SIGMA_PX",
     "PlaneScale",
     "DotPatternMetrics",
@@ -54,6 +55,20 @@ HAIR = 2
 
 #: Per-dot flags whose per-photo fractions are reported (``<name>_fraction``).
 FLAG_NAMES: tuple[str, ...] = ("blue_shift", "faded", "spread")
+#: A dot's colour against its own skin and its flags: the columns the truth's dots and the measured
+#: dots (``dots.csv``) share, in this order (docs/metrics.md).
+DOT_COLOUR_COLUMNS: tuple[str, ...] = (
+    "L",
+    "a",
+    "b",
+    "skin_L",
+    "skin_a",
+    "skin_b",
+    "contrast_dL",
+    "dE00",
+    "blue_index",
+    *FLAG_NAMES,
+)
 
 #: Up to this Gaussian sigma (pixels) the viewing-scale blur runs at full resolution;
 #: above it, on a block-downsampled copy (see :func:`viewing_lstar`).

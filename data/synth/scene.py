@@ -18,7 +18,7 @@ import pandas as pd
 
 from data.colour import luminance_lstar
 from data.flags import FlagSettings, flag_dots, measurable_dots
-from data.metrics import FLAG_NAMES, PlaneScale, photo_metrics
+from data.metrics import DOT_COLOUR_COLUMNS, FLAG_NAMES, PlaneScale, photo_metrics
 
 SCHEMA = "smp-synth-truth/1"
 
@@ -29,18 +29,7 @@ DOT_COLUMNS = [
     "x_mm",
     "y_mm",
     "diameter_mm",
-    "L",
-    "a",
-    "b",
-    "skin_L",
-    "skin_a",
-    "skin_b",
-    "contrast_dL",
-    "dE00",
-    "blue_index",
-    "blue_shift",
-    "faded",
-    "spread",
+    *DOT_COLOUR_COLUMNS,
     "session",
     "shade",
     "merged_with",

@@ -18,6 +18,7 @@ import pandas as pd
 
 from data.colour import blue_index, delta_e00, linear_rgb_to_lab
 from data.flags import FlagSettings, flag_dots, measurable_dots
+from data.metrics import DOT_COLOUR_COLUMNS
 from pipeline.one_photo.calibration import ColourCorrection
 from pipeline.one_photo.detect import DotEvidence
 from pipeline.one_photo.dots import DotGeometry, annulus_valid, core_and_annulus_points
@@ -32,18 +33,7 @@ DOT_COLUMNS = [
     "diameter_mm",
     "diameter_px",
     "elongation",
-    "L",
-    "a",
-    "b",
-    "skin_L",
-    "skin_a",
-    "skin_b",
-    "contrast_dL",
-    "dE00",
-    "blue_index",
-    "blue_shift",
-    "faded",
-    "spread",
+    *DOT_COLOUR_COLUMNS,
     "score",
     "skin_samples",
     "confidence",
