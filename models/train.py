@@ -24,7 +24,7 @@ import os
 import random
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -52,7 +52,7 @@ from models.checkpoint import (
 from models.evaluate import EvalSettings, evaluate, selection_score, write_report
 from models.gate import GateSettings
 from models.losses import LossSettings, total_loss
-from models.network import ModelSettings, build_model
+from models.network import ModelSettings, SegDotNet, build_model
 
 
 class OptimSettings(Settings):
@@ -177,6 +177,19 @@ class TrainResult:
     """The gate's sentence: why this version is or is not champion (empty when nothing was registered)."""
 
 
+@dataclass
+class TrainState:
+    """Where a training stands between epochs: the epoch it starts at, the best validation score and the
+    epochs since it improved (early stopping), the per-epoch records; all kept in last.pt for a resume."""
+
+    start_epoch: int = 0
+    best: float = -math.inf
+    bad: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    init_meta: dict | None = None
+    """Where the weights came from (``init_weights``), recorded in every checkpoint of the run."""
+
+
 # ----------------------------------------------------------------------------- set-up
 
 
@@ -280,6 +293,76 @@ def _to(batch: dict, device: torch.device) -> dict:
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
+def _dataset(s: TrainSettings, train_m: Manifest) -> SmpDataset:
+    """The training items: random crops of ``train_m`` under the augmentation preset, normalised for the model."""
+    return SmpDataset(
+        train_m,
+        s.data.model_copy(
+            update={
+                "mode": "train",
+                "seed": s.seed,
+                "input_norm": s.model.input_norm,
+                "input_norm_percentile": s.model.input_norm_percentile,
+                "global_long_side": s.model.global_long_side,
+                "closeup_px_per_mm": s.model.closeup_px_per_mm,
+            }
+        ),
+        s.augment,
+    )
+
+
+def _model(
+    s: TrainSettings, device: torch.device, *, resume: bool, announce: bool
+) -> tuple[SegDotNet, InitWeights | None]:
+    """The network on ``device``: fresh, or from ``init_weights`` (not on a resume: last.pt holds the weights)."""
+    model = build_model(s.model)
+    init = _init_weights(s, model) if s.init_weights and not resume else None
+    if init is not None and announce:
+        print(
+            f"[train] weights from {s.init_weights} ({init.loaded} tensors; "
+            f"{init.reinitialised} re-initialised under {', '.join(init.reinit_heads) or '-'})",
+            flush=True,
+        )
+    model = model.to(device)
+    if device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    return model, init
+
+
+def _parallel(model: SegDotNet, world: int, local_rank: int, device: torch.device) -> torch.nn.Module:
+    """What the training steps call: ``model`` itself, or its DDP wrapper under torchrun."""
+    if world <= 1:
+        return model
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+
+
+def _resume(
+    s: TrainSettings,
+    model: SegDotNet,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+) -> TrainState:
+    """Restore the run in ``out_dir`` from its last.pt: weights, optimiser, schedule, torch's random state,
+    and where the training stood."""
+    out = Path(s.out_dir)
+    last_path = out / "last.pt"
+    if not last_path.exists():
+        raise ConfigError(f"out_dir: nothing to resume in {out} (no last.pt)")
+    saved = load_training_state(last_path)
+    check_resume_compatible(saved, s.model, last_path)
+    model.load_state_dict(saved["state_dict"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(saved["torch_rng"])
+    return TrainState(
+        start_epoch=saved["epoch"] + 1,
+        best=saved["best_score"],
+        bad=saved["bad_epochs"],
+        history=list(saved["history"]),
+        init_meta=saved.get("meta", {}).get("init"),  # the run's start, kept in all its checkpoints
+    )
+
+
 # ----------------------------------------------------------------------------- training
 
 
@@ -348,78 +431,97 @@ def train_one_epoch(
     return record
 
 
+def evaluate_epoch(
+    model: SegDotNet,
+    val_m: Manifest,
+    s: TrainSettings,
+    state: TrainState,
+    record: dict[str, float],
+    *,
+    epoch: int,
+    device: torch.device,
+    log: bool,
+) -> tuple[dict[str, float], bool]:
+    """Validate ``model`` after an epoch (rank 0 only): the ``val_*`` figures and the selection score join
+    ``record``, which joins the history and, with ``log``, the MLflow run; the best score and the epochs
+    without improvement (early stopping) move. Returns the validation summary and whether the score improved."""
+    ev = evaluate(model, val_m, s.eval, device=device)
+    score = selection_score(ev.summary)
+    record.update({f"val_{k}": v for k, v in ev.summary.items() if v == v})
+    record["val_score"] = score
+    improved = score > state.best + s.early_stop.min_delta
+    if improved:
+        state.best, state.bad = score, 0
+    else:
+        state.bad += 1
+    state.history.append({"epoch": epoch + 1, **record})
+    if log:
+        import mlflow
+
+        mlflow.log_metrics({k: float(v) for k, v in record.items()}, step=epoch + 1)
+    return ev.summary, improved
+
+
+def save_checkpoints(
+    s: TrainSettings,
+    model: SegDotNet,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    state: TrainState,
+    summary: dict[str, float],
+    train_m: Manifest,
+    *,
+    epoch: int,
+    improved: bool,
+) -> None:
+    """best.pt (the model) when the epoch improved the score; last.pt (the training state to resume from) always."""
+    out = Path(s.out_dir)
+    if improved:
+        save_model(out / "best.pt", model, meta=_meta(s, epoch, summary, train_m, state.init_meta))
+    save_training_state(
+        out / "last.pt",
+        model,
+        optimizer,
+        scheduler,
+        None,  # no loss scaler: bfloat16 autocast needs no loss scaling
+        epoch=epoch,
+        best_score=state.best,
+        bad_epochs=state.bad,
+        history=state.history,
+        meta=_meta(s, epoch, summary, train_m, state.init_meta),
+    )
+
+
 def train(s: TrainSettings, *, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Run a training described by ``s``; returns where the best model is and its figures."""
+    """Run a training described by ``s``; returns where the best model is and its figures.
+
+    In the shape of torchvision's reference scripts: set up (processes, device, seed, data, model,
+    optimiser, resume), then per epoch :func:`train_one_epoch`, :func:`evaluate_epoch` and
+    :func:`save_checkpoints`, then :func:`_finish` (final validation, artifacts, registration)."""
     rank, world, local_rank = _distributed()
     device = _device(s.device, local_rank)
     if s.threads:
         torch.set_num_threads(s.threads)
     _seed_everything(s.seed + rank)
     train_m, val_m = _manifests(s)
-    out = Path(s.out_dir)
-    last_path, best_path = out / "last.pt", out / "best.pt"
-
-    dataset = SmpDataset(
-        train_m,
-        s.data.model_copy(
-            update={
-                "mode": "train",
-                "seed": s.seed,
-                "input_norm": s.model.input_norm,
-                "input_norm_percentile": s.model.input_norm_percentile,
-                "global_long_side": s.model.global_long_side,
-                "closeup_px_per_mm": s.model.closeup_px_per_mm,
-            }
-        ),
-        s.augment,
-    )
+    dataset = _dataset(s, train_m)
     sampler = _sampler(s, len(dataset), rank, world)
     loader = _loader(s, dataset, sampler, device)
-
-    model = build_model(s.model)
-    init = _init_weights(s, model) if s.init_weights and not resume else None
-    if init is not None and progress and rank == 0:
-        print(
-            f"[train] weights from {s.init_weights} ({init.loaded} tensors; "
-            f"{init.reinitialised} re-initialised under {', '.join(init.reinit_heads) or '-'})",
-            flush=True,
-        )
-    model = model.to(device)
-    if device.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)
-    net: torch.nn.Module = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[local_rank] if device.type == "cuda" else None
-        )
+    model, init = _model(s, device, resume=resume, announce=progress and rank == 0)
+    net = _parallel(model, world, local_rank, device)
     optimizer, scheduler = make_optimizer(model, s.optim)
-    scaler = None  # bfloat16 autocast needs no loss scaling
+    if resume:
+        state = _resume(s, model, optimizer, scheduler)
+    else:
+        state = TrainState(init_meta=init.as_meta() if init is not None else None)
 
-    start_epoch, best, bad, history = 0, -math.inf, 0, []
-    init_meta = init.as_meta() if init is not None else None
-    if resume and last_path.exists():
-        state = load_training_state(last_path)
-        check_resume_compatible(state, s.model, last_path)
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch, best, bad = state["epoch"] + 1, state["best_score"], state["bad_epochs"]
-        history = list(state["history"])
-        init_meta = state.get("meta", {}).get("init")  # the run's start, kept in all its checkpoints
-    elif resume:
-        raise ConfigError(f"out_dir: nothing to resume in {out} (no last.pt)")
-
-    run = _start_run(s, train_m, val_m, resume, init_meta) if rank == 0 else None
+    run = _start_run(s, train_m, val_m, resume, state.init_meta) if rank == 0 else None
     stopped_early = False
-    epoch = start_epoch - 1
+    epoch = state.start_epoch - 1
     t_start = time.perf_counter()
     try:
-        for epoch in range(start_epoch, s.optim.epochs):
-            if bad >= s.early_stop.patience:
-                stopped_early = True
-                break
-            if s.optim.max_minutes and time.perf_counter() - t_start > 60 * s.optim.max_minutes:
+        for epoch in range(state.start_epoch, s.optim.epochs):
+            if _should_stop(s, state, t_start):
                 stopped_early = True
                 break
             dataset.set_epoch(epoch)
@@ -428,58 +530,59 @@ def train(s: TrainSettings, *, resume: bool = False, progress: bool = True) -> T
                 net, loader, optimizer, scheduler, s, device, epoch=epoch, progress=progress and rank == 0
             )
             if rank == 0:
-                ev = evaluate(model, val_m, s.eval, device=device)
-                score = selection_score(ev.summary)
-                record.update({f"val_{k}": v for k, v in ev.summary.items() if v == v})
-                record["val_score"] = score
-                improved = score > best + s.early_stop.min_delta
-                if improved:
-                    best, bad = score, 0
-                    save_model(best_path, model, meta=_meta(s, epoch, ev.summary, train_m, init_meta))
-                else:
-                    bad += 1
-                history.append({"epoch": epoch + 1, **record})
-                if run is not None:
-                    import mlflow
-
-                    mlflow.log_metrics({k: float(v) for k, v in record.items()}, step=epoch + 1)
-                save_training_state(
-                    last_path,
-                    model,
-                    optimizer,
-                    scheduler,
-                    scaler,
-                    epoch=epoch,
-                    best_score=best,
-                    bad_epochs=bad,
-                    history=history,
-                    meta=_meta(s, epoch, ev.summary, train_m, init_meta),
+                summary, improved = evaluate_epoch(
+                    model, val_m, s, state, record, epoch=epoch, device=device, log=run is not None
+                )
+                save_checkpoints(
+                    s, model, optimizer, scheduler, state, summary, train_m, epoch=epoch, improved=improved
                 )
                 if progress:
-                    print(
-                        f"[train] epoch {epoch + 1}: loss {record.get('train_loss', float('nan')):.4f} "
-                        f"val mIoU {ev.summary.get('miou_scalp_hair', float('nan')):.4f} "
-                        f"dot F1 {ev.summary.get('dot_f1', float('nan')):.4f} score {score:.4f}"
-                        f"{' (best)' if improved else ''} {record['epoch_seconds']:.0f} s",
-                        flush=True,
-                    )
+                    _print_epoch(epoch, record, summary, improved)
             if world > 1:
-                flag = torch.tensor([bad], device=device)
-                dist.broadcast(flag, src=0)
-                bad = int(flag.item())
+                state.bad = _share_bad_epochs(state.bad, device)
         else:
             epoch = s.optim.epochs - 1
+        best_path = Path(s.out_dir) / "best.pt"
         if rank != 0:
-            return TrainResult(best_path, best, epoch + 1, stopped_early, history, None, None, False, {})
-        return _finish(s, run, val_m, best_path, best, epoch, stopped_early, history, device)
+            return TrainResult(best_path, state.best, epoch + 1, stopped_early, state.history, None, None, False, {})
+        return _finish(s, run, val_m, best_path, state.best, epoch, stopped_early, state.history, device)
     finally:
-        if run is not None:
-            import mlflow
+        _close(run, world)
 
-            if mlflow.active_run() is not None:
-                mlflow.end_run()
-        if world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+
+def _should_stop(s: TrainSettings, state: TrainState, t_start: float) -> bool:
+    """Early stopping: ``patience`` epochs without a better score, or the run's ``max_minutes`` spent."""
+    if state.bad >= s.early_stop.patience:
+        return True
+    return bool(s.optim.max_minutes and time.perf_counter() - t_start > 60 * s.optim.max_minutes)
+
+
+def _share_bad_epochs(bad: int, device: torch.device) -> int:
+    """Rank 0's count of epochs without improvement, on every rank (they stop together)."""
+    flag = torch.tensor([bad], device=device)
+    dist.broadcast(flag, src=0)
+    return int(flag.item())
+
+
+def _print_epoch(epoch: int, record: dict[str, float], summary: dict[str, float], improved: bool) -> None:
+    print(
+        f"[train] epoch {epoch + 1}: loss {record.get('train_loss', float('nan')):.4f} "
+        f"val mIoU {summary.get('miou_scalp_hair', float('nan')):.4f} "
+        f"dot F1 {summary.get('dot_f1', float('nan')):.4f} score {record['val_score']:.4f}"
+        f"{' (best)' if improved else ''} {record['epoch_seconds']:.0f} s",
+        flush=True,
+    )
+
+
+def _close(run: Any, world: int) -> None:
+    """End the MLflow run (rank 0) and leave the process group (under torchrun)."""
+    if run is not None:
+        import mlflow
+
+        if mlflow.active_run() is not None:
+            mlflow.end_run()
+    if world > 1 and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _meta(
