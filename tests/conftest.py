@@ -47,3 +47,49 @@ def made(tmp_path_factory):
         main(["compare", str(photo), str(photo), "--out", str(root / "cmp"), "--set", "segment.method=classical"]) == 0
     )
     return {"root": root, "photo": photo, "assessment": folder, "comparison": root / "cmp"}
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """For the web security tests (tests/test_web_security_*.py): two synthetic photos."""
+    from web_support import synthetic_photos
+
+    return synthetic_photos(tmp_path_factory.mktemp("synth"), 2)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, photos):
+    """For the web security tests (tests/test_web_security_*.py): two clinics, each with a client whose photo
+    has been assessed (flagged dots included)."""
+    import sqlalchemy as sa
+    from web_support import dispose, make_world, upload
+
+    from pipeline.records.schema import Assessment, Dot, Visit
+
+    w = make_world(tmp_path_factory.mktemp("home"))
+    ids = {}
+    for user, photo, clinic in (("a-staff", photos[0], "a"), ("b-staff", photos[1], "b")):
+        r = upload(w.api(user), photo, client_id=f"{clinic.upper()}-1")
+        assert r.status_code == 201, r.text
+        ids[clinic] = r.json()
+    assert w.drain() == 2
+    with w.ctx.records.session() as s:
+        for clinic, sub in ids.items():
+            a = s.scalars(sa.select(Assessment).where(Assessment.photo_id == sub["photo_id"])).one()
+            dot = s.scalars(
+                sa.select(Dot).where(Dot.assessment_id == a.id, sa.or_(Dot.blue_shift, Dot.faded, Dot.spread))
+            ).first()
+            assert dot is not None, "the synthetic photo should have flagged dots"
+            region = s.scalar(sa.select(Visit.region_id).where(Visit.id == sub["visit_id"]))
+            ids[clinic] = {
+                "client": sub["client_id"],
+                "visit": sub["visit_id"],
+                "photo": sub["photo_id"],
+                "job": sub["job"]["id"],
+                "assessment": a.id,
+                "dot": dot.id,
+                "region": region,
+            }
+    w.ids = ids
+    yield w
+    dispose()

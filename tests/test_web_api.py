@@ -88,7 +88,7 @@ def test_submission_is_idempotent_and_assessed_in_the_background(world, photos):
     # the same photo in another visit is a conflict
     r = upload(api, photos[0], date="2026-05-05")
     assert r.status_code == 409 and f"visit {doc['visit_id']}" in r.json()["detail"]
-    # ... but for another clinic the same bytes are simply a new photo of its own (tests/test_web_security.py)
+    # ... but for another clinic the same bytes are simply a new photo of its own (tests/test_web_security_uploads.py)
     r = upload(world.api("b-staff"), photos[0], client_id="B-9")
     assert r.status_code == 201 and r.json()["photo_id"] != doc["photo_id"] and r.json()["created"]
 
