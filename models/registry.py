@@ -48,6 +48,40 @@ def tracking_uri(explicit: str | None = None) -> str:
     return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+def artifact_root(uri: str) -> str | None:
+    """Where new experiments of the store ``uri`` keep their artifacts: for a SQLite file, the folder
+    ``mlartifacts`` beside it (MLflow's own default is ``./mlruns`` in whatever folder the process runs
+    in, so runs of one store would scatter over the working folders); None for a server or another
+    database (the store's own default)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri[len(prefix) :] in ("", ":memory:"):
+        return None
+    return (Path(uri[len(prefix) :]).resolve().parent / "mlartifacts").as_uri()
+
+
+def experiment_id(name: str, store: str) -> str:
+    """The id of the experiment ``name`` of the current tracking store ``store``, created with its
+    artifacts beside a SQLite store (:func:`artifact_root`) when it does not exist yet."""
+    import mlflow
+
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    root = artifact_root(store)
+    return str(mlflow.create_experiment(name, artifact_location=None if root is None else f"{root}/{name}"))
+
+
+def use_experiment(name: str, uri: str | None = None) -> str:
+    """Point MLflow at the tracking store (:func:`tracking_uri` of ``uri``) and make ``name`` the active
+    experiment (:func:`experiment_id`); returns its id."""
+    import mlflow
+
+    store = tracking_uri(uri)
+    mlflow.set_tracking_uri(store)
+    experiment_id(name, store)
+    return str(mlflow.set_experiment(name).experiment_id)
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested settings -> ``a.b.c: value`` strings (MLflow params are flat strings)."""
     out: dict[str, str] = {}
@@ -192,10 +226,8 @@ def ensure_champion(
     weights = default_model_path()
     scored = score_on_gate(weights, gate)
     outer = mlflow.active_run()
-    experiment = mlflow.get_experiment_by_name(BUNDLED_EXPERIMENT) or mlflow.get_experiment(
-        mlflow.create_experiment(BUNDLED_EXPERIMENT)
-    )
-    with mlflow.start_run(run_name="bundled model", experiment_id=experiment.experiment_id, nested=outer is not None):
+    bundled = experiment_id(BUNDLED_EXPERIMENT, mlflow.get_tracking_uri())
+    with mlflow.start_run(run_name="bundled model", experiment_id=bundled, nested=outer is not None):
         mlflow.log_params({"weights": weights.name, "gate_suite": scored.suite, "gate_photos": gate.n_photos})
         mlflow.log_metrics({f"gate_{k}": v for k, v in scored.summary.items() if v == v})
         mlflow.log_metric("gate_score", scored.score)

@@ -497,10 +497,9 @@ def _meta(
 def _start_run(s: TrainSettings, train_m: Manifest, val_m: Manifest, resume: bool, init_meta: dict | None = None):
     import mlflow
 
-    from models.registry import flatten, log_manifest_input, tracking_uri
+    from models.registry import flatten, log_manifest_input, use_experiment
 
-    mlflow.set_tracking_uri(tracking_uri(s.tracking.tracking_uri))
-    mlflow.set_experiment(s.tracking.experiment)
+    use_experiment(s.tracking.experiment, s.tracking.tracking_uri)
     run = mlflow.start_run(run_name=s.name, log_system_metrics=s.tracking.system_metrics)
     params = flatten(s.model_dump(mode="json"))
     params["resumed"] = str(resume)

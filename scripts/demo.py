@@ -122,9 +122,10 @@ def record_assessments(out: Path) -> int:
     beside its truth (``<visit>.<metric>`` and ``<visit>.true_<metric>``), and the files."""
     import mlflow
 
+    from models.registry import use_experiment
+
     series = json.loads((out / "client" / "client_000" / "series.json").read_text())
-    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
-    mlflow.set_experiment("smp-demo")
+    use_experiment("smp-demo", os.environ["MLFLOW_TRACKING_URI"])
     names = ("dot_count", "dot_density_per_cm2", "show_through", "dot_diameter_mm_median")
     with mlflow.start_run(run_name=f"assessments {series['client']} / {series['region']}") as run:
         first = json.loads(next((out / "assess" / series["visits"][0]["folder"]).glob("*/assessment.json")).read_text())

@@ -163,10 +163,9 @@ def log_mlflow(
     os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
     import mlflow
 
-    from models.registry import tracking_uri
+    from models.registry import use_experiment
 
-    mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_experiment("smp-batch")
+    use_experiment("smp-batch")
     ok = frame[frame["status"].isin(["ok", "skipped", "duplicate"])]
     metrics: dict[str, float] = {
         "photos_total": result.total,

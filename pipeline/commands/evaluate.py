@@ -132,7 +132,7 @@ def _one(
     from tqdm import tqdm
 
     from models.evaluate import evaluate, selection_score, write_report
-    from models.registry import tracking_uri
+    from models.registry import use_experiment
 
     bar = tqdm(total=len(manifest), desc="evaluate", unit="photo", file=sys.stderr)
     ev = evaluate(
@@ -150,8 +150,7 @@ def _one(
         import mlflow
 
         if not parent:
-            mlflow.set_tracking_uri(tracking_uri())
-            mlflow.set_experiment("smp-segmenter-evaluate")
+            use_experiment("smp-segmenter-evaluate")
         with mlflow.start_run(run_name=f"evaluate {Path(data).parent.name}", nested=parent):
             mlflow.log_params(
                 {
@@ -180,7 +179,7 @@ def _one(
 def _many(args, refs, models, splits, manifests, settings) -> int:
     import pandas as pd
 
-    from models.registry import tracking_uri
+    from models.registry import use_experiment
 
     model_names: set[str] = set()
     data_names: set[str] = set()
@@ -194,8 +193,7 @@ def _many(args, refs, models, splits, manifests, settings) -> int:
     if not args.no_mlflow:
         import mlflow
 
-        mlflow.set_tracking_uri(tracking_uri())
-        mlflow.set_experiment("smp-segmenter-evaluate")
+        use_experiment("smp-segmenter-evaluate")
         ctx = mlflow.start_run(run_name=f"compare {len(refs)} model(s) on {len(manifests)} dataset(s)")
     try:
         for ref, loaded, ml in zip(refs, models, m_labels):
