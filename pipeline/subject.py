@@ -24,6 +24,9 @@ class Subject:
     date: dt.date | None = None
     kind: str | None = None  # one of pipeline.records.schema.VISIT_KINDS
     session: int = 0  # the session or touch-up number (0: none)
+    #: The photo's file name as the clinic sent it (the web app's records know it; a stored file is
+    #: named by its content hash): what reports call the photo. Not written into ``assessment.json``.
+    photo: str | None = None
 
     def __bool__(self) -> bool:
         return any((self.client, self.region, self.date, self.kind))

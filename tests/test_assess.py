@@ -332,3 +332,24 @@ def test_every_close_up_is_segmented_at_one_scale():
     ):
         assert a.segment(rgb, ppm, view=view).labels.shape == (100, 120)
         assert seen[-1] == expect
+
+
+def test_the_overlay_names_the_photo_as_the_subject_knows_it(scenes, classical, tmp_path, monkeypatch):
+    """The web app assesses a stored file named by its hash: the overlay's title is the uploaded name."""
+    import pipeline.one_photo.assessment as assessment_module
+    from pipeline.subject import Subject
+
+    titles = []
+    real = assessment_module.render_overlay
+
+    def spy(*args, **kwargs):
+        titles.append(kwargs.get("title"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(assessment_module, "render_overlay", spy)
+    a = classical.assess_file(_photo(scenes[0][0]))
+    write_assessment(a, tmp_path / "named", subject=Subject(photo="crown-visit-2.jpg"))
+    write_assessment(a, tmp_path / "plain")
+    assert titles[0].startswith("crown-visit-2.jpg ") and titles[1].startswith(Path(a.photo.path).name + " ")
+    doc = json.loads((tmp_path / "named" / "assessment.json").read_text())
+    assert doc["subject"] is None  # a name alone is no subject: assessment.json keeps its contract

@@ -121,7 +121,7 @@ def test_a_failing_assessment_is_a_failed_job_with_its_reason(tmp_path):
             progress("segment")
             raise ValueError("segmentation exploded")
 
-        def write(self, assessment, folder):
+        def write(self, assessment, folder, name):
             raise AssertionError("not reached")
 
     w = make_world(tmp_path, assessor_factory=Broken)

@@ -151,3 +151,21 @@ def test_stored_assessment_reads_back_what_the_worker_wrote(world):
     assert a.calibration.px_per_mm == pytest.approx(doc["calibration"]["px_per_mm"])
     assert a.calibration.colour.source == doc["calibration"]["colour_source"] == "card"
     assert a.labels.shape == a.photo.rgb.shape[:2] and len(a.dots) == doc["metrics"]["dot_count"]
+
+
+def test_reports_name_each_photo_as_it_was_uploaded_never_by_its_stored_file(world):
+    """The store names a photo by its content hash; a clinic knows it by the name it uploaded."""
+    from pipeline.records.schema import Photo
+
+    ids = world.ids
+    with world.ctx.records.session() as s:
+        stored = {k: s.scalar(sa.select(Photo.stored_path).where(Photo.id == ids[k])) for k in ("before", "after")}
+    hashes = [str(p).rsplit("/", 1)[-1].split(".")[0] for p in stored.values()]
+    page = world.login("a-staff")
+    compared = " ".join(page.get(f"/reports/compare/{ids['before']}/{ids['after']}").text.split())
+    assert "session 1 (before.png)" in compared and "session 2 (after.png)" in compared
+    assessed = page.get(f"/reports/assessment/{ids['assessments'][1]}")
+    assert assessed.status_code == 200 and "after.png" in assessed.text
+    for text in (compared, assessed.text):
+        # only the fingerprint row may show the hash; no file name made of it
+        assert not any(f"{h}.png" in text for h in hashes)

@@ -76,7 +76,8 @@ def write_assessment(
     a: Assessment, out_dir: str | Path, *, overlay: bool = True, subject: Subject | None = None
 ) -> Path:
     """Write the output contract into ``out_dir`` (created); returns the folder. ``subject``: whose
-    photo it is and from which visit (``assessment.json``'s ``subject``; null when not given).
+    photo it is and from which visit (``assessment.json``'s ``subject``; null when not given); its
+    ``photo``, when given, names the photo on the overlay (else the assessed file's name).
 
     Files are written to temporary names and renamed, so a folder never holds a
     half-written file; ``assessment.json`` is written last (its presence means done).
@@ -92,7 +93,8 @@ def write_assessment(
 
     def write_overlay() -> None:
         ppm = a.calibration.px_per_mm
-        title = f"{Path(a.photo.path).name}  {len(a.dots)} dots" + ("" if a.quality.ok else "  (quality warnings)")
+        name = subject.photo if subject is not None and subject.photo else Path(a.photo.path).name
+        title = f"{name}  {len(a.dots)} dots" + ("" if a.quality.ok else "  (quality warnings)")
         img = render_overlay(a.photo.rgb, a.labels, a.dots, ppm, title=title)
         cv2.cvtColor(img, cv2.COLOR_RGB2BGR, dst=img)  # in place: no second copy of a large photo
         ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 1])

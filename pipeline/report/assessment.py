@@ -60,7 +60,11 @@ FLAG_LABELS = {"blue_shift": "blue-shifted", "faded": "faded", "spread": "spread
 LEGEND = (("#50dc78", "not flagged"), ("#2878ff", "blue-shifted"), ("#ffaa00", "faded"), ("#ff00c8", "spread"))
 
 
-def photo_name(af: AssessmentFolder) -> str:
+def photo_name(af: AssessmentFolder, subject: Subject | None = None) -> str:
+    """The photo's name in a report: the clinic's own file name when the subject knows it, else the
+    assessed file's name."""
+    if subject is not None and subject.photo:
+        return subject.photo
     p = af.photo.get("path")
     return Path(p).name if isinstance(p, str) and p else af.path.name
 
@@ -343,7 +347,7 @@ def _crops(af: AssessmentFolder, source: np.ndarray | None, from_photo: bool) ->
     }
 
 
-def methods_rows(af: AssessmentFolder) -> list[tuple[str, str]]:
+def methods_rows(af: AssessmentFolder, name: str | None = None) -> list[tuple[str, str]]:
     cal, q, model, photo = af.calibration, af.quality, af.model, af.photo
     size = (
         f"{fmt_int(photo.get('width'))} \u00d7 {fmt_int(photo.get('height'))} px"
@@ -359,7 +363,7 @@ def methods_rows(af: AssessmentFolder) -> list[tuple[str, str]]:
     if qual_bits:
         quality += f" ({', '.join(qual_bits)})"
     rows = [
-        ("Photo", f"{photo_name(af)}, {size}, {view_label(photo.get('view'))}"),
+        ("Photo", f"{name or photo_name(af)}, {size}, {view_label(photo.get('view'))}"),
         ("Photo fingerprint (sha256)", str(photo.get("sha256") or MISSING)),
         ("Scale", scale_text(cal)),
         (
@@ -383,7 +387,7 @@ def build_assessment_context(
 ) -> dict[str, Any]:
     """``subject``: whose photo and which visit (default: what the assessment recorded)."""
     af = read_assessment_folder(folder)
-    name = photo_name(af)
+    name = photo_name(af, subject)
     subject = subject or af.subject
     heading = subject_heading(subject)
     photo, missing_note = find_photo(af)
@@ -417,7 +421,7 @@ def build_assessment_context(
         "legend": LEGEND,
         "metrics": [metric_row(k, value=m.get(k)) for k in ordered_names(m) if not isinstance(m.get(k), (dict, list))],
         "flagged": flagged,
-        "methods": methods_rows(af),
+        "methods": methods_rows(af, name),
         "limits": limits(af),
         "warnings": all_warnings(af),
         "short_model_hash": short_hash(af.model.get("sha256")),

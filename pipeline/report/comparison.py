@@ -233,15 +233,23 @@ def _registration(doc: dict[str, Any]) -> tuple[list[tuple[str, str]], str, bool
     return rows, verdict, poor
 
 
-def _photo_panel(side: str, info: dict[str, Any], af: AssessmentFolder | None) -> dict[str, Any]:
+def _photo_panel(
+    side: str, info: dict[str, Any], af: AssessmentFolder | None, subject: Subject | None = None
+) -> dict[str, Any]:
     if af is not None:
-        name = photo_name(af)
+        name = photo_name(af, subject)
         taken = af.photo.get("capture_time")
         pic = read_rgb(af.overlay_path) if af.overlay_path.is_file() else None
-        rows = methods_rows(af)
+        rows = methods_rows(af, name)
     else:
         p = info.get("path")
-        name = Path(p).name if isinstance(p, str) and p else side
+        name = (
+            subject.photo
+            if subject is not None and subject.photo
+            else Path(p).name
+            if isinstance(p, str) and p
+            else side
+        )
         taken = None
         pic = None
         rows = [
@@ -273,7 +281,8 @@ def build_comparison_context(
     after, n2 = _side(path, "after")
     notes += [n for n in (n1, n2) if n]
     info_b, info_a = _dict(doc, "before"), _dict(doc, "after")
-    panels = [_photo_panel("before", info_b, before), _photo_panel("after", info_a, after)]
+    given = subjects or (None, None)
+    panels = [_photo_panel("before", info_b, before, given[0]), _photo_panel("after", info_a, after, given[1])]
     h = _dict(doc, "headline")
     metrics = doc["metrics"]
     after_metrics = after.metrics if after is not None else {k: _dict(metrics, k).get("after") for k in metrics}
@@ -335,13 +344,13 @@ def build_comparison_context(
             "Dots added, not found again and in both are counted in the area both photos show, the same "
             "figures in every sentence and table."
         )
-    if panels[0]["name"] == panels[1]["name"]:  # visit_01/photo.jpg vs visit_04/photo.jpg
+    named = any(s is not None and s.photo for s in given)
+    if panels[0]["name"] == panels[1]["name"] and not named:  # visit_01/photo.jpg vs visit_04/photo.jpg
         for p, info, af in zip(panels, (info_b, info_a), (before, after)):
             raw = (af.photo.get("path") if af is not None else None) or info.get("path")
             if isinstance(raw, str) and Path(raw).parent.name:
                 p["name"] = f"{Path(raw).parent.name}/{Path(raw).name}"
     name_b, name_a = panels[0]["name"], panels[1]["name"]
-    given = subjects or (None, None)
     sb, sa = (g or (af.subject if af is not None else None) for g, af in zip(given, (before, after)))
     both = Subject(
         client=next((s.client for s in (sb, sa) if s and s.client), None),

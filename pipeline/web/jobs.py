@@ -87,7 +87,8 @@ class WebAssessor(Protocol):
     def assess(self, path: Path, progress: Callable[[str], None]) -> Any:
         """An assessment with ``to_json()`` and ``dots`` (pipeline.records.AssessmentLike)."""
 
-    def write(self, assessment: Any, folder: Path) -> None: ...
+    def write(self, assessment: Any, folder: Path, name: str) -> None:
+        """Write the output folder; ``name``: the photo's file name as it was uploaded (its overlay's title)."""
 
 
 class _StageTimer:
@@ -124,10 +125,11 @@ class PipelineAssessor:
             photo = load_photo(path, self.assessor.settings.load)
         return self.assessor.assess(photo, timer=timer)  # type: ignore[arg-type]
 
-    def write(self, assessment: Any, folder: Path) -> None:
+    def write(self, assessment: Any, folder: Path, name: str) -> None:
         from pipeline.one_photo.assessment import write_assessment
+        from pipeline.subject import Subject
 
-        write_assessment(assessment, folder, overlay=self.assessor.settings.overlay)
+        write_assessment(assessment, folder, overlay=self.assessor.settings.overlay, subject=Subject(photo=name))
 
 
 def assessment_folder(home: Path, assessment_id: int) -> Path:
@@ -344,8 +346,10 @@ class JobRunner:
 
     def _run(self, job_id: int) -> int:
         with self.records.session(read_only=True) as s:
-            photo_id, rel = s.execute(
-                sa.select(Photo.id, Photo.stored_path).join(Job, Job.photo_id == Photo.id).where(Job.id == job_id)
+            photo_id, rel, name = s.execute(
+                sa.select(Photo.id, Photo.stored_path, Photo.original_name)
+                .join(Job, Job.photo_id == Photo.id)
+                .where(Job.id == job_id)
             ).one()
         if self._assessor is None:
             self._stage(job_id, "loading model")
@@ -356,7 +360,7 @@ class JobRunner:
         def work(progress: Callable[[str], None]) -> tuple[Any, Any]:  # in the job's own process
             result = assessor.assess(path, progress)
             progress("writing")
-            assessor.write(result, scratch)
+            assessor.write(result, scratch, name)
             return result.to_json(), result.dots
 
         try:

@@ -135,6 +135,7 @@ def _subject(s: Any, row: Any) -> Subject:
         date=row.visit.visit_date,
         kind=row.visit.kind,
         session=row.visit.session_number or 0,
+        photo=row.photo.original_name,
     )
 
 
